@@ -1,0 +1,53 @@
+//! `stepman fsck`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::CouldNotRun;
+
+/// Exit status: 0 clean, 1 damage found (or repaired: the output says which), 2 could not run.
+///
+/// Example: stepman fsck --repair --json
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// Move damaged objects aside, drop names that point at them, fix permissions, reclaim dead
+    /// temp dirs.
+    #[arg(long)]
+    repair: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode> {
+    let store = super::open_ro(cli).map_err(|e| CouldNotRun(format!("{e:#}")))?;
+    let report = match &store {
+        Some(s) => stepman::fsck::fsck(s, args.repair).map_err(|e| CouldNotRun(e.to_string()))?,
+        None => stepman::fsck::FsckReport::default(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.problems {
+            let state = if p.repaired { "repaired" } else { "found" };
+            println!("{state}\t{}\t{}\t{}", p.kind, p.path.display(), p.detail);
+        }
+    }
+    let unrepaired = report.unrepaired();
+    let summary = format!(
+        "{} objects ({} bytes) and {} names checked: {} problems, {} repaired, {} left",
+        report.objects,
+        report.bytes,
+        report.names,
+        report.problems.len(),
+        report.problems.len() - unrepaired,
+        unrepaired
+    );
+    eprintln!("stepman fsck: {summary}");
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

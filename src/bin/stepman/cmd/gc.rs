@@ -1,0 +1,46 @@
+//! `stepman gc`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+/// Safe while other processes import, resolve and export.
+///
+/// Example: stepman gc --dry-run --json
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Report what would be removed; remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cli: &crate::Cli, args: &GcArgs) -> anyhow::Result<ExitCode> {
+    let Some(store) = super::open_ro(cli)? else {
+        eprintln!("stepman gc: no store at {}", cli.home()?.display());
+        return Ok(ExitCode::SUCCESS);
+    };
+    let report = stepman::gc::gc(&store, args.dry_run)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for o in &report.removed_objects {
+            println!("{o}");
+        }
+    }
+    let verb = if args.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    eprintln!(
+        "stepman gc: {verb} {} objects ({} bytes) and {} dead temp dirs; kept {} objects",
+        report.removed_objects.len(),
+        report.removed_bytes,
+        report.temp.reclaimed.len(),
+        report.kept_objects
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,80 @@
+//! The `stepman` command line: parses arguments, calls the library, prints, maps errors to exit
+//! codes. Data goes to stdout, messages to stderr.
+//!
+//! Exit codes: 0 success; 1 the operation failed (or `fsck` found damage); 2 bad usage, or `fsck`
+//! could not run.
+
+#![forbid(unsafe_code)]
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A step manager for CI runners, built on a content-addressed store.
+#[derive(Debug, Parser)]
+#[command(name = "stepman", version, about, long_about = None)]
+pub struct Cli {
+    /// Store root (holds `store-v1/`).
+    #[arg(long, global = true, env = "STEPMAN_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    /// Do not fsync ingested trees before publishing them (for throwaway stores only).
+    #[arg(long, global = true, env = "STEPMAN_NO_FSYNC", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    no_fsync: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Plumbing: import, resolve and export store entries.
+    #[command(subcommand)]
+    Store(cmd::store::StoreCmd),
+    /// Rehash every object and check every name; optionally repair.
+    Fsck(cmd::fsck::FsckArgs),
+    /// Remove objects no name points at, and temp dirs whose owner died.
+    Gc(cmd::gc::GcArgs),
+}
+
+impl Cli {
+    fn home(&self) -> anyhow::Result<PathBuf> {
+        if let Some(h) = &self.home {
+            return Ok(h.clone());
+        }
+        let home = std::env::var_os("HOME")
+            .ok_or_else(|| anyhow::anyhow!("neither STEPMAN_HOME nor HOME is set"))?;
+        Ok(PathBuf::from(home).join(".stepman"))
+    }
+
+    fn durability(&self) -> stepman::Durability {
+        if self.no_fsync {
+            stepman::Durability::NoSync
+        } else {
+            stepman::Durability::Sync
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Store(c) => cmd::store::run(&cli, c),
+        Command::Fsck(a) => cmd::fsck::run(&cli, a),
+        Command::Gc(a) => cmd::gc::run(&cli, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("stepman: {e:#}");
+            ExitCode::from(e.downcast_ref::<cmd::CouldNotRun>().map_or(1, |_| 2))
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Typed errors of the library.
+//!
+//! Invariant: every error that comes from the file system names the operation and the path it was
+//! applied to; every error about input names the source (archive, directory) and the entry. The
+//! library never prints and never exits: it returns one of these.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias for the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call on `path` failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("create", "rename", "read", ...).
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// An entry of an archive or directory was refused; nothing was published.
+    #[error("{source_name}: entry {entry:?} rejected: {reason}")]
+    Rejected {
+        /// The archive or directory being ingested.
+        source_name: String,
+        /// The entry's path as it appears in the source.
+        entry: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The archive itself is damaged or not an archive we read.
+    #[error("{source_name}: {reason}")]
+    BadArchive {
+        /// The archive being ingested.
+        source_name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A configured resource limit was exceeded while ingesting.
+    #[error("{source_name}: {what} exceeds the limit of {limit}")]
+    LimitExceeded {
+        /// The archive or directory being ingested.
+        source_name: String,
+        /// Which limit.
+        what: &'static str,
+        /// The limit's value.
+        limit: u64,
+    },
+    /// A name does not follow the grammar of `store-format.md`.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The offending name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A name is not bound in the store.
+    #[error("name {name} not found in the store at {}", store.display())]
+    NameNotFound {
+        /// The name that was looked up.
+        name: String,
+        /// The store's directory.
+        store: PathBuf,
+    },
+    /// The store on disk is not in a state this version can use.
+    #[error("store {}: {reason}", path.display())]
+    Format {
+        /// The file or directory that is wrong.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An export destination already holds something.
+    #[error("destination {} exists and is not an empty directory", path.display())]
+    DestinationExists {
+        /// The destination.
+        path: PathBuf,
+    },
+    /// The operation needs to write but the store is read-only for this process.
+    #[error("store {} is read-only for this process: cannot {op}", path.display())]
+    ReadOnly {
+        /// The store's directory.
+        path: PathBuf,
+        /// What needed write access.
+        op: &'static str,
+    },
+}
+
+impl Error {
+    /// A closure that wraps an `io::Error` with the operation and the path.
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+
+    /// The OS error number, when this is an I/O error.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}

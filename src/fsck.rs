@@ -1,0 +1,318 @@
+//! `fsck`: proves every object is what its name says and finds everything else that is wrong.
+//!
+//! Invariants:
+//! - Checking writes nothing; it holds the shared store lock so gc cannot move objects under it.
+//! - It keeps going past every problem and reports each with its path.
+//! - `repair` re-checks each problem under the exclusive store lock before acting on it, acts only
+//!   by moving damaged objects aside into `quarantine/`, dropping names that point at missing or
+//!   damaged objects, fixing permission bits and reclaiming dead temp dirs; running it again finds
+//!   nothing left to do.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::gc::move_out;
+use crate::hash::{self, Kind, ObjectId};
+use crate::layout::Layout;
+use crate::lock;
+use crate::scan;
+use crate::store::Store;
+use crate::sys;
+use crate::tmp;
+
+/// One finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// Machine-readable kind: `corrupt-object`, `bad-permissions`, `dangling-name`,
+    /// `foreign-entry`, `dead-temp`.
+    pub kind: &'static str,
+    /// What is wrong.
+    pub path: PathBuf,
+    /// Details.
+    pub detail: String,
+    /// True when `--repair` fixed it.
+    pub repaired: bool,
+}
+
+/// The whole result.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FsckReport {
+    /// Objects rehashed.
+    pub objects: usize,
+    /// Bytes of file content rehashed.
+    pub bytes: u64,
+    /// Names checked.
+    pub names: usize,
+    /// Everything found.
+    pub problems: Vec<Problem>,
+}
+
+impl FsckReport {
+    /// No problems at all.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+    /// Problems found and left as they are.
+    pub fn unrepaired(&self) -> usize {
+        self.problems.iter().filter(|p| !p.repaired).count()
+    }
+}
+
+struct Walk<'a> {
+    bytes: &'a Mutex<u64>,
+    perms: &'a Mutex<Vec<(PathBuf, u32)>>,
+}
+
+fn digest_dir(dir: &Path, w: &Walk) -> std::result::Result<[u8; 32], String> {
+    let entries = scan::read_dir_names(dir).map_err(|e| e.to_string())?;
+    let children: Vec<std::result::Result<(String, Kind, [u8; 32]), String>> = entries
+        .par_iter()
+        .map(|(name, path, _)| {
+            if fs::symlink_metadata(path).is_err()
+                || path.file_name().and_then(|n| n.to_str()).is_none()
+            {
+                return Err(format!("{}: unreadable or non-UTF-8 entry", path.display()));
+            }
+            let meta =
+                fs::symlink_metadata(path).map_err(|e| format!("stat {}: {e}", path.display()))?;
+            let mode = meta.permissions().mode() & 0o7777;
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                if mode != 0o555 {
+                    w.perms
+                        .lock()
+                        .map_err(|_| "poisoned")?
+                        .push((path.clone(), 0o555));
+                }
+                Ok((name.clone(), Kind::Dir, digest_dir(path, w)?))
+            } else if ft.is_file() {
+                let exec = mode & 0o111 != 0;
+                let want = if exec { 0o555 } else { 0o444 };
+                if mode != want {
+                    w.perms
+                        .lock()
+                        .map_err(|_| "poisoned")?
+                        .push((path.clone(), want));
+                }
+                let mut h = blake3::Hasher::new();
+                let f = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+                h.update_reader(f)
+                    .map_err(|e| format!("read {}: {e}", path.display()))?;
+                *w.bytes.lock().map_err(|_| "poisoned")? += meta.len();
+                Ok((
+                    name.clone(),
+                    if exec { Kind::Exec } else { Kind::File },
+                    *h.finalize().as_bytes(),
+                ))
+            } else if ft.is_symlink() {
+                let t = fs::read_link(path)
+                    .map_err(|e| format!("read link {}: {e}", path.display()))?;
+                let t = t
+                    .to_str()
+                    .ok_or_else(|| format!("{}: non-UTF-8 symlink target", path.display()))?;
+                Ok((name.clone(), Kind::Symlink, hash::symlink_digest(t)))
+            } else {
+                Err(format!(
+                    "{}: not a file, directory or symlink",
+                    path.display()
+                ))
+            }
+        })
+        .collect();
+    let mut children = children
+        .into_iter()
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(hash::dir_digest(&mut children))
+}
+
+/// Rehashes the object at `path`: `Ok(perm fixes)` when its content matches `id`.
+fn verify_object(
+    id: &ObjectId,
+    path: &Path,
+    bytes: &Mutex<u64>,
+) -> std::result::Result<Vec<(PathBuf, u32)>, String> {
+    let perms = Mutex::new(Vec::new());
+    let root_mode = fs::symlink_metadata(path)
+        .map_err(|e| e.to_string())?
+        .permissions()
+        .mode()
+        & 0o7777;
+    let digest = digest_dir(
+        path,
+        &Walk {
+            bytes,
+            perms: &perms,
+        },
+    )?;
+    if digest != *id.as_bytes() {
+        return Err(format!(
+            "content hashes to {}",
+            ObjectId::from_bytes(digest)
+        ));
+    }
+    let mut perms = perms.into_inner().map_err(|_| "poisoned".to_string())?;
+    if root_mode != 0o555 {
+        perms.push((path.to_path_buf(), 0o555));
+    }
+    perms.sort();
+    Ok(perms)
+}
+
+fn problem(kind: &'static str, path: PathBuf, detail: impl Into<String>) -> Problem {
+    Problem {
+        kind,
+        path,
+        detail: detail.into(),
+        repaired: false,
+    }
+}
+
+/// Checks the store; with `repair`, fixes what it can.
+pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
+    let layout = store.layout();
+    let mut report = FsckReport::default();
+    let dead = tmp::sweep(layout, true)?;
+    for d in &dead.reclaimed {
+        report
+            .problems
+            .push(problem("dead-temp", d.clone(), "temp dir whose owner died"));
+    }
+    let guard = lock::store_shared(layout)?;
+    let (objects, foreign_objs) = scan::objects(layout)?;
+    let (names, foreign_names) = scan::names(layout)?;
+    for f in foreign_objs.iter().chain(&foreign_names) {
+        report
+            .problems
+            .push(problem("foreign-entry", f.path.clone(), f.why));
+    }
+    let bytes = Mutex::new(0u64);
+    let results: Vec<_> = objects
+        .par_iter()
+        .map(|(id, path)| (id, path, verify_object(id, path, &bytes)))
+        .collect();
+    report.objects = objects.len();
+    report.bytes = bytes.into_inner().unwrap_or(0);
+    let mut bad: HashSet<ObjectId> = HashSet::new();
+    for (id, path, r) in &results {
+        match r {
+            Ok(perms) => {
+                for (p, want) in perms {
+                    report.problems.push(problem(
+                        "bad-permissions",
+                        p.clone(),
+                        format!("mode should be {want:o}"),
+                    ));
+                }
+            }
+            Err(why) => {
+                bad.insert(**id);
+                report
+                    .problems
+                    .push(problem("corrupt-object", path.to_path_buf(), why.clone()));
+            }
+        }
+    }
+    let present: HashSet<ObjectId> = objects.iter().map(|(id, _)| *id).collect();
+    report.names = names.len();
+    for n in &names {
+        match n.target {
+            None => report.problems.push(problem(
+                "dangling-name",
+                n.path.clone(),
+                "target is not an object path",
+            )),
+            Some(id) if bad.contains(&id) => report.problems.push(problem(
+                "dangling-name",
+                n.path.clone(),
+                format!("points at damaged object {id}"),
+            )),
+            Some(id) if !present.contains(&id) => report.problems.push(problem(
+                "dangling-name",
+                n.path.clone(),
+                format!("points at missing object {id}"),
+            )),
+            Some(_) => {}
+        }
+    }
+    drop(guard);
+    if repair && !report.problems.is_empty() {
+        repair_all(store, &mut report)?;
+    }
+    Ok(report)
+}
+
+fn repair_all(store: &Store, report: &mut FsckReport) -> Result<()> {
+    let layout = store.layout();
+    tmp::sweep(layout, false)?;
+    let quarantine = layout.quarantine();
+    let _guard = lock::store_exclusive(layout)?;
+    for p in report.problems.iter_mut() {
+        p.repaired = match p.kind {
+            "dead-temp" => fs::symlink_metadata(&p.path).is_err(),
+            "bad-permissions" => {
+                let want = if p.detail.ends_with("555") {
+                    0o555
+                } else {
+                    0o444
+                };
+                sys::set_mode(&p.path, want).map_err(Error::io("chmod", &p.path))?;
+                true
+            }
+            "corrupt-object" | "foreign-entry" if p.path.starts_with(layout.objects()) => {
+                let still_bad = match p
+                    .path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(ObjectId::from_hex)
+                {
+                    Some(id) if p.kind == "corrupt-object" => {
+                        verify_object(&id, &p.path, &Mutex::new(0)).is_err()
+                    }
+                    _ => fs::symlink_metadata(&p.path).is_ok(),
+                };
+                if still_bad {
+                    fs::create_dir_all(&quarantine)
+                        .map_err(Error::io("create dir", &quarantine))?;
+                    let base = p
+                        .path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let to = quarantine.join(format!("{base}.{:016x}", fastrand::u64(..)));
+                    let meta = fs::symlink_metadata(&p.path).map_err(Error::io("stat", &p.path))?;
+                    if meta.is_dir() {
+                        move_out(&p.path, &to)?;
+                    } else {
+                        fs::rename(&p.path, &to).map_err(Error::io("rename", &p.path))?;
+                    }
+                }
+                true
+            }
+            "dangling-name" => {
+                let still = match fs::read_link(&p.path) {
+                    Ok(t) => match Layout::parse_name_target(&t) {
+                        None => true,
+                        Some(id) => {
+                            let dir = layout.object_dir(&id);
+                            !dir.is_dir() || verify_object(&id, &dir, &Mutex::new(0)).is_err()
+                        }
+                    },
+                    Err(_) => false,
+                };
+                if still {
+                    fs::remove_file(&p.path).map_err(Error::io("remove", &p.path))?;
+                }
+                true
+            }
+            _ => false,
+        };
+    }
+    Ok(())
+}

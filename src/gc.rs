@@ -1,0 +1,98 @@
+//! Garbage collection: removes objects no name points at, and dead temp dirs.
+//!
+//! Invariants:
+//! - Objects are chosen and moved out under the exclusive store lock, so no process is between a
+//!   publish and its name binding, nor copying out of an object, while gc decides. The lock is
+//!   held only for the listing and the renames; the deleting happens afterwards, in gc's own temp
+//!   dir, which a sweep reclaims if gc is killed.
+//! - A name never dangles because of gc: only objects that no name points at are moved.
+//! - Running gc twice, or two gcs at once, is fine: the second finds nothing to do.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::lock;
+use crate::scan;
+use crate::store::Store;
+use crate::sys;
+use crate::tmp::{self, SweepReport, TempDir};
+
+/// What gc did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct GcReport {
+    /// True for `--dry-run`.
+    pub dry_run: bool,
+    /// Objects removed.
+    pub removed_objects: Vec<String>,
+    /// Bytes of file content in them.
+    pub removed_bytes: u64,
+    /// Objects kept because a name points at them.
+    pub kept_objects: usize,
+    /// Dead temp dirs reclaimed.
+    pub temp: SweepReport,
+}
+
+/// Runs gc on `store`.
+pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport> {
+    let layout = store.layout();
+    let temp = tmp::sweep(layout, dry_run)?;
+    let trash = if dry_run {
+        None
+    } else {
+        Some(TempDir::create(layout, "gc")?)
+    };
+    let guard = if dry_run {
+        lock::store_shared(layout)?
+    } else {
+        lock::store_exclusive(layout)?
+    };
+    let (names, _) = scan::names(layout)?;
+    let referenced: HashSet<_> = names.iter().filter_map(|n| n.target).collect();
+    let (objects, _) = scan::objects(layout)?;
+    let mut report = GcReport {
+        dry_run,
+        removed_objects: Vec::new(),
+        removed_bytes: 0,
+        kept_objects: 0,
+        temp,
+    };
+    for (id, path) in objects {
+        if referenced.contains(&id) {
+            report.kept_objects += 1;
+            continue;
+        }
+        report.removed_bytes += scan::tree_bytes(&path);
+        report.removed_objects.push(id.to_hex());
+        if let Some(trash) = &trash {
+            move_out(&path, &trash.path().join(id.to_hex()))?;
+        }
+    }
+    if !dry_run {
+        scan::prune_empty_dirs(layout)?;
+    }
+    drop(guard);
+    drop(trash);
+    Ok(report)
+}
+
+/// Moves an object out of `objects/` (or, where it cannot be renamed, removes it in place).
+/// Caller holds the exclusive store lock.
+pub(crate) fn move_out(path: &std::path::Path, to: &std::path::Path) -> Result<PathBuf> {
+    // A non-root owner cannot move a read-only directory to another parent.
+    sys::set_mode(path, 0o755).map_err(Error::io("chmod", path))?;
+    match std::fs::rename(path, to) {
+        Ok(()) => Ok(to.to_path_buf()),
+        Err(e) if sys::is_exdev(&e) => {
+            log::debug!(
+                "{}: cannot be renamed (EXDEV); removing in place",
+                path.display()
+            );
+            tmp::remove_tree(path)?;
+            Ok(path.to_path_buf())
+        }
+        Err(e) => Err(Error::io("rename", path)(e)),
+    }
+}

@@ -1,0 +1,520 @@
+//! Ingest: streams a tree from a directory, a tar, a tar.gz or a zip into a temp dir of the store,
+//! vetting every entry and hashing while writing.
+//!
+//! Invariants:
+//! - Nothing is written outside the given temp root: every path is split into plain components
+//!   (`..`, absolute paths, backslashes, NUL and non-UTF-8 names are refused) and every parent of
+//!   an entry must be a directory this writer created itself, so no entry is written through a
+//!   symlink. Files are created with `O_EXCL`, so nothing pre-existing is followed or overwritten.
+//! - Only directories, regular files and symlinks whose target resolves inside the tree are
+//!   accepted; hardlinks, devices, fifos and sparse entries are refused; set-id and sticky bits are
+//!   dropped (only "executable or not" survives).
+//! - Duplicate entries are refused (a directory may be named twice).
+//! - Resource limits ([`Limits`]) bound total size, entry count, file size, path length and depth,
+//!   and the compression ratio.
+//! - The finished tree is read-only (files 0444/0555, directories 0555 except the root, which the
+//!   caller makes 0555 after publishing) and, when durability is on, flushed to disk.
+
+mod dir;
+mod tar;
+mod zip;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::hash::{self, Kind, ObjectId};
+use crate::sys;
+
+pub(crate) use self::dir::ingest_dir;
+pub(crate) use self::tar::ingest_tar;
+pub(crate) use self::zip::ingest_zip;
+
+/// Resource limits for one ingest. All are checked while streaming, before the data is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Sum of all file sizes, in bytes.
+    pub max_total_bytes: u64,
+    /// Size of one file, in bytes.
+    pub max_file_bytes: u64,
+    /// Number of entries (files, directories, symlinks).
+    pub max_entries: u64,
+    /// Length of one entry's path, in bytes.
+    pub max_path_bytes: usize,
+    /// Depth of one entry's path, in components.
+    pub max_depth: usize,
+    /// Uncompressed bytes per compressed byte, enforced once more than `ratio_floor_bytes` came out.
+    pub max_ratio: u64,
+    /// Below this many uncompressed bytes the ratio is not enforced.
+    pub ratio_floor_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_total_bytes: 2 << 30,
+            max_file_bytes: 1 << 30,
+            max_entries: 200_000,
+            max_path_bytes: 4096,
+            max_depth: 128,
+            max_ratio: 200,
+            ratio_floor_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Whether the finished tree is flushed to stable storage before it is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync every file and directory before publishing, and the parent after (default).
+    Sync,
+    /// Skip the flushes (for throwaway stores, e.g. on tmpfs or in an ephemeral VM).
+    NoSync,
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    Dir,
+    File { exec: bool, digest: [u8; 32] },
+    Symlink { target: String },
+}
+
+/// Splits an entry path into validated components; `Ok(vec![])` is the root itself.
+pub(crate) fn split_path<'a>(src: &str, raw: &'a str, limits: &Limits) -> Result<Vec<&'a str>> {
+    let reject = |reason: &str| Error::Rejected {
+        source_name: src.to_string(),
+        entry: raw.to_string(),
+        reason: reason.to_string(),
+    };
+    if raw.len() > limits.max_path_bytes {
+        return Err(reject("path too long"));
+    }
+    if raw.starts_with('/') {
+        return Err(reject("absolute path"));
+    }
+    if raw.contains('\0') {
+        return Err(reject("NUL in path"));
+    }
+    if raw.contains('\\') {
+        return Err(reject("backslash in path"));
+    }
+    let mut parts = Vec::new();
+    for c in raw.split('/') {
+        match c {
+            "" | "." => continue,
+            ".." => return Err(reject("path contains '..'")),
+            c if c.len() > 255 => return Err(reject("path component longer than 255 bytes")),
+            c => parts.push(c),
+        }
+    }
+    if parts.len() > limits.max_depth {
+        return Err(reject("path too deep"));
+    }
+    Ok(parts)
+}
+
+/// Writes one tree into `root` (which must not exist yet), hashing as it goes.
+pub(crate) struct TreeWriter {
+    root: PathBuf,
+    source: String,
+    limits: Limits,
+    durability: Durability,
+    nodes: HashMap<String, Node>,
+    total_bytes: u64,
+    buf: Vec<u8>,
+}
+
+impl TreeWriter {
+    pub(crate) fn new(
+        root: &Path,
+        source: &str,
+        limits: Limits,
+        durability: Durability,
+    ) -> Result<TreeWriter> {
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(root)
+            .map_err(Error::io("create dir", root))?;
+        Ok(TreeWriter {
+            root: root.to_path_buf(),
+            source: source.to_string(),
+            limits,
+            durability,
+            nodes: HashMap::new(),
+            total_bytes: 0,
+            buf: vec![0u8; 256 * 1024],
+        })
+    }
+
+    pub(crate) fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn reject(&self, entry: &str, reason: impl Into<String>) -> Error {
+        Error::Rejected {
+            source_name: self.source.clone(),
+            entry: entry.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn limit(&self, what: &'static str, limit: u64) -> Error {
+        Error::LimitExceeded {
+            source_name: self.source.clone(),
+            what,
+            limit,
+        }
+    }
+
+    /// Ensures every parent of `parts` is a directory we made; creates missing ones.
+    fn prepare_parents(&mut self, raw: &str, parts: &[&str]) -> Result<()> {
+        let mut key = String::new();
+        for (i, part) in parts[..parts.len().saturating_sub(1)].iter().enumerate() {
+            if i > 0 {
+                key.push('/');
+            }
+            key.push_str(part);
+            match self.nodes.get(&key) {
+                Some(Node::Dir) => {}
+                Some(Node::Symlink { .. }) => {
+                    return Err(self.reject(raw, "entry written through a symlink"));
+                }
+                Some(Node::File { .. }) => {
+                    return Err(self.reject(raw, "a parent of this entry is a file"));
+                }
+                None => self.make_dir(raw, key.clone())?,
+            }
+        }
+        Ok(())
+    }
+
+    fn count_entry(&self, raw: &str) -> Result<()> {
+        if self.nodes.len() as u64 >= self.limits.max_entries {
+            let _ = raw;
+            return Err(self.limit("number of entries", self.limits.max_entries));
+        }
+        Ok(())
+    }
+
+    fn make_dir(&mut self, raw: &str, key: String) -> Result<()> {
+        self.count_entry(raw)?;
+        let path = self.root.join(&key);
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&path)
+            .map_err(Error::io("create dir", &path))?;
+        self.nodes.insert(key, Node::Dir);
+        Ok(())
+    }
+
+    fn claim(&mut self, raw: &str, parts: &[&str]) -> Result<Option<String>> {
+        if parts.is_empty() {
+            return Err(self.reject(raw, "entry names the tree's root"));
+        }
+        self.prepare_parents(raw, parts)?;
+        let key = parts.join("/");
+        if self.nodes.contains_key(&key) {
+            return Err(self.reject(raw, "duplicate entry"));
+        }
+        self.count_entry(raw)?;
+        Ok(Some(key))
+    }
+
+    /// A directory entry.
+    pub(crate) fn add_dir(&mut self, raw: &str) -> Result<()> {
+        let parts = split_path(&self.source, raw, &self.limits)?;
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let key = parts.join("/");
+        match self.nodes.get(&key) {
+            Some(Node::Dir) => return Ok(()),
+            Some(_) => return Err(self.reject(raw, "duplicate entry")),
+            None => {}
+        }
+        self.prepare_parents(raw, &parts)?;
+        self.make_dir(raw, key)
+    }
+
+    /// A regular file entry; `declared` is the size the source announced, if any.
+    pub(crate) fn add_file(
+        &mut self,
+        raw: &str,
+        exec: bool,
+        declared: Option<u64>,
+        mut data: impl Read,
+    ) -> Result<()> {
+        let parts = split_path(&self.source, raw, &self.limits)?;
+        if let Some(n) = declared {
+            self.check_size(n)?;
+        }
+        let Some(key) = self.claim(raw, &parts)? else {
+            return Ok(());
+        };
+        let path = self.root.join(&key);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+            .map_err(Error::io("create", &path))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut size: u64 = 0;
+        loop {
+            let n = match data.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::BadArchive {
+                        source_name: self.source.clone(),
+                        reason: format!("reading entry {raw:?}: {e}"),
+                    });
+                }
+            };
+            size += n as u64;
+            self.check_size(size)?;
+            hasher.update(&self.buf[..n]);
+            file.write_all(&self.buf[..n])
+                .map_err(Error::io("write", &path))?;
+        }
+        self.total_bytes += size;
+        if self.total_bytes > self.limits.max_total_bytes {
+            return Err(self.limit("total size", self.limits.max_total_bytes));
+        }
+        sys::set_mode_fd(&file, if exec { 0o555 } else { 0o444 })
+            .map_err(Error::io("chmod", &path))?;
+        self.nodes.insert(
+            key,
+            Node::File {
+                exec,
+                digest: *hasher.finalize().as_bytes(),
+            },
+        );
+        Ok(())
+    }
+
+    fn check_size(&self, n: u64) -> Result<()> {
+        if n > self.limits.max_file_bytes {
+            return Err(self.limit("file size", self.limits.max_file_bytes));
+        }
+        if self.total_bytes + n > self.limits.max_total_bytes {
+            return Err(self.limit("total size", self.limits.max_total_bytes));
+        }
+        Ok(())
+    }
+
+    /// A symlink entry. Its target is vetted when the tree is finished (it may point at entries
+    /// that come later in the archive).
+    pub(crate) fn add_symlink(&mut self, raw: &str, target: &str) -> Result<()> {
+        let parts = split_path(&self.source, raw, &self.limits)?;
+        if target.is_empty() {
+            return Err(self.reject(raw, "empty symlink target"));
+        }
+        if target.starts_with('/') {
+            return Err(self.reject(raw, "symlink target is absolute"));
+        }
+        if target.contains('\0') || target.len() > self.limits.max_path_bytes {
+            return Err(self.reject(raw, "invalid symlink target"));
+        }
+        let Some(key) = self.claim(raw, &parts)? else {
+            return Ok(());
+        };
+        let path = self.root.join(&key);
+        std::os::unix::fs::symlink(target, &path).map_err(Error::io("symlink", &path))?;
+        self.nodes.insert(
+            key,
+            Node::Symlink {
+                target: target.to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Resolves `target` of the symlink at `key` inside the tree; false when it escapes.
+    fn symlink_stays_inside(&self, key: &str, target: &str) -> bool {
+        let mut stack: Vec<String> = key.split('/').map(str::to_string).collect();
+        stack.pop();
+        let mut pending: Vec<String> = target.split('/').rev().map(str::to_string).collect();
+        let mut hops = 0;
+        while let Some(c) = pending.pop() {
+            match c.as_str() {
+                "" | "." => {}
+                ".." => {
+                    if stack.pop().is_none() {
+                        return false;
+                    }
+                }
+                _ => {
+                    stack.push(c);
+                    if let Some(Node::Symlink { target: t }) = self.nodes.get(&stack.join("/")) {
+                        hops += 1;
+                        if hops > 40 || t.starts_with('/') {
+                            return false;
+                        }
+                        stack.pop();
+                        pending.extend(t.split('/').rev().map(str::to_string));
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Vets symlinks, computes the tree id, makes the tree read-only and flushes it.
+    pub(crate) fn finish(self) -> Result<(ObjectId, PathBuf)> {
+        for (key, node) in &self.nodes {
+            if let Node::Symlink { target } = node
+                && !self.symlink_stays_inside(key, target)
+            {
+                return Err(self.reject(
+                    key,
+                    format!("symlink target {target:?} points outside the tree"),
+                ));
+            }
+        }
+        // Children of every directory, keyed by the directory ("" is the root).
+        let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut dirs: Vec<&str> = vec![""];
+        for (key, node) in &self.nodes {
+            let parent = key.rsplit_once('/').map_or("", |(p, _)| p);
+            children.entry(parent).or_default().push(key);
+            if matches!(node, Node::Dir) {
+                dirs.push(key);
+            }
+        }
+        // Deepest first, so every child's digest is known before its parent's.
+        dirs.sort_by_key(|d| {
+            std::cmp::Reverse(if d.is_empty() {
+                0
+            } else {
+                d.matches('/').count() + 1
+            })
+        });
+        let mut dir_digests: HashMap<&str, [u8; 32]> = HashMap::new();
+        for d in &dirs {
+            let mut entries: Vec<(String, Kind, [u8; 32])> = Vec::new();
+            for child in children.get(d).map(Vec::as_slice).unwrap_or(&[]) {
+                let name = child
+                    .rsplit_once('/')
+                    .map_or(*child, |(_, n)| n)
+                    .to_string();
+                let (kind, digest) = match &self.nodes[*child] {
+                    Node::Dir => (Kind::Dir, dir_digests[child]),
+                    Node::File { exec, digest } => {
+                        (if *exec { Kind::Exec } else { Kind::File }, *digest)
+                    }
+                    Node::Symlink { target } => (Kind::Symlink, hash::symlink_digest(target)),
+                };
+                entries.push((name, kind, digest));
+            }
+            dir_digests.insert(d, hash::dir_digest(&mut entries));
+        }
+        let id = ObjectId::from_bytes(dir_digests[""]);
+
+        if self.durability == Durability::Sync {
+            let files: Vec<&String> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| matches!(n, Node::File { .. }))
+                .map(|(k, _)| k)
+                .collect();
+            files.par_iter().try_for_each(|k| {
+                let p = self.root.join(k);
+                let f = File::open(&p).map_err(Error::io("open", &p))?;
+                sys::sync_file(&f).map_err(Error::io("fsync", &p))
+            })?;
+        }
+        for d in &dirs {
+            let p = if d.is_empty() {
+                self.root.clone()
+            } else {
+                self.root.join(d)
+            };
+            if self.durability == Durability::Sync {
+                sys::sync_path(&p).map_err(Error::io("fsync", &p))?;
+            }
+            if !d.is_empty() {
+                sys::set_mode(&p, 0o555).map_err(Error::io("chmod", &p))?;
+            }
+        }
+        Ok((id, self.root))
+    }
+}
+
+/// What kind of source a path holds, by looking at it (never by its extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SourceKind {
+    Dir,
+    TarGz,
+    Tar,
+    Zip,
+}
+
+/// Sniffs the kind of `path`.
+pub(crate) fn sniff(path: &Path) -> Result<SourceKind> {
+    let meta = fs::metadata(path).map_err(Error::io("stat", path))?;
+    if meta.is_dir() {
+        return Ok(SourceKind::Dir);
+    }
+    let mut head = [0u8; 512];
+    let mut f = File::open(path).map_err(Error::io("open", path))?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path)(e)),
+        }
+    }
+    let head = &head[..n];
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(SourceKind::TarGz)
+    } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        Ok(SourceKind::Zip)
+    } else if n == 512 && &head[257..262] == b"ustar" {
+        Ok(SourceKind::Tar)
+    } else {
+        Err(Error::BadArchive {
+            source_name: path.display().to_string(),
+            reason: "not a directory, tar, tar.gz or zip".into(),
+        })
+    }
+}
+
+/// Ingests `src` into a new tree at `root`.
+pub(crate) fn ingest_path(
+    src: &Path,
+    root: &Path,
+    limits: Limits,
+    durability: Durability,
+) -> Result<(ObjectId, PathBuf)> {
+    let name = src.display().to_string();
+    let w = TreeWriter::new(root, &name, limits, durability)?;
+    match sniff(src)? {
+        SourceKind::Dir => ingest_dir(src, w),
+        SourceKind::TarGz => {
+            let f = File::open(src).map_err(Error::io("open", src))?;
+            ingest_tar(f, true, w)
+        }
+        SourceKind::Tar => {
+            let f = File::open(src).map_err(Error::io("open", src))?;
+            ingest_tar(f, false, w)
+        }
+        SourceKind::Zip => {
+            let f = File::open(src).map_err(Error::io("open", src))?;
+            ingest_zip(f, w)
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The only user of file locks. Every lock is a whole-file `flock(2)` on a file under `locks/`
+//! or `tmp/`, released when its guard drops or its process dies (the kernel drops it).
+//!
+//! Modes (normative text: `store-format.md`, "Locks"):
+//! - **Store lock**, `locks/gc.lock`: *shared* while a process publishes and binds a name, and
+//!   while it resolves a name and copies out of the object; *exclusive* while `gc` or
+//!   `fsck --repair` removes or moves objects. Fairness: a would-be exclusive holder first takes
+//!   `locks/gc-intent.lock` exclusively; sharers pass through the intent lock (shared) before
+//!   taking the store lock, so a waiting `gc` is not starved by a stream of readers.
+//! - **Name lock**, `locks/names/<digest>.lock`, *exclusive*: single flight for filling one
+//!   name. An optimisation only: every publish is correct without it.
+//! - **Temp-dir lock**, `tmp/<dir>.lock`, *exclusive*, held by the owner for the temp dir's whole
+//!   life. Sweep takes it without blocking; getting it proves the owner is gone.
+//!
+//! Fallbacks: where the file system has no `flock` (some NFS setups), the store lock and name locks
+//! are skipped (a log line says so) and sweep removes nothing whose owner it cannot prove dead.
+//! A read-only store, where the lock file cannot be created, is used without the store lock:
+//! nobody can remove objects from it through this process.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::sys::{self, LockMode, LockOutcome};
+
+/// A held lock (or the documented absence of one); released on drop.
+#[derive(Debug)]
+pub(crate) struct Guard {
+    _files: Vec<File>,
+}
+
+impl Guard {
+    fn none() -> Guard {
+        Guard { _files: Vec::new() }
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<Option<File>> {
+    let rw = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o644)
+        .open(path);
+    match rw {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if sys::is_read_only(&e) || sys::is_not_found(&e) => {
+            match File::open(path) {
+                Ok(f) => Ok(Some(f)),
+                // A read-only store without the lock file: documented fallback.
+                Err(e2) if sys::is_not_found(&e2) || sys::is_read_only(&e2) => Ok(None),
+                Err(e2) => Err(Error::io("open lock", path)(e2)),
+            }
+        }
+        Err(e) => Err(Error::io("open lock", path)(e)),
+    }
+}
+
+fn take(path: &Path, mode: LockMode) -> Result<Option<File>> {
+    let Some(f) = open_lock_file(path)? else {
+        return Ok(None);
+    };
+    match sys::lock(&f, mode, true).map_err(Error::io("lock", path))? {
+        LockOutcome::Acquired => Ok(Some(f)),
+        LockOutcome::Unsupported => {
+            log::warn!(
+                "{}: file system has no flock; continuing without this lock",
+                path.display()
+            );
+            Ok(None)
+        }
+        LockOutcome::WouldBlock => Err(Error::io("lock", path)(io::ErrorKind::WouldBlock.into())),
+    }
+}
+
+/// Store lock, shared: objects stay put while the guard lives.
+pub(crate) fn store_shared(layout: &Layout) -> Result<Guard> {
+    let intent = take(&layout.gc_intent_lock(), LockMode::Shared)?;
+    let gc = take(&layout.gc_lock(), LockMode::Shared)?;
+    drop(intent);
+    Ok(Guard {
+        _files: gc.into_iter().collect(),
+    })
+}
+
+/// Store lock, exclusive: no other process publishes, binds or copies out while it lives.
+pub(crate) fn store_exclusive(layout: &Layout) -> Result<Guard> {
+    let intent = take(&layout.gc_intent_lock(), LockMode::Exclusive)?;
+    let gc = take(&layout.gc_lock(), LockMode::Exclusive)?;
+    Ok(Guard {
+        _files: intent.into_iter().chain(gc).collect(),
+    })
+}
+
+/// Name lock, exclusive and blocking: single flight for one name.
+pub(crate) fn name_exclusive(layout: &Layout, name: &crate::layout::Name) -> Result<Guard> {
+    let path = layout.name_lock(name);
+    match take(&path, LockMode::Exclusive) {
+        Ok(f) => Ok(Guard {
+            _files: f.into_iter().collect(),
+        }),
+        Err(Error::Io { source, .. }) if sys::is_not_found(&source) => Ok(Guard::none()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A temp-dir liveness lock held by its owner.
+#[derive(Debug)]
+pub(crate) struct OwnerLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl OwnerLock {
+    /// Creates `path` exclusively and locks it. `Ok(None)` means the name was taken or the lock
+    /// was lost to a sweeper before we held it: pick another name.
+    pub(crate) fn create(path: &Path) -> Result<Option<OwnerLock>> {
+        let f = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+            Err(e) => return Err(Error::io("create lock", path)(e)),
+        };
+        match sys::lock(&f, LockMode::Exclusive, false).map_err(Error::io("lock", path))? {
+            LockOutcome::Acquired | LockOutcome::Unsupported => {}
+            LockOutcome::WouldBlock => return Ok(None),
+        }
+        // A sweeper may have locked and unlinked the fresh file between create and lock.
+        if !sys::is_linked(&f).map_err(Error::io("stat lock", path))? {
+            return Ok(None);
+        }
+        Ok(Some(OwnerLock {
+            file: f,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    /// Tries to take over the lock of a possibly dead owner. `Ok(Some)` proves the owner is gone.
+    pub(crate) fn try_claim(path: &Path) -> Result<Option<OwnerLock>> {
+        let f = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if sys::is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(Error::io("open lock", path)(e)),
+        };
+        match sys::lock(&f, LockMode::Exclusive, false).map_err(Error::io("lock", path))? {
+            LockOutcome::Acquired => {}
+            // Without flock we cannot prove the owner dead: keep its files.
+            LockOutcome::WouldBlock | LockOutcome::Unsupported => return Ok(None),
+        }
+        if !sys::is_linked(&f).map_err(Error::io("stat lock", path))? {
+            return Ok(None);
+        }
+        Ok(Some(OwnerLock {
+            file: f,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    /// Unlinks the lock file while still holding the lock, then releases it.
+    pub(crate) fn remove(self) -> Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if sys::is_not_found(&e) => {}
+            Err(e) => return Err(Error::io("remove lock", &self.path)(e)),
+        }
+        drop(self.file);
+        Ok(())
+    }
+}

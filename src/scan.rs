@@ -1,0 +1,163 @@
+//! Read-only listings of the store's objects and names, shared by `gc` and `fsck`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::hash::ObjectId;
+use crate::layout::{Layout, Name};
+use crate::sys;
+
+/// Something under `objects/` or `names/` that does not belong there.
+#[derive(Debug, Clone)]
+pub(crate) struct Foreign {
+    pub path: PathBuf,
+    pub why: &'static str,
+}
+
+/// A bound name and what its symlink says.
+#[derive(Debug, Clone)]
+pub(crate) struct NameEntry {
+    pub name: Name,
+    pub path: PathBuf,
+    /// `None` when the target is not of the form `../../../objects/<hh>/<hash>`.
+    pub target: Option<ObjectId>,
+}
+
+pub(crate) fn read_dir_names(dir: &Path) -> Result<Vec<(String, PathBuf, fs::FileType)>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) if sys::is_not_found(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read dir", dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(Error::io("read dir", dir))?;
+        let ft = entry.file_type().map_err(Error::io("stat", entry.path()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        out.push((name, entry.path(), ft));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Every object directory, plus whatever else sits under `objects/`.
+pub(crate) fn objects(layout: &Layout) -> Result<(Vec<(ObjectId, PathBuf)>, Vec<Foreign>)> {
+    let mut objs = Vec::new();
+    let mut foreign = Vec::new();
+    for (shard, spath, ft) in read_dir_names(&layout.objects())? {
+        let hex_shard = shard.len() == 2
+            && shard
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !ft.is_dir() || !hex_shard {
+            foreign.push(Foreign {
+                path: spath,
+                why: "not an object shard directory",
+            });
+            continue;
+        }
+        for (name, path, ft) in read_dir_names(&spath)? {
+            match ObjectId::from_hex(&name) {
+                Some(id) if ft.is_dir() && name.starts_with(&shard) => objs.push((id, path)),
+                Some(_) if ft.is_dir() => foreign.push(Foreign {
+                    path,
+                    why: "object in the wrong shard",
+                }),
+                _ => foreign.push(Foreign {
+                    path,
+                    why: "not an object directory",
+                }),
+            }
+        }
+    }
+    Ok((objs, foreign))
+}
+
+/// Every name, plus whatever else sits under `names/`.
+pub(crate) fn names(layout: &Layout) -> Result<(Vec<NameEntry>, Vec<Foreign>)> {
+    let mut out = Vec::new();
+    let mut foreign = Vec::new();
+    for (route, rpath, ft) in read_dir_names(&layout.names())? {
+        if !ft.is_dir() {
+            foreign.push(Foreign {
+                path: rpath,
+                why: "not a route directory",
+            });
+            continue;
+        }
+        for (id, ipath, ft) in read_dir_names(&rpath)? {
+            if !ft.is_dir() {
+                foreign.push(Foreign {
+                    path: ipath,
+                    why: "not an id directory",
+                });
+                continue;
+            }
+            for (version, vpath, ft) in read_dir_names(&ipath)? {
+                let Ok(name) = Name::new(&route, &id, &version) else {
+                    foreign.push(Foreign {
+                        path: vpath,
+                        why: "not a valid name",
+                    });
+                    continue;
+                };
+                if !ft.is_symlink() {
+                    foreign.push(Foreign {
+                        path: vpath,
+                        why: "a name that is not a symlink",
+                    });
+                    continue;
+                }
+                let t = fs::read_link(&vpath).map_err(Error::io("read link", &vpath))?;
+                out.push(NameEntry {
+                    name,
+                    path: vpath,
+                    target: Layout::parse_name_target(&t),
+                });
+            }
+        }
+    }
+    Ok((out, foreign))
+}
+
+/// Removes the empty directories under `names/` and `objects/`. Caller holds the exclusive lock.
+pub(crate) fn prune_empty_dirs(layout: &Layout) -> Result<usize> {
+    let mut n = 0;
+    for (_, rpath, ft) in read_dir_names(&layout.names())? {
+        if !ft.is_dir() {
+            continue;
+        }
+        for (_, ipath, ft) in read_dir_names(&rpath)? {
+            if ft.is_dir() && fs::remove_dir(&ipath).is_ok() {
+                n += 1;
+            }
+        }
+        if fs::remove_dir(&rpath).is_ok() {
+            n += 1;
+        }
+    }
+    for (_, spath, ft) in read_dir_names(&layout.objects())? {
+        if ft.is_dir() && fs::remove_dir(&spath).is_ok() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Bytes used by the files under `path` (apparent sizes).
+pub(crate) fn tree_bytes(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&p) else { continue };
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}

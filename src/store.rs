@@ -1,0 +1,344 @@
+//! The store: opening and creating it, ingesting and publishing objects, binding and resolving
+//! names, and copying objects out.
+//!
+//! Invariants (normative text: `store-format.md`):
+//! - Every write follows one recipe: a unique temp dir under `tmp/`, hashing while writing, fsync,
+//!   a no-replace rename into `objects/`, fsync of the parent. Finding the object already there
+//!   means someone published the same bytes: success.
+//! - An object directory that exists is complete; it is never modified afterwards.
+//! - A name is a symlink replaced with one `rename(2)`: readers see the old target or the new one.
+//! - Objects are published and names bound under the shared store lock, so `gc` (exclusive) never
+//!   sees an object between its publish and its name, nor removes one being copied out.
+//! - Cache hits (`resolve`, `export`) write nothing into the store.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::hash::ObjectId;
+use crate::ingest::{self, Durability, Limits};
+use crate::layout::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_TAG, Layout, Name, STORE_DIR};
+use crate::lock;
+use crate::sys::{self, Publish};
+use crate::tmp::{self, SweepReport, TempDir};
+
+/// An opened store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    layout: Layout,
+    limits: Limits,
+    durability: Durability,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Imported {
+    /// The object's id.
+    pub id: ObjectId,
+    /// False when the name was already bound and nothing was ingested (`import_if_missing`).
+    pub ingested: bool,
+}
+
+const SUBDIRS: [&str; 5] = ["objects", "names", "tmp", "locks", "locks/names"];
+
+impl Store {
+    /// Opens the store under `home` (`$STEPMAN_HOME`), creating it if it does not exist.
+    pub fn open(home: &Path) -> Result<Store> {
+        let layout = Layout::new(home);
+        check_no_newer(home)?;
+        match fs::symlink_metadata(layout.root()) {
+            Ok(_) => {}
+            Err(e) if sys::is_not_found(&e) => create(&layout)?,
+            Err(e) => return Err(Error::io("stat", layout.root())(e)),
+        }
+        Store::from_layout(layout)
+    }
+
+    /// Opens an existing store without creating or writing anything. `Ok(None)`: no store there.
+    pub fn open_existing(home: &Path) -> Result<Option<Store>> {
+        let layout = Layout::new(home);
+        check_no_newer(home)?;
+        match fs::symlink_metadata(layout.root()) {
+            Ok(_) => Store::from_layout(layout).map(Some),
+            Err(e) if sys::is_not_found(&e) => Ok(None),
+            Err(e) => Err(Error::io("stat", layout.root())(e)),
+        }
+    }
+
+    fn from_layout(layout: Layout) -> Result<Store> {
+        let f = layout.format_file();
+        let text = fs::read_to_string(&f).map_err(Error::io("read", &f))?;
+        let version = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix(FORMAT_TAG))
+            .map(str::trim)
+            .and_then(|v| v.split_once('.'))
+            .and_then(|(ma, mi)| Some((ma.parse::<u32>().ok()?, mi.parse::<u32>().ok()?)));
+        match version {
+            Some((FORMAT_MAJOR, _)) => {}
+            Some((major, minor)) => {
+                return Err(Error::Format {
+                    path: f,
+                    reason: format!(
+                        "format {major}.{minor}; this stepman reads format {FORMAT_MAJOR}.x"
+                    ),
+                });
+            }
+            None => {
+                return Err(Error::Format {
+                    path: f,
+                    reason: "unreadable format file".into(),
+                });
+            }
+        }
+        Ok(Store {
+            layout,
+            limits: Limits::default(),
+            durability: Durability::Sync,
+        })
+    }
+
+    /// Sets the ingest limits.
+    pub fn with_limits(mut self, limits: Limits) -> Store {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets whether ingests are flushed to disk before they are published.
+    pub fn with_durability(mut self, durability: Durability) -> Store {
+        self.durability = durability;
+        self
+    }
+
+    /// The store's paths.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub(crate) fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Reclaims temp dirs whose owner died.
+    pub fn sweep(&self) -> Result<SweepReport> {
+        tmp::sweep(&self.layout, false)
+    }
+
+    fn sweep_quietly(&self) {
+        if let Err(e) = self.sweep() {
+            log::debug!("sweep: {e}");
+        }
+    }
+
+    /// Ingests `src` (a directory, tar, tar.gz or zip), publishes it, and binds `name` to it.
+    pub fn import(&self, src: &Path, name: Option<&Name>) -> Result<ObjectId> {
+        self.sweep_quietly();
+        let tmp =
+            TempDir::create(&self.layout, "ingest").map_err(|e| self.read_only_or(e, "import"))?;
+        let root = tmp.path().join("tree");
+        let (id, _) = ingest::ingest_path(src, &root, self.limits, self.durability)?;
+        let _guard = lock::store_shared(&self.layout)?;
+        self.publish(&root, &id)?;
+        if let Some(name) = name {
+            self.bind_locked(name, &id, &tmp)?;
+        }
+        Ok(id)
+    }
+
+    /// Single flight: if `name` is bound, returns its object; otherwise the first of concurrent
+    /// callers ingests `src` while the others wait for it and then use its result.
+    pub fn import_if_missing(&self, src: &Path, name: &Name) -> Result<Imported> {
+        if let Some(id) = self.lookup(name)? {
+            return Ok(Imported {
+                id,
+                ingested: false,
+            });
+        }
+        let _single =
+            lock::name_exclusive(&self.layout, name).map_err(|e| self.read_only_or(e, "import"))?;
+        if let Some(id) = self.lookup(name)? {
+            return Ok(Imported {
+                id,
+                ingested: false,
+            });
+        }
+        let id = self.import(src, Some(name))?;
+        Ok(Imported { id, ingested: true })
+    }
+
+    fn read_only_or(&self, e: Error, op: &'static str) -> Error {
+        match &e {
+            Error::Io { source, .. } if sys::is_read_only(source) => Error::ReadOnly {
+                path: self.layout.root().to_path_buf(),
+                op,
+            },
+            _ => e,
+        }
+    }
+
+    /// Moves a finished tree to its object path. Caller holds the shared store lock.
+    pub(crate) fn publish(&self, root: &Path, id: &ObjectId) -> Result<()> {
+        let shard = self.layout.object_shard(id);
+        match fs::DirBuilder::new().mode(0o755).create(&shard) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create dir", &shard)(e)),
+        }
+        let dest = self.layout.object_dir(id);
+        match sys::publish_dir(root, &dest).map_err(Error::io("publish", &dest))? {
+            Publish::Moved => {
+                if self.durability == Durability::Sync {
+                    sys::sync_path(&shard).map_err(Error::io("fsync", &shard))?;
+                }
+                sys::set_mode(&dest, 0o555).map_err(Error::io("chmod", &dest))?;
+            }
+            Publish::Exists => log::debug!("{id} already in the store"),
+        }
+        Ok(())
+    }
+
+    /// Points `name` at object `id` (which must be in the store), replacing any old binding.
+    pub fn bind(&self, name: &Name, id: &ObjectId) -> Result<()> {
+        let tmp = TempDir::create(&self.layout, "bind")
+            .map_err(|e| self.read_only_or(e, "bind a name"))?;
+        let _guard = lock::store_shared(&self.layout)?;
+        let dir = self.layout.object_dir(id);
+        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return Err(Error::Format {
+                path: dir,
+                reason: "no such object".into(),
+            });
+        }
+        self.bind_locked(name, id, &tmp)
+    }
+
+    fn bind_locked(&self, name: &Name, id: &ObjectId, tmp: &TempDir) -> Result<()> {
+        let link = tmp.path().join("name");
+        std::os::unix::fs::symlink(Layout::name_target(id), &link)
+            .map_err(Error::io("symlink", &link))?;
+        let path = self.layout.name_path(name);
+        let parent = path.parent().unwrap_or(self.layout.root());
+        fs::create_dir_all(parent).map_err(Error::io("create dir", parent))?;
+        sys::replace(&link, &path).map_err(Error::io("rename", &path))?;
+        if self.durability == Durability::Sync {
+            sys::sync_path(parent).map_err(Error::io("fsync", parent))?;
+        }
+        Ok(())
+    }
+
+    /// The object a name points at, or `None` when the name is not bound (or dangles).
+    pub fn lookup(&self, name: &Name) -> Result<Option<ObjectId>> {
+        match self.resolve(name) {
+            Ok((id, _)) => Ok(Some(id)),
+            Err(Error::NameNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The object a name points at and its directory. Writes nothing.
+    pub fn resolve(&self, name: &Name) -> Result<(ObjectId, PathBuf)> {
+        let path = self.layout.name_path(name);
+        let target = match fs::read_link(&path) {
+            Ok(t) => t,
+            Err(e)
+                if sys::is_not_found(&e)
+                    || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+            {
+                return Err(Error::NameNotFound {
+                    name: name.to_string(),
+                    store: self.layout.root().to_path_buf(),
+                });
+            }
+            Err(e) => return Err(Error::io("read link", &path)(e)),
+        };
+        let id = Layout::parse_name_target(&target).ok_or_else(|| Error::Format {
+            path: path.clone(),
+            reason: format!("name points at {}, not at an object", target.display()),
+        })?;
+        let dir = self.layout.object_dir(&id);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => Ok((id, dir)),
+            _ => Err(Error::Format {
+                path,
+                reason: format!("name points at missing object {id}; run `stepman fsck --repair`"),
+            }),
+        }
+    }
+
+    /// Copies the object `name` points at to `dest`, which appears complete or not at all.
+    /// `dest` may be missing or an empty directory. Writes nothing into the store.
+    pub fn export(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
+        let _guard = lock::store_shared(&self.layout)?;
+        let (id, dir) = self.resolve(name)?;
+        crate::export::export_tree(&dir, dest)?;
+        Ok(id)
+    }
+}
+
+/// Refuses a home that holds a store of a newer major format.
+fn check_no_newer(home: &Path) -> Result<()> {
+    let entries = match fs::read_dir(home) {
+        Ok(r) => r,
+        Err(e) if sys::is_not_found(&e) => return Ok(()),
+        Err(e) => return Err(Error::io("read dir", home)(e)),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(v) = name.to_str().and_then(|n| n.strip_prefix("store-v")) else {
+            continue;
+        };
+        if let Ok(major) = v.parse::<u32>()
+            && major > FORMAT_MAJOR
+        {
+            return Err(Error::Format {
+                path: entry.path(),
+                reason: format!(
+                    "written by a newer stepman (format {major}); this stepman reads format {FORMAT_MAJOR}"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Creates the store skeleton in a temp dir beside it and publishes it with one no-replace
+/// rename, so a store directory that exists is always complete.
+fn create(layout: &Layout) -> Result<()> {
+    let home = layout.home();
+    fs::create_dir_all(home).map_err(Error::io("create dir", home))?;
+    let staging = home.join(format!(".{STORE_DIR}-init-{:016x}", fastrand::u64(..)));
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&staging)
+        .map_err(Error::io("create dir", &staging))?;
+    let result = (|| {
+        for d in SUBDIRS {
+            let p = staging.join(d);
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&p)
+                .map_err(Error::io("create dir", &p))?;
+        }
+        for l in ["gc.lock", "gc-intent.lock"] {
+            let p = staging.join("locks").join(l);
+            fs::File::create(&p).map_err(Error::io("create", &p))?;
+        }
+        let f = staging.join("format");
+        fs::write(&f, format!("{FORMAT_TAG} {FORMAT_MAJOR}.{FORMAT_MINOR}\n"))
+            .map_err(Error::io("write", &f))?;
+        sys::sync_path(&f).map_err(Error::io("fsync", &f))?;
+        sys::sync_path(&staging).map_err(Error::io("fsync", &staging))?;
+        sys::publish_dir(&staging, layout.root()).map_err(Error::io("publish", layout.root()))
+    })();
+    match result {
+        Ok(Publish::Moved) => sys::sync_path(home).map_err(Error::io("fsync", home)),
+        Ok(Publish::Exists) => tmp::remove_tree(&staging),
+        Err(e) => {
+            let _ = tmp::remove_tree(&staging);
+            Err(e)
+        }
+    }
+}

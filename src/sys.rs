@@ -1,0 +1,172 @@
+//! Every platform call the store makes, in one place.
+//!
+//! Invariants:
+//! - `publish_dir` never replaces a non-empty directory. Where the file system refuses
+//!   `RENAME_NOREPLACE` (NFS, 9p answer `EINVAL`), it falls back to a plain `rename(2)`, which also
+//!   cannot replace a non-empty directory; the only directory it could replace is an empty one,
+//!   and the only empty object is the empty tree, whose content is identical by definition.
+//! - `sync_*` treat "this file system cannot sync this" (`EINVAL`, `ENOTSUP`) as done, and every
+//!   other failure as an error.
+//! - `lock` reports file systems without `flock` (`ENOLCK`, `ENOTSUP`) as [`LockOutcome::Unsupported`]
+//!   so callers can pick their documented fallback.
+//!
+//! Linux and macOS have a counterpart for each call (`renameat2`/`renameatx_np`, `flock`).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use rustix::fs::{FlockOperation, RenameFlags};
+use rustix::io::Errno;
+
+/// What a no-replace rename did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Publish {
+    /// Our directory now sits at the target.
+    Moved,
+    /// The target already existed (someone else published it).
+    Exists,
+}
+
+/// Moves directory `from` to `to` unless `to` exists (see the module invariants).
+pub(crate) fn publish_dir(from: &Path, to: &Path) -> io::Result<Publish> {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios"
+    ))]
+    {
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            from,
+            rustix::fs::CWD,
+            to,
+            RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => return Ok(Publish::Moved),
+            Err(Errno::EXIST) | Err(Errno::NOTEMPTY) => return Ok(Publish::Exists),
+            Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {
+                log::debug!(
+                    "no-replace rename unsupported for {} ({e}); using rename(2)",
+                    to.display()
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(Publish::Moved),
+        Err(e)
+            if matches!(
+                Errno::from_io_error(&e),
+                Some(Errno::EXIST) | Some(Errno::NOTEMPTY)
+            ) =>
+        {
+            Ok(Publish::Exists)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Renames `from` over `to`, replacing a file, a symlink or an empty directory atomically.
+pub(crate) fn replace(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::rename(from, to)
+}
+
+fn tolerate_unsupported(r: rustix::io::Result<()>) -> io::Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e == Errno::INVAL || e == Errno::NOTSUP || e == Errno::ROFS => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Flushes an open file's data and metadata to stable storage.
+pub(crate) fn sync_file(f: &File) -> io::Result<()> {
+    tolerate_unsupported(rustix::fs::fsync(f))
+}
+
+/// Flushes a file or directory, given by path, to stable storage.
+pub(crate) fn sync_path(path: &Path) -> io::Result<()> {
+    let f = File::open(path)?;
+    sync_file(&f)
+}
+
+/// What trying to take a lock gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockOutcome {
+    /// The lock is held.
+    Acquired,
+    /// Another open file description holds it (non-blocking attempts only).
+    WouldBlock,
+    /// This file system has no `flock`.
+    Unsupported,
+}
+
+/// Lock modes (see `lock.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+/// `flock(2)` on `f`.
+pub(crate) fn lock(f: &File, mode: LockMode, block: bool) -> io::Result<LockOutcome> {
+    let op = match (mode, block) {
+        (LockMode::Shared, true) => FlockOperation::LockShared,
+        (LockMode::Shared, false) => FlockOperation::NonBlockingLockShared,
+        (LockMode::Exclusive, true) => FlockOperation::LockExclusive,
+        (LockMode::Exclusive, false) => FlockOperation::NonBlockingLockExclusive,
+    };
+    loop {
+        match rustix::fs::flock(f, op) {
+            Ok(()) => return Ok(LockOutcome::Acquired),
+            Err(Errno::INTR) => continue,
+            Err(Errno::WOULDBLOCK) => return Ok(LockOutcome::WouldBlock),
+            Err(e) if e == Errno::NOLCK || e == Errno::NOTSUP || e == Errno::NOSYS => {
+                return Ok(LockOutcome::Unsupported);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// True when the open file still has a name (it was not unlinked after we opened it).
+pub(crate) fn is_linked(f: &File) -> io::Result<bool> {
+    Ok(rustix::fs::fstat(f)?.st_nlink > 0)
+}
+
+/// Sets the permission bits of an open file.
+pub(crate) fn set_mode_fd(f: &File, mode: u32) -> io::Result<()> {
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+}
+
+/// Sets the permission bits of a path (follows no symlink: callers pass directories and files).
+pub(crate) fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// The errno of an `io::Error`, if any.
+pub(crate) fn errno(e: &io::Error) -> Option<i32> {
+    e.raw_os_error()
+}
+
+/// `EXDEV`: the rename crosses file systems (or overlayfs layers).
+pub(crate) fn is_exdev(e: &io::Error) -> bool {
+    errno(e) == Some(Errno::XDEV.raw_os_error())
+}
+
+/// `EROFS` or `EACCES`/`EPERM`: this process cannot write here.
+pub(crate) fn is_read_only(e: &io::Error) -> bool {
+    matches!(
+        Errno::from_io_error(e),
+        Some(Errno::ROFS) | Some(Errno::ACCESS) | Some(Errno::PERM)
+    )
+}
+
+/// Is `e` "not found"?
+pub(crate) fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}

@@ -1,0 +1,205 @@
+//! The store's temp area: unique, owner-locked work directories, and the sweep that reclaims
+//! the ones whose owner died.
+//!
+//! Invariants (normative text: `store-format.md`, "Temp area"):
+//! - A temp dir `tmp/<kind>-<random>` exists only while `tmp/<kind>-<random>.lock` exists: the
+//!   owner creates and locks the lock file first and creates the directory second; sweep removes
+//!   the directory first and unlinks the lock file last, while holding the lock.
+//! - Liveness is proven by the lock, never guessed from an age: sweep removes a temp dir only when
+//!   it can take the owner's lock itself.
+//! - Removing a tree restores write permission on its directories first, since objects are read-only.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::lock::OwnerLock;
+use crate::sys;
+
+/// A work directory inside the store's temp area, removed when dropped.
+#[derive(Debug)]
+pub(crate) struct TempDir {
+    path: PathBuf,
+    lock: Option<OwnerLock>,
+}
+
+impl TempDir {
+    /// Creates a fresh temp dir whose name starts with `kind`.
+    pub(crate) fn create(layout: &Layout, kind: &str) -> Result<TempDir> {
+        let tmp = layout.tmp();
+        for _ in 0..64 {
+            let stem = format!(
+                "{kind}-{:016x}{:08x}",
+                fastrand::u64(..),
+                std::process::id()
+            );
+            let lock_path = tmp.join(format!("{stem}.lock"));
+            let Some(lock) = OwnerLock::create(&lock_path)? else {
+                continue;
+            };
+            let path = tmp.join(&stem);
+            match fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => {
+                    return Ok(TempDir {
+                        path,
+                        lock: Some(lock),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    lock.remove()?;
+                    continue;
+                }
+                Err(e) => {
+                    let _ = lock.remove();
+                    return Err(Error::io("create temp dir", &path)(e));
+                }
+            }
+        }
+        Err(Error::io("create temp dir", tmp)(io::Error::other(
+            "no unique name after 64 tries",
+        )))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = remove_tree(&self.path) {
+            log::warn!("{e}; the next sweep reclaims it");
+            return;
+        }
+        if let Some(lock) = self.lock.take()
+            && let Err(e) = lock.remove()
+        {
+            log::warn!("{e}");
+        }
+    }
+}
+
+/// Removes a file or a whole tree, making read-only directories writable first. Missing is fine.
+pub(crate) fn remove_tree(path: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if sys::is_not_found(&e) => return Ok(()),
+        Err(e) => return Err(Error::io("stat", path)(e)),
+    };
+    if !meta.is_dir() {
+        return match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if sys::is_not_found(&e) => Ok(()),
+            Err(e) => Err(Error::io("remove", path)(e)),
+        };
+    }
+    match fs::remove_dir_all(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if sys::is_not_found(&e) => return Ok(()),
+        Err(e) if e.kind() != io::ErrorKind::PermissionDenied => {
+            return Err(Error::io("remove", path)(e));
+        }
+        Err(_) => {}
+    }
+    make_writable(path)?;
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if sys::is_not_found(&e) => Ok(()),
+        Err(e) => Err(Error::io("remove", path)(e)),
+    }
+}
+
+fn make_writable(dir: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if sys::is_not_found(&e) => return Ok(()),
+        Err(e) => return Err(Error::io("stat", dir)(e)),
+    };
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o700 != 0o700 {
+        sys::set_mode(dir, (mode | 0o700) & 0o7777).map_err(Error::io("chmod", dir))?;
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) if sys::is_not_found(&e) => return Ok(()),
+        Err(e) => return Err(Error::io("read dir", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Error::io("read dir", dir))?;
+        if entry
+            .file_type()
+            .map_err(Error::io("stat", entry.path()))?
+            .is_dir()
+        {
+            make_writable(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// What a sweep found and did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SweepReport {
+    /// Temp dirs whose owner is alive (left alone).
+    pub live: usize,
+    /// Dead temp dirs reclaimed (or, in a dry run, that would be).
+    pub reclaimed: Vec<PathBuf>,
+}
+
+/// Lists the dead entries of the temp area; removes them unless `dry_run`.
+pub(crate) fn sweep(layout: &Layout, dry_run: bool) -> Result<SweepReport> {
+    let tmp = layout.tmp();
+    let mut report = SweepReport::default();
+    let entries = match fs::read_dir(&tmp) {
+        Ok(r) => r,
+        Err(e) if sys::is_not_found(&e) => return Ok(report),
+        Err(e) => return Err(Error::io("read dir", &tmp)(e)),
+    };
+    let mut names: Vec<String> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(Error::io("read dir", &tmp))?;
+        match entry.file_name().into_string() {
+            Ok(n) => names.push(n),
+            Err(n) => {
+                // Nothing of ours has a non-UTF-8 name: foreign, reported by fsck, never touched.
+                log::debug!("sweep: skipping foreign entry {n:?}");
+            }
+        }
+    }
+    names.sort();
+    for n in &names {
+        if let Some(stem) = n.strip_suffix(".lock") {
+            let lock_path = tmp.join(n);
+            let Some(claim) = OwnerLock::try_claim(&lock_path)? else {
+                report.live += 1;
+                continue;
+            };
+            let dir = tmp.join(stem);
+            report.reclaimed.push(dir.clone());
+            if dry_run {
+                continue;
+            }
+            remove_tree(&dir)?;
+            claim.remove()?;
+        } else if !names.binary_search(&format!("{n}.lock")).is_ok() {
+            // A directory without its lock file: by the creation order no live owner exists,
+            // unless it appeared after our listing; claim its lock name to be sure.
+            let lock_path = tmp.join(format!("{n}.lock"));
+            let Some(claim) = OwnerLock::create(&lock_path)? else {
+                continue;
+            };
+            report.reclaimed.push(tmp.join(n));
+            if !dry_run {
+                remove_tree(&tmp.join(n))?;
+            }
+            claim.remove()?;
+        }
+    }
+    Ok(report)
+}
