@@ -30,3 +30,45 @@ pub use ingest::{Durability, Limits};
 pub use layout::{Layout, Name};
 pub use store::{Imported, Store};
 pub use tmp::SweepReport;
+
+/// Entry points for the fuzz targets in `fuzz/`; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::io::Cursor;
+    use std::path::Path;
+
+    use crate::ingest::{self, TreeWriter};
+    use crate::{Durability, Limits, ObjectId, Result};
+
+    /// Which archive format to feed [`ingest_bytes`].
+    #[derive(Debug, Clone, Copy)]
+    pub enum Format {
+        /// A plain tar.
+        Tar,
+        /// A gzip-compressed tar.
+        TarGz,
+        /// A zip.
+        Zip,
+    }
+
+    /// Ingests `data` into a new tree at `root` (which must not exist), without fsync.
+    pub fn ingest_bytes(
+        format: Format,
+        data: &[u8],
+        root: &Path,
+        limits: Limits,
+    ) -> Result<ObjectId> {
+        let w = TreeWriter::new(root, "fuzz-input", limits, Durability::NoSync)?;
+        let r = match format {
+            Format::Tar => ingest::ingest_tar(data, false, w),
+            Format::TarGz => ingest::ingest_tar(data, true, w),
+            Format::Zip => ingest::ingest_zip(Cursor::new(data), w),
+        };
+        r.map(|(id, _)| id)
+    }
+
+    /// Parses a name's symlink target as the store does.
+    pub fn parse_name_target(target: &str) -> Option<ObjectId> {
+        crate::layout::Layout::parse_name_target(Path::new(target))
+    }
+}

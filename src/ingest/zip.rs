@@ -1,8 +1,7 @@
 //! Zip ingest: entries read through the central directory, each one vetted, its CRC checked by
 //! reading it to the end.
 
-use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use super::TreeWriter;
@@ -15,13 +14,18 @@ const S_IFREG: u32 = 0o100000;
 const S_IFLNK: u32 = 0o120000;
 
 /// Ingests a zip file.
-pub(crate) fn ingest_zip(file: File, mut w: TreeWriter) -> Result<(ObjectId, PathBuf)> {
+pub(crate) fn ingest_zip<R: Read + Seek>(
+    mut file: R,
+    mut w: TreeWriter,
+) -> Result<(ObjectId, PathBuf)> {
     let src = w.source().to_string();
     let bad = |reason: String| Error::BadArchive {
         source_name: src.clone(),
         reason,
     };
-    let archive_len = file.metadata().map_err(Error::io("stat", &src))?.len();
+    let archive_len = file
+        .seek(SeekFrom::End(0))
+        .map_err(Error::io("seek", &src))?;
     let limits = *w.limits();
     let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(format!("reading zip: {e}")))?;
     if archive.len() as u64 > limits.max_entries {
