@@ -14,8 +14,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A system call on `path` failed.
-    #[error("{op} {}: {source}", path.display())]
+    /// A system call on `path` failed. Its `Display` names the operation and the path; the OS
+    /// error is its `source()` (print the chain, e.g. with `{:#}` in anyhow, to see both).
+    #[error("{op} {}", path.display())]
     Io {
         /// What was being done ("create", "rename", "read", ...).
         op: &'static str,
@@ -101,6 +102,18 @@ impl Error {
     ) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
+    }
+
+    /// The message followed by every cause, on one line.
+    pub fn describe(&self) -> String {
+        let mut s = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cause = c.source();
+        }
+        s
     }
 
     /// The OS error number, when this is an I/O error.

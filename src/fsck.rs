@@ -65,14 +65,17 @@ impl FsckReport {
     }
 }
 
+/// One rehashed child of a directory: name, kind, digest.
+type Child = (String, Kind, [u8; 32]);
+
 struct Walk<'a> {
     bytes: &'a Mutex<u64>,
     perms: &'a Mutex<Vec<(PathBuf, u32)>>,
 }
 
 fn digest_dir(dir: &Path, w: &Walk) -> std::result::Result<[u8; 32], String> {
-    let entries = scan::read_dir_names(dir).map_err(|e| e.to_string())?;
-    let children: Vec<std::result::Result<(String, Kind, [u8; 32]), String>> = entries
+    let entries = scan::read_dir_names(dir).map_err(|e| e.describe())?;
+    let children: Vec<std::result::Result<Child, String>> = entries
         .par_iter()
         .map(|(name, path, _)| {
             if fs::symlink_metadata(path).is_err()
@@ -226,17 +229,17 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
             None => report.problems.push(problem(
                 "dangling-name",
                 n.path.clone(),
-                "target is not an object path",
+                format!("{}: target is not an object path", n.name),
             )),
             Some(id) if bad.contains(&id) => report.problems.push(problem(
                 "dangling-name",
                 n.path.clone(),
-                format!("points at damaged object {id}"),
+                format!("{} points at damaged object {id}", n.name),
             )),
             Some(id) if !present.contains(&id) => report.problems.push(problem(
                 "dangling-name",
                 n.path.clone(),
-                format!("points at missing object {id}"),
+                format!("{} points at missing object {id}", n.name),
             )),
             Some(_) => {}
         }

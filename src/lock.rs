@@ -43,6 +43,7 @@ fn open_lock_file(path: &Path) -> Result<Option<File>> {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(false)
         .mode(0o644)
         .open(path);
     match rw {
@@ -148,6 +149,12 @@ impl OwnerLock {
         let f = match OpenOptions::new().read(true).write(true).open(path) {
             Ok(f) => f,
             Err(e) if sys::is_not_found(&e) => return Ok(None),
+            // Another user's or a read-only store: a read-only descriptor locks just as well.
+            Err(e) if sys::is_read_only(&e) => match File::open(path) {
+                Ok(f) => f,
+                Err(e) if sys::is_not_found(&e) => return Ok(None),
+                Err(e) => return Err(Error::io("open lock", path)(e)),
+            },
             Err(e) => return Err(Error::io("open lock", path)(e)),
         };
         match sys::lock(&f, LockMode::Exclusive, false).map_err(Error::io("lock", path))? {

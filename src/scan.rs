@@ -42,7 +42,10 @@ pub(crate) fn read_dir_names(dir: &Path) -> Result<Vec<(String, PathBuf, fs::Fil
 }
 
 /// Every object directory, plus whatever else sits under `objects/`.
-pub(crate) fn objects(layout: &Layout) -> Result<(Vec<(ObjectId, PathBuf)>, Vec<Foreign>)> {
+/// Object ids with their directories.
+pub(crate) type Objects = Vec<(ObjectId, PathBuf)>;
+
+pub(crate) fn objects(layout: &Layout) -> Result<(Objects, Vec<Foreign>)> {
     let mut objs = Vec::new();
     let mut foreign = Vec::new();
     for (shard, spath, ft) in read_dir_names(&layout.objects())? {

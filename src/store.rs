@@ -118,10 +118,6 @@ impl Store {
         &self.layout
     }
 
-    pub(crate) fn durability(&self) -> Durability {
-        self.durability
-    }
-
     /// Reclaims temp dirs whose owner died.
     pub fn sweep(&self) -> Result<SweepReport> {
         tmp::sweep(&self.layout, false)
@@ -129,7 +125,7 @@ impl Store {
 
     fn sweep_quietly(&self) {
         if let Err(e) = self.sweep() {
-            log::debug!("sweep: {e}");
+            log::debug!("sweep: {}", e.describe());
         }
     }
 

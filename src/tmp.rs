@@ -71,13 +71,13 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         if let Err(e) = remove_tree(&self.path) {
-            log::warn!("{e}; the next sweep reclaims it");
+            log::warn!("{}; the next sweep reclaims it", e.describe());
             return;
         }
         if let Some(lock) = self.lock.take()
             && let Err(e) = lock.remove()
         {
-            log::warn!("{e}");
+            log::warn!("{}", e.describe());
         }
     }
 }
@@ -187,17 +187,22 @@ pub(crate) fn sweep(layout: &Layout, dry_run: bool) -> Result<SweepReport> {
             }
             remove_tree(&dir)?;
             claim.remove()?;
-        } else if !names.binary_search(&format!("{n}.lock")).is_ok() {
+        } else if names.binary_search(&format!("{n}.lock")).is_err() {
             // A directory without its lock file: by the creation order no live owner exists,
             // unless it appeared after our listing; claim its lock name to be sure.
             let lock_path = tmp.join(format!("{n}.lock"));
+            if dry_run {
+                // Writes nothing: report it unless its lock file appeared after our listing.
+                if fs::symlink_metadata(&lock_path).is_err() {
+                    report.reclaimed.push(tmp.join(n));
+                }
+                continue;
+            }
             let Some(claim) = OwnerLock::create(&lock_path)? else {
                 continue;
             };
             report.reclaimed.push(tmp.join(n));
-            if !dry_run {
-                remove_tree(&tmp.join(n))?;
-            }
+            remove_tree(&tmp.join(n))?;
             claim.remove()?;
         }
     }

@@ -23,7 +23,8 @@ pub struct FsckArgs {
 pub fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_ro(cli).map_err(|e| CouldNotRun(format!("{e:#}")))?;
     let report = match &store {
-        Some(s) => stepman::fsck::fsck(s, args.repair).map_err(|e| CouldNotRun(e.to_string()))?,
+        Some(s) => stepman::fsck::fsck(s, args.repair)
+            .map_err(|e| CouldNotRun(format!("{:#}", anyhow::Error::from(e))))?,
         None => stepman::fsck::FsckReport::default(),
     };
     if args.json {

@@ -1,0 +1,275 @@
+//! The store used by a non-root user, and a store baked by root and read by another user.
+//!
+//! Root can do things an ordinary owner cannot (move a 0555 directory to another parent, write
+//! into read-only directories), so these tests run the real binary as `nobody` through `setpriv`.
+//! They need root to switch users: as any other user, or without `setpriv`, they say so and skip.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const NOBODY: u32 = 65534;
+
+fn can_switch_user() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let setpriv = Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !root || !setpriv {
+        eprintln!("skipping: needs root and setpriv to run the binary as an unprivileged user");
+    }
+    root && setpriv
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_stepman")
+}
+
+/// Runs `stepman args` as `nobody` with `home` as the store root.
+fn as_nobody(home: &Path, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+        ])
+        .arg(bin())
+        .args(args)
+        .env("STEPMAN_HOME", home)
+        .env("STEPMAN_NO_FSYNC", "1")
+        .current_dir("/")
+        .output()
+        .expect("run setpriv")
+}
+
+fn as_root(home: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("STEPMAN_HOME", home)
+        .env("STEPMAN_NO_FSYNC", "1")
+        .output()
+        .expect("run")
+}
+
+fn ok(o: &Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A world-readable scratch dir owned by `nobody`.
+fn scratch() -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let work = t.path().join("work");
+    fs::create_dir(&work).unwrap();
+    std::os::unix::fs::chown(&work, Some(NOBODY), Some(NOBODY)).unwrap();
+    (t, work)
+}
+
+fn make_tree(dir: &Path, tag: &str) {
+    fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+    fs::write(dir.join("step.sh"), format!("#!/bin/sh\necho {tag}\n")).unwrap();
+    fs::set_permissions(dir.join("step.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(dir.join("sub/deeper/data.txt"), tag.repeat(1000)).unwrap();
+    std::os::unix::fs::symlink("../step.sh", dir.join("sub/link")).unwrap();
+}
+
+/// Every path under `root` with its mode, size and mtime: what "wrote nothing" is checked against.
+fn snapshot(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).unwrap();
+        out.push(format!(
+            "{} {:o} {} {} {}",
+            p.display(),
+            m.mode(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec()
+        ));
+        if m.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn unprivileged_owner_can_gc_sweep_and_repair() {
+    if !can_switch_user() {
+        return;
+    }
+    let (_t, work) = scratch();
+    let home = work.join("home");
+    let (a, b) = (_t.path().join("a"), _t.path().join("b"));
+    make_tree(&a, "a");
+    make_tree(&b, "b");
+    let ida = ok(
+        &as_nobody(
+            &home,
+            &["store", "import", a.to_str().unwrap(), "--name", "r/a/1"],
+        ),
+        "import a",
+    );
+    let idb = ok(
+        &as_nobody(&home, &["store", "import", b.to_str().unwrap()]),
+        "import b",
+    );
+    assert_ne!(ida, idb);
+
+    // A dead temp dir holding a read-only tree (its owner died before publishing).
+    let dead = home.join("store-v1/tmp/ingest-dead");
+    let o = Command::new("setpriv")
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+        ])
+        .args([
+            "sh",
+            "-c",
+            &format!(
+                "mkdir -p {0}/tree/ro && echo x > {0}/tree/ro/f && chmod 555 {0}/tree/ro",
+                dead.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+
+    // gc must move the unnamed read-only object out (a non-root owner cannot rename a 0555
+    // directory to another parent) and sweep the dead temp dir.
+    let gc = ok(&as_nobody(&home, &["gc", "--json"]), "gc as nobody");
+    let report: serde_json::Value = serde_json::from_str(&gc).unwrap();
+    assert_eq!(report["removed_objects"], serde_json::json!([idb]));
+    assert_eq!(
+        report["temp"]["reclaimed"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert!(!dead.exists());
+    assert!(
+        !home
+            .join(format!("store-v1/objects/{}/{}", &idb[..2], idb))
+            .exists()
+    );
+    ok(&as_nobody(&home, &["fsck"]), "fsck after gc");
+
+    // Corrupt the named object; repair as nobody moves it aside and drops the name.
+    let obj = home.join(format!("store-v1/objects/{}/{}", &ida[..2], ida));
+    let f = obj.join("sub/deeper/data.txt");
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&f, "tampered").unwrap();
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o444)).unwrap();
+    let o = as_nobody(&home, &["fsck", "--repair", "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kinds: Vec<_> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        kinds.contains(&"corrupt-object".to_string())
+            && kinds.contains(&"dangling-name".to_string()),
+        "{kinds:?}"
+    );
+    assert!(
+        report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["repaired"] == true),
+        "{report}"
+    );
+    assert!(!obj.exists());
+    assert_eq!(
+        as_nobody(&home, &["store", "resolve", "r/a/1"])
+            .status
+            .code(),
+        Some(1)
+    );
+    ok(&as_nobody(&home, &["fsck"]), "fsck after repair");
+    // A re-import as nobody restores it.
+    assert_eq!(
+        ok(
+            &as_nobody(
+                &home,
+                &["store", "import", a.to_str().unwrap(), "--name", "r/a/1"]
+            ),
+            "re-import"
+        ),
+        ida
+    );
+}
+
+#[test]
+fn store_baked_by_root_serves_another_user_without_writing() {
+    if !can_switch_user() {
+        return;
+    }
+    let (_t, work) = scratch();
+    let home = _t.path().join("baked");
+    let a = _t.path().join("a");
+    make_tree(&a, "a");
+    let id = ok(
+        &as_root(
+            &home,
+            &["store", "import", a.to_str().unwrap(), "--name", "r/a/1"],
+        ),
+        "import as root",
+    );
+    let before = snapshot(&home);
+
+    let dir = ok(
+        &as_nobody(&home, &["store", "resolve", "r/a/1"]),
+        "resolve as nobody",
+    );
+    assert!(dir.ends_with(&id));
+    let dest = work.join("step");
+    ok(
+        &as_nobody(&home, &["store", "export", "r/a/1", dest.to_str().unwrap()]),
+        "export as nobody",
+    );
+    assert_eq!(
+        fs::read(dest.join("step.sh")).unwrap(),
+        fs::read(a.join("step.sh")).unwrap()
+    );
+    assert_eq!(
+        fs::metadata(&dest).unwrap().uid(),
+        NOBODY,
+        "the copy belongs to the user"
+    );
+    fs::write(dest.join("step.sh"), "mine now").unwrap();
+    ok(&as_nobody(&home, &["fsck"]), "fsck as nobody");
+
+    // A miss needs write access: a clear error, exit 1, nothing written.
+    let o = as_nobody(
+        &home,
+        &["store", "import", a.to_str().unwrap(), "--name", "r/a/2"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("read-only"), "{err}");
+    assert_eq!(snapshot(&home), before, "the baked store was modified");
+}
