@@ -51,17 +51,110 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "config", "client", "server", "request", "response", "handler", "error", "context", "buffer",
-    "reader", "writer", "stream", "token", "parse", "format", "value", "index", "count", "length",
-    "result", "option", "status", "header", "body", "cache", "store", "entry", "record", "field",
-    "schema", "commit", "branch", "remote", "origin", "clone", "fetch", "checkout", "submodule",
-    "depth", "retry", "timeout", "logger", "level", "message", "output", "input", "env", "path",
-    "file", "dir", "name", "version", "step", "build", "deploy", "artifact", "archive", "upload",
-    "download", "signal", "process", "command", "exec", "args", "flags", "opts", "keychain",
-    "certificate", "profile", "provision", "xcode", "gradle", "module", "variant", "target",
-    "scheme", "simulator", "device", "platform", "arch", "url", "host", "port", "user", "secret",
-    "password", "ssh", "key", "agent", "proxy", "tls", "json", "yaml", "plist", "manifest",
-    "bundle", "identifier", "team", "export", "method", "report", "test", "coverage", "junit",
+    "config",
+    "client",
+    "server",
+    "request",
+    "response",
+    "handler",
+    "error",
+    "context",
+    "buffer",
+    "reader",
+    "writer",
+    "stream",
+    "token",
+    "parse",
+    "format",
+    "value",
+    "index",
+    "count",
+    "length",
+    "result",
+    "option",
+    "status",
+    "header",
+    "body",
+    "cache",
+    "store",
+    "entry",
+    "record",
+    "field",
+    "schema",
+    "commit",
+    "branch",
+    "remote",
+    "origin",
+    "clone",
+    "fetch",
+    "checkout",
+    "submodule",
+    "depth",
+    "retry",
+    "timeout",
+    "logger",
+    "level",
+    "message",
+    "output",
+    "input",
+    "env",
+    "path",
+    "file",
+    "dir",
+    "name",
+    "version",
+    "step",
+    "build",
+    "deploy",
+    "artifact",
+    "archive",
+    "upload",
+    "download",
+    "signal",
+    "process",
+    "command",
+    "exec",
+    "args",
+    "flags",
+    "opts",
+    "keychain",
+    "certificate",
+    "profile",
+    "provision",
+    "xcode",
+    "gradle",
+    "module",
+    "variant",
+    "target",
+    "scheme",
+    "simulator",
+    "device",
+    "platform",
+    "arch",
+    "url",
+    "host",
+    "port",
+    "user",
+    "secret",
+    "password",
+    "ssh",
+    "key",
+    "agent",
+    "proxy",
+    "tls",
+    "json",
+    "yaml",
+    "plist",
+    "manifest",
+    "bundle",
+    "identifier",
+    "team",
+    "export",
+    "method",
+    "report",
+    "test",
+    "coverage",
+    "junit",
 ];
 
 const IDENTS: &[&str] = &[
@@ -69,8 +162,20 @@ const IDENTS: &[&str] = &[
 ];
 
 const TYPES: &[&str] = &[
-    "string", "int", "bool", "error", "[]byte", "[]string", "map[string]string", "*Config",
-    "io.Reader", "io.Writer", "context.Context", "time.Duration", "uint64", "*os.File",
+    "string",
+    "int",
+    "bool",
+    "error",
+    "[]byte",
+    "[]string",
+    "map[string]string",
+    "*Config",
+    "io.Reader",
+    "io.Writer",
+    "context.Context",
+    "time.Duration",
+    "uint64",
+    "*os.File",
 ];
 
 fn camel(rng: &mut Rng, words: usize, exported: bool) -> String {
@@ -115,7 +220,8 @@ fn go_source(rng: &mut Rng, pkg: &str, size: u64) -> Vec<u8> {
                 let t = camel(rng, 2, true);
                 out.push_str(&format!("type {t} struct {{\n"));
                 for _ in 0..(2 + rng.below(6)) {
-                    let f = camel(rng, 1 + rng.below(2) as usize, true);
+                    let words = 1 + rng.below(2) as usize;
+                    let f = camel(rng, words, true);
                     let ty = rng.pick(TYPES);
                     let tag = rng.pick(WORDS);
                     out.push_str(&format!("\t{f} {ty} `json:\"{tag},omitempty\"`\n"));
@@ -123,10 +229,16 @@ fn go_source(rng: &mut Rng, pkg: &str, size: u64) -> Vec<u8> {
                 out.push_str("}\n\n");
             }
             2 => {
-                out.push_str(&format!("const {} = {}\n", camel(rng, 2, true), rng.below(4096)));
+                out.push_str(&format!(
+                    "const {} = {}\n",
+                    camel(rng, 2, true),
+                    rng.below(4096)
+                ));
             }
             _ => {
-                let f = camel(rng, 1 + rng.below(3) as usize, rng.below(2) == 0);
+                let words = 1 + rng.below(3) as usize;
+                let exported = rng.below(2) == 0;
+                let f = camel(rng, words, exported);
                 let a = rng.pick(IDENTS);
                 let ty = rng.pick(TYPES);
                 out.push_str(&format!("func {f}({a} {ty}) error {{\n"));
@@ -171,7 +283,8 @@ fn blob(rng: &mut Rng, size: u64) -> Vec<u8> {
             0..=4 => (0..n / 8).for_each(|_| out.extend_from_slice(&rng.next().to_le_bytes())),
             5..=7 => {
                 let base = rng.next() as u32;
-                (0..n / 4).for_each(|k| out.extend_from_slice(&(base + k as u32 * 16).to_le_bytes()))
+                (0..n / 4)
+                    .for_each(|k| out.extend_from_slice(&(base + k as u32 * 16).to_le_bytes()))
             }
             _ => out.resize(out.len() + n, 0),
         }
@@ -212,7 +325,14 @@ pub fn generate(root: &Path) -> io::Result<Stats> {
 
     // Directories: vendor/github.com/<org>/<repo>/<pkg>/<sub> (six deep) and a few step packages.
     let mut dirs: Vec<String> = Vec::new();
-    for d in ["e2e", "e2e/testdata", "cmd", "cmd/tool", "internal", "internal/config"] {
+    for d in [
+        "e2e",
+        "e2e/testdata",
+        "cmd",
+        "cmd/tool",
+        "internal",
+        "internal/config",
+    ] {
         dirs.push(d.to_string());
     }
     for o in 0..14 {
@@ -271,7 +391,7 @@ pub fn generate(root: &Path) -> io::Result<Stats> {
         Ok::<(), io::Error>(())
     };
     emit(&mut rng, 830, 300.0, 20_000.0, &mut stats)?;
-    emit(&mut rng, 55, 30_000.0, 200_000.0, &mut stats)?;
+    emit(&mut rng, 50, 30_000.0, 200_000.0, &mut stats)?;
 
     // Scripts and prebuilt binaries: the executables.
     for (i, name) in ["e2e/run.sh", "cmd/tool/build.sh", "internal/gen.sh"]

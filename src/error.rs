@@ -14,6 +14,54 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// StepLib metadata (steplib.yml, step.yml, step-info.yml, spec.json) is invalid or missing.
+    #[error("{what}: {reason}")]
+    Steplib {
+        /// The collection, file or step concerned.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No version of a step matches the constraint (never answered with an empty step).
+    #[error(
+        "step {id}@{constraint} not found in {collection}{}",
+        available_suffix(available)
+    )]
+    StepNotFound {
+        /// The collection's URI.
+        collection: String,
+        /// The step id.
+        id: String,
+        /// The constraint as given.
+        constraint: String,
+        /// The versions that exist (empty when the step itself does not).
+        available: Vec<String>,
+    },
+    /// A collection is not set up in this store.
+    #[error("collection {uri} is not set up (run `stepman setup -c {uri}`)")]
+    NotSetUp {
+        /// The collection's URI.
+        uri: String,
+    },
+    /// Fetching something over the network, from git or from a local URL failed.
+    #[error("{what}: {reason}")]
+    Fetch {
+        /// The step or collection being fetched, and from where (URL or repository).
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Offline mode forbids the network and the store does not have what is needed.
+    #[error(
+        "{what} is not in the store and offline mode forbids the network{}",
+        cached_suffix(cached)
+    )]
+    Offline {
+        /// What was asked for.
+        what: String,
+        /// The versions that are cached.
+        cached: Vec<String>,
+    },
     /// A system call on `path` failed. Its `Display` names the operation and the path; the OS
     /// error is its `source()` (print the chain, e.g. with `{:#}` in anyhow, to see both).
     #[error("{op} {}", path.display())]
@@ -27,7 +75,7 @@ pub enum Error {
         source: io::Error,
     },
     /// An entry of an archive or directory was refused; nothing was published.
-    #[error("{source_name}: entry {entry:?} rejected: {reason}")]
+    #[error("{source_name}: entry {} rejected: {reason}", shown(entry))]
     Rejected {
         /// The archive or directory being ingested.
         source_name: String,
@@ -45,10 +93,15 @@ pub enum Error {
         reason: String,
     },
     /// A configured resource limit was exceeded while ingesting.
-    #[error("{source_name}: {what} exceeds the limit of {limit}")]
+    #[error(
+        "{source_name}: {}{what} exceeds the limit of {limit}",
+        entry_prefix(entry)
+    )]
     LimitExceeded {
         /// The archive or directory being ingested.
         source_name: String,
+        /// The entry being read when the limit was hit; empty when no single entry is to blame.
+        entry: String,
         /// Which limit.
         what: &'static str,
         /// The limit's value.
@@ -92,6 +145,51 @@ pub enum Error {
         /// What needed write access.
         op: &'static str,
     },
+}
+
+/// An entry's name as shown in a message: quoted, escaped, and cut short if it is long (the
+/// error keeps the whole name).
+fn shown(entry: &str) -> String {
+    const MAX: usize = 256;
+    if entry.len() <= MAX {
+        return format!("{entry:?}");
+    }
+    let mut cut = MAX;
+    while !entry.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{:?}... ({} bytes)", &entry[..cut], entry.len())
+}
+
+fn entry_prefix(entry: &str) -> String {
+    if entry.is_empty() {
+        String::new()
+    } else {
+        format!("entry {}: ", shown(entry))
+    }
+}
+
+fn available_suffix(v: &[String]) -> String {
+    if v.is_empty() {
+        " (no such step)".into()
+    } else if v.len() > 12 {
+        format!(
+            " (versions: {} … {}, {} in all)",
+            v[..6].join(", "),
+            v[v.len() - 3..].join(", "),
+            v.len()
+        )
+    } else {
+        format!(" (versions: {})", v.join(", "))
+    }
+}
+
+fn cached_suffix(v: &[String]) -> String {
+    if v.is_empty() {
+        "; no version of it is cached".into()
+    } else {
+        format!("; cached versions: {}", v.join(", "))
+    }
 }
 
 impl Error {

@@ -118,3 +118,45 @@ fn copy_file(src: &Path, dst: &Path, exec: bool) -> Result<()> {
     io::copy(&mut from, &mut to).map_err(Error::io("copy", dst))?;
     Ok(())
 }
+
+/// Copies the tree at `src` to `dest`, replacing whatever `dest` holds: the new tree is built
+/// beside it and swapped in with `RENAME_EXCHANGE` (or, where the file system cannot, the old tree
+/// is renamed away first); the old tree is removed afterwards, never before the new one is there.
+pub(crate) fn replace_tree(src: &Path, dest: &Path) -> Result<()> {
+    match export_tree(src, dest) {
+        Err(Error::DestinationExists { .. }) => {}
+        other => return other,
+    }
+    let meta = fs::symlink_metadata(dest).map_err(Error::io("stat", dest))?;
+    if !meta.is_dir() {
+        return Err(Error::DestinationExists {
+            path: dest.to_path_buf(),
+        });
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let base = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = parent.join(format!(".{base}.stepman-{:016x}", fastrand::u64(..)));
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&staging)
+        .map_err(Error::io("create dir", &staging))?;
+    if let Err(e) = copy_into(src, &staging) {
+        let _ = remove_tree(&staging);
+        return Err(e);
+    }
+    let swapped = crate::sys::exchange(&staging, dest).map_err(Error::io("exchange", dest))?;
+    if !swapped {
+        let old = parent.join(format!(".{base}.stepman-old-{:016x}", fastrand::u64(..)));
+        fs::rename(dest, &old).map_err(Error::io("rename", dest))?;
+        fs::rename(&staging, dest).map_err(Error::io("rename", &staging))?;
+        return remove_tree(&old);
+    }
+    // `staging` now holds the old tree.
+    remove_tree(&staging)
+}

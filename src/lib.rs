@@ -11,8 +11,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activate;
 pub mod error;
 mod export;
+pub mod fetch;
 pub mod fsck;
 pub mod gc;
 pub mod hash;
@@ -20,6 +22,7 @@ mod ingest;
 pub mod layout;
 mod lock;
 mod scan;
+pub mod steplib;
 pub mod store;
 mod sys;
 mod tmp;

@@ -237,7 +237,31 @@ impl Store {
     /// The object a name points at and its directory. Writes nothing.
     pub fn resolve(&self, name: &Name) -> Result<(ObjectId, PathBuf)> {
         let path = self.layout.name_path(name);
-        let target = match fs::read_link(&path) {
+        // Lock-free, so the name may be re-pointed after we read it and gc may then remove the
+        // object it used to point at: when the object is missing but the link changed, read again.
+        let mut retries = 0;
+        loop {
+            let (target, id, dir) = self.read_name(name, &path)?;
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => return Ok((id, dir)),
+                _ if retries < 16 && fs::read_link(&path).ok().as_ref() != Some(&target) => {
+                    retries += 1;
+                }
+                _ => {
+                    return Err(Error::Format {
+                        path,
+                        reason: format!(
+                            "name points at missing object {id}; run `stepman fsck --repair`"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reads a name's link: its target, the object id and the object's directory.
+    fn read_name(&self, name: &Name, path: &Path) -> Result<(PathBuf, ObjectId, PathBuf)> {
+        let target = match fs::read_link(path) {
             Ok(t) => t,
             Err(e)
                 if sys::is_not_found(&e)
@@ -248,20 +272,14 @@ impl Store {
                     store: self.layout.root().to_path_buf(),
                 });
             }
-            Err(e) => return Err(Error::io("read link", &path)(e)),
+            Err(e) => return Err(Error::io("read link", path)(e)),
         };
         let id = Layout::parse_name_target(&target).ok_or_else(|| Error::Format {
-            path: path.clone(),
+            path: path.to_path_buf(),
             reason: format!("name points at {}, not at an object", target.display()),
         })?;
         let dir = self.layout.object_dir(&id);
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => Ok((id, dir)),
-            _ => Err(Error::Format {
-                path,
-                reason: format!("name points at missing object {id}; run `stepman fsck --repair`"),
-            }),
-        }
+        Ok((target, id, dir))
     }
 
     /// Copies the object `name` points at to `dest`, which appears complete or not at all.
@@ -271,6 +289,116 @@ impl Store {
         let (id, dir) = self.resolve(name)?;
         crate::export::export_tree(&dir, dest)?;
         Ok(id)
+    }
+}
+
+/// Building blocks for producers of objects other than `import` (collections, downloads).
+impl Store {
+    /// A new temp dir in the store's temp area (a read-only store gives [`Error::ReadOnly`]).
+    pub(crate) fn temp_dir(&self, kind: &str, op: &'static str) -> Result<TempDir> {
+        self.sweep_quietly();
+        TempDir::create(&self.layout, kind).map_err(|e| self.read_only_or(e, op))
+    }
+
+    /// A writer for a new tree at `root` (inside a temp dir), with this store's limits.
+    pub(crate) fn tree_writer(&self, root: &Path, source: &str) -> Result<ingest::TreeWriter> {
+        ingest::TreeWriter::new(root, source, self.limits, self.durability)
+    }
+
+    /// Ingests `src` (directory or archive) into `root` inside a temp dir.
+    pub(crate) fn ingest_into(&self, src: &Path, root: &Path) -> Result<ObjectId> {
+        ingest::ingest_path(src, root, self.limits, self.durability).map(|(id, _)| id)
+    }
+
+    /// Publishes the finished tree at `root` (inside `tmp`) and binds `name`, under the shared
+    /// store lock.
+    pub(crate) fn commit(
+        &self,
+        tmp: &TempDir,
+        root: &Path,
+        id: &ObjectId,
+        name: Option<&Name>,
+    ) -> Result<()> {
+        let _guard = lock::store_shared(&self.layout)?;
+        self.publish(root, id)?;
+        if let Some(name) = name {
+            self.bind_locked(name, id, tmp)?;
+        }
+        Ok(())
+    }
+
+    /// Single flight: returns the object `name` points at, or runs `produce` (which must commit
+    /// the object and bind `name`) once among concurrent callers; the others wait for it and use
+    /// its result. `force` skips the first lookup (an update), but still waits for a running fill.
+    pub(crate) fn fill(
+        &self,
+        name: &Name,
+        force: bool,
+        produce: impl FnOnce() -> Result<ObjectId>,
+    ) -> Result<Imported> {
+        if !force && let Some(id) = self.lookup(name)? {
+            return Ok(Imported {
+                id,
+                ingested: false,
+            });
+        }
+        let _single =
+            lock::name_exclusive(&self.layout, name).map_err(|e| self.read_only_or(e, "fill"))?;
+        if !force && let Some(id) = self.lookup(name)? {
+            return Ok(Imported {
+                id,
+                ingested: false,
+            });
+        }
+        Ok(Imported {
+            id: produce()?,
+            ingested: true,
+        })
+    }
+
+    /// Like [`Store::export`], but replaces whatever `dest` holds (what `activate` does).
+    pub fn export_replacing(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
+        let _guard = lock::store_shared(&self.layout)?;
+        let (id, dir) = self.resolve(name)?;
+        crate::export::replace_tree(&dir, dest)?;
+        Ok(id)
+    }
+
+    /// Removes the name `name`; true when it existed.
+    pub fn unbind(&self, name: &Name) -> Result<bool> {
+        let path = self.layout.name_path(name);
+        let _guard = lock::store_shared(&self.layout)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if sys::is_not_found(&e) => Ok(false),
+            Err(e) => Err(self.read_only_or(Error::io("remove", &path)(e), "remove a name")),
+        }
+    }
+
+    /// The names bound under `route`, as `(id, version)` pairs, sorted.
+    pub fn names_in_route(&self, route: &str) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let dir = self.layout.names().join(route);
+        for (id, ipath, ft) in crate::scan::read_dir_names(&dir)? {
+            if !ft.is_dir() {
+                continue;
+            }
+            for (version, _, ft) in crate::scan::read_dir_names(&ipath)? {
+                if ft.is_symlink() {
+                    out.push((id.clone(), version));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The routes that have names.
+    pub fn routes(&self) -> Result<Vec<String>> {
+        Ok(crate::scan::read_dir_names(&self.layout.names())?
+            .into_iter()
+            .filter(|(_, _, ft)| ft.is_dir())
+            .map(|(n, _, _)| n)
+            .collect())
     }
 }
 

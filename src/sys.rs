@@ -170,3 +170,30 @@ pub(crate) fn is_read_only(e: &io::Error) -> bool {
 pub(crate) fn is_not_found(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
 }
+
+/// Atomically swaps two paths (`RENAME_EXCHANGE`). `Ok(false)`: this file system cannot.
+pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<bool> {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios"
+    ))]
+    {
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            a,
+            rustix::fs::CWD,
+            b,
+            RenameFlags::EXCHANGE,
+        ) {
+            Ok(()) => return Ok(true),
+            Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    #[allow(unreachable_code)]
+    Ok(false)
+}

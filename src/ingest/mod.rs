@@ -16,6 +16,7 @@
 //!   caller makes 0555 after publishing) and, when durability is on, flushed to disk.
 
 mod dir;
+mod flush;
 mod tar;
 mod zip;
 
@@ -24,8 +25,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::hash::{self, Kind, ObjectId};
@@ -52,6 +51,9 @@ pub struct Limits {
     pub max_ratio: u64,
     /// Below this many uncompressed bytes the ratio is not enforced.
     pub ratio_floor_bytes: u64,
+    /// Bytes of metadata one tar entry may have: its header blocks plus any PAX extension and
+    /// GNU long-name/long-link records before it (these are held in memory while parsed).
+    pub max_header_bytes: u64,
 }
 
 impl Default for Limits {
@@ -64,6 +66,7 @@ impl Default for Limits {
             max_depth: 128,
             max_ratio: 200,
             ratio_floor_bytes: 64 << 20,
+            max_header_bytes: 1 << 20,
         }
     }
 }
@@ -123,10 +126,11 @@ pub(crate) struct TreeWriter {
     root: PathBuf,
     source: String,
     limits: Limits,
-    durability: Durability,
     nodes: HashMap<String, Node>,
     total_bytes: u64,
     buf: Vec<u8>,
+    /// Durable ingests flush each finished file in the background (see `flush.rs`).
+    flusher: Option<flush::Flusher>,
 }
 
 impl TreeWriter {
@@ -140,14 +144,18 @@ impl TreeWriter {
             .mode(0o755)
             .create(root)
             .map_err(Error::io("create dir", root))?;
+        let flusher = match durability {
+            Durability::Sync => Some(flush::Flusher::new(root)?),
+            Durability::NoSync => None,
+        };
         Ok(TreeWriter {
             root: root.to_path_buf(),
             source: source.to_string(),
             limits,
-            durability,
             nodes: HashMap::new(),
             total_bytes: 0,
             buf: vec![0u8; 256 * 1024],
+            flusher,
         })
     }
 
@@ -167,9 +175,10 @@ impl TreeWriter {
         }
     }
 
-    fn limit(&self, what: &'static str, limit: u64) -> Error {
+    fn limit(&self, entry: &str, what: &'static str, limit: u64) -> Error {
         Error::LimitExceeded {
             source_name: self.source.clone(),
+            entry: entry.to_string(),
             what,
             limit,
         }
@@ -199,8 +208,7 @@ impl TreeWriter {
 
     fn count_entry(&self, raw: &str) -> Result<()> {
         if self.nodes.len() as u64 >= self.limits.max_entries {
-            let _ = raw;
-            return Err(self.limit("number of entries", self.limits.max_entries));
+            return Err(self.limit(raw, "number of entries", self.limits.max_entries));
         }
         Ok(())
     }
@@ -255,7 +263,7 @@ impl TreeWriter {
     ) -> Result<()> {
         let parts = split_path(&self.source, raw, &self.limits)?;
         if let Some(n) = declared {
-            self.check_size(n)?;
+            self.check_size(raw, n)?;
         }
         let Some(key) = self.claim(raw, &parts)? else {
             return Ok(());
@@ -283,17 +291,20 @@ impl TreeWriter {
                 }
             };
             size += n as u64;
-            self.check_size(size)?;
+            self.check_size(raw, size)?;
             hasher.update(&self.buf[..n]);
             file.write_all(&self.buf[..n])
                 .map_err(Error::io("write", &path))?;
         }
         self.total_bytes += size;
         if self.total_bytes > self.limits.max_total_bytes {
-            return Err(self.limit("total size", self.limits.max_total_bytes));
+            return Err(self.limit(raw, "total size", self.limits.max_total_bytes));
         }
         sys::set_mode_fd(&file, if exec { 0o555 } else { 0o444 })
             .map_err(Error::io("chmod", &path))?;
+        if let Some(f) = &self.flusher {
+            f.submit(Some(file), path)?;
+        }
         self.nodes.insert(
             key,
             Node::File {
@@ -304,12 +315,12 @@ impl TreeWriter {
         Ok(())
     }
 
-    fn check_size(&self, n: u64) -> Result<()> {
+    fn check_size(&self, raw: &str, n: u64) -> Result<()> {
         if n > self.limits.max_file_bytes {
-            return Err(self.limit("file size", self.limits.max_file_bytes));
+            return Err(self.limit(raw, "file size", self.limits.max_file_bytes));
         }
-        if self.total_bytes + n > self.limits.max_total_bytes {
-            return Err(self.limit("total size", self.limits.max_total_bytes));
+        if self.total_bytes.saturating_add(n) > self.limits.max_total_bytes {
+            return Err(self.limit(raw, "total size", self.limits.max_total_bytes));
         }
         Ok(())
     }
@@ -372,7 +383,7 @@ impl TreeWriter {
     }
 
     /// Vets symlinks, computes the tree id, makes the tree read-only and flushes it.
-    pub(crate) fn finish(self) -> Result<(ObjectId, PathBuf)> {
+    pub(crate) fn finish(mut self) -> Result<(ObjectId, PathBuf)> {
         for (key, node) in &self.nodes {
             if let Node::Symlink { target } = node
                 && !self.symlink_stays_inside(key, target)
@@ -422,31 +433,23 @@ impl TreeWriter {
         }
         let id = ObjectId::from_bytes(dir_digests[""]);
 
-        if self.durability == Durability::Sync {
-            let files: Vec<&String> = self
-                .nodes
-                .iter()
-                .filter(|(_, n)| matches!(n, Node::File { .. }))
-                .map(|(k, _)| k)
-                .collect();
-            files.par_iter().try_for_each(|k| {
-                let p = self.root.join(k);
-                let f = File::open(&p).map_err(Error::io("open", &p))?;
-                sys::sync_file(&f).map_err(Error::io("fsync", &p))
-            })?;
-        }
+        // Files were queued for flushing as they were finished; directories follow, each made
+        // read-only before it is flushed so that its mode is durable too.
         for d in &dirs {
             let p = if d.is_empty() {
                 self.root.clone()
             } else {
                 self.root.join(d)
             };
-            if self.durability == Durability::Sync {
-                sys::sync_path(&p).map_err(Error::io("fsync", &p))?;
-            }
             if !d.is_empty() {
                 sys::set_mode(&p, 0o555).map_err(Error::io("chmod", &p))?;
             }
+            if let Some(f) = &self.flusher {
+                f.submit(None, p)?;
+            }
+        }
+        if let Some(f) = self.flusher.take() {
+            f.finish()?;
         }
         Ok((id, self.root))
     }

@@ -37,7 +37,8 @@ impl<R: io::BufRead> io::BufRead for Counted<R> {
     }
 }
 
-/// The decompressed stream: counts bytes, remembers the last 512 of them, enforces the ratio.
+/// The decompressed stream: counts bytes, remembers the last 512 of them, enforces the ratio and
+/// the header size.
 struct Tracked<R> {
     inner: R,
     total: u64,
@@ -46,6 +47,11 @@ struct Tracked<R> {
     max_ratio: u64,
     ratio_floor: u64,
     ratio_exceeded: Rc<Cell<bool>>,
+    /// Reading past this offset is refused: the end of the current entry's data plus the header
+    /// budget of the next one, so that the `tar` crate never buffers a huge PAX or GNU long-name
+    /// record in memory.
+    header_end: Rc<Cell<u64>>,
+    header_exceeded: Rc<Cell<bool>>,
 }
 
 impl<R: Read> Read for Tracked<R> {
@@ -58,6 +64,10 @@ impl<R: Read> Read for Tracked<R> {
         } else {
             self.last.copy_within(n.., 0);
             self.last[512 - n..].copy_from_slice(got);
+        }
+        if self.total > self.header_end.get() {
+            self.header_exceeded.set(true);
+            return Err(io::Error::other("tar header size limit exceeded"));
         }
         if let Some(c) = &self.compressed
             && self.total > self.ratio_floor
@@ -84,6 +94,8 @@ pub(crate) fn ingest_tar<R: Read>(
     let limits = *w.limits();
     let compressed = Rc::new(Cell::new(0u64));
     let ratio_exceeded = Rc::new(Cell::new(false));
+    let header_end = Rc::new(Cell::new(limits.max_header_bytes));
+    let header_exceeded = Rc::new(Cell::new(false));
     let raw = Counted {
         inner: BufReader::with_capacity(256 * 1024, input),
         count: compressed.clone(),
@@ -101,14 +113,25 @@ pub(crate) fn ingest_tar<R: Read>(
         max_ratio: limits.max_ratio,
         ratio_floor: limits.ratio_floor_bytes,
         ratio_exceeded: ratio_exceeded.clone(),
+        header_end: header_end.clone(),
+        header_exceeded: header_exceeded.clone(),
     };
     let mut archive = tar::Archive::new(tracked);
-    let limit_or = |e: Error| -> Error {
+    // `entry`: the entry being read, "" between entries.
+    let limit_or = |e: Error, entry: &str| -> Error {
         if ratio_exceeded.get() {
             Error::LimitExceeded {
                 source_name: src.clone(),
+                entry: entry.to_string(),
                 what: "compression ratio",
                 limit: limits.max_ratio,
+            }
+        } else if header_exceeded.get() {
+            Error::LimitExceeded {
+                source_name: src.clone(),
+                entry: String::new(),
+                what: "header size",
+                limit: limits.max_header_bytes,
             }
         } else {
             e
@@ -120,9 +143,10 @@ pub(crate) fn ingest_tar<R: Read>(
             .entries()
             .map_err(|e| bad(format!("reading tar: {e}")))?;
         for entry in entries {
-            let entry = entry.map_err(|e| limit_or(bad(format!("reading tar header: {e}"))))?;
+            let entry = entry.map_err(|e| limit_or(bad(format!("reading tar header: {e}")), ""))?;
             let size = entry.size();
             data_end = entry.raw_file_position() + size.div_ceil(512) * 512;
+            header_end.set(data_end.saturating_add(limits.max_header_bytes));
             let path_bytes = entry.path_bytes();
             let path = std::str::from_utf8(&path_bytes)
                 .map_err(|_| Error::Rejected {
@@ -144,7 +168,7 @@ pub(crate) fn ingest_tar<R: Read>(
             match kind {
                 EntryType::Regular | EntryType::Continuous => {
                     w.add_file(&path, mode & 0o111 != 0, Some(size), entry)
-                        .map_err(limit_or)?;
+                        .map_err(|e| limit_or(e, &path))?;
                 }
                 EntryType::Directory => w.add_dir(&path)?,
                 EntryType::Symlink => {
@@ -172,12 +196,14 @@ pub(crate) fn ingest_tar<R: Read>(
         }
     }
     let mut tracked = archive.into_inner();
+    header_end.set(u64::MAX);
     // The entries iterator stops at the first zero block *or* at a clean EOF: only the first
     // proves the archive is complete.
-    if tracked.total != data_end + 512 || tracked.last.iter().any(|&b| b != 0) {
-        return Err(limit_or(bad(
-            "truncated tar: no end-of-archive marker".into()
-        )));
+    if tracked.total != data_end.saturating_add(512) || tracked.last.iter().any(|&b| b != 0) {
+        return Err(limit_or(
+            bad("truncated tar: no end-of-archive marker".into()),
+            "",
+        ));
     }
     // Drain: the rest must be zero padding, and draining makes the gzip decoder check its trailer.
     let mut buf = vec![0u8; 64 * 1024];
@@ -186,12 +212,14 @@ pub(crate) fn ingest_tar<R: Read>(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(limit_or(bad(format!("corrupt compressed stream: {e}")))),
+            Err(e) => {
+                return Err(limit_or(bad(format!("corrupt compressed stream: {e}")), ""));
+            }
         };
         if buf[..n].iter().any(|&b| b != 0) {
             return Err(bad("data after the end-of-archive marker".into()));
         }
-        if tracked.total > data_end + (16 << 20) {
+        if tracked.total > data_end.saturating_add(16 << 20) {
             return Err(bad(
                 "more than 16 MiB of padding after the end-of-archive marker".into(),
             ));

@@ -28,9 +28,14 @@ pub(crate) fn ingest_zip<R: Read + Seek>(
         .map_err(Error::io("seek", &src))?;
     let limits = *w.limits();
     let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(format!("reading zip: {e}")))?;
+    // The central directory is read into a map by name: a duplicate would silently win.
+    if archive.has_duplicate_names() {
+        return Err(bad("duplicate entry names in the central directory".into()));
+    }
     if archive.len() as u64 > limits.max_entries {
         return Err(Error::LimitExceeded {
             source_name: src,
+            entry: String::new(),
             what: "number of entries",
             limit: limits.max_entries,
         });
@@ -60,6 +65,7 @@ pub(crate) fn ingest_zip<R: Read + Seek>(
         {
             return Err(Error::LimitExceeded {
                 source_name: src,
+                entry: path,
                 what: "compression ratio",
                 limit: limits.max_ratio,
             });

@@ -25,12 +25,34 @@ pub struct Cli {
     #[arg(long, global = true, env = "STEPMAN_NO_FSYNC", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     no_fsync: bool,
 
+    /// Never use the network (also BITRISE_OFFLINE_MODE=true).
+    #[arg(long, global = true)]
+    offline: bool,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Set up a StepLib collection.
+    Setup(cmd::setup::SetupArgs),
+    /// Regenerate one collection or all.
+    Update(cmd::update::UpdateArgs),
+    /// List the collections.
+    Collections(cmd::collections::CollectionsArgs),
+    /// Remove a collection.
+    Delete(cmd::delete::DeleteArgs),
+    /// List a collection's steps.
+    StepList(cmd::step_list::StepListArgs),
+    /// Show a step version.
+    StepInfo(cmd::step_info::StepInfoArgs),
+    /// Put a step version into the store.
+    Download(cmd::download::DownloadArgs),
+    /// Copy a step version into a working directory.
+    Activate(cmd::activate::ActivateArgs),
+    /// Write a collection's spec.json.
+    ExportSpec(cmd::export_spec::ExportSpecArgs),
     /// Plumbing: import, resolve and export store entries.
     #[command(subcommand)]
     Store(cmd::store::StoreCmd),
@@ -50,6 +72,12 @@ impl Cli {
         Ok(PathBuf::from(home).join(".stepman"))
     }
 
+    fn net(&self) -> stepman::fetch::NetConfig {
+        let mut n = stepman::fetch::NetConfig::from_env();
+        n.offline |= self.offline;
+        n
+    }
+
     fn durability(&self) -> stepman::Durability {
         if self.no_fsync {
             stepman::Durability::NoSync
@@ -66,6 +94,15 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Setup(a) => cmd::setup::run(&cli, a),
+        Command::Update(a) => cmd::update::run(&cli, a),
+        Command::Collections(a) => cmd::collections::run(&cli, a),
+        Command::Delete(a) => cmd::delete::run(&cli, a),
+        Command::StepList(a) => cmd::step_list::run(&cli, a),
+        Command::StepInfo(a) => cmd::step_info::run(&cli, a),
+        Command::Download(a) => cmd::download::run(&cli, a),
+        Command::Activate(a) => cmd::activate::run(&cli, a),
+        Command::ExportSpec(a) => cmd::export_spec::run(&cli, a),
         Command::Store(c) => cmd::store::run(&cli, c),
         Command::Fsck(a) => cmd::fsck::run(&cli, a),
         Command::Gc(a) => cmd::gc::run(&cli, a),

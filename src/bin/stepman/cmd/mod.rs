@@ -1,8 +1,18 @@
 //! One module per subcommand.
 
+pub mod activate;
+pub mod collections;
+pub mod delete;
+pub mod download;
+pub mod export_spec;
 pub mod fsck;
 pub mod gc;
+pub mod setup;
+pub mod step_info;
+pub mod step_list;
+pub mod steplib;
 pub mod store;
+pub mod update;
 
 use std::fmt;
 

@@ -1,0 +1,47 @@
+//! `stepman collections`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::json;
+use stepman::steplib;
+
+use super::steplib::Format;
+
+/// List the collections set up in the store.
+///
+/// Example: stepman collections --format json
+#[derive(Debug, Args)]
+pub struct CollectionsArgs {
+    /// Output format.
+    #[arg(short = 'f', long, value_enum, default_value = "raw")]
+    format: Format,
+}
+
+pub fn run(cli: &crate::Cli, a: &CollectionsArgs) -> anyhow::Result<ExitCode> {
+    let list = match super::open_ro(cli)? {
+        Some(store) => steplib::list(&store)?,
+        None => Vec::new(),
+    };
+    match a.format {
+        Format::Json => {
+            let data: Vec<_> = list
+                .iter()
+                .map(
+                    |(_, o)| json!({"uri": o.meta.uri, "spec_path": o.dir.join("collection.json")}),
+                )
+                .collect();
+            println!("{}", json!({ "data": data }));
+        }
+        Format::Raw => {
+            for (_, o) in &list {
+                println!(
+                    "{}\n  spec_path: {}",
+                    o.meta.uri,
+                    o.dir.join("collection.json").display()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,28 @@
+//! `stepman delete`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use stepman::steplib;
+
+/// Remove a collection and its cached steps from the store. Safe while other processes activate
+/// from it; the space is reclaimed by the next `stepman gc`.
+///
+/// Example: stepman delete -c https://github.com/bitrise-io/bitrise-steplib.git
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The collection's URI.
+    #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
+    collection: String,
+}
+
+pub fn run(cli: &crate::Cli, a: &DeleteArgs) -> anyhow::Result<ExitCode> {
+    let c = super::steplib::collection(&a.collection)?;
+    let Some(store) = super::open_ro(cli)? else {
+        eprintln!("{} is not set up", c.uri);
+        return Ok(ExitCode::SUCCESS);
+    };
+    let n = steplib::delete(&store, &c)?;
+    eprintln!("deleted {} ({n} names)", c.uri);
+    Ok(ExitCode::SUCCESS)
+}

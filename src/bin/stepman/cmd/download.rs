@@ -1,0 +1,45 @@
+//! `stepman download`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use stepman::activate;
+
+/// Put a step version's source into the store (nothing is copied anywhere).
+///
+/// Example: stepman download -c https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// The collection's URI.
+    #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
+    collection: String,
+    /// Step id.
+    #[arg(short = 'i', long)]
+    id: String,
+    /// Version constraint.
+    #[arg(short = 'v', long, default_value = "")]
+    version: String,
+    /// Update the collection if the version is not found.
+    #[arg(short = 'u', long)]
+    update: bool,
+}
+
+pub fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode> {
+    let c = super::steplib::collection(&a.collection)?;
+    let store = super::open_rw(cli)?;
+    let net = cli.net();
+    let r = activate::resolve(&store, &c, &a.id, &a.version, a.update, &net)?;
+    let got = activate::download(&store, &r, &net)?;
+    eprintln!(
+        "{}@{} {} ({})",
+        r.id,
+        r.version,
+        if got.ingested {
+            "downloaded"
+        } else {
+            "already in the store"
+        },
+        got.id
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,71 @@
+//! `stepman export-spec`.
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use stepman::steplib::{self, ExportType, Opened};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Kind {
+    Full,
+    Latest,
+    Minimal,
+}
+
+/// Write a collection's spec.json.
+///
+/// Example: stepman export-spec --steplib https://github.com/bitrise-io/bitrise-steplib.git --output spec.json --export-type latest
+#[derive(Debug, Args)]
+pub struct ExportSpecArgs {
+    /// The collection's URI.
+    #[arg(long, alias = "collection", short = 'c')]
+    steplib: String,
+    /// Output file (`-`: stdout).
+    #[arg(long)]
+    output: PathBuf,
+    /// full: every version; latest: each step's latest version; minimal: latest version numbers.
+    #[arg(long = "export-type", value_enum, default_value = "full")]
+    export_type: Kind,
+}
+
+/// Writes the spec to `path` atomically (or to stdout for `-`).
+pub fn write_to(o: &Opened, kind: ExportType, path: &Path) -> anyhow::Result<()> {
+    if path == Path::new("-") {
+        let mut out = BufWriter::new(std::io::stdout().lock());
+        steplib::write_spec(o, kind, &mut out)?;
+        out.flush()?;
+        return Ok(());
+    }
+    let tmp = path.with_file_name(format!(
+        ".{}.stepman-tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let mut out = BufWriter::new(
+        fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?,
+    );
+    steplib::write_spec(o, kind, &mut out)?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}
+
+pub fn run(cli: &crate::Cli, a: &ExportSpecArgs) -> anyhow::Result<ExitCode> {
+    let c = super::steplib::collection(&a.steplib)?;
+    let store =
+        super::open_ro(cli)?.ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
+    let o = steplib::open(&store, &c)?
+        .ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
+    let kind = match a.export_type {
+        Kind::Full => ExportType::Full,
+        Kind::Latest => ExportType::Latest,
+        Kind::Minimal => ExportType::Minimal,
+    };
+    write_to(&o, kind, &a.output)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,62 @@
+//! `stepman setup`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use stepman::steplib::{self, ExportType, generate};
+
+/// Set up a StepLib collection (git URL, `file://` URI or local path, or an HTTP(S) URL of a
+/// spec.json). Safe to run from many processes at once: the first does the work, the others
+/// wait for it.
+///
+/// Example: stepman setup -c https://github.com/bitrise-io/bitrise-steplib.git
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// The collection's URI.
+    #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
+    collection: String,
+    /// Treat the URI as a local path (accepted for compatibility; local paths are recognised).
+    #[arg(long)]
+    local: bool,
+    /// Also write the generated spec.json here.
+    #[arg(long = "copy-spec-json", value_name = "PATH")]
+    copy_spec_json: Option<PathBuf>,
+}
+
+pub fn run(cli: &crate::Cli, a: &SetupArgs) -> anyhow::Result<ExitCode> {
+    let uri = if a.local && !a.collection.contains("://") {
+        format!("file://{}", std::path::absolute(&a.collection)?.display())
+    } else {
+        a.collection.clone()
+    };
+    let c = super::steplib::collection(&uri)?;
+    let store = super::open_rw(cli)?;
+    let r = generate::setup(&store, &c, false, &cli.net())
+        .with_context(|| format!("setup {}", c.uri))?;
+    let opened = steplib::open(&store, &c)?.context("collection vanished after setup")?;
+    for s in &opened.meta.skipped {
+        log::info!("{}: skipped {}: {}", c.uri, s.path, s.error);
+    }
+    eprintln!(
+        "{} {}: {} steps, {} versions{}",
+        if r.ingested {
+            "set up"
+        } else {
+            "already set up:"
+        },
+        c.uri,
+        opened.meta.steps,
+        opened.meta.versions,
+        if opened.meta.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} skipped", opened.meta.skipped.len())
+        }
+    );
+    if let Some(p) = &a.copy_spec_json {
+        super::export_spec::write_to(&opened, ExportType::Full, p)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,98 @@
+//! `stepman step-info`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{Value, json};
+use stepman::activate::{self, StepInfo};
+
+use super::steplib::Format;
+
+/// Show a step version of a collection (or of a local step.yml). Reads one small index entry,
+/// never the whole spec; needs no write access when the collection is set up.
+///
+/// Example: stepman step-info --library https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8 --format json
+#[derive(Debug, Args)]
+pub struct StepInfoArgs {
+    /// The collection's URI, or `path::DIR` for a local step, or `git::URL@REF`.
+    #[arg(long, env = "STEPMAN_LIBRARY_URI", alias = "collection", short = 'c')]
+    library: Option<String>,
+    /// Step id.
+    #[arg(long)]
+    id: Option<String>,
+    /// Version constraint ("", X, X.Y, X.Y.Z, X.x.x, X.Y.x).
+    #[arg(long, default_value = "")]
+    version: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "raw")]
+    format: Format,
+    /// Raw output: the identifying lines only.
+    #[arg(long)]
+    short: bool,
+    /// Show this step.yml instead of looking a step up.
+    #[arg(long = "step-yml", value_name = "PATH")]
+    step_yml: Option<PathBuf>,
+}
+
+fn local_info(library: &str, id: &str, yml: PathBuf) -> anyhow::Result<StepInfo> {
+    let text = std::fs::read_to_string(&yml).with_context(|| format!("read {}", yml.display()))?;
+    let step: Value = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{}: invalid YAML", yml.display()))?;
+    Ok(StepInfo {
+        library: library.into(),
+        id: id.into(),
+        version: String::new(),
+        original_version: String::new(),
+        latest_version: String::new(),
+        info: json!({}),
+        step,
+        definition_pth: yml.display().to_string(),
+    })
+}
+
+pub fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode> {
+    let info = if let Some(yml) = &a.step_yml {
+        local_info("path", &yml.display().to_string(), yml.clone())?
+    } else {
+        let library = a
+            .library
+            .as_deref()
+            .context("--library (or STEPMAN_LIBRARY_URI) is required")?;
+        if let Some(dir) = library.strip_prefix("path::") {
+            local_info("path", dir, PathBuf::from(dir).join("step.yml"))?
+        } else if library.starts_with("git::") {
+            anyhow::bail!(
+                "step-info of a git:: step is not supported yet; clone it and use path::DIR"
+            );
+        } else {
+            let id = a.id.as_deref().context("--id is required")?;
+            let c = super::steplib::collection(library)?;
+            let store = match super::open_ro(cli)? {
+                Some(s) => s,
+                None => super::open_rw(cli)?,
+            };
+            let r = activate::resolve(&store, &c, id, &a.version, false, &cli.net())?;
+            StepInfo::from(&r)
+        }
+    };
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string(&info)?),
+        Format::Raw => {
+            println!("Library: {}", info.library);
+            println!("ID: {}", info.id);
+            println!("Version: {}", info.version);
+            println!("LatestVersion: {}", info.latest_version);
+            println!("Definition: {}", info.definition_pth);
+            if !a.short {
+                for k in ["title", "summary", "description"] {
+                    if let Some(v) = info.step.get(k).and_then(Value::as_str) {
+                        println!("{}{}: {}", k[..1].to_uppercase(), &k[1..], v.trim());
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,40 @@
+//! `stepman step-list`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::json;
+use stepman::steplib;
+
+use super::steplib::Format;
+
+/// List the step ids of a collection.
+///
+/// Example: stepman step-list -c https://github.com/bitrise-io/bitrise-steplib.git -f json
+#[derive(Debug, Args)]
+pub struct StepListArgs {
+    /// The collection's URI.
+    #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
+    collection: String,
+    /// Output format.
+    #[arg(short = 'f', long, value_enum, default_value = "raw")]
+    format: Format,
+}
+
+pub fn run(cli: &crate::Cli, a: &StepListArgs) -> anyhow::Result<ExitCode> {
+    let c = super::steplib::collection(&a.collection)?;
+    let store =
+        super::open_ro(cli)?.ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
+    let o = steplib::open(&store, &c)?
+        .ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
+    let ids = o.step_ids()?;
+    match a.format {
+        Format::Json => println!("{}", json!({"steplib": c.uri, "steps": ids})),
+        Format::Raw => {
+            for id in ids {
+                println!("{id}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,17 @@
+//! Shared argument types for the StepLib commands.
+
+use clap::ValueEnum;
+
+/// `--format` of the listing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable lines.
+    Raw,
+    /// JSON on stdout.
+    Json,
+}
+
+/// Parses a collection URI (errors name it).
+pub fn collection(uri: &str) -> anyhow::Result<stepman::steplib::Collection> {
+    Ok(stepman::steplib::Collection::parse(uri)?)
+}

@@ -1,0 +1,46 @@
+//! `stepman update`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use stepman::steplib::{self, generate};
+
+/// Regenerate a collection (or all) from its source. Readers keep using the old spec until the
+/// new one is swapped in; the collection's cached steps are kept.
+///
+/// Example: stepman update -c https://github.com/bitrise-io/bitrise-steplib.git
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The collection's URI (none: every collection).
+    #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
+    collection: Option<String>,
+}
+
+pub fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> {
+    let store = super::open_rw(cli)?;
+    let uris: Vec<String> = match &a.collection {
+        Some(c) => vec![c.clone()],
+        None => steplib::list(&store)?
+            .into_iter()
+            .map(|(_, o)| o.meta.uri)
+            .collect(),
+    };
+    let mut failed = 0;
+    for uri in uris {
+        let c = super::steplib::collection(&uri)?;
+        match generate::setup(&store, &c, true, &cli.net()).with_context(|| format!("update {uri}"))
+        {
+            Ok(_) => eprintln!("updated {uri}"),
+            Err(e) => {
+                eprintln!("stepman: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,315 @@
+//! Getting bytes from elsewhere: HTTP(S) downloads, local `file://` URLs and paths, and `git`.
+//!
+//! Invariants:
+//! - Only a `200` answer is success; the body must have exactly the announced Content-Length;
+//!   a body larger than the caller's limit is refused while it streams.
+//! - Every network operation has timeouts (connect, and a per-read stall timeout), so a server
+//!   that stalls cannot hang a CI job.
+//! - Redirects stay on HTTP(S); there is no way to reach `file://` through one.
+//! - `git` never prompts (`GIT_TERMINAL_PROMPT=0`) and its checkout is verified against the
+//!   commit the caller requires.
+//! - Nothing here writes outside the destination the caller gives, which lies in the store's temp
+//!   area.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Network settings, from the environment (see README: "Network").
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest time without a byte from the server.
+    pub stall_timeout: Duration,
+    /// Attempts for a transient failure (connection error, 5xx, 429).
+    pub attempts: u32,
+    /// Forbid the network entirely.
+    pub offline: bool,
+}
+
+impl Default for NetConfig {
+    fn default() -> NetConfig {
+        NetConfig {
+            connect_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
+            attempts: 3,
+            offline: false,
+        }
+    }
+}
+
+impl NetConfig {
+    /// Reads `STEPMAN_HTTP_TIMEOUT` (seconds, the stall timeout), `STEPMAN_HTTP_ATTEMPTS` and
+    /// `BITRISE_OFFLINE_MODE`/`STEPMAN_OFFLINE` (`true`/`1`).
+    pub fn from_env() -> NetConfig {
+        let mut c = NetConfig::default();
+        let num = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let Some(s) = num("STEPMAN_HTTP_TIMEOUT") {
+            c.stall_timeout = Duration::from_secs(s.max(1));
+            c.connect_timeout = c.connect_timeout.min(c.stall_timeout);
+        }
+        if let Some(n) = num("STEPMAN_HTTP_ATTEMPTS") {
+            c.attempts = n.clamp(1, 10) as u32;
+        }
+        let truthy = |k: &str| {
+            std::env::var(k).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes"))
+        };
+        c.offline = truthy("BITRISE_OFFLINE_MODE") || truthy("STEPMAN_OFFLINE");
+        c
+    }
+}
+
+/// Where a URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    Http(String),
+    Local(PathBuf),
+}
+
+/// Classifies a URL: `http(s)://` is remote, `file://` and plain paths are local (relative ones
+/// against `base`).
+pub(crate) fn locate(url: &str, base: Option<&Path>) -> Result<Location> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return Ok(Location::Http(url.to_string()));
+    }
+    if let Some(p) = url.strip_prefix("file://") {
+        return Ok(Location::Local(PathBuf::from(p)));
+    }
+    if lower.contains("://") {
+        return Err(Error::Fetch {
+            what: url.to_string(),
+            reason: "unsupported URL scheme".into(),
+        });
+    }
+    let p = Path::new(url);
+    Ok(Location::Local(match base {
+        Some(b) if p.is_relative() => b.join(p),
+        _ => p.to_path_buf(),
+    }))
+}
+
+fn agent(cfg: &NetConfig) -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(5)
+        .timeout_connect(Some(cfg.connect_timeout))
+        .timeout_recv_response(Some(cfg.stall_timeout))
+        .timeout_per_read(Some(cfg.stall_timeout))
+        .user_agent(concat!("stepman/", env!("CARGO_PKG_VERSION")))
+        .tls_config(tls)
+        .build()
+        .into()
+}
+
+/// Why one attempt failed, and whether trying again may help.
+struct Attempt {
+    reason: String,
+    transient: bool,
+}
+
+/// Downloads `url` into the new file `dest`, refusing more than `max_bytes`. `what` names the
+/// step or collection in errors. Returns the number of bytes.
+pub(crate) fn download(
+    url: &str,
+    base: Option<&Path>,
+    dest: &Path,
+    max_bytes: u64,
+    what: &str,
+    cfg: &NetConfig,
+) -> Result<u64> {
+    let fail = |reason: String| Error::Fetch {
+        what: format!("{what}: {url}"),
+        reason,
+    };
+    match locate(url, base)? {
+        Location::Local(p) => {
+            let mut from =
+                File::open(&p).map_err(|e| fail(format!("open {}: {e}", p.display())))?;
+            let mut to = create(dest)?;
+            let n = copy_limited(&mut from, &mut to, max_bytes).map_err(|e| fail(e.to_string()))?;
+            Ok(n)
+        }
+        Location::Http(u) => {
+            if cfg.offline {
+                return Err(fail("offline mode forbids the network".into()));
+            }
+            let agent = agent(cfg);
+            let mut last = String::new();
+            for attempt in 0..cfg.attempts {
+                if attempt > 0 {
+                    std::thread::sleep(Duration::from_millis(250u64 << attempt.min(5)));
+                    log::info!("{what}: retrying {u} ({last})");
+                }
+                match http_once(&agent, &u, dest, max_bytes) {
+                    Ok(n) => return Ok(n),
+                    Err(a) if a.transient => last = a.reason,
+                    Err(a) => return Err(fail(a.reason)),
+                }
+            }
+            Err(fail(format!("{last} (after {} attempts)", cfg.attempts)))
+        }
+    }
+}
+
+fn create(dest: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dest)
+        .map_err(Error::io("create", dest))
+}
+
+fn http_once(
+    agent: &ureq::Agent,
+    url: &str,
+    dest: &Path,
+    max_bytes: u64,
+) -> std::result::Result<u64, Attempt> {
+    let mut resp = agent.get(url).call().map_err(|e| Attempt {
+        reason: e.to_string(),
+        transient: true,
+    })?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return Err(Attempt {
+            reason: format!("HTTP {status}"),
+            transient: status >= 500 || status == 429 || status == 408,
+        });
+    }
+    let declared = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > max_bytes
+    {
+        return Err(Attempt {
+            reason: format!("Content-Length {n} exceeds the limit of {max_bytes}"),
+            transient: false,
+        });
+    }
+    let mut to = create(dest).map_err(|e| Attempt {
+        reason: e.describe(),
+        transient: false,
+    })?;
+    let mut body = resp.body_mut().as_reader();
+    let n = copy_limited(&mut body, &mut to, max_bytes).map_err(|e| Attempt {
+        transient: e.kind() != io::ErrorKind::InvalidData,
+        reason: format!("reading the body: {e}"),
+    })?;
+    if let Some(d) = declared
+        && d != n
+    {
+        return Err(Attempt {
+            reason: format!("body has {n} bytes, Content-Length said {d}"),
+            transient: true,
+        });
+    }
+    to.sync_all().map_err(|e| Attempt {
+        reason: format!("fsync {}: {e}", dest.display()),
+        transient: false,
+    })?;
+    Ok(n)
+}
+
+fn copy_limited(from: &mut impl Read, to: &mut impl Write, max: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        total += n as u64;
+        if total > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("more than the limit of {max} bytes"),
+            ));
+        }
+        to.write_all(&buf[..n])?;
+    }
+}
+
+/// Clones `url` into `dest` (which must not exist). With `tag`, checks out that tag; with
+/// `commit`, requires HEAD to be exactly that commit. Returns HEAD's commit.
+pub(crate) fn git_clone(
+    url: &str,
+    tag: Option<&str>,
+    commit: Option<&str>,
+    dest: &Path,
+    what: &str,
+    cfg: &NetConfig,
+) -> Result<String> {
+    let fail = |reason: String| Error::Fetch {
+        what: format!("{what}: git {url}"),
+        reason,
+    };
+    if cfg.offline && !matches!(locate(url, None), Ok(Location::Local(_))) {
+        return Err(fail("offline mode forbids the network".into()));
+    }
+    let mut cmd = Command::new("git");
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "true")
+        .args([
+            "-c",
+            "advice.detachedHead=false",
+            "clone",
+            "--quiet",
+            "--depth",
+            "1",
+            "--no-tags",
+        ]);
+    if let Some(t) = tag {
+        cmd.args(["--branch", t]);
+    }
+    cmd.arg("--").arg(url).arg(dest);
+    let out = cmd
+        .output()
+        .map_err(|e| fail(format!("running git: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("git clone failed");
+        return Err(fail(line.trim().to_string()));
+    }
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dest)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .map_err(|e| fail(format!("running git: {e}")))?;
+    let head = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || head.is_empty() {
+        return Err(fail("cannot read the cloned commit".into()));
+    }
+    if let Some(c) = commit
+        && !head.eq_ignore_ascii_case(c.trim())
+    {
+        return Err(fail(format!(
+            "tag {} is at commit {head}, but the step requires commit {c}",
+            tag.unwrap_or("HEAD")
+        )));
+    }
+    Ok(head)
+}

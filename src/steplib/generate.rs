@@ -1,0 +1,397 @@
+//! Building a collection object from a StepLib checkout or a `spec.json`.
+//!
+//! The object holds `collection.json`, one `groups/<id>.json` per step group (the spec's
+//! `steps.<id>`) and every version's original `yml/<id>/<version>/step.yml`. Step files are parsed
+//! on all cores a batch of groups at a time, so memory stays bounded by a batch, not by the
+//! StepLib's size. One invalid step.yml (or group) is reported in `collection.json`'s `skipped`
+//! and left out; it does not fail the whole StepLib.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde_json::{Map, Value};
+
+use super::model::{CollectionMeta, Group, Skipped, SteplibMeta, validate_step};
+use super::{Collection, Source, version};
+use crate::error::{Error, Result};
+use crate::fetch::{self, NetConfig};
+use crate::hash::ObjectId;
+use crate::ingest::TreeWriter;
+use crate::layout::Name;
+use crate::store::{Imported, Store};
+
+/// Groups parsed in parallel before their files are written.
+const BATCH: usize = 32;
+/// Largest `spec.json` accepted over HTTP.
+const MAX_SPEC_BYTES: u64 = 512 << 20;
+
+/// Sets up (or, with `force`, regenerates) collection `c`; concurrent callers for the same
+/// collection wait for the first and share its result.
+pub fn setup(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<Imported> {
+    store.fill(&c.name(), force, || {
+        let tmp = store.temp_dir("steplib", "set up a collection")?;
+        let root = tmp.path().join("tree");
+        let mut w = store.tree_writer(&root, &c.uri)?;
+        match &c.source {
+            Source::Dir(dir) => from_dir(dir, c, None, &mut w)?,
+            Source::Git(url) => {
+                let clone = tmp.path().join("clone");
+                let head = fetch::git_clone(
+                    url,
+                    None,
+                    None,
+                    &clone,
+                    &format!("collection {}", c.uri),
+                    net,
+                )?;
+                from_dir(&clone, c, Some(head), &mut w)?;
+            }
+            Source::SpecUrl(url) => {
+                let file = tmp.path().join("spec.json");
+                fetch::download(
+                    url,
+                    None,
+                    &file,
+                    MAX_SPEC_BYTES,
+                    &format!("collection {}", c.uri),
+                    net,
+                )?;
+                from_spec_file(&file, c, &mut w)?;
+            }
+        }
+        let (id, _) = w.finish()?;
+        store.commit(&tmp, &root, &id, Some(&c.name()))?;
+        Ok(id)
+    })
+}
+
+fn steplib_err(what: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::Steplib {
+        what: what.into(),
+        reason: reason.into(),
+    }
+}
+
+fn read_yaml(path: &Path) -> std::result::Result<Value, String> {
+    let mut s = String::new();
+    fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut s))
+        .map_err(|e| format!("read: {e}"))?;
+    serde_yaml_ng::from_str::<Value>(&s).map_err(|e| format!("invalid YAML: {e}"))
+}
+
+struct GroupData {
+    id: String,
+    info: Value,
+    versions: Vec<(String, Vec<u8>, Value)>,
+    skipped: Vec<Skipped>,
+}
+
+fn valid_component(s: &str) -> bool {
+    Name::new("r", s, "v").is_ok() && !s.starts_with('_')
+}
+
+fn load_group(
+    steps_dir: &Path,
+    id: &str,
+    assets_base: Option<&str>,
+) -> std::result::Result<GroupData, Skipped> {
+    let dir = steps_dir.join(id);
+    let rel = |p: &str| format!("steps/{id}/{p}");
+    let mut skipped = Vec::new();
+    let mut info = match read_yaml(&dir.join("step-info.yml")) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(Value::Null) => Value::Object(Map::new()),
+        Ok(_) => {
+            return Err(Skipped {
+                path: rel("step-info.yml"),
+                error: "not a mapping".into(),
+            });
+        }
+        Err(e) if e.contains("No such file") => Value::Object(Map::new()),
+        Err(e) => {
+            return Err(Skipped {
+                path: rel("step-info.yml"),
+                error: e,
+            });
+        }
+    };
+    let entries = fs::read_dir(&dir).map_err(|e| Skipped {
+        path: rel(""),
+        error: e.to_string(),
+    })?;
+    let mut versions = Vec::new();
+    let mut assets = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if name == "assets" {
+            if let Ok(rd) = fs::read_dir(e.path()) {
+                assets.extend(
+                    rd.flatten()
+                        .map(|a| a.file_name().to_string_lossy().into_owned()),
+                );
+            }
+            continue;
+        }
+        let yml = e.path().join("step.yml");
+        if !yml.is_file() {
+            continue;
+        }
+        if !valid_component(&name) {
+            skipped.push(Skipped {
+                path: rel(&name),
+                error: "invalid version name".into(),
+            });
+            continue;
+        }
+        let raw = match fs::read(&yml) {
+            Ok(r) => r,
+            Err(err) => {
+                skipped.push(Skipped {
+                    path: rel(&format!("{name}/step.yml")),
+                    error: err.to_string(),
+                });
+                continue;
+            }
+        };
+        let parsed = std::str::from_utf8(&raw)
+            .map_err(|_| "not UTF-8".to_string())
+            .and_then(|s| {
+                serde_yaml_ng::from_str::<Value>(s).map_err(|e| format!("invalid YAML: {e}"))
+            })
+            .and_then(|v| validate_step(&v).map(|()| v));
+        match parsed {
+            Ok(v) => versions.push((name, raw, v)),
+            Err(err) => skipped.push(Skipped {
+                path: rel(&format!("{name}/step.yml")),
+                error: err,
+            }),
+        }
+    }
+    if let (Some(base), false) = (assets_base, assets.is_empty()) {
+        assets.sort();
+        let urls: Map<String, Value> = assets
+            .into_iter()
+            .map(|a| {
+                let url = format!("{}/{id}/assets/{a}", base.trim_end_matches('/'));
+                (a, Value::String(url))
+            })
+            .collect();
+        if let Some(obj) = info.as_object_mut() {
+            obj.insert("asset_urls".into(), Value::Object(urls));
+        }
+    }
+    versions.sort_by(|a, b| version::Version::parse(&a.0).cmp(&version::Version::parse(&b.0)));
+    Ok(GroupData {
+        id: id.to_string(),
+        info,
+        versions,
+        skipped,
+    })
+}
+
+fn write_group(w: &mut TreeWriter, g: GroupData, meta: &mut CollectionMeta) -> Result<()> {
+    meta.skipped.extend(g.skipped);
+    if g.versions.is_empty() {
+        meta.skipped.push(Skipped {
+            path: format!("steps/{}", g.id),
+            error: "no valid version".into(),
+        });
+        return Ok(());
+    }
+    let latest = version::latest(g.versions.iter().map(|v| v.0.as_str()))
+        .unwrap_or_default()
+        .to_string();
+    let mut versions = Map::new();
+    for (ver, raw, value) in g.versions {
+        w.add_file(
+            &format!("yml/{}/{ver}/step.yml", g.id),
+            false,
+            Some(raw.len() as u64),
+            raw.as_slice(),
+        )?;
+        versions.insert(ver, value);
+    }
+    meta.steps += 1;
+    meta.versions += versions.len();
+    let group = Group {
+        info: g.info,
+        latest_version_number: latest,
+        versions,
+    };
+    let bytes = serde_json::to_vec(&group).map_err(|e| steplib_err(&g.id, e.to_string()))?;
+    w.add_file(
+        &format!("groups/{}.json", g.id),
+        false,
+        Some(bytes.len() as u64),
+        bytes.as_slice(),
+    )
+}
+
+fn finish_meta(w: &mut TreeWriter, mut meta: CollectionMeta) -> Result<()> {
+    meta.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    let bytes =
+        serde_json::to_vec_pretty(&meta).map_err(|e| steplib_err(&meta.uri, e.to_string()))?;
+    w.add_file(
+        "collection.json",
+        false,
+        Some(bytes.len() as u64),
+        bytes.as_slice(),
+    )
+}
+
+/// Generates from a StepLib checkout (`steplib.yml`, `steps/<id>/<version>/step.yml`, …).
+pub(crate) fn from_dir(
+    dir: &Path,
+    c: &Collection,
+    commit: Option<String>,
+    w: &mut TreeWriter,
+) -> Result<()> {
+    let steplib_yml = dir.join("steplib.yml");
+    let steplib: SteplibMeta = match read_yaml(&steplib_yml) {
+        Ok(v) => serde_json::from_value(v)
+            .map_err(|e| steplib_err(steplib_yml.display().to_string(), e.to_string()))?,
+        Err(e) => {
+            return Err(steplib_err(
+                format!("collection {}", c.uri),
+                format!("{}: {e}", steplib_yml.display()),
+            ));
+        }
+    };
+    if steplib.format_version.is_empty() || steplib.steplib_source.is_empty() {
+        return Err(steplib_err(
+            steplib_yml.display().to_string(),
+            "missing required field: format_version and steplib_source are required",
+        ));
+    }
+    let steps_dir = dir.join("steps");
+    let mut ids: Vec<String> = fs::read_dir(&steps_dir)
+        .map_err(Error::io("read dir", &steps_dir))?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    let mut meta = CollectionMeta {
+        uri: c.uri.clone(),
+        alias: c.alias.clone(),
+        root: matches!(c.source, Source::Dir(_)).then(|| dir.display().to_string()),
+        source_commit: commit,
+        steplib,
+        steps: 0,
+        versions: 0,
+        skipped: Vec::new(),
+    };
+    let (ids, bad): (Vec<String>, Vec<String>) =
+        ids.into_iter().partition(|id| valid_component(id));
+    for id in bad {
+        meta.skipped.push(Skipped {
+            path: format!("steps/{id}"),
+            error: "invalid step id".into(),
+        });
+    }
+    let assets_base = meta.steplib.assets_download_base_uri.clone();
+    for chunk in ids.chunks(BATCH) {
+        let groups: Vec<_> = chunk
+            .par_iter()
+            .map(|id| load_group(&steps_dir, id, assets_base.as_deref()))
+            .collect();
+        for g in groups {
+            match g {
+                Ok(g) => write_group(w, g, &mut meta)?,
+                Err(s) => meta.skipped.push(s),
+            }
+        }
+    }
+    finish_meta(w, meta)
+}
+
+/// Generates from a downloaded `spec.json`.
+fn from_spec_file(file: &Path, c: &Collection, w: &mut TreeWriter) -> Result<()> {
+    let bytes = fs::read(file).map_err(Error::io("read", file))?;
+    let mut spec: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| {
+        steplib_err(
+            format!("collection {}", c.uri),
+            format!("invalid spec.json: {e}"),
+        )
+    })?;
+    drop(bytes);
+    let steps = match spec.remove("steps") {
+        Some(Value::Object(m)) => m,
+        _ => {
+            return Err(steplib_err(
+                format!("collection {}", c.uri),
+                "spec.json has no steps mapping",
+            ));
+        }
+    };
+    spec.remove("generated_at_timestamp");
+    let steplib: SteplibMeta = serde_json::from_value(Value::Object(spec)).map_err(|e| {
+        steplib_err(
+            format!("collection {}", c.uri),
+            format!("invalid spec.json: {e}"),
+        )
+    })?;
+    let mut meta = CollectionMeta {
+        uri: c.uri.clone(),
+        alias: c.alias.clone(),
+        root: None,
+        source_commit: None,
+        steplib,
+        steps: 0,
+        versions: 0,
+        skipped: Vec::new(),
+    };
+    for (id, group) in steps {
+        if !valid_component(&id) {
+            meta.skipped.push(Skipped {
+                path: format!("steps/{id}"),
+                error: "invalid step id".into(),
+            });
+            continue;
+        }
+        let info = group
+            .get("info")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        let mut g = GroupData {
+            id: id.clone(),
+            info,
+            versions: Vec::new(),
+            skipped: Vec::new(),
+        };
+        if let Some(Value::Object(vs)) = group.get("versions") {
+            for (ver, step) in vs {
+                if !valid_component(ver) {
+                    g.skipped.push(Skipped {
+                        path: format!("steps/{id}/{ver}"),
+                        error: "invalid version name".into(),
+                    });
+                    continue;
+                }
+                if let Err(e) = validate_step(step) {
+                    g.skipped.push(Skipped {
+                        path: format!("steps/{id}/{ver}"),
+                        error: e,
+                    });
+                    continue;
+                }
+                let raw =
+                    serde_json::to_vec_pretty(step).map_err(|e| steplib_err(&id, e.to_string()))?;
+                g.versions.push((ver.clone(), raw, step.clone()));
+            }
+        }
+        write_group(w, g, &mut meta)?;
+    }
+    finish_meta(w, meta)
+}
+
+/// The object id of a collection (for tests and tools).
+pub fn current(store: &Store, c: &Collection) -> Result<Option<ObjectId>> {
+    store.lookup(&c.name())
+}

@@ -1,0 +1,338 @@
+//! StepLibs ("collections"): their formats, the spec generated from them, and where a
+//! collection's data lives in the store.
+//!
+//! Invariants:
+//! - A collection is one store object bound to the name `<alias>/_steplib/current`; setting one
+//!   up or updating it is a publish plus one atomic name swap, so readers see the old spec or the
+//!   new one, never a mix and never nothing. Ten different collections set up at once are ten
+//!   different names: there is no shared routing file to lose updates in.
+//! - The alias is derived from the collection's URI (a readable slug plus a hash), never from
+//!   the clock.
+//! - A collection's steps are the names `<alias>/<step id>/<version>`; updating the collection
+//!   never touches them.
+//! - Looking a step up reads one small per-group file of the collection object, never the whole
+//!   spec.
+
+pub mod generate;
+pub mod model;
+pub mod version;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::layout::Name;
+use crate::store::Store;
+use crate::sys;
+
+pub use self::model::{CollectionMeta, DownloadLocation, Group, SteplibMeta};
+pub use self::version::Constraint;
+
+/// The name id under which a collection's own object is bound.
+pub const COLLECTION_ID: &str = "_steplib";
+/// The name version of a collection's current object.
+pub const COLLECTION_VERSION: &str = "current";
+
+/// Where a StepLib comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A git repository, cloned with the `git` command line.
+    Git(String),
+    /// A StepLib checkout on the local file system.
+    Dir(PathBuf),
+    /// An HTTP(S) URL of a generated `spec.json`.
+    SpecUrl(String),
+}
+
+/// A collection URI as the user gave it, classified and with its alias.
+#[derive(Debug, Clone)]
+pub struct Collection {
+    /// The URI as the user wrote it (trimmed).
+    pub uri: String,
+    /// The normalised key the alias is derived from.
+    pub key: String,
+    /// Where the StepLib comes from.
+    pub source: Source,
+    /// The route of its names in the store.
+    pub alias: String,
+}
+
+impl Collection {
+    /// Classifies `uri`: `file://` and plain paths are local; `http(s)://….json` is a spec;
+    /// other URLs and `git@…` are git.
+    pub fn parse(uri: &str) -> Result<Collection> {
+        let uri = uri.trim();
+        if uri.is_empty() {
+            return Err(Error::Steplib {
+                what: "collection".into(),
+                reason: "empty collection URI".into(),
+            });
+        }
+        let lower = uri.to_ascii_lowercase();
+        let source = if let Some(p) = uri.strip_prefix("file://") {
+            Source::Dir(absolute(Path::new(p)))
+        } else if (lower.starts_with("https://") || lower.starts_with("http://"))
+            && lower.ends_with(".json")
+        {
+            Source::SpecUrl(uri.to_string())
+        } else if lower.contains("://") || lower.starts_with("git@") {
+            Source::Git(uri.trim_end_matches('/').to_string())
+        } else {
+            Source::Dir(absolute(Path::new(uri)))
+        };
+        let key = match &source {
+            Source::Dir(p) => format!("file://{}", p.display()),
+            Source::Git(u) | Source::SpecUrl(u) => u.clone(),
+        };
+        let alias = alias_of(&key);
+        // A relative path means something else from another directory: keep the absolute form.
+        let uri = if matches!(source, Source::Dir(_)) {
+            key.clone()
+        } else {
+            uri.to_string()
+        };
+        Ok(Collection {
+            uri,
+            key,
+            source,
+            alias,
+        })
+    }
+
+    /// The name of the collection's object.
+    pub fn name(&self) -> Name {
+        Name::new(&self.alias, COLLECTION_ID, COLLECTION_VERSION)
+            .expect("alias is a valid name component")
+    }
+
+    /// The name of a step version of this collection.
+    pub fn step_name(&self, id: &str, version: &str) -> Result<Name> {
+        Name::new(&self.alias, id, version)
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    fs::canonicalize(&abs).unwrap_or(abs)
+}
+
+/// `<slug>-<12 hex>`: readable, and unique by the hash of the normalised URI.
+pub fn alias_of(key: &str) -> String {
+    let without_scheme = key.split_once("://").map_or(key, |(_, r)| r);
+    let mut slug = String::new();
+    for c in without_scheme.chars() {
+        let c = if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+            c
+        } else {
+            '-'
+        };
+        if c == '-' && (slug.is_empty() || slug.ends_with('-')) {
+            continue;
+        }
+        slug.push(c);
+        if slug.len() >= 48 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches(['-', '.']);
+    let slug = slug.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    let hash = blake3::hash(key.as_bytes()).to_hex();
+    if slug.is_empty() {
+        format!("steplib-{}", &hash[..12])
+    } else {
+        format!("{slug}-{}", &hash[..12])
+    }
+}
+
+/// A set-up collection as read from the store.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// Its object's directory.
+    pub dir: PathBuf,
+    /// Its `collection.json`.
+    pub meta: CollectionMeta,
+}
+
+impl Opened {
+    /// Reads the group of step `id`; `Ok(None)` when the collection has no such step.
+    pub fn group(&self, id: &str) -> Result<Option<Group>> {
+        if Name::new("r", id, "v").is_err() || id.starts_with('_') {
+            return Ok(None);
+        }
+        let p = self.dir.join("groups").join(format!("{id}.json"));
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if sys::is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(Error::io("read", &p)(e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Format {
+                path: p,
+                reason: format!("invalid group file: {e}"),
+            })
+    }
+
+    /// The ids of every step in the collection, sorted.
+    pub fn step_ids(&self) -> Result<Vec<String>> {
+        let dir = self.dir.join("groups");
+        let mut ids: Vec<String> = crate::scan::read_dir_names(&dir)?
+            .into_iter()
+            .filter_map(|(n, _, _)| n.strip_suffix(".json").map(str::to_string))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Path of the original `step.yml` of a step version inside the collection object.
+    pub fn step_yml(&self, id: &str, version: &str) -> PathBuf {
+        self.dir.join("yml").join(id).join(version).join("step.yml")
+    }
+}
+
+/// Reads the collection `c` from the store; `Ok(None)` when it is not set up.
+pub fn open(store: &Store, c: &Collection) -> Result<Option<Opened>> {
+    let (_, dir) = match store.resolve(&c.name()) {
+        Ok(r) => r,
+        Err(Error::NameNotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let p = dir.join("collection.json");
+    let bytes = fs::read(&p).map_err(Error::io("read", &p))?;
+    let meta = serde_json::from_slice(&bytes).map_err(|e| Error::Format {
+        path: p,
+        reason: format!("invalid collection.json: {e}"),
+    })?;
+    Ok(Some(Opened { dir, meta }))
+}
+
+/// Every set-up collection.
+pub fn list(store: &Store) -> Result<Vec<(String, Opened)>> {
+    let mut out = Vec::new();
+    for route in store.routes()? {
+        let Ok(name) = Name::new(&route, COLLECTION_ID, COLLECTION_VERSION) else {
+            continue;
+        };
+        let Ok((_, dir)) = store.resolve(&name) else {
+            continue;
+        };
+        let p = dir.join("collection.json");
+        let Ok(bytes) = fs::read(&p) else { continue };
+        let Ok(meta) = serde_json::from_slice::<CollectionMeta>(&bytes) else {
+            continue;
+        };
+        out.push((route, Opened { dir, meta }));
+    }
+    Ok(out)
+}
+
+/// Removes the collection and the names of its cached steps (objects go at the next gc).
+/// Activations running from it finish: they hold the store lock while they copy.
+pub fn delete(store: &Store, c: &Collection) -> Result<usize> {
+    let mut removed = 0;
+    for (id, version) in store.names_in_route(&c.alias)? {
+        let name = Name::new(&c.alias, &id, &version)?;
+        if store.unbind(&name)? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// What `export-spec` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportType {
+    /// Every version of every step.
+    Full,
+    /// Each step's info and its latest version only.
+    Latest,
+    /// Each step's latest version number only.
+    Minimal,
+}
+
+/// Writes the collection as a `spec.json`, one group at a time (memory stays bounded by the
+/// largest group).
+pub fn write_spec(o: &Opened, kind: ExportType, out: &mut impl std::io::Write) -> Result<()> {
+    let io_err = |e: std::io::Error| Error::io("write", "spec")(e);
+    let s = &o.meta.steplib;
+    let generated = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut head = serde_json::Map::new();
+    head.insert(
+        "format_version".into(),
+        Value::String(s.format_version.clone()),
+    );
+    head.insert("generated_at_timestamp".into(), Value::from(generated));
+    head.insert(
+        "steplib_source".into(),
+        Value::String(s.steplib_source.clone()),
+    );
+    head.insert(
+        "download_locations".into(),
+        serde_json::to_value(&s.download_locations).unwrap_or(Value::Array(Vec::new())),
+    );
+    if let Some(a) = &s.assets_download_base_uri {
+        head.insert("assets_download_base_uri".into(), Value::String(a.clone()));
+    }
+    for (k, v) in &s.extra {
+        head.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let head = json(&Value::Object(head))?;
+    // Splice the steps mapping in before the closing brace of the head object.
+    out.write_all(&head[..head.len() - 1]).map_err(io_err)?;
+    out.write_all(if head.len() > 2 {
+        b",\"steps\":{"
+    } else {
+        b"\"steps\":{"
+    })
+    .map_err(io_err)?;
+    for (i, id) in o.step_ids()?.iter().enumerate() {
+        let path = o.dir.join("groups").join(format!("{id}.json"));
+        let body = match kind {
+            ExportType::Full => fs::read(&path).map_err(Error::io("read", &path))?,
+            _ => {
+                let Some(g) = o.group(id)? else { continue };
+                let mut m = serde_json::Map::new();
+                if kind == ExportType::Latest {
+                    m.insert("info".into(), g.info.clone());
+                    let mut vs = serde_json::Map::new();
+                    if let Some(step) = g.versions.get(&g.latest_version_number) {
+                        vs.insert(g.latest_version_number.clone(), step.clone());
+                    }
+                    m.insert("versions".into(), Value::Object(vs));
+                }
+                m.insert(
+                    "latest_version_number".into(),
+                    Value::String(g.latest_version_number.clone()),
+                );
+                json(&Value::Object(m))?
+            }
+        };
+        if i > 0 {
+            out.write_all(b",").map_err(io_err)?;
+        }
+        out.write_all(&json(&Value::String(id.clone()))?)
+            .map_err(io_err)?;
+        out.write_all(b":").map_err(io_err)?;
+        out.write_all(&body).map_err(io_err)?;
+    }
+    out.write_all(b"}}\n").map_err(io_err)?;
+    Ok(())
+}
+
+fn json(v: &Value) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| Error::Steplib {
+        what: "spec".into(),
+        reason: e.to_string(),
+    })
+}
+
+use serde_json::Value;
