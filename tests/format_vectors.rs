@@ -14,7 +14,8 @@ fn vectors_from_doc() -> Vec<(String, String)> {
     doc.lines()
         .filter_map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            if cells.len() == 5 && cells[1].starts_with('V') && cells[1][1..].parse::<u32>().is_ok() {
+            if cells.len() == 5 && cells[1].starts_with('V') && cells[1][1..].parse::<u32>().is_ok()
+            {
                 Some((cells[1].to_string(), cells[3].trim_matches('`').to_string()))
             } else {
                 None
@@ -39,16 +40,24 @@ fn build(vector: &str, root: &Path) {
             fs::create_dir(root.join("empty")).unwrap();
             std::os::unix::fs::symlink("a/b.txt", root.join("link")).unwrap();
         }
-        other => panic!("store-format.md has vector {other} that this test does not know how to build"),
+        other => {
+            panic!("store-format.md has vector {other} that this test does not know how to build")
+        }
     }
 }
 
 #[test]
 fn store_format_vectors_match_the_code() {
     let vectors = vectors_from_doc();
-    assert_eq!(vectors.len(), 4, "expected V1..V4 in store-format.md, found {vectors:?}");
+    assert_eq!(
+        vectors.len(),
+        4,
+        "expected V1..V4 in store-format.md, found {vectors:?}"
+    );
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("home")).unwrap().with_durability(Durability::NoSync);
+    let store = Store::open(&dir.path().join("home"))
+        .unwrap()
+        .with_durability(Durability::NoSync);
     for (name, want) in vectors {
         let src = dir.path().join(&name);
         build(&name, &src);
@@ -60,7 +69,9 @@ fn store_format_vectors_match_the_code() {
 #[test]
 fn modes_and_timestamps_do_not_enter_the_hash() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("home")).unwrap().with_durability(Durability::NoSync);
+    let store = Store::open(&dir.path().join("home"))
+        .unwrap()
+        .with_durability(Durability::NoSync);
     let a = dir.path().join("a");
     build("V3", &a);
     let b = dir.path().join("b");
@@ -71,5 +82,9 @@ fn modes_and_timestamps_do_not_enter_the_hash() {
     let idb = store.import(&b, None).unwrap();
     assert_eq!(ida, idb);
     fs::set_permissions(b.join("run.sh"), fs::Permissions::from_mode(0o644)).unwrap();
-    assert_ne!(store.import(&b, None).unwrap(), ida, "the execute bit is part of the tree");
+    assert_ne!(
+        store.import(&b, None).unwrap(),
+        ida,
+        "the execute bit is part of the tree"
+    );
 }
