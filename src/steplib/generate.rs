@@ -1,7 +1,7 @@
 //! Building a collection object from a StepLib checkout or a `spec.json`.
 //!
 //! The object holds `collection.json`, one `groups/<id>.json` per step group (the spec's
-//! `steps.<id>`) and every version's original `yml/<id>/<version>/step.yml`. Step files are parsed
+//! `steps.<id>`) and every version's original step.yml as `yml/<id>/<version>.yml`. Step files are parsed
 //! on all cores a batch of groups at a time, so memory stays bounded by a batch, not by the
 //! StepLib's size. One invalid step.yml (or group) is reported in `collection.json`'s `skipped`
 //! and left out; it does not fail the whole StepLib.
@@ -210,7 +210,7 @@ fn write_group(w: &mut TreeWriter, g: GroupData, meta: &mut CollectionMeta) -> R
     let mut versions = Map::new();
     for (ver, raw, value) in g.versions {
         w.add_file(
-            &format!("yml/{}/{ver}/step.yml", g.id),
+            &format!("yml/{}/{ver}.yml", g.id),
             false,
             Some(raw.len() as u64),
             raw.as_slice(),

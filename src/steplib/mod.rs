@@ -192,7 +192,7 @@ impl Opened {
 
     /// Path of the original `step.yml` of a step version inside the collection object.
     pub fn step_yml(&self, id: &str, version: &str) -> PathBuf {
-        self.dir.join("yml").join(id).join(version).join("step.yml")
+        self.dir.join("yml").join(id).join(format!("{version}.yml"))
     }
 }
 
