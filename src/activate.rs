@@ -263,6 +263,41 @@ pub fn activate(
     copy_yml: Option<&Path>,
     net: &NetConfig,
 ) -> Result<ObjectId> {
+    activate_with(store, r, dest, copy_yml, false, net)
+}
+
+/// [`activate`], and with `precompiled`, the step's verified executable for this platform as
+/// `dest/<id>` (mode 0755) when it has one; on any failure of that, the source as usual.
+pub fn activate_with(
+    store: &Store,
+    r: &Resolved,
+    dest: &Path,
+    copy_yml: Option<&Path>,
+    precompiled: bool,
+    net: &NetConfig,
+) -> Result<ObjectId> {
+    if precompiled {
+        let exe = precompiled::download(store, r, net)
+            .and_then(|n| n.map(|n| store.export_replacing(&n, dest)).transpose());
+        match exe {
+            Ok(Some(id)) => {
+                if let Some(yml) = copy_yml {
+                    write_atomically(&r.definition_path(), yml)?;
+                }
+                return Ok(id);
+            }
+            Ok(None) => log::debug!(
+                "step {}@{} has no executable for {}",
+                r.id,
+                r.version,
+                precompiled::platform()
+            ),
+            Err(e) => log::warn!(
+                "precompiled executable unavailable, using the source: {}",
+                e.describe()
+            ),
+        }
+    }
     let name = r.name()?;
     let id = match store.export_replacing(&name, dest) {
         Ok(id) => id,
@@ -298,4 +333,153 @@ pub(crate) fn write_atomically(src: &Path, dest: &Path) -> Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     r
+}
+
+/// Precompiled executables (`executables.<os>-<arch>` of a step.yml).
+pub mod precompiled {
+    use std::fs;
+    use std::io::Read;
+    use std::path::Path;
+
+    use sha2::{Digest, Sha256};
+
+    use super::Resolved;
+    use crate::error::{Error, Result};
+    use crate::fetch::{self, NetConfig};
+    use crate::hash::ObjectId;
+    use crate::layout::Name;
+    use crate::steplib::model::step;
+    use crate::store::Store;
+
+    /// The old tool's default storage bases, tried in order.
+    pub const DEFAULT_BASES: [&str; 2] = [
+        "https://steplib.bitrise.io",
+        "https://storage.googleapis.com/bitrise-steplib-storage",
+    ];
+    /// Largest executable accepted.
+    const MAX_BYTES: u64 = 1 << 30;
+
+    /// This machine's platform key: `linux-amd64`, `darwin-arm64`, …
+    pub fn platform() -> String {
+        let os = match std::env::consts::OS {
+            "macos" => "darwin",
+            other => other,
+        };
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        format!("{os}-{arch}")
+    }
+
+    /// Whether `BITRISE_EXPERIMENT_PRECOMPILED_STEPS` asks for precompiled executables.
+    pub fn enabled_by_env() -> bool {
+        std::env::var("BITRISE_EXPERIMENT_PRECOMPILED_STEPS")
+            .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes"))
+    }
+
+    /// The storage bases: `BITRISE_PRECOMPILED_STEPS_STORAGE_URLS` (comma-separated) or the
+    /// defaults. Plain `http://` bases are refused.
+    pub fn bases() -> Vec<String> {
+        match std::env::var("BITRISE_PRECOMPILED_STEPS_STORAGE_URLS") {
+            Ok(v) if !v.trim().is_empty() => v
+                .split(',')
+                .map(|b| b.trim().trim_end_matches('/').to_string())
+                .filter(|b| !b.is_empty())
+                .collect(),
+            _ => DEFAULT_BASES.iter().map(|b| b.to_string()).collect(),
+        }
+    }
+
+    /// The store name of a step version's executable for `platform` with sha256 `hex`: the hash
+    /// is part of the name, so a changed declaration never reuses an executable verified against
+    /// the old one.
+    pub fn name(r: &Resolved, platform: &str, hex: &str) -> Result<Name> {
+        r.collection
+            .step_name(&r.id, &format!("{}+exe.{platform}.{hex}", r.version))
+    }
+
+    /// Makes sure the verified executable is in the store (one download among concurrent callers).
+    /// `Ok(None)`: the step has no executable for this platform.
+    pub fn download(store: &Store, r: &Resolved, net: &NetConfig) -> Result<Option<Name>> {
+        let platform = platform();
+        let Some((storage_uri, hash)) = step::executable(&r.step, &platform) else {
+            return Ok(None);
+        };
+        let want = hash
+            .strip_prefix("sha256-")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| Error::Steplib {
+                what: format!("step {}@{}", r.id, r.version),
+                reason: format!("executables.{platform}.hash is not sha256-<hex>"),
+            })?
+            .to_ascii_lowercase();
+        let name = name(r, &platform, &want)?;
+        store.fill(&name, false, || {
+            fetch(store, r, &name, storage_uri, &want, net)
+        })?;
+        Ok(Some(name))
+    }
+
+    fn fetch(
+        store: &Store,
+        r: &Resolved,
+        name: &Name,
+        storage_uri: &str,
+        want: &str,
+        net: &NetConfig,
+    ) -> Result<ObjectId> {
+        let what = format!("step {}@{} executable", r.id, r.version);
+        let mut failures = Vec::new();
+        for base in bases() {
+            if base.to_ascii_lowercase().starts_with("http://") {
+                failures.push(format!("{base}: plain http:// storage is refused"));
+                continue;
+            }
+            let url = format!("{base}/{}", storage_uri.trim_start_matches('/'));
+            let tmp = store.temp_dir("exe", "download an executable")?;
+            let dir = tmp.path().join("bin");
+            fs::create_dir(&dir).map_err(Error::io("create dir", &dir))?;
+            let file = dir.join(&r.id);
+            let got = fetch::download(&url, None, &file, MAX_BYTES, &what, net).and_then(|_| {
+                let digest = sha256_file(&file)?;
+                if digest != want {
+                    return Err(Error::Fetch {
+                        what: format!("{what}: {url}"),
+                        reason: format!("sha256 is {digest}, the step declares {want}"),
+                    });
+                }
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o755))
+                    .map_err(Error::io("chmod", &file))?;
+                let root = tmp.path().join("tree");
+                let id = store.ingest_into(&dir, &root)?;
+                store.commit(&tmp, &root, &id, Some(name))?;
+                Ok(id)
+            });
+            match got {
+                Ok(id) => return Ok(id),
+                Err(e) => failures.push(e.describe()),
+            }
+        }
+        Err(Error::Fetch {
+            what,
+            reason: failures.join("; "),
+        })
+    }
+
+    fn sha256_file(path: &Path) -> Result<String> {
+        let mut f = fs::File::open(path).map_err(Error::io("open", path))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = f.read(&mut buf).map_err(Error::io("read", path))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
 }

@@ -186,10 +186,12 @@ impl Store {
         let dest = self.layout.object_dir(id);
         match sys::publish_dir(root, &dest).map_err(Error::io("publish", &dest))? {
             Publish::Moved => {
+                // Read-only first: if the flush below fails, the (complete) object is already
+                // in place and must not be left writable.
+                sys::set_mode(&dest, 0o555).map_err(Error::io("chmod", &dest))?;
                 if self.durability == Durability::Sync {
                     sys::sync_path(&shard).map_err(Error::io("fsync", &shard))?;
                 }
-                sys::set_mode(&dest, 0o555).map_err(Error::io("chmod", &dest))?;
             }
             Publish::Exists => log::debug!("{id} already in the store"),
         }

@@ -32,6 +32,10 @@ pub struct ActivateArgs {
     /// Update the collection if the version is not found.
     #[arg(short = 'u', long)]
     update: bool,
+    /// Use the step's precompiled executable for this platform when it has one (verified by its
+    /// sha256; falls back to the source). Also BITRISE_EXPERIMENT_PRECOMPILED_STEPS=true.
+    #[arg(long)]
+    precompiled: bool,
 }
 
 pub fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
@@ -43,7 +47,8 @@ pub fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
         None => super::open_rw(cli)?,
     };
     let r = activate::resolve(&store, &c, &a.id, &a.version, a.update, &net)?;
-    let id = activate::activate(&store, &r, &a.path, a.copyyml.as_deref(), &net)
+    let precompiled = a.precompiled || activate::precompiled::enabled_by_env();
+    let id = activate::activate_with(&store, &r, &a.path, a.copyyml.as_deref(), precompiled, &net)
         .with_context(|| format!("activate {}@{} into {}", r.id, r.version, a.path.display()))?;
     eprintln!(
         "activated {}@{} ({id}) into {}",
