@@ -30,6 +30,9 @@ pub struct NetConfig {
     pub attempts: u32,
     /// Forbid the network entirely.
     pub offline: bool,
+    /// A credential for this call's URL when neither its userinfo nor a netrc has one (set only
+    /// for the one fetch it belongs to).
+    pub credential: Option<crate::credentials::Credential>,
 }
 
 impl Default for NetConfig {
@@ -39,6 +42,7 @@ impl Default for NetConfig {
             stall_timeout: Duration::from_secs(60),
             attempts: 3,
             offline: false,
+            credential: None,
         }
     }
 }
@@ -130,11 +134,13 @@ pub(crate) fn download(
     what: &str,
     cfg: &NetConfig,
 ) -> Result<u64> {
+    let (shown, cred) = crate::credentials::for_url(url);
+    let cred = cred.or_else(|| cfg.credential.clone());
     let fail = |reason: String| Error::Fetch {
-        what: format!("{what}: {url}"),
+        what: format!("{what}: {shown}"),
         reason,
     };
-    match locate(url, base)? {
+    match locate(&shown, base)? {
         Location::Local(p) => {
             let mut from =
                 File::open(&p).map_err(|e| fail(format!("open {}: {e}", p.display())))?;
@@ -153,7 +159,7 @@ pub(crate) fn download(
                     std::thread::sleep(Duration::from_millis(250u64 << attempt.min(5)));
                     log::info!("{what}: retrying {u} ({last})");
                 }
-                match http_once(&agent, &u, dest, max_bytes) {
+                match http_once(&agent, &u, cred.as_ref(), dest, max_bytes) {
                     Ok(n) => return Ok(n),
                     Err(a) if a.transient => last = a.reason,
                     Err(a) => return Err(fail(a.reason)),
@@ -176,10 +182,15 @@ fn create(dest: &Path) -> Result<File> {
 fn http_once(
     agent: &ureq::Agent,
     url: &str,
+    cred: Option<&crate::credentials::Credential>,
     dest: &Path,
     max_bytes: u64,
 ) -> std::result::Result<u64, Attempt> {
-    let mut resp = agent.get(url).call().map_err(|e| Attempt {
+    let mut req = agent.get(url);
+    if let Some(c) = cred {
+        req = req.header("Authorization", c.basic_header());
+    }
+    let mut resp = req.call().map_err(|e| Attempt {
         reason: e.to_string(),
         transient: true,
     })?;
@@ -258,6 +269,9 @@ pub(crate) fn git_clone(
     what: &str,
     cfg: &NetConfig,
 ) -> Result<String> {
+    let (url, cred) = crate::credentials::for_url(url);
+    let cred = cred.or_else(|| cfg.credential.clone());
+    let url = url.as_str();
     let fail = |reason: String| Error::Fetch {
         what: format!("{what}: git {url}"),
         reason,
@@ -277,6 +291,15 @@ pub(crate) fn git_clone(
             "1",
             "--no-tags",
         ]);
+    if let Some(c) = &cred {
+        // Through the environment: never into .git/config or the remote URL on disk.
+        cmd.env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env(
+                "GIT_CONFIG_VALUE_0",
+                format!("Authorization: {}", c.basic_header()),
+            );
+    }
     if let Some(t) = tag {
         cmd.args(["--branch", t]);
     }

@@ -30,6 +30,10 @@ const MAX_SPEC_BYTES: u64 = 512 << 20;
 /// Sets up (or, with `force`, regenerates) collection `c`; concurrent callers for the same
 /// collection wait for the first and share its result.
 pub fn setup(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<Imported> {
+    let net = &NetConfig {
+        credential: c.credential.clone(),
+        ..net.clone()
+    };
     store.fill(&c.name(), force, || {
         let tmp = store.temp_dir("steplib", "set up a collection")?;
         let root = tmp.path().join("tree");

@@ -55,13 +55,17 @@ pub struct Collection {
     pub source: Source,
     /// The route of its names in the store.
     pub alias: String,
+    /// Credentials that came in the URI's userinfo (memory only).
+    pub credential: Option<crate::credentials::Credential>,
 }
 
 impl Collection {
     /// Classifies `uri`: `file://` and plain paths are local; `http(s)://….json` is a spec;
     /// other URLs and `git@…` are git.
     pub fn parse(uri: &str) -> Result<Collection> {
-        let uri = uri.trim();
+        // Credentials in the URI are used from memory (netrc works too); never stored or shown.
+        let (clean, cred) = crate::credentials::split_userinfo(uri.trim());
+        let uri = clean.as_str();
         if uri.is_empty() {
             return Err(Error::Steplib {
                 what: "collection".into(),
@@ -96,6 +100,7 @@ impl Collection {
             key,
             source,
             alias,
+            credential: cred,
         })
     }
 

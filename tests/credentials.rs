@@ -1,0 +1,235 @@
+//! Credentials for private StepLibs and storage: used, never written to disk, never printed.
+//! A canary secret goes through the URL's userinfo and through a netrc; afterwards no file in the
+//! store and no output of any command contains it.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+const CANARY: &str = "CANARY-7f3a9c1e";
+
+/// Serves `files` (path → body) to requests that carry `Basic base64(bot:CANARY)`; 401 otherwise.
+/// Returns the port and a log of (path, authorized).
+type Files = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+fn serve(files: Files) -> (u16, Arc<Mutex<Vec<(String, bool)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let log2 = log.clone();
+    let want = format!(
+        "authorization: basic {}",
+        b64(&format!("bot:{CANARY}")).to_ascii_lowercase()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(200) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let mut authorized = false;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if h.trim().to_ascii_lowercase() == want {
+                    authorized = true;
+                }
+            }
+            log2.lock().unwrap().push((path.clone(), authorized));
+            let body = files
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, b)| b.clone());
+            let resp = match (authorized, body) {
+                (true, Some(b)) => {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        b.len()
+                    )
+                    .into_bytes();
+                    r.extend(b);
+                    r
+                }
+                (false, _) => {
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_vec()
+                }
+                (true, None) => {
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_vec()
+                }
+            };
+            let _ = stream.write_all(&resp);
+        }
+    });
+    (port, log)
+}
+
+fn b64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let d = s.as_bytes();
+    let mut out = String::new();
+    for c in d.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                T[((n >> (18 - 6 * i)) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+fn zip_of(name: &str, body: &[u8]) -> Vec<u8> {
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    z.start_file(name, zip::write::SimpleFileOptions::default())
+        .unwrap();
+    z.write_all(body).unwrap();
+    z.finish().unwrap().into_inner()
+}
+
+fn run(home: &Path, netrc: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stepman"))
+        .args(args)
+        .env("STEPMAN_HOME", home)
+        .env("NETRC", netrc)
+        .env("STEPMAN_NO_FSYNC", "1")
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap()
+}
+
+fn assert_no_canary_in_tree(root: &Path) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).unwrap();
+        if m.is_dir() {
+            stack.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if m.is_file() {
+            let data = fs::read(&p).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&data).contains(CANARY),
+                "secret written to {}",
+                p.display()
+            );
+        }
+        assert!(
+            !p.to_string_lossy().contains(CANARY),
+            "secret in a file name: {}",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn secrets_from_userinfo_and_netrc_are_used_but_never_stored_or_printed() {
+    let t = tempfile::tempdir().unwrap();
+    let spec = r#"{"format_version":"1.0.0","generated_at_timestamp":0,"steplib_source":"private",
+        "download_locations":[{"type":"zip","src":"http://127.0.0.1:PORT/archives/"}],
+        "steps":{"hello":{"info":{},"latest_version_number":"1.0.0",
+        "versions":{"1.0.0":{"title":"Hello","source":{"git":"https://example.invalid/x.git","commit":"abc"}}}}}}"#;
+    let zip = zip_of("step.sh", b"echo private\n");
+    let files: Files = Arc::new(Mutex::new(Vec::new()));
+    let (port, log) = serve(files.clone());
+    files.lock().unwrap().push((
+        "/spec.json".into(),
+        spec.replace("PORT", &port.to_string()).into_bytes(),
+    ));
+    files
+        .lock()
+        .unwrap()
+        .push(("/archives/hello/1.0.0/step.zip".into(), zip));
+    let spec = format!("http://bot:{CANARY}@127.0.0.1:{port}/spec.json");
+    // The step archive's URL has no userinfo: the netrc entry for 127.0.0.1 authorizes it.
+    let netrc = t.path().join("netrc");
+    fs::write(
+        &netrc,
+        format!("machine 127.0.0.1 login bot password {CANARY}\n"),
+    )
+    .unwrap();
+    let home = t.path().join("home");
+
+    let mut outputs = Vec::new();
+    let o = run(&home, &netrc, &["setup", "-c", &spec]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    outputs.push(o);
+    let o = run(&home, &netrc, &["collections", "--format", "json"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("http://127.0.0.1:{port}/spec.json"))
+    );
+    outputs.push(o);
+    outputs.push(run(
+        &home,
+        &netrc,
+        &[
+            "step-info",
+            "--library",
+            &spec,
+            "--id",
+            "hello",
+            "--format",
+            "json",
+        ],
+    ));
+    let dest = t.path().join("step");
+    let o = run(
+        &home,
+        &netrc,
+        &[
+            "activate",
+            "-c",
+            &spec,
+            "-i",
+            "hello",
+            "-p",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read(dest.join("step.sh")).unwrap(), b"echo private\n");
+    outputs.push(o);
+    // A failing call must not print the secret either.
+    outputs.push(run(
+        &home,
+        &netrc,
+        &["step-info", "--library", &spec, "--id", "nope"],
+    ));
+    let bad = format!("http://bot:{CANARY}@127.0.0.1:9/spec.json");
+    let o = run(&home, &netrc, &["setup", "-c", &bad]);
+    assert!(!o.status.success());
+    outputs.push(o);
+
+    for o in &outputs {
+        for stream in [&o.stdout, &o.stderr] {
+            assert!(
+                !String::from_utf8_lossy(stream).contains(CANARY),
+                "secret printed:\n{}",
+                String::from_utf8_lossy(stream)
+            );
+        }
+    }
+    let log = log.lock().unwrap();
+    assert!(
+        log.iter().any(|(p, auth)| p == "/spec.json" && *auth),
+        "userinfo credential not sent: {log:?}"
+    );
+    assert!(
+        log.iter().any(|(p, auth)| p.ends_with("step.zip") && *auth),
+        "netrc credential not sent: {log:?}"
+    );
+    assert_no_canary_in_tree(&home);
+}
