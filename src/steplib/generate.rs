@@ -315,84 +315,167 @@ pub(crate) fn from_dir(
     finish_meta(w, meta)
 }
 
-/// Generates from a downloaded `spec.json`.
+/// Generates from a downloaded `spec.json`, streaming: one step group is in memory at a time.
 fn from_spec_file(file: &Path, c: &Collection, w: &mut TreeWriter) -> Result<()> {
-    let bytes = fs::read(file).map_err(Error::io("read", file))?;
-    let mut spec: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| {
-        steplib_err(
-            format!("collection {}", c.uri),
-            format!("invalid spec.json: {e}"),
-        )
-    })?;
-    drop(bytes);
-    let steps = match spec.remove("steps") {
-        Some(Value::Object(m)) => m,
-        _ => {
-            return Err(steplib_err(
-                format!("collection {}", c.uri),
-                "spec.json has no steps mapping",
-            ));
-        }
-    };
-    spec.remove("generated_at_timestamp");
-    let steplib: SteplibMeta = serde_json::from_value(Value::Object(spec)).map_err(|e| {
-        steplib_err(
-            format!("collection {}", c.uri),
-            format!("invalid spec.json: {e}"),
-        )
-    })?;
+    let f = fs::File::open(file).map_err(Error::io("open", file))?;
     let mut meta = CollectionMeta {
         uri: c.uri.clone(),
         alias: c.alias.clone(),
         root: None,
         source_commit: None,
-        steplib,
+        steplib: SteplibMeta::default(),
         steps: 0,
         versions: 0,
         skipped: Vec::new(),
     };
-    for (id, group) in steps {
-        if !valid_component(&id) {
-            meta.skipped.push(Skipped {
-                path: format!("steps/{id}"),
-                error: "invalid step id".into(),
-            });
-            continue;
-        }
-        let info = group
-            .get("info")
-            .cloned()
-            .unwrap_or_else(|| Value::Object(Map::new()));
-        let mut g = GroupData {
-            id: id.clone(),
-            info,
-            versions: Vec::new(),
-            skipped: Vec::new(),
-        };
-        if let Some(Value::Object(vs)) = group.get("versions") {
-            for (ver, step) in vs {
-                if !valid_component(ver) {
-                    g.skipped.push(Skipped {
-                        path: format!("steps/{id}/{ver}"),
-                        error: "invalid version name".into(),
-                    });
-                    continue;
-                }
-                if let Err(e) = validate_step(step) {
-                    g.skipped.push(Skipped {
-                        path: format!("steps/{id}/{ver}"),
-                        error: e,
-                    });
-                    continue;
-                }
-                let raw =
-                    serde_json::to_vec_pretty(step).map_err(|e| steplib_err(&id, e.to_string()))?;
-                g.versions.push((ver.clone(), raw, step.clone()));
-            }
-        }
-        write_group(w, g, &mut meta)?;
+    let mut failure: Option<Error> = None;
+    let mut head = Map::new();
+    let mut saw_steps = false;
+    let visitor = spec_stream::SpecVisitor {
+        on_head: &mut |k: String, v: Value| {
+            head.insert(k, v);
+        },
+        on_group: &mut |id: String, group: Value| -> std::result::Result<(), String> {
+            saw_steps = true;
+            spec_group(w, &mut meta, id, group).map_err(|e| {
+                let msg = e.describe();
+                failure = Some(e);
+                msg
+            })
+        },
+    };
+    let parsed = {
+        use serde::Deserializer;
+        let mut de =
+            serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 20, f));
+        de.deserialize_map(visitor).and_then(|()| de.end())
+    };
+    if let Some(e) = failure {
+        return Err(e);
     }
+    let bad = |reason: String| steplib_err(format!("collection {}", c.uri), reason);
+    parsed.map_err(|e| bad(format!("invalid spec.json: {e}")))?;
+    if !saw_steps {
+        return Err(bad("spec.json has no steps".into()));
+    }
+    head.remove("generated_at_timestamp");
+    meta.steplib = serde_json::from_value(Value::Object(head))
+        .map_err(|e| bad(format!("invalid spec.json: {e}")))?;
     finish_meta(w, meta)
+}
+
+fn spec_group(
+    w: &mut TreeWriter,
+    meta: &mut CollectionMeta,
+    id: String,
+    group: Value,
+) -> Result<()> {
+    if !valid_component(&id) {
+        meta.skipped.push(Skipped {
+            path: format!("steps/{id}"),
+            error: "invalid step id".into(),
+        });
+        return Ok(());
+    }
+    let Value::Object(mut group) = group else {
+        meta.skipped.push(Skipped {
+            path: format!("steps/{id}"),
+            error: "not a mapping".into(),
+        });
+        return Ok(());
+    };
+    let info = group
+        .remove("info")
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    let mut g = GroupData {
+        id: id.clone(),
+        info,
+        versions: Vec::new(),
+        skipped: Vec::new(),
+    };
+    if let Some(Value::Object(vs)) = group.remove("versions") {
+        for (ver, step) in vs {
+            if !valid_component(&ver) {
+                g.skipped.push(Skipped {
+                    path: format!("steps/{id}/{ver}"),
+                    error: "invalid version name".into(),
+                });
+                continue;
+            }
+            if let Err(e) = validate_step(&step) {
+                g.skipped.push(Skipped {
+                    path: format!("steps/{id}/{ver}"),
+                    error: e,
+                });
+                continue;
+            }
+            let raw =
+                serde_json::to_vec_pretty(&step).map_err(|e| steplib_err(&id, e.to_string()))?;
+            g.versions.push((ver, raw, step));
+        }
+    }
+    g.versions
+        .sort_by(|a, b| version::Version::parse(&a.0).cmp(&version::Version::parse(&b.0)));
+    write_group(w, g, meta)
+}
+
+/// A serde visitor over the top level of a spec.json that hands each `steps` entry to a callback
+/// as soon as it is parsed.
+mod spec_stream {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+    use serde_json::Value;
+
+    pub(super) struct SpecVisitor<'a> {
+        pub on_head: &'a mut dyn FnMut(String, Value),
+        pub on_group: &'a mut dyn FnMut(String, Value) -> Result<(), String>,
+    }
+
+    impl<'de> Visitor<'de> for SpecVisitor<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a spec.json object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "steps" {
+                    map.next_value_seed(Steps {
+                        on_group: &mut *self.on_group,
+                    })?;
+                } else {
+                    let v: Value = map.next_value()?;
+                    (self.on_head)(key, v);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    struct Steps<'a> {
+        on_group: &'a mut dyn FnMut(String, Value) -> Result<(), String>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Steps<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Steps<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a mapping of step ids to step groups")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(id) = map.next_key::<String>()? {
+                let group: Value = map.next_value()?;
+                (self.on_group)(id, group).map_err(de::Error::custom)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The object id of a collection (for tests and tools).
