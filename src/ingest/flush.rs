@@ -65,7 +65,7 @@ impl Flusher {
             let state = flusher.state.clone();
             let w = thread::Builder::new()
                 .name("stepman-fsync".into())
-                .stack_size(64 * 1024)
+                .stack_size(256 * 1024)
                 .spawn(move || work(&rx, &state))
                 .map_err(Error::io("start fsync thread for", root))?;
             flusher.workers.push(w);

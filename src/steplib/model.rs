@@ -20,11 +20,11 @@ pub struct DownloadLocation {
 /// `steplib.yml` (and the top of `spec.json`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SteplibMeta {
-    /// `format_version`.
-    #[serde(default)]
+    /// `format_version` (a YAML number is read as its text).
+    #[serde(default, deserialize_with = "scalar_string")]
     pub format_version: String,
     /// `steplib_source`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "scalar_string")]
     pub steplib_source: String,
     /// `assets_download_base_uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,6 +35,19 @@ pub struct SteplibMeta {
     /// Every other field, kept.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// Reads a string, a number or a boolean as text (YAML users write `format_version: 1`).
+fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        Value::Null => Ok(String::new()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a string, found {other}"
+        ))),
+    }
 }
 
 /// A step.yml or step group that was left out of a collection, and why.
