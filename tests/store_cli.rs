@@ -1,0 +1,197 @@
+//! The plumbing commands' contracts: output, exit codes, destinations, format versions, and
+//! coexistence with the old tool's files.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn stepman(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stepman"))
+        .args(args)
+        .env("STEPMAN_HOME", home)
+        .env("STEPMAN_NO_FSYNC", "1")
+        .output()
+        .unwrap()
+}
+
+fn tree(dir: &Path) {
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    fs::write(dir.join("sub/a.txt"), "a").unwrap();
+    fs::write(dir.join("b.txt"), "b").unwrap();
+}
+
+#[test]
+fn import_resolve_export_contracts() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let src = t.path().join("src");
+    tree(&src);
+    let o = stepman(
+        &home,
+        &["store", "import", src.to_str().unwrap(), "--name", "r/s/1"],
+    );
+    assert!(o.status.success());
+    let id = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(id.trim().len(), 64, "stdout is the object id alone: {id:?}");
+    assert_eq!(id.lines().count(), 1);
+
+    let o = stepman(&home, &["store", "resolve", "r/s/1"]);
+    let dir = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        o.status.success() && dir.trim().ends_with(id.trim()),
+        "{dir}"
+    );
+    assert!(Path::new(dir.trim()).join("sub/a.txt").is_file());
+
+    let o = stepman(&home, &["store", "resolve", "r/s/2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("r/s/2"),
+        "the message names the name"
+    );
+
+    let o = stepman(&home, &["store", "resolve", "../etc/passwd"]);
+    assert_eq!(o.status.code(), Some(2), "an invalid name is a usage error");
+
+    // Export: absent and empty destinations work; a non-empty one is an error and is untouched.
+    let absent = t.path().join("out/absent");
+    assert!(
+        stepman(
+            &home,
+            &["store", "export", "r/s/1", absent.to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+    assert_eq!(fs::read(absent.join("sub/a.txt")).unwrap(), b"a");
+    let empty = t.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    assert!(
+        stepman(
+            &home,
+            &["store", "export", "r/s/1", empty.to_str().unwrap()]
+        )
+        .status
+        .success()
+    );
+    assert_eq!(fs::read(empty.join("b.txt")).unwrap(), b"b");
+    let full = t.path().join("full");
+    fs::create_dir(&full).unwrap();
+    fs::write(full.join("mine"), "keep").unwrap();
+    let o = stepman(&home, &["store", "export", "r/s/1", full.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(fs::read_dir(&full).unwrap().count(), 1);
+    assert_eq!(fs::read(full.join("mine")).unwrap(), b"keep");
+    // No staging directory is left beside any destination.
+    for d in [t.path(), &t.path().join("out")] {
+        for e in fs::read_dir(d).unwrap() {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!n.contains(".stepman-"), "leftover {n}");
+        }
+    }
+    // The copy is the user's: writable, and not the store's inode.
+    let obj_file = Path::new(dir.trim()).join("b.txt");
+    assert_ne!(
+        fs::metadata(absent.join("b.txt")).unwrap().ino(),
+        fs::metadata(&obj_file).unwrap().ino()
+    );
+    fs::write(absent.join("b.txt"), "changed").unwrap();
+    assert_eq!(fs::read(&obj_file).unwrap(), b"b");
+    assert!(stepman(&home, &["fsck"]).status.success());
+}
+
+#[test]
+fn a_newer_store_format_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let src = t.path().join("src");
+    tree(&src);
+    assert!(
+        stepman(
+            &home,
+            &["store", "import", src.to_str().unwrap(), "--name", "r/s/1"]
+        )
+        .status
+        .success()
+    );
+
+    fs::create_dir(home.join("store-v2")).unwrap();
+    let o = stepman(&home, &["store", "resolve", "r/s/1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("newer stepman"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    fs::remove_dir(home.join("store-v2")).unwrap();
+
+    let format = home.join("store-v1/format");
+    fs::write(&format, "stepman-store 2.0\n").unwrap();
+    let o = stepman(&home, &["store", "import", src.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("format 2.0"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        stepman(&home, &["fsck"]).status.code(),
+        Some(2),
+        "fsck could not run"
+    );
+
+    fs::write(&format, "stepman-store 1.7\n").unwrap();
+    assert!(
+        stepman(&home, &["store", "resolve", "r/s/1"])
+            .status
+            .success(),
+        "a newer minor is compatible"
+    );
+}
+
+#[test]
+fn the_old_tools_files_are_never_read_or_touched() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    fs::create_dir_all(home.join("step_collections/1234/collection")).unwrap();
+    fs::write(
+        home.join("routing.json"),
+        r#"{"https://example.invalid/lib.git":"1234"}"#,
+    )
+    .unwrap();
+    fs::write(
+        home.join("step_collections/1234/collection/spec.json"),
+        "not json at all",
+    )
+    .unwrap();
+    let snapshot = |home: &Path| -> Vec<(String, u64, i64, i64)> {
+        let mut v = Vec::new();
+        for p in [
+            "routing.json",
+            "step_collections",
+            "step_collections/1234/collection/spec.json",
+        ] {
+            let m = fs::metadata(home.join(p)).unwrap();
+            v.push((p.to_string(), m.len(), m.mtime(), m.mtime_nsec()));
+        }
+        v
+    };
+    let before = snapshot(&home);
+    let src = t.path().join("src");
+    tree(&src);
+    assert!(
+        stepman(&home, &["store", "import", src.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert!(stepman(&home, &["gc"]).status.success());
+    assert!(stepman(&home, &["fsck", "--repair"]).status.success());
+    assert!(stepman(&home, &["collections"]).status.success());
+    assert_eq!(snapshot(&home), before);
+    assert_eq!(
+        fs::read_to_string(home.join("routing.json")).unwrap(),
+        r#"{"https://example.invalid/lib.git":"1234"}"#
+    );
+}
