@@ -483,3 +483,53 @@ pub mod precompiled {
         Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
 }
+
+/// `step-info --library git::URL@REF`: clones the step's repository at `REF` into the store
+/// (under `_git/<alias of URL>/<ref digest>`, re-fetched on every call since a branch moves) and
+/// describes its step.yml.
+pub fn git_step_info(store: &Store, spec: &str, net: &NetConfig) -> Result<StepInfo> {
+    let (url, reference) = match spec.rsplit_once('@') {
+        Some((u, r)) if !r.contains(['/', ':']) || !u.contains(['/', ':']) => (u, Some(r)),
+        _ => (spec, None),
+    };
+    let (url, reference) = if url.is_empty() {
+        (spec, None)
+    } else {
+        (url, reference)
+    };
+    let shown = crate::credentials::redact(url);
+    let route = "_git";
+    let version = format!(
+        "ref-{}",
+        &blake3::hash(reference.unwrap_or("HEAD").as_bytes()).to_hex()[..16]
+    );
+    let name = Name::new(route, &steplib::alias_of(&shown), &version)?;
+    let what = format!("step {shown}@{}", reference.unwrap_or("HEAD"));
+    let got = store.fill(&name, true, || {
+        let tmp = store.temp_dir("git", "clone a step")?;
+        let clone = tmp.path().join("clone");
+        fetch::git_clone(url, reference, None, &clone, &what, net)?;
+        tmp::remove_tree(&clone.join(".git"))?;
+        let root = tmp.path().join("tree");
+        let id = store.ingest_into(&clone, &root)?;
+        store.commit(&tmp, &root, &id, Some(&name))?;
+        Ok(id)
+    })?;
+    let dir = store.layout().object_dir(&got.id);
+    let yml = dir.join("step.yml");
+    let text = fs::read_to_string(&yml).map_err(Error::io("read", &yml))?;
+    let step: Value = serde_yaml_ng::from_str(&text).map_err(|e| Error::Steplib {
+        what: what.clone(),
+        reason: format!("invalid step.yml: {e}"),
+    })?;
+    Ok(StepInfo {
+        library: format!("git::{shown}"),
+        id: shown,
+        version: reference.unwrap_or_default().to_string(),
+        original_version: reference.unwrap_or_default().to_string(),
+        latest_version: String::new(),
+        info: Value::Object(serde_json::Map::new()),
+        step,
+        definition_pth: yml.display().to_string(),
+    })
+}

@@ -62,10 +62,9 @@ pub fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode> {
             .context("--library (or STEPMAN_LIBRARY_URI) is required")?;
         if let Some(dir) = library.strip_prefix("path::") {
             local_info("path", dir, PathBuf::from(dir).join("step.yml"))?
-        } else if library.starts_with("git::") {
-            anyhow::bail!(
-                "step-info of a git:: step is not supported yet; clone it and use path::DIR"
-            );
+        } else if let Some(spec) = library.strip_prefix("git::") {
+            let store = super::open_rw(cli)?;
+            activate::git_step_info(&store, spec, &cli.net())?
         } else {
             let id = a.id.as_deref().context("--id is required")?;
             let c = super::steplib::collection(library)?;
