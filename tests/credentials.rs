@@ -14,8 +14,10 @@ const CANARY: &str = "CANARY-7f3a9c1e";
 /// Serves `files` (path → body) to requests that carry `Basic base64(bot:CANARY)`; 401 otherwise.
 /// Returns the port and a log of (path, authorized).
 type Files = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+/// Requests seen: (path, whether it carried the credential).
+type Seen = Arc<Mutex<Vec<(String, bool)>>>;
 
-fn serve(files: Files) -> (u16, Arc<Mutex<Vec<(String, bool)>>>) {
+fn serve(files: Files) -> (u16, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let log = Arc::new(Mutex::new(Vec::new()));
