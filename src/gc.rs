@@ -62,6 +62,14 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport> {
     for (id, path) in objects {
         if referenced.contains(&id) {
             report.kept_objects += 1;
+            // A publisher killed between its rename and its chmod leaves a complete object whose
+            // root is still writable: finish its job.
+            if !dry_run
+                && let Ok(m) = std::fs::symlink_metadata(&path)
+                && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777 != 0o555
+            {
+                sys::set_mode(&path, 0o555).map_err(Error::io("chmod", &path))?;
+            }
             continue;
         }
         report.removed_bytes += scan::tree_bytes(&path);
