@@ -24,6 +24,14 @@ use crate::steplib::{self, Collection, Constraint, Opened, generate};
 use crate::store::{Imported, Store};
 use crate::tmp;
 
+/// The part of an error worth repeating after the location it came from.
+fn reason_of(e: &Error) -> String {
+    match e {
+        Error::Fetch { reason, .. } => reason.clone(),
+        other => other.describe(),
+    }
+}
+
 /// Largest step archive accepted.
 const MAX_ARCHIVE_BYTES: u64 = 2 << 30;
 
@@ -219,7 +227,7 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
                 let archive = tmp.path().join("archive");
                 fetch::download(&url, base, &archive, MAX_ARCHIVE_BYTES, &what, net)
                     .and_then(|_| store.ingest_into(&archive, &root))
-                    .map_err(|e| format!("{} {url}: {}", loc.kind, e.describe()))
+                    .map_err(|e| format!("{} {url}: {}", loc.kind, reason_of(&e)))
             }
             "git" => {
                 let git = step::source_git(&r.step);
@@ -230,7 +238,7 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
                         fetch::git_clone(url, Some(&r.version), Some(commit), &clone, &what, net)
                             .and_then(|_| tmp::remove_tree(&clone.join(".git")))
                             .and_then(|()| store.ingest_into(&clone, &root))
-                            .map_err(|e| format!("git {url}: {}", e.describe()))
+                            .map_err(|e| format!("git {url}: {}", reason_of(&e)))
                     }
                     _ => Err("git: the step has no source.git and source.commit".to_string()),
                 }
@@ -460,7 +468,7 @@ pub mod precompiled {
             });
             match got {
                 Ok(id) => return Ok(id),
-                Err(e) => failures.push(e.describe()),
+                Err(e) => failures.push(format!("{base}: {}", super::reason_of(&e))),
             }
         }
         Err(Error::Fetch {
