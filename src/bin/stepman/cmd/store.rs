@@ -51,17 +51,13 @@ pub fn run(cli: &crate::Cli, cmd: &StoreCmd) -> anyhow::Result<ExitCode> {
             let store = super::open_rw(cli)?;
             let id = match (name, if_missing) {
                 (Some(n), true) => {
-                    let r = store
-                        .import_if_missing(path, n)
-                        .with_context(|| format!("import {}", path.display()))?;
+                    let r = store.import_if_missing(path, n)?;
                     if !r.ingested {
                         log::info!("{n} already present");
                     }
                     r.id
                 }
-                _ => store
-                    .import(path, name.as_ref())
-                    .with_context(|| format!("import {}", path.display()))?,
+                _ => store.import(path, name.as_ref())?,
             };
             println!("{id}");
         }
