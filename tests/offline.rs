@@ -1,0 +1,133 @@
+//! Offline mode (`--offline`, `BITRISE_OFFLINE_MODE=true`): never touches the network; a miss
+//! fails and lists the versions that are cached.
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn stepman(home: &Path, args: &[&str], offline_env: bool) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stepman"));
+    c.args(args)
+        .env("STEPMAN_HOME", home)
+        .env("STEPMAN_NO_FSYNC", "1");
+    if offline_env {
+        c.env("BITRISE_OFFLINE_MODE", "true");
+    }
+    c.output().unwrap()
+}
+
+fn zip_bytes() -> Vec<u8> {
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    z.start_file("step.sh", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    z.write_all(b"echo hi\n").unwrap();
+    z.finish().unwrap().into_inner()
+}
+
+#[test]
+fn offline_misses_list_cached_versions_and_never_connect() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    for v in ["1.0.0", "2.0.0"] {
+        fs::create_dir_all(lib.join(format!("steps/s/{v}"))).unwrap();
+        fs::write(lib.join(format!("steps/s/{v}/step.yml")), "title: S\n").unwrap();
+        fs::create_dir_all(lib.join(format!("archives/s/{v}"))).unwrap();
+        fs::write(lib.join(format!("archives/s/{v}/step.zip")), zip_bytes()).unwrap();
+    }
+    let steplib = |src: &str| {
+        fs::write(
+            lib.join("steplib.yml"),
+            format!("format_version: 1.0.0\nsteplib_source: t\ndownload_locations:\n  - type: zip\n    src: {src}\n"),
+        )
+        .unwrap()
+    };
+    let home = t.path().join("home");
+    let lib_s = lib.to_str().unwrap();
+
+    // Local archives are not the network: offline activation of 1.0.0 works and caches it.
+    steplib("archives/");
+    let dest = t.path().join("one");
+    let o = stepman(
+        &home,
+        &[
+            "activate",
+            "-c",
+            lib_s,
+            "-i",
+            "s",
+            "-v",
+            "1.0.0",
+            "-p",
+            dest.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Now the archives are on a server that counts connections.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    steplib(&format!("http://127.0.0.1:{port}/"));
+    assert!(
+        stepman(&home, &["update", "-c", lib_s], false)
+            .status
+            .success()
+    );
+
+    for (flag, env) in [(true, false), (false, true)] {
+        let dest = t.path().join(format!("two-{flag}"));
+        let mut args = vec![
+            "activate",
+            "-c",
+            lib_s,
+            "-i",
+            "s",
+            "-v",
+            "2.0.0",
+            "-p",
+            dest.to_str().unwrap(),
+        ];
+        if flag {
+            args.push("--offline");
+        }
+        let o = stepman(&home, &args, env);
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("offline") && err.contains("cached versions: 1.0.0"),
+            "{err}"
+        );
+        assert!(!dest.exists());
+        // The cached version still activates offline.
+        let d1 = t.path().join(format!("one-again-{flag}"));
+        let mut args = vec![
+            "activate",
+            "-c",
+            lib_s,
+            "-i",
+            "s",
+            "-v",
+            "1",
+            "-p",
+            d1.to_str().unwrap(),
+        ];
+        if flag {
+            args.push("--offline");
+        }
+        assert!(stepman(&home, &args, env).status.success());
+    }
+    while listener.accept().is_ok() {
+        connections.fetch_add(1, Ordering::SeqCst);
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "offline mode connected to the server"
+    );
+}
