@@ -125,8 +125,18 @@ pub fn resolve(
 ) -> Result<Resolved> {
     let mut opened = open_or_setup(store, c, net)?;
     let mut updated = false;
+    let mut reopened = 0;
     loop {
-        let group = opened.group(id)?;
+        let group = match opened.group(id) {
+            // Lookups take no lock: an update may have re-pointed the collection and a gc removed
+            // the object we opened. Read the name again.
+            Err(Error::Io { source, .. }) if reopened < 8 && crate::sys::is_not_found(&source) => {
+                reopened += 1;
+                opened = open_or_setup(store, c, net)?;
+                continue;
+            }
+            other => other?,
+        };
         let picked = group.as_ref().and_then(|g| {
             Constraint::parse(constraint)
                 .select(g.versions.keys().map(String::as_str))

@@ -173,7 +173,11 @@ impl Opened {
         let p = self.dir.join("groups").join(format!("{id}.json"));
         let bytes = match fs::read(&p) {
             Ok(b) => b,
-            Err(e) if sys::is_not_found(&e) => return Ok(None),
+            // No such group, unless the whole object went away (gc after a re-point): then the
+            // caller reads the name again.
+            Err(e) if sys::is_not_found(&e) && self.dir.join("collection.json").exists() => {
+                return Ok(None);
+            }
             Err(e) => return Err(Error::io("read", &p)(e)),
         };
         serde_json::from_slice(&bytes)
