@@ -1,0 +1,678 @@
+//! The filesystem fallbacks and failure paths (PRODUCT §2, §5; `store-format.md`), exercised on
+//! the real binary by injecting the error with `strace -f -e inject=...`, since this kernel has no
+//! NFS, no full disk and no failing disk at hand:
+//! - no `RENAME_NOREPLACE` (`renameat2` → `EINVAL`, as NFS and 9p answer): import publishes with
+//!   the documented plain-`rename(2)` fallback, alone and with concurrent importers;
+//! - a failing `fsync` (`EIO`): the import fails naming the path, and nothing is published;
+//! - `EXDEV`: `gc` removes the object in place; an import whose publish gets it fails cleanly;
+//! - `ENOSPC` in the middle of an ingest: a clear error, nothing published, a retry succeeds.
+//!
+//! Every test checks in strace's own log that the fault really was injected (`(INJECTED)`), so a
+//! test cannot pass without exercising its path. Without `strace` the tests print why and pass
+//! (CI installs it).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+const BIN: &str = env!("CARGO_BIN_EXE_stepman");
+
+/// True when `strace` is installed and may trace here; otherwise says why the test is skipped.
+fn strace_usable(test: &str) -> bool {
+    static USABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = USABLE.get_or_init(|| {
+        match Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-o",
+                "/dev/null",
+                "-e",
+                "trace=none",
+                "--",
+                "true",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+        {
+            Err(e) => Err(format!("strace is not installed ({e})")),
+            Ok(o) if !o.status.success() => Err(format!(
+                "strace cannot trace here: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Ok(_) => Ok(()),
+        }
+    });
+    match r {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("skipping {test}: {why}");
+            false
+        }
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("stepman-fallbacks-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Objects are read-only: make the whole tree writable so the temp dir can be removed.
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("u+w")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A small tree: nested directories, `files` text files, an executable and a symlink.
+fn make_tree(root: &Path, files: usize, seed: u64) {
+    fs::create_dir_all(root.join("a/b/c")).expect("mkdir");
+    fs::create_dir_all(root.join("d")).expect("mkdir");
+    for i in 0..files {
+        let dir = match i % 4 {
+            0 => "",
+            1 => "a",
+            2 => "a/b",
+            _ => "a/b/c",
+        };
+        let body = format!("file {i} of tree {seed}\n").repeat(1 + (i * 37 + seed as usize) % 200);
+        fs::write(root.join(dir).join(format!("f{i:04}.go")), body).expect("write");
+    }
+    let run = root.join("d/run.sh");
+    fs::write(&run, format!("#!/bin/sh\necho {seed}\n")).expect("write");
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::symlink("../a/f0001.go", root.join("d/link")).expect("symlink");
+}
+
+fn stepman(home: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("STEPMAN_HOME", home)
+        .env_remove("STEPMAN_NO_FSYNC")
+        .env("RUST_LOG", "debug");
+    c
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs stepman without faults; panics unless it exits 0; its stdout.
+fn ok(home: &Path, args: &[&str]) -> String {
+    let o = stepman(home).args(args).output().expect("run stepman");
+    assert!(
+        o.status.success(),
+        "stepman {args:?} failed: {}\n{}",
+        o.status,
+        err(&o)
+    );
+    out(&o)
+}
+
+/// Starts stepman under `strace -f`, tracing `trace` and injecting `inject`; strace logs to `log`.
+fn spawn_strace(
+    home: &Path,
+    log: &Path,
+    trace: &str,
+    inject: &str,
+    extra: &[&str],
+    args: &[&str],
+) -> std::process::Child {
+    let mut c = Command::new("strace");
+    c.args(["-f", "-qq", "-o"])
+        .arg(log)
+        .args(extra)
+        .arg("-e")
+        .arg(format!("trace={trace}"))
+        .arg("-e")
+        .arg(format!("inject={inject}"))
+        .arg("--")
+        .arg(BIN)
+        .args(args)
+        .env("STEPMAN_HOME", home)
+        .env_remove("STEPMAN_NO_FSYNC")
+        // Debug logs name the fallbacks taken; not where every write(2) counts.
+        .env(
+            "RUST_LOG",
+            if trace.contains("write") {
+                "warn"
+            } else {
+                "debug"
+            },
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c.spawn().expect("start strace")
+}
+
+/// Runs stepman under strace (see [`spawn_strace`]); its output and strace's log.
+fn under_strace(
+    home: &Path,
+    log: &Path,
+    trace: &str,
+    inject: &str,
+    extra: &[&str],
+    args: &[&str],
+) -> (Output, String) {
+    let o = spawn_strace(home, log, trace, inject, extra, args)
+        .wait_with_output()
+        .expect("wait for strace");
+    let l = fs::read_to_string(log).expect("read strace log");
+    (o, l)
+}
+
+fn assert_injected(log: &str) {
+    assert!(
+        log.contains("(INJECTED)"),
+        "the fault was never injected; strace log:\n{log}"
+    );
+}
+
+fn store_root(home: &Path) -> PathBuf {
+    home.join("store-v1")
+}
+
+/// Every object directory in the store, sorted.
+fn objects(home: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    let Ok(shards) = fs::read_dir(store_root(home).join("objects")) else {
+        return v;
+    };
+    for shard in shards.flatten() {
+        for o in fs::read_dir(shard.path()).expect("read shard").flatten() {
+            v.push(o.file_name().to_string_lossy().into_owned());
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Entries of the temp area: after a failed command, none may be left behind.
+fn temp_entries(home: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(store_root(home).join("tmp"))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn assert_fsck_clean(home: &Path) {
+    let o = stepman(home)
+        .args(["fsck", "--json"])
+        .output()
+        .expect("run fsck");
+    assert!(
+        o.status.success(),
+        "fsck is not clean ({}):\n{}\n{}",
+        o.status,
+        out(&o),
+        err(&o)
+    );
+}
+
+fn assert_unbound(home: &Path, name: &str) {
+    let o = stepman(home)
+        .args(["store", "resolve", name])
+        .output()
+        .expect("run resolve");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{name} should not be bound: {}",
+        out(&o)
+    );
+}
+
+/// The id a tree gets, from a store of its own, without any fault.
+fn reference_id(env: &Env, src: &Path, tag: &str) -> String {
+    ok(
+        &env.path(&format!("ref-{tag}")),
+        &["store", "import", src.to_str().expect("utf-8 path")],
+    )
+}
+
+/// A store that exists and holds one named object, made without faults; returns that object.
+fn seeded_store(env: &Env, home: &Path) -> String {
+    let seed = env.path("seed-tree");
+    if !seed.exists() {
+        make_tree(&seed, 8, 99);
+    }
+    ok(
+        home,
+        &[
+            "store",
+            "import",
+            seed.to_str().expect("utf-8"),
+            "--name",
+            "seed/tree/1.0.0",
+        ],
+    )
+}
+
+#[test]
+fn without_noreplace_rename_import_falls_back_to_rename() {
+    if !strace_usable("without_noreplace_rename_import_falls_back_to_rename") {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 60, 1);
+    let want = reference_id(&env, &src, "a");
+    // A fresh home: creating the store publishes with the same primitive, and falls back too.
+    let home = env.path("home");
+    let (o, log) = under_strace(
+        &home,
+        &env.path("strace.log"),
+        "renameat2,rename",
+        "renameat2:error=EINVAL",
+        &[],
+        &[
+            "store",
+            "import",
+            src.to_str().unwrap(),
+            "--name",
+            "steps/tree/1.0.0",
+        ],
+    );
+    assert_injected(&log);
+    assert!(o.status.success(), "import failed: {}", err(&o));
+    assert_eq!(out(&o), want, "wrong object id");
+    assert!(
+        err(&o).contains("using rename(2)"),
+        "the fallback was not logged:\n{}",
+        err(&o)
+    );
+    // The object was moved in with a plain rename(2).
+    let objects_dir = store_root(&home).join("objects");
+    assert!(
+        log.lines().any(|l| l.contains("rename(")
+            && l.contains(&format!("{}/", objects_dir.display()))
+            && l.ends_with("= 0")),
+        "no plain rename into objects/ in:\n{log}"
+    );
+    assert_eq!(objects(&home), vec![want.clone()]);
+    let dir = ok(&home, &["store", "resolve", "steps/tree/1.0.0"]);
+    assert!(dir.ends_with(&want), "{dir}");
+    let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o555, "published object is not read-only");
+    assert!(temp_entries(&home).is_empty(), "{:?}", temp_entries(&home));
+    assert_fsck_clean(&home);
+}
+
+#[test]
+fn without_noreplace_rename_concurrent_importers_agree() {
+    if !strace_usable("without_noreplace_rename_concurrent_importers_agree") {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 400, 2);
+    let want = reference_id(&env, &src, "b");
+    let home = env.path("home");
+    const N: usize = 4;
+    // Started together into a home without a store: they also race to create it.
+    let children: Vec<_> = (0..N)
+        .map(|i| {
+            spawn_strace(
+                &home,
+                &env.path(&format!("strace-{i}.log")),
+                "renameat2,rename",
+                "renameat2:error=EINVAL",
+                &[],
+                &[
+                    "store",
+                    "import",
+                    src.to_str().unwrap(),
+                    "--name",
+                    "steps/tree/2.0.0",
+                ],
+            )
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait"))
+        .collect();
+    let objects_dir = format!("{}/", store_root(&home).join("objects").display());
+    let (mut moved, mut lost) = (0, 0);
+    for (i, o) in outputs.iter().enumerate() {
+        let log = fs::read_to_string(env.path(&format!("strace-{i}.log"))).unwrap();
+        assert_injected(&log);
+        assert!(o.status.success(), "importer {i} failed: {}", err(o));
+        assert_eq!(out(o), want, "importer {i} printed a different id");
+        for l in log
+            .lines()
+            .filter(|l| l.contains("rename(") && l.contains(&objects_dir))
+        {
+            if l.ends_with("= 0") {
+                moved += 1;
+            } else if l.contains("ENOTEMPTY") || l.contains("EEXIST") {
+                lost += 1;
+            }
+        }
+    }
+    // Every importer published with the fallback: one moved its tree in, the others found the
+    // object there (a plain rename cannot replace a non-empty directory).
+    assert_eq!((moved, lost), (1, N - 1), "plain renames into objects/");
+    assert_eq!(objects(&home), vec![want.clone()]);
+    let dir = ok(&home, &["store", "resolve", "steps/tree/2.0.0"]);
+    assert!(dir.ends_with(&want), "{dir}");
+    assert!(temp_entries(&home).is_empty(), "{:?}", temp_entries(&home));
+    assert_fsck_clean(&home);
+}
+
+#[test]
+fn failed_fsync_fails_the_import_and_publishes_nothing() {
+    if !strace_usable("failed_fsync_fails_the_import_and_publishes_nothing") {
+        return;
+    }
+    let env = Env::new();
+    let home = env.path("home");
+    let seed = seeded_store(&env, &home);
+    let src = env.path("src");
+    make_tree(&src, 60, 3);
+    let (o, log) = under_strace(
+        &home,
+        &env.path("strace.log"),
+        "fsync",
+        "fsync:error=EIO",
+        &[],
+        &[
+            "store",
+            "import",
+            src.to_str().unwrap(),
+            "--name",
+            "steps/tree/3.0.0",
+        ],
+    );
+    assert_injected(&log);
+    assert!(!o.status.success(), "import succeeded despite EIO on fsync");
+    let e = err(&o);
+    let tmp = store_root(&home).join("tmp");
+    assert!(
+        e.contains("fsync ")
+            && e.contains(&tmp.display().to_string())
+            && e.contains("Input/output error"),
+        "the error does not name the operation and path:\n{e}"
+    );
+    assert_eq!(objects(&home), vec![seed], "something was published");
+    assert_unbound(&home, "steps/tree/3.0.0");
+    assert!(temp_entries(&home).is_empty(), "{:?}", temp_entries(&home));
+    assert_fsck_clean(&home);
+    // Without the fault, the same import goes through.
+    ok(
+        &home,
+        &[
+            "store",
+            "import",
+            src.to_str().unwrap(),
+            "--name",
+            "steps/tree/3.0.0",
+        ],
+    );
+    assert_fsck_clean(&home);
+}
+
+#[test]
+fn failed_fsync_while_creating_the_store_leaves_no_store() {
+    if !strace_usable("failed_fsync_while_creating_the_store_leaves_no_store") {
+        return;
+    }
+    let env = Env::new();
+    let home = env.path("home");
+    let src = env.path("src");
+    make_tree(&src, 4, 4);
+    let (o, log) = under_strace(
+        &home,
+        &env.path("strace.log"),
+        "fsync",
+        "fsync:error=EIO",
+        &[],
+        &["store", "import", src.to_str().unwrap()],
+    );
+    assert_injected(&log);
+    assert!(!o.status.success(), "import succeeded despite EIO on fsync");
+    assert!(err(&o).contains("fsync "), "{}", err(&o));
+    assert!(
+        !store_root(&home).exists(),
+        "a store was created although its creation failed"
+    );
+    let left: Vec<_> = fs::read_dir(&home)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind in the home: {left:?}");
+}
+
+#[test]
+fn failed_fsync_after_publish_leaves_a_clean_store() {
+    if !strace_usable("failed_fsync_after_publish_leaves_a_clean_store") {
+        return;
+    }
+    let env = Env::new();
+    let home = env.path("home");
+    let seed = seeded_store(&env, &home);
+    let src = env.path("src");
+    make_tree(&src, 30, 5);
+    let want = reference_id(&env, &src, "c");
+    // Only the flush of the object's shard directory, right after the rename, fails (-P).
+    let shard = store_root(&home).join("objects").join(&want[..2]);
+    fs::create_dir_all(&shard).unwrap();
+    let (o, log) = under_strace(
+        &home,
+        &env.path("strace.log"),
+        "fsync",
+        "fsync:error=EIO",
+        &["-P", shard.to_str().unwrap()],
+        &[
+            "store",
+            "import",
+            src.to_str().unwrap(),
+            "--name",
+            "steps/tree/5.0.0",
+        ],
+    );
+    assert_injected(&log);
+    assert!(!o.status.success(), "import succeeded despite EIO on fsync");
+    assert!(
+        err(&o).contains(&format!("fsync {}", shard.display())),
+        "the error does not name the shard:\n{}",
+        err(&o)
+    );
+    // The object may be there (it was complete before it was renamed), but no name points at it
+    // and the store is clean: read-only, nothing half-done.
+    let mut present = objects(&home);
+    present.retain(|o| o != &seed);
+    assert!(
+        present.is_empty() || present == vec![want.clone()],
+        "{present:?}"
+    );
+    assert_unbound(&home, "steps/tree/5.0.0");
+    assert!(temp_entries(&home).is_empty(), "{:?}", temp_entries(&home));
+    assert_fsck_clean(&home);
+    // gc takes the unnamed object away; a retry publishes it again.
+    ok(&home, &["gc"]);
+    assert_eq!(objects(&home), vec![seed]);
+    let id = ok(
+        &home,
+        &[
+            "store",
+            "import",
+            src.to_str().unwrap(),
+            "--name",
+            "steps/tree/5.0.0",
+        ],
+    );
+    assert_eq!(id, want);
+    assert_fsck_clean(&home);
+}
+
+#[test]
+fn gc_on_exdev_removes_the_object_in_place() {
+    if !strace_usable("gc_on_exdev_removes_the_object_in_place") {
+        return;
+    }
+    let env = Env::new();
+    let home = env.path("home");
+    let keep = seeded_store(&env, &home);
+    let src = env.path("src");
+    make_tree(&src, 40, 6);
+    let garbage = ok(&home, &["store", "import", src.to_str().unwrap()]);
+    assert_eq!(objects(&home).len(), 2);
+    // gc moves objects out with rename(2) (std::fs::rename): make it cross-device.
+    let (o, log) = under_strace(
+        &home,
+        &env.path("strace.log"),
+        "rename,renameat,renameat2",
+        "rename:error=EXDEV",
+        &[],
+        &["gc"],
+    );
+    assert_injected(&log);
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&garbage) && l.contains("EXDEV") && l.contains("(INJECTED)")),
+        "the object's move out was not the injected rename:\n{log}"
+    );
+    assert!(o.status.success(), "gc failed: {}", err(&o));
+    assert!(
+        err(&o).contains("EXDEV") && err(&o).contains("removing in place"),
+        "the fallback was not logged:\n{}",
+        err(&o)
+    );
+    assert_eq!(out(&o), garbage, "gc should report the object it removed");
+    assert_eq!(objects(&home), vec![keep], "gc removed the wrong objects");
+    ok(&home, &["store", "resolve", "seed/tree/1.0.0"]);
+    assert!(temp_entries(&home).is_empty(), "{:?}", temp_entries(&home));
+    assert_fsck_clean(&home);
+}
+
+#[test]
+fn exdev_on_publish_fails_the_import_cleanly() {
+    if !strace_usable("exdev_on_publish_fails_the_import_cleanly") {
+        return;
+    }
+    let env = Env::new();
+    let home = env.path("home");
+    let seed = seeded_store(&env, &home);
+    let src = env.path("src");
+    make_tree(&src, 40, 7);
+    let (o, log) = under_strace(
+        &home,
+        &env.path("strace.log"),
+        "renameat2",
+        "renameat2:error=EXDEV",
+        &[],
+        &[
+            "store",
+            "import",
+            src.to_str().unwrap(),
+            "--name",
+            "steps/tree/7.0.0",
+        ],
+    );
+    assert_injected(&log);
+    assert!(!o.status.success(), "import succeeded despite EXDEV");
+    let e = err(&o);
+    assert!(
+        e.contains("publish ")
+            && e.contains(&store_root(&home).join("objects").display().to_string())
+            && e.contains("cross-device"),
+        "the error does not name the operation and path:\n{e}"
+    );
+    assert_eq!(objects(&home), vec![seed], "something was published");
+    assert_unbound(&home, "steps/tree/7.0.0");
+    assert!(temp_entries(&home).is_empty(), "{:?}", temp_entries(&home));
+    assert_fsck_clean(&home);
+}
+
+#[test]
+fn enospc_mid_ingest_fails_cleanly_and_a_retry_succeeds() {
+    if !strace_usable("enospc_mid_ingest_fails_cleanly_and_a_retry_succeeds") {
+        return;
+    }
+    let env = Env::new();
+    let home = env.path("home");
+    let seed = seeded_store(&env, &home);
+    let src = env.path("src");
+    make_tree(&src, 120, 8);
+    let want = reference_id(&env, &src, "d");
+    // Each file of the tree is at least one write(2): the 50th falls in the middle of the ingest.
+    let (o, log) = under_strace(
+        &home,
+        &env.path("strace.log"),
+        "write",
+        "write:error=ENOSPC:when=50",
+        &[],
+        &[
+            "store",
+            "import",
+            src.to_str().unwrap(),
+            "--name",
+            "steps/tree/8.0.0",
+        ],
+    );
+    assert_injected(&log);
+    assert!(!o.status.success(), "import succeeded despite ENOSPC");
+    let e = err(&o);
+    let tmp = store_root(&home).join("tmp");
+    assert!(
+        e.contains("write ")
+            && e.contains(&tmp.display().to_string())
+            && e.contains("No space left on device"),
+        "the error does not name the operation and path:\n{e}"
+    );
+    assert_eq!(
+        objects(&home),
+        vec![seed.clone()],
+        "something was published"
+    );
+    assert_unbound(&home, "steps/tree/8.0.0");
+    // The failed ingest removed its temp dir itself; a sweep (gc) finds nothing to reclaim.
+    assert!(temp_entries(&home).is_empty(), "{:?}", temp_entries(&home));
+    ok(&home, &["gc"]);
+    assert_fsck_clean(&home);
+    // With space again, the same import goes through.
+    let id = ok(
+        &home,
+        &[
+            "store",
+            "import",
+            src.to_str().unwrap(),
+            "--name",
+            "steps/tree/8.0.0",
+        ],
+    );
+    assert_eq!(id, want);
+    let mut all = vec![seed, want];
+    all.sort();
+    assert_eq!(objects(&home), all);
+    assert_fsck_clean(&home);
+}
