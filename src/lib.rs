@@ -22,6 +22,7 @@ pub mod hash;
 mod ingest;
 pub mod layout;
 mod lock;
+pub mod preload;
 mod scan;
 pub mod steplib;
 pub mod store;

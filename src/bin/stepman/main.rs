@@ -53,6 +53,10 @@ enum Command {
     Activate(cmd::activate::ActivateArgs),
     /// Write a collection's spec.json.
     ExportSpec(cmd::export_spec::ExportSpecArgs),
+    /// Warm the store with many steps in parallel.
+    Preload(cmd::preload::PreloadArgs),
+    /// List a collection's step versions that are in the store.
+    ListCached(cmd::list_cached::ListCachedArgs),
     /// Plumbing: import, resolve and export store entries.
     #[command(subcommand)]
     Store(cmd::store::StoreCmd),
@@ -103,6 +107,8 @@ fn main() -> ExitCode {
         Command::Download(a) => cmd::download::run(&cli, a),
         Command::Activate(a) => cmd::activate::run(&cli, a),
         Command::ExportSpec(a) => cmd::export_spec::run(&cli, a),
+        Command::Preload(a) => cmd::preload::run(&cli, a),
+        Command::ListCached(a) => cmd::list_cached::run(&cli, a),
         Command::Store(c) => cmd::store::run(&cli, c),
         Command::Fsck(a) => cmd::fsck::run(&cli, a),
         Command::Gc(a) => cmd::gc::run(&cli, a),

@@ -7,6 +7,8 @@ pub mod download;
 pub mod export_spec;
 pub mod fsck;
 pub mod gc;
+pub mod list_cached;
+pub mod preload;
 pub mod setup;
 pub mod step_info;
 pub mod step_list;

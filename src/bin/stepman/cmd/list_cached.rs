@@ -1,0 +1,40 @@
+//! `stepman list-cached`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::json;
+use stepman::preload;
+
+/// List the step versions of a collection that are in the store. Writes nothing.
+///
+/// Example: stepman list-cached -c https://github.com/bitrise-io/bitrise-steplib.git --json
+#[derive(Debug, Args)]
+pub struct ListCachedArgs {
+    /// The collection's URI.
+    #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
+    collection: String,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cli: &crate::Cli, a: &ListCachedArgs) -> anyhow::Result<ExitCode> {
+    let c = super::steplib::collection(&a.collection)?;
+    let cached = match super::open_ro(cli)? {
+        Some(store) => preload::list_cached(&store, &c)?,
+        None => Vec::new(),
+    };
+    if a.json {
+        let steps: Vec<_> = cached
+            .iter()
+            .map(|(id, v)| json!({"id": id, "version": v}))
+            .collect();
+        println!("{}", json!({"collection": c.uri, "steps": steps}));
+    } else {
+        for (id, v) in &cached {
+            println!("{id}@{v}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
