@@ -30,6 +30,9 @@ pub struct Store {
     layout: Layout,
     limits: Limits,
     durability: Durability,
+    /// Read-only stores layered under this one: names missing here are looked up in them, in
+    /// order; nothing is ever written to them.
+    lower: Vec<Store>,
 }
 
 /// What an import did.
@@ -98,7 +101,19 @@ impl Store {
             layout,
             limits: Limits::default(),
             durability: Durability::Sync,
+            lower: Vec::new(),
         })
+    }
+
+    /// Layers read-only stores under this one (see [`Store::resolve`]).
+    pub fn with_lower(mut self, lower: Vec<Store>) -> Store {
+        self.lower = lower;
+        self
+    }
+
+    /// This store, then the read-only stores under it.
+    fn layers(&self) -> impl Iterator<Item = &Store> {
+        std::iter::once(self).chain(self.lower.iter())
     }
 
     /// Sets the ingest limits.
@@ -236,8 +251,23 @@ impl Store {
         }
     }
 
-    /// The object a name points at and its directory. Writes nothing.
+    /// The object a name points at and its directory: in this store, else in the first
+    /// read-only store under it that has the name. Writes nothing.
     pub fn resolve(&self, name: &Name) -> Result<(ObjectId, PathBuf)> {
+        for layer in self.layers() {
+            match layer.resolve_here(name) {
+                Err(Error::NameNotFound { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(Error::NameNotFound {
+            name: name.to_string(),
+            store: self.layout.root().to_path_buf(),
+        })
+    }
+
+    /// [`Store::resolve`] in this store alone.
+    fn resolve_here(&self, name: &Name) -> Result<(ObjectId, PathBuf)> {
         let path = self.layout.name_path(name);
         // Lock-free, so the name may be re-pointed after we read it and gc may then remove the
         // object it used to point at: when the object is missing but the link changed, read again.
@@ -287,10 +317,27 @@ impl Store {
     /// Copies the object `name` points at to `dest`, which appears complete or not at all.
     /// `dest` may be missing or an empty directory. Writes nothing into the store.
     pub fn export(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
-        let _guard = lock::store_shared(&self.layout)?;
-        let (id, dir) = self.resolve(name)?;
-        crate::export::export_tree(&dir, dest)?;
-        Ok(id)
+        self.copy_out(name, |dir| crate::export::export_tree(dir, dest))
+    }
+
+    /// Resolves `name` layer by layer, holding that layer's store lock (shared) while `copy`
+    /// reads the object.
+    fn copy_out(&self, name: &Name, copy: impl Fn(&Path) -> Result<()>) -> Result<ObjectId> {
+        for layer in self.layers() {
+            let _guard = lock::store_shared(&layer.layout)?;
+            match layer.resolve_here(name) {
+                Ok((id, dir)) => {
+                    copy(&dir)?;
+                    return Ok(id);
+                }
+                Err(Error::NameNotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::NameNotFound {
+            name: name.to_string(),
+            store: self.layout.root().to_path_buf(),
+        })
     }
 }
 
@@ -360,10 +407,7 @@ impl Store {
 
     /// Like [`Store::export`], but replaces whatever `dest` holds (what `activate` does).
     pub fn export_replacing(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
-        let _guard = lock::store_shared(&self.layout)?;
-        let (id, dir) = self.resolve(name)?;
-        crate::export::replace_tree(&dir, dest)?;
-        Ok(id)
+        self.copy_out(name, |dir| crate::export::replace_tree(dir, dest))
     }
 
     /// Removes the name `name`; true when it existed.
@@ -379,6 +423,16 @@ impl Store {
 
     /// The names bound under `route`, as `(id, version)` pairs, sorted.
     pub fn names_in_route(&self, route: &str) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for layer in self.layers() {
+            out.extend(layer.names_in_route_here(route)?);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn names_in_route_here(&self, route: &str) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         let dir = self.layout.names().join(route);
         for (id, ipath, ft) in crate::scan::read_dir_names(&dir)? {
@@ -396,11 +450,18 @@ impl Store {
 
     /// The routes that have names.
     pub fn routes(&self) -> Result<Vec<String>> {
-        Ok(crate::scan::read_dir_names(&self.layout.names())?
-            .into_iter()
-            .filter(|(_, _, ft)| ft.is_dir())
-            .map(|(n, _, _)| n)
-            .collect())
+        let mut out = Vec::new();
+        for layer in self.layers() {
+            out.extend(
+                crate::scan::read_dir_names(&layer.layout.names())?
+                    .into_iter()
+                    .filter(|(_, _, ft)| ft.is_dir())
+                    .map(|(n, _, _)| n),
+            );
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 }
 

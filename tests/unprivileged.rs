@@ -273,3 +273,134 @@ fn store_baked_by_root_serves_another_user_without_writing() {
     assert!(err.contains("read-only"), "{err}");
     assert_eq!(snapshot(&home), before, "the baked store was modified");
 }
+
+fn zip_of(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    z.start_file(
+        "step.sh",
+        zip::write::SimpleFileOptions::default().unix_permissions(0o755),
+    )
+    .unwrap();
+    z.write_all(body).unwrap();
+    z.finish().unwrap().into_inner()
+}
+
+/// Runs `stepman args` as `nobody` with a writable home layered over read-only stores.
+fn as_nobody_layered(home: &Path, lower: &Path, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+        ])
+        .arg(bin())
+        .args(args)
+        .env("STEPMAN_HOME", home)
+        .env("STEPMAN_READ_ONLY_STORES", lower)
+        .env("STEPMAN_NO_FSYNC", "1")
+        .current_dir("/")
+        .output()
+        .expect("run setpriv")
+}
+
+#[test]
+fn layered_writable_store_takes_the_misses_of_a_baked_one() {
+    if !can_switch_user() {
+        return;
+    }
+    let (t, work) = scratch();
+    let lib = t.path().join("lib");
+    for v in ["1.0.0", "2.0.0"] {
+        fs::create_dir_all(lib.join(format!("steps/s/{v}"))).unwrap();
+        fs::write(lib.join(format!("steps/s/{v}/step.yml")), "title: S\n").unwrap();
+        fs::create_dir_all(lib.join(format!("archives/s/{v}"))).unwrap();
+        fs::write(
+            lib.join(format!("archives/s/{v}/step.zip")),
+            zip_of(format!("echo {v}\n").as_bytes()),
+        )
+        .unwrap();
+    }
+    fs::write(
+        lib.join("steplib.yml"),
+        "format_version: 1.0.0\nsteplib_source: t\ndownload_locations:\n  - type: zip\n    src: archives/\n",
+    )
+    .unwrap();
+    let lib_s = lib.to_str().unwrap();
+    // Root bakes 1.0.0, then the archive of 1.0.0 disappears: a hit must not download.
+    let baked = t.path().join("baked");
+    ok(
+        &as_root(&baked, &["preload", "-c", lib_s, "s@1.0.0"]),
+        "preload as root",
+    );
+    fs::remove_file(lib.join("archives/s/1.0.0/step.zip")).unwrap();
+    let before = snapshot(&baked);
+
+    // Without a writable layer, the miss is a clear read-only error.
+    let o = as_nobody(
+        &baked,
+        &[
+            "activate",
+            "-c",
+            lib_s,
+            "-i",
+            "s",
+            "-v",
+            "2.0.0",
+            "-p",
+            work.join("x").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("read-only"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let home = work.join("home");
+    for (v, dest) in [("1.0.0", "one"), ("2.0.0", "two")] {
+        let dest = work.join(dest);
+        let o = as_nobody_layered(
+            &home,
+            &baked,
+            &[
+                "activate",
+                "-c",
+                lib_s,
+                "-i",
+                "s",
+                "-v",
+                v,
+                "-p",
+                dest.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "{v}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            fs::read(dest.join("step.sh")).unwrap(),
+            format!("echo {v}\n").as_bytes()
+        );
+    }
+    let cached = ok(
+        &as_nobody_layered(&home, &baked, &["list-cached", "-c", lib_s]),
+        "list-cached",
+    );
+    assert_eq!(cached.lines().collect::<Vec<_>>(), ["s@1.0.0", "s@2.0.0"]);
+    // The miss went to the writable store only; the baked one is byte-for-byte as it was.
+    assert_eq!(snapshot(&baked), before, "the read-only store was modified");
+    let own = ok(
+        &as_nobody(&home, &["list-cached", "-c", lib_s]),
+        "list-cached of the writable store alone",
+    );
+    assert_eq!(own.lines().collect::<Vec<_>>(), ["s@2.0.0"]);
+    ok(&as_nobody(&home, &["fsck"]), "fsck of the writable store");
+    ok(
+        &as_nobody(&baked, &["fsck"]),
+        "fsck of the baked store as another user",
+    );
+}

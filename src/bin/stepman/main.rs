@@ -25,6 +25,18 @@ pub struct Cli {
     #[arg(long, global = true, env = "STEPMAN_NO_FSYNC", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     no_fsync: bool,
 
+    /// A read-only store (its `$STEPMAN_HOME`) layered under the writable one: names missing in
+    /// the writable store are looked up here, in order; nothing is ever written to it. Repeat the
+    /// flag, or set STEPMAN_READ_ONLY_STORES to a `:`-separated list.
+    #[arg(
+        long = "read-only-store",
+        global = true,
+        env = "STEPMAN_READ_ONLY_STORES",
+        value_delimiter = ':',
+        value_name = "DIR"
+    )]
+    read_only_stores: Vec<PathBuf>,
+
     /// Never use the network (also BITRISE_OFFLINE_MODE=true).
     #[arg(long, global = true)]
     offline: bool,

@@ -30,14 +30,41 @@ impl fmt::Display for CouldNotRun {
 
 impl std::error::Error for CouldNotRun {}
 
+/// The read-only stores layered under the writable one.
+fn lower(cli: &crate::Cli) -> anyhow::Result<Vec<stepman::Store>> {
+    let mut out = Vec::new();
+    for home in cli
+        .read_only_stores
+        .iter()
+        .filter(|h| !h.as_os_str().is_empty())
+    {
+        match stepman::Store::open_existing(home)? {
+            Some(s) => out.push(s),
+            None => log::warn!(
+                "read-only store {}: no store there; ignored",
+                home.display()
+            ),
+        }
+    }
+    Ok(out)
+}
+
 /// Opens (creating if needed) the store for a command that writes.
 pub fn open_rw(cli: &crate::Cli) -> anyhow::Result<stepman::Store> {
     let home = cli.home()?;
-    Ok(stepman::Store::open(&home)?.with_durability(cli.durability()))
+    Ok(stepman::Store::open(&home)?
+        .with_durability(cli.durability())
+        .with_lower(lower(cli)?))
 }
 
-/// Opens the store for a command that only reads; `None` when there is no store yet.
+/// Opens the store for a command that only reads; `None` when there is no store yet (with
+/// read-only stores layered under it, the writable one is created so they can be read).
 pub fn open_ro(cli: &crate::Cli) -> anyhow::Result<Option<stepman::Store>> {
     let home = cli.home()?;
-    Ok(stepman::Store::open_existing(&home)?.map(|s| s.with_durability(cli.durability())))
+    let lower = lower(cli)?;
+    match stepman::Store::open_existing(&home)? {
+        Some(s) => Ok(Some(s.with_durability(cli.durability()).with_lower(lower))),
+        None if !lower.is_empty() => open_rw(cli).map(Some),
+        None => Ok(None),
+    }
 }
