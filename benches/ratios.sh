@@ -10,12 +10,17 @@
 # re-created on the measured path (PRODUCT §6), everything is removed after the last repetition.
 # A `sync` (not measured) before each measured command lets no command pay for the previous one's
 # dirty pages. Medians; ratio = stepman / baseline for times (fsck: baseline / stepman, i.e.
-# throughput). Absolute times drift with machine load; the ratios are the result. On ext4, creating
-# files right after many were deleted (this script's own cleanup, other jobs' temp dirs) is several
-# times slower for a few minutes: leave a few minutes between runs; the header shows the load.
+# throughput). Absolute times drift with machine load; the ratios are the result.
+# On this machine's ext4 (no journal), allocating an inode skips those deleted in the last 60 s (6 min
+# while their inode table is unwritten), scanning them one by one: creating files near a directory
+# where many were just deleted is 3-6x slower (PRODUCT §6). Test suites churn /tmp, so the work dir
+# is under /var/tmp (BENCH_DIR overrides). This script's own cleanup has the same effect on the next
+# run for up to ~6 minutes: for settled absolute times leave that much between runs (the last line
+# says when tar was slow); the ratios move much less.
 #
 # Usage: benches/ratios.sh
-#   env: REPS=9 FSCK_REPS=15; KEEP=1 keeps the work dir; STEPMAN_BIN=path measures another build.
+#   env: REPS=9 FSCK_REPS=15; BENCH_DIR=/var/tmp; KEEP=1 keeps the work dir;
+#        STEPMAN_BIN=path measures another build of stepman.
 # Needs: cargo, tar, gzip, b3sum (installed with apt-get when missing and running as root).
 set -euo pipefail
 
@@ -39,7 +44,8 @@ cargo build --release --quiet --bin stepman --example gen_tree >&2
 BIN=${STEPMAN_BIN:-$PWD/target/release/stepman}
 GEN=$PWD/target/release/examples/gen_tree
 
-W=$(mktemp -d "${TMPDIR:-/tmp}/stepman-ratios.XXXXXX")
+BENCH_DIR=${BENCH_DIR:-$([ -d /var/tmp ] && echo /var/tmp || echo "${TMPDIR:-/tmp}")}
+W=$(mktemp -d "$BENCH_DIR/stepman-ratios.XXXXXX")
 cleanup() {
     if [ "${KEEP:-0}" = 1 ]; then
         echo "work dir kept: $W" >&2
@@ -47,6 +53,8 @@ cleanup() {
     fi
     chmod -R u+w "$W" 2>/dev/null || true
     rm -rf "$W"
+    # Written-back inode tables shorten ext4's "recently deleted" window for the next run.
+    sync
 }
 trap cleanup EXIT
 
@@ -187,5 +195,15 @@ echo
 awk -v b="$TREE_BYTES" -v f="$FSCK" -v p="$B3P" -v o="$B31" 'BEGIN {
     printf "fsck %.0f MB/s; b3sum xargs -P'"$NPROC"' %.0f MB/s, one process %.0f MB/s\n", b/f, b/p, b/o }'
 echo "$MISSES target(s) missed"
-echo "(tar -xzf ran at $(awk -v b="$TREE_BYTES" -v t="$TAR" 'BEGIN {printf "%.0f", b / t}') MB/s: far below ~130 MB/s means the file system was" \
-    "slow to create files, e.g. right after mass deletions (PRODUCT §6); compare ratios, or re-run later)"
+TAR_MBS=$(awk -v b="$TREE_BYTES" -v t="$TAR" 'BEGIN {printf "%.0f", b / t}')
+if [ "$TAR_MBS" -lt 80 ]; then
+    echo "note: tar -xzf ran at only $TAR_MBS MB/s (~130 on a settled disk here): the file system was slow to"
+    echo "create files (load, or mass deletions in the last minutes, PRODUCT §6); the ratios are noisier."
+fi
+
+# The StepLib and activation ratios (step-info, setup, cache-hit and cold activate, ten at once).
+if [ "${STORE_ONLY:-0}" != 1 ]; then
+    echo
+    echo "StepLib and activation ratios (benches/steplib_ratios.py):"
+    python3 benches/steplib_ratios.py --reps "${STEPLIB_REPS:-7}" ${STEPMAN_BIN:+--bin "$STEPMAN_BIN"}
+fi

@@ -7,7 +7,8 @@
 //! The ratios against `tar`, `b3sum` and `cp -a` (PRODUCT §6) are printed by `benches/ratios.sh`.
 //! Nothing is deleted and re-created on the measured path: every iteration gets a destination of
 //! its own, and the outputs are kept until the benchmark ends (PRODUCT §6: a tree re-created right
-//! after an `rm -rf` is much slower to write).
+//! after an `rm -rf` is much slower to write). Each iteration's setup (not measured) ends with a
+//! `sync(2)`, so no iteration runs against the background writeback of the ones before it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,10 +28,20 @@ struct Fixture {
     tiny: PathBuf,
 }
 
+/// Where the benchmark writes: `$BENCH_DIR`, else `/var/tmp`. Test suites churn `/tmp`, and on
+/// ext4 creating files near where many were just deleted is several times slower (PRODUCT §6).
+fn bench_dir() -> PathBuf {
+    match std::env::var_os("BENCH_DIR") {
+        Some(d) => PathBuf::from(d),
+        None if Path::new("/var/tmp").is_dir() => PathBuf::from("/var/tmp"),
+        None => std::env::temp_dir(),
+    }
+}
+
 fn fixture() -> Fixture {
     let dir = tempfile::Builder::new()
         .prefix("stepman-bench-")
-        .tempdir()
+        .tempdir_in(bench_dir())
         .expect("temp dir");
     let tree = dir.path().join("tree");
     let stats = gen_tree::generate(&tree).expect("generate tree");
@@ -106,6 +117,7 @@ fn benches(c: &mut Criterion) {
                         .expect("open store")
                         .with_durability(durability);
                     s.import(&fx.tiny, None).expect("import tiny");
+                    rustix::fs::sync();
                     s
                 },
                 // The store is dropped after timing; its files stay until the benchmark ends.
@@ -141,7 +153,10 @@ fn benches(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(6));
     g.bench_function("go-step", |b| {
         b.iter_batched(
-            || fresh("export"),
+            || {
+                rustix::fs::sync();
+                fresh("export")
+            },
             |dest| store.export(&name, &dest).expect("export"),
             BatchSize::PerIteration,
         )
@@ -149,6 +164,8 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     make_removable(&fx.work);
+    drop(fx);
+    rustix::fs::sync();
 }
 
 criterion_group!(store_benches, benches);
