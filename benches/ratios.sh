@@ -20,6 +20,7 @@
 #
 # Usage: benches/ratios.sh
 #   env: REPS=9 FSCK_REPS=15; BENCH_DIR=/var/tmp; KEEP=1 keeps the work dir;
+#   STEPLIB_REPS=7 repetitions of benches/steplib_ratios.py, which runs at the end (STORE_ONLY=1 skips it);
 #        STEPMAN_BIN=path measures another build of stepman.
 # Needs: cargo, tar, gzip, b3sum (installed with apt-get when missing and running as root).
 set -euo pipefail
