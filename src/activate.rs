@@ -235,9 +235,25 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
                 };
                 let url = format!("{}{}/{}/{file}", loc.src, r.id, r.version);
                 let archive = tmp.path().join("archive");
-                fetch::download(&url, base, &archive, MAX_ARCHIVE_BYTES, &what, net)
-                    .and_then(|_| store.ingest_into(&archive, &root))
-                    .map_err(|e| format!("{} {url}: {}", loc.kind, reason_of(&e)))
+                let remote_lib = base.is_none();
+                match fetch::locate(&url, base) {
+                    // Only a StepLib on this machine may point at this machine's files.
+                    Ok(fetch::Location::Local(_)) if remote_lib => Err(format!(
+                        "{} {}: a remote StepLib may not name local files",
+                        loc.kind,
+                        crate::credentials::redact(&url)
+                    )),
+                    _ => fetch::download(&url, base, &archive, MAX_ARCHIVE_BYTES, &what, net)
+                        .and_then(|_| store.ingest_into(&archive, &root))
+                        .map_err(|e| {
+                            format!(
+                                "{} {}: {}",
+                                loc.kind,
+                                crate::credentials::redact(&url),
+                                reason_of(&e)
+                            )
+                        }),
+                }
             }
             "git" => {
                 let git = step::source_git(&r.step);

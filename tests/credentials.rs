@@ -235,3 +235,44 @@ fn secrets_from_userinfo_and_netrc_are_used_but_never_stored_or_printed() {
     );
     assert_no_canary_in_tree(&home);
 }
+
+#[test]
+fn a_remote_steplib_may_not_name_local_files() {
+    let t = tempfile::tempdir().unwrap();
+    let local = t.path().join("archives/hello/1.0.0");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("step.zip"), zip_of("step.sh", b"echo local\n")).unwrap();
+    for src in [
+        format!("file://{}/archives/", t.path().display()),
+        "archives/".to_string(),
+    ] {
+        let spec = format!(
+            r#"{{"format_version":"1.0.0","steplib_source":"remote","download_locations":[{{"type":"zip","src":"{src}"}}],
+            "steps":{{"hello":{{"info":{{}},"latest_version_number":"1.0.0","versions":{{"1.0.0":{{"title":"Hello"}}}}}}}}}}"#
+        );
+        let files: Files = Arc::new(Mutex::new(vec![("/spec.json".into(), spec.into_bytes())]));
+        let (port, _log) = serve(files);
+        let url = format!("http://bot:{CANARY}@127.0.0.1:{port}/spec.json");
+        let home = t.path().join(format!("home-{}", src.len()));
+        let dest = t.path().join(format!("dest-{}", src.len()));
+        let o = Command::new(env!("CARGO_BIN_EXE_stepman"))
+            .args([
+                "activate",
+                "-c",
+                &url,
+                "-i",
+                "hello",
+                "-p",
+                dest.to_str().unwrap(),
+            ])
+            .env("STEPMAN_HOME", &home)
+            .env("STEPMAN_NO_FSYNC", "1")
+            .current_dir(t.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{src}: {err}");
+        assert!(err.contains("may not name local files"), "{src}: {err}");
+        assert!(!dest.exists());
+    }
+}
