@@ -90,12 +90,18 @@ fn finish(mut procs: Vec<Proc>) -> Vec<Output> {
 fn start_n(home: &Path, envs: &[(&str, &str)], args: impl Fn(usize) -> Vec<OsString>) -> Vec<Proc> {
     let mut procs: Vec<Proc> = Vec::new();
     let mut stdins = Vec::new();
+    // All N in one new process group, so `kill_group` can stop them with one signal.
+    let mut group = 0;
     for i in 0..N {
         let mut cmd = gated_stepman(home, args(i));
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        std::os::unix::process::CommandExt::process_group(&mut cmd, group);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        if group == 0 {
+            group = child.id() as i32;
+        }
         stdins.push(child.stdin.take().unwrap());
         let out = drain(child.stdout.take().unwrap());
         let err = drain(child.stderr.take().unwrap());
@@ -106,6 +112,18 @@ fn start_n(home: &Path, envs: &[(&str, &str)], args: impl Fn(usize) -> Vec<OsStr
         s.write_all(b"go\n").expect("open the start gate");
     }
     procs
+}
+
+/// SIGKILLs every process started by one [`start_n`] with a single `kill(2)` on their group:
+/// killing them one by one would let a waiter that wakes when an earlier one dies act (and, say,
+/// sweep the dead one's temp dir) before its own kill arrives.
+fn kill_group(procs: &[Proc]) {
+    let pgid = procs[0].child.id();
+    let st = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill -KILL -{pgid} failed");
 }
 
 /// Runs `N` processes at once (see [`start_n`]) to completion.
@@ -1041,8 +1059,8 @@ fn e_sigkill_mid_download_then_activate() {
             p.child.try_wait().unwrap().is_none(),
             "an activation ended before the kill"
         );
-        p.child.kill().unwrap(); // SIGKILL
     }
+    kill_group(&procs);
     let killed = finish(procs);
     assert!(killed.iter().all(|o| !o.status.success()));
     let left = partial().expect("the killed download left its partial data");
