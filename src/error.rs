@@ -51,6 +51,9 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// The operation was cancelled (Ctrl-C); nothing partial was published.
+    #[error("cancelled")]
+    Cancelled,
     /// Offline mode forbids the network and the store does not have what is needed.
     #[error(
         "{what} is not in the store and offline mode forbids the network{}",

@@ -15,6 +15,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -33,6 +35,11 @@ pub struct NetConfig {
     /// A credential for this call's URL when neither its userinfo nor a netrc has one (set only
     /// for the one fetch it belongs to).
     pub credential: Option<crate::credentials::Credential>,
+    /// Set (by a signal handler, say) to stop: reads, retries and `git` notice it within a
+    /// fraction of a second and fail with [`Error::Cancelled`]. Clones share the flag.
+    pub cancel: Arc<AtomicBool>,
+    /// Bytes received so far over every download made with this config (progress reports).
+    pub received: Arc<AtomicU64>,
 }
 
 impl Default for NetConfig {
@@ -43,6 +50,8 @@ impl Default for NetConfig {
             attempts: 3,
             offline: false,
             credential: None,
+            cancel: Arc::default(),
+            received: Arc::default(),
         }
     }
 }
@@ -69,6 +78,33 @@ impl NetConfig {
         };
         c.offline = truthy("BITRISE_OFFLINE_MODE") || truthy("STEPMAN_OFFLINE");
         c
+    }
+
+    /// Whether [`NetConfig::cancel`] is set.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// `Err(Cancelled)` once [`NetConfig::cancel`] is set.
+    pub fn check_cancel(&self) -> Result<()> {
+        if self.cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sleeps up to `d`, waking early (with `Err(Cancelled)`) when cancelled.
+    fn pause(&self, d: Duration) -> Result<()> {
+        let end = std::time::Instant::now() + d;
+        loop {
+            self.check_cancel()?;
+            let now = std::time::Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            std::thread::sleep((end - now).min(Duration::from_millis(50)));
+        }
     }
 }
 
@@ -145,7 +181,8 @@ pub(crate) fn download(
             let mut from =
                 File::open(&p).map_err(|e| fail(format!("open {}: {e}", p.display())))?;
             let mut to = create(dest)?;
-            let n = copy_limited(&mut from, &mut to, max_bytes).map_err(|e| fail(e.to_string()))?;
+            let n = copy_limited(&mut from, &mut to, max_bytes, cfg)
+                .map_err(|e| cancel_or(cfg, || fail(e.to_string())))?;
             Ok(n)
         }
         Location::Http(u) => {
@@ -156,11 +193,13 @@ pub(crate) fn download(
             let mut last = String::new();
             for attempt in 0..cfg.attempts {
                 if attempt > 0 {
-                    std::thread::sleep(Duration::from_millis(250u64 << attempt.min(5)));
+                    cfg.pause(Duration::from_millis(250u64 << attempt.min(5)))?;
                     log::info!("{what}: retrying {u} ({last})");
                 }
-                match http_once(&agent, &u, cred.as_ref(), dest, max_bytes) {
+                cfg.check_cancel()?;
+                match http_once(&agent, &u, cred.as_ref(), dest, max_bytes, cfg) {
                     Ok(n) => return Ok(n),
+                    Err(_) if cfg.cancelled() => return Err(Error::Cancelled),
                     Err(a) if a.transient => last = a.reason,
                     Err(a) => return Err(fail(a.reason)),
                 }
@@ -185,6 +224,7 @@ fn http_once(
     cred: Option<&crate::credentials::Credential>,
     dest: &Path,
     max_bytes: u64,
+    cfg: &NetConfig,
 ) -> std::result::Result<u64, Attempt> {
     let mut req = agent.get(url);
     if let Some(c) = cred {
@@ -219,7 +259,7 @@ fn http_once(
         transient: false,
     })?;
     let mut body = resp.body_mut().as_reader();
-    let n = copy_limited(&mut body, &mut to, max_bytes).map_err(|e| Attempt {
+    let n = copy_limited(&mut body, &mut to, max_bytes, cfg).map_err(|e| Attempt {
         transient: e.kind() != io::ErrorKind::InvalidData,
         reason: format!("reading the body: {e}"),
     })?;
@@ -238,10 +278,27 @@ fn http_once(
     Ok(n)
 }
 
-fn copy_limited(from: &mut impl Read, to: &mut impl Write, max: u64) -> io::Result<u64> {
+/// The error for a failure that happened because the operation was cancelled, else `other()`.
+fn cancel_or(cfg: &NetConfig, other: impl FnOnce() -> Error) -> Error {
+    if cfg.cancelled() {
+        Error::Cancelled
+    } else {
+        other()
+    }
+}
+
+fn copy_limited(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    max: u64,
+    cfg: &NetConfig,
+) -> io::Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     loop {
+        if cfg.cancelled() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+        }
         let n = match from.read(&mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
@@ -249,6 +306,7 @@ fn copy_limited(from: &mut impl Read, to: &mut impl Write, max: u64) -> io::Resu
             Err(e) => return Err(e),
         };
         total += n as u64;
+        cfg.received.fetch_add(n as u64, Ordering::Relaxed);
         if total > max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -257,6 +315,59 @@ fn copy_limited(from: &mut impl Read, to: &mut impl Write, max: u64) -> io::Resu
         }
         to.write_all(&buf[..n])?;
     }
+}
+
+/// Runs `cmd` to its end, killing it when `cfg` is cancelled (its output goes to pipes that are
+/// drained on threads, so a chatty child cannot block).
+fn run_cancellable(
+    mut cmd: Command,
+    cfg: &NetConfig,
+) -> std::result::Result<std::process::Output, String> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running git: {e}"))?;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if cfg.cancelled() => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("cancelled".into());
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for git: {e}")),
+        }
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 /// Clones `url` into `dest` (which must not exist). With `tag`, checks out that tag; with
@@ -304,9 +415,7 @@ pub(crate) fn git_clone(
         cmd.args(["--branch", t]);
     }
     cmd.arg("--").arg(url).arg(dest);
-    let out = cmd
-        .output()
-        .map_err(|e| fail(format!("running git: {e}")))?;
+    let out = run_cancellable(cmd, cfg).map_err(|e| cancel_or(cfg, || fail(e)))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let line = err

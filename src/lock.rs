@@ -21,6 +21,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::layout::Layout;
@@ -77,6 +79,34 @@ fn take(path: &Path, mode: LockMode) -> Result<Option<File>> {
     }
 }
 
+/// Like `take(path, Exclusive)`, polling without blocking until the lock is free or `flag` is set.
+fn take_interruptible(path: &Path, flag: &AtomicBool) -> Result<Option<File>> {
+    let Some(f) = open_lock_file(path)? else {
+        return Ok(None);
+    };
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if flag.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled);
+        }
+        match sys::lock(&f, LockMode::Exclusive, false).map_err(Error::io("lock", path))? {
+            LockOutcome::Acquired => return Ok(Some(f)),
+            LockOutcome::Unsupported => {
+                log::warn!(
+                    "{}: file system has no flock; continuing without this lock",
+                    path.display()
+                );
+                return Ok(None);
+            }
+            // Held by another filler: its work takes at least milliseconds, so back off to 20 ms.
+            LockOutcome::WouldBlock => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 /// Store lock, shared: objects stay put while the guard lives.
 pub(crate) fn store_shared(layout: &Layout) -> Result<Guard> {
     let intent = take(&layout.gc_intent_lock(), LockMode::Shared)?;
@@ -96,10 +126,20 @@ pub(crate) fn store_exclusive(layout: &Layout) -> Result<Guard> {
     })
 }
 
-/// Name lock, exclusive and blocking: single flight for one name.
-pub(crate) fn name_exclusive(layout: &Layout, name: &crate::layout::Name) -> Result<Guard> {
+/// Name lock, exclusive and blocking: single flight for one name. With `interrupt`, the wait is
+/// a poll that gives up with [`Error::Cancelled`] once the flag is set (the holder may be a
+/// slow download in another process; Ctrl-C must not wait for it).
+pub(crate) fn name_exclusive(
+    layout: &Layout,
+    name: &crate::layout::Name,
+    interrupt: Option<&AtomicBool>,
+) -> Result<Guard> {
     let path = layout.name_lock(name);
-    match take(&path, LockMode::Exclusive) {
+    let taken = match interrupt {
+        None => take(&path, LockMode::Exclusive),
+        Some(flag) => take_interruptible(&path, flag),
+    };
+    match taken {
         Ok(f) => Ok(Guard {
             _files: f.into_iter().collect(),
         }),

@@ -5,20 +5,24 @@
 //! it is downloaded once); one step's failure never stops the others; every requested step gets
 //! exactly one result.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::activate;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fetch::NetConfig;
+use crate::steplib::model::Group;
+use crate::steplib::version::Version;
 use crate::steplib::{self, Collection};
 use crate::store::Store;
 
 /// One requested step: `id` and a version constraint (`""` = latest).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Request {
     /// Step id.
     pub id: String,
@@ -51,7 +55,8 @@ pub struct Outcome {
     pub constraint: String,
     /// The version it resolved to.
     pub version: Option<String>,
-    /// `cached` (already in the store), `downloaded` or `failed`.
+    /// `cached` (already in the store), `downloaded`, `failed`, or `cancelled` (stopped by
+    /// [`NetConfig::cancel`] before it finished; nothing of it was published).
     pub status: &'static str,
     /// Bytes of the step's files (for cached and downloaded steps).
     pub bytes: u64,
@@ -59,6 +64,15 @@ pub struct Outcome {
     pub seconds: f64,
     /// Why it failed.
     pub error: Option<String>,
+}
+
+/// Whether a step group is deprecated: its step-info has a `removal_date` or `deprecate_notes`.
+fn deprecated(g: &Group) -> bool {
+    ["removal_date", "deprecate_notes"].iter().any(|k| {
+        g.info
+            .get(k)
+            .is_some_and(|v| !v.is_null() && v.as_str() != Some(""))
+    })
 }
 
 /// Every step group's latest version, skipping deprecated groups (those with a `removal_date`
@@ -70,12 +84,7 @@ pub fn all_latest(store: &Store, c: &Collection, net: &NetConfig) -> Result<Vec<
         let Some(g) = opened.group(&id)? else {
             continue;
         };
-        let deprecated = ["removal_date", "deprecate_notes"].iter().any(|k| {
-            g.info
-                .get(k)
-                .is_some_and(|v| !v.is_null() && v.as_str() != Some(""))
-        });
-        if !deprecated {
+        if !deprecated(&g) {
             out.push(Request {
                 id,
                 constraint: g.latest_version_number,
@@ -85,7 +94,154 @@ pub fn all_latest(store: &Store, c: &Collection, net: &NetConfig) -> Result<Vec<
     Ok(out)
 }
 
+/// The `bitrise steps preload` selection of step versions. A version is chosen when any of the
+/// rules below chooses it; only release versions (`X.Y.Z`, no pre-release) are considered, and
+/// deprecated step groups are skipped. A rule set to 0 chooses nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Only step groups whose step-info `maintainer` is this; `None`: every maintainer.
+    pub maintainer: Option<String>,
+    /// The latest patch of the latest `minors` minor versions of each of the latest `majors`
+    /// major versions.
+    pub majors: u32,
+    /// See `majors`.
+    pub minors: u32,
+    /// The latest patch of every minor version whose latest patch was published (`published_at`)
+    /// in the last `minors_since_months` calendar months.
+    pub minors_since_months: u32,
+    /// Every version published in the last `patches_since_months` calendar months.
+    pub patches_since_months: u32,
+}
+
+impl Default for Selection {
+    /// The defaults of `bitrise steps preload`: maintainer `bitrise`, 2 majors, 1 minor each,
+    /// minors of the last 2 months, patches of the last month.
+    fn default() -> Selection {
+        Selection {
+            maintainer: Some("bitrise".into()),
+            majors: 2,
+            minors: 1,
+            minors_since_months: 2,
+            patches_since_months: 1,
+        }
+    }
+}
+
+/// The step versions that `sel` chooses from collection `c` as of `now`, as exact requests
+/// sorted by step id and version.
+pub fn select(
+    store: &Store,
+    c: &Collection,
+    net: &NetConfig,
+    sel: &Selection,
+    now: SystemTime,
+) -> Result<Vec<Request>> {
+    let opened = activate::open_or_setup(store, c, net)?;
+    let cutoffs = Cutoffs::new(sel, now)?;
+    let mut out = Vec::new();
+    for id in opened.step_ids()? {
+        let Some(g) = opened.group(&id)? else {
+            continue;
+        };
+        let maintainer = g.info.get("maintainer").and_then(Value::as_str);
+        if deprecated(&g)
+            || sel
+                .maintainer
+                .as_deref()
+                .is_some_and(|m| Some(m) != maintainer)
+        {
+            continue;
+        }
+        for version in select_versions(&g.versions, sel, &cutoffs) {
+            out.push(Request {
+                id: id.clone(),
+                constraint: version,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The earliest publication dates the two "since" rules accept (`None`: the rule is off).
+struct Cutoffs {
+    minors: Option<jiff::Timestamp>,
+    patches: Option<jiff::Timestamp>,
+}
+
+impl Cutoffs {
+    fn new(sel: &Selection, now: SystemTime) -> Result<Cutoffs> {
+        let now = jiff::Timestamp::try_from(now).map_err(|e| Error::Steplib {
+            what: "preload selection".into(),
+            reason: format!("the clock reads a time out of range: {e}"),
+        })?;
+        let back = |months: u32| -> Result<Option<jiff::Timestamp>> {
+            if months == 0 {
+                return Ok(None);
+            }
+            let utc = now.to_zoned(jiff::tz::TimeZone::UTC);
+            utc.checked_sub(jiff::Span::new().months(i64::from(months)))
+                .map(|z| Some(z.timestamp()))
+                .map_err(|e| Error::Steplib {
+                    what: "preload selection".into(),
+                    reason: format!("{months} months before now: {e}"),
+                })
+        };
+        Ok(Cutoffs {
+            minors: back(sel.minors_since_months)?,
+            patches: back(sel.patches_since_months)?,
+        })
+    }
+}
+
+/// `published_at` of a step definition, when it is a valid RFC 3339 time.
+fn published_at(step: &Value) -> Option<jiff::Timestamp> {
+    step.get("published_at")?.as_str()?.trim().parse().ok()
+}
+
+/// The versions of one step group that `sel` chooses, sorted.
+fn select_versions(versions: &Map<String, Value>, sel: &Selection, cut: &Cutoffs) -> Vec<String> {
+    // major -> minor -> the latest patch (by version order) of that minor.
+    let mut tree: BTreeMap<u64, BTreeMap<u64, &str>> = BTreeMap::new();
+    let mut chosen: BTreeSet<&str> = BTreeSet::new();
+    let recent = |v: &str, cutoff: Option<jiff::Timestamp>| {
+        cutoff.is_some_and(|c| {
+            versions
+                .get(v)
+                .and_then(published_at)
+                .is_some_and(|p| p >= c)
+        })
+    };
+    for v in versions.keys() {
+        let Some((major, minor, _)) = Version::parse(v).triple() else {
+            continue;
+        };
+        if recent(v, cut.patches) {
+            chosen.insert(v);
+        }
+        let slot = tree.entry(major).or_default().entry(minor).or_insert(v);
+        if Version::parse(v) > Version::parse(slot) {
+            *slot = v;
+        }
+    }
+    for (i, minors) in tree.values().rev().enumerate() {
+        for (j, latest) in minors.values().rev().enumerate() {
+            if i < sel.majors as usize && j < sel.minors as usize {
+                chosen.insert(latest);
+            }
+            if recent(latest, cut.minors) {
+                chosen.insert(latest);
+            }
+        }
+    }
+    let mut out: Vec<String> = chosen.into_iter().map(String::from).collect();
+    out.sort_by(|a, b| Version::parse(a).cmp(&Version::parse(b)));
+    out
+}
+
 /// Downloads every request with `jobs` workers; `progress` sees each outcome as it completes.
+/// Once `net.cancel` is set, no new step starts, running downloads stop at their next read, and
+/// the steps not done are reported `cancelled` (give `store` the same flag with
+/// [`Store::with_interrupt`] so that waits for other processes stop too).
 pub fn preload(
     store: &Store,
     c: &Collection,
@@ -105,7 +261,11 @@ pub fn preload(
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(req) = requests.get(i) else { break };
-                    let o = one(store, c, req, net);
+                    let o = if net.cancelled() {
+                        cancelled(req)
+                    } else {
+                        one(store, c, req, net)
+                    };
                     let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                     progress(&o, n, requests.len());
                     if let Ok(mut r) = results.lock() {
@@ -117,6 +277,18 @@ pub fn preload(
     });
     let results = results.into_inner().unwrap_or_default();
     Ok(results.into_iter().flatten().collect())
+}
+
+fn cancelled(req: &Request) -> Outcome {
+    Outcome {
+        id: req.id.clone(),
+        constraint: req.constraint.clone(),
+        version: None,
+        status: "cancelled",
+        bytes: 0,
+        seconds: 0.0,
+        error: None,
+    }
 }
 
 fn one(store: &Store, c: &Collection, req: &Request, net: &NetConfig) -> Outcome {
@@ -140,6 +312,12 @@ fn one(store: &Store, c: &Collection, req: &Request, net: &NetConfig) -> Outcome
             o.status = if got.ingested { "downloaded" } else { "cached" };
             o.bytes = crate::scan::tree_bytes(&store.layout().object_dir(&got.id));
         }
+        Err(Error::Cancelled) => o.status = "cancelled",
+        Err(e) if net.cancelled() => {
+            // Stopped part-way; the error is a consequence of the cancellation.
+            o.status = "cancelled";
+            o.error = Some(e.describe());
+        }
         Err(e) => o.error = Some(e.describe()),
     }
     o.seconds = start.elapsed().as_secs_f64();
@@ -159,4 +337,103 @@ pub fn list_cached(store: &Store, c: &Collection) -> Result<Vec<(String, String)
         })
     });
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group's versions with their `published_at`.
+    fn versions(list: &[(&str, &str)]) -> Map<String, Value> {
+        list.iter()
+            .map(|(v, p)| (v.to_string(), serde_json::json!({ "published_at": p })))
+            .collect()
+    }
+
+    fn pick(list: &[(&str, &str)], sel: &Selection, now: &str) -> Vec<String> {
+        let now: jiff::Timestamp = now.parse().expect("test time");
+        let cut = Cutoffs::new(sel, SystemTime::from(now)).expect("cutoffs");
+        select_versions(&versions(list), sel, &cut)
+    }
+
+    const OLD: &str = "2020-01-01T00:00:00Z";
+
+    #[test]
+    fn majors_and_minors_take_the_latest_patch() {
+        let list = [
+            ("1.0.0", OLD),
+            ("1.1.0", OLD),
+            ("1.1.3", OLD),
+            ("2.0.0", OLD),
+            ("2.0.1", OLD),
+            ("2.1.0", OLD),
+            ("3.0.0", OLD),
+            ("3.0.0-beta", OLD),
+            ("3.1.2", OLD),
+            ("3.1.10", OLD),
+            ("3.2.0", OLD),
+        ];
+        let mut sel = Selection {
+            minors_since_months: 0,
+            patches_since_months: 0,
+            ..Selection::default()
+        };
+        assert_eq!(
+            pick(&list, &sel, "2026-01-01T00:00:00Z"),
+            ["2.1.0", "3.2.0"]
+        );
+        sel.minors = 2;
+        assert_eq!(
+            pick(&list, &sel, "2026-01-01T00:00:00Z"),
+            ["2.0.1", "2.1.0", "3.1.10", "3.2.0"]
+        );
+        sel.majors = 9;
+        sel.minors = 1;
+        assert_eq!(
+            pick(&list, &sel, "2026-01-01T00:00:00Z"),
+            ["1.1.3", "2.1.0", "3.2.0"]
+        );
+        sel.majors = 0;
+        assert!(pick(&list, &sel, "2026-01-01T00:00:00Z").is_empty());
+    }
+
+    #[test]
+    fn since_rules_use_calendar_months_and_published_at() {
+        let list = [
+            ("1.0.0", "2025-12-20T10:00:00+02:00"), // latest patch of 1.0, 42 days old
+            ("1.1.0", "2026-01-15T00:00:00Z"),      // superseded by 1.1.1
+            ("1.1.1", "2026-01-31T23:00:00-05:00"), // = Feb 1 04:00 UTC
+            ("1.2.0", "not a date"),
+            ("1.3.0", OLD),
+        ];
+        let sel = Selection {
+            majors: 0,
+            ..Selection::default()
+        };
+        // now = 2026-03-01: patches since 2026-02-01, minors since 2026-01-01.
+        assert_eq!(pick(&list, &sel, "2026-03-01T00:00:00Z"), ["1.1.1"]);
+        let sel = Selection {
+            majors: 0,
+            minors_since_months: 3,
+            patches_since_months: 2,
+            ..Selection::default()
+        };
+        // patches since 2026-01-01 (1.1.0, 1.1.1); minors since 2025-12-01 (1.0.0, 1.1.1).
+        assert_eq!(
+            pick(&list, &sel, "2026-03-01T00:00:00Z"),
+            ["1.0.0", "1.1.0", "1.1.1"]
+        );
+        // March 31 minus one month is February 28 (the month's last day), not March 3.
+        let sel = Selection {
+            majors: 0,
+            minors_since_months: 0,
+            patches_since_months: 1,
+            ..Selection::default()
+        };
+        let list = [
+            ("1.0.0", "2026-02-28T12:00:00Z"),
+            ("1.0.1", "2026-02-27T12:00:00Z"),
+        ];
+        assert_eq!(pick(&list, &sel, "2026-03-31T00:00:00Z"), ["1.0.0"]);
+    }
 }

@@ -15,6 +15,8 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crate::error::{Error, Result};
 use crate::hash::ObjectId;
@@ -33,6 +35,8 @@ pub struct Store {
     /// Read-only stores layered under this one: names missing here are looked up in them, in
     /// order; nothing is ever written to them.
     lower: Vec<Store>,
+    /// When set, waits for another process's fill stop early with [`Error::Cancelled`].
+    interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// What an import did.
@@ -102,12 +106,20 @@ impl Store {
             limits: Limits::default(),
             durability: Durability::Sync,
             lower: Vec::new(),
+            interrupt: None,
         })
     }
 
     /// Layers read-only stores under this one (see [`Store::resolve`]).
     pub fn with_lower(mut self, lower: Vec<Store>) -> Store {
         self.lower = lower;
+        self
+    }
+
+    /// Makes waits for another process's fill of the same name (single flight) stop with
+    /// [`Error::Cancelled`] once `flag` is set, e.g. by a Ctrl-C handler.
+    pub fn with_interrupt(mut self, flag: Arc<AtomicBool>) -> Store {
+        self.interrupt = Some(flag);
         self
     }
 
@@ -168,8 +180,8 @@ impl Store {
                 ingested: false,
             });
         }
-        let _single =
-            lock::name_exclusive(&self.layout, name).map_err(|e| self.read_only_or(e, "import"))?;
+        let _single = lock::name_exclusive(&self.layout, name, self.interrupt.as_deref())
+            .map_err(|e| self.read_only_or(e, "import"))?;
         if let Some(id) = self.lookup(name)? {
             return Ok(Imported {
                 id,
@@ -391,8 +403,8 @@ impl Store {
                 ingested: false,
             });
         }
-        let _single =
-            lock::name_exclusive(&self.layout, name).map_err(|e| self.read_only_or(e, "fill"))?;
+        let _single = lock::name_exclusive(&self.layout, name, self.interrupt.as_deref())
+            .map_err(|e| self.read_only_or(e, "fill"))?;
         if !force && let Some(id) = self.lookup(name)? {
             return Ok(Imported {
                 id,

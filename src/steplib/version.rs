@@ -30,6 +30,15 @@ impl<'a> Version<'a> {
         Version { raw, release, pre }
     }
 
+    /// `(major, minor, patch)` of a numeric release version (missing parts are 0); `None` for a
+    /// pre-release or a version that is not numeric.
+    pub fn triple(&self) -> Option<(u64, u64, u64)> {
+        if self.pre.is_some() {
+            return None;
+        }
+        Some((self.part(0)?, self.part(1)?, self.part(2)?))
+    }
+
     /// The `i`-th numeric part (missing parts are 0).
     fn part(&self, i: usize) -> Option<u64> {
         self.release

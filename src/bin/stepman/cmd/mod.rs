@@ -30,6 +30,17 @@ impl fmt::Display for CouldNotRun {
 
 impl std::error::Error for CouldNotRun {}
 
+/// Makes SIGINT and SIGTERM set `flag` instead of killing the process, for commands that stop
+/// cleanly by polling it (the library's cancellation points). Signals that arrive after the
+/// first only set the flag again.
+pub fn stop_on_signals(flag: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<()> {
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone())
+            .map_err(|e| anyhow::anyhow!("installing the handler of signal {sig}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// The read-only stores layered under the writable one.
 fn lower(cli: &crate::Cli) -> anyhow::Result<Vec<stepman::Store>> {
     let mut out = Vec::new();

@@ -3,17 +3,31 @@
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
-use stepman::preload::{self, Request};
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use stepman::preload::{self, Outcome, Request, Selection};
 
 /// Warm the store with many step versions in parallel (for runner images). Safe while builds
 /// activate from the same store; never deletes or rewrites what is there. Every failure is
-/// reported at the end; exit 1 when any step failed.
+/// reported at the end; exit 1 when any step failed, 130 when stopped by Ctrl-C or SIGTERM
+/// (finished steps stay, nothing partial is left).
 ///
-/// Example: stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git git-clone@8 script@1 --jobs 8 --json
+/// Without step arguments, --from-file or --all-latest, the versions are chosen like `bitrise
+/// steps preload` does: the latest patch of the latest --minors minors of the latest --majors
+/// majors, the latest patch of every minor published in the last --minors-since months, and every
+/// version published in the last --patches-since months, of the non-deprecated steps of
+/// --maintainer. Giving any of these flags adds that selection to the named steps.
+///
+/// Examples:
+///   stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git
+///   stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git --maintainer "" --majors 1 --minors-since 0 --patches-since 0
+///   stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git git-clone@8 script@1 --jobs 8 --json
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct PreloadArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
@@ -26,6 +40,22 @@ pub struct PreloadArgs {
     /// Every non-deprecated step's latest version.
     #[arg(long = "all-latest")]
     all_latest: bool,
+    /// Selection: only steps of this maintainer (step-info.yml); "" for every maintainer.
+    /// [default: bitrise]
+    #[arg(long)]
+    maintainer: Option<String>,
+    /// Selection: the latest N major versions of each step. [default: 2]
+    #[arg(long, value_name = "N")]
+    majors: Option<u32>,
+    /// Selection: the latest N minor versions of each of those majors. [default: 1]
+    #[arg(long, value_name = "N")]
+    minors: Option<u32>,
+    /// Selection: the latest patch of minors published in the last N months. [default: 2]
+    #[arg(long = "minors-since", value_name = "MONTHS")]
+    minors_since: Option<u32>,
+    /// Selection: every version published in the last N months. [default: 1]
+    #[arg(long = "patches-since", value_name = "MONTHS")]
+    patches_since: Option<u32>,
     /// Parallel downloads (default: 4 per core, at most 16).
     #[arg(long)]
     jobs: Option<usize>,
@@ -34,61 +64,90 @@ pub struct PreloadArgs {
     json: bool,
 }
 
+impl PreloadArgs {
+    /// The selection, when the flags or the absence of any other source ask for one.
+    fn selection(&self) -> Option<Selection> {
+        let flags = self.maintainer.is_some()
+            || self.majors.is_some()
+            || self.minors.is_some()
+            || self.minors_since.is_some()
+            || self.patches_since.is_some();
+        let named = !self.steps.is_empty() || self.from_file.is_some() || self.all_latest;
+        if named && !flags {
+            return None;
+        }
+        let d = Selection::default();
+        Some(Selection {
+            maintainer: match &self.maintainer {
+                Some(m) if m.is_empty() => None,
+                Some(m) => Some(m.clone()),
+                None => d.maintainer,
+            },
+            majors: self.majors.unwrap_or(d.majors),
+            minors: self.minors.unwrap_or(d.minors),
+            minors_since_months: self.minors_since.unwrap_or(d.minors_since_months),
+            patches_since_months: self.patches_since.unwrap_or(d.patches_since_months),
+        })
+    }
+}
+
+fn read_list(f: &PathBuf) -> anyhow::Result<Vec<Request>> {
+    let lines: Vec<String> = if f.as_os_str() == "-" {
+        std::io::stdin().lock().lines().collect::<Result<_, _>>()?
+    } else {
+        std::fs::read_to_string(f)
+            .with_context(|| format!("read {}", f.display()))?
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    Ok(lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(Request::parse)
+        .collect())
+}
+
 pub fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
-    let store = super::open_rw(cli)?;
     let net = cli.net();
+    super::stop_on_signals(&net.cancel)?;
+    let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     let mut requests: Vec<Request> = a.steps.iter().map(|s| Request::parse(s)).collect();
     if let Some(f) = &a.from_file {
-        let lines: Vec<String> = if f.as_os_str() == "-" {
-            std::io::stdin().lock().lines().collect::<Result<_, _>>()?
-        } else {
-            std::fs::read_to_string(f)
-                .with_context(|| format!("read {}", f.display()))?
-                .lines()
-                .map(String::from)
-                .collect()
-        };
-        requests.extend(
-            lines
-                .iter()
-                .map(|l| l.trim())
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(Request::parse),
-        );
+        requests.extend(read_list(f)?);
     }
     if a.all_latest {
         requests.extend(preload::all_latest(&store, &c, &net)?);
     }
-    anyhow::ensure!(
-        !requests.is_empty(),
-        "nothing to preload: name steps, --from-file or --all-latest"
-    );
+    if let Some(sel) = a.selection() {
+        requests.extend(preload::select(&store, &c, &net, &sel, SystemTime::now())?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    requests.retain(|r| seen.insert(r.clone()));
+    if requests.is_empty() {
+        eprintln!("preload: the selection chose no step versions");
+        return Ok(ExitCode::SUCCESS);
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
     let jobs = a.jobs.unwrap_or((cores * 4).min(16)).max(1);
-    let tty = std::io::stderr().is_terminal();
-    let progress = |o: &preload::Outcome, n: usize, total: usize| {
-        let version = o.version.as_deref().unwrap_or("?");
-        let line = match &o.error {
-            Some(e) => format!("[{n}/{total}] {}@{}: failed: {e}", o.id, o.constraint),
-            None => format!(
-                "[{n}/{total}] {}@{version}: {} ({} bytes, {:.2}s)",
-                o.id, o.status, o.bytes, o.seconds
-            ),
-        };
-        if tty {
-            eprint!("\r\x1b[2K{line}");
-            if o.error.is_some() || n == total {
-                eprintln!();
-            }
-        } else {
-            eprintln!("{line}");
-        }
-    };
-    let outcomes = preload::preload(&store, &c, &requests, jobs, &net, &progress)?;
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.status == "failed").collect();
+
+    let bar = Bar::new(requests.len() as u64, std::io::stderr().is_terminal());
+    let started = Instant::now();
+    let outcomes = std::thread::scope(|s| {
+        let ticker = s.spawn(|| bar.tick_until_done(&net.received, started));
+        let r = preload::preload(&store, &c, &requests, jobs, &net, &|o, n, total| {
+            bar.outcome(o, n, total)
+        });
+        bar.finish();
+        let _ = ticker.join();
+        r
+    })?;
+
+    let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count();
     if a.json {
         println!(
             "{}",
@@ -97,13 +156,19 @@ pub fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode> {
             )?
         );
     }
-    let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count();
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.status == "failed").collect();
     eprintln!(
-        "preload: {} steps: {} downloaded, {} already cached, {} failed",
+        "preload: {} steps: {} downloaded, {} already cached, {} failed{}; {} received in {:.1}s",
         outcomes.len(),
         count("downloaded"),
         count("cached"),
-        failed.len()
+        failed.len(),
+        match count("cancelled") {
+            0 => String::new(),
+            n => format!(", {n} cancelled"),
+        },
+        HumanBytes(net.received.load(Ordering::Relaxed)),
+        started.elapsed().as_secs_f64(),
     );
     for o in &failed {
         eprintln!(
@@ -113,9 +178,82 @@ pub fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode> {
             o.error.as_deref().unwrap_or("")
         );
     }
-    Ok(if failed.is_empty() {
+    Ok(if net.cancelled() {
+        eprintln!("preload: stopped by a signal; finished steps are kept, nothing partial is left");
+        ExitCode::from(130)
+    } else if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Progress: a bar with counts, bytes and rate on a terminal, one line per step otherwise.
+struct Bar {
+    bar: Option<ProgressBar>,
+}
+
+impl Bar {
+    fn new(total: u64, tty: bool) -> Bar {
+        let bar = tty.then(|| {
+            let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{bar:30}] {pos}/{len} steps  {msg}  {elapsed_precise} (eta {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b
+        });
+        Bar { bar }
+    }
+
+    fn line(o: &Outcome, n: usize, total: usize) -> String {
+        let version = o.version.as_deref().unwrap_or("?");
+        match (&o.error, o.status) {
+            (_, "cancelled") => format!("[{n}/{total}] {}@{}: cancelled", o.id, o.constraint),
+            (Some(e), _) => format!("[{n}/{total}] {}@{}: failed: {e}", o.id, o.constraint),
+            (None, status) => format!(
+                "[{n}/{total}] {}@{version}: {status} ({}, {:.2}s)",
+                o.id,
+                HumanBytes(o.bytes),
+                o.seconds
+            ),
+        }
+    }
+
+    fn outcome(&self, o: &Outcome, n: usize, total: usize) {
+        match &self.bar {
+            Some(b) => {
+                if o.status == "failed" {
+                    b.println(Self::line(o, n, total));
+                }
+                b.inc(1);
+            }
+            None => eprintln!("{}", Self::line(o, n, total)),
+        }
+    }
+
+    /// Updates the byte count and rate every 200 ms until `finish`.
+    fn tick_until_done(&self, received: &std::sync::atomic::AtomicU64, started: Instant) {
+        let Some(b) = &self.bar else { return };
+        while !b.is_finished() {
+            let bytes = received.load(Ordering::Relaxed);
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            b.set_message(format!(
+                "{} at {}/s",
+                HumanBytes(bytes),
+                HumanBytes((bytes as f64 / secs) as u64)
+            ));
+            b.tick();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
 }
