@@ -1,0 +1,376 @@
+//! A loopback HTTP/1.1 server that misbehaves on purpose, for `tests/hostile_servers.rs`.
+//!
+//! Each path has a script: the n-th request for it gets the n-th [`Answer`] (the last one
+//! repeats). Every request is recorded with its headers and arrival time, so tests can count
+//! attempts, check which headers reached which origin, and measure backoff. One thread accepts,
+//! one thread per connection answers with `Connection: close`. Answers that stall or drip end as
+//! soon as the client hangs up (or the server is dropped), so no thread outlives its test.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// What the `Content-Length` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// The body's real length.
+    Exact,
+    /// This number, whatever the body is.
+    Says(usize),
+    /// No `Content-Length` (the body ends when the connection closes).
+    Absent,
+}
+
+/// One answer to one request.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// `200`, the first `send` bytes of `body` (all of it when `None`), then close.
+    Body {
+        body: Arc<Vec<u8>>,
+        length: Length,
+        send: Option<usize>,
+    },
+    /// Nothing at all (not even a status line) until the client hangs up.
+    StallBeforeHeaders,
+    /// `200` with the full Content-Length, `send` bytes of `body`, then nothing until the client
+    /// hangs up.
+    StallAfter { body: Arc<Vec<u8>>, send: usize },
+    /// `200` with the full Content-Length, then one byte of `body` every `every`, until the body
+    /// ends or the client hangs up.
+    Drip { body: Arc<Vec<u8>>, every: Duration },
+    /// The status line and headers, one byte every `every`, forever.
+    DripHeaders { every: Duration },
+    /// `code` with extra headers and an empty body.
+    Status {
+        code: u16,
+        headers: Vec<(String, String)>,
+    },
+}
+
+impl Answer {
+    /// `200` with the whole body and its true Content-Length.
+    pub fn ok(body: &[u8]) -> Answer {
+        Answer::Body {
+            body: Arc::new(body.to_vec()),
+            length: Length::Exact,
+            send: None,
+        }
+    }
+
+    /// `200` whose Content-Length is the whole body's, but only `send` bytes are sent.
+    pub fn truncated(body: &[u8], send: usize) -> Answer {
+        Answer::Body {
+            body: Arc::new(body.to_vec()),
+            length: Length::Exact,
+            send: Some(send),
+        }
+    }
+
+    /// A bare status.
+    pub fn status(code: u16) -> Answer {
+        Answer::Status {
+            code,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A status with one extra header.
+    pub fn status_with(code: u16, name: &str, value: &str) -> Answer {
+        Answer::Status {
+            code,
+            headers: vec![(name.to_string(), value.to_string())],
+        }
+    }
+
+    /// `302` to `location`.
+    pub fn redirect(location: &str) -> Answer {
+        Answer::status_with(302, "Location", location)
+    }
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The path (query removed).
+    pub path: String,
+    /// Header names lowercased, values trimmed.
+    pub headers: Vec<(String, String)>,
+    /// When its head had been read.
+    pub at: Instant,
+}
+
+impl Request {
+    /// The value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    scripts: Mutex<HashMap<String, Vec<Answer>>>,
+    requests: Mutex<Vec<Request>>,
+    seen: Condvar,
+    /// Connections whose answer is still being written (or stalling).
+    busy: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// The server. Dropping it stops it.
+#[derive(Debug)]
+pub struct HostileServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl HostileServer {
+    /// Binds a free port on `127.0.0.1` and starts serving.
+    pub fn start() -> HostileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let shared = Arc::new(Shared::default());
+        let s = Arc::clone(&shared);
+        let acceptor = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let s = Arc::clone(&s);
+                s.busy.fetch_add(1, Ordering::SeqCst);
+                thread::spawn(move || {
+                    let _ = handle(conn, &s);
+                    s.busy.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        HostileServer {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn authority(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Answers requests for `path` with `answers` in turn (the last repeats), replacing any
+    /// earlier script.
+    pub fn script(&self, path: &str, answers: Vec<Answer>) {
+        assert!(!answers.is_empty(), "a script needs an answer");
+        self.shared
+            .scripts
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), answers);
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// The requests for `path`.
+    pub fn requests_for(&self, path: &str) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+
+    /// How many requests for `path` arrived.
+    pub fn count(&self, path: &str) -> usize {
+        self.requests_for(path).len()
+    }
+
+    /// Waits until no answer is being written any more (every stalling or dripping answer has
+    /// seen its client hang up); false after `timeout`.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.shared.busy.load(Ordering::SeqCst) > 0 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+}
+
+impl Drop for HostileServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(a) = self.acceptor.take() {
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2));
+            let _ = a.join();
+        }
+    }
+}
+
+fn read_head(conn: &mut TcpStream) -> io::Result<(String, Vec<(String, String)>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 64 * 1024 {
+            return Err(io::ErrorKind::InvalidData.into());
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = head.split("\r\n");
+    let target = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("/")
+        .to_string();
+    let path = target.split('?').next().unwrap_or(&target).to_string();
+    let headers = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok((path, headers))
+}
+
+/// Waits (without sending anything) until the client hangs up or the server stops.
+fn hold(conn: &mut TcpStream, s: &Shared) {
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut b = [0u8; 64];
+    let until = Instant::now() + Duration::from_secs(120);
+    while !s.stop.load(Ordering::SeqCst) && Instant::now() < until {
+        match conn.read(&mut b) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Sleeps `d` in small steps; false when the server stopped meanwhile.
+fn nap(d: Duration, s: &Shared) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if s.stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        thread::sleep((end - Instant::now()).min(Duration::from_millis(20)));
+    }
+    true
+}
+
+fn handle(mut conn: TcpStream, s: &Shared) -> io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let (path, headers) = read_head(&mut conn)?;
+    let n = {
+        let mut reqs = s.requests.lock().unwrap();
+        let n = reqs.iter().filter(|r| r.path == path).count();
+        reqs.push(Request {
+            path: path.clone(),
+            headers,
+            at: Instant::now(),
+        });
+        s.seen.notify_all();
+        n
+    };
+    let answer = s
+        .scripts
+        .lock()
+        .unwrap()
+        .get(&path)
+        .map(|script| script[n.min(script.len() - 1)].clone());
+    let Some(answer) = answer else {
+        conn.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return conn.shutdown(Shutdown::Both);
+    };
+    match answer {
+        Answer::Body { body, length, send } => {
+            let mut head =
+                String::from("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n");
+            match length {
+                Length::Exact => head.push_str(&format!("Content-Length: {}\r\n", body.len())),
+                Length::Says(n) => head.push_str(&format!("Content-Length: {n}\r\n")),
+                Length::Absent => {}
+            }
+            head.push_str("Connection: close\r\n\r\n");
+            conn.write_all(head.as_bytes())?;
+            let send = send.unwrap_or(body.len()).min(body.len());
+            conn.write_all(&body[..send])?;
+        }
+        Answer::StallBeforeHeaders => hold(&mut conn, s),
+        Answer::StallAfter { body, send } => {
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            conn.write_all(&body[..send.min(body.len())])?;
+            conn.flush()?;
+            hold(&mut conn, s);
+        }
+        Answer::Drip { body, every } => {
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            conn.flush()?;
+            for b in body.iter() {
+                if !nap(every, s) {
+                    break;
+                }
+                // A write error means the client hung up: done.
+                conn.write_all(&[*b])?;
+                conn.flush()?;
+            }
+        }
+        Answer::DripHeaders { every } => {
+            let head = b"HTTP/1.1 200 OK\r\nX-Padding: ";
+            for b in head.iter().chain(std::iter::repeat(&b'a')) {
+                if !nap(every, s) {
+                    break;
+                }
+                conn.write_all(&[*b])?;
+                conn.flush()?;
+            }
+        }
+        Answer::Status { code, headers } => {
+            let mut head = format!("HTTP/1.1 {code} Hostile\r\n");
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+            conn.write_all(head.as_bytes())?;
+        }
+    }
+    conn.flush()?;
+    conn.shutdown(Shutdown::Both)
+}
