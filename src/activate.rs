@@ -552,7 +552,7 @@ pub fn git_step_info(store: &Store, spec: &str, net: &NetConfig) -> Result<StepI
     let dir = store.layout().object_dir(&got.id);
     let yml = dir.join("step.yml");
     let text = fs::read_to_string(&yml).map_err(Error::io("read", &yml))?;
-    let step: Value = serde_yaml_ng::from_str(&text).map_err(|e| Error::Steplib {
+    let step: Value = steplib::model::parse_yaml(&text).map_err(|e| Error::Steplib {
         what: what.clone(),
         reason: format!("invalid step.yml: {e}"),
     })?;

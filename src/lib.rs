@@ -76,4 +76,30 @@ pub mod fuzzing {
     pub fn parse_name_target(target: &str) -> Option<ObjectId> {
         crate::layout::Layout::parse_name_target(Path::new(target))
     }
+
+    /// A step.yml's bytes as `setup` reads them (UTF-8, bounded YAML, `validate_step`).
+    pub fn parse_step_yml(raw: &[u8]) -> std::result::Result<serde_json::Value, String> {
+        crate::steplib::generate::parse_step_yml(raw)
+    }
+
+    /// A `step-info.yml`'s text as `setup` reads it.
+    pub fn parse_step_info(text: &str) -> std::result::Result<serde_json::Value, String> {
+        crate::steplib::model::parse_yaml(text).and_then(crate::steplib::generate::step_info)
+    }
+
+    /// A `steplib.yml`'s text as `setup` reads it.
+    pub fn parse_steplib_yml(
+        text: &str,
+    ) -> std::result::Result<crate::steplib::SteplibMeta, String> {
+        crate::steplib::model::parse_yaml(text).and_then(crate::steplib::generate::steplib_meta)
+    }
+
+    /// Generates a collection object at `root` (which must not exist) from `spec.json` bytes,
+    /// with the streaming reader `setup` uses for an HTTP spec.json; without fsync.
+    pub fn spec_json(data: &[u8], root: &Path, limits: Limits) -> Result<ObjectId> {
+        let c = crate::steplib::Collection::parse("https://fuzz.invalid/spec.json")?;
+        let mut w = TreeWriter::new(root, "fuzz-spec", limits, Durability::NoSync)?;
+        crate::steplib::generate::from_spec_reader(data, &c, &mut w)?;
+        w.finish().map(|(id, _)| id)
+    }
 }

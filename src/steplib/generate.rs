@@ -13,7 +13,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde_json::{Map, Value};
 
-use super::model::{CollectionMeta, Group, Skipped, SteplibMeta, validate_step};
+use super::model::{CollectionMeta, Group, Skipped, SteplibMeta, parse_yaml, validate_step};
 use super::{Collection, Source, version};
 use crate::error::{Error, Result};
 use crate::fetch::{self, NetConfig};
@@ -83,7 +83,35 @@ fn read_yaml(path: &Path) -> std::result::Result<Value, String> {
     fs::File::open(path)
         .and_then(|mut f| f.read_to_string(&mut s))
         .map_err(|e| format!("read: {e}"))?;
-    serde_yaml_ng::from_str::<Value>(&s).map_err(|e| format!("invalid YAML: {e}"))
+    parse_yaml(&s)
+}
+
+/// A step.yml's bytes as setup reads them: UTF-8, one YAML document, [`validate_step`].
+pub(crate) fn parse_step_yml(raw: &[u8]) -> std::result::Result<Value, String> {
+    let text = std::str::from_utf8(raw).map_err(|_| "not UTF-8".to_string())?;
+    let v = parse_yaml(text)?;
+    validate_step(&v)?;
+    Ok(v)
+}
+
+/// A parsed `step-info.yml`: a mapping (an empty file is an empty one).
+pub(crate) fn step_info(v: Value) -> std::result::Result<Value, String> {
+    match v {
+        v @ Value::Object(_) => Ok(v),
+        Value::Null => Ok(Value::Object(Map::new())),
+        _ => Err("not a mapping".into()),
+    }
+}
+
+/// A parsed `steplib.yml`, with its required fields.
+pub(crate) fn steplib_meta(v: Value) -> std::result::Result<SteplibMeta, String> {
+    let meta: SteplibMeta = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    if meta.format_version.is_empty() || meta.steplib_source.is_empty() {
+        return Err(
+            "missing required field: format_version and steplib_source are required".into(),
+        );
+    }
+    Ok(meta)
 }
 
 struct GroupData {
@@ -105,15 +133,8 @@ fn load_group(
     let dir = steps_dir.join(id);
     let rel = |p: &str| format!("steps/{id}/{p}");
     let mut skipped = Vec::new();
-    let mut info = match read_yaml(&dir.join("step-info.yml")) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(Value::Null) => Value::Object(Map::new()),
-        Ok(_) => {
-            return Err(Skipped {
-                path: rel("step-info.yml"),
-                error: "not a mapping".into(),
-            });
-        }
+    let mut info = match read_yaml(&dir.join("step-info.yml")).and_then(step_info) {
+        Ok(v) => v,
         Err(e) if e.contains("No such file") => Value::Object(Map::new()),
         Err(e) => {
             return Err(Skipped {
@@ -163,13 +184,7 @@ fn load_group(
                 continue;
             }
         };
-        let parsed = std::str::from_utf8(&raw)
-            .map_err(|_| "not UTF-8".to_string())
-            .and_then(|s| {
-                serde_yaml_ng::from_str::<Value>(s).map_err(|e| format!("invalid YAML: {e}"))
-            })
-            .and_then(|v| validate_step(&v).map(|()| v));
-        match parsed {
+        match parse_step_yml(&raw) {
             Ok(v) => versions.push((name, raw, v)),
             Err(err) => skipped.push(Skipped {
                 path: rel(&format!("{name}/step.yml")),
@@ -258,8 +273,7 @@ pub(crate) fn from_dir(
 ) -> Result<()> {
     let steplib_yml = dir.join("steplib.yml");
     let steplib: SteplibMeta = match read_yaml(&steplib_yml) {
-        Ok(v) => serde_json::from_value(v)
-            .map_err(|e| steplib_err(steplib_yml.display().to_string(), e.to_string()))?,
+        Ok(v) => steplib_meta(v).map_err(|e| steplib_err(steplib_yml.display().to_string(), e))?,
         Err(e) => {
             return Err(steplib_err(
                 format!("collection {}", c.uri),
@@ -267,12 +281,6 @@ pub(crate) fn from_dir(
             ));
         }
     };
-    if steplib.format_version.is_empty() || steplib.steplib_source.is_empty() {
-        return Err(steplib_err(
-            steplib_yml.display().to_string(),
-            "missing required field: format_version and steplib_source are required",
-        ));
-    }
     let steps_dir = dir.join("steps");
     let mut ids: Vec<String> = fs::read_dir(&steps_dir)
         .map_err(Error::io("read dir", &steps_dir))?
@@ -318,6 +326,11 @@ pub(crate) fn from_dir(
 /// Generates from a downloaded `spec.json`, streaming: one step group is in memory at a time.
 fn from_spec_file(file: &Path, c: &Collection, w: &mut TreeWriter) -> Result<()> {
     let f = fs::File::open(file).map_err(Error::io("open", file))?;
+    from_spec_reader(std::io::BufReader::with_capacity(1 << 20, f), c, w)
+}
+
+/// [`from_spec_file`] on any reader (the fuzz target feeds it bytes).
+pub(crate) fn from_spec_reader(r: impl Read, c: &Collection, w: &mut TreeWriter) -> Result<()> {
     let mut meta = CollectionMeta {
         uri: c.uri.clone(),
         alias: c.alias.clone(),
@@ -346,8 +359,7 @@ fn from_spec_file(file: &Path, c: &Collection, w: &mut TreeWriter) -> Result<()>
     };
     let parsed = {
         use serde::Deserializer;
-        let mut de =
-            serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 20, f));
+        let mut de = serde_json::Deserializer::from_reader(r);
         de.deserialize_map(visitor).and_then(|()| de.end())
     };
     if let Some(e) = failure {

@@ -124,6 +124,142 @@ pub mod step {
     }
 }
 
+/// Largest YAML document (step.yml, step-info.yml, steplib.yml) read; real ones are a few KiB.
+pub const MAX_YAML_BYTES: usize = 4 << 20;
+/// Most values (scalars, sequences, mappings) one YAML document may expand to, aliases included.
+pub const MAX_YAML_VALUES: usize = 250_000;
+/// Most scalar bytes one YAML document may expand to, aliases included.
+pub const MAX_YAML_SCALAR_BYTES: usize = 16 << 20;
+
+/// Parses one YAML document into a JSON value, with bounded memory.
+///
+/// `serde_yaml_ng` caps alias *jumps* at 100 times the document's events, which still lets a
+/// few KiB of anchors and aliases (an "alias bomb") expand to hundreds of millions of values.
+/// A document that uses aliases is therefore first walked without building anything, counting
+/// what it expands to, and refused past [`MAX_YAML_VALUES`] values or [`MAX_YAML_SCALAR_BYTES`]
+/// scalar bytes; only then is it built.
+pub fn parse_yaml(text: &str) -> Result<Value, String> {
+    if text.len() > MAX_YAML_BYTES {
+        return Err(format!(
+            "YAML document of {} bytes (at most {MAX_YAML_BYTES})",
+            text.len()
+        ));
+    }
+    // `*` starts every alias (`*a`, `<<: *a`): without one, the values are bounded by the text.
+    if text.contains('*') {
+        let mut budget = yaml_budget::Budget::default();
+        serde::de::DeserializeSeed::deserialize(
+            yaml_budget::Count(&mut budget),
+            serde_yaml_ng::Deserializer::from_str(text),
+        )
+        .map_err(|e| format!("invalid YAML: {e}"))?;
+    }
+    serde_yaml_ng::from_str::<Value>(text).map_err(|e| format!("invalid YAML: {e}"))
+}
+
+/// A visitor that walks a document as `serde_json::Value` would, building nothing, and fails
+/// once the document expands past the limits.
+mod yaml_budget {
+    use std::fmt;
+
+    use serde::de::{
+        self, DeserializeSeed, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+    };
+
+    use super::{MAX_YAML_SCALAR_BYTES, MAX_YAML_VALUES};
+
+    #[derive(Default)]
+    pub(super) struct Budget {
+        values: usize,
+        bytes: usize,
+    }
+
+    pub(super) struct Count<'a>(pub &'a mut Budget);
+
+    impl Count<'_> {
+        fn spend<E: de::Error>(&mut self, bytes: usize) -> Result<(), E> {
+            self.0.values += 1;
+            self.0.bytes = self.0.bytes.saturating_add(bytes);
+            if self.0.values > MAX_YAML_VALUES || self.0.bytes > MAX_YAML_SCALAR_BYTES {
+                return Err(E::custom(format!(
+                    "document expands past {MAX_YAML_VALUES} values or {MAX_YAML_SCALAR_BYTES} \
+                     scalar bytes (aliases)"
+                )));
+            }
+            Ok(())
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Count<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Count<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any YAML value")
+        }
+        fn visit_bool<E: de::Error>(mut self, _: bool) -> Result<(), E> {
+            self.spend(0)
+        }
+        fn visit_i64<E: de::Error>(mut self, _: i64) -> Result<(), E> {
+            self.spend(0)
+        }
+        fn visit_u64<E: de::Error>(mut self, _: u64) -> Result<(), E> {
+            self.spend(0)
+        }
+        fn visit_i128<E: de::Error>(mut self, _: i128) -> Result<(), E> {
+            self.spend(0)
+        }
+        fn visit_u128<E: de::Error>(mut self, _: u128) -> Result<(), E> {
+            self.spend(0)
+        }
+        fn visit_f64<E: de::Error>(mut self, _: f64) -> Result<(), E> {
+            self.spend(0)
+        }
+        fn visit_str<E: de::Error>(mut self, s: &str) -> Result<(), E> {
+            self.spend(s.len())
+        }
+        fn visit_bytes<E: de::Error>(mut self, b: &[u8]) -> Result<(), E> {
+            self.spend(b.len())
+        }
+        fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
+            self.spend(0)
+        }
+        fn visit_none<E: de::Error>(mut self) -> Result<(), E> {
+            self.spend(0)
+        }
+        fn visit_some<D: de::Deserializer<'de>>(mut self, d: D) -> Result<(), D::Error> {
+            self.spend(0)?;
+            Count(self.0).deserialize(d)
+        }
+        fn visit_newtype_struct<D: de::Deserializer<'de>>(mut self, d: D) -> Result<(), D::Error> {
+            self.spend(0)?;
+            Count(self.0).deserialize(d)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+            self.spend(0)?;
+            while seq.next_element_seed(Count(&mut *self.0))?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+            self.spend(0)?;
+            while map.next_key_seed(Count(&mut *self.0))?.is_some() {
+                map.next_value_seed(Count(&mut *self.0))?;
+            }
+            Ok(())
+        }
+        fn visit_enum<A: EnumAccess<'de>>(mut self, data: A) -> Result<(), A::Error> {
+            self.spend(0)?;
+            let ((), variant) = data.variant_seed(Count(&mut *self.0))?;
+            variant.newtype_variant_seed(Count(self.0))
+        }
+    }
+}
+
 /// Checks what stepman needs of a step.yml; the rest is kept as it is.
 pub fn validate_step(step: &Value) -> Result<(), String> {
     let Some(map) = step.as_object() else {

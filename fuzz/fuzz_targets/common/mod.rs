@@ -38,7 +38,7 @@ pub fn limits() -> Limits {
     l
 }
 
-fn scratch() -> PathBuf {
+pub fn scratch() -> PathBuf {
     if let Some(d) = std::env::var_os("STEPMAN_FUZZ_TMP") {
         return PathBuf::from(d);
     }
@@ -127,7 +127,11 @@ fn check_tree(root: &Path) {
                 walk(root, rel);
             } else if ft.is_file() {
                 let mode = m.mode() & 0o7777;
-                assert!(mode == 0o444 || mode == 0o555, "file {} mode {mode:o}", p.display());
+                assert!(
+                    mode == 0o444 || mode == 0o555,
+                    "file {} mode {mode:o}",
+                    p.display()
+                );
                 assert_eq!(m.nlink(), 1, "file {} has other links", p.display());
             } else {
                 panic!("{} is neither dir, file nor symlink", p.display());
@@ -183,7 +187,7 @@ fn escapes(root: &Path, start: &[OsString]) -> bool {
     false
 }
 
-fn make_writable(dir: &Path) {
+pub fn make_writable(dir: &Path) {
     let Ok(m) = fs::symlink_metadata(dir) else {
         return;
     };
@@ -326,19 +330,28 @@ pub fn build_tar(script: &[u8]) -> Vec<u8> {
             8 => {
                 let mut n = r.name.to_vec();
                 n.push(0);
-                add(&mk(T::GNULongName, b"././@LongLink", b"", n.len(), 0o644), &n);
+                add(
+                    &mk(T::GNULongName, b"././@LongLink", b"", n.len(), 0o644),
+                    &n,
+                );
                 add(&mk(T::Regular, b"short", b"", r.data.len(), mode), r.data);
             }
             9 => {
                 let mut l = r.link.to_vec();
                 l.push(0);
-                add(&mk(T::GNULongLink, b"././@LongLink", b"", l.len(), 0o644), &l);
+                add(
+                    &mk(T::GNULongLink, b"././@LongLink", b"", l.len(), 0o644),
+                    &l,
+                );
                 add(&mk(T::Symlink, r.name, b"short", 0, 0o777), b"");
             }
             10 => add(&mk(T::Block, r.name, b"", 0, mode), b""),
             _ => {
                 let rec = pax_record("path", r.name);
-                add(&mk(T::XGlobalHeader, b"global", b"", rec.len(), 0o644), &rec);
+                add(
+                    &mk(T::XGlobalHeader, b"global", b"", rec.len(), 0o644),
+                    &rec,
+                );
             }
         }
     }

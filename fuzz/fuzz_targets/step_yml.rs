@@ -1,0 +1,52 @@
+//! A step.yml as `setup` reads it (UTF-8, one YAML document into a JSON value, `validate_step`,
+//! then the typed accessors): never panics, memory stays bounded however the document uses
+//! anchors and aliases, and what is accepted survives the trip through the group file (JSON)
+//! that `setup` writes and `activate` reads back.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+use stepman::steplib::model::{self, step};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(v) = stepman::fuzzing::parse_step_yml(data) else {
+        return;
+    };
+    assert!(model::validate_step(&v).is_ok());
+    assert!(v.get("title").is_some_and(Value::is_string));
+    let _ = (step::source_git(&v), step::source_commit(&v));
+    if let Some(ex) = v.get("executables").and_then(Value::as_object) {
+        for platform in ex.keys() {
+            let (_, hash) = step::executable(&v, platform).expect("a validated executable reads");
+            assert!(hash.starts_with("sha256-"));
+        }
+    }
+    // The group file: written with serde_json, read back with serde_json.
+    let bytes = serde_json::to_vec(&v).expect("a JSON value serializes");
+    let back: Value = serde_json::from_slice(&bytes).expect("what setup writes, activate reads");
+    assert!(same(&back, &v), "{back:?} != {v:?}");
+});
+
+/// Equal, except that a float may come back off by its last digit (serde_json's float parser is
+/// not exact without its `float_roundtrip` feature).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => x == y || ((x - y) / x).abs() < 1e-12,
+                _ => false,
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((kx, vx), (ky, vy))| kx == ky && same(vx, vy))
+        }
+        _ => a == b,
+    }
+}

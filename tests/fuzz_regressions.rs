@@ -1,0 +1,76 @@
+//! Regressions found by (or written for) the fuzz targets in `fuzz/`: each input goes through
+//! the same entry point as its target.
+
+use std::time::{Duration, Instant};
+
+use stepman::fuzzing;
+
+/// `title: bomb`, then an anchor of `leaf` scalars, then `levels` sequences of `fanout` aliases
+/// of the level below: a few KiB that expand to `leaf * fanout^levels` values, while staying
+/// under `serde_yaml_ng`'s own alias-jump limit (100 jumps per event).
+fn quadratic_bomb(leaf: usize, fanout: usize, levels: usize) -> String {
+    let mut s = format!("title: bomb\nl0: &l0 [{}]\n", vec!["x"; leaf].join(","));
+    for i in 1..=levels {
+        let alias = format!("*l{}", i - 1);
+        s.push_str(&format!(
+            "l{i}: &l{i} [{}]\n",
+            vec![alias.as_str(); fanout].join(",")
+        ));
+    }
+    s
+}
+
+/// Found while writing the `step_yml` target: 2.6 KiB of step.yml expanded to 10^7 values
+/// (1 GiB of memory, seconds of CPU) in `setup`, 32 step groups at a time.
+#[test]
+fn step_yml_alias_bomb_is_refused_fast() {
+    for (leaf, fanout, levels) in [(1000, 100, 2), (500, 40, 3), (2000, 1000, 1)] {
+        let yml = quadratic_bomb(leaf, fanout, levels);
+        assert!(yml.len() < 8 << 10, "{} bytes", yml.len());
+        let t = Instant::now();
+        let err = fuzzing::parse_step_yml(yml.as_bytes()).expect_err("an alias bomb is refused");
+        assert!(err.contains("expands past"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let err = fuzzing::parse_steplib_yml(&yml).expect_err("also in steplib.yml");
+        assert!(err.contains("expands past"), "{err}");
+        let err = fuzzing::parse_step_info(&yml).expect_err("also in step-info.yml");
+        assert!(err.contains("expands past"), "{err}");
+    }
+}
+
+/// A long scalar aliased many times is bounded by bytes, not only by values.
+#[test]
+fn step_yml_aliased_long_scalar_is_refused() {
+    let mut yml = format!("title: &t {}\nl: [", "y".repeat(64 << 10));
+    yml.push_str(&vec!["*t"; 400].join(","));
+    yml.push_str("]\n");
+    let err = fuzzing::parse_step_yml(yml.as_bytes()).expect_err("26 MB of scalars is refused");
+    assert!(err.contains("expands past"), "{err}");
+}
+
+/// Anchors, aliases and merge keys as real step.yml files use them still read as before.
+#[test]
+fn step_yml_ordinary_aliases_still_parse() {
+    let yml = "title: &t Anchors\nsummary: *t\nd: &d {is_required: true}\n\
+               inputs:\n  - a: 1\n    opts:\n      <<: *d\n      title: A\n  - b: 2\n    opts: *d\n";
+    let v = fuzzing::parse_step_yml(yml.as_bytes()).expect("parses");
+    assert_eq!(v["summary"], "Anchors");
+    assert_eq!(v["inputs"][1]["opts"]["is_required"], true);
+    let direct: serde_json::Value = serde_yaml_ng::from_str(yml).expect("parses");
+    assert_eq!(
+        v, direct,
+        "the bounded parse gives what serde_yaml_ng gives"
+    );
+    // A bomb just under the limits is accepted (100 * 100 * 20 = 200 000 values).
+    let yml = quadratic_bomb(20, 100, 2);
+    let v = fuzzing::parse_step_yml(yml.as_bytes()).expect("under the limit");
+    assert_eq!(v["l2"][99][99][19], "x");
+}
+
+/// A document larger than the YAML limit is refused before it is parsed.
+#[test]
+fn step_yml_oversized_is_refused() {
+    let yml = format!("title: big\nx: \"{}\"\n", "a".repeat(5 << 20));
+    let err = fuzzing::parse_step_yml(yml.as_bytes()).expect_err("too big");
+    assert!(err.contains("bytes"), "{err}");
+}
