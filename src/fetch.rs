@@ -3,9 +3,17 @@
 //! Invariants:
 //! - Only a `200` answer is success; the body must have exactly the announced Content-Length;
 //!   a body larger than the caller's limit is refused while it streams.
-//! - Every network operation has timeouts (connect, and a per-read stall timeout), so a server
-//!   that stalls cannot hang a CI job.
-//! - Redirects stay on HTTP(S); there is no way to reach `file://` through one.
+//! - Every network operation has timeouts (connect, response headers, a per-read stall timeout)
+//!   and a low-speed limit (fewer than `min_rate` bytes/s averaged over a `stall_timeout` window
+//!   fails the attempt), so a server that stalls or drips cannot hang a CI job: one attempt
+//!   lasts at most about two windows once the headers are in.
+//! - Retries are bounded: `attempts` in all, for transient failures only (connection errors,
+//!   timeouts, a short or slow body, `5xx`, `408`, `429`); never for `4xx`, a refused redirect or
+//!   a redirect loop. Pauses grow `250 ms << attempt`, capped at 8 s; a `Retry-After` (seconds)
+//!   on `429`/`503` lengthens the pause, also capped at 8 s. Each attempt rewrites the
+//!   destination from its start, so a body that changes between attempts is never mixed.
+//! - Redirects stay on HTTP(S); there is no way to reach `file://` through one. A redirect never
+//!   carries our `Authorization` header (to any host), and at most 5 are followed.
 //! - `git` never prompts (`GIT_TERMINAL_PROMPT=0`) and its checkout is verified against the
 //!   commit the caller requires.
 //! - Nothing here writes outside the destination the caller gives, which lies in the store's temp
@@ -17,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
@@ -26,8 +34,13 @@ use crate::error::{Error, Result};
 pub struct NetConfig {
     /// Connect timeout.
     pub connect_timeout: Duration,
-    /// Longest time without a byte from the server.
+    /// Longest time without a byte from the server; also the window of the low-speed limit.
     pub stall_timeout: Duration,
+    /// Low-speed limit, in bytes per second: an attempt whose body arrives slower than this on
+    /// average over a whole [`NetConfig::stall_timeout`] window fails (and may be retried), like
+    /// curl's `--speed-limit`/`--speed-time`. A server that drips a byte a second never trips
+    /// the stall timeout; this ends it. `0` turns the limit off.
+    pub min_rate: u64,
     /// Attempts for a transient failure (connection error, 5xx, 429).
     pub attempts: u32,
     /// Forbid the network entirely.
@@ -47,6 +60,7 @@ impl Default for NetConfig {
         NetConfig {
             connect_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(60),
+            min_rate: 1024,
             attempts: 3,
             offline: false,
             credential: None,
@@ -57,8 +71,9 @@ impl Default for NetConfig {
 }
 
 impl NetConfig {
-    /// Reads `STEPMAN_HTTP_TIMEOUT` (seconds, the stall timeout), `STEPMAN_HTTP_ATTEMPTS` and
-    /// `BITRISE_OFFLINE_MODE`/`STEPMAN_OFFLINE` (`true`/`1`).
+    /// Reads `STEPMAN_HTTP_TIMEOUT` (seconds, the stall timeout and low-speed window),
+    /// `STEPMAN_HTTP_MIN_RATE` (bytes/s, the low-speed limit; `0` for none),
+    /// `STEPMAN_HTTP_ATTEMPTS` and `BITRISE_OFFLINE_MODE`/`STEPMAN_OFFLINE` (`true`/`1`).
     pub fn from_env() -> NetConfig {
         let mut c = NetConfig::default();
         let num = |k: &str| {
@@ -69,6 +84,9 @@ impl NetConfig {
         if let Some(s) = num("STEPMAN_HTTP_TIMEOUT") {
             c.stall_timeout = Duration::from_secs(s.max(1));
             c.connect_timeout = c.connect_timeout.min(c.stall_timeout);
+        }
+        if let Some(r) = num("STEPMAN_HTTP_MIN_RATE") {
+            c.min_rate = r;
         }
         if let Some(n) = num("STEPMAN_HTTP_ATTEMPTS") {
             c.attempts = n.clamp(1, 10) as u32;
@@ -145,6 +163,9 @@ fn agent(cfg: &NetConfig) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(5)
+        // ureq's default, made explicit: a redirect (to this host or another) never carries the
+        // credential we attach.
+        .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
         .timeout_connect(Some(cfg.connect_timeout))
         .timeout_recv_response(Some(cfg.stall_timeout))
         .timeout_per_read(Some(cfg.stall_timeout))
@@ -158,6 +179,44 @@ fn agent(cfg: &NetConfig) -> ureq::Agent {
 struct Attempt {
     reason: String,
     transient: bool,
+    /// The server's `Retry-After`, when it sent one in seconds.
+    retry_after: Option<Duration>,
+}
+
+impl Attempt {
+    fn new(reason: String, transient: bool) -> Attempt {
+        Attempt {
+            reason,
+            transient,
+            retry_after: None,
+        }
+    }
+}
+
+/// Longest pause between two attempts, whatever the backoff or a `Retry-After` says.
+const MAX_PAUSE: Duration = Duration::from_secs(8);
+
+/// The pause before attempt `attempt` (1-based retries): `250 ms << attempt`, at least the
+/// server's `Retry-After`, never more than [`MAX_PAUSE`].
+fn pause_before(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let backoff = Duration::from_millis(250u64 << attempt.min(5));
+    backoff.max(retry_after.unwrap_or_default()).min(MAX_PAUSE)
+}
+
+/// Whether a failure of the request itself (before any status) may go away on a retry:
+/// connection and timeout trouble may; a bad URL, a redirect we refuse (another scheme) and
+/// a redirect loop will not.
+fn transient_error(e: &ureq::Error) -> bool {
+    !matches!(
+        e,
+        ureq::Error::BadUri(_)
+            | ureq::Error::Http(_)
+            | ureq::Error::RedirectFailed
+            | ureq::Error::TooManyRedirects
+            | ureq::Error::RequireHttpsOnly(_)
+            | ureq::Error::InvalidProxyUrl
+            | ureq::Error::LargeResponseHeader(..)
+    )
 }
 
 /// Downloads `url` into the new file `dest`, refusing more than `max_bytes`. `what` names the
@@ -181,7 +240,7 @@ pub(crate) fn download(
             let mut from =
                 File::open(&p).map_err(|e| fail(format!("open {}: {e}", p.display())))?;
             let mut to = create(dest)?;
-            let n = copy_limited(&mut from, &mut to, max_bytes, cfg)
+            let n = copy_limited(&mut from, &mut to, max_bytes, None, cfg)
                 .map_err(|e| cancel_or(cfg, || fail(e.to_string())))?;
             Ok(n)
         }
@@ -191,16 +250,20 @@ pub(crate) fn download(
             }
             let agent = agent(cfg);
             let mut last = String::new();
+            let mut retry_after = None;
             for attempt in 0..cfg.attempts {
                 if attempt > 0 {
-                    cfg.pause(Duration::from_millis(250u64 << attempt.min(5)))?;
+                    cfg.pause(pause_before(attempt, retry_after))?;
                     log::info!("{what}: retrying {u} ({last})");
                 }
                 cfg.check_cancel()?;
                 match http_once(&agent, &u, cred.as_ref(), dest, max_bytes, cfg) {
                     Ok(n) => return Ok(n),
                     Err(_) if cfg.cancelled() => return Err(Error::Cancelled),
-                    Err(a) if a.transient => last = a.reason,
+                    Err(a) if a.transient => {
+                        last = a.reason;
+                        retry_after = a.retry_after;
+                    }
                     Err(a) => return Err(fail(a.reason)),
                 }
             }
@@ -230,15 +293,22 @@ fn http_once(
     if let Some(c) = cred {
         req = req.header("Authorization", c.basic_header());
     }
-    let mut resp = req.call().map_err(|e| Attempt {
-        reason: e.to_string(),
-        transient: true,
-    })?;
+    let mut resp = req
+        .call()
+        .map_err(|e| Attempt::new(e.to_string(), transient_error(&e)))?;
     let status = resp.status().as_u16();
     if status != 200 {
+        // Seconds only; an HTTP-date is ignored (the backoff applies).
+        let retry_after = matches!(status, 429 | 503)
+            .then(|| resp.headers().get("retry-after"))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(MAX_PAUSE.as_secs())));
         return Err(Attempt {
             reason: format!("HTTP {status}"),
             transient: status >= 500 || status == 429 || status == 408,
+            retry_after,
         });
     }
     let declared = resp
@@ -249,32 +319,30 @@ fn http_once(
     if let Some(n) = declared
         && n > max_bytes
     {
-        return Err(Attempt {
-            reason: format!("Content-Length {n} exceeds the limit of {max_bytes}"),
-            transient: false,
-        });
+        return Err(Attempt::new(
+            format!("Content-Length {n} exceeds the limit of {max_bytes}"),
+            false,
+        ));
     }
-    let mut to = create(dest).map_err(|e| Attempt {
-        reason: e.describe(),
-        transient: false,
-    })?;
+    let mut to = create(dest).map_err(|e| Attempt::new(e.describe(), false))?;
     let mut body = resp.body_mut().as_reader();
-    let n = copy_limited(&mut body, &mut to, max_bytes, cfg).map_err(|e| Attempt {
-        transient: e.kind() != io::ErrorKind::InvalidData,
-        reason: format!("reading the body: {e}"),
+    let speed = LowSpeed::new(cfg);
+    let n = copy_limited(&mut body, &mut to, max_bytes, speed, cfg).map_err(|e| {
+        Attempt::new(
+            format!("reading the body: {e}"),
+            e.kind() != io::ErrorKind::InvalidData,
+        )
     })?;
     if let Some(d) = declared
         && d != n
     {
-        return Err(Attempt {
-            reason: format!("body has {n} bytes, Content-Length said {d}"),
-            transient: true,
-        });
+        return Err(Attempt::new(
+            format!("body has {n} bytes, Content-Length said {d}"),
+            true,
+        ));
     }
-    to.sync_all().map_err(|e| Attempt {
-        reason: format!("fsync {}: {e}", dest.display()),
-        transient: false,
-    })?;
+    to.sync_all()
+        .map_err(|e| Attempt::new(format!("fsync {}: {e}", dest.display()), false))?;
     Ok(n)
 }
 
@@ -287,10 +355,57 @@ fn cancel_or(cfg: &NetConfig, other: impl FnOnce() -> Error) -> Error {
     }
 }
 
+/// The low-speed limit's state: bytes seen since the current window began.
+struct LowSpeed {
+    window: Duration,
+    min_rate: u64,
+    start: Instant,
+    bytes: u64,
+}
+
+impl LowSpeed {
+    /// The limit of `cfg`, starting now; `None` when it is off.
+    fn new(cfg: &NetConfig) -> Option<LowSpeed> {
+        (cfg.min_rate > 0).then(|| LowSpeed {
+            window: cfg.stall_timeout,
+            min_rate: cfg.min_rate,
+            start: Instant::now(),
+            bytes: 0,
+        })
+    }
+
+    /// Counts `n` more bytes; once a whole window has passed, fails if it averaged less than
+    /// the limit, else starts the next window.
+    fn record(&mut self, n: u64) -> io::Result<()> {
+        self.bytes += n;
+        let elapsed = self.start.elapsed();
+        if elapsed < self.window {
+            return Ok(());
+        }
+        let rate = self.bytes as f64 / elapsed.as_secs_f64();
+        if rate < self.min_rate as f64 {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "too slow: {} bytes in {:.1} s, below the minimum of {} bytes/s \
+                     (STEPMAN_HTTP_MIN_RATE)",
+                    self.bytes,
+                    elapsed.as_secs_f64(),
+                    self.min_rate
+                ),
+            ));
+        }
+        self.start = Instant::now();
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
 fn copy_limited(
     from: &mut impl Read,
     to: &mut impl Write,
     max: u64,
+    mut speed: Option<LowSpeed>,
     cfg: &NetConfig,
 ) -> io::Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
@@ -305,6 +420,9 @@ fn copy_limited(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        if let Some(s) = speed.as_mut() {
+            s.record(n as u64)?;
+        }
         total += n as u64;
         cfg.received.fetch_add(n as u64, Ordering::Relaxed);
         if total > max {

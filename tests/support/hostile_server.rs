@@ -44,6 +44,13 @@ pub enum Answer {
     /// `200` with the full Content-Length, then one byte of `body` every `every`, until the body
     /// ends or the client hangs up.
     Drip { body: Arc<Vec<u8>>, every: Duration },
+    /// `200` with the full Content-Length, then `chunk` bytes of `body` every `every` (slow but
+    /// steady).
+    Paced {
+        body: Arc<Vec<u8>>,
+        chunk: usize,
+        every: Duration,
+    },
     /// The status line and headers, one byte every `every`, forever.
     DripHeaders { every: Duration },
     /// `code` with extra headers and an empty body.
@@ -349,6 +356,21 @@ fn handle(mut conn: TcpStream, s: &Shared) -> io::Result<()> {
                 }
                 // A write error means the client hung up: done.
                 conn.write_all(&[*b])?;
+                conn.flush()?;
+            }
+        }
+        Answer::Paced { body, chunk, every } => {
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            conn.flush()?;
+            for part in body.chunks(chunk.max(1)) {
+                if !nap(every, s) {
+                    break;
+                }
+                conn.write_all(part)?;
                 conn.flush()?;
             }
         }
