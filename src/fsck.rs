@@ -188,8 +188,12 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
             .push(problem("dead-temp", d.clone(), "temp dir whose owner died"));
     }
     let guard = lock::store_shared(layout)?;
-    let (objects, foreign_objs) = scan::objects(layout)?;
+    // Names first: importers publish and bind under the shared lock too, so an object listed
+    // before the names could miss one published and bound in between (a false "missing object").
+    // A name's object is published before the name is bound, and nothing removes objects while
+    // we hold the lock: every name listed here finds its object in the listing that follows.
     let (names, foreign_names) = scan::names(layout)?;
+    let (objects, foreign_objs) = scan::objects(layout)?;
     for f in foreign_objs.iter().chain(&foreign_names) {
         report
             .problems
