@@ -1,0 +1,438 @@
+//! Torture: [`WORKERS`] threads each run `stepman` processes one after another, for a fixed time,
+//! against one store and one StepLib whose zip downloads come from a loopback HTTP server:
+//! random `activate` (into a fresh directory each time), `download`, `update`, `gc`, `fsck` and
+//! `step-info`, while a mutator keeps changing the StepLib's step-info files (so every `update`
+//! publishes a new collection object and `gc` removes the old ones under the readers) and a
+//! share of the processes is killed with SIGKILL (their whole process group) at a random moment.
+//!
+//! What must hold:
+//! - every process that was not killed exits 0 (the one exception is `fsck` finding a dead temp
+//!   dir, or an object root not yet read-only, after some process was killed: both are
+//!   documented crash states, `store-format.md` §10); any other exit is a failure, printed with
+//!   its stderr;
+//! - every activation that exited 0 left a tree byte-identical to the step's source;
+//! - afterwards `fsck` finds only those crash states, `gc` empties `tmp/`, then `fsck` is clean
+//!   and every step name still in the store exports its source tree.
+//!
+//! `STEPMAN_TORTURE_SECS` sets the duration (default 15 s), `STEPMAN_TORTURE_SEED` the seed of
+//! the operation sequence (default: from the clock; it is printed). Timing is not replayed, only
+//! the choices. A long run:
+//! `STEPMAN_TORTURE_SECS=600 cargo test --release --test torture -- --nocapture`.
+
+mod common;
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Rng, TestDir, diff_trees, fsck_json, make_tree, run_ok, stepman, store_env};
+use support::{Mode, Server};
+
+/// Processes running at once.
+const WORKERS: usize = 8;
+/// Step ids and versions of the StepLib.
+const STEPS: [&str; 3] = ["alpha", "beta", "gamma"];
+const VERSIONS: [&str; 2] = ["1.0.0", "1.1.0"];
+/// Longest any one process may take before the test calls it hung.
+const HANG: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Op {
+    Activate,
+    Download,
+    Update,
+    Gc,
+    Fsck,
+    StepInfo,
+}
+
+impl Op {
+    fn pick(rng: &mut Rng) -> Op {
+        match rng.below(100) {
+            0..35 => Op::Activate,
+            35..50 => Op::Download,
+            50..60 => Op::Update,
+            60..70 => Op::Gc,
+            70..78 => Op::Fsck,
+            _ => Op::StepInfo,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    ok: usize,
+    killed: usize,
+    failed: usize,
+    /// `fsck` exits that reported only crash states of killed processes.
+    crash_states: usize,
+}
+
+struct Shared {
+    home: PathBuf,
+    work: PathBuf,
+    uri: String,
+    /// Source tree of each `(step, version)`.
+    sources: BTreeMap<(String, String), PathBuf>,
+    kills_sent: AtomicUsize,
+    seq: AtomicUsize,
+    counts: Mutex<BTreeMap<Op, Counts>>,
+    failures: Mutex<Vec<String>>,
+}
+
+fn status_text(s: &ExitStatus) -> String {
+    match s.signal() {
+        Some(sig) => format!("killed by signal {sig}"),
+        None => format!("exit {}", s.code().unwrap_or(-1)),
+    }
+}
+
+/// A `fsck --json` report with problems, all of them documented crash states (dead temp dirs,
+/// object roots not yet 0555).
+fn only_crash_states(report: &serde_json::Value) -> bool {
+    report["problems"].as_array().is_some_and(|ps| {
+        ps.iter().all(|p| {
+            let path = p["path"].as_str().unwrap_or_default();
+            match p["kind"].as_str() {
+                Some("dead-temp") => path.contains("/store-v1/tmp/"),
+                Some("bad-permissions") => {
+                    let parts: Vec<&str> = path.rsplitn(4, '/').collect();
+                    parts.len() == 4 && parts[2] == "objects" && common::is_object_id(parts[0])
+                }
+                _ => false,
+            }
+        })
+    })
+}
+
+/// One operation: spawn, maybe kill, judge.
+fn one_op(sh: &Shared, rng: &mut Rng) {
+    let op = Op::pick(rng);
+    let step = STEPS[rng.below(STEPS.len() as u64) as usize];
+    let (constraint, version) = match rng.below(3) {
+        0 => ("1", VERSIONS[1]),
+        n => (VERSIONS[n as usize - 1], VERSIONS[n as usize - 1]),
+    };
+    let seq = sh.seq.fetch_add(1, Ordering::SeqCst);
+    let dest = sh.work.join(format!("act/{seq}/step"));
+    let uri = sh.uri.as_str();
+    let args: Vec<String> = match op {
+        Op::Activate => vec![
+            "activate".into(),
+            "-c".into(),
+            uri.into(),
+            "-i".into(),
+            step.into(),
+            "-v".into(),
+            constraint.into(),
+            "-p".into(),
+            dest.display().to_string(),
+        ],
+        Op::Download => ["download", "-c", uri, "-i", step, "-v", constraint]
+            .map(String::from)
+            .to_vec(),
+        Op::Update => ["update", "-c", uri].map(String::from).to_vec(),
+        Op::Gc => vec!["gc".into()],
+        Op::Fsck => ["fsck", "--json"].map(String::from).to_vec(),
+        Op::StepInfo => [
+            "step-info",
+            "--library",
+            uri,
+            "--id",
+            step,
+            "--version",
+            constraint,
+            "--format",
+            "json",
+        ]
+        .map(String::from)
+        .to_vec(),
+    };
+    // A fifth of the processes is killed, at a moment anywhere in their first 400 ms.
+    let kill_after = (rng.below(5) == 0).then(|| Duration::from_millis(rng.below(400)));
+    let durable = rng.below(4) == 0;
+    let logs = sh.work.join("logs");
+    let (out_path, err_path) = (
+        logs.join(format!("{seq}.out")),
+        logs.join(format!("{seq}.err")),
+    );
+    let mut cmd = Command::new(common::bin());
+    cmd.args(&args);
+    store_env(&mut cmd, &sh.home);
+    if durable {
+        cmd.env_remove("STEPMAN_NO_FSYNC");
+    }
+    cmd.stdout(Stdio::from(fs::File::create(&out_path).unwrap()))
+        .stderr(Stdio::from(fs::File::create(&err_path).unwrap()))
+        .process_group(0);
+    let kills_before = sh.kills_sent.load(Ordering::SeqCst);
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("spawn stepman");
+    let mut sent_kill = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for stepman") {
+            break st;
+        }
+        let elapsed = start.elapsed();
+        if !sent_kill && kill_after.is_some_and(|k| elapsed >= k) {
+            // The group is the child's pid; the child is not reaped yet, so the id is still ours.
+            let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a pid");
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            sh.kills_sent.fetch_add(1, Ordering::SeqCst);
+            sent_kill = true;
+        }
+        if elapsed > HANG {
+            let _ = child.kill();
+            let _ = child.wait();
+            sh.failures.lock().unwrap().push(format!(
+                "#{seq} stepman {args:?} hung for {HANG:?}; stderr:\n{}",
+                fs::read_to_string(&err_path).unwrap_or_default()
+            ));
+            return;
+        }
+        thread::sleep(Duration::from_millis(2));
+    };
+    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = fs::read_to_string(&err_path).unwrap_or_default();
+    let fail = |why: String| {
+        sh.failures.lock().unwrap().push(format!(
+            "#{seq} stepman {} ({}{}): {why}\nstderr:\n{stderr}",
+            args.join(" "),
+            status_text(&status),
+            if durable { ", fsync on" } else { "" }
+        ));
+    };
+    let mut counts = sh.counts.lock().unwrap();
+    let c = counts.entry(op).or_default();
+    if status.signal() == Some(9) && sent_kill {
+        c.killed += 1;
+        return;
+    }
+    let verdict: Result<bool, String> = if status.success() {
+        match op {
+            Op::Activate => {
+                let src = &sh.sources[&(step.to_string(), version.to_string())];
+                diff_trees(src, &dest)
+                    .map(|()| false)
+                    .map_err(|e| format!("activated tree differs from {step}@{version}: {e}"))
+            }
+            Op::StepInfo => match serde_json::from_str::<serde_json::Value>(&stdout) {
+                Ok(v) if v["id"] == step && v["version"] == version => Ok(false),
+                Ok(v) => Err(format!("step-info answered {} {}", v["id"], v["version"])),
+                Err(e) => Err(format!("step-info printed no JSON ({e}): {stdout}")),
+            },
+            _ => Ok(false),
+        }
+    } else if op == Op::Fsck && status.code() == Some(1) && kills_before > 0 {
+        match serde_json::from_str::<serde_json::Value>(&stdout) {
+            Ok(v) if only_crash_states(&v) => Ok(true),
+            Ok(v) => Err(format!("fsck found: {:#}", v["problems"])),
+            Err(e) => Err(format!("fsck printed no JSON ({e})")),
+        }
+    } else {
+        Err("a process that was not killed failed".into())
+    };
+    match verdict {
+        Ok(crash_states) => {
+            c.ok += 1;
+            c.crash_states += usize::from(crash_states);
+        }
+        Err(why) => {
+            c.failed += 1;
+            drop(counts);
+            fail(why);
+        }
+    }
+}
+
+/// Rewrites the step-info files of the StepLib now and then (atomically: a rename), so that
+/// updates publish new collection objects and gc collects the old ones.
+fn mutator(lib: PathBuf, scratch: PathBuf, stop: Arc<AtomicBool>) -> usize {
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        for id in STEPS {
+            let tmp = scratch.join("step-info.yml.tmp");
+            fs::write(&tmp, format!("maintainer: torture-{n}\n")).unwrap();
+            fs::rename(&tmp, lib.join("steps").join(id).join("step-info.yml")).unwrap();
+        }
+        n += 1;
+        thread::sleep(Duration::from_millis(250));
+    }
+    n
+}
+
+#[test]
+fn torture() {
+    let secs: u64 = std::env::var("STEPMAN_TORTURE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    let seed: u64 = std::env::var("STEPMAN_TORTURE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!(
+        "torture: STEPMAN_TORTURE_SEED={seed} STEPMAN_TORTURE_SECS={secs}, {WORKERS} workers"
+    );
+
+    let t = TestDir::new();
+    let work = t.path().to_path_buf();
+    let home = work.join("home");
+    fs::create_dir_all(work.join("logs")).unwrap();
+    let server = Server::start();
+    let lib = work.join("lib");
+    support::write_steplib_yml(&lib, &[("zip", &format!("{}/steps/", server.url()))]);
+    let mut sources = BTreeMap::new();
+    for (i, id) in STEPS.iter().enumerate() {
+        for (j, v) in VERSIONS.iter().enumerate() {
+            let src = work.join(format!("src/{id}-{v}"));
+            make_tree(&src, 1000 + (i * 10 + j) as u64, 40);
+            server.serve(
+                &format!("/steps/{id}/{v}/step.zip"),
+                support::zip_tree(&src),
+                Mode::Full {
+                    delay: Duration::from_millis(100),
+                },
+            );
+            support::write_step(&lib, id, v, &support::step_yml(&format!("{id} {v}"), None));
+            sources.insert((id.to_string(), v.to_string()), src);
+        }
+    }
+    let uri = format!("file://{}", fs::canonicalize(&lib).unwrap().display());
+    run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
+
+    let sh = Arc::new(Shared {
+        home: home.clone(),
+        work: work.clone(),
+        uri,
+        sources,
+        kills_sent: AtomicUsize::new(0),
+        seq: AtomicUsize::new(0),
+        counts: Mutex::new(BTreeMap::new()),
+        failures: Mutex::new(Vec::new()),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let scratch = work.join("mutator");
+    fs::create_dir_all(&scratch).unwrap();
+    let m = {
+        let (lib, stop) = (lib.clone(), Arc::clone(&stop));
+        thread::spawn(move || mutator(lib, scratch, stop))
+    };
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let sh = Arc::clone(&sh);
+            thread::spawn(move || {
+                let mut rng = Rng::new(seed ^ (w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                while Instant::now() < deadline {
+                    one_op(&sh, &mut rng);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a worker panicked");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mutations = m.join().expect("the mutator panicked");
+    let ran = started.elapsed();
+
+    let counts = sh.counts.lock().unwrap().clone();
+    let failures = sh.failures.lock().unwrap().clone();
+    let total: usize = counts.values().map(|c| c.ok + c.killed + c.failed).sum();
+    eprintln!(
+        "torture: {total} operations in {ran:.1?}, {} kills sent, {mutations} StepLib \
+         mutations, {} failures (seed {seed})",
+        sh.kills_sent.load(Ordering::SeqCst),
+        failures.len()
+    );
+    for (op, c) in &counts {
+        eprintln!(
+            "torture:   {op:?}: {} ok, {} killed, {} failed{}",
+            c.ok,
+            c.killed,
+            c.failed,
+            if c.crash_states > 0 {
+                format!(" ({} fsck reports of crash states only)", c.crash_states)
+            } else {
+                String::new()
+            }
+        );
+    }
+    for f in &failures {
+        eprintln!("torture: FAILURE {f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures (seed {seed}); the first: {}",
+        failures.len(),
+        failures[0]
+    );
+    let activated = counts.get(&Op::Activate).map_or(0, |c| c.ok);
+    assert!(activated > 0, "no activation succeeded: {counts:?}");
+
+    // Afterwards: only crash states, then gc cleans them up.
+    let f = fsck_json(&home, &[]);
+    assert!(
+        f.code == 0 || (f.code == 1 && only_crash_states(&f.report)),
+        "fsck after the torture (exit {}): {:#}\n{}",
+        f.code,
+        f.report["problems"],
+        f.stderr
+    );
+    run_ok(&mut stepman(&home, ["gc"]));
+    let tmp: Vec<_> = fs::read_dir(home.join("store-v1/tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(tmp.is_empty(), "tmp/ after gc: {tmp:?}");
+    common::assert_fsck_clean(&home);
+    // Every step name left exports its source.
+    let alias = {
+        let out = run_ok(&mut stepman(&home, ["collections", "--format", "json"]));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let spec = v["data"][0]["spec_path"].as_str().unwrap().to_string();
+        let meta: serde_json::Value = serde_json::from_slice(&fs::read(spec).unwrap()).unwrap();
+        meta["alias"].as_str().unwrap().to_string()
+    };
+    let mut exported = 0;
+    for ((id, v), src) in &sh.sources {
+        let name = format!("{alias}/{id}/{v}");
+        let r = common::output(&mut stepman(&home, ["store", "resolve", &name]));
+        if r.status.code() == Some(1) {
+            continue; // never downloaded (or only by killed processes)
+        }
+        let dest = work.join(format!("final/{id}-{v}"));
+        let o = common::output(&mut stepman(
+            &home,
+            [
+                "store".as_ref(),
+                "export".as_ref(),
+                name.as_ref(),
+                dest.as_os_str(),
+            ],
+        ));
+        assert!(
+            o.status.success(),
+            "export {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        common::assert_same_tree(src, &dest);
+        exported += 1;
+    }
+    eprintln!("torture: {exported} step names exported their source after gc");
+    drop(server);
+}
