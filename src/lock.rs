@@ -100,6 +100,9 @@ fn take_interruptible(path: &Path, flag: &AtomicBool) -> Result<Option<File>> {
             }
             // Held by another filler: its work takes at least milliseconds, so back off to 20 ms.
             LockOutcome::WouldBlock => {
+                if pause == Duration::from_millis(1) {
+                    log::debug!("{}: waiting for another process's fill", path.display());
+                }
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(20));
             }

@@ -1,13 +1,17 @@
 //! `preload`: parallel cache warming from a loopback server; every failure reported, the rest
-//! cached, one download per step.
+//! cached, one download per step; the `bitrise steps preload` selection; Ctrl-C stops cleanly;
+//! preload and activations of the same steps share the single-flight downloads.
 
 mod common;
 mod support;
 
 use std::fs;
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::{assert_fsck_clean, stepman};
+use common::{assert_fsck_clean, assert_same_tree, stepman};
 use serde_json::Value;
 use support::{Mode, Server};
 
@@ -104,5 +108,472 @@ fn fifty_steps_three_failing_in_different_ways() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 47);
+    assert_fsck_clean(&home);
+}
+
+/// A StepLib served by `server` whose steps are `(id, version)`, each a zip of a small tree
+/// served with `mode`; returns the StepLib dir and each step's source tree.
+fn served_steplib(
+    t: &Path,
+    server: &Server,
+    steps: &[(&str, &str)],
+    mode: Mode,
+) -> (PathBuf, Vec<PathBuf>) {
+    let lib = t.join("lib");
+    support::write_steplib_yml(&lib, &[("zip", &format!("{}/archives/", server.url()))]);
+    let mut srcs = Vec::new();
+    for (id, version) in steps {
+        support::write_step(&lib, id, version, &support::step_yml(id, None));
+        let src = t.join("src").join(id).join(version);
+        fs::create_dir_all(src.join("bin")).unwrap();
+        fs::write(src.join("step.sh"), format!("echo {id} {version}\n")).unwrap();
+        // Some bulk, so that a slow server spreads it over many reads.
+        fs::write(
+            src.join("bin/data"),
+            format!("{id}@{version}\n").repeat(4000),
+        )
+        .unwrap();
+        server.serve(
+            &format!("/archives/{id}/{version}/step.zip"),
+            support::zip_tree(&src),
+            mode,
+        );
+        srcs.push(src);
+    }
+    (lib, srcs)
+}
+
+/// An RFC 3339 time `days` before now.
+fn days_ago(days: i64) -> String {
+    let t = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * days);
+    t.to_string()
+}
+
+fn report(stdout: &[u8]) -> Vec<(String, String, String)> {
+    let v: Value = serde_json::from_slice(stdout).expect("--json report");
+    let mut out: Vec<_> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["constraint"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn selection_follows_the_bitrise_rules() {
+    let t = tempfile::tempdir().unwrap();
+    let server = Server::start();
+    let full = Mode::Full {
+        delay: Duration::ZERO,
+    };
+    // (id, version, published days ago)
+    let versions: &[(&str, &str, i64)] = &[
+        ("tool", "1.0.0", 900),
+        ("tool", "1.1.0", 800),
+        ("tool", "1.2.0", 45), // latest patch of 1.2, within 2 months: --minors-since
+        ("tool", "2.0.0", 700),
+        ("tool", "2.1.0", 20), // within 1 month, not the latest patch: --patches-since
+        ("tool", "2.1.1", 10), // latest patch of the 2nd latest major: --majors/--minors
+        ("tool", "3.0.0", 600), // latest major
+        ("tool", "4.0.0-beta", 1), // pre-releases are never chosen
+        ("theirs", "1.0.0", 1), // another maintainer
+        ("gone", "1.0.0", 1),  // deprecated
+    ];
+    let steps: Vec<(&str, &str)> = versions.iter().map(|(i, v, _)| (*i, *v)).collect();
+    let (lib, _) = served_steplib(t.path(), &server, &steps, full);
+    for (id, version, days) in versions {
+        let p = lib.join("steps").join(id).join(version).join("step.yml");
+        let mut y = fs::read_to_string(&p).unwrap();
+        y.push_str(&format!("published_at: {}\n", days_ago(*days)));
+        fs::write(&p, y).unwrap();
+    }
+    for (id, info) in [
+        ("tool", "maintainer: bitrise\n"),
+        ("theirs", "maintainer: community\n"),
+        ("gone", "maintainer: bitrise\ndeprecate_notes: use tool\n"),
+    ] {
+        fs::write(lib.join("steps").join(id).join("step-info.yml"), info).unwrap();
+    }
+    let home = t.path().join("home");
+    let lib_s = lib.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["preload", "-c", lib_s, "--json"];
+        args.extend_from_slice(extra);
+        let o = stepman(&home, &args).output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        report(&o.stdout)
+            .into_iter()
+            .map(|(id, c, _)| format!("{id}@{c}"))
+            .collect::<Vec<_>>()
+    };
+    // The defaults: maintainer bitrise, 2 majors x 1 minor, minors of 2 months, patches of 1.
+    assert_eq!(
+        run(&[]),
+        ["tool@1.2.0", "tool@2.1.0", "tool@2.1.1", "tool@3.0.0"]
+    );
+    // Every maintainer, the latest version only.
+    assert_eq!(
+        run(&[
+            "--maintainer",
+            "",
+            "--majors",
+            "1",
+            "--minors-since",
+            "0",
+            "--patches-since",
+            "0"
+        ]),
+        ["theirs@1.0.0", "tool@3.0.0"]
+    );
+    assert_eq!(
+        run(&[
+            "--majors",
+            "3",
+            "--minors",
+            "2",
+            "--minors-since",
+            "0",
+            "--patches-since",
+            "0"
+        ]),
+        [
+            "tool@1.1.0",
+            "tool@1.2.0",
+            "tool@2.0.0",
+            "tool@2.1.1",
+            "tool@3.0.0"
+        ]
+    );
+    // Named steps alone do not add the selection; with a selection flag they do.
+    assert_eq!(run(&["theirs@1"]), ["theirs@1"]);
+    assert_eq!(
+        run(&[
+            "theirs@1",
+            "--patches-since",
+            "0",
+            "--minors-since",
+            "0",
+            "--majors",
+            "1"
+        ]),
+        ["theirs@1", "tool@3.0.0"]
+    );
+    let o = stepman(&home, ["list-cached", "-c", lib_s])
+        .output()
+        .unwrap();
+    let cached = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !cached.contains("gone") && !cached.contains("beta"),
+        "{cached}"
+    );
+    assert_eq!(cached.lines().count(), 7, "{cached}");
+    assert_fsck_clean(&home);
+}
+
+/// Starts `stepman preload` with stderr piped.
+fn spawn_preload(home: &Path, lib: &Path, extra: &[&str]) -> Child {
+    let mut args = vec!["preload", "-c", lib.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    stepman(home, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Waits for `child`, killing it after `limit` (then its status shows SIGKILL, not an exit code).
+fn wait_at_most(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Entries left in the store's temp area (lock files included).
+fn tmp_entries(home: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(common::store_root(home).join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_a_second_one_is_harmless() {
+    for signals in [1, 2] {
+        let t = tempfile::tempdir().unwrap();
+        let server = Server::start();
+        let steps: Vec<(String, String)> = (0..12)
+            .map(|i| (format!("slow-{i:02}"), "1.0.0".to_string()))
+            .collect();
+        let refs: Vec<(&str, &str)> = steps
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        // Each body takes 4 s in 20 chunks: the preload is always mid-download when stopped,
+        // and stopping well within those 4 s shows that running downloads are cut short.
+        let slow = Mode::Full {
+            delay: Duration::from_secs(4),
+        };
+        let (lib, _) = served_steplib(t.path(), &server, &refs, slow);
+        let home = t.path().join("home");
+        let names: Vec<String> = steps.iter().map(|(id, _)| id.clone()).collect();
+        let mut args: Vec<&str> = vec!["--jobs", "3"];
+        args.extend(names.iter().map(String::as_str));
+        let mut child = spawn_preload(&home, &lib, &args);
+        // Stop once the first steps are done (one line per step on a non-terminal stderr).
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        let mut done = 0;
+        while done < 2 {
+            let mut line = String::new();
+            assert!(err.read_line(&mut line).unwrap() > 0, "early EOF: {seen}");
+            done += usize::from(line.contains(": downloaded"));
+            seen.push_str(&line);
+        }
+        let stopped = Instant::now();
+        for _ in 0..signals {
+            signal(&child, "-INT");
+        }
+        let status = wait_at_most(&mut child, Duration::from_secs(15));
+        let took = stopped.elapsed();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert_eq!(status.code(), Some(130), "{seen}{rest}");
+        assert!(
+            took < Duration::from_secs(2),
+            "stopping took {took:?}: {rest}"
+        );
+        assert!(rest.contains("stopped by a signal"), "{rest}");
+        let r = report(out.as_bytes());
+        assert_eq!(r.len(), 12, "every step has a result");
+        let downloaded: Vec<&str> = r
+            .iter()
+            .filter(|(_, _, s)| s == "downloaded")
+            .map(|(id, _, _)| id.as_str())
+            .collect();
+        let cancelled = r.iter().filter(|(_, _, s)| s == "cancelled").count();
+        assert!(downloaded.len() >= 2 && cancelled >= 1, "{r:?}");
+        assert!(
+            r.iter()
+                .all(|(_, _, s)| s == "downloaded" || s == "cancelled"),
+            "{r:?}"
+        );
+        // Nothing partial: the temp area is empty, fsck is clean, exactly the finished steps
+        // are bound.
+        assert_eq!(
+            tmp_entries(&home),
+            Vec::<String>::new(),
+            "signals: {signals}"
+        );
+        assert_fsck_clean(&home);
+        let o = stepman(&home, ["list-cached", "-c", lib.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let cached: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(
+            cached.len(),
+            downloaded.len(),
+            "{cached:?} vs {downloaded:?}"
+        );
+
+        // Running it again finishes the job and downloads each finished step no more.
+        server.serve_all_mode(Mode::Full {
+            delay: Duration::ZERO,
+        });
+        let o = stepman(&home, ["preload", "-c", lib.to_str().unwrap(), "--json"])
+            .args(&names)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let again = report(&o.stdout);
+        for (id, _, status) in &again {
+            let want = if downloaded.contains(&id.as_str()) {
+                "cached"
+            } else {
+                "downloaded"
+            };
+            assert_eq!(status, want, "{id}");
+        }
+        for id in &downloaded {
+            assert_eq!(server.count(&format!("/archives/{id}/1.0.0/step.zip")), 1);
+        }
+        assert_fsck_clean(&home);
+    }
+}
+
+#[test]
+fn ctrl_c_does_not_wait_for_another_processs_download() {
+    let t = tempfile::tempdir().unwrap();
+    let server = Server::start();
+    let (lib, _) = served_steplib(t.path(), &server, &[("held", "1.0.0")], Mode::HalfThenStall);
+    let home = t.path().join("home");
+    // An activation holds the step's single-flight lock on a stalled download...
+    let mut act = stepman(
+        &home,
+        [
+            "activate",
+            "-c",
+            lib.to_str().unwrap(),
+            "-i",
+            "held",
+            "-p",
+            t.path().join("work").to_str().unwrap(),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    assert!(server.wait_stalled(1, Duration::from_secs(20)));
+    // ...so preload of the same step waits for it (its debug log says so); Ctrl-C ends that
+    // wait at once.
+    let mut child = stepman(&home, ["preload", "-c", lib.to_str().unwrap(), "held"])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("waiting for another process's fill") {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "early EOF: {seen}");
+        seen.push_str(&line);
+    }
+    let stopped = Instant::now();
+    signal(&child, "-INT");
+    let status = wait_at_most(&mut child, Duration::from_secs(15));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(stopped.elapsed() < Duration::from_secs(3), "{rest}");
+    assert!(rest.contains("cancelled"), "{rest}");
+    assert_eq!(
+        server.count("/archives/held/1.0.0/step.zip"),
+        1,
+        "preload never downloaded while the activation held the step"
+    );
+    act.kill().unwrap();
+    act.wait().unwrap();
+}
+
+#[test]
+fn preload_and_ten_activations_of_the_same_steps_download_each_once() {
+    let t = tempfile::tempdir().unwrap();
+    let server = Server::start();
+    let steps: Vec<(String, String)> = (0..10)
+        .map(|i| (format!("shared-{i}"), "2.0.0".to_string()))
+        .collect();
+    let refs: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let (lib, srcs) = served_steplib(
+        t.path(),
+        &server,
+        &refs,
+        Mode::Full {
+            delay: Duration::from_millis(400),
+        },
+    );
+    let home = t.path().join("home");
+    // Set up once, so that every process starts from the same collection.
+    let o = stepman(&home, ["setup", "-c", lib.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let names: Vec<&str> = steps.iter().map(|(id, _)| id.as_str()).collect();
+    let mut args = vec!["--jobs", "4"];
+    args.extend(names.iter().copied());
+    let preload = spawn_preload(&home, &lib, &args);
+    // Ten activations, each of a step the preload also wants, in the opposite order.
+    let acts: Vec<(usize, PathBuf, Child)> = (0..10)
+        .map(|i| {
+            let k = 9 - i;
+            let dest = t.path().join("work").join(format!("a{i}"));
+            let c = stepman(
+                &home,
+                [
+                    "activate",
+                    "-c",
+                    lib.to_str().unwrap(),
+                    "-i",
+                    names[k],
+                    "-v",
+                    "2.0",
+                    "-p",
+                    dest.to_str().unwrap(),
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+            (k, dest, c)
+        })
+        .collect();
+    let out = preload.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report(&out.stdout);
+    assert!(
+        r.iter().all(|(_, _, s)| s == "downloaded" || s == "cached"),
+        "{r:?}"
+    );
+    for (k, dest, c) in acts {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_same_tree(&srcs[k], &dest);
+    }
+    for id in &names {
+        assert_eq!(
+            server.count(&format!("/archives/{id}/2.0.0/step.zip")),
+            1,
+            "{id} downloaded once"
+        );
+    }
     assert_fsck_clean(&home);
 }

@@ -106,6 +106,13 @@ impl Server {
         routes.get_mut(path).expect("no such route").mode = mode;
     }
 
+    /// Changes how every route is answered from now on.
+    pub fn serve_all_mode(&self, mode: Mode) {
+        for r in self.shared.routes.lock().unwrap().values_mut() {
+            r.mode = mode;
+        }
+    }
+
     /// How many requests for `path` arrived (any method, any answer).
     pub fn count(&self, path: &str) -> usize {
         self.shared
