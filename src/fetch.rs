@@ -12,8 +12,10 @@
 //!   a redirect loop. Pauses grow `250 ms << attempt`, capped at 8 s; a `Retry-After` (seconds)
 //!   on `429`/`503` lengthens the pause, also capped at 8 s. Each attempt rewrites the
 //!   destination from its start, so a body that changes between attempts is never mixed.
-//! - Redirects stay on HTTP(S); there is no way to reach `file://` through one. A redirect never
-//!   carries our `Authorization` header (to any host), and at most 5 are followed.
+//! - Redirects are followed here, not by ureq: each target is vetted first. They stay on
+//!   HTTP(S) (a redirect to `file://` or any other scheme is refused, so there is no way to reach
+//!   a local file through one), never carry our `Authorization` header (to any host) nor a
+//!   userinfo of their own, and at most 5 are followed per attempt (a loop fails, unretried).
 //! - `git` never prompts (`GIT_TERMINAL_PROMPT=0`) and its checkout is verified against the
 //!   commit the caller requires.
 //! - Nothing here writes outside the destination the caller gives, which lies in the store's temp
@@ -162,9 +164,9 @@ fn agent(cfg: &NetConfig) -> ureq::Agent {
         .build();
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .max_redirects(5)
-        // ureq's default, made explicit: a redirect (to this host or another) never carries the
-        // credential we attach.
+        // Redirects are followed by `http_once`, which vets each target; should one get through
+        // anyway, it carries no credential.
+        .max_redirects(0)
         .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
         .timeout_connect(Some(cfg.connect_timeout))
         .timeout_recv_response(Some(cfg.stall_timeout))
@@ -191,6 +193,79 @@ impl Attempt {
             retry_after: None,
         }
     }
+}
+
+/// Most redirects followed by one attempt.
+const MAX_REDIRECTS: u32 = 5;
+
+/// The scheme of `s` when it starts with one (`file:`, `http:`, …; RFC 3986 syntax).
+fn scheme_of(s: &str) -> Option<&str> {
+    let scheme = &s[..s.find(':')?];
+    let mut b = scheme.bytes();
+    let ok = b.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+    ok.then_some(scheme)
+}
+
+/// Where a redirect from `base` (an absolute `http(s)` URL) to `location` leads, as an absolute
+/// URL; `Err` says why it is refused (no Location, or a scheme other than `http(s)`).
+fn redirect_target(base: &str, location: &str) -> std::result::Result<String, String> {
+    let location = location.trim();
+    let location = location.split('#').next().unwrap_or_default();
+    if location.is_empty() {
+        return Err("a redirect without a Location".into());
+    }
+    if let Some(scheme) = scheme_of(location) {
+        let lower = scheme.to_ascii_lowercase();
+        return if lower == "http" || lower == "https" {
+            Ok(location.to_string())
+        } else {
+            Err(format!(
+                "a redirect to {} is refused: only http(s) redirects are followed",
+                crate::credentials::redact(location)
+            ))
+        };
+    }
+    let (scheme, rest) = base
+        .split_once("://")
+        .ok_or_else(|| format!("cannot resolve a redirect from {base}"))?;
+    if location.starts_with("//") {
+        return Ok(format!("{scheme}:{location}"));
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, base_path) = rest.split_at(authority_end);
+    let path = if location.starts_with('/') {
+        location.to_string()
+    } else {
+        let base_path = base_path.split(['?', '#']).next().unwrap_or_default();
+        let dir = base_path.rfind('/').map_or("/", |i| &base_path[..=i]);
+        format!("{dir}{location}")
+    };
+    Ok(format!(
+        "{scheme}://{authority}{}",
+        remove_dot_segments(&path)
+    ))
+}
+
+/// `path` (with its query) with `.` and `..` segments resolved (RFC 3986 §5.2.4, simplified).
+fn remove_dot_segments(path: &str) -> String {
+    let (path, query) = path.split_at(path.find('?').unwrap_or(path.len()));
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    let mut out: Vec<&str> = Vec::new();
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        match *seg {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+        if last && matches!(*seg, "." | "..") {
+            out.push("");
+        }
+    }
+    format!("/{}{query}", out.join("/"))
 }
 
 /// Longest pause between two attempts, whatever the backoff or a `Retry-After` says.
@@ -289,14 +364,45 @@ fn http_once(
     max_bytes: u64,
     cfg: &NetConfig,
 ) -> std::result::Result<u64, Attempt> {
-    let mut req = agent.get(url);
-    if let Some(c) = cred {
-        req = req.header("Authorization", c.basic_header());
-    }
-    let mut resp = req
-        .call()
-        .map_err(|e| Attempt::new(e.to_string(), transient_error(&e)))?;
+    let mut url = url.to_string();
+    let mut cred = cred;
+    let mut hops = 0;
+    let mut resp = loop {
+        let mut req = agent.get(&url);
+        if let Some(c) = cred {
+            req = req.header("Authorization", c.basic_header());
+        }
+        let resp = req
+            .call()
+            .map_err(|e| Attempt::new(e.to_string(), transient_error(&e)))?;
+        if !matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+            break resp;
+        }
+        hops += 1;
+        if hops > MAX_REDIRECTS {
+            return Err(Attempt::new(
+                format!("too many redirects (more than {MAX_REDIRECTS}; a loop?)"),
+                false,
+            ));
+        }
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        // A userinfo in the Location is dropped, never used.
+        url = crate::credentials::redact(
+            &redirect_target(&url, location).map_err(|r| Attempt::new(r, false))?,
+        );
+        // The credential belongs to the URL we were given: a redirect never carries it.
+        cred = None;
+    };
     let status = resp.status().as_u16();
+    let via = if hops > 0 {
+        format!(" (redirected to {url})")
+    } else {
+        String::new()
+    };
     if status != 200 {
         // Seconds only; an HTTP-date is ignored (the backoff applies).
         let retry_after = matches!(status, 429 | 503)
@@ -306,7 +412,7 @@ fn http_once(
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|s| Duration::from_secs(s.min(MAX_PAUSE.as_secs())));
         return Err(Attempt {
-            reason: format!("HTTP {status}"),
+            reason: format!("HTTP {status}{via}"),
             transient: status >= 500 || status == 429 || status == 408,
             retry_after,
         });
@@ -562,4 +668,68 @@ pub(crate) fn git_clone(
         )));
     }
     Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_targets() {
+        let base = "http://h:8/a/b/c.zip?x=1";
+        let t = |l: &str| redirect_target(base, l);
+        assert_eq!(t("https://o/p").unwrap(), "https://o/p");
+        assert_eq!(t("HTTP://o/p#frag").unwrap(), "HTTP://o/p");
+        assert_eq!(t("//o/p").unwrap(), "http://o/p");
+        assert_eq!(t("/p/q?y").unwrap(), "http://h:8/p/q?y");
+        assert_eq!(t("d.zip").unwrap(), "http://h:8/a/b/d.zip");
+        assert_eq!(t("../d.zip").unwrap(), "http://h:8/a/d.zip");
+        assert_eq!(t("./../../../../d").unwrap(), "http://h:8/d");
+        assert_eq!(t("..").unwrap(), "http://h:8/a/");
+        assert!(t("a:b").unwrap_err().contains("refused"));
+        for bad in [
+            "file:///etc/passwd",
+            "FILE:/etc/passwd",
+            "ftp://h/x",
+            "data:,x",
+            "",
+        ] {
+            assert!(t(bad).is_err(), "{bad}");
+        }
+        assert!(t("file://u:secret@h/x").unwrap_err().contains("file://h/x"));
+    }
+
+    #[test]
+    fn pauses_grow_and_are_capped() {
+        let ms = |a, r: Option<u64>| pause_before(a, r.map(Duration::from_secs)).as_millis();
+        assert_eq!(ms(1, None), 500);
+        assert_eq!(ms(2, None), 1000);
+        assert_eq!(ms(5, None), 8000);
+        assert_eq!(ms(9, None), 8000);
+        assert_eq!(ms(1, Some(2)), 2000);
+        assert_eq!(ms(3, Some(1)), 2000);
+        assert_eq!(ms(1, Some(3600)), 8000);
+    }
+
+    #[test]
+    fn the_low_speed_limit_trips_only_after_a_slow_window() {
+        let cfg = NetConfig {
+            stall_timeout: Duration::from_millis(50),
+            min_rate: 1000,
+            ..NetConfig::default()
+        };
+        let mut s = LowSpeed::new(&cfg).unwrap();
+        s.record(10).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        let e = s.record(10).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("too slow"), "{e}");
+        // Fast enough (1 MB in a window of some ms): the next window starts over.
+        let mut s = LowSpeed::new(&cfg).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        s.record(1 << 20).unwrap();
+        assert_eq!(s.bytes, 0);
+        let off = NetConfig { min_rate: 0, ..cfg };
+        assert!(LowSpeed::new(&off).is_none());
+    }
 }

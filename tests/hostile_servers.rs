@@ -315,6 +315,7 @@ impl Case {
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "not one error line:\n{err}");
         let line = lines[0].to_string();
+        eprintln!("{id} ({:.1} s): {line}", took.as_secs_f64());
         assert!(
             line.contains(&format!("step {id}@1.0.0")),
             "the error does not name the step: {line}"
@@ -747,9 +748,21 @@ fn a_redirect_to_a_local_file_is_refused() {
         c.server
             .script(&zip_path(id), vec![Answer::redirect(&target)]);
         let (line, _) = c.hostile(id, &[]);
+        assert!(
+            line.contains(&format!("a redirect to {target} is refused")),
+            "{line}"
+        );
+        // Refused at once, not retried, and nothing else asked of any server.
         assert_eq!(c.server.count(&zip_path(id)), 1, "{id}: {line}");
         c.assert_authorized(id);
     }
+    let paths: Vec<String> = c.server.requests().into_iter().map(|r| r.path).collect();
+    assert!(
+        paths
+            .iter()
+            .all(|p| p == "/spec.json" || p.starts_with("/archives/")),
+        "{paths:?}"
+    );
     let passwd = fs::read("/etc/passwd").unwrap_or_default();
     let first = passwd.split(|b| *b == b'\n').next().unwrap_or_default();
     let mut stack = vec![c.home()];
@@ -784,7 +797,10 @@ fn a_redirect_to_another_origin_does_not_carry_the_credential() {
     c.server
         .script(&zip_path("s1"), vec![Answer::redirect(&target)]);
     let (line, _) = c.hostile("s1", &[]);
-    assert!(line.contains("HTTP 401"), "{line}");
+    assert!(
+        line.contains(&format!("HTTP 401 (redirected to {target})")),
+        "{line}"
+    );
     c.assert_authorized("s1");
     let got = other.requests();
     assert_eq!(got.len(), 1, "{got:?}");
@@ -814,10 +830,17 @@ fn a_redirect_loop_fails() {
     c.server
         .script(&zip_path("s1"), vec![Answer::redirect(&here)]);
     let (line, _) = c.hostile("s1", &[]);
-    assert!(line.contains("redirect"), "{line}");
-    // One attempt's worth of redirects: a loop is not worth retrying.
-    let n = c.server.count(&zip_path("s1"));
-    assert!((2..=11).contains(&n), "{n} requests: {line}");
+    assert!(line.contains("too many redirects"), "{line}");
+    // One attempt's worth (the request and 5 redirects followed): a loop is not retried.
+    let reqs = c.server.requests_for(&zip_path("s1"));
+    assert_eq!(reqs.len(), 6, "{line}");
+    // The first request carried the credential; the redirects (even to the same URL) did not.
+    assert!(reqs[0].header("authorization").is_some());
+    assert!(
+        reqs[1..]
+            .iter()
+            .all(|r| r.header("authorization").is_none())
+    );
     // Two URLs bouncing between each other.
     let a = format!("{}/bounce/a", c.server.url());
     let b = format!("{}/bounce/b", c.server.url());
@@ -825,7 +848,18 @@ fn a_redirect_loop_fails() {
     c.server.script("/bounce/a", vec![Answer::redirect(&b)]);
     c.server.script("/bounce/b", vec![Answer::redirect(&a)]);
     let (line, _) = c.hostile("s2", &[]);
-    assert!(line.contains("redirect"), "{line}");
+    assert!(line.contains("too many redirects"), "{line}");
+    assert_eq!(c.server.count(&zip_path("s2")), 1);
+    assert_eq!(c.server.count("/bounce/a") + c.server.count("/bounce/b"), 5);
+    // Redirects never carry the credential, not even to the same origin.
+    for p in ["/bounce/a", "/bounce/b"] {
+        assert!(
+            c.server
+                .requests_for(p)
+                .iter()
+                .all(|r| r.header("authorization").is_none())
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
