@@ -50,6 +50,36 @@ pub struct Imported {
 
 const SUBDIRS: [&str; 5] = ["objects", "names", "tmp", "locks", "locks/names"];
 
+/// The store's own directories, checked at open: never symlinks (`store-format.md`, refusals).
+const OWN_DIRS: [&str; 6] = [
+    "objects",
+    "names",
+    "tmp",
+    "locks",
+    "locks/names",
+    "quarantine",
+];
+
+/// `Ok(true)`: `p` is a real directory; `Ok(false)`: it does not exist; an error when it is a
+/// symlink (planted, e.g. to make us write or delete elsewhere) or not a directory.
+pub(crate) fn real_dir(p: &Path) -> Result<bool> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => Ok(true),
+        Ok(m) => Err(Error::Format {
+            path: p.to_path_buf(),
+            reason: if m.file_type().is_symlink() {
+                "is a symlink, not a directory; a store's own directories are never symlinks \
+                 (refusing to follow it)"
+                    .into()
+            } else {
+                "not a directory".into()
+            },
+        }),
+        Err(e) if sys::is_not_found(&e) => Ok(false),
+        Err(e) => Err(Error::io("stat", p)(e)),
+    }
+}
+
 impl Store {
     /// Opens the store under `home` (`$STEPMAN_HOME`), creating it if it does not exist.
     pub fn open(home: &Path) -> Result<Store> {
@@ -75,6 +105,9 @@ impl Store {
     }
 
     fn from_layout(layout: Layout) -> Result<Store> {
+        for d in OWN_DIRS {
+            real_dir(&layout.root().join(d))?;
+        }
         let f = layout.format_file();
         let text = fs::read_to_string(&f).map_err(Error::io("read", &f))?;
         let version = text
@@ -210,6 +243,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("create dir", &shard)(e)),
         }
+        real_dir(&shard)?;
         let dest = self.layout.object_dir(id);
         match sys::publish_dir(root, &dest).map_err(Error::io("publish", &dest))? {
             Publish::Moved => {
@@ -246,10 +280,23 @@ impl Store {
             .map_err(Error::io("symlink", &link))?;
         let path = self.layout.name_path(name);
         let parent = path.parent().unwrap_or(self.layout.root());
+        // Before creating anything (`create_dir_all` follows a planted route link), and after.
+        self.check_name_dirs(name)?;
         fs::create_dir_all(parent).map_err(Error::io("create dir", parent))?;
+        self.check_name_dirs(name)?;
         sys::replace(&link, &path).map_err(Error::io("rename", &path))?;
         if self.durability == Durability::Sync {
             sys::sync_path(parent).map_err(Error::io("fsync", parent))?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a name whose route or id directory is a symlink (writing or removing the name
+    /// would happen outside the store).
+    fn check_name_dirs(&self, name: &Name) -> Result<()> {
+        let route = self.layout.names().join(name.route());
+        if real_dir(&route)? {
+            real_dir(&route.join(name.id()))?;
         }
         Ok(())
     }
@@ -426,6 +473,7 @@ impl Store {
     pub fn unbind(&self, name: &Name) -> Result<bool> {
         let path = self.layout.name_path(name);
         let _guard = lock::store_shared(&self.layout)?;
+        self.check_name_dirs(name)?;
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if sys::is_not_found(&e) => Ok(false),
@@ -447,6 +495,9 @@ impl Store {
     fn names_in_route_here(&self, route: &str) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
         let dir = self.layout.names().join(route);
+        if !real_dir(&dir)? {
+            return Ok(out);
+        }
         for (id, ipath, ft) in crate::scan::read_dir_names(&dir)? {
             if !ft.is_dir() {
                 continue;

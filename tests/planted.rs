@@ -1,0 +1,416 @@
+//! Planted symlinks and foreign-owned stores.
+//!
+//! Someone who can write into a store (another user of a shared cache, a compromised job) swaps
+//! one of its directories (`tmp`, `locks`, an object shard, a name route) or a temp dir for a
+//! symlink to a directory outside the store. stepman must refuse or leave the link alone: nothing
+//! is ever written, changed or deleted outside the store through it. Each case puts a sentinel
+//! (plus whatever the attacker moved there) in the outside directory and checks, after import,
+//! gc (with its sweep), `fsck --repair` and `delete`, that the outside tree is byte-identical.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{TestDir, import, output, stepman, store_root};
+
+/// Every entry under `dir`: kind, mode, and contents or link target.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("read dir {}: {e}", d.display())) {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let what = if m.file_type().is_symlink() {
+                format!("link {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                format!("dir {:o}", m.mode())
+            } else {
+                format!("file {:o} {:?}", m.mode(), fs::read(&p).unwrap())
+            };
+            out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), what);
+        }
+    }
+    out
+}
+
+/// An outside directory holding a sentinel file.
+fn outside(t: &TestDir, name: &str) -> PathBuf {
+    let d = t.path().join(name);
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("sentinel"), b"do not touch").unwrap();
+    d
+}
+
+fn small_tree(dir: &Path, tag: &str) -> PathBuf {
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    fs::write(dir.join("a.txt"), tag).unwrap();
+    fs::write(dir.join("sub/b.txt"), format!("{tag} b")).unwrap();
+    dir.to_path_buf()
+}
+
+/// A local StepLib with one step, and the store route its names live under once set up.
+fn steplib(t: &TestDir) -> PathBuf {
+    let lib = t.path().join("lib");
+    fs::create_dir_all(lib.join("steps/hello/1.0.0")).unwrap();
+    fs::write(
+        lib.join("steplib.yml"),
+        "format_version: 1.0.0\nsteplib_source: local\n",
+    )
+    .unwrap();
+    fs::write(lib.join("steps/hello/1.0.0/step.yml"), "title: Hello\n").unwrap();
+    lib
+}
+
+fn run(home: &Path, args: &[&str]) -> Output {
+    output(&mut stepman(home, args))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The id the bytes of `src` get, from a throwaway store.
+fn id_of(t: &TestDir, src: &Path) -> String {
+    import(&t.path().join("scratch-home"), src, None)
+}
+
+/// Runs the commands that write or delete (import, gc with its sweep, fsck --repair, delete),
+/// checking after each that `outside` is unchanged. Returns the import's output.
+fn attack_commands(home: &Path, lib: &Path, src: &Path, name: &str, outside: &Path) -> Output {
+    let before = snapshot(outside);
+    let lib = lib.to_str().unwrap();
+    let imp = run(
+        home,
+        &["store", "import", src.to_str().unwrap(), "--name", name],
+    );
+    assert_eq!(snapshot(outside), before, "import wrote outside the store");
+    let steps: [&[&str]; 5] = [
+        &["gc"],
+        &["fsck", "--repair"],
+        &["delete", "-c", lib],
+        &["gc"],
+        &["store", "import", src.to_str().unwrap()],
+    ];
+    for args in steps {
+        let o = run(home, args);
+        assert_eq!(
+            snapshot(outside),
+            before,
+            "`stepman {}` touched the outside directory (exit {}, stderr {})",
+            args.join(" "),
+            o.status,
+            stderr(&o)
+        );
+    }
+    imp
+}
+
+fn assert_refused(o: &Output, planted: &Path) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "accepted a planted symlink: {err}");
+    assert!(
+        err.contains(&planted.display().to_string()) && err.contains("symlink"),
+        "the error names the planted symlink {}: {err}",
+        planted.display()
+    );
+}
+
+/// A store with a collection and one named object, ready to be tampered with.
+fn prepared(t: &TestDir) -> (PathBuf, PathBuf, String) {
+    let home = t.path().join("home");
+    let lib = steplib(t);
+    common::run_ok(&mut stepman(&home, ["setup", "-c", lib.to_str().unwrap()]));
+    let old = small_tree(&t.path().join("old"), "old");
+    let id = import(&home, &old, Some("r/s/1"));
+    (home, lib, id)
+}
+
+fn route_of_collection(home: &Path) -> String {
+    fs::read_dir(store_root(home).join("names"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|r| r != "r")
+        .expect("the collection's route")
+}
+
+/// Replaces `dir` (inside the store) by a symlink to `to`, moving its contents there first.
+fn plant(dir: &Path, to: &Path) {
+    if dir.exists() {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            fs::rename(e.path(), to.join(e.file_name())).unwrap();
+        }
+        fs::remove_dir(dir).unwrap();
+    }
+    symlink(to, dir).unwrap();
+}
+
+#[test]
+fn planted_store_directories_are_refused() {
+    for which in ["tmp", "locks", "objects", "names"] {
+        let t = TestDir::new();
+        let (home, lib, _) = prepared(&t);
+        let out = outside(&t, "outside");
+        let planted = store_root(&home).join(which);
+        plant(&planted, &out);
+        let new = small_tree(&t.path().join("new"), "new");
+        let imp = attack_commands(&home, &lib, &new, "r/s/2", &out);
+        assert_refused(&imp, &planted);
+        for args in [&["gc"][..], &["fsck"], &["store", "resolve", "r/s/1"]] {
+            assert_refused(&run(&home, args), &planted);
+        }
+        // Put back by hand, the store is intact.
+        fs::remove_file(&planted).unwrap();
+        fs::create_dir(&planted).unwrap();
+        for e in fs::read_dir(&out).unwrap() {
+            let e = e.unwrap();
+            if e.file_name() != "sentinel" {
+                fs::rename(e.path(), planted.join(e.file_name())).unwrap();
+            }
+        }
+        common::assert_fsck_clean(&home);
+    }
+}
+
+#[test]
+fn planted_object_shard_is_refused() {
+    let t = TestDir::new();
+    let (home, lib, old_id) = prepared(&t);
+    let out = outside(&t, "outside");
+    let new = small_tree(&t.path().join("new"), "new");
+    let new_id = id_of(&t, &new);
+    assert_ne!(
+        &new_id[..2],
+        &old_id[..2],
+        "pick other contents: same shard"
+    );
+    let planted = store_root(&home).join("objects").join(&new_id[..2]);
+    assert!(!planted.exists());
+    symlink(&out, &planted).unwrap();
+    let imp = attack_commands(&home, &lib, &new, "r/s/2", &out);
+    assert_refused(&imp, &planted);
+    assert!(!out.join(&new_id).exists(), "published outside the store");
+    assert!(
+        run(&home, &["store", "resolve", "r/s/2"]).status.code() == Some(1),
+        "the name was not bound"
+    );
+    // fsck --repair (run above) moved the foreign link into quarantine, not what it points at;
+    // the last import without a name then made the shard a real directory.
+    assert!(fs::symlink_metadata(&planted).is_ok_and(|m| m.is_dir()));
+    let quarantined: Vec<_> = fs::read_dir(store_root(&home).join("quarantine"))
+        .unwrap()
+        .map(|e| fs::read_link(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(quarantined, std::slice::from_ref(&out));
+    assert_eq!(
+        import(&home, &new, Some("r/s/2")),
+        new_id,
+        "with the link gone, the import works"
+    );
+    assert!(!out.join(&new_id).exists());
+    let old = run(&home, &["store", "resolve", "r/s/1"]);
+    assert!(String::from_utf8_lossy(&old.stdout).contains(&old_id));
+    common::assert_fsck_clean(&home);
+}
+
+#[test]
+fn planted_name_route_is_refused() {
+    let t = TestDir::new();
+    let (home, lib, old_id) = prepared(&t);
+    let route = route_of_collection(&home);
+    // The attacker moves the collection's route (its `_steplib/current` name) outside and links
+    // it back: `delete` would then unbind names outside the store.
+    let out = outside(&t, "outside");
+    let planted = store_root(&home).join("names").join(&route);
+    plant(&planted, &out);
+    assert!(fs::symlink_metadata(out.join("_steplib/current")).is_ok());
+    let new = small_tree(&t.path().join("new"), "new");
+    let name = format!("{route}/x/1");
+    let imp = attack_commands(&home, &lib, &new, &name, &out);
+    assert_refused(&imp, &planted);
+    let del = run(&home, &["delete", "-c", lib.to_str().unwrap()]);
+    assert_refused(&del, &planted);
+    // And an id directory planted inside a real route.
+    let out2 = outside(&t, "outside2");
+    fs::create_dir_all(store_root(&home).join("names/r/t")).unwrap();
+    let planted2 = store_root(&home).join("names/r/t");
+    fs::remove_dir(&planted2).unwrap();
+    symlink(&out2, &planted2).unwrap();
+    let before = snapshot(&out2);
+    let o = run(
+        &home,
+        &["store", "import", new.to_str().unwrap(), "--name", "r/t/1"],
+    );
+    assert_refused(&o, &planted2);
+    assert_eq!(snapshot(&out2), before);
+    let o = run(&home, &["store", "resolve", "r/s/1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
+}
+
+#[test]
+fn planted_temp_dirs_and_lock_links_are_not_followed() {
+    let t = TestDir::new();
+    let (home, lib, old_id) = prepared(&t);
+    let tmp = store_root(&home).join("tmp");
+    let out = outside(&t, "outside");
+    fs::create_dir(out.join("dir")).unwrap();
+    fs::write(out.join("dir/inner"), b"inner").unwrap();
+    // A dead temp dir that is a link (no lock file), one with a lock file, a lock file that is
+    // a link to an outside file, and a link inside a real dead temp dir.
+    symlink(&out, tmp.join("ingest-00000000000000aa00000001")).unwrap();
+    symlink(&out, tmp.join("ingest-00000000000000bb00000001")).unwrap();
+    fs::write(tmp.join("ingest-00000000000000bb00000001.lock"), b"").unwrap();
+    symlink(
+        out.join("sentinel"),
+        tmp.join("ingest-00000000000000cc00000001.lock"),
+    )
+    .unwrap();
+    fs::create_dir(tmp.join("ingest-00000000000000dd00000001")).unwrap();
+    symlink(&out, tmp.join("ingest-00000000000000dd00000001/tree")).unwrap();
+    fs::set_permissions(
+        tmp.join("ingest-00000000000000dd00000001"),
+        fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
+    let new = small_tree(&t.path().join("new"), "new");
+    let imp = attack_commands(&home, &lib, &new, "r/s/2", &out);
+    assert!(imp.status.success(), "{}", stderr(&imp));
+    // The sweep removed the links themselves.
+    let left: Vec<_> = fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "tmp holds {left:?}");
+    let o = run(&home, &["store", "resolve", "r/s/1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
+    common::assert_fsck_clean(&home);
+}
+
+const NOBODY: u32 = 65534;
+
+fn root_with_setpriv() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let setpriv = Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !root || !setpriv {
+        eprintln!("skipping: needs root (to chown) and setpriv (to run as nobody)");
+    }
+    root && setpriv
+}
+
+fn chown_tree(p: &Path, uid: u32) {
+    let st = Command::new("chown")
+        .args(["-hR", &format!("{uid}:{uid}")])
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn as_nobody(home: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        format!("--reuid={NOBODY}"),
+        format!("--regid={NOBODY}"),
+        "--clear-groups".into(),
+    ])
+    .arg(common::bin())
+    .args(args)
+    .current_dir("/");
+    common::store_env(&mut cmd, home);
+    output(&mut cmd)
+}
+
+/// A store owned by another user, used by root: a link that user planted is still refused; with
+/// the link gone, root's work is safe and the store stays clean.
+#[test]
+fn store_owned_by_another_user_with_planted_tmp() {
+    if !root_with_setpriv() {
+        return;
+    }
+    let t = TestDir::new();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (home, lib, old_id) = prepared(&t);
+    chown_tree(&home, NOBODY);
+    let out = outside(&t, "outside");
+    chown_tree(&out, NOBODY);
+    let tmp = store_root(&home).join("tmp");
+    // The other user plants the link.
+    let o = Command::new("setpriv")
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+        ])
+        .args(["sh", "-c", "rmdir \"$0\" && ln -s \"$1\" \"$0\""])
+        .arg(&tmp)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let new = small_tree(&t.path().join("new"), "new");
+    let imp = attack_commands(&home, &lib, &new, "r/s/2", &out);
+    assert_refused(&imp, &tmp);
+    fs::remove_file(&tmp).unwrap();
+    fs::create_dir(&tmp).unwrap();
+    chown_tree(&tmp, NOBODY);
+    import(&home, &new, Some("r/s/2"));
+    let o = run(&home, &["store", "resolve", "r/s/1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
+    common::assert_fsck_clean(&home);
+}
+
+/// A store owned by root, used by `nobody`: writes are refused with an error naming the store,
+/// nothing changes, and reads still work.
+#[test]
+fn store_owned_by_root_used_by_nobody() {
+    if !root_with_setpriv() {
+        return;
+    }
+    let t = TestDir::new();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (home, _lib, old_id) = prepared(&t);
+    let new = small_tree(&t.path().join("new"), "new");
+    chown_tree(&new, NOBODY);
+    let before = snapshot(&home);
+    for args in [
+        vec!["store", "import", new.to_str().unwrap(), "--name", "r/s/1"],
+        vec!["gc"],
+        vec!["fsck", "--repair"],
+    ] {
+        let o = as_nobody(&home, &args);
+        let err = stderr(&o);
+        // fsck --repair finds nothing to repair: it may succeed, writing nothing.
+        if args[0] != "fsck" || !o.status.success() {
+            assert!(!o.status.success(), "`{}` as nobody: {err}", args.join(" "));
+            assert!(
+                err.contains(&store_root(&home).display().to_string()),
+                "the error names the store: {err}"
+            );
+        }
+        assert_eq!(
+            snapshot(&home),
+            before,
+            "`{}` changed the store",
+            args.join(" ")
+        );
+    }
+    let o = as_nobody(&home, &["store", "resolve", "r/s/1"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&old_id),
+        "reads work: {}",
+        stderr(&o)
+    );
+    common::assert_fsck_clean(&home);
+}
