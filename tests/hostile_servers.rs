@@ -172,7 +172,7 @@ impl Case {
         let dir = TestDir::new();
         let server = HostileServer::start();
         let canary = canary();
-        for d in ["home", "userhome", "cwd"] {
+        for d in ["home", "userhome", "cwd", "tmpdir"] {
             fs::create_dir_all(dir.path().join(d)).unwrap();
         }
         fs::write(
@@ -255,6 +255,7 @@ impl Case {
         let mut cmd = stepman(&self.home(), args);
         cmd.env("NETRC", self.root().join("netrc"))
             .env("HOME", self.root().join("userhome"))
+            .env("TMPDIR", self.root().join("tmpdir"))
             .env("STEPMAN_HTTP_TIMEOUT", "1")
             .env("STEPMAN_HTTP_ATTEMPTS", ATTEMPTS.to_string())
             .env_remove("BITRISE_PRECOMPILED_STEPS_STORAGE_URLS")
@@ -533,6 +534,32 @@ fn no_content_length_and_an_early_close_fails_on_the_zip_itself() {
     c.activate_ok("s2", "s2", &[]);
 }
 
+#[test]
+fn a_chunked_body_cut_before_its_last_chunk_is_retried_then_fails() {
+    let mut c = Case::new();
+    let zip = step_zip("s1");
+    c.server.script(
+        &zip_path("s1"),
+        vec![Answer::Chunked {
+            body: Arc::new(zip),
+            complete: false,
+        }],
+    );
+    let (line, _) = c.hostile("s1", &[]);
+    assert_eq!(c.server.count(&zip_path("s1")), ATTEMPTS as usize, "{line}");
+    c.assert_authorized("s1");
+    // The control: a complete chunked body works.
+    let zip = step_zip("s2");
+    c.server.script(
+        &zip_path("s2"),
+        vec![Answer::Chunked {
+            body: Arc::new(zip),
+            complete: true,
+        }],
+    );
+    c.activate_ok("s2", "s2", &[]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Stalls
 // ---------------------------------------------------------------------------------------------
@@ -651,7 +678,7 @@ fn server_errors_and_429_are_retried_a_bounded_number_of_times() {
     assert_eq!(c.server.count(&zip_path("s1")), ATTEMPTS as usize);
     c.assert_authorized("s1");
 
-    for (id, code) in [("s2", 500), ("s3", 429), ("s4", 502)] {
+    for (id, code) in [("s2", 500), ("s3", 429), ("s4", 502), ("s5", 408)] {
         c.server.script(&zip_path(id), vec![Answer::status(code)]);
         let (line, took) = c.hostile(id, &[]);
         assert_eq!(c.server.count(&zip_path(id)), ATTEMPTS as usize, "{line}");

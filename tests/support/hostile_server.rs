@@ -51,6 +51,9 @@ pub enum Answer {
         chunk: usize,
         every: Duration,
     },
+    /// `200` with `Transfer-Encoding: chunked`, the body in 1 KiB chunks; without `complete`,
+    /// the connection closes after half of them (no terminating chunk).
+    Chunked { body: Arc<Vec<u8>>, complete: bool },
     /// The status line and headers, one byte every `every`, forever.
     DripHeaders { every: Duration },
     /// `code` with extra headers and an empty body.
@@ -372,6 +375,25 @@ fn handle(mut conn: TcpStream, s: &Shared) -> io::Result<()> {
                 }
                 conn.write_all(part)?;
                 conn.flush()?;
+            }
+        }
+        Answer::Chunked { body, complete } => {
+            conn.write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            )?;
+            let chunks: Vec<&[u8]> = body.chunks(1024).collect();
+            let n = if complete {
+                chunks.len()
+            } else {
+                chunks.len() / 2
+            };
+            for c in &chunks[..n] {
+                write!(conn, "{:x}\r\n", c.len())?;
+                conn.write_all(c)?;
+                conn.write_all(b"\r\n")?;
+            }
+            if complete {
+                conn.write_all(b"0\r\n\r\n")?;
             }
         }
         Answer::DripHeaders { every } => {
