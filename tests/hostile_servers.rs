@@ -848,6 +848,26 @@ fn a_redirect_to_another_origin_does_not_carry_the_credential() {
             .all(|r| r.header("authorization").is_none())
     );
     assert_eq!(other.requests().len(), 2);
+    // A Location with its own userinfo (here the canary): dropped, neither sent nor shown.
+    other.script("/with-userinfo", vec![Answer::status(404)]);
+    let target = format!(
+        "http://evil:{}@{}/with-userinfo",
+        c.canary,
+        other.authority()
+    );
+    c.server
+        .script(&zip_path("s3"), vec![Answer::redirect(&target)]);
+    let (line, _) = c.hostile("s3", &[]);
+    assert!(
+        line.contains(&format!(
+            "HTTP 404 (redirected to {}/with-userinfo)",
+            other.url()
+        )),
+        "{line}"
+    );
+    let got = other.requests_for("/with-userinfo");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("authorization"), None);
 }
 
 #[test]
