@@ -22,6 +22,8 @@
 #   env: REPS=9 FSCK_REPS=15; BENCH_DIR=/var/tmp; KEEP=1 keeps the work dir;
 #   STEPLIB_REPS=7 repetitions of benches/steplib_ratios.py, which runs at the end (STORE_ONLY=1 skips it);
 #        STEPMAN_BIN=path measures another build of stepman.
+#   PRELOAD_REPS=3 repetitions of benches/preload_ratio.py (preload of 100 Go-sized steps, default
+#        --jobs vs --jobs 1; runs last, ~2 min per repetition; SKIP_PRELOAD=1 skips it).
 # Needs: cargo, tar, gzip, b3sum (installed with apt-get when missing and running as root).
 set -euo pipefail
 
@@ -207,4 +209,11 @@ if [ "${STORE_ONLY:-0}" != 1 ]; then
     echo
     echo "StepLib and activation ratios (benches/steplib_ratios.py):"
     python3 benches/steplib_ratios.py --reps "${STEPLIB_REPS:-7}" ${STEPMAN_BIN:+--bin "$STEPMAN_BIN"}
+fi
+
+# Issue 4's preload ratio: 100 Go-sized steps, default --jobs against --jobs 1 (~2 min per rep).
+if [ "${STORE_ONLY:-0}" != 1 ] && [ "${SKIP_PRELOAD:-0}" != 1 ]; then
+    echo
+    echo "Preload ratio (benches/preload_ratio.py):"
+    python3 benches/preload_ratio.py --reps "${PRELOAD_REPS:-3}" ${STEPMAN_BIN:+--bin "$STEPMAN_BIN"}
 fi
