@@ -1028,3 +1028,54 @@ fn update_does_not_print_the_credential() {
     assert!(!o.status.success());
     c.assert_no_canary();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The StepLib itself from a hostile server
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_truncated_or_failing_spec_json_sets_nothing_up() {
+    let mut c = Case::new();
+    // Any bytes do for a body that is cut: it never arrives whole.
+    let body = vec![b'{'; 20_000];
+    let store = common::store_root(&c.home());
+    let skip = [store.join("tmp"), store.join("locks")];
+    for (path, answer, tries) in [
+        (
+            "/cut.json",
+            Answer::truncated(&body, body.len() / 2),
+            ATTEMPTS,
+        ),
+        ("/gone.json", Answer::status(404), 1),
+        ("/storm.json", Answer::status(503), ATTEMPTS),
+    ] {
+        c.server.script(path, vec![answer]);
+        let before = snapshot(c.root(), &skip);
+        let ids = object_ids(&c.home());
+        let url = format!("http://bot:{}@{}{path}", c.canary, c.server.authority());
+        let o = c.run(&["setup", "-c", &url], &[]);
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "{path}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{path}: {err}");
+        assert!(
+            lines[0].contains(&format!("{}{path}", c.server.url())),
+            "{path}: {err}"
+        );
+        assert_eq!(c.server.count(path), tries as usize, "{path}: {err}");
+        assert_eq!(
+            object_ids(&c.home()),
+            ids,
+            "{path}: an object was published"
+        );
+        assert_eq!(before, snapshot(c.root(), &skip), "{path}");
+        c.assert_tmp_empty();
+        assert_fsck_clean(&c.home());
+        c.assert_no_canary();
+    }
+    let o = c.run(&["collections", "--format", "json"], &[]);
+    let listed = text(&o.stdout);
+    for path in ["/cut.json", "/gone.json", "/storm.json"] {
+        assert!(!listed.contains(path), "{path} was set up: {listed}");
+    }
+}
