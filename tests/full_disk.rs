@@ -1,0 +1,387 @@
+//! A full disk: the store on a small tmpfs, out of bytes (`size=`) or out of inodes
+//! (`nr_inodes=`) at many points of an ingest, and during a name swap.
+//!
+//! Every failure must be a clear error naming the path (exit non-zero), publish nothing under
+//! the name, leave the old name resolving to its old object byte for byte, and leave `fsck`
+//! clean; once space is freed, the retry succeeds and gc leaves nothing in `tmp/`.
+//!
+//! The tmpfs is mounted directly when the test can (root, as in CI). Otherwise the test runs
+//! itself again as a child inside `unshare -Urm` (a user and mount namespace, no privileges
+//! needed), which mounts the tmpfs first; the child sees `STEPMAN_TMPFS_DIR` and runs the
+//! scenario. Without either, the test says so and skips. `STEPMAN_TMPFS_VIA_UNSHARE=1` forces
+//! the namespace path (to test it as root).
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{TestDir, assert_fsck_clean, assert_same_tree, make_tree, output, stepman};
+
+const DIR_ENV: &str = "STEPMAN_TMPFS_DIR";
+const WORK_ENV: &str = "STEPMAN_TMPFS_WORK";
+
+/// Unmounts on drop (also when the test panics).
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Runs `scenario(tmpfs, work)` with `tmpfs` a fresh tmpfs mounted with `opts` and `work` a
+/// directory on the ordinary file system.
+fn with_tmpfs(test: &str, opts: &str, scenario: fn(&Path, &Path)) {
+    if let (Some(dir), Some(work)) = (std::env::var_os(DIR_ENV), std::env::var_os(WORK_ENV)) {
+        // The child inside the namespace: the mount is there.
+        scenario(Path::new(&dir), Path::new(&work));
+        return;
+    }
+    let t = TestDir::new();
+    let mnt = t.path().join("mnt");
+    let work = t.path().join("work");
+    fs::create_dir_all(&mnt).unwrap();
+    fs::create_dir_all(&work).unwrap();
+    let direct = std::env::var_os("STEPMAN_TMPFS_VIA_UNSHARE").is_none()
+        && Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(&mnt)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if direct {
+        let _m = Mounted(mnt.clone());
+        scenario(&mnt, &work);
+        return;
+    }
+    let userns = Command::new("unshare")
+        .args(["-Urm", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !userns {
+        eprintln!("skipping {test}: cannot mount a tmpfs (not root) and `unshare -Urm` fails");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = output(
+        Command::new("unshare")
+            .args([
+                "-Urm",
+                "sh",
+                "-c",
+                "mount -t tmpfs -o \"$1\" tmpfs \"$0\" && shift && exec \"$@\"",
+            ])
+            .arg(&mnt)
+            .arg(opts)
+            .arg(exe)
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(DIR_ENV, &mnt)
+            .env(WORK_ENV, &work),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{test} inside `unshare -Urm` failed"
+    );
+}
+
+fn ids(home: &Path) -> Vec<String> {
+    common::object_ids(home)
+}
+
+fn tmp_entries(home: &Path) -> Vec<String> {
+    match fs::read_dir(common::store_root(home).join("tmp")) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `store resolve name`: the object id (from the directory it prints) and the directory.
+fn resolve(home: &Path, name: &str) -> (String, PathBuf) {
+    let dir = common::run_ok(&mut stepman(home, ["store", "resolve", name]));
+    let dir = PathBuf::from(dir);
+    let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+    (id, dir)
+}
+
+/// After a failed import: a clear error, nothing new under the name, the old object intact
+/// byte for byte, fsck clean.
+fn assert_failed_cleanly(
+    home: &Path,
+    out: &std::process::Output,
+    what: &str,
+    name: &str,
+    (old_id, old_src): (&str, &Path),
+) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{what}: succeeded on a full disk");
+    assert!(
+        err.contains("No space left on device") && err.contains(&home.display().to_string()),
+        "{what}: the error says ENOSPC and names the path in the store: {err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{what}: printed an id: {:?}",
+        out.stdout
+    );
+    let (id, dir) = resolve(home, name);
+    assert_eq!(id, old_id, "{what}: the name moved");
+    assert_same_tree(old_src, &dir);
+    assert_fsck_clean(home);
+}
+
+/// Writes zeros to `path` until the file system is full; returns the file's length.
+fn fill_bytes(path: &Path) -> u64 {
+    let mut f = fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 256 << 10];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("fill {}: {e}", path.display()),
+        }
+    }
+    f.metadata().unwrap().len()
+}
+
+/// Creates empty files in `dir` until the file system is out of inodes; returns how many.
+fn fill_inodes(dir: &Path, from: usize) -> usize {
+    let mut n = from;
+    loop {
+        match fs::File::create(dir.join(format!("f{n}"))) {
+            Ok(_) => n += 1,
+            Err(e) if e.raw_os_error() == Some(28) => return n,
+            Err(e) => panic!("fill inodes in {}: {e}", dir.display()),
+        }
+    }
+}
+
+fn import_cmd(home: &Path, src: &Path, name: &str) -> std::process::Output {
+    output(&mut stepman(
+        home,
+        [
+            "store".as_ref(),
+            "import".as_ref(),
+            src.as_os_str(),
+            "--name".as_ref(),
+            name.as_ref(),
+        ],
+    ))
+}
+
+/// Out of bytes at several points of an ingest (a directory and a tar.gz source), with a big
+/// file filling the disk; the name swap of an existing name never happens.
+fn enospc_scenario(mnt: &Path, work: &Path) {
+    let home = mnt.join("home");
+    let old = work.join("old");
+    make_tree(&old, 1, 12);
+    let new = work.join("new");
+    let stats = make_tree(&new, 2, 60);
+    let new_tgz = work.join("new.tar.gz");
+    common::tar_gz(&new, &new_tgz);
+    let old_id = common::import(&home, &old, Some("r/s/1"));
+    let before = ids(&home);
+
+    let filler = mnt.join("filler");
+    let full = fill_bytes(&filler);
+    let f = fs::OpenOptions::new().write(true).open(&filler).unwrap();
+    // Free space from none to most of what the new tree needs: the ingest stops at its first
+    // file, in the middle, or near its end.
+    let need = stats.bytes;
+    let mut points = vec![0, 4096, 64 << 10];
+    points.extend([
+        need / 4,
+        need / 2,
+        need * 3 / 4,
+        need.saturating_sub(16 << 10),
+    ]);
+    for free in points {
+        f.set_len(full - free.min(full)).unwrap();
+        for src in [&new, &new_tgz] {
+            let what = format!("import of {} with {free} bytes free", src.display());
+            let out = import_cmd(&home, src, "r/s/1");
+            assert_failed_cleanly(&home, &out, &what, "r/s/1", (&old_id, &old));
+            assert_eq!(ids(&home), before, "{what}: published an object");
+            assert!(
+                tmp_entries(&home).is_empty(),
+                "{what}: left {:?}",
+                tmp_entries(&home)
+            );
+        }
+    }
+
+    // Re-pointing a name at contents the store already holds, on a full disk.
+    drop(f);
+    fs::remove_file(&filler).unwrap();
+    fill_bytes(&filler);
+    let out = import_cmd(&home, &old, "r/s/2");
+    assert_failed_cleanly(
+        &home,
+        &out,
+        "re-import of stored contents",
+        "r/s/1",
+        (&old_id, &old),
+    );
+    assert!(
+        output(&mut stepman(&home, ["store", "resolve", "r/s/2"]))
+            .status
+            .code()
+            == Some(1),
+        "no new name on a full disk"
+    );
+
+    fs::remove_file(&filler).unwrap();
+    let new_id = common::import(&home, &new_tgz, Some("r/s/1"));
+    let (id, dir) = resolve(&home, "r/s/1");
+    assert_eq!(id, new_id);
+    assert_same_tree(&new, &dir);
+    common::run_ok(&mut stepman(&home, ["gc"]));
+    assert_eq!(ids(&home), [new_id], "gc removed the old, unnamed object");
+    assert!(
+        tmp_entries(&home).is_empty(),
+        "tmp holds {:?}",
+        tmp_entries(&home)
+    );
+    assert_fsck_clean(&home);
+}
+
+/// Out of inodes at every point of an import: for k = 0, 1, 2, … free inodes, until the import
+/// succeeds. Done for new contents and for contents already in the store (where the ingest
+/// succeeds and the name swap is what runs out).
+fn inodes_scenario(mnt: &Path, work: &Path) {
+    let home = mnt.join("home");
+    let old = work.join("old");
+    make_tree(&old, 1, 6);
+    let new = work.join("new");
+    make_tree(&new, 3, 14);
+    let other = work.join("other");
+    make_tree(&other, 4, 8);
+    let old_id = common::import(&home, &old, Some("r/s/1"));
+    let other_id = common::import(&home, &other, Some("r/s/2"));
+
+    let fill = mnt.join("fill");
+    fs::create_dir(&fill).unwrap();
+    let mut files = fill_inodes(&fill, 0);
+    let mut current = (old_id.clone(), old.clone());
+    // (source, its id when already stored)
+    for (src, existing) in [(&new, None), (&other, Some(&other_id))] {
+        let mut failures = 0;
+        let mut swap_failures = 0;
+        let mut succeeded = false;
+        for k in 0..200 {
+            // Exactly k inodes free.
+            files = fill_inodes(&fill, files);
+            for i in 0..k {
+                fs::remove_file(fill.join(format!("f{}", files - 1 - i))).unwrap();
+            }
+            files -= k;
+            let before = ids(&home);
+            let what = format!("import of {} with {k} inodes free", src.display());
+            let out = import_cmd(&home, src, "r/s/1");
+            if out.status.success() {
+                succeeded = true;
+                break;
+            }
+            failures += 1;
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_failed_cleanly(&home, &out, &what, "r/s/1", (&current.0, &current.1));
+            let after = ids(&home);
+            // Past the ingest: creating the object's shard, or the name's new link.
+            let late = err.contains("/store-v1/objects/") || err.contains("/name:");
+            if late {
+                swap_failures += 1;
+            }
+            if after != before {
+                // Published, then out of inodes for the name's link: the object is complete
+                // (fsck rehashed it above) and unnamed; the name was not touched.
+                assert!(
+                    existing.is_none(),
+                    "{what}: a second copy of a stored object"
+                );
+                assert!(
+                    late,
+                    "{what}: published, yet failed before publishing: {err}"
+                );
+                assert_eq!(after.len(), before.len() + 1, "{what}");
+            }
+            assert!(
+                tmp_entries(&home).is_empty(),
+                "{what}: left {:?}",
+                tmp_entries(&home)
+            );
+        }
+        assert!(succeeded, "{}: never succeeded", src.display());
+        assert!(
+            failures > 5,
+            "{}: only {failures} failing points",
+            src.display()
+        );
+        assert!(
+            swap_failures >= 1,
+            "{}: never failed at the name swap",
+            src.display()
+        );
+        eprintln!(
+            "{}: {failures} failing points ({swap_failures} after the ingest), then success",
+            src.display()
+        );
+        let (id, dir) = resolve(&home, "r/s/1");
+        assert_same_tree(src, &dir);
+        if let Some(e) = existing {
+            assert_eq!(&id, e);
+        }
+        current = (id, src.to_path_buf());
+    }
+
+    fs::remove_dir_all(&fill).unwrap();
+    common::run_ok(&mut stepman(&home, ["gc"]));
+    let mut want = vec![current.0.clone(), other_id.clone()];
+    want.sort();
+    want.dedup();
+    assert_eq!(ids(&home), want, "gc left only the named objects");
+    assert!(
+        tmp_entries(&home).is_empty(),
+        "tmp holds {:?}",
+        tmp_entries(&home)
+    );
+    assert_fsck_clean(&home);
+    let (id, _) = resolve(&home, "r/s/2");
+    assert_eq!(id, other_id);
+    let _ = old_id;
+}
+
+#[test]
+fn enospc_during_import_and_name_swap() {
+    with_tmpfs(
+        "enospc_during_import_and_name_swap",
+        "size=4m,nr_inodes=4096",
+        enospc_scenario,
+    );
+}
+
+#[test]
+fn inode_exhaustion_at_every_point_of_an_import() {
+    with_tmpfs(
+        "inode_exhaustion_at_every_point_of_an_import",
+        "size=64m,nr_inodes=2000",
+        inodes_scenario,
+    );
+}
