@@ -52,6 +52,10 @@ pub struct FsckReport {
     pub names: usize,
     /// Everything found.
     pub problems: Vec<Problem>,
+    /// Why `--repair` stopped part-way (a read-only store, say); the problems it did not reach
+    /// are reported unrepaired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair_error: Option<String>,
 }
 
 impl FsckReport {
@@ -249,8 +253,11 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
         }
     }
     drop(guard);
-    if repair && !report.problems.is_empty() {
-        repair_all(store, &mut report)?;
+    if repair
+        && !report.problems.is_empty()
+        && let Err(e) = repair_all(store, &mut report)
+    {
+        report.repair_error = Some(e.describe());
     }
     Ok(report)
 }

@@ -46,6 +46,9 @@ pub fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode> {
         unrepaired
     );
     eprintln!("stepman fsck: {summary}");
+    if let Some(e) = &report.repair_error {
+        eprintln!("stepman fsck: repair stopped: {e}");
+    }
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
     } else {

@@ -1,0 +1,249 @@
+//! A baked store on a read-only mount (PRODUCT §1 user 2, issue 4): cache hits (`activate`,
+//! `step-info`, `list-cached`, `fsck`) work; a miss, `gc` and `fsck --repair` fail with a clear
+//! "read-only" error; a writable store layered on top takes the misses.
+//!
+//! Each command runs in a private mount namespace (`unshare -m`) in which the baked store is
+//! bind-mounted read-only, so the kernel itself refuses any write. Needs root (or a user
+//! namespace that allows mounts); otherwise the tests print why and pass.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stepman");
+
+/// Runs `stepman args` with `--home mnt`, where `mnt` is `baked` bind-mounted read-only.
+fn on_ro_mount(baked: &Path, mnt: &Path, envs: &[(&str, &Path)], args: &[&str]) -> Output {
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$0" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#)
+        .arg(baked)
+        .arg(mnt)
+        .arg(BIN)
+        .arg("--home")
+        .arg(mnt)
+        .args(args)
+        .env_remove("STEPMAN_HOME")
+        .env("STEPMAN_NO_FSYNC", "1");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().expect("run unshare")
+}
+
+/// Whether read-only bind mounts can be made here; prints why not.
+fn can_mount(dir: &Path) -> bool {
+    let a = dir.join("probe-a");
+    let m = dir.join("probe-m");
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&m).unwrap();
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$0" "$1" && mount -o remount,bind,ro "$1" && ! touch "$1/x" 2>/dev/null"#)
+        .arg(&a)
+        .arg(&m)
+        .output();
+    match o {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "skipped: no read-only bind mounts here (needs root): {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("skipped: unshare is not available: {e}");
+            false
+        }
+    }
+}
+
+fn zip_of(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    z.start_file(
+        "step.sh",
+        zip::write::SimpleFileOptions::default().unix_permissions(0o755),
+    )
+    .unwrap();
+    z.write_all(body).unwrap();
+    z.finish().unwrap().into_inner()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
+    let t = tempfile::tempdir().unwrap();
+    if !can_mount(t.path()) {
+        return;
+    }
+    let lib = t.path().join("lib");
+    for v in ["1.0.0", "2.0.0"] {
+        fs::create_dir_all(lib.join(format!("steps/s/{v}"))).unwrap();
+        fs::write(lib.join(format!("steps/s/{v}/step.yml")), "title: S\n").unwrap();
+        fs::create_dir_all(lib.join(format!("archives/s/{v}"))).unwrap();
+        fs::write(
+            lib.join(format!("archives/s/{v}/step.zip")),
+            zip_of(format!("echo {v}\n").as_bytes()),
+        )
+        .unwrap();
+    }
+    fs::write(
+        lib.join("steplib.yml"),
+        "format_version: 1.0.0\nsteplib_source: t\ndownload_locations:\n  - type: zip\n    src: archives/\n",
+    )
+    .unwrap();
+    let lib_s = lib.to_str().unwrap();
+    let baked = t.path().join("baked");
+    let o = common::stepman(&baked, ["preload", "-c", lib_s, "s@1.0.0"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let work = t.path().join("work");
+
+    // Hits.
+    let dest = work.join("one");
+    let o = on_ro_mount(
+        &baked,
+        &mnt,
+        &[],
+        &[
+            "activate",
+            "-c",
+            lib_s,
+            "-i",
+            "s",
+            "-v",
+            "1",
+            "-p",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "activate hit: {}", text(&o));
+    assert_eq!(fs::read(dest.join("step.sh")).unwrap(), b"echo 1.0.0\n");
+    let o = on_ro_mount(
+        &baked,
+        &mnt,
+        &[],
+        &[
+            "step-info",
+            "--library",
+            lib_s,
+            "--id",
+            "s",
+            "--version",
+            "1.0.0",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(o.status.success(), "step-info: {}", text(&o));
+    let o = on_ro_mount(&baked, &mnt, &[], &["list-cached", "-c", lib_s]);
+    assert!(o.status.success(), "list-cached: {}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "s@1.0.0");
+    let o = on_ro_mount(&baked, &mnt, &[], &["fsck", "--json"]);
+    assert!(o.status.success(), "fsck: {}", text(&o));
+
+    // Writes: each a clear read-only error, nothing else.
+    let miss = work.join("two");
+    for args in [
+        vec![
+            "activate",
+            "-c",
+            lib_s,
+            "-i",
+            "s",
+            "-v",
+            "2.0.0",
+            "-p",
+            miss.to_str().unwrap(),
+        ],
+        vec!["gc"],
+    ] {
+        let o = on_ro_mount(&baked, &mnt, &[], &args);
+        assert!(!o.status.success(), "{args:?} succeeded: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
+        assert!(err.contains("read-only"), "{args:?}: {}", text(&o));
+        assert!(!err.contains("panicked"), "{args:?}: {}", text(&o));
+    }
+    assert!(!miss.exists());
+    // `fsck --repair` with nothing to repair writes nothing and succeeds; with damage it reports
+    // the damage and cannot move it aside.
+    let o = on_ro_mount(&baked, &mnt, &[], &["fsck", "--repair"]);
+    assert!(o.status.success(), "fsck --repair, clean: {}", text(&o));
+    let victim = common::object_dirs(&baked)
+        .into_iter()
+        .map(|d| d.join("step.sh"))
+        .find(|f| f.exists())
+        .expect("the step's object");
+    common::make_writable(&victim);
+    fs::write(&victim, "echo tampered\n").unwrap();
+    let o = on_ro_mount(&baked, &mnt, &[], &["fsck", "--repair", "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "fsck --repair, damaged: {}",
+        text(&o)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(
+        !report["problems"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .to_lowercase()
+            .contains("read-only")
+            || report.to_string().to_lowercase().contains("read-only"),
+        "{}",
+        text(&o)
+    );
+    // Put the damage right for the checks below.
+    fs::write(&victim, "echo 1.0.0\n").unwrap();
+
+    // A writable store layered on top takes the miss.
+    let home = t.path().join("home");
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$0" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#)
+        .arg(&baked)
+        .arg(&mnt)
+        .arg(BIN)
+        .args([
+            "activate",
+            "-c",
+            lib_s,
+            "-i",
+            "s",
+            "-v",
+            "2.0.0",
+            "-p",
+            miss.to_str().unwrap(),
+        ])
+        .env("STEPMAN_HOME", &home)
+        .env("STEPMAN_READ_ONLY_STORES", &mnt)
+        .env("STEPMAN_NO_FSYNC", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "layered miss: {}", text(&o));
+    assert_eq!(fs::read(miss.join("step.sh")).unwrap(), b"echo 2.0.0\n");
+    let o = common::stepman(&home, ["list-cached", "-c", lib_s])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "s@2.0.0");
+    common::assert_fsck_clean(&home);
+    common::assert_fsck_clean(&baked);
+}
