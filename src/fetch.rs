@@ -8,8 +8,8 @@
 //!   fails the attempt), so a server that stalls or drips cannot hang a CI job: one attempt
 //!   lasts at most about two windows once the headers are in.
 //! - Retries are bounded: `attempts` in all, for transient failures only (connection errors,
-//!   timeouts, a short or slow body, `5xx`, `408`, `429`); never for `4xx`, a refused redirect or
-//!   a redirect loop. Pauses grow `250 ms << attempt`, capped at 8 s; a `Retry-After` (seconds)
+//!   timeouts, a short or slow body, `5xx`, `408`, `429`); never for another `4xx`, a refused
+//!   redirect or a redirect loop. Pauses grow `250 ms << attempt`, capped at 8 s; a `Retry-After` (seconds)
 //!   on `429`/`503` lengthens the pause, also capped at 8 s. Each attempt rewrites the
 //!   destination from its start, so a body that changes between attempts is never mixed.
 //! - Redirects are followed here, not by ureq: each target is vetted first. They stay on
@@ -43,7 +43,8 @@ pub struct NetConfig {
     /// curl's `--speed-limit`/`--speed-time`. A server that drips a byte a second never trips
     /// the stall timeout; this ends it. `0` turns the limit off.
     pub min_rate: u64,
-    /// Attempts for a transient failure (connection error, 5xx, 429).
+    /// Attempts in all when failures are transient (connection error, timeout, a short or too
+    /// slow body, 5xx, 408, 429).
     pub attempts: u32,
     /// Forbid the network entirely.
     pub offline: bool,
