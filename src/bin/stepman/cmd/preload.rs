@@ -199,7 +199,7 @@ impl Bar {
             let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             b.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} [{bar:30}] {pos}/{len} steps  {msg}  {elapsed_precise} (eta {eta})",
+                    "{spinner} {pos}/{len} steps, {msg} [{wide_bar}] eta {eta}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
