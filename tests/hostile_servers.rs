@@ -607,6 +607,23 @@ fn stalls_before_headers_mid_body_and_in_the_headers_time_out() {
     assert!(c.server.wait_idle(Duration::from_secs(10)));
 }
 
+#[test]
+fn endless_headers_fail_at_once() {
+    let mut c = Case::new();
+    // Header bytes as fast as they go, never ending: refused once they pass ureq's header limit
+    // (a protocol violation, not worth retrying), long before any timeout.
+    c.server.script(
+        &zip_path("s1"),
+        vec![Answer::DripHeaders {
+            every: Duration::ZERO,
+        }],
+    );
+    let (line, took) = c.hostile("s1", &[]);
+    assert!(took < Duration::from_secs(5), "{:.1} s: {line}", secs(took));
+    assert_eq!(c.server.count(&zip_path("s1")), 1, "{line}");
+    assert!(c.server.wait_idle(Duration::from_secs(10)));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Drip
 // ---------------------------------------------------------------------------------------------
