@@ -181,10 +181,15 @@ pub(crate) fn sweep(layout: &Layout, dry_run: bool) -> Result<SweepReport> {
                 continue;
             };
             let dir = tmp.join(stem);
-            report.reclaimed.push(dir.clone());
             if dry_run {
+                // A lock file without its directory may be a live owner between creating the
+                // file and locking it: report only directories, whose owner locked first.
+                if fs::symlink_metadata(&dir).is_ok() {
+                    report.reclaimed.push(dir);
+                }
                 continue;
             }
+            report.reclaimed.push(dir.clone());
             remove_tree(&dir)?;
             claim.remove()?;
         } else if names.binary_search(&format!("{n}.lock")).is_err() {
@@ -192,8 +197,12 @@ pub(crate) fn sweep(layout: &Layout, dry_run: bool) -> Result<SweepReport> {
             // unless it appeared after our listing; claim its lock name to be sure.
             let lock_path = tmp.join(format!("{n}.lock"));
             if dry_run {
-                // Writes nothing: report it unless its lock file appeared after our listing.
-                if fs::symlink_metadata(&lock_path).is_err() {
+                // Writes nothing: report it unless its lock file appeared after our listing, or
+                // it is gone (a live owner removes its directory, then its lock file: the listing
+                // may hold the one and not the other).
+                if fs::symlink_metadata(&lock_path).is_err()
+                    && fs::symlink_metadata(tmp.join(n)).is_ok()
+                {
                     report.reclaimed.push(tmp.join(n));
                 }
                 continue;
