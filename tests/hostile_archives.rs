@@ -1694,3 +1694,57 @@ fn configured_limits_are_enforced() {
         }
     }
 }
+
+// The limits are configurable from the environment (README: "What an import refuses").
+
+impl Env {
+    fn import_with(&self, src: &Path, envs: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(BIN);
+        c.args(["store", "import", src.to_str().unwrap(), "--name", "r/x/1"])
+            .env("STEPMAN_HOME", &self.home)
+            .env("STEPMAN_NO_FSYNC", "1")
+            .env_remove("RUST_LOG")
+            .current_dir(&self.cwd);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().expect("run stepman")
+    }
+}
+
+#[test]
+fn limits_come_from_the_environment() {
+    let env = Env::new();
+    let mut t = TarB::new();
+    for i in 0..20 {
+        t.file(&format!("f{i:02}"), &[b'a'; 3000]);
+    }
+    let tar = env.archive("twenty.tar", &t.finish());
+    let before = env.objects();
+    for (var, value, words) in [
+        ("STEPMAN_MAX_ENTRIES", "10", "entries"),
+        ("STEPMAN_MAX_FILE_BYTES", "2K", "f00"),
+        ("STEPMAN_MAX_TOTAL_BYTES", "50k", "limit"),
+    ] {
+        let out = env.import_with(&tar, &[(var, value)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{var}={value}: {err}");
+        assert!(
+            err.contains(words) && err.contains("limit"),
+            "{var}={value}: {err}"
+        );
+        assert_eq!(env.objects(), before, "{var}: nothing published");
+    }
+    // A bad value is a usage error that names the variable; nothing is done.
+    let out = env.import_with(&tar, &[("STEPMAN_MAX_ENTRIES", "lots")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("STEPMAN_MAX_ENTRIES"));
+    // Raised limits let it through.
+    let out = env.import_with(&tar, &[("STEPMAN_MAX_ENTRIES", "21")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.fsck_clean();
+}

@@ -71,6 +71,50 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The defaults, overridden by `STEPMAN_MAX_TOTAL_BYTES`, `STEPMAN_MAX_FILE_BYTES`,
+    /// `STEPMAN_MAX_ENTRIES`, `STEPMAN_MAX_RATIO` and `STEPMAN_MAX_HEADER_BYTES` (sizes take a
+    /// `K`, `M` or `G` suffix, powers of 1024). An unreadable value is an error naming the variable.
+    pub fn from_env() -> std::result::Result<Limits, String> {
+        Limits::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// [`Limits::from_env`] over any lookup (tests).
+    pub fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+    ) -> std::result::Result<Limits, String> {
+        fn parse(key: &str, v: &str) -> std::result::Result<u64, String> {
+            let t = v.trim();
+            let (num, mul) = match t.char_indices().last() {
+                Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+                Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+                Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+                _ => (t, 1),
+            };
+            num.trim()
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(mul))
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{key}={v:?}: expected a positive number (K, M, G allowed)"))
+        }
+        let mut l = Limits::default();
+        let fields: [(&str, &mut u64); 5] = [
+            ("STEPMAN_MAX_TOTAL_BYTES", &mut l.max_total_bytes),
+            ("STEPMAN_MAX_FILE_BYTES", &mut l.max_file_bytes),
+            ("STEPMAN_MAX_ENTRIES", &mut l.max_entries),
+            ("STEPMAN_MAX_RATIO", &mut l.max_ratio),
+            ("STEPMAN_MAX_HEADER_BYTES", &mut l.max_header_bytes),
+        ];
+        for (key, field) in fields {
+            if let Some(v) = get(key) {
+                *field = parse(key, &v)?;
+            }
+        }
+        Ok(l)
+    }
+}
+
 /// Whether the finished tree is flushed to stable storage before it is published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {

@@ -65,7 +65,13 @@ pub fn open_rw(cli: &crate::Cli) -> anyhow::Result<stepman::Store> {
     let home = cli.home()?;
     Ok(stepman::Store::open(&home)?
         .with_durability(cli.durability())
+        .with_limits(limits()?)
         .with_lower(lower(cli)?))
+}
+
+/// The ingest limits, from the environment (README: "What an import refuses").
+fn limits() -> anyhow::Result<stepman::Limits> {
+    stepman::Limits::from_env().map_err(|e| CouldNotRun(e).into())
 }
 
 /// Opens the store for a command that only reads; `None` when there is no store yet (with
@@ -74,7 +80,11 @@ pub fn open_ro(cli: &crate::Cli) -> anyhow::Result<Option<stepman::Store>> {
     let home = cli.home()?;
     let lower = lower(cli)?;
     match stepman::Store::open_existing(&home)? {
-        Some(s) => Ok(Some(s.with_durability(cli.durability()).with_lower(lower))),
+        Some(s) => Ok(Some(
+            s.with_durability(cli.durability())
+                .with_limits(limits()?)
+                .with_lower(lower),
+        )),
         None if !lower.is_empty() => open_rw(cli).map(Some),
         None => Ok(None),
     }
