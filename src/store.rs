@@ -108,6 +108,17 @@ impl Store {
         for d in OWN_DIRS {
             real_dir(&layout.root().join(d))?;
         }
+        // Lock files are opened with O_CREAT: a planted link would create its target.
+        for l in [layout.gc_lock(), layout.gc_intent_lock()] {
+            if fs::symlink_metadata(&l).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(Error::Format {
+                    path: l,
+                    reason: "is a symlink; a store's lock files are never symlinks (refusing to \
+                             follow it)"
+                        .into(),
+                });
+            }
+        }
         let f = layout.format_file();
         let text = fs::read_to_string(&f).map_err(Error::io("read", &f))?;
         let version = text

@@ -178,6 +178,28 @@ fn planted_store_directories_are_refused() {
     }
 }
 
+/// The store lock files are opened with `O_CREAT`: a dangling link would create its target.
+#[test]
+fn planted_store_lock_files_are_refused() {
+    for which in ["gc.lock", "gc-intent.lock"] {
+        let t = TestDir::new();
+        let (home, lib, old_id) = prepared(&t);
+        let out = outside(&t, "outside");
+        let planted = store_root(&home).join("locks").join(which);
+        fs::remove_file(&planted).unwrap();
+        symlink(out.join("created"), &planted).unwrap();
+        let new = small_tree(&t.path().join("new"), "new");
+        let imp = attack_commands(&home, &lib, &new, "r/s/2", &out);
+        assert_refused(&imp, &planted);
+        assert!(!out.join("created").exists());
+        fs::remove_file(&planted).unwrap();
+        fs::write(&planted, b"").unwrap();
+        let o = run(&home, &["store", "resolve", "r/s/1"]);
+        assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
+        common::assert_fsck_clean(&home);
+    }
+}
+
 #[test]
 fn planted_object_shard_is_refused() {
     let t = TestDir::new();
