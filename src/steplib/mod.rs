@@ -207,13 +207,23 @@ impl Opened {
 
 /// Reads the collection `c` from the store; `Ok(None)` when it is not set up.
 pub fn open(store: &Store, c: &Collection) -> Result<Option<Opened>> {
-    let (_, dir) = match store.resolve(&c.name()) {
-        Ok(r) => r,
-        Err(Error::NameNotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e),
+    // Lock-free: between resolving the name and reading the file, an update may re-point the
+    // name and a gc remove the object we resolved. Then the object is gone: resolve again.
+    let mut retries = 0;
+    let (dir, bytes) = loop {
+        let (_, dir) = match store.resolve(&c.name()) {
+            Ok(r) => r,
+            Err(Error::NameNotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let p = dir.join("collection.json");
+        match fs::read(&p) {
+            Ok(b) => break (dir, b),
+            Err(e) if sys::is_not_found(&e) && retries < 16 && !dir.exists() => retries += 1,
+            Err(e) => return Err(Error::io("read", &p)(e)),
+        }
     };
     let p = dir.join("collection.json");
-    let bytes = fs::read(&p).map_err(Error::io("read", &p))?;
     let meta = serde_json::from_slice(&bytes).map_err(|e| Error::Format {
         path: p,
         reason: format!("invalid collection.json: {e}"),
