@@ -485,3 +485,113 @@ fn torture() {
     eprintln!("torture: {exported} step names exported their source after gc");
     drop(server);
 }
+
+/// True when `strace` is installed and may trace here; otherwise says why the test is skipped.
+fn strace_usable(test: &str) -> bool {
+    match Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "-e", "trace=none", "--", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+    {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "skipping {test}: strace cannot trace here: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("skipping {test}: strace is not installed ({e})");
+            false
+        }
+    }
+}
+
+/// The race the torture found, made deterministic: a reader resolves the collection's name, and
+/// before it opens `collection.json` (held there by strace) an update re-points the name and a
+/// gc removes the object it resolved. The reader must read the name again, not fail.
+#[test]
+fn reader_survives_update_and_gc_between_resolve_and_read() {
+    let test = "reader_survives_update_and_gc_between_resolve_and_read";
+    if !strace_usable(test) {
+        return;
+    }
+    let t = TestDir::new();
+    let work = t.path();
+    let home = work.join("home");
+    let lib = work.join("lib");
+    support::write_steplib_yml(&lib, &[("zip", "http://127.0.0.1:9/steps/")]);
+    support::write_step(&lib, "alpha", "1.0.0", &support::step_yml("alpha", None));
+    let uri = format!("file://{}", fs::canonicalize(&lib).unwrap().display());
+    run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
+    let out = run_ok(&mut stepman(&home, ["collections", "--format", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let spec = PathBuf::from(v["data"][0]["spec_path"].as_str().unwrap());
+    let old_obj = spec.parent().unwrap().to_path_buf();
+    assert!(
+        spec.ends_with("collection.json") && old_obj.is_dir(),
+        "{spec:?}"
+    );
+
+    // The reader, held for 3 s on entering the open of the old object's collection.json.
+    let log = work.join("strace.log");
+    let mut cmd = Command::new("strace");
+    cmd.arg("-qq")
+        .arg("-o")
+        .arg(&log)
+        .arg("-P")
+        .arg(&spec)
+        .args([
+            "-e",
+            "trace=openat",
+            "-e",
+            "inject=openat:delay_enter=3000000",
+        ])
+        .arg("--")
+        .arg(common::bin())
+        .args([
+            "step-info",
+            "--library",
+            &uri,
+            "--id",
+            "alpha",
+            "--format",
+            "json",
+        ]);
+    store_env(&mut cmd, &home);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let reader = cmd.spawn().expect("start strace");
+    // strace writes the call's start when it enters it: from then on the reader is held.
+    let entered = Instant::now();
+    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("collection.json")) {
+        assert!(
+            entered.elapsed() < Duration::from_secs(30),
+            "the reader never reached the open"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    fs::write(
+        lib.join("steps/alpha/step-info.yml"),
+        "maintainer: changed\n",
+    )
+    .unwrap();
+    run_ok(&mut stepman(&home, ["update", "-c", &uri]));
+    run_ok(&mut stepman(&home, ["gc"]));
+    assert!(
+        !old_obj.exists(),
+        "gc did not remove the old collection object"
+    );
+    let o = reader.wait_with_output().expect("wait for the reader");
+    let l = fs::read_to_string(&log).unwrap();
+    assert!(l.contains("(DELAYED)"), "the open was not held: {l}");
+    assert!(
+        o.status.success(),
+        "the reader failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["info"]["maintainer"], "changed", "{info}");
+    common::assert_fsck_clean(&home);
+}
