@@ -467,8 +467,10 @@ pub mod precompiled {
         let what = format!("step {}@{} executable", r.id, r.version);
         let mut failures = Vec::new();
         for base in bases() {
+            // Bases may carry credentials: messages show them redacted.
+            let shown = crate::credentials::redact(&base);
             if base.to_ascii_lowercase().starts_with("http://") {
-                failures.push(format!("{base}: plain http:// storage is refused"));
+                failures.push(format!("{shown}: plain http:// storage is refused"));
                 continue;
             }
             let url = format!("{base}/{}", storage_uri.trim_start_matches('/'));
@@ -480,7 +482,7 @@ pub mod precompiled {
                 let digest = sha256_file(&file)?;
                 if digest != want {
                     return Err(Error::Fetch {
-                        what: format!("{what}: {url}"),
+                        what: format!("{what}: {}", crate::credentials::redact(&url)),
                         reason: format!("sha256 is {digest}, the step declares {want}"),
                     });
                 }
@@ -494,7 +496,7 @@ pub mod precompiled {
             });
             match got {
                 Ok(id) => return Ok(id),
-                Err(e) => failures.push(format!("{base}: {}", super::reason_of(&e))),
+                Err(e) => failures.push(format!("{shown}: {}", super::reason_of(&e))),
             }
         }
         Err(Error::Fetch {

@@ -1011,7 +1011,6 @@ fn a_precompiled_executable_with_the_wrong_hash_is_not_trusted() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "bug in src/activate.rs: a refused or failing storage base is printed with its userinfo"]
 fn a_refused_storage_base_does_not_print_its_credential() {
     let mut c = Case::new();
     let storage = c.root().join("storage");
@@ -1034,7 +1033,6 @@ fn a_refused_storage_base_does_not_print_its_credential() {
 }
 
 #[test]
-#[ignore = "bug in src/bin/stepman/cmd/update.rs: `update -c URL` prints the URL with its userinfo"]
 fn update_does_not_print_the_credential() {
     let mut c = Case::new();
     let spec = c.spec_url.clone();

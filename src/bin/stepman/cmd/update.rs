@@ -29,9 +29,12 @@ pub fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     for uri in uris {
         let c = super::steplib::collection(&uri)?;
-        match generate::setup(&store, &c, true, &cli.net()).with_context(|| format!("update {uri}"))
+        // `c.uri` is the URI without its credentials, which must not be printed.
+        let shown = &c.uri;
+        match generate::setup(&store, &c, true, &cli.net())
+            .with_context(|| format!("update {shown}"))
         {
-            Ok(_) => eprintln!("updated {uri}"),
+            Ok(_) => eprintln!("updated {shown}"),
             Err(e) => {
                 eprintln!("stepman: {e:#}");
                 failed += 1;
