@@ -191,7 +191,15 @@ impl Opened {
     /// The ids of every step in the collection, sorted.
     pub fn step_ids(&self) -> Result<Vec<String>> {
         let dir = self.dir.join("groups");
-        let mut ids: Vec<String> = crate::scan::read_dir_names(&dir)?
+        let entries = crate::scan::read_dir_names(&dir)?;
+        if entries.is_empty() && !self.dir.join("collection.json").exists() {
+            // Not an empty collection: the object went away (gc after a re-point). Say so, and
+            // the caller reads the name again (an empty list would be a wrong answer).
+            return Err(Error::io("read dir", &dir)(
+                std::io::ErrorKind::NotFound.into(),
+            ));
+        }
+        let mut ids: Vec<String> = entries
             .into_iter()
             .filter_map(|(n, _, _)| n.strip_suffix(".json").map(str::to_string))
             .collect();

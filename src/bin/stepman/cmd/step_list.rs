@@ -25,9 +25,21 @@ pub fn run(cli: &crate::Cli, a: &StepListArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
     let store =
         super::open_ro(cli)?.ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
-    let o = steplib::open(&store, &c)?
-        .ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
-    let ids = o.step_ids()?;
+    let mut retries = 0;
+    let ids = loop {
+        let o = steplib::open(&store, &c)?
+            .ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
+        match o.step_ids() {
+            // The object we opened went away (an update re-pointed the name, a gc removed it):
+            // read the name again.
+            Err(stepman::Error::Io { source, .. })
+                if retries < 16 && source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                retries += 1;
+            }
+            other => break other?,
+        }
+    };
     match a.format {
         Format::Json => println!("{}", json!({"steplib": c.uri, "steps": ids})),
         Format::Raw => {
