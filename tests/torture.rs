@@ -1,9 +1,11 @@
 //! Torture: [`WORKERS`] threads each run `stepman` processes one after another, for a fixed time,
 //! against one store and one StepLib whose zip downloads come from a loopback HTTP server:
-//! random `activate` (into a fresh directory each time), `download`, `update`, `gc`, `fsck` and
-//! `step-info`, while a mutator keeps changing the StepLib's step-info files (so every `update`
-//! publishes a new collection object and `gc` removes the old ones under the readers) and a
-//! share of the processes is killed with SIGKILL (their whole process group) at a random moment.
+//! random `activate` (into a fresh directory each time), `download`, `update`, `gc`, `fsck`,
+//! `step-info` and `step-list`, while a mutator keeps changing the StepLib's step-info files (so
+//! every `update` publishes a new collection object and `gc` removes the old ones under the
+//! readers) and a share of the processes is killed with SIGKILL (their whole process group) at a
+//! random moment. Two deterministic tests at the end replay, with strace holding a reader, the
+//! races of this kind found so far.
 //!
 //! What must hold:
 //! - every process that was not killed exits 0 (the one exception is `fsck` finding a dead temp
@@ -51,6 +53,7 @@ enum Op {
     Gc,
     Fsck,
     StepInfo,
+    StepList,
 }
 
 impl Op {
@@ -61,7 +64,8 @@ impl Op {
             50..60 => Op::Update,
             60..70 => Op::Gc,
             70..78 => Op::Fsck,
-            _ => Op::StepInfo,
+            78..92 => Op::StepInfo,
+            _ => Op::StepList,
         }
     }
 }
@@ -185,6 +189,9 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
         ]
         .map(String::from)
         .to_vec(),
+        Op::StepList => ["step-list", "-c", uri, "-f", "json"]
+            .map(String::from)
+            .to_vec(),
     };
     // A fifth of the processes is killed, at a moment anywhere in their first 400 ms.
     let kill_after = (rng.below(5) == 0).then(|| Duration::from_millis(rng.below(400)));
@@ -262,6 +269,11 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
                 Ok(v) if v["id"] == step && v["version"] == version => Ok((0, 0)),
                 Ok(v) => Err(format!("step-info answered {} {}", v["id"], v["version"])),
                 Err(e) => Err(format!("step-info printed no JSON ({e}): {stdout}")),
+            },
+            Op::StepList => match serde_json::from_str::<serde_json::Value>(&stdout) {
+                Ok(v) if v["steps"] == serde_json::json!(STEPS) => Ok((0, 0)),
+                Ok(v) => Err(format!("step-list answered {}", v["steps"])),
+                Err(e) => Err(format!("step-list printed no JSON ({e}): {stdout}")),
             },
             _ => Ok((0, 0)),
         }
@@ -509,14 +521,13 @@ fn strace_usable(test: &str) -> bool {
     }
 }
 
-/// The race the torture found, made deterministic: a reader resolves the collection's name, and
-/// before it opens `collection.json` (held there by strace) an update re-points the name and a
-/// gc removes the object it resolved. The reader must read the name again, not fail.
-#[test]
-fn reader_survives_update_and_gc_between_resolve_and_read() {
-    let test = "reader_survives_update_and_gc_between_resolve_and_read";
+/// A race of the kind the torture looks for, made deterministic: a reader resolves the
+/// collection's name, and before it opens `held` (a path inside the collection object, held
+/// there by strace) an update re-points the name and a gc removes the object it resolved. The
+/// reader must read the name again: neither fail nor answer from nothing. Returns its stdout.
+fn reader_held_while_update_and_gc(test: &str, held: &str, reader: &[&str]) -> Option<String> {
     if !strace_usable(test) {
-        return;
+        return None;
     }
     let t = TestDir::new();
     let work = t.path();
@@ -535,14 +546,14 @@ fn reader_survives_update_and_gc_between_resolve_and_read() {
         "{spec:?}"
     );
 
-    // The reader, held for 3 s on entering the open of the old object's collection.json.
+    // The reader, held for 3 s on entering the open of `held` in the old object.
     let log = work.join("strace.log");
     let mut cmd = Command::new("strace");
     cmd.arg("-qq")
         .arg("-o")
         .arg(&log)
         .arg("-P")
-        .arg(&spec)
+        .arg(old_obj.join(held))
         .args([
             "-e",
             "trace=openat",
@@ -551,24 +562,16 @@ fn reader_survives_update_and_gc_between_resolve_and_read() {
         ])
         .arg("--")
         .arg(common::bin())
-        .args([
-            "step-info",
-            "--library",
-            &uri,
-            "--id",
-            "alpha",
-            "--format",
-            "json",
-        ]);
+        .args(reader.iter().map(|a| a.replace("{uri}", &uri)));
     store_env(&mut cmd, &home);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let reader = cmd.spawn().expect("start strace");
+    let child = cmd.spawn().expect("start strace");
     // strace writes the call's start when it enters it: from then on the reader is held.
     let entered = Instant::now();
-    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("collection.json")) {
+    while !fs::read_to_string(&log).is_ok_and(|l| l.contains(held)) {
         assert!(
             entered.elapsed() < Duration::from_secs(30),
-            "the reader never reached the open"
+            "{test}: the reader never reached the open"
         );
         thread::sleep(Duration::from_millis(5));
     }
@@ -583,15 +586,51 @@ fn reader_survives_update_and_gc_between_resolve_and_read() {
         !old_obj.exists(),
         "gc did not remove the old collection object"
     );
-    let o = reader.wait_with_output().expect("wait for the reader");
+    let o = child.wait_with_output().expect("wait for the reader");
     let l = fs::read_to_string(&log).unwrap();
-    assert!(l.contains("(DELAYED)"), "the open was not held: {l}");
+    assert!(
+        l.contains("(DELAYED)"),
+        "{test}: the open was not held: {l}"
+    );
     assert!(
         o.status.success(),
-        "the reader failed: {}",
+        "{test}: the reader failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(info["info"]["maintainer"], "changed", "{info}");
     common::assert_fsck_clean(&home);
+    Some(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+#[test]
+fn step_info_survives_update_and_gc_between_resolve_and_read() {
+    let Some(out) = reader_held_while_update_and_gc(
+        "step_info_survives_update_and_gc_between_resolve_and_read",
+        "collection.json",
+        &[
+            "step-info",
+            "--library",
+            "{uri}",
+            "--id",
+            "alpha",
+            "--format",
+            "json",
+        ],
+    ) else {
+        return;
+    };
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["info"]["maintainer"], "changed", "{info}");
+}
+
+#[test]
+fn step_list_survives_update_and_gc_between_resolve_and_read() {
+    let Some(out) = reader_held_while_update_and_gc(
+        "step_list_survives_update_and_gc_between_resolve_and_read",
+        "groups",
+        &["step-list", "-c", "{uri}", "-f", "json"],
+    ) else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["steps"], serde_json::json!(["alpha"]), "{v}");
 }
