@@ -333,7 +333,7 @@ pub(crate) fn download(
                     log::info!("{what}: retrying {u} ({last})");
                 }
                 cfg.check_cancel()?;
-                match http_once(&agent, &u, cred.as_ref(), dest, max_bytes, cfg) {
+                match http_once_cancellable(&agent, &u, cred.as_ref(), dest, max_bytes, cfg) {
                     Ok(n) => return Ok(n),
                     Err(_) if cfg.cancelled() => return Err(Error::Cancelled),
                     Err(a) if a.transient => {
@@ -355,6 +355,47 @@ fn create(dest: &Path) -> Result<File> {
         .truncate(true)
         .open(dest)
         .map_err(Error::io("create", dest))
+}
+
+/// [`http_once`] on a thread of its own, so that cancellation is noticed within 50 ms even while
+/// the attempt is blocked (connecting, waiting for headers, or in a read that stalls until the
+/// stall timeout). A cancelled attempt's thread is left to finish or time out on its own; it
+/// only ever writes `dest`, inside the caller's temp dir, which the caller removes.
+fn http_once_cancellable(
+    agent: &ureq::Agent,
+    url: &str,
+    cred: Option<&crate::credentials::Credential>,
+    dest: &Path,
+    max_bytes: u64,
+    cfg: &NetConfig,
+) -> std::result::Result<u64, Attempt> {
+    use std::sync::mpsc::{RecvTimeoutError, sync_channel};
+    let (tx, rx) = sync_channel(1);
+    let (agent, url, cred, dest, c) = (
+        agent.clone(),
+        url.to_string(),
+        cred.cloned(),
+        dest.to_path_buf(),
+        cfg.clone(),
+    );
+    std::thread::Builder::new()
+        .name("stepman-http".into())
+        .spawn(move || {
+            let _ = tx.send(http_once(&agent, &url, cred.as_ref(), &dest, max_bytes, &c));
+        })
+        .map_err(|e| Attempt::new(format!("starting a download thread: {e}"), false))?;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(r) => return r,
+            Err(RecvTimeoutError::Timeout) if cfg.cancelled() => {
+                return Err(Attempt::new("cancelled".into(), false));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Attempt::new("the download thread died".into(), false));
+            }
+        }
+    }
 }
 
 fn http_once(

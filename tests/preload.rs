@@ -577,3 +577,41 @@ fn preload_and_ten_activations_of_the_same_steps_download_each_once() {
     }
     assert_fsck_clean(&home);
 }
+
+#[test]
+fn ctrl_c_does_not_wait_for_a_stalled_server() {
+    let t = tempfile::tempdir().unwrap();
+    let server = Server::start();
+    let (lib, _) = served_steplib(
+        t.path(),
+        &server,
+        &[("stalled", "1.0.0"), ("other", "1.0.0")],
+        Mode::HalfThenStall,
+    );
+    let home = t.path().join("home");
+    // With the default 60 s stall timeout, only cancellation can end these downloads soon.
+    let mut child = stepman(
+        &home,
+        ["preload", "-c", lib.to_str().unwrap(), "stalled", "other"],
+    )
+    .env_remove("STEPMAN_HTTP_TIMEOUT")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    assert!(server.wait_stalled(2, Duration::from_secs(20)));
+    let stopped = Instant::now();
+    signal(&child, "-TERM");
+    let status = wait_at_most(&mut child, Duration::from_secs(15));
+    let took = stopped.elapsed();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        took < Duration::from_secs(2),
+        "stopping took {took:?}: {err}"
+    );
+    assert!(err.contains("2 cancelled"), "{err}");
+    assert_eq!(tmp_entries(&home), Vec::<String>::new());
+    assert_fsck_clean(&home);
+}
