@@ -480,6 +480,16 @@ impl Store {
         self.copy_out(name, |dir| crate::export::replace_tree(dir, dest))
     }
 
+    /// Runs `read` holding the store lock (shared), as every copy-out does: no gc removes an
+    /// object while `read` resolves names and reads the objects they point at.
+    pub fn read_locked<T, E: From<Error>>(
+        &self,
+        read: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let _guard = lock::store_shared(&self.layout)?;
+        read()
+    }
+
     /// Removes the name `name`; true when it existed.
     pub fn unbind(&self, name: &Name) -> Result<bool> {
         let path = self.layout.name_path(name);

@@ -59,13 +59,17 @@ pub fn run(cli: &crate::Cli, a: &ExportSpecArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.steplib)?;
     let store =
         super::open_ro(cli)?.ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
-    let o = steplib::open(&store, &c)?
-        .ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
     let kind = match a.export_type {
         Kind::Full => ExportType::Full,
         Kind::Latest => ExportType::Latest,
         Kind::Minimal => ExportType::Minimal,
     };
-    write_to(&o, kind, &a.output)?;
+    // The spec is read from many files of the collection object: hold the store lock while
+    // reading, so that a gc after a concurrent update cannot remove the object half-way.
+    store.read_locked(|| -> anyhow::Result<()> {
+        let o = steplib::open(&store, &c)?
+            .ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
+        write_to(&o, kind, &a.output)
+    })?;
     Ok(ExitCode::SUCCESS)
 }
