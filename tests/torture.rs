@@ -1,11 +1,11 @@
 //! Torture: [`WORKERS`] threads each run `stepman` processes one after another, for a fixed time,
 //! against one store and one StepLib whose zip downloads come from a loopback HTTP server:
 //! random `activate` (into a fresh directory each time), `download`, `update`, `gc`, `fsck`,
-//! `step-info` and `step-list`, while a mutator keeps changing the StepLib's step-info files (so
-//! every `update` publishes a new collection object and `gc` removes the old ones under the
-//! readers) and a share of the processes is killed with SIGKILL (their whole process group) at a
-//! random moment. Two deterministic tests at the end replay, with strace holding a reader, the
-//! races of this kind found so far.
+//! `step-info`, `step-list` and `export-spec`, while a mutator keeps changing the StepLib's
+//! step-info files (so every `update` publishes a new collection object and `gc` removes the old
+//! ones under the readers) and a share of the processes is killed with SIGKILL (their whole
+//! process group) at a random moment. Deterministic tests at the end replay, with strace holding
+//! a reader, the races of this kind found so far.
 //!
 //! What must hold:
 //! - every process that was not killed exits 0 (the one exception is `fsck` finding a dead temp
@@ -54,18 +54,20 @@ enum Op {
     Fsck,
     StepInfo,
     StepList,
+    ExportSpec,
 }
 
 impl Op {
     fn pick(rng: &mut Rng) -> Op {
         match rng.below(100) {
-            0..35 => Op::Activate,
-            35..50 => Op::Download,
-            50..60 => Op::Update,
-            60..70 => Op::Gc,
-            70..78 => Op::Fsck,
-            78..92 => Op::StepInfo,
-            _ => Op::StepList,
+            0..33 => Op::Activate,
+            33..47 => Op::Download,
+            47..57 => Op::Update,
+            57..67 => Op::Gc,
+            67..75 => Op::Fsck,
+            75..88 => Op::StepInfo,
+            88..94 => Op::StepList,
+            _ => Op::ExportSpec,
         }
     }
 }
@@ -192,6 +194,9 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
         Op::StepList => ["step-list", "-c", uri, "-f", "json"]
             .map(String::from)
             .to_vec(),
+        Op::ExportSpec => ["export-spec", "--steplib", uri, "--output", "-"]
+            .map(String::from)
+            .to_vec(),
     };
     // A fifth of the processes is killed, at a moment anywhere in their first 400 ms.
     let kill_after = (rng.below(5) == 0).then(|| Duration::from_millis(rng.below(400)));
@@ -274,6 +279,19 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
                 Ok(v) if v["steps"] == serde_json::json!(STEPS) => Ok((0, 0)),
                 Ok(v) => Err(format!("step-list answered {}", v["steps"])),
                 Err(e) => Err(format!("step-list printed no JSON ({e}): {stdout}")),
+            },
+            Op::ExportSpec => match serde_json::from_str::<serde_json::Value>(&stdout) {
+                Ok(v)
+                    if STEPS.iter().all(|id| {
+                        VERSIONS
+                            .iter()
+                            .all(|ver| v["steps"][id]["versions"][ver].is_object())
+                    }) =>
+                {
+                    Ok((0, 0))
+                }
+                Ok(v) => Err(format!("export-spec answered steps {}", v["steps"])),
+                Err(e) => Err(format!("export-spec printed no JSON ({e})")),
             },
             _ => Ok((0, 0)),
         }
@@ -633,4 +651,17 @@ fn step_list_survives_update_and_gc_between_resolve_and_read() {
     };
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["steps"], serde_json::json!(["alpha"]), "{v}");
+}
+
+#[test]
+fn export_spec_survives_update_and_gc_while_it_reads() {
+    let Some(out) = reader_held_while_update_and_gc(
+        "export_spec_survives_update_and_gc_while_it_reads",
+        "groups",
+        &["export-spec", "--steplib", "{uri}", "--output", "-"],
+    ) else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["steps"]["alpha"]["versions"]["1.0.0"].is_object(), "{v}");
 }
