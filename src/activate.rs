@@ -224,6 +224,7 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
     let base = r.opened.meta.root.as_deref().map(Path::new);
     let mut failures = Vec::new();
     for loc in &locations {
+        net.check_cancel()?;
         let tmp = store.temp_dir("download", "download a step")?;
         let root = tmp.path().join("tree");
         let attempt = match loc.kind.as_str() {
@@ -276,6 +277,8 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
                 store.commit(&tmp, &root, &id, Some(name))?;
                 return Ok(id);
             }
+            // Stopped part-way: not a failure of this location; try no other.
+            Err(_) if net.cancelled() => return Err(Error::Cancelled),
             Err(e) => {
                 log::info!("{what}: {e}");
                 failures.push(e);
@@ -496,6 +499,7 @@ pub mod precompiled {
             });
             match got {
                 Ok(id) => return Ok(id),
+                Err(_) if net.cancelled() => return Err(Error::Cancelled),
                 Err(e) => failures.push(format!("{shown}: {}", super::reason_of(&e))),
             }
         }

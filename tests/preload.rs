@@ -615,3 +615,62 @@ fn ctrl_c_does_not_wait_for_a_stalled_server() {
     assert_eq!(tmp_entries(&home), Vec::<String>::new());
     assert_fsck_clean(&home);
 }
+
+#[test]
+fn activate_and_download_stop_cleanly_on_a_signal_too() {
+    let t = tempfile::tempdir().unwrap();
+    let server = Server::start();
+    let (lib, _) = served_steplib(
+        t.path(),
+        &server,
+        &[("stalled", "1.0.0")],
+        Mode::HalfThenStall,
+    );
+    let home = t.path().join("home");
+    let lib_s = lib.to_str().unwrap();
+    let o = stepman(&home, ["setup", "-c", lib_s]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dest = t.path().join("work").join("step");
+    let commands: [Vec<&str>; 2] = [
+        vec![
+            "activate",
+            "-c",
+            lib_s,
+            "-i",
+            "stalled",
+            "-p",
+            dest.to_str().unwrap(),
+        ],
+        vec!["download", "-c", lib_s, "--id", "stalled"],
+    ];
+    for (i, args) in commands.iter().enumerate() {
+        let mut child = stepman(&home, args)
+            .env_remove("STEPMAN_HTTP_TIMEOUT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert!(server.wait_stalled(i + 1, Duration::from_secs(20)));
+        let stopped = Instant::now();
+        signal(&child, "-INT");
+        let status = wait_at_most(&mut child, Duration::from_secs(15));
+        let took = stopped.elapsed();
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(130), "{args:?}: {err}");
+        assert!(took < Duration::from_secs(2), "{args:?}: took {took:?}");
+        assert!(err.contains("cancelled"), "{args:?}: {err}");
+        assert_eq!(tmp_entries(&home), Vec::<String>::new(), "{args:?}");
+    }
+    // Nothing was bound and nothing appeared beside the destination.
+    assert!(!dest.exists());
+    let leftovers = fs::read_dir(t.path().join("work"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0);
+    let o = stepman(&home, ["list-cached", "-c", lib_s])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "");
+    assert_fsck_clean(&home);
+}

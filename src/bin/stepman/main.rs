@@ -129,7 +129,17 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("stepman: {e:#}");
-            ExitCode::from(e.downcast_ref::<cmd::CouldNotRun>().map_or(1, |_| 2))
+            let cancelled = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<stepman::Error>(),
+                    Some(stepman::Error::Cancelled)
+                )
+            });
+            if cancelled {
+                ExitCode::from(130)
+            } else {
+                ExitCode::from(e.downcast_ref::<cmd::CouldNotRun>().map_or(1, |_| 2))
+            }
         }
     }
 }

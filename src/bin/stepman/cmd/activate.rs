@@ -41,11 +41,13 @@ pub struct ActivateArgs {
 pub fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
     let net = cli.net();
+    super::stop_on_signals(&net.cancel)?;
     // A cache hit must work on a read-only store: open without creating when possible.
     let store = match super::open_ro(cli)? {
         Some(s) => s,
         None => super::open_rw(cli)?,
-    };
+    }
+    .with_interrupt(net.cancel.clone());
     let r = activate::resolve(&store, &c, &a.id, &a.version, a.update, &net)?;
     let precompiled = a.precompiled || activate::precompiled::enabled_by_env();
     let id = activate::activate_with(&store, &r, &a.path, a.copyyml.as_deref(), precompiled, &net)

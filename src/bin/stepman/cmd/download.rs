@@ -26,8 +26,9 @@ pub struct DownloadArgs {
 
 pub fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
-    let store = super::open_rw(cli)?;
     let net = cli.net();
+    super::stop_on_signals(&net.cancel)?;
+    let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     let r = activate::resolve(&store, &c, &a.id, &a.version, a.update, &net)?;
     let got = activate::download(&store, &r, &net)?;
     eprintln!(

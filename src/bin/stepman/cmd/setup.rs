@@ -32,9 +32,10 @@ pub fn run(cli: &crate::Cli, a: &SetupArgs) -> anyhow::Result<ExitCode> {
         a.collection.clone()
     };
     let c = super::steplib::collection(&uri)?;
-    let store = super::open_rw(cli)?;
-    let r = generate::setup(&store, &c, false, &cli.net())
-        .with_context(|| format!("setup {}", c.uri))?;
+    let net = cli.net();
+    super::stop_on_signals(&net.cancel)?;
+    let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
+    let r = generate::setup(&store, &c, false, &net).with_context(|| format!("setup {}", c.uri))?;
     let opened = steplib::open(&store, &c)?.context("collection vanished after setup")?;
     for s in &opened.meta.skipped {
         log::info!("{}: skipped {}: {}", c.uri, s.path, s.error);

@@ -18,7 +18,9 @@ pub struct UpdateArgs {
 }
 
 pub fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> {
-    let store = super::open_rw(cli)?;
+    let net = cli.net();
+    super::stop_on_signals(&net.cancel)?;
+    let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     let uris: Vec<String> = match &a.collection {
         Some(c) => vec![c.clone()],
         None => steplib::list(&store)?
@@ -31,9 +33,7 @@ pub fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> {
         let c = super::steplib::collection(&uri)?;
         // `c.uri` is the URI without its credentials, which must not be printed.
         let shown = &c.uri;
-        match generate::setup(&store, &c, true, &cli.net())
-            .with_context(|| format!("update {shown}"))
-        {
+        match generate::setup(&store, &c, true, &net).with_context(|| format!("update {shown}")) {
             Ok(_) => eprintln!("updated {shown}"),
             Err(e) => {
                 eprintln!("stepman: {e:#}");
