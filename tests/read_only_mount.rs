@@ -14,23 +14,23 @@ use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stepman");
 
-/// Runs `stepman args` with `--home mnt`, where `mnt` is `baked` bind-mounted read-only.
-fn on_ro_mount(baked: &Path, mnt: &Path, envs: &[(&str, &Path)], args: &[&str]) -> Output {
+/// Runs `stepman args` where `mnt` is `baked` bind-mounted read-only: as the store itself
+/// (`--home mnt`), or, with `layered`, under that writable store (`STEPMAN_READ_ONLY_STORES`).
+fn on_ro_mount(baked: &Path, mnt: &Path, layered: Option<&Path>, args: &[&str]) -> Output {
     let mut c = Command::new("unshare");
     c.args(["-m", "--propagation", "private", "sh", "-c"])
         .arg(r#"mount --bind "$0" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#)
         .arg(baked)
         .arg(mnt)
         .arg(BIN)
-        .arg("--home")
-        .arg(mnt)
-        .args(args)
-        .env_remove("STEPMAN_HOME")
         .env("STEPMAN_NO_FSYNC", "1");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.output().expect("run unshare")
+    match layered {
+        None => c.arg("--home").arg(mnt).env_remove("STEPMAN_HOME"),
+        Some(home) => c
+            .env("STEPMAN_HOME", home)
+            .env("STEPMAN_READ_ONLY_STORES", mnt),
+    };
+    c.args(args).output().expect("run unshare")
 }
 
 /// Whether read-only bind mounts can be made here; prints why not.
@@ -119,7 +119,7 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
     let o = on_ro_mount(
         &baked,
         &mnt,
-        &[],
+        None,
         &[
             "activate",
             "-c",
@@ -137,7 +137,7 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
     let o = on_ro_mount(
         &baked,
         &mnt,
-        &[],
+        None,
         &[
             "step-info",
             "--library",
@@ -151,10 +151,10 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
         ],
     );
     assert!(o.status.success(), "step-info: {}", text(&o));
-    let o = on_ro_mount(&baked, &mnt, &[], &["list-cached", "-c", lib_s]);
+    let o = on_ro_mount(&baked, &mnt, None, &["list-cached", "-c", lib_s]);
     assert!(o.status.success(), "list-cached: {}", text(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "s@1.0.0");
-    let o = on_ro_mount(&baked, &mnt, &[], &["fsck", "--json"]);
+    let o = on_ro_mount(&baked, &mnt, None, &["fsck", "--json"]);
     assert!(o.status.success(), "fsck: {}", text(&o));
 
     // Writes: each a clear read-only error, nothing else.
@@ -173,7 +173,7 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
         ],
         vec!["gc"],
     ] {
-        let o = on_ro_mount(&baked, &mnt, &[], &args);
+        let o = on_ro_mount(&baked, &mnt, None, &args);
         assert!(!o.status.success(), "{args:?} succeeded: {}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
         assert!(err.contains("read-only"), "{args:?}: {}", text(&o));
@@ -182,7 +182,7 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
     assert!(!miss.exists());
     // `fsck --repair` with nothing to repair writes nothing and succeeds; with damage it reports
     // the damage and cannot move it aside.
-    let o = on_ro_mount(&baked, &mnt, &[], &["fsck", "--repair"]);
+    let o = on_ro_mount(&baked, &mnt, None, &["fsck", "--repair"]);
     assert!(o.status.success(), "fsck --repair, clean: {}", text(&o));
     let victim = common::object_dirs(&baked)
         .into_iter()
@@ -191,7 +191,7 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
         .expect("the step's object");
     common::make_writable(&victim);
     fs::write(&victim, "echo tampered\n").unwrap();
-    let o = on_ro_mount(&baked, &mnt, &[], &["fsck", "--repair", "--json"]);
+    let o = on_ro_mount(&baked, &mnt, None, &["fsck", "--repair", "--json"]);
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -216,13 +216,11 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
 
     // A writable store layered on top takes the miss.
     let home = t.path().join("home");
-    let o = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount --bind "$0" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#)
-        .arg(&baked)
-        .arg(&mnt)
-        .arg(BIN)
-        .args([
+    let o = on_ro_mount(
+        &baked,
+        &mnt,
+        Some(&home),
+        &[
             "activate",
             "-c",
             lib_s,
@@ -232,12 +230,8 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
             "2.0.0",
             "-p",
             miss.to_str().unwrap(),
-        ])
-        .env("STEPMAN_HOME", &home)
-        .env("STEPMAN_READ_ONLY_STORES", &mnt)
-        .env("STEPMAN_NO_FSYNC", "1")
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(o.status.success(), "layered miss: {}", text(&o));
     assert_eq!(fs::read(miss.join("step.sh")).unwrap(), b"echo 2.0.0\n");
     let o = common::stepman(&home, ["list-cached", "-c", lib_s])
