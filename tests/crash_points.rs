@@ -3,6 +3,8 @@
 //! - an ingest (`store import` of a tar.gz and of a directory, re-pointing an existing name:
 //!   temp dir, writes, flushes, the publishing no-replace rename, the chmod of the object's root,
 //!   the shard's fsync, the name's temp symlink, its rename over the old name and the fsync),
+//! - the first import into an empty home, which creates the store (staging skeleton, format
+//!   file, the no-replace rename of the skeleton into place) before its ingest,
 //! - `gc` (sweep of dead temp dirs, making unnamed objects writable, moving them aside into its
 //!   temp dir, pruning, deleting),
 //! - `fsck --repair` (fixing modes, moving a corrupt object and a foreign entry aside into
@@ -723,4 +725,76 @@ fn fsck_repair_killed_at_every_step() {
             tally.0
         );
     }
+}
+
+#[test]
+fn first_import_creating_the_store_killed_at_every_step() {
+    let test = "first_import_creating_the_store_killed_at_every_step";
+    if !strace_usable(test) {
+        return;
+    }
+    let t = TestDir::new();
+    let w = t.path();
+    let src = w.join("src");
+    small_tree(&src, 7);
+    let want = common::import(&w.join("ref-home"), &src, None);
+    // An empty home: the import creates the store first (store-format §2), then ingests.
+    let template = w.join("template");
+    fs::create_dir(&template).unwrap();
+    let args: Vec<String> = vec![
+        "store".into(),
+        "import".into(),
+        s(&src),
+        "--name".into(),
+        "steps/tree/1".into(),
+    ];
+    let (mut no_store, mut bound) = (0, 0);
+    let tally = each_kill_point(test, w, &template, &args, &[0], |home, scratch, what| {
+        let root = store_root(home);
+        if root.exists() {
+            // A store that exists is complete.
+            for d in ["objects", "names", "tmp", "locks", "locks/names"] {
+                assert!(root.join(d).is_dir(), "{what}: store without {d}/");
+            }
+            for f in ["locks/gc.lock", "locks/gc-intent.lock"] {
+                assert!(root.join(f).is_file(), "{what}: store without {f}");
+            }
+            let format = fs::read_to_string(root.join("format")).unwrap_or_default();
+            assert!(
+                format.starts_with("stepman-store 1.") && format.ends_with('\n'),
+                "{what}: format file {format:?}"
+            );
+            only_crash_states(home, true, what);
+            let o = output(&mut stepman(home, ["store", "resolve", "steps/tree/1"]));
+            if o.status.success() {
+                check_name(home, scratch, "steps/tree/1", &[(&want, &src)], what);
+                bound += 1;
+            } else {
+                assert_eq!(o.status.code(), Some(1), "{what}: resolve failed");
+            }
+        } else {
+            no_store += 1;
+        }
+        // Nothing else in the home: the store, or the staging dirs of killed creations.
+        for e in fs::read_dir(home).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                n == "store-v1" || n.starts_with(".store-v1-init-"),
+                "{what}: {n} in the home"
+            );
+        }
+        let id = run_ok(&mut stepman(home, &args));
+        assert_eq!(id, want, "{what}: the re-run imported something else");
+        check_name(home, scratch, "steps/tree/1", &[(&want, &src)], what);
+        gc_and_clean(home, what);
+    });
+    eprintln!(
+        "crash points: {test}: {no_store} kills left no store, {bound} a store with the name \
+         bound; {} kill points",
+        tally.total()
+    );
+    assert!(
+        no_store > 0 && bound > 0,
+        "kills before the store and after the bind"
+    );
 }
