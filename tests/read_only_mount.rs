@@ -61,18 +61,6 @@ fn can_mount(dir: &Path) -> bool {
     }
 }
 
-fn zip_of(body: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    z.start_file(
-        "step.sh",
-        zip::write::SimpleFileOptions::default().unix_permissions(0o755),
-    )
-    .unwrap();
-    z.write_all(body).unwrap();
-    z.finish().unwrap().into_inner()
-}
-
 fn text(o: &Output) -> String {
     format!(
         "exit {:?}\nstdout: {}\nstderr: {}",
@@ -89,21 +77,7 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
         return;
     }
     let lib = t.path().join("lib");
-    for v in ["1.0.0", "2.0.0"] {
-        fs::create_dir_all(lib.join(format!("steps/s/{v}"))).unwrap();
-        fs::write(lib.join(format!("steps/s/{v}/step.yml")), "title: S\n").unwrap();
-        fs::create_dir_all(lib.join(format!("archives/s/{v}"))).unwrap();
-        fs::write(
-            lib.join(format!("archives/s/{v}/step.zip")),
-            zip_of(format!("echo {v}\n").as_bytes()),
-        )
-        .unwrap();
-    }
-    fs::write(
-        lib.join("steplib.yml"),
-        "format_version: 1.0.0\nsteplib_source: t\ndownload_locations:\n  - type: zip\n    src: archives/\n",
-    )
-    .unwrap();
+    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
     let lib_s = lib.to_str().unwrap();
     let baked = t.path().join("baked");
     let o = common::stepman(&baked, ["preload", "-c", lib_s, "s@1.0.0"])

@@ -4,6 +4,8 @@
 //! into read-only directories), so these tests run the real binary as `nobody` through `setpriv`.
 //! They need root to switch users: as any other user, or without `setpriv`, they say so and skip.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -274,18 +276,6 @@ fn store_baked_by_root_serves_another_user_without_writing() {
     assert_eq!(snapshot(&home), before, "the baked store was modified");
 }
 
-fn zip_of(body: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    z.start_file(
-        "step.sh",
-        zip::write::SimpleFileOptions::default().unix_permissions(0o755),
-    )
-    .unwrap();
-    z.write_all(body).unwrap();
-    z.finish().unwrap().into_inner()
-}
-
 /// Runs `stepman args` as `nobody` with a writable home layered over read-only stores.
 fn as_nobody_layered(home: &Path, lower: &Path, args: &[&str]) -> Output {
     Command::new("setpriv")
@@ -311,21 +301,7 @@ fn layered_writable_store_takes_the_misses_of_a_baked_one() {
     }
     let (t, work) = scratch();
     let lib = t.path().join("lib");
-    for v in ["1.0.0", "2.0.0"] {
-        fs::create_dir_all(lib.join(format!("steps/s/{v}"))).unwrap();
-        fs::write(lib.join(format!("steps/s/{v}/step.yml")), "title: S\n").unwrap();
-        fs::create_dir_all(lib.join(format!("archives/s/{v}"))).unwrap();
-        fs::write(
-            lib.join(format!("archives/s/{v}/step.zip")),
-            zip_of(format!("echo {v}\n").as_bytes()),
-        )
-        .unwrap();
-    }
-    fs::write(
-        lib.join("steplib.yml"),
-        "format_version: 1.0.0\nsteplib_source: t\ndownload_locations:\n  - type: zip\n    src: archives/\n",
-    )
-    .unwrap();
+    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
     let lib_s = lib.to_str().unwrap();
     // Root bakes 1.0.0, then the archive of 1.0.0 disappears: a hit must not download.
     let baked = t.path().join("baked");

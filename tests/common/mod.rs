@@ -429,3 +429,35 @@ pub fn assert_fsck_clean(home: &Path) -> Fsck {
     );
     f
 }
+
+/// A zip holding one executable `step.sh` with `body`.
+pub fn zip_of_script(body: &[u8]) -> Vec<u8> {
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    z.start_file(
+        "step.sh",
+        zip::write::SimpleFileOptions::default().unix_permissions(0o755),
+    )
+    .unwrap();
+    z.write_all(body).unwrap();
+    z.finish().unwrap().into_inner()
+}
+
+/// A local StepLib at `lib` with step `s` in each of `versions`, each a zip (relative
+/// `archives/` download location) whose `step.sh` is `echo <version>`.
+pub fn local_steplib(lib: &Path, versions: &[&str]) {
+    for v in versions {
+        fs::create_dir_all(lib.join(format!("steps/s/{v}"))).unwrap();
+        fs::write(lib.join(format!("steps/s/{v}/step.yml")), "title: S\n").unwrap();
+        fs::create_dir_all(lib.join(format!("archives/s/{v}"))).unwrap();
+        fs::write(
+            lib.join(format!("archives/s/{v}/step.zip")),
+            zip_of_script(format!("echo {v}\n").as_bytes()),
+        )
+        .unwrap();
+    }
+    fs::write(
+        lib.join("steplib.yml"),
+        "format_version: 1.0.0\nsteplib_source: t\ndownload_locations:\n  - type: zip\n    src: archives/\n",
+    )
+    .unwrap();
+}
