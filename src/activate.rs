@@ -319,7 +319,7 @@ pub fn activate_with(
         match exe {
             Ok(Some(id)) => {
                 if let Some(yml) = copy_yml {
-                    write_atomically(&r.definition_path(), yml)?;
+                    copy_definition(store, r, yml)?;
                 }
                 return Ok(id);
             }
@@ -345,9 +345,28 @@ pub fn activate_with(
         Err(e) => return Err(e),
     };
     if let Some(yml) = copy_yml {
-        write_atomically(&r.definition_path(), yml)?;
+        copy_definition(store, r, yml)?;
     }
     Ok(id)
+}
+
+/// Copies the step's step.yml out of the collection object it was resolved in. That object may
+/// have gone during the download (an update re-pointed the collection, a gc removed the old
+/// object): then copy it from the current collection, under the store lock so that it stays.
+fn copy_definition(store: &Store, r: &Resolved, yml: &Path) -> Result<()> {
+    match write_atomically(&r.definition_path(), yml) {
+        Err(Error::Io { source, .. })
+            if crate::sys::is_not_found(&source) && !r.opened.dir.exists() =>
+        {
+            store.read_locked(|| {
+                let o = steplib::open(store, &r.collection)?.ok_or_else(|| Error::NotSetUp {
+                    uri: r.collection.uri.clone(),
+                })?;
+                write_atomically(&o.step_yml(&r.id, &r.version), yml)
+            })
+        }
+        other => other,
+    }
 }
 
 /// Copies `src` to `dest` through a temp file beside `dest` and one rename.
