@@ -1,11 +1,11 @@
 //! Torture: [`WORKERS`] threads each run `stepman` processes one after another, for a fixed time,
 //! against one store and one StepLib whose zip downloads come from a loopback HTTP server:
-//! random `activate` (into a fresh directory each time), `download`, `update`, `gc`, `fsck`,
-//! `step-info`, `step-list` and `export-spec`, while a mutator keeps changing the StepLib's
-//! step-info files (so every `update` publishes a new collection object and `gc` removes the old
-//! ones under the readers) and a share of the processes is killed with SIGKILL (their whole
-//! process group) at a random moment. Deterministic tests at the end replay, with strace holding
-//! a reader, the races of this kind found so far.
+//! random `activate` (into a fresh directory each time, half of them with `-y`), `download`,
+//! `update`, `gc`, `fsck`, `step-info`, `step-list` and `export-spec`, while a mutator keeps
+//! changing the StepLib's step-info files (so every `update` publishes a new collection object
+//! and `gc` removes the old ones under the readers) and a share of the processes is killed with
+//! SIGKILL (their whole process group) at a random moment. Deterministic tests at the end replay,
+//! with strace holding a reader, the races of this kind found so far.
 //!
 //! What must hold:
 //! - every process that was not killed exits 0 (the one exception is `fsck` finding a dead temp
@@ -85,6 +85,7 @@ struct Counts {
 
 struct Shared {
     home: PathBuf,
+    lib: PathBuf,
     work: PathBuf,
     uri: String,
     /// Source tree of each `(step, version)`.
@@ -159,19 +160,21 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
     };
     let seq = sh.seq.fetch_add(1, Ordering::SeqCst);
     let dest = sh.work.join(format!("act/{seq}/step"));
+    // Half the activations also copy the step.yml out (`-y`).
+    let yml = (rng.below(2) == 0).then(|| sh.work.join(format!("act/{seq}/step.yml")));
     let uri = sh.uri.as_str();
     let args: Vec<String> = match op {
-        Op::Activate => vec![
-            "activate".into(),
-            "-c".into(),
-            uri.into(),
-            "-i".into(),
-            step.into(),
-            "-v".into(),
-            constraint.into(),
-            "-p".into(),
-            dest.display().to_string(),
-        ],
+        Op::Activate => {
+            let mut a: Vec<String> = ["activate", "-c", uri, "-i", step, "-v", constraint, "-p"]
+                .map(String::from)
+                .to_vec();
+            a.push(dest.display().to_string());
+            if let Some(y) = &yml {
+                a.push("-y".into());
+                a.push(y.display().to_string());
+            }
+            a
+        }
         Op::Download => ["download", "-c", uri, "-i", step, "-v", constraint]
             .map(String::from)
             .to_vec(),
@@ -266,9 +269,16 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
         match op {
             Op::Activate => {
                 let src = &sh.sources[&(step.to_string(), version.to_string())];
+                let want_yml = sh.lib.join(format!("steps/{step}/{version}/step.yml"));
                 diff_trees(src, &dest)
-                    .map(|()| (0, 0))
                     .map_err(|e| format!("activated tree differs from {step}@{version}: {e}"))
+                    .and_then(|()| match &yml {
+                        Some(y) if fs::read(y).ok() != fs::read(&want_yml).ok() => Err(format!(
+                            "{} is not the step.yml of {step}@{version}",
+                            y.display()
+                        )),
+                        _ => Ok((0, 0)),
+                    })
             }
             Op::StepInfo => match serde_json::from_str::<serde_json::Value>(&stdout) {
                 Ok(v) if v["id"] == step && v["version"] == version => Ok((0, 0)),
@@ -385,6 +395,7 @@ fn torture() {
 
     let sh = Arc::new(Shared {
         home: home.clone(),
+        lib: lib.clone(),
         work: work.clone(),
         uri,
         sources,
@@ -543,7 +554,12 @@ fn strace_usable(test: &str) -> bool {
 /// collection's name, and before it opens `held` (a path inside the collection object, held
 /// there by strace) an update re-points the name and a gc removes the object it resolved. The
 /// reader must read the name again: neither fail nor answer from nothing. Returns its stdout.
-fn reader_held_while_update_and_gc(test: &str, held: &str, reader: &[&str]) -> Option<String> {
+fn reader_held_while_update_and_gc(
+    test: &str,
+    held: &str,
+    reader: &[&str],
+    after: impl FnOnce(&std::path::Path),
+) -> Option<String> {
     if !strace_usable(test) {
         return None;
     }
@@ -551,10 +567,22 @@ fn reader_held_while_update_and_gc(test: &str, held: &str, reader: &[&str]) -> O
     let work = t.path();
     let home = work.join("home");
     let lib = work.join("lib");
-    support::write_steplib_yml(&lib, &[("zip", "http://127.0.0.1:9/steps/")]);
+    let server = Server::start();
+    let src = work.join("src");
+    make_tree(&src, 77, 10);
+    server.serve(
+        "/steps/alpha/1.0.0/step.zip",
+        support::zip_tree(&src),
+        Mode::Full {
+            delay: Duration::ZERO,
+        },
+    );
+    support::write_steplib_yml(&lib, &[("zip", &format!("{}/steps/", server.url()))]);
     support::write_step(&lib, "alpha", "1.0.0", &support::step_yml("alpha", None));
     let uri = format!("file://{}", fs::canonicalize(&lib).unwrap().display());
     run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
+    // The step is in the store: readers that activate it only copy it out.
+    run_ok(&mut stepman(&home, ["download", "-c", &uri, "-i", "alpha"]));
     let out = run_ok(&mut stepman(&home, ["collections", "--format", "json"]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let spec = PathBuf::from(v["data"][0]["spec_path"].as_str().unwrap());
@@ -580,7 +608,10 @@ fn reader_held_while_update_and_gc(test: &str, held: &str, reader: &[&str]) -> O
         ])
         .arg("--")
         .arg(common::bin())
-        .args(reader.iter().map(|a| a.replace("{uri}", &uri)));
+        .args(reader.iter().map(|a| {
+            a.replace("{uri}", &uri)
+                .replace("{work}", &work.display().to_string())
+        }));
     store_env(&mut cmd, &home);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().expect("start strace");
@@ -616,6 +647,7 @@ fn reader_held_while_update_and_gc(test: &str, held: &str, reader: &[&str]) -> O
         String::from_utf8_lossy(&o.stderr)
     );
     common::assert_fsck_clean(&home);
+    after(work);
     Some(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
@@ -633,6 +665,7 @@ fn step_info_survives_update_and_gc_between_resolve_and_read() {
             "--format",
             "json",
         ],
+        |_| {},
     ) else {
         return;
     };
@@ -646,6 +679,7 @@ fn step_list_survives_update_and_gc_between_resolve_and_read() {
         "step_list_survives_update_and_gc_between_resolve_and_read",
         "groups",
         &["step-list", "-c", "{uri}", "-f", "json"],
+        |_| {},
     ) else {
         return;
     };
@@ -659,9 +693,39 @@ fn export_spec_survives_update_and_gc_while_it_reads() {
         "export_spec_survives_update_and_gc_while_it_reads",
         "groups",
         &["export-spec", "--steplib", "{uri}", "--output", "-"],
+        |_| {},
     ) else {
         return;
     };
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["steps"]["alpha"]["versions"]["1.0.0"].is_object(), "{v}");
+}
+
+#[test]
+fn activate_copying_step_yml_survives_update_and_gc() {
+    reader_held_while_update_and_gc(
+        "activate_copying_step_yml_survives_update_and_gc",
+        "yml/alpha/1.0.0.yml",
+        &[
+            "activate",
+            "-c",
+            "{uri}",
+            "-i",
+            "alpha",
+            "-v",
+            "1.0.0",
+            "-p",
+            "{work}/dest",
+            "-y",
+            "{work}/dest-step.yml",
+        ],
+        |work| {
+            assert_eq!(
+                fs::read(work.join("dest-step.yml")).unwrap(),
+                fs::read(work.join("lib/steps/alpha/1.0.0/step.yml")).unwrap(),
+                "the copied step.yml"
+            );
+            common::assert_same_tree(&work.join("src"), &work.join("dest"));
+        },
+    );
 }
