@@ -29,8 +29,9 @@ pub(crate) enum Publish {
     Exists,
 }
 
-/// Moves directory `from` to `to` unless `to` exists (see the module invariants).
-pub(crate) fn publish_dir(from: &Path, to: &Path) -> io::Result<Publish> {
+/// `renameat2`/`renameatx_np` with `flags`. `Ok(None)`: this platform or file system has no such
+/// rename (`EINVAL`, `ENOSYS`, `ENOTSUP`: NFS and 9p answer so), and the caller falls back.
+fn rename_with(from: &Path, to: &Path, flags: RenameFlags) -> io::Result<Option<()>> {
     #[cfg(any(
         target_os = "linux",
         target_os = "android",
@@ -38,34 +39,38 @@ pub(crate) fn publish_dir(from: &Path, to: &Path) -> io::Result<Publish> {
         target_os = "ios"
     ))]
     {
-        match rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            from,
-            rustix::fs::CWD,
-            to,
-            RenameFlags::NOREPLACE,
-        ) {
-            Ok(()) => return Ok(Publish::Moved),
-            Err(Errno::EXIST) | Err(Errno::NOTEMPTY) => return Ok(Publish::Exists),
+        match rustix::fs::renameat_with(rustix::fs::CWD, from, rustix::fs::CWD, to, flags) {
+            Ok(()) => return Ok(Some(())),
             Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {
-                log::debug!(
-                    "no-replace rename unsupported for {} ({e}); using rename(2)",
-                    to.display()
-                );
+                log::debug!("rename {flags:?} unsupported for {} ({e})", to.display());
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         }
     }
+    #[allow(unreachable_code)]
+    Ok(None)
+}
+
+/// Whether `e` says the target exists (a no-replace rename onto a file or a non-empty directory).
+fn is_exists(e: &io::Error) -> bool {
+    matches!(
+        Errno::from_io_error(e),
+        Some(Errno::EXIST) | Some(Errno::NOTEMPTY)
+    )
+}
+
+/// Moves directory `from` to `to` unless `to` exists (see the module invariants).
+pub(crate) fn publish_dir(from: &Path, to: &Path) -> io::Result<Publish> {
+    match rename_with(from, to, RenameFlags::NOREPLACE) {
+        Ok(Some(())) => return Ok(Publish::Moved),
+        Ok(None) => log::debug!("publishing {}: using rename(2)", to.display()),
+        Err(e) if is_exists(&e) => return Ok(Publish::Exists),
+        Err(e) => return Err(e),
+    }
     match std::fs::rename(from, to) {
         Ok(()) => Ok(Publish::Moved),
-        Err(e)
-            if matches!(
-                Errno::from_io_error(&e),
-                Some(Errno::EXIST) | Some(Errno::NOTEMPTY)
-            ) =>
-        {
-            Ok(Publish::Exists)
-        }
+        Err(e) if is_exists(&e) => Ok(Publish::Exists),
         Err(e) => Err(e),
     }
 }
@@ -173,27 +178,5 @@ pub(crate) fn is_not_found(e: &io::Error) -> bool {
 
 /// Atomically swaps two paths (`RENAME_EXCHANGE`). `Ok(false)`: this file system cannot.
 pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<bool> {
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios"
-    ))]
-    {
-        match rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            a,
-            rustix::fs::CWD,
-            b,
-            RenameFlags::EXCHANGE,
-        ) {
-            Ok(()) => return Ok(true),
-            Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {
-                return Ok(false);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    #[allow(unreachable_code)]
-    Ok(false)
+    rename_with(a, b, RenameFlags::EXCHANGE).map(|r| r.is_some())
 }
