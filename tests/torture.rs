@@ -261,8 +261,16 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
     };
     let mut counts = sh.counts.lock().unwrap();
     let c = counts.entry(op).or_default();
+    // What a process left is removed once judged (failures keep theirs): a long run would
+    // otherwise pile up thousands of trees.
+    let cleanup = || {
+        let _ = fs::remove_dir_all(sh.work.join(format!("act/{seq}")));
+        let _ = fs::remove_file(&out_path);
+        let _ = fs::remove_file(&err_path);
+    };
     if status.signal() == Some(9) && sent_kill {
         c.killed += 1;
+        cleanup();
         return;
     }
     let verdict: Result<(usize, usize), String> = if status.success() {
@@ -324,6 +332,7 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
             c.ok += 1;
             c.dead_temps += dead;
             c.open_roots += roots;
+            cleanup();
         }
         Err(why) => {
             c.failed += 1;
