@@ -127,7 +127,7 @@ pub mod step {
 /// Largest YAML document (step.yml, step-info.yml, steplib.yml) read; real ones are a few KiB.
 pub const MAX_YAML_BYTES: usize = 4 << 20;
 /// Most values (scalars, sequences, mappings) one YAML document may expand to, aliases included.
-pub const MAX_YAML_VALUES: usize = 250_000;
+pub const MAX_YAML_VALUES: usize = 100_000;
 /// Most scalar bytes one YAML document may expand to, aliases included.
 pub const MAX_YAML_SCALAR_BYTES: usize = 16 << 20;
 
