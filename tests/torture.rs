@@ -1,7 +1,8 @@
 //! Torture: [`WORKERS`] threads each run `stepman` processes one after another, for a fixed time,
 //! against one store and one StepLib whose zip downloads come from a loopback HTTP server:
 //! random `activate` (into a fresh directory each time, half of them with `-y`), `download`,
-//! `update`, `gc`, `fsck`, `step-info`, `step-list` and `export-spec`, while a mutator keeps
+//! `update`, `gc`, `fsck`, `step-info`, `step-list`, `export-spec`, and rarely `delete` and
+//! `setup` of the collection (`delete` is safe while others activate), while a mutator keeps
 //! changing the StepLib's step-info files (so every `update` publishes a new collection object
 //! and `gc` removes the old ones under the readers) and a share of the processes is killed with
 //! SIGKILL (their whole process group) at a random moment. Deterministic tests at the end replay,
@@ -55,6 +56,8 @@ enum Op {
     StepInfo,
     StepList,
     ExportSpec,
+    Delete,
+    Setup,
 }
 
 impl Op {
@@ -66,8 +69,10 @@ impl Op {
             57..67 => Op::Gc,
             67..75 => Op::Fsck,
             75..88 => Op::StepInfo,
-            88..94 => Op::StepList,
-            _ => Op::ExportSpec,
+            88..93 => Op::StepList,
+            93..97 => Op::ExportSpec,
+            97 => Op::Delete,
+            _ => Op::Setup,
         }
     }
 }
@@ -91,6 +96,8 @@ struct Shared {
     /// Source tree of each `(step, version)`.
     sources: BTreeMap<(String, String), PathBuf>,
     kills_sent: AtomicUsize,
+    /// `delete`s started so far: after one, readers that do not set up may find no collection.
+    deletes: AtomicUsize,
     /// Pids of the processes a kill was sent to (before it was sent).
     killed: Mutex<HashSet<u32>>,
     /// Every process started: pid -> its number and command line (for failure messages).
@@ -200,6 +207,8 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
         Op::ExportSpec => ["export-spec", "--steplib", uri, "--output", "-"]
             .map(String::from)
             .to_vec(),
+        Op::Delete => ["delete", "-c", uri].map(String::from).to_vec(),
+        Op::Setup => ["setup", "-c", uri].map(String::from).to_vec(),
     };
     // A fifth of the processes is killed, at a moment anywhere in their first 400 ms.
     let kill_after = (rng.below(5) == 0).then(|| Duration::from_millis(rng.below(400)));
@@ -219,6 +228,10 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
         .stderr(Stdio::from(fs::File::create(&err_path).unwrap()))
         .process_group(0);
     let start = Instant::now();
+    if op == Op::Delete {
+        sh.deletes.fetch_add(1, Ordering::SeqCst);
+    }
+    let deleted_before = sh.deletes.load(Ordering::SeqCst) > 0;
     let mut child = cmd.spawn().expect("spawn stepman");
     sh.started
         .lock()
@@ -313,6 +326,12 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
             },
             _ => Ok((0, 0)),
         }
+    } else if matches!(op, Op::StepList | Op::ExportSpec)
+        && deleted_before
+        && stderr.contains("is not set up")
+    {
+        // Documented: these read a collection and never set one up; a delete removed it.
+        Ok((0, 0))
     } else if op == Op::Fsck && status.code() == Some(1) {
         match serde_json::from_str::<serde_json::Value>(&stdout) {
             Ok(v) => only_crash_states(&v, &sh.killed.lock().unwrap()).map_err(|e| {
@@ -401,6 +420,14 @@ fn torture() {
     }
     let uri = format!("file://{}", fs::canonicalize(&lib).unwrap().display());
     run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
+    // The route of the collection's names (a delete during the run may leave none at the end).
+    let alias = {
+        let out = run_ok(&mut stepman(&home, ["collections", "--format", "json"]));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let spec = v["data"][0]["spec_path"].as_str().unwrap().to_string();
+        let meta: serde_json::Value = serde_json::from_slice(&fs::read(spec).unwrap()).unwrap();
+        meta["alias"].as_str().unwrap().to_string()
+    };
 
     let sh = Arc::new(Shared {
         home: home.clone(),
@@ -409,6 +436,7 @@ fn torture() {
         uri,
         sources,
         kills_sent: AtomicUsize::new(0),
+        deletes: AtomicUsize::new(0),
         killed: Mutex::new(HashSet::new()),
         started: Mutex::new(BTreeMap::new()),
         seq: AtomicUsize::new(0),
@@ -500,13 +528,6 @@ fn torture() {
     assert!(tmp.is_empty(), "tmp/ after gc: {tmp:?}");
     common::assert_fsck_clean(&home);
     // Every step name left exports its source.
-    let alias = {
-        let out = run_ok(&mut stepman(&home, ["collections", "--format", "json"]));
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let spec = v["data"][0]["spec_path"].as_str().unwrap().to_string();
-        let meta: serde_json::Value = serde_json::from_slice(&fs::read(spec).unwrap()).unwrap();
-        meta["alias"].as_str().unwrap().to_string()
-    };
     let mut exported = 0;
     for ((id, v), src) in &sh.sources {
         let name = format!("{alias}/{id}/{v}");
