@@ -583,11 +583,15 @@ fn strace_usable(test: &str) -> bool {
 /// A race of the kind the torture looks for, made deterministic: a reader resolves the
 /// collection's name, and before it opens `held` (a path inside the collection object, held
 /// there by strace) an update re-points the name and a gc removes the object it resolved. The
-/// reader must read the name again: neither fail nor answer from nothing. Returns its stdout.
+/// reader must read the name again: neither fail nor answer from nothing. A `locked` reader holds
+/// the store lock while it reads, so gc waits for it and its held open succeeds; any other
+/// reader's held open must find the object gone (else the race was not played). Returns the
+/// reader's stdout.
 fn reader_held_while_update_and_gc(
     test: &str,
     held: &str,
     reader: &[&str],
+    locked: bool,
     after: impl FnOnce(&std::path::Path),
 ) -> Option<String> {
     if !strace_usable(test) {
@@ -622,7 +626,7 @@ fn reader_held_while_update_and_gc(
         "{spec:?}"
     );
 
-    // The reader, held for 3 s on entering the open of `held` in the old object.
+    // The reader, held for 6 s on entering the open of `held` in the old object.
     let log = work.join("strace.log");
     let mut cmd = Command::new("strace");
     cmd.arg("-qq")
@@ -634,7 +638,7 @@ fn reader_held_while_update_and_gc(
             "-e",
             "trace=openat",
             "-e",
-            "inject=openat:delay_enter=3000000",
+            "inject=openat:delay_enter=6000000",
         ])
         .arg("--")
         .arg(common::bin())
@@ -667,9 +671,12 @@ fn reader_held_while_update_and_gc(
     );
     let o = child.wait_with_output().expect("wait for the reader");
     let l = fs::read_to_string(&log).unwrap();
-    assert!(
-        l.contains("(DELAYED)"),
-        "{test}: the open was not held: {l}"
+    let held_line = l.lines().find(|x| x.contains("(DELAYED)"));
+    assert!(held_line.is_some(), "{test}: the open was not held: {l}");
+    assert_eq!(
+        held_line.is_some_and(|x| x.contains("ENOENT")),
+        !locked,
+        "{test}: the held open: {l}"
     );
     assert!(
         o.status.success(),
@@ -695,6 +702,7 @@ fn step_info_survives_update_and_gc_between_resolve_and_read() {
             "--format",
             "json",
         ],
+        false,
         |_| {},
     ) else {
         return;
@@ -709,6 +717,7 @@ fn step_list_survives_update_and_gc_between_resolve_and_read() {
         "step_list_survives_update_and_gc_between_resolve_and_read",
         "groups",
         &["step-list", "-c", "{uri}", "-f", "json"],
+        false,
         |_| {},
     ) else {
         return;
@@ -723,6 +732,7 @@ fn export_spec_survives_update_and_gc_while_it_reads() {
         "export_spec_survives_update_and_gc_while_it_reads",
         "groups",
         &["export-spec", "--steplib", "{uri}", "--output", "-"],
+        true,
         |_| {},
     ) else {
         return;
@@ -749,6 +759,7 @@ fn activate_copying_step_yml_survives_update_and_gc() {
             "-y",
             "{work}/dest-step.yml",
         ],
+        false,
         |work| {
             assert_eq!(
                 fs::read(work.join("dest-step.yml")).unwrap(),
