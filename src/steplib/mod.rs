@@ -215,11 +215,16 @@ impl Opened {
 
 /// Reads the collection `c` from the store; `Ok(None)` when it is not set up.
 pub fn open(store: &Store, c: &Collection) -> Result<Option<Opened>> {
+    open_name(store, &c.name())
+}
+
+/// Reads the collection object the name `name` points at; `Ok(None)` when it is not bound.
+fn open_name(store: &Store, name: &Name) -> Result<Option<Opened>> {
     // Lock-free: between resolving the name and reading the file, an update may re-point the
     // name and a gc remove the object we resolved. Then the object is gone: resolve again.
     let mut retries = 0;
     let (dir, bytes) = loop {
-        let (_, dir) = match store.resolve(&c.name()) {
+        let (_, dir) = match store.resolve(name) {
             Ok(r) => r,
             Err(Error::NameNotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -246,15 +251,11 @@ pub fn list(store: &Store) -> Result<Vec<(String, Opened)>> {
         let Ok(name) = Name::new(&route, COLLECTION_ID, COLLECTION_VERSION) else {
             continue;
         };
-        let Ok((_, dir)) = store.resolve(&name) else {
+        // Unreadable ones are left out; one re-pointed and collected meanwhile is read again.
+        let Ok(Some(opened)) = open_name(store, &name) else {
             continue;
         };
-        let p = dir.join("collection.json");
-        let Ok(bytes) = fs::read(&p) else { continue };
-        let Ok(meta) = serde_json::from_slice::<CollectionMeta>(&bytes) else {
-            continue;
-        };
-        out.push((route, Opened { dir, meta }));
+        out.push((route, opened));
     }
     Ok(out)
 }
