@@ -770,3 +770,22 @@ fn activate_copying_step_yml_survives_update_and_gc() {
         },
     );
 }
+
+#[test]
+fn collections_survives_update_and_gc_between_resolve_and_read() {
+    let Some(out) = reader_held_while_update_and_gc(
+        "collections_survives_update_and_gc_between_resolve_and_read",
+        "collection.json",
+        &["collections", "--format", "json"],
+        false,
+        |_| {},
+    ) else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["data"].as_array().map(Vec::len),
+        Some(1),
+        "the collection is listed: {v}"
+    );
+}
