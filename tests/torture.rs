@@ -1,12 +1,13 @@
 //! Torture: [`WORKERS`] threads each run `stepman` processes one after another, for a fixed time,
 //! against one store and one StepLib whose zip downloads come from a loopback HTTP server:
 //! random `activate` (into a fresh directory each time, half of them with `-y`), `download`,
-//! `update`, `gc`, `fsck`, `step-info`, `step-list`, `export-spec`, and rarely `delete` and
-//! `setup` of the collection (`delete` is safe while others activate), while a mutator keeps
-//! changing the StepLib's step-info files (so every `update` publishes a new collection object
-//! and `gc` removes the old ones under the readers) and a share of the processes is killed with
-//! SIGKILL (their whole process group) at a random moment. Deterministic tests at the end replay,
-//! with strace holding a reader, the races of this kind found so far.
+//! `update`, `gc`, `fsck`, `step-info`, `step-list`, `export-spec`, `collections`, and rarely
+//! `delete` and `setup` of the collection (`delete` is safe while others activate), while a
+//! mutator keeps changing the StepLib's step-info files (so every `update` publishes a new
+//! collection object and `gc` removes the old ones under the readers) and a share of the
+//! processes is killed with SIGKILL (their whole process group) at a random moment.
+//! Deterministic tests at the end replay, with strace holding a reader, the races of this kind
+//! found so far.
 //!
 //! What must hold:
 //! - every process that was not killed exits 0 (the one exception is `fsck` finding a dead temp
@@ -58,6 +59,7 @@ enum Op {
     ExportSpec,
     Delete,
     Setup,
+    Collections,
 }
 
 impl Op {
@@ -69,8 +71,9 @@ impl Op {
             57..67 => Op::Gc,
             67..75 => Op::Fsck,
             75..88 => Op::StepInfo,
-            88..93 => Op::StepList,
-            93..97 => Op::ExportSpec,
+            88..92 => Op::StepList,
+            92..95 => Op::ExportSpec,
+            95..97 => Op::Collections,
             97 => Op::Delete,
             _ => Op::Setup,
         }
@@ -209,6 +212,9 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
             .to_vec(),
         Op::Delete => ["delete", "-c", uri].map(String::from).to_vec(),
         Op::Setup => ["setup", "-c", uri].map(String::from).to_vec(),
+        Op::Collections => ["collections", "--format", "json"]
+            .map(String::from)
+            .to_vec(),
     };
     // A fifth of the processes is killed, at a moment anywhere in their first 400 ms.
     let kill_after = (rng.below(5) == 0).then(|| Duration::from_millis(rng.below(400)));
@@ -310,6 +316,12 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
                 Ok(v) if v["steps"] == serde_json::json!(STEPS) => Ok((0, 0)),
                 Ok(v) => Err(format!("step-list answered {}", v["steps"])),
                 Err(e) => Err(format!("step-list printed no JSON ({e}): {stdout}")),
+            },
+            Op::Collections => match serde_json::from_str::<serde_json::Value>(&stdout) {
+                Ok(v) if v["data"][0]["uri"] == uri => Ok((0, 0)),
+                Ok(v) if deleted_before && v["data"] == serde_json::json!([]) => Ok((0, 0)),
+                Ok(v) => Err(format!("collections answered {v}")),
+                Err(e) => Err(format!("collections printed no JSON ({e}): {stdout}")),
             },
             Op::ExportSpec => match serde_json::from_str::<serde_json::Value>(&stdout) {
                 Ok(v)
