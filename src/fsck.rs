@@ -253,6 +253,19 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
         }
     }
     drop(guard);
+    // An object root not yet 0555 is a publisher killed between its rename and its chmod (a
+    // crash state), or a live one about to chmod: that one holds the store lock (shared) until
+    // it has. Wait for the lock exclusively and look again; report only what is still wrong.
+    let roots: HashSet<&Path> = objects.iter().map(|(_, p)| p.as_path()).collect();
+    let open_root = |p: &Problem| p.kind == "bad-permissions" && roots.contains(p.path.as_path());
+    if report.problems.iter().any(open_root) {
+        let _settled = lock::store_exclusive(layout)?;
+        report.problems.retain(|p| {
+            !open_root(p)
+                || fs::symlink_metadata(&p.path)
+                    .is_ok_and(|m| m.permissions().mode() & 0o7777 != 0o555)
+        });
+    }
     if repair
         && !report.problems.is_empty()
         && let Err(e) = repair_all(store, &mut report)
