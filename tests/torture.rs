@@ -801,3 +801,71 @@ fn collections_survives_update_and_gc_between_resolve_and_read() {
         "the collection is listed: {v}"
     );
 }
+
+/// fsck while a live importer sits between its publishing rename and the chmod of the object's
+/// root (held there by strace): the object is complete and its owner alive, so fsck must not
+/// call it damaged.
+#[test]
+fn fsck_during_a_publish_reports_nothing() {
+    let test = "fsck_during_a_publish_reports_nothing";
+    if !strace_usable(test) {
+        return;
+    }
+    let t = TestDir::new();
+    let work = t.path();
+    let home = work.join("home");
+    let (seed, src) = (work.join("seed"), work.join("src"));
+    make_tree(&seed, 5, 5);
+    make_tree(&src, 6, 5);
+    common::import(&home, &seed, Some("seed/tree/1"));
+    let id = common::import(&work.join("ref-home"), &src, None);
+    let root = home.join("store-v1/objects").join(&id[..2]).join(&id);
+    let log = work.join("strace.log");
+    let mut cmd = Command::new("strace");
+    cmd.arg("-qq")
+        .arg("-o")
+        .arg(&log)
+        .arg("-P")
+        .arg(&root)
+        .args([
+            "-e",
+            "trace=chmod,fchmodat",
+            "-e",
+            "inject=chmod:delay_enter=6000000",
+        ])
+        .arg("--")
+        .arg(common::bin())
+        .args(["store", "import"])
+        .arg(&src)
+        .args(["--name", "steps/tree/1"]);
+    store_env(&mut cmd, &home);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let importer = cmd.spawn().expect("start strace");
+    let entered = Instant::now();
+    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("chmod(")) {
+        assert!(
+            entered.elapsed() < Duration::from_secs(30),
+            "the importer never reached the chmod"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(root.is_dir(), "published before the chmod");
+    let f = fsck_json(&home, &[]);
+    let o = importer.wait_with_output().expect("wait for the importer");
+    assert!(
+        o.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        fs::read_to_string(&log).unwrap().contains("(DELAYED)"),
+        "the chmod was not held"
+    );
+    assert!(
+        f.code == 0 && f.problems().is_empty(),
+        "fsck during a live publish (exit {}): {:#}",
+        f.code,
+        f.report["problems"]
+    );
+    common::assert_fsck_clean(&home);
+}
