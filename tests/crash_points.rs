@@ -15,10 +15,13 @@
 //! `O_CREAT`, `write`, `fsync`, `rename*`, `symlink*`, `unlink*`/`rmdir`, `mkdir*`, `*chmod*`,
 //! `flock`) becomes a kill point: `strace -e inject=<syscall>:signal=SIGKILL:when=<N>` kills the
 //! process on entering the N-th such call (strace counts per thread, so with the flush pool the
-//! first thread to reach its N-th call dies). Where one syscall has more than
-//! [`MAX_PER_SYSCALL`] points, an evenly spaced sample is taken, always with the first and the
-//! last (with the small trees used here only the `write`s of an ingest come close). Every run
-//! must show `+++ killed by SIGKILL +++` in strace's log, so a test cannot pass without its kill.
+//! first thread to reach its N-th call dies; each `fsync` of a fixed path outside `tmp/`, the
+//! object's shard and the name's directory, therefore also gets points of its own, counted on
+//! that path alone with `strace -P`). Where one syscall has more than [`MAX_PER_SYSCALL`] points,
+//! an evenly spaced sample is taken, always with the first and the last; with the small trees
+//! used here no operation reaches that (the most is 16 `unlinkat`s of gc), so every point is
+//! exercised. Every run must show `+++ killed by SIGKILL +++` in strace's log, so a test cannot
+//! pass without its kill.
 //!
 //! Every kill starts from a fresh copy of one prepared store, and is followed by the checks:
 //! `fsck --json` reports nothing but the documented crash states (dead temp dirs; an object root
