@@ -18,9 +18,9 @@
 //! first thread to reach its N-th call dies; each `fsync` of a fixed path outside `tmp/`, the
 //! object's shard and the name's directory, therefore also gets points of its own, counted on
 //! that path alone with `strace -P`). Where one syscall has more than [`MAX_PER_SYSCALL`] points,
-//! an evenly spaced sample is taken, always with the first and the last; with the small trees
-//! used here no operation reaches that (the most is 16 `unlinkat`s of gc), so every point is
-//! exercised. Every run must show `+++ killed by SIGKILL +++` in strace's log, so a test cannot
+//! an evenly spaced sample is taken, always with the first and the last (a line says so); with
+//! the small trees used here no operation reaches that (the most is gc's 27 `unlinkat`s), so
+//! every point is exercised. Every run must show `+++ killed by SIGKILL +++` in strace's log, so a test cannot
 //! pass without its kill.
 //!
 //! Every kill starts from a fresh copy of one prepared store, and is followed by the checks:
@@ -50,7 +50,7 @@ use common::{
 const TRACED: &str = "/^(openat|creat|write|fsync|fdatasync|renameat2|renameat|rename|symlinkat|symlink|unlinkat|unlink|rmdir|mkdirat|mkdir|fchmodat|fchmod|chmod|flock)$";
 
 /// At most this many kill points per syscall and operation (evenly spaced, first and last kept).
-const MAX_PER_SYSCALL: usize = 16;
+const MAX_PER_SYSCALL: usize = 32;
 
 /// True when `strace` is installed and may trace here; otherwise says why the test is skipped.
 fn strace_usable(test: &str) -> bool {
@@ -213,6 +213,10 @@ fn kill_points(log: &str, home: &Path) -> Vec<KillPoint> {
         let chosen: BTreeSet<usize> = if ns.len() <= MAX_PER_SYSCALL {
             ns.iter().copied().collect()
         } else {
+            eprintln!(
+                "crash points: {sc}: sampled {MAX_PER_SYSCALL} of {} kill points",
+                ns.len()
+            );
             (0..MAX_PER_SYSCALL)
                 .map(|i| ns[i * (ns.len() - 1) / (MAX_PER_SYSCALL - 1)])
                 .collect()
