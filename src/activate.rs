@@ -313,13 +313,19 @@ pub fn activate_with(
     precompiled: bool,
     net: &NetConfig,
 ) -> Result<ObjectId> {
+    // The step.yml is read now, not after the download: by then an update or a delete, and a
+    // gc, may have taken the collection object it comes from away.
+    let definition = match copy_yml {
+        Some(yml) => Some((yml, read_definition(store, r)?)),
+        None => None,
+    };
     if precompiled {
         let exe = precompiled::download(store, r, net)
             .and_then(|n| n.map(|n| store.export_replacing(&n, dest)).transpose());
         match exe {
             Ok(Some(id)) => {
-                if let Some(yml) = copy_yml {
-                    copy_definition(store, r, yml)?;
+                if let Some((yml, bytes)) = &definition {
+                    write_atomically(bytes, yml)?;
                 }
                 return Ok(id);
             }
@@ -344,42 +350,43 @@ pub fn activate_with(
         }
         Err(e) => return Err(e),
     };
-    if let Some(yml) = copy_yml {
-        copy_definition(store, r, yml)?;
+    if let Some((yml, bytes)) = &definition {
+        write_atomically(bytes, yml)?;
     }
     Ok(id)
 }
 
-/// Copies the step's step.yml out of the collection object it was resolved in. That object may
-/// have gone during the download (an update re-pointed the collection, a gc removed the old
-/// object): then copy it from the current collection, under the store lock so that it stays.
-fn copy_definition(store: &Store, r: &Resolved, yml: &Path) -> Result<()> {
-    match write_atomically(&r.definition_path(), yml) {
-        Err(Error::Io { source, .. })
-            if crate::sys::is_not_found(&source) && !r.opened.dir.exists() =>
-        {
+/// The step's step.yml, from the collection object it was resolved in. That object may have
+/// gone since (an update re-pointed the collection, a gc removed the old object): then from the
+/// current collection, under the store lock so that it stays while it is read.
+fn read_definition(store: &Store, r: &Resolved) -> Result<Vec<u8>> {
+    let p = r.definition_path();
+    match fs::read(&p) {
+        Ok(b) => Ok(b),
+        Err(e) if crate::sys::is_not_found(&e) && !r.opened.dir.exists() => {
             store.read_locked(|| {
                 let o = steplib::open(store, &r.collection)?.ok_or_else(|| Error::NotSetUp {
                     uri: r.collection.uri.clone(),
                 })?;
-                write_atomically(&o.step_yml(&r.id, &r.version), yml)
+                let p = o.step_yml(&r.id, &r.version);
+                fs::read(&p).map_err(Error::io("read", &p))
             })
         }
-        other => other,
+        Err(e) => Err(Error::io("read", &p)(e)),
     }
 }
 
-/// Copies `src` to `dest` through a temp file beside `dest` and one rename.
-pub(crate) fn write_atomically(src: &Path, dest: &Path) -> Result<()> {
+/// Writes `bytes` to `dest` through a temp file beside `dest` and one rename.
+pub(crate) fn write_atomically(bytes: &[u8], dest: &Path) -> Result<()> {
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&parent).map_err(Error::io("create dir", &parent))?;
     let tmp = parent.join(format!(".stepman-{:016x}.tmp", fastrand::u64(..)));
-    let r = fs::copy(src, &tmp)
-        .map_err(Error::io("copy", &tmp))
-        .and_then(|_| {
+    let r = fs::write(&tmp, bytes)
+        .map_err(Error::io("write", &tmp))
+        .and_then(|()| {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
                 .map_err(Error::io("chmod", &tmp))
