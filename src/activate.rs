@@ -342,13 +342,18 @@ pub fn activate_with(
         }
     }
     let name = r.name()?;
-    let id = match store.export_replacing(&name, dest) {
-        Ok(id) => id,
-        Err(Error::NameNotFound { .. }) => {
-            download(store, r, net)?;
-            store.export_replacing(&name, dest)?
+    let mut downloads = 0;
+    let id = loop {
+        match store.export_replacing(&name, dest) {
+            Ok(id) => break id,
+            // Not in the store; or gone again before we could copy it out (a `delete` unbound
+            // it, a gc collected it): delete is safe while others activate, so download again.
+            Err(Error::NameNotFound { .. }) if downloads < 3 => {
+                download(store, r, net)?;
+                downloads += 1;
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
     };
     if let Some((yml, bytes)) = &definition {
         write_atomically(bytes, yml)?;
