@@ -869,3 +869,79 @@ fn fsck_during_a_publish_reports_nothing() {
     );
     common::assert_fsck_clean(&home);
 }
+
+/// `delete` is safe while others activate (PRODUCT §3): an activation that has downloaded and
+/// bound its step, and is held by strace just before it copies the step out, while the
+/// collection is deleted and a gc collects the step's object, still activates the step.
+#[test]
+fn activation_survives_delete_and_gc_before_its_copy() {
+    let test = "activation_survives_delete_and_gc_before_its_copy";
+    if !strace_usable(test) {
+        return;
+    }
+    let t = TestDir::new();
+    let work = t.path();
+    let home = work.join("home");
+    let lib = work.join("lib");
+    let server = Server::start();
+    let src = work.join("src");
+    make_tree(&src, 78, 10);
+    server.serve(
+        "/steps/alpha/1.0.0/step.zip",
+        support::zip_tree(&src),
+        Mode::Full {
+            delay: Duration::ZERO,
+        },
+    );
+    support::write_steplib_yml(&lib, &[("zip", &format!("{}/steps/", server.url()))]);
+    support::write_step(&lib, "alpha", "1.0.0", &support::step_yml("alpha", None));
+    let uri = format!("file://{}", fs::canonicalize(&lib).unwrap().display());
+    run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
+    // The store lock is taken three times: the first copy-out (a miss), the publish and bind of
+    // the download, the copy-out that follows. Hold the activation on entering the third.
+    let intent = home.join("store-v1/locks/gc-intent.lock");
+    let log = work.join("strace.log");
+    let dest = work.join("dest");
+    let mut cmd = Command::new("strace");
+    cmd.arg("-qq")
+        .arg("-o")
+        .arg(&log)
+        .arg("-P")
+        .arg(&intent)
+        .args([
+            "-e",
+            "trace=openat",
+            "-e",
+            "inject=openat:delay_enter=6000000:when=3",
+        ])
+        .arg("--")
+        .arg(common::bin())
+        .args(["activate", "-c", &uri, "-i", "alpha", "-v", "1.0.0", "-p"])
+        .arg(&dest);
+    store_env(&mut cmd, &home);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("start strace");
+    let entered = Instant::now();
+    while !fs::read_to_string(&log).is_ok_and(|l| l.matches("gc-intent.lock").count() >= 3) {
+        assert!(
+            entered.elapsed() < Duration::from_secs(30),
+            "the activation never reached its copy-out"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    run_ok(&mut stepman(&home, ["delete", "-c", &uri]));
+    let gc = run_ok(&mut stepman(&home, ["gc"]));
+    assert!(!gc.is_empty(), "gc removed the step's object");
+    let o = child.wait_with_output().expect("wait for the activation");
+    assert!(
+        fs::read_to_string(&log).unwrap().contains("(DELAYED)"),
+        "the copy-out was not held"
+    );
+    assert!(
+        o.status.success(),
+        "the activation failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    common::assert_same_tree(&src, &dest);
+    common::assert_fsck_clean(&home);
+}
