@@ -181,15 +181,15 @@ pub(crate) fn sweep(layout: &Layout, dry_run: bool) -> Result<SweepReport> {
                 continue;
             };
             let dir = tmp.join(stem);
+            // A lock file without its directory may be a live owner between creating the file
+            // and locking it (in which case our claim makes it start over): it is removed, but
+            // only directories, whose owner locked first, are reported, here and in a dry run.
+            if fs::symlink_metadata(&dir).is_ok() {
+                report.reclaimed.push(dir.clone());
+            }
             if dry_run {
-                // A lock file without its directory may be a live owner between creating the
-                // file and locking it: report only directories, whose owner locked first.
-                if fs::symlink_metadata(&dir).is_ok() {
-                    report.reclaimed.push(dir);
-                }
                 continue;
             }
-            report.reclaimed.push(dir.clone());
             remove_tree(&dir)?;
             claim.remove()?;
         } else if names.binary_search(&format!("{n}.lock")).is_err() {
