@@ -147,27 +147,33 @@ fn assert_failed_cleanly(
     assert_fsck_clean(home);
 }
 
-/// Writes zeros to `path` until the file system is full; returns the file's length.
-fn fill_bytes(path: &Path) -> u64 {
-    let mut f = fs::File::create(path).unwrap();
+/// Appends zeros to `f` until the file system is full; returns the file's length.
+///
+/// Space is only ever given back by truncating this file, never by unlinking it: a child that
+/// another test thread forks (before its exec closes our descriptors) may hold the file open,
+/// and an unlinked file's pages stay allocated until the last holder closes it.
+fn fill_bytes(f: &mut fs::File) -> u64 {
+    use std::io::{Seek, SeekFrom};
+    f.seek(SeekFrom::End(0)).unwrap();
     let chunk = vec![0u8; 256 << 10];
     loop {
         match f.write(&chunk) {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(28) => break,
-            Err(e) => panic!("fill {}: {e}", path.display()),
+            Err(e) => panic!("fill: {e}"),
         }
     }
     f.metadata().unwrap().len()
 }
 
-/// Creates empty files in `dir` until the file system is out of inodes; returns how many.
+/// Creates inodes (symlinks: no descriptor is ever open on them, see [`fill_bytes`]) in `dir`
+/// until the file system is out of them; returns how many.
 fn fill_inodes(dir: &Path, from: usize) -> usize {
     let mut n = from;
     loop {
-        match fs::File::create(dir.join(format!("f{n}"))) {
-            Ok(_) => n += 1,
+        match std::os::unix::fs::symlink("x", dir.join(format!("f{n}"))) {
+            Ok(()) => n += 1,
             Err(e) if e.raw_os_error() == Some(28) => return n,
             Err(e) => panic!("fill inodes in {}: {e}", dir.display()),
         }
@@ -201,8 +207,8 @@ fn enospc_scenario(mnt: &Path, work: &Path) {
     let before = ids(&home);
 
     let filler = mnt.join("filler");
-    let full = fill_bytes(&filler);
-    let f = fs::OpenOptions::new().write(true).open(&filler).unwrap();
+    let mut f = fs::File::create(&filler).unwrap();
+    let full = fill_bytes(&mut f);
     // Free space from none to most of what the new tree needs: the ingest stops at its first
     // file, in the middle, or near its end.
     let need = stats.bytes;
@@ -229,9 +235,7 @@ fn enospc_scenario(mnt: &Path, work: &Path) {
     }
 
     // Re-pointing a name at contents the store already holds, on a full disk.
-    drop(f);
-    fs::remove_file(&filler).unwrap();
-    fill_bytes(&filler);
+    fill_bytes(&mut f);
     let out = import_cmd(&home, &old, "r/s/2");
     assert_failed_cleanly(
         &home,
@@ -248,6 +252,8 @@ fn enospc_scenario(mnt: &Path, work: &Path) {
         "no new name on a full disk"
     );
 
+    f.set_len(0).unwrap();
+    drop(f);
     fs::remove_file(&filler).unwrap();
     let new_id = common::import(&home, &new_tgz, Some("r/s/1"));
     let (id, dir) = resolve(&home, "r/s/1");
@@ -276,13 +282,21 @@ fn inodes_scenario(mnt: &Path, work: &Path) {
     make_tree(&other, 4, 8);
     let old_id = common::import(&home, &old, Some("r/s/1"));
     let other_id = common::import(&home, &other, Some("r/s/2"));
+    let third = work.join("third");
+    make_tree(&third, 5, 10);
+    let third_tgz = work.join("third.tar.gz");
+    common::tar_gz(&third, &third_tgz);
 
     let fill = mnt.join("fill");
     fs::create_dir(&fill).unwrap();
     let mut files = fill_inodes(&fill, 0);
     let mut current = (old_id.clone(), old.clone());
     // (source, its id when already stored)
-    for (src, existing) in [(&new, None), (&other, Some(&other_id))] {
+    for (src, tree, existing) in [
+        (&new, &new, None),
+        (&third_tgz, &third, None),
+        (&other, &other, Some(&other_id)),
+    ] {
         let mut failures = 0;
         let mut swap_failures = 0;
         let mut succeeded = false;
@@ -344,11 +358,11 @@ fn inodes_scenario(mnt: &Path, work: &Path) {
             src.display()
         );
         let (id, dir) = resolve(&home, "r/s/1");
-        assert_same_tree(src, &dir);
+        assert_same_tree(tree, &dir);
         if let Some(e) = existing {
             assert_eq!(&id, e);
         }
-        current = (id, src.to_path_buf());
+        current = (id, tree.to_path_buf());
     }
 
     fs::remove_dir_all(&fill).unwrap();
@@ -383,5 +397,90 @@ fn inode_exhaustion_at_every_point_of_an_import() {
         "inode_exhaustion_at_every_point_of_an_import",
         "size=64m,nr_inodes=2000",
         inodes_scenario,
+    );
+}
+
+/// A collection update (a new collection object, then the swap of its name) out of inodes at
+/// every point: `step-list` keeps showing the old spec until an update succeeds.
+fn collection_update_scenario(mnt: &Path, work: &Path) {
+    let home = mnt.join("home");
+    let lib = work.join("lib");
+    fs::create_dir_all(lib.join("steps/hello/1.0.0")).unwrap();
+    fs::write(
+        lib.join("steplib.yml"),
+        "format_version: 1.0.0\nsteplib_source: local\n",
+    )
+    .unwrap();
+    fs::write(lib.join("steps/hello/1.0.0/step.yml"), "title: Hello\n").unwrap();
+    let uri = lib.to_str().unwrap();
+    common::run_ok(&mut stepman(&home, ["setup", "-c", uri]));
+    let list = || common::run_ok(&mut stepman(&home, ["step-list", "-c", uri, "-f", "json"]));
+    let old_list = list();
+    for id in ["bye", "again"] {
+        fs::create_dir_all(lib.join(format!("steps/{id}/2.0.0"))).unwrap();
+        fs::write(lib.join(format!("steps/{id}/2.0.0/step.yml")), "title: T\n").unwrap();
+    }
+
+    let fill = mnt.join("fill");
+    fs::create_dir(&fill).unwrap();
+    let mut files = fill_inodes(&fill, 0);
+    let mut failures = 0;
+    let mut succeeded = false;
+    for k in 0..100 {
+        files = fill_inodes(&fill, files);
+        for i in 0..k {
+            fs::remove_file(fill.join(format!("f{}", files - 1 - i))).unwrap();
+        }
+        files -= k;
+        let out = output(&mut stepman(&home, ["update", "-c", uri]));
+        if out.status.success() {
+            succeeded = true;
+            break;
+        }
+        failures += 1;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("No space left on device") && err.contains(&home.display().to_string()),
+            "update with {k} inodes free: {err}"
+        );
+        assert_eq!(
+            list(),
+            old_list,
+            "update with {k} inodes free changed the spec"
+        );
+        assert!(
+            tmp_entries(&home).is_empty(),
+            "{k}: left {:?}",
+            tmp_entries(&home)
+        );
+        assert_fsck_clean(&home);
+    }
+    assert!(
+        succeeded && failures > 3,
+        "{failures} failures, succeeded: {succeeded}"
+    );
+    eprintln!("collection update: {failures} failing points, then success");
+    let new_list = list();
+    assert!(
+        new_list.contains("bye") && new_list.contains("again"),
+        "{new_list}"
+    );
+    fs::remove_dir_all(&fill).unwrap();
+    common::run_ok(&mut stepman(&home, ["gc"]));
+    assert!(
+        tmp_entries(&home).is_empty(),
+        "tmp holds {:?}",
+        tmp_entries(&home)
+    );
+    assert_fsck_clean(&home);
+    assert_eq!(list(), new_list);
+}
+
+#[test]
+fn inode_exhaustion_during_a_collection_update() {
+    with_tmpfs(
+        "inode_exhaustion_during_a_collection_update",
+        "size=16m,nr_inodes=1000",
+        collection_update_scenario,
     );
 }
