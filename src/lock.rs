@@ -40,18 +40,27 @@ impl Guard {
     }
 }
 
+fn open_read_nofollow(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(sys::O_NOFOLLOW)
+        .open(path)
+}
+
 fn open_lock_file(path: &Path) -> Result<Option<File>> {
+    // Never through a symlink (a planted one could point anywhere): ELOOP is an error.
     let rw = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o644)
+        .custom_flags(sys::O_NOFOLLOW)
         .open(path);
     match rw {
         Ok(f) => Ok(Some(f)),
         Err(e) if sys::is_read_only(&e) || sys::is_not_found(&e) => {
-            match File::open(path) {
+            match open_read_nofollow(path) {
                 Ok(f) => Ok(Some(f)),
                 // A read-only store without the lock file: documented fallback.
                 Err(e2) if sys::is_not_found(&e2) || sys::is_read_only(&e2) => Ok(None),
@@ -154,7 +163,9 @@ pub(crate) fn name_exclusive(
 /// A temp-dir liveness lock held by its owner.
 #[derive(Debug)]
 pub(crate) struct OwnerLock {
-    file: File,
+    /// `None` for a claim on a symlink planted where a lock file belongs: no owner ever had it
+    /// (owners create regular files with `O_EXCL`), and it is never opened through.
+    file: Option<File>,
     path: PathBuf,
 }
 
@@ -182,20 +193,37 @@ impl OwnerLock {
             return Ok(None);
         }
         Ok(Some(OwnerLock {
-            file: f,
+            file: Some(f),
             path: path.to_path_buf(),
         }))
     }
 
     /// Tries to take over the lock of a possibly dead owner. `Ok(Some)` proves the owner is gone.
     pub(crate) fn try_claim(path: &Path) -> Result<Option<OwnerLock>> {
-        let f = match OpenOptions::new().read(true).write(true).open(path) {
+        let f = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(sys::O_NOFOLLOW)
+            .open(path)
+        {
             Ok(f) => f,
             Err(e) if sys::is_not_found(&e) => return Ok(None),
+            Err(e) if sys::is_symlink_refused(&e) => {
+                return Ok(Some(OwnerLock {
+                    file: None,
+                    path: path.to_path_buf(),
+                }));
+            }
             // Another user's or a read-only store: a read-only descriptor locks just as well.
-            Err(e) if sys::is_read_only(&e) => match File::open(path) {
+            Err(e) if sys::is_read_only(&e) => match open_read_nofollow(path) {
                 Ok(f) => f,
                 Err(e) if sys::is_not_found(&e) => return Ok(None),
+                Err(e) if sys::is_symlink_refused(&e) => {
+                    return Ok(Some(OwnerLock {
+                        file: None,
+                        path: path.to_path_buf(),
+                    }));
+                }
                 Err(e) => return Err(Error::io("open lock", path)(e)),
             },
             Err(e) => return Err(Error::io("open lock", path)(e)),
@@ -209,7 +237,7 @@ impl OwnerLock {
             return Ok(None);
         }
         Ok(Some(OwnerLock {
-            file: f,
+            file: Some(f),
             path: path.to_path_buf(),
         }))
     }

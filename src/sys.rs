@@ -20,6 +20,15 @@ use std::path::Path;
 use rustix::fs::{FlockOperation, RenameFlags};
 use rustix::io::Errno;
 
+/// `O_NOFOLLOW` for `OpenOptionsExt::custom_flags`: opening a symlink fails (`ELOOP`) instead of
+/// following it.
+pub(crate) const O_NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+
+/// Whether `e` is an `O_NOFOLLOW` open that met a symlink (`ELOOP`).
+pub(crate) fn is_symlink_refused(e: &io::Error) -> bool {
+    Errno::from_io_error(e) == Some(Errno::LOOP)
+}
+
 /// What a no-replace rename did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Publish {

@@ -201,6 +201,57 @@ fn planted_store_lock_files_are_refused() {
 }
 
 #[test]
+fn planted_name_lock_is_not_followed() {
+    let t = TestDir::new();
+    let (home, _lib, old_id) = prepared(&t);
+    let out = outside(&t, "outside");
+    let digest = blake3::hash(b"r/s/2").to_hex();
+    let planted = store_root(&home)
+        .join("locks/names")
+        .join(format!("{}.lock", &digest[..32]));
+    symlink(out.join("created"), &planted).unwrap();
+    let before = snapshot(&out);
+    let new = small_tree(&t.path().join("new"), "new");
+    // The single-flight lock of this name is the planted link: the fill is refused.
+    let o = run(
+        &home,
+        &[
+            "store",
+            "import",
+            new.to_str().unwrap(),
+            "--name",
+            "r/s/2",
+            "--if-missing",
+        ],
+    );
+    let err = stderr(&o);
+    assert!(!o.status.success(), "accepted a planted lock link: {err}");
+    assert!(err.contains(&planted.display().to_string()), "{err}");
+    assert!(
+        !out.join("created").exists(),
+        "a file was created through the link"
+    );
+    assert_eq!(snapshot(&out), before);
+    // Everything else still works, and the link itself is left for the operator.
+    let o = run(&home, &["store", "resolve", "r/s/1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
+    fs::remove_file(&planted).unwrap();
+    let o = run(
+        &home,
+        &[
+            "store",
+            "import",
+            new.to_str().unwrap(),
+            "--name",
+            "r/s/2",
+            "--if-missing",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    common::assert_fsck_clean(&home);
+}
+
+#[test]
 fn planted_object_shard_is_refused() {
     let t = TestDir::new();
     let (home, lib, old_id) = prepared(&t);

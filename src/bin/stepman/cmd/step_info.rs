@@ -38,8 +38,8 @@ pub struct StepInfoArgs {
 
 fn local_info(library: &str, id: &str, yml: PathBuf) -> anyhow::Result<StepInfo> {
     let text = std::fs::read_to_string(&yml).with_context(|| format!("read {}", yml.display()))?;
-    let step: Value = serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("{}: invalid YAML", yml.display()))?;
+    let step: Value = stepman::steplib::model::parse_yaml(&text)
+        .map_err(|e| anyhow::anyhow!("{}: invalid YAML: {e}", yml.display()))?;
     Ok(StepInfo {
         library: library.into(),
         id: id.into(),
