@@ -26,16 +26,16 @@ use stepman::{Limits, ObjectId};
 
 /// Small limits: no input can fill the disk or the memory.
 pub fn limits() -> Limits {
-    let mut l = Limits::default();
-    l.max_total_bytes = 4 << 20;
-    l.max_file_bytes = 1 << 20;
-    l.max_entries = 512;
-    l.max_path_bytes = 1024;
-    l.max_depth = 32;
-    l.max_ratio = 200;
-    l.ratio_floor_bytes = 256 << 10;
-    l.max_header_bytes = 64 << 10;
-    l
+    Limits {
+        max_total_bytes: 4 << 20,
+        max_file_bytes: 1 << 20,
+        max_entries: 512,
+        max_path_bytes: 1024,
+        max_depth: 32,
+        max_ratio: 200,
+        ratio_floor_bytes: 256 << 10,
+        max_header_bytes: 64 << 10,
+    }
 }
 
 pub fn scratch() -> PathBuf {
