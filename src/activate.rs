@@ -106,10 +106,14 @@ impl From<&Resolved> for StepInfo {
 
 /// Opens collection `c`, setting it up first if it is not (that needs write access).
 pub fn open_or_setup(store: &Store, c: &Collection, net: &NetConfig) -> Result<Opened> {
-    if let Some(o) = steplib::open(store, c)? {
-        return Ok(o);
+    // A concurrent `delete` may remove the collection right after we set it up: delete is safe
+    // while others activate, so set it up again (a few times, then give up).
+    for _ in 0..3 {
+        if let Some(o) = steplib::open(store, c)? {
+            return Ok(o);
+        }
+        generate::setup(store, c, false, net)?;
     }
-    generate::setup(store, c, false, net)?;
     steplib::open(store, c)?.ok_or_else(|| Error::NotSetUp { uri: c.uri.clone() })
 }
 
@@ -168,8 +172,7 @@ pub fn resolve(
             }
             _ => {
                 generate::setup(store, c, true, net)?;
-                opened = steplib::open(store, c)?
-                    .ok_or_else(|| Error::NotSetUp { uri: c.uri.clone() })?;
+                opened = open_or_setup(store, c, net)?;
                 updated = true;
             }
         }
