@@ -945,3 +945,89 @@ fn activation_survives_delete_and_gc_before_its_copy() {
     common::assert_same_tree(&src, &dest);
     common::assert_fsck_clean(&home);
 }
+
+/// An activation that sets the collection up itself, held by strace right after its setup bound
+/// the collection's name and before it reads the name back, while a `delete` removes the
+/// collection: the activation sets it up again, it does not fail.
+#[test]
+fn activation_survives_delete_right_after_its_setup() {
+    let test = "activation_survives_delete_right_after_its_setup";
+    if !strace_usable(test) {
+        return;
+    }
+    let t = TestDir::new();
+    let work = t.path();
+    let home = work.join("home");
+    let lib = work.join("lib");
+    let server = Server::start();
+    let src = work.join("src");
+    make_tree(&src, 79, 10);
+    server.serve(
+        "/steps/alpha/1.0.0/step.zip",
+        support::zip_tree(&src),
+        Mode::Full {
+            delay: Duration::ZERO,
+        },
+    );
+    support::write_steplib_yml(&lib, &[("zip", &format!("{}/steps/", server.url()))]);
+    support::write_step(&lib, "alpha", "1.0.0", &support::step_yml("alpha", None));
+    let uri = format!("file://{}", fs::canonicalize(&lib).unwrap().display());
+    // The collection's alias, from a store of its own; a store without the collection.
+    let ref_home = work.join("ref-home");
+    run_ok(&mut stepman(&ref_home, ["setup", "-c", &uri]));
+    let out = run_ok(&mut stepman(&ref_home, ["collections", "--format", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let spec = v["data"][0]["spec_path"].as_str().unwrap().to_string();
+    let meta: serde_json::Value = serde_json::from_slice(&fs::read(spec).unwrap()).unwrap();
+    let alias = meta["alias"].as_str().unwrap().to_string();
+    common::import(&home, &src, None);
+    // The name is read four times: the first lookup (missing), the setup's two (before and after
+    // its single-flight lock), and once more after the setup bound it. Hold the fourth.
+    let name = home.join(format!("store-v1/names/{alias}/_steplib/current"));
+    let log = work.join("strace.log");
+    let dest = work.join("dest");
+    let mut cmd = Command::new("strace");
+    cmd.arg("-qq")
+        .arg("-o")
+        .arg(&log)
+        .arg("-P")
+        .arg(&name)
+        .args([
+            "-e",
+            "trace=readlink,readlinkat",
+            "-e",
+            "inject=readlink,readlinkat:delay_enter=6000000:when=4",
+        ])
+        .arg("--")
+        .arg(common::bin())
+        .args(["activate", "-c", &uri, "-i", "alpha", "-v", "1.0.0", "-p"])
+        .arg(&dest);
+    store_env(&mut cmd, &home);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("start strace");
+    let entered = Instant::now();
+    while !fs::read_to_string(&log).is_ok_and(|l| l.matches("readlink").count() >= 4) {
+        assert!(
+            entered.elapsed() < Duration::from_secs(30),
+            "the activation never read the name back"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(name.is_symlink(), "the setup bound the collection");
+    run_ok(&mut stepman(&home, ["delete", "-c", &uri]));
+    assert!(!name.is_symlink(), "delete removed the collection");
+    let o = child.wait_with_output().expect("wait for the activation");
+    let l = fs::read_to_string(&log).unwrap();
+    assert!(
+        l.lines()
+            .any(|x| x.contains("(DELAYED)") && x.contains("ENOENT")),
+        "the read was not held, or found the name: {l}"
+    );
+    assert!(
+        o.status.success(),
+        "the activation failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    common::assert_same_tree(&src, &dest);
+    common::assert_fsck_clean(&home);
+}
