@@ -112,7 +112,13 @@ pub(crate) fn names(layout: &Layout) -> Result<(Vec<NameEntry>, Vec<Foreign>)> {
                     });
                     continue;
                 }
-                let t = fs::read_link(&vpath).map_err(Error::io("read link", &vpath))?;
+                let t = match fs::read_link(&vpath) {
+                    Ok(t) => t,
+                    // Unbound since the listing (a `delete` runs beside fsck, both sharing the
+                    // store lock): not a name any more.
+                    Err(e) if sys::is_not_found(&e) => continue,
+                    Err(e) => return Err(Error::io("read link", &vpath)(e)),
+                };
                 out.push(NameEntry {
                     name,
                     path: vpath,
