@@ -1031,3 +1031,72 @@ fn activation_survives_delete_right_after_its_setup() {
     common::assert_same_tree(&src, &dest);
     common::assert_fsck_clean(&home);
 }
+
+/// fsck shares the store lock with `delete`: a name it listed may be gone when it reads the
+/// link (held there by strace while the collection is deleted). That is not a name any more,
+/// not a reason to give up.
+#[test]
+fn fsck_survives_a_delete_during_its_scan() {
+    let test = "fsck_survives_a_delete_during_its_scan";
+    if !strace_usable(test) {
+        return;
+    }
+    let t = TestDir::new();
+    let work = t.path();
+    let home = work.join("home");
+    let lib = work.join("lib");
+    support::write_steplib_yml(&lib, &[("zip", "http://127.0.0.1:9/steps/")]);
+    support::write_step(&lib, "alpha", "1.0.0", &support::step_yml("alpha", None));
+    let uri = format!("file://{}", fs::canonicalize(&lib).unwrap().display());
+    run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
+    let out = run_ok(&mut stepman(&home, ["collections", "--format", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let spec = v["data"][0]["spec_path"].as_str().unwrap().to_string();
+    let meta: serde_json::Value = serde_json::from_slice(&fs::read(spec).unwrap()).unwrap();
+    let alias = meta["alias"].as_str().unwrap().to_string();
+    let name = home.join(format!("store-v1/names/{alias}/_steplib/current"));
+    let log = work.join("strace.log");
+    let mut cmd = Command::new("strace");
+    cmd.arg("-f")
+        .arg("-qq")
+        .arg("-o")
+        .arg(&log)
+        .arg("-P")
+        .arg(&name)
+        .args([
+            "-e",
+            "trace=readlink,readlinkat",
+            "-e",
+            "inject=readlink,readlinkat:delay_enter=6000000:when=1",
+        ])
+        .arg("--")
+        .arg(common::bin())
+        .args(["fsck", "--json"]);
+    store_env(&mut cmd, &home);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("start strace");
+    let entered = Instant::now();
+    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("readlink")) {
+        assert!(
+            entered.elapsed() < Duration::from_secs(30),
+            "fsck never read the name"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    run_ok(&mut stepman(&home, ["delete", "-c", &uri]));
+    let o = child.wait_with_output().expect("wait for fsck");
+    let l = fs::read_to_string(&log).unwrap();
+    assert!(
+        l.lines()
+            .any(|x| x.contains("(DELAYED)") && x.contains("ENOENT")),
+        "the read was not held, or found the name: {l}"
+    );
+    assert!(
+        o.status.success(),
+        "fsck ({}): {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    common::assert_fsck_clean(&home);
+}
