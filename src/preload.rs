@@ -78,20 +78,39 @@ fn deprecated(g: &Group) -> bool {
 /// Every step group's latest version, skipping deprecated groups (those with a `removal_date`
 /// or `deprecate_notes`).
 pub fn all_latest(store: &Store, c: &Collection, net: &NetConfig) -> Result<Vec<Request>> {
-    let opened = activate::open_or_setup(store, c, net)?;
     let mut out = Vec::new();
-    for id in opened.step_ids()? {
-        let Some(g) = opened.group(&id)? else {
-            continue;
-        };
+    for_each_group(store, c, net, |id, g| {
         if !deprecated(&g) {
             out.push(Request {
-                id,
+                id: id.to_string(),
                 constraint: g.latest_version_number,
             });
         }
-    }
+    })?;
     Ok(out)
+}
+
+/// Calls `f` with every step group of collection `c` (set up first if needed), one at a time,
+/// holding the store lock: an update and a gc running meanwhile cannot remove the collection
+/// object half-way through the listing.
+fn for_each_group(
+    store: &Store,
+    c: &Collection,
+    net: &NetConfig,
+    mut f: impl FnMut(&str, Group),
+) -> Result<()> {
+    // Set up outside the lock (a setup takes it itself), then read under it.
+    activate::open_or_setup(store, c, net)?;
+    store.read_locked(|| {
+        let opened =
+            steplib::open(store, c)?.ok_or_else(|| Error::NotSetUp { uri: c.uri.clone() })?;
+        for id in opened.step_ids()? {
+            if let Some(g) = opened.group(&id)? {
+                f(&id, g);
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The `bitrise steps preload` selection of step versions. A version is chosen when any of the
@@ -136,13 +155,9 @@ pub fn select(
     sel: &Selection,
     now: SystemTime,
 ) -> Result<Vec<Request>> {
-    let opened = activate::open_or_setup(store, c, net)?;
     let cutoffs = Cutoffs::new(sel, now)?;
     let mut out = Vec::new();
-    for id in opened.step_ids()? {
-        let Some(g) = opened.group(&id)? else {
-            continue;
-        };
+    for_each_group(store, c, net, |id, g| {
         let maintainer = g.info.get("maintainer").and_then(Value::as_str);
         if deprecated(&g)
             || sel
@@ -150,15 +165,15 @@ pub fn select(
                 .as_deref()
                 .is_some_and(|m| Some(m) != maintainer)
         {
-            continue;
+            return;
         }
         for version in select_versions(&g.versions, sel, &cutoffs) {
             out.push(Request {
-                id: id.clone(),
+                id: id.to_string(),
                 constraint: version,
             });
         }
-    }
+    })?;
     Ok(out)
 }
 
