@@ -37,8 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Output};
 use std::time::Instant;
 
 use common::{
@@ -51,42 +50,6 @@ const TRACED: &str = "/^(openat|creat|write|fsync|fdatasync|renameat2|renameat|r
 
 /// At most this many kill points per syscall and operation (evenly spaced, first and last kept).
 const MAX_PER_SYSCALL: usize = 32;
-
-/// True when `strace` is installed and may trace here; otherwise says why the test is skipped.
-fn strace_usable(test: &str) -> bool {
-    static USABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    let r = USABLE.get_or_init(|| {
-        match Command::new("strace")
-            .args([
-                "-f",
-                "-qq",
-                "-o",
-                "/dev/null",
-                "-e",
-                "trace=none",
-                "--",
-                "true",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-        {
-            Err(e) => Err(format!("strace is not installed ({e})")),
-            Ok(o) if !o.status.success() => Err(format!(
-                "strace cannot trace here: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            )),
-            Ok(_) => Ok(()),
-        }
-    });
-    match r {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("skipping {test}: {why}");
-            false
-        }
-    }
-}
 
 /// A small tree: nested directories, an empty one, an executable and a symlink. Different
 /// seeds give different trees (`three.txt` is the same in all of them).
@@ -435,7 +398,7 @@ fn s(p: &Path) -> String {
 
 /// An import re-pointing `steps/tree/1` from an old object to a new one, killed everywhere.
 fn import_crash_points(test: &str, archive: bool) {
-    if !strace_usable(test) {
+    if !common::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -567,7 +530,7 @@ fn plant_dead_temps(home: &Path) {
 #[test]
 fn gc_killed_at_every_step() {
     let test = "gc_killed_at_every_step";
-    if !strace_usable(test) {
+    if !common::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -633,7 +596,7 @@ fn gc_killed_at_every_step() {
 #[test]
 fn fsck_repair_killed_at_every_step() {
     let test = "fsck_repair_killed_at_every_step";
-    if !strace_usable(test) {
+    if !common::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -737,7 +700,7 @@ fn fsck_repair_killed_at_every_step() {
 #[test]
 fn first_import_creating_the_store_killed_at_every_step() {
     let test = "first_import_creating_the_store_killed_at_every_step";
-    if !strace_usable(test) {
+    if !common::strace_usable(test) {
         return;
     }
     let t = TestDir::new();

@@ -11,49 +11,14 @@
 //! test cannot pass without exercising its path. Without `strace` the tests print why and pass
 //! (CI installs it).
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stepman");
-
-/// True when `strace` is installed and may trace here; otherwise says why the test is skipped.
-fn strace_usable(test: &str) -> bool {
-    static USABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    let r = USABLE.get_or_init(|| {
-        match Command::new("strace")
-            .args([
-                "-f",
-                "-qq",
-                "-o",
-                "/dev/null",
-                "-e",
-                "trace=none",
-                "--",
-                "true",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-        {
-            Err(e) => Err(format!("strace is not installed ({e})")),
-            Ok(o) if !o.status.success() => Err(format!(
-                "strace cannot trace here: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            )),
-            Ok(_) => Ok(()),
-        }
-    });
-    match r {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("skipping {test}: {why}");
-            false
-        }
-    }
-}
 
 struct Env {
     dir: tempfile::TempDir,
@@ -279,7 +244,7 @@ fn seeded_store(env: &Env, home: &Path) -> String {
 
 #[test]
 fn without_noreplace_rename_import_falls_back_to_rename() {
-    if !strace_usable("without_noreplace_rename_import_falls_back_to_rename") {
+    if !common::strace_usable("without_noreplace_rename_import_falls_back_to_rename") {
         return;
     }
     let env = Env::new();
@@ -329,7 +294,7 @@ fn without_noreplace_rename_import_falls_back_to_rename() {
 
 #[test]
 fn without_noreplace_rename_concurrent_importers_agree() {
-    if !strace_usable("without_noreplace_rename_concurrent_importers_agree") {
+    if !common::strace_usable("without_noreplace_rename_concurrent_importers_agree") {
         return;
     }
     let env = Env::new();
@@ -391,7 +356,7 @@ fn without_noreplace_rename_concurrent_importers_agree() {
 
 #[test]
 fn failed_fsync_fails_the_import_and_publishes_nothing() {
-    if !strace_usable("failed_fsync_fails_the_import_and_publishes_nothing") {
+    if !common::strace_usable("failed_fsync_fails_the_import_and_publishes_nothing") {
         return;
     }
     let env = Env::new();
@@ -443,7 +408,7 @@ fn failed_fsync_fails_the_import_and_publishes_nothing() {
 
 #[test]
 fn failed_fsync_while_creating_the_store_leaves_no_store() {
-    if !strace_usable("failed_fsync_while_creating_the_store_leaves_no_store") {
+    if !common::strace_usable("failed_fsync_while_creating_the_store_leaves_no_store") {
         return;
     }
     let env = Env::new();
@@ -473,7 +438,7 @@ fn failed_fsync_while_creating_the_store_leaves_no_store() {
 
 #[test]
 fn failed_fsync_after_publish_leaves_a_clean_store() {
-    if !strace_usable("failed_fsync_after_publish_leaves_a_clean_store") {
+    if !common::strace_usable("failed_fsync_after_publish_leaves_a_clean_store") {
         return;
     }
     let env = Env::new();
@@ -536,7 +501,7 @@ fn failed_fsync_after_publish_leaves_a_clean_store() {
 
 #[test]
 fn gc_on_exdev_removes_the_object_in_place() {
-    if !strace_usable("gc_on_exdev_removes_the_object_in_place") {
+    if !common::strace_usable("gc_on_exdev_removes_the_object_in_place") {
         return;
     }
     let env = Env::new();
@@ -576,7 +541,7 @@ fn gc_on_exdev_removes_the_object_in_place() {
 
 #[test]
 fn exdev_on_publish_fails_the_import_cleanly() {
-    if !strace_usable("exdev_on_publish_fails_the_import_cleanly") {
+    if !common::strace_usable("exdev_on_publish_fails_the_import_cleanly") {
         return;
     }
     let env = Env::new();
@@ -615,7 +580,7 @@ fn exdev_on_publish_fails_the_import_cleanly() {
 
 #[test]
 fn enospc_mid_ingest_fails_cleanly_and_a_retry_succeeds() {
-    if !strace_usable("enospc_mid_ingest_fails_cleanly_and_a_retry_succeeds") {
+    if !common::strace_usable("enospc_mid_ingest_fails_cleanly_and_a_retry_succeeds") {
         return;
     }
     let env = Env::new();

@@ -367,21 +367,6 @@ fn planted_temp_dirs_and_lock_links_are_not_followed() {
 
 const NOBODY: u32 = 65534;
 
-fn root_with_setpriv() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let setpriv = Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !root || !setpriv {
-        eprintln!("skipping: needs root (to chown) and setpriv (to run as nobody)");
-    }
-    root && setpriv
-}
-
 fn chown_tree(p: &Path, uid: u32) {
     let st = Command::new("chown")
         .args(["-hR", &format!("{uid}:{uid}")])
@@ -409,7 +394,7 @@ fn as_nobody(home: &Path, args: &[&str]) -> Output {
 /// the link gone, root's work is safe and the store stays clean.
 #[test]
 fn store_owned_by_another_user_with_planted_tmp() {
-    if !root_with_setpriv() {
+    if !common::root_with_setpriv(module_path!()) {
         return;
     }
     let t = TestDir::new();
@@ -448,7 +433,7 @@ fn store_owned_by_another_user_with_planted_tmp() {
 /// nothing changes, and reads still work.
 #[test]
 fn store_owned_by_root_used_by_nobody() {
-    if !root_with_setpriv() {
+    if !common::root_with_setpriv(module_path!()) {
         return;
     }
     let t = TestDir::new();

@@ -569,29 +569,6 @@ fn torture() {
     drop(server);
 }
 
-/// True when `strace` is installed and may trace here; otherwise says why the test is skipped.
-fn strace_usable(test: &str) -> bool {
-    match Command::new("strace")
-        .args(["-qq", "-o", "/dev/null", "-e", "trace=none", "--", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-    {
-        Ok(o) if o.status.success() => true,
-        Ok(o) => {
-            eprintln!(
-                "skipping {test}: strace cannot trace here: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            false
-        }
-        Err(e) => {
-            eprintln!("skipping {test}: strace is not installed ({e})");
-            false
-        }
-    }
-}
-
 /// A race of the kind the torture looks for, made deterministic: a reader resolves the
 /// collection's name, and before it opens `held` (a path inside the collection object, held
 /// there by strace) an update re-points the name and a gc removes the object it resolved. The
@@ -606,7 +583,7 @@ fn reader_held_while_update_and_gc(
     locked: bool,
     after: impl FnOnce(&std::path::Path),
 ) -> Option<String> {
-    if !strace_usable(test) {
+    if !common::strace_usable(test) {
         return None;
     }
     let t = TestDir::new();
@@ -808,7 +785,7 @@ fn collections_survives_update_and_gc_between_resolve_and_read() {
 #[test]
 fn fsck_during_a_publish_reports_nothing() {
     let test = "fsck_during_a_publish_reports_nothing";
-    if !strace_usable(test) {
+    if !common::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -876,7 +853,7 @@ fn fsck_during_a_publish_reports_nothing() {
 #[test]
 fn activation_survives_delete_and_gc_before_its_copy() {
     let test = "activation_survives_delete_and_gc_before_its_copy";
-    if !strace_usable(test) {
+    if !common::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -952,7 +929,7 @@ fn activation_survives_delete_and_gc_before_its_copy() {
 #[test]
 fn activation_survives_delete_right_after_its_setup() {
     let test = "activation_survives_delete_right_after_its_setup";
-    if !strace_usable(test) {
+    if !common::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -1038,7 +1015,7 @@ fn activation_survives_delete_right_after_its_setup() {
 #[test]
 fn fsck_survives_a_delete_during_its_scan() {
     let test = "fsck_survives_a_delete_during_its_scan";
-    if !strace_usable(test) {
+    if !common::strace_usable(test) {
         return;
     }
     let t = TestDir::new();

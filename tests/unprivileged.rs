@@ -13,21 +13,6 @@ use std::process::{Command, Output};
 
 const NOBODY: u32 = 65534;
 
-fn can_switch_user() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let setpriv = Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !root || !setpriv {
-        eprintln!("skipping: needs root and setpriv to run the binary as an unprivileged user");
-    }
-    root && setpriv
-}
-
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_stepman")
 }
@@ -112,7 +97,7 @@ fn snapshot(root: &Path) -> Vec<String> {
 
 #[test]
 fn unprivileged_owner_can_gc_sweep_and_repair() {
-    if !can_switch_user() {
+    if !common::root_with_setpriv(module_path!()) {
         return;
     }
     let (_t, work) = scratch();
@@ -227,7 +212,7 @@ fn unprivileged_owner_can_gc_sweep_and_repair() {
 
 #[test]
 fn store_baked_by_root_serves_another_user_without_writing() {
-    if !can_switch_user() {
+    if !common::root_with_setpriv(module_path!()) {
         return;
     }
     let (_t, work) = scratch();
@@ -296,7 +281,7 @@ fn as_nobody_layered(home: &Path, lower: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn layered_writable_store_takes_the_misses_of_a_baked_one() {
-    if !can_switch_user() {
+    if !common::root_with_setpriv(module_path!()) {
         return;
     }
     let (t, work) = scratch();

@@ -461,3 +461,56 @@ pub fn local_steplib(lib: &Path, versions: &[&str]) {
     )
     .unwrap();
 }
+
+/// True when `strace` is installed and may trace here; otherwise says why the test is skipped.
+pub fn strace_usable(test: &str) -> bool {
+    static USABLE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let r = USABLE.get_or_init(|| {
+        match Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-o",
+                "/dev/null",
+                "-e",
+                "trace=none",
+                "--",
+                "true",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+        {
+            Err(e) => Err(format!("strace is not installed ({e})")),
+            Ok(o) if !o.status.success() => Err(format!(
+                "strace cannot trace here: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Ok(_) => Ok(()),
+        }
+    });
+    match r {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("skipping {test}: {why}");
+            false
+        }
+    }
+}
+
+/// True when running as root with `setpriv` (to run the binary as `nobody`); otherwise says why
+/// the test is skipped.
+pub fn root_with_setpriv(test: &str) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let setpriv = Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !root || !setpriv {
+        eprintln!("skipping {test}: needs root and setpriv to run the binary as another user");
+    }
+    root && setpriv
+}
