@@ -484,3 +484,56 @@ fn inode_exhaustion_during_a_collection_update() {
         collection_update_scenario,
     );
 }
+
+/// The whole suite again as `nobody` (when this runs as root with `setpriv`): the test binary and
+/// stepman are copied where `nobody` can run them, and the suite reruns itself as `nobody`, which
+/// cannot mount and so takes the `unshare -Urm` path with an unprivileged store owner.
+#[test]
+fn the_suite_runs_as_an_unprivileged_user() {
+    let test = "the_suite_runs_as_an_unprivileged_user";
+    if std::env::var_os("STEPMAN_FULL_DISK_NOBODY").is_some() || !common::root_with_setpriv(test) {
+        return;
+    }
+    let userns = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["unshare", "-Urm", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !userns {
+        eprintln!("skipping {test}: unprivileged user namespaces are not allowed here");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = t.path().join("full_disk");
+    let bin = t.path().join("stepman");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::copy(common::bin(), &bin).unwrap();
+    for p in [&exe, &bin] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = output(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&exe)
+            .args(["--skip", test, "--nocapture", "--test-threads=1"])
+            .env("STEPMAN_FULL_DISK_NOBODY", "1")
+            .env("STEPMAN_TEST_BIN", &bin)
+            .env("TMPDIR", "/tmp")
+            .env("HOME", "/tmp")
+            .current_dir("/"),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success(), "the suite failed as nobody");
+    assert!(
+        text.contains("3 passed") && !text.contains("skipping"),
+        "the suite did not run as nobody"
+    );
+}

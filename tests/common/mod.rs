@@ -14,9 +14,12 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-/// The `stepman` binary cargo built for these tests.
+/// The `stepman` binary cargo built for these tests (`STEPMAN_TEST_BIN` overrides it: a test
+/// that reruns itself as another user points it at a copy that user can run).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_stepman"))
+    std::env::var_os("STEPMAN_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stepman")))
 }
 
 /// Sets the environment every test process gets: the store root, no fsync (these tests do not
