@@ -71,34 +71,19 @@ fn open_lock_file(path: &Path) -> Result<Option<File>> {
     }
 }
 
-fn take(path: &Path, mode: LockMode) -> Result<Option<File>> {
-    let Some(f) = open_lock_file(path)? else {
-        return Ok(None);
-    };
-    match sys::lock(&f, mode, true).map_err(Error::io("lock", path))? {
-        LockOutcome::Acquired => Ok(Some(f)),
-        LockOutcome::Unsupported => {
-            log::warn!(
-                "{}: file system has no flock; continuing without this lock",
-                path.display()
-            );
-            Ok(None)
-        }
-        LockOutcome::WouldBlock => Err(Error::io("lock", path)(io::ErrorKind::WouldBlock.into())),
-    }
-}
-
-/// Like `take(path, Exclusive)`, polling without blocking until the lock is free or `flag` is set.
-fn take_interruptible(path: &Path, flag: &AtomicBool) -> Result<Option<File>> {
+/// Takes the lock on `path` in `mode`, blocking; with `interrupt`, the wait is a poll that gives
+/// up with [`Error::Cancelled`] once the flag is set. `Ok(None)`: the documented absence of a
+/// lock (no lock file on a read-only store, or no `flock` on this file system).
+fn take(path: &Path, mode: LockMode, interrupt: Option<&AtomicBool>) -> Result<Option<File>> {
     let Some(f) = open_lock_file(path)? else {
         return Ok(None);
     };
     let mut pause = Duration::from_millis(1);
     loop {
-        if flag.load(Ordering::Relaxed) {
+        if interrupt.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
             return Err(Error::Cancelled);
         }
-        match sys::lock(&f, LockMode::Exclusive, false).map_err(Error::io("lock", path))? {
+        match sys::lock(&f, mode, interrupt.is_none()).map_err(Error::io("lock", path))? {
             LockOutcome::Acquired => return Ok(Some(f)),
             LockOutcome::Unsupported => {
                 log::warn!(
@@ -107,7 +92,8 @@ fn take_interruptible(path: &Path, flag: &AtomicBool) -> Result<Option<File>> {
                 );
                 return Ok(None);
             }
-            // Held by another filler: its work takes at least milliseconds, so back off to 20 ms.
+            // Only a poll gets here (a blocking lock never would-blocks). The holder is another
+            // filler, whose work takes at least milliseconds: back off to 20 ms.
             LockOutcome::WouldBlock => {
                 if pause == Duration::from_millis(1) {
                     log::debug!("{}: waiting for another process's fill", path.display());
@@ -121,8 +107,8 @@ fn take_interruptible(path: &Path, flag: &AtomicBool) -> Result<Option<File>> {
 
 /// Store lock, shared: objects stay put while the guard lives.
 pub(crate) fn store_shared(layout: &Layout) -> Result<Guard> {
-    let intent = take(&layout.gc_intent_lock(), LockMode::Shared)?;
-    let gc = take(&layout.gc_lock(), LockMode::Shared)?;
+    let intent = take(&layout.gc_intent_lock(), LockMode::Shared, None)?;
+    let gc = take(&layout.gc_lock(), LockMode::Shared, None)?;
     drop(intent);
     Ok(Guard {
         _files: gc.into_iter().collect(),
@@ -131,8 +117,8 @@ pub(crate) fn store_shared(layout: &Layout) -> Result<Guard> {
 
 /// Store lock, exclusive: no other process publishes, binds or copies out while it lives.
 pub(crate) fn store_exclusive(layout: &Layout) -> Result<Guard> {
-    let intent = take(&layout.gc_intent_lock(), LockMode::Exclusive)?;
-    let gc = take(&layout.gc_lock(), LockMode::Exclusive)?;
+    let intent = take(&layout.gc_intent_lock(), LockMode::Exclusive, None)?;
+    let gc = take(&layout.gc_lock(), LockMode::Exclusive, None)?;
     Ok(Guard {
         _files: intent.into_iter().chain(gc).collect(),
     })
@@ -147,11 +133,7 @@ pub(crate) fn name_exclusive(
     interrupt: Option<&AtomicBool>,
 ) -> Result<Guard> {
     let path = layout.name_lock(name);
-    let taken = match interrupt {
-        None => take(&path, LockMode::Exclusive),
-        Some(flag) => take_interruptible(&path, flag),
-    };
-    match taken {
+    match take(&path, LockMode::Exclusive, interrupt) {
         Ok(f) => Ok(Guard {
             _files: f.into_iter().collect(),
         }),

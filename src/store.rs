@@ -108,7 +108,8 @@ impl Store {
         for d in OWN_DIRS {
             real_dir(&layout.root().join(d))?;
         }
-        // Lock files are opened with O_CREAT: a planted link would create its target.
+        // The lock module never opens a lock file through a symlink (O_NOFOLLOW); these two are
+        // refused here already, with a message that says why, by every command.
         for l in [layout.gc_lock(), layout.gc_intent_lock()] {
             if fs::symlink_metadata(&l).is_ok_and(|m| m.file_type().is_symlink()) {
                 return Err(Error::Format {
