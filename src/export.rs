@@ -1,8 +1,15 @@
 //! Copying an object out of the store into a user's directory.
 //!
 //! Invariants:
-//! - The destination appears complete or not at all: the copy is built in a hidden temp dir beside
-//!   it and renamed into place with one `rename(2)`, which replaces at most an empty directory.
+//! - The destination appears complete or not at all: the copy is built in a hidden staging dir
+//!   beside it and renamed into place with one `rename(2)`, which replaces at most an empty
+//!   directory (or, for [`replace_tree`], swapped in with `RENAME_EXCHANGE`).
+//! - The staging dir is owned like a temp dir of the store (`store-format.md`, "Temp area"):
+//!   `.<dest>.stepman-<random>.lock` is created and locked first, `.<dest>.stepman-<random>/`
+//!   second, and both are removed in the reverse order. Every export first sweeps the
+//!   destination's parent for staging dirs of killed exports (their lock free or missing), so a
+//!   SIGKILL leaves nothing behind for longer than the next export into the same directory; a
+//!   live export's staging dir is never touched, and what cannot be removed is left alone.
 //! - The copy never aliases the store: files are copied (the kernel may share extents on
 //!   reflink-capable file systems, which is copy-on-write), never hard-linked; the copy is
 //!   writable by its owner (directories 0755, files 0644 or 0755, less the umask).
@@ -16,10 +23,95 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::tmp::remove_tree;
+use crate::lock::OwnerLock;
+use crate::tmp::{remove_tree, sweep_in};
 
-/// Copies the tree at `src` to `dest`.
-pub(crate) fn export_tree(src: &Path, dest: &Path) -> Result<()> {
+/// The infix of staging names: `.<dest>.stepman-<16 hex digits>[.lock]`.
+const INFIX: &str = ".stepman-";
+
+/// Whether `name` is a staging dir or lock of an export (also the `-old-` dirs that versions
+/// before the owner lock left behind).
+fn is_staging_name(name: &str) -> bool {
+    let n = name.strip_suffix(".lock").unwrap_or(name);
+    let Some((head, tail)) = n.rsplit_once(INFIX) else {
+        return false;
+    };
+    let tail = tail.strip_prefix("old-").unwrap_or(tail);
+    head.starts_with('.') && tail.len() == 16 && tail.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// An export's staging dir beside its destination; removed (with its lock) when dropped.
+struct Staging {
+    dir: PathBuf,
+    lock: Option<OwnerLock>,
+}
+
+impl Staging {
+    /// Reclaims dead staging dirs in `parent`, then creates one for `base`.
+    fn create(parent: &Path, base: &str) -> Result<Staging> {
+        // Best effort: a leftover that cannot be removed must not fail this export.
+        if let Err(e) = sweep_in(parent, is_staging_name, false, true) {
+            log::warn!(
+                "{}; leftovers of killed exports are left alone",
+                e.describe()
+            );
+        }
+        for _ in 0..64 {
+            let stem = format!(".{base}{INFIX}{:016x}", fastrand::u64(..));
+            let Some(lock) = OwnerLock::create(&parent.join(format!("{stem}.lock")))? else {
+                continue;
+            };
+            let dir = parent.join(&stem);
+            match fs::DirBuilder::new().mode(0o755).create(&dir) {
+                Ok(()) => {
+                    return Ok(Staging {
+                        dir,
+                        lock: Some(lock),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    lock.remove()?;
+                }
+                Err(e) => {
+                    let _ = lock.remove();
+                    return Err(Error::io("create dir", &dir)(e));
+                }
+            }
+        }
+        Err(Error::io("create dir", parent)(io::Error::other(
+            "no unique staging name after 64 tries",
+        )))
+    }
+
+    /// Where the copy is built.
+    fn tree(&self) -> PathBuf {
+        self.dir.join("tree")
+    }
+
+    /// Where a replaced tree goes when the file system cannot exchange.
+    fn old(&self) -> PathBuf {
+        self.dir.join("old")
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Err(e) = remove_tree(&self.dir) {
+            log::warn!(
+                "{}; the next export into this directory removes it",
+                e.describe()
+            );
+            return;
+        }
+        if let Some(lock) = self.lock.take()
+            && let Err(e) = lock.remove()
+        {
+            log::warn!("{}", e.describe());
+        }
+    }
+}
+
+fn parent_and_base(dest: &Path) -> Result<(PathBuf, String)> {
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -31,6 +123,12 @@ pub(crate) fn export_tree(src: &Path, dest: &Path) -> Result<()> {
         })?
         .to_string_lossy()
         .into_owned();
+    Ok((parent, base))
+}
+
+/// Copies the tree at `src` to `dest`.
+pub(crate) fn export_tree(src: &Path, dest: &Path) -> Result<()> {
+    let (parent, base) = parent_and_base(dest)?;
     fs::create_dir_all(&parent).map_err(Error::io("create dir", &parent))?;
     if let Ok(m) = fs::symlink_metadata(dest)
         && !(m.is_dir() && fs::read_dir(dest).is_ok_and(|mut d| d.next().is_none()))
@@ -40,15 +138,14 @@ pub(crate) fn export_tree(src: &Path, dest: &Path) -> Result<()> {
             path: dest.to_path_buf(),
         });
     }
-    let staging = loop {
-        let p = parent.join(format!(".{base}.stepman-{:016x}", fastrand::u64(..)));
-        match fs::DirBuilder::new().mode(0o755).create(&p) {
-            Ok(()) => break p,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io("create dir", &p)(e)),
-        }
-    };
-    let result = copy_into(src, &staging).and_then(|()| match fs::rename(&staging, dest) {
+    let staging = Staging::create(&parent, &base)?;
+    let tree = staging.tree();
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&tree)
+        .map_err(Error::io("create dir", &tree))?;
+    copy_into(src, &tree)?;
+    match fs::rename(&tree, dest) {
         Ok(()) => Ok(()),
         Err(e)
             if matches!(
@@ -64,11 +161,7 @@ pub(crate) fn export_tree(src: &Path, dest: &Path) -> Result<()> {
             })
         }
         Err(e) => Err(Error::io("rename", dest)(e)),
-    });
-    if result.is_err() {
-        let _ = remove_tree(&staging);
     }
-    result
 }
 
 fn copy_into(src: &Path, dst: &Path) -> Result<()> {
@@ -133,30 +226,25 @@ pub(crate) fn replace_tree(src: &Path, dest: &Path) -> Result<()> {
             path: dest.to_path_buf(),
         });
     }
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let base = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let staging = parent.join(format!(".{base}.stepman-{:016x}", fastrand::u64(..)));
+    let (parent, base) = parent_and_base(dest)?;
+    let staging = Staging::create(&parent, &base)?;
+    let tree = staging.tree();
     fs::DirBuilder::new()
         .mode(0o755)
-        .create(&staging)
-        .map_err(Error::io("create dir", &staging))?;
-    if let Err(e) = copy_into(src, &staging) {
-        let _ = remove_tree(&staging);
-        return Err(e);
-    }
-    let swapped = crate::sys::exchange(&staging, dest).map_err(Error::io("exchange", dest))?;
+        .create(&tree)
+        .map_err(Error::io("create dir", &tree))?;
+    copy_into(src, &tree)?;
+    let swapped = crate::sys::exchange(&tree, dest).map_err(Error::io("exchange", dest))?;
     if !swapped {
-        let old = parent.join(format!(".{base}.stepman-old-{:016x}", fastrand::u64(..)));
+        let old = staging.old();
         fs::rename(dest, &old).map_err(Error::io("rename", dest))?;
-        fs::rename(&staging, dest).map_err(Error::io("rename", &staging))?;
-        return remove_tree(&old);
+        if let Err(e) = fs::rename(&tree, dest) {
+            // Put the old tree back rather than leave the destination missing.
+            let _ = fs::rename(&old, dest);
+            return Err(Error::io("rename", &tree)(e));
+        }
     }
-    // `staging` now holds the old tree.
-    remove_tree(&staging)
+    // The staging dir now holds the old tree; dropping it removes it.
+    drop(staging);
+    Ok(())
 }

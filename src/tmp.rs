@@ -154,18 +154,31 @@ pub struct SweepReport {
 
 /// Lists the dead entries of the temp area; removes them unless `dry_run`.
 pub(crate) fn sweep(layout: &Layout, dry_run: bool) -> Result<SweepReport> {
-    let tmp = layout.tmp();
+    sweep_in(&layout.tmp(), |_| true, dry_run, false)
+}
+
+/// The sweep of `dir`, by the protocol of the temp area (an entry `X` is dead when `X.lock` is
+/// missing or can be claimed), over the entries whose names `ours` accepts. With `best_effort`,
+/// an entry that cannot be claimed or removed (another user's, say) is logged and skipped;
+/// otherwise the first such failure is returned.
+pub(crate) fn sweep_in(
+    dir: &Path,
+    ours: impl Fn(&str) -> bool,
+    dry_run: bool,
+    best_effort: bool,
+) -> Result<SweepReport> {
     let mut report = SweepReport::default();
-    let entries = match fs::read_dir(&tmp) {
+    let entries = match fs::read_dir(dir) {
         Ok(r) => r,
         Err(e) if sys::is_not_found(&e) => return Ok(report),
-        Err(e) => return Err(Error::io("read dir", &tmp)(e)),
+        Err(e) => return Err(Error::io("read dir", dir)(e)),
     };
     let mut names: Vec<String> = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(Error::io("read dir", &tmp))?;
+        let entry = entry.map_err(Error::io("read dir", dir))?;
         match entry.file_name().into_string() {
-            Ok(n) => names.push(n),
+            Ok(n) if ours(&n) => names.push(n),
+            Ok(_) => {}
             Err(n) => {
                 // Nothing of ours has a non-UTF-8 name: foreign, reported by fsck, never touched.
                 log::debug!("sweep: skipping foreign entry {n:?}");
@@ -174,46 +187,62 @@ pub(crate) fn sweep(layout: &Layout, dry_run: bool) -> Result<SweepReport> {
     }
     names.sort();
     for n in &names {
-        if let Some(stem) = n.strip_suffix(".lock") {
-            let lock_path = tmp.join(n);
-            let Some(claim) = OwnerLock::try_claim(&lock_path)? else {
-                report.live += 1;
-                continue;
-            };
-            let dir = tmp.join(stem);
-            // A lock file without its directory may be a live owner between creating the file
-            // and locking it (in which case our claim makes it start over): it is removed, but
-            // only directories, whose owner locked first, are reported, here and in a dry run.
-            if fs::symlink_metadata(&dir).is_ok() {
-                report.reclaimed.push(dir.clone());
-            }
-            if dry_run {
-                continue;
-            }
-            remove_tree(&dir)?;
-            claim.remove()?;
-        } else if names.binary_search(&format!("{n}.lock")).is_err() {
-            // A directory without its lock file: by the creation order no live owner exists,
-            // unless it appeared after our listing; claim its lock name to be sure.
-            let lock_path = tmp.join(format!("{n}.lock"));
-            if dry_run {
-                // Writes nothing: report it unless its lock file appeared after our listing, or
-                // it is gone (a live owner removes its directory, then its lock file: the listing
-                // may hold the one and not the other).
-                if fs::symlink_metadata(&lock_path).is_err()
-                    && fs::symlink_metadata(tmp.join(n)).is_ok()
-                {
-                    report.reclaimed.push(tmp.join(n));
-                }
-                continue;
-            }
-            let Some(claim) = OwnerLock::create(&lock_path)? else {
-                continue;
-            };
-            report.reclaimed.push(tmp.join(n));
-            remove_tree(&tmp.join(n))?;
-            claim.remove()?;
+        match sweep_one(dir, n, &names, dry_run, &mut report) {
+            Ok(()) => {}
+            Err(e) if best_effort => log::warn!("sweep: {}; left alone", e.describe()),
+            Err(e) => return Err(e),
         }
     }
     Ok(report)
+}
+
+fn sweep_one(
+    dir: &Path,
+    n: &str,
+    names: &[String],
+    dry_run: bool,
+    report: &mut SweepReport,
+) -> Result<()> {
+    if let Some(stem) = n.strip_suffix(".lock") {
+        let lock_path = dir.join(n);
+        let Some(claim) = OwnerLock::try_claim(&lock_path)? else {
+            report.live += 1;
+            return Ok(());
+        };
+        let entry = dir.join(stem);
+        // A lock file without its directory may be a live owner between creating the file
+        // and locking it (in which case our claim makes it start over): it is removed, but
+        // only directories, whose owner locked first, are reported, here and in a dry run.
+        if fs::symlink_metadata(&entry).is_ok() {
+            report.reclaimed.push(entry.clone());
+        }
+        if dry_run {
+            return Ok(());
+        }
+        remove_tree(&entry)?;
+        claim.remove()
+    } else if names.binary_search(&format!("{n}.lock")).is_err() {
+        // A directory without its lock file: by the creation order no live owner exists,
+        // unless it appeared after our listing; claim its lock name to be sure.
+        let lock_path = dir.join(format!("{n}.lock"));
+        if dry_run {
+            // Writes nothing: report it unless its lock file appeared after our listing, or
+            // it is gone (a live owner removes its directory, then its lock file: the listing
+            // may hold the one and not the other).
+            if fs::symlink_metadata(&lock_path).is_err()
+                && fs::symlink_metadata(dir.join(n)).is_ok()
+            {
+                report.reclaimed.push(dir.join(n));
+            }
+            return Ok(());
+        }
+        let Some(claim) = OwnerLock::create(&lock_path)? else {
+            return Ok(());
+        };
+        report.reclaimed.push(dir.join(n));
+        remove_tree(&dir.join(n))?;
+        claim.remove()
+    } else {
+        Ok(())
+    }
 }

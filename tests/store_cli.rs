@@ -6,6 +6,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+
 fn stepman(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stepman"))
         .args(args)
@@ -194,4 +196,143 @@ fn the_old_tools_files_are_never_read_or_touched() {
         fs::read_to_string(home.join("routing.json")).unwrap(),
         r#"{"https://example.invalid/lib.git":"1234"}"#
     );
+}
+
+/// An export killed half-way leaves its staging dir beside the destination; the next export into
+/// the same directory reclaims it (its owner's lock is free), while a live export's staging dir,
+/// whose lock is held, is left alone. (`store-format.md` §10, "export".)
+#[test]
+fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
+    if !common::strace_usable(
+        "a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory",
+    ) {
+        return;
+    }
+    let t = common::TestDir::new();
+    let home = t.path().join("home");
+    let src = t.path().join("src");
+    common::make_tree(&src, 7, 60);
+    common::import(&home, &src, Some("r/s/1"));
+    let parent = t.path().join("work");
+    fs::create_dir(&parent).unwrap();
+    let staging = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".stepman-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let traced = |dest: &Path, kill: Option<usize>| -> Output {
+        let mut c = Command::new("strace");
+        c.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=mkdir"]);
+        if let Some(n) = kill {
+            c.arg("-e")
+                .arg(format!("inject=mkdir:signal=SIGKILL:when={n}"));
+        }
+        c.arg("--")
+            .arg(common::bin())
+            .args(["store", "export", "r/s/1"])
+            .arg(dest);
+        common::store_env(&mut c, &home);
+        common::output(&mut c)
+    };
+    // The last mkdir of a clean export is a directory inside the copy: count them.
+    let probe = t.path().join("probe");
+    fs::create_dir(&probe).unwrap();
+    let mut c = Command::new("strace");
+    c.args([
+        "-f",
+        "-qq",
+        "-c",
+        "-U",
+        "name,calls",
+        "-e",
+        "trace=mkdir",
+        "--",
+    ])
+    .arg(common::bin())
+    .args(["store", "export", "r/s/1"])
+    .arg(probe.join("dest"));
+    common::store_env(&mut c, &home);
+    let o = common::output(&mut c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = String::from_utf8_lossy(&o.stderr).into_owned();
+    let mkdirs: usize = summary
+        .lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("mkdir")).then(|| w.next().and_then(|n| n.parse().ok()))?
+        })
+        .unwrap_or_else(|| panic!("no mkdir count in {summary}"));
+    assert!(mkdirs >= 4, "{summary}");
+
+    // Killed at that last mkdir: a staging dir (and its lock file) stays behind.
+    let killed = traced(&parent.join("dest1"), Some(mkdirs));
+    assert!(!killed.status.success(), "the kill happened");
+    assert!(!parent.join("dest1").exists());
+    let left = staging(&parent);
+    assert_eq!(left.len(), 2, "a staging dir and its lock: {left:?}");
+    assert!(
+        left.iter().all(|n| n.starts_with(".dest1.stepman-")),
+        "{left:?}"
+    );
+
+    // A live export's staging dir (its lock held by another process) beside it.
+    let live = parent.join(".other.stepman-00000000000000aa");
+    fs::create_dir(&live).unwrap();
+    fs::write(live.join("partial"), "in progress").unwrap();
+    let live_lock = parent.join(".other.stepman-00000000000000aa.lock");
+    // The shell takes the lock on its descriptor 9 and becomes `sleep`, which keeps it: killing
+    // it releases the lock.
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg("exec 9>>\"$1\" && flock 9 && exec sleep 600")
+        .arg("sh")
+        .arg(&live_lock)
+        .spawn()
+        .unwrap();
+    // Wait until the holder has the lock: `flock -n` then fails (the holder waits for the lock,
+    // so these probes only delay it).
+    while Command::new("flock")
+        .arg("-n")
+        .arg(&live_lock)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(holder.try_wait().unwrap().is_none(), "flock holder exited");
+        std::thread::yield_now();
+    }
+
+    let o = traced(&parent.join("dest2"), None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::assert_same_tree(&src, &parent.join("dest2"));
+    assert_eq!(
+        staging(&parent),
+        vec![
+            ".other.stepman-00000000000000aa".to_string(),
+            ".other.stepman-00000000000000aa.lock".to_string()
+        ],
+        "the dead staging dir is gone, the live one kept"
+    );
+    assert_eq!(fs::read(live.join("partial")).unwrap(), b"in progress");
+
+    // Once its owner is gone, the next export reclaims it too.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let o = common::output(&mut common::stepman(
+        &home,
+        [
+            "store".as_ref(),
+            "export".as_ref(),
+            "r/s/1".as_ref(),
+            parent.join("dest3").as_os_str(),
+        ],
+    ));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(staging(&parent), Vec::<String>::new());
+    common::assert_fsck_clean(&home);
 }
