@@ -1614,6 +1614,7 @@ fn configured_limits_are_enforced() {
         max_entries: 5,
         max_path_bytes: 64,
         max_depth: 4,
+        max_index_bytes: 100,
         ..stepman::Limits::default()
     };
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
@@ -1658,6 +1659,17 @@ fn configured_limits_are_enforced() {
                 t.finish()
             },
             "number of entries",
+        ),
+        (
+            "index bytes",
+            {
+                let mut t = TarB::new();
+                for c in ["a", "b", "c"] {
+                    t.file(&c.repeat(40), b"x");
+                }
+                t.finish()
+            },
+            "index size",
         ),
         (
             "path bytes",
@@ -1725,6 +1737,7 @@ fn limits_come_from_the_environment() {
         ("STEPMAN_MAX_ENTRIES", "10", "entries"),
         ("STEPMAN_MAX_FILE_BYTES", "2K", "f00"),
         ("STEPMAN_MAX_TOTAL_BYTES", "50k", "limit"),
+        ("STEPMAN_MAX_INDEX_BYTES", "40", "index size"),
     ] {
         let out = env.import_with(&tar, &[(var, value)]);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -1747,4 +1760,81 @@ fn limits_come_from_the_environment() {
         String::from_utf8_lossy(&out.stderr)
     );
     env.fsck_clean();
+}
+
+/// A zip of `n` empty stored entries named by `name`.
+fn zip_of_empty_entries(n: usize, name: impl Fn(usize) -> String) -> Vec<u8> {
+    let mut z = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..n {
+        z.start_file(name(i), opts).unwrap();
+    }
+    z.finish().unwrap().into_inner()
+}
+
+/// Ingests `data` as a zip in-process; the result and the peak allocation.
+fn ingest_zip_measured(
+    data: &[u8],
+    limits: stepman::Limits,
+) -> (Result<String, stepman::Error>, usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (r, peak) = peak_alloc(|| {
+        stepman::fuzzing::ingest_bytes(
+            stepman::fuzzing::Format::Zip,
+            data,
+            &tmp.path().join("t"),
+            limits,
+        )
+    });
+    (r.map(|id| id.to_string()), peak)
+}
+
+#[test]
+fn a_huge_zip_central_directory_is_refused_in_bounded_memory() {
+    // In-process, so the allocation peak can be measured. PRODUCT §6: peak memory of any
+    // command ≤ 64 MB. The `zip` crate holds every central directory entry as a record of a few
+    // hundred bytes, and reserves room for as many as the end record claims, before the first
+    // entry can be vetted.
+    //
+    // 200,000 entries (a zip64 end record): refused from the end record's claim alone.
+    let many = zip_of_empty_entries(200_000, |i| format!("d{}/f{i:06}", i / 1000));
+    let (r, many_peak) = ingest_zip_measured(&many, stepman::Limits::default());
+    let err = r.expect_err("200,000 entries").to_string();
+    assert!(err.contains("number of entries"), "{err}");
+    assert!(
+        many_peak < 8 << 20,
+        "peak allocation {} MiB: {err}",
+        many_peak >> 20
+    );
+    eprintln!("200,000 entries: refused with {} KiB", many_peak >> 10);
+    // 300 entries with 60,000-byte names (a zip32 end record, few entries; each name would be
+    // refused, but only after the crate has read them all): a central directory of ~17 MiB,
+    // refused once 4 MiB of it were read.
+    let long = zip_of_empty_entries(300, |i| format!("{i:060000}"));
+    let (r, long_peak) = ingest_zip_measured(&long, stepman::Limits::default());
+    let err = r.expect_err("a 17 MiB central directory").to_string();
+    assert!(err.contains("index size"), "{err}");
+    assert!(
+        long_peak < 48 << 20,
+        "peak allocation {} MiB: {err}",
+        long_peak >> 20
+    );
+    eprintln!("60,000-byte names: refused with {} KiB", long_peak >> 10);
+    // The measurement itself: the `zip` crate alone, opening each archive, allocates at least
+    // twice what the refusal did.
+    for (what, data, refused) in [
+        ("200,000 entries", &many, many_peak),
+        ("60,000-byte names", &long, long_peak),
+    ] {
+        let (r, peak) =
+            peak_alloc(|| zip::ZipArchive::new(Cursor::new(data.as_slice())).map(|a| a.len()));
+        assert!(r.is_ok(), "{what}: {r:?}");
+        eprintln!("{what}: the zip crate alone: {} KiB", peak >> 10);
+        assert!(
+            peak > 2 * refused,
+            "{what}: the crate alone took {} KiB, the refusal {} KiB",
+            peak >> 10,
+            refused >> 10
+        );
+    }
 }

@@ -54,6 +54,9 @@ pub struct Limits {
     /// Bytes of metadata one tar entry may have: its header blocks plus any PAX extension and
     /// GNU long-name/long-link records before it (these are held in memory while parsed).
     pub max_header_bytes: u64,
+    /// Bytes of an archive's index, which is held in memory while the tree is built: the sum of
+    /// all entries' paths (any source), and a zip's central directory as read from the file.
+    pub max_index_bytes: u64,
 }
 
 impl Default for Limits {
@@ -61,19 +64,21 @@ impl Default for Limits {
         Limits {
             max_total_bytes: 2 << 30,
             max_file_bytes: 1 << 30,
-            max_entries: 200_000,
+            max_entries: 100_000,
             max_path_bytes: 4096,
             max_depth: 128,
             max_ratio: 200,
             ratio_floor_bytes: 64 << 20,
             max_header_bytes: 1 << 20,
+            max_index_bytes: 4 << 20,
         }
     }
 }
 
 impl Limits {
     /// The defaults, overridden by `STEPMAN_MAX_TOTAL_BYTES`, `STEPMAN_MAX_FILE_BYTES`,
-    /// `STEPMAN_MAX_ENTRIES`, `STEPMAN_MAX_RATIO` and `STEPMAN_MAX_HEADER_BYTES` (sizes take a
+    /// `STEPMAN_MAX_ENTRIES`, `STEPMAN_MAX_RATIO`, `STEPMAN_MAX_HEADER_BYTES` and
+    /// `STEPMAN_MAX_INDEX_BYTES` (sizes take a
     /// `K`, `M` or `G` suffix, powers of 1024). An unreadable value is an error naming the variable.
     pub fn from_env() -> std::result::Result<Limits, String> {
         Limits::from_lookup(|k| std::env::var(k).ok())
@@ -99,12 +104,13 @@ impl Limits {
                 .ok_or_else(|| format!("{key}={v:?}: expected a positive number (K, M, G allowed)"))
         }
         let mut l = Limits::default();
-        let fields: [(&str, &mut u64); 5] = [
+        let fields: [(&str, &mut u64); 6] = [
             ("STEPMAN_MAX_TOTAL_BYTES", &mut l.max_total_bytes),
             ("STEPMAN_MAX_FILE_BYTES", &mut l.max_file_bytes),
             ("STEPMAN_MAX_ENTRIES", &mut l.max_entries),
             ("STEPMAN_MAX_RATIO", &mut l.max_ratio),
             ("STEPMAN_MAX_HEADER_BYTES", &mut l.max_header_bytes),
+            ("STEPMAN_MAX_INDEX_BYTES", &mut l.max_index_bytes),
         ];
         for (key, field) in fields {
             if let Some(v) = get(key) {
@@ -171,6 +177,8 @@ pub(crate) struct TreeWriter {
     source: String,
     limits: Limits,
     nodes: HashMap<String, Node>,
+    /// Sum of the lengths of `nodes`' keys.
+    index_bytes: u64,
     total_bytes: u64,
     buf: Vec<u8>,
     /// Durable ingests flush each finished file in the background (see `flush.rs`).
@@ -197,6 +205,7 @@ impl TreeWriter {
             source: source.to_string(),
             limits,
             nodes: HashMap::new(),
+            index_bytes: 0,
             total_bytes: 0,
             buf: vec![0u8; 256 * 1024],
             flusher,
@@ -250,15 +259,24 @@ impl TreeWriter {
         Ok(())
     }
 
-    fn count_entry(&self, raw: &str) -> Result<()> {
+    /// Counts a new entry whose path (the node's key) is `key_len` bytes.
+    fn count_entry(&mut self, raw: &str, key_len: usize) -> Result<()> {
         if self.nodes.len() as u64 >= self.limits.max_entries {
             return Err(self.limit(raw, "number of entries", self.limits.max_entries));
+        }
+        self.index_bytes = self.index_bytes.saturating_add(key_len as u64);
+        if self.index_bytes > self.limits.max_index_bytes {
+            return Err(self.limit(
+                raw,
+                "index size (all paths together)",
+                self.limits.max_index_bytes,
+            ));
         }
         Ok(())
     }
 
     fn make_dir(&mut self, raw: &str, key: String) -> Result<()> {
-        self.count_entry(raw)?;
+        self.count_entry(raw, key.len())?;
         let path = self.root.join(&key);
         fs::DirBuilder::new()
             .mode(0o755)
@@ -277,7 +295,7 @@ impl TreeWriter {
         if self.nodes.contains_key(&key) {
             return Err(self.reject(raw, "duplicate entry"));
         }
-        self.count_entry(raw)?;
+        self.count_entry(raw, key.len())?;
         Ok(Some(key))
     }
 

@@ -1,8 +1,16 @@
 //! Zip ingest: entries read through the central directory, each one vetted, its CRC checked by
 //! reading it to the end.
+//!
+//! Memory: the `zip` crate reads the whole central directory into memory (a few hundred bytes
+//! per entry beyond its bytes in the file) before the first entry can be vetted, and which end
+//! record it trusts is its own choice. So the bytes it may read while opening the archive are
+//! budgeted ([`Limits::max_index_bytes`](super::Limits) plus the end-record search): past the
+//! budget its reads fail and the archive is refused, whatever the end record claims.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::cell::Cell;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use super::TreeWriter;
 use crate::error::{Error, Result};
@@ -27,7 +35,38 @@ pub(crate) fn ingest_zip<R: Read + Seek>(
         .seek(SeekFrom::End(0))
         .map_err(Error::io("seek", &src))?;
     let limits = *w.limits();
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(format!("reading zip: {e}")))?;
+    let claimed = zip64_claimed_entries(&mut file, archive_len).map_err(Error::io("read", &src))?;
+    if claimed > limits.max_entries {
+        return Err(Error::LimitExceeded {
+            source_name: src,
+            entry: String::new(),
+            what: "number of entries (claimed by a zip64 end record)",
+            limit: limits.max_entries,
+        });
+    }
+    let budget = Rc::new(Cell::new(Some(
+        limits.max_index_bytes.saturating_add(END_SEARCH_BYTES),
+    )));
+    let reader = Budgeted {
+        inner: file,
+        left: budget.clone(),
+    };
+    let opened = zip::ZipArchive::new(reader);
+    let over = budget.get() == Some(0);
+    // From here on only entries' data is read: no budget.
+    budget.set(None);
+    let mut archive = match opened {
+        Ok(a) => a,
+        Err(_) if over => {
+            return Err(Error::LimitExceeded {
+                source_name: src,
+                entry: String::new(),
+                what: "index size (the zip's central directory)",
+                limit: limits.max_index_bytes,
+            });
+        }
+        Err(e) => return Err(bad(format!("reading zip: {e}"))),
+    };
     // The central directory is read into a map by name: a duplicate would silently win.
     if archive.has_duplicate_names() {
         return Err(bad("duplicate entry names in the central directory".into()));
@@ -100,4 +139,114 @@ pub(crate) fn ingest_zip<R: Read + Seek>(
         }
     }
     w.finish()
+}
+
+/// Signatures of the zip64 end of central directory record, the zip64 locator and the end of
+/// central directory record, as they appear in the file.
+const EOCD64_SIG: &[u8; 4] = b"PK\x06\x06";
+const LOCATOR_SIG: &[u8; 4] = b"PK\x06\x07";
+const EOCD_SIG: &[u8; 4] = b"PK\x05\x06";
+
+/// The most entries that a zip64 end record of `file`, which the `zip` crate could trust,
+/// claims (as `min(entries, directory size / 46)`: the room the crate reserves up front, before
+/// it reads a single entry, and so before any read budget applies). The crate accepts a zip64
+/// record only when it ends exactly where a locator starts that is followed by an end record,
+/// wherever in the file that is; so every such triple is checked, not only the last one. A
+/// plain (zip32) end record claims at most 65,535 entries and needs no check.
+fn zip64_claimed_entries<R: Read + Seek>(file: &mut R, len: u64) -> io::Result<u64> {
+    const CHUNK: usize = 1 << 20;
+    let finder = memchr::memmem::Finder::new(EOCD64_SIG);
+    let mut buf = vec![0u8; CHUNK];
+    let mut most = 0u64;
+    let mut at = 0u64;
+    while at < len {
+        file.seek(SeekFrom::Start(at))?;
+        let n = read_full(file, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let hits: Vec<u64> = finder.find_iter(&buf[..n]).map(|i| at + i as u64).collect();
+        for q in hits {
+            let mut rec = [0u8; 56];
+            file.seek(SeekFrom::Start(q))?;
+            if read_full(file, &mut rec)? < rec.len() {
+                continue;
+            }
+            let u64_at = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&rec[i..i + 8]);
+                u64::from_le_bytes(b)
+            };
+            let (record_size, entries, dir_size) = (u64_at(4), u64_at(32), u64_at(40));
+            let Some(locator) = q.checked_add(12).and_then(|e| e.checked_add(record_size)) else {
+                continue;
+            };
+            if locator.saturating_add(24) > len {
+                continue;
+            }
+            let mut sig = [0u8; 4];
+            file.seek(SeekFrom::Start(locator))?;
+            file.read_exact(&mut sig)?;
+            if &sig != LOCATOR_SIG {
+                continue;
+            }
+            file.seek(SeekFrom::Start(locator + 20))?;
+            file.read_exact(&mut sig)?;
+            if &sig != EOCD_SIG {
+                continue;
+            }
+            most = most.max(entries.min(dir_size / 46));
+        }
+        if n < CHUNK {
+            break;
+        }
+        // Overlap by a signature's length less one, so none is split between two chunks.
+        at += (n - (EOCD64_SIG.len() - 1)) as u64;
+    }
+    Ok(most)
+}
+
+/// Reads until `buf` is full or the end; how many bytes were read.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Bytes allowed for finding the end records (the end of central directory record with the
+/// longest comment, 22 + 65,535 bytes, the zip64 locator and record), on top of the index budget.
+const END_SEARCH_BYTES: u64 = 256 << 10;
+
+/// A reader that fails once it has handed out the bytes in `left` (`None`: unlimited).
+struct Budgeted<R> {
+    inner: R,
+    left: Rc<Cell<Option<u64>>>,
+}
+
+impl<R: Read> Read for Budgeted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(left) = self.left.get() else {
+            return self.inner.read(buf);
+        };
+        if left == 0 && !buf.is_empty() {
+            return Err(io::Error::other("zip index larger than the limit"));
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left.set(Some(left - n as u64));
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for Budgeted<R> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
 }

@@ -35,6 +35,7 @@ pub fn limits() -> Limits {
         max_ratio: 200,
         ratio_floor_bytes: 256 << 10,
         max_header_bytes: 64 << 10,
+        max_index_bytes: 64 << 10,
     }
 }
 
