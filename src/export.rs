@@ -19,6 +19,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use rayon::prelude::*;
 
@@ -164,15 +165,19 @@ pub(crate) fn export_tree(src: &Path, dest: &Path) -> Result<()> {
     }
 }
 
+/// A file to copy: source, destination, executable, size.
+type FileJob = (PathBuf, PathBuf, bool, u64);
+
 fn copy_into(src: &Path, dst: &Path) -> Result<()> {
-    let mut files: Vec<(PathBuf, PathBuf, bool)> = Vec::new();
+    let mut files: Vec<FileJob> = Vec::new();
     walk(src, dst, &mut files)?;
+    let in_kernel = AtomicBool::new(true);
     files
         .par_iter()
-        .try_for_each(|(s, d, exec)| copy_file(s, d, *exec))
+        .try_for_each(|(s, d, exec, len)| copy_file(s, d, *exec, *len, &in_kernel))
 }
 
-fn walk(src: &Path, dst: &Path, files: &mut Vec<(PathBuf, PathBuf, bool)>) -> Result<()> {
+fn walk(src: &Path, dst: &Path, files: &mut Vec<FileJob>) -> Result<()> {
     for entry in fs::read_dir(src).map_err(Error::io("read dir", src))? {
         let entry = entry.map_err(Error::io("read dir", src))?;
         let s = entry.path();
@@ -189,7 +194,7 @@ fn walk(src: &Path, dst: &Path, files: &mut Vec<(PathBuf, PathBuf, bool)>) -> Re
             let t = fs::read_link(&s).map_err(Error::io("read link", &s))?;
             std::os::unix::fs::symlink(&t, &d).map_err(Error::io("symlink", &d))?;
         } else if ft.is_file() {
-            files.push((s, d, meta.permissions().mode() & 0o111 != 0));
+            files.push((s, d, meta.permissions().mode() & 0o111 != 0, meta.len()));
         } else {
             return Err(Error::Format {
                 path: s,
@@ -200,16 +205,15 @@ fn walk(src: &Path, dst: &Path, files: &mut Vec<(PathBuf, PathBuf, bool)>) -> Re
     Ok(())
 }
 
-fn copy_file(src: &Path, dst: &Path, exec: bool) -> Result<()> {
-    let mut from = File::open(src).map_err(Error::io("open", src))?;
-    let mut to = OpenOptions::new()
+fn copy_file(src: &Path, dst: &Path, exec: bool, len: u64, in_kernel: &AtomicBool) -> Result<()> {
+    let from = File::open(src).map_err(Error::io("open", src))?;
+    let to = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(if exec { 0o755 } else { 0o644 })
         .open(dst)
         .map_err(Error::io("create", dst))?;
-    io::copy(&mut from, &mut to).map_err(Error::io("copy", dst))?;
-    Ok(())
+    crate::sys::copy_contents(&from, &to, len, in_kernel).map_err(Error::io("copy", dst))
 }
 
 /// Copies the tree at `src` to `dest`, replacing whatever `dest` holds: the new tree is built

@@ -108,6 +108,78 @@ pub(crate) fn sync_path(path: &Path) -> io::Result<()> {
     sync_file(&f)
 }
 
+/// Copies the whole of `from`, which should hold `len` bytes, to the end of `to`: in the kernel
+/// with `copy_file_range(2)` where the file systems allow it (no user-space buffer, and no
+/// `fstat` of either side since `len` is known), else with `std::io::copy`. `in_kernel` starts
+/// true for a batch of copies between the same two file systems; the first refusal clears it,
+/// so the rest of the batch does not ask again. Fails when `from` held fewer or more bytes than
+/// `len`.
+pub(crate) fn copy_contents(
+    from: &File,
+    to: &File,
+    len: u64,
+    in_kernel: &std::sync::atomic::AtomicBool,
+) -> io::Result<()> {
+    use std::sync::atomic::Ordering;
+    let changed = |got: u64| {
+        io::Error::other(format!(
+            "the file held {got} bytes, not the {len} it had when listed"
+        ))
+    };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if in_kernel.load(Ordering::Relaxed) {
+        let mut done = 0u64;
+        loop {
+            // One byte more than what is left, so the end shows as a short copy.
+            let want = usize::try_from((len - done).saturating_add(1))
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
+            match rustix::fs::copy_file_range(from, None, to, None, want) {
+                Ok(0) => break,
+                Ok(n) => {
+                    done += n as u64;
+                    if done > len {
+                        return Err(changed(done));
+                    }
+                    if done == len && n < want {
+                        break;
+                    }
+                }
+                // Not between these file systems (older kernels across file systems, some
+                // network and FUSE file systems): copy through user space, once, from the start.
+                Err(e)
+                    if done == 0
+                        && (e == Errno::XDEV
+                            || e == Errno::NOSYS
+                            || e == Errno::INVAL
+                            || e == Errno::OPNOTSUPP
+                            || e == Errno::PERM) =>
+                {
+                    in_kernel.store(false, Ordering::Relaxed);
+                    return copy_through_user_space(from, to, len);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if done != len {
+            return Err(changed(done));
+        }
+        return Ok(());
+    }
+    let _ = (changed, in_kernel.load(Ordering::Relaxed));
+    copy_through_user_space(from, to, len)
+}
+
+fn copy_through_user_space(mut from: &File, mut to: &File, len: u64) -> io::Result<()> {
+    let got = io::copy(&mut from, &mut to)?;
+    if got != len {
+        return Err(io::Error::other(format!(
+            "the file held {got} bytes, not the {len} it had when listed"
+        )));
+    }
+    Ok(())
+}
+
 /// What trying to take a lock gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LockOutcome {

@@ -336,3 +336,40 @@ fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
     assert_eq!(staging(&parent), Vec::<String>::new());
     common::assert_fsck_clean(&home);
 }
+
+/// An export onto another file system (where `copy_file_range` is refused and the copy goes
+/// through user space) gives the same tree as one onto the store's own file system.
+#[test]
+fn export_onto_another_file_system_gives_the_same_tree() {
+    use std::os::unix::fs::MetadataExt;
+    let t = common::TestDir::new();
+    let shm = Path::new("/dev/shm");
+    let other = match fs::metadata(shm) {
+        Ok(m) if m.dev() != fs::metadata(t.path()).unwrap().dev() => {
+            tempfile::tempdir_in(shm).unwrap()
+        }
+        _ => {
+            eprintln!(
+                "skipping: no /dev/shm on another file system than {}",
+                t.path().display()
+            );
+            return;
+        }
+    };
+    let home = t.path().join("home");
+    let src = t.path().join("src");
+    common::make_tree(&src, 11, 120);
+    common::import(&home, &src, Some("r/s/1"));
+    for dest in [t.path().join("same-fs"), other.path().join("other-fs")] {
+        common::run_ok(&mut common::stepman(
+            &home,
+            [
+                "store".as_ref(),
+                "export".as_ref(),
+                "r/s/1".as_ref(),
+                dest.as_os_str(),
+            ],
+        ));
+        common::assert_same_tree(&src, &dest);
+    }
+}
