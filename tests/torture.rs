@@ -108,6 +108,24 @@ struct Shared {
     seq: AtomicUsize,
     counts: Mutex<BTreeMap<Op, Counts>>,
     failures: Mutex<Vec<String>>,
+    /// Directories of killed activations that left a staging dir beside their destination,
+    /// kept for the check at the end (at most [`KEPT_STAGING`]).
+    killed_staging: Mutex<Vec<PathBuf>>,
+}
+
+/// At most this many directories of killed activations are kept for the staging check.
+const KEPT_STAGING: usize = 64;
+
+/// The entries of `dir` that are export staging dirs or their lock files.
+fn staging_entries(dir: &std::path::Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".stepman-"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn status_text(s: &ExitStatus) -> String {
@@ -289,6 +307,16 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
     };
     if status.signal() == Some(9) && sent_kill {
         c.killed += 1;
+        let parent = sh.work.join(format!("act/{seq}"));
+        if op == Op::Activate && !staging_entries(&parent).is_empty() {
+            let mut kept = sh.killed_staging.lock().unwrap();
+            if kept.len() < KEPT_STAGING {
+                kept.push(parent);
+                let _ = fs::remove_file(&out_path);
+                let _ = fs::remove_file(&err_path);
+                return;
+            }
+        }
         cleanup();
         return;
     }
@@ -454,6 +482,7 @@ fn torture() {
         seq: AtomicUsize::new(0),
         counts: Mutex::new(BTreeMap::new()),
         failures: Mutex::new(Vec::new()),
+        killed_staging: Mutex::new(Vec::new()),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let scratch = work.join("mutator");
@@ -541,6 +570,7 @@ fn torture() {
     common::assert_fsck_clean(&home);
     // Every step name left exports its source.
     let mut exported = 0;
+    let mut last_name: Option<String> = None;
     for ((id, v), src) in &sh.sources {
         let name = format!("{alias}/{id}/{v}");
         let r = common::output(&mut stepman(&home, ["store", "resolve", &name]));
@@ -564,8 +594,40 @@ fn torture() {
         );
         common::assert_same_tree(src, &dest);
         exported += 1;
+        last_name = Some(name);
     }
     eprintln!("torture: {exported} step names exported their source after gc");
+    // Killed activations left their staging dirs (and lock files) beside their destinations;
+    // the next export into the same directory reclaims every one of them.
+    let kept = std::mem::take(&mut *sh.killed_staging.lock().unwrap());
+    let mut stale = 0;
+    if let Some(name) = &last_name {
+        for parent in &kept {
+            let left = staging_entries(parent);
+            stale += left.len();
+            let again = parent.join("again");
+            run_ok(&mut stepman(
+                &home,
+                [
+                    "store".as_ref(),
+                    "export".as_ref(),
+                    name.as_ref(),
+                    again.as_os_str(),
+                ],
+            ));
+            assert_eq!(
+                staging_entries(parent),
+                Vec::<String>::new(),
+                "{}: was {left:?}",
+                parent.display()
+            );
+        }
+    }
+    eprintln!(
+        "torture: {stale} staging entries left by {} killed activations, all reclaimed by the \
+         next export into the same directory",
+        kept.len()
+    );
     drop(server);
 }
 
