@@ -308,33 +308,17 @@ pub(crate) fn from_dir(
         });
     }
     let assets_base = meta.steplib.assets_download_base_uri.clone();
-    // Parsing (all cores) and writing (this thread, flushes on the flusher's) overlap: while one
-    // batch is written, the next is parsed. At most two batches are in memory.
-    let parse = |chunk: &[String]| -> Vec<std::result::Result<GroupData, Skipped>> {
-        chunk
+    for chunk in ids.chunks(BATCH) {
+        let groups: Vec<_> = chunk
             .par_iter()
             .map(|id| load_group(&steps_dir, id, assets_base.as_deref()))
-            .collect()
-    };
-    let chunks: Vec<&[String]> = ids.chunks(BATCH).collect();
-    let mut parsed = chunks.first().map(|c| parse(c)).unwrap_or_default();
-    for i in 0..chunks.len() {
-        let groups = std::mem::take(&mut parsed);
-        let meta = &mut meta;
-        let (written, next) = rayon::join(
-            || -> Result<()> {
-                for g in groups {
-                    match g {
-                        Ok(g) => write_group(w, g, meta)?,
-                        Err(s) => meta.skipped.push(s),
-                    }
-                }
-                Ok(())
-            },
-            || chunks.get(i + 1).map(|c| parse(c)).unwrap_or_default(),
-        );
-        written?;
-        parsed = next;
+            .collect();
+        for g in groups {
+            match g {
+                Ok(g) => write_group(w, g, &mut meta)?,
+                Err(s) => meta.skipped.push(s),
+            }
+        }
     }
     finish_meta(w, meta)
 }
