@@ -74,3 +74,31 @@ fn step_yml_oversized_is_refused() {
     let err = fuzzing::parse_step_yml(yml.as_bytes()).expect_err("too big");
     assert!(err.contains("bytes"), "{err}");
 }
+
+/// The expansion count runs only for documents with both an anchor (`&`) and an alias (`*`)
+/// character; Markdown `*` alone (most real step.yml files) is parsed once, and an alias whose
+/// anchor is missing is a plain parse error, not an expansion.
+#[test]
+fn yaml_with_stars_but_no_anchor_parses_once_and_aliases_need_anchors() {
+    let md = "title: Stars\ndescription: |\n  * a *bold* item\n  ** two\nsummary: \"*x\"\n";
+    let v = fuzzing::parse_step_yml(md.as_bytes()).expect("Markdown stars are text");
+    assert!(
+        v["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("*bold*")),
+        "{v}"
+    );
+    let err = fuzzing::parse_step_yml(b"title: x\nlist: [*nothere, *nothere]\n")
+        .expect_err("an alias without an anchor");
+    assert!(err.contains("invalid YAML"), "{err}");
+    // The bomb without its anchors' `&` is not a bomb: its `*`s are inside plain scalars.
+    let defused = quadratic_bomb(1000, 100, 2).replace('&', "");
+    let t = Instant::now();
+    let v = fuzzing::parse_step_yml(defused.as_bytes()).expect("plain text");
+    assert!(
+        v["l2"].as_str().is_some_and(|s| s.starts_with("l2 [*l1")),
+        "{}",
+        v["l2"]
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
