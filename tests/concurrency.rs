@@ -128,15 +128,7 @@ fn export_check(
     trees: &[(&'static str, &Path)],
     t: &mut Tally,
 ) {
-    let out = t.run(&mut stepman(
-        home,
-        [
-            "store".as_ref(),
-            "export".as_ref(),
-            name.as_ref(),
-            dest.as_os_str(),
-        ],
-    ));
+    let out = t.run(&mut common::export_cmd(home, name, dest));
     if !out.status.success() {
         t.failures.push(failure(&format!("export {name}"), &out));
         // A failed export must leave no destination behind.
@@ -570,15 +562,7 @@ fn sigkilled_importers_leave_only_temp_dirs() {
     let id = import(&home, &src, Some("kill/big/final"));
     assert_eq!(id, expected);
     let dest = work.path().join("out");
-    run_ok(&mut stepman(
-        &home,
-        [
-            "store".as_ref(),
-            "export".as_ref(),
-            "kill/big/final".as_ref(),
-            dest.as_os_str(),
-        ],
-    ));
+    run_ok(&mut common::export_cmd(&home, "kill/big/final", &dest));
     assert_same_tree(&src, &dest);
     assert_fsck_clean(&home);
     eprintln!(

@@ -321,15 +321,7 @@ fn check_name(
     };
     let dest = scratch.join("export");
     let _ = fs::remove_dir_all(&dest);
-    let o = output(&mut stepman(
-        home,
-        [
-            "store".as_ref(),
-            "export".as_ref(),
-            name.as_ref(),
-            dest.as_os_str(),
-        ],
-    ));
+    let o = output(&mut common::export_cmd(home, name, &dest));
     assert!(
         o.status.success(),
         "{what}: export {name}: {}",

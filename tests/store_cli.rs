@@ -323,14 +323,10 @@ fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
     // Once its owner is gone, the next export reclaims it too.
     holder.kill().unwrap();
     holder.wait().unwrap();
-    let o = common::output(&mut common::stepman(
+    let o = common::output(&mut common::export_cmd(
         &home,
-        [
-            "store".as_ref(),
-            "export".as_ref(),
-            "r/s/1".as_ref(),
-            parent.join("dest3").as_os_str(),
-        ],
+        "r/s/1",
+        &parent.join("dest3"),
     ));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(staging(&parent), Vec::<String>::new());
@@ -361,15 +357,7 @@ fn export_onto_another_file_system_gives_the_same_tree() {
     common::make_tree(&src, 11, 120);
     common::import(&home, &src, Some("r/s/1"));
     for dest in [t.path().join("same-fs"), other.path().join("other-fs")] {
-        common::run_ok(&mut common::stepman(
-            &home,
-            [
-                "store".as_ref(),
-                "export".as_ref(),
-                "r/s/1".as_ref(),
-                dest.as_os_str(),
-            ],
-        ));
+        common::run_ok(&mut common::export_cmd(&home, "r/s/1", &dest));
         common::assert_same_tree(&src, &dest);
     }
 }

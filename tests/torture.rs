@@ -578,15 +578,7 @@ fn torture() {
             continue; // never downloaded (or only by killed processes)
         }
         let dest = work.join(format!("final/{id}-{v}"));
-        let o = common::output(&mut stepman(
-            &home,
-            [
-                "store".as_ref(),
-                "export".as_ref(),
-                name.as_ref(),
-                dest.as_os_str(),
-            ],
-        ));
+        let o = common::output(&mut common::export_cmd(&home, &name, &dest));
         assert!(
             o.status.success(),
             "export {name}: {}",
@@ -606,15 +598,7 @@ fn torture() {
             let left = staging_entries(parent);
             stale += left.len();
             let again = parent.join("again");
-            run_ok(&mut stepman(
-                &home,
-                [
-                    "store".as_ref(),
-                    "export".as_ref(),
-                    name.as_ref(),
-                    again.as_os_str(),
-                ],
-            ));
+            run_ok(&mut common::export_cmd(&home, name, &again));
             assert_eq!(
                 staging_entries(parent),
                 Vec::<String>::new(),

@@ -44,6 +44,19 @@ where
     cmd
 }
 
+/// `stepman store export <name> <dest>` against the store under `home`.
+pub fn export_cmd(home: &Path, name: &str, dest: &Path) -> Command {
+    stepman(
+        home,
+        [
+            OsStr::new("store"),
+            OsStr::new("export"),
+            OsStr::new(name),
+            dest.as_os_str(),
+        ],
+    )
+}
+
 /// Runs a command to completion, capturing its output.
 pub fn output(cmd: &mut Command) -> Output {
     cmd.output()
