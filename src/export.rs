@@ -16,7 +16,6 @@
 //! - Nothing is written into the store.
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -24,8 +23,7 @@ use std::sync::atomic::AtomicBool;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::lock::OwnerLock;
-use crate::tmp::{remove_tree, sweep_in};
+use crate::tmp::{TempDir, sweep_in};
 
 /// The infix of staging names: `.<dest>.stepman-<16 hex digits>[.lock]`.
 const INFIX: &str = ".stepman-";
@@ -41,75 +39,20 @@ fn is_staging_name(name: &str) -> bool {
     head.starts_with('.') && tail.len() == 16 && tail.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// An export's staging dir beside its destination; removed (with its lock) when dropped.
-struct Staging {
-    dir: PathBuf,
-    lock: Option<OwnerLock>,
-}
-
-impl Staging {
-    /// Reclaims dead staging dirs in `parent`, then creates one for `base`.
-    fn create(parent: &Path, base: &str) -> Result<Staging> {
-        // Best effort: a leftover that cannot be removed must not fail this export.
-        if let Err(e) = sweep_in(parent, is_staging_name, false, true) {
-            log::warn!(
-                "{}; leftovers of killed exports are left alone",
-                e.describe()
-            );
-        }
-        for _ in 0..64 {
-            let stem = format!(".{base}{INFIX}{:016x}", fastrand::u64(..));
-            let Some(lock) = OwnerLock::create(&parent.join(format!("{stem}.lock")))? else {
-                continue;
-            };
-            let dir = parent.join(&stem);
-            match fs::DirBuilder::new().mode(0o755).create(&dir) {
-                Ok(()) => {
-                    return Ok(Staging {
-                        dir,
-                        lock: Some(lock),
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    lock.remove()?;
-                }
-                Err(e) => {
-                    let _ = lock.remove();
-                    return Err(Error::io("create dir", &dir)(e));
-                }
-            }
-        }
-        Err(Error::io("create dir", parent)(io::Error::other(
-            "no unique staging name after 64 tries",
-        )))
+/// Reclaims dead staging dirs in `parent`, then creates one for `base`: a temp dir of the
+/// store's protocol, outside the store (removed, with its lock, when dropped). The copy is built
+/// in its `tree/`; a replaced tree goes to its `old/` when the file system cannot exchange.
+fn staging(parent: &Path, base: &str) -> Result<TempDir> {
+    // Best effort: a leftover that cannot be removed must not fail this export.
+    if let Err(e) = sweep_in(parent, is_staging_name, false, true) {
+        log::warn!(
+            "{}; leftovers of killed exports are left alone",
+            e.describe()
+        );
     }
-
-    /// Where the copy is built.
-    fn tree(&self) -> PathBuf {
-        self.dir.join("tree")
-    }
-
-    /// Where a replaced tree goes when the file system cannot exchange.
-    fn old(&self) -> PathBuf {
-        self.dir.join("old")
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if let Err(e) = remove_tree(&self.dir) {
-            log::warn!(
-                "{}; the next export into this directory removes it",
-                e.describe()
-            );
-            return;
-        }
-        if let Some(lock) = self.lock.take()
-            && let Err(e) = lock.remove()
-        {
-            log::warn!("{}", e.describe());
-        }
-    }
+    TempDir::create_in(parent, 0o755, || {
+        format!(".{base}{INFIX}{:016x}", fastrand::u64(..))
+    })
 }
 
 fn parent_and_base(dest: &Path) -> Result<(PathBuf, String)> {
@@ -139,8 +82,8 @@ pub(crate) fn export_tree(src: &Path, dest: &Path) -> Result<()> {
             path: dest.to_path_buf(),
         });
     }
-    let staging = Staging::create(&parent, &base)?;
-    let tree = staging.tree();
+    let staging = staging(&parent, &base)?;
+    let tree = staging.path().join("tree");
     fs::DirBuilder::new()
         .mode(0o755)
         .create(&tree)
@@ -231,8 +174,8 @@ pub(crate) fn replace_tree(src: &Path, dest: &Path) -> Result<()> {
         });
     }
     let (parent, base) = parent_and_base(dest)?;
-    let staging = Staging::create(&parent, &base)?;
-    let tree = staging.tree();
+    let staging = staging(&parent, &base)?;
+    let tree = staging.path().join("tree");
     fs::DirBuilder::new()
         .mode(0o755)
         .create(&tree)
@@ -240,7 +183,7 @@ pub(crate) fn replace_tree(src: &Path, dest: &Path) -> Result<()> {
     copy_into(src, &tree)?;
     let swapped = crate::sys::exchange(&tree, dest).map_err(Error::io("exchange", dest))?;
     if !swapped {
-        let old = staging.old();
+        let old = staging.path().join("old");
         fs::rename(dest, &old).map_err(Error::io("rename", dest))?;
         if let Err(e) = fs::rename(&tree, dest) {
             // Put the old tree back rather than leave the destination missing.

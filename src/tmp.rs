@@ -29,19 +29,27 @@ pub(crate) struct TempDir {
 impl TempDir {
     /// Creates a fresh temp dir whose name starts with `kind`.
     pub(crate) fn create(layout: &Layout, kind: &str) -> Result<TempDir> {
-        let tmp = layout.tmp();
-        for _ in 0..64 {
-            let stem = format!(
+        Self::create_in(&layout.tmp(), 0o700, || {
+            format!(
                 "{kind}-{:016x}{:08x}",
                 fastrand::u64(..),
                 std::process::id()
-            );
-            let lock_path = tmp.join(format!("{stem}.lock"));
+            )
+        })
+    }
+
+    /// Creates a fresh owner-locked dir in `dir` (mode `mode`), named by `stem()`, by the same
+    /// protocol: `<stem>.lock` created and locked first, the directory second; both are removed
+    /// on drop, the directory first. [`sweep_in`] reclaims it once its owner is dead.
+    pub(crate) fn create_in(dir: &Path, mode: u32, stem: impl Fn() -> String) -> Result<TempDir> {
+        for _ in 0..64 {
+            let stem = stem();
+            let lock_path = dir.join(format!("{stem}.lock"));
             let Some(lock) = OwnerLock::create(&lock_path)? else {
                 continue;
             };
-            let path = tmp.join(&stem);
-            match fs::DirBuilder::new().mode(0o700).create(&path) {
+            let path = dir.join(&stem);
+            match fs::DirBuilder::new().mode(mode).create(&path) {
                 Ok(()) => {
                     return Ok(TempDir {
                         path,
@@ -58,7 +66,7 @@ impl TempDir {
                 }
             }
         }
-        Err(Error::io("create temp dir", tmp)(io::Error::other(
+        Err(Error::io("create temp dir", dir)(io::Error::other(
             "no unique name after 64 tries",
         )))
     }
