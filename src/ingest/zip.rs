@@ -165,11 +165,11 @@ fn zip64_claimed_entries<R: Read + Seek>(file: &mut R, len: u64) -> io::Result<u
         if n == 0 {
             break;
         }
-        let hits: Vec<u64> = finder.find_iter(&buf[..n]).map(|i| at + i as u64).collect();
-        for q in hits {
+        let hits: Vec<usize> = finder.find_iter(&buf[..n]).collect();
+        for i in hits {
+            let q = at + i as u64;
             let mut rec = [0u8; 56];
-            file.seek(SeekFrom::Start(q))?;
-            if read_full(file, &mut rec)? < rec.len() {
+            if !bytes_at(file, &buf[..n], at, q, &mut rec)? {
                 continue;
             }
             let u64_at = |i: usize| {
@@ -185,14 +185,10 @@ fn zip64_claimed_entries<R: Read + Seek>(file: &mut R, len: u64) -> io::Result<u
                 continue;
             }
             let mut sig = [0u8; 4];
-            file.seek(SeekFrom::Start(locator))?;
-            file.read_exact(&mut sig)?;
-            if &sig != LOCATOR_SIG {
+            if !bytes_at(file, &buf[..n], at, locator, &mut sig)? || &sig != LOCATOR_SIG {
                 continue;
             }
-            file.seek(SeekFrom::Start(locator + 20))?;
-            file.read_exact(&mut sig)?;
-            if &sig != EOCD_SIG {
+            if !bytes_at(file, &buf[..n], at, locator + 20, &mut sig)? || &sig != EOCD_SIG {
                 continue;
             }
             most = most.max(entries.min(dir_size / 46));
@@ -204,6 +200,29 @@ fn zip64_claimed_entries<R: Read + Seek>(file: &mut R, len: u64) -> io::Result<u
         at += (n - (EOCD64_SIG.len() - 1)) as u64;
     }
     Ok(most)
+}
+
+/// Fills `out` with the file's bytes at `pos`: from `chunk` (the file's bytes at `chunk_at`)
+/// when it holds them, so a file full of signatures costs no extra reads, else from the file.
+/// False when the file ends before `out` is full.
+fn bytes_at<R: Read + Seek>(
+    file: &mut R,
+    chunk: &[u8],
+    chunk_at: u64,
+    pos: u64,
+    out: &mut [u8],
+) -> io::Result<bool> {
+    if let Some(start) = pos
+        .checked_sub(chunk_at)
+        .and_then(|s| usize::try_from(s).ok())
+        && let Some(src) = chunk.get(start..start.saturating_add(out.len()))
+        && src.len() == out.len()
+    {
+        out.copy_from_slice(src);
+        return Ok(true);
+    }
+    file.seek(SeekFrom::Start(pos))?;
+    Ok(read_full(file, out)? == out.len())
 }
 
 /// Reads until `buf` is full or the end; how many bytes were read.
