@@ -120,14 +120,8 @@ pub(crate) fn copy_contents(
     len: u64,
     in_kernel: &std::sync::atomic::AtomicBool,
 ) -> io::Result<()> {
-    use std::sync::atomic::Ordering;
-    let changed = |got: u64| {
-        io::Error::other(format!(
-            "the file held {got} bytes, not the {len} it had when listed"
-        ))
-    };
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    if in_kernel.load(Ordering::Relaxed) {
+    if in_kernel.load(std::sync::atomic::Ordering::Relaxed) {
         let mut done = 0u64;
         loop {
             // One byte more than what is left, so the end shows as a short copy.
@@ -139,7 +133,7 @@ pub(crate) fn copy_contents(
                 Ok(n) => {
                     done += n as u64;
                     if done > len {
-                        return Err(changed(done));
+                        return Err(size_changed(done, len));
                     }
                     if done == len && n < want {
                         break;
@@ -155,29 +149,34 @@ pub(crate) fn copy_contents(
                             || e == Errno::OPNOTSUPP
                             || e == Errno::PERM) =>
                 {
-                    in_kernel.store(false, Ordering::Relaxed);
+                    in_kernel.store(false, std::sync::atomic::Ordering::Relaxed);
                     return copy_through_user_space(from, to, len);
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         if done != len {
-            return Err(changed(done));
+            return Err(size_changed(done, len));
         }
         return Ok(());
     }
-    let _ = (changed, in_kernel.load(Ordering::Relaxed));
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = in_kernel;
     copy_through_user_space(from, to, len)
 }
 
 fn copy_through_user_space(mut from: &File, mut to: &File, len: u64) -> io::Result<()> {
     let got = io::copy(&mut from, &mut to)?;
     if got != len {
-        return Err(io::Error::other(format!(
-            "the file held {got} bytes, not the {len} it had when listed"
-        )));
+        return Err(size_changed(got, len));
     }
     Ok(())
+}
+
+fn size_changed(got: u64, len: u64) -> io::Error {
+    io::Error::other(format!(
+        "the file held {got} bytes, not the {len} it had when listed"
+    ))
 }
 
 /// What trying to take a lock gave.
