@@ -88,10 +88,11 @@ fn import_resolve_export_contracts() {
     assert_eq!(fs::read(full.join("mine")).unwrap(), b"keep");
     // No staging directory is left beside any destination.
     for d in [t.path(), &t.path().join("out")] {
-        for e in fs::read_dir(d).unwrap() {
-            let n = e.unwrap().file_name().to_string_lossy().into_owned();
-            assert!(!n.contains(".stepman-"), "leftover {n}");
-        }
+        assert_eq!(
+            common::staging_entries(d),
+            Vec::<String>::new(),
+            "leftovers"
+        );
     }
     // The copy is the user's: writable, and not the store's inode.
     let obj_file = Path::new(dir.trim()).join("b.txt");
@@ -215,15 +216,6 @@ fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
     common::import(&home, &src, Some("r/s/1"));
     let parent = t.path().join("work");
     fs::create_dir(&parent).unwrap();
-    let staging = |dir: &Path| -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(".stepman-"))
-            .collect();
-        v.sort();
-        v
-    };
     let traced = |dest: &Path, kill: Option<usize>| -> Output {
         let mut c = Command::new("strace");
         c.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=mkdir"]);
@@ -272,7 +264,7 @@ fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
     let killed = traced(&parent.join("dest1"), Some(mkdirs));
     assert!(!killed.status.success(), "the kill happened");
     assert!(!parent.join("dest1").exists());
-    let left = staging(&parent);
+    let left = common::staging_entries(&parent);
     assert_eq!(left.len(), 2, "a staging dir and its lock: {left:?}");
     assert!(
         left.iter().all(|n| n.starts_with(".dest1.stepman-")),
@@ -311,7 +303,7 @@ fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     common::assert_same_tree(&src, &parent.join("dest2"));
     assert_eq!(
-        staging(&parent),
+        common::staging_entries(&parent),
         vec![
             ".other.stepman-00000000000000aa".to_string(),
             ".other.stepman-00000000000000aa.lock".to_string()
@@ -329,7 +321,7 @@ fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
         &parent.join("dest3"),
     ));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(staging(&parent), Vec::<String>::new());
+    assert_eq!(common::staging_entries(&parent), Vec::<String>::new());
     common::assert_fsck_clean(&home);
 }
 

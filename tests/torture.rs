@@ -116,18 +116,6 @@ struct Shared {
 /// At most this many directories of killed activations are kept for the staging check.
 const KEPT_STAGING: usize = 64;
 
-/// The entries of `dir` that are export staging dirs or their lock files.
-fn staging_entries(dir: &std::path::Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.contains(".stepman-"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn status_text(s: &ExitStatus) -> String {
     match s.signal() {
         Some(sig) => format!("killed by signal {sig}"),
@@ -308,7 +296,7 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
     if status.signal() == Some(9) && sent_kill {
         c.killed += 1;
         let parent = sh.work.join(format!("act/{seq}"));
-        if op == Op::Activate && !staging_entries(&parent).is_empty() {
+        if op == Op::Activate && !common::staging_entries(&parent).is_empty() {
             let mut kept = sh.killed_staging.lock().unwrap();
             if kept.len() < KEPT_STAGING {
                 kept.push(parent);
@@ -595,12 +583,12 @@ fn torture() {
     let mut stale = 0;
     if let Some(name) = &last_name {
         for parent in &kept {
-            let left = staging_entries(parent);
+            let left = common::staging_entries(parent);
             stale += left.len();
             let again = parent.join("again");
             run_ok(&mut common::export_cmd(&home, name, &again));
             assert_eq!(
-                staging_entries(parent),
+                common::staging_entries(parent),
                 Vec::<String>::new(),
                 "{}: was {left:?}",
                 parent.display()

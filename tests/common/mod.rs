@@ -57,6 +57,21 @@ pub fn export_cmd(home: &Path, name: &str, dest: &Path) -> Command {
     )
 }
 
+/// The entries of `dir` that are export staging dirs or their lock files (`.stepman-` in the
+/// name), sorted; none when `dir` cannot be read.
+pub fn staging_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".stepman-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// Runs a command to completion, capturing its output.
 pub fn output(cmd: &mut Command) -> Output {
     cmd.output()
