@@ -151,19 +151,9 @@ fn kill_points(log: &str, home: &Path) -> Vec<KillPoint> {
     let store = store_root(home).display().to_string();
     let tmp = format!("{store}/tmp/");
     let mut main_pid: Option<String> = None;
-    for line in log.lines() {
-        let Some((pid, rest)) = line.split_once(char::is_whitespace) else {
-            continue;
-        };
+    for (pid, name, rest) in calls(log) {
         let main = main_pid.get_or_insert_with(|| pid.to_string()) == pid;
-        let rest = rest.trim_start();
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        if name.is_empty() || !rest[name.len()..].starts_with('(') {
-            continue; // "<... resumed>", "+++ exited", "--- SIG..."
-        }
+        let name = name.to_string();
         let n = per_thread
             .entry((pid.to_string(), name.clone()))
             .and_modify(|n| *n += 1)
@@ -443,17 +433,23 @@ fn each_kill_point(
 /// The most calls of `syscall` made by one thread in an strace log.
 fn most_calls_per_thread(log: &str, syscall: &str) -> usize {
     let mut per_thread: BTreeMap<&str, usize> = BTreeMap::new();
-    for line in log.lines() {
-        if let Some((pid, rest)) = line.split_once(char::is_whitespace)
-            && rest
-                .trim_start()
-                .strip_prefix(syscall)
-                .is_some_and(|r| r.starts_with('('))
-        {
-            *per_thread.entry(pid).or_default() += 1;
-        }
+    for (pid, _, _) in calls(log).filter(|(_, name, _)| *name == syscall) {
+        *per_thread.entry(pid).or_default() += 1;
     }
     per_thread.into_values().max().unwrap_or(0)
+}
+
+/// The syscall entries of an `strace -f` log, as `(pid, syscall, the line from the syscall's
+/// name on)`; other lines ("<... resumed>", "+++ exited", "--- SIG...") are skipped.
+fn calls(log: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    log.lines().filter_map(|line| {
+        let (pid, rest) = line.split_once(char::is_whitespace)?;
+        let rest = rest.trim_start();
+        let len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        (len > 0 && rest[len..].starts_with('(')).then(|| (pid, &rest[..len], rest))
+    })
 }
 
 fn s(p: &Path) -> String {
