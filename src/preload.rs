@@ -99,18 +99,28 @@ fn for_each_group(
     net: &NetConfig,
     mut f: impl FnMut(&str, Group),
 ) -> Result<()> {
-    // Set up outside the lock (a setup takes it itself), then read under it.
-    activate::open_or_setup(store, c, net)?;
-    store.read_locked(|| {
-        let opened =
-            steplib::open(store, c)?.ok_or_else(|| Error::NotSetUp { uri: c.uri.clone() })?;
-        for id in opened.step_ids()? {
-            if let Some(g) = opened.group(&id)? {
-                f(&id, g);
+    // Set up outside the lock (a setup takes it itself), then read under it. A concurrent
+    // `delete` may remove the collection between the two (delete is safe while others work):
+    // then set it up again, as an activation does (a few times, then give up).
+    for _ in 0..3 {
+        activate::open_or_setup(store, c, net)?;
+        let listed = store.read_locked(|| {
+            let Some(opened) = steplib::open(store, c)? else {
+                return Ok(false);
+            };
+            for id in opened.step_ids()? {
+                if let Some(g) = opened.group(&id)? {
+                    f(&id, g);
+                }
             }
+            Ok(true)
+        })?;
+        if listed {
+            return Ok(());
         }
-        Ok(())
-    })
+        log::debug!("collection {} was deleted after its setup; again", c.uri);
+    }
+    Err(Error::NotSetUp { uri: c.uri.clone() })
 }
 
 /// The `bitrise steps preload` selection of step versions. A version is chosen when any of the

@@ -1111,3 +1111,85 @@ fn fsck_survives_a_delete_during_its_scan() {
     );
     common::assert_fsck_clean(&home);
 }
+
+/// Found by the storm (issue 9, item 8): `preload`'s selection sets the collection up, then
+/// reads its groups under the store lock; a `delete` landing between the two made it exit 1
+/// with "is not set up". Delete is safe while others work: the selection sets it up again.
+#[test]
+fn preload_selection_survives_delete_between_setup_and_listing() {
+    let test = "preload_selection_survives_delete_between_setup_and_listing";
+    if !common::strace_usable(test) {
+        return;
+    }
+    let t = TestDir::new();
+    let work = t.path();
+    let home = work.join("home");
+    let lib = work.join("lib");
+    let server = Server::start();
+    let src = work.join("src");
+    make_tree(&src, 83, 10);
+    server.serve(
+        "/steps/alpha/1.0.0/step.zip",
+        support::zip_tree(&src),
+        Mode::Full {
+            delay: Duration::ZERO,
+        },
+    );
+    support::write_steplib_yml(&lib, &[("zip", &format!("{}/steps/", server.url()))]);
+    support::write_step(&lib, "alpha", "1.0.0", &support::step_yml("alpha", None));
+    let uri = format!("file://{}", fs::canonicalize(&lib).unwrap().display());
+    run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
+    let out = run_ok(&mut stepman(&home, ["collections", "--format", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let spec = v["data"][0]["spec_path"].as_str().unwrap().to_string();
+    let meta: serde_json::Value = serde_json::from_slice(&fs::read(spec).unwrap()).unwrap();
+    let alias = meta["alias"].as_str().unwrap().to_string();
+    // The name is read once by the selection's setup (found), then again under the store lock
+    // to list the groups: hold that second read while a delete removes the collection.
+    let name = home.join(format!("store-v1/names/{alias}/_steplib/current"));
+    let log = work.join("strace.log");
+    let mut cmd = Command::new("strace");
+    cmd.arg("-qq")
+        .arg("-o")
+        .arg(&log)
+        .arg("-P")
+        .arg(&name)
+        .args([
+            "-e",
+            "trace=readlink,readlinkat",
+            "-e",
+            "inject=readlink,readlinkat:delay_enter=6000000:when=2",
+        ])
+        .arg("--")
+        .arg(common::bin())
+        .args(["preload", "-c", &uri, "--maintainer", "", "--json"]);
+    store_env(&mut cmd, &home);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("start strace");
+    let entered = Instant::now();
+    while !fs::read_to_string(&log).is_ok_and(|l| l.matches("readlink").count() >= 2) {
+        assert!(
+            entered.elapsed() < Duration::from_secs(30),
+            "preload never read the name twice"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    run_ok(&mut stepman(&home, ["delete", "-c", &uri]));
+    assert!(!name.is_symlink(), "delete removed the collection");
+    let o = child.wait_with_output().expect("wait for preload");
+    let l = fs::read_to_string(&log).unwrap();
+    assert!(
+        l.lines()
+            .any(|x| x.contains("(DELAYED)") && x.contains("ENOENT")),
+        "the read was not held, or found the name: {l}"
+    );
+    assert!(
+        o.status.success(),
+        "preload failed ({}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = run_ok(&mut stepman(&home, ["list-cached", "-c", &uri, "--json"]));
+    assert!(out.contains("alpha"), "alpha@1.0.0 not cached: {out}");
+    common::assert_fsck_clean(&home);
+}
