@@ -1,8 +1,10 @@
 //! Torture: [`WORKERS`] threads each run `stepman` processes one after another, for a fixed time,
 //! against one store and one StepLib whose zip downloads come from a loopback HTTP server:
-//! random `activate` (into a fresh directory each time, half of them with `-y`), `download`,
-//! `update`, `gc`, `fsck`, `step-info`, `step-list`, `export-spec`, `collections`, and rarely
-//! `delete` and `setup` of the collection (`delete` is safe while others activate), while a
+//! random `activate` (two thirds into a fresh directory, one third into a destination shared by
+//! every activation of that step version; half of them with `-y`), `download`, `preload` (of
+//! named steps or of the selection), `update`, `gc`, `fsck`, `fsck --repair`, `step-info`,
+//! `step-list`, `export-spec`, `collections`, and rarely `delete` and `setup` of the collection
+//! (`delete` is safe while others activate), while a
 //! mutator keeps changing the StepLib's step-info files (so every `update` publishes a new
 //! collection object and `gc` removes the old ones under the readers) and a share of the
 //! processes is killed with SIGKILL (their whole process group) at a random moment.
@@ -14,7 +16,11 @@
 //!   dir, or an object root not yet read-only, after some process was killed: both are
 //!   documented crash states, `store-format.md` §10); any other exit is a failure, printed with
 //!   its stderr;
-//! - every activation that exited 0 left a tree byte-identical to the step's source;
+//! - every activation that exited 0 left a tree byte-identical to the step's source (into a
+//!   shared destination: checked once no other activation into it is running, since each one
+//!   replaces the tree);
+//! - every `preload` that exited 0 has each step downloaded or cached; every `fsck --repair`
+//!   that found something found only those crash states and repaired every one;
 //! - afterwards `fsck` finds only those crash states, `gc` empties `tmp/`, then `fsck` is clean
 //!   and every step name still in the store exports its source tree.
 //!
@@ -32,7 +38,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,7 +46,7 @@ use common::{Rng, TestDir, diff_trees, fsck_json, make_tree, run_ok, stepman, st
 use support::{Mode, Server};
 
 /// Processes running at once.
-const WORKERS: usize = 8;
+const WORKERS: usize = 12;
 /// Step ids and versions of the StepLib.
 const STEPS: [&str; 3] = ["alpha", "beta", "gamma"];
 const VERSIONS: [&str; 2] = ["1.0.0", "1.1.0"];
@@ -60,21 +66,25 @@ enum Op {
     Delete,
     Setup,
     Collections,
+    Preload,
+    FsckRepair,
 }
 
 impl Op {
     fn pick(rng: &mut Rng) -> Op {
         match rng.below(100) {
-            0..33 => Op::Activate,
-            33..47 => Op::Download,
-            47..57 => Op::Update,
-            57..67 => Op::Gc,
-            67..75 => Op::Fsck,
-            75..88 => Op::StepInfo,
-            88..92 => Op::StepList,
-            92..95 => Op::ExportSpec,
-            95..97 => Op::Collections,
-            97 => Op::Delete,
+            0..30 => Op::Activate,
+            30..40 => Op::Download,
+            40..47 => Op::Preload,
+            47..55 => Op::Update,
+            55..63 => Op::Gc,
+            63..69 => Op::Fsck,
+            69..73 => Op::FsckRepair,
+            73..85 => Op::StepInfo,
+            85..89 => Op::StepList,
+            89..92 => Op::ExportSpec,
+            92..95 => Op::Collections,
+            95..98 => Op::Delete,
             _ => Op::Setup,
         }
     }
@@ -111,6 +121,10 @@ struct Shared {
     /// Directories of killed activations that left a staging dir beside their destination,
     /// kept for the check at the end (at most [`KEPT_STAGING`]).
     killed_staging: Mutex<Vec<PathBuf>>,
+    /// One per `(step, version)`: activations into its shared destination hold it shared while
+    /// they run; the check of one that exited 0 holds it exclusively, so that no other
+    /// activation replaces the tree while it is compared.
+    shared_dests: BTreeMap<(String, String), RwLock<()>>,
 }
 
 /// At most this many directories of killed activations are kept for the staging check.
@@ -175,9 +189,16 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
         n => (VERSIONS[n as usize - 1], VERSIONS[n as usize - 1]),
     };
     let seq = sh.seq.fetch_add(1, Ordering::SeqCst);
-    let dest = sh.work.join(format!("act/{seq}/step"));
+    // A third of the activations go into the destination shared by that step version's.
+    let shared = op == Op::Activate && rng.below(3) == 0;
+    let parent = if shared {
+        sh.work.join(format!("shared/{step}-{version}"))
+    } else {
+        sh.work.join(format!("act/{seq}"))
+    };
+    let dest = parent.join("step");
     // Half the activations also copy the step.yml out (`-y`).
-    let yml = (rng.below(2) == 0).then(|| sh.work.join(format!("act/{seq}/step.yml")));
+    let yml = (rng.below(2) == 0).then(|| parent.join("step.yml"));
     let uri = sh.uri.as_str();
     let args: Vec<String> = match op {
         Op::Activate => {
@@ -197,6 +218,20 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
         Op::Update => ["update", "-c", uri].map(String::from).to_vec(),
         Op::Gc => vec!["gc".into()],
         Op::Fsck => ["fsck", "--json"].map(String::from).to_vec(),
+        Op::FsckRepair => ["fsck", "--repair", "--json"].map(String::from).to_vec(),
+        Op::Preload => {
+            let mut a: Vec<String> = ["preload", "-c", uri, "--jobs", "2", "--json"]
+                .map(String::from)
+                .to_vec();
+            if rng.below(2) == 0 {
+                // The `bitrise steps preload` selection: every step's 1.1.0.
+                a.extend(["--maintainer".into(), String::new()]);
+            } else {
+                a.push(format!("{step}@{constraint}"));
+                a.push(format!("{}@1.0.0", STEPS[(seq % STEPS.len())]));
+            }
+            a
+        }
         Op::StepInfo => [
             "step-info",
             "--library",
@@ -239,6 +274,8 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
     cmd.stdout(Stdio::from(fs::File::create(&out_path).unwrap()))
         .stderr(Stdio::from(fs::File::create(&err_path).unwrap()))
         .process_group(0);
+    let shared_lock = shared.then(|| &sh.shared_dests[&(step.to_string(), version.to_string())]);
+    let running_shared = shared_lock.map(|l| l.read().unwrap());
     let start = Instant::now();
     if op == Op::Delete {
         sh.deletes.fetch_add(1, Ordering::SeqCst);
@@ -274,6 +311,7 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
         }
         thread::sleep(Duration::from_millis(2));
     };
+    drop(running_shared);
     let stdout = fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = fs::read_to_string(&err_path).unwrap_or_default();
     let fail = |why: String| {
@@ -295,8 +333,9 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
     };
     if status.signal() == Some(9) && sent_kill {
         c.killed += 1;
-        let parent = sh.work.join(format!("act/{seq}"));
-        if op == Op::Activate && !common::staging_entries(&parent).is_empty() {
+        // What a killed activation leaves in a shared destination's directory is reclaimed by
+        // the next one into it, and checked at the end.
+        if op == Op::Activate && !shared && !common::staging_entries(&parent).is_empty() {
             let mut kept = sh.killed_staging.lock().unwrap();
             if kept.len() < KEPT_STAGING {
                 kept.push(parent);
@@ -311,6 +350,8 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
     let verdict: Result<(usize, usize), String> = if status.success() {
         match op {
             Op::Activate => {
+                // No other activation into a shared destination runs while this guard lives.
+                let _quiet = shared_lock.map(|l| l.write().unwrap());
                 let src = &sh.sources[&(step.to_string(), version.to_string())];
                 let want_yml = sh.lib.join(format!("steps/{step}/{version}/step.yml"));
                 diff_trees(src, &dest)
@@ -352,6 +393,20 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
                 Ok(v) => Err(format!("export-spec answered steps {}", v["steps"])),
                 Err(e) => Err(format!("export-spec printed no JSON ({e})")),
             },
+            Op::Preload => match serde_json::from_str::<serde_json::Value>(&stdout) {
+                Ok(v) => {
+                    let steps = v["steps"].as_array().cloned().unwrap_or_default();
+                    let fine = |s: &serde_json::Value| {
+                        matches!(s["status"].as_str(), Some("downloaded" | "cached"))
+                    };
+                    if !steps.is_empty() && steps.iter().all(fine) {
+                        Ok((0, 0))
+                    } else {
+                        Err(format!("preload answered {}", v["steps"]))
+                    }
+                }
+                Err(e) => Err(format!("preload printed no JSON ({e}): {stdout}")),
+            },
             _ => Ok((0, 0)),
         }
     } else if matches!(op, Op::StepList | Op::ExportSpec)
@@ -360,15 +415,29 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
     {
         // Documented: these read a collection and never set one up; a delete removed it.
         Ok((0, 0))
-    } else if op == Op::Fsck && status.code() == Some(1) {
+    } else if matches!(op, Op::Fsck | Op::FsckRepair) && status.code() == Some(1) {
         match serde_json::from_str::<serde_json::Value>(&stdout) {
-            Ok(v) => only_crash_states(&v, &sh.killed.lock().unwrap()).map_err(|e| {
-                format!(
-                    "{e}; fsck found: {:#}; processes: {:?}",
-                    v["problems"],
-                    sh.started.lock().unwrap()
-                )
-            }),
+            Ok(v) => only_crash_states(&v, &sh.killed.lock().unwrap())
+                .and_then(|found| {
+                    let left: Vec<_> = v["problems"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| p["repaired"] != true)
+                        .collect();
+                    if op == Op::FsckRepair && !left.is_empty() {
+                        Err(format!("fsck --repair left {left:?}"))
+                    } else {
+                        Ok(found)
+                    }
+                })
+                .map_err(|e| {
+                    format!(
+                        "{e}; fsck found: {:#}; processes: {:?}",
+                        v["problems"],
+                        sh.started.lock().unwrap()
+                    )
+                }),
             Err(e) => Err(format!("fsck printed no JSON ({e})")),
         }
     } else {
@@ -447,6 +516,7 @@ fn torture() {
         }
     }
     let uri = format!("file://{}", fs::canonicalize(&lib).unwrap().display());
+    let sources_keys: Vec<(String, String)> = sources.keys().cloned().collect();
     run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
     // The route of the collection's names (a delete during the run may leave none at the end).
     let alias = {
@@ -471,6 +541,10 @@ fn torture() {
         counts: Mutex::new(BTreeMap::new()),
         failures: Mutex::new(Vec::new()),
         killed_staging: Mutex::new(Vec::new()),
+        shared_dests: sources_keys
+            .into_iter()
+            .map(|k| (k, RwLock::new(())))
+            .collect(),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let scratch = work.join("mutator");
@@ -514,7 +588,7 @@ fn torture() {
             c.ok,
             c.killed,
             c.failed,
-            if op == &Op::Fsck {
+            if matches!(op, Op::Fsck | Op::FsckRepair) {
                 format!(
                     " (reported {} dead temp dirs of killed processes, {} object roots not yet \
                      0555)",
@@ -579,7 +653,13 @@ fn torture() {
     eprintln!("torture: {exported} step names exported their source after gc");
     // Killed activations left their staging dirs (and lock files) beside their destinations;
     // the next export into the same directory reclaims every one of them.
-    let kept = std::mem::take(&mut *sh.killed_staging.lock().unwrap());
+    let mut kept = std::mem::take(&mut *sh.killed_staging.lock().unwrap());
+    kept.extend(
+        sh.shared_dests
+            .keys()
+            .map(|(id, v)| work.join(format!("shared/{id}-{v}")))
+            .filter(|p| p.is_dir()),
+    );
     let mut stale = 0;
     if let Some(name) = &last_name {
         for parent in &kept {
