@@ -228,7 +228,7 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
                 a.extend(["--maintainer".into(), String::new()]);
             } else {
                 a.push(format!("{step}@{constraint}"));
-                a.push(format!("{}@1.0.0", STEPS[(seq % STEPS.len())]));
+                a.push(format!("{}@1.0.0", STEPS[seq % STEPS.len()]));
             }
             a
         }
