@@ -353,3 +353,107 @@ fn export_onto_another_file_system_gives_the_same_tree() {
         common::assert_same_tree(&src, &dest);
     }
 }
+
+/// The subcommands listed by `help` (and, under `store`, its own), as argument lists.
+fn subcommands(prefix: &[&str]) -> Vec<Vec<String>> {
+    let mut args: Vec<&str> = prefix.to_vec();
+    args.push("--help");
+    let o = Command::new(env!("CARGO_BIN_EXE_stepman"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    let list = text
+        .split("Commands:\n")
+        .nth(1)
+        .map(|r| r.split("\n\n").next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    list.lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(|c| {
+            let mut v: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+            v.push(c.to_string());
+            v
+        })
+        .collect()
+}
+
+/// Every `--help` (of the program, of each subcommand, and of each `store` subcommand) ends
+/// with an example of its own command (issue 10: the subcommands' examples were hidden).
+#[test]
+fn every_help_ends_with_an_example() {
+    let mut commands = vec![Vec::new()];
+    let top = subcommands(&[]);
+    assert!(top.len() >= 14, "too few subcommands listed: {top:?}");
+    commands.extend(top);
+    commands.extend(subcommands(&["store"]));
+    for cmd in &commands {
+        for flag in ["--help", "-h"] {
+            let o = Command::new(env!("CARGO_BIN_EXE_stepman"))
+                .args(cmd)
+                .arg(flag)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{cmd:?} {flag}");
+            let text = String::from_utf8(o.stdout).unwrap();
+            let tail = text
+                .rsplit_once("Example")
+                .map(|(_, t)| t)
+                .unwrap_or_else(|| panic!("{cmd:?} {flag} shows no example:\n{text}"));
+            let want = std::iter::once("stepman".to_string())
+                .chain(cmd.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let first = tail.lines().nth(1).unwrap_or_default().trim();
+            assert!(
+                first.starts_with(&want),
+                "{cmd:?} {flag}: the example {first:?} is not of `{want}`"
+            );
+            assert!(
+                !tail.contains("Options:") && !tail.contains("Usage:"),
+                "{cmd:?} {flag}: the example is not at the end:\n{text}"
+            );
+        }
+    }
+}
+
+/// A reader that closes its end of stdout early (`stepman … | head -0`) ends the command
+/// quietly: no panic ("failed printing to stdout"), no message, and the command's own exit
+/// status (issue 10).
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/steplib");
+    let lib = lib.to_str().unwrap();
+    let src = t.path().join("src");
+    tree(&src);
+    let o = stepman(&home, &["setup", "-c", lib]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = stepman(&home, &["store", "import", src.to_str().unwrap()]);
+    assert!(o.status.success());
+    for args in [
+        &["gc", "--dry-run"][..],
+        &["gc", "--dry-run", "--json"],
+        &["collections", "--format", "json"],
+        &["step-list", "-c", lib],
+        &["export-spec", "--steplib", lib, "--output", "-"],
+        &["fsck", "--json"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_stepman"))
+            .args(args)
+            .env("STEPMAN_HOME", &home)
+            .env("STEPMAN_NO_FSYNC", "1")
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}: {err}", o.status);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}

@@ -15,7 +15,13 @@ use clap::{Parser, Subcommand};
 
 /// A step manager for CI runners, built on a content-addressed store.
 #[derive(Debug, Parser)]
-#[command(name = "stepman", version, about, long_about = None)]
+#[command(
+    name = "stepman",
+    version,
+    about,
+    long_about = None,
+    after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step"
+)]
 pub struct Cli {
     /// Store root (holds `store-v1/`).
     #[arg(long, global = true, env = "STEPMAN_HOME", value_name = "DIR")]
@@ -47,34 +53,24 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Set up a StepLib collection.
     Setup(cmd::setup::SetupArgs),
-    /// Regenerate one collection or all.
     Update(cmd::update::UpdateArgs),
-    /// List the collections.
     Collections(cmd::collections::CollectionsArgs),
-    /// Remove a collection.
     Delete(cmd::delete::DeleteArgs),
-    /// List a collection's steps.
     StepList(cmd::step_list::StepListArgs),
-    /// Show a step version.
     StepInfo(cmd::step_info::StepInfoArgs),
-    /// Put a step version into the store.
     Download(cmd::download::DownloadArgs),
-    /// Copy a step version into a working directory.
     Activate(cmd::activate::ActivateArgs),
-    /// Write a collection's spec.json.
     ExportSpec(cmd::export_spec::ExportSpecArgs),
-    /// Warm the store with many steps in parallel.
     Preload(cmd::preload::PreloadArgs),
-    /// List a collection's step versions that are in the store.
     ListCached(cmd::list_cached::ListCachedArgs),
     /// Plumbing: import, resolve and export store entries.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  stepman store import step.zip --name steplib/git-clone/8.5.1"
+    )]
     Store(cmd::store::StoreCmd),
-    /// Rehash every object and check every name; optionally repair.
     Fsck(cmd::fsck::FsckArgs),
-    /// Remove objects no name points at, and temp dirs whose owner died.
     Gc(cmd::gc::GcArgs),
 }
 
@@ -127,6 +123,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of our output went away (`| head`): nothing to say, nothing failed.
+        Err(e) if cmd::is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stepman: {e:#}");
             let cancelled = e.chain().any(|c| {

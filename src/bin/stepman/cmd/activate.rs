@@ -7,12 +7,15 @@ use anyhow::Context;
 use clap::Args;
 use stepman::activate;
 
+/// Copy a step version into a working directory.
+///
 /// Copy a step version into a working directory, downloading it into the store first if needed.
 /// The directory appears complete or not at all, replacing what was there; the copy is yours to
 /// modify. Safe from many processes at once: one download, identical trees.
-///
-/// Example: stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step -y ./step.yml
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step -y ./step.yml"
+)]
 pub struct ActivateArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]

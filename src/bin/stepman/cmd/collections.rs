@@ -8,10 +8,11 @@ use stepman::steplib;
 
 use super::steplib::Format;
 
-/// List the collections set up in the store.
+/// List the collections.
 ///
-/// Example: stepman collections --format json
+/// List the collections set up in the store.
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  stepman collections --format json")]
 pub struct CollectionsArgs {
     /// Output format.
     #[arg(short = 'f', long, value_enum, default_value = "raw")]
@@ -31,11 +32,11 @@ pub fn run(cli: &crate::Cli, a: &CollectionsArgs) -> anyhow::Result<ExitCode> {
                     |(_, o)| json!({"uri": o.meta.uri, "spec_path": o.dir.join("collection.json")}),
                 )
                 .collect();
-            println!("{}", json!({ "data": data }));
+            super::outln!("{}", json!({ "data": data }));
         }
         Format::Raw => {
             for (_, o) in &list {
-                println!(
+                super::outln!(
                     "{}\n  spec_path: {}",
                     o.meta.uri,
                     o.dir.join("collection.json").display()

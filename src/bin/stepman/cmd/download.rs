@@ -5,10 +5,13 @@ use std::process::ExitCode;
 use clap::Args;
 use stepman::activate;
 
-/// Put a step version's source into the store (nothing is copied anywhere).
+/// Put a step version into the store.
 ///
-/// Example: stepman download -c https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8
+/// Put a step version's source into the store (nothing is copied anywhere).
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  stepman download -c https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8"
+)]
 pub struct DownloadArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]

@@ -17,9 +17,10 @@ enum Kind {
 }
 
 /// Write a collection's spec.json.
-///
-/// Example: stepman export-spec --steplib https://github.com/bitrise-io/bitrise-steplib.git --output spec.json --export-type latest
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  stepman export-spec --steplib https://github.com/bitrise-io/bitrise-steplib.git --output spec.json --export-type latest"
+)]
 pub struct ExportSpecArgs {
     /// The collection's URI.
     #[arg(long, alias = "collection", short = 'c')]
@@ -36,9 +37,17 @@ pub struct ExportSpecArgs {
 pub fn write_to(o: &Opened, kind: ExportType, path: &Path) -> anyhow::Result<()> {
     if path == Path::new("-") {
         let mut out = BufWriter::new(std::io::stdout().lock());
-        steplib::write_spec(o, kind, &mut out)?;
-        out.flush()?;
-        return Ok(());
+        let closed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
+        return match steplib::write_spec(o, kind, &mut out) {
+            Err(stepman::Error::Io { source, .. }) if closed(&source) => {
+                Err(super::StdoutClosed.into())
+            }
+            Err(e) => Err(e.into()),
+            Ok(()) => match out.flush() {
+                Err(e) if closed(&e) => Err(super::StdoutClosed.into()),
+                other => Ok(other?),
+            },
+        };
     }
     let tmp = path.with_file_name(format!(
         ".{}.stepman-tmp",

@@ -6,10 +6,11 @@ use clap::Args;
 
 use super::CouldNotRun;
 
-/// Exit status: 0 clean, 1 damage found (or repaired: the output says which), 2 could not run.
+/// Rehash every object and check every name; optionally repair.
 ///
-/// Example: stepman fsck --repair --json
+/// Exit status: 0 clean, 1 damage found (or repaired: the output says which), 2 could not run.
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  stepman fsck --repair --json")]
 pub struct FsckArgs {
     /// Move damaged objects aside, drop names that point at them, fix permissions, reclaim dead
     /// temp dirs.
@@ -28,11 +29,11 @@ pub fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode> {
         None => stepman::fsck::FsckReport::default(),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for p in &report.problems {
             let state = if p.repaired { "repaired" } else { "found" };
-            println!("{state}\t{}\t{}\t{}", p.kind, p.path.display(), p.detail);
+            super::outln!("{state}\t{}\t{}\t{}", p.kind, p.path.display(), p.detail);
         }
     }
     let unrepaired = report.unrepaired();

@@ -4,10 +4,11 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-/// Safe while other processes import, resolve and export.
+/// Remove objects no name points at, and temp dirs whose owner died.
 ///
-/// Example: stepman gc --dry-run --json
+/// Safe while other processes import, resolve and export.
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  stepman gc --dry-run --json")]
 pub struct GcArgs {
     /// Report what would be removed; remove nothing.
     #[arg(long)]
@@ -24,10 +25,10 @@ pub fn run(cli: &crate::Cli, args: &GcArgs) -> anyhow::Result<ExitCode> {
     };
     let report = stepman::gc::gc(&store, args.dry_run)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for o in &report.removed_objects {
-            println!("{o}");
+            super::outln!("{o}");
         }
     }
     let verb = if args.dry_run {

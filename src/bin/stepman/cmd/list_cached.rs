@@ -6,10 +6,13 @@ use clap::Args;
 use serde_json::json;
 use stepman::preload;
 
-/// List the step versions of a collection that are in the store. Writes nothing.
+/// List a collection's step versions that are in the store.
 ///
-/// Example: stepman list-cached -c https://github.com/bitrise-io/bitrise-steplib.git --json
+/// List the step versions of a collection that are in the store. Writes nothing.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  stepman list-cached -c https://github.com/bitrise-io/bitrise-steplib.git --json"
+)]
 pub struct ListCachedArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
@@ -30,10 +33,10 @@ pub fn run(cli: &crate::Cli, a: &ListCachedArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(id, v)| json!({"id": id, "version": v}))
             .collect();
-        println!("{}", json!({"collection": c.uri, "steps": steps}));
+        super::outln!("{}", json!({"collection": c.uri, "steps": steps}));
     } else {
         for (id, v) in &cached {
-            println!("{id}@{v}");
+            super::outln!("{id}@{v}");
         }
     }
     Ok(ExitCode::SUCCESS)

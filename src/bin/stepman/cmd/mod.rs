@@ -17,6 +17,7 @@ pub mod store;
 pub mod update;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Marks an error that means "the command could not run at all" (exit 2).
 #[derive(Debug)]
@@ -29,6 +30,55 @@ impl fmt::Display for CouldNotRun {
 }
 
 impl std::error::Error for CouldNotRun {}
+
+/// Set once stdout's reader has gone (`EPIPE`): nothing more is written to it.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Marks an error that means "stdout's reader went away" (`stepman … | head -1`): the command
+/// ends quietly, with exit 0, since everything it had to do before printing is done.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes one line of data to stdout (what `outln!` expands to). Once the reader has closed
+/// the pipe, this and every later line are dropped without a word, and the command finishes
+/// with its own exit status; any other write error is an error.
+pub fn out_line(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("write to stdout")),
+    }
+}
+
+/// Whether `e` says stdout's reader has gone.
+pub fn is_stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<StdoutClosed>())
+}
+
+/// `println!` for data on stdout, through [`out_line`]: `outln!("{x}")` in a function that
+/// returns `anyhow::Result`.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::cmd::out_line(format_args!($($t)*))?
+    };
+}
+pub(crate) use outln;
 
 /// Makes SIGINT and SIGTERM set `flag` instead of killing the process, for commands that stop
 /// cleanly by polling it (the library's cancellation points). Signals that arrive after the

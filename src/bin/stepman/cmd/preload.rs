@@ -11,6 +11,8 @@ use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use stepman::preload::{self, Outcome, Request, Selection};
 
+/// Warm the store with many steps in parallel
+///
 /// Warm the store with many step versions in parallel (for runner images). Safe while builds
 /// activate from the same store; never deletes or rewrites what is there. Every failure is
 /// reported at the end; exit 1 when any step failed, 130 when stopped by Ctrl-C or SIGTERM
@@ -21,12 +23,10 @@ use stepman::preload::{self, Outcome, Request, Selection};
 /// majors, the latest patch of every minor published in the last --minors-since months, and every
 /// version published in the last --patches-since months, of the non-deprecated steps of
 /// --maintainer. Giving any of these flags adds that selection to the named steps.
-///
-/// Examples:
-///   stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git
-///   stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git --maintainer "" --majors 1 --minors-since 0 --patches-since 0
-///   stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git git-clone@8 script@1 --jobs 8 --json
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git --maintainer \"\" --majors 1 --minors-since 0 --patches-since 0\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git git-clone@8 script@1 --jobs 8 --json"
+)]
 #[command(verbatim_doc_comment)]
 pub struct PreloadArgs {
     /// The collection's URI.
@@ -149,7 +149,7 @@ pub fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode> {
 
     let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count();
     if a.json {
-        println!(
+        super::outln!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({ "collection": c.uri, "steps": outcomes })
@@ -179,7 +179,9 @@ pub fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(if net.cancelled() {
-        eprintln!("preload: stopped by a signal; finished steps are kept, nothing partial is left");
+        eprintln!(
+            "preload: stopped by a signal; finished steps are kept, nothing partial is left"
+        );
         ExitCode::from(130)
     } else if failed.is_empty() {
         ExitCode::SUCCESS

@@ -7,12 +7,15 @@ use anyhow::Context;
 use clap::Args;
 use stepman::steplib::{self, ExportType, generate};
 
+/// Set up a StepLib collection.
+///
 /// Set up a StepLib collection (git URL, `file://` URI or local path, or an HTTP(S) URL of a
 /// spec.json). Safe to run from many processes at once: the first does the work, the others
 /// wait for it.
-///
-/// Example: stepman setup -c https://github.com/bitrise-io/bitrise-steplib.git
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  stepman setup -c https://github.com/bitrise-io/bitrise-steplib.git"
+)]
 pub struct SetupArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]

@@ -10,11 +10,14 @@ use stepman::activate::{self, StepInfo};
 
 use super::steplib::Format;
 
+/// Show a step version.
+///
 /// Show a step version of a collection (or of a local step.yml). Reads one small index entry,
 /// never the whole spec; needs no write access when the collection is set up.
-///
-/// Example: stepman step-info --library https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8 --format json
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  stepman step-info --library https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8 --format json"
+)]
 pub struct StepInfoArgs {
     /// The collection's URI, or `path::DIR` for a local step, or `git::URL@REF`.
     #[arg(long, env = "STEPMAN_LIBRARY_URI", alias = "collection", short = 'c')]
@@ -77,17 +80,17 @@ pub fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode> {
         }
     };
     match a.format {
-        Format::Json => println!("{}", serde_json::to_string(&info)?),
+        Format::Json => super::outln!("{}", serde_json::to_string(&info)?),
         Format::Raw => {
-            println!("Library: {}", info.library);
-            println!("ID: {}", info.id);
-            println!("Version: {}", info.version);
-            println!("LatestVersion: {}", info.latest_version);
-            println!("Definition: {}", info.definition_pth);
+            super::outln!("Library: {}", info.library);
+            super::outln!("ID: {}", info.id);
+            super::outln!("Version: {}", info.version);
+            super::outln!("LatestVersion: {}", info.latest_version);
+            super::outln!("Definition: {}", info.definition_pth);
             if !a.short {
                 for k in ["title", "summary", "description"] {
                     if let Some(v) = info.step.get(k).and_then(Value::as_str) {
-                        println!("{}{}: {}", k[..1].to_uppercase(), &k[1..], v.trim());
+                        super::outln!("{}{}: {}", k[..1].to_uppercase(), &k[1..], v.trim());
                     }
                 }
             }

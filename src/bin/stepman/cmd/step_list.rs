@@ -8,10 +8,13 @@ use stepman::steplib;
 
 use super::steplib::Format;
 
-/// List the step ids of a collection.
+/// List a collection's steps.
 ///
-/// Example: stepman step-list -c https://github.com/bitrise-io/bitrise-steplib.git -f json
+/// List the step ids of a collection.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  stepman step-list -c https://github.com/bitrise-io/bitrise-steplib.git -f json"
+)]
 pub struct StepListArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
@@ -41,10 +44,10 @@ pub fn run(cli: &crate::Cli, a: &StepListArgs) -> anyhow::Result<ExitCode> {
         }
     };
     match a.format {
-        Format::Json => println!("{}", json!({"steplib": c.uri, "steps": ids})),
+        Format::Json => super::outln!("{}", json!({"steplib": c.uri, "steps": ids})),
         Format::Raw => {
             for id in ids {
-                println!("{id}");
+                super::outln!("{id}");
             }
         }
     }

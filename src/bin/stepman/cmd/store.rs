@@ -10,8 +10,9 @@ use stepman::Name;
 #[derive(Debug, Subcommand)]
 pub enum StoreCmd {
     /// Ingest a directory, .tar, .tar.gz/.tgz or .zip; print the object id on stdout.
-    ///
-    /// Example: stepman store import step.zip --name steplib/git-clone/8.5.1
+    #[command(
+        after_help = "Example:\n  stepman store import step.zip --name steplib/git-clone/8.5.1"
+    )]
     Import {
         /// What to ingest.
         path: PathBuf,
@@ -24,15 +25,13 @@ pub enum StoreCmd {
         if_missing: bool,
     },
     /// Print the directory of the object a name points at.
-    ///
-    /// Example: stepman store resolve steplib/git-clone/8.5.1
+    #[command(after_help = "Example:\n  stepman store resolve steplib/git-clone/8.5.1")]
     Resolve {
         /// <route>/<id>/<version>
         name: Name,
     },
     /// Copy the object a name points at to DEST (complete or not at all).
-    ///
-    /// Example: stepman store export steplib/git-clone/8.5.1 ./step
+    #[command(after_help = "Example:\n  stepman store export steplib/git-clone/8.5.1 ./step")]
     Export {
         /// <route>/<id>/<version>
         name: Name,
@@ -59,7 +58,7 @@ pub fn run(cli: &crate::Cli, cmd: &StoreCmd) -> anyhow::Result<ExitCode> {
                 }
                 _ => store.import(path, name.as_ref())?,
             };
-            println!("{id}");
+            super::outln!("{id}");
         }
         StoreCmd::Resolve { name } => {
             let Some(store) = super::open_ro(cli)? else {
@@ -69,7 +68,7 @@ pub fn run(cli: &crate::Cli, cmd: &StoreCmd) -> anyhow::Result<ExitCode> {
                 );
             };
             let (_, dir) = store.resolve(name)?;
-            println!("{}", dir.display());
+            super::outln!("{}", dir.display());
         }
         StoreCmd::Export { name, dest } => {
             let Some(store) = super::open_ro(cli)? else {

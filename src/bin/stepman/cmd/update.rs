@@ -6,11 +6,14 @@ use anyhow::Context;
 use clap::Args;
 use stepman::steplib::{self, generate};
 
+/// Regenerate one collection or all.
+///
 /// Regenerate a collection (or all) from its source. Readers keep using the old spec until the
 /// new one is swapped in; the collection's cached steps are kept.
-///
-/// Example: stepman update -c https://github.com/bitrise-io/bitrise-steplib.git
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  stepman update -c https://github.com/bitrise-io/bitrise-steplib.git"
+)]
 pub struct UpdateArgs {
     /// The collection's URI (none: every collection).
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
