@@ -388,7 +388,42 @@ impl Store {
     /// Copies the object `name` points at to `dest`, which appears complete or not at all.
     /// `dest` may be missing or an empty directory. Writes nothing into the store.
     pub fn export(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
+        self.check_outside(dest)?;
         self.copy_out(name, |dir| crate::export::export_tree(dir, dest))
+    }
+
+    /// Refuses ([`Error::InStore`]) a path to write that is inside this store or a read-only
+    /// one under it, or that contains one of them (replacing it would destroy the store). The
+    /// path need not exist: symlinks and `..` are resolved on its existing part, and the store
+    /// directory and the resolved path's ancestors are compared by device and inode.
+    pub fn check_outside(&self, path: &Path) -> Result<()> {
+        let resolved = resolve_path(path, 0)?;
+        let stat = |p: &Path| sys::file_id(p).map_err(Error::io("stat", p));
+        for layer in self.layers() {
+            let root = layer.layout.root();
+            let Some(root_id) = stat(root)? else {
+                continue;
+            };
+            let refuse = |relation| Error::InStore {
+                path: path.to_path_buf(),
+                store: root.to_path_buf(),
+                relation,
+            };
+            for a in resolved.ancestors() {
+                if stat(a)? == Some(root_id) {
+                    return Err(refuse(crate::error::StoreRelation::Inside));
+                }
+            }
+            let Some(dest_id) = stat(&resolved)? else {
+                continue;
+            };
+            for a in resolve_path(root, 0)?.ancestors() {
+                if stat(a)? == Some(dest_id) {
+                    return Err(refuse(crate::error::StoreRelation::Contains));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Resolves `name` layer by layer, holding that layer's store lock (shared) while `copy`
@@ -478,6 +513,7 @@ impl Store {
 
     /// Like [`Store::export`], but replaces whatever `dest` holds (what `activate` does).
     pub fn export_replacing(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
+        self.check_outside(dest)?;
         self.copy_out(name, |dir| crate::export::replace_tree(dir, dest))
     }
 
@@ -548,6 +584,52 @@ impl Store {
         out.dedup();
         Ok(out)
     }
+}
+
+/// `path` made absolute with every symlink of its existing part followed and every `..`
+/// applied to what it really names; the part that does not exist is kept as spelled.
+fn resolve_path(path: &Path, depth: u32) -> Result<PathBuf> {
+    use std::path::Component;
+    // Linux's limit on symlinks followed in one lookup.
+    if depth > 40 {
+        return Err(Error::io("resolve", path)(io::Error::from_raw_os_error(
+            rustix::io::Errno::LOOP.raw_os_error(),
+        )));
+    }
+    let mut cur = if path.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        std::env::current_dir().map_err(Error::io("resolve", path))?
+    };
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) => cur = PathBuf::from("/"),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                cur.pop();
+            }
+            Component::Normal(n) => {
+                let next = cur.join(n);
+                match fs::symlink_metadata(&next) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        let target = fs::read_link(&next).map_err(Error::io("read link", &next))?;
+                        // Relative targets are relative to the link's directory, `cur`.
+                        cur = resolve_path(&cur.join(target), depth + 1)?;
+                    }
+                    Ok(_) => cur = next,
+                    Err(e)
+                        if sys::is_not_found(&e)
+                            || e.raw_os_error()
+                                == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+                    {
+                        cur = next
+                    }
+                    Err(e) => return Err(Error::io("stat", &next)(e)),
+                }
+            }
+        }
+    }
+    Ok(cur)
 }
 
 /// Refuses a home that holds a store of a newer major format.

@@ -218,6 +218,17 @@ pub(crate) fn lock(f: &File, mode: LockMode, block: bool) -> io::Result<LockOutc
     }
 }
 
+/// The identity of what `path` names, following symlinks: `(device, inode)`. `Ok(None)` when
+/// nothing is there (or a component of the path is not a directory).
+pub(crate) fn file_id(path: &Path) -> io::Result<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some((m.dev(), m.ino()))),
+        Err(e) if is_not_found(&e) || Errno::from_io_error(&e) == Some(Errno::NOTDIR) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// True when the open file still has a name (it was not unlinked after we opened it).
 pub(crate) fn is_linked(f: &File) -> io::Result<bool> {
     Ok(rustix::fs::fstat(f)?.st_nlink > 0)
