@@ -121,7 +121,7 @@ impl Store {
             }
         }
         let f = layout.format_file();
-        let text = fs::read_to_string(&f).map_err(Error::io("read", &f))?;
+        let text = read_format_file(&f)?;
         let version = text
             .lines()
             .next()
@@ -389,6 +389,7 @@ impl Store {
     /// `dest` may be missing or an empty directory. Writes nothing into the store.
     pub fn export(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
         self.check_outside(dest)?;
+        crate::export::sweep_beside(dest);
         self.copy_out(name, |dir| crate::export::export_tree(dir, dest))
     }
 
@@ -514,6 +515,7 @@ impl Store {
     /// Like [`Store::export`], but replaces whatever `dest` holds (what `activate` does).
     pub fn export_replacing(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
         self.check_outside(dest)?;
+        crate::export::sweep_beside(dest);
         self.copy_out(name, |dir| crate::export::replace_tree(dir, dest))
     }
 
@@ -630,6 +632,31 @@ fn resolve_path(path: &Path, depth: u32) -> Result<PathBuf> {
         }
     }
     Ok(cur)
+}
+
+/// The `format` file's text: opened without following a symlink and without waiting (a FIFO
+/// planted there would block the open of every command), refused unless a regular file, and
+/// read only up to 4 KiB (its one line is far shorter).
+fn read_format_file(f: &Path) -> Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(sys::O_NOFOLLOW | sys::O_NONBLOCK)
+        .open(f)
+        .map_err(Error::io("read", f))?;
+    let (regular, _) = sys::regular_and_owner(&file).map_err(Error::io("stat", f))?;
+    if !regular {
+        return Err(Error::Format {
+            path: f.to_path_buf(),
+            reason: "is not a regular file (refusing to read it)".into(),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(4096)
+        .read_to_end(&mut bytes)
+        .map_err(Error::io("read", f))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Refuses a home that holds a store of a newer major format.
