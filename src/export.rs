@@ -9,7 +9,10 @@
 //!   second, and both are removed in the reverse order. Every export first sweeps the
 //!   destination's parent for staging dirs of killed exports (their lock free or missing), so a
 //!   SIGKILL leaves nothing behind for longer than the next export into the same directory; a
-//!   live export's staging dir is never touched, and what cannot be removed is left alone.
+//!   live export's staging dir is never touched, and what cannot be removed is left alone, as is
+//!   what is not ours (another user's entries, a FIFO planted as a lock: `lock.rs`). The sweep
+//!   runs before the store lock is taken.
+//! - The destination is outside the store and does not contain it ([`crate::Store::check_outside`]).
 //! - The copy never aliases the store: files are copied (the kernel may share extents on
 //!   reflink-capable file systems, which is copy-on-write), never hard-linked; the copy is
 //!   writable by its owner (directories 0755, files 0644 or 0755, less the umask).
