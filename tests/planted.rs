@@ -585,3 +585,67 @@ fn refused(what: &str, case: fn(&Path, &Path) -> (PathBuf, Option<PathBuf>)) {
         }
     }
 }
+
+/// The read-only stores layered under the writable one are stores too: a destination inside
+/// one of them, or containing it, is refused like one in the writable store; so is a
+/// `store export` into a store.
+#[test]
+fn a_destination_in_or_around_a_layered_store_is_refused() {
+    let t = TestDir::new();
+    let lib = t.path().join("lib");
+    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    let lib = lib.to_str().unwrap();
+    let baked = t.path().join("baked");
+    common::run_ok(&mut stepman(&baked, ["preload", "-c", lib, "s@1.0.0"]));
+    let home = t.path().join("home");
+    let layered = |args: &[&str]| {
+        let mut cmd = stepman(&home, args);
+        cmd.env("STEPMAN_READ_ONLY_STORES", &baked);
+        output(&mut cmd)
+    };
+    let object = step_object(&baked, "1.0.0");
+    for dest in [object.clone(), store_root(&baked), baked.clone()] {
+        let d = dest.to_str().unwrap();
+        let o = layered(&["activate", "-c", lib, "-i", "s", "-v", "2.0.0", "-p", d]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "activate -p {d} was accepted: {err}");
+        assert!(
+            err.contains("the store at") && err.contains(&store_root(&baked).display().to_string()),
+            "the error names the read-only store: {err}"
+        );
+    }
+    common::assert_fsck_clean(&baked);
+    let dest = t.path().join("one");
+    let o = layered(&[
+        "activate",
+        "-c",
+        lib,
+        "-i",
+        "s",
+        "-v",
+        "1.0.0",
+        "-p",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read_to_string(dest.join("step.sh")).unwrap(),
+        "echo 1.0.0\n"
+    );
+
+    // `store export` into a store.
+    import(
+        &home,
+        &small_tree(&t.path().join("src"), "x"),
+        Some("r/x/1"),
+    );
+    let inside = store_root(&home).join("tmp/x");
+    let o = output(&mut common::export_cmd(&home, "r/x/1", &inside));
+    assert!(
+        !o.status.success() && stderr(&o).contains("inside the store"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!inside.exists());
+    common::assert_fsck_clean(&home);
+}
