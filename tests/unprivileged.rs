@@ -553,6 +553,36 @@ fn a_fifo_as_a_store_lock_file_hangs_nothing() {
     fs::write(&gc_lock, b"").unwrap();
     std::os::unix::fs::chown(&gc_lock, Some(NOBODY), Some(NOBODY)).unwrap();
 
+    // A name's single-flight lock: the fill is refused, like a planted symlink there.
+    let digest = blake3::hash(b"r/x/1").to_hex();
+    let name_lock = store
+        .join("locks/names")
+        .join(format!("{}.lock", &digest[..32]));
+    plant_fifo(&name_lock);
+    let src = t.path().join("src");
+    make_tree(&src, "x");
+    let o = finishes(
+        nobody_cmd(
+            &home,
+            &[
+                "store",
+                "import",
+                src.to_str().unwrap(),
+                "--name",
+                "r/x/1",
+                "--if-missing",
+            ],
+        ),
+        "import --if-missing with a FIFO as the name lock",
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "used a FIFO as a name lock: {err}");
+    assert!(
+        err.contains(name_lock.to_str().unwrap()) && err.contains("regular file"),
+        "the error names the FIFO: {err}"
+    );
+    fs::remove_file(&name_lock).unwrap();
+
     // Not a lock, but read by every command the same way: the `format` file.
     let format = store.join("format");
     let text = fs::read(&format).unwrap();
