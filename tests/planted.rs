@@ -6,6 +6,8 @@
 //! is ever written, changed or deleted outside the store through it. Each case puts a sentinel
 //! (plus whatever the attacker moved there) in the outside directory and checks, after import,
 //! gc (with its sweep), `fsck --repair` and `delete`, that the outside tree is byte-identical.
+//! The other way round, an `activate` or `export` destination that is (or leads through a
+//! symlink) inside a store, or contains one, is refused and leaves the store whole.
 
 mod common;
 

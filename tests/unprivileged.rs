@@ -1,4 +1,5 @@
-//! The store used by a non-root user, and a store baked by root and read by another user.
+//! The store used by a non-root user, a store baked by root and read by another user, and FIFOs
+//! that another user plants where stepman opens lock files (none may hang a command).
 //!
 //! Root can do things an ordinary owner cannot (move a 0555 directory to another parent, write
 //! into read-only directories), so these tests run the real binary as `nobody` through `setpriv`.
