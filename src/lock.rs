@@ -12,9 +12,9 @@
 //! - **Temp-dir lock**, `tmp/<dir>.lock`, *exclusive*, held by the owner for the temp dir's whole
 //!   life. Sweep takes it without blocking; getting it proves the owner is gone.
 //!
-//! - **Opening**: every existing lock file is opened with `O_NOFOLLOW|O_NONBLOCK` and used only
-//!   when `fstat` shows a regular file owned by this user, root or its directory's owner; a FIFO
-//!   planted as a lock never blocks an `open` (and so never stalls a holder of the store lock).
+//! Opening: every existing lock file is opened with `O_NOFOLLOW|O_NONBLOCK` and used only when
+//! `fstat` shows a regular file owned by this user, root or its directory's owner; a FIFO planted
+//! as a lock never blocks an `open` (and so never stalls a holder of the store lock).
 //!
 //! Fallbacks: where the file system has no `flock` (some NFS setups), the store lock and name locks
 //! are skipped (a log line says so) and sweep removes nothing whose owner it cannot prove dead.
