@@ -316,6 +316,11 @@ pub fn activate_with(
     precompiled: bool,
     net: &NetConfig,
 ) -> Result<ObjectId> {
+    // Before anything is downloaded: a destination in or around the store is a mistake.
+    store.check_outside(dest)?;
+    if let Some(yml) = copy_yml {
+        store.check_outside(yml)?;
+    }
     // The step.yml is read now, not after the download: by then an update or a delete, and a
     // gc, may have taken the collection object it comes from away.
     let definition = match copy_yml {

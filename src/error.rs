@@ -148,6 +148,49 @@ pub enum Error {
         /// What needed write access.
         op: &'static str,
     },
+    /// A path to write (`activate -p` or `-y`, an export's destination) is inside a store or
+    /// contains one: writing there would rewrite objects or replace the store. Compared by
+    /// device and inode after resolving symlinks and `..`, not by spelling.
+    #[error(
+        "{} {} the store at {}; refusing to write there{}",
+        path.display(),
+        relation.as_str(),
+        store.display(),
+        relation.consequence()
+    )]
+    InStore {
+        /// The path as given.
+        path: PathBuf,
+        /// The store's directory (`store-v1`), this store or a read-only one layered under it.
+        store: PathBuf,
+        /// Whether the path is inside the store or contains it.
+        relation: StoreRelation,
+    },
+}
+
+/// How a path to write relates to a store ([`Error::InStore`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreRelation {
+    /// The path is the store's directory or lies under it.
+    Inside,
+    /// The path is an ancestor of the store's directory (`$STEPMAN_HOME`, say).
+    Contains,
+}
+
+impl StoreRelation {
+    fn as_str(self) -> &'static str {
+        match self {
+            StoreRelation::Inside => "is inside",
+            StoreRelation::Contains => "contains",
+        }
+    }
+
+    fn consequence(self) -> &'static str {
+        match self {
+            StoreRelation::Inside => " (it would rewrite the store's own files)",
+            StoreRelation::Contains => " (replacing it would destroy the store)",
+        }
+    }
 }
 
 /// An entry's name as shown in a message: quoted, escaped, and cut short if it is long (the

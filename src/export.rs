@@ -9,7 +9,10 @@
 //!   second, and both are removed in the reverse order. Every export first sweeps the
 //!   destination's parent for staging dirs of killed exports (their lock free or missing), so a
 //!   SIGKILL leaves nothing behind for longer than the next export into the same directory; a
-//!   live export's staging dir is never touched, and what cannot be removed is left alone.
+//!   live export's staging dir is never touched, and what cannot be removed is left alone, as is
+//!   what is not ours (another user's entries, a FIFO planted as a lock: `lock.rs`). The sweep
+//!   runs before the store lock is taken.
+//! - The destination is outside the store and does not contain it ([`crate::Store::check_outside`]).
 //! - The copy never aliases the store: files are copied (the kernel may share extents on
 //!   reflink-capable file systems, which is copy-on-write), never hard-linked; the copy is
 //!   writable by its owner (directories 0755, files 0644 or 0755, less the umask).
@@ -39,17 +42,26 @@ fn is_staging_name(name: &str) -> bool {
     head.starts_with('.') && tail.len() == 16 && tail.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Reclaims dead staging dirs in `parent`, then creates one for `base`: a temp dir of the
-/// store's protocol, outside the store (removed, with its lock, when dropped). The copy is built
-/// in its `tree/`; a replaced tree goes to its `old/` when the file system cannot exchange.
-fn staging(parent: &Path, base: &str) -> Result<TempDir> {
-    // Best effort: a leftover that cannot be removed must not fail this export.
-    if let Err(e) = sweep_in(parent, is_staging_name, false, true) {
+/// Reclaims dead staging dirs beside `dest` (in its parent), best effort: a leftover that
+/// cannot be removed (another user's, a FIFO planted as a lock) is logged and left alone, never
+/// an error of the export. Called before the store lock is taken, so that removing a large old
+/// tree does not keep a gc waiting.
+pub(crate) fn sweep_beside(dest: &Path) {
+    let Ok((parent, _)) = parent_and_base(dest) else {
+        return;
+    };
+    if let Err(e) = sweep_in(&parent, is_staging_name, false, true) {
         log::warn!(
             "{}; leftovers of killed exports are left alone",
             e.describe()
         );
     }
+}
+
+/// Creates a staging dir for `base` in `parent`: a temp dir of the store's protocol, outside
+/// the store (removed, with its lock, when dropped). The copy is built in its `tree/`; a
+/// replaced tree goes to its `old/` when the file system cannot exchange.
+fn staging(parent: &Path, base: &str) -> Result<TempDir> {
     TempDir::create_in(parent, 0o755, || {
         format!(".{base}{INFIX}{:016x}", fastrand::u64(..))
     })
@@ -70,7 +82,7 @@ fn parent_and_base(dest: &Path) -> Result<(PathBuf, String)> {
     Ok((parent, base))
 }
 
-/// Copies the tree at `src` to `dest`.
+/// Copies the tree at `src` to `dest` (the caller swept beside it first: [`sweep_beside`]).
 pub(crate) fn export_tree(src: &Path, dest: &Path) -> Result<()> {
     let (parent, base) = parent_and_base(dest)?;
     fs::create_dir_all(&parent).map_err(Error::io("create dir", &parent))?;

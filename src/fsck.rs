@@ -191,6 +191,14 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
             .problems
             .push(problem("dead-temp", d.clone(), "temp dir whose owner died"));
     }
+    for f in &dead.foreign {
+        report.problems.push(problem(
+            "foreign-entry",
+            f.clone(),
+            "not a lock file of the temp area (not a regular file, or another user's): never \
+             locked or removed",
+        ));
+    }
     let guard = lock::store_shared(layout)?;
     // Names first: importers publish and bind under the shared lock too, so an object listed
     // before the names could miss one published and bound in between (a false "missing object").

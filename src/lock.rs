@@ -12,6 +12,10 @@
 //! - **Temp-dir lock**, `tmp/<dir>.lock`, *exclusive*, held by the owner for the temp dir's whole
 //!   life. Sweep takes it without blocking; getting it proves the owner is gone.
 //!
+//! Opening: every existing lock file is opened with `O_NOFOLLOW|O_NONBLOCK` and used only when
+//! `fstat` shows a regular file owned by this user, root or its directory's owner; a FIFO planted
+//! as a lock never blocks an `open` (and so never stalls a holder of the store lock).
+//!
 //! Fallbacks: where the file system has no `flock` (some NFS setups), the store lock and name locks
 //! are skipped (a log line says so) and sweep removes nothing whose owner it cannot prove dead.
 //! A read-only store, where the lock file cannot be created, is used without the store lock:
@@ -40,34 +44,94 @@ impl Guard {
     }
 }
 
+/// The flags of every open of an existing lock file: never through a symlink (a planted one
+/// could point anywhere: `ELOOP`), and never waiting (a FIFO planted as a lock file would block
+/// `open` until someone writes to it: with `O_NONBLOCK` it opens at once, and is then refused).
+const OPEN_FLAGS: i32 = sys::O_NOFOLLOW | sys::O_NONBLOCK;
+
 fn open_read_nofollow(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .custom_flags(sys::O_NOFOLLOW)
+        .custom_flags(OPEN_FLAGS)
         .open(path)
 }
 
+/// Why the opened lock file `f` at `path` must not be used; `None` when it may. The rule
+/// (`store-format.md`, "Locks"): a lock file is a regular file owned by this user, by root, or
+/// by the owner of the directory that holds it (who could replace any entry there anyway).
+/// Anything else (a FIFO, a device, another user's file) was planted: it is never locked.
+fn foreign(f: &File, path: &Path) -> Result<Option<String>> {
+    let (regular, uid) = sys::regular_and_owner(f).map_err(Error::io("stat lock", path))?;
+    if !regular {
+        return Ok(Some(
+            "is not a regular file (a FIFO or a device, say)".into(),
+        ));
+    }
+    untrusted_owner(uid, path)
+}
+
+/// `None` when `uid` may own an entry at `path` that we lock or remove: this user, root, or the
+/// owner of the directory holding it; otherwise why not.
+fn untrusted_owner(uid: u32, path: &Path) -> Result<Option<String>> {
+    if uid == sys::euid() || uid == 0 {
+        return Ok(None);
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if sys::owner(dir).map_err(Error::io("stat", dir))? == Some(uid) {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "is owned by uid {uid}, neither this user, root nor the owner of its directory"
+    )))
+}
+
+/// For a sweep, before it removes `path` (a temp or staging dir): why it is not ours to remove
+/// (another user's, by the rule of [`foreign`]), or `None` when it is, or is gone.
+pub(crate) fn foreign_entry(path: &Path) -> Result<Option<String>> {
+    match sys::owner(path).map_err(Error::io("stat", path))? {
+        None => Ok(None),
+        Some(uid) => untrusted_owner(uid, path),
+    }
+}
+
+fn refused(path: &Path, why: String) -> Error {
+    Error::Format {
+        path: path.to_path_buf(),
+        reason: format!(
+            "{why}; a lock file is a regular file owned by this user, root or the directory's \
+             owner (refusing to use it as a lock)"
+        ),
+    }
+}
+
 fn open_lock_file(path: &Path) -> Result<Option<File>> {
-    // Never through a symlink (a planted one could point anywhere): ELOOP is an error.
+    // Never through a symlink: ELOOP is an error. Never blocking, then vetted.
     let rw = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o644)
-        .custom_flags(sys::O_NOFOLLOW)
+        .custom_flags(OPEN_FLAGS)
         .open(path);
-    match rw {
-        Ok(f) => Ok(Some(f)),
+    let f = match rw {
+        Ok(f) => f,
         Err(e) if sys::is_read_only(&e) || sys::is_not_found(&e) => {
             match open_read_nofollow(path) {
-                Ok(f) => Ok(Some(f)),
+                Ok(f) => f,
                 // A read-only store without the lock file: documented fallback.
-                Err(e2) if sys::is_not_found(&e2) || sys::is_read_only(&e2) => Ok(None),
-                Err(e2) => Err(Error::io("open lock", path)(e2)),
+                Err(e2) if sys::is_not_found(&e2) || sys::is_read_only(&e2) => return Ok(None),
+                Err(e2) => return Err(Error::io("open lock", path)(e2)),
             }
         }
-        Err(e) => Err(Error::io("open lock", path)(e)),
+        Err(e) => return Err(Error::io("open lock", path)(e)),
+    };
+    match foreign(&f, path)? {
+        None => Ok(Some(f)),
+        Some(why) => Err(refused(path, why)),
     }
 }
 
@@ -142,6 +206,19 @@ pub(crate) fn name_exclusive(
     }
 }
 
+/// What [`OwnerLock::try_claim`] found.
+#[derive(Debug)]
+pub(crate) enum Claim {
+    /// The owner is alive, or cannot be proven dead (no `flock`), or the lock file is gone:
+    /// keep its files.
+    Live,
+    /// We hold the lock: the owner is gone.
+    Dead(OwnerLock),
+    /// Not a lock file of the protocol (a FIFO, another user's file; the reason says which):
+    /// never locked, and nothing of it is removed.
+    Foreign(String),
+}
+
 /// A temp-dir liveness lock held by its owner.
 #[derive(Debug)]
 pub(crate) struct OwnerLock {
@@ -180,45 +257,45 @@ impl OwnerLock {
         }))
     }
 
-    /// Tries to take over the lock of a possibly dead owner. `Ok(Some)` proves the owner is gone.
-    pub(crate) fn try_claim(path: &Path) -> Result<Option<OwnerLock>> {
+    /// Tries to take over the lock of a possibly dead owner. [`Claim::Dead`] proves the owner
+    /// is gone.
+    pub(crate) fn try_claim(path: &Path) -> Result<Claim> {
+        let planted_link = || {
+            Claim::Dead(OwnerLock {
+                file: None,
+                path: path.to_path_buf(),
+            })
+        };
         let f = match OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(sys::O_NOFOLLOW)
+            .custom_flags(OPEN_FLAGS)
             .open(path)
         {
             Ok(f) => f,
-            Err(e) if sys::is_not_found(&e) => return Ok(None),
-            Err(e) if sys::is_symlink_refused(&e) => {
-                return Ok(Some(OwnerLock {
-                    file: None,
-                    path: path.to_path_buf(),
-                }));
-            }
+            Err(e) if sys::is_not_found(&e) => return Ok(Claim::Live),
+            Err(e) if sys::is_symlink_refused(&e) => return Ok(planted_link()),
             // Another user's or a read-only store: a read-only descriptor locks just as well.
             Err(e) if sys::is_read_only(&e) => match open_read_nofollow(path) {
                 Ok(f) => f,
-                Err(e) if sys::is_not_found(&e) => return Ok(None),
-                Err(e) if sys::is_symlink_refused(&e) => {
-                    return Ok(Some(OwnerLock {
-                        file: None,
-                        path: path.to_path_buf(),
-                    }));
-                }
+                Err(e) if sys::is_not_found(&e) => return Ok(Claim::Live),
+                Err(e) if sys::is_symlink_refused(&e) => return Ok(planted_link()),
                 Err(e) => return Err(Error::io("open lock", path)(e)),
             },
             Err(e) => return Err(Error::io("open lock", path)(e)),
         };
+        if let Some(why) = foreign(&f, path)? {
+            return Ok(Claim::Foreign(why));
+        }
         match sys::lock(&f, LockMode::Exclusive, false).map_err(Error::io("lock", path))? {
             LockOutcome::Acquired => {}
             // Without flock we cannot prove the owner dead: keep its files.
-            LockOutcome::WouldBlock | LockOutcome::Unsupported => return Ok(None),
+            LockOutcome::WouldBlock | LockOutcome::Unsupported => return Ok(Claim::Live),
         }
         if !sys::is_linked(&f).map_err(Error::io("stat lock", path))? {
-            return Ok(None);
+            return Ok(Claim::Live);
         }
-        Ok(Some(OwnerLock {
+        Ok(Claim::Dead(OwnerLock {
             file: Some(f),
             path: path.to_path_buf(),
         }))

@@ -121,7 +121,7 @@ impl Store {
             }
         }
         let f = layout.format_file();
-        let text = fs::read_to_string(&f).map_err(Error::io("read", &f))?;
+        let text = read_format_file(&f)?;
         let version = text
             .lines()
             .next()
@@ -388,7 +388,43 @@ impl Store {
     /// Copies the object `name` points at to `dest`, which appears complete or not at all.
     /// `dest` may be missing or an empty directory. Writes nothing into the store.
     pub fn export(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
+        self.check_outside(dest)?;
+        crate::export::sweep_beside(dest);
         self.copy_out(name, |dir| crate::export::export_tree(dir, dest))
+    }
+
+    /// Refuses ([`Error::InStore`]) a path to write that is inside this store or a read-only
+    /// one under it, or that contains one of them (replacing it would destroy the store). The
+    /// path need not exist: symlinks and `..` are resolved on its existing part, and the store
+    /// directory and the resolved path's ancestors are compared by device and inode.
+    pub fn check_outside(&self, path: &Path) -> Result<()> {
+        let resolved = resolve_path(path, 0)?;
+        let stat = |p: &Path| sys::file_id(p).map_err(Error::io("stat", p));
+        for layer in self.layers() {
+            let root = layer.layout.root();
+            let Some(root_id) = stat(root)? else {
+                continue;
+            };
+            let refuse = |relation| Error::InStore {
+                path: path.to_path_buf(),
+                store: root.to_path_buf(),
+                relation,
+            };
+            for a in resolved.ancestors() {
+                if stat(a)? == Some(root_id) {
+                    return Err(refuse(crate::error::StoreRelation::Inside));
+                }
+            }
+            let Some(dest_id) = stat(&resolved)? else {
+                continue;
+            };
+            for a in resolve_path(root, 0)?.ancestors() {
+                if stat(a)? == Some(dest_id) {
+                    return Err(refuse(crate::error::StoreRelation::Contains));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Resolves `name` layer by layer, holding that layer's store lock (shared) while `copy`
@@ -478,6 +514,8 @@ impl Store {
 
     /// Like [`Store::export`], but replaces whatever `dest` holds (what `activate` does).
     pub fn export_replacing(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
+        self.check_outside(dest)?;
+        crate::export::sweep_beside(dest);
         self.copy_out(name, |dir| crate::export::replace_tree(dir, dest))
     }
 
@@ -548,6 +586,77 @@ impl Store {
         out.dedup();
         Ok(out)
     }
+}
+
+/// `path` made absolute with every symlink of its existing part followed and every `..`
+/// applied to what it really names; the part that does not exist is kept as spelled.
+fn resolve_path(path: &Path, depth: u32) -> Result<PathBuf> {
+    use std::path::Component;
+    // Linux's limit on symlinks followed in one lookup.
+    if depth > 40 {
+        return Err(Error::io("resolve", path)(io::Error::from_raw_os_error(
+            rustix::io::Errno::LOOP.raw_os_error(),
+        )));
+    }
+    let mut cur = if path.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        std::env::current_dir().map_err(Error::io("resolve", path))?
+    };
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) => cur = PathBuf::from("/"),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                cur.pop();
+            }
+            Component::Normal(n) => {
+                let next = cur.join(n);
+                match fs::symlink_metadata(&next) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        let target = fs::read_link(&next).map_err(Error::io("read link", &next))?;
+                        // Relative targets are relative to the link's directory, `cur`.
+                        cur = resolve_path(&cur.join(target), depth + 1)?;
+                    }
+                    Ok(_) => cur = next,
+                    Err(e)
+                        if sys::is_not_found(&e)
+                            || e.raw_os_error()
+                                == Some(rustix::io::Errno::NOTDIR.raw_os_error()) =>
+                    {
+                        cur = next
+                    }
+                    Err(e) => return Err(Error::io("stat", &next)(e)),
+                }
+            }
+        }
+    }
+    Ok(cur)
+}
+
+/// The `format` file's text: opened without following a symlink and without waiting (a FIFO
+/// planted there would block the open of every command), refused unless a regular file, and
+/// read only up to 4 KiB (its one line is far shorter).
+fn read_format_file(f: &Path) -> Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(sys::O_NOFOLLOW | sys::O_NONBLOCK)
+        .open(f)
+        .map_err(Error::io("read", f))?;
+    let (regular, _) = sys::regular_and_owner(&file).map_err(Error::io("stat", f))?;
+    if !regular {
+        return Err(Error::Format {
+            path: f.to_path_buf(),
+            reason: "is not a regular file (refusing to read it)".into(),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(4096)
+        .read_to_end(&mut bytes)
+        .map_err(Error::io("read", f))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Refuses a home that holds a store of a newer major format.

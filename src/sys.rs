@@ -24,6 +24,34 @@ use rustix::io::Errno;
 /// following it.
 pub(crate) const O_NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
 
+/// `O_NONBLOCK` for `OpenOptionsExt::custom_flags`: opening a FIFO returns at once instead of
+/// waiting for a writer (or reader). Every lock file is opened with it (`lock.rs`); on a regular
+/// file it changes nothing.
+pub(crate) const O_NONBLOCK: i32 = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+
+/// This process's effective user id.
+pub(crate) fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Of an open file: whether it is a regular file, and its owner's uid.
+pub(crate) fn regular_and_owner(f: &File) -> io::Result<(bool, u32)> {
+    let st = rustix::fs::fstat(f)?;
+    let regular =
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
+    Ok((regular, st.st_uid))
+}
+
+/// The owner's uid of what `path` names, not following a symlink; `Ok(None)` when it is gone.
+pub(crate) fn owner(path: &Path) -> io::Result<Option<u32>> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(m.uid())),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether `e` is an `O_NOFOLLOW` open that met a symlink (`ELOOP`).
 pub(crate) fn is_symlink_refused(e: &io::Error) -> bool {
     Errno::from_io_error(e) == Some(Errno::LOOP)
@@ -215,6 +243,17 @@ pub(crate) fn lock(f: &File, mode: LockMode, block: bool) -> io::Result<LockOutc
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The identity of what `path` names, following symlinks: `(device, inode)`. `Ok(None)` when
+/// nothing is there (or a component of the path is not a directory).
+pub(crate) fn file_id(path: &Path) -> io::Result<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some((m.dev(), m.ino()))),
+        Err(e) if is_not_found(&e) || Errno::from_io_error(&e) == Some(Errno::NOTDIR) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::lock::OwnerLock;
+use crate::lock::{Claim, OwnerLock};
 use crate::sys;
 
 /// A work directory inside the store's temp area, removed when dropped.
@@ -158,6 +158,9 @@ pub struct SweepReport {
     pub live: usize,
     /// Dead temp dirs reclaimed (or, in a dry run, that would be).
     pub reclaimed: Vec<PathBuf>,
+    /// Entries that are no temp dir or lock of the protocol (a FIFO as a lock file, another
+    /// user's file): left alone.
+    pub foreign: Vec<PathBuf>,
 }
 
 /// Lists the dead entries of the temp area; removes them unless `dry_run`.
@@ -213,11 +216,24 @@ fn sweep_one(
 ) -> Result<()> {
     if let Some(stem) = n.strip_suffix(".lock") {
         let lock_path = dir.join(n);
-        let Some(claim) = OwnerLock::try_claim(&lock_path)? else {
-            report.live += 1;
-            return Ok(());
+        let claim = match OwnerLock::try_claim(&lock_path)? {
+            Claim::Dead(claim) => claim,
+            Claim::Live => {
+                report.live += 1;
+                return Ok(());
+            }
+            Claim::Foreign(why) => {
+                log::warn!("sweep: {} {why}; left alone", lock_path.display());
+                report.foreign.push(lock_path);
+                return Ok(());
+            }
         };
         let entry = dir.join(stem);
+        if let Some(why) = crate::lock::foreign_entry(&entry)? {
+            log::warn!("sweep: {} {why}; left alone", entry.display());
+            report.foreign.push(entry);
+            return Ok(());
+        }
         // A lock file without its directory may be a live owner between creating the file
         // and locking it (in which case our claim makes it start over): it is removed, but
         // only directories, whose owner locked first, are reported, here and in a dry run.
@@ -233,6 +249,11 @@ fn sweep_one(
         // A directory without its lock file: by the creation order no live owner exists,
         // unless it appeared after our listing; claim its lock name to be sure.
         let lock_path = dir.join(format!("{n}.lock"));
+        if let Some(why) = crate::lock::foreign_entry(&dir.join(n))? {
+            log::warn!("sweep: {} {why}; left alone", dir.join(n).display());
+            report.foreign.push(dir.join(n));
+            return Ok(());
+        }
         if dry_run {
             // Writes nothing: report it unless its lock file appeared after our listing, or
             // it is gone (a live owner removes its directory, then its lock file: the listing
@@ -248,7 +269,11 @@ fn sweep_one(
             return Ok(());
         };
         report.reclaimed.push(dir.join(n));
-        remove_tree(&dir.join(n))?;
+        if let Err(e) = remove_tree(&dir.join(n)) {
+            // The lock file is ours, made just now: never leave it behind.
+            let _ = claim.remove();
+            return Err(e);
+        }
         claim.remove()
     } else {
         Ok(())

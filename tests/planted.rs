@@ -6,6 +6,8 @@
 //! is ever written, changed or deleted outside the store through it. Each case puts a sentinel
 //! (plus whatever the attacker moved there) in the outside directory and checks, after import,
 //! gc (with its sweep), `fsck --repair` and `delete`, that the outside tree is byte-identical.
+//! The other way round, an `activate` or `export` destination that is (or leads through a
+//! symlink) inside a store, or contains one, is refused and leaves the store whole.
 
 mod common;
 
@@ -470,5 +472,182 @@ fn store_owned_by_root_used_by_nobody() {
         "reads work: {}",
         stderr(&o)
     );
+    common::assert_fsck_clean(&home);
+}
+
+/// The object a name of the local StepLib's step `s` (see [`common::local_steplib`]) points at:
+/// the one whose `step.sh` echoes `version`.
+fn step_object(home: &Path, version: &str) -> PathBuf {
+    common::object_dirs(home)
+        .into_iter()
+        .find(|o| fs::read(o.join("step.sh")).ok() == Some(format!("echo {version}\n").into()))
+        .unwrap_or_else(|| panic!("no object of step s {version}"))
+}
+
+/// `activate -p PATH` replaces what is at PATH, `-y YML` writes YML: a PATH or YML inside the
+/// store (an object, the store's own directories, through a symlink too) or containing it (the
+/// home, an ancestor of the home) would rewrite objects or wipe the store. Each is refused with
+/// an error that says why, and the store stays whole: fsck is clean and both steps activate
+/// with their own files afterwards.
+#[test]
+fn activate_inside_or_around_the_store_is_refused() {
+    type Case = (&'static str, fn(&Path, &Path) -> (PathBuf, Option<PathBuf>));
+    let cases: [Case; 10] = [
+        ("-p an object", |h, _| (step_object(h, "1.0.0"), None)),
+        ("-p the home", |h, _| (h.to_path_buf(), None)),
+        ("-p store-v1", |h, _| (store_root(h), None)),
+        ("-p objects", |h, _| (store_root(h).join("objects"), None)),
+        ("-p a new dir in tmp", |h, _| {
+            (store_root(h).join("tmp/x"), None)
+        }),
+        ("-p an ancestor of the home", |h, _| {
+            (h.parent().unwrap().to_path_buf(), None)
+        }),
+        ("-p a symlink to an object", |h, t| {
+            let link = t.join("link-to-object");
+            symlink(step_object(h, "1.0.0"), &link).unwrap();
+            (link, None)
+        }),
+        ("-p through a symlink to the store", |h, t| {
+            let link = t.join("link-to-store");
+            symlink(store_root(h), &link).unwrap();
+            (link.join("objects"), None)
+        }),
+        ("-y into an object", |h, t| {
+            (t.join("out"), Some(step_object(h, "1.0.0").join("step.sh")))
+        }),
+        ("-y through .. into the store", |h, t| {
+            let y = t.join("nowhere/../home-parent/home/store-v1/format");
+            assert!(h.ends_with("home-parent/home"));
+            (t.join("out"), Some(y))
+        }),
+    ];
+    // Every case runs (and all the failing ones are named), not just up to the first failure.
+    let failed: Vec<&str> = cases
+        .into_iter()
+        .filter(|(what, case)| std::panic::catch_unwind(|| refused(what, *case)).is_err())
+        .map(|(what, _)| what)
+        .collect();
+    assert!(failed.is_empty(), "not refused cleanly: {failed:?}");
+}
+
+fn refused(what: &str, case: fn(&Path, &Path) -> (PathBuf, Option<PathBuf>)) {
+    {
+        let t = TestDir::new();
+        let home = t.path().join("home-parent/home");
+        let lib = t.path().join("lib");
+        common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+        let lib = lib.to_str().unwrap();
+        let activate = |v: &str, p: &Path, y: Option<&Path>| {
+            let mut args = vec![
+                "activate".to_string(),
+                "-c".into(),
+                lib.into(),
+                "-i".into(),
+                "s".into(),
+                "-v".into(),
+                v.into(),
+                "-p".into(),
+                p.to_str().unwrap().into(),
+            ];
+            if let Some(y) = y {
+                args.extend(["-y".into(), y.to_str().unwrap().into()]);
+            }
+            run(&home, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        let first = activate("1.0.0", &t.path().join("first"), None);
+        assert!(first.status.success(), "{what}: {}", stderr(&first));
+        let (p, y) = case(&home, t.path());
+        let o = activate("2.0.0", &p, y.as_deref());
+        let err = stderr(&o);
+        assert!(
+            !o.status.success(),
+            "{what}: activate -p {} {:?} was accepted: {err}",
+            p.display(),
+            y
+        );
+        assert!(
+            err.contains("inside the store") || err.contains("contains the store"),
+            "{what}: the error says why: {err}"
+        );
+        assert!(
+            home.join("store-v1/format").is_file(),
+            "{what}: the store is gone"
+        );
+        common::assert_fsck_clean(&home);
+        for v in ["1.0.0", "2.0.0"] {
+            let dest = t.path().join(format!("after-{v}"));
+            let o = activate(v, &dest, None);
+            assert!(o.status.success(), "{what}: {}", stderr(&o));
+            assert_eq!(
+                fs::read_to_string(dest.join("step.sh")).unwrap(),
+                format!("echo {v}\n"),
+                "{what}: activating {v} afterwards"
+            );
+        }
+    }
+}
+
+/// The read-only stores layered under the writable one are stores too: a destination inside
+/// one of them, or containing it, is refused like one in the writable store; so is a
+/// `store export` into a store.
+#[test]
+fn a_destination_in_or_around_a_layered_store_is_refused() {
+    let t = TestDir::new();
+    let lib = t.path().join("lib");
+    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    let lib = lib.to_str().unwrap();
+    let baked = t.path().join("baked");
+    common::run_ok(&mut stepman(&baked, ["preload", "-c", lib, "s@1.0.0"]));
+    let home = t.path().join("home");
+    let layered = |args: &[&str]| {
+        let mut cmd = stepman(&home, args);
+        cmd.env("STEPMAN_READ_ONLY_STORES", &baked);
+        output(&mut cmd)
+    };
+    let object = step_object(&baked, "1.0.0");
+    for dest in [object.clone(), store_root(&baked), baked.clone()] {
+        let d = dest.to_str().unwrap();
+        let o = layered(&["activate", "-c", lib, "-i", "s", "-v", "2.0.0", "-p", d]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "activate -p {d} was accepted: {err}");
+        assert!(
+            err.contains("the store at") && err.contains(&store_root(&baked).display().to_string()),
+            "the error names the read-only store: {err}"
+        );
+    }
+    common::assert_fsck_clean(&baked);
+    let dest = t.path().join("one");
+    let o = layered(&[
+        "activate",
+        "-c",
+        lib,
+        "-i",
+        "s",
+        "-v",
+        "1.0.0",
+        "-p",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read_to_string(dest.join("step.sh")).unwrap(),
+        "echo 1.0.0\n"
+    );
+
+    // `store export` into a store.
+    import(
+        &home,
+        &small_tree(&t.path().join("src"), "x"),
+        Some("r/x/1"),
+    );
+    let inside = store_root(&home).join("tmp/x");
+    let o = output(&mut common::export_cmd(&home, "r/x/1", &inside));
+    assert!(
+        !o.status.success() && stderr(&o).contains("inside the store"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!inside.exists());
     common::assert_fsck_clean(&home);
 }

@@ -1,4 +1,5 @@
-//! The store used by a non-root user, and a store baked by root and read by another user.
+//! The store used by a non-root user, a store baked by root and read by another user, and FIFOs
+//! that another user plants where stepman opens lock files (none may hang a command).
 //!
 //! Root can do things an ordinary owner cannot (move a 0555 directory to another parent, write
 //! into read-only directories), so these tests run the real binary as `nobody` through `setpriv`.
@@ -7,7 +8,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -364,4 +365,238 @@ fn layered_writable_store_takes_the_misses_of_a_baked_one() {
         &as_nobody(&baked, &["fsck"]),
         "fsck of the baked store as another user",
     );
+}
+
+/// `stepman args` as `nobody` with `home` as the store root, not yet started.
+fn nobody_cmd(home: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        format!("--reuid={NOBODY}"),
+        format!("--regid={NOBODY}"),
+        "--clear-groups".into(),
+    ])
+    .arg(bin())
+    .args(args)
+    .env("STEPMAN_HOME", home)
+    .env("STEPMAN_NO_FSYNC", "1")
+    .env("RUST_LOG", "warn")
+    .current_dir("/")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Runs `cmd` to completion; kills it and fails when it is still running after 10 s (the
+/// commands here take well under a second: only a hang gets near that).
+fn finishes(mut cmd: Command, what: &str) -> Output {
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().expect("wait");
+            panic!(
+                "{what}: still running after 10 s (hung), killed; stderr: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("wait")
+}
+
+/// Plants a FIFO at `path`, owned by root (another user than `nobody`, who cannot write it).
+fn plant_fifo(path: &Path) {
+    let o = Command::new("mkfifo")
+        .args(["-m", "0644"])
+        .arg(path)
+        .output()
+        .expect("run mkfifo");
+    assert!(o.status.success(), "mkfifo {}", path.display());
+}
+
+fn activate_args<'a>(lib: &'a str, v: &'a str, dest: &'a Path) -> Vec<&'a str> {
+    vec![
+        "activate",
+        "-c",
+        lib,
+        "-i",
+        "s",
+        "-v",
+        v,
+        "-p",
+        dest.to_str().unwrap(),
+    ]
+}
+
+/// Another user plants a FIFO named like an export's staging lock beside a shared destination.
+/// The export's sweep of that directory must neither block in `open` (holding the store lock,
+/// which would freeze the user's gc and every later activation) nor fail: it skips the foreign
+/// entry, leaves it alone, and the activation exits 0 promptly. Later commands on the store
+/// run as usual.
+#[test]
+fn a_fifo_planted_beside_the_destination_does_not_hang_activate() {
+    if !common::root_with_setpriv(module_path!()) {
+        return;
+    }
+    let (t, work) = scratch();
+    let lib = t.path().join("lib");
+    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    let lib = lib.to_str().unwrap();
+    let shared = t.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let fifo = shared.join(".step.stepman-0123456789abcdef.lock");
+    plant_fifo(&fifo);
+    // And staging dirs without their lock files of another user (not ours to remove) and of
+    // root (which a sweep may try to remove, and cannot in this sticky directory).
+    let theirs = shared.join(".step.stepman-00000000000000ff");
+    let roots = shared.join(".step.stepman-00000000000000ee");
+    for d in [&theirs, &roots] {
+        fs::create_dir(d).unwrap();
+        fs::write(d.join("file"), b"theirs").unwrap();
+    }
+    std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
+    let home = work.join("home");
+    let dest = shared.join("step");
+    for v in ["1.0.0", "2.0.0"] {
+        let o = finishes(
+            nobody_cmd(&home, &activate_args(lib, v, &dest)),
+            &format!("activate {v} beside a planted FIFO"),
+        );
+        ok(&o, &format!("activate {v} beside a planted FIFO"));
+        assert_eq!(
+            fs::read(dest.join("step.sh")).unwrap(),
+            format!("echo {v}\n").as_bytes()
+        );
+    }
+    assert!(
+        fs::symlink_metadata(&fifo).is_ok_and(|m| m.file_type().is_fifo()),
+        "the other user's FIFO was left alone"
+    );
+    assert_eq!(fs::read(theirs.join("file")).unwrap(), b"theirs");
+    assert_eq!(
+        common::staging_entries(&shared),
+        [
+            ".step.stepman-00000000000000ee",
+            ".step.stepman-00000000000000ff",
+            ".step.stepman-0123456789abcdef.lock"
+        ],
+        "nothing of ours is left beside the destination"
+    );
+    ok(&finishes(nobody_cmd(&home, &["gc"]), "gc"), "gc");
+    ok(&finishes(nobody_cmd(&home, &["fsck"]), "fsck"), "fsck");
+}
+
+/// A FIFO where the store has a lock file (a temp dir's, or the store lock in a store others
+/// can write): every command finishes promptly. A sweep skips a foreign temp lock and `fsck`
+/// reports it as a foreign entry; a FIFO as the store lock is refused with an error naming it.
+#[test]
+fn a_fifo_as_a_store_lock_file_hangs_nothing() {
+    if !common::root_with_setpriv(module_path!()) {
+        return;
+    }
+    let (t, work) = scratch();
+    let lib = t.path().join("lib");
+    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    let lib = lib.to_str().unwrap();
+    let home = work.join("home");
+    ok(
+        &finishes(
+            nobody_cmd(&home, &activate_args(lib, "1.0.0", &work.join("one"))),
+            "first activate",
+        ),
+        "first activate",
+    );
+    let store = common::store_root(&home);
+    let fifo = store.join("tmp/ingest-0123456789abcdef00000001.lock");
+    plant_fifo(&fifo);
+    // Every command that sweeps the temp area: an activation that downloads, gc, fsck.
+    ok(
+        &finishes(
+            nobody_cmd(&home, &activate_args(lib, "2.0.0", &work.join("two"))),
+            "activate with a FIFO in tmp/",
+        ),
+        "activate with a FIFO in tmp/",
+    );
+    ok(&finishes(nobody_cmd(&home, &["gc"]), "gc"), "gc");
+    for args in [&["fsck", "--json"][..], &["fsck", "--repair", "--json"]] {
+        let o = finishes(nobody_cmd(&home, args), &args.join(" "));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: no JSON report ({e}): {o:?}"));
+        let problems = report["problems"].as_array().unwrap();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p["kind"] == "foreign-entry" && p["path"].as_str() == fifo.to_str()),
+            "{args:?} reports the FIFO as a foreign entry: {report:#}"
+        );
+        assert_eq!(problems.len(), 1, "{args:?}: {report:#}");
+    }
+    fs::remove_file(&fifo).unwrap();
+
+    // The store lock itself.
+    let gc_lock = store.join("locks/gc.lock");
+    fs::remove_file(&gc_lock).unwrap();
+    plant_fifo(&gc_lock);
+    let o = finishes(
+        nobody_cmd(&home, &activate_args(lib, "1.0.0", &work.join("three"))),
+        "activate with a FIFO as gc.lock",
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "used a FIFO as the store lock: {err}");
+    assert!(
+        err.contains(gc_lock.to_str().unwrap()) && err.contains("regular file"),
+        "the error names the FIFO: {err}"
+    );
+    fs::remove_file(&gc_lock).unwrap();
+    fs::write(&gc_lock, b"").unwrap();
+    std::os::unix::fs::chown(&gc_lock, Some(NOBODY), Some(NOBODY)).unwrap();
+
+    // A name's single-flight lock: the fill is refused, like a planted symlink there.
+    let digest = blake3::hash(b"r/x/1").to_hex();
+    let name_lock = store
+        .join("locks/names")
+        .join(format!("{}.lock", &digest[..32]));
+    plant_fifo(&name_lock);
+    let src = t.path().join("src");
+    make_tree(&src, "x");
+    let o = finishes(
+        nobody_cmd(
+            &home,
+            &[
+                "store",
+                "import",
+                src.to_str().unwrap(),
+                "--name",
+                "r/x/1",
+                "--if-missing",
+            ],
+        ),
+        "import --if-missing with a FIFO as the name lock",
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "used a FIFO as a name lock: {err}");
+    assert!(
+        err.contains(name_lock.to_str().unwrap()) && err.contains("regular file"),
+        "the error names the FIFO: {err}"
+    );
+    fs::remove_file(&name_lock).unwrap();
+
+    // Not a lock, but read by every command the same way: the `format` file.
+    let format = store.join("format");
+    let text = fs::read(&format).unwrap();
+    fs::remove_file(&format).unwrap();
+    plant_fifo(&format);
+    let o = finishes(nobody_cmd(&home, &["fsck"]), "fsck with a FIFO as format");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "read a FIFO as the format file: {err}");
+    assert!(
+        err.contains("format") && err.contains("regular file"),
+        "{err}"
+    );
+    fs::remove_file(&format).unwrap();
+    fs::write(&format, text).unwrap();
+    ok(&finishes(nobody_cmd(&home, &["fsck"]), "fsck"), "fsck");
 }
