@@ -264,11 +264,36 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
                 let commit = step::source_commit(&r.step);
                 match (git, commit) {
                     (Some(url), Some(commit)) => {
-                        let clone = tmp.path().join("clone");
-                        fetch::git_clone(url, Some(&r.version), Some(commit), &clone, &what, net)
-                            .and_then(|_| tmp::remove_tree(&clone.join(".git")))
-                            .and_then(|()| store.ingest_into(&clone, &root))
-                            .map_err(|e| format!("git {url}: {}", reason_of(&e)))
+                        let shown = crate::credentials::redact(url);
+                        let remote_lib = base.is_none();
+                        // Only a StepLib on this machine may point at this machine's
+                        // repositories; git itself is held to the same list.
+                        let transports = if remote_lib {
+                            fetch::GitTransports::Network
+                        } else {
+                            fetch::GitTransports::NetworkAndLocal
+                        };
+                        match fetch::classify_git_url(url) {
+                            Ok(fetch::GitUrl::Local) if remote_lib => Err(format!(
+                                "git {shown}: a remote StepLib may not name local repositories"
+                            )),
+                            Err(reason) => Err(format!("git {shown}: {reason}")),
+                            Ok(_) => {
+                                let clone = tmp.path().join("clone");
+                                fetch::git_clone(
+                                    url,
+                                    Some(&r.version),
+                                    Some(commit),
+                                    &clone,
+                                    &what,
+                                    transports,
+                                    net,
+                                )
+                                .and_then(|_| tmp::remove_tree(&clone.join(".git")))
+                                .and_then(|()| store.ingest_into(&clone, &root))
+                                .map_err(|e| format!("git {shown}: {}", reason_of(&e)))
+                            }
+                        }
                     }
                     _ => Err("git: the step has no source.git and source.commit".to_string()),
                 }
@@ -582,7 +607,16 @@ pub fn git_step_info(store: &Store, spec: &str, net: &NetConfig) -> Result<StepI
     let got = store.fill(&name, true, || {
         let tmp = store.temp_dir("git", "clone a step")?;
         let clone = tmp.path().join("clone");
-        fetch::git_clone(url, reference, None, &clone, &what, net)?;
+        // The user's own URL: it may name a repository on this machine.
+        fetch::git_clone(
+            url,
+            reference,
+            None,
+            &clone,
+            &what,
+            fetch::GitTransports::NetworkAndLocal,
+            net,
+        )?;
         tmp::remove_tree(&clone.join(".git"))?;
         let root = tmp.path().join("tree");
         let id = store.ingest_into(&clone, &root)?;

@@ -1,0 +1,278 @@
+//! A remote StepLib (a git repository served over loopback `git://`, or a `spec.json` over
+//! loopback HTTP) naming a repository on this machine as a step's `source.git`: `activate` must
+//! refuse it, naming the step and the URL, and leave the destination alone. A StepLib on this
+//! machine still may (the scenario tests clone `file://` repositories that way).
+
+mod common;
+mod support;
+
+use std::fs;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+
+use common::stepman;
+use support::{Mode, Server};
+
+/// `git daemon --inetd` behind a listener on `127.0.0.1:0`: each connection gets its own daemon
+/// process with the socket as its stdin and stdout, serving every repository under `base`.
+struct GitDaemon {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (base, flag) = (base.to_path_buf(), stop.clone());
+        let acceptor = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let Ok(out) = conn.try_clone() else { continue };
+                let child = Command::new("git")
+                    .arg("daemon")
+                    .arg("--inetd")
+                    .arg("--export-all")
+                    .arg(format!("--base-path={}", base.display()))
+                    .arg(&base)
+                    .stdin(Stdio::from(OwnedFd::from(conn)))
+                    .stdout(Stdio::from(OwnedFd::from(out)))
+                    .stderr(Stdio::null())
+                    .spawn();
+                if let Ok(mut c) = child {
+                    thread::spawn(move || {
+                        let _ = c.wait();
+                    });
+                }
+            }
+        });
+        GitDaemon {
+            port,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The private repository: a bare `private/repo.git` with tag `1.0.0` holding `SECRET.txt`.
+fn private_repo(t: &Path) -> support::GitRepo {
+    let src = t.join("private-src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("SECRET.txt"), "the private repository's content\n").unwrap();
+    support::git_repo(&t.join("private"), &src, "1.0.0")
+}
+
+/// The StepLib's steps: `abs` names the private repository by its path, `url` as `file://`.
+fn steps(repo: &support::GitRepo) -> Vec<(&'static str, String)> {
+    let path = repo.url.strip_prefix("file://").unwrap().to_string();
+    vec![("abs", path), ("url", repo.url.clone())]
+}
+
+/// Activates `id@1.0.0` of `uri` into a fresh destination: it must fail, saying which step and
+/// which URL, and the destination must not exist.
+fn assert_refused(home: &Path, t: &Path, uri: &str, id: &str, url: &str) {
+    let dest = t.join(format!("dest-{id}"));
+    let o: Output = stepman(home, ["activate", "-c", uri, "-i", id, "-v", "1.0.0", "-p"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "activate of {id} from a remote StepLib cloned {url}: {err}"
+    );
+    assert!(
+        err.contains(&format!("{id}@1.0.0")) && err.contains(url),
+        "the error names the step and the URL: {err}"
+    );
+    assert!(err.contains("remote StepLib"), "the error says why: {err}");
+    assert!(
+        !dest.exists(),
+        "destination {} exists: {:?}",
+        dest.display(),
+        fs::read_dir(&dest).map(|d| d.count())
+    );
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("stepman-hostile-git-")
+        .tempdir()
+        .unwrap()
+}
+
+/// Writes the StepLib working tree with the given steps (all with one git download location).
+fn write_steplib(dir: &Path, steps: &[(&str, String)], commit: &str) {
+    support::write_steplib_yml(dir, &[("git", "source/git")]);
+    for (id, git) in steps {
+        support::write_step(
+            dir,
+            id,
+            "1.0.0",
+            &support::step_yml(id, Some((git, commit))),
+        );
+    }
+}
+
+#[test]
+fn a_git_steplib_over_loopback_cannot_name_a_local_repository() {
+    let t = tempdir();
+    let repo = private_repo(t.path());
+    let steps = steps(&repo);
+    let wt = t.path().join("steplib-wt");
+    fs::create_dir_all(&wt).unwrap();
+    write_steplib(&wt, &steps, &repo.tagged);
+    git(&wt, &["init", "-q"]);
+    git(&wt, &["add", "-A"]);
+    git(&wt, &["commit", "-q", "-m", "steplib"]);
+    let served = t.path().join("served");
+    fs::create_dir_all(&served).unwrap();
+    git(
+        &served,
+        &["clone", "-q", "--bare", wt.to_str().unwrap(), "steplib.git"],
+    );
+    let daemon = GitDaemon::start(&served);
+    let uri = daemon.url("steplib.git");
+    let home = t.path().join("home");
+
+    let o = stepman(&home, ["setup", "-c", &uri]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "setup of {uri}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for (id, url) in &steps {
+        assert_refused(&home, t.path(), &uri, id, url);
+    }
+    drop(daemon);
+    common::make_writable(t.path());
+}
+
+#[test]
+fn a_spec_json_over_http_cannot_name_a_local_repository() {
+    let t = tempdir();
+    let repo = private_repo(t.path());
+    let steps = steps(&repo);
+    let groups: serde_json::Map<String, serde_json::Value> = steps
+        .iter()
+        .map(|(id, git)| {
+            (
+                id.to_string(),
+                serde_json::json!({
+                    "info": {},
+                    "latest_version_number": "1.0.0",
+                    "versions": {"1.0.0": {
+                        "title": id,
+                        "source": {"git": git, "commit": repo.tagged},
+                    }},
+                }),
+            )
+        })
+        .collect();
+    let spec = serde_json::json!({
+        "format_version": "1.0.0",
+        "generated_at_timestamp": 0,
+        "steplib_source": "hostile",
+        "download_locations": [{"type": "git", "src": "source/git"}],
+        "steps": groups,
+    });
+    let server = Server::start();
+    server.serve(
+        "/spec.json",
+        serde_json::to_vec(&spec).unwrap(),
+        Mode::Full {
+            delay: std::time::Duration::ZERO,
+        },
+    );
+    let uri = format!("{}/spec.json", server.url());
+    let home = t.path().join("home");
+    let o = stepman(&home, ["setup", "-c", &uri]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "setup of {uri}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for (id, url) in &steps {
+        assert_refused(&home, t.path(), &uri, id, url);
+    }
+    common::make_writable(t.path());
+}
+
+/// The same steps in a StepLib on this machine: its git sources may be local.
+#[test]
+fn a_local_steplib_may_still_name_a_local_repository() {
+    let t = tempdir();
+    let repo = private_repo(t.path());
+    let steps = steps(&repo);
+    let lib = t.path().join("lib");
+    write_steplib(&lib, &steps, &repo.tagged);
+    let home = t.path().join("home");
+    let uri = lib.display().to_string();
+    for (id, _) in &steps {
+        let dest: PathBuf = t.path().join(format!("dest-{id}"));
+        let o = stepman(
+            &home,
+            ["activate", "-c", &uri, "-i", id, "-v", "1.0.0", "-p"],
+        )
+        .arg(&dest)
+        .output()
+        .unwrap();
+        assert!(
+            o.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(dest.join("SECRET.txt").is_file(), "{id}");
+    }
+    common::make_writable(t.path());
+}
