@@ -689,10 +689,10 @@ pub(crate) fn classify_git_url(url: &str) -> std::result::Result<GitUrl, String>
             &url[..helper_end]
         ));
     }
-    let host_ok = |host: &str| {
-        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-        if host.starts_with('-') {
-            Err("a git host may not start with '-'".to_string())
+    let host_ok = |authority: &str| {
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if authority.starts_with('-') || host.starts_with('-') {
+            Err("a git host or user may not start with '-'".to_string())
         } else {
             Ok(GitUrl::Network)
         }
@@ -900,6 +900,7 @@ mod tests {
             "persistent-https::https://h/r",
             "ssh://-oProxyCommand=x/r",
             "ssh://u@-oProxyCommand=x/r",
+            "ssh://-oProxyCommand=x@h/r",
             "-oProxyCommand=x:r",
             "git@-oProxyCommand=x:r",
             "ftp://h/r",
