@@ -327,6 +327,52 @@ fn spec_steplib(home: &Path, steps: &[(&str, String)], commit: &str) -> (Server,
     (server, uri)
 }
 
+/// A guard: ssh stays on a remote StepLib's list, in git's scp-like `host:path` form too (`ssh`
+/// here is a stand-in that runs the remote command on this machine).
+#[test]
+fn a_remote_steplib_may_name_an_ssh_source() {
+    let t = tempdir();
+    let served = t.path().join("served");
+    let daemon = GitDaemon::start(&served);
+    let step_wt = t.path().join("step-wt");
+    fs::create_dir_all(&step_wt).unwrap();
+    fs::write(step_wt.join("step.sh"), "echo over ssh\n").unwrap();
+    let commit = publish(&step_wt, &served, "step.git", Some("1.0.0"));
+    let ssh = t.path().join("fake-ssh");
+    fs::write(
+        &ssh,
+        "#!/bin/sh\nfor last; do :; done\nexec sh -c \"$last\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let repo = served.join("step.git");
+    let steps = vec![
+        ("scp", format!("builder@example.invalid:{}", repo.display())),
+        ("ssh", format!("ssh://example.invalid{}", repo.display())),
+    ];
+    let home = t.path().join("home");
+    let uri = git_steplib(t.path(), &home, &steps, &commit, &daemon);
+    for (id, _) in &steps {
+        let dest = t.path().join(format!("dest-{id}"));
+        let o = stepman(
+            &home,
+            ["activate", "-c", &uri, "-i", id, "-v", "1.0.0", "-p"],
+        )
+        .arg(&dest)
+        .env("GIT_SSH_COMMAND", &ssh)
+        .output()
+        .unwrap();
+        assert!(
+            o.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(dest.join("step.sh").is_file(), "{id}");
+    }
+    drop(daemon);
+    common::make_writable(t.path());
+}
+
 #[test]
 fn a_spec_json_over_http_cannot_name_a_local_repository() {
     let t = tempdir();
