@@ -1,7 +1,9 @@
 //! A remote StepLib (a git repository served over loopback `git://`, or a `spec.json` over
 //! loopback HTTP) naming a repository on this machine as a step's `source.git`: `activate` must
-//! refuse it, naming the step and the URL, and leave the destination alone. A StepLib on this
-//! machine still may (the scenario tests clone `file://` repositories that way).
+//! refuse it, naming the step and the URL, and leave the destination alone, whatever the user's
+//! git configuration allows (nor may it run `ext::` commands). A StepLib on this machine still
+//! may (the scenario tests clone `file://` repositories that way), and a remote one's network
+//! sources (`git://`, `ssh://`, scp-like `host:path`) still clone, without their submodules.
 
 mod common;
 mod support;
@@ -16,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
 use common::stepman;
-use support::{Mode, Server};
+use support::{Mode, Server, git};
 
 /// `git daemon --inetd` behind a listener on `127.0.0.1:0`: each connection gets its own daemon
 /// process with the socket as its stdin and stdout, serving every repository under `base`.
@@ -78,30 +80,6 @@ impl Drop for GitDaemon {
             let _ = a.join();
         }
     }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// The private repository: a bare `private/repo.git` with tag `1.0.0` holding `SECRET.txt`.
@@ -188,13 +166,7 @@ fn publish(wt: &Path, served: &Path, name: &str, tag: Option<&str>) -> String {
         served,
         &["clone", "-q", "--bare", wt.to_str().unwrap(), name],
     );
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(wt)
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    git(wt, &["rev-parse", "HEAD"])
 }
 
 /// Serves `served/` over `git://` and sets up its `steplib.git` holding `steps` in `home`.
