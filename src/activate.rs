@@ -264,11 +264,36 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
                 let commit = step::source_commit(&r.step);
                 match (git, commit) {
                     (Some(url), Some(commit)) => {
-                        let clone = tmp.path().join("clone");
-                        fetch::git_clone(url, Some(&r.version), Some(commit), &clone, &what, net)
-                            .and_then(|_| tmp::remove_tree(&clone.join(".git")))
-                            .and_then(|()| store.ingest_into(&clone, &root))
-                            .map_err(|e| format!("git {url}: {}", reason_of(&e)))
+                        let shown = crate::credentials::redact(url);
+                        let remote_lib = base.is_none();
+                        // Only a StepLib on this machine may point at this machine's
+                        // repositories; git itself is held to the same list.
+                        let transports = if remote_lib {
+                            fetch::GitTransports::Network
+                        } else {
+                            fetch::GitTransports::NetworkAndLocal
+                        };
+                        match fetch::classify_git_url(url) {
+                            Ok(fetch::GitUrl::Local) if remote_lib => Err(format!(
+                                "git {shown}: a remote StepLib may not name local repositories"
+                            )),
+                            Err(reason) => Err(format!("git {shown}: {reason}")),
+                            Ok(_) => {
+                                let clone = tmp.path().join("clone");
+                                fetch::git_clone(
+                                    url,
+                                    Some(&r.version),
+                                    Some(commit),
+                                    &clone,
+                                    &what,
+                                    transports,
+                                    net,
+                                )
+                                .and_then(|_| tmp::remove_tree(&clone.join(".git")))
+                                .and_then(|()| store.ingest_into(&clone, &root))
+                                .map_err(|e| format!("git {shown}: {}", reason_of(&e)))
+                            }
+                        }
                     }
                     _ => Err("git: the step has no source.git and source.commit".to_string()),
                 }
@@ -328,8 +353,7 @@ pub fn activate_with(
         None => None,
     };
     if precompiled {
-        let exe = precompiled::download(store, r, net)
-            .and_then(|n| n.map(|n| store.export_replacing(&n, dest)).transpose());
+        let exe = precompiled::activate(store, r, dest, net);
         match exe {
             Ok(Some(id)) => {
                 if let Some((yml, bytes)) = &definition {
@@ -468,19 +492,24 @@ pub mod precompiled {
         }
     }
 
-    /// The store name of a step version's executable for `platform` with sha256 `hex`: the hash
-    /// is part of the name, so a changed declaration never reuses an executable verified against
-    /// the old one.
+    /// The prefix of the name id of a step's executables: `_exe.<id>`. Step ids never start with
+    /// `_` (a StepLib's ids and versions that do are left out), so no step version of any
+    /// StepLib has an executable's name.
+    pub const EXE_ID_PREFIX: &str = "_exe.";
+
+    /// The store name of a step version's executable for `platform` with sha256 `hex`:
+    /// `<alias>/_exe.<id>/<version>+<platform>.<sha256>`. The hash is part of the name, so a
+    /// changed declaration never reuses an executable verified against the old one.
     pub fn name(r: &Resolved, platform: &str, hex: &str) -> Result<Name> {
-        r.collection
-            .step_name(&r.id, &format!("{}+exe.{platform}.{hex}", r.version))
+        r.collection.step_name(
+            &format!("{EXE_ID_PREFIX}{}", r.id),
+            &format!("{}+{platform}.{hex}", r.version),
+        )
     }
 
-    /// Makes sure the verified executable is in the store (one download among concurrent callers).
-    /// `Ok(None)`: the step has no executable for this platform.
-    pub fn download(store: &Store, r: &Resolved, net: &NetConfig) -> Result<Option<Name>> {
-        let platform = platform();
-        let Some((storage_uri, hash)) = step::executable(&r.step, &platform) else {
+    /// The declared executable for this platform: `(storage_uri, lowercase sha256 hex)`.
+    fn declared<'a>(r: &'a Resolved, platform: &str) -> Result<Option<(&'a str, String)>> {
+        let Some((storage_uri, hash)) = step::executable(&r.step, platform) else {
             return Ok(None);
         };
         let want = hash
@@ -491,11 +520,86 @@ pub mod precompiled {
                 reason: format!("executables.{platform}.hash is not sha256-<hex>"),
             })?
             .to_ascii_lowercase();
-        let name = name(r, &platform, &want)?;
-        store.fill(&name, false, || {
-            fetch(store, r, &name, storage_uri, &want, net)
+        Ok(Some((storage_uri, want)))
+    }
+
+    /// Fetches the executable into the store and binds `name`, unless (under its lock) another
+    /// process did so first and the name passes [`check_object`]: one download among
+    /// concurrent callers. With `force`, even when `name` is bound already (it failed the check).
+    fn fill(
+        store: &Store,
+        r: &Resolved,
+        name: &Name,
+        (storage_uri, want): (&str, &str),
+        force: bool,
+        net: &NetConfig,
+    ) -> Result<()> {
+        store.fill(name, force, || {
+            if force
+                && let Ok((id, dir)) = store.resolve(name)
+                && check_object(&dir, &r.id, want).is_ok()
+            {
+                return Ok(id);
+            }
+            fetch(store, r, name, storage_uri, want, net)
         })?;
-        Ok(Some(name))
+        Ok(())
+    }
+
+    /// Activates the step's verified executable for this platform as `dest/<id>` (one download
+    /// among concurrent callers); `Ok(None)` when it has none. Every use, a cache hit too,
+    /// re-checks the object against the declared sha256 while it is copied out (under the store
+    /// lock, on the same resolution of the name), so a name that points at anything else is
+    /// never activated: it is fetched again once (with a warning), and then it is an error.
+    pub fn activate(
+        store: &Store,
+        r: &Resolved,
+        dest: &Path,
+        net: &NetConfig,
+    ) -> Result<Option<ObjectId>> {
+        let platform = platform();
+        let Some((storage_uri, want)) = declared(r, &platform)? else {
+            return Ok(None);
+        };
+        let name = name(r, &platform, &want)?;
+        let source = (storage_uri, want.as_str());
+        fill(store, r, &name, source, false, net)?;
+        let check = |dir: &Path| check_object(dir, &r.id, &want);
+        match store.export_replacing_checked(&name, dest, check) {
+            Err(e @ Error::Format { .. }) => {
+                log::warn!("{}; fetching it again", e.describe());
+                fill(store, r, &name, source, true, net)?;
+                store.export_replacing_checked(&name, dest, check).map(Some)
+            }
+            other => other.map(Some),
+        }
+    }
+
+    /// Whether the executable object at `dir` is what the step declares: exactly one entry, a
+    /// regular file named `<id>` with an execute bit, whose sha256 is `want`.
+    pub(crate) fn check_object(dir: &Path, id: &str, want: &str) -> Result<()> {
+        let bad = |reason: String| Error::Format {
+            path: dir.to_path_buf(),
+            reason: format!("the stored executable of step {id}: {reason}"),
+        };
+        let names: Vec<String> = crate::scan::read_dir_names(dir)?
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect();
+        if names != [id] {
+            return Err(bad(format!("holds {names:?}, not exactly {id:?}")));
+        }
+        let file = dir.join(id);
+        let meta = fs::symlink_metadata(&file).map_err(Error::io("stat", &file))?;
+        use std::os::unix::fs::PermissionsExt;
+        if !meta.file_type().is_file() || meta.permissions().mode() & 0o111 == 0 {
+            return Err(bad("not an executable regular file".into()));
+        }
+        let digest = sha256_file(&file)?;
+        if digest != want {
+            return Err(bad(format!("sha256 is {digest}, the step declares {want}")));
+        }
+        Ok(())
     }
 
     fn fetch(
@@ -587,7 +691,16 @@ pub fn git_step_info(store: &Store, spec: &str, net: &NetConfig) -> Result<StepI
     let got = store.fill(&name, true, || {
         let tmp = store.temp_dir("git", "clone a step")?;
         let clone = tmp.path().join("clone");
-        fetch::git_clone(url, reference, None, &clone, &what, net)?;
+        // The user's own URL: it may name a repository on this machine.
+        fetch::git_clone(
+            url,
+            reference,
+            None,
+            &clone,
+            &what,
+            fetch::GitTransports::NetworkAndLocal,
+            net,
+        )?;
         tmp::remove_tree(&clone.join(".git"))?;
         let root = tmp.path().join("tree");
         let id = store.ingest_into(&clone, &root)?;

@@ -636,14 +636,151 @@ fn run_cancellable(
     })
 }
 
-/// Clones `url` into `dest` (which must not exist). With `tag`, checks out that tag; with
-/// `commit`, requires HEAD to be exactly that commit. Returns HEAD's commit.
+/// Which transports a `git` clone may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GitTransports {
+    /// The network only: `https`, `http`, `ssh` and `git`. What a remote StepLib gets.
+    Network,
+    /// The network and this machine's repositories (`file://` and paths): only for a StepLib
+    /// on this machine, or a URL the user gave on the command line.
+    NetworkAndLocal,
+}
+
+impl GitTransports {
+    /// git's names of the protocols allowed (`protocol.<name>.allow`, `GIT_ALLOW_PROTOCOL`).
+    fn protocols(self) -> &'static [&'static str] {
+        match self {
+            GitTransports::Network => &["https", "http", "ssh", "git"],
+            GitTransports::NetworkAndLocal => &["https", "http", "ssh", "git", "file"],
+        }
+    }
+}
+
+/// Where a git URL leads, read the way git reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GitUrl {
+    /// Another machine: `https://`, `http://`, `ssh://`, `git://` or scp-like `[user@]host:path`.
+    Network,
+    /// This machine: `file://` or a path.
+    Local,
+}
+
+/// Classifies a git URL as git would (a `<helper>::` prefix first, then `<scheme>://`, then the
+/// scp-like `host:path` when a `:` comes before any `/`, else a path). `Err` says why it is
+/// refused whatever the caller: remote helpers (`ext::`, `fd::`, …) run commands or use
+/// descriptors, other schemes are not git transports we use, and a URL or host starting with
+/// `-` could be read as an option by git or ssh.
+pub(crate) fn classify_git_url(url: &str) -> std::result::Result<GitUrl, String> {
+    if url.is_empty() {
+        return Err("an empty git URL".into());
+    }
+    if url.starts_with('-') {
+        return Err("a git URL may not start with '-'".into());
+    }
+    if url.chars().any(char::is_control) {
+        return Err("a git URL may not contain control characters".into());
+    }
+    let helper_end = url
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .unwrap_or(url.len());
+    if helper_end > 0 && url[helper_end..].starts_with("::") {
+        return Err(format!(
+            "git remote helpers ({}::) are not allowed",
+            &url[..helper_end]
+        ));
+    }
+    let host_ok = |authority: &str| {
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if authority.starts_with('-') || host.starts_with('-') {
+            Err("a git host or user may not start with '-'".to_string())
+        } else {
+            Ok(GitUrl::Network)
+        }
+    };
+    if let Some((scheme, rest)) = url.split_once("://")
+        && scheme_of(url).is_some_and(|s| s.len() == scheme.len())
+    {
+        return match scheme.to_ascii_lowercase().as_str() {
+            "https" | "http" | "git" | "ssh" | "git+ssh" | "ssh+git" => {
+                host_ok(rest.split('/').next().unwrap_or_default())
+            }
+            "file" => Ok(GitUrl::Local),
+            other => Err(format!("git URL scheme {other}:// is not allowed")),
+        };
+    }
+    match (url.find(':'), url.find('/')) {
+        // git's scp-like syntax: `[user@]host:path` (a `/` before the `:` makes it a path).
+        (Some(colon), slash) if slash.is_none_or(|s| colon < s) => host_ok(&url[..colon]),
+        _ => Ok(GitUrl::Local),
+    }
+}
+
+/// The `git clone` command for `url` (already vetted) into `dest`: no prompt, and the protocol
+/// allow-list of `transports` set three ways so that no configuration or environment of the
+/// user's widens it (`-c protocol.*` on the command line, which beats every config file and
+/// `GIT_CONFIG_COUNT`; `GIT_ALLOW_PROTOCOL`, which git checks over any config; and
+/// `GIT_PROTOCOL_FROM_USER=0`). `inherited_config` is the environment's `GIT_CONFIG_COUNT`
+/// ([`inherited_git_config`]). Submodules are never cloned (no `--recurse-submodules`, and
+/// `submodule.recurse` does not apply to clone); the allow-list would cover them too.
+fn clone_command(
+    url: &str,
+    tag: Option<&str>,
+    cred: Option<&crate::credentials::Credential>,
+    dest: &Path,
+    transports: GitTransports,
+    inherited_config: usize,
+) -> Command {
+    let allowed = transports.protocols();
+    let mut cmd = Command::new("git");
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "true")
+        .env("GIT_ALLOW_PROTOCOL", allowed.join(":"))
+        .env("GIT_PROTOCOL_FROM_USER", "0")
+        .args(["-c", "advice.detachedHead=false"])
+        .args(["-c", "protocol.allow=never"]);
+    for p in allowed {
+        cmd.arg("-c").arg(format!("protocol.{p}.allow=always"));
+    }
+    cmd.args(["-c", "submodule.recurse=false"]);
+    // A credential goes through the environment: never into .git/config, argv or the remote
+    // URL on disk. After the `GIT_CONFIG_*` entries the environment already has (the user's),
+    // which stay: they cannot widen the protocols, `-c` and `GIT_ALLOW_PROTOCOL` win over them.
+    if let Some(c) = cred {
+        let i = inherited_config;
+        cmd.env("GIT_CONFIG_COUNT", (i + 1).to_string())
+            .env(format!("GIT_CONFIG_KEY_{i}"), "http.extraHeader")
+            .env(
+                format!("GIT_CONFIG_VALUE_{i}"),
+                format!("Authorization: {}", c.basic_header()),
+            );
+    }
+    cmd.args(["clone", "--quiet", "--depth", "1", "--no-tags"]);
+    if let Some(t) = tag {
+        cmd.args(["--branch", t]);
+    }
+    cmd.arg("--").arg(url).arg(dest);
+    cmd
+}
+
+/// How many `GIT_CONFIG_KEY_<n>` entries the environment gives git (`GIT_CONFIG_COUNT`; 0 when
+/// unset or not a number, and then ours replace it).
+fn inherited_git_config() -> usize {
+    std::env::var("GIT_CONFIG_COUNT")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0)
+}
+
+/// Clones `url` into `dest` (which must not exist), with only the transports `transports`
+/// allows. With `tag`, checks out that tag; with `commit`, requires HEAD to be exactly that
+/// commit. Returns HEAD's commit.
 pub(crate) fn git_clone(
     url: &str,
     tag: Option<&str>,
     commit: Option<&str>,
     dest: &Path,
     what: &str,
+    transports: GitTransports,
     cfg: &NetConfig,
 ) -> Result<String> {
     let (url, cred) = crate::credentials::for_url(url);
@@ -653,34 +790,26 @@ pub(crate) fn git_clone(
         what: format!("{what}: git {url}"),
         reason,
     };
-    if cfg.offline && !matches!(locate(url, None), Ok(Location::Local(_))) {
+    let kind = classify_git_url(url).map_err(fail)?;
+    if kind == GitUrl::Local && transports == GitTransports::Network {
+        return Err(fail(
+            "a local repository is not allowed here (only https, http, ssh and git)".into(),
+        ));
+    }
+    if cfg.offline && kind != GitUrl::Local {
         return Err(fail("offline mode forbids the network".into()));
     }
-    let mut cmd = Command::new("git");
-    cmd.env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "true")
-        .args([
-            "-c",
-            "advice.detachedHead=false",
-            "clone",
-            "--quiet",
-            "--depth",
-            "1",
-            "--no-tags",
-        ]);
-    if let Some(c) = &cred {
-        // Through the environment: never into .git/config or the remote URL on disk.
-        cmd.env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-            .env(
-                "GIT_CONFIG_VALUE_0",
-                format!("Authorization: {}", c.basic_header()),
-            );
+    if tag.is_some_and(|t| t.starts_with('-')) {
+        return Err(fail("a tag may not start with '-'".into()));
     }
-    if let Some(t) = tag {
-        cmd.args(["--branch", t]);
-    }
-    cmd.arg("--").arg(url).arg(dest);
+    let cmd = clone_command(
+        url,
+        tag,
+        cred.as_ref(),
+        dest,
+        transports,
+        inherited_git_config(),
+    );
     let out = run_cancellable(cmd, cfg).map_err(|e| cancel_or(cfg, || fail(e)))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -739,6 +868,178 @@ mod tests {
             assert!(t(bad).is_err(), "{bad}");
         }
         assert!(t("file://u:secret@h/x").unwrap_err().contains("file://h/x"));
+    }
+
+    #[test]
+    fn git_urls_are_read_as_git_reads_them() {
+        use GitUrl::{Local, Network};
+        for (url, want) in [
+            ("https://h/r.git", Network),
+            ("HTTP://h/r.git", Network),
+            ("git://127.0.0.1:9418/r.git", Network),
+            ("ssh://git@h:22/r.git", Network),
+            ("git+ssh://h/r", Network),
+            ("git@github.com:o/r.git", Network),
+            ("h:r.git", Network),
+            ("[::1]:r.git", Network),
+            ("file:///srv/r.git", Local),
+            ("FILE:///srv/r.git", Local),
+            ("/srv/private/r.git", Local),
+            ("./r.git", Local),
+            ("r.git", Local),
+            ("dir/with:colon", Local),
+        ] {
+            assert_eq!(classify_git_url(url), Ok(want), "{url}");
+        }
+        for bad in [
+            "",
+            "-uhello",
+            "--upload-pack=touch /tmp/x",
+            "ext::sh -c touch% /tmp/x",
+            "fd::3",
+            "persistent-https::https://h/r",
+            "ssh://-oProxyCommand=x/r",
+            "ssh://u@-oProxyCommand=x/r",
+            "ssh://-oProxyCommand=x@h/r",
+            "-oProxyCommand=x:r",
+            "git@-oProxyCommand=x:r",
+            "ftp://h/r",
+            "https://h/r\nx",
+        ] {
+            assert!(classify_git_url(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    fn args_and_envs(cmd: &Command) -> (Vec<String>, Vec<(String, String)>) {
+        let args = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let envs = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
+            .collect();
+        (args, envs)
+    }
+
+    #[test]
+    fn clones_run_with_an_explicit_protocol_allow_list() {
+        let dest = Path::new("/nonexistent/dest");
+        let (args, envs) = args_and_envs(&clone_command(
+            "https://h/r",
+            Some("1.0.0"),
+            None,
+            dest,
+            GitTransports::Network,
+            0,
+        ));
+        let env = |k: &str| envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let configs: Vec<&str> = args
+            .windows(2)
+            .filter(|w| w[0] == "-c")
+            .map(|w| w[1].as_str())
+            .collect();
+        let clone_at = args.iter().position(|a| a == "clone").unwrap();
+        assert!(
+            args[..clone_at].iter().all(|a| a != "--"),
+            "every -c comes before the subcommand: {args:?}"
+        );
+        assert_eq!(
+            configs
+                .iter()
+                .filter(|c| c.starts_with("protocol."))
+                .copied()
+                .collect::<Vec<_>>(),
+            [
+                "protocol.allow=never",
+                "protocol.https.allow=always",
+                "protocol.http.allow=always",
+                "protocol.ssh.allow=always",
+                "protocol.git.allow=always",
+            ]
+        );
+        assert_eq!(env("GIT_ALLOW_PROTOCOL"), Some("https:http:ssh:git"));
+        assert_eq!(env("GIT_PROTOCOL_FROM_USER"), Some("0"));
+        assert_eq!(env("GIT_TERMINAL_PROMPT"), Some("0"));
+        assert_eq!(
+            env("GIT_CONFIG_COUNT"),
+            None,
+            "no credential: nothing added"
+        );
+        let n = args.len();
+        assert_eq!(args[n - 3..], ["--", "https://h/r", "/nonexistent/dest"]);
+        assert!(!args.iter().any(|a| a.contains("recurse-submodules")));
+
+        let (args, envs) = args_and_envs(&clone_command(
+            "/srv/r.git",
+            None,
+            None,
+            dest,
+            GitTransports::NetworkAndLocal,
+            0,
+        ));
+        let env = |k: &str| envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert!(args.iter().any(|a| a == "protocol.file.allow=always"));
+        assert_eq!(env("GIT_ALLOW_PROTOCOL"), Some("https:http:ssh:git:file"));
+    }
+
+    #[test]
+    fn a_credential_header_follows_the_environments_git_config_entries() {
+        let (_, cred) = crate::credentials::split_userinfo("https://u:p@h/r");
+        let cred = cred.expect("a credential in the userinfo");
+        let (_, envs) = args_and_envs(&clone_command(
+            "https://h/r",
+            None,
+            Some(&cred),
+            Path::new("d"),
+            GitTransports::Network,
+            2,
+        ));
+        let env = |k: &str| envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(env("GIT_CONFIG_COUNT"), Some("3"));
+        assert_eq!(env("GIT_CONFIG_KEY_2"), Some("http.extraHeader"));
+        assert_eq!(
+            env("GIT_CONFIG_VALUE_2"),
+            Some(format!("Authorization: {}", cred.basic_header()).as_str())
+        );
+        assert_eq!(env("GIT_CONFIG_KEY_0"), None, "the user's entries stay");
+    }
+
+    /// git itself refuses a local repository under the network-only list, even when the caller's
+    /// own check is bypassed, and even when the environment asks git to allow `file`.
+    #[test]
+    fn git_refuses_local_repositories_under_the_network_list() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = t.path().join("repo");
+        let init = Command::new("git")
+            .args(["init", "-q", "--bare"])
+            .arg(&repo)
+            .status();
+        if !init.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: git is not usable");
+            return;
+        }
+        for url in [
+            repo.display().to_string(),
+            format!("file://{}", repo.display()),
+        ] {
+            let mut cmd = clone_command(
+                &url,
+                None,
+                None,
+                &t.path().join("clone"),
+                GitTransports::Network,
+                1,
+            );
+            cmd.env("GIT_CONFIG_KEY_0", "protocol.file.allow")
+                .env("GIT_CONFIG_VALUE_0", "always")
+                .env("GIT_CONFIG_PARAMETERS", "'protocol.allow'='always'");
+            let out = cmd.output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{url}: cloned");
+            assert!(err.contains("transport 'file' not allowed"), "{url}: {err}");
+            assert!(!t.path().join("clone").exists());
+        }
     }
 
     #[test]

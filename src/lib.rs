@@ -94,6 +94,13 @@ pub mod fuzzing {
         crate::steplib::model::parse_yaml(text).and_then(crate::steplib::generate::steplib_meta)
     }
 
+    /// Classifies a step's `source.git` as `activate` does before any clone: `Ok(true)` for a
+    /// repository on this machine (`file://`, a path), `Ok(false)` for the network, `Err` when
+    /// it is refused whatever the StepLib (remote helpers, a leading `-`, another scheme).
+    pub fn classify_git_url(url: &str) -> std::result::Result<bool, String> {
+        crate::fetch::classify_git_url(url).map(|k| k == crate::fetch::GitUrl::Local)
+    }
+
     /// Generates a collection object at `root` (which must not exist) from `spec.json` bytes,
     /// with the streaming reader `setup` uses for an HTTP spec.json; without fsync.
     pub fn spec_json(data: &[u8], root: &Path, limits: Limits) -> Result<ObjectId> {

@@ -354,7 +354,9 @@ pub fn list_cached(store: &Store, c: &Collection) -> Result<Vec<(String, String)
     let mut v: Vec<(String, String)> = store
         .names_in_route(&c.alias)?
         .into_iter()
-        .filter(|(id, version)| id != steplib::COLLECTION_ID && !version.contains('+'))
+        // Ids starting with `_` are the store's own (the collection, executables); a version
+        // with `+` may be an executable's name of an older stepman.
+        .filter(|(id, version)| !id.starts_with('_') && !version.contains('+'))
         .collect();
     v.sort_by(|a, b| {
         a.0.cmp(&b.0).then_with(|| {

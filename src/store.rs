@@ -519,6 +519,20 @@ impl Store {
         self.copy_out(name, |dir| crate::export::replace_tree(dir, dest))
     }
 
+    /// [`Store::export_replacing`], but `check` first vets the object's directory (under the
+    /// same lock and the same resolution of `name`): an `Err` of `check` copies nothing.
+    pub(crate) fn export_replacing_checked(
+        &self,
+        name: &Name,
+        dest: &Path,
+        check: impl Fn(&Path) -> Result<()>,
+    ) -> Result<ObjectId> {
+        self.copy_out(name, |dir| {
+            check(dir)?;
+            crate::export::replace_tree(dir, dest)
+        })
+    }
+
     /// Runs `read` holding the store lock (shared), as every copy-out does: no gc removes an
     /// object while `read` resolves names and reads the objects they point at.
     pub fn read_locked<T, E: From<Error>>(

@@ -124,3 +124,171 @@ fn plain_http_storage_is_refused_and_the_source_is_used() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("plain http:// storage is refused"));
     assert!(dest.join("step.sh").is_file());
 }
+
+/// What a hostile StepLib puts where an executable should be.
+const CRAFTED: &[u8] = b"#!/bin/sh\necho crafted, never verified\n";
+
+/// Adds to the StepLib of [`steplib`] a version `tool@<version>` whose source zip holds `tool`
+/// with [`CRAFTED`] content.
+fn add_crafted_version(root: &Path, version: &str) {
+    let lib = root.join("lib");
+    fs::create_dir_all(lib.join("steps/tool").join(version)).unwrap();
+    fs::create_dir_all(lib.join("archives/tool").join(version)).unwrap();
+    fs::write(
+        lib.join("steps/tool").join(version).join("step.yml"),
+        "title: Crafted\n",
+    )
+    .unwrap();
+    let zip_file =
+        fs::File::create(lib.join("archives/tool").join(version).join("step.zip")).unwrap();
+    let mut z = zip::ZipWriter::new(zip_file);
+    let opts = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+    z.start_file("tool", opts).unwrap();
+    std::io::Write::write_all(&mut z, CRAFTED).unwrap();
+    z.finish().unwrap();
+}
+
+fn activate_version(home: &Path, root: &Path, version: &str, dest: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stepman"))
+        .args(["activate", "-c"])
+        .arg(root.join("lib"))
+        .args(["-i", "tool", "-v", version, "-p"])
+        .arg(dest)
+        .env("STEPMAN_HOME", home)
+        .env("STEPMAN_NO_FSYNC", "1")
+        .output()
+        .unwrap()
+}
+
+/// Storage that has nothing (every executable download fails).
+fn empty_storage(root: &Path) -> String {
+    fs::create_dir_all(root.join("empty-storage")).unwrap();
+    format!("file://{}", root.join("empty-storage").display())
+}
+
+/// The source was activated, not an executable: a warning says why.
+fn assert_source_with_warning(o: &Output, dest: &Path) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        dest.join("step.sh").is_file() && !dest.join("tool").exists(),
+        "the source expected in {}: {:?}, stderr: {err}",
+        dest.display(),
+        fs::read(dest.join("tool")).map(|b| String::from_utf8_lossy(&b).into_owned())
+    );
+    assert!(
+        err.contains("precompiled executable unavailable"),
+        "a warning: {err}"
+    );
+}
+
+/// A StepLib version spelled like an executable's store name (`1.0.0+exe.<platform>.<sha256>`)
+/// is just a version: activating it first does not make `activate --precompiled` of `1.0.0` use
+/// its unverified files as the executable.
+#[test]
+fn a_version_named_like_an_executable_cannot_forge_it() {
+    let t = tempfile::tempdir().unwrap();
+    let hash = sha256_hex(EXE);
+    steplib(t.path(), &hash);
+    let crafted = format!("1.0.0+exe.{}.{hash}", platform());
+    add_crafted_version(t.path(), &crafted);
+    let home = t.path().join("home");
+
+    let first = t.path().join("crafted");
+    let o = activate_version(&home, t.path(), &crafted, &first);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read(first.join("tool")).unwrap(), CRAFTED);
+
+    let dest = t.path().join("out");
+    let o = activate(&home, t.path(), &dest, &empty_storage(t.path()));
+    assert_source_with_warning(&o, &dest);
+
+    // The real executable and the crafted version are two names: binding one leaves the other.
+    let dest = t.path().join("exe");
+    let o = activate(&home, t.path(), &dest, &setup_storage(t.path()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read(dest.join("tool")).unwrap(), EXE);
+    let again = t.path().join("crafted-again");
+    let o = activate_version(&home, t.path(), &crafted, &again);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        fs::read(again.join("tool")).unwrap(),
+        CRAFTED,
+        "version {crafted} is still its own source"
+    );
+}
+
+/// The names of `home`'s single collection that are neither the collection nor `tool@1.0.0`'s
+/// source: the executable's, however it is spelled.
+fn executable_names(home: &Path) -> Vec<String> {
+    let names = home.join("store-v1/names");
+    let mut out = Vec::new();
+    for route in fs::read_dir(&names).unwrap() {
+        let route = route.unwrap();
+        for id in fs::read_dir(route.path()).unwrap() {
+            let id = id.unwrap();
+            for v in fs::read_dir(id.path()).unwrap() {
+                let v = v.unwrap();
+                let name = format!(
+                    "{}/{}/{}",
+                    route.file_name().to_string_lossy(),
+                    id.file_name().to_string_lossy(),
+                    v.file_name().to_string_lossy()
+                );
+                let dir = fs::canonicalize(v.path()).unwrap();
+                if fs::read(dir.join("tool")).is_ok_and(|b| b == EXE) {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// An executable's name that points at other content (a damaged store, or one planted by
+/// whoever can write it) is checked against the declared sha256 on every hit: it is fetched
+/// again when the storage has it, else the source is used, with a warning.
+#[test]
+fn a_hit_on_an_executable_name_is_checked_against_the_declared_sha256() {
+    let t = tempfile::tempdir().unwrap();
+    let storage = setup_storage(t.path());
+    steplib(t.path(), &sha256_hex(EXE));
+    let home = t.path().join("home");
+    let o = activate(&home, t.path(), &t.path().join("good"), &storage);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let names = executable_names(&home);
+    assert_eq!(names.len(), 1, "{names:?}");
+
+    let planted = t.path().join("planted");
+    fs::create_dir_all(&planted).unwrap();
+    fs::write(planted.join("tool"), CRAFTED).unwrap();
+    fs::set_permissions(planted.join("tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_stepman"))
+        .args(["store", "import"])
+        .arg(&planted)
+        .args(["--name", &names[0]])
+        .env("STEPMAN_HOME", &home)
+        .env("STEPMAN_NO_FSYNC", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let dest = t.path().join("unreachable");
+    let o = activate(&home, t.path(), &dest, &empty_storage(t.path()));
+    assert_source_with_warning(&o, &dest);
+
+    let dest = t.path().join("refetched");
+    let o = activate(&home, t.path(), &dest, &storage);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(fs::read(dest.join("tool")).unwrap(), EXE, "{err}");
+    assert!(
+        err.contains("sha256"),
+        "a warning names the mismatch: {err}"
+    );
+    assert_eq!(
+        executable_names(&home),
+        names,
+        "the name is bound to the verified executable again"
+    );
+}

@@ -48,6 +48,8 @@ pub fn setup(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Res
                     None,
                     &clone,
                     &format!("collection {}", c.uri),
+                    // A git StepLib's URL is never local (a path or `file://` is a local dir).
+                    fetch::GitTransports::Network,
                     net,
                 )?;
                 from_dir(&clone, c, Some(head), &mut w)?;

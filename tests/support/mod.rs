@@ -387,7 +387,8 @@ pub fn write_step(dir: &Path, id: &str, version: &str, yml: &str) {
 // git
 // ---------------------------------------------------------------------------------------------
 
-fn git(dir: &Path, args: &[&str]) -> String {
+/// Runs `git <args>` in `dir` with a fixed identity and dates; returns its stdout, trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
