@@ -277,6 +277,7 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
 
 fn repair_all(store: &Store, report: &mut FsckReport) -> Result<()> {
     let layout = store.layout();
+    store.check_owner("repair")?;
     tmp::sweep(layout, false)?;
     let quarantine = layout.quarantine();
     let _guard = lock::store_exclusive(layout)?;

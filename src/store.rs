@@ -37,6 +37,8 @@ pub struct Store {
     lower: Vec<Store>,
     /// When set, waits for another process's fill stop early with [`Error::Cancelled`].
     interrupt: Option<Arc<AtomicBool>>,
+    /// The uid that owns the store directory: the only user that writes to it.
+    owner: u32,
 }
 
 /// What an import did.
@@ -105,6 +107,7 @@ impl Store {
     }
 
     fn from_layout(layout: Layout) -> Result<Store> {
+        let owner = sys::owner(layout.root()).map_err(Error::io("stat", layout.root()))?;
         for d in OWN_DIRS {
             real_dir(&layout.root().join(d))?;
         }
@@ -152,6 +155,7 @@ impl Store {
             durability: Durability::Sync,
             lower: Vec::new(),
             interrupt: None,
+            owner,
         })
     }
 
@@ -190,8 +194,30 @@ impl Store {
         &self.layout
     }
 
+    /// The uid that owns the store (README, "Sharing a store between users").
+    pub fn owner(&self) -> u32 {
+        self.owner
+    }
+
+    /// Refuses to `op` unless this process runs as the store's owner: another user, root
+    /// included, only reads the store, so that nothing in it is ever owned by anyone else (the
+    /// owner could not remove or replace it afterwards).
+    pub(crate) fn check_owner(&self, op: &'static str) -> Result<()> {
+        let euid = sys::euid();
+        if euid == self.owner {
+            return Ok(());
+        }
+        Err(Error::NotOwner {
+            path: self.layout.root().to_path_buf(),
+            op,
+            owner: sys::describe_user(self.owner),
+            user: sys::describe_user(euid),
+        })
+    }
+
     /// Reclaims temp dirs whose owner died.
     pub fn sweep(&self) -> Result<SweepReport> {
+        self.check_owner("sweep its temp area")?;
         tmp::sweep(&self.layout, false)
     }
 
@@ -203,6 +229,7 @@ impl Store {
 
     /// Ingests `src` (a directory, tar, tar.gz or zip), publishes it, and binds `name` to it.
     pub fn import(&self, src: &Path, name: Option<&Name>) -> Result<ObjectId> {
+        self.check_owner("import")?;
         self.sweep_quietly();
         let tmp =
             TempDir::create(&self.layout, "ingest").map_err(|e| self.read_only_or(e, "import"))?;
@@ -225,6 +252,7 @@ impl Store {
                 ingested: false,
             });
         }
+        self.check_owner("import")?;
         let _single = lock::name_exclusive(&self.layout, name, self.interrupt.as_deref())
             .map_err(|e| self.read_only_or(e, "import"))?;
         if let Some(id) = self.lookup(name)? {
@@ -273,6 +301,7 @@ impl Store {
 
     /// Points `name` at object `id` (which must be in the store), replacing any old binding.
     pub fn bind(&self, name: &Name, id: &ObjectId) -> Result<()> {
+        self.check_owner("bind a name")?;
         let tmp = TempDir::create(&self.layout, "bind")
             .map_err(|e| self.read_only_or(e, "bind a name"))?;
         let _guard = lock::store_shared(&self.layout)?;
@@ -416,6 +445,7 @@ impl Store {
 impl Store {
     /// A new temp dir in the store's temp area (a read-only store gives [`Error::ReadOnly`]).
     pub(crate) fn temp_dir(&self, kind: &str, op: &'static str) -> Result<TempDir> {
+        self.check_owner(op)?;
         self.sweep_quietly();
         TempDir::create(&self.layout, kind).map_err(|e| self.read_only_or(e, op))
     }
@@ -462,6 +492,7 @@ impl Store {
                 ingested: false,
             });
         }
+        self.check_owner("fill")?;
         let _single = lock::name_exclusive(&self.layout, name, self.interrupt.as_deref())
             .map_err(|e| self.read_only_or(e, "fill"))?;
         if !force && let Some(id) = self.lookup(name)? {
@@ -493,6 +524,7 @@ impl Store {
 
     /// Removes the name `name`; true when it existed.
     pub fn unbind(&self, name: &Name) -> Result<bool> {
+        self.check_owner("remove a name")?;
         let path = self.layout.name_path(name);
         let _guard = lock::store_shared(&self.layout)?;
         self.check_name_dirs(name)?;

@@ -391,7 +391,8 @@ fn as_nobody(home: &Path, args: &[&str]) -> Output {
 }
 
 /// A store owned by another user, used by root: a link that user planted is still refused; with
-/// the link gone, root's work is safe and the store stays clean.
+/// the link gone, root's writes are refused as the owner's store (issue 9, item 10), the owner's
+/// work is safe and the store stays clean.
 #[test]
 fn store_owned_by_another_user_with_planted_tmp() {
     if !common::root_with_setpriv(module_path!()) {
@@ -423,7 +424,21 @@ fn store_owned_by_another_user_with_planted_tmp() {
     fs::remove_file(&tmp).unwrap();
     fs::create_dir(&tmp).unwrap();
     chown_tree(&tmp, NOBODY);
-    import(&home, &new, Some("r/s/2"));
+    let o = run(
+        &home,
+        &["store", "import", new.to_str().unwrap(), "--name", "r/s/2"],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("belongs to uid 65534"),
+        "root wrote into another user's store: {}",
+        stderr(&o)
+    );
+    chown_tree(&new, NOBODY);
+    let o = as_nobody(
+        &home,
+        &["store", "import", new.to_str().unwrap(), "--name", "r/s/2"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = run(&home, &["store", "resolve", "r/s/1"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
     common::assert_fsck_clean(&home);

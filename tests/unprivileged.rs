@@ -365,3 +365,115 @@ fn layered_writable_store_takes_the_misses_of_a_baked_one() {
         "fsck of the baked store as another user",
     );
 }
+
+/// A user's own store used by root: every write root tries is refused with an error naming the
+/// owner, and writes nothing (before, root created root-owned dirs and objects there, and the
+/// owner's `gc`, `delete` and new bindings under them then failed); root's cache hits still
+/// work, and afterwards the owner's `gc`, `delete` and new bindings all succeed.
+#[test]
+fn root_refuses_to_write_a_store_owned_by_another_user() {
+    if !common::root_with_setpriv(module_path!()) {
+        return;
+    }
+    let (t, work) = scratch();
+    let home = work.join("home");
+    let lib = t.path().join("lib");
+    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    let lib_s = lib.to_str().unwrap();
+    let (a, c) = (t.path().join("a"), t.path().join("c"));
+    make_tree(&a, "a");
+    make_tree(&c, "c");
+    ok(
+        &as_nobody(
+            &home,
+            &["store", "import", a.to_str().unwrap(), "--name", "r/a/1"],
+        ),
+        "import as the owner",
+    );
+    ok(
+        &as_nobody(&home, &["preload", "-c", lib_s, "s@1.0.0"]),
+        "preload as the owner",
+    );
+    let before = snapshot(&home);
+
+    // Cache hits as root: served, nothing written.
+    let hit = t.path().join("hit");
+    ok(
+        &as_root(
+            &home,
+            &[
+                "activate",
+                "-c",
+                lib_s,
+                "-i",
+                "s",
+                "-v",
+                "1.0.0",
+                "-p",
+                hit.to_str().unwrap(),
+            ],
+        ),
+        "a cache hit as root",
+    );
+    assert_eq!(fs::read(hit.join("step.sh")).unwrap(), b"echo 1.0.0\n");
+    ok(&as_root(&home, &["fsck"]), "fsck as root");
+
+    // Every write as root: refused, naming the owner.
+    let c_s = c.to_str().unwrap();
+    let miss = t.path().join("miss");
+    for args in [
+        vec!["store", "import", c_s, "--name", "r/c/1"],
+        vec!["store", "import", c_s, "--name", "r/a/2"],
+        vec!["store", "import", c_s],
+        vec![
+            "activate",
+            "-c",
+            lib_s,
+            "-i",
+            "s",
+            "-v",
+            "2.0.0",
+            "-p",
+            miss.to_str().unwrap(),
+        ],
+        vec!["delete", "-c", lib_s],
+        vec!["gc"],
+    ] {
+        let o = as_root(&home, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "`{}` as root: {err}",
+            args.join(" ")
+        );
+        assert!(
+            err.contains("read-only") && err.contains("nobody") && err.contains("65534"),
+            "`{}`: the error names the owner: {err}",
+            args.join(" ")
+        );
+        assert_eq!(
+            snapshot(&home),
+            before,
+            "`{}` as root changed the store",
+            args.join(" ")
+        );
+    }
+
+    // The owner's own writes all work.
+    ok(
+        &as_nobody(&home, &["store", "import", c_s, "--name", "r/c/1"]),
+        "bind a new id as the owner",
+    );
+    ok(
+        &as_nobody(&home, &["store", "import", c_s, "--name", "r/a/2"]),
+        "bind a new version as the owner",
+    );
+    ok(&as_nobody(&home, &["store", "import", c_s]), "import");
+    ok(
+        &as_nobody(&home, &["delete", "-c", lib_s]),
+        "delete as the owner",
+    );
+    ok(&as_nobody(&home, &["gc"]), "gc as the owner");
+    ok(&as_nobody(&home, &["fsck"]), "fsck as the owner");
+}
