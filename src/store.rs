@@ -62,6 +62,25 @@ const OWN_DIRS: [&str; 6] = [
     "quarantine",
 ];
 
+/// The mode of every directory of the store outside objects and temp dirs, whatever the umask
+/// (`store-format.md`, "Modes"): only the owner writes.
+pub(crate) const DIR_MODE: u32 = 0o755;
+/// The mode of the store's own files (`format`, the store lock files).
+pub(crate) const FILE_MODE: u32 = 0o644;
+
+/// Creates the store directory `p` with [`DIR_MODE`], set explicitly since `mkdir` applies the
+/// umask (and a setgid parent adds its bit). `Ok(false)`: it already existed (left as it is).
+pub(crate) fn make_dir(p: &Path) -> Result<bool> {
+    match fs::DirBuilder::new().mode(DIR_MODE).create(p) {
+        Ok(()) => {
+            sys::set_mode(p, DIR_MODE).map_err(Error::io("chmod", p))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io("create dir", p)(e)),
+    }
+}
+
 /// `Ok(true)`: `p` is a real directory; `Ok(false)`: it does not exist; an error when it is a
 /// symlink (planted, e.g. to make us write or delete elsewhere) or not a directory.
 pub(crate) fn real_dir(p: &Path) -> Result<bool> {
@@ -278,11 +297,7 @@ impl Store {
     /// Moves a finished tree to its object path. Caller holds the shared store lock.
     pub(crate) fn publish(&self, root: &Path, id: &ObjectId) -> Result<()> {
         let shard = self.layout.object_shard(id);
-        match fs::DirBuilder::new().mode(0o755).create(&shard) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io("create dir", &shard)(e)),
-        }
+        make_dir(&shard)?;
         real_dir(&shard)?;
         let dest = self.layout.object_dir(id);
         match sys::publish_dir(root, &dest).map_err(Error::io("publish", &dest))? {
@@ -321,9 +336,11 @@ impl Store {
             .map_err(Error::io("symlink", &link))?;
         let path = self.layout.name_path(name);
         let parent = path.parent().unwrap_or(self.layout.root());
-        // Before creating anything (`create_dir_all` follows a planted route link), and after.
+        // Before creating anything (`mkdir` of the id dir follows a planted route link), and
+        // after.
         self.check_name_dirs(name)?;
-        fs::create_dir_all(parent).map_err(Error::io("create dir", parent))?;
+        make_dir(&self.layout.names().join(name.route()))?;
+        make_dir(parent)?;
         self.check_name_dirs(name)?;
         sys::replace(&link, &path).map_err(Error::io("rename", &path))?;
         if self.durability == Durability::Sync {
@@ -615,24 +632,28 @@ fn create(layout: &Layout) -> Result<()> {
     fs::create_dir_all(home).map_err(Error::io("create dir", home))?;
     let staging = home.join(format!(".{STORE_DIR}-init-{:016x}", fastrand::u64(..)));
     fs::DirBuilder::new()
-        .mode(0o755)
+        .mode(DIR_MODE)
         .create(&staging)
         .map_err(Error::io("create dir", &staging))?;
     let result = (|| {
+        sys::set_mode(&staging, DIR_MODE).map_err(Error::io("chmod", &staging))?;
         for d in SUBDIRS {
             let p = staging.join(d);
-            fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&p)
-                .map_err(Error::io("create dir", &p))?;
+            if !make_dir(&p)? {
+                return Err(Error::io("create dir", &p)(
+                    io::ErrorKind::AlreadyExists.into(),
+                ));
+            }
         }
         for l in ["gc.lock", "gc-intent.lock"] {
             let p = staging.join("locks").join(l);
             fs::File::create(&p).map_err(Error::io("create", &p))?;
+            sys::set_mode(&p, FILE_MODE).map_err(Error::io("chmod", &p))?;
         }
         let f = staging.join("format");
         fs::write(&f, format!("{FORMAT_TAG} {FORMAT_MAJOR}.{FORMAT_MINOR}\n"))
             .map_err(Error::io("write", &f))?;
+        sys::set_mode(&f, FILE_MODE).map_err(Error::io("chmod", &f))?;
         sys::sync_path(&f).map_err(Error::io("fsync", &f))?;
         sys::sync_path(&staging).map_err(Error::io("fsync", &staging))?;
         sys::publish_dir(&staging, layout.root()).map_err(Error::io("publish", layout.root()))
