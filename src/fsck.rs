@@ -413,7 +413,8 @@ fn repair_one(store: &Store, p: &mut Problem) -> Result<bool> {
         return Ok(true);
     }
     Ok(match p.kind {
-        "dead-temp" => false,
+        // Another sweeper may be removing it right now: `reclaim_dead` waits for it.
+        "dead-temp" => tmp::reclaim_dead(&p.path)?,
         "bad-permissions" => {
             let want = if p.detail.ends_with("555") {
                 0o555

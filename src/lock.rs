@@ -224,6 +224,31 @@ impl OwnerLock {
         }))
     }
 
+    /// Blocks until whoever holds the temp-dir lock at `path` lets it go: a sweeper removing a
+    /// dead owner's dir (the owner itself never takes a dead dir's lock again). Returns at once
+    /// when there is no such file, or something other than a regular file is there (never opened
+    /// through a symlink, never blocking in `open` on a FIFO).
+    pub(crate) fn wait_released(path: &Path) -> Result<()> {
+        let f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(sys::O_NOFOLLOW | sys::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if sys::is_not_found(&e) || sys::is_symlink_refused(&e) => return Ok(()),
+            Err(e) => return Err(Error::io("open lock", path)(e)),
+        };
+        if !f
+            .metadata()
+            .map_err(Error::io("stat lock", path))?
+            .is_file()
+        {
+            return Ok(());
+        }
+        sys::lock(&f, LockMode::Shared, true).map_err(Error::io("lock", path))?;
+        Ok(())
+    }
+
     /// Unlinks the lock file while still holding the lock, then releases it.
     pub(crate) fn remove(self) -> Result<()> {
         match std::fs::remove_file(&self.path) {

@@ -24,6 +24,9 @@ use rustix::io::Errno;
 /// following it.
 pub(crate) const O_NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
 
+/// `O_NONBLOCK` for `OpenOptionsExt::custom_flags`: opening a FIFO does not wait for a writer.
+pub(crate) const O_NONBLOCK: i32 = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+
 /// Whether `e` is an `O_NOFOLLOW` open that met a symlink (`ELOOP`).
 pub(crate) fn is_symlink_refused(e: &io::Error) -> bool {
     Errno::from_io_error(e) == Some(Errno::LOOP)
@@ -283,7 +286,7 @@ pub(crate) fn set_mode_nofollow(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(O_NOFOLLOW | rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .custom_flags(O_NOFOLLOW | O_NONBLOCK)
         .open(path)?;
     let ft = f.metadata()?.file_type();
     if !(ft.is_dir() || ft.is_file()) {
