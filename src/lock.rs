@@ -19,7 +19,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -58,7 +58,18 @@ fn open_lock_file(path: &Path) -> Result<Option<File>> {
         .custom_flags(sys::O_NOFOLLOW)
         .open(path);
     match rw {
-        Ok(f) => Ok(Some(f)),
+        Ok(f) => {
+            // A fixed mode whatever the umask (`store-format.md`, "Owner and modes"); only the
+            // owner of a file changes it.
+            if let Ok(m) = f.metadata()
+                && m.permissions().mode() & 0o7777 != 0o644
+                && std::os::unix::fs::MetadataExt::uid(&m) == sys::euid()
+                && let Err(e) = sys::set_mode_fd(&f, 0o644)
+            {
+                log::debug!("chmod {}: {e}", path.display());
+            }
+            Ok(Some(f))
+        }
         Err(e) if sys::is_read_only(&e) || sys::is_not_found(&e) => {
             match open_read_nofollow(path) {
                 Ok(f) => Ok(Some(f)),

@@ -477,3 +477,85 @@ fn root_refuses_to_write_a_store_owned_by_another_user() {
     ok(&as_nobody(&home, &["gc"]), "gc as the owner");
     ok(&as_nobody(&home, &["fsck"]), "fsck as the owner");
 }
+
+/// A store of `nobody` with what root left in it before root's writes were refused (a root-owned
+/// id dir and name) and a names dir made group-writable: the owner's `fsck` reports both, its
+/// `--repair` takes the group's write access away but cannot take root's entries back, and says
+/// which `chown` to run as root; after it, the store is clean and the owner binds there again
+/// (issue 9, items 5 and 10).
+#[test]
+fn owner_repair_fixes_modes_and_names_the_chown_for_root_owned_leftovers() {
+    if !common::root_with_setpriv(module_path!()) {
+        return;
+    }
+    let (t, work) = scratch();
+    let home = work.join("home");
+    let a = t.path().join("a");
+    make_tree(&a, "a");
+    let a_s = a.to_str().unwrap();
+    let id = ok(
+        &as_nobody(&home, &["store", "import", a_s, "--name", "r/a/1"]),
+        "import as the owner",
+    );
+    let root = home.join("store-v1");
+    // What a root run used to leave: an id dir and a name of root's.
+    fs::create_dir(root.join("names/r/c")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../../../objects/{}/{id}", &id[..2]),
+        root.join("names/r/c/1"),
+    )
+    .unwrap();
+    fs::set_permissions(root.join("names/r/a"), fs::Permissions::from_mode(0o775)).unwrap();
+
+    let o = as_nobody(&home, &["fsck", "--repair", "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    let find = |kind: &str, p: &Path| {
+        problems
+            .iter()
+            .find(|x| x["kind"] == kind && x["path"] == p.to_str().unwrap())
+            .unwrap_or_else(|| panic!("{kind} {} not reported: {report:#}", p.display()))
+    };
+    assert_eq!(
+        find("unsafe-permissions", &root.join("names/r/a"))["repaired"],
+        true
+    );
+    let left = find("foreign-owner", &root.join("names/r/c"));
+    assert_eq!(left["repaired"], false, "{report:#}");
+    let detail = left["detail"].as_str().unwrap();
+    assert!(detail.contains("uid 0 (root)"), "{detail}");
+    assert!(
+        detail.contains(&format!(
+            "chown -hR {NOBODY} {}",
+            root.join("names/r/c").display()
+        )),
+        "{detail}"
+    );
+    assert_eq!(
+        find("foreign-owner", &root.join("names/r/c/1"))["repaired"],
+        false
+    );
+    assert_eq!(
+        fs::metadata(root.join("names/r/a")).unwrap().mode() & 0o777,
+        0o755
+    );
+
+    // Root runs the chown it was told; the owner's store is clean and writable again.
+    let st = Command::new("chown")
+        .args(["-hR", &NOBODY.to_string()])
+        .arg(root.join("names/r/c"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    ok(&as_nobody(&home, &["fsck"]), "fsck after the chown");
+    ok(
+        &as_nobody(&home, &["store", "import", a_s, "--name", "r/c/2"]),
+        "bind under the id dir root made",
+    );
+}
