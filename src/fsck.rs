@@ -223,8 +223,14 @@ fn check_access(layout: &Layout, owner: u32, names: &[scan::NameEntry]) -> Resul
     }
     paths.extend(names.iter().map(|n| n.path.clone()));
     let locks = layout.locks();
+    paths.push(layout.tmp());
+    // Another user's temp dir or lock there stops the owner's sweeps (its lock cannot be opened).
+    paths.extend(
+        scan::read_dir_names(&layout.tmp())?
+            .into_iter()
+            .map(|(_, p, _)| p),
+    );
     paths.extend([
-        layout.tmp(),
         layout.gc_lock(),
         layout.gc_intent_lock(),
         locks.join("names"),
