@@ -63,7 +63,7 @@ const OWN_DIRS: [&str; 6] = [
 ];
 
 /// The mode of every directory of the store outside objects and temp dirs, whatever the umask
-/// (`store-format.md`, "Modes"): only the owner writes.
+/// (`store-format.md`, "Owner and modes"): only the owner writes.
 pub(crate) const DIR_MODE: u32 = 0o755;
 /// The mode of the store's own files (`format`, the store lock files).
 pub(crate) const FILE_MODE: u32 = 0o644;
@@ -78,6 +78,26 @@ pub(crate) fn make_dir(p: &Path) -> Result<bool> {
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(Error::io("create dir", p)(e)),
+    }
+}
+
+/// Makes sure the store directory `p` exists, creating it in `staging` (a temp dir of ours on the
+/// same file system) with [`DIR_MODE`] and moving it into place with a no-replace rename: nobody,
+/// not even a crash, ever sees it with the mode the umask would give. Losing the race to another
+/// creator is fine (its directory has the same mode).
+pub(crate) fn make_dir_via(p: &Path, staging: &Path) -> Result<()> {
+    if fs::symlink_metadata(p).is_ok() {
+        return Ok(());
+    }
+    let d = staging.join(format!("dir-{:016x}", fastrand::u64(..)));
+    if !make_dir(&d)? {
+        return Err(Error::io("create dir", &d)(
+            io::ErrorKind::AlreadyExists.into(),
+        ));
+    }
+    match sys::publish_dir(&d, p).map_err(Error::io("create dir", p))? {
+        Publish::Moved => Ok(()),
+        Publish::Exists => fs::remove_dir(&d).map_err(Error::io("remove", &d)),
     }
 }
 
@@ -339,8 +359,8 @@ impl Store {
         // Before creating anything (`mkdir` of the id dir follows a planted route link), and
         // after.
         self.check_name_dirs(name)?;
-        make_dir(&self.layout.names().join(name.route()))?;
-        make_dir(parent)?;
+        make_dir_via(&self.layout.names().join(name.route()), tmp.path())?;
+        make_dir_via(parent, tmp.path())?;
         self.check_name_dirs(name)?;
         sys::replace(&link, &path).map_err(Error::io("rename", &path))?;
         if self.durability == Durability::Sync {
