@@ -140,6 +140,24 @@ pub enum Error {
         /// The destination.
         path: PathBuf,
     },
+    /// The store belongs to another user: only its owner writes to it, every other process
+    /// (root included) uses it read-only (README, "Sharing a store between users").
+    #[error(
+        "store {} is read-only for this process: it belongs to {owner} and this process runs as \
+         {user}; only the store's owner writes to it: cannot {op} (run as its owner, or use a \
+         store of your own)",
+        path.display()
+    )]
+    NotOwner {
+        /// The store's directory.
+        path: PathBuf,
+        /// What needed write access.
+        op: &'static str,
+        /// The store's owner, as `uid N (name)`.
+        owner: String,
+        /// This process's effective user, as `uid N (name)`.
+        user: String,
+    },
     /// The operation needs to write but the store is read-only for this process.
     #[error("store {} is read-only for this process: cannot {op}", path.display())]
     ReadOnly {

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -31,7 +31,9 @@ use crate::tmp;
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
     /// Machine-readable kind: `corrupt-object`, `bad-permissions`, `dangling-name`,
-    /// `foreign-entry`, `dead-temp`.
+    /// `foreign-entry`, `dead-temp`, `unsafe-permissions` (a store directory or file that group
+    /// or others may write), `foreign-owner` (a store entry, name or object owned by another user
+    /// than the store's owner).
     pub kind: &'static str,
     /// What is wrong.
     pub path: PathBuf,
@@ -75,6 +77,9 @@ type Child = (String, Kind, [u8; 32]);
 struct Walk<'a> {
     bytes: &'a Mutex<u64>,
     perms: &'a Mutex<Vec<(PathBuf, u32)>>,
+    /// The store's owner, and how many entries another user owns (the first one's path).
+    owner: u32,
+    foreign: &'a Mutex<(usize, Option<PathBuf>)>,
 }
 
 fn digest_dir(dir: &Path, w: &Walk) -> std::result::Result<[u8; 32], String> {
@@ -89,6 +94,11 @@ fn digest_dir(dir: &Path, w: &Walk) -> std::result::Result<[u8; 32], String> {
             }
             let meta =
                 fs::symlink_metadata(path).map_err(|e| format!("stat {}: {e}", path.display()))?;
+            if meta.uid() != w.owner {
+                let mut f = w.foreign.lock().map_err(|_| "poisoned")?;
+                f.0 += 1;
+                f.1.get_or_insert_with(|| path.clone());
+            }
             let mode = meta.permissions().mode() & 0o7777;
             let ft = meta.file_type();
             if ft.is_dir() {
@@ -139,23 +149,35 @@ fn digest_dir(dir: &Path, w: &Walk) -> std::result::Result<[u8; 32], String> {
     Ok(hash::dir_digest(&mut children))
 }
 
-/// Rehashes the object at `path`: `Ok(perm fixes)` when its content matches `id`.
+/// What rehashing a sound object found besides: permission fixes, and how many of its entries
+/// another user owns (with the first one's path).
+struct Checked {
+    perms: Vec<(PathBuf, u32)>,
+    foreign: (usize, Option<PathBuf>),
+}
+
+/// Rehashes the object at `path`: `Ok` when its content matches `id`.
 fn verify_object(
     id: &ObjectId,
     path: &Path,
     bytes: &Mutex<u64>,
-) -> std::result::Result<Vec<(PathBuf, u32)>, String> {
+    owner: u32,
+) -> std::result::Result<Checked, String> {
     let perms = Mutex::new(Vec::new());
-    let root_mode = fs::symlink_metadata(path)
-        .map_err(|e| e.to_string())?
-        .permissions()
-        .mode()
-        & 0o7777;
+    let root = fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    let root_mode = root.permissions().mode() & 0o7777;
+    let foreign = Mutex::new(if root.uid() != owner {
+        (1, Some(path.to_path_buf()))
+    } else {
+        (0, None)
+    });
     let digest = digest_dir(
         path,
         &Walk {
             bytes,
             perms: &perms,
+            owner,
+            foreign: &foreign,
         },
     )?;
     if digest != *id.as_bytes() {
@@ -169,7 +191,84 @@ fn verify_object(
         perms.push((path.to_path_buf(), 0o555));
     }
     perms.sort();
-    Ok(perms)
+    Ok(Checked {
+        perms,
+        foreign: foreign.into_inner().map_err(|_| "poisoned".to_string())?,
+    })
+}
+
+/// The store's own directories and files, names included, that another user owns or that group
+/// or others may write (anyone who can write a names directory can re-point its names). Objects
+/// are checked as they are rehashed. Listed parents first, so a repair fixes a directory before
+/// what is in it.
+fn check_access(layout: &Layout, owner: u32, names: &[scan::NameEntry]) -> Result<Vec<Problem>> {
+    let dirs_in = |dir: &Path| -> Result<Vec<PathBuf>> {
+        Ok(scan::read_dir_names(dir)?
+            .into_iter()
+            .filter(|(_, _, ft)| ft.is_dir())
+            .map(|(_, p, _)| p)
+            .collect())
+    };
+    let mut paths = vec![
+        layout.root().to_path_buf(),
+        layout.format_file(),
+        layout.objects(),
+    ];
+    paths.extend(dirs_in(&layout.objects())?);
+    paths.push(layout.names());
+    for route in dirs_in(&layout.names())? {
+        let ids = dirs_in(&route)?;
+        paths.push(route);
+        paths.extend(ids);
+    }
+    paths.extend(names.iter().map(|n| n.path.clone()));
+    let locks = layout.locks();
+    paths.push(layout.tmp());
+    // Another user's temp dir or lock there stops the owner's sweeps (its lock cannot be opened).
+    paths.extend(
+        scan::read_dir_names(&layout.tmp())?
+            .into_iter()
+            .map(|(_, p, _)| p),
+    );
+    paths.extend([
+        layout.gc_lock(),
+        layout.gc_intent_lock(),
+        locks.join("names"),
+        locks,
+        layout.quarantine(),
+    ]);
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = match fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            // Removed since the listing (a name unbound, an empty dir pruned), or never made.
+            Err(e) if sys::is_not_found(&e) => continue,
+            Err(e) => return Err(Error::io("stat", &p)(e)),
+        };
+        if meta.uid() != owner {
+            out.push(problem(
+                "foreign-owner",
+                p.clone(),
+                format!(
+                    "owned by {}, not by the store's owner {}",
+                    sys::describe_user(meta.uid()),
+                    sys::describe_user(owner)
+                ),
+            ));
+        }
+        let mode = meta.mode() & 0o7777;
+        if !meta.file_type().is_symlink() && mode & 0o022 != 0 {
+            out.push(problem(
+                "unsafe-permissions",
+                p,
+                format!(
+                    "mode {mode:o} lets group or others write; should be {:o}",
+                    mode & !0o022
+                ),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 fn problem(kind: &'static str, path: PathBuf, detail: impl Into<String>) -> Problem {
@@ -211,17 +310,43 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
             .problems
             .push(problem("foreign-entry", f.path.clone(), f.why));
     }
+    let owner = store.owner();
+    // One finding per path: what the sweep already called foreign (a FIFO, another user's lock)
+    // is left alone, not also given back to the owner.
+    let foreign: HashSet<PathBuf> = report
+        .problems
+        .iter()
+        .filter(|p| p.kind == "foreign-entry")
+        .map(|p| p.path.clone())
+        .collect();
+    report.problems.extend(
+        check_access(layout, owner, &names)?
+            .into_iter()
+            .filter(|p| !foreign.contains(&p.path)),
+    );
     let bytes = Mutex::new(0u64);
     let results: Vec<_> = objects
         .par_iter()
-        .map(|(id, path)| (id, path, verify_object(id, path, &bytes)))
+        .map(|(id, path)| (id, path, verify_object(id, path, &bytes, owner)))
         .collect();
     report.objects = objects.len();
     report.bytes = bytes.into_inner().unwrap_or(0);
     let mut bad: HashSet<ObjectId> = HashSet::new();
     for (id, path, r) in &results {
         match r {
-            Ok(perms) => {
+            Ok(Checked { perms, foreign }) => {
+                if let (n, Some(first)) = foreign {
+                    report.problems.push(problem(
+                        "foreign-owner",
+                        path.to_path_buf(),
+                        format!(
+                            "{n} of its entries owned by another user than the store's owner {} \
+                             (the first: {})",
+                            sys::describe_user(owner),
+                            first.display()
+                        ),
+                    ));
+                }
                 for (p, want) in perms {
                     report.problems.push(problem(
                         "bad-permissions",
@@ -285,69 +410,163 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
 
 fn repair_all(store: &Store, report: &mut FsckReport) -> Result<()> {
     let layout = store.layout();
+    store.check_owner("repair")?;
     tmp::sweep(layout, false)?;
-    let quarantine = layout.quarantine();
     let _guard = lock::store_exclusive(layout)?;
     for p in report.problems.iter_mut() {
-        p.repaired = match p.kind {
-            "dead-temp" => fs::symlink_metadata(&p.path).is_err(),
-            "bad-permissions" => {
-                let want = if p.detail.ends_with("555") {
-                    0o555
-                } else {
-                    0o444
-                };
-                sys::set_mode(&p.path, want).map_err(Error::io("chmod", &p.path))?;
-                true
-            }
-            "corrupt-object" | "foreign-entry" if p.path.starts_with(layout.objects()) => {
-                let still_bad = match p
+        p.repaired = match repair_one(store, p) {
+            Ok(done) => done,
+            // Gone while we repaired it (another process's sweep, gc or delete): nothing is left
+            // to repair.
+            Err(_) if gone(&p.path) => true,
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(())
+}
+
+fn gone(p: &Path) -> bool {
+    matches!(fs::symlink_metadata(p), Err(e) if sys::is_not_found(&e))
+}
+
+/// Re-checks `p` under the exclusive store lock and repairs it: `Ok(true)` when nothing is left
+/// wrong (including when someone else fixed or removed it first), `Ok(false)` when it cannot be
+/// repaired (the detail then says why).
+fn repair_one(store: &Store, p: &mut Problem) -> Result<bool> {
+    let layout = store.layout();
+    let owner = store.owner();
+    if gone(&p.path) {
+        return Ok(true);
+    }
+    Ok(match p.kind {
+        // Another sweeper may be removing it right now: `reclaim_dead` waits for it.
+        "dead-temp" => tmp::reclaim_dead(&p.path)?,
+        "bad-permissions" => {
+            let want = if p.detail.ends_with("555") {
+                0o555
+            } else {
+                0o444
+            };
+            sys::set_mode(&p.path, want).map_err(Error::io("chmod", &p.path))?;
+            true
+        }
+        "corrupt-object" | "foreign-entry" if p.path.starts_with(layout.objects()) => {
+            let still_bad = match p
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(ObjectId::from_hex)
+            {
+                Some(id) if p.kind == "corrupt-object" => {
+                    verify_object(&id, &p.path, &Mutex::new(0), owner).is_err()
+                }
+                _ => true,
+            };
+            if still_bad {
+                let quarantine = layout.quarantine();
+                crate::store::make_dir(&quarantine)?;
+                let base = p
                     .path
                     .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(ObjectId::from_hex)
-                {
-                    Some(id) if p.kind == "corrupt-object" => {
-                        verify_object(&id, &p.path, &Mutex::new(0)).is_err()
-                    }
-                    _ => fs::symlink_metadata(&p.path).is_ok(),
-                };
-                if still_bad {
-                    fs::create_dir_all(&quarantine)
-                        .map_err(Error::io("create dir", &quarantine))?;
-                    let base = p
-                        .path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    let to = quarantine.join(format!("{base}.{:016x}", fastrand::u64(..)));
-                    let meta = fs::symlink_metadata(&p.path).map_err(Error::io("stat", &p.path))?;
-                    if meta.is_dir() {
-                        move_out(&p.path, &to)?;
-                    } else {
-                        fs::rename(&p.path, &to).map_err(Error::io("rename", &p.path))?;
-                    }
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let to = quarantine.join(format!("{base}.{:016x}", fastrand::u64(..)));
+                let meta = fs::symlink_metadata(&p.path).map_err(Error::io("stat", &p.path))?;
+                if meta.is_dir() {
+                    move_out(&p.path, &to)?;
+                } else {
+                    fs::rename(&p.path, &to).map_err(Error::io("rename", &p.path))?;
                 }
-                true
             }
-            "dangling-name" => {
-                let still = match fs::read_link(&p.path) {
-                    Ok(t) => match Layout::parse_name_target(&t) {
-                        None => true,
-                        Some(id) => {
-                            let dir = layout.object_dir(&id);
-                            !dir.is_dir() || verify_object(&id, &dir, &Mutex::new(0)).is_err()
-                        }
-                    },
-                    Err(_) => false,
-                };
-                if still {
-                    fs::remove_file(&p.path).map_err(Error::io("remove", &p.path))?;
+            true
+        }
+        "dangling-name" => {
+            let still = match fs::read_link(&p.path) {
+                Ok(t) => match Layout::parse_name_target(&t) {
+                    None => true,
+                    Some(id) => {
+                        let dir = layout.object_dir(&id);
+                        !dir.is_dir() || verify_object(&id, &dir, &Mutex::new(0), owner).is_err()
+                    }
+                },
+                Err(_) => false,
+            };
+            if still {
+                fs::remove_file(&p.path).map_err(Error::io("remove", &p.path))?;
+            }
+            true
+        }
+        "unsafe-permissions" => {
+            let meta = fs::symlink_metadata(&p.path).map_err(Error::io("stat", &p.path))?;
+            let mode = meta.mode() & 0o7777;
+            if meta.file_type().is_symlink() || mode & 0o022 == 0 {
+                return Ok(true);
+            }
+            match sys::set_mode_nofollow(&p.path, mode & !0o022) {
+                Ok(()) => true,
+                Err(e) if sys::is_read_only(&e) => {
+                    p.detail.push_str(&format!(
+                        "; cannot chmod it as {}, owned by {}: {e}",
+                        sys::describe_user(sys::euid()),
+                        sys::describe_user(meta.uid())
+                    ));
+                    false
                 }
-                true
+                Err(e) => return Err(Error::io("chmod", &p.path)(e)),
             }
-            _ => false,
-        };
+        }
+        "foreign-owner" => match give_back(layout, owner, &p.path) {
+            Ok(()) => true,
+            Err(Error::Io { source, path, .. }) if sys::is_read_only(&source) => {
+                p.detail.push_str(&format!(
+                    "; {} cannot take it back ({source} on {}): as root, run `chown -hR {owner} {}`",
+                    sys::describe_user(sys::euid()),
+                    path.display(),
+                    p.path.display()
+                ));
+                false
+            }
+            Err(e) => return Err(e),
+        },
+        _ => false,
+    })
+}
+
+/// Ends another user's ownership of `path`: a name they bound is dropped (its target cannot be
+/// trusted; the next activation fetches it again), anything else is given to the store's owner
+/// (which only root may do), every entry of an object included.
+fn give_back(layout: &Layout, owner: u32, path: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(path).map_err(Error::io("stat", path))?;
+    let is_name = meta.file_type().is_symlink()
+        && path
+            .strip_prefix(layout.names())
+            .is_ok_and(|r| r.components().count() == 3);
+    if is_name {
+        if meta.uid() != owner {
+            fs::remove_file(path).map_err(Error::io("remove", path))?;
+        }
+        return Ok(());
+    }
+    if meta.uid() != owner {
+        sys::chown_nofollow(path, owner).map_err(Error::io("chown", path))?;
+    }
+    let is_object = meta.is_dir()
+        && path
+            .strip_prefix(layout.objects())
+            .is_ok_and(|r| r.components().count() == 2);
+    if is_object {
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for (_, p, ft) in scan::read_dir_names(&dir)? {
+                let m = fs::symlink_metadata(&p).map_err(Error::io("stat", &p))?;
+                if m.uid() != owner {
+                    sys::chown_nofollow(&p, owner).map_err(Error::io("chown", &p))?;
+                }
+                if ft.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -38,6 +38,9 @@ pub struct GcReport {
 /// Runs gc on `store`.
 pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport> {
     let layout = store.layout();
+    if !dry_run {
+        store.check_owner("collect garbage")?;
+    }
     let temp = tmp::sweep(layout, dry_run)?;
     let trash = if dry_run {
         None

@@ -23,7 +23,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -118,7 +118,18 @@ fn open_lock_file(path: &Path) -> Result<Option<File>> {
         .custom_flags(OPEN_FLAGS)
         .open(path);
     let f = match rw {
-        Ok(f) => f,
+        Ok(f) => {
+            // A fixed mode whatever the umask (`store-format.md`, "Owner and modes"); only the
+            // owner of a file changes it.
+            if let Ok(m) = f.metadata()
+                && m.permissions().mode() & 0o7777 != 0o644
+                && std::os::unix::fs::MetadataExt::uid(&m) == sys::euid()
+                && let Err(e) = sys::set_mode_fd(&f, 0o644)
+            {
+                log::debug!("chmod {}: {e}", path.display());
+            }
+            f
+        }
         Err(e) if sys::is_read_only(&e) || sys::is_not_found(&e) => {
             match open_read_nofollow(path) {
                 Ok(f) => f,
@@ -299,6 +310,31 @@ impl OwnerLock {
             file: Some(f),
             path: path.to_path_buf(),
         }))
+    }
+
+    /// Blocks until whoever holds the temp-dir lock at `path` lets it go: a sweeper removing a
+    /// dead owner's dir (the owner itself never takes a dead dir's lock again). Returns at once
+    /// when there is no such file, or something other than a regular file is there (never opened
+    /// through a symlink, never blocking in `open` on a FIFO).
+    pub(crate) fn wait_released(path: &Path) -> Result<()> {
+        let f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(sys::O_NOFOLLOW | sys::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if sys::is_not_found(&e) || sys::is_symlink_refused(&e) => return Ok(()),
+            Err(e) => return Err(Error::io("open lock", path)(e)),
+        };
+        if !f
+            .metadata()
+            .map_err(Error::io("stat lock", path))?
+            .is_file()
+        {
+            return Ok(());
+        }
+        sys::lock(&f, LockMode::Shared, true).map_err(Error::io("lock", path))?;
+        Ok(())
     }
 
     /// Unlinks the lock file while still holding the lock, then releases it.

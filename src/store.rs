@@ -37,6 +37,8 @@ pub struct Store {
     lower: Vec<Store>,
     /// When set, waits for another process's fill stop early with [`Error::Cancelled`].
     interrupt: Option<Arc<AtomicBool>>,
+    /// The uid that owns the store directory: the only user that writes to it.
+    owner: u32,
 }
 
 /// What an import did.
@@ -59,6 +61,45 @@ const OWN_DIRS: [&str; 6] = [
     "locks/names",
     "quarantine",
 ];
+
+/// The mode of every directory of the store outside objects and temp dirs, whatever the umask
+/// (`store-format.md`, "Owner and modes"): only the owner writes.
+pub(crate) const DIR_MODE: u32 = 0o755;
+/// The mode of the store's own files (`format`, the store lock files).
+pub(crate) const FILE_MODE: u32 = 0o644;
+
+/// Creates the store directory `p` with [`DIR_MODE`], set explicitly since `mkdir` applies the
+/// umask (and a setgid parent adds its bit). `Ok(false)`: it already existed (left as it is).
+pub(crate) fn make_dir(p: &Path) -> Result<bool> {
+    match fs::DirBuilder::new().mode(DIR_MODE).create(p) {
+        Ok(()) => {
+            sys::set_mode(p, DIR_MODE).map_err(Error::io("chmod", p))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io("create dir", p)(e)),
+    }
+}
+
+/// Makes sure the store directory `p` exists, creating it in `staging` (a temp dir of ours on the
+/// same file system) with [`DIR_MODE`] and moving it into place with a no-replace rename: nobody,
+/// not even a crash, ever sees it with the mode the umask would give. Losing the race to another
+/// creator is fine (its directory has the same mode).
+pub(crate) fn make_dir_via(p: &Path, staging: &Path) -> Result<()> {
+    if fs::symlink_metadata(p).is_ok() {
+        return Ok(());
+    }
+    let d = staging.join(format!("dir-{:016x}", fastrand::u64(..)));
+    if !make_dir(&d)? {
+        return Err(Error::io("create dir", &d)(
+            io::ErrorKind::AlreadyExists.into(),
+        ));
+    }
+    match sys::publish_dir(&d, p).map_err(Error::io("create dir", p))? {
+        Publish::Moved => Ok(()),
+        Publish::Exists => fs::remove_dir(&d).map_err(Error::io("remove", &d)),
+    }
+}
 
 /// `Ok(true)`: `p` is a real directory; `Ok(false)`: it does not exist; an error when it is a
 /// symlink (planted, e.g. to make us write or delete elsewhere) or not a directory.
@@ -105,6 +146,9 @@ impl Store {
     }
 
     fn from_layout(layout: Layout) -> Result<Store> {
+        let owner = sys::owner(layout.root())
+            .map_err(Error::io("stat", layout.root()))?
+            .ok_or_else(|| Error::io("stat", layout.root())(std::io::ErrorKind::NotFound.into()))?;
         for d in OWN_DIRS {
             real_dir(&layout.root().join(d))?;
         }
@@ -152,6 +196,7 @@ impl Store {
             durability: Durability::Sync,
             lower: Vec::new(),
             interrupt: None,
+            owner,
         })
     }
 
@@ -190,8 +235,30 @@ impl Store {
         &self.layout
     }
 
+    /// The uid that owns the store (README, "Sharing a store between users").
+    pub fn owner(&self) -> u32 {
+        self.owner
+    }
+
+    /// Refuses to `op` unless this process runs as the store's owner: another user, root
+    /// included, only reads the store, so that nothing in it is ever owned by anyone else (the
+    /// owner could not remove or replace it afterwards).
+    pub(crate) fn check_owner(&self, op: &'static str) -> Result<()> {
+        let euid = sys::euid();
+        if euid == self.owner {
+            return Ok(());
+        }
+        Err(Error::NotOwner {
+            path: self.layout.root().to_path_buf(),
+            op,
+            owner: sys::describe_user(self.owner),
+            user: sys::describe_user(euid),
+        })
+    }
+
     /// Reclaims temp dirs whose owner died.
     pub fn sweep(&self) -> Result<SweepReport> {
+        self.check_owner("sweep its temp area")?;
         tmp::sweep(&self.layout, false)
     }
 
@@ -203,6 +270,7 @@ impl Store {
 
     /// Ingests `src` (a directory, tar, tar.gz or zip), publishes it, and binds `name` to it.
     pub fn import(&self, src: &Path, name: Option<&Name>) -> Result<ObjectId> {
+        self.check_owner("import")?;
         self.sweep_quietly();
         let tmp =
             TempDir::create(&self.layout, "ingest").map_err(|e| self.read_only_or(e, "import"))?;
@@ -225,6 +293,7 @@ impl Store {
                 ingested: false,
             });
         }
+        self.check_owner("import")?;
         let _single = lock::name_exclusive(&self.layout, name, self.interrupt.as_deref())
             .map_err(|e| self.read_only_or(e, "import"))?;
         if let Some(id) = self.lookup(name)? {
@@ -250,11 +319,7 @@ impl Store {
     /// Moves a finished tree to its object path. Caller holds the shared store lock.
     pub(crate) fn publish(&self, root: &Path, id: &ObjectId) -> Result<()> {
         let shard = self.layout.object_shard(id);
-        match fs::DirBuilder::new().mode(0o755).create(&shard) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io("create dir", &shard)(e)),
-        }
+        make_dir(&shard)?;
         real_dir(&shard)?;
         let dest = self.layout.object_dir(id);
         match sys::publish_dir(root, &dest).map_err(Error::io("publish", &dest))? {
@@ -273,6 +338,7 @@ impl Store {
 
     /// Points `name` at object `id` (which must be in the store), replacing any old binding.
     pub fn bind(&self, name: &Name, id: &ObjectId) -> Result<()> {
+        self.check_owner("bind a name")?;
         let tmp = TempDir::create(&self.layout, "bind")
             .map_err(|e| self.read_only_or(e, "bind a name"))?;
         let _guard = lock::store_shared(&self.layout)?;
@@ -292,9 +358,11 @@ impl Store {
             .map_err(Error::io("symlink", &link))?;
         let path = self.layout.name_path(name);
         let parent = path.parent().unwrap_or(self.layout.root());
-        // Before creating anything (`create_dir_all` follows a planted route link), and after.
+        // Before creating anything (`mkdir` of the id dir follows a planted route link), and
+        // after.
         self.check_name_dirs(name)?;
-        fs::create_dir_all(parent).map_err(Error::io("create dir", parent))?;
+        make_dir_via(&self.layout.names().join(name.route()), tmp.path())?;
+        make_dir_via(parent, tmp.path())?;
         self.check_name_dirs(name)?;
         sys::replace(&link, &path).map_err(Error::io("rename", &path))?;
         if self.durability == Durability::Sync {
@@ -452,6 +520,7 @@ impl Store {
 impl Store {
     /// A new temp dir in the store's temp area (a read-only store gives [`Error::ReadOnly`]).
     pub(crate) fn temp_dir(&self, kind: &str, op: &'static str) -> Result<TempDir> {
+        self.check_owner(op)?;
         self.sweep_quietly();
         TempDir::create(&self.layout, kind).map_err(|e| self.read_only_or(e, op))
     }
@@ -498,6 +567,7 @@ impl Store {
                 ingested: false,
             });
         }
+        self.check_owner("fill")?;
         let _single = lock::name_exclusive(&self.layout, name, self.interrupt.as_deref())
             .map_err(|e| self.read_only_or(e, "fill"))?;
         if !force && let Some(id) = self.lookup(name)? {
@@ -545,6 +615,7 @@ impl Store {
 
     /// Removes the name `name`; true when it existed.
     pub fn unbind(&self, name: &Name) -> Result<bool> {
+        self.check_owner("remove a name")?;
         let path = self.layout.name_path(name);
         let _guard = lock::store_shared(&self.layout)?;
         self.check_name_dirs(name)?;
@@ -706,24 +777,28 @@ fn create(layout: &Layout) -> Result<()> {
     fs::create_dir_all(home).map_err(Error::io("create dir", home))?;
     let staging = home.join(format!(".{STORE_DIR}-init-{:016x}", fastrand::u64(..)));
     fs::DirBuilder::new()
-        .mode(0o755)
+        .mode(DIR_MODE)
         .create(&staging)
         .map_err(Error::io("create dir", &staging))?;
     let result = (|| {
+        sys::set_mode(&staging, DIR_MODE).map_err(Error::io("chmod", &staging))?;
         for d in SUBDIRS {
             let p = staging.join(d);
-            fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&p)
-                .map_err(Error::io("create dir", &p))?;
+            if !make_dir(&p)? {
+                return Err(Error::io("create dir", &p)(
+                    io::ErrorKind::AlreadyExists.into(),
+                ));
+            }
         }
         for l in ["gc.lock", "gc-intent.lock"] {
             let p = staging.join("locks").join(l);
             fs::File::create(&p).map_err(Error::io("create", &p))?;
+            sys::set_mode(&p, FILE_MODE).map_err(Error::io("chmod", &p))?;
         }
         let f = staging.join("format");
         fs::write(&f, format!("{FORMAT_TAG} {FORMAT_MAJOR}.{FORMAT_MINOR}\n"))
             .map_err(Error::io("write", &f))?;
+        sys::set_mode(&f, FILE_MODE).map_err(Error::io("chmod", &f))?;
         sys::sync_path(&f).map_err(Error::io("fsync", &f))?;
         sys::sync_path(&staging).map_err(Error::io("fsync", &staging))?;
         sys::publish_dir(&staging, layout.root()).map_err(Error::io("publish", layout.root()))

@@ -299,3 +299,41 @@ pub(crate) fn is_not_found(e: &io::Error) -> bool {
 pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<bool> {
     rename_with(a, b, RenameFlags::EXCHANGE).map(|r| r.is_some())
 }
+
+/// Gives `path` itself (a symlink is not followed) to user `uid`; only root may.
+pub(crate) fn chown_nofollow(path: &Path, uid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), None)
+}
+
+/// Sets the permission bits of the directory or regular file at `path`, never through a
+/// symlink and never opening anything else (a FIFO, say) planted there.
+pub(crate) fn set_mode_nofollow(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOFOLLOW | O_NONBLOCK)
+        .open(path)?;
+    let ft = f.metadata()?.file_type();
+    if !(ft.is_dir() || ft.is_file()) {
+        return Err(io::Error::other("not a directory or a regular file"));
+    }
+    set_mode_fd(&f, mode)
+}
+
+/// `uid` as shown in messages: `uid 1000 (ci)`, with the user's name when `/etc/passwd` has it.
+pub(crate) fn describe_user(uid: u32) -> String {
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                let id = f.nth(1)?.parse::<u32>().ok()?;
+                (id == uid && !name.is_empty()).then(|| name.to_string())
+            })
+        });
+    match name {
+        Some(n) => format!("uid {uid} ({n})"),
+        None => format!("uid {uid}"),
+    }
+}

@@ -168,6 +168,25 @@ pub(crate) fn sweep(layout: &Layout, dry_run: bool) -> Result<SweepReport> {
     sweep_in(&layout.tmp(), |_| true, dry_run, false)
 }
 
+/// Removes the temp dir at `path`, found dead earlier, by the sweep protocol. When another
+/// sweeper holds its lock (it is removing it), waits for that sweeper and looks again.
+/// `Ok(true)`: it is gone, whoever removed it.
+pub(crate) fn reclaim_dead(path: &Path) -> Result<bool> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Ok(false);
+    };
+    let lock_name = format!("{name}.lock");
+    let gone = || matches!(fs::symlink_metadata(path), Err(e) if sys::is_not_found(&e));
+    for _ in 0..8 {
+        sweep_in(dir, |n| n == name || n == lock_name, false, false)?;
+        if gone() {
+            return Ok(true);
+        }
+        OwnerLock::wait_released(&dir.join(&lock_name))?;
+    }
+    Ok(gone())
+}
+
 /// The sweep of `dir`, by the protocol of the temp area (an entry `X` is dead when `X.lock` is
 /// missing or can be claimed), over the entries whose names `ours` accepts. With `best_effort`,
 /// an entry that cannot be claimed or removed (another user's, say) is logged and skipped;

@@ -1130,3 +1130,115 @@ fn resolve_survives_repoint_and_gc_between_its_reads() {
     }
     panic!("the resolver never read the name before the swap in 3 attempts");
 }
+
+/// True when `/proc/locks` shows process `pid` waiting for a lock (a `->` line). `None`: this
+/// kernel shows no `/proc/locks`.
+fn waits_for_a_lock(pid: u32) -> Option<bool> {
+    let text = fs::read_to_string("/proc/locks").ok()?;
+    let pid = pid.to_string();
+    Some(
+        text.lines()
+            .any(|l| l.contains("->") && l.split_whitespace().any(|t| t == pid)),
+    )
+}
+
+/// `flock -x <file>` held by a shell until a line arrives on its stdin, then `then` runs (still
+/// holding the lock). Returns once the lock is held.
+fn hold_lock(file: &Path, then: &str) -> Child {
+    let mut c = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(file)
+        .args(["-c", &format!("echo held; read _; {then}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn flock");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "held", "flock {}", file.display());
+    c
+}
+
+fn let_go(mut holder: Child) {
+    std::io::Write::write_all(holder.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    assert!(holder.wait().unwrap().success());
+}
+
+/// Polls until `pid` waits for a lock or `child` exits (states, not timing: both are observed).
+fn until_waiting_or_exited(child: &mut Child) {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() && waits_for_a_lock(child.id()) != Some(true) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "fsck never got there"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A dead temp dir that another sweeper is removing while `fsck --repair` repairs it (issue 9,
+/// item 9): the problem vanished, which is not a failure. Deterministic: the test holds the
+/// store lock so fsck stops between its report and its repair, claims the dead dir's lock as a
+/// sweeper would, and removes the dir only once fsck has come to it.
+#[test]
+fn fsck_repair_of_a_temp_dir_another_sweeper_removes_first() {
+    let _s = serial();
+    if waits_for_a_lock(std::process::id()).is_none() {
+        eprintln!("skipping: no /proc/locks");
+        return;
+    }
+    let t = TestDir::new();
+    let home = t.path().join("home");
+    let src = t.path().join("src");
+    make_tree(&src, 9, 3);
+    import(&home, &src, Some("r/a/1"));
+    let root = store_root(&home);
+    let dead = root.join("tmp/ingest-dead");
+    fs::create_dir_all(dead.join("tree")).unwrap();
+    fs::write(dead.join("tree/f"), "x").unwrap();
+    let dead_lock = root.join("tmp/ingest-dead.lock");
+    fs::write(&dead_lock, "").unwrap();
+
+    let store_lock = hold_lock(&root.join("locks/gc.lock"), "true");
+    let mut fsck = stepman(&home, ["fsck", "--repair", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // fsck has reported the dead dir (its dry-run sweep comes first) and waits for the lock.
+    until_waiting_or_exited(&mut fsck);
+    assert!(
+        fsck.try_wait().unwrap().is_none(),
+        "fsck did not wait for the store lock"
+    );
+    // Another sweeper claims the dead dir; fsck goes on to its repair.
+    let sweeper = hold_lock(
+        &dead_lock,
+        &format!(
+            "rm -rf '{}' && rm '{}'",
+            dead.display(),
+            dead_lock.display()
+        ),
+    );
+    let_go(store_lock);
+    until_waiting_or_exited(&mut fsck);
+    let_go(sweeper);
+    let out = fsck.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report:#}");
+    assert_eq!(problems[0]["kind"], "dead-temp");
+    assert_eq!(
+        problems[0]["repaired"], true,
+        "a problem that vanished while it was repaired is left: {report:#}\n{stderr}"
+    );
+    assert!(stderr.contains("1 repaired, 0 left"), "{stderr}");
+    assert!(!dead.exists() && !dead_lock.exists());
+    assert_fsck_clean(&home);
+}

@@ -393,7 +393,8 @@ fn as_nobody(home: &Path, args: &[&str]) -> Output {
 }
 
 /// A store owned by another user, used by root: a link that user planted is still refused; with
-/// the link gone, root's work is safe and the store stays clean.
+/// the link gone, root's writes are refused as the owner's store (issue 9, item 10), the owner's
+/// work is safe and the store stays clean.
 #[test]
 fn store_owned_by_another_user_with_planted_tmp() {
     if !common::root_with_setpriv(module_path!()) {
@@ -425,7 +426,21 @@ fn store_owned_by_another_user_with_planted_tmp() {
     fs::remove_file(&tmp).unwrap();
     fs::create_dir(&tmp).unwrap();
     chown_tree(&tmp, NOBODY);
-    import(&home, &new, Some("r/s/2"));
+    let o = run(
+        &home,
+        &["store", "import", new.to_str().unwrap(), "--name", "r/s/2"],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("belongs to uid 65534"),
+        "root wrote into another user's store: {}",
+        stderr(&o)
+    );
+    chown_tree(&new, NOBODY);
+    let o = as_nobody(
+        &home,
+        &["store", "import", new.to_str().unwrap(), "--name", "r/s/2"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
     let o = run(&home, &["store", "resolve", "r/s/1"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
     common::assert_fsck_clean(&home);
@@ -650,4 +665,158 @@ fn a_destination_in_or_around_a_layered_store_is_refused() {
     );
     assert!(!inside.exists());
     common::assert_fsck_clean(&home);
+}
+
+/// Every directory and file under `root` (symlinks aside) whose mode lets group or others write.
+fn group_or_other_writable(root: &Path) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).unwrap();
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        if m.mode() & 0o022 != 0 {
+            bad.push(format!("{} {:o}", p.display(), m.mode() & 0o7777));
+        }
+        if m.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    bad.sort();
+    bad
+}
+
+/// A store in a setgid group directory (`2775`, as a CI group's cache dir is) written under
+/// `umask 002`: every directory and file stepman creates in it has a fixed mode that no group
+/// member can write through (issue 9, item 5).
+#[test]
+fn store_in_a_group_dir_under_umask_002_is_writable_by_its_owner_only() {
+    let t = TestDir::new();
+    let group = t.path().join("ci-cache");
+    fs::create_dir(&group).unwrap();
+    fs::set_permissions(&group, fs::Permissions::from_mode(0o2775)).unwrap();
+    let home = group.join("stepman");
+    let lib = t.path().join("lib");
+    common::local_steplib(&lib, &["1.0.0"]);
+    let lib_s = lib.to_str().unwrap();
+    let src = small_tree(&t.path().join("src"), "x");
+    let other = small_tree(&t.path().join("other"), "y");
+    let dest = t.path().join("dest");
+    let umask_002 = |args: &[&str]| {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "umask 002; exec \"$STEPMAN\" \"$@\"", "sh"])
+            .args(args);
+        common::store_env(&mut cmd, &home);
+        common::run_ok(&mut cmd);
+    };
+    umask_002(&["store", "import", src.to_str().unwrap(), "--name", "r/s/1"]);
+    umask_002(&["store", "import", other.to_str().unwrap()]);
+    umask_002(&["preload", "-c", lib_s, "s@1.0.0"]);
+    umask_002(&[
+        "activate",
+        "-c",
+        lib_s,
+        "-i",
+        "s",
+        "-v",
+        "1.0.0",
+        "-p",
+        dest.to_str().unwrap(),
+    ]);
+    umask_002(&["gc"]);
+    umask_002(&["fsck", "--repair"]);
+    let bad = group_or_other_writable(&store_root(&home));
+    assert!(bad.is_empty(), "group- or other-writable: {bad:#?}");
+    common::assert_fsck_clean(&home);
+}
+
+/// Store directories made group-writable, and entries owned by another user (a name bound by a
+/// co-tenant, an id dir and an object file created by them): `fsck` reports each, `--repair`
+/// (here as root, the store's owner) takes write access away, gives ownership back and drops the
+/// names it did not bind, and `fsck` is clean again (issue 9, items 5 and 10).
+#[test]
+fn unsafe_modes_and_foreign_owners_are_reported_and_repaired() {
+    let t = TestDir::new();
+    let (home, _lib, old_id) = prepared(&t);
+    let root = store_root(&home);
+    let other = small_tree(&t.path().join("other"), "other");
+    let other_id = import(&home, &other, Some("r/o/1"));
+    for (d, mode) in [
+        ("names", 0o775),
+        ("names/r", 0o777),
+        ("names/r/s", 0o2775),
+        ("locks", 0o775),
+        ("tmp", 0o757),
+    ] {
+        fs::set_permissions(root.join(d), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    fs::set_permissions(root.join("format"), fs::Permissions::from_mode(0o664)).unwrap();
+    // A co-tenant re-points a name at another step's object, owning the link; owns an id dir
+    // and a file of an object.
+    let planted = root.join("names/r/s/2");
+    symlink(
+        format!("../../../objects/{}/{other_id}", &other_id[..2]),
+        &planted,
+    )
+    .unwrap();
+    std::os::unix::fs::lchown(&planted, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::os::unix::fs::lchown(root.join("names/r/o"), Some(NOBODY), None).unwrap();
+    let obj = root.join(format!("objects/{}/{old_id}", &old_id[..2]));
+    std::os::unix::fs::lchown(obj.join("sub/b.txt"), Some(NOBODY), None).unwrap();
+
+    let f = common::fsck_json(&home, &[]);
+    assert_eq!(f.code, 1, "{}", f.stderr);
+    let found: Vec<(String, PathBuf)> = f
+        .problems()
+        .iter()
+        .map(|p| {
+            (
+                p["kind"].as_str().unwrap().to_string(),
+                PathBuf::from(p["path"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    for (kind, p) in [
+        ("unsafe-permissions", root.join("names")),
+        ("unsafe-permissions", root.join("names/r")),
+        ("unsafe-permissions", root.join("names/r/s")),
+        ("unsafe-permissions", root.join("locks")),
+        ("unsafe-permissions", root.join("tmp")),
+        ("unsafe-permissions", root.join("format")),
+        ("foreign-owner", planted.clone()),
+        ("foreign-owner", root.join("names/r/o")),
+        ("foreign-owner", obj.clone()),
+    ] {
+        assert!(
+            found.contains(&(kind.to_string(), p.clone())),
+            "{kind} {} not reported: {found:#?}",
+            p.display()
+        );
+    }
+
+    let f = common::fsck_json(&home, &["--repair"]);
+    assert!(
+        f.problems().iter().all(|p| p["repaired"] == true),
+        "{:#}\n{}",
+        f.report,
+        f.stderr
+    );
+    common::assert_fsck_clean(&home);
+    assert!(
+        fs::symlink_metadata(&planted).is_err(),
+        "the planted name is kept"
+    );
+    assert!(group_or_other_writable(&root).is_empty());
+    assert_eq!(fs::metadata(root.join("names/r/o")).unwrap().uid(), 0);
+    assert_eq!(
+        fs::symlink_metadata(obj.join("sub/b.txt")).unwrap().uid(),
+        0
+    );
+    let o = run(&home, &["store", "resolve", "r/s/1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
+    let o = run(&home, &["store", "resolve", "r/o/1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&other_id));
 }

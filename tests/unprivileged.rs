@@ -598,5 +598,200 @@ fn a_fifo_as_a_store_lock_file_hangs_nothing() {
     );
     fs::remove_file(&format).unwrap();
     fs::write(&format, text).unwrap();
+    std::os::unix::fs::chown(&format, Some(NOBODY), Some(NOBODY)).unwrap();
     ok(&finishes(nobody_cmd(&home, &["fsck"]), "fsck"), "fsck");
+}
+
+/// A user's own store used by root: every write root tries is refused with an error naming the
+/// owner, and writes nothing (before, root created root-owned dirs and objects there, and the
+/// owner's `gc`, `delete` and new bindings under them then failed); root's cache hits still
+/// work, and afterwards the owner's `gc`, `delete` and new bindings all succeed.
+#[test]
+fn root_refuses_to_write_a_store_owned_by_another_user() {
+    if !common::root_with_setpriv(module_path!()) {
+        return;
+    }
+    let (t, work) = scratch();
+    let home = work.join("home");
+    let lib = t.path().join("lib");
+    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    let lib_s = lib.to_str().unwrap();
+    let (a, c) = (t.path().join("a"), t.path().join("c"));
+    make_tree(&a, "a");
+    make_tree(&c, "c");
+    ok(
+        &as_nobody(
+            &home,
+            &["store", "import", a.to_str().unwrap(), "--name", "r/a/1"],
+        ),
+        "import as the owner",
+    );
+    ok(
+        &as_nobody(&home, &["preload", "-c", lib_s, "s@1.0.0"]),
+        "preload as the owner",
+    );
+    let before = snapshot(&home);
+
+    // Cache hits as root: served, nothing written.
+    let hit = t.path().join("hit");
+    ok(
+        &as_root(
+            &home,
+            &[
+                "activate",
+                "-c",
+                lib_s,
+                "-i",
+                "s",
+                "-v",
+                "1.0.0",
+                "-p",
+                hit.to_str().unwrap(),
+            ],
+        ),
+        "a cache hit as root",
+    );
+    assert_eq!(fs::read(hit.join("step.sh")).unwrap(), b"echo 1.0.0\n");
+    ok(&as_root(&home, &["fsck"]), "fsck as root");
+
+    // Every write as root: refused, naming the owner.
+    let c_s = c.to_str().unwrap();
+    let miss = t.path().join("miss");
+    for args in [
+        vec!["store", "import", c_s, "--name", "r/c/1"],
+        vec!["store", "import", c_s, "--name", "r/a/2"],
+        vec!["store", "import", c_s],
+        vec![
+            "activate",
+            "-c",
+            lib_s,
+            "-i",
+            "s",
+            "-v",
+            "2.0.0",
+            "-p",
+            miss.to_str().unwrap(),
+        ],
+        vec!["delete", "-c", lib_s],
+        vec!["gc"],
+    ] {
+        let o = as_root(&home, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "`{}` as root: {err}",
+            args.join(" ")
+        );
+        assert!(
+            err.contains("read-only") && err.contains("nobody") && err.contains("65534"),
+            "`{}`: the error names the owner: {err}",
+            args.join(" ")
+        );
+        assert_eq!(
+            snapshot(&home),
+            before,
+            "`{}` as root changed the store",
+            args.join(" ")
+        );
+    }
+
+    // The owner's own writes all work.
+    ok(
+        &as_nobody(&home, &["store", "import", c_s, "--name", "r/c/1"]),
+        "bind a new id as the owner",
+    );
+    ok(
+        &as_nobody(&home, &["store", "import", c_s, "--name", "r/a/2"]),
+        "bind a new version as the owner",
+    );
+    ok(&as_nobody(&home, &["store", "import", c_s]), "import");
+    ok(
+        &as_nobody(&home, &["delete", "-c", lib_s]),
+        "delete as the owner",
+    );
+    ok(&as_nobody(&home, &["gc"]), "gc as the owner");
+    ok(&as_nobody(&home, &["fsck"]), "fsck as the owner");
+}
+
+/// A store of `nobody` with what root left in it before root's writes were refused (a root-owned
+/// id dir and name) and a names dir made group-writable: the owner's `fsck` reports both, its
+/// `--repair` takes the group's write access away but cannot take root's entries back, and says
+/// which `chown` to run as root; after it, the store is clean and the owner binds there again
+/// (issue 9, items 5 and 10).
+#[test]
+fn owner_repair_fixes_modes_and_names_the_chown_for_root_owned_leftovers() {
+    if !common::root_with_setpriv(module_path!()) {
+        return;
+    }
+    let (t, work) = scratch();
+    let home = work.join("home");
+    let a = t.path().join("a");
+    make_tree(&a, "a");
+    let a_s = a.to_str().unwrap();
+    let id = ok(
+        &as_nobody(&home, &["store", "import", a_s, "--name", "r/a/1"]),
+        "import as the owner",
+    );
+    let root = home.join("store-v1");
+    // What a root run used to leave: an id dir and a name of root's.
+    fs::create_dir(root.join("names/r/c")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../../../objects/{}/{id}", &id[..2]),
+        root.join("names/r/c/1"),
+    )
+    .unwrap();
+    fs::set_permissions(root.join("names/r/a"), fs::Permissions::from_mode(0o775)).unwrap();
+
+    let o = as_nobody(&home, &["fsck", "--repair", "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    let find = |kind: &str, p: &Path| {
+        problems
+            .iter()
+            .find(|x| x["kind"] == kind && x["path"] == p.to_str().unwrap())
+            .unwrap_or_else(|| panic!("{kind} {} not reported: {report:#}", p.display()))
+    };
+    assert_eq!(
+        find("unsafe-permissions", &root.join("names/r/a"))["repaired"],
+        true
+    );
+    let left = find("foreign-owner", &root.join("names/r/c"));
+    assert_eq!(left["repaired"], false, "{report:#}");
+    let detail = left["detail"].as_str().unwrap();
+    assert!(detail.contains("uid 0 (root)"), "{detail}");
+    assert!(
+        detail.contains(&format!(
+            "chown -hR {NOBODY} {}",
+            root.join("names/r/c").display()
+        )),
+        "{detail}"
+    );
+    assert_eq!(
+        find("foreign-owner", &root.join("names/r/c/1"))["repaired"],
+        false
+    );
+    assert_eq!(
+        fs::metadata(root.join("names/r/a")).unwrap().mode() & 0o777,
+        0o755
+    );
+
+    // Root runs the chown it was told; the owner's store is clean and writable again.
+    let st = Command::new("chown")
+        .args(["-hR", &NOBODY.to_string()])
+        .arg(root.join("names/r/c"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    ok(&as_nobody(&home, &["fsck"]), "fsck after the chown");
+    ok(
+        &as_nobody(&home, &["store", "import", a_s, "--name", "r/c/2"]),
+        "bind under the id dir root made",
+    );
 }

@@ -179,9 +179,7 @@ pub fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(if net.cancelled() {
-        eprintln!(
-            "preload: stopped by a signal; finished steps are kept, nothing partial is left"
-        );
+        eprintln!("preload: stopped by a signal; finished steps are kept, nothing partial is left");
         ExitCode::from(130)
     } else if failed.is_empty() {
         ExitCode::SUCCESS
