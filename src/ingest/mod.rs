@@ -416,32 +416,11 @@ impl TreeWriter {
 
     /// Resolves `target` of the symlink at `key` inside the tree; false when it escapes.
     fn symlink_stays_inside(&self, key: &str, target: &str) -> bool {
-        let mut stack: Vec<String> = key.split('/').map(str::to_string).collect();
-        stack.pop();
-        let mut pending: Vec<String> = target.split('/').rev().map(str::to_string).collect();
-        let mut hops = 0;
-        while let Some(c) = pending.pop() {
-            match c.as_str() {
-                "" | "." => {}
-                ".." => {
-                    if stack.pop().is_none() {
-                        return false;
-                    }
-                }
-                _ => {
-                    stack.push(c);
-                    if let Some(Node::Symlink { target: t }) = self.nodes.get(&stack.join("/")) {
-                        hops += 1;
-                        if hops > 40 || t.starts_with('/') {
-                            return false;
-                        }
-                        stack.pop();
-                        pending.extend(t.split('/').rev().map(str::to_string));
-                    }
-                }
-            }
-        }
-        true
+        resolve_inside(key, target, |p| match self.nodes.get(p) {
+            Some(Node::Symlink { target }) => Some(target.clone()),
+            _ => None,
+        })
+        .is_some()
     }
 
     /// Vets symlinks, computes the tree id, makes the tree read-only and flushes it.
@@ -515,6 +494,45 @@ impl TreeWriter {
         }
         Ok((id, self.root))
     }
+}
+
+/// Resolves `target`, the target of the symlink at `key` (a `/`-separated path inside a tree),
+/// following the symlinks it meets through `link_at` (the target of the symlink at a path of the
+/// tree, `None` when that path is no symlink). The resolved path inside the tree ("" is the root),
+/// or `None` when the target leaves the tree: absolute (itself or a symlink met on the way), `..`
+/// past the root, or more than 40 hops. The one rule for imports and StepLib checkouts alike.
+pub(crate) fn resolve_inside(
+    key: &str,
+    target: &str,
+    mut link_at: impl FnMut(&str) -> Option<String>,
+) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut stack: Vec<String> = key.split('/').map(str::to_string).collect();
+    stack.pop();
+    let mut pending: Vec<String> = target.split('/').rev().map(str::to_string).collect();
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        match c.as_str() {
+            "" | "." => {}
+            ".." => {
+                stack.pop()?;
+            }
+            _ => {
+                stack.push(c);
+                if let Some(t) = link_at(&stack.join("/")) {
+                    hops += 1;
+                    if hops > 40 || t.starts_with('/') {
+                        return None;
+                    }
+                    stack.pop();
+                    pending.extend(t.split('/').rev().map(str::to_string));
+                }
+            }
+        }
+    }
+    Some(stack.join("/"))
 }
 
 /// What kind of source a path holds, by looking at it (never by its extension).

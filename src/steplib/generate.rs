@@ -13,7 +13,10 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde_json::{Map, Value};
 
-use super::model::{CollectionMeta, Group, Skipped, SteplibMeta, parse_yaml, validate_step};
+use super::checkout::{Checkout, EntryKind, Refusal};
+use super::model::{
+    CollectionMeta, Group, MAX_YAML_BYTES, Skipped, SteplibMeta, parse_yaml, validate_step,
+};
 use super::{Collection, Source, version};
 use crate::error::{Error, Result};
 use crate::fetch::{self, NetConfig};
@@ -78,12 +81,25 @@ fn steplib_err(what: impl Into<String>, reason: impl Into<String>) -> Error {
     }
 }
 
-fn read_yaml(path: &Path) -> std::result::Result<Value, String> {
-    let mut s = String::new();
-    fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut s))
-        .map_err(|e| format!("read: {e}"))?;
-    parse_yaml(&s)
+/// Why a YAML file of a checkout was not used: not there, or refused (with why).
+enum YamlError {
+    NotFound,
+    Bad(String),
+}
+
+/// Reads and parses `rel` of the checkout, bounded by [`MAX_YAML_BYTES`] before it is read.
+fn read_yaml(co: &Checkout, rel: &str) -> std::result::Result<Value, YamlError> {
+    let raw = read_bounded(co, rel)?;
+    let text = std::str::from_utf8(&raw).map_err(|_| YamlError::Bad("not UTF-8".into()))?;
+    parse_yaml(text).map_err(YamlError::Bad)
+}
+
+/// The bytes of `rel` of the checkout: a regular file in the tree, of at most [`MAX_YAML_BYTES`].
+fn read_bounded(co: &Checkout, rel: &str) -> std::result::Result<Vec<u8>, YamlError> {
+    co.read(rel, MAX_YAML_BYTES as u64).map_err(|e| match e {
+        Refusal::NotFound => YamlError::NotFound,
+        e => YamlError::Bad(e.to_string()),
+    })
 }
 
 /// A step.yml's bytes as setup reads them: UTF-8, one YAML document, [`validate_step`].
@@ -126,47 +142,61 @@ fn valid_component(s: &str) -> bool {
 }
 
 fn load_group(
-    steps_dir: &Path,
+    co: &Checkout,
     id: &str,
     assets_base: Option<&str>,
 ) -> std::result::Result<GroupData, Skipped> {
-    let dir = steps_dir.join(id);
     let rel = |p: &str| format!("steps/{id}/{p}");
     let mut skipped = Vec::new();
-    let mut info = match read_yaml(&dir.join("step-info.yml")).and_then(step_info) {
+    let mut info = match read_yaml(co, &rel("step-info.yml"))
+        .and_then(|v| step_info(v).map_err(YamlError::Bad))
+    {
         Ok(v) => v,
-        Err(e) if e.contains("No such file") => Value::Object(Map::new()),
-        Err(e) => {
+        Err(YamlError::NotFound) => Value::Object(Map::new()),
+        Err(YamlError::Bad(e)) => {
             return Err(Skipped {
                 path: rel("step-info.yml"),
                 error: e,
             });
         }
     };
-    let entries = fs::read_dir(&dir).map_err(|e| Skipped {
-        path: rel(""),
+    let entries = co.list(&rel("")).map_err(|e| Skipped {
+        path: format!("steps/{id}"),
         error: e.to_string(),
     })?;
     let mut versions = Vec::new();
     let mut assets = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !e.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
+    for (name, kind) in entries {
+        match kind {
+            EntryKind::Dir => {}
+            EntryKind::Outside => {
+                skipped.push(Skipped {
+                    path: rel(&name),
+                    error: Refusal::Outside.to_string(),
+                });
+                continue;
+            }
+            EntryKind::File | EntryKind::Other => continue,
         }
         if name == "assets" {
-            if let Ok(rd) = fs::read_dir(e.path()) {
-                assets.extend(
-                    rd.flatten()
-                        .map(|a| a.file_name().to_string_lossy().into_owned()),
-                );
+            // Only the names are read: each becomes a URL under `assets_download_base_uri`.
+            if let Ok(list) = co.list(&rel(&name)) {
+                assets.extend(list.into_iter().map(|(a, _)| a));
             }
             continue;
         }
-        let yml = e.path().join("step.yml");
-        if !yml.is_file() {
-            continue;
-        }
+        let yml = format!("{name}/step.yml");
+        let raw = match read_bounded(co, &rel(&yml)) {
+            Ok(r) => r,
+            Err(YamlError::NotFound) => continue,
+            Err(YamlError::Bad(error)) => {
+                skipped.push(Skipped {
+                    path: rel(&yml),
+                    error,
+                });
+                continue;
+            }
+        };
         if !valid_component(&name) {
             skipped.push(Skipped {
                 path: rel(&name),
@@ -174,16 +204,6 @@ fn load_group(
             });
             continue;
         }
-        let raw = match fs::read(&yml) {
-            Ok(r) => r,
-            Err(err) => {
-                skipped.push(Skipped {
-                    path: rel(&format!("{name}/step.yml")),
-                    error: err.to_string(),
-                });
-                continue;
-            }
-        };
         match parse_step_yml(&raw) {
             Ok(v) => versions.push((name, raw, v)),
             Err(err) => skipped.push(Skipped {
@@ -271,23 +291,38 @@ pub(crate) fn from_dir(
     commit: Option<String>,
     w: &mut TreeWriter,
 ) -> Result<()> {
-    let steplib_yml = dir.join("steplib.yml");
-    let steplib: SteplibMeta = match read_yaml(&steplib_yml) {
-        Ok(v) => steplib_meta(v).map_err(|e| steplib_err(steplib_yml.display().to_string(), e))?,
+    let co = Checkout::new(dir);
+    let steplib: SteplibMeta = match read_yaml(&co, "steplib.yml") {
+        Ok(v) => steplib_meta(v).map_err(|e| steplib_err(co.display("steplib.yml"), e))?,
         Err(e) => {
+            let e = match e {
+                YamlError::NotFound => Refusal::NotFound.to_string(),
+                YamlError::Bad(e) => e,
+            };
             return Err(steplib_err(
                 format!("collection {}", c.uri),
-                format!("{}: {e}", steplib_yml.display()),
+                format!("{}: {e}", co.display("steplib.yml")),
             ));
         }
     };
-    let steps_dir = dir.join("steps");
-    let mut ids: Vec<String> = fs::read_dir(&steps_dir)
-        .map_err(Error::io("read dir", &steps_dir))?
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let entries = co.list("steps").map_err(|e| {
+        steplib_err(
+            format!("collection {}", c.uri),
+            format!("{}: {e}", co.display("steps")),
+        )
+    })?;
+    let mut skipped = Vec::new();
+    let mut ids = Vec::new();
+    for (id, kind) in entries {
+        match kind {
+            EntryKind::Dir => ids.push(id),
+            EntryKind::Outside => skipped.push(Skipped {
+                path: format!("steps/{id}"),
+                error: Refusal::Outside.to_string(),
+            }),
+            EntryKind::File | EntryKind::Other => {}
+        }
+    }
     ids.sort();
     let mut meta = CollectionMeta {
         uri: c.uri.clone(),
@@ -297,7 +332,7 @@ pub(crate) fn from_dir(
         steplib,
         steps: 0,
         versions: 0,
-        skipped: Vec::new(),
+        skipped,
     };
     let (ids, bad): (Vec<String>, Vec<String>) =
         ids.into_iter().partition(|id| valid_component(id));
@@ -311,7 +346,7 @@ pub(crate) fn from_dir(
     for chunk in ids.chunks(BATCH) {
         let groups: Vec<_> = chunk
             .par_iter()
-            .map(|id| load_group(&steps_dir, id, assets_base.as_deref()))
+            .map(|id| load_group(&co, id, assets_base.as_deref()))
             .collect();
         for g in groups {
             match g {
