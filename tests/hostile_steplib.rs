@@ -422,6 +422,7 @@ fn spec_json_with_a_huge_string_stays_within_the_memory_bound() {
         return;
     };
     let all = text(&out);
+    eprintln!("setup peaked at {} MiB: {all}", kb >> 10);
     assert!(kb < 64 << 10, "setup peaked at {} MiB: {all}", kb >> 10);
     assert!(!out.status.success(), "{all}");
     assert!(
@@ -450,6 +451,7 @@ fn steplib_past_the_entry_limit_fails_naming_the_steplib_limit_within_memory() {
         return;
     };
     let all = text(&out);
+    eprintln!("setup peaked at {} MiB: {all}", kb >> 10);
     assert!(!out.status.success(), "{all}");
     assert!(
         all.contains("StepLib limit") && all.contains("STEPMAN_MAX_ENTRIES"),
