@@ -459,3 +459,42 @@ fn steplib_past_the_entry_limit_fails_naming_the_steplib_limit_within_memory() {
     );
     assert!(kb < 64 << 10, "setup peaked at {} MiB: {all}", kb >> 10);
 }
+
+/// `step-info --step-yml` and `--library path::DIR` read a user's path: a symlink is followed,
+/// but a FIFO or a device is refused at once and nothing is read past the YAML bound.
+#[test]
+fn step_info_of_a_fifo_or_a_device_is_refused_at_once() {
+    let t = TestDir::new();
+    let fifo = t.path().join("fifo.yml");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let dir = t.path().join("step");
+    link("/dev/zero", &dir.join("step.yml"));
+    let home = t.path().join("home");
+    let lib = format!("path::{}", dir.display());
+    for args in [
+        vec!["step-info", "--step-yml", fifo.to_str().unwrap()],
+        vec!["step-info", "--library", &lib],
+    ] {
+        let out = run_within(&mut stepman(&home, &args), Duration::from_secs(20));
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("not a regular file"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    let ok = t.path().join("ok.yml");
+    write(&ok, "title: Fine\n");
+    let linked = t.path().join("linked.yml");
+    link(&ok, &linked);
+    let out = stepman(&home, ["step-info", "--step-yml", linked.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("Title: Fine"), "{}", text(&out));
+}

@@ -64,6 +64,47 @@ fn io(e: std::io::Error) -> Refusal {
     }
 }
 
+/// The bytes of the regular file at `p`, at most `limit` of them. With `follow`, a symlink at
+/// `p` is followed (a path the user gave); without, it is refused (a path already resolved).
+pub(crate) fn read_regular(p: &Path, follow: bool, limit: u64) -> Result<Vec<u8>, Refusal> {
+    let meta = if follow {
+        fs::metadata(p)
+    } else {
+        fs::symlink_metadata(p)
+    }
+    .map_err(io)?;
+    let check = |m: &fs::Metadata| {
+        if !m.is_file() {
+            Err(Refusal::NotRegular)
+        } else if m.len() > limit {
+            Err(Refusal::TooLarge {
+                size: m.len(),
+                limit,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    check(&meta)?;
+    let f = if follow {
+        sys::open_read_nonblock(p)
+    } else {
+        sys::open_read_nofollow_nonblock(p)
+    }
+    .map_err(io)?;
+    let meta = f.metadata().map_err(io)?;
+    check(&meta)?;
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.take(limit + 1).read_to_end(&mut buf).map_err(io)?;
+    if buf.len() as u64 > limit {
+        return Err(Refusal::TooLarge {
+            size: buf.len() as u64,
+            limit,
+        });
+    }
+    Ok(buf)
+}
+
 /// What an entry of a listed directory is, once its symlink (if any) is resolved in the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EntryKind {
@@ -115,33 +156,7 @@ impl Checkout {
 
     /// The bytes of the regular file `rel`, at most `limit` of them.
     pub(crate) fn read(&self, rel: &str, limit: u64) -> Result<Vec<u8>, Refusal> {
-        let p = self.root.join(self.resolve(rel)?);
-        let meta = fs::symlink_metadata(&p).map_err(io)?;
-        let check = |m: &fs::Metadata| {
-            if !m.is_file() {
-                Err(Refusal::NotRegular)
-            } else if m.len() > limit {
-                Err(Refusal::TooLarge {
-                    size: m.len(),
-                    limit,
-                })
-            } else {
-                Ok(())
-            }
-        };
-        check(&meta)?;
-        let f = sys::open_read_nofollow_nonblock(&p).map_err(io)?;
-        let meta = f.metadata().map_err(io)?;
-        check(&meta)?;
-        let mut buf = Vec::with_capacity(meta.len() as usize);
-        f.take(limit + 1).read_to_end(&mut buf).map_err(io)?;
-        if buf.len() as u64 > limit {
-            return Err(Refusal::TooLarge {
-                size: buf.len() as u64,
-                limit,
-            });
-        }
-        Ok(buf)
+        read_regular(&self.root.join(self.resolve(rel)?), false, limit)
     }
 
     /// The entries of directory `rel` (names that are not UTF-8 are left out), each with what
