@@ -48,47 +48,49 @@ pub const MAX_GROUP_VALUES: usize = 150_000;
 /// Sets up (or, with `force`, regenerates) collection `c`; concurrent callers for the same
 /// collection wait for the first and share its result.
 pub fn setup(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<Imported> {
+    fill(store, c, force, net).map_err(|e| steplib_limit(c, e))
+}
+
+fn fill(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<Imported> {
     let net = &NetConfig {
         credential: c.credential.clone(),
         ..net.clone()
     };
-    store
-        .fill(&c.name(), force, || {
-            let tmp = store.temp_dir("steplib", "set up a collection")?;
-            let root = tmp.path().join("tree");
-            let mut w = store.tree_writer(&root, &c.uri)?;
-            match &c.source {
-                Source::Dir(dir) => from_dir(dir, c, None, &mut w)?,
-                Source::Git(url) => {
-                    let clone = tmp.path().join("clone");
-                    let head = fetch::git_clone(
-                        url,
-                        None,
-                        None,
-                        &clone,
-                        &format!("collection {}", c.uri),
-                        net,
-                    )?;
-                    from_dir(&clone, c, Some(head), &mut w)?;
-                }
-                Source::SpecUrl(url) => {
-                    let file = tmp.path().join("spec.json");
-                    fetch::download(
-                        url,
-                        None,
-                        &file,
-                        MAX_SPEC_BYTES,
-                        &format!("collection {}", c.uri),
-                        net,
-                    )?;
-                    from_spec_file(&file, c, &mut w)?;
-                }
+    store.fill(&c.name(), force, || {
+        let tmp = store.temp_dir("steplib", "set up a collection")?;
+        let root = tmp.path().join("tree");
+        let mut w = store.tree_writer(&root, &c.uri)?;
+        match &c.source {
+            Source::Dir(dir) => from_dir(dir, c, None, &mut w)?,
+            Source::Git(url) => {
+                let clone = tmp.path().join("clone");
+                let head = fetch::git_clone(
+                    url,
+                    None,
+                    None,
+                    &clone,
+                    &format!("collection {}", c.uri),
+                    net,
+                )?;
+                from_dir(&clone, c, Some(head), &mut w)?;
             }
-            let (id, _) = w.finish()?;
-            store.commit(&tmp, &root, &id, Some(&c.name()))?;
-            Ok(id)
-        })
-        .map_err(|e| steplib_limit(c, e))
+            Source::SpecUrl(url) => {
+                let file = tmp.path().join("spec.json");
+                fetch::download(
+                    url,
+                    None,
+                    &file,
+                    MAX_SPEC_BYTES,
+                    &format!("collection {}", c.uri),
+                    net,
+                )?;
+                from_spec_file(&file, c, &mut w)?;
+            }
+        }
+        let (id, _) = w.finish()?;
+        store.commit(&tmp, &root, &id, Some(&c.name()))?;
+        Ok(id)
+    })
 }
 
 /// An import limit hit while writing a collection object is a StepLib limit: say so, and name
