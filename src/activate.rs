@@ -709,10 +709,12 @@ pub fn git_step_info(store: &Store, spec: &str, net: &NetConfig) -> Result<StepI
     })?;
     let dir = store.layout().object_dir(&got.id);
     let yml = dir.join("step.yml");
-    let text = fs::read_to_string(&yml).map_err(Error::io("read", &yml))?;
-    let step: Value = steplib::model::parse_yaml(&text).map_err(|e| Error::Steplib {
-        what: what.clone(),
-        reason: format!("invalid step.yml: {e}"),
+    let step = steplib::read_step_yml_in(&dir, "step.yml").map_err(|e| match e {
+        Error::Steplib { reason, .. } => Error::Steplib {
+            what: what.clone(),
+            reason: format!("step.yml: {reason}"),
+        },
+        e => e,
     })?;
     Ok(StepInfo {
         library: format!("git::{shown}"),

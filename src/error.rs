@@ -110,6 +110,25 @@ pub enum Error {
         /// The limit's value.
         limit: u64,
     },
+    /// A StepLib is past one of the limits on what one collection may hold (README: "What a
+    /// StepLib may hold"); `setting` is the environment variable that raises it, if any.
+    #[error(
+        "{collection}: {}{what} exceeds the StepLib limit of {limit}{}",
+        entry_prefix(entry),
+        setting_suffix(setting)
+    )]
+    SteplibLimit {
+        /// The collection's URI.
+        collection: String,
+        /// The file, step group or entry being read when the limit was hit; may be empty.
+        entry: String,
+        /// Which limit.
+        what: &'static str,
+        /// The limit's value.
+        limit: u64,
+        /// The environment variable that sets it.
+        setting: Option<&'static str>,
+    },
     /// A name does not follow the grammar of `store-format.md`.
     #[error("invalid name {name:?}: {reason}")]
     InvalidName {
@@ -223,6 +242,10 @@ fn shown(entry: &str) -> String {
         cut -= 1;
     }
     format!("{:?}... ({} bytes)", &entry[..cut], entry.len())
+}
+
+fn setting_suffix(setting: &Option<&'static str>) -> String {
+    setting.map_or(String::new(), |s| format!(" (set {s} to change it)"))
 }
 
 fn entry_prefix(entry: &str) -> String {

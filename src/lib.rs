@@ -101,6 +101,16 @@ pub mod fuzzing {
         crate::fetch::classify_git_url(url).map(|k| k == crate::fetch::GitUrl::Local)
     }
 
+    /// Generates a collection object at `root` (which must not exist) from the StepLib checkout
+    /// `dir`, with the checkout reader `setup` uses (symlinks resolved inside the tree, special
+    /// files refused, reads bounded); without fsync.
+    pub fn steplib_dir(dir: &Path, root: &Path, limits: Limits) -> Result<ObjectId> {
+        let c = crate::steplib::Collection::parse(&dir.display().to_string())?;
+        let mut w = TreeWriter::new(root, "fuzz-steplib", limits, Durability::NoSync)?;
+        crate::steplib::generate::from_dir(dir, &c, None, &mut w)?;
+        w.finish().map(|(id, _)| id)
+    }
+
     /// Generates a collection object at `root` (which must not exist) from `spec.json` bytes,
     /// with the streaming reader `setup` uses for an HTTP spec.json; without fsync.
     pub fn spec_json(data: &[u8], root: &Path, limits: Limits) -> Result<ObjectId> {

@@ -57,6 +57,29 @@ pub(crate) fn is_symlink_refused(e: &io::Error) -> bool {
     Errno::from_io_error(e) == Some(Errno::LOOP)
 }
 
+/// Opens `path` for reading without following a symlink at its last component (`ELOOP`) and
+/// without blocking: a FIFO with no writer or a device opens at once, so that the caller's
+/// `fstat` can refuse it instead of hanging in `open`.
+pub(crate) fn open_read_nofollow_nonblock(path: &Path) -> io::Result<File> {
+    open_read_flags(
+        path,
+        O_NOFOLLOW | rustix::fs::OFlags::NONBLOCK.bits() as i32,
+    )
+}
+
+/// [`open_read_nofollow_nonblock`], following a symlink (for a path the user gave).
+pub(crate) fn open_read_nonblock(path: &Path) -> io::Result<File> {
+    open_read_flags(path, rustix::fs::OFlags::NONBLOCK.bits() as i32)
+}
+
+fn open_read_flags(path: &Path, flags: i32) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+}
+
 /// What a no-replace rename did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Publish {

@@ -102,3 +102,17 @@ fn yaml_with_stars_but_no_anchor_parses_once_and_aliases_need_anchors() {
     );
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+/// A large step.yml without aliases can still hold many values (a flow sequence of `0,` is two
+/// bytes a value, about a hundred in memory): past 256 KiB it is counted like an alias bomb, so
+/// 2 MiB of `0,` (a million values) is refused instead of built; a real-sized one still parses.
+#[test]
+fn large_yaml_without_aliases_is_counted_too() {
+    let many = format!("title: many\nl: [{}0]\n", "0,".repeat(1 << 20));
+    let Err(err) = fuzzing::parse_step_yml(many.as_bytes()) else {
+        panic!("a million values were built");
+    };
+    assert!(err.contains("100000 values"), "{err}");
+    let fine = format!("title: fine\nl: [{}0]\n", "0,".repeat(50_000));
+    assert!(fuzzing::parse_step_yml(fine.as_bytes()).is_ok());
+}

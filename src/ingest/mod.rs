@@ -75,7 +75,26 @@ impl Default for Limits {
     }
 }
 
+/// What [`Error::LimitExceeded`] names for each limit of [`Limits`] a tree writer checks.
+pub(crate) const LIMIT_ENTRIES: &str = "number of entries";
+pub(crate) const LIMIT_INDEX: &str = "index size (all paths together)";
+pub(crate) const LIMIT_FILE: &str = "file size";
+pub(crate) const LIMIT_TOTAL: &str = "total size";
+
 impl Limits {
+    /// The environment variable that sets the limit a tree writer names `what`.
+    pub(crate) fn setting_of(what: &str) -> Option<&'static str> {
+        [
+            (LIMIT_ENTRIES, "STEPMAN_MAX_ENTRIES"),
+            (LIMIT_INDEX, "STEPMAN_MAX_INDEX_BYTES"),
+            (LIMIT_FILE, "STEPMAN_MAX_FILE_BYTES"),
+            (LIMIT_TOTAL, "STEPMAN_MAX_TOTAL_BYTES"),
+        ]
+        .into_iter()
+        .find(|(w, _)| *w == what)
+        .map(|(_, s)| s)
+    }
+
     /// The defaults, overridden by `STEPMAN_MAX_TOTAL_BYTES`, `STEPMAN_MAX_FILE_BYTES`,
     /// `STEPMAN_MAX_ENTRIES`, `STEPMAN_MAX_RATIO`, `STEPMAN_MAX_HEADER_BYTES` and
     /// `STEPMAN_MAX_INDEX_BYTES` (sizes take a
@@ -262,15 +281,11 @@ impl TreeWriter {
     /// Counts a new entry whose path (the node's key) is `key_len` bytes.
     fn count_entry(&mut self, raw: &str, key_len: usize) -> Result<()> {
         if self.nodes.len() as u64 >= self.limits.max_entries {
-            return Err(self.limit(raw, "number of entries", self.limits.max_entries));
+            return Err(self.limit(raw, LIMIT_ENTRIES, self.limits.max_entries));
         }
         self.index_bytes = self.index_bytes.saturating_add(key_len as u64);
         if self.index_bytes > self.limits.max_index_bytes {
-            return Err(self.limit(
-                raw,
-                "index size (all paths together)",
-                self.limits.max_index_bytes,
-            ));
+            return Err(self.limit(raw, LIMIT_INDEX, self.limits.max_index_bytes));
         }
         Ok(())
     }
@@ -360,7 +375,7 @@ impl TreeWriter {
         }
         self.total_bytes += size;
         if self.total_bytes > self.limits.max_total_bytes {
-            return Err(self.limit(raw, "total size", self.limits.max_total_bytes));
+            return Err(self.limit(raw, LIMIT_TOTAL, self.limits.max_total_bytes));
         }
         sys::set_mode_fd(&file, if exec { 0o555 } else { 0o444 })
             .map_err(Error::io("chmod", &path))?;
@@ -379,10 +394,10 @@ impl TreeWriter {
 
     fn check_size(&self, raw: &str, n: u64) -> Result<()> {
         if n > self.limits.max_file_bytes {
-            return Err(self.limit(raw, "file size", self.limits.max_file_bytes));
+            return Err(self.limit(raw, LIMIT_FILE, self.limits.max_file_bytes));
         }
         if self.total_bytes.saturating_add(n) > self.limits.max_total_bytes {
-            return Err(self.limit(raw, "total size", self.limits.max_total_bytes));
+            return Err(self.limit(raw, LIMIT_TOTAL, self.limits.max_total_bytes));
         }
         Ok(())
     }
@@ -416,32 +431,11 @@ impl TreeWriter {
 
     /// Resolves `target` of the symlink at `key` inside the tree; false when it escapes.
     fn symlink_stays_inside(&self, key: &str, target: &str) -> bool {
-        let mut stack: Vec<String> = key.split('/').map(str::to_string).collect();
-        stack.pop();
-        let mut pending: Vec<String> = target.split('/').rev().map(str::to_string).collect();
-        let mut hops = 0;
-        while let Some(c) = pending.pop() {
-            match c.as_str() {
-                "" | "." => {}
-                ".." => {
-                    if stack.pop().is_none() {
-                        return false;
-                    }
-                }
-                _ => {
-                    stack.push(c);
-                    if let Some(Node::Symlink { target: t }) = self.nodes.get(&stack.join("/")) {
-                        hops += 1;
-                        if hops > 40 || t.starts_with('/') {
-                            return false;
-                        }
-                        stack.pop();
-                        pending.extend(t.split('/').rev().map(str::to_string));
-                    }
-                }
-            }
-        }
-        true
+        resolve_inside(key, target, |p| match self.nodes.get(p) {
+            Some(Node::Symlink { target }) => Some(target.clone()),
+            _ => None,
+        })
+        .is_some()
     }
 
     /// Vets symlinks, computes the tree id, makes the tree read-only and flushes it.
@@ -515,6 +509,45 @@ impl TreeWriter {
         }
         Ok((id, self.root))
     }
+}
+
+/// Resolves `target`, the target of the symlink at `key` (a `/`-separated path inside a tree),
+/// following the symlinks it meets through `link_at` (the target of the symlink at a path of the
+/// tree, `None` when that path is no symlink). The resolved path inside the tree ("" is the root),
+/// or `None` when the target leaves the tree: absolute (itself or a symlink met on the way), `..`
+/// past the root, or more than 40 hops. The one rule for imports and StepLib checkouts alike.
+pub(crate) fn resolve_inside(
+    key: &str,
+    target: &str,
+    mut link_at: impl FnMut(&str) -> Option<String>,
+) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut stack: Vec<String> = key.split('/').map(str::to_string).collect();
+    stack.pop();
+    let mut pending: Vec<String> = target.split('/').rev().map(str::to_string).collect();
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        match c.as_str() {
+            "" | "." => {}
+            ".." => {
+                stack.pop()?;
+            }
+            _ => {
+                stack.push(c);
+                if let Some(t) = link_at(&stack.join("/")) {
+                    hops += 1;
+                    if hops > 40 || t.starts_with('/') {
+                        return None;
+                    }
+                    stack.pop();
+                    pending.extend(t.split('/').rev().map(str::to_string));
+                }
+            }
+        }
+    }
+    Some(stack.join("/"))
 }
 
 /// What kind of source a path holds, by looking at it (never by its extension).

@@ -1,35 +1,57 @@
 //! Building a collection object from a StepLib checkout or a `spec.json`.
 //!
 //! The object holds `collection.json`, one `groups/<id>.json` per step group (the spec's
-//! `steps.<id>`) and every version's original step.yml as `yml/<id>/<version>.yml`. Step files are parsed
-//! on all cores a batch of groups at a time, so memory stays bounded by a batch, not by the
-//! StepLib's size. One invalid step.yml (or group) is reported in `collection.json`'s `skipped`
-//! and left out; it does not fail the whole StepLib.
+//! `steps.<id>`) and every version's original step.yml as `yml/<id>/<version>.yml`. Step files are
+//! parsed by up to [`WORKERS`] threads, a group each, handing finished groups to the writer one at
+//! a time; a group holds its files and their JSON, never their parsed values, and is bounded by
+//! [`MAX_GROUP_BYTES`], so memory stays bounded by a few groups, not by the StepLib's size. One
+//! invalid step.yml (or group) is reported in `collection.json`'s `skipped` and left out; it does
+//! not fail the whole StepLib.
+//!
+//! The StepLib limits (README, "What a StepLib may hold"): each YAML file at most
+//! [`MAX_YAML_BYTES`]; each step group at most [`MAX_GROUP_BYTES`] (a spec.json group also at most
+//! [`MAX_GROUP_VALUES`] values); a spec.json at most [`MAX_SPEC_BYTES`]; and the collection object
+//! within the import limits ([`crate::ingest::Limits`]: entries, index, sizes), reported as
+//! [`Error::SteplibLimit`] naming the variable that raises them.
 
 use std::fs;
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rayon::prelude::*;
 use serde_json::{Map, Value};
 
-use super::model::{CollectionMeta, Group, Skipped, SteplibMeta, parse_yaml, validate_step};
+use super::checkout::{Checkout, EntryKind, Refusal};
+use super::model::{
+    CollectionMeta, MAX_YAML_BYTES, Skipped, SteplibMeta, parse_yaml, validate_step,
+};
 use super::{Collection, Source, version};
 use crate::error::{Error, Result};
 use crate::fetch::{self, NetConfig};
 use crate::hash::ObjectId;
-use crate::ingest::TreeWriter;
+use crate::ingest::{Limits, TreeWriter};
 use crate::layout::Name;
 use crate::store::{Imported, Store};
 
-/// Groups parsed in parallel before their files are written.
-const BATCH: usize = 32;
-/// Largest `spec.json` accepted over HTTP.
-const MAX_SPEC_BYTES: u64 = 512 << 20;
+/// Most threads parsing step groups at once (each holds at most one group).
+pub const WORKERS: usize = 2;
+/// Largest `spec.json` accepted over HTTP (it goes to disk and is read streaming: this bounds
+/// the disk, not memory).
+pub const MAX_SPEC_BYTES: u64 = 512 << 20;
+/// Most bytes one step group may take: in a checkout, its step.yml files plus their JSON; in a
+/// spec.json, its text (and so any one string of it); also any other top-level value of a
+/// spec.json. The largest real group (git-clone, 92 versions) takes 1.6 MiB.
+pub const MAX_GROUP_BYTES: u64 = 8 << 20;
+/// Most values (keys included) of one step group of a spec.json (git-clone: 28,000).
+pub const MAX_GROUP_VALUES: usize = 150_000;
 
 /// Sets up (or, with `force`, regenerates) collection `c`; concurrent callers for the same
 /// collection wait for the first and share its result.
 pub fn setup(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<Imported> {
+    fill(store, c, force, net).map_err(|e| steplib_limit(c, e))
+}
+
+fn fill(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<Imported> {
     let net = &NetConfig {
         credential: c.credential.clone(),
         ..net.clone()
@@ -73,6 +95,23 @@ pub fn setup(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Res
     })
 }
 
+/// An import limit hit while writing a collection object is a StepLib limit: say so, and name
+/// the variable that raises it.
+fn steplib_limit(c: &Collection, e: Error) -> Error {
+    match e {
+        Error::LimitExceeded {
+            entry, what, limit, ..
+        } => Error::SteplibLimit {
+            collection: format!("collection {}", c.uri),
+            entry,
+            what,
+            limit,
+            setting: Limits::setting_of(what),
+        },
+        e => e,
+    }
+}
+
 fn steplib_err(what: impl Into<String>, reason: impl Into<String>) -> Error {
     Error::Steplib {
         what: what.into(),
@@ -80,12 +119,25 @@ fn steplib_err(what: impl Into<String>, reason: impl Into<String>) -> Error {
     }
 }
 
-fn read_yaml(path: &Path) -> std::result::Result<Value, String> {
-    let mut s = String::new();
-    fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut s))
-        .map_err(|e| format!("read: {e}"))?;
-    parse_yaml(&s)
+/// Why a YAML file of a checkout was not used: not there, or refused (with why).
+enum YamlError {
+    NotFound,
+    Bad(String),
+}
+
+/// Reads and parses `rel` of the checkout, bounded by [`MAX_YAML_BYTES`] before it is read.
+fn read_yaml(co: &Checkout, rel: &str) -> std::result::Result<Value, YamlError> {
+    let raw = read_bounded(co, rel)?;
+    let text = std::str::from_utf8(&raw).map_err(|_| YamlError::Bad("not UTF-8".into()))?;
+    parse_yaml(text).map_err(YamlError::Bad)
+}
+
+/// The bytes of `rel` of the checkout: a regular file in the tree, of at most [`MAX_YAML_BYTES`].
+fn read_bounded(co: &Checkout, rel: &str) -> std::result::Result<Vec<u8>, YamlError> {
+    co.read(rel, MAX_YAML_BYTES as u64).map_err(|e| match e {
+        Refusal::NotFound => YamlError::NotFound,
+        e => YamlError::Bad(e.to_string()),
+    })
 }
 
 /// A step.yml's bytes as setup reads them: UTF-8, one YAML document, [`validate_step`].
@@ -116,11 +168,28 @@ pub(crate) fn steplib_meta(v: Value) -> std::result::Result<SteplibMeta, String>
     Ok(meta)
 }
 
+/// A step group ready to be written: each version's original file and its JSON.
 struct GroupData {
     id: String,
     info: Value,
-    versions: Vec<(String, Vec<u8>, Value)>,
+    /// `(version, original bytes, JSON of the parsed step)`.
+    versions: Vec<(String, Vec<u8>, Vec<u8>)>,
     skipped: Vec<Skipped>,
+}
+
+fn json_of(v: &Value) -> Vec<u8> {
+    // Serializing a Value to memory cannot fail (its keys are strings).
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn group_too_large(id: &str) -> Skipped {
+    Skipped {
+        path: format!("steps/{id}"),
+        error: format!(
+            "step group past the StepLib limit of {MAX_GROUP_BYTES} bytes (its step.yml files \
+             and their JSON)"
+        ),
+    }
 }
 
 fn valid_component(s: &str) -> bool {
@@ -128,47 +197,62 @@ fn valid_component(s: &str) -> bool {
 }
 
 fn load_group(
-    steps_dir: &Path,
+    co: &Checkout,
     id: &str,
     assets_base: Option<&str>,
 ) -> std::result::Result<GroupData, Skipped> {
-    let dir = steps_dir.join(id);
     let rel = |p: &str| format!("steps/{id}/{p}");
     let mut skipped = Vec::new();
-    let mut info = match read_yaml(&dir.join("step-info.yml")).and_then(step_info) {
+    let mut info = match read_yaml(co, &rel("step-info.yml"))
+        .and_then(|v| step_info(v).map_err(YamlError::Bad))
+    {
         Ok(v) => v,
-        Err(e) if e.contains("No such file") => Value::Object(Map::new()),
-        Err(e) => {
+        Err(YamlError::NotFound) => Value::Object(Map::new()),
+        Err(YamlError::Bad(e)) => {
             return Err(Skipped {
                 path: rel("step-info.yml"),
                 error: e,
             });
         }
     };
-    let entries = fs::read_dir(&dir).map_err(|e| Skipped {
-        path: rel(""),
+    let entries = co.list(&rel("")).map_err(|e| Skipped {
+        path: format!("steps/{id}"),
         error: e.to_string(),
     })?;
     let mut versions = Vec::new();
     let mut assets = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !e.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
+    let mut held: u64 = 0;
+    for (name, kind) in entries {
+        match kind {
+            EntryKind::Dir => {}
+            EntryKind::Outside => {
+                skipped.push(Skipped {
+                    path: rel(&name),
+                    error: Refusal::Outside.to_string(),
+                });
+                continue;
+            }
+            EntryKind::File | EntryKind::Other => continue,
         }
         if name == "assets" {
-            if let Ok(rd) = fs::read_dir(e.path()) {
-                assets.extend(
-                    rd.flatten()
-                        .map(|a| a.file_name().to_string_lossy().into_owned()),
-                );
+            // Only the names are read: each becomes a URL under `assets_download_base_uri`.
+            if let Ok(list) = co.list(&rel(&name)) {
+                assets.extend(list.into_iter().map(|(a, _)| a));
             }
             continue;
         }
-        let yml = e.path().join("step.yml");
-        if !yml.is_file() {
-            continue;
-        }
+        let yml = format!("{name}/step.yml");
+        let raw = match read_bounded(co, &rel(&yml)) {
+            Ok(r) => r,
+            Err(YamlError::NotFound) => continue,
+            Err(YamlError::Bad(error)) => {
+                skipped.push(Skipped {
+                    path: rel(&yml),
+                    error,
+                });
+                continue;
+            }
+        };
         if !valid_component(&name) {
             skipped.push(Skipped {
                 path: rel(&name),
@@ -176,18 +260,16 @@ fn load_group(
             });
             continue;
         }
-        let raw = match fs::read(&yml) {
-            Ok(r) => r,
-            Err(err) => {
-                skipped.push(Skipped {
-                    path: rel(&format!("{name}/step.yml")),
-                    error: err.to_string(),
-                });
-                continue;
-            }
-        };
         match parse_step_yml(&raw) {
-            Ok(v) => versions.push((name, raw, v)),
+            Ok(v) => {
+                let json = json_of(&v);
+                drop(v);
+                held += (raw.len() + json.len()) as u64;
+                if held > MAX_GROUP_BYTES {
+                    return Err(group_too_large(id));
+                }
+                versions.push((name, raw, json));
+            }
             Err(err) => skipped.push(Skipped {
                 path: rel(&format!("{name}/step.yml")),
                 error: err,
@@ -228,24 +310,32 @@ fn write_group(w: &mut TreeWriter, g: GroupData, meta: &mut CollectionMeta) -> R
     let latest = version::latest(g.versions.iter().map(|v| v.0.as_str()))
         .unwrap_or_default()
         .to_string();
-    let mut versions = Map::new();
-    for (ver, raw, value) in g.versions {
+    // The bytes `serde_json::to_vec(&Group)` would give, spliced from each version's JSON so
+    // that no parsed value is held: `{"info":…,"latest_version_number":…,"versions":{…}}`.
+    let mut bytes = b"{\"info\":".to_vec();
+    bytes.extend(json_of(&g.info));
+    bytes.extend(b",\"latest_version_number\":");
+    bytes.extend(json_of(&Value::String(latest)));
+    bytes.extend(b",\"versions\":{");
+    let n = g.versions.len();
+    for (i, (ver, raw, json)) in g.versions.into_iter().enumerate() {
         w.add_file(
             &format!("yml/{}/{ver}.yml", g.id),
             false,
             Some(raw.len() as u64),
             raw.as_slice(),
         )?;
-        versions.insert(ver, value);
+        drop(raw);
+        if i > 0 {
+            bytes.push(b',');
+        }
+        bytes.extend(json_of(&Value::String(ver)));
+        bytes.push(b':');
+        bytes.extend(json);
     }
+    bytes.extend(b"}}");
     meta.steps += 1;
-    meta.versions += versions.len();
-    let group = Group {
-        info: g.info,
-        latest_version_number: latest,
-        versions,
-    };
-    let bytes = serde_json::to_vec(&group).map_err(|e| steplib_err(&g.id, e.to_string()))?;
+    meta.versions += n;
     w.add_file(
         &format!("groups/{}.json", g.id),
         false,
@@ -273,23 +363,38 @@ pub(crate) fn from_dir(
     commit: Option<String>,
     w: &mut TreeWriter,
 ) -> Result<()> {
-    let steplib_yml = dir.join("steplib.yml");
-    let steplib: SteplibMeta = match read_yaml(&steplib_yml) {
-        Ok(v) => steplib_meta(v).map_err(|e| steplib_err(steplib_yml.display().to_string(), e))?,
+    let co = Checkout::new(dir);
+    let steplib: SteplibMeta = match read_yaml(&co, "steplib.yml") {
+        Ok(v) => steplib_meta(v).map_err(|e| steplib_err(co.display("steplib.yml"), e))?,
         Err(e) => {
+            let e = match e {
+                YamlError::NotFound => Refusal::NotFound.to_string(),
+                YamlError::Bad(e) => e,
+            };
             return Err(steplib_err(
                 format!("collection {}", c.uri),
-                format!("{}: {e}", steplib_yml.display()),
+                format!("{}: {e}", co.display("steplib.yml")),
             ));
         }
     };
-    let steps_dir = dir.join("steps");
-    let mut ids: Vec<String> = fs::read_dir(&steps_dir)
-        .map_err(Error::io("read dir", &steps_dir))?
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let entries = co.list("steps").map_err(|e| {
+        steplib_err(
+            format!("collection {}", c.uri),
+            format!("{}: {e}", co.display("steps")),
+        )
+    })?;
+    let mut skipped = Vec::new();
+    let mut ids = Vec::new();
+    for (id, kind) in entries {
+        match kind {
+            EntryKind::Dir => ids.push(id),
+            EntryKind::Outside => skipped.push(Skipped {
+                path: format!("steps/{id}"),
+                error: Refusal::Outside.to_string(),
+            }),
+            EntryKind::File | EntryKind::Other => {}
+        }
+    }
     ids.sort();
     let mut meta = CollectionMeta {
         uri: c.uri.clone(),
@@ -299,7 +404,7 @@ pub(crate) fn from_dir(
         steplib,
         steps: 0,
         versions: 0,
-        skipped: Vec::new(),
+        skipped,
     };
     let (ids, bad): (Vec<String>, Vec<String>) =
         ids.into_iter().partition(|id| valid_component(id));
@@ -310,18 +415,36 @@ pub(crate) fn from_dir(
         });
     }
     let assets_base = meta.steplib.assets_download_base_uri.clone();
-    for chunk in ids.chunks(BATCH) {
-        let groups: Vec<_> = chunk
-            .par_iter()
-            .map(|id| load_group(&steps_dir, id, assets_base.as_deref()))
-            .collect();
-        for g in groups {
+    // Workers load groups and hand each to this thread through a channel of one: at most
+    // WORKERS groups being loaded, one waiting and one being written are in memory.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, WORKERS);
+    let next = AtomicUsize::new(0);
+    let written = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (co, ids, next, base) = (&co, &ids, &next, assets_base.as_deref());
+            s.spawn(move || {
+                while let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    // A closed channel: the writer failed, stop.
+                    if tx.send(load_group(co, id, base)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for g in &rx {
             match g {
                 Ok(g) => write_group(w, g, &mut meta)?,
                 Err(s) => meta.skipped.push(s),
             }
         }
-    }
+        Ok::<(), Error>(())
+    });
+    written?;
     finish_meta(w, meta)
 }
 
@@ -346,7 +469,9 @@ pub(crate) fn from_spec_reader(r: impl Read, c: &Collection, w: &mut TreeWriter)
     let mut failure: Option<Error> = None;
     let mut head = Map::new();
     let mut saw_steps = false;
+    let bounds = spec_stream::Bounds::default();
     let visitor = spec_stream::SpecVisitor {
+        bounds: &bounds,
         on_head: &mut |k: String, v: Value| {
             head.insert(k, v);
         },
@@ -361,11 +486,23 @@ pub(crate) fn from_spec_reader(r: impl Read, c: &Collection, w: &mut TreeWriter)
     };
     let parsed = {
         use serde::Deserializer;
-        let mut de = serde_json::Deserializer::from_reader(r);
+        let mut de = serde_json::Deserializer::from_reader(spec_stream::Metered {
+            inner: r,
+            bounds: &bounds,
+        });
         de.deserialize_map(visitor).and_then(|()| de.end())
     };
     if let Some(e) = failure {
         return Err(e);
+    }
+    if let Some((what, limit)) = bounds.hit.get() {
+        return Err(Error::SteplibLimit {
+            collection: format!("collection {}", c.uri),
+            entry: bounds.at.take(),
+            what,
+            limit,
+            setting: None,
+        });
     }
     let bad = |reason: String| steplib_err(format!("collection {}", c.uri), reason);
     parsed.map_err(|e| bad(format!("invalid spec.json: {e}")))?;
@@ -425,7 +562,8 @@ fn spec_group(
             }
             let raw =
                 serde_json::to_vec_pretty(&step).map_err(|e| steplib_err(&id, e.to_string()))?;
-            g.versions.push((ver, raw, step));
+            let json = json_of(&step);
+            g.versions.push((ver, raw, json));
         }
     }
     g.versions
@@ -434,14 +572,74 @@ fn spec_group(
 }
 
 /// A serde visitor over the top level of a spec.json that hands each `steps` entry to a callback
-/// as soon as it is parsed.
+/// as soon as it is parsed, each top-level value and each step group bounded in bytes (by the
+/// reader, before a string of it is held) and in values.
 mod spec_stream {
+    use std::cell::{Cell, RefCell};
     use std::fmt;
+    use std::io::{self, Read};
 
-    use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
-    use serde_json::Value;
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    use super::{MAX_GROUP_BYTES, MAX_GROUP_VALUES};
+
+    /// The budget of the value being read, shared by the reader and the visitors.
+    pub(super) struct Bounds {
+        /// Bytes read since the current top-level key or step id began.
+        bytes: Cell<u64>,
+        /// Values the current one may still have.
+        values: Cell<usize>,
+        /// The key (`steps/<id>` for a group) being read, for the error.
+        pub at: RefCell<String>,
+        /// Which limit was hit, and its value.
+        pub hit: Cell<Option<(&'static str, u64)>>,
+    }
+
+    impl Default for Bounds {
+        fn default() -> Bounds {
+            Bounds {
+                bytes: Cell::new(0),
+                values: Cell::new(MAX_GROUP_VALUES),
+                at: RefCell::new(String::new()),
+                hit: Cell::new(None),
+            }
+        }
+    }
+
+    impl Bounds {
+        /// A new value begins (its key is counted with it).
+        fn reset(&self) {
+            self.bytes.set(0);
+            self.values.set(MAX_GROUP_VALUES);
+        }
+    }
+
+    /// The spec.json reader: fails once the current value is past [`MAX_GROUP_BYTES`].
+    /// serde_json reads it a byte at a time (put a buffered reader inside).
+    pub(super) struct Metered<'a, R> {
+        pub inner: R,
+        pub bounds: &'a Bounds,
+    }
+
+    impl<R: Read> Read for Metered<'_, R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            let b = &self.bounds.bytes;
+            b.set(b.get() + n as u64);
+            if b.get() > MAX_GROUP_BYTES {
+                self.bounds.hit.set(Some((
+                    "size in bytes of one step group (or top-level value) of spec.json",
+                    MAX_GROUP_BYTES,
+                )));
+                return Err(io::Error::other("past the StepLib limit"));
+            }
+            Ok(n)
+        }
+    }
 
     pub(super) struct SpecVisitor<'a> {
+        pub bounds: &'a Bounds,
         pub on_head: &'a mut dyn FnMut(String, Value),
         pub on_group: &'a mut dyn FnMut(String, Value) -> Result<(), String>,
     }
@@ -452,13 +650,19 @@ mod spec_stream {
             f.write_str("a spec.json object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(key) = map.next_key::<String>()? {
+            loop {
+                self.bounds.reset();
+                let Some(key) = map.next_key::<String>()? else {
+                    break;
+                };
                 if key == "steps" {
                     map.next_value_seed(Steps {
+                        bounds: self.bounds,
                         on_group: &mut *self.on_group,
                     })?;
                 } else {
-                    let v: Value = map.next_value()?;
+                    *self.bounds.at.borrow_mut() = key.clone();
+                    let v = map.next_value_seed(Build(self.bounds))?;
                     (self.on_head)(key, v);
                 }
             }
@@ -467,6 +671,7 @@ mod spec_stream {
     }
 
     struct Steps<'a> {
+        bounds: &'a Bounds,
         on_group: &'a mut dyn FnMut(String, Value) -> Result<(), String>,
     }
 
@@ -483,11 +688,101 @@ mod spec_stream {
             f.write_str("a mapping of step ids to step groups")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(id) = map.next_key::<String>()? {
-                let group: Value = map.next_value()?;
+            loop {
+                self.bounds.reset();
+                let Some(id) = map.next_key::<String>()? else {
+                    break;
+                };
+                *self.bounds.at.borrow_mut() = format!("steps/{id}");
+                let group = map.next_value_seed(Build(self.bounds))?;
                 (self.on_group)(id, group).map_err(de::Error::custom)?;
             }
             Ok(())
+        }
+    }
+
+    /// Builds a JSON value as `serde_json::Value`'s own deserializer does, failing once the
+    /// value being read has more than [`MAX_GROUP_VALUES`] values.
+    struct Build<'a>(&'a Bounds);
+
+    impl Build<'_> {
+        fn spend<E: de::Error>(&self) -> Result<(), E> {
+            let left = self.0.values.get();
+            if left == 0 {
+                self.0.hit.set(Some((
+                    "number of values of one step group (or top-level value) of spec.json",
+                    MAX_GROUP_VALUES as u64,
+                )));
+                return Err(E::custom("past the StepLib limit"));
+            }
+            self.0.values.set(left - 1);
+            Ok(())
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Build<'_> {
+        type Value = Value;
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Build<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+            self.spend()?;
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+            self.spend()?;
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+            self.spend()?;
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+            self.spend()?;
+            Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+            self.spend()?;
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+            self.spend()?;
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+            self.spend()?;
+            Ok(Value::Null)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+            self.visit_unit()
+        }
+        fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            self.deserialize(d)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            self.spend()?;
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element_seed(Build(self.0))? {
+                out.push(v);
+            }
+            Ok(Value::Array(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            self.spend()?;
+            let mut out = Map::new();
+            while let Some(k) = map.next_key::<String>()? {
+                self.spend()?;
+                let v = map.next_value_seed(Build(self.0))?;
+                out.insert(k, v);
+            }
+            Ok(Value::Object(out))
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - Looking a step up reads one small per-group file of the collection object, never the whole
 //!   spec.
 
+mod checkout;
 pub mod generate;
 pub mod model;
 pub mod version;
@@ -211,6 +212,36 @@ impl Opened {
     pub fn step_yml(&self, id: &str, version: &str) -> PathBuf {
         self.dir.join("yml").join(id).join(format!("{version}.yml"))
     }
+}
+
+/// Reads and parses the step.yml at `path` (a path the user gave: a symlink is followed), as
+/// setup reads one: a regular file (a FIFO or a device is refused, never blocked on) of at most
+/// [`model::MAX_YAML_BYTES`], checked before it is read.
+pub fn read_step_yml(path: &Path) -> Result<Value> {
+    parse_yml_bytes(
+        path,
+        checkout::read_regular(path, true, model::MAX_YAML_BYTES as u64),
+    )
+}
+
+/// [`read_step_yml`] of `rel` inside the tree `dir` (a step's object): a symlink is followed
+/// only while it stays inside the tree.
+pub(crate) fn read_step_yml_in(dir: &Path, rel: &str) -> Result<Value> {
+    let co = checkout::Checkout::new(dir);
+    parse_yml_bytes(&dir.join(rel), co.read(rel, model::MAX_YAML_BYTES as u64))
+}
+
+fn parse_yml_bytes(
+    path: &Path,
+    raw: std::result::Result<Vec<u8>, checkout::Refusal>,
+) -> Result<Value> {
+    let bad = |reason: String| Error::Steplib {
+        what: path.display().to_string(),
+        reason,
+    };
+    let raw = raw.map_err(|e| bad(e.to_string()))?;
+    let text = std::str::from_utf8(&raw).map_err(|_| bad("not UTF-8".into()))?;
+    model::parse_yaml(text).map_err(|e| bad(format!("invalid step.yml: {e}")))
 }
 
 /// Reads the collection `c` from the store; `Ok(None)` when it is not set up.

@@ -131,6 +131,10 @@ pub const MAX_YAML_VALUES: usize = 100_000;
 /// Most scalar bytes one YAML document may expand to, aliases included.
 pub const MAX_YAML_SCALAR_BYTES: usize = 16 << 20;
 
+/// Documents longer than this are walked for [`MAX_YAML_VALUES`] even without aliases (real
+/// step.yml files are under 16 KiB).
+const COUNT_ABOVE_BYTES: usize = 256 << 10;
+
 /// Parses one YAML document into a JSON value, with bounded memory.
 ///
 /// `serde_yaml_ng` caps alias *jumps* at 100 times the document's events, which still lets a
@@ -147,8 +151,10 @@ pub fn parse_yaml(text: &str) -> Result<Value, String> {
     }
     // Only an alias (`*a`, `<<: *a`) of an anchor (`&a`) makes a document expand past its text:
     // without both characters, the values are bounded by the text and one pass is enough. (Most
-    // real step.yml files have a `*` in their Markdown, few an `&`.)
-    if text.contains('*') && text.contains('&') {
+    // real step.yml files have a `*` in their Markdown, few an `&`.) But a large text can hold
+    // many values on its own (a flow sequence of `0,` is 2 bytes per value, ~100 in memory), so
+    // one past [`COUNT_ABOVE_BYTES`] is counted too.
+    if (text.contains('*') && text.contains('&')) || text.len() > COUNT_ABOVE_BYTES {
         let mut budget = yaml_budget::Budget::default();
         serde::de::DeserializeSeed::deserialize(
             yaml_budget::Count(&mut budget),

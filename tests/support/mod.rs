@@ -482,3 +482,79 @@ pub fn git_wrapper(dir: &Path, log: &Path) -> PathBuf {
     fs::set_permissions(&w, fs::Permissions::from_mode(0o755)).unwrap();
     dir.to_path_buf()
 }
+
+/// A `git://127.0.0.1:<port>/` server of the bare repositories under a directory: one thread
+/// accepts, and each connection is answered by `git daemon --inetd` on that socket (no port race,
+/// nothing but loopback). Stops accepting when dropped.
+pub struct GitDaemon {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl GitDaemon {
+    /// Serves every repository under `base` (`git://…/<name>.git` is `<base>/<name>.git`).
+    pub fn start(base: &Path) -> GitDaemon {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let base = base.to_path_buf();
+        let acceptor = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let Ok(out) = conn.try_clone() else { continue };
+                let child = Command::new("git")
+                    .arg("daemon")
+                    .arg("--inetd")
+                    .arg("--export-all")
+                    .arg(format!("--base-path={}", base.display()))
+                    .stdin(std::os::fd::OwnedFd::from(conn))
+                    .stdout(std::os::fd::OwnedFd::from(out))
+                    .stderr(std::process::Stdio::null())
+                    .spawn();
+                if let Ok(mut c) = child {
+                    thread::spawn(move || {
+                        let _ = c.wait();
+                    });
+                }
+            }
+        });
+        GitDaemon {
+            addr,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// `git://127.0.0.1:<port>/<name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("git://{}/{name}", self.addr)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(a) = self.acceptor.take() {
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2));
+            let _ = a.join();
+        }
+    }
+}
+
+/// Commits the tree `src` (symlinks kept as symlinks) into a new bare repository
+/// `<work>/<name>` and returns its path.
+pub fn git_bare_of(work: &Path, src: &Path, name: &str) -> PathBuf {
+    git(src, &["init", "-q"]);
+    git(src, &["add", "-A"]);
+    git(src, &["commit", "-q", "-m", "steplib"]);
+    git(
+        work,
+        &["clone", "-q", "--bare", src.to_str().unwrap(), name],
+    );
+    work.join(name)
+}

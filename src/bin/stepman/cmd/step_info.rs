@@ -40,9 +40,7 @@ pub struct StepInfoArgs {
 }
 
 fn local_info(library: &str, id: &str, yml: PathBuf) -> anyhow::Result<StepInfo> {
-    let text = std::fs::read_to_string(&yml).with_context(|| format!("read {}", yml.display()))?;
-    let step: Value = stepman::steplib::model::parse_yaml(&text)
-        .map_err(|e| anyhow::anyhow!("{}: invalid YAML: {e}", yml.display()))?;
+    let step = stepman::steplib::read_step_yml(&yml)?;
     Ok(StepInfo {
         library: library.into(),
         id: id.into(),
