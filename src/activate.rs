@@ -303,17 +303,27 @@ pub fn activate(
     copy_yml: Option<&Path>,
     net: &NetConfig,
 ) -> Result<ObjectId> {
-    activate_with(store, r, dest, copy_yml, false, net)
+    activate_with(
+        store,
+        r,
+        dest,
+        copy_yml,
+        false,
+        crate::Replace::Activated,
+        net,
+    )
 }
 
 /// [`activate`], and with `precompiled`, the step's verified executable for this platform as
 /// `dest/<id>` (mode 0755) when it has one; on any failure of that, the source as usual.
+/// `replace` says what may be replaced at `dest` ([`crate::Replace`]).
 pub fn activate_with(
     store: &Store,
     r: &Resolved,
     dest: &Path,
     copy_yml: Option<&Path>,
     precompiled: bool,
+    replace: crate::Replace,
     net: &NetConfig,
 ) -> Result<ObjectId> {
     // Before anything is downloaded: a destination in or around the store is a mistake.
@@ -328,8 +338,10 @@ pub fn activate_with(
         None => None,
     };
     if precompiled {
-        let exe = precompiled::download(store, r, net)
-            .and_then(|n| n.map(|n| store.export_replacing(&n, dest)).transpose());
+        let exe = precompiled::download(store, r, net).and_then(|n| {
+            n.map(|n| store.export_replacing(&n, dest, replace))
+                .transpose()
+        });
         match exe {
             Ok(Some(id)) => {
                 if let Some((yml, bytes)) = &definition {
@@ -343,6 +355,10 @@ pub fn activate_with(
                 r.version,
                 precompiled::platform()
             ),
+            // The source would meet the same destination.
+            Err(e @ (Error::DestinationNotEmpty { .. } | Error::DestinationHoldsCwd { .. })) => {
+                return Err(e);
+            }
             Err(e) => log::warn!(
                 "precompiled executable unavailable, using the source: {}",
                 e.describe()
@@ -352,7 +368,7 @@ pub fn activate_with(
     let name = r.name()?;
     let mut downloads = 0;
     let id = loop {
-        match store.export_replacing(&name, dest) {
+        match store.export_replacing(&name, dest, replace) {
             Ok(id) => break id,
             // Not in the store; or gone again before we could copy it out (a `delete` unbound
             // it, a gc collected it): delete is safe while others activate, so download again.

@@ -512,11 +512,19 @@ impl Store {
         })
     }
 
-    /// Like [`Store::export`], but replaces whatever `dest` holds (what `activate` does).
-    pub fn export_replacing(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
+    /// Like [`Store::export`], but replaces what `dest` holds as `replace` allows (what
+    /// `activate` does), one activation into `dest` at a time.
+    pub fn export_replacing(
+        &self,
+        name: &Name,
+        dest: &Path,
+        replace: crate::Replace,
+    ) -> Result<ObjectId> {
         self.check_outside(dest)?;
         crate::export::sweep_beside(dest);
-        self.copy_out(name, |dir| crate::export::replace_tree(dir, dest))
+        // The destination lock before the store lock (`lock.rs`).
+        let dest = crate::export::claim(dest, self.interrupt.as_deref())?;
+        self.copy_out(name, |dir| dest.activate(dir, replace))
     }
 
     /// Runs `read` holding the store lock (shared), as every copy-out does: no gc removes an
