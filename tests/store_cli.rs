@@ -709,3 +709,119 @@ fn the_working_directory_and_a_symlink_as_path_are_refused_clearly() {
     );
     assert_eq!(common::staging_entries(&work), Vec::<String>::new());
 }
+
+/// A re-activation killed (SIGKILL) at any of its renames (the marker's, before and after the
+/// swap, and the `RENAME_EXCHANGE` itself) leaves one complete tree at the destination, which
+/// the next activation recognises as an activation's and replaces without `--replace`; nothing
+/// is left beside it after that.
+#[test]
+fn a_reactivation_killed_at_any_rename_leaves_a_recognised_destination() {
+    if !common::strace_usable("a_reactivation_killed_at_any_rename_leaves_a_recognised_destination")
+    {
+        return;
+    }
+    let t = common::TestDir::new();
+    let (home, lib) = dest_fixture(t.path());
+    let work = t.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let proj = work.join("proj");
+    let p = proj.to_str().unwrap();
+    for v in ["2.0.0", "1.0.0"] {
+        let o = activate_into(&home, &lib, v, p, &[], None);
+        assert!(o.status.success(), "{}", err_text(&o));
+    }
+    let traced = |version: &str, kill: Option<(&str, usize)>, log: &Path| -> Output {
+        let mut c = Command::new("strace");
+        c.args(["-f", "-qq", "-o"])
+            .arg(log)
+            .args(["-e", "trace=rename,renameat,renameat2"]);
+        if let Some((syscall, n)) = kill {
+            c.arg("-e")
+                .arg(format!("inject={syscall}:signal=SIGKILL:when={n}"));
+        }
+        c.arg("--")
+            .arg(common::bin())
+            .args(["activate", "-c", &lib, "-i", "s", "-v", version, "-p", p]);
+        common::store_env(&mut c, &home);
+        common::output(&mut c)
+    };
+    // The renames of a clean re-activation (both versions are in the store: nothing else
+    // renames).
+    let log = t.path().join("strace.log");
+    let o = traced("2.0.0", None, &log);
+    assert!(o.status.success(), "{}", err_text(&o));
+    assert_step(&proj, "2.0.0");
+    let text = fs::read_to_string(&log).unwrap();
+    let count = |s: &str| {
+        text.lines()
+            .filter(|l| l.contains(&format!(" {s}(")))
+            .count()
+    };
+    assert!(text.contains("RENAME_EXCHANGE"), "{text}");
+    let points: Vec<(&str, usize)> = ["rename", "renameat", "renameat2"]
+        .into_iter()
+        .flat_map(|s| (1..=count(s)).map(move |n| (s, n)))
+        .collect();
+    assert!(points.len() >= 3, "{text}");
+    let current = "2.0.0";
+    for (syscall, n) in points {
+        let other = if current == "1.0.0" { "2.0.0" } else { "1.0.0" };
+        let killed = traced(other, Some((syscall, n)), &log);
+        assert!(!killed.status.success(), "killed at {syscall} #{n}");
+        let held = fs::read_to_string(proj.join("step.sh")).unwrap();
+        let held = if held == format!("echo {other}\n") {
+            other
+        } else {
+            current
+        };
+        assert_step(&proj, held);
+        let o = activate_into(&home, &lib, current, p, &[], None);
+        assert!(
+            o.status.success(),
+            "after a kill at {syscall} #{n} (holding {held}), the destination is not \
+             recognised: {}",
+            err_text(&o)
+        );
+        assert_step(&proj, current);
+        assert_eq!(common::staging_entries(&work), Vec::<String>::new());
+    }
+    common::assert_fsck_clean(&home);
+}
+
+/// Activations into one destination at once (CI jobs sharing a directory) all succeed, one
+/// after another behind the destination lock, and leave a tree the next activation
+/// recognises; each round starts them together.
+#[test]
+fn concurrent_activations_into_one_destination_all_succeed() {
+    let t = common::TestDir::new();
+    let (home, lib) = dest_fixture(t.path());
+    let work = t.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let proj = work.join("proj");
+    let p = proj.to_str().unwrap();
+    for v in ["1.0.0", "2.0.0"] {
+        let o = activate_into(&home, &lib, v, p, &[], None);
+        assert!(o.status.success(), "{}", err_text(&o));
+    }
+    for round in 0..5 {
+        let mut children: Vec<_> = (0..8)
+            .map(|i| {
+                let v = if i % 2 == 0 { "1.0.0" } else { "2.0.0" };
+                common::gated_stepman(&home, ["activate", "-c", &lib, "-i", "s", "-v", v, "-p", p])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        common::release(&mut children);
+        for c in children {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "round {round}: {}", err_text(&o));
+        }
+        let held = fs::read_to_string(proj.join("step.sh")).unwrap();
+        assert!(held == "echo 1.0.0\n" || held == "echo 2.0.0\n", "{held}");
+        assert_eq!(entries(&proj), vec!["step.sh".to_string()]);
+        let o = activate_into(&home, &lib, "1.0.0", p, &[], None);
+        assert!(o.status.success(), "round {round}: {}", err_text(&o));
+    }
+    assert_eq!(common::staging_entries(&work), Vec::<String>::new());
+}
