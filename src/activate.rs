@@ -295,7 +295,8 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
 }
 
 /// Activates the step: downloads it if needed, then copies it to `dest` (complete or not at
-/// all, replacing what was there) and, with `copy_yml`, writes its step.yml there.
+/// all, replacing only what an earlier activation put there: [`crate::Replace::Activated`])
+/// and, with `copy_yml`, writes its step.yml there.
 pub fn activate(
     store: &Store,
     r: &Resolved,

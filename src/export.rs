@@ -3,7 +3,7 @@
 //! Invariants:
 //! - The destination appears complete or not at all: the copy is built in a hidden staging dir
 //!   beside it and renamed into place with one `rename(2)`, which replaces at most an empty
-//!   directory (or, for [`replace_tree`], swapped in with `RENAME_EXCHANGE`).
+//!   directory (or, for an activation, [`Claimed::activate`], swapped in with `RENAME_EXCHANGE`).
 //! - The staging dir is owned like a temp dir of the store (`store-format.md`, "Temp area"):
 //!   `.<dest>.stepman-<random>.lock` is created and locked first, `.<dest>.stepman-<random>/`
 //!   second, and both are removed in the reverse order. Every export first sweeps the
