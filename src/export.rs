@@ -109,9 +109,9 @@ struct Dest {
     given: PathBuf,
     /// Its parent, absolute and canonical.
     parent: PathBuf,
-    /// Its last component.
+    /// Its last component (lossily, for the names of the staging dir, marker and lock).
     base: String,
-    /// `parent/base`.
+    /// `parent` joined with its last component.
     path: PathBuf,
 }
 
@@ -119,17 +119,16 @@ impl Dest {
     /// Creates the parent if needed and canonicalises it; refuses a destination that is the
     /// working directory or contains it.
     fn resolve(dest: &Path) -> Result<Dest> {
-        let (parent, base) = match dest.file_name() {
-            Some(_) => parent_and_base(dest)?,
-            // `.`, `..`, `x/..`: name the directory by its real path.
-            None => {
-                let real = fs::canonicalize(dest).map_err(Error::io("resolve", dest))?;
-                parent_and_base(&real)?
-            }
+        // `.`, `..`, `x/..` have no last component: name the directory by its real path.
+        let named = match dest.file_name() {
+            Some(_) => dest.to_path_buf(),
+            None => fs::canonicalize(dest).map_err(Error::io("resolve", dest))?,
         };
+        let (parent, base) = parent_and_base(&named)?;
         fs::create_dir_all(&parent).map_err(Error::io("create dir", &parent))?;
         let parent = fs::canonicalize(&parent).map_err(Error::io("resolve", &parent))?;
-        let path = parent.join(&base);
+        // The name itself (`base` is lossy), which `parent_and_base` found.
+        let path = parent.join(named.file_name().unwrap_or_default());
         // A working directory that cannot be found (deleted) cannot lie inside the destination.
         if let Ok(cwd) = std::env::current_dir().and_then(fs::canonicalize)
             && cwd.starts_with(&path)
@@ -297,15 +296,34 @@ pub(crate) struct Claimed {
 }
 
 /// Resolves `dest` and takes its destination lock, `.<dest>.stepman.tree.lock` beside it
-/// (waiting for another activation into it; `interrupt` ends the wait).
+/// (waiting for another activation into it; `interrupt` ends the wait). What `replace` does
+/// not allow is refused first, before anything is written beside `dest` (and again, under the
+/// lock, by [`Claimed::activate`]).
 pub(crate) fn claim(
     dest: &Path,
+    replace: Replace,
     interrupt: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<Claimed> {
     let dest = Dest::resolve(dest)?;
+    if let Found::Held(kind, old) = inspect(&dest.path)? {
+        allowed(&dest, kind, &old, replace)?;
+    }
     let lock_path = dest.parent.join(format!(".{}{MARKER}.lock", dest.base));
     let lock = crate::lock::destination_exclusive(&lock_path, interrupt)?;
     Ok(Claimed { dest, _lock: lock })
+}
+
+/// Whether what is at `d` (`kind`, `id`) may be replaced: `Ok(true)` when an earlier
+/// activation made it, `Ok(false)` when only [`Replace::Anything`] allows it.
+fn allowed(d: &Dest, kind: DestinationKind, id: &Identity, replace: Replace) -> Result<bool> {
+    let ours = kind == DestinationKind::NonEmptyDir && marker_lists(d, id);
+    if ours || replace == Replace::Anything {
+        return Ok(ours);
+    }
+    Err(Error::DestinationNotEmpty {
+        path: d.given.clone(),
+        kind,
+    })
 }
 
 impl Claimed {
@@ -316,10 +334,6 @@ impl Claimed {
     /// is there. Refused: [`Error::DestinationNotEmpty`], with nothing changed.
     pub(crate) fn activate(&self, src: &Path, replace: Replace) -> Result<()> {
         let d = &self.dest;
-        // Early refusal, before anything is copied; the checks below are the real ones.
-        if let Found::Held(kind, old) = inspect(&d.path)? {
-            self.allowed(kind, &old, replace)?;
-        }
         let (staging, tree) = build(d, src)?;
         let (new, _) = sys::identity(&tree)
             .map_err(Error::io("stat", &tree))?
@@ -338,7 +352,7 @@ impl Claimed {
                     }
                 }
                 Found::Held(kind, old) => {
-                    let ours = self.allowed(kind, &old, replace)?;
+                    let ours = allowed(d, kind, &old, replace)?;
                     let listed: &[&Identity] = if ours { &[&old, &new] } else { &[&new] };
                     write_marker(&staging, d, listed)?;
                     if !swap(&staging, &tree, d, &old)? {
@@ -355,19 +369,6 @@ impl Claimed {
             "the destination kept changing while the step was put in place",
         )))
     }
-
-    /// Whether what is at the destination (`kind`, `id`) may be replaced: `Ok(true)` when an
-    /// earlier activation made it, `Ok(false)` when only [`Replace::Anything`] allows it.
-    fn allowed(&self, kind: DestinationKind, id: &Identity, replace: Replace) -> Result<bool> {
-        let ours = kind == DestinationKind::NonEmptyDir && marker_lists(&self.dest, id);
-        if ours || replace == Replace::Anything {
-            return Ok(ours);
-        }
-        Err(Error::DestinationNotEmpty {
-            path: self.dest.given.clone(),
-            kind,
-        })
-    }
 }
 
 /// Swaps `tree` into `d`'s place; `Ok(false)` (with everything put back) when what was swapped
@@ -375,7 +376,7 @@ impl Claimed {
 fn swap(staging: &TempDir, tree: &Path, d: &Dest, old: &Identity) -> Result<bool> {
     let is_old = |p: &Path| -> Result<bool> {
         let id = sys::identity(p).map_err(Error::io("stat", p))?;
-        Ok(id.is_some_and(|(id, _)| (id.dev, id.ino) == (old.dev, old.ino)))
+        Ok(id.is_some_and(|(id, _)| id == *old))
     };
     if sys::exchange(tree, &d.path).map_err(Error::io("exchange", &d.given))? {
         if is_old(tree)? {

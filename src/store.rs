@@ -521,9 +521,11 @@ impl Store {
         replace: crate::Replace,
     ) -> Result<ObjectId> {
         self.check_outside(dest)?;
+        // Nothing is written beside `dest` (not even its lock file) for a name to download.
+        self.resolve(name)?;
         crate::export::sweep_beside(dest);
         // The destination lock before the store lock (`lock.rs`).
-        let dest = crate::export::claim(dest, self.interrupt.as_deref())?;
+        let dest = crate::export::claim(dest, replace, self.interrupt.as_deref())?;
         self.copy_out(name, |dir| dest.activate(dir, replace))
     }
 
