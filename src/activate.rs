@@ -320,7 +320,8 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
 }
 
 /// Activates the step: downloads it if needed, then copies it to `dest` (complete or not at
-/// all, replacing what was there) and, with `copy_yml`, writes its step.yml there.
+/// all, replacing only what an earlier activation put there: [`crate::Replace::Activated`])
+/// and, with `copy_yml`, writes its step.yml there.
 pub fn activate(
     store: &Store,
     r: &Resolved,
@@ -328,17 +329,27 @@ pub fn activate(
     copy_yml: Option<&Path>,
     net: &NetConfig,
 ) -> Result<ObjectId> {
-    activate_with(store, r, dest, copy_yml, false, net)
+    activate_with(
+        store,
+        r,
+        dest,
+        copy_yml,
+        false,
+        crate::Replace::Activated,
+        net,
+    )
 }
 
 /// [`activate`], and with `precompiled`, the step's verified executable for this platform as
 /// `dest/<id>` (mode 0755) when it has one; on any failure of that, the source as usual.
+/// `replace` says what may be replaced at `dest` ([`crate::Replace`]).
 pub fn activate_with(
     store: &Store,
     r: &Resolved,
     dest: &Path,
     copy_yml: Option<&Path>,
     precompiled: bool,
+    replace: crate::Replace,
     net: &NetConfig,
 ) -> Result<ObjectId> {
     // Before anything is downloaded: a destination in or around the store is a mistake.
@@ -353,7 +364,7 @@ pub fn activate_with(
         None => None,
     };
     if precompiled {
-        let exe = precompiled::activate(store, r, dest, net);
+        let exe = precompiled::activate(store, r, dest, replace, net);
         match exe {
             Ok(Some(id)) => {
                 if let Some((yml, bytes)) = &definition {
@@ -367,6 +378,10 @@ pub fn activate_with(
                 r.version,
                 precompiled::platform()
             ),
+            // The source would meet the same destination.
+            Err(e @ (Error::DestinationNotEmpty { .. } | Error::DestinationHoldsCwd { .. })) => {
+                return Err(e);
+            }
             Err(e) => log::warn!(
                 "precompiled executable unavailable, using the source: {}",
                 e.describe()
@@ -376,7 +391,7 @@ pub fn activate_with(
     let name = r.name()?;
     let mut downloads = 0;
     let id = loop {
-        match store.export_replacing(&name, dest) {
+        match store.export_replacing(&name, dest, replace) {
             Ok(id) => break id,
             // Not in the store; or gone again before we could copy it out (a `delete` unbound
             // it, a gc collected it): delete is safe while others activate, so download again.
@@ -555,6 +570,7 @@ pub mod precompiled {
         store: &Store,
         r: &Resolved,
         dest: &Path,
+        replace: crate::Replace,
         net: &NetConfig,
     ) -> Result<Option<ObjectId>> {
         let platform = platform();
@@ -565,11 +581,13 @@ pub mod precompiled {
         let source = (storage_uri, want.as_str());
         fill(store, r, &name, source, false, net)?;
         let check = |dir: &Path| check_object(dir, &r.id, &want);
-        match store.export_replacing_checked(&name, dest, check) {
+        match store.export_replacing_checked(&name, dest, replace, check) {
             Err(e @ Error::Format { .. }) => {
                 log::warn!("{}; fetching it again", e.describe());
                 fill(store, r, &name, source, true, net)?;
-                store.export_replacing_checked(&name, dest, check).map(Some)
+                store
+                    .export_replacing_checked(&name, dest, replace, check)
+                    .map(Some)
             }
             other => other.map(Some),
         }

@@ -177,6 +177,30 @@ pub enum Error {
         /// This process's effective user, as `uid N (name)`.
         user: String,
     },
+    /// An activation's destination holds something that no earlier activation made (or that is
+    /// not a directory): it is left as it is unless the caller asks to replace it.
+    #[error(
+        "destination {} {}; it is left as it is (pass --replace to replace it with the step)",
+        path.display(),
+        kind.as_str()
+    )]
+    DestinationNotEmpty {
+        /// The destination.
+        path: PathBuf,
+        /// What is there.
+        kind: DestinationKind,
+    },
+    /// A destination is the working directory or contains it: replacing it would leave this
+    /// process, and the shell that started it, in a deleted directory.
+    #[error(
+        "destination {} is the current directory or contains it; replacing it would leave you \
+         in a deleted directory: use a subdirectory instead (for example ./step)",
+        path.display()
+    )]
+    DestinationHoldsCwd {
+        /// The destination.
+        path: PathBuf,
+    },
     /// The operation needs to write but the store is read-only for this process.
     #[error("store {} is read-only for this process: cannot {op}", path.display())]
     ReadOnly {
@@ -203,6 +227,32 @@ pub enum Error {
         /// Whether the path is inside the store or contains it.
         relation: StoreRelation,
     },
+}
+
+/// What an activation found at its destination ([`Error::DestinationNotEmpty`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestinationKind {
+    /// A directory that is not empty and that no earlier activation made.
+    NonEmptyDir,
+    /// A symlink (never followed).
+    Symlink,
+    /// A regular file.
+    File,
+    /// A FIFO, a socket or a device.
+    Special,
+}
+
+impl DestinationKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::NonEmptyDir => {
+                "is a directory that is not empty and that no earlier activation made"
+            }
+            DestinationKind::Symlink => "is a symlink (never followed)",
+            DestinationKind::File => "is a file",
+            DestinationKind::Special => "is a special file (a FIFO, a socket or a device)",
+        }
+    }
 }
 
 /// How a path to write relates to a store ([`Error::InStore`]).

@@ -3,7 +3,7 @@
 //! Invariants:
 //! - The destination appears complete or not at all: the copy is built in a hidden staging dir
 //!   beside it and renamed into place with one `rename(2)`, which replaces at most an empty
-//!   directory (or, for [`replace_tree`], swapped in with `RENAME_EXCHANGE`).
+//!   directory (or, for an activation, [`Claimed::activate`], swapped in with `RENAME_EXCHANGE`).
 //! - The staging dir is owned like a temp dir of the store (`store-format.md`, "Temp area"):
 //!   `.<dest>.stepman-<random>.lock` is created and locked first, `.<dest>.stepman-<random>/`
 //!   second, and both are removed in the reverse order. Every export first sweeps the
@@ -17,6 +17,20 @@
 //!   reflink-capable file systems, which is copy-on-write), never hard-linked; the copy is
 //!   writable by its owner (directories 0755, files 0644 or 0755, less the umask).
 //! - Nothing is written into the store.
+//! - The destination is resolved once, at the start: its parent made absolute and canonical, so
+//!   that no later step depends on the working directory (an exchange would move a working
+//!   directory inside the destination). A destination that is the working directory or contains
+//!   it is refused ([`Error::DestinationHoldsCwd`]).
+//! - An activation ([`Claimed::activate`]) replaces only a missing path, an empty directory, or
+//!   a tree an earlier activation made, unless told to replace anything ([`Replace`]); what it
+//!   refuses is left untouched ([`Error::DestinationNotEmpty`]). A tree an activation made is
+//!   recognised by the marker `.<dest>.stepman.tree` beside it, which lists the [`Identity`] of
+//!   the trees activations put there (device, inode, birth time), and nothing is written into
+//!   the tree itself. Activations into one destination are serialised by the destination lock
+//!   (`lock.rs`). The marker is replaced atomically (written in the staging dir, renamed beside
+//!   the destination): before a swap it lists the tree there (when ours) and the new one, after
+//!   it the new one, so that at every point a kill leaves a marker that recognises the tree at
+//!   the destination.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -25,7 +39,8 @@ use std::sync::atomic::AtomicBool;
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{DestinationKind, Error, Result};
+use crate::sys::{self, Identity};
 use crate::tmp::{TempDir, sweep_in};
 
 /// The infix of staging names: `.<dest>.stepman-<16 hex digits>[.lock]`.
@@ -67,6 +82,74 @@ fn staging(parent: &Path, base: &str) -> Result<TempDir> {
     })
 }
 
+/// The suffix of the marker beside a destination an activation made, `.<dest>.stepman.tree`,
+/// and, with `.lock`, of its destination lock. Not a staging name ([`is_staging_name`]).
+const MARKER: &str = ".stepman.tree";
+
+/// The first line of a marker; each further line is one [`Identity`] ([`marker_line`]).
+const MARKER_HEADER: &str = "stepman activated trees v1";
+
+/// A marker longer than this is not one of ours (and is not read further).
+const MARKER_MAX: u64 = 4096;
+
+/// What an activation may replace at its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// A missing path, an empty directory, or a tree an earlier activation made (recognised by
+    /// the marker beside it); anything else is refused with [`Error::DestinationNotEmpty`].
+    Activated,
+    /// Whatever is there (`activate --replace`), swapped out atomically and then removed.
+    Anything,
+}
+
+/// A destination, resolved once.
+#[derive(Debug)]
+struct Dest {
+    /// As the caller spelled it (for messages).
+    given: PathBuf,
+    /// Its parent, absolute and canonical.
+    parent: PathBuf,
+    /// Its last component (lossily, for the names of the staging dir, marker and lock).
+    base: String,
+    /// `parent` joined with its last component.
+    path: PathBuf,
+}
+
+impl Dest {
+    /// Creates the parent if needed and canonicalises it; refuses a destination that is the
+    /// working directory or contains it.
+    fn resolve(dest: &Path) -> Result<Dest> {
+        // `.`, `..`, `x/..` have no last component: name the directory by its real path.
+        let named = match dest.file_name() {
+            Some(_) => dest.to_path_buf(),
+            None => fs::canonicalize(dest).map_err(Error::io("resolve", dest))?,
+        };
+        let (parent, base) = parent_and_base(&named)?;
+        fs::create_dir_all(&parent).map_err(Error::io("create dir", &parent))?;
+        let parent = fs::canonicalize(&parent).map_err(Error::io("resolve", &parent))?;
+        // The name itself (`base` is lossy), which `parent_and_base` found.
+        let path = parent.join(named.file_name().unwrap_or_default());
+        // A working directory that cannot be found (deleted) cannot lie inside the destination.
+        if let Ok(cwd) = std::env::current_dir().and_then(fs::canonicalize)
+            && cwd.starts_with(&path)
+        {
+            return Err(Error::DestinationHoldsCwd {
+                path: dest.to_path_buf(),
+            });
+        }
+        Ok(Dest {
+            given: dest.to_path_buf(),
+            parent,
+            base,
+            path,
+        })
+    }
+
+    fn marker(&self) -> PathBuf {
+        self.parent.join(format!(".{}{MARKER}", self.base))
+    }
+}
+
 fn parent_and_base(dest: &Path) -> Result<(PathBuf, String)> {
     let parent = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -84,40 +167,73 @@ fn parent_and_base(dest: &Path) -> Result<(PathBuf, String)> {
 
 /// Copies the tree at `src` to `dest` (the caller swept beside it first: [`sweep_beside`]).
 pub(crate) fn export_tree(src: &Path, dest: &Path) -> Result<()> {
-    let (parent, base) = parent_and_base(dest)?;
-    fs::create_dir_all(&parent).map_err(Error::io("create dir", &parent))?;
-    if let Ok(m) = fs::symlink_metadata(dest)
-        && !(m.is_dir() && fs::read_dir(dest).is_ok_and(|mut d| d.next().is_none()))
-    {
+    let d = Dest::resolve(dest)?;
+    if !matches!(inspect(&d.path)?, Found::Missing | Found::EmptyDir) {
         // Early, friendly refusal; the rename below is what actually guarantees it.
         return Err(Error::DestinationExists {
             path: dest.to_path_buf(),
         });
     }
-    let staging = staging(&parent, &base)?;
+    let (_staging, tree) = build(&d, src)?;
+    match fs::rename(&tree, &d.path) {
+        Ok(()) => Ok(()),
+        Err(e) if is_occupied(&e) => Err(Error::DestinationExists {
+            path: dest.to_path_buf(),
+        }),
+        Err(e) => Err(Error::io("rename", dest)(e)),
+    }
+}
+
+/// Whether a rename into place failed because something is there.
+fn is_occupied(e: &std::io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(rustix::io::Errno::NOTEMPTY)
+            | Some(rustix::io::Errno::EXIST)
+            | Some(rustix::io::Errno::NOTDIR)
+            | Some(rustix::io::Errno::ISDIR)
+    )
+}
+
+/// A staging dir beside `d` with a copy of `src` in its `tree/`.
+fn build(d: &Dest, src: &Path) -> Result<(TempDir, PathBuf)> {
+    let staging = staging(&d.parent, &d.base)?;
     let tree = staging.path().join("tree");
     fs::DirBuilder::new()
         .mode(0o755)
         .create(&tree)
         .map_err(Error::io("create dir", &tree))?;
     copy_into(src, &tree)?;
-    match fs::rename(&tree, dest) {
-        Ok(()) => Ok(()),
-        Err(e)
-            if matches!(
-                rustix::io::Errno::from_io_error(&e),
-                Some(rustix::io::Errno::NOTEMPTY)
-                    | Some(rustix::io::Errno::EXIST)
-                    | Some(rustix::io::Errno::NOTDIR)
-                    | Some(rustix::io::Errno::ISDIR)
-            ) =>
-        {
-            Err(Error::DestinationExists {
-                path: dest.to_path_buf(),
-            })
+    Ok((staging, tree))
+}
+
+/// What is at a destination.
+#[derive(Debug)]
+enum Found {
+    Missing,
+    EmptyDir,
+    /// Something that only [`Replace`] decides about.
+    Held(DestinationKind, Identity),
+}
+
+fn inspect(path: &Path) -> Result<Found> {
+    let Some((id, meta)) = sys::identity(path).map_err(Error::io("stat", path))? else {
+        return Ok(Found::Missing);
+    };
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        if fs::read_dir(path).is_ok_and(|mut d| d.next().is_none()) {
+            return Ok(Found::EmptyDir);
         }
-        Err(e) => Err(Error::io("rename", dest)(e)),
-    }
+        DestinationKind::NonEmptyDir
+    } else if ft.is_symlink() {
+        DestinationKind::Symlink
+    } else if ft.is_file() {
+        DestinationKind::File
+    } else {
+        DestinationKind::Special
+    };
+    Ok(Found::Held(kind, id))
 }
 
 /// A file to copy: source, destination, executable, size.
@@ -171,39 +287,195 @@ fn copy_file(src: &Path, dst: &Path, exec: bool, len: u64, in_kernel: &AtomicBoo
     crate::sys::copy_contents(&from, &to, len, in_kernel).map_err(Error::io("copy", dst))
 }
 
-/// Copies the tree at `src` to `dest`, replacing whatever `dest` holds: the new tree is built
-/// beside it and swapped in with `RENAME_EXCHANGE` (or, where the file system cannot, the old tree
-/// is renamed away first); the old tree is removed afterwards, never before the new one is there.
-pub(crate) fn replace_tree(src: &Path, dest: &Path) -> Result<()> {
-    match export_tree(src, dest) {
-        Err(Error::DestinationExists { .. }) => {}
-        other => return other,
+/// A destination claimed for activations: resolved, and its destination lock held
+/// (`lock.rs`) until this is dropped. Claimed before the store lock is taken.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    dest: Dest,
+    _lock: crate::lock::Guard,
+}
+
+/// Resolves `dest` and takes its destination lock, `.<dest>.stepman.tree.lock` beside it
+/// (waiting for another activation into it; `interrupt` ends the wait). What `replace` does
+/// not allow is refused first, before anything is written beside `dest` (and again, under the
+/// lock, by [`Claimed::activate`]).
+pub(crate) fn claim(
+    dest: &Path,
+    replace: Replace,
+    interrupt: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Claimed> {
+    let dest = Dest::resolve(dest)?;
+    if let Found::Held(kind, old) = inspect(&dest.path)? {
+        allowed(&dest, kind, &old, replace)?;
     }
-    let meta = fs::symlink_metadata(dest).map_err(Error::io("stat", dest))?;
-    if !meta.is_dir() {
-        return Err(Error::DestinationExists {
-            path: dest.to_path_buf(),
-        });
+    let lock_path = dest.parent.join(format!(".{}{MARKER}.lock", dest.base));
+    let lock = crate::lock::destination_exclusive(&lock_path, interrupt)?;
+    Ok(Claimed { dest, _lock: lock })
+}
+
+/// Whether what is at `d` (`kind`, `id`) may be replaced: `Ok(true)` when an earlier
+/// activation made it, `Ok(false)` when only [`Replace::Anything`] allows it.
+fn allowed(d: &Dest, kind: DestinationKind, id: &Identity, replace: Replace) -> Result<bool> {
+    let ours = kind == DestinationKind::NonEmptyDir && marker_lists(d, id);
+    if ours || replace == Replace::Anything {
+        return Ok(ours);
     }
-    let (parent, base) = parent_and_base(dest)?;
-    let staging = staging(&parent, &base)?;
-    let tree = staging.path().join("tree");
-    fs::DirBuilder::new()
-        .mode(0o755)
-        .create(&tree)
-        .map_err(Error::io("create dir", &tree))?;
-    copy_into(src, &tree)?;
-    let swapped = crate::sys::exchange(&tree, dest).map_err(Error::io("exchange", dest))?;
-    if !swapped {
-        let old = staging.path().join("old");
-        fs::rename(dest, &old).map_err(Error::io("rename", dest))?;
-        if let Err(e) = fs::rename(&tree, dest) {
-            // Put the old tree back rather than leave the destination missing.
-            let _ = fs::rename(&old, dest);
-            return Err(Error::io("rename", &tree)(e));
+    Err(Error::DestinationNotEmpty {
+        path: d.given.clone(),
+        kind,
+    })
+}
+
+impl Claimed {
+    /// Copies the tree at `src` to the destination, replacing what is there as `replace`
+    /// allows: the new tree is built beside it and renamed into place (missing, or an empty
+    /// directory) or swapped in with `RENAME_EXCHANGE` (where the file system cannot, the old
+    /// one is renamed away first); the old one is removed afterwards, never before the new one
+    /// is there. Refused: [`Error::DestinationNotEmpty`], with nothing changed.
+    pub(crate) fn activate(&self, src: &Path, replace: Replace) -> Result<()> {
+        let d = &self.dest;
+        let (staging, tree) = build(d, src)?;
+        let (new, _) = sys::identity(&tree)
+            .map_err(Error::io("stat", &tree))?
+            .ok_or_else(|| Error::io("stat", &tree)(std::io::ErrorKind::NotFound.into()))?;
+        settle(&new);
+        // Something else may change the destination meanwhile (a user, not us: we hold the
+        // destination lock); look again a few times.
+        for _ in 0..4 {
+            match inspect(&d.path)? {
+                Found::Missing | Found::EmptyDir => {
+                    write_marker(&staging, d, &[&new])?;
+                    match fs::rename(&tree, &d.path) {
+                        Ok(()) => return Ok(()),
+                        Err(e) if is_occupied(&e) => continue,
+                        Err(e) => return Err(Error::io("rename", &d.given)(e)),
+                    }
+                }
+                Found::Held(kind, old) => {
+                    let ours = allowed(d, kind, &old, replace)?;
+                    let listed: &[&Identity] = if ours { &[&old, &new] } else { &[&new] };
+                    write_marker(&staging, d, listed)?;
+                    if !swap(&staging, &tree, d, &old)? {
+                        continue;
+                    }
+                    write_marker(&staging, d, &[&new])?;
+                    // The staging dir now holds the old tree; dropping it removes it.
+                    drop(staging);
+                    return Ok(());
+                }
+            }
         }
+        Err(Error::io("activate into", &d.given)(std::io::Error::other(
+            "the destination kept changing while the step was put in place",
+        )))
     }
-    // The staging dir now holds the old tree; dropping it removes it.
-    drop(staging);
-    Ok(())
+}
+
+/// Swaps `tree` into `d`'s place; `Ok(false)` (with everything put back) when what was swapped
+/// out is not `old`, what the caller looked at.
+fn swap(staging: &TempDir, tree: &Path, d: &Dest, old: &Identity) -> Result<bool> {
+    let is_old = |p: &Path| -> Result<bool> {
+        let id = sys::identity(p).map_err(Error::io("stat", p))?;
+        Ok(id.is_some_and(|(id, _)| id == *old))
+    };
+    if sys::exchange(tree, &d.path).map_err(Error::io("exchange", &d.given))? {
+        if is_old(tree)? {
+            return Ok(true);
+        }
+        sys::exchange(tree, &d.path).map_err(Error::io("exchange", &d.given))?;
+        return Ok(false);
+    }
+    let away = staging.path().join("old");
+    fs::rename(&d.path, &away).map_err(Error::io("rename", &d.given))?;
+    if !is_old(&away)? {
+        fs::rename(&away, &d.path).map_err(Error::io("rename", &d.given))?;
+        return Ok(false);
+    }
+    if let Err(e) = fs::rename(tree, &d.path) {
+        // Put the old tree back rather than leave the destination missing.
+        let _ = fs::rename(&away, &d.path);
+        return Err(Error::io("rename", tree)(e));
+    }
+    Ok(true)
+}
+
+/// One line of a marker: `<dev> <ino> <birth secs>.<nanos>`, or `-` for no birth time.
+fn marker_line(id: &Identity) -> String {
+    match id.birth {
+        Some((s, n)) => format!("{} {} {s}.{n:09}", id.dev, id.ino),
+        None => format!("{} {} -", id.dev, id.ino),
+    }
+}
+
+/// Whether the marker beside `d` lists `id`. A marker that is missing, unreadable, not a
+/// regular file or too long lists nothing (the tree is then not taken for an activation's).
+fn marker_lists(d: &Dest, id: &Identity) -> bool {
+    use std::io::Read;
+    let path = d.marker();
+    let text = OpenOptions::new()
+        .read(true)
+        .custom_flags(sys::O_NOFOLLOW | sys::O_NONBLOCK)
+        .open(&path)
+        .and_then(|f| {
+            if !sys::regular_and_owner(&f)?.0 {
+                return Err(std::io::Error::other("not a regular file"));
+            }
+            let mut text = String::new();
+            f.take(MARKER_MAX).read_to_string(&mut text)?;
+            Ok(text)
+        });
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            if !sys::is_not_found(&e) {
+                log::debug!("marker {} not used: {e}", path.display());
+            }
+            return false;
+        }
+    };
+    let mut lines = text.lines();
+    let want = marker_line(id);
+    lines.next() == Some(MARKER_HEADER) && lines.any(|l| l == want)
+}
+
+/// Replaces the marker beside `d` with one listing `ids`: written and flushed in the staging
+/// dir (same directory tree, same file system), then renamed beside the destination.
+fn write_marker(staging: &TempDir, d: &Dest, ids: &[&Identity]) -> Result<()> {
+    use std::io::Write;
+    let tmp = staging.path().join("marker");
+    let mut text = format!("{MARKER_HEADER}\n");
+    for id in ids {
+        text.push_str(&marker_line(id));
+        text.push('\n');
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(Error::io("create", &tmp))?;
+    f.write_all(text.as_bytes())
+        .map_err(Error::io("write", &tmp))?;
+    sys::sync_file(&f).map_err(Error::io("fsync", &tmp))?;
+    drop(f);
+    let marker = d.marker();
+    fs::rename(&tmp, &marker).map_err(Error::io("rename", &marker))
+}
+
+/// Waits, at most a few milliseconds, until the clock has passed the birth time of the tree
+/// about to be put in place by more than the coarsest timestamp granularity of Linux file
+/// systems (one jiffy, 10 ms at `HZ=100`): a directory made after the tree is out of our hands
+/// then has a later birth time, even one that reuses its inode number.
+fn settle(new: &Identity) {
+    const GRANULARITY: std::time::Duration = std::time::Duration::from_millis(10);
+    let Some((s, n)) = new.birth else {
+        return;
+    };
+    let born = std::time::UNIX_EPOCH + std::time::Duration::new(s, n);
+    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
+        && let Ok(born) = born.duration_since(std::time::UNIX_EPOCH)
+        && let Some(left) = (born + GRANULARITY).checked_sub(now)
+    {
+        std::thread::sleep(left.min(GRANULARITY));
+    }
 }

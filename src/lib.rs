@@ -30,6 +30,7 @@ mod sys;
 mod tmp;
 
 pub use error::{Error, Result};
+pub use export::Replace;
 pub use hash::ObjectId;
 pub use ingest::{Durability, Limits};
 pub use layout::{Layout, Name};

@@ -11,6 +11,11 @@
 //!   name. An optimisation only: every publish is correct without it.
 //! - **Temp-dir lock**, `tmp/<dir>.lock`, *exclusive*, held by the owner for the temp dir's whole
 //!   life. Sweep takes it without blocking; getting it proves the owner is gone.
+//! - **Destination lock**, `<parent>/.<dest>.stepman.tree.lock` beside an activation's
+//!   destination (outside the store), *exclusive* and blocking (a poll with an interrupt flag):
+//!   activations into one destination (CI jobs sharing a directory) run one after another from
+//!   looking at what is there to writing the marker beside it (`export.rs`). Taken before the
+//!   store lock, never while holding it. Never removed (like name locks).
 //!
 //! Opening: every existing lock file is opened with `O_NOFOLLOW|O_NONBLOCK` and used only when
 //! `fstat` shows a regular file owned by this user, root or its directory's owner; a FIFO planted
@@ -215,6 +220,16 @@ pub(crate) fn name_exclusive(
         Err(Error::Io { source, .. }) if sys::is_not_found(&source) => Ok(Guard::none()),
         Err(e) => Err(e),
     }
+}
+
+/// Destination lock, exclusive and blocking (see the module doc): one activation into the
+/// destination whose lock file is `path` at a time. With `interrupt`, the wait gives up with
+/// [`Error::Cancelled`] once the flag is set.
+pub(crate) fn destination_exclusive(path: &Path, interrupt: Option<&AtomicBool>) -> Result<Guard> {
+    let f = take(path, LockMode::Exclusive, interrupt)?;
+    Ok(Guard {
+        _files: f.into_iter().collect(),
+    })
 }
 
 /// What [`OwnerLock::try_claim`] found.

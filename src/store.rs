@@ -582,11 +582,15 @@ impl Store {
         })
     }
 
-    /// Like [`Store::export`], but replaces whatever `dest` holds (what `activate` does).
-    pub fn export_replacing(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
-        self.check_outside(dest)?;
-        crate::export::sweep_beside(dest);
-        self.copy_out(name, |dir| crate::export::replace_tree(dir, dest))
+    /// Like [`Store::export`], but replaces what `dest` holds as `replace` allows (what
+    /// `activate` does), one activation into `dest` at a time.
+    pub fn export_replacing(
+        &self,
+        name: &Name,
+        dest: &Path,
+        replace: crate::Replace,
+    ) -> Result<ObjectId> {
+        self.export_replacing_checked(name, dest, replace, |_| Ok(()))
     }
 
     /// [`Store::export_replacing`], but `check` first vets the object's directory (under the
@@ -595,11 +599,18 @@ impl Store {
         &self,
         name: &Name,
         dest: &Path,
+        replace: crate::Replace,
         check: impl Fn(&Path) -> Result<()>,
     ) -> Result<ObjectId> {
+        self.check_outside(dest)?;
+        // Nothing is written beside `dest` (not even its lock file) for a name to download.
+        self.resolve(name)?;
+        crate::export::sweep_beside(dest);
+        // The destination lock before the store lock (`lock.rs`).
+        let dest = crate::export::claim(dest, replace, self.interrupt.as_deref())?;
         self.copy_out(name, |dir| {
             check(dir)?;
-            crate::export::replace_tree(dir, dest)
+            dest.activate(dir, replace)
         })
     }
 

@@ -280,6 +280,43 @@ pub(crate) fn file_id(path: &Path) -> io::Result<Option<(u64, u64)>> {
     }
 }
 
+/// What an activation's marker records of a tree it put in place (`export.rs`): device,
+/// inode and, where the platform and file system keep one, the birth time (Linux `statx`
+/// `STATX_BTIME`, macOS `st_birthtime`), so that a directory made later that reuses the inode
+/// number is told apart. Never the mtime or ctime, which change when a step writes into its
+/// own directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    /// Seconds and nanoseconds since the epoch; `None` where there is no birth time.
+    pub(crate) birth: Option<(u64, u32)>,
+}
+
+/// The [`Identity`] of what `path` names, not following a symlink, and its metadata;
+/// `Ok(None)` when nothing is there.
+pub(crate) fn identity(path: &Path) -> io::Result<Option<(Identity, std::fs::Metadata)>> {
+    use std::os::unix::fs::MetadataExt;
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // std asks `statx` for the birth time on Linux and reads `st_birthtime` on macOS; where
+    // the file system keeps none, `created()` is an error.
+    let birth = m
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| (d.as_secs(), d.subsec_nanos()));
+    let id = Identity {
+        dev: m.dev(),
+        ino: m.ino(),
+        birth,
+    };
+    Ok(Some((id, m)))
+}
+
 /// True when the open file still has a name (it was not unlinked after we opened it).
 pub(crate) fn is_linked(f: &File) -> io::Result<bool> {
     Ok(rustix::fs::fstat(f)?.st_nlink > 0)

@@ -581,13 +581,16 @@ fn ten_activations_over_http(kind: &str, setup_first: bool) {
     let dests: Vec<PathBuf> = (0..N)
         .map(|i| t.path().join(format!("work-{i}/step")))
         .collect();
-    // One destination already holds an older tree: activation replaces it.
+    // One destination already holds a tree of the user's: `--replace` replaces it.
     fs::create_dir_all(&dests[0]).unwrap();
-    fs::write(dests[0].join("stale-file"), "from an earlier activation").unwrap();
+    fs::write(dests[0].join("stale-file"), "from an earlier run").unwrap();
 
     let mut procs = start_n(&home, &[], |i| {
         let mut a = os(&["activate", "-c", &uri, "-i", "http-step", "-v", "1.2", "-p"]);
         a.push(dests[i].clone().into());
+        if i == 0 {
+            a.push("--replace".into());
+        }
         a
     });
     // Overlap: when the one download starts, all ten processes are alive.

@@ -460,3 +460,368 @@ fn a_closed_stdout_ends_the_command_quietly() {
         );
     }
 }
+
+/// A local StepLib (`common::local_steplib`, step `s` in 1.0.0 and 2.0.0) and a home for the
+/// activation-destination tests.
+fn dest_fixture(t: &Path) -> (std::path::PathBuf, String) {
+    let lib = t.join("lib");
+    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    (t.join("home"), lib.to_str().unwrap().to_string())
+}
+
+/// `stepman activate -c LIB -i s -v VERSION -p DEST EXTRA...`, run in `cwd` when given.
+fn activate_into(
+    home: &Path,
+    lib: &str,
+    version: &str,
+    dest: &str,
+    extra: &[&str],
+    cwd: Option<&Path>,
+) -> Output {
+    let mut args = vec!["activate", "-c", lib, "-i", "s", "-v", version, "-p", dest];
+    args.extend_from_slice(extra);
+    let mut c = common::stepman(home, args);
+    if let Some(d) = cwd {
+        c.current_dir(d);
+    }
+    common::output(&mut c)
+}
+
+fn err_text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The entries of a directory, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Panics unless `dest` holds exactly step `s` at `version` (one `step.sh`).
+fn assert_step(dest: &Path, version: &str) {
+    assert_eq!(
+        entries(dest),
+        vec!["step.sh".to_string()],
+        "{}",
+        dest.display()
+    );
+    assert_eq!(
+        fs::read_to_string(dest.join("step.sh")).unwrap(),
+        format!("echo {version}\n")
+    );
+}
+
+/// `activate -p DIR` into a directory that holds the user's files refuses, says the directory
+/// is not empty and names `--replace`, and keeps every file (it deleted them before, issue 10);
+/// with `--replace` the step replaces it, complete, and nothing is left beside it.
+#[test]
+fn activate_into_a_users_non_empty_dir_is_refused_unless_replace() {
+    let t = common::TestDir::new();
+    let (home, lib) = dest_fixture(t.path());
+    let proj = t.path().join("proj");
+    fs::create_dir_all(proj.join("sub")).unwrap();
+    fs::write(proj.join("sub/f"), "important").unwrap();
+    let o = activate_into(&home, &lib, "1.0.0", proj.to_str().unwrap(), &[], None);
+    let err = err_text(&o);
+    assert!(
+        !o.status.success(),
+        "a user's non-empty dir was replaced: {err}"
+    );
+    assert!(
+        err.contains("not empty") && err.contains("--replace"),
+        "the error says why and names --replace: {err}"
+    );
+    assert_eq!(fs::read_to_string(proj.join("sub/f")).unwrap(), "important");
+    assert_eq!(common::staging_entries(t.path()), Vec::<String>::new());
+    // A regular file as PATH: refused the same way, kept.
+    let file = t.path().join("file");
+    fs::write(&file, "mine").unwrap();
+    let o = activate_into(&home, &lib, "1.0.0", file.to_str().unwrap(), &[], None);
+    let err = err_text(&o);
+    assert!(!o.status.success() && err.contains("--replace"), "{err}");
+    assert!(
+        err.contains("a file"),
+        "the error says what is there: {err}"
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), "mine");
+
+    for p in [&proj, &file] {
+        let o = activate_into(
+            &home,
+            &lib,
+            "1.0.0",
+            p.to_str().unwrap(),
+            &["--replace"],
+            None,
+        );
+        assert!(o.status.success(), "--replace: {}", err_text(&o));
+        assert_step(p, "1.0.0");
+    }
+    assert_eq!(common::staging_entries(t.path()), Vec::<String>::new());
+    common::assert_fsck_clean(&home);
+}
+
+/// A directory an earlier activation made is recognised and replaced without `--replace`,
+/// also after the step wrote into it, with nothing written into the step's tree; a directory
+/// the user made at the same path after deleting that one is not, even when it reuses the
+/// inode number (ext4 and tmpfs reuse a freed one at once): the birth time tells them apart.
+#[test]
+fn reactivation_is_recognised_and_a_recreated_dir_is_not() {
+    use std::os::unix::fs::MetadataExt;
+    let t = common::TestDir::new();
+    let (home, lib) = dest_fixture(t.path());
+    let proj = t.path().join("proj");
+    let p = proj.to_str().unwrap();
+    let o = activate_into(&home, &lib, "1.0.0", p, &[], None);
+    assert!(o.status.success(), "{}", err_text(&o));
+    assert_step(&proj, "1.0.0");
+    // The step writes into its own directory (its mtime and ctime change).
+    fs::write(proj.join("output.log"), "written by the step").unwrap();
+    let o = activate_into(&home, &lib, "2.0.0", p, &[], None);
+    assert!(o.status.success(), "re-activation: {}", err_text(&o));
+    assert_step(&proj, "2.0.0");
+    let o = activate_into(&home, &lib, "1.0.0", p, &[], None);
+    assert!(o.status.success(), "re-activation: {}", err_text(&o));
+    assert_step(&proj, "1.0.0");
+
+    // The user deletes it and makes their own directory there at once. ext4 hands out the
+    // lowest free inode number: making a few directories soon gets the freed one, which then
+    // becomes the user's `proj`.
+    let ino = fs::metadata(&proj).unwrap().ino();
+    fs::remove_dir_all(&proj).unwrap();
+    let mut reused = false;
+    for i in 0..64 {
+        let cand = t.path().join(format!("cand-{i}"));
+        fs::create_dir(&cand).unwrap();
+        if fs::metadata(&cand).unwrap().ino() == ino {
+            fs::rename(&cand, &proj).unwrap();
+            reused = true;
+            break;
+        }
+    }
+    if !reused {
+        fs::create_dir(&proj).unwrap();
+    }
+    for i in 0..64 {
+        let _ = fs::remove_dir(t.path().join(format!("cand-{i}")));
+    }
+    fs::write(proj.join("mine"), "the user's").unwrap();
+    eprintln!("inode number reused: {reused}");
+    let o = activate_into(&home, &lib, "2.0.0", p, &[], None);
+    let err = err_text(&o);
+    assert!(
+        !o.status.success(),
+        "a dir the user made (inode reused: {reused}) was taken for an activation's: {err}"
+    );
+    assert!(err.contains("--replace"), "{err}");
+    assert_eq!(entries(&proj), vec!["mine".to_string()]);
+    assert_eq!(common::staging_entries(t.path()), Vec::<String>::new());
+}
+
+/// `-p .`, or a PATH that contains the working directory (`cd proj && activate -p ../proj`),
+/// is refused, empty or not, with an error that says why and suggests a subdirectory:
+/// replacing it would leave the caller in a deleted directory (and it left
+/// `.proj.stepman-<hex>/` beside it, issue 10). A symlink PATH is refused with an error that
+/// says it is a symlink and names `--replace`; with it, the link (not its target) is replaced.
+#[test]
+fn the_working_directory_and_a_symlink_as_path_are_refused_clearly() {
+    let t = common::TestDir::new();
+    let (home, lib) = dest_fixture(t.path());
+    let work = t.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let empty = work.join("empty");
+    fs::create_dir(&empty).unwrap();
+    let full = work.join("full");
+    fs::create_dir_all(full.join("sub")).unwrap();
+    fs::write(full.join("sub/f"), "important").unwrap();
+    for (cwd, dest, extra) in [
+        (&empty, ".", &[][..]),
+        (&full, ".", &[][..]),
+        (&full, ".", &["--replace"][..]),
+        (&empty, "../empty", &["--replace"][..]),
+        (&full, "../full", &[][..]),
+        (&full.join("sub"), "..", &[][..]),
+        (
+            &full.join("sub"),
+            &*work.to_string_lossy(),
+            &["--replace"][..],
+        ),
+    ] {
+        let o = activate_into(&home, &lib, "1.0.0", dest, extra, Some(cwd));
+        let err = err_text(&o);
+        let what = format!("in {}: -p {dest} {extra:?}", cwd.display());
+        assert!(!o.status.success(), "{what} was accepted: {err}");
+        assert!(
+            err.contains("current directory") && err.contains("subdirectory"),
+            "{what}: the error says why: {err}"
+        );
+        assert_eq!(
+            common::staging_entries(&work),
+            Vec::<String>::new(),
+            "{what}"
+        );
+        assert_eq!(entries(&empty), Vec::<String>::new(), "{what}");
+        assert_eq!(fs::read_to_string(full.join("sub/f")).unwrap(), "important");
+    }
+
+    let target = work.join("target");
+    fs::create_dir(&target).unwrap();
+    let link = work.join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let o = activate_into(&home, &lib, "1.0.0", link.to_str().unwrap(), &[], None);
+    let err = err_text(&o);
+    assert!(
+        !o.status.success(),
+        "a symlink PATH was followed or replaced: {err}"
+    );
+    assert!(
+        err.contains("symlink") && err.contains("--replace"),
+        "{err}"
+    );
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let o = activate_into(
+        &home,
+        &lib,
+        "1.0.0",
+        link.to_str().unwrap(),
+        &["--replace"],
+        None,
+    );
+    assert!(o.status.success(), "{}", err_text(&o));
+    assert!(
+        fs::symlink_metadata(&link).unwrap().is_dir(),
+        "the link is replaced"
+    );
+    assert_step(&link, "1.0.0");
+    assert_eq!(
+        entries(&target),
+        Vec::<String>::new(),
+        "the link's target is untouched"
+    );
+    assert_eq!(common::staging_entries(&work), Vec::<String>::new());
+}
+
+/// A re-activation killed (SIGKILL) at any of its renames (the marker's, before and after the
+/// swap, and the `RENAME_EXCHANGE` itself) leaves one complete tree at the destination, which
+/// the next activation recognises as an activation's and replaces without `--replace`; nothing
+/// is left beside it after that.
+#[test]
+fn a_reactivation_killed_at_any_rename_leaves_a_recognised_destination() {
+    if !common::strace_usable("a_reactivation_killed_at_any_rename_leaves_a_recognised_destination")
+    {
+        return;
+    }
+    let t = common::TestDir::new();
+    let (home, lib) = dest_fixture(t.path());
+    let work = t.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let proj = work.join("proj");
+    let p = proj.to_str().unwrap();
+    for v in ["2.0.0", "1.0.0"] {
+        let o = activate_into(&home, &lib, v, p, &[], None);
+        assert!(o.status.success(), "{}", err_text(&o));
+    }
+    let traced = |version: &str, kill: Option<(&str, usize)>, log: &Path| -> Output {
+        let mut c = Command::new("strace");
+        c.args(["-f", "-qq", "-o"])
+            .arg(log)
+            .args(["-e", "trace=rename,renameat,renameat2"]);
+        if let Some((syscall, n)) = kill {
+            c.arg("-e")
+                .arg(format!("inject={syscall}:signal=SIGKILL:when={n}"));
+        }
+        c.arg("--")
+            .arg(common::bin())
+            .args(["activate", "-c", &lib, "-i", "s", "-v", version, "-p", p]);
+        common::store_env(&mut c, &home);
+        common::output(&mut c)
+    };
+    // The renames of a clean re-activation (both versions are in the store: nothing else
+    // renames).
+    let log = t.path().join("strace.log");
+    let o = traced("2.0.0", None, &log);
+    assert!(o.status.success(), "{}", err_text(&o));
+    assert_step(&proj, "2.0.0");
+    let text = fs::read_to_string(&log).unwrap();
+    let count = |s: &str| {
+        text.lines()
+            .filter(|l| l.contains(&format!(" {s}(")))
+            .count()
+    };
+    assert!(text.contains("RENAME_EXCHANGE"), "{text}");
+    let points: Vec<(&str, usize)> = ["rename", "renameat", "renameat2"]
+        .into_iter()
+        .flat_map(|s| (1..=count(s)).map(move |n| (s, n)))
+        .collect();
+    assert!(points.len() >= 3, "{text}");
+    let current = "2.0.0";
+    for (syscall, n) in points {
+        let other = if current == "1.0.0" { "2.0.0" } else { "1.0.0" };
+        let killed = traced(other, Some((syscall, n)), &log);
+        assert!(!killed.status.success(), "killed at {syscall} #{n}");
+        let held = fs::read_to_string(proj.join("step.sh")).unwrap();
+        let held = if held == format!("echo {other}\n") {
+            other
+        } else {
+            current
+        };
+        assert_step(&proj, held);
+        let o = activate_into(&home, &lib, current, p, &[], None);
+        assert!(
+            o.status.success(),
+            "after a kill at {syscall} #{n} (holding {held}), the destination is not \
+             recognised: {}",
+            err_text(&o)
+        );
+        assert_step(&proj, current);
+        assert_eq!(common::staging_entries(&work), Vec::<String>::new());
+    }
+    common::assert_fsck_clean(&home);
+}
+
+/// Activations into one destination at once (CI jobs sharing a directory) all succeed, one
+/// after another behind the destination lock, and leave a tree the next activation
+/// recognises; each round starts them together.
+#[test]
+fn concurrent_activations_into_one_destination_all_succeed() {
+    let t = common::TestDir::new();
+    let (home, lib) = dest_fixture(t.path());
+    let work = t.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let proj = work.join("proj");
+    let p = proj.to_str().unwrap();
+    for v in ["1.0.0", "2.0.0"] {
+        let o = activate_into(&home, &lib, v, p, &[], None);
+        assert!(o.status.success(), "{}", err_text(&o));
+    }
+    for round in 0..5 {
+        let mut children: Vec<_> = (0..8)
+            .map(|i| {
+                let v = if i % 2 == 0 { "1.0.0" } else { "2.0.0" };
+                common::gated_stepman(&home, ["activate", "-c", &lib, "-i", "s", "-v", v, "-p", p])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        common::release(&mut children);
+        for c in children {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "round {round}: {}", err_text(&o));
+        }
+        let held = fs::read_to_string(proj.join("step.sh")).unwrap();
+        assert!(held == "echo 1.0.0\n" || held == "echo 2.0.0\n", "{held}");
+        assert_eq!(entries(&proj), vec!["step.sh".to_string()]);
+        let o = activate_into(&home, &lib, "1.0.0", p, &[], None);
+        assert!(o.status.success(), "round {round}: {}", err_text(&o));
+    }
+    assert_eq!(common::staging_entries(&work), Vec::<String>::new());
+}

@@ -10,8 +10,10 @@ use stepman::activate;
 /// Copy a step version into a working directory.
 ///
 /// Copy a step version into a working directory, downloading it into the store first if needed.
-/// The directory appears complete or not at all, replacing what was there; the copy is yours to
-/// modify. Safe from many processes at once: one download, identical trees.
+/// The directory appears complete or not at all; the copy is yours to modify. PATH may be
+/// missing, an empty directory, or a tree an earlier activation made (recognised by the marker
+/// `.<name>.stepman.tree` beside it); anything else is refused and left as it is, unless
+/// `--replace` is given. Safe from many processes at once: one download, identical trees.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step -y ./step.yml"
@@ -29,6 +31,9 @@ pub struct ActivateArgs {
     /// Where to put the step's files.
     #[arg(short = 'p', long)]
     path: PathBuf,
+    /// Replace whatever PATH holds (a directory of your own, a file, a symlink), atomically.
+    #[arg(long)]
+    replace: bool,
     /// Also write the step's step.yml here.
     #[arg(short = 'y', long = "copyyml", value_name = "PATH")]
     copyyml: Option<PathBuf>,
@@ -53,8 +58,21 @@ pub fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
     .with_interrupt(net.cancel.clone());
     let r = activate::resolve(&store, &c, &a.id, &a.version, a.update, &net)?;
     let precompiled = a.precompiled || activate::precompiled::enabled_by_env();
-    let id = activate::activate_with(&store, &r, &a.path, a.copyyml.as_deref(), precompiled, &net)
-        .with_context(|| format!("activate {}@{} into {}", r.id, r.version, a.path.display()))?;
+    let replace = if a.replace {
+        stepman::Replace::Anything
+    } else {
+        stepman::Replace::Activated
+    };
+    let id = activate::activate_with(
+        &store,
+        &r,
+        &a.path,
+        a.copyyml.as_deref(),
+        precompiled,
+        replace,
+        &net,
+    )
+    .with_context(|| format!("activate {}@{} into {}", r.id, r.version, a.path.display()))?;
     eprintln!(
         "activated {}@{} ({id}) into {}",
         r.id,
