@@ -196,6 +196,19 @@ fn valid_component(s: &str) -> bool {
     Name::new("r", s, "v").is_ok() && !s.starts_with('_')
 }
 
+/// Why a StepLib version name is refused, if it is: not a name component, or spelled like the
+/// names older stores gave precompiled executables (`<version>+exe.<platform>.<sha256>`), which
+/// such a store may still hold under the collection's route (`store-format.md`, "Names").
+fn invalid_version(v: &str) -> Option<&'static str> {
+    if !valid_component(v) {
+        Some("invalid version name")
+    } else if v.contains("+exe.") {
+        Some("reserved version name: `+exe.` is how older stores named precompiled executables")
+    } else {
+        None
+    }
+}
+
 fn load_group(
     co: &Checkout,
     id: &str,
@@ -253,10 +266,10 @@ fn load_group(
                 continue;
             }
         };
-        if !valid_component(&name) {
+        if let Some(why) = invalid_version(&name) {
             skipped.push(Skipped {
                 path: rel(&name),
-                error: "invalid version name".into(),
+                error: why.into(),
             });
             continue;
         }
@@ -546,10 +559,10 @@ fn spec_group(
     };
     if let Some(Value::Object(vs)) = group.remove("versions") {
         for (ver, step) in vs {
-            if !valid_component(&ver) {
+            if let Some(why) = invalid_version(&ver) {
                 g.skipped.push(Skipped {
                     path: format!("steps/{id}/{ver}"),
-                    error: "invalid version name".into(),
+                    error: why.into(),
                 });
                 continue;
             }
