@@ -9,78 +9,11 @@ mod common;
 mod support;
 
 use std::fs;
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle};
+use std::process::Output;
 
 use common::stepman;
-use support::{Mode, Server, git};
-
-/// `git daemon --inetd` behind a listener on `127.0.0.1:0`: each connection gets its own daemon
-/// process with the socket as its stdin and stdout, serving every repository under `base`.
-struct GitDaemon {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl GitDaemon {
-    fn start(base: &Path) -> GitDaemon {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (base, flag) = (base.to_path_buf(), stop.clone());
-        let acceptor = thread::spawn(move || {
-            for conn in listener.incoming() {
-                if flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let Ok(out) = conn.try_clone() else { continue };
-                let child = Command::new("git")
-                    .arg("daemon")
-                    .arg("--inetd")
-                    .arg("--export-all")
-                    .arg(format!("--base-path={}", base.display()))
-                    .arg(&base)
-                    .stdin(Stdio::from(OwnedFd::from(conn)))
-                    .stdout(Stdio::from(OwnedFd::from(out)))
-                    .stderr(Stdio::null())
-                    .spawn();
-                if let Ok(mut c) = child {
-                    thread::spawn(move || {
-                        let _ = c.wait();
-                    });
-                }
-            }
-        });
-        GitDaemon {
-            port,
-            stop,
-            acceptor: Some(acceptor),
-        }
-    }
-
-    fn url(&self, repo: &str) -> String {
-        format!("git://127.0.0.1:{}/{repo}", self.port)
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", self.port)) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-        if let Some(a) = self.acceptor.take() {
-            let _ = a.join();
-        }
-    }
-}
+use support::{GitDaemon, Mode, Server, git};
 
 /// The private repository: a bare `private/repo.git` with tag `1.0.0` holding `SECRET.txt`.
 fn private_repo(t: &Path) -> support::GitRepo {
