@@ -121,6 +121,45 @@ impl Layout {
     }
 }
 
+/// The kinds of temp dir, the `<kind>` of `tmp/<kind>-<random>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TempKind {
+    /// An import's tree.
+    Ingest,
+    /// A name's new symlink, before it replaces the old one.
+    Bind,
+    /// Objects gc moved out.
+    Gc,
+    /// A step version's source download.
+    Download,
+    /// A precompiled executable's download.
+    Executable,
+    /// A git step-info checkout.
+    Git,
+    /// A collection object being generated.
+    Steplib,
+}
+
+impl TempKind {
+    /// The `<kind>` of the temp dir's name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TempKind::Ingest => "ingest",
+            TempKind::Bind => "bind",
+            TempKind::Gc => "gc",
+            TempKind::Download => "download",
+            TempKind::Executable => "exe",
+            TempKind::Git => "git",
+            TempKind::Steplib => "steplib",
+        }
+    }
+}
+
+/// Inside a producer's temp dir, the tree that is published as the object.
+pub(crate) const TEMP_TREE: &str = "tree";
+/// Inside a temp dir, a name's new symlink before it replaces the old one.
+pub(crate) const TEMP_NAME_LINK: &str = "name";
+
 /// A validated human-readable name: `<route>/<id>/<version>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Name {

@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicBool;
 use crate::error::{Error, Result};
 use crate::hash::ObjectId;
 use crate::ingest::{self, Durability, Limits};
-use crate::layout::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_TAG, Layout, Name, STORE_DIR};
+use crate::layout::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_TAG, Layout, Name, STORE_DIR, TempKind};
 use crate::lock;
 use crate::sys::{self, Publish};
 use crate::tmp::{self, SweepReport, TempDir};
@@ -41,13 +41,140 @@ pub struct Store {
     owner: u32,
 }
 
-/// What an import did.
+/// What [`Store::produce`] (an import, a download, a setup) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Imported {
+pub struct Produced {
     /// The object's id.
     pub id: ObjectId,
-    /// False when the name was already bound and nothing was ingested (`import_if_missing`).
+    /// False when the name was already bound (as [`Fill`] allows) and nothing was made.
     pub ingested: bool,
+}
+
+/// What an import did (the name callers of [`Store::import_if_missing`] know).
+pub type Imported = Produced;
+
+impl Produced {
+    fn found(id: ObjectId) -> Produced {
+        Produced {
+            id,
+            ingested: false,
+        }
+    }
+}
+
+/// When [`Store::produce`] makes the object of a name that is bound already.
+#[derive(Clone, Copy)]
+pub(crate) enum Fill<'a> {
+    /// Never: a bound name is the result (looked up before the name lock and again under it).
+    IfMissing,
+    /// Always (an import, an update, a branch that moves); a running fill is still waited for.
+    Force,
+    /// Unless, under the name lock, the name is bound to an object whose directory passes the
+    /// check (a bound object that failed it: another process may have fetched it again).
+    UnlessValid(&'a dyn Fn(&Path) -> Result<()>),
+}
+
+/// Who produces an object: names its temp dirs (`tmp/<kind>-<random>`) and says, in a refusal,
+/// what needed write access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Producer {
+    /// `store import`.
+    Import,
+    /// A step version's source (`activate`, `preload`).
+    StepSource,
+    /// A step version's precompiled executable.
+    Executable,
+    /// `step-info --library git::URL@REF`'s checkout.
+    GitStep,
+    /// A collection object (`setup`, `update`).
+    Collection,
+}
+
+impl Producer {
+    fn temp_kind(self) -> TempKind {
+        match self {
+            Producer::Import => TempKind::Ingest,
+            Producer::StepSource => TempKind::Download,
+            Producer::Executable => TempKind::Executable,
+            Producer::GitStep => TempKind::Git,
+            Producer::Collection => TempKind::Steplib,
+        }
+    }
+
+    fn op(self) -> &'static str {
+        match self {
+            Producer::Import => "import",
+            Producer::StepSource => "download a step",
+            Producer::Executable => "download an executable",
+            Producer::GitStep => "clone a step",
+            Producer::Collection => "set up a collection",
+        }
+    }
+}
+
+/// A producer's work area: one temp dir of the store, in which the producer writes one tree
+/// (through [`Stage::write`] or [`Stage::ingest`]) and may keep its own files ([`Stage::dir`]).
+/// The store publishes and binds the tree; the temp dir is removed when the stage ends.
+pub(crate) struct Stage<'s> {
+    store: &'s Store,
+    tmp: TempDir,
+}
+
+/// A finished tree of a [`Stage`]: only the stage makes one, so a producer that returns one has
+/// written its tree there (and hashed it).
+#[must_use]
+pub(crate) struct Tree {
+    id: ObjectId,
+}
+
+impl Stage<'_> {
+    /// The stage's temp dir, for the producer's own files (a download, a clone): any name but
+    /// the tree's ([`crate::layout::TEMP_TREE`]).
+    pub(crate) fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn tree_root(tmp: &TempDir) -> PathBuf {
+        tmp.path().join(crate::layout::TEMP_TREE)
+    }
+
+    /// Writes the tree with `fill`, through a writer with the store's limits (`source` names it
+    /// in errors), and finishes it.
+    pub(crate) fn write(
+        &mut self,
+        source: &str,
+        fill: impl FnOnce(&mut ingest::TreeWriter) -> Result<()>,
+    ) -> Result<Tree> {
+        let root = Stage::tree_root(&self.tmp);
+        let mut w =
+            ingest::TreeWriter::new(&root, source, self.store.limits, self.store.durability)?;
+        fill(&mut w)?;
+        let (id, _) = w.finish()?;
+        Ok(Tree { id })
+    }
+
+    /// Makes the tree from `src` (a directory, tar, tar.gz or zip).
+    pub(crate) fn ingest(&mut self, src: &Path) -> Result<Tree> {
+        let root = Stage::tree_root(&self.tmp);
+        let (id, _) = ingest::ingest_path(src, &root, self.store.limits, self.store.durability)?;
+        Ok(Tree { id })
+    }
+
+    /// Runs one of several attempts (download locations tried in order): when it fails, the
+    /// stage is emptied (its tree and the producer's files), so the next attempt starts afresh.
+    /// The outer error is the emptying's.
+    pub(crate) fn attempt<T, E>(
+        &mut self,
+        f: impl FnOnce(&mut Stage<'_>) -> std::result::Result<T, E>,
+    ) -> Result<std::result::Result<T, E>> {
+        let got = f(self);
+        if got.is_err() {
+            for (_, p, _) in crate::scan::read_dir_names(self.tmp.path())? {
+                tmp::remove_tree(&p)?;
+            }
+        }
+        Ok(got)
+    }
 }
 
 const SUBDIRS: [&str; 5] = ["objects", "names", "tmp", "locks", "locks/names"];
@@ -268,42 +395,24 @@ impl Store {
         }
     }
 
-    /// Ingests `src` (a directory, tar, tar.gz or zip), publishes it, and binds `name` to it.
+    /// Ingests `src` (a directory, tar, tar.gz or zip), publishes it, and binds `name` to it
+    /// (replacing what it pointed at; waiting for a running fill of `name` first).
     pub fn import(&self, src: &Path, name: Option<&Name>) -> Result<ObjectId> {
-        self.check_owner("import")?;
-        self.sweep_quietly();
-        let tmp =
-            TempDir::create(&self.layout, "ingest").map_err(|e| self.read_only_or(e, "import"))?;
-        let root = tmp.path().join("tree");
-        let (id, _) = ingest::ingest_path(src, &root, self.limits, self.durability)?;
-        let _guard = lock::store_shared(&self.layout)?;
-        self.publish(&root, &id)?;
-        if let Some(name) = name {
-            self.bind_locked(name, &id, &tmp)?;
+        let ingest = |stage: &mut Stage<'_>| stage.ingest(src);
+        match name {
+            Some(name) => Ok(self
+                .produce(name, Fill::Force, Producer::Import, ingest)?
+                .id),
+            None => self.stage(None, Producer::Import, ingest),
         }
-        Ok(id)
     }
 
     /// Single flight: if `name` is bound, returns its object; otherwise the first of concurrent
     /// callers ingests `src` while the others wait for it and then use its result.
-    pub fn import_if_missing(&self, src: &Path, name: &Name) -> Result<Imported> {
-        if let Some(id) = self.lookup(name)? {
-            return Ok(Imported {
-                id,
-                ingested: false,
-            });
-        }
-        self.check_owner("import")?;
-        let _single = lock::name_exclusive(&self.layout, name, self.interrupt.as_deref())
-            .map_err(|e| self.read_only_or(e, "import"))?;
-        if let Some(id) = self.lookup(name)? {
-            return Ok(Imported {
-                id,
-                ingested: false,
-            });
-        }
-        let id = self.import(src, Some(name))?;
-        Ok(Imported { id, ingested: true })
+    pub fn import_if_missing(&self, src: &Path, name: &Name) -> Result<Produced> {
+        self.produce(name, Fill::IfMissing, Producer::Import, |stage| {
+            stage.ingest(src)
+        })
     }
 
     fn read_only_or(&self, e: Error, op: &'static str) -> Error {
@@ -339,7 +448,7 @@ impl Store {
     /// Points `name` at object `id` (which must be in the store), replacing any old binding.
     pub fn bind(&self, name: &Name, id: &ObjectId) -> Result<()> {
         self.check_owner("bind a name")?;
-        let tmp = TempDir::create(&self.layout, "bind")
+        let tmp = TempDir::create(&self.layout, TempKind::Bind)
             .map_err(|e| self.read_only_or(e, "bind a name"))?;
         let _guard = lock::store_shared(&self.layout)?;
         let dir = self.layout.object_dir(id);
@@ -353,7 +462,7 @@ impl Store {
     }
 
     fn bind_locked(&self, name: &Name, id: &ObjectId, tmp: &TempDir) -> Result<()> {
-        let link = tmp.path().join("name");
+        let link = tmp.path().join(crate::layout::TEMP_NAME_LINK);
         std::os::unix::fs::symlink(Layout::name_target(id), &link)
             .map_err(Error::io("symlink", &link))?;
         let path = self.layout.name_path(name);
@@ -516,70 +625,70 @@ impl Store {
     }
 }
 
-/// Building blocks for producers of objects other than `import` (collections, downloads).
+/// The one way objects are made (`import`, step sources, executables, git step-info,
+/// collections): [`Store::produce`].
 impl Store {
-    /// A new temp dir in the store's temp area (a read-only store gives [`Error::ReadOnly`]).
-    pub(crate) fn temp_dir(&self, kind: &str, op: &'static str) -> Result<TempDir> {
-        self.check_owner(op)?;
-        self.sweep_quietly();
-        TempDir::create(&self.layout, kind).map_err(|e| self.read_only_or(e, op))
-    }
-
-    /// A writer for a new tree at `root` (inside a temp dir), with this store's limits.
-    pub(crate) fn tree_writer(&self, root: &Path, source: &str) -> Result<ingest::TreeWriter> {
-        ingest::TreeWriter::new(root, source, self.limits, self.durability)
-    }
-
-    /// Ingests `src` (directory or archive) into `root` inside a temp dir.
-    pub(crate) fn ingest_into(&self, src: &Path, root: &Path) -> Result<ObjectId> {
-        ingest::ingest_path(src, root, self.limits, self.durability).map(|(id, _)| id)
-    }
-
-    /// Publishes the finished tree at `root` (inside `tmp`) and binds `name`, under the shared
-    /// store lock.
-    pub(crate) fn commit(
-        &self,
-        tmp: &TempDir,
-        root: &Path,
-        id: &ObjectId,
-        name: Option<&Name>,
-    ) -> Result<()> {
-        let _guard = lock::store_shared(&self.layout)?;
-        self.publish(root, id)?;
-        if let Some(name) = name {
-            self.bind_locked(name, id, tmp)?;
-        }
-        Ok(())
-    }
-
-    /// Single flight: returns the object `name` points at, or runs `produce` (which must commit
-    /// the object and bind `name`) once among concurrent callers; the others wait for it and use
-    /// its result. `force` skips the first lookup (an update), but still waits for a running fill.
-    pub(crate) fn fill(
+    /// Makes the object of `name` with `write` and binds `name` to it, once among concurrent
+    /// callers (single flight: the others wait on the name lock, interruptibly, and then find the
+    /// name bound, as `fill` allows). The store does everything but write the tree: the name
+    /// lock, the look at the name again under it, the temp dir, the publish under the shared
+    /// store lock with a no-replace rename, the bind, and the removal of the temp dir whatever
+    /// happens; `write` only fills the [`Stage`] and returns its [`Tree`].
+    pub(crate) fn produce(
         &self,
         name: &Name,
-        force: bool,
-        produce: impl FnOnce() -> Result<ObjectId>,
-    ) -> Result<Imported> {
-        if !force && let Some(id) = self.lookup(name)? {
-            return Ok(Imported {
-                id,
-                ingested: false,
-            });
+        fill: Fill<'_>,
+        what: Producer,
+        write: impl FnOnce(&mut Stage<'_>) -> Result<Tree>,
+    ) -> Result<Produced> {
+        if let Fill::IfMissing = fill
+            && let Some(id) = self.lookup(name)?
+        {
+            return Ok(Produced::found(id));
         }
-        self.check_owner("fill")?;
+        self.check_owner(what.op())?;
         let _single = lock::name_exclusive(&self.layout, name, self.interrupt.as_deref())
-            .map_err(|e| self.read_only_or(e, "fill"))?;
-        if !force && let Some(id) = self.lookup(name)? {
-            return Ok(Imported {
-                id,
-                ingested: false,
-            });
+            .map_err(|e| self.read_only_or(e, what.op()))?;
+        match fill {
+            Fill::IfMissing => {
+                if let Some(id) = self.lookup(name)? {
+                    return Ok(Produced::found(id));
+                }
+            }
+            Fill::UnlessValid(check) => {
+                if let Ok((id, dir)) = self.resolve(name)
+                    && check(&dir).is_ok()
+                {
+                    return Ok(Produced::found(id));
+                }
+            }
+            Fill::Force => {}
         }
-        Ok(Imported {
-            id: produce()?,
-            ingested: true,
-        })
+        let id = self.stage(Some(name), what, write)?;
+        Ok(Produced { id, ingested: true })
+    }
+
+    /// The part of [`Store::produce`] after the name lock (and all of an import without a
+    /// name): a temp dir, `write`, publish and bind.
+    fn stage(
+        &self,
+        name: Option<&Name>,
+        what: Producer,
+        write: impl FnOnce(&mut Stage<'_>) -> Result<Tree>,
+    ) -> Result<ObjectId> {
+        self.check_owner(what.op())?;
+        self.sweep_quietly();
+        let tmp = TempDir::create(&self.layout, what.temp_kind())
+            .map_err(|e| self.read_only_or(e, what.op()))?;
+        let mut stage = Stage { store: self, tmp };
+        let Tree { id } = write(&mut stage)?;
+        let tmp = &stage.tmp;
+        let _guard = lock::store_shared(&self.layout)?;
+        self.publish(&Stage::tree_root(tmp), &id)?;
+        if let Some(name) = name {
+            self.bind_locked(name, &id, tmp)?;
+        }
+        Ok(id)
     }
 
     /// Like [`Store::export`], but replaces what `dest` holds as `replace` allows (what
@@ -821,5 +930,121 @@ fn create(layout: &Layout) -> Result<()> {
             let _ = tmp::remove_tree(&staging);
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_store() -> (tempfile::TempDir, Store) {
+        let home = tempfile::tempdir().expect("temp home");
+        let store = Store::open(home.path())
+            .expect("open store")
+            .with_durability(Durability::NoSync);
+        (home, store)
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        crate::scan::read_dir_names(dir)
+            .expect("list")
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect()
+    }
+
+    fn one_file(stage: &mut Stage<'_>, name: &str, body: &str) -> Result<Tree> {
+        stage.write("test", |w| w.add_file(name, false, None, body.as_bytes()))
+    }
+
+    /// Whatever a producer got to write before its error (its own files, a finished tree), the
+    /// store publishes nothing, binds nothing and leaves nothing in `tmp/`.
+    #[test]
+    fn a_failing_producer_leaves_nothing_and_binds_nothing() {
+        let (_home, store) = new_store();
+        let name = Name::parse("r/x/1").expect("name");
+        for finish_tree in [false, true] {
+            let got = store.produce(&name, Fill::Force, Producer::Import, |stage| {
+                fs::write(stage.dir().join("download"), b"partial").expect("write");
+                if finish_tree {
+                    let _ = one_file(stage, "a", "a")?;
+                } else {
+                    let _ = stage.write("test", |w| {
+                        w.add_file("a", false, None, &b"a"[..])?;
+                        Err(Error::Cancelled)
+                    })?;
+                }
+                Err(Error::Cancelled)
+            });
+            assert!(matches!(got, Err(Error::Cancelled)), "{got:?}");
+            assert_eq!(entries(&store.layout.tmp()), Vec::<String>::new());
+            assert_eq!(store.lookup(&name).expect("lookup"), None);
+            assert_eq!(entries(&store.layout.objects()), Vec::<String>::new());
+        }
+    }
+
+    /// A failed attempt's files and tree are gone when the next attempt starts: the object is
+    /// the last attempt's tree alone.
+    #[test]
+    fn each_attempt_starts_with_an_empty_stage() {
+        let (_home, store) = new_store();
+        let name = Name::parse("r/x/1").expect("name");
+        let (_h, reference) = new_store();
+        let want = reference
+            .stage(None, Producer::Import, |s| one_file(s, "b", "second"))
+            .expect("reference");
+        let got = store
+            .produce(&name, Fill::IfMissing, Producer::StepSource, |stage| {
+                let first = stage.attempt(|s| {
+                    fs::write(s.dir().join("archive"), b"first").expect("write");
+                    let _ = one_file(s, "a", "first")?;
+                    Err::<Tree, Error>(Error::Cancelled)
+                })?;
+                assert!(first.is_err());
+                assert_eq!(entries(stage.dir()), Vec::<String>::new());
+                stage.attempt(|s| one_file(s, "b", "second"))?
+            })
+            .expect("produce");
+        assert_eq!((got.id, got.ingested), (want, true));
+        assert_eq!(store.lookup(&name).expect("lookup"), Some(want));
+        assert_eq!(entries(&store.layout.tmp()), Vec::<String>::new());
+    }
+
+    /// `IfMissing` never runs the producer for a bound name; `UnlessValid` runs it only when
+    /// the bound object fails the check; `Force` always.
+    #[test]
+    fn fill_decides_whether_the_producer_runs() {
+        let (_home, store) = new_store();
+        let name = Name::parse("r/x/1").expect("name");
+        let first = store
+            .produce(&name, Fill::IfMissing, Producer::Import, |s| {
+                one_file(s, "a", "1")
+            })
+            .expect("first");
+        assert!(first.ingested);
+        let never = |_: &mut Stage<'_>| -> Result<Tree> { panic!("the producer ran") };
+        let again = store
+            .produce(&name, Fill::IfMissing, Producer::Import, never)
+            .expect("bound");
+        assert_eq!((again.id, again.ingested), (first.id, false));
+        let valid = |_: &Path| Ok(());
+        let kept = store
+            .produce(&name, Fill::UnlessValid(&valid), Producer::Import, never)
+            .expect("valid");
+        assert_eq!((kept.id, kept.ingested), (first.id, false));
+        let invalid = |_: &Path| Err(Error::Cancelled);
+        let fetched = store
+            .produce(&name, Fill::UnlessValid(&invalid), Producer::Import, |s| {
+                one_file(s, "a", "2")
+            })
+            .expect("invalid");
+        assert!(fetched.ingested && fetched.id != first.id);
+        let forced = store
+            .produce(&name, Fill::Force, Producer::Import, |s| {
+                one_file(s, "a", "1")
+            })
+            .expect("force");
+        assert_eq!((forced.id, forced.ingested), (first.id, true));
+        assert_eq!(store.lookup(&name).expect("lookup"), Some(first.id));
     }
 }

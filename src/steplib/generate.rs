@@ -31,7 +31,7 @@ use crate::fetch::{self, NetConfig};
 use crate::hash::ObjectId;
 use crate::ingest::{Limits, TreeWriter};
 use crate::layout::Name;
-use crate::store::{Imported, Store};
+use crate::store::{Fill, Imported, Producer, Store};
 
 /// Most threads parsing step groups at once (each holds at most one group).
 pub const WORKERS: usize = 2;
@@ -56,14 +56,12 @@ fn fill(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<I
         credential: c.credential.clone(),
         ..net.clone()
     };
-    store.fill(&c.name(), force, || {
-        let tmp = store.temp_dir("steplib", "set up a collection")?;
-        let root = tmp.path().join("tree");
-        let mut w = store.tree_writer(&root, &c.uri)?;
+    let fill = if force { Fill::Force } else { Fill::IfMissing };
+    store.produce(&c.name(), fill, Producer::Collection, |stage| {
         match &c.source {
-            Source::Dir(dir) => from_dir(dir, c, None, &mut w)?,
+            Source::Dir(dir) => stage.write(&c.uri, |w| from_dir(dir, c, None, w)),
             Source::Git(url) => {
-                let clone = tmp.path().join("clone");
+                let clone = stage.dir().join("clone");
                 let head = fetch::git_clone(
                     url,
                     None,
@@ -74,10 +72,10 @@ fn fill(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<I
                     fetch::GitTransports::Network,
                     net,
                 )?;
-                from_dir(&clone, c, Some(head), &mut w)?;
+                stage.write(&c.uri, |w| from_dir(&clone, c, Some(head), w))
             }
             Source::SpecUrl(url) => {
-                let file = tmp.path().join("spec.json");
+                let file = stage.dir().join("spec.json");
                 fetch::download(
                     url,
                     None,
@@ -86,12 +84,9 @@ fn fill(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<I
                     &format!("collection {}", c.uri),
                     net,
                 )?;
-                from_spec_file(&file, c, &mut w)?;
+                stage.write(&c.uri, |w| from_spec_file(&file, c, w))
             }
         }
-        let (id, _) = w.finish()?;
-        store.commit(&tmp, &root, &id, Some(&c.name()))?;
-        Ok(id)
     })
 }
 
