@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::fetch::{self, NetConfig};
 use crate::hash::ObjectId;
-use crate::layout::Name;
+use crate::layout::{GIT_ROUTE, Name};
 use crate::steplib::model::step;
 use crate::steplib::{self, Collection, Constraint, Opened, generate};
 use crate::store::{Fill, Imported, Producer, Stage, Store, Tree};
@@ -508,7 +508,7 @@ pub mod precompiled {
     /// The prefix of the name id of a step's executables: `_exe.<id>`. Step ids never start with
     /// `_` (a StepLib's ids and versions that do are left out), so no step version of any
     /// StepLib has an executable's name.
-    pub const EXE_ID_PREFIX: &str = "_exe.";
+    pub use crate::layout::EXE_ID_PREFIX;
 
     /// The store name of a step version's executable for `platform` with sha256 `hex`:
     /// `<alias>/_exe.<id>/<version>+<platform>.<sha256>`. The hash is part of the name, so a
@@ -695,12 +695,8 @@ pub fn git_step_info(store: &Store, spec: &str, net: &NetConfig) -> Result<StepI
         (url, reference)
     };
     let shown = crate::credentials::redact(url);
-    let route = "_git";
-    let version = format!(
-        "ref-{}",
-        &blake3::hash(reference.unwrap_or("HEAD").as_bytes()).to_hex()[..16]
-    );
-    let name = Name::new(route, &steplib::alias_of(&shown), &version)?;
+    let version = crate::layout::git_ref_version(reference.unwrap_or("HEAD"));
+    let name = Name::new(GIT_ROUTE, &steplib::alias_of(&shown), &version)?;
     let what = format!("step {shown}@{}", reference.unwrap_or("HEAD"));
     let got = store.produce(&name, Fill::Force, Producer::GitStep, |stage| {
         let clone = stage.dir().join("clone");

@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicBool;
 use crate::error::{Error, Result};
 use crate::hash::ObjectId;
 use crate::ingest::{self, Durability, Limits};
-use crate::layout::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_TAG, Layout, Name, STORE_DIR, TempKind};
+use crate::layout::{FORMAT_MAJOR, Layout, Name, TempKind};
 use crate::lock;
 use crate::sys::{self, Publish};
 use crate::tmp::{self, SweepReport, TempDir};
@@ -177,18 +177,6 @@ impl Stage<'_> {
     }
 }
 
-const SUBDIRS: [&str; 5] = ["objects", "names", "tmp", "locks", "locks/names"];
-
-/// The store's own directories, checked at open: never symlinks (`store-format.md`, refusals).
-const OWN_DIRS: [&str; 6] = [
-    "objects",
-    "names",
-    "tmp",
-    "locks",
-    "locks/names",
-    "quarantine",
-];
-
 /// The mode of every directory of the store outside objects and temp dirs, whatever the umask
 /// (`store-format.md`, "Owner and modes"): only the owner writes.
 pub(crate) const DIR_MODE: u32 = 0o755;
@@ -276,12 +264,12 @@ impl Store {
         let owner = sys::owner(layout.root())
             .map_err(Error::io("stat", layout.root()))?
             .ok_or_else(|| Error::io("stat", layout.root())(std::io::ErrorKind::NotFound.into()))?;
-        for d in OWN_DIRS {
-            real_dir(&layout.root().join(d))?;
+        for d in layout.own_dirs() {
+            real_dir(&d)?;
         }
         // The lock module never opens a lock file through a symlink (O_NOFOLLOW); these two are
         // refused here already, with a message that says why, by every command.
-        for l in [layout.gc_lock(), layout.gc_intent_lock()] {
+        for l in layout.store_locks() {
             if fs::symlink_metadata(&l).is_ok_and(|m| m.file_type().is_symlink()) {
                 return Err(Error::Format {
                     path: l,
@@ -293,14 +281,7 @@ impl Store {
         }
         let f = layout.format_file();
         let text = read_format_file(&f)?;
-        let version = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix(FORMAT_TAG))
-            .map(str::trim)
-            .and_then(|v| v.split_once('.'))
-            .and_then(|(ma, mi)| Some((ma.parse::<u32>().ok()?, mi.parse::<u32>().ok()?)));
-        match version {
+        match crate::layout::parse_format_line(&text) {
             Some((FORMAT_MAJOR, _)) => {}
             Some((major, minor)) => {
                 return Err(Error::Format {
@@ -873,10 +854,7 @@ fn check_no_newer(home: &Path) -> Result<()> {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(v) = name.to_str().and_then(|n| n.strip_prefix("store-v")) else {
-            continue;
-        };
-        if let Ok(major) = v.parse::<u32>()
+        if let Some(major) = name.to_str().and_then(crate::layout::store_dir_major)
             && major > FORMAT_MAJOR
         {
             return Err(Error::Format {
@@ -895,29 +873,27 @@ fn check_no_newer(home: &Path) -> Result<()> {
 fn create(layout: &Layout) -> Result<()> {
     let home = layout.home();
     fs::create_dir_all(home).map_err(Error::io("create dir", home))?;
-    let staging = home.join(format!(".{STORE_DIR}-init-{:016x}", fastrand::u64(..)));
+    let skeleton = Layout::staging(home);
+    let staging = skeleton.root().to_path_buf();
     fs::DirBuilder::new()
         .mode(DIR_MODE)
         .create(&staging)
         .map_err(Error::io("create dir", &staging))?;
     let result = (|| {
         sys::set_mode(&staging, DIR_MODE).map_err(Error::io("chmod", &staging))?;
-        for d in SUBDIRS {
-            let p = staging.join(d);
+        for p in skeleton.skeleton_dirs() {
             if !make_dir(&p)? {
                 return Err(Error::io("create dir", &p)(
                     io::ErrorKind::AlreadyExists.into(),
                 ));
             }
         }
-        for l in ["gc.lock", "gc-intent.lock"] {
-            let p = staging.join("locks").join(l);
+        for p in skeleton.store_locks() {
             fs::File::create(&p).map_err(Error::io("create", &p))?;
             sys::set_mode(&p, FILE_MODE).map_err(Error::io("chmod", &p))?;
         }
-        let f = staging.join("format");
-        fs::write(&f, format!("{FORMAT_TAG} {FORMAT_MAJOR}.{FORMAT_MINOR}\n"))
-            .map_err(Error::io("write", &f))?;
+        let f = skeleton.format_file();
+        fs::write(&f, crate::layout::format_line()).map_err(Error::io("write", &f))?;
         sys::set_mode(&f, FILE_MODE).map_err(Error::io("chmod", &f))?;
         sys::sync_path(&f).map_err(Error::io("fsync", &f))?;
         sys::sync_path(&staging).map_err(Error::io("fsync", &staging))?;

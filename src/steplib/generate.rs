@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::fetch::{self, NetConfig};
 use crate::hash::ObjectId;
 use crate::ingest::{Limits, TreeWriter};
-use crate::layout::Name;
+use crate::layout::{CollectionLayout, Name};
 use crate::store::{Fill, Imported, Producer, Store};
 
 /// Most threads parsing step groups at once (each holds at most one group).
@@ -315,7 +315,7 @@ fn write_group(w: &mut TreeWriter, g: GroupData, meta: &mut CollectionMeta) -> R
     let n = g.versions.len();
     for (i, (ver, raw, json)) in g.versions.into_iter().enumerate() {
         w.add_file(
-            &format!("yml/{}/{ver}.yml", g.id),
+            &CollectionLayout::step_yml(&g.id, &ver),
             false,
             Some(raw.len() as u64),
             raw.as_slice(),
@@ -332,7 +332,7 @@ fn write_group(w: &mut TreeWriter, g: GroupData, meta: &mut CollectionMeta) -> R
     meta.steps += 1;
     meta.versions += n;
     w.add_file(
-        &format!("groups/{}.json", g.id),
+        &CollectionLayout::group(&g.id),
         false,
         Some(bytes.len() as u64),
         bytes.as_slice(),
@@ -344,7 +344,7 @@ fn finish_meta(w: &mut TreeWriter, mut meta: CollectionMeta) -> Result<()> {
     let bytes =
         serde_json::to_vec_pretty(&meta).map_err(|e| steplib_err(&meta.uri, e.to_string()))?;
     w.add_file(
-        "collection.json",
+        CollectionLayout::META,
         false,
         Some(bytes.len() as u64),
         bytes.as_slice(),
