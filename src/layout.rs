@@ -7,6 +7,9 @@
 //! - Names live at `names/<route>/<id>/<version>` and are symlinks whose target is exactly
 //!   `../../../objects/<hh>/<hash>`.
 //! - Temporary work happens only under `tmp/`, on the same file system as `objects/` and `names/`.
+//! - The store's own names (`_steplib`, `_exe.`, `_git`) and a collection object's inside
+//!   (`collection.json`, `groups/<id>.json`, `yml/<id>/<version>.yml`: `CollectionLayout`) are
+//!   spelled here too.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

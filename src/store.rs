@@ -10,6 +10,10 @@
 //! - Objects are published and names bound under the shared store lock, so `gc` (exclusive) never
 //!   sees an object between its publish and its name, nor removes one being copied out.
 //! - Cache hits (`resolve`, `export`) write nothing into the store.
+//! - Every object is made by a producer through `Store::produce` (an import without a name
+//!   alone skips its name lock): a producer only writes a tree into its `Stage`; the store takes
+//!   the name lock, looks at the name again, publishes, binds and cleans up, so no producer can
+//!   forget a step or order them differently.
 
 use std::fs;
 use std::io;
@@ -41,12 +45,12 @@ pub struct Store {
     owner: u32,
 }
 
-/// What [`Store::produce`] (an import, a download, a setup) did.
+/// What `Store::produce` (an import, a download, a setup) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Produced {
     /// The object's id.
     pub id: ObjectId,
-    /// False when the name was already bound (as [`Fill`] allows) and nothing was made.
+    /// False when the name was already bound (as the fill allows) and nothing was made.
     pub ingested: bool,
 }
 
@@ -607,7 +611,7 @@ impl Store {
 }
 
 /// The one way objects are made (`import`, step sources, executables, git step-info,
-/// collections): [`Store::produce`].
+/// collections): `Store::produce`.
 impl Store {
     /// Makes the object of `name` with `write` and binds `name` to it, once among concurrent
     /// callers (single flight: the others wait on the name lock, interruptibly, and then find the
