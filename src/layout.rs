@@ -232,6 +232,16 @@ impl TempKind {
             TempKind::Steplib => "steplib",
         }
     }
+
+    /// A new temp dir name of this kind: `<kind>-<16 hex random><8 hex pid>`.
+    pub(crate) fn fresh_name(self) -> String {
+        format!(
+            "{}-{:016x}{:08x}",
+            self.as_str(),
+            fastrand::u64(..),
+            std::process::id()
+        )
+    }
 }
 
 /// Inside a producer's temp dir, the tree that is published as the object.

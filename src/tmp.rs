@@ -29,14 +29,7 @@ pub(crate) struct TempDir {
 impl TempDir {
     /// Creates a fresh temp dir whose name starts with `kind`.
     pub(crate) fn create(layout: &Layout, kind: TempKind) -> Result<TempDir> {
-        Self::create_in(&layout.tmp(), 0o700, || {
-            format!(
-                "{}-{:016x}{:08x}",
-                kind.as_str(),
-                fastrand::u64(..),
-                std::process::id()
-            )
-        })
+        Self::create_in(&layout.tmp(), 0o700, || kind.fresh_name())
     }
 
     /// Creates a fresh owner-locked dir in `dir` (mode `mode`), named by `stem()`, by the same
