@@ -618,7 +618,18 @@ impl Store {
     /// name bound, as `fill` allows). The store does everything but write the tree: the name
     /// lock, the look at the name again under it, the temp dir, the publish under the shared
     /// store lock with a no-replace rename, the bind, and the removal of the temp dir whatever
-    /// happens; `write` only fills the [`Stage`] and returns its [`Tree`].
+    /// happens; `write` only fills the [`Stage`] and returns its [`Tree`]. A new producer is a
+    /// [`Producer`] variant and a function that writes a tree:
+    ///
+    /// ```text
+    /// store.produce(&name, Fill::IfMissing, Producer::StepSource, |stage| {
+    ///     let archive = stage.dir().join("archive");
+    ///     fetch::download(&url, None, &archive, MAX, &what, net)?;
+    ///     stage.ingest(&archive)
+    /// })
+    /// ```
+    ///
+    /// A producer with several sources wraps each try in [`Stage::attempt`].
     pub(crate) fn produce(
         &self,
         name: &Name,
