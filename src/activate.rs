@@ -18,10 +18,10 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::fetch::{self, NetConfig};
 use crate::hash::ObjectId;
-use crate::layout::Name;
+use crate::layout::{GIT_ROUTE, Name};
 use crate::steplib::model::step;
 use crate::steplib::{self, Collection, Constraint, Opened, generate};
-use crate::store::{Imported, Store};
+use crate::store::{Fill, Imported, Producer, Stage, Store, Tree};
 use crate::tmp;
 
 /// The part of an error worth repeating after the location it came from.
@@ -203,7 +203,9 @@ pub fn download(store: &Store, r: &Resolved, net: &NetConfig) -> Result<Imported
             cached,
         });
     }
-    store.fill(&name, false, || fetch_source(store, r, &name, net))
+    store.produce(&name, Fill::IfMissing, Producer::StepSource, |stage| {
+        fetch_source(stage, r, net)
+    })
 }
 
 fn all_local(r: &Resolved) -> bool {
@@ -215,7 +217,8 @@ fn all_local(r: &Resolved) -> bool {
         })
 }
 
-fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Result<ObjectId> {
+/// Writes the step's source into `stage`: the first of its download locations that works.
+fn fetch_source(stage: &mut Stage<'_>, r: &Resolved, net: &NetConfig) -> Result<Tree> {
     let what = format!("step {}@{}", r.id, r.version);
     let mut locations = r.opened.meta.steplib.download_locations.clone();
     if locations.is_empty() {
@@ -228,9 +231,7 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
     let mut failures = Vec::new();
     for loc in &locations {
         net.check_cancel()?;
-        let tmp = store.temp_dir("download", "download a step")?;
-        let root = tmp.path().join("tree");
-        let attempt = match loc.kind.as_str() {
+        let attempt = stage.attempt(|stage| match loc.kind.as_str() {
             "zip" | "tar.gz" | "tgz" | "tar" => {
                 let file = if loc.kind == "zip" {
                     "step.zip"
@@ -238,7 +239,7 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
                     "step.tar.gz"
                 };
                 let url = format!("{}{}/{}/{file}", loc.src, r.id, r.version);
-                let archive = tmp.path().join("archive");
+                let archive = stage.dir().join("archive");
                 let remote_lib = base.is_none();
                 match fetch::locate(&url, base) {
                     // Only a StepLib on this machine may point at this machine's files.
@@ -248,7 +249,7 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
                         crate::credentials::redact(&url)
                     )),
                     _ => fetch::download(&url, base, &archive, MAX_ARCHIVE_BYTES, &what, net)
-                        .and_then(|_| store.ingest_into(&archive, &root))
+                        .and_then(|_| stage.ingest(&archive))
                         .map_err(|e| {
                             format!(
                                 "{} {}: {}",
@@ -279,7 +280,7 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
                             )),
                             Err(reason) => Err(format!("git {shown}: {reason}")),
                             Ok(_) => {
-                                let clone = tmp.path().join("clone");
+                                let clone = stage.dir().join("clone");
                                 fetch::git_clone(
                                     url,
                                     Some(&r.version),
@@ -290,7 +291,7 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
                                     net,
                                 )
                                 .and_then(|_| tmp::remove_tree(&clone.join(".git")))
-                                .and_then(|()| store.ingest_into(&clone, &root))
+                                .and_then(|()| stage.ingest(&clone))
                                 .map_err(|e| format!("git {shown}: {}", reason_of(&e)))
                             }
                         }
@@ -299,12 +300,9 @@ fn fetch_source(store: &Store, r: &Resolved, name: &Name, net: &NetConfig) -> Re
                 }
             }
             other => Err(format!("unknown download location type {other:?}")),
-        };
+        })?;
         match attempt {
-            Ok(id) => {
-                store.commit(&tmp, &root, &id, Some(name))?;
-                return Ok(id);
-            }
+            Ok(tree) => return Ok(tree),
             // Stopped part-way: not a failure of this location; try no other.
             Err(_) if net.cancelled() => return Err(Error::Cancelled),
             Err(e) => {
@@ -464,7 +462,7 @@ pub mod precompiled {
     use crate::hash::ObjectId;
     use crate::layout::Name;
     use crate::steplib::model::step;
-    use crate::store::Store;
+    use crate::store::{Fill, Producer, Stage, Store, Tree};
 
     /// The old tool's default storage bases, tried in order.
     pub const DEFAULT_BASES: [&str; 2] = [
@@ -510,7 +508,7 @@ pub mod precompiled {
     /// The prefix of the name id of a step's executables: `_exe.<id>`. Step ids never start with
     /// `_` (a StepLib's ids and versions that do are left out), so no step version of any
     /// StepLib has an executable's name.
-    pub const EXE_ID_PREFIX: &str = "_exe.";
+    pub use crate::layout::EXE_ID_PREFIX;
 
     /// The store name of a step version's executable for `platform` with sha256 `hex`:
     /// `<alias>/_exe.<id>/<version>+<platform>.<sha256>`. The hash is part of the name, so a
@@ -549,14 +547,14 @@ pub mod precompiled {
         force: bool,
         net: &NetConfig,
     ) -> Result<()> {
-        store.fill(name, force, || {
-            if force
-                && let Ok((id, dir)) = store.resolve(name)
-                && check_object(&dir, &r.id, want).is_ok()
-            {
-                return Ok(id);
-            }
-            fetch(store, r, name, storage_uri, want, net)
+        let check = |dir: &Path| check_object(dir, &r.id, want);
+        let fill = if force {
+            Fill::UnlessValid(&check)
+        } else {
+            Fill::IfMissing
+        };
+        store.produce(name, fill, Producer::Executable, |stage| {
+            fetch(stage, r, storage_uri, want, net)
         })?;
         Ok(())
     }
@@ -620,14 +618,15 @@ pub mod precompiled {
         Ok(())
     }
 
+    /// Writes the executable into `stage`: the first storage base that serves the declared
+    /// bytes.
     fn fetch(
-        store: &Store,
+        stage: &mut Stage<'_>,
         r: &Resolved,
-        name: &Name,
         storage_uri: &str,
         want: &str,
         net: &NetConfig,
-    ) -> Result<ObjectId> {
+    ) -> Result<Tree> {
         let what = format!("step {}@{} executable", r.id, r.version);
         let mut failures = Vec::new();
         for base in bases() {
@@ -638,11 +637,11 @@ pub mod precompiled {
                 continue;
             }
             let url = format!("{base}/{}", storage_uri.trim_start_matches('/'));
-            let tmp = store.temp_dir("exe", "download an executable")?;
-            let dir = tmp.path().join("bin");
-            fs::create_dir(&dir).map_err(Error::io("create dir", &dir))?;
-            let file = dir.join(&r.id);
-            let got = fetch::download(&url, None, &file, MAX_BYTES, &what, net).and_then(|_| {
+            let got = stage.attempt(|stage| {
+                let dir = stage.dir().join("bin");
+                fs::create_dir(&dir).map_err(Error::io("create dir", &dir))?;
+                let file = dir.join(&r.id);
+                fetch::download(&url, None, &file, MAX_BYTES, &what, net)?;
                 let digest = sha256_file(&file)?;
                 if digest != want {
                     return Err(Error::Fetch {
@@ -653,13 +652,10 @@ pub mod precompiled {
                 use std::os::unix::fs::PermissionsExt;
                 fs::set_permissions(&file, fs::Permissions::from_mode(0o755))
                     .map_err(Error::io("chmod", &file))?;
-                let root = tmp.path().join("tree");
-                let id = store.ingest_into(&dir, &root)?;
-                store.commit(&tmp, &root, &id, Some(name))?;
-                Ok(id)
-            });
+                stage.ingest(&dir)
+            })?;
             match got {
-                Ok(id) => return Ok(id),
+                Ok(tree) => return Ok(tree),
                 Err(_) if net.cancelled() => return Err(Error::Cancelled),
                 Err(e) => failures.push(format!("{shown}: {}", super::reason_of(&e))),
             }
@@ -699,16 +695,11 @@ pub fn git_step_info(store: &Store, spec: &str, net: &NetConfig) -> Result<StepI
         (url, reference)
     };
     let shown = crate::credentials::redact(url);
-    let route = "_git";
-    let version = format!(
-        "ref-{}",
-        &blake3::hash(reference.unwrap_or("HEAD").as_bytes()).to_hex()[..16]
-    );
-    let name = Name::new(route, &steplib::alias_of(&shown), &version)?;
+    let version = crate::layout::git_ref_version(reference.unwrap_or("HEAD"));
+    let name = Name::new(GIT_ROUTE, &steplib::alias_of(&shown), &version)?;
     let what = format!("step {shown}@{}", reference.unwrap_or("HEAD"));
-    let got = store.fill(&name, true, || {
-        let tmp = store.temp_dir("git", "clone a step")?;
-        let clone = tmp.path().join("clone");
+    let got = store.produce(&name, Fill::Force, Producer::GitStep, |stage| {
+        let clone = stage.dir().join("clone");
         // The user's own URL: it may name a repository on this machine.
         fetch::git_clone(
             url,
@@ -720,10 +711,7 @@ pub fn git_step_info(store: &Store, spec: &str, net: &NetConfig) -> Result<StepI
             net,
         )?;
         tmp::remove_tree(&clone.join(".git"))?;
-        let root = tmp.path().join("tree");
-        let id = store.ingest_into(&clone, &root)?;
-        store.commit(&tmp, &root, &id, Some(&name))?;
-        Ok(id)
+        stage.ingest(&clone)
     })?;
     let dir = store.layout().object_dir(&got.id);
     let yml = dir.join("step.yml");

@@ -233,7 +233,7 @@ fn check_access(layout: &Layout, owner: u32, names: &[scan::NameEntry]) -> Resul
     paths.extend([
         layout.gc_lock(),
         layout.gc_intent_lock(),
-        locks.join("names"),
+        layout.name_locks(),
         locks,
         layout.quarantine(),
     ]);

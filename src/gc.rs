@@ -45,7 +45,7 @@ pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport> {
     let trash = if dry_run {
         None
     } else {
-        Some(TempDir::create(layout, "gc")?)
+        Some(TempDir::create(layout, crate::layout::TempKind::Gc)?)
     };
     let guard = if dry_run {
         lock::store_shared(layout)?

@@ -7,6 +7,9 @@
 //! - Names live at `names/<route>/<id>/<version>` and are symlinks whose target is exactly
 //!   `../../../objects/<hh>/<hash>`.
 //! - Temporary work happens only under `tmp/`, on the same file system as `objects/` and `names/`.
+//! - The store's own names (`_steplib`, `_exe.`, `_git`) and a collection object's inside
+//!   (`collection.json`, `groups/<id>.json`, `yml/<id>/<version>.yml`: `CollectionLayout`) are
+//!   spelled here too.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,14 +17,58 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::hash::ObjectId;
 
+/// The format's major version as a literal, so that [`STORE_DIR`] is spelled from it.
+macro_rules! format_major {
+    () => {
+        1
+    };
+}
+
 /// The store format's major version: part of the directory name.
-pub const FORMAT_MAJOR: u32 = 1;
+pub const FORMAT_MAJOR: u32 = format_major!();
 /// The store format's minor version: compatible additions.
 pub const FORMAT_MINOR: u32 = 0;
-/// The store directory's name inside `$STEPMAN_HOME`.
-pub const STORE_DIR: &str = "store-v1";
+/// What the store directory's name is, before the major version.
+pub const STORE_DIR_PREFIX: &str = "store-v";
+/// The store directory's name inside `$STEPMAN_HOME`: [`STORE_DIR_PREFIX`] and
+/// [`FORMAT_MAJOR`].
+pub const STORE_DIR: &str = concat!("store-v", format_major!());
 /// The first line of the `format` file.
 pub(crate) const FORMAT_TAG: &str = "stepman-store";
+
+/// The store's own directories, relative to its root, parents first: made when the store is
+/// created (`quarantine/` later, by the first repair that needs it).
+const SKELETON_DIRS: [&str; 5] = [OBJECTS, NAMES, TMP, LOCKS, NAME_LOCKS];
+const OBJECTS: &str = "objects";
+const NAMES: &str = "names";
+const TMP: &str = "tmp";
+const LOCKS: &str = "locks";
+const NAME_LOCKS: &str = "locks/names";
+const QUARANTINE: &str = "quarantine";
+const FORMAT_FILE: &str = "format";
+const GC_LOCK: &str = "gc.lock";
+const GC_INTENT_LOCK: &str = "gc-intent.lock";
+
+/// The major version of a store directory named `name` (`store-v<N>`), if it is one.
+pub(crate) fn store_dir_major(name: &str) -> Option<u32> {
+    name.strip_prefix(STORE_DIR_PREFIX)?.parse().ok()
+}
+
+/// The version `(major, minor)` a `format` file's text names (`None`: not a format file).
+pub(crate) fn parse_format_line(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text
+        .lines()
+        .next()?
+        .strip_prefix(FORMAT_TAG)?
+        .trim()
+        .split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// The `format` file's text for this version.
+pub(crate) fn format_line() -> String {
+    format!("{FORMAT_TAG} {FORMAT_MAJOR}.{FORMAT_MINOR}\n")
+}
 
 /// Paths of one store.
 #[derive(Debug, Clone)]
@@ -39,6 +86,31 @@ impl Layout {
         }
     }
 
+    /// The layout of a store being created at `staging` (a temp dir beside the store, under
+    /// `home`), so that its skeleton is spelled as the store's own.
+    pub(crate) fn staging(home: &Path) -> Layout {
+        let root = home.join(format!(".{STORE_DIR}-init-{:016x}", fastrand::u64(..)));
+        Layout {
+            home: home.to_path_buf(),
+            root,
+        }
+    }
+
+    /// The store's own directories, parents first: the ones created with the store.
+    pub(crate) fn skeleton_dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        SKELETON_DIRS.iter().map(|d| self.root.join(d))
+    }
+
+    /// Every directory of the store's own (never a symlink): the skeleton and `quarantine/`.
+    pub(crate) fn own_dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        self.skeleton_dirs().chain([self.quarantine()])
+    }
+
+    /// The store's lock files, created with it.
+    pub(crate) fn store_locks(&self) -> [PathBuf; 2] {
+        [self.gc_lock(), self.gc_intent_lock()]
+    }
+
     /// `$STEPMAN_HOME`.
     pub fn home(&self) -> &Path {
         &self.home
@@ -50,11 +122,11 @@ impl Layout {
     }
 
     pub(crate) fn format_file(&self) -> PathBuf {
-        self.root.join("format")
+        self.root.join(FORMAT_FILE)
     }
 
     pub(crate) fn objects(&self) -> PathBuf {
-        self.root.join("objects")
+        self.root.join(OBJECTS)
     }
 
     pub(crate) fn object_shard(&self, id: &ObjectId) -> PathBuf {
@@ -68,7 +140,7 @@ impl Layout {
     }
 
     pub(crate) fn names(&self) -> PathBuf {
-        self.root.join("names")
+        self.root.join(NAMES)
     }
 
     pub(crate) fn name_path(&self, name: &Name) -> PathBuf {
@@ -79,45 +151,141 @@ impl Layout {
     }
 
     pub(crate) fn tmp(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.root.join(TMP)
     }
 
     pub(crate) fn locks(&self) -> PathBuf {
-        self.root.join("locks")
+        self.root.join(LOCKS)
     }
 
     pub(crate) fn quarantine(&self) -> PathBuf {
-        self.root.join("quarantine")
+        self.root.join(QUARANTINE)
     }
 
     pub(crate) fn gc_lock(&self) -> PathBuf {
-        self.locks().join("gc.lock")
+        self.locks().join(GC_LOCK)
     }
 
     pub(crate) fn gc_intent_lock(&self) -> PathBuf {
-        self.locks().join("gc-intent.lock")
+        self.locks().join(GC_INTENT_LOCK)
     }
 
     pub(crate) fn name_lock(&self, name: &Name) -> PathBuf {
         let digest = blake3::hash(name.to_string().as_bytes());
-        self.locks()
-            .join("names")
+        self.name_locks()
             .join(format!("{}.lock", &digest.to_hex()[..32]))
+    }
+
+    /// `locks/names/`, the name locks' directory.
+    pub(crate) fn name_locks(&self) -> PathBuf {
+        self.root.join(NAME_LOCKS)
     }
 
     /// The symlink target stored for a name that points at `id`.
     pub(crate) fn name_target(id: &ObjectId) -> PathBuf {
         let hex = id.to_hex();
-        PathBuf::from(format!("../../../objects/{}/{}", &hex[..2], hex))
+        PathBuf::from(format!("../../../{OBJECTS}/{}/{}", &hex[..2], hex))
     }
 
     /// Parses a name's symlink target back into an object id (None: not our form).
     pub(crate) fn parse_name_target(target: &Path) -> Option<ObjectId> {
         let s = target.to_str()?;
-        let rest = s.strip_prefix("../../../objects/")?;
+        let rest = s
+            .strip_prefix("../../../")?
+            .strip_prefix(OBJECTS)?
+            .strip_prefix('/')?;
         let (shard, hex) = rest.split_once('/')?;
         let id = ObjectId::from_hex(hex)?;
         (shard.len() == 2 && hex.starts_with(shard)).then_some(id)
+    }
+}
+
+/// The kinds of temp dir, the `<kind>` of `tmp/<kind>-<random>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TempKind {
+    /// An import's tree.
+    Ingest,
+    /// A name's new symlink, before it replaces the old one.
+    Bind,
+    /// Objects gc moved out.
+    Gc,
+    /// A step version's source download.
+    Download,
+    /// A precompiled executable's download.
+    Executable,
+    /// A git step-info checkout.
+    Git,
+    /// A collection object being generated.
+    Steplib,
+}
+
+impl TempKind {
+    /// The `<kind>` of the temp dir's name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TempKind::Ingest => "ingest",
+            TempKind::Bind => "bind",
+            TempKind::Gc => "gc",
+            TempKind::Download => "download",
+            TempKind::Executable => "exe",
+            TempKind::Git => "git",
+            TempKind::Steplib => "steplib",
+        }
+    }
+
+    /// A new temp dir name of this kind: `<kind>-<16 hex random><8 hex pid>`.
+    pub(crate) fn fresh_name(self) -> String {
+        format!(
+            "{}-{:016x}{:08x}",
+            self.as_str(),
+            fastrand::u64(..),
+            std::process::id()
+        )
+    }
+}
+
+/// Inside a producer's temp dir, the tree that is published as the object.
+pub(crate) const TEMP_TREE: &str = "tree";
+/// Inside a temp dir, a name's new symlink before it replaces the old one.
+pub(crate) const TEMP_NAME_LINK: &str = "name";
+
+/// The name id under which a collection's own object is bound: `<alias>/_steplib/current`.
+pub const COLLECTION_ID: &str = "_steplib";
+/// The name version of a collection's current object.
+pub const COLLECTION_VERSION: &str = "current";
+/// The prefix of the name id of a step's executables: `<alias>/_exe.<id>/…`.
+pub const EXE_ID_PREFIX: &str = "_exe.";
+/// The route of `step-info --library git::URL@REF`'s checkouts: `_git/<alias>/ref-<16 hex>`.
+pub(crate) const GIT_ROUTE: &str = "_git";
+
+/// The name version of a git step-info checkout of `reference`: `ref-<16 hex of BLAKE3>`.
+pub(crate) fn git_ref_version(reference: &str) -> String {
+    format!("ref-{}", &blake3::hash(reference.as_bytes()).to_hex()[..16])
+}
+
+/// The layout inside a collection object (`store-format.md`, section 4a), relative to the
+/// object's root: where the StepLib's generator writes and its readers look.
+pub(crate) struct CollectionLayout;
+
+impl CollectionLayout {
+    /// The collection's metadata.
+    pub(crate) const META: &'static str = "collection.json";
+    /// The directory of the step groups.
+    pub(crate) const GROUPS: &'static str = "groups";
+
+    /// The group file of step `id`: `groups/<id>.json`.
+    pub(crate) fn group(id: &str) -> String {
+        format!("{}/{id}.json", Self::GROUPS)
+    }
+
+    /// The step id of a file name in [`CollectionLayout::GROUPS`] (`None`: not a group file).
+    pub(crate) fn group_id(file_name: &str) -> Option<&str> {
+        file_name.strip_suffix(".json")
+    }
+
+    /// The original step.yml of a step version: `yml/<id>/<version>.yml`.
+    pub(crate) fn step_yml(id: &str, version: &str) -> String {
+        format!("yml/{id}/{version}.yml")
     }
 }
 
@@ -241,6 +409,13 @@ mod tests {
         }
         let long = "x".repeat(129);
         assert!(Name::new("r", &long, "1").is_err());
+    }
+
+    #[test]
+    fn store_dir_is_spelled_from_the_major_version() {
+        assert_eq!(STORE_DIR, format!("{STORE_DIR_PREFIX}{FORMAT_MAJOR}"));
+        assert_eq!(store_dir_major(STORE_DIR), Some(FORMAT_MAJOR));
+        assert_eq!(store_dir_major("store-vx"), None);
     }
 
     #[test]

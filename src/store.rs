@@ -10,6 +10,10 @@
 //! - Objects are published and names bound under the shared store lock, so `gc` (exclusive) never
 //!   sees an object between its publish and its name, nor removes one being copied out.
 //! - Cache hits (`resolve`, `export`) write nothing into the store.
+//! - Every object is made by a producer through `Store::produce` (an import without a name
+//!   alone skips its name lock): a producer only writes a tree into its `Stage`; the store takes
+//!   the name lock, looks at the name again, publishes, binds and cleans up, so no producer can
+//!   forget a step or order them differently.
 
 use std::fs;
 use std::io;
@@ -21,7 +25,7 @@ use std::sync::atomic::AtomicBool;
 use crate::error::{Error, Result};
 use crate::hash::ObjectId;
 use crate::ingest::{self, Durability, Limits};
-use crate::layout::{FORMAT_MAJOR, FORMAT_MINOR, FORMAT_TAG, Layout, Name, STORE_DIR};
+use crate::layout::{FORMAT_MAJOR, Layout, Name, TempKind};
 use crate::lock;
 use crate::sys::{self, Publish};
 use crate::tmp::{self, SweepReport, TempDir};
@@ -41,26 +45,141 @@ pub struct Store {
     owner: u32,
 }
 
-/// What an import did.
+/// What `Store::produce` (an import, a download, a setup) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Imported {
+pub struct Produced {
     /// The object's id.
     pub id: ObjectId,
-    /// False when the name was already bound and nothing was ingested (`import_if_missing`).
+    /// False when the name was already bound (as the fill allows) and nothing was made.
     pub ingested: bool,
 }
 
-const SUBDIRS: [&str; 5] = ["objects", "names", "tmp", "locks", "locks/names"];
+/// What an import did (the name callers of [`Store::import_if_missing`] know).
+pub type Imported = Produced;
 
-/// The store's own directories, checked at open: never symlinks (`store-format.md`, refusals).
-const OWN_DIRS: [&str; 6] = [
-    "objects",
-    "names",
-    "tmp",
-    "locks",
-    "locks/names",
-    "quarantine",
-];
+impl Produced {
+    fn found(id: ObjectId) -> Produced {
+        Produced {
+            id,
+            ingested: false,
+        }
+    }
+}
+
+/// When [`Store::produce`] makes the object of a name that is bound already.
+#[derive(Clone, Copy)]
+pub(crate) enum Fill<'a> {
+    /// Never: a bound name is the result (looked up before the name lock and again under it).
+    IfMissing,
+    /// Always (an import, an update, a branch that moves); a running fill is still waited for.
+    Force,
+    /// Unless, under the name lock, the name is bound to an object whose directory passes the
+    /// check (a bound object that failed it: another process may have fetched it again).
+    UnlessValid(&'a dyn Fn(&Path) -> Result<()>),
+}
+
+/// Who produces an object: names its temp dirs (`tmp/<kind>-<random>`) and says, in a refusal,
+/// what needed write access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Producer {
+    /// `store import`.
+    Import,
+    /// A step version's source (`activate`, `preload`).
+    StepSource,
+    /// A step version's precompiled executable.
+    Executable,
+    /// `step-info --library git::URL@REF`'s checkout.
+    GitStep,
+    /// A collection object (`setup`, `update`).
+    Collection,
+}
+
+impl Producer {
+    fn temp_kind(self) -> TempKind {
+        match self {
+            Producer::Import => TempKind::Ingest,
+            Producer::StepSource => TempKind::Download,
+            Producer::Executable => TempKind::Executable,
+            Producer::GitStep => TempKind::Git,
+            Producer::Collection => TempKind::Steplib,
+        }
+    }
+
+    fn op(self) -> &'static str {
+        match self {
+            Producer::Import => "import",
+            Producer::StepSource => "download a step",
+            Producer::Executable => "download an executable",
+            Producer::GitStep => "clone a step",
+            Producer::Collection => "set up a collection",
+        }
+    }
+}
+
+/// A producer's work area: one temp dir of the store, in which the producer writes one tree
+/// (through [`Stage::write`] or [`Stage::ingest`]) and may keep its own files ([`Stage::dir`]).
+/// The store publishes and binds the tree; the temp dir is removed when the stage ends.
+pub(crate) struct Stage<'s> {
+    store: &'s Store,
+    tmp: TempDir,
+}
+
+/// A finished tree of a [`Stage`]: only the stage makes one, so a producer that returns one has
+/// written its tree there (and hashed it).
+#[must_use]
+pub(crate) struct Tree {
+    id: ObjectId,
+}
+
+impl Stage<'_> {
+    /// The stage's temp dir, for the producer's own files (a download, a clone): any name but
+    /// the tree's ([`crate::layout::TEMP_TREE`]).
+    pub(crate) fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn tree_root(tmp: &TempDir) -> PathBuf {
+        tmp.path().join(crate::layout::TEMP_TREE)
+    }
+
+    /// Writes the tree with `fill`, through a writer with the store's limits (`source` names it
+    /// in errors), and finishes it.
+    pub(crate) fn write(
+        &mut self,
+        source: &str,
+        fill: impl FnOnce(&mut ingest::TreeWriter) -> Result<()>,
+    ) -> Result<Tree> {
+        let root = Stage::tree_root(&self.tmp);
+        let mut w =
+            ingest::TreeWriter::new(&root, source, self.store.limits, self.store.durability)?;
+        fill(&mut w)?;
+        let (id, _) = w.finish()?;
+        Ok(Tree { id })
+    }
+
+    /// Makes the tree from `src` (a directory, tar, tar.gz or zip).
+    pub(crate) fn ingest(&mut self, src: &Path) -> Result<Tree> {
+        let root = Stage::tree_root(&self.tmp);
+        let (id, _) = ingest::ingest_path(src, &root, self.store.limits, self.store.durability)?;
+        Ok(Tree { id })
+    }
+
+    /// Runs one of several attempts (download locations tried in order): when it fails, the
+    /// stage is emptied (its tree and the producer's files), so the next attempt starts afresh.
+    /// The outer error is the emptying's.
+    pub(crate) fn attempt<T, E>(
+        &mut self,
+        f: impl FnOnce(&mut Stage<'_>) -> std::result::Result<T, E>,
+    ) -> Result<std::result::Result<T, E>> {
+        let got = f(self);
+        if got.is_err() {
+            for (_, p, _) in crate::scan::read_dir_names(self.tmp.path())? {
+                tmp::remove_tree(&p)?;
+            }
+        }
+        Ok(got)
+    }
+}
 
 /// The mode of every directory of the store outside objects and temp dirs, whatever the umask
 /// (`store-format.md`, "Owner and modes"): only the owner writes.
@@ -149,12 +268,12 @@ impl Store {
         let owner = sys::owner(layout.root())
             .map_err(Error::io("stat", layout.root()))?
             .ok_or_else(|| Error::io("stat", layout.root())(std::io::ErrorKind::NotFound.into()))?;
-        for d in OWN_DIRS {
-            real_dir(&layout.root().join(d))?;
+        for d in layout.own_dirs() {
+            real_dir(&d)?;
         }
         // The lock module never opens a lock file through a symlink (O_NOFOLLOW); these two are
         // refused here already, with a message that says why, by every command.
-        for l in [layout.gc_lock(), layout.gc_intent_lock()] {
+        for l in layout.store_locks() {
             if fs::symlink_metadata(&l).is_ok_and(|m| m.file_type().is_symlink()) {
                 return Err(Error::Format {
                     path: l,
@@ -166,14 +285,7 @@ impl Store {
         }
         let f = layout.format_file();
         let text = read_format_file(&f)?;
-        let version = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix(FORMAT_TAG))
-            .map(str::trim)
-            .and_then(|v| v.split_once('.'))
-            .and_then(|(ma, mi)| Some((ma.parse::<u32>().ok()?, mi.parse::<u32>().ok()?)));
-        match version {
+        match crate::layout::parse_format_line(&text) {
             Some((FORMAT_MAJOR, _)) => {}
             Some((major, minor)) => {
                 return Err(Error::Format {
@@ -268,42 +380,24 @@ impl Store {
         }
     }
 
-    /// Ingests `src` (a directory, tar, tar.gz or zip), publishes it, and binds `name` to it.
+    /// Ingests `src` (a directory, tar, tar.gz or zip), publishes it, and binds `name` to it
+    /// (replacing what it pointed at; waiting for a running fill of `name` first).
     pub fn import(&self, src: &Path, name: Option<&Name>) -> Result<ObjectId> {
-        self.check_owner("import")?;
-        self.sweep_quietly();
-        let tmp =
-            TempDir::create(&self.layout, "ingest").map_err(|e| self.read_only_or(e, "import"))?;
-        let root = tmp.path().join("tree");
-        let (id, _) = ingest::ingest_path(src, &root, self.limits, self.durability)?;
-        let _guard = lock::store_shared(&self.layout)?;
-        self.publish(&root, &id)?;
-        if let Some(name) = name {
-            self.bind_locked(name, &id, &tmp)?;
+        let ingest = |stage: &mut Stage<'_>| stage.ingest(src);
+        match name {
+            Some(name) => Ok(self
+                .produce(name, Fill::Force, Producer::Import, ingest)?
+                .id),
+            None => self.stage(None, Producer::Import, ingest),
         }
-        Ok(id)
     }
 
     /// Single flight: if `name` is bound, returns its object; otherwise the first of concurrent
     /// callers ingests `src` while the others wait for it and then use its result.
-    pub fn import_if_missing(&self, src: &Path, name: &Name) -> Result<Imported> {
-        if let Some(id) = self.lookup(name)? {
-            return Ok(Imported {
-                id,
-                ingested: false,
-            });
-        }
-        self.check_owner("import")?;
-        let _single = lock::name_exclusive(&self.layout, name, self.interrupt.as_deref())
-            .map_err(|e| self.read_only_or(e, "import"))?;
-        if let Some(id) = self.lookup(name)? {
-            return Ok(Imported {
-                id,
-                ingested: false,
-            });
-        }
-        let id = self.import(src, Some(name))?;
-        Ok(Imported { id, ingested: true })
+    pub fn import_if_missing(&self, src: &Path, name: &Name) -> Result<Produced> {
+        self.produce(name, Fill::IfMissing, Producer::Import, |stage| {
+            stage.ingest(src)
+        })
     }
 
     fn read_only_or(&self, e: Error, op: &'static str) -> Error {
@@ -339,7 +433,7 @@ impl Store {
     /// Points `name` at object `id` (which must be in the store), replacing any old binding.
     pub fn bind(&self, name: &Name, id: &ObjectId) -> Result<()> {
         self.check_owner("bind a name")?;
-        let tmp = TempDir::create(&self.layout, "bind")
+        let tmp = TempDir::create(&self.layout, TempKind::Bind)
             .map_err(|e| self.read_only_or(e, "bind a name"))?;
         let _guard = lock::store_shared(&self.layout)?;
         let dir = self.layout.object_dir(id);
@@ -353,7 +447,7 @@ impl Store {
     }
 
     fn bind_locked(&self, name: &Name, id: &ObjectId, tmp: &TempDir) -> Result<()> {
-        let link = tmp.path().join("name");
+        let link = tmp.path().join(crate::layout::TEMP_NAME_LINK);
         std::os::unix::fs::symlink(Layout::name_target(id), &link)
             .map_err(Error::io("symlink", &link))?;
         let path = self.layout.name_path(name);
@@ -516,70 +610,81 @@ impl Store {
     }
 }
 
-/// Building blocks for producers of objects other than `import` (collections, downloads).
+/// The one way objects are made (`import`, step sources, executables, git step-info,
+/// collections): `Store::produce`.
 impl Store {
-    /// A new temp dir in the store's temp area (a read-only store gives [`Error::ReadOnly`]).
-    pub(crate) fn temp_dir(&self, kind: &str, op: &'static str) -> Result<TempDir> {
-        self.check_owner(op)?;
-        self.sweep_quietly();
-        TempDir::create(&self.layout, kind).map_err(|e| self.read_only_or(e, op))
-    }
-
-    /// A writer for a new tree at `root` (inside a temp dir), with this store's limits.
-    pub(crate) fn tree_writer(&self, root: &Path, source: &str) -> Result<ingest::TreeWriter> {
-        ingest::TreeWriter::new(root, source, self.limits, self.durability)
-    }
-
-    /// Ingests `src` (directory or archive) into `root` inside a temp dir.
-    pub(crate) fn ingest_into(&self, src: &Path, root: &Path) -> Result<ObjectId> {
-        ingest::ingest_path(src, root, self.limits, self.durability).map(|(id, _)| id)
-    }
-
-    /// Publishes the finished tree at `root` (inside `tmp`) and binds `name`, under the shared
-    /// store lock.
-    pub(crate) fn commit(
-        &self,
-        tmp: &TempDir,
-        root: &Path,
-        id: &ObjectId,
-        name: Option<&Name>,
-    ) -> Result<()> {
-        let _guard = lock::store_shared(&self.layout)?;
-        self.publish(root, id)?;
-        if let Some(name) = name {
-            self.bind_locked(name, id, tmp)?;
-        }
-        Ok(())
-    }
-
-    /// Single flight: returns the object `name` points at, or runs `produce` (which must commit
-    /// the object and bind `name`) once among concurrent callers; the others wait for it and use
-    /// its result. `force` skips the first lookup (an update), but still waits for a running fill.
-    pub(crate) fn fill(
+    /// Makes the object of `name` with `write` and binds `name` to it, once among concurrent
+    /// callers (single flight: the others wait on the name lock, interruptibly, and then find the
+    /// name bound, as `fill` allows). The store does everything but write the tree: the name
+    /// lock, the look at the name again under it, the temp dir, the publish under the shared
+    /// store lock with a no-replace rename, the bind, and the removal of the temp dir whatever
+    /// happens; `write` only fills the [`Stage`] and returns its [`Tree`]. A new producer is a
+    /// [`Producer`] variant and a function that writes a tree:
+    ///
+    /// ```text
+    /// store.produce(&name, Fill::IfMissing, Producer::StepSource, |stage| {
+    ///     let archive = stage.dir().join("archive");
+    ///     fetch::download(&url, None, &archive, MAX, &what, net)?;
+    ///     stage.ingest(&archive)
+    /// })
+    /// ```
+    ///
+    /// A producer with several sources wraps each try in [`Stage::attempt`].
+    pub(crate) fn produce(
         &self,
         name: &Name,
-        force: bool,
-        produce: impl FnOnce() -> Result<ObjectId>,
-    ) -> Result<Imported> {
-        if !force && let Some(id) = self.lookup(name)? {
-            return Ok(Imported {
-                id,
-                ingested: false,
-            });
+        fill: Fill<'_>,
+        what: Producer,
+        write: impl FnOnce(&mut Stage<'_>) -> Result<Tree>,
+    ) -> Result<Produced> {
+        if let Fill::IfMissing = fill
+            && let Some(id) = self.lookup(name)?
+        {
+            return Ok(Produced::found(id));
         }
-        self.check_owner("fill")?;
+        self.check_owner(what.op())?;
         let _single = lock::name_exclusive(&self.layout, name, self.interrupt.as_deref())
-            .map_err(|e| self.read_only_or(e, "fill"))?;
-        if !force && let Some(id) = self.lookup(name)? {
-            return Ok(Imported {
-                id,
-                ingested: false,
-            });
+            .map_err(|e| self.read_only_or(e, what.op()))?;
+        match fill {
+            Fill::IfMissing => {
+                if let Some(id) = self.lookup(name)? {
+                    return Ok(Produced::found(id));
+                }
+            }
+            Fill::UnlessValid(check) => {
+                if let Ok((id, dir)) = self.resolve(name)
+                    && check(&dir).is_ok()
+                {
+                    return Ok(Produced::found(id));
+                }
+            }
+            Fill::Force => {}
         }
-        Ok(Imported {
-            id: produce()?,
-            ingested: true,
-        })
+        let id = self.stage(Some(name), what, write)?;
+        Ok(Produced { id, ingested: true })
+    }
+
+    /// The part of [`Store::produce`] after the name lock (and all of an import without a
+    /// name): a temp dir, `write`, publish and bind.
+    fn stage(
+        &self,
+        name: Option<&Name>,
+        what: Producer,
+        write: impl FnOnce(&mut Stage<'_>) -> Result<Tree>,
+    ) -> Result<ObjectId> {
+        self.check_owner(what.op())?;
+        self.sweep_quietly();
+        let tmp = TempDir::create(&self.layout, what.temp_kind())
+            .map_err(|e| self.read_only_or(e, what.op()))?;
+        let mut stage = Stage { store: self, tmp };
+        let Tree { id } = write(&mut stage)?;
+        let tmp = &stage.tmp;
+        let _guard = lock::store_shared(&self.layout)?;
+        self.publish(&Stage::tree_root(tmp), &id)?;
+        if let Some(name) = name {
+            self.bind_locked(name, &id, tmp)?;
+        }
+        Ok(id)
     }
 
     /// Like [`Store::export`], but replaces what `dest` holds as `replace` allows (what
@@ -764,10 +869,7 @@ fn check_no_newer(home: &Path) -> Result<()> {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(v) = name.to_str().and_then(|n| n.strip_prefix("store-v")) else {
-            continue;
-        };
-        if let Ok(major) = v.parse::<u32>()
+        if let Some(major) = name.to_str().and_then(crate::layout::store_dir_major)
             && major > FORMAT_MAJOR
         {
             return Err(Error::Format {
@@ -786,29 +888,27 @@ fn check_no_newer(home: &Path) -> Result<()> {
 fn create(layout: &Layout) -> Result<()> {
     let home = layout.home();
     fs::create_dir_all(home).map_err(Error::io("create dir", home))?;
-    let staging = home.join(format!(".{STORE_DIR}-init-{:016x}", fastrand::u64(..)));
+    let skeleton = Layout::staging(home);
+    let staging = skeleton.root().to_path_buf();
     fs::DirBuilder::new()
         .mode(DIR_MODE)
         .create(&staging)
         .map_err(Error::io("create dir", &staging))?;
     let result = (|| {
         sys::set_mode(&staging, DIR_MODE).map_err(Error::io("chmod", &staging))?;
-        for d in SUBDIRS {
-            let p = staging.join(d);
+        for p in skeleton.skeleton_dirs() {
             if !make_dir(&p)? {
                 return Err(Error::io("create dir", &p)(
                     io::ErrorKind::AlreadyExists.into(),
                 ));
             }
         }
-        for l in ["gc.lock", "gc-intent.lock"] {
-            let p = staging.join("locks").join(l);
+        for p in skeleton.store_locks() {
             fs::File::create(&p).map_err(Error::io("create", &p))?;
             sys::set_mode(&p, FILE_MODE).map_err(Error::io("chmod", &p))?;
         }
-        let f = staging.join("format");
-        fs::write(&f, format!("{FORMAT_TAG} {FORMAT_MAJOR}.{FORMAT_MINOR}\n"))
-            .map_err(Error::io("write", &f))?;
+        let f = skeleton.format_file();
+        fs::write(&f, crate::layout::format_line()).map_err(Error::io("write", &f))?;
         sys::set_mode(&f, FILE_MODE).map_err(Error::io("chmod", &f))?;
         sys::sync_path(&f).map_err(Error::io("fsync", &f))?;
         sys::sync_path(&staging).map_err(Error::io("fsync", &staging))?;
@@ -821,5 +921,121 @@ fn create(layout: &Layout) -> Result<()> {
             let _ = tmp::remove_tree(&staging);
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_store() -> (tempfile::TempDir, Store) {
+        let home = tempfile::tempdir().expect("temp home");
+        let store = Store::open(home.path())
+            .expect("open store")
+            .with_durability(Durability::NoSync);
+        (home, store)
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        crate::scan::read_dir_names(dir)
+            .expect("list")
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect()
+    }
+
+    fn one_file(stage: &mut Stage<'_>, name: &str, body: &str) -> Result<Tree> {
+        stage.write("test", |w| w.add_file(name, false, None, body.as_bytes()))
+    }
+
+    /// Whatever a producer got to write before its error (its own files, a finished tree), the
+    /// store publishes nothing, binds nothing and leaves nothing in `tmp/`.
+    #[test]
+    fn a_failing_producer_leaves_nothing_and_binds_nothing() {
+        let (_home, store) = new_store();
+        let name = Name::parse("r/x/1").expect("name");
+        for finish_tree in [false, true] {
+            let got = store.produce(&name, Fill::Force, Producer::Import, |stage| {
+                fs::write(stage.dir().join("download"), b"partial").expect("write");
+                if finish_tree {
+                    let _ = one_file(stage, "a", "a")?;
+                } else {
+                    let _ = stage.write("test", |w| {
+                        w.add_file("a", false, None, &b"a"[..])?;
+                        Err(Error::Cancelled)
+                    })?;
+                }
+                Err(Error::Cancelled)
+            });
+            assert!(matches!(got, Err(Error::Cancelled)), "{got:?}");
+            assert_eq!(entries(&store.layout.tmp()), Vec::<String>::new());
+            assert_eq!(store.lookup(&name).expect("lookup"), None);
+            assert_eq!(entries(&store.layout.objects()), Vec::<String>::new());
+        }
+    }
+
+    /// A failed attempt's files and tree are gone when the next attempt starts: the object is
+    /// the last attempt's tree alone.
+    #[test]
+    fn each_attempt_starts_with_an_empty_stage() {
+        let (_home, store) = new_store();
+        let name = Name::parse("r/x/1").expect("name");
+        let (_h, reference) = new_store();
+        let want = reference
+            .stage(None, Producer::Import, |s| one_file(s, "b", "second"))
+            .expect("reference");
+        let got = store
+            .produce(&name, Fill::IfMissing, Producer::StepSource, |stage| {
+                let first = stage.attempt(|s| {
+                    fs::write(s.dir().join("archive"), b"first").expect("write");
+                    let _ = one_file(s, "a", "first")?;
+                    Err::<Tree, Error>(Error::Cancelled)
+                })?;
+                assert!(first.is_err());
+                assert_eq!(entries(stage.dir()), Vec::<String>::new());
+                stage.attempt(|s| one_file(s, "b", "second"))?
+            })
+            .expect("produce");
+        assert_eq!((got.id, got.ingested), (want, true));
+        assert_eq!(store.lookup(&name).expect("lookup"), Some(want));
+        assert_eq!(entries(&store.layout.tmp()), Vec::<String>::new());
+    }
+
+    /// `IfMissing` never runs the producer for a bound name; `UnlessValid` runs it only when
+    /// the bound object fails the check; `Force` always.
+    #[test]
+    fn fill_decides_whether_the_producer_runs() {
+        let (_home, store) = new_store();
+        let name = Name::parse("r/x/1").expect("name");
+        let first = store
+            .produce(&name, Fill::IfMissing, Producer::Import, |s| {
+                one_file(s, "a", "1")
+            })
+            .expect("first");
+        assert!(first.ingested);
+        let never = |_: &mut Stage<'_>| -> Result<Tree> { panic!("the producer ran") };
+        let again = store
+            .produce(&name, Fill::IfMissing, Producer::Import, never)
+            .expect("bound");
+        assert_eq!((again.id, again.ingested), (first.id, false));
+        let valid = |_: &Path| Ok(());
+        let kept = store
+            .produce(&name, Fill::UnlessValid(&valid), Producer::Import, never)
+            .expect("valid");
+        assert_eq!((kept.id, kept.ingested), (first.id, false));
+        let invalid = |_: &Path| Err(Error::Cancelled);
+        let fetched = store
+            .produce(&name, Fill::UnlessValid(&invalid), Producer::Import, |s| {
+                one_file(s, "a", "2")
+            })
+            .expect("invalid");
+        assert!(fetched.ingested && fetched.id != first.id);
+        let forced = store
+            .produce(&name, Fill::Force, Producer::Import, |s| {
+                one_file(s, "a", "1")
+            })
+            .expect("force");
+        assert_eq!((forced.id, forced.ingested), (first.id, true));
+        assert_eq!(store.lookup(&name).expect("lookup"), Some(first.id));
     }
 }

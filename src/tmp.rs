@@ -15,7 +15,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::layout::Layout;
+use crate::layout::{Layout, TempKind};
 use crate::lock::{Claim, OwnerLock};
 use crate::sys;
 
@@ -28,14 +28,8 @@ pub(crate) struct TempDir {
 
 impl TempDir {
     /// Creates a fresh temp dir whose name starts with `kind`.
-    pub(crate) fn create(layout: &Layout, kind: &str) -> Result<TempDir> {
-        Self::create_in(&layout.tmp(), 0o700, || {
-            format!(
-                "{kind}-{:016x}{:08x}",
-                fastrand::u64(..),
-                std::process::id()
-            )
-        })
+    pub(crate) fn create(layout: &Layout, kind: TempKind) -> Result<TempDir> {
+        Self::create_in(&layout.tmp(), 0o700, || kind.fresh_name())
     }
 
     /// Creates a fresh owner-locked dir in `dir` (mode `mode`), named by `stem()`, by the same

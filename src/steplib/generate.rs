@@ -30,8 +30,8 @@ use crate::error::{Error, Result};
 use crate::fetch::{self, NetConfig};
 use crate::hash::ObjectId;
 use crate::ingest::{Limits, TreeWriter};
-use crate::layout::Name;
-use crate::store::{Imported, Store};
+use crate::layout::{CollectionLayout, Name};
+use crate::store::{Fill, Imported, Producer, Store};
 
 /// Most threads parsing step groups at once (each holds at most one group).
 pub const WORKERS: usize = 2;
@@ -56,14 +56,12 @@ fn fill(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<I
         credential: c.credential.clone(),
         ..net.clone()
     };
-    store.fill(&c.name(), force, || {
-        let tmp = store.temp_dir("steplib", "set up a collection")?;
-        let root = tmp.path().join("tree");
-        let mut w = store.tree_writer(&root, &c.uri)?;
+    let fill = if force { Fill::Force } else { Fill::IfMissing };
+    store.produce(&c.name(), fill, Producer::Collection, |stage| {
         match &c.source {
-            Source::Dir(dir) => from_dir(dir, c, None, &mut w)?,
+            Source::Dir(dir) => stage.write(&c.uri, |w| from_dir(dir, c, None, w)),
             Source::Git(url) => {
-                let clone = tmp.path().join("clone");
+                let clone = stage.dir().join("clone");
                 let head = fetch::git_clone(
                     url,
                     None,
@@ -74,10 +72,10 @@ fn fill(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<I
                     fetch::GitTransports::Network,
                     net,
                 )?;
-                from_dir(&clone, c, Some(head), &mut w)?;
+                stage.write(&c.uri, |w| from_dir(&clone, c, Some(head), w))
             }
             Source::SpecUrl(url) => {
-                let file = tmp.path().join("spec.json");
+                let file = stage.dir().join("spec.json");
                 fetch::download(
                     url,
                     None,
@@ -86,12 +84,9 @@ fn fill(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<I
                     &format!("collection {}", c.uri),
                     net,
                 )?;
-                from_spec_file(&file, c, &mut w)?;
+                stage.write(&c.uri, |w| from_spec_file(&file, c, w))
             }
         }
-        let (id, _) = w.finish()?;
-        store.commit(&tmp, &root, &id, Some(&c.name()))?;
-        Ok(id)
     })
 }
 
@@ -333,7 +328,7 @@ fn write_group(w: &mut TreeWriter, g: GroupData, meta: &mut CollectionMeta) -> R
     let n = g.versions.len();
     for (i, (ver, raw, json)) in g.versions.into_iter().enumerate() {
         w.add_file(
-            &format!("yml/{}/{ver}.yml", g.id),
+            &CollectionLayout::step_yml(&g.id, &ver),
             false,
             Some(raw.len() as u64),
             raw.as_slice(),
@@ -350,7 +345,7 @@ fn write_group(w: &mut TreeWriter, g: GroupData, meta: &mut CollectionMeta) -> R
     meta.steps += 1;
     meta.versions += n;
     w.add_file(
-        &format!("groups/{}.json", g.id),
+        &CollectionLayout::group(&g.id),
         false,
         Some(bytes.len() as u64),
         bytes.as_slice(),
@@ -362,7 +357,7 @@ fn finish_meta(w: &mut TreeWriter, mut meta: CollectionMeta) -> Result<()> {
     let bytes =
         serde_json::to_vec_pretty(&meta).map_err(|e| steplib_err(&meta.uri, e.to_string()))?;
     w.add_file(
-        "collection.json",
+        CollectionLayout::META,
         false,
         Some(bytes.len() as u64),
         bytes.as_slice(),

@@ -22,17 +22,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::layout::Name;
+use crate::layout::{CollectionLayout, Name};
 use crate::store::Store;
 use crate::sys;
 
 pub use self::model::{CollectionMeta, DownloadLocation, Group, SteplibMeta};
 pub use self::version::Constraint;
 
-/// The name id under which a collection's own object is bound.
-pub const COLLECTION_ID: &str = "_steplib";
-/// The name version of a collection's current object.
-pub const COLLECTION_VERSION: &str = "current";
+pub use crate::layout::{COLLECTION_ID, COLLECTION_VERSION};
 
 /// Where a StepLib comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,12 +168,12 @@ impl Opened {
         if Name::new("r", id, "v").is_err() || id.starts_with('_') {
             return Ok(None);
         }
-        let p = self.dir.join("groups").join(format!("{id}.json"));
+        let p = self.dir.join(CollectionLayout::group(id));
         let bytes = match fs::read(&p) {
             Ok(b) => b,
             // No such group, unless the whole object went away (gc after a re-point): then the
             // caller reads the name again.
-            Err(e) if sys::is_not_found(&e) && self.dir.join("collection.json").exists() => {
+            Err(e) if sys::is_not_found(&e) && self.dir.join(CollectionLayout::META).exists() => {
                 return Ok(None);
             }
             Err(e) => return Err(Error::io("read", &p)(e)),
@@ -191,9 +188,9 @@ impl Opened {
 
     /// The ids of every step in the collection, sorted.
     pub fn step_ids(&self) -> Result<Vec<String>> {
-        let dir = self.dir.join("groups");
+        let dir = self.dir.join(CollectionLayout::GROUPS);
         let entries = crate::scan::read_dir_names(&dir)?;
-        if entries.is_empty() && !self.dir.join("collection.json").exists() {
+        if entries.is_empty() && !self.dir.join(CollectionLayout::META).exists() {
             // Not an empty collection: the object went away (gc after a re-point). Say so, and
             // the caller reads the name again (an empty list would be a wrong answer).
             return Err(Error::io("read dir", &dir)(
@@ -202,15 +199,20 @@ impl Opened {
         }
         let mut ids: Vec<String> = entries
             .into_iter()
-            .filter_map(|(n, _, _)| n.strip_suffix(".json").map(str::to_string))
+            .filter_map(|(n, _, _)| CollectionLayout::group_id(&n).map(str::to_string))
             .collect();
         ids.sort();
         Ok(ids)
     }
 
+    /// Path of the collection's `collection.json`.
+    pub fn meta_path(&self) -> PathBuf {
+        self.dir.join(CollectionLayout::META)
+    }
+
     /// Path of the original `step.yml` of a step version inside the collection object.
     pub fn step_yml(&self, id: &str, version: &str) -> PathBuf {
-        self.dir.join("yml").join(id).join(format!("{version}.yml"))
+        self.dir.join(CollectionLayout::step_yml(id, version))
     }
 }
 
@@ -260,14 +262,14 @@ fn open_name(store: &Store, name: &Name) -> Result<Option<Opened>> {
             Err(Error::NameNotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let p = dir.join("collection.json");
+        let p = dir.join(CollectionLayout::META);
         match fs::read(&p) {
             Ok(b) => break (dir, b),
             Err(e) if sys::is_not_found(&e) && retries < 16 && !dir.exists() => retries += 1,
             Err(e) => return Err(Error::io("read", &p)(e)),
         }
     };
-    let p = dir.join("collection.json");
+    let p = dir.join(CollectionLayout::META);
     let meta = serde_json::from_slice(&bytes).map_err(|e| Error::Format {
         path: p,
         reason: format!("invalid collection.json: {e}"),
@@ -354,7 +356,7 @@ pub fn write_spec(o: &Opened, kind: ExportType, out: &mut impl std::io::Write) -
     })
     .map_err(io_err)?;
     for (i, id) in o.step_ids()?.iter().enumerate() {
-        let path = o.dir.join("groups").join(format!("{id}.json"));
+        let path = o.dir.join(CollectionLayout::group(id));
         let body = match kind {
             ExportType::Full => fs::read(&path).map_err(Error::io("read", &path))?,
             _ => {

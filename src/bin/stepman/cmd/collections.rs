@@ -28,19 +28,13 @@ pub fn run(cli: &crate::Cli, a: &CollectionsArgs) -> anyhow::Result<ExitCode> {
         Format::Json => {
             let data: Vec<_> = list
                 .iter()
-                .map(
-                    |(_, o)| json!({"uri": o.meta.uri, "spec_path": o.dir.join("collection.json")}),
-                )
+                .map(|(_, o)| json!({"uri": o.meta.uri, "spec_path": o.meta_path()}))
                 .collect();
             super::outln!("{}", json!({ "data": data }));
         }
         Format::Raw => {
             for (_, o) in &list {
-                super::outln!(
-                    "{}\n  spec_path: {}",
-                    o.meta.uri,
-                    o.dir.join("collection.json").display()
-                );
+                super::outln!("{}\n  spec_path: {}", o.meta.uri, o.meta_path().display());
             }
         }
     }
