@@ -46,6 +46,38 @@ impl Request {
     }
 }
 
+/// How one requested step ended ([`Outcome::status`]); shown and serialized in lowercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Fetched and published by this preload.
+    Downloaded,
+    /// Already in the store.
+    Cached,
+    /// Could not be resolved or fetched ([`Outcome::error`] says why).
+    Failed,
+    /// Stopped by [`NetConfig::cancel`] before it finished; nothing of it was published.
+    Cancelled,
+}
+
+impl Status {
+    /// The name, as in the JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Downloaded => "downloaded",
+            Status::Cached => "cached",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What happened to one requested step.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -55,9 +87,8 @@ pub struct Outcome {
     pub constraint: String,
     /// The version it resolved to.
     pub version: Option<String>,
-    /// `cached` (already in the store), `downloaded`, `failed`, or `cancelled` (stopped by
-    /// [`NetConfig::cancel`] before it finished; nothing of it was published).
-    pub status: &'static str,
+    /// How it ended.
+    pub status: Status,
     /// Bytes of the step's files (for cached and downloaded steps).
     pub bytes: u64,
     /// Seconds spent on it.
@@ -309,7 +340,7 @@ fn cancelled(req: &Request) -> Outcome {
         id: req.id.clone(),
         constraint: req.constraint.clone(),
         version: None,
-        status: "cancelled",
+        status: Status::Cancelled,
         bytes: 0,
         seconds: 0.0,
         error: None,
@@ -322,7 +353,7 @@ fn one(store: &Store, c: &Collection, req: &Request, net: &NetConfig) -> Outcome
         id: req.id.clone(),
         constraint: req.constraint.clone(),
         version: None,
-        status: "failed",
+        status: Status::Failed,
         bytes: 0,
         seconds: 0.0,
         error: None,
@@ -334,13 +365,17 @@ fn one(store: &Store, c: &Collection, req: &Request, net: &NetConfig) -> Outcome
     match r {
         Ok((version, got)) => {
             o.version = Some(version);
-            o.status = if got.ingested { "downloaded" } else { "cached" };
+            o.status = if got.ingested {
+                Status::Downloaded
+            } else {
+                Status::Cached
+            };
             o.bytes = crate::scan::tree_bytes(&store.layout().object_dir(&got.id));
         }
-        Err(Error::Cancelled) => o.status = "cancelled",
+        Err(Error::Cancelled) => o.status = Status::Cancelled,
         Err(e) if net.cancelled() => {
             // Stopped part-way; the error is a consequence of the cancellation.
-            o.status = "cancelled";
+            o.status = Status::Cancelled;
             o.error = Some(e.describe());
         }
         Err(e) => o.error = Some(e.describe()),
