@@ -339,7 +339,7 @@ fn problem(kind: ProblemKind, path: PathBuf, detail: impl Into<String>) -> Probl
 pub fn fsck(store: &Store, repair: Repair) -> Result<FsckReport> {
     let layout = store.layout();
     let mut report = FsckReport::default();
-    let dead = tmp::sweep(layout, true)?;
+    let dead = tmp::sweep(layout, tmp::SweepMode::DryRun)?;
     for d in &dead.reclaimed {
         report.problems.push(problem(
             ProblemKind::DeadTemp,
@@ -474,7 +474,7 @@ pub fn fsck(store: &Store, repair: Repair) -> Result<FsckReport> {
 fn repair_all(store: &Store, report: &mut FsckReport) -> Result<()> {
     let layout = store.layout();
     store.check_owner("repair")?;
-    tmp::sweep(layout, false)?;
+    tmp::sweep(layout, tmp::SweepMode::Remove)?;
     let _guard = lock::store_exclusive(layout)?;
     for p in report.problems.iter_mut() {
         p.repaired = match repair_one(store, p) {

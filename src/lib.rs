@@ -66,8 +66,8 @@ pub mod fuzzing {
     ) -> Result<ObjectId> {
         let w = TreeWriter::new(root, "fuzz-input", limits, Durability::NoSync)?;
         let r = match format {
-            Format::Tar => ingest::ingest_tar(data, false, w),
-            Format::TarGz => ingest::ingest_tar(data, true, w),
+            Format::Tar => ingest::ingest_tar(data, ingest::Compression::None, w),
+            Format::TarGz => ingest::ingest_tar(data, ingest::Compression::Gzip, w),
             Format::Zip => ingest::ingest_zip(Cursor::new(data), w),
         };
         r.map(|(id, _)| id)

@@ -259,7 +259,7 @@ impl Store {
     /// Reclaims temp dirs whose owner died.
     pub fn sweep(&self) -> Result<SweepReport> {
         self.check_owner("sweep its temp area")?;
-        tmp::sweep(&self.layout, false)
+        tmp::sweep(&self.layout, tmp::SweepMode::Remove)
     }
 
     fn sweep_quietly(&self) {

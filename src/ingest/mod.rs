@@ -31,7 +31,7 @@ use crate::hash::{self, Kind, ObjectId};
 use crate::sys;
 
 pub(crate) use self::dir::ingest_dir;
-pub(crate) use self::tar::ingest_tar;
+pub(crate) use self::tar::{Compression, ingest_tar};
 pub(crate) use self::zip::ingest_zip;
 
 /// Resource limits for one ingest. All are checked while streaming, before the data is kept.
@@ -604,11 +604,11 @@ pub(crate) fn ingest_path(
         SourceKind::Dir => ingest_dir(src, w),
         SourceKind::TarGz => {
             let f = File::open(src).map_err(Error::io("open", src))?;
-            ingest_tar(f, true, w)
+            ingest_tar(f, Compression::Gzip, w)
         }
         SourceKind::Tar => {
             let f = File::open(src).map_err(Error::io("open", src))?;
-            ingest_tar(f, false, w)
+            ingest_tar(f, Compression::None, w)
         }
         SourceKind::Zip => {
             let f = File::open(src).map_err(Error::io("open", src))?;

@@ -220,7 +220,7 @@ impl Opened {
 pub fn read_step_yml(path: &Path) -> Result<Value> {
     parse_yml_bytes(
         path,
-        checkout::read_regular(path, true, model::MAX_YAML_BYTES as u64),
+        checkout::read_regular(path, checkout::AtLink::Follow, model::MAX_YAML_BYTES as u64),
     )
 }
 
