@@ -21,7 +21,7 @@ use crate::hash::ObjectId;
 use crate::layout::Name;
 use crate::steplib::model::step;
 use crate::steplib::{self, Collection, Constraint, Opened, generate};
-use crate::store::{Imported, Store};
+use crate::store::{Fill, Imported, Store};
 use crate::tmp;
 
 /// The part of an error worth repeating after the location it came from.
@@ -112,7 +112,7 @@ pub fn open_or_setup(store: &Store, c: &Collection, net: &NetConfig) -> Result<O
         if let Some(o) = steplib::open(store, c)? {
             return Ok(o);
         }
-        generate::setup(store, c, false, net)?;
+        generate::setup(store, c, Fill::IfMissing, net)?;
     }
     steplib::open(store, c)?.ok_or_else(|| Error::NotSetUp { uri: c.uri.clone() })
 }
@@ -171,7 +171,7 @@ pub fn resolve(
                 });
             }
             _ => {
-                generate::setup(store, c, true, net)?;
+                generate::setup(store, c, Fill::Again, net)?;
                 opened = open_or_setup(store, c, net)?;
                 updated = true;
             }
@@ -203,7 +203,9 @@ pub fn download(store: &Store, r: &Resolved, net: &NetConfig) -> Result<Imported
             cached,
         });
     }
-    store.fill(&name, false, || fetch_source(store, r, &name, net))
+    store.fill(&name, Fill::IfMissing, || {
+        fetch_source(store, r, &name, net)
+    })
 }
 
 fn all_local(r: &Resolved) -> bool {
@@ -334,21 +336,30 @@ pub fn activate(
         r,
         dest,
         copy_yml,
-        false,
+        Precompiled::Skip,
         crate::Replace::Activated,
         net,
     )
 }
 
-/// [`activate`], and with `precompiled`, the step's verified executable for this platform as
-/// `dest/<id>` (mode 0755) when it has one; on any failure of that, the source as usual.
-/// `replace` says what may be replaced at `dest` ([`crate::Replace`]).
+/// Whether [`activate_with`] installs a step's precompiled executable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precompiled {
+    /// The step's verified executable for this platform, when it has one (`--precompiled`).
+    Use,
+    /// The step's source only.
+    Skip,
+}
+
+/// [`activate`], and with [`Precompiled::Use`], the step's verified executable for this
+/// platform as `dest/<id>` (mode 0755) when it has one; on any failure of that, the source as
+/// usual. `replace` says what may be replaced at `dest` ([`crate::Replace`]).
 pub fn activate_with(
     store: &Store,
     r: &Resolved,
     dest: &Path,
     copy_yml: Option<&Path>,
-    precompiled: bool,
+    precompiled: Precompiled,
     replace: crate::Replace,
     net: &NetConfig,
 ) -> Result<ObjectId> {
@@ -363,7 +374,7 @@ pub fn activate_with(
         Some(yml) => Some((yml, read_definition(store, r)?)),
         None => None,
     };
-    if precompiled {
+    if precompiled == Precompiled::Use {
         let exe = precompiled::activate(store, r, dest, replace, net);
         match exe {
             Ok(Some(id)) => {
@@ -464,7 +475,7 @@ pub mod precompiled {
     use crate::hash::ObjectId;
     use crate::layout::Name;
     use crate::steplib::model::step;
-    use crate::store::Store;
+    use crate::store::{Fill, Store};
 
     /// The old tool's default storage bases, tried in order.
     pub const DEFAULT_BASES: [&str; 2] = [
@@ -540,17 +551,18 @@ pub mod precompiled {
 
     /// Fetches the executable into the store and binds `name`, unless (under its lock) another
     /// process did so first and the name passes [`check_object`]: one download among
-    /// concurrent callers. With `force`, even when `name` is bound already (it failed the check).
+    /// concurrent callers. With [`Fill::Again`], even when `name` is bound already (it failed the
+    /// check).
     fn fill(
         store: &Store,
         r: &Resolved,
         name: &Name,
         (storage_uri, want): (&str, &str),
-        force: bool,
+        mode: Fill,
         net: &NetConfig,
     ) -> Result<()> {
-        store.fill(name, force, || {
-            if force
+        store.fill(name, mode, || {
+            if mode == Fill::Again
                 && let Ok((id, dir)) = store.resolve(name)
                 && check_object(&dir, &r.id, want).is_ok()
             {
@@ -579,12 +591,12 @@ pub mod precompiled {
         };
         let name = name(r, &platform, &want)?;
         let source = (storage_uri, want.as_str());
-        fill(store, r, &name, source, false, net)?;
+        fill(store, r, &name, source, Fill::IfMissing, net)?;
         let check = |dir: &Path| check_object(dir, &r.id, &want);
         match store.export_replacing_checked(&name, dest, replace, check) {
             Err(e @ Error::Format { .. }) => {
                 log::warn!("{}; fetching it again", e.describe());
-                fill(store, r, &name, source, true, net)?;
+                fill(store, r, &name, source, Fill::Again, net)?;
                 store
                     .export_replacing_checked(&name, dest, replace, check)
                     .map(Some)
@@ -706,7 +718,7 @@ pub fn git_step_info(store: &Store, spec: &str, net: &NetConfig) -> Result<StepI
     );
     let name = Name::new(route, &steplib::alias_of(&shown), &version)?;
     let what = format!("step {shown}@{}", reference.unwrap_or("HEAD"));
-    let got = store.fill(&name, true, || {
+    let got = store.fill(&name, Fill::Again, || {
         let tmp = store.temp_dir("git", "clone a step")?;
         let clone = tmp.path().join("clone");
         // The user's own URL: it may name a repository on this machine.

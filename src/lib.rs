@@ -34,7 +34,7 @@ pub use export::Replace;
 pub use hash::ObjectId;
 pub use ingest::{Durability, Limits};
 pub use layout::{Layout, Name};
-pub use store::{Imported, Store};
+pub use store::{Fill, Imported, Store};
 pub use tmp::SweepReport;
 
 /// Entry points for the fuzz targets in `fuzz/`; not a stable API.

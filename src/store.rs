@@ -41,6 +41,16 @@ pub struct Store {
     owner: u32,
 }
 
+/// Whether a fill (a setup, a download) uses what a name is already bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Use the bound object; produce one only when the name is unbound.
+    IfMissing,
+    /// Produce it again even when the name is bound (an update), still after waiting for a
+    /// fill of the same name that is running.
+    Again,
+}
+
 /// What an import did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Imported {
@@ -554,14 +564,17 @@ impl Store {
 
     /// Single flight: returns the object `name` points at, or runs `produce` (which must commit
     /// the object and bind `name`) once among concurrent callers; the others wait for it and use
-    /// its result. `force` skips the first lookup (an update), but still waits for a running fill.
+    /// its result. [`Fill::Again`] skips the lookups (an update), but still waits for a running
+    /// fill.
     pub(crate) fn fill(
         &self,
         name: &Name,
-        force: bool,
+        fill: Fill,
         produce: impl FnOnce() -> Result<ObjectId>,
     ) -> Result<Imported> {
-        if !force && let Some(id) = self.lookup(name)? {
+        if fill == Fill::IfMissing
+            && let Some(id) = self.lookup(name)?
+        {
             return Ok(Imported {
                 id,
                 ingested: false,
@@ -570,7 +583,9 @@ impl Store {
         self.check_owner("fill")?;
         let _single = lock::name_exclusive(&self.layout, name, self.interrupt.as_deref())
             .map_err(|e| self.read_only_or(e, "fill"))?;
-        if !force && let Some(id) = self.lookup(name)? {
+        if fill == Fill::IfMissing
+            && let Some(id) = self.lookup(name)?
+        {
             return Ok(Imported {
                 id,
                 ingested: false,

@@ -31,7 +31,7 @@ use crate::fetch::{self, NetConfig};
 use crate::hash::ObjectId;
 use crate::ingest::{Limits, TreeWriter};
 use crate::layout::Name;
-use crate::store::{Imported, Store};
+use crate::store::{Fill, Imported, Store};
 
 /// Most threads parsing step groups at once (each holds at most one group).
 pub const WORKERS: usize = 2;
@@ -45,18 +45,18 @@ pub const MAX_GROUP_BYTES: u64 = 8 << 20;
 /// Most values (keys included) of one step group of a spec.json (git-clone: 28,000).
 pub const MAX_GROUP_VALUES: usize = 150_000;
 
-/// Sets up (or, with `force`, regenerates) collection `c`; concurrent callers for the same
-/// collection wait for the first and share its result.
-pub fn setup(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<Imported> {
-    fill(store, c, force, net).map_err(|e| steplib_limit(c, e))
+/// Sets up (or, with [`Fill::Again`], regenerates) collection `c`; concurrent callers for the
+/// same collection wait for the first and share its result.
+pub fn setup(store: &Store, c: &Collection, mode: Fill, net: &NetConfig) -> Result<Imported> {
+    fill(store, c, mode, net).map_err(|e| steplib_limit(c, e))
 }
 
-fn fill(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<Imported> {
+fn fill(store: &Store, c: &Collection, mode: Fill, net: &NetConfig) -> Result<Imported> {
     let net = &NetConfig {
         credential: c.credential.clone(),
         ..net.clone()
     };
-    store.fill(&c.name(), force, || {
+    store.fill(&c.name(), mode, || {
         let tmp = store.temp_dir("steplib", "set up a collection")?;
         let root = tmp.path().join("tree");
         let mut w = store.tree_writer(&root, &c.uri)?;

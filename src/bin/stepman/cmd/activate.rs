@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use stepman::activate;
+use stepman::activate::{self, Precompiled};
 
 /// Copy a step version into a working directory.
 ///
@@ -57,7 +57,11 @@ pub fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
     }
     .with_interrupt(net.cancel.clone());
     let r = activate::resolve(&store, &c, &a.id, &a.version, a.update, &net)?;
-    let precompiled = a.precompiled || activate::precompiled::enabled_by_env();
+    let precompiled = if a.precompiled || activate::precompiled::enabled_by_env() {
+        Precompiled::Use
+    } else {
+        Precompiled::Skip
+    };
     let replace = if a.replace {
         stepman::Replace::Anything
     } else {
