@@ -229,6 +229,57 @@ pub enum Error {
     },
 }
 
+/// Why a StepLib document (a step.yml, step-info.yml or steplib.yml, a step of a spec.json) was
+/// refused. It leaves the parser as [`Error::Steplib`] (its `Display` is the reason) or as the
+/// error text of a skipped step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SteplibParseError {
+    /// The bytes are not UTF-8.
+    #[error("not UTF-8")]
+    NotUtf8,
+    /// The document is longer than the YAML limit; it was not parsed.
+    #[error("YAML document of {size} bytes (at most {limit})")]
+    TooLarge {
+        /// Its length in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not YAML, or YAML that expands past the limits (aliases).
+    #[error("invalid YAML: {reason}")]
+    Yaml {
+        /// The line (from 1) where the parser stopped, when it says.
+        line: Option<usize>,
+        /// The parser's message.
+        reason: String,
+    },
+    /// The document is not a mapping (step-info.yml).
+    #[error("not a mapping")]
+    NotAMapping,
+    /// A value that must be a mapping is not (`step.yml` itself, `source`, `executables`).
+    #[error("{0} is not a mapping")]
+    FieldNotAMapping(&'static str),
+    /// A value that must be a string is not (`title`, `source.git`, `source.commit`).
+    #[error("{0} is not a string")]
+    NotAString(&'static str),
+    /// A required field is missing (`title`).
+    #[error("missing required field: {0}")]
+    MissingField(&'static str),
+    /// A steplib.yml without `format_version` or `steplib_source`.
+    #[error("missing required field: format_version and steplib_source are required")]
+    MissingSteplibFields,
+    /// An entry of `executables` without a `storage_uri` or a `sha256-<hex>` hash.
+    #[error("executables.{platform} needs storage_uri and a sha256-<hex> hash")]
+    BadExecutable {
+        /// The entry's platform key.
+        platform: String,
+    },
+    /// The fields do not have the types the format gives them (the decoder's message).
+    #[error("{0}")]
+    Schema(String),
+}
+
 /// What an activation found at its destination ([`Error::DestinationNotEmpty`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DestinationKind {

@@ -29,7 +29,7 @@ pub mod store;
 mod sys;
 mod tmp;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, SteplibParseError};
 pub use export::Replace;
 pub use hash::ObjectId;
 pub use ingest::{Durability, Limits};
@@ -80,19 +80,23 @@ pub mod fuzzing {
 
     /// A step.yml's bytes as `setup` reads them (UTF-8, bounded YAML, `validate_step`).
     pub fn parse_step_yml(raw: &[u8]) -> std::result::Result<serde_json::Value, String> {
-        crate::steplib::generate::parse_step_yml(raw)
+        crate::steplib::generate::parse_step_yml(raw).map_err(|e| e.to_string())
     }
 
     /// A `step-info.yml`'s text as `setup` reads it.
     pub fn parse_step_info(text: &str) -> std::result::Result<serde_json::Value, String> {
-        crate::steplib::model::parse_yaml(text).and_then(crate::steplib::generate::step_info)
+        crate::steplib::model::parse_yaml(text)
+            .and_then(crate::steplib::generate::step_info)
+            .map_err(|e| e.to_string())
     }
 
     /// A `steplib.yml`'s text as `setup` reads it.
     pub fn parse_steplib_yml(
         text: &str,
     ) -> std::result::Result<crate::steplib::SteplibMeta, String> {
-        crate::steplib::model::parse_yaml(text).and_then(crate::steplib::generate::steplib_meta)
+        crate::steplib::model::parse_yaml(text)
+            .and_then(crate::steplib::generate::steplib_meta)
+            .map_err(|e| e.to_string())
     }
 
     /// Classifies a step's `source.git` as `activate` does before any clone: `Ok(true)` for a

@@ -26,7 +26,7 @@ use super::model::{
     CollectionMeta, MAX_YAML_BYTES, Skipped, SteplibMeta, parse_yaml, validate_step,
 };
 use super::{Collection, Source, version};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SteplibParseError};
 use crate::fetch::{self, NetConfig};
 use crate::hash::ObjectId;
 use crate::ingest::{Limits, TreeWriter};
@@ -119,51 +119,55 @@ fn steplib_err(what: impl Into<String>, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Why a YAML file of a checkout was not used: not there, or refused (with why).
+/// Why a YAML file of a checkout was not used: not there, not read (with why), or not valid.
+#[derive(Debug, thiserror::Error)]
 enum YamlError {
+    #[error("{}", Refusal::NotFound)]
     NotFound,
-    Bad(String),
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("{0}")]
+    Parse(#[from] SteplibParseError),
 }
 
 /// Reads and parses `rel` of the checkout, bounded by [`MAX_YAML_BYTES`] before it is read.
 fn read_yaml(co: &Checkout, rel: &str) -> std::result::Result<Value, YamlError> {
     let raw = read_bounded(co, rel)?;
-    let text = std::str::from_utf8(&raw).map_err(|_| YamlError::Bad("not UTF-8".into()))?;
-    parse_yaml(text).map_err(YamlError::Bad)
+    let text = std::str::from_utf8(&raw).map_err(|_| SteplibParseError::NotUtf8)?;
+    Ok(parse_yaml(text)?)
 }
 
 /// The bytes of `rel` of the checkout: a regular file in the tree, of at most [`MAX_YAML_BYTES`].
 fn read_bounded(co: &Checkout, rel: &str) -> std::result::Result<Vec<u8>, YamlError> {
     co.read(rel, MAX_YAML_BYTES as u64).map_err(|e| match e {
         Refusal::NotFound => YamlError::NotFound,
-        e => YamlError::Bad(e.to_string()),
+        e => YamlError::Refused(e),
     })
 }
 
 /// A step.yml's bytes as setup reads them: UTF-8, one YAML document, [`validate_step`].
-pub(crate) fn parse_step_yml(raw: &[u8]) -> std::result::Result<Value, String> {
-    let text = std::str::from_utf8(raw).map_err(|_| "not UTF-8".to_string())?;
+pub(crate) fn parse_step_yml(raw: &[u8]) -> std::result::Result<Value, SteplibParseError> {
+    let text = std::str::from_utf8(raw).map_err(|_| SteplibParseError::NotUtf8)?;
     let v = parse_yaml(text)?;
     validate_step(&v)?;
     Ok(v)
 }
 
 /// A parsed `step-info.yml`: a mapping (an empty file is an empty one).
-pub(crate) fn step_info(v: Value) -> std::result::Result<Value, String> {
+pub(crate) fn step_info(v: Value) -> std::result::Result<Value, SteplibParseError> {
     match v {
         v @ Value::Object(_) => Ok(v),
         Value::Null => Ok(Value::Object(Map::new())),
-        _ => Err("not a mapping".into()),
+        _ => Err(SteplibParseError::NotAMapping),
     }
 }
 
 /// A parsed `steplib.yml`, with its required fields.
-pub(crate) fn steplib_meta(v: Value) -> std::result::Result<SteplibMeta, String> {
-    let meta: SteplibMeta = serde_json::from_value(v).map_err(|e| e.to_string())?;
+pub(crate) fn steplib_meta(v: Value) -> std::result::Result<SteplibMeta, SteplibParseError> {
+    let meta: SteplibMeta =
+        serde_json::from_value(v).map_err(|e| SteplibParseError::Schema(e.to_string()))?;
     if meta.format_version.is_empty() || meta.steplib_source.is_empty() {
-        return Err(
-            "missing required field: format_version and steplib_source are required".into(),
-        );
+        return Err(SteplibParseError::MissingSteplibFields);
     }
     Ok(meta)
 }
@@ -204,14 +208,14 @@ fn load_group(
     let rel = |p: &str| format!("steps/{id}/{p}");
     let mut skipped = Vec::new();
     let mut info = match read_yaml(co, &rel("step-info.yml"))
-        .and_then(|v| step_info(v).map_err(YamlError::Bad))
+        .and_then(|v| step_info(v).map_err(YamlError::Parse))
     {
         Ok(v) => v,
         Err(YamlError::NotFound) => Value::Object(Map::new()),
-        Err(YamlError::Bad(e)) => {
+        Err(e) => {
             return Err(Skipped {
                 path: rel("step-info.yml"),
-                error: e,
+                error: e.to_string(),
             });
         }
     };
@@ -245,10 +249,10 @@ fn load_group(
         let raw = match read_bounded(co, &rel(&yml)) {
             Ok(r) => r,
             Err(YamlError::NotFound) => continue,
-            Err(YamlError::Bad(error)) => {
+            Err(e) => {
                 skipped.push(Skipped {
                     path: rel(&yml),
-                    error,
+                    error: e.to_string(),
                 });
                 continue;
             }
@@ -272,7 +276,7 @@ fn load_group(
             }
             Err(err) => skipped.push(Skipped {
                 path: rel(&format!("{name}/step.yml")),
-                error: err,
+                error: err.to_string(),
             }),
         }
     }
@@ -365,12 +369,10 @@ pub(crate) fn from_dir(
 ) -> Result<()> {
     let co = Checkout::new(dir);
     let steplib: SteplibMeta = match read_yaml(&co, "steplib.yml") {
-        Ok(v) => steplib_meta(v).map_err(|e| steplib_err(co.display("steplib.yml"), e))?,
+        Ok(v) => {
+            steplib_meta(v).map_err(|e| steplib_err(co.display("steplib.yml"), e.to_string()))?
+        }
         Err(e) => {
-            let e = match e {
-                YamlError::NotFound => Refusal::NotFound.to_string(),
-                YamlError::Bad(e) => e,
-            };
             return Err(steplib_err(
                 format!("collection {}", c.uri),
                 format!("{}: {e}", co.display("steplib.yml")),
@@ -556,7 +558,7 @@ fn spec_group(
             if let Err(e) = validate_step(&step) {
                 g.skipped.push(Skipped {
                     path: format!("steps/{id}/{ver}"),
-                    error: e,
+                    error: e.to_string(),
                 });
                 continue;
             }
