@@ -106,16 +106,17 @@ pub enum Error {
         /// The entry being read when the limit was hit; empty when no single entry is to blame.
         entry: String,
         /// Which limit.
-        what: &'static str,
+        what: LimitKind,
         /// The limit's value.
         limit: u64,
     },
     /// A StepLib is past one of the limits on what one collection may hold (README: "What a
-    /// StepLib may hold"); `setting` is the environment variable that raises it, if any.
+    /// StepLib may hold"); its message names the environment variable that raises it, if any
+    /// ([`LimitKind::setting`]).
     #[error(
         "{collection}: {}{what} exceeds the StepLib limit of {limit}{}",
         entry_prefix(entry),
-        setting_suffix(setting)
+        setting_suffix(what.setting())
     )]
     SteplibLimit {
         /// The collection's URI.
@@ -123,11 +124,9 @@ pub enum Error {
         /// The file, step group or entry being read when the limit was hit; may be empty.
         entry: String,
         /// Which limit.
-        what: &'static str,
+        what: LimitKind,
         /// The limit's value.
         limit: u64,
-        /// The environment variable that sets it.
-        setting: Option<&'static str>,
     },
     /// A name does not follow the grammar of `store-format.md`.
     #[error("invalid name {name:?}: {reason}")]
@@ -227,6 +226,71 @@ pub enum Error {
         /// Whether the path is inside the store or contains it.
         relation: StoreRelation,
     },
+}
+
+/// Which limit an [`Error::LimitExceeded`] or [`Error::SteplibLimit`] is; shown as what it
+/// bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitKind {
+    /// Entries of a tree ([`crate::Limits::max_entries`]).
+    Entries,
+    /// Entries a zip64 end record claims, before its central directory is read.
+    ClaimedZipEntries,
+    /// All paths of a tree together ([`crate::Limits::max_index_bytes`]).
+    IndexBytes,
+    /// A zip's central directory, read against the index limit.
+    ZipIndexBytes,
+    /// One file's size.
+    FileBytes,
+    /// All files' sizes together.
+    TotalBytes,
+    /// Uncompressed bytes per compressed byte.
+    CompressionRatio,
+    /// A tar's headers (long names, pax records).
+    HeaderBytes,
+    /// One step group (or other top-level value) of a spec.json, in bytes.
+    SpecGroupBytes,
+    /// One step group (or other top-level value) of a spec.json, in values.
+    SpecGroupValues,
+}
+
+impl LimitKind {
+    /// The environment variable that sets this limit for a collection's setup, if any.
+    pub fn setting(self) -> Option<&'static str> {
+        match self {
+            LimitKind::Entries => Some("STEPMAN_MAX_ENTRIES"),
+            LimitKind::IndexBytes => Some("STEPMAN_MAX_INDEX_BYTES"),
+            LimitKind::FileBytes => Some("STEPMAN_MAX_FILE_BYTES"),
+            LimitKind::TotalBytes => Some("STEPMAN_MAX_TOTAL_BYTES"),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Entries => "number of entries",
+            LimitKind::ClaimedZipEntries => "number of entries (claimed by a zip64 end record)",
+            LimitKind::IndexBytes => "index size (all paths together)",
+            LimitKind::ZipIndexBytes => "index size (the zip's central directory)",
+            LimitKind::FileBytes => "file size",
+            LimitKind::TotalBytes => "total size",
+            LimitKind::CompressionRatio => "compression ratio",
+            LimitKind::HeaderBytes => "header size",
+            LimitKind::SpecGroupBytes => {
+                "size in bytes of one step group (or top-level value) of spec.json"
+            }
+            LimitKind::SpecGroupValues => {
+                "number of values of one step group (or top-level value) of spec.json"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why a StepLib document (a step.yml, step-info.yml or steplib.yml, a step of a spec.json) was
@@ -345,7 +409,7 @@ fn shown(entry: &str) -> String {
     format!("{:?}... ({} bytes)", &entry[..cut], entry.len())
 }
 
-fn setting_suffix(setting: &Option<&'static str>) -> String {
+fn setting_suffix(setting: Option<&'static str>) -> String {
     setting.map_or(String::new(), |s| format!(" (set {s} to change it)"))
 }
 

@@ -29,7 +29,7 @@ pub mod store;
 mod sys;
 mod tmp;
 
-pub use error::{Error, Result, SteplibParseError};
+pub use error::{Error, Result};
 pub use export::Replace;
 pub use hash::ObjectId;
 pub use ingest::{Durability, Limits};

@@ -26,7 +26,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, LimitKind, Result};
 use crate::hash::{self, Kind, ObjectId};
 use crate::sys;
 
@@ -75,26 +75,7 @@ impl Default for Limits {
     }
 }
 
-/// What [`Error::LimitExceeded`] names for each limit of [`Limits`] a tree writer checks.
-pub(crate) const LIMIT_ENTRIES: &str = "number of entries";
-pub(crate) const LIMIT_INDEX: &str = "index size (all paths together)";
-pub(crate) const LIMIT_FILE: &str = "file size";
-pub(crate) const LIMIT_TOTAL: &str = "total size";
-
 impl Limits {
-    /// The environment variable that sets the limit a tree writer names `what`.
-    pub(crate) fn setting_of(what: &str) -> Option<&'static str> {
-        [
-            (LIMIT_ENTRIES, "STEPMAN_MAX_ENTRIES"),
-            (LIMIT_INDEX, "STEPMAN_MAX_INDEX_BYTES"),
-            (LIMIT_FILE, "STEPMAN_MAX_FILE_BYTES"),
-            (LIMIT_TOTAL, "STEPMAN_MAX_TOTAL_BYTES"),
-        ]
-        .into_iter()
-        .find(|(w, _)| *w == what)
-        .map(|(_, s)| s)
-    }
-
     /// The defaults, overridden by `STEPMAN_MAX_TOTAL_BYTES`, `STEPMAN_MAX_FILE_BYTES`,
     /// `STEPMAN_MAX_ENTRIES`, `STEPMAN_MAX_RATIO`, `STEPMAN_MAX_HEADER_BYTES` and
     /// `STEPMAN_MAX_INDEX_BYTES` (sizes take a
@@ -247,7 +228,7 @@ impl TreeWriter {
         }
     }
 
-    fn limit(&self, entry: &str, what: &'static str, limit: u64) -> Error {
+    fn limit(&self, entry: &str, what: LimitKind, limit: u64) -> Error {
         Error::LimitExceeded {
             source_name: self.source.clone(),
             entry: entry.to_string(),
@@ -281,11 +262,11 @@ impl TreeWriter {
     /// Counts a new entry whose path (the node's key) is `key_len` bytes.
     fn count_entry(&mut self, raw: &str, key_len: usize) -> Result<()> {
         if self.nodes.len() as u64 >= self.limits.max_entries {
-            return Err(self.limit(raw, LIMIT_ENTRIES, self.limits.max_entries));
+            return Err(self.limit(raw, LimitKind::Entries, self.limits.max_entries));
         }
         self.index_bytes = self.index_bytes.saturating_add(key_len as u64);
         if self.index_bytes > self.limits.max_index_bytes {
-            return Err(self.limit(raw, LIMIT_INDEX, self.limits.max_index_bytes));
+            return Err(self.limit(raw, LimitKind::IndexBytes, self.limits.max_index_bytes));
         }
         Ok(())
     }
@@ -375,7 +356,7 @@ impl TreeWriter {
         }
         self.total_bytes += size;
         if self.total_bytes > self.limits.max_total_bytes {
-            return Err(self.limit(raw, LIMIT_TOTAL, self.limits.max_total_bytes));
+            return Err(self.limit(raw, LimitKind::TotalBytes, self.limits.max_total_bytes));
         }
         sys::set_mode_fd(&file, if exec { 0o555 } else { 0o444 })
             .map_err(Error::io("chmod", &path))?;
@@ -394,10 +375,10 @@ impl TreeWriter {
 
     fn check_size(&self, raw: &str, n: u64) -> Result<()> {
         if n > self.limits.max_file_bytes {
-            return Err(self.limit(raw, LIMIT_FILE, self.limits.max_file_bytes));
+            return Err(self.limit(raw, LimitKind::FileBytes, self.limits.max_file_bytes));
         }
         if self.total_bytes.saturating_add(n) > self.limits.max_total_bytes {
-            return Err(self.limit(raw, LIMIT_TOTAL, self.limits.max_total_bytes));
+            return Err(self.limit(raw, LimitKind::TotalBytes, self.limits.max_total_bytes));
         }
         Ok(())
     }

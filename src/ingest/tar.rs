@@ -10,7 +10,7 @@ use std::rc::Rc;
 use tar::EntryType;
 
 use super::TreeWriter;
-use crate::error::{Error, Result};
+use crate::error::{Error, LimitKind, Result};
 use crate::hash::ObjectId;
 
 /// Counts bytes through a reader.
@@ -132,14 +132,14 @@ pub(crate) fn ingest_tar<R: Read>(
             Error::LimitExceeded {
                 source_name: src.clone(),
                 entry: entry.to_string(),
-                what: "compression ratio",
+                what: LimitKind::CompressionRatio,
                 limit: limits.max_ratio,
             }
         } else if header_exceeded.get() {
             Error::LimitExceeded {
                 source_name: src.clone(),
                 entry: String::new(),
-                what: "header size",
+                what: LimitKind::HeaderBytes,
                 limit: limits.max_header_bytes,
             }
         } else {

@@ -29,7 +29,7 @@ use super::{Collection, Source, version};
 use crate::error::{Error, Result, SteplibParseError};
 use crate::fetch::{self, NetConfig};
 use crate::hash::ObjectId;
-use crate::ingest::{Limits, TreeWriter};
+use crate::ingest::TreeWriter;
 use crate::layout::Name;
 use crate::store::{Fill, Imported, Store};
 
@@ -106,7 +106,6 @@ fn steplib_limit(c: &Collection, e: Error) -> Error {
             entry,
             what,
             limit,
-            setting: Limits::setting_of(what),
         },
         e => e,
     }
@@ -503,7 +502,6 @@ pub(crate) fn from_spec_reader(r: impl Read, c: &Collection, w: &mut TreeWriter)
             entry: bounds.at.take(),
             what,
             limit,
-            setting: None,
         });
     }
     let bad = |reason: String| steplib_err(format!("collection {}", c.uri), reason);
@@ -585,6 +583,7 @@ mod spec_stream {
     use serde_json::{Map, Value};
 
     use super::{MAX_GROUP_BYTES, MAX_GROUP_VALUES};
+    use crate::error::LimitKind;
 
     /// The budget of the value being read, shared by the reader and the visitors.
     pub(super) struct Bounds {
@@ -595,7 +594,7 @@ mod spec_stream {
         /// The key (`steps/<id>` for a group) being read, for the error.
         pub at: RefCell<String>,
         /// Which limit was hit, and its value.
-        pub hit: Cell<Option<(&'static str, u64)>>,
+        pub hit: Cell<Option<(LimitKind, u64)>>,
     }
 
     impl Default for Bounds {
@@ -630,10 +629,9 @@ mod spec_stream {
             let b = &self.bounds.bytes;
             b.set(b.get() + n as u64);
             if b.get() > MAX_GROUP_BYTES {
-                self.bounds.hit.set(Some((
-                    "size in bytes of one step group (or top-level value) of spec.json",
-                    MAX_GROUP_BYTES,
-                )));
+                self.bounds
+                    .hit
+                    .set(Some((LimitKind::SpecGroupBytes, MAX_GROUP_BYTES)));
                 return Err(io::Error::other("past the StepLib limit"));
             }
             Ok(n)
@@ -711,10 +709,9 @@ mod spec_stream {
         fn spend<E: de::Error>(&self) -> Result<(), E> {
             let left = self.0.values.get();
             if left == 0 {
-                self.0.hit.set(Some((
-                    "number of values of one step group (or top-level value) of spec.json",
-                    MAX_GROUP_VALUES as u64,
-                )));
+                self.0
+                    .hit
+                    .set(Some((LimitKind::SpecGroupValues, MAX_GROUP_VALUES as u64)));
                 return Err(E::custom("past the StepLib limit"));
             }
             self.0.values.set(left - 1);
