@@ -117,14 +117,23 @@ pub fn open_or_setup(store: &Store, c: &Collection, net: &NetConfig) -> Result<O
     steplib::open(store, c)?.ok_or_else(|| Error::NotSetUp { uri: c.uri.clone() })
 }
 
-/// Picks the version of step `id` that `constraint` selects. With `update`, a miss updates the
-/// collection once and looks again.
+/// What [`resolve`] does when the collection has no version of the step that the constraint
+/// selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMiss {
+    /// Fail with [`Error::StepNotFound`].
+    Fail,
+    /// Update the collection once and look again (`--update`).
+    Update,
+}
+
+/// Picks the version of step `id` that `constraint` selects; a miss does what `on_miss` says.
 pub fn resolve(
     store: &Store,
     c: &Collection,
     id: &str,
     constraint: &str,
-    update: bool,
+    on_miss: OnMiss,
     net: &NetConfig,
 ) -> Result<Resolved> {
     let mut opened = open_or_setup(store, c, net)?;
@@ -160,7 +169,7 @@ pub fn resolve(
                     step,
                 });
             }
-            (g, _) if !update || updated => {
+            (g, _) if on_miss == OnMiss::Fail || updated => {
                 return Err(Error::StepNotFound {
                     collection: c.uri.clone(),
                     id: id.to_string(),

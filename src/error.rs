@@ -128,6 +128,14 @@ pub enum Error {
         /// The limit's value.
         limit: u64,
     },
+    /// An environment variable that sets a limit holds no positive number.
+    #[error("{var}={value:?}: expected a positive number (K, M, G allowed)")]
+    BadSetting {
+        /// The variable.
+        var: &'static str,
+        /// What it holds.
+        value: String,
+    },
     /// A name does not follow the grammar of `store-format.md`.
     #[error("invalid name {name:?}: {reason}")]
     InvalidName {

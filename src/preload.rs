@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::activate;
+use crate::activate::{self, OnMiss};
 use crate::error::{Error, Result};
 use crate::fetch::NetConfig;
 use crate::steplib::model::Group;
@@ -358,10 +358,11 @@ fn one(store: &Store, c: &Collection, req: &Request, net: &NetConfig) -> Outcome
         seconds: 0.0,
         error: None,
     };
-    let r = activate::resolve(store, c, &req.id, &req.constraint, false, net).and_then(|r| {
-        let got = activate::download(store, &r, net)?;
-        Ok((r.version, got))
-    });
+    let r =
+        activate::resolve(store, c, &req.id, &req.constraint, OnMiss::Fail, net).and_then(|r| {
+            let got = activate::download(store, &r, net)?;
+            Ok((r.version, got))
+        });
     match r {
         Ok((version, got)) => {
             o.version = Some(version);

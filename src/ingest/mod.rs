@@ -79,16 +79,15 @@ impl Limits {
     /// The defaults, overridden by `STEPMAN_MAX_TOTAL_BYTES`, `STEPMAN_MAX_FILE_BYTES`,
     /// `STEPMAN_MAX_ENTRIES`, `STEPMAN_MAX_RATIO`, `STEPMAN_MAX_HEADER_BYTES` and
     /// `STEPMAN_MAX_INDEX_BYTES` (sizes take a
-    /// `K`, `M` or `G` suffix, powers of 1024). An unreadable value is an error naming the variable.
-    pub fn from_env() -> std::result::Result<Limits, String> {
+    /// `K`, `M` or `G` suffix, powers of 1024). An unreadable value is an
+    /// [`Error::BadSetting`] naming the variable.
+    pub fn from_env() -> Result<Limits> {
         Limits::from_lookup(|k| std::env::var(k).ok())
     }
 
     /// [`Limits::from_env`] over any lookup (tests).
-    pub fn from_lookup(
-        get: impl Fn(&str) -> Option<String>,
-    ) -> std::result::Result<Limits, String> {
-        fn parse(key: &str, v: &str) -> std::result::Result<u64, String> {
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Limits> {
+        fn parse(key: &'static str, v: &str) -> Result<u64> {
             let t = v.trim();
             let (num, mul) = match t.char_indices().last() {
                 Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
@@ -101,10 +100,13 @@ impl Limits {
                 .ok()
                 .and_then(|n| n.checked_mul(mul))
                 .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{key}={v:?}: expected a positive number (K, M, G allowed)"))
+                .ok_or_else(|| Error::BadSetting {
+                    var: key,
+                    value: v.to_string(),
+                })
         }
         let mut l = Limits::default();
-        let fields: [(&str, &mut u64); 6] = [
+        let fields: [(&'static str, &mut u64); 6] = [
             ("STEPMAN_MAX_TOTAL_BYTES", &mut l.max_total_bytes),
             ("STEPMAN_MAX_FILE_BYTES", &mut l.max_file_bytes),
             ("STEPMAN_MAX_ENTRIES", &mut l.max_entries),

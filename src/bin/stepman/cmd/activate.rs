@@ -56,7 +56,8 @@ pub fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
         None => super::open_rw(cli)?,
     }
     .with_interrupt(net.cancel.clone());
-    let r = activate::resolve(&store, &c, &a.id, &a.version, a.update, &net)?;
+    let on_miss = super::on_miss(a.update);
+    let r = activate::resolve(&store, &c, &a.id, &a.version, on_miss, &net)?;
     let precompiled = if a.precompiled || activate::precompiled::enabled_by_env() {
         Precompiled::Use
     } else {
