@@ -665,34 +665,50 @@ pub(crate) enum GitUrl {
     Local,
 }
 
+/// Why [`classify_git_url`] refuses a git URL, whatever the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum GitUrlRefusal {
+    #[error("an empty git URL")]
+    Empty,
+    #[error("a git URL may not start with '-'")]
+    LeadingDash,
+    #[error("a git URL may not contain control characters")]
+    ControlCharacter,
+    /// A `<helper>::` prefix (the helper's name).
+    #[error("git remote helpers ({0}::) are not allowed")]
+    RemoteHelper(String),
+    #[error("a git host or user may not start with '-'")]
+    DashHost,
+    /// A scheme that is no git transport we use (lowercased).
+    #[error("git URL scheme {0}:// is not allowed")]
+    Scheme(String),
+}
+
 /// Classifies a git URL as git would (a `<helper>::` prefix first, then `<scheme>://`, then the
 /// scp-like `host:path` when a `:` comes before any `/`, else a path). `Err` says why it is
 /// refused whatever the caller: remote helpers (`ext::`, `fd::`, …) run commands or use
 /// descriptors, other schemes are not git transports we use, and a URL or host starting with
 /// `-` could be read as an option by git or ssh.
-pub(crate) fn classify_git_url(url: &str) -> std::result::Result<GitUrl, String> {
+pub(crate) fn classify_git_url(url: &str) -> std::result::Result<GitUrl, GitUrlRefusal> {
     if url.is_empty() {
-        return Err("an empty git URL".into());
+        return Err(GitUrlRefusal::Empty);
     }
     if url.starts_with('-') {
-        return Err("a git URL may not start with '-'".into());
+        return Err(GitUrlRefusal::LeadingDash);
     }
     if url.chars().any(char::is_control) {
-        return Err("a git URL may not contain control characters".into());
+        return Err(GitUrlRefusal::ControlCharacter);
     }
     let helper_end = url
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
         .unwrap_or(url.len());
     if helper_end > 0 && url[helper_end..].starts_with("::") {
-        return Err(format!(
-            "git remote helpers ({}::) are not allowed",
-            &url[..helper_end]
-        ));
+        return Err(GitUrlRefusal::RemoteHelper(url[..helper_end].to_string()));
     }
     let host_ok = |authority: &str| {
         let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         if authority.starts_with('-') || host.starts_with('-') {
-            Err("a git host or user may not start with '-'".to_string())
+            Err(GitUrlRefusal::DashHost)
         } else {
             Ok(GitUrl::Network)
         }
@@ -705,7 +721,7 @@ pub(crate) fn classify_git_url(url: &str) -> std::result::Result<GitUrl, String>
                 host_ok(rest.split('/').next().unwrap_or_default())
             }
             "file" => Ok(GitUrl::Local),
-            other => Err(format!("git URL scheme {other}:// is not allowed")),
+            other => Err(GitUrlRefusal::Scheme(other.to_string())),
         };
     }
     match (url.find(':'), url.find('/')) {
@@ -790,7 +806,7 @@ pub(crate) fn git_clone(
         what: format!("{what}: git {url}"),
         reason,
     };
-    let kind = classify_git_url(url).map_err(fail)?;
+    let kind = classify_git_url(url).map_err(|e| fail(e.to_string()))?;
     if kind == GitUrl::Local && transports == GitTransports::Network {
         return Err(fail(
             "a local repository is not allowed here (only https, http, ssh and git)".into(),

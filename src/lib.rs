@@ -103,7 +103,9 @@ pub mod fuzzing {
     /// repository on this machine (`file://`, a path), `Ok(false)` for the network, `Err` when
     /// it is refused whatever the StepLib (remote helpers, a leading `-`, another scheme).
     pub fn classify_git_url(url: &str) -> std::result::Result<bool, String> {
-        crate::fetch::classify_git_url(url).map(|k| k == crate::fetch::GitUrl::Local)
+        crate::fetch::classify_git_url(url)
+            .map(|k| k == crate::fetch::GitUrl::Local)
+            .map_err(|e| e.to_string())
     }
 
     /// Generates a collection object at `root` (which must not exist) from the StepLib checkout
