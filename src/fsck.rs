@@ -65,12 +65,6 @@ impl ProblemKind {
     }
 }
 
-impl std::fmt::Display for ProblemKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Whether [`fsck`] repairs what it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Repair {

@@ -72,12 +72,6 @@ impl Status {
     }
 }
 
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// What happened to one requested step.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {

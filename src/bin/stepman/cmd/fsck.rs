@@ -35,7 +35,12 @@ pub fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode> {
     } else {
         for p in &report.problems {
             let state = if p.repaired { "repaired" } else { "found" };
-            super::outln!("{state}\t{}\t{}\t{}", p.kind, p.path.display(), p.detail);
+            super::outln!(
+                "{state}\t{}\t{}\t{}",
+                p.kind.as_str(),
+                p.path.display(),
+                p.detail
+            );
         }
     }
     let unrepaired = report.unrepaired();

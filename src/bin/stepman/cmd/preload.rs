@@ -218,8 +218,9 @@ impl Bar {
             (_, Status::Cancelled) => format!("[{n}/{total}] {}@{}: cancelled", o.id, o.constraint),
             (Some(e), _) => format!("[{n}/{total}] {}@{}: failed: {e}", o.id, o.constraint),
             (None, status) => format!(
-                "[{n}/{total}] {}@{version}: {status} ({}, {:.2}s)",
+                "[{n}/{total}] {}@{version}: {} ({}, {:.2}s)",
                 o.id,
+                status.as_str(),
                 HumanBytes(o.bytes),
                 o.seconds
             ),
