@@ -122,6 +122,48 @@ impl FsckReport {
 /// One rehashed child of a directory: name, kind, digest.
 type Child = (String, Kind, [u8; 32]);
 
+/// Why an object failed its rehash: the detail of a [`ProblemKind::CorruptObject`].
+#[derive(Debug, thiserror::Error)]
+enum Corruption {
+    /// Its content does not hash to its name.
+    #[error("content hashes to {0}")]
+    Mismatch(ObjectId),
+    #[error("{}: unreadable or non-UTF-8 entry", .0.display())]
+    UnreadableEntry(PathBuf),
+    #[error("{}: non-UTF-8 symlink target", .0.display())]
+    NonUtf8Target(PathBuf),
+    #[error("{}: not a file, directory or symlink", .0.display())]
+    NotFileDirOrSymlink(PathBuf),
+    /// A read of the object failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The object's root cannot be stat'ed.
+    #[error("{0}")]
+    Root(std::io::Error),
+    /// A directory of it cannot be listed.
+    #[error("{}", .0.describe())]
+    Listing(Error),
+    /// Another rehashing thread panicked.
+    #[error("poisoned")]
+    Poisoned,
+}
+
+impl<T> From<std::sync::PoisonError<T>> for Corruption {
+    fn from(_: std::sync::PoisonError<T>) -> Corruption {
+        Corruption::Poisoned
+    }
+}
+
+/// A closure that wraps an `io::Error` with the operation and the path.
+fn corrupt_io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Corruption {
+    let path = path.to_path_buf();
+    move |source| Corruption::Io { op, path, source }
+}
+
 struct Walk<'a> {
     bytes: &'a Mutex<u64>,
     perms: &'a Mutex<Vec<(PathBuf, u32)>>,
@@ -130,20 +172,19 @@ struct Walk<'a> {
     foreign: &'a Mutex<(usize, Option<PathBuf>)>,
 }
 
-fn digest_dir(dir: &Path, w: &Walk) -> std::result::Result<[u8; 32], String> {
-    let entries = scan::read_dir_names(dir).map_err(|e| e.describe())?;
-    let children: Vec<std::result::Result<Child, String>> = entries
+fn digest_dir(dir: &Path, w: &Walk) -> std::result::Result<[u8; 32], Corruption> {
+    let entries = scan::read_dir_names(dir).map_err(Corruption::Listing)?;
+    let children: Vec<std::result::Result<Child, Corruption>> = entries
         .par_iter()
         .map(|(name, path, _)| {
             if fs::symlink_metadata(path).is_err()
                 || path.file_name().and_then(|n| n.to_str()).is_none()
             {
-                return Err(format!("{}: unreadable or non-UTF-8 entry", path.display()));
+                return Err(Corruption::UnreadableEntry(path.clone()));
             }
-            let meta =
-                fs::symlink_metadata(path).map_err(|e| format!("stat {}: {e}", path.display()))?;
+            let meta = fs::symlink_metadata(path).map_err(corrupt_io("stat", path))?;
             if meta.uid() != w.owner {
-                let mut f = w.foreign.lock().map_err(|_| "poisoned")?;
+                let mut f = w.foreign.lock()?;
                 f.0 += 1;
                 f.1.get_or_insert_with(|| path.clone());
             }
@@ -151,43 +192,32 @@ fn digest_dir(dir: &Path, w: &Walk) -> std::result::Result<[u8; 32], String> {
             let ft = meta.file_type();
             if ft.is_dir() {
                 if mode != 0o555 {
-                    w.perms
-                        .lock()
-                        .map_err(|_| "poisoned")?
-                        .push((path.clone(), 0o555));
+                    w.perms.lock()?.push((path.clone(), 0o555));
                 }
                 Ok((name.clone(), Kind::Dir, digest_dir(path, w)?))
             } else if ft.is_file() {
                 let exec = mode & 0o111 != 0;
                 let want = if exec { 0o555 } else { 0o444 };
                 if mode != want {
-                    w.perms
-                        .lock()
-                        .map_err(|_| "poisoned")?
-                        .push((path.clone(), want));
+                    w.perms.lock()?.push((path.clone(), want));
                 }
                 let mut h = blake3::Hasher::new();
-                let f = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
-                h.update_reader(f)
-                    .map_err(|e| format!("read {}: {e}", path.display()))?;
-                *w.bytes.lock().map_err(|_| "poisoned")? += meta.len();
+                let f = File::open(path).map_err(corrupt_io("open", path))?;
+                h.update_reader(f).map_err(corrupt_io("read", path))?;
+                *w.bytes.lock()? += meta.len();
                 Ok((
                     name.clone(),
                     if exec { Kind::Exec } else { Kind::File },
                     *h.finalize().as_bytes(),
                 ))
             } else if ft.is_symlink() {
-                let t = fs::read_link(path)
-                    .map_err(|e| format!("read link {}: {e}", path.display()))?;
+                let t = fs::read_link(path).map_err(corrupt_io("read link", path))?;
                 let t = t
                     .to_str()
-                    .ok_or_else(|| format!("{}: non-UTF-8 symlink target", path.display()))?;
+                    .ok_or_else(|| Corruption::NonUtf8Target(path.clone()))?;
                 Ok((name.clone(), Kind::Symlink, hash::symlink_digest(t)))
             } else {
-                Err(format!(
-                    "{}: not a file, directory or symlink",
-                    path.display()
-                ))
+                Err(Corruption::NotFileDirOrSymlink(path.clone()))
             }
         })
         .collect();
@@ -210,9 +240,9 @@ fn verify_object(
     path: &Path,
     bytes: &Mutex<u64>,
     owner: u32,
-) -> std::result::Result<Checked, String> {
+) -> std::result::Result<Checked, Corruption> {
     let perms = Mutex::new(Vec::new());
-    let root = fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    let root = fs::symlink_metadata(path).map_err(Corruption::Root)?;
     let root_mode = root.permissions().mode() & 0o7777;
     let foreign = Mutex::new(if root.uid() != owner {
         (1, Some(path.to_path_buf()))
@@ -229,19 +259,16 @@ fn verify_object(
         },
     )?;
     if digest != *id.as_bytes() {
-        return Err(format!(
-            "content hashes to {}",
-            ObjectId::from_bytes(digest)
-        ));
+        return Err(Corruption::Mismatch(ObjectId::from_bytes(digest)));
     }
-    let mut perms = perms.into_inner().map_err(|_| "poisoned".to_string())?;
+    let mut perms = perms.into_inner()?;
     if root_mode != 0o555 {
         perms.push((path.to_path_buf(), 0o555));
     }
     perms.sort();
     Ok(Checked {
         perms,
-        foreign: foreign.into_inner().map_err(|_| "poisoned".to_string())?,
+        foreign: foreign.into_inner()?,
     })
 }
 
@@ -414,7 +441,7 @@ pub fn fsck(store: &Store, repair: Repair) -> Result<FsckReport> {
                 report.problems.push(problem(
                     ProblemKind::CorruptObject,
                     path.to_path_buf(),
-                    why.clone(),
+                    why.to_string(),
                 ));
             }
         }
