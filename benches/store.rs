@@ -140,7 +140,7 @@ fn benches(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("1-object", |b| {
         b.iter(|| {
-            let r = stepman::fsck::fsck(&store, false).expect("fsck");
+            let r = stepman::fsck::fsck(&store, stepman::fsck::Repair::No).expect("fsck");
             assert!(r.is_clean(), "{:?}", r.problems);
             r
         })

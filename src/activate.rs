@@ -21,7 +21,7 @@ use crate::hash::ObjectId;
 use crate::layout::{GIT_ROUTE, Name};
 use crate::steplib::model::step;
 use crate::steplib::{self, Collection, Constraint, Opened, generate};
-use crate::store::{Fill, Imported, Producer, Stage, Store, Tree};
+use crate::store::{Fill, Imported, Producer, Rebuild, Stage, Store, Tree};
 use crate::tmp;
 
 /// The part of an error worth repeating after the location it came from.
@@ -112,19 +112,28 @@ pub fn open_or_setup(store: &Store, c: &Collection, net: &NetConfig) -> Result<O
         if let Some(o) = steplib::open(store, c)? {
             return Ok(o);
         }
-        generate::setup(store, c, false, net)?;
+        generate::setup(store, c, Fill::IfMissing, net)?;
     }
     steplib::open(store, c)?.ok_or_else(|| Error::NotSetUp { uri: c.uri.clone() })
 }
 
-/// Picks the version of step `id` that `constraint` selects. With `update`, a miss updates the
-/// collection once and looks again.
+/// What [`resolve`] does when the collection has no version of the step that the constraint
+/// selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMiss {
+    /// Fail with [`Error::StepNotFound`].
+    Fail,
+    /// Update the collection once and look again (`--update`).
+    Update,
+}
+
+/// Picks the version of step `id` that `constraint` selects; a miss does what `on_miss` says.
 pub fn resolve(
     store: &Store,
     c: &Collection,
     id: &str,
     constraint: &str,
-    update: bool,
+    on_miss: OnMiss,
     net: &NetConfig,
 ) -> Result<Resolved> {
     let mut opened = open_or_setup(store, c, net)?;
@@ -160,7 +169,7 @@ pub fn resolve(
                     step,
                 });
             }
-            (g, _) if !update || updated => {
+            (g, _) if on_miss == OnMiss::Fail || updated => {
                 return Err(Error::StepNotFound {
                     collection: c.uri.clone(),
                     id: id.to_string(),
@@ -171,7 +180,7 @@ pub fn resolve(
                 });
             }
             _ => {
-                generate::setup(store, c, true, net)?;
+                generate::setup(store, c, Fill::Again, net)?;
                 opened = open_or_setup(store, c, net)?;
                 updated = true;
             }
@@ -203,7 +212,7 @@ pub fn download(store: &Store, r: &Resolved, net: &NetConfig) -> Result<Imported
             cached,
         });
     }
-    store.produce(&name, Fill::IfMissing, Producer::StepSource, |stage| {
+    store.produce(&name, Rebuild::Never, Producer::StepSource, |stage| {
         fetch_source(stage, r, net)
     })
 }
@@ -332,21 +341,30 @@ pub fn activate(
         r,
         dest,
         copy_yml,
-        false,
+        Precompiled::Skip,
         crate::Replace::Activated,
         net,
     )
 }
 
-/// [`activate`], and with `precompiled`, the step's verified executable for this platform as
-/// `dest/<id>` (mode 0755) when it has one; on any failure of that, the source as usual.
-/// `replace` says what may be replaced at `dest` ([`crate::Replace`]).
+/// Whether [`activate_with`] installs a step's precompiled executable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precompiled {
+    /// The step's verified executable for this platform, when it has one (`--precompiled`).
+    Use,
+    /// The step's source only.
+    Skip,
+}
+
+/// [`activate`], and with [`Precompiled::Use`], the step's verified executable for this
+/// platform as `dest/<id>` (mode 0755) when it has one; on any failure of that, the source as
+/// usual. `replace` says what may be replaced at `dest` ([`crate::Replace`]).
 pub fn activate_with(
     store: &Store,
     r: &Resolved,
     dest: &Path,
     copy_yml: Option<&Path>,
-    precompiled: bool,
+    precompiled: Precompiled,
     replace: crate::Replace,
     net: &NetConfig,
 ) -> Result<ObjectId> {
@@ -361,7 +379,7 @@ pub fn activate_with(
         Some(yml) => Some((yml, read_definition(store, r)?)),
         None => None,
     };
-    if precompiled {
+    if precompiled == Precompiled::Use {
         let exe = precompiled::activate(store, r, dest, replace, net);
         match exe {
             Ok(Some(id)) => {
@@ -462,7 +480,7 @@ pub mod precompiled {
     use crate::hash::ObjectId;
     use crate::layout::Name;
     use crate::steplib::model::step;
-    use crate::store::{Fill, Producer, Stage, Store, Tree};
+    use crate::store::{Fill, Producer, Rebuild, Stage, Store, Tree};
 
     /// The old tool's default storage bases, tried in order.
     pub const DEFAULT_BASES: [&str; 2] = [
@@ -538,20 +556,20 @@ pub mod precompiled {
 
     /// Fetches the executable into the store and binds `name`, unless (under its lock) another
     /// process did so first and the name passes [`check_object`]: one download among
-    /// concurrent callers. With `force`, even when `name` is bound already (it failed the check).
+    /// concurrent callers. With [`Fill::Again`], even when `name` is bound already (it failed the
+    /// check).
     fn fill(
         store: &Store,
         r: &Resolved,
         name: &Name,
         (storage_uri, want): (&str, &str),
-        force: bool,
+        mode: Fill,
         net: &NetConfig,
     ) -> Result<()> {
         let check = |dir: &Path| check_object(dir, &r.id, want);
-        let fill = if force {
-            Fill::UnlessValid(&check)
-        } else {
-            Fill::IfMissing
+        let fill = match mode {
+            Fill::Again => Rebuild::UnlessValid(&check),
+            Fill::IfMissing => Rebuild::Never,
         };
         store.produce(name, fill, Producer::Executable, |stage| {
             fetch(stage, r, storage_uri, want, net)
@@ -577,12 +595,12 @@ pub mod precompiled {
         };
         let name = name(r, &platform, &want)?;
         let source = (storage_uri, want.as_str());
-        fill(store, r, &name, source, false, net)?;
+        fill(store, r, &name, source, Fill::IfMissing, net)?;
         let check = |dir: &Path| check_object(dir, &r.id, &want);
         match store.export_replacing_checked(&name, dest, replace, check) {
             Err(e @ Error::Format { .. }) => {
                 log::warn!("{}; fetching it again", e.describe());
-                fill(store, r, &name, source, true, net)?;
+                fill(store, r, &name, source, Fill::Again, net)?;
                 store
                     .export_replacing_checked(&name, dest, replace, check)
                     .map(Some)
@@ -698,7 +716,7 @@ pub fn git_step_info(store: &Store, spec: &str, net: &NetConfig) -> Result<StepI
     let version = crate::layout::git_ref_version(reference.unwrap_or("HEAD"));
     let name = Name::new(GIT_ROUTE, &steplib::alias_of(&shown), &version)?;
     let what = format!("step {shown}@{}", reference.unwrap_or("HEAD"));
-    let got = store.produce(&name, Fill::Force, Producer::GitStep, |stage| {
+    let got = store.produce(&name, Rebuild::Always, Producer::GitStep, |stage| {
         let clone = stage.dir().join("clone");
         // The user's own URL: it may name a repository on this machine.
         fetch::git_clone(

@@ -106,16 +106,17 @@ pub enum Error {
         /// The entry being read when the limit was hit; empty when no single entry is to blame.
         entry: String,
         /// Which limit.
-        what: &'static str,
+        what: LimitKind,
         /// The limit's value.
         limit: u64,
     },
     /// A StepLib is past one of the limits on what one collection may hold (README: "What a
-    /// StepLib may hold"); `setting` is the environment variable that raises it, if any.
+    /// StepLib may hold"); its message names the environment variable that raises it, if any
+    /// ([`LimitKind::setting`]).
     #[error(
         "{collection}: {}{what} exceeds the StepLib limit of {limit}{}",
         entry_prefix(entry),
-        setting_suffix(setting)
+        setting_suffix(what.setting())
     )]
     SteplibLimit {
         /// The collection's URI.
@@ -123,11 +124,17 @@ pub enum Error {
         /// The file, step group or entry being read when the limit was hit; may be empty.
         entry: String,
         /// Which limit.
-        what: &'static str,
+        what: LimitKind,
         /// The limit's value.
         limit: u64,
-        /// The environment variable that sets it.
-        setting: Option<&'static str>,
+    },
+    /// An environment variable that sets a limit holds no positive number.
+    #[error("{var}={value:?}: expected a positive number (K, M, G allowed)")]
+    BadSetting {
+        /// The variable.
+        var: &'static str,
+        /// What it holds.
+        value: String,
     },
     /// A name does not follow the grammar of `store-format.md`.
     #[error("invalid name {name:?}: {reason}")]
@@ -229,6 +236,122 @@ pub enum Error {
     },
 }
 
+/// Which limit an [`Error::LimitExceeded`] or [`Error::SteplibLimit`] is; shown as what it
+/// bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitKind {
+    /// Entries of a tree ([`crate::Limits::max_entries`]).
+    Entries,
+    /// Entries a zip64 end record claims, before its central directory is read.
+    ClaimedZipEntries,
+    /// All paths of a tree together ([`crate::Limits::max_index_bytes`]).
+    IndexBytes,
+    /// A zip's central directory, read against the index limit.
+    ZipIndexBytes,
+    /// One file's size.
+    FileBytes,
+    /// All files' sizes together.
+    TotalBytes,
+    /// Uncompressed bytes per compressed byte.
+    CompressionRatio,
+    /// A tar's headers (long names, pax records).
+    HeaderBytes,
+    /// One step group (or other top-level value) of a spec.json, in bytes.
+    SpecGroupBytes,
+    /// One step group (or other top-level value) of a spec.json, in values.
+    SpecGroupValues,
+}
+
+impl LimitKind {
+    /// The environment variable that sets this limit for a collection's setup, if any.
+    pub fn setting(self) -> Option<&'static str> {
+        match self {
+            LimitKind::Entries => Some("STEPMAN_MAX_ENTRIES"),
+            LimitKind::IndexBytes => Some("STEPMAN_MAX_INDEX_BYTES"),
+            LimitKind::FileBytes => Some("STEPMAN_MAX_FILE_BYTES"),
+            LimitKind::TotalBytes => Some("STEPMAN_MAX_TOTAL_BYTES"),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Entries => "number of entries",
+            LimitKind::ClaimedZipEntries => "number of entries (claimed by a zip64 end record)",
+            LimitKind::IndexBytes => "index size (all paths together)",
+            LimitKind::ZipIndexBytes => "index size (the zip's central directory)",
+            LimitKind::FileBytes => "file size",
+            LimitKind::TotalBytes => "total size",
+            LimitKind::CompressionRatio => "compression ratio",
+            LimitKind::HeaderBytes => "header size",
+            LimitKind::SpecGroupBytes => {
+                "size in bytes of one step group (or top-level value) of spec.json"
+            }
+            LimitKind::SpecGroupValues => {
+                "number of values of one step group (or top-level value) of spec.json"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a StepLib document (a step.yml, step-info.yml or steplib.yml, a step of a spec.json) was
+/// refused. It leaves the parser as [`Error::Steplib`] (its `Display` is the reason) or as the
+/// error text of a skipped step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SteplibParseError {
+    /// The bytes are not UTF-8.
+    #[error("not UTF-8")]
+    NotUtf8,
+    /// The document is longer than the YAML limit; it was not parsed.
+    #[error("YAML document of {size} bytes (at most {limit})")]
+    TooLarge {
+        /// Its length in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not YAML, or YAML that expands past the limits (aliases).
+    #[error("invalid YAML: {reason}")]
+    Yaml {
+        /// The line (from 1) where the parser stopped, when it says.
+        line: Option<usize>,
+        /// The parser's message.
+        reason: String,
+    },
+    /// The document is not a mapping (step-info.yml).
+    #[error("not a mapping")]
+    NotAMapping,
+    /// A value that must be a mapping is not (`step.yml` itself, `source`, `executables`).
+    #[error("{0} is not a mapping")]
+    FieldNotAMapping(&'static str),
+    /// A value that must be a string is not (`title`, `source.git`, `source.commit`).
+    #[error("{0} is not a string")]
+    NotAString(&'static str),
+    /// A required field is missing (`title`).
+    #[error("missing required field: {0}")]
+    MissingField(&'static str),
+    /// A steplib.yml without `format_version` or `steplib_source`.
+    #[error("missing required field: format_version and steplib_source are required")]
+    MissingSteplibFields,
+    /// An entry of `executables` without a `storage_uri` or a `sha256-<hex>` hash.
+    #[error("executables.{platform} needs storage_uri and a sha256-<hex> hash")]
+    BadExecutable {
+        /// The entry's platform key.
+        platform: String,
+    },
+    /// The fields do not have the types the format gives them (the decoder's message).
+    #[error("{0}")]
+    Schema(String),
+}
+
 /// What an activation found at its destination ([`Error::DestinationNotEmpty`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DestinationKind {
@@ -294,7 +417,7 @@ fn shown(entry: &str) -> String {
     format!("{:?}... ({} bytes)", &entry[..cut], entry.len())
 }
 
-fn setting_suffix(setting: &Option<&'static str>) -> String {
+fn setting_suffix(setting: Option<&'static str>) -> String {
     setting.map_or(String::new(), |s| format!(" (set {s} to change it)"))
 }
 

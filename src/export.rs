@@ -41,7 +41,7 @@ use rayon::prelude::*;
 
 use crate::error::{DestinationKind, Error, Result};
 use crate::sys::{self, Identity};
-use crate::tmp::{TempDir, sweep_in};
+use crate::tmp::{OnError, SweepMode, TempDir, sweep_in};
 
 /// The infix of staging names: `.<dest>.stepman-<16 hex digits>[.lock]`.
 const INFIX: &str = ".stepman-";
@@ -65,7 +65,7 @@ pub(crate) fn sweep_beside(dest: &Path) {
     let Ok((parent, _)) = parent_and_base(dest) else {
         return;
     };
-    if let Err(e) = sweep_in(&parent, is_staging_name, false, true) {
+    if let Err(e) = sweep_in(&parent, is_staging_name, SweepMode::Remove, OnError::Skip) {
         log::warn!(
             "{}; leftovers of killed exports are left alone",
             e.describe()
@@ -236,8 +236,8 @@ fn inspect(path: &Path) -> Result<Found> {
     Ok(Found::Held(kind, id))
 }
 
-/// A file to copy: source, destination, executable, size.
-type FileJob = (PathBuf, PathBuf, bool, u64);
+/// A file to copy: source, destination, the copy's mode, size.
+type FileJob = (PathBuf, PathBuf, u32, u64);
 
 fn copy_into(src: &Path, dst: &Path) -> Result<()> {
     let mut files: Vec<FileJob> = Vec::new();
@@ -245,7 +245,7 @@ fn copy_into(src: &Path, dst: &Path) -> Result<()> {
     let in_kernel = AtomicBool::new(true);
     files
         .par_iter()
-        .try_for_each(|(s, d, exec, len)| copy_file(s, d, *exec, *len, &in_kernel))
+        .try_for_each(|(s, d, mode, len)| copy_file(s, d, *mode, *len, &in_kernel))
 }
 
 fn walk(src: &Path, dst: &Path, files: &mut Vec<FileJob>) -> Result<()> {
@@ -265,7 +265,13 @@ fn walk(src: &Path, dst: &Path, files: &mut Vec<FileJob>) -> Result<()> {
             let t = fs::read_link(&s).map_err(Error::io("read link", &s))?;
             std::os::unix::fs::symlink(&t, &d).map_err(Error::io("symlink", &d))?;
         } else if ft.is_file() {
-            files.push((s, d, meta.permissions().mode() & 0o111 != 0, meta.len()));
+            // Executable in the object: executable in the copy.
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            files.push((s, d, mode, meta.len()));
         } else {
             return Err(Error::Format {
                 path: s,
@@ -276,12 +282,12 @@ fn walk(src: &Path, dst: &Path, files: &mut Vec<FileJob>) -> Result<()> {
     Ok(())
 }
 
-fn copy_file(src: &Path, dst: &Path, exec: bool, len: u64, in_kernel: &AtomicBool) -> Result<()> {
+fn copy_file(src: &Path, dst: &Path, mode: u32, len: u64, in_kernel: &AtomicBool) -> Result<()> {
     let from = File::open(src).map_err(Error::io("open", src))?;
     let to = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(if exec { 0o755 } else { 0o644 })
+        .mode(mode)
         .open(dst)
         .map_err(Error::io("create", dst))?;
     crate::sys::copy_contents(&from, &to, len, in_kernel).map_err(Error::io("copy", dst))

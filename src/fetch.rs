@@ -178,19 +178,38 @@ fn agent(cfg: &NetConfig) -> ureq::Agent {
         .into()
 }
 
+/// Whether trying again may help after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// It may go away (a connection error, a timeout, a 5xx): try again, `attempts` in all.
+    Transient,
+    /// Trying again would fail the same way.
+    Final,
+}
+
+impl Failure {
+    fn transient_if(transient: bool) -> Failure {
+        if transient {
+            Failure::Transient
+        } else {
+            Failure::Final
+        }
+    }
+}
+
 /// Why one attempt failed, and whether trying again may help.
 struct Attempt {
     reason: String,
-    transient: bool,
+    failure: Failure,
     /// The server's `Retry-After`, when it sent one in seconds.
     retry_after: Option<Duration>,
 }
 
 impl Attempt {
-    fn new(reason: String, transient: bool) -> Attempt {
+    fn new(reason: String, failure: Failure) -> Attempt {
         Attempt {
             reason,
-            transient,
+            failure,
             retry_after: None,
         }
     }
@@ -282,8 +301,8 @@ fn pause_before(attempt: u32, retry_after: Option<Duration>) -> Duration {
 /// Whether a failure of the request itself (before any status) may go away on a retry:
 /// connection and timeout trouble may; a bad URL, a redirect we refuse (another scheme) and
 /// a redirect loop will not.
-fn transient_error(e: &ureq::Error) -> bool {
-    !matches!(
+fn transient_error(e: &ureq::Error) -> Failure {
+    Failure::transient_if(!matches!(
         e,
         ureq::Error::BadUri(_)
             | ureq::Error::Http(_)
@@ -292,7 +311,7 @@ fn transient_error(e: &ureq::Error) -> bool {
             | ureq::Error::RequireHttpsOnly(_)
             | ureq::Error::InvalidProxyUrl
             | ureq::Error::LargeResponseHeader(..)
-    )
+    ))
 }
 
 /// Downloads `url` into the new file `dest`, refusing more than `max_bytes`. `what` names the
@@ -336,7 +355,7 @@ pub(crate) fn download(
                 match http_once_cancellable(&agent, &u, cred.as_ref(), dest, max_bytes, cfg) {
                     Ok(n) => return Ok(n),
                     Err(_) if cfg.cancelled() => return Err(Error::Cancelled),
-                    Err(a) if a.transient => {
+                    Err(a) if a.failure == Failure::Transient => {
                         last = a.reason;
                         retry_after = a.retry_after;
                     }
@@ -383,16 +402,19 @@ fn http_once_cancellable(
         .spawn(move || {
             let _ = tx.send(http_once(&agent, &url, cred.as_ref(), &dest, max_bytes, &c));
         })
-        .map_err(|e| Attempt::new(format!("starting a download thread: {e}"), false))?;
+        .map_err(|e| Attempt::new(format!("starting a download thread: {e}"), Failure::Final))?;
     loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(r) => return r,
             Err(RecvTimeoutError::Timeout) if cfg.cancelled() => {
-                return Err(Attempt::new("cancelled".into(), false));
+                return Err(Attempt::new("cancelled".into(), Failure::Final));
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(Attempt::new("the download thread died".into(), false));
+                return Err(Attempt::new(
+                    "the download thread died".into(),
+                    Failure::Final,
+                ));
             }
         }
     }
@@ -424,7 +446,7 @@ fn http_once(
         if hops > MAX_REDIRECTS {
             return Err(Attempt::new(
                 format!("too many redirects (more than {MAX_REDIRECTS}; a loop?)"),
-                false,
+                Failure::Final,
             ));
         }
         let location = resp
@@ -434,7 +456,7 @@ fn http_once(
             .unwrap_or_default();
         // A userinfo in the Location is dropped, never used.
         url = crate::credentials::redact(
-            &redirect_target(&url, location).map_err(|r| Attempt::new(r, false))?,
+            &redirect_target(&url, location).map_err(|r| Attempt::new(r, Failure::Final))?,
         );
         // The credential belongs to the URL we were given: a redirect never carries it.
         cred = None;
@@ -455,7 +477,7 @@ fn http_once(
             .map(|s| Duration::from_secs(s.min(MAX_PAUSE.as_secs())));
         return Err(Attempt {
             reason: format!("HTTP {status}{via}"),
-            transient: status >= 500 || status == 429 || status == 408,
+            failure: Failure::transient_if(status >= 500 || status == 429 || status == 408),
             retry_after,
         });
     }
@@ -469,16 +491,16 @@ fn http_once(
     {
         return Err(Attempt::new(
             format!("Content-Length {n} exceeds the limit of {max_bytes}"),
-            false,
+            Failure::Final,
         ));
     }
-    let mut to = create(dest).map_err(|e| Attempt::new(e.describe(), false))?;
+    let mut to = create(dest).map_err(|e| Attempt::new(e.describe(), Failure::Final))?;
     let mut body = resp.body_mut().as_reader();
     let speed = LowSpeed::new(cfg);
     let n = copy_limited(&mut body, &mut to, max_bytes, speed, cfg).map_err(|e| {
         Attempt::new(
             format!("reading the body: {e}"),
-            e.kind() != io::ErrorKind::InvalidData,
+            Failure::transient_if(e.kind() != io::ErrorKind::InvalidData),
         )
     })?;
     if let Some(d) = declared
@@ -486,11 +508,11 @@ fn http_once(
     {
         return Err(Attempt::new(
             format!("body has {n} bytes, Content-Length said {d}"),
-            true,
+            Failure::Transient,
         ));
     }
     to.sync_all()
-        .map_err(|e| Attempt::new(format!("fsync {}: {e}", dest.display()), false))?;
+        .map_err(|e| Attempt::new(format!("fsync {}: {e}", dest.display()), Failure::Final))?;
     Ok(n)
 }
 
@@ -665,34 +687,50 @@ pub(crate) enum GitUrl {
     Local,
 }
 
+/// Why [`classify_git_url`] refuses a git URL, whatever the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum GitUrlRefusal {
+    #[error("an empty git URL")]
+    Empty,
+    #[error("a git URL may not start with '-'")]
+    LeadingDash,
+    #[error("a git URL may not contain control characters")]
+    ControlCharacter,
+    /// A `<helper>::` prefix (the helper's name).
+    #[error("git remote helpers ({0}::) are not allowed")]
+    RemoteHelper(String),
+    #[error("a git host or user may not start with '-'")]
+    DashHost,
+    /// A scheme that is no git transport we use (lowercased).
+    #[error("git URL scheme {0}:// is not allowed")]
+    Scheme(String),
+}
+
 /// Classifies a git URL as git would (a `<helper>::` prefix first, then `<scheme>://`, then the
 /// scp-like `host:path` when a `:` comes before any `/`, else a path). `Err` says why it is
 /// refused whatever the caller: remote helpers (`ext::`, `fd::`, …) run commands or use
 /// descriptors, other schemes are not git transports we use, and a URL or host starting with
 /// `-` could be read as an option by git or ssh.
-pub(crate) fn classify_git_url(url: &str) -> std::result::Result<GitUrl, String> {
+pub(crate) fn classify_git_url(url: &str) -> std::result::Result<GitUrl, GitUrlRefusal> {
     if url.is_empty() {
-        return Err("an empty git URL".into());
+        return Err(GitUrlRefusal::Empty);
     }
     if url.starts_with('-') {
-        return Err("a git URL may not start with '-'".into());
+        return Err(GitUrlRefusal::LeadingDash);
     }
     if url.chars().any(char::is_control) {
-        return Err("a git URL may not contain control characters".into());
+        return Err(GitUrlRefusal::ControlCharacter);
     }
     let helper_end = url
         .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
         .unwrap_or(url.len());
     if helper_end > 0 && url[helper_end..].starts_with("::") {
-        return Err(format!(
-            "git remote helpers ({}::) are not allowed",
-            &url[..helper_end]
-        ));
+        return Err(GitUrlRefusal::RemoteHelper(url[..helper_end].to_string()));
     }
     let host_ok = |authority: &str| {
         let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         if authority.starts_with('-') || host.starts_with('-') {
-            Err("a git host or user may not start with '-'".to_string())
+            Err(GitUrlRefusal::DashHost)
         } else {
             Ok(GitUrl::Network)
         }
@@ -705,7 +743,7 @@ pub(crate) fn classify_git_url(url: &str) -> std::result::Result<GitUrl, String>
                 host_ok(rest.split('/').next().unwrap_or_default())
             }
             "file" => Ok(GitUrl::Local),
-            other => Err(format!("git URL scheme {other}:// is not allowed")),
+            other => Err(GitUrlRefusal::Scheme(other.to_string())),
         };
     }
     match (url.find(':'), url.find('/')) {
@@ -790,7 +828,7 @@ pub(crate) fn git_clone(
         what: format!("{what}: git {url}"),
         reason,
     };
-    let kind = classify_git_url(url).map_err(fail)?;
+    let kind = classify_git_url(url).map_err(|e| fail(e.to_string()))?;
     if kind == GitUrl::Local && transports == GitTransports::Network {
         return Err(fail(
             "a local repository is not allowed here (only https, http, ssh and git)".into(),

@@ -27,20 +27,68 @@ use crate::store::Store;
 use crate::sys;
 use crate::tmp;
 
+/// What kind of problem a [`Problem`] is; shown (and serialized) as its kebab-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    /// `corrupt-object`: an object whose content does not hash to its name, or that cannot be
+    /// read.
+    CorruptObject,
+    /// `bad-permissions`: an object's file or directory without the mode it must have.
+    BadPermissions,
+    /// `dangling-name`: a name that points at a missing or damaged object, or at no object path.
+    DanglingName,
+    /// `foreign-entry`: an entry that is no part of the store's format (never touched but to be
+    /// moved aside from `objects/`).
+    ForeignEntry,
+    /// `dead-temp`: a temp dir whose owner died.
+    DeadTemp,
+    /// `unsafe-permissions`: a store directory or file that group or others may write.
+    UnsafePermissions,
+    /// `foreign-owner`: a store entry, name or object owned by another user than the store's
+    /// owner.
+    ForeignOwner,
+}
+
+impl ProblemKind {
+    /// The machine-readable name, as in the JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::CorruptObject => "corrupt-object",
+            ProblemKind::BadPermissions => "bad-permissions",
+            ProblemKind::DanglingName => "dangling-name",
+            ProblemKind::ForeignEntry => "foreign-entry",
+            ProblemKind::DeadTemp => "dead-temp",
+            ProblemKind::UnsafePermissions => "unsafe-permissions",
+            ProblemKind::ForeignOwner => "foreign-owner",
+        }
+    }
+}
+
+/// Whether [`fsck`] repairs what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// Check only; write nothing.
+    No,
+    /// Fix what can be fixed (`--repair`).
+    Yes,
+}
+
 /// One finding.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    /// Machine-readable kind: `corrupt-object`, `bad-permissions`, `dangling-name`,
-    /// `foreign-entry`, `dead-temp`, `unsafe-permissions` (a store directory or file that group
-    /// or others may write), `foreign-owner` (a store entry, name or object owned by another user
-    /// than the store's owner).
-    pub kind: &'static str,
+    /// Machine-readable kind.
+    pub kind: ProblemKind,
     /// What is wrong.
     pub path: PathBuf,
     /// Details.
     pub detail: String,
     /// True when `--repair` fixed it.
     pub repaired: bool,
+    /// For [`ProblemKind::BadPermissions`]: the mode the entry must have (what a repair sets).
+    /// Not part of the JSON output, whose detail says it.
+    #[serde(skip)]
+    pub want_mode: Option<u32>,
 }
 
 /// The whole result.
@@ -74,6 +122,48 @@ impl FsckReport {
 /// One rehashed child of a directory: name, kind, digest.
 type Child = (String, Kind, [u8; 32]);
 
+/// Why an object failed its rehash: the detail of a [`ProblemKind::CorruptObject`].
+#[derive(Debug, thiserror::Error)]
+enum Corruption {
+    /// Its content does not hash to its name.
+    #[error("content hashes to {0}")]
+    Mismatch(ObjectId),
+    #[error("{}: unreadable or non-UTF-8 entry", .0.display())]
+    UnreadableEntry(PathBuf),
+    #[error("{}: non-UTF-8 symlink target", .0.display())]
+    NonUtf8Target(PathBuf),
+    #[error("{}: not a file, directory or symlink", .0.display())]
+    NotFileDirOrSymlink(PathBuf),
+    /// A read of the object failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The object's root cannot be stat'ed.
+    #[error("{0}")]
+    Root(std::io::Error),
+    /// A directory of it cannot be listed.
+    #[error("{}", .0.describe())]
+    Listing(Error),
+    /// Another rehashing thread panicked.
+    #[error("poisoned")]
+    Poisoned,
+}
+
+impl<T> From<std::sync::PoisonError<T>> for Corruption {
+    fn from(_: std::sync::PoisonError<T>) -> Corruption {
+        Corruption::Poisoned
+    }
+}
+
+/// A closure that wraps an `io::Error` with the operation and the path.
+fn corrupt_io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Corruption {
+    let path = path.to_path_buf();
+    move |source| Corruption::Io { op, path, source }
+}
+
 struct Walk<'a> {
     bytes: &'a Mutex<u64>,
     perms: &'a Mutex<Vec<(PathBuf, u32)>>,
@@ -82,20 +172,19 @@ struct Walk<'a> {
     foreign: &'a Mutex<(usize, Option<PathBuf>)>,
 }
 
-fn digest_dir(dir: &Path, w: &Walk) -> std::result::Result<[u8; 32], String> {
-    let entries = scan::read_dir_names(dir).map_err(|e| e.describe())?;
-    let children: Vec<std::result::Result<Child, String>> = entries
+fn digest_dir(dir: &Path, w: &Walk) -> std::result::Result<[u8; 32], Corruption> {
+    let entries = scan::read_dir_names(dir).map_err(Corruption::Listing)?;
+    let children: Vec<std::result::Result<Child, Corruption>> = entries
         .par_iter()
         .map(|(name, path, _)| {
             if fs::symlink_metadata(path).is_err()
                 || path.file_name().and_then(|n| n.to_str()).is_none()
             {
-                return Err(format!("{}: unreadable or non-UTF-8 entry", path.display()));
+                return Err(Corruption::UnreadableEntry(path.clone()));
             }
-            let meta =
-                fs::symlink_metadata(path).map_err(|e| format!("stat {}: {e}", path.display()))?;
+            let meta = fs::symlink_metadata(path).map_err(corrupt_io("stat", path))?;
             if meta.uid() != w.owner {
-                let mut f = w.foreign.lock().map_err(|_| "poisoned")?;
+                let mut f = w.foreign.lock()?;
                 f.0 += 1;
                 f.1.get_or_insert_with(|| path.clone());
             }
@@ -103,43 +192,32 @@ fn digest_dir(dir: &Path, w: &Walk) -> std::result::Result<[u8; 32], String> {
             let ft = meta.file_type();
             if ft.is_dir() {
                 if mode != 0o555 {
-                    w.perms
-                        .lock()
-                        .map_err(|_| "poisoned")?
-                        .push((path.clone(), 0o555));
+                    w.perms.lock()?.push((path.clone(), 0o555));
                 }
                 Ok((name.clone(), Kind::Dir, digest_dir(path, w)?))
             } else if ft.is_file() {
                 let exec = mode & 0o111 != 0;
                 let want = if exec { 0o555 } else { 0o444 };
                 if mode != want {
-                    w.perms
-                        .lock()
-                        .map_err(|_| "poisoned")?
-                        .push((path.clone(), want));
+                    w.perms.lock()?.push((path.clone(), want));
                 }
                 let mut h = blake3::Hasher::new();
-                let f = File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
-                h.update_reader(f)
-                    .map_err(|e| format!("read {}: {e}", path.display()))?;
-                *w.bytes.lock().map_err(|_| "poisoned")? += meta.len();
+                let f = File::open(path).map_err(corrupt_io("open", path))?;
+                h.update_reader(f).map_err(corrupt_io("read", path))?;
+                *w.bytes.lock()? += meta.len();
                 Ok((
                     name.clone(),
                     if exec { Kind::Exec } else { Kind::File },
                     *h.finalize().as_bytes(),
                 ))
             } else if ft.is_symlink() {
-                let t = fs::read_link(path)
-                    .map_err(|e| format!("read link {}: {e}", path.display()))?;
+                let t = fs::read_link(path).map_err(corrupt_io("read link", path))?;
                 let t = t
                     .to_str()
-                    .ok_or_else(|| format!("{}: non-UTF-8 symlink target", path.display()))?;
+                    .ok_or_else(|| Corruption::NonUtf8Target(path.clone()))?;
                 Ok((name.clone(), Kind::Symlink, hash::symlink_digest(t)))
             } else {
-                Err(format!(
-                    "{}: not a file, directory or symlink",
-                    path.display()
-                ))
+                Err(Corruption::NotFileDirOrSymlink(path.clone()))
             }
         })
         .collect();
@@ -162,9 +240,9 @@ fn verify_object(
     path: &Path,
     bytes: &Mutex<u64>,
     owner: u32,
-) -> std::result::Result<Checked, String> {
+) -> std::result::Result<Checked, Corruption> {
     let perms = Mutex::new(Vec::new());
-    let root = fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    let root = fs::symlink_metadata(path).map_err(Corruption::Root)?;
     let root_mode = root.permissions().mode() & 0o7777;
     let foreign = Mutex::new(if root.uid() != owner {
         (1, Some(path.to_path_buf()))
@@ -181,19 +259,16 @@ fn verify_object(
         },
     )?;
     if digest != *id.as_bytes() {
-        return Err(format!(
-            "content hashes to {}",
-            ObjectId::from_bytes(digest)
-        ));
+        return Err(Corruption::Mismatch(ObjectId::from_bytes(digest)));
     }
-    let mut perms = perms.into_inner().map_err(|_| "poisoned".to_string())?;
+    let mut perms = perms.into_inner()?;
     if root_mode != 0o555 {
         perms.push((path.to_path_buf(), 0o555));
     }
     perms.sort();
     Ok(Checked {
         perms,
-        foreign: foreign.into_inner().map_err(|_| "poisoned".to_string())?,
+        foreign: foreign.into_inner()?,
     })
 }
 
@@ -247,7 +322,7 @@ fn check_access(layout: &Layout, owner: u32, names: &[scan::NameEntry]) -> Resul
         };
         if meta.uid() != owner {
             out.push(problem(
-                "foreign-owner",
+                ProblemKind::ForeignOwner,
                 p.clone(),
                 format!(
                     "owned by {}, not by the store's owner {}",
@@ -259,7 +334,7 @@ fn check_access(layout: &Layout, owner: u32, names: &[scan::NameEntry]) -> Resul
         let mode = meta.mode() & 0o7777;
         if !meta.file_type().is_symlink() && mode & 0o022 != 0 {
             out.push(problem(
-                "unsafe-permissions",
+                ProblemKind::UnsafePermissions,
                 p,
                 format!(
                     "mode {mode:o} lets group or others write; should be {:o}",
@@ -271,28 +346,31 @@ fn check_access(layout: &Layout, owner: u32, names: &[scan::NameEntry]) -> Resul
     Ok(out)
 }
 
-fn problem(kind: &'static str, path: PathBuf, detail: impl Into<String>) -> Problem {
+fn problem(kind: ProblemKind, path: PathBuf, detail: impl Into<String>) -> Problem {
     Problem {
         kind,
         path,
         detail: detail.into(),
         repaired: false,
+        want_mode: None,
     }
 }
 
-/// Checks the store; with `repair`, fixes what it can.
-pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
+/// Checks the store; with [`Repair::Yes`], fixes what it can.
+pub fn fsck(store: &Store, repair: Repair) -> Result<FsckReport> {
     let layout = store.layout();
     let mut report = FsckReport::default();
-    let dead = tmp::sweep(layout, true)?;
+    let dead = tmp::sweep(layout, tmp::SweepMode::DryRun)?;
     for d in &dead.reclaimed {
-        report
-            .problems
-            .push(problem("dead-temp", d.clone(), "temp dir whose owner died"));
+        report.problems.push(problem(
+            ProblemKind::DeadTemp,
+            d.clone(),
+            "temp dir whose owner died",
+        ));
     }
     for f in &dead.foreign {
         report.problems.push(problem(
-            "foreign-entry",
+            ProblemKind::ForeignEntry,
             f.clone(),
             "not a lock file of the temp area (not a regular file, or another user's): never \
              locked or removed",
@@ -308,7 +386,7 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
     for f in foreign_objs.iter().chain(&foreign_names) {
         report
             .problems
-            .push(problem("foreign-entry", f.path.clone(), f.why));
+            .push(problem(ProblemKind::ForeignEntry, f.path.clone(), f.why));
     }
     let owner = store.owner();
     // One finding per path: what the sweep already called foreign (a FIFO, another user's lock)
@@ -316,7 +394,7 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
     let foreign: HashSet<PathBuf> = report
         .problems
         .iter()
-        .filter(|p| p.kind == "foreign-entry")
+        .filter(|p| p.kind == ProblemKind::ForeignEntry)
         .map(|p| p.path.clone())
         .collect();
     report.problems.extend(
@@ -337,7 +415,7 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
             Ok(Checked { perms, foreign }) => {
                 if let (n, Some(first)) = foreign {
                     report.problems.push(problem(
-                        "foreign-owner",
+                        ProblemKind::ForeignOwner,
                         path.to_path_buf(),
                         format!(
                             "{n} of its entries owned by another user than the store's owner {} \
@@ -348,18 +426,23 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
                     ));
                 }
                 for (p, want) in perms {
-                    report.problems.push(problem(
-                        "bad-permissions",
-                        p.clone(),
-                        format!("mode should be {want:o}"),
-                    ));
+                    report.problems.push(Problem {
+                        want_mode: Some(*want),
+                        ..problem(
+                            ProblemKind::BadPermissions,
+                            p.clone(),
+                            format!("mode should be {want:o}"),
+                        )
+                    });
                 }
             }
             Err(why) => {
                 bad.insert(**id);
-                report
-                    .problems
-                    .push(problem("corrupt-object", path.to_path_buf(), why.clone()));
+                report.problems.push(problem(
+                    ProblemKind::CorruptObject,
+                    path.to_path_buf(),
+                    why.to_string(),
+                ));
             }
         }
     }
@@ -368,17 +451,17 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
     for n in &names {
         match n.target {
             None => report.problems.push(problem(
-                "dangling-name",
+                ProblemKind::DanglingName,
                 n.path.clone(),
                 format!("{}: target is not an object path", n.name),
             )),
             Some(id) if bad.contains(&id) => report.problems.push(problem(
-                "dangling-name",
+                ProblemKind::DanglingName,
                 n.path.clone(),
                 format!("{} points at damaged object {id}", n.name),
             )),
             Some(id) if !present.contains(&id) => report.problems.push(problem(
-                "dangling-name",
+                ProblemKind::DanglingName,
                 n.path.clone(),
                 format!("{} points at missing object {id}", n.name),
             )),
@@ -390,7 +473,8 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
     // crash state), or a live one about to chmod: that one holds the store lock (shared) until
     // it has. Wait for the lock exclusively and look again; report only what is still wrong.
     let roots: HashSet<&Path> = objects.iter().map(|(_, p)| p.as_path()).collect();
-    let open_root = |p: &Problem| p.kind == "bad-permissions" && roots.contains(p.path.as_path());
+    let open_root =
+        |p: &Problem| p.kind == ProblemKind::BadPermissions && roots.contains(p.path.as_path());
     if report.problems.iter().any(open_root) {
         let _settled = lock::store_exclusive(layout)?;
         report.problems.retain(|p| {
@@ -399,7 +483,7 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
                     .is_ok_and(|m| m.permissions().mode() & 0o7777 != 0o555)
         });
     }
-    if repair
+    if repair == Repair::Yes
         && !report.problems.is_empty()
         && let Err(e) = repair_all(store, &mut report)
     {
@@ -411,7 +495,7 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
 fn repair_all(store: &Store, report: &mut FsckReport) -> Result<()> {
     let layout = store.layout();
     store.check_owner("repair")?;
-    tmp::sweep(layout, false)?;
+    tmp::sweep(layout, tmp::SweepMode::Remove)?;
     let _guard = lock::store_exclusive(layout)?;
     for p in report.problems.iter_mut() {
         p.repaired = match repair_one(store, p) {
@@ -440,24 +524,24 @@ fn repair_one(store: &Store, p: &mut Problem) -> Result<bool> {
     }
     Ok(match p.kind {
         // Another sweeper may be removing it right now: `reclaim_dead` waits for it.
-        "dead-temp" => tmp::reclaim_dead(&p.path)?,
-        "bad-permissions" => {
-            let want = if p.detail.ends_with("555") {
-                0o555
-            } else {
-                0o444
-            };
-            sys::set_mode(&p.path, want).map_err(Error::io("chmod", &p.path))?;
-            true
-        }
-        "corrupt-object" | "foreign-entry" if p.path.starts_with(layout.objects()) => {
+        ProblemKind::DeadTemp => tmp::reclaim_dead(&p.path)?,
+        ProblemKind::BadPermissions => match p.want_mode {
+            Some(want) => {
+                sys::set_mode(&p.path, want).map_err(Error::io("chmod", &p.path))?;
+                true
+            }
+            None => false,
+        },
+        ProblemKind::CorruptObject | ProblemKind::ForeignEntry
+            if p.path.starts_with(layout.objects()) =>
+        {
             let still_bad = match p
                 .path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(ObjectId::from_hex)
             {
-                Some(id) if p.kind == "corrupt-object" => {
+                Some(id) if p.kind == ProblemKind::CorruptObject => {
                     verify_object(&id, &p.path, &Mutex::new(0), owner).is_err()
                 }
                 _ => true,
@@ -480,7 +564,7 @@ fn repair_one(store: &Store, p: &mut Problem) -> Result<bool> {
             }
             true
         }
-        "dangling-name" => {
+        ProblemKind::DanglingName => {
             let still = match fs::read_link(&p.path) {
                 Ok(t) => match Layout::parse_name_target(&t) {
                     None => true,
@@ -496,7 +580,7 @@ fn repair_one(store: &Store, p: &mut Problem) -> Result<bool> {
             }
             true
         }
-        "unsafe-permissions" => {
+        ProblemKind::UnsafePermissions => {
             let meta = fs::symlink_metadata(&p.path).map_err(Error::io("stat", &p.path))?;
             let mode = meta.mode() & 0o7777;
             if meta.file_type().is_symlink() || mode & 0o022 == 0 {
@@ -515,7 +599,7 @@ fn repair_one(store: &Store, p: &mut Problem) -> Result<bool> {
                 Err(e) => return Err(Error::io("chmod", &p.path)(e)),
             }
         }
-        "foreign-owner" => match give_back(layout, owner, &p.path) {
+        ProblemKind::ForeignOwner => match give_back(layout, owner, &p.path) {
             Ok(()) => true,
             Err(Error::Io { source, path, .. }) if sys::is_read_only(&source) => {
                 p.detail.push_str(&format!(
@@ -528,7 +612,8 @@ fn repair_one(store: &Store, p: &mut Problem) -> Result<bool> {
             }
             Err(e) => return Err(e),
         },
-        _ => false,
+        // Outside `objects/` (a foreign entry of `names/`, say): never touched.
+        ProblemKind::CorruptObject | ProblemKind::ForeignEntry => false,
     })
 }
 

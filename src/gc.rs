@@ -35,13 +35,29 @@ pub struct GcReport {
     pub temp: SweepReport,
 }
 
+/// Whether [`gc`] removes what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcMode {
+    /// Report what would be removed; write nothing (`--dry-run`).
+    DryRun,
+    /// Remove it.
+    Collect,
+}
+
 /// Runs gc on `store`.
-pub fn gc(store: &Store, dry_run: bool) -> Result<GcReport> {
+pub fn gc(store: &Store, mode: GcMode) -> Result<GcReport> {
+    let dry_run = mode == GcMode::DryRun;
     let layout = store.layout();
     if !dry_run {
         store.check_owner("collect garbage")?;
     }
-    let temp = tmp::sweep(layout, dry_run)?;
+    let temp = tmp::sweep(
+        layout,
+        match mode {
+            GcMode::DryRun => tmp::SweepMode::DryRun,
+            GcMode::Collect => tmp::SweepMode::Remove,
+        },
+    )?;
     let trash = if dry_run {
         None
     } else {

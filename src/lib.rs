@@ -34,7 +34,7 @@ pub use export::Replace;
 pub use hash::ObjectId;
 pub use ingest::{Durability, Limits};
 pub use layout::{Layout, Name};
-pub use store::{Imported, Store};
+pub use store::{Fill, Imported, Store};
 pub use tmp::SweepReport;
 
 /// Entry points for the fuzz targets in `fuzz/`; not a stable API.
@@ -66,8 +66,8 @@ pub mod fuzzing {
     ) -> Result<ObjectId> {
         let w = TreeWriter::new(root, "fuzz-input", limits, Durability::NoSync)?;
         let r = match format {
-            Format::Tar => ingest::ingest_tar(data, false, w),
-            Format::TarGz => ingest::ingest_tar(data, true, w),
+            Format::Tar => ingest::ingest_tar(data, ingest::Compression::None, w),
+            Format::TarGz => ingest::ingest_tar(data, ingest::Compression::Gzip, w),
             Format::Zip => ingest::ingest_zip(Cursor::new(data), w),
         };
         r.map(|(id, _)| id)
@@ -80,26 +80,32 @@ pub mod fuzzing {
 
     /// A step.yml's bytes as `setup` reads them (UTF-8, bounded YAML, `validate_step`).
     pub fn parse_step_yml(raw: &[u8]) -> std::result::Result<serde_json::Value, String> {
-        crate::steplib::generate::parse_step_yml(raw)
+        crate::steplib::generate::parse_step_yml(raw).map_err(|e| e.to_string())
     }
 
     /// A `step-info.yml`'s text as `setup` reads it.
     pub fn parse_step_info(text: &str) -> std::result::Result<serde_json::Value, String> {
-        crate::steplib::model::parse_yaml(text).and_then(crate::steplib::generate::step_info)
+        crate::steplib::model::parse_yaml(text)
+            .and_then(crate::steplib::generate::step_info)
+            .map_err(|e| e.to_string())
     }
 
     /// A `steplib.yml`'s text as `setup` reads it.
     pub fn parse_steplib_yml(
         text: &str,
     ) -> std::result::Result<crate::steplib::SteplibMeta, String> {
-        crate::steplib::model::parse_yaml(text).and_then(crate::steplib::generate::steplib_meta)
+        crate::steplib::model::parse_yaml(text)
+            .and_then(crate::steplib::generate::steplib_meta)
+            .map_err(|e| e.to_string())
     }
 
     /// Classifies a step's `source.git` as `activate` does before any clone: `Ok(true)` for a
     /// repository on this machine (`file://`, a path), `Ok(false)` for the network, `Err` when
     /// it is refused whatever the StepLib (remote helpers, a leading `-`, another scheme).
     pub fn classify_git_url(url: &str) -> std::result::Result<bool, String> {
-        crate::fetch::classify_git_url(url).map(|k| k == crate::fetch::GitUrl::Local)
+        crate::fetch::classify_git_url(url)
+            .map(|k| k == crate::fetch::GitUrl::Local)
+            .map_err(|e| e.to_string())
     }
 
     /// Generates a collection object at `root` (which must not exist) from the StepLib checkout

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::sys::{self, LockMode, LockOutcome};
+use crate::sys::{self, LockMode, LockOutcome, Wait};
 
 /// A held lock (or the documented absence of one); released on drop.
 #[derive(Debug)]
@@ -163,7 +163,17 @@ fn take(path: &Path, mode: LockMode, interrupt: Option<&AtomicBool>) -> Result<O
         if interrupt.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
             return Err(Error::Cancelled);
         }
-        match sys::lock(&f, mode, interrupt.is_none()).map_err(Error::io("lock", path))? {
+        match sys::lock(
+            &f,
+            mode,
+            if interrupt.is_none() {
+                Wait::Block
+            } else {
+                Wait::NoWait
+            },
+        )
+        .map_err(Error::io("lock", path))?
+        {
             LockOutcome::Acquired => return Ok(Some(f)),
             LockOutcome::Unsupported => {
                 log::warn!(
@@ -269,7 +279,7 @@ impl OwnerLock {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
             Err(e) => return Err(Error::io("create lock", path)(e)),
         };
-        match sys::lock(&f, LockMode::Exclusive, false).map_err(Error::io("lock", path))? {
+        match sys::lock(&f, LockMode::Exclusive, Wait::NoWait).map_err(Error::io("lock", path))? {
             LockOutcome::Acquired | LockOutcome::Unsupported => {}
             LockOutcome::WouldBlock => return Ok(None),
         }
@@ -313,7 +323,7 @@ impl OwnerLock {
         if let Some(why) = foreign(&f, path)? {
             return Ok(Claim::Foreign(why));
         }
-        match sys::lock(&f, LockMode::Exclusive, false).map_err(Error::io("lock", path))? {
+        match sys::lock(&f, LockMode::Exclusive, Wait::NoWait).map_err(Error::io("lock", path))? {
             LockOutcome::Acquired => {}
             // Without flock we cannot prove the owner dead: keep its files.
             LockOutcome::WouldBlock | LockOutcome::Unsupported => return Ok(Claim::Live),
@@ -348,7 +358,7 @@ impl OwnerLock {
         {
             return Ok(());
         }
-        sys::lock(&f, LockMode::Shared, true).map_err(Error::io("lock", path))?;
+        sys::lock(&f, LockMode::Shared, Wait::Block).map_err(Error::io("lock", path))?;
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::activate;
+use crate::activate::{self, OnMiss};
 use crate::error::{Error, Result};
 use crate::fetch::NetConfig;
 use crate::steplib::model::Group;
@@ -46,6 +46,32 @@ impl Request {
     }
 }
 
+/// How one requested step ended ([`Outcome::status`]); shown and serialized in lowercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Fetched and published by this preload.
+    Downloaded,
+    /// Already in the store.
+    Cached,
+    /// Could not be resolved or fetched ([`Outcome::error`] says why).
+    Failed,
+    /// Stopped by [`NetConfig::cancel`] before it finished; nothing of it was published.
+    Cancelled,
+}
+
+impl Status {
+    /// The name, as in the JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Downloaded => "downloaded",
+            Status::Cached => "cached",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// What happened to one requested step.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -55,9 +81,8 @@ pub struct Outcome {
     pub constraint: String,
     /// The version it resolved to.
     pub version: Option<String>,
-    /// `cached` (already in the store), `downloaded`, `failed`, or `cancelled` (stopped by
-    /// [`NetConfig::cancel`] before it finished; nothing of it was published).
-    pub status: &'static str,
+    /// How it ended.
+    pub status: Status,
     /// Bytes of the step's files (for cached and downloaded steps).
     pub bytes: u64,
     /// Seconds spent on it.
@@ -309,7 +334,7 @@ fn cancelled(req: &Request) -> Outcome {
         id: req.id.clone(),
         constraint: req.constraint.clone(),
         version: None,
-        status: "cancelled",
+        status: Status::Cancelled,
         bytes: 0,
         seconds: 0.0,
         error: None,
@@ -322,25 +347,30 @@ fn one(store: &Store, c: &Collection, req: &Request, net: &NetConfig) -> Outcome
         id: req.id.clone(),
         constraint: req.constraint.clone(),
         version: None,
-        status: "failed",
+        status: Status::Failed,
         bytes: 0,
         seconds: 0.0,
         error: None,
     };
-    let r = activate::resolve(store, c, &req.id, &req.constraint, false, net).and_then(|r| {
-        let got = activate::download(store, &r, net)?;
-        Ok((r.version, got))
-    });
+    let r =
+        activate::resolve(store, c, &req.id, &req.constraint, OnMiss::Fail, net).and_then(|r| {
+            let got = activate::download(store, &r, net)?;
+            Ok((r.version, got))
+        });
     match r {
         Ok((version, got)) => {
             o.version = Some(version);
-            o.status = if got.ingested { "downloaded" } else { "cached" };
+            o.status = if got.ingested {
+                Status::Downloaded
+            } else {
+                Status::Cached
+            };
             o.bytes = crate::scan::tree_bytes(&store.layout().object_dir(&got.id));
         }
-        Err(Error::Cancelled) => o.status = "cancelled",
+        Err(Error::Cancelled) => o.status = Status::Cancelled,
         Err(e) if net.cancelled() => {
             // Stopped part-way; the error is a consequence of the cancellation.
-            o.status = "cancelled";
+            o.status = Status::Cancelled;
             o.error = Some(e.describe());
         }
         Err(e) => o.error = Some(e.describe()),

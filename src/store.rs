@@ -66,13 +66,32 @@ impl Produced {
     }
 }
 
+/// Whether a fill (a setup, a download) uses what a name is already bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Use the bound object; produce one only when the name is unbound.
+    IfMissing,
+    /// Produce it again even when the name is bound (an update), still after waiting for a
+    /// fill of the same name that is running.
+    Again,
+}
+
+impl From<Fill> for Rebuild<'_> {
+    fn from(f: Fill) -> Self {
+        match f {
+            Fill::IfMissing => Rebuild::Never,
+            Fill::Again => Rebuild::Always,
+        }
+    }
+}
+
 /// When [`Store::produce`] makes the object of a name that is bound already.
 #[derive(Clone, Copy)]
-pub(crate) enum Fill<'a> {
+pub(crate) enum Rebuild<'a> {
     /// Never: a bound name is the result (looked up before the name lock and again under it).
-    IfMissing,
+    Never,
     /// Always (an import, an update, a branch that moves); a running fill is still waited for.
-    Force,
+    Always,
     /// Unless, under the name lock, the name is bound to an object whose directory passes the
     /// check (a bound object that failed it: another process may have fetched it again).
     UnlessValid(&'a dyn Fn(&Path) -> Result<()>),
@@ -371,7 +390,7 @@ impl Store {
     /// Reclaims temp dirs whose owner died.
     pub fn sweep(&self) -> Result<SweepReport> {
         self.check_owner("sweep its temp area")?;
-        tmp::sweep(&self.layout, false)
+        tmp::sweep(&self.layout, tmp::SweepMode::Remove)
     }
 
     fn sweep_quietly(&self) {
@@ -386,7 +405,7 @@ impl Store {
         let ingest = |stage: &mut Stage<'_>| stage.ingest(src);
         match name {
             Some(name) => Ok(self
-                .produce(name, Fill::Force, Producer::Import, ingest)?
+                .produce(name, Rebuild::Always, Producer::Import, ingest)?
                 .id),
             None => self.stage(None, Producer::Import, ingest),
         }
@@ -395,7 +414,7 @@ impl Store {
     /// Single flight: if `name` is bound, returns its object; otherwise the first of concurrent
     /// callers ingests `src` while the others wait for it and then use its result.
     pub fn import_if_missing(&self, src: &Path, name: &Name) -> Result<Produced> {
-        self.produce(name, Fill::IfMissing, Producer::Import, |stage| {
+        self.produce(name, Rebuild::Never, Producer::Import, |stage| {
             stage.ingest(src)
         })
     }
@@ -622,7 +641,7 @@ impl Store {
     /// [`Producer`] variant and a function that writes a tree:
     ///
     /// ```text
-    /// store.produce(&name, Fill::IfMissing, Producer::StepSource, |stage| {
+    /// store.produce(&name, Rebuild::Never, Producer::StepSource, |stage| {
     ///     let archive = stage.dir().join("archive");
     ///     fetch::download(&url, None, &archive, MAX, &what, net)?;
     ///     stage.ingest(&archive)
@@ -633,11 +652,11 @@ impl Store {
     pub(crate) fn produce(
         &self,
         name: &Name,
-        fill: Fill<'_>,
+        fill: Rebuild<'_>,
         what: Producer,
         write: impl FnOnce(&mut Stage<'_>) -> Result<Tree>,
     ) -> Result<Produced> {
-        if let Fill::IfMissing = fill
+        if let Rebuild::Never = fill
             && let Some(id) = self.lookup(name)?
         {
             return Ok(Produced::found(id));
@@ -646,19 +665,19 @@ impl Store {
         let _single = lock::name_exclusive(&self.layout, name, self.interrupt.as_deref())
             .map_err(|e| self.read_only_or(e, what.op()))?;
         match fill {
-            Fill::IfMissing => {
+            Rebuild::Never => {
                 if let Some(id) = self.lookup(name)? {
                     return Ok(Produced::found(id));
                 }
             }
-            Fill::UnlessValid(check) => {
+            Rebuild::UnlessValid(check) => {
                 if let Ok((id, dir)) = self.resolve(name)
                     && check(&dir).is_ok()
                 {
                     return Ok(Produced::found(id));
                 }
             }
-            Fill::Force => {}
+            Rebuild::Always => {}
         }
         let id = self.stage(Some(name), what, write)?;
         Ok(Produced { id, ingested: true })
@@ -955,7 +974,7 @@ mod tests {
         let (_home, store) = new_store();
         let name = Name::parse("r/x/1").expect("name");
         for finish_tree in [false, true] {
-            let got = store.produce(&name, Fill::Force, Producer::Import, |stage| {
+            let got = store.produce(&name, Rebuild::Always, Producer::Import, |stage| {
                 fs::write(stage.dir().join("download"), b"partial").expect("write");
                 if finish_tree {
                     let _ = one_file(stage, "a", "a")?;
@@ -985,7 +1004,7 @@ mod tests {
             .stage(None, Producer::Import, |s| one_file(s, "b", "second"))
             .expect("reference");
         let got = store
-            .produce(&name, Fill::IfMissing, Producer::StepSource, |stage| {
+            .produce(&name, Rebuild::Never, Producer::StepSource, |stage| {
                 let first = stage.attempt(|s| {
                     fs::write(s.dir().join("archive"), b"first").expect("write");
                     let _ = one_file(s, "a", "first")?;
@@ -1008,30 +1027,33 @@ mod tests {
         let (_home, store) = new_store();
         let name = Name::parse("r/x/1").expect("name");
         let first = store
-            .produce(&name, Fill::IfMissing, Producer::Import, |s| {
+            .produce(&name, Rebuild::Never, Producer::Import, |s| {
                 one_file(s, "a", "1")
             })
             .expect("first");
         assert!(first.ingested);
         let never = |_: &mut Stage<'_>| -> Result<Tree> { panic!("the producer ran") };
         let again = store
-            .produce(&name, Fill::IfMissing, Producer::Import, never)
+            .produce(&name, Rebuild::Never, Producer::Import, never)
             .expect("bound");
         assert_eq!((again.id, again.ingested), (first.id, false));
         let valid = |_: &Path| Ok(());
         let kept = store
-            .produce(&name, Fill::UnlessValid(&valid), Producer::Import, never)
+            .produce(&name, Rebuild::UnlessValid(&valid), Producer::Import, never)
             .expect("valid");
         assert_eq!((kept.id, kept.ingested), (first.id, false));
         let invalid = |_: &Path| Err(Error::Cancelled);
         let fetched = store
-            .produce(&name, Fill::UnlessValid(&invalid), Producer::Import, |s| {
-                one_file(s, "a", "2")
-            })
+            .produce(
+                &name,
+                Rebuild::UnlessValid(&invalid),
+                Producer::Import,
+                |s| one_file(s, "a", "2"),
+            )
             .expect("invalid");
         assert!(fetched.ingested && fetched.id != first.id);
         let forced = store
-            .produce(&name, Fill::Force, Producer::Import, |s| {
+            .produce(&name, Rebuild::Always, Producer::Import, |s| {
                 one_file(s, "a", "1")
             })
             .expect("force");

@@ -248,13 +248,22 @@ pub(crate) enum LockMode {
     Exclusive,
 }
 
+/// Whether [`lock`] waits for a lock another holder has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Block until it is granted.
+    Block,
+    /// Answer [`LockOutcome::WouldBlock`] at once.
+    NoWait,
+}
+
 /// `flock(2)` on `f`.
-pub(crate) fn lock(f: &File, mode: LockMode, block: bool) -> io::Result<LockOutcome> {
-    let op = match (mode, block) {
-        (LockMode::Shared, true) => FlockOperation::LockShared,
-        (LockMode::Shared, false) => FlockOperation::NonBlockingLockShared,
-        (LockMode::Exclusive, true) => FlockOperation::LockExclusive,
-        (LockMode::Exclusive, false) => FlockOperation::NonBlockingLockExclusive,
+pub(crate) fn lock(f: &File, mode: LockMode, wait: Wait) -> io::Result<LockOutcome> {
+    let op = match (mode, wait) {
+        (LockMode::Shared, Wait::Block) => FlockOperation::LockShared,
+        (LockMode::Shared, Wait::NoWait) => FlockOperation::NonBlockingLockShared,
+        (LockMode::Exclusive, Wait::Block) => FlockOperation::LockExclusive,
+        (LockMode::Exclusive, Wait::NoWait) => FlockOperation::NonBlockingLockExclusive,
     };
     loop {
         match rustix::fs::flock(f, op) {

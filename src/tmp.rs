@@ -157,9 +157,27 @@ pub struct SweepReport {
     pub foreign: Vec<PathBuf>,
 }
 
-/// Lists the dead entries of the temp area; removes them unless `dry_run`.
-pub(crate) fn sweep(layout: &Layout, dry_run: bool) -> Result<SweepReport> {
-    sweep_in(&layout.tmp(), |_| true, dry_run, false)
+/// Whether a sweep removes the dead entries it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SweepMode {
+    /// Only list them; write nothing.
+    DryRun,
+    /// Remove them.
+    Remove,
+}
+
+/// What a sweep does with an entry it cannot claim or remove (another user's, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnError {
+    /// Return the first such failure.
+    Fail,
+    /// Log it and go on with the next entry (best effort).
+    Skip,
+}
+
+/// Lists the dead entries of the temp area; removes them with [`SweepMode::Remove`].
+pub(crate) fn sweep(layout: &Layout, mode: SweepMode) -> Result<SweepReport> {
+    sweep_in(&layout.tmp(), |_| true, mode, OnError::Fail)
 }
 
 /// Removes the temp dir at `path`, found dead earlier, by the sweep protocol. When another
@@ -172,7 +190,12 @@ pub(crate) fn reclaim_dead(path: &Path) -> Result<bool> {
     let lock_name = format!("{name}.lock");
     let gone = || matches!(fs::symlink_metadata(path), Err(e) if sys::is_not_found(&e));
     for _ in 0..8 {
-        sweep_in(dir, |n| n == name || n == lock_name, false, false)?;
+        sweep_in(
+            dir,
+            |n| n == name || n == lock_name,
+            SweepMode::Remove,
+            OnError::Fail,
+        )?;
         if gone() {
             return Ok(true);
         }
@@ -182,14 +205,13 @@ pub(crate) fn reclaim_dead(path: &Path) -> Result<bool> {
 }
 
 /// The sweep of `dir`, by the protocol of the temp area (an entry `X` is dead when `X.lock` is
-/// missing or can be claimed), over the entries whose names `ours` accepts. With `best_effort`,
-/// an entry that cannot be claimed or removed (another user's, say) is logged and skipped;
-/// otherwise the first such failure is returned.
+/// missing or can be claimed), over the entries whose names `ours` accepts; `on_error` says what
+/// to do with an entry that cannot be claimed or removed.
 pub(crate) fn sweep_in(
     dir: &Path,
     ours: impl Fn(&str) -> bool,
-    dry_run: bool,
-    best_effort: bool,
+    mode: SweepMode,
+    on_error: OnError,
 ) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     let entries = match fs::read_dir(dir) {
@@ -211,9 +233,11 @@ pub(crate) fn sweep_in(
     }
     names.sort();
     for n in &names {
-        match sweep_one(dir, n, &names, dry_run, &mut report) {
+        match sweep_one(dir, n, &names, mode, &mut report) {
             Ok(()) => {}
-            Err(e) if best_effort => log::warn!("sweep: {}; left alone", e.describe()),
+            Err(e) if on_error == OnError::Skip => {
+                log::warn!("sweep: {}; left alone", e.describe())
+            }
             Err(e) => return Err(e),
         }
     }
@@ -224,7 +248,7 @@ fn sweep_one(
     dir: &Path,
     n: &str,
     names: &[String],
-    dry_run: bool,
+    mode: SweepMode,
     report: &mut SweepReport,
 ) -> Result<()> {
     if let Some(stem) = n.strip_suffix(".lock") {
@@ -253,7 +277,7 @@ fn sweep_one(
         if fs::symlink_metadata(&entry).is_ok() {
             report.reclaimed.push(entry.clone());
         }
-        if dry_run {
+        if mode == SweepMode::DryRun {
             return Ok(());
         }
         remove_tree(&entry)?;
@@ -267,7 +291,7 @@ fn sweep_one(
             report.foreign.push(dir.join(n));
             return Ok(());
         }
-        if dry_run {
+        if mode == SweepMode::DryRun {
             // Writes nothing: report it unless its lock file appeared after our listing, or
             // it is gone (a live owner removes its directory, then its lock file: the listing
             // may hold the one and not the other).

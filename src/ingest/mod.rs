@@ -26,12 +26,12 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, LimitKind, Result};
 use crate::hash::{self, Kind, ObjectId};
 use crate::sys;
 
 pub(crate) use self::dir::ingest_dir;
-pub(crate) use self::tar::ingest_tar;
+pub(crate) use self::tar::{Compression, ingest_tar};
 pub(crate) use self::zip::ingest_zip;
 
 /// Resource limits for one ingest. All are checked while streaming, before the data is kept.
@@ -75,39 +75,19 @@ impl Default for Limits {
     }
 }
 
-/// What [`Error::LimitExceeded`] names for each limit of [`Limits`] a tree writer checks.
-pub(crate) const LIMIT_ENTRIES: &str = "number of entries";
-pub(crate) const LIMIT_INDEX: &str = "index size (all paths together)";
-pub(crate) const LIMIT_FILE: &str = "file size";
-pub(crate) const LIMIT_TOTAL: &str = "total size";
-
 impl Limits {
-    /// The environment variable that sets the limit a tree writer names `what`.
-    pub(crate) fn setting_of(what: &str) -> Option<&'static str> {
-        [
-            (LIMIT_ENTRIES, "STEPMAN_MAX_ENTRIES"),
-            (LIMIT_INDEX, "STEPMAN_MAX_INDEX_BYTES"),
-            (LIMIT_FILE, "STEPMAN_MAX_FILE_BYTES"),
-            (LIMIT_TOTAL, "STEPMAN_MAX_TOTAL_BYTES"),
-        ]
-        .into_iter()
-        .find(|(w, _)| *w == what)
-        .map(|(_, s)| s)
-    }
-
     /// The defaults, overridden by `STEPMAN_MAX_TOTAL_BYTES`, `STEPMAN_MAX_FILE_BYTES`,
     /// `STEPMAN_MAX_ENTRIES`, `STEPMAN_MAX_RATIO`, `STEPMAN_MAX_HEADER_BYTES` and
     /// `STEPMAN_MAX_INDEX_BYTES` (sizes take a
-    /// `K`, `M` or `G` suffix, powers of 1024). An unreadable value is an error naming the variable.
-    pub fn from_env() -> std::result::Result<Limits, String> {
+    /// `K`, `M` or `G` suffix, powers of 1024). An unreadable value is an
+    /// [`Error::BadSetting`] naming the variable.
+    pub fn from_env() -> Result<Limits> {
         Limits::from_lookup(|k| std::env::var(k).ok())
     }
 
     /// [`Limits::from_env`] over any lookup (tests).
-    pub fn from_lookup(
-        get: impl Fn(&str) -> Option<String>,
-    ) -> std::result::Result<Limits, String> {
-        fn parse(key: &str, v: &str) -> std::result::Result<u64, String> {
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Limits> {
+        fn parse(key: &'static str, v: &str) -> Result<u64> {
             let t = v.trim();
             let (num, mul) = match t.char_indices().last() {
                 Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
@@ -120,10 +100,13 @@ impl Limits {
                 .ok()
                 .and_then(|n| n.checked_mul(mul))
                 .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{key}={v:?}: expected a positive number (K, M, G allowed)"))
+                .ok_or_else(|| Error::BadSetting {
+                    var: key,
+                    value: v.to_string(),
+                })
         }
         let mut l = Limits::default();
-        let fields: [(&str, &mut u64); 6] = [
+        let fields: [(&'static str, &mut u64); 6] = [
             ("STEPMAN_MAX_TOTAL_BYTES", &mut l.max_total_bytes),
             ("STEPMAN_MAX_FILE_BYTES", &mut l.max_file_bytes),
             ("STEPMAN_MAX_ENTRIES", &mut l.max_entries),
@@ -247,7 +230,7 @@ impl TreeWriter {
         }
     }
 
-    fn limit(&self, entry: &str, what: &'static str, limit: u64) -> Error {
+    fn limit(&self, entry: &str, what: LimitKind, limit: u64) -> Error {
         Error::LimitExceeded {
             source_name: self.source.clone(),
             entry: entry.to_string(),
@@ -281,11 +264,11 @@ impl TreeWriter {
     /// Counts a new entry whose path (the node's key) is `key_len` bytes.
     fn count_entry(&mut self, raw: &str, key_len: usize) -> Result<()> {
         if self.nodes.len() as u64 >= self.limits.max_entries {
-            return Err(self.limit(raw, LIMIT_ENTRIES, self.limits.max_entries));
+            return Err(self.limit(raw, LimitKind::Entries, self.limits.max_entries));
         }
         self.index_bytes = self.index_bytes.saturating_add(key_len as u64);
         if self.index_bytes > self.limits.max_index_bytes {
-            return Err(self.limit(raw, LIMIT_INDEX, self.limits.max_index_bytes));
+            return Err(self.limit(raw, LimitKind::IndexBytes, self.limits.max_index_bytes));
         }
         Ok(())
     }
@@ -375,7 +358,7 @@ impl TreeWriter {
         }
         self.total_bytes += size;
         if self.total_bytes > self.limits.max_total_bytes {
-            return Err(self.limit(raw, LIMIT_TOTAL, self.limits.max_total_bytes));
+            return Err(self.limit(raw, LimitKind::TotalBytes, self.limits.max_total_bytes));
         }
         sys::set_mode_fd(&file, if exec { 0o555 } else { 0o444 })
             .map_err(Error::io("chmod", &path))?;
@@ -394,10 +377,10 @@ impl TreeWriter {
 
     fn check_size(&self, raw: &str, n: u64) -> Result<()> {
         if n > self.limits.max_file_bytes {
-            return Err(self.limit(raw, LIMIT_FILE, self.limits.max_file_bytes));
+            return Err(self.limit(raw, LimitKind::FileBytes, self.limits.max_file_bytes));
         }
         if self.total_bytes.saturating_add(n) > self.limits.max_total_bytes {
-            return Err(self.limit(raw, LIMIT_TOTAL, self.limits.max_total_bytes));
+            return Err(self.limit(raw, LimitKind::TotalBytes, self.limits.max_total_bytes));
         }
         Ok(())
     }
@@ -604,11 +587,11 @@ pub(crate) fn ingest_path(
         SourceKind::Dir => ingest_dir(src, w),
         SourceKind::TarGz => {
             let f = File::open(src).map_err(Error::io("open", src))?;
-            ingest_tar(f, true, w)
+            ingest_tar(f, Compression::Gzip, w)
         }
         SourceKind::Tar => {
             let f = File::open(src).map_err(Error::io("open", src))?;
-            ingest_tar(f, false, w)
+            ingest_tar(f, Compression::None, w)
         }
         SourceKind::Zip => {
             let f = File::open(src).map_err(Error::io("open", src))?;

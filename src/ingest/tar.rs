@@ -10,7 +10,7 @@ use std::rc::Rc;
 use tar::EntryType;
 
 use super::TreeWriter;
-use crate::error::{Error, Result};
+use crate::error::{Error, LimitKind, Result};
 use crate::hash::ObjectId;
 
 /// Counts bytes through a reader.
@@ -80,10 +80,19 @@ impl<R: Read> Read for Tracked<R> {
     }
 }
 
-/// Ingests a tar (or, with `gz`, a gzip-compressed tar) stream.
+/// How a tar stream is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    /// A gzip-compressed tar (`.tar.gz`, `.tgz`).
+    Gzip,
+    /// A plain tar.
+    None,
+}
+
+/// Ingests a tar stream, compressed as `compression` says.
 pub(crate) fn ingest_tar<R: Read>(
     input: R,
-    gz: bool,
+    compression: Compression,
     mut w: TreeWriter,
 ) -> Result<(ObjectId, PathBuf)> {
     let src = w.source().to_string();
@@ -100,10 +109,10 @@ pub(crate) fn ingest_tar<R: Read>(
         inner: BufReader::with_capacity(256 * 1024, input),
         count: compressed.clone(),
     };
-    let stream: Box<dyn Read> = if gz {
-        Box::new(flate2::bufread::MultiGzDecoder::new(raw))
-    } else {
-        Box::new(raw)
+    let gz = compression == Compression::Gzip;
+    let stream: Box<dyn Read> = match compression {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
+        Compression::None => Box::new(raw),
     };
     let tracked = Tracked {
         inner: stream,
@@ -123,14 +132,14 @@ pub(crate) fn ingest_tar<R: Read>(
             Error::LimitExceeded {
                 source_name: src.clone(),
                 entry: entry.to_string(),
-                what: "compression ratio",
+                what: LimitKind::CompressionRatio,
                 limit: limits.max_ratio,
             }
         } else if header_exceeded.get() {
             Error::LimitExceeded {
                 source_name: src.clone(),
                 entry: String::new(),
-                what: "header size",
+                what: LimitKind::HeaderBytes,
                 limit: limits.max_header_bytes,
             }
         } else {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use super::TreeWriter;
-use crate::error::{Error, Result};
+use crate::error::{Error, LimitKind, Result};
 use crate::hash::ObjectId;
 
 const S_IFMT: u32 = 0o170000;
@@ -40,7 +40,7 @@ pub(crate) fn ingest_zip<R: Read + Seek>(
         return Err(Error::LimitExceeded {
             source_name: src,
             entry: String::new(),
-            what: "number of entries (claimed by a zip64 end record)",
+            what: LimitKind::ClaimedZipEntries,
             limit: limits.max_entries,
         });
     }
@@ -61,7 +61,7 @@ pub(crate) fn ingest_zip<R: Read + Seek>(
             return Err(Error::LimitExceeded {
                 source_name: src,
                 entry: String::new(),
-                what: "index size (the zip's central directory)",
+                what: LimitKind::ZipIndexBytes,
                 limit: limits.max_index_bytes,
             });
         }
@@ -75,7 +75,7 @@ pub(crate) fn ingest_zip<R: Read + Seek>(
         return Err(Error::LimitExceeded {
             source_name: src,
             entry: String::new(),
-            what: "number of entries",
+            what: LimitKind::Entries,
             limit: limits.max_entries,
         });
     }
@@ -105,7 +105,7 @@ pub(crate) fn ingest_zip<R: Read + Seek>(
             return Err(Error::LimitExceeded {
                 source_name: src,
                 entry: path,
-                what: "compression ratio",
+                what: LimitKind::CompressionRatio,
                 limit: limits.max_ratio,
             });
         }

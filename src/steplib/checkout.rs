@@ -64,13 +64,21 @@ fn io(e: std::io::Error) -> Refusal {
     }
 }
 
-/// The bytes of the regular file at `p`, at most `limit` of them. With `follow`, a symlink at
-/// `p` is followed (a path the user gave); without, it is refused (a path already resolved).
-pub(crate) fn read_regular(p: &Path, follow: bool, limit: u64) -> Result<Vec<u8>, Refusal> {
-    let meta = if follow {
-        fs::metadata(p)
-    } else {
-        fs::symlink_metadata(p)
+/// What [`read_regular`] does with a symlink at the path it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AtLink {
+    /// Follow it (a path the user gave).
+    Follow,
+    /// Refuse it (a path already resolved inside the tree).
+    Refuse,
+}
+
+/// The bytes of the regular file at `p`, at most `limit` of them; a symlink at `p` is followed
+/// or refused as `at_link` says.
+pub(crate) fn read_regular(p: &Path, at_link: AtLink, limit: u64) -> Result<Vec<u8>, Refusal> {
+    let meta = match at_link {
+        AtLink::Follow => fs::metadata(p),
+        AtLink::Refuse => fs::symlink_metadata(p),
     }
     .map_err(io)?;
     let check = |m: &fs::Metadata| {
@@ -86,10 +94,9 @@ pub(crate) fn read_regular(p: &Path, follow: bool, limit: u64) -> Result<Vec<u8>
         }
     };
     check(&meta)?;
-    let f = if follow {
-        sys::open_read_nonblock(p)
-    } else {
-        sys::open_read_nofollow_nonblock(p)
+    let f = match at_link {
+        AtLink::Follow => sys::open_read_nonblock(p),
+        AtLink::Refuse => sys::open_read_nofollow_nonblock(p),
     }
     .map_err(io)?;
     let meta = f.metadata().map_err(io)?;
@@ -156,7 +163,7 @@ impl Checkout {
 
     /// The bytes of the regular file `rel`, at most `limit` of them.
     pub(crate) fn read(&self, rel: &str, limit: u64) -> Result<Vec<u8>, Refusal> {
-        read_regular(&self.root.join(self.resolve(rel)?), false, limit)
+        read_regular(&self.root.join(self.resolve(rel)?), AtLink::Refuse, limit)
     }
 
     /// The entries of directory `rel` (names that are not UTF-8 are left out), each with what

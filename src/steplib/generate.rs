@@ -26,10 +26,10 @@ use super::model::{
     CollectionMeta, MAX_YAML_BYTES, Skipped, SteplibMeta, parse_yaml, validate_step,
 };
 use super::{Collection, Source, version};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SteplibParseError};
 use crate::fetch::{self, NetConfig};
 use crate::hash::ObjectId;
-use crate::ingest::{Limits, TreeWriter};
+use crate::ingest::TreeWriter;
 use crate::layout::{CollectionLayout, Name};
 use crate::store::{Fill, Imported, Producer, Store};
 
@@ -45,19 +45,18 @@ pub const MAX_GROUP_BYTES: u64 = 8 << 20;
 /// Most values (keys included) of one step group of a spec.json (git-clone: 28,000).
 pub const MAX_GROUP_VALUES: usize = 150_000;
 
-/// Sets up (or, with `force`, regenerates) collection `c`; concurrent callers for the same
-/// collection wait for the first and share its result.
-pub fn setup(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<Imported> {
-    fill(store, c, force, net).map_err(|e| steplib_limit(c, e))
+/// Sets up (or, with [`Fill::Again`], regenerates) collection `c`; concurrent callers for the
+/// same collection wait for the first and share its result.
+pub fn setup(store: &Store, c: &Collection, mode: Fill, net: &NetConfig) -> Result<Imported> {
+    fill(store, c, mode, net).map_err(|e| steplib_limit(c, e))
 }
 
-fn fill(store: &Store, c: &Collection, force: bool, net: &NetConfig) -> Result<Imported> {
+fn fill(store: &Store, c: &Collection, mode: Fill, net: &NetConfig) -> Result<Imported> {
     let net = &NetConfig {
         credential: c.credential.clone(),
         ..net.clone()
     };
-    let fill = if force { Fill::Force } else { Fill::IfMissing };
-    store.produce(&c.name(), fill, Producer::Collection, |stage| {
+    store.produce(&c.name(), mode.into(), Producer::Collection, |stage| {
         match &c.source {
             Source::Dir(dir) => stage.write(&c.uri, |w| from_dir(dir, c, None, w)),
             Source::Git(url) => {
@@ -101,7 +100,6 @@ fn steplib_limit(c: &Collection, e: Error) -> Error {
             entry,
             what,
             limit,
-            setting: Limits::setting_of(what),
         },
         e => e,
     }
@@ -114,51 +112,55 @@ fn steplib_err(what: impl Into<String>, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Why a YAML file of a checkout was not used: not there, or refused (with why).
+/// Why a YAML file of a checkout was not used: not there, not read (with why), or not valid.
+#[derive(Debug, thiserror::Error)]
 enum YamlError {
+    #[error("{}", Refusal::NotFound)]
     NotFound,
-    Bad(String),
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("{0}")]
+    Parse(#[from] SteplibParseError),
 }
 
 /// Reads and parses `rel` of the checkout, bounded by [`MAX_YAML_BYTES`] before it is read.
 fn read_yaml(co: &Checkout, rel: &str) -> std::result::Result<Value, YamlError> {
     let raw = read_bounded(co, rel)?;
-    let text = std::str::from_utf8(&raw).map_err(|_| YamlError::Bad("not UTF-8".into()))?;
-    parse_yaml(text).map_err(YamlError::Bad)
+    let text = std::str::from_utf8(&raw).map_err(|_| SteplibParseError::NotUtf8)?;
+    Ok(parse_yaml(text)?)
 }
 
 /// The bytes of `rel` of the checkout: a regular file in the tree, of at most [`MAX_YAML_BYTES`].
 fn read_bounded(co: &Checkout, rel: &str) -> std::result::Result<Vec<u8>, YamlError> {
     co.read(rel, MAX_YAML_BYTES as u64).map_err(|e| match e {
         Refusal::NotFound => YamlError::NotFound,
-        e => YamlError::Bad(e.to_string()),
+        e => YamlError::Refused(e),
     })
 }
 
 /// A step.yml's bytes as setup reads them: UTF-8, one YAML document, [`validate_step`].
-pub(crate) fn parse_step_yml(raw: &[u8]) -> std::result::Result<Value, String> {
-    let text = std::str::from_utf8(raw).map_err(|_| "not UTF-8".to_string())?;
+pub(crate) fn parse_step_yml(raw: &[u8]) -> std::result::Result<Value, SteplibParseError> {
+    let text = std::str::from_utf8(raw).map_err(|_| SteplibParseError::NotUtf8)?;
     let v = parse_yaml(text)?;
     validate_step(&v)?;
     Ok(v)
 }
 
 /// A parsed `step-info.yml`: a mapping (an empty file is an empty one).
-pub(crate) fn step_info(v: Value) -> std::result::Result<Value, String> {
+pub(crate) fn step_info(v: Value) -> std::result::Result<Value, SteplibParseError> {
     match v {
         v @ Value::Object(_) => Ok(v),
         Value::Null => Ok(Value::Object(Map::new())),
-        _ => Err("not a mapping".into()),
+        _ => Err(SteplibParseError::NotAMapping),
     }
 }
 
 /// A parsed `steplib.yml`, with its required fields.
-pub(crate) fn steplib_meta(v: Value) -> std::result::Result<SteplibMeta, String> {
-    let meta: SteplibMeta = serde_json::from_value(v).map_err(|e| e.to_string())?;
+pub(crate) fn steplib_meta(v: Value) -> std::result::Result<SteplibMeta, SteplibParseError> {
+    let meta: SteplibMeta =
+        serde_json::from_value(v).map_err(|e| SteplibParseError::Schema(e.to_string()))?;
     if meta.format_version.is_empty() || meta.steplib_source.is_empty() {
-        return Err(
-            "missing required field: format_version and steplib_source are required".into(),
-        );
+        return Err(SteplibParseError::MissingSteplibFields);
     }
     Ok(meta)
 }
@@ -212,14 +214,14 @@ fn load_group(
     let rel = |p: &str| format!("steps/{id}/{p}");
     let mut skipped = Vec::new();
     let mut info = match read_yaml(co, &rel("step-info.yml"))
-        .and_then(|v| step_info(v).map_err(YamlError::Bad))
+        .and_then(|v| step_info(v).map_err(YamlError::Parse))
     {
         Ok(v) => v,
         Err(YamlError::NotFound) => Value::Object(Map::new()),
-        Err(YamlError::Bad(e)) => {
+        Err(e) => {
             return Err(Skipped {
                 path: rel("step-info.yml"),
-                error: e,
+                error: e.to_string(),
             });
         }
     };
@@ -253,10 +255,10 @@ fn load_group(
         let raw = match read_bounded(co, &rel(&yml)) {
             Ok(r) => r,
             Err(YamlError::NotFound) => continue,
-            Err(YamlError::Bad(error)) => {
+            Err(e) => {
                 skipped.push(Skipped {
                     path: rel(&yml),
-                    error,
+                    error: e.to_string(),
                 });
                 continue;
             }
@@ -280,7 +282,7 @@ fn load_group(
             }
             Err(err) => skipped.push(Skipped {
                 path: rel(&format!("{name}/step.yml")),
-                error: err,
+                error: err.to_string(),
             }),
         }
     }
@@ -373,12 +375,10 @@ pub(crate) fn from_dir(
 ) -> Result<()> {
     let co = Checkout::new(dir);
     let steplib: SteplibMeta = match read_yaml(&co, "steplib.yml") {
-        Ok(v) => steplib_meta(v).map_err(|e| steplib_err(co.display("steplib.yml"), e))?,
+        Ok(v) => {
+            steplib_meta(v).map_err(|e| steplib_err(co.display("steplib.yml"), e.to_string()))?
+        }
         Err(e) => {
-            let e = match e {
-                YamlError::NotFound => Refusal::NotFound.to_string(),
-                YamlError::Bad(e) => e,
-            };
             return Err(steplib_err(
                 format!("collection {}", c.uri),
                 format!("{}: {e}", co.display("steplib.yml")),
@@ -509,7 +509,6 @@ pub(crate) fn from_spec_reader(r: impl Read, c: &Collection, w: &mut TreeWriter)
             entry: bounds.at.take(),
             what,
             limit,
-            setting: None,
         });
     }
     let bad = |reason: String| steplib_err(format!("collection {}", c.uri), reason);
@@ -564,7 +563,7 @@ fn spec_group(
             if let Err(e) = validate_step(&step) {
                 g.skipped.push(Skipped {
                     path: format!("steps/{id}/{ver}"),
-                    error: e,
+                    error: e.to_string(),
                 });
                 continue;
             }
@@ -591,6 +590,7 @@ mod spec_stream {
     use serde_json::{Map, Value};
 
     use super::{MAX_GROUP_BYTES, MAX_GROUP_VALUES};
+    use crate::error::LimitKind;
 
     /// The budget of the value being read, shared by the reader and the visitors.
     pub(super) struct Bounds {
@@ -601,7 +601,7 @@ mod spec_stream {
         /// The key (`steps/<id>` for a group) being read, for the error.
         pub at: RefCell<String>,
         /// Which limit was hit, and its value.
-        pub hit: Cell<Option<(&'static str, u64)>>,
+        pub hit: Cell<Option<(LimitKind, u64)>>,
     }
 
     impl Default for Bounds {
@@ -636,10 +636,9 @@ mod spec_stream {
             let b = &self.bounds.bytes;
             b.set(b.get() + n as u64);
             if b.get() > MAX_GROUP_BYTES {
-                self.bounds.hit.set(Some((
-                    "size in bytes of one step group (or top-level value) of spec.json",
-                    MAX_GROUP_BYTES,
-                )));
+                self.bounds
+                    .hit
+                    .set(Some((LimitKind::SpecGroupBytes, MAX_GROUP_BYTES)));
                 return Err(io::Error::other("past the StepLib limit"));
             }
             Ok(n)
@@ -717,10 +716,9 @@ mod spec_stream {
         fn spend<E: de::Error>(&self) -> Result<(), E> {
             let left = self.0.values.get();
             if left == 0 {
-                self.0.hit.set(Some((
-                    "number of values of one step group (or top-level value) of spec.json",
-                    MAX_GROUP_VALUES as u64,
-                )));
+                self.0
+                    .hit
+                    .set(Some((LimitKind::SpecGroupValues, MAX_GROUP_VALUES as u64)));
                 return Err(E::custom("past the StepLib limit"));
             }
             self.0.values.set(left - 1);

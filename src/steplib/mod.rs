@@ -222,7 +222,7 @@ impl Opened {
 pub fn read_step_yml(path: &Path) -> Result<Value> {
     parse_yml_bytes(
         path,
-        checkout::read_regular(path, true, model::MAX_YAML_BYTES as u64),
+        checkout::read_regular(path, checkout::AtLink::Follow, model::MAX_YAML_BYTES as u64),
     )
 }
 
@@ -242,7 +242,8 @@ fn parse_yml_bytes(
         reason,
     };
     let raw = raw.map_err(|e| bad(e.to_string()))?;
-    let text = std::str::from_utf8(&raw).map_err(|_| bad("not UTF-8".into()))?;
+    let text = std::str::from_utf8(&raw)
+        .map_err(|_| bad(crate::error::SteplibParseError::NotUtf8.to_string()))?;
     model::parse_yaml(text).map_err(|e| bad(format!("invalid step.yml: {e}")))
 }
 

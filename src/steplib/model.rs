@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::error::SteplibParseError;
+
 /// One entry of `download_locations`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DownloadLocation {
@@ -142,12 +144,12 @@ const COUNT_ABOVE_BYTES: usize = 256 << 10;
 /// A document that uses aliases is therefore first walked without building anything, counting
 /// what it expands to, and refused past [`MAX_YAML_VALUES`] values or [`MAX_YAML_SCALAR_BYTES`]
 /// scalar bytes; only then is it built.
-pub fn parse_yaml(text: &str) -> Result<Value, String> {
+pub fn parse_yaml(text: &str) -> Result<Value, SteplibParseError> {
     if text.len() > MAX_YAML_BYTES {
-        return Err(format!(
-            "YAML document of {} bytes (at most {MAX_YAML_BYTES})",
-            text.len()
-        ));
+        return Err(SteplibParseError::TooLarge {
+            size: text.len(),
+            limit: MAX_YAML_BYTES,
+        });
     }
     // Only an alias (`*a`, `<<: *a`) of an anchor (`&a`) makes a document expand past its text:
     // without both characters, the values are bounded by the text and one pass is enough. (Most
@@ -160,9 +162,16 @@ pub fn parse_yaml(text: &str) -> Result<Value, String> {
             yaml_budget::Count(&mut budget),
             serde_yaml_ng::Deserializer::from_str(text),
         )
-        .map_err(|e| format!("invalid YAML: {e}"))?;
+        .map_err(yaml_error)?;
     }
-    serde_yaml_ng::from_str::<Value>(text).map_err(|e| format!("invalid YAML: {e}"))
+    serde_yaml_ng::from_str::<Value>(text).map_err(yaml_error)
+}
+
+fn yaml_error(e: serde_yaml_ng::Error) -> SteplibParseError {
+    SteplibParseError::Yaml {
+        line: e.location().map(|l| l.line()),
+        reason: e.to_string(),
+    }
 }
 
 /// A visitor that walks a document as `serde_json::Value` would, building nothing, and fails
@@ -269,28 +278,29 @@ mod yaml_budget {
 }
 
 /// Checks what stepman needs of a step.yml; the rest is kept as it is.
-pub fn validate_step(step: &Value) -> Result<(), String> {
+pub fn validate_step(step: &Value) -> Result<(), SteplibParseError> {
+    use SteplibParseError as E;
     let Some(map) = step.as_object() else {
-        return Err("step.yml is not a mapping".into());
+        return Err(E::FieldNotAMapping("step.yml"));
     };
     match map.get("title") {
         Some(Value::String(_)) => {}
-        Some(_) => return Err("title is not a string".into()),
-        None => return Err("missing required field: title".into()),
+        Some(_) => return Err(E::NotAString("title")),
+        None => return Err(E::MissingField("title")),
     }
     if let Some(src) = map.get("source") {
         let Some(src) = src.as_object() else {
-            return Err("source is not a mapping".into());
+            return Err(E::FieldNotAMapping("source"));
         };
-        for k in ["git", "commit"] {
+        for (k, field) in [("git", "source.git"), ("commit", "source.commit")] {
             if src.get(k).is_some_and(|v| !v.is_string()) {
-                return Err(format!("source.{k} is not a string"));
+                return Err(E::NotAString(field));
             }
         }
     }
     if let Some(ex) = map.get("executables") {
         let Some(ex) = ex.as_object() else {
-            return Err("executables is not a mapping".into());
+            return Err(E::FieldNotAMapping("executables"));
         };
         for (platform, e) in ex {
             let ok = e.get("storage_uri").is_some_and(Value::is_string)
@@ -298,9 +308,9 @@ pub fn validate_step(step: &Value) -> Result<(), String> {
                     .and_then(Value::as_str)
                     .is_some_and(|h| h.starts_with("sha256-"));
             if !ok {
-                return Err(format!(
-                    "executables.{platform} needs storage_uri and a sha256-<hex> hash"
-                ));
+                return Err(E::BadExecutable {
+                    platform: platform.clone(),
+                });
             }
         }
     }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use stepman::activate;
+use stepman::activate::{self, Precompiled};
 
 /// Copy a step version into a working directory.
 ///
@@ -56,8 +56,13 @@ pub fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
         None => super::open_rw(cli)?,
     }
     .with_interrupt(net.cancel.clone());
-    let r = activate::resolve(&store, &c, &a.id, &a.version, a.update, &net)?;
-    let precompiled = a.precompiled || activate::precompiled::enabled_by_env();
+    let on_miss = super::on_miss(a.update);
+    let r = activate::resolve(&store, &c, &a.id, &a.version, on_miss, &net)?;
+    let precompiled = if a.precompiled || activate::precompiled::enabled_by_env() {
+        Precompiled::Use
+    } else {
+        Precompiled::Skip
+    };
     let replace = if a.replace {
         stepman::Replace::Anything
     } else {

@@ -32,7 +32,8 @@ pub fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode> {
     let net = cli.net();
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
-    let r = activate::resolve(&store, &c, &a.id, &a.version, a.update, &net)?;
+    let on_miss = super::on_miss(a.update);
+    let r = activate::resolve(&store, &c, &a.id, &a.version, on_miss, &net)?;
     let got = activate::download(&store, &r, &net)?;
     eprintln!(
         "{}@{} {} ({})",

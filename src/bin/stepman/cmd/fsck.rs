@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use stepman::fsck::Repair;
+
 use super::CouldNotRun;
 
 /// Rehash every object and check every name; optionally repair.
@@ -24,7 +26,7 @@ pub struct FsckArgs {
 pub fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_ro(cli).map_err(|e| CouldNotRun(format!("{e:#}")))?;
     let report = match &store {
-        Some(s) => stepman::fsck::fsck(s, args.repair)
+        Some(s) => stepman::fsck::fsck(s, if args.repair { Repair::Yes } else { Repair::No })
             .map_err(|e| CouldNotRun(format!("{:#}", anyhow::Error::from(e))))?,
         None => stepman::fsck::FsckReport::default(),
     };
@@ -33,7 +35,12 @@ pub fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode> {
     } else {
         for p in &report.problems {
             let state = if p.repaired { "repaired" } else { "found" };
-            super::outln!("{state}\t{}\t{}\t{}", p.kind, p.path.display(), p.detail);
+            super::outln!(
+                "{state}\t{}\t{}\t{}",
+                p.kind.as_str(),
+                p.path.display(),
+                p.detail
+            );
         }
     }
     let unrepaired = report.unrepaired();

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use stepman::gc::GcMode;
 
 /// Remove objects no name points at, and temp dirs whose owner died.
 ///
@@ -23,7 +24,14 @@ pub fn run(cli: &crate::Cli, args: &GcArgs) -> anyhow::Result<ExitCode> {
         eprintln!("stepman gc: no store at {}", cli.home()?.display());
         return Ok(ExitCode::SUCCESS);
     };
-    let report = stepman::gc::gc(&store, args.dry_run)?;
+    let report = stepman::gc::gc(
+        &store,
+        if args.dry_run {
+            GcMode::DryRun
+        } else {
+            GcMode::Collect
+        },
+    )?;
     if args.json {
         super::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -119,9 +119,18 @@ pub fn open_rw(cli: &crate::Cli) -> anyhow::Result<stepman::Store> {
         .with_lower(lower(cli)?))
 }
 
+/// What `--update` asks of a resolve that finds no matching version.
+fn on_miss(update: bool) -> stepman::activate::OnMiss {
+    if update {
+        stepman::activate::OnMiss::Update
+    } else {
+        stepman::activate::OnMiss::Fail
+    }
+}
+
 /// The ingest limits, from the environment (README: "What an import refuses").
 fn limits() -> anyhow::Result<stepman::Limits> {
-    stepman::Limits::from_env().map_err(|e| CouldNotRun(e).into())
+    stepman::Limits::from_env().map_err(|e| CouldNotRun(e.to_string()).into())
 }
 
 /// Opens the store for a command that only reads; `None` when there is no store yet (with

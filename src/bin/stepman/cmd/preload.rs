@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use stepman::preload::{self, Outcome, Request, Selection};
+use stepman::preload::{self, Outcome, Request, Selection, Status};
 
 /// Warm the store with many steps in parallel
 ///
@@ -147,7 +147,7 @@ pub fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode> {
         r
     })?;
 
-    let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count();
+    let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
     if a.json {
         super::outln!(
             "{}",
@@ -156,14 +156,17 @@ pub fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode> {
             )?
         );
     }
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.status == "failed").collect();
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.status == Status::Failed)
+        .collect();
     eprintln!(
         "preload: {} steps: {} downloaded, {} already cached, {} failed{}; {} received in {:.1}s",
         outcomes.len(),
-        count("downloaded"),
-        count("cached"),
+        count(Status::Downloaded),
+        count(Status::Cached),
         failed.len(),
-        match count("cancelled") {
+        match count(Status::Cancelled) {
             0 => String::new(),
             n => format!(", {n} cancelled"),
         },
@@ -212,11 +215,12 @@ impl Bar {
     fn line(o: &Outcome, n: usize, total: usize) -> String {
         let version = o.version.as_deref().unwrap_or("?");
         match (&o.error, o.status) {
-            (_, "cancelled") => format!("[{n}/{total}] {}@{}: cancelled", o.id, o.constraint),
+            (_, Status::Cancelled) => format!("[{n}/{total}] {}@{}: cancelled", o.id, o.constraint),
             (Some(e), _) => format!("[{n}/{total}] {}@{}: failed: {e}", o.id, o.constraint),
             (None, status) => format!(
-                "[{n}/{total}] {}@{version}: {status} ({}, {:.2}s)",
+                "[{n}/{total}] {}@{version}: {} ({}, {:.2}s)",
                 o.id,
+                status.as_str(),
                 HumanBytes(o.bytes),
                 o.seconds
             ),
@@ -226,7 +230,7 @@ impl Bar {
     fn outcome(&self, o: &Outcome, n: usize, total: usize) {
         match &self.bar {
             Some(b) => {
-                if o.status == "failed" {
+                if o.status == Status::Failed {
                     b.println(Self::line(o, n, total));
                 }
                 b.inc(1);

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use stepman::Fill;
 use stepman::steplib::{self, ExportType, generate};
 
 /// Set up a StepLib collection.
@@ -38,7 +39,8 @@ pub fn run(cli: &crate::Cli, a: &SetupArgs) -> anyhow::Result<ExitCode> {
     let net = cli.net();
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
-    let r = generate::setup(&store, &c, false, &net).with_context(|| format!("setup {}", c.uri))?;
+    let r = generate::setup(&store, &c, Fill::IfMissing, &net)
+        .with_context(|| format!("setup {}", c.uri))?;
     let opened = steplib::open(&store, &c)?.context("collection vanished after setup")?;
     for s in &opened.meta.skipped {
         log::info!("{}: skipped {}: {}", c.uri, s.path, s.error);

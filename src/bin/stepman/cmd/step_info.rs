@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use serde_json::{Value, json};
-use stepman::activate::{self, StepInfo};
+use stepman::activate::{self, OnMiss, StepInfo};
 
 use super::steplib::Format;
 
@@ -73,7 +73,7 @@ pub fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode> {
                 Some(s) => s,
                 None => super::open_rw(cli)?,
             };
-            let r = activate::resolve(&store, &c, id, &a.version, false, &cli.net())?;
+            let r = activate::resolve(&store, &c, id, &a.version, OnMiss::Fail, &cli.net())?;
             StepInfo::from(&r)
         }
     };

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use stepman::Fill;
 use stepman::steplib::{self, generate};
 
 /// Regenerate one collection or all.
@@ -36,7 +37,9 @@ pub fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> {
         let c = super::steplib::collection(&uri)?;
         // `c.uri` is the URI without its credentials, which must not be printed.
         let shown = &c.uri;
-        match generate::setup(&store, &c, true, &net).with_context(|| format!("update {shown}")) {
+        match generate::setup(&store, &c, Fill::Again, &net)
+            .with_context(|| format!("update {shown}"))
+        {
             Ok(_) => eprintln!("updated {shown}"),
             Err(e) => {
                 eprintln!("stepman: {e:#}");
