@@ -13,15 +13,15 @@ use std::path::Path;
 
 /// What [`generate`] wrote.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Regular files.
-    pub files: usize,
+    pub(crate) files: usize,
     /// Directories, the root excluded.
-    pub dirs: usize,
+    pub(crate) dirs: usize,
     /// Symlinks.
-    pub symlinks: usize,
+    pub(crate) symlinks: usize,
     /// Bytes of file content.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 /// splitmix64: small, fast and the same everywhere.
@@ -201,7 +201,7 @@ fn write_file(path: &Path, data: &[u8], exec: bool, stats: &mut Stats) -> io::Re
 }
 
 /// Writes the tree under `root`, which must not exist.
-pub fn generate(root: &Path) -> io::Result<Stats> {
+pub(crate) fn generate(root: &Path) -> io::Result<Stats> {
     let mut rng = Rng(0x57e9_3a11_0000_0001);
     let mut stats = Stats::default();
     fs::create_dir(root)?;

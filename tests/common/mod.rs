@@ -16,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 /// The `stepman` binary cargo built for these tests (`STEPMAN_TEST_BIN` overrides it: a test
 /// that reruns itself as another user points it at a copy that user can run).
-pub fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     std::env::var_os("STEPMAN_TEST_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stepman")))
@@ -24,7 +24,7 @@ pub fn bin() -> PathBuf {
 
 /// Sets the environment every test process gets: the store root, no fsync (these tests do not
 /// test durability), and a fixed log level so a user's `RUST_LOG` cannot change the output.
-pub fn store_env(cmd: &mut Command, home: &Path) {
+pub(crate) fn store_env(cmd: &mut Command, home: &Path) {
     cmd.env("STEPMAN_HOME", home)
         .env("STEPMAN_NO_FSYNC", "1")
         .env("RUST_LOG", "warn")
@@ -33,7 +33,7 @@ pub fn store_env(cmd: &mut Command, home: &Path) {
 }
 
 /// `stepman <args>` against the store under `home`.
-pub fn stepman<I, S>(home: &Path, args: I) -> Command
+pub(crate) fn stepman<I, S>(home: &Path, args: I) -> Command
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -45,7 +45,7 @@ where
 }
 
 /// `stepman store export <name> <dest>` against the store under `home`.
-pub fn export_cmd(home: &Path, name: &str, dest: &Path) -> Command {
+pub(crate) fn export_cmd(home: &Path, name: &str, dest: &Path) -> Command {
     stepman(
         home,
         [
@@ -59,7 +59,7 @@ pub fn export_cmd(home: &Path, name: &str, dest: &Path) -> Command {
 
 /// The entries of `dir` that are export staging dirs or their lock files (`.stepman-` in the
 /// name), sorted; none when `dir` cannot be read.
-pub fn staging_entries(dir: &Path) -> Vec<String> {
+pub(crate) fn staging_entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .map(|r| {
             r.flatten()
@@ -73,13 +73,13 @@ pub fn staging_entries(dir: &Path) -> Vec<String> {
 }
 
 /// Runs a command to completion, capturing its output.
-pub fn output(cmd: &mut Command) -> Output {
+pub(crate) fn output(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
 }
 
 /// Runs a command that must succeed; returns its stdout, trimmed.
-pub fn run_ok(cmd: &mut Command) -> String {
+pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let out = output(cmd);
     assert!(
         out.status.success(),
@@ -92,7 +92,7 @@ pub fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// `stepman store import <src> [--name <name>]`, which must succeed; returns the object id.
-pub fn import(home: &Path, src: &Path, name: Option<&str>) -> String {
+pub(crate) fn import(home: &Path, src: &Path, name: Option<&str>) -> String {
     let mut cmd = stepman(
         home,
         [OsStr::new("store"), OsStr::new("import"), src.as_os_str()],
@@ -106,7 +106,7 @@ pub fn import(home: &Path, src: &Path, name: Option<&str>) -> String {
 }
 
 /// True for 64 lowercase hex digits.
-pub fn is_object_id(s: &str) -> bool {
+pub(crate) fn is_object_id(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -115,7 +115,7 @@ pub fn is_object_id(s: &str) -> bool {
 /// A shell command (`sh -c <script> sh <args>...`) with the store environment, whose script
 /// first waits for one line on stdin: spawn many of them, then [`release`] them together so they
 /// really start at once. The script reaches the binary as `"$STEPMAN"`.
-pub fn gated_shell<I, S>(home: &Path, script: &str, args: I) -> Command
+pub(crate) fn gated_shell<I, S>(home: &Path, script: &str, args: I) -> Command
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -133,7 +133,7 @@ where
 }
 
 /// `stepman <args>` behind a start gate (see [`gated_shell`]).
-pub fn gated_stepman<I, S>(home: &Path, args: I) -> Command
+pub(crate) fn gated_stepman<I, S>(home: &Path, args: I) -> Command
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -142,7 +142,7 @@ where
 }
 
 /// Opens the start gate of every child spawned from a gated command.
-pub fn release(children: &mut [Child]) {
+pub(crate) fn release(children: &mut [Child]) {
     let mut stdins: Vec<_> = children.iter_mut().filter_map(|c| c.stdin.take()).collect();
     for s in &mut stdins {
         s.write_all(b"go\n").expect("open the start gate");
@@ -152,16 +152,16 @@ pub fn release(children: &mut [Child]) {
 
 /// A small deterministic generator (SplitMix64): the same seed always gives the same tree.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed)
     }
 
     /// The next 64 bits.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -170,12 +170,12 @@ impl Rng {
     }
 
     /// A number in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
 
     /// Fills `buf` with generated bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             let v = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
@@ -185,7 +185,7 @@ impl Rng {
 
 /// What [`make_tree`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TreeStats {
+pub(crate) struct TreeStats {
     /// Regular files.
     pub files: usize,
     /// Bytes of file content.
@@ -200,7 +200,7 @@ const SIZES: [usize; 10] = [0, 1, 17, 300, 1_000, 4_096, 9_000, 20_000, 33_000, 
 /// 13th file executable, and two symlinks (to a file and to a directory, both inside the tree).
 /// The same `(seed, files)` always gives byte-identical trees; different seeds give different
 /// trees.
-pub fn make_tree(dir: &Path, seed: u64, files: usize) -> TreeStats {
+pub(crate) fn make_tree(dir: &Path, seed: u64, files: usize) -> TreeStats {
     assert!(files >= 1, "a tree needs at least one file");
     let mut rng = Rng::new(seed);
     fs::create_dir_all(dir.join("bin")).unwrap();
@@ -236,7 +236,7 @@ pub fn make_tree(dir: &Path, seed: u64, files: usize) -> TreeStats {
 }
 
 /// Packs the contents of `dir` into the tar.gz `out` with the `tar` command.
-pub fn tar_gz(dir: &Path, out: &Path) {
+pub(crate) fn tar_gz(dir: &Path, out: &Path) {
     let st = Command::new("tar")
         .arg("-czf")
         .arg(out)
@@ -292,7 +292,7 @@ fn listing(root: &Path) -> Result<BTreeMap<PathBuf, Entry>, String> {
 /// Compares two trees: the same entries, kinds, executable bits, file contents (byte for byte)
 /// and symlink targets. Timestamps, owners and other mode bits are ignored. `Err` describes the
 /// first difference.
-pub fn diff_trees(a: &Path, b: &Path) -> Result<(), String> {
+pub(crate) fn diff_trees(a: &Path, b: &Path) -> Result<(), String> {
     let la = listing(a)?;
     let lb = listing(b)?;
     for (rel, ea) in &la {
@@ -319,7 +319,7 @@ pub fn diff_trees(a: &Path, b: &Path) -> Result<(), String> {
 }
 
 /// Panics unless [`diff_trees`] finds the trees identical.
-pub fn assert_same_tree(a: &Path, b: &Path) {
+pub(crate) fn assert_same_tree(a: &Path, b: &Path) {
     if let Err(e) = diff_trees(a, b) {
         panic!("{} and {} differ: {e}", a.display(), b.display());
     }
@@ -328,16 +328,16 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 /// A temp dir for one test, removed with everything in it when dropped, including the
 /// read-only directories a store holds (which `tempfile` alone cannot remove as non-root).
 #[derive(Debug)]
-pub struct TestDir(tempfile::TempDir);
+pub(crate) struct TestDir(tempfile::TempDir);
 
 impl TestDir {
     /// A fresh, empty temp dir.
-    pub fn new() -> TestDir {
+    pub(crate) fn new() -> TestDir {
         TestDir(tempfile::tempdir().expect("create a temp dir"))
     }
 
     /// Its path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.0.path()
     }
 }
@@ -355,7 +355,7 @@ impl Drop for TestDir {
 }
 
 /// Gives the owner write access to every directory under `path` (not following symlinks).
-pub fn make_writable(path: &Path) {
+pub(crate) fn make_writable(path: &Path) {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return;
     };
@@ -374,12 +374,12 @@ pub fn make_writable(path: &Path) {
 }
 
 /// The store directory under `home`.
-pub fn store_root(home: &Path) -> PathBuf {
+pub(crate) fn store_root(home: &Path) -> PathBuf {
     home.join("store-v1")
 }
 
 /// Every directory under `store-v1/objects/*/`, sorted.
-pub fn object_dirs(home: &Path) -> Vec<PathBuf> {
+pub(crate) fn object_dirs(home: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(shards) = fs::read_dir(store_root(home).join("objects")) else {
         return out;
@@ -401,7 +401,7 @@ pub fn object_dirs(home: &Path) -> Vec<PathBuf> {
 }
 
 /// The ids (directory names) of [`object_dirs`].
-pub fn object_ids(home: &Path) -> Vec<String> {
+pub(crate) fn object_ids(home: &Path) -> Vec<String> {
     object_dirs(home)
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -410,7 +410,7 @@ pub fn object_ids(home: &Path) -> Vec<String> {
 
 /// What `stepman fsck --json` said.
 #[derive(Debug)]
-pub struct Fsck {
+pub(crate) struct Fsck {
     /// Its exit code: 0 clean, 1 damage, 2 could not run.
     pub code: i32,
     /// The parsed report.
@@ -421,7 +421,7 @@ pub struct Fsck {
 
 impl Fsck {
     /// The reported problems.
-    pub fn problems(&self) -> &[serde_json::Value] {
+    pub(crate) fn problems(&self) -> &[serde_json::Value] {
         self.report["problems"]
             .as_array()
             .map_or(&[], Vec::as_slice)
@@ -429,7 +429,7 @@ impl Fsck {
 }
 
 /// Runs `stepman fsck --json` (plus `extra` arguments) and parses its report.
-pub fn fsck_json(home: &Path, extra: &[&str]) -> Fsck {
+pub(crate) fn fsck_json(home: &Path, extra: &[&str]) -> Fsck {
     let mut args = vec!["fsck", "--json"];
     args.extend_from_slice(extra);
     let out = output(&mut stepman(home, args));
@@ -449,7 +449,7 @@ pub fn fsck_json(home: &Path, extra: &[&str]) -> Fsck {
 }
 
 /// Panics unless `stepman fsck --json` exits 0 and reports no problem.
-pub fn assert_fsck_clean(home: &Path) -> Fsck {
+pub(crate) fn assert_fsck_clean(home: &Path) -> Fsck {
     let f = fsck_json(home, &[]);
     assert!(
         f.code == 0 && f.problems().is_empty(),
@@ -462,7 +462,7 @@ pub fn assert_fsck_clean(home: &Path) -> Fsck {
 }
 
 /// A zip holding one executable `step.sh` with `body`.
-pub fn zip_of_script(body: &[u8]) -> Vec<u8> {
+pub(crate) fn zip_of_script(body: &[u8]) -> Vec<u8> {
     let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     z.start_file(
         "step.sh",
@@ -475,7 +475,7 @@ pub fn zip_of_script(body: &[u8]) -> Vec<u8> {
 
 /// A local StepLib at `lib` with step `s` in each of `versions`, each a zip (relative
 /// `archives/` download location) whose `step.sh` is `echo <version>`.
-pub fn local_steplib(lib: &Path, versions: &[&str]) {
+pub(crate) fn local_steplib(lib: &Path, versions: &[&str]) {
     for v in versions {
         fs::create_dir_all(lib.join(format!("steps/s/{v}"))).unwrap();
         fs::write(lib.join(format!("steps/s/{v}/step.yml")), "title: S\n").unwrap();
@@ -494,7 +494,7 @@ pub fn local_steplib(lib: &Path, versions: &[&str]) {
 }
 
 /// True when `strace` is installed and may trace here; otherwise says why the test is skipped.
-pub fn strace_usable(test: &str) -> bool {
+pub(crate) fn strace_usable(test: &str) -> bool {
     static USABLE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let r = USABLE.get_or_init(|| {
         match Command::new("strace")
@@ -531,7 +531,7 @@ pub fn strace_usable(test: &str) -> bool {
 
 /// True when running as root with `setpriv` (to run the binary as `nobody`); otherwise says why
 /// the test is skipped.
-pub fn root_with_setpriv(test: &str) -> bool {
+pub(crate) fn root_with_setpriv(test: &str) -> bool {
     let root = Command::new("id")
         .arg("-u")
         .output()

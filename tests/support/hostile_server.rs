@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 /// What the `Content-Length` header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Length {
+pub(crate) enum Length {
     /// The body's real length.
     Exact,
     /// This number, whatever the body is.
@@ -29,7 +29,7 @@ pub enum Length {
 
 /// One answer to one request.
 #[derive(Debug, Clone)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// `200`, the first `send` bytes of `body` (all of it when `None`), then close.
     Body {
         body: Arc<Vec<u8>>,
@@ -65,7 +65,7 @@ pub enum Answer {
 
 impl Answer {
     /// `200` with the whole body and its true Content-Length.
-    pub fn ok(body: &[u8]) -> Answer {
+    pub(crate) fn ok(body: &[u8]) -> Answer {
         Answer::Body {
             body: Arc::new(body.to_vec()),
             length: Length::Exact,
@@ -74,7 +74,7 @@ impl Answer {
     }
 
     /// `200` whose Content-Length is the whole body's, but only `send` bytes are sent.
-    pub fn truncated(body: &[u8], send: usize) -> Answer {
+    pub(crate) fn truncated(body: &[u8], send: usize) -> Answer {
         Answer::Body {
             body: Arc::new(body.to_vec()),
             length: Length::Exact,
@@ -83,7 +83,7 @@ impl Answer {
     }
 
     /// A bare status.
-    pub fn status(code: u16) -> Answer {
+    pub(crate) fn status(code: u16) -> Answer {
         Answer::Status {
             code,
             headers: Vec::new(),
@@ -91,7 +91,7 @@ impl Answer {
     }
 
     /// A status with one extra header.
-    pub fn status_with(code: u16, name: &str, value: &str) -> Answer {
+    pub(crate) fn status_with(code: u16, name: &str, value: &str) -> Answer {
         Answer::Status {
             code,
             headers: vec![(name.to_string(), value.to_string())],
@@ -99,14 +99,14 @@ impl Answer {
     }
 
     /// `302` to `location`.
-    pub fn redirect(location: &str) -> Answer {
+    pub(crate) fn redirect(location: &str) -> Answer {
         Answer::status_with(302, "Location", location)
     }
 }
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     /// The path (query removed).
     pub path: String,
     /// Header names lowercased, values trimmed.
@@ -117,7 +117,7 @@ pub struct Request {
 
 impl Request {
     /// The value of header `name` (any case).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
         self.headers
             .iter()
@@ -138,7 +138,7 @@ struct Shared {
 
 /// The server. Dropping it stops it.
 #[derive(Debug)]
-pub struct HostileServer {
+pub(crate) struct HostileServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
@@ -146,7 +146,7 @@ pub struct HostileServer {
 
 impl HostileServer {
     /// Binds a free port on `127.0.0.1` and starts serving.
-    pub fn start() -> HostileServer {
+    pub(crate) fn start() -> HostileServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let shared = Arc::new(Shared::default());
@@ -173,18 +173,18 @@ impl HostileServer {
     }
 
     /// `http://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// `127.0.0.1:<port>`.
-    pub fn authority(&self) -> String {
+    pub(crate) fn authority(&self) -> String {
         self.addr.to_string()
     }
 
     /// Answers requests for `path` with `answers` in turn (the last repeats), replacing any
     /// earlier script.
-    pub fn script(&self, path: &str, answers: Vec<Answer>) {
+    pub(crate) fn script(&self, path: &str, answers: Vec<Answer>) {
         assert!(!answers.is_empty(), "a script needs an answer");
         self.shared
             .scripts
@@ -194,12 +194,12 @@ impl HostileServer {
     }
 
     /// Every request so far, in arrival order.
-    pub fn requests(&self) -> Vec<Request> {
+    pub(crate) fn requests(&self) -> Vec<Request> {
         self.shared.requests.lock().unwrap().clone()
     }
 
     /// The requests for `path`.
-    pub fn requests_for(&self, path: &str) -> Vec<Request> {
+    pub(crate) fn requests_for(&self, path: &str) -> Vec<Request> {
         self.requests()
             .into_iter()
             .filter(|r| r.path == path)
@@ -207,13 +207,13 @@ impl HostileServer {
     }
 
     /// How many requests for `path` arrived.
-    pub fn count(&self, path: &str) -> usize {
+    pub(crate) fn count(&self, path: &str) -> usize {
         self.requests_for(path).len()
     }
 
     /// Waits until no answer is being written any more (every stalling or dripping answer has
     /// seen its client hang up); false after `timeout`.
-    pub fn wait_idle(&self, timeout: Duration) -> bool {
+    pub(crate) fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while self.shared.busy.load(Ordering::SeqCst) > 0 {
             if Instant::now() > deadline {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 /// How a path is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// `200` with the whole body, spread evenly over `delay` (20 chunks).
     Full {
         /// Time the body takes to send.
@@ -51,7 +51,7 @@ struct Shared {
 /// A small HTTP/1.1 server on `127.0.0.1:0`: one thread accepts, one thread per connection
 /// answers `GET` with `Connection: close`. Unknown paths get `404`.
 #[derive(Debug)]
-pub struct Server {
+pub(crate) struct Server {
     addr: SocketAddr,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
@@ -59,7 +59,7 @@ pub struct Server {
 
 impl Server {
     /// Binds a free loopback port and starts serving.
-    pub fn start() -> Server {
+    pub(crate) fn start() -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
@@ -85,12 +85,12 @@ impl Server {
     }
 
     /// `http://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Serves `body` at `path` (which starts with `/`), replacing any earlier route.
-    pub fn serve(&self, path: &str, body: Vec<u8>, mode: Mode) {
+    pub(crate) fn serve(&self, path: &str, body: Vec<u8>, mode: Mode) {
         self.shared.routes.lock().unwrap().insert(
             path.to_string(),
             Route {
@@ -101,20 +101,20 @@ impl Server {
     }
 
     /// Changes how `path` is answered from now on.
-    pub fn set_mode(&self, path: &str, mode: Mode) {
+    pub(crate) fn set_mode(&self, path: &str, mode: Mode) {
         let mut routes = self.shared.routes.lock().unwrap();
         routes.get_mut(path).expect("no such route").mode = mode;
     }
 
     /// Changes how every route is answered from now on.
-    pub fn serve_all_mode(&self, mode: Mode) {
+    pub(crate) fn serve_all_mode(&self, mode: Mode) {
         for r in self.shared.routes.lock().unwrap().values_mut() {
             r.mode = mode;
         }
     }
 
     /// How many requests for `path` arrived (any method, any answer).
-    pub fn count(&self, path: &str) -> usize {
+    pub(crate) fn count(&self, path: &str) -> usize {
         self.shared
             .counts
             .lock()
@@ -125,12 +125,12 @@ impl Server {
     }
 
     /// Every path requested, with its count.
-    pub fn counts(&self) -> HashMap<String, usize> {
+    pub(crate) fn counts(&self) -> HashMap<String, usize> {
         self.shared.counts.lock().unwrap().clone()
     }
 
     /// Waits until `n` stalling answers have sent their half body; false on timeout.
-    pub fn wait_stalled(&self, n: usize, timeout: Duration) -> bool {
+    pub(crate) fn wait_stalled(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut got = self.shared.stalled.lock().unwrap();
         while *got < n {
@@ -144,7 +144,7 @@ impl Server {
     }
 
     /// Stops accepting (the port is closed when this returns) and ends stalled answers.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(a) = self.acceptor.take() {
             // Wake the acceptor so it sees the flag and drops the listener.
@@ -231,7 +231,7 @@ fn handle(mut conn: TcpStream, s: &Shared) -> io::Result<()> {
 
 /// What a tree entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
+pub(crate) enum Kind {
     Dir,
     File,
     Symlink,
@@ -239,7 +239,7 @@ pub enum Kind {
 
 /// Every entry under `root` (not `root` itself), as `(relative path, kind)`, sorted by path so
 /// that parents come before their children.
-pub fn walk(root: &Path) -> Vec<(PathBuf, Kind)> {
+pub(crate) fn walk(root: &Path) -> Vec<(PathBuf, Kind)> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -267,7 +267,7 @@ fn mode_of(p: &Path) -> u32 {
 }
 
 /// The tree `src` as a zip with unix modes and symlinks (deflated).
-pub fn zip_tree(src: &Path) -> Vec<u8> {
+pub(crate) fn zip_tree(src: &Path) -> Vec<u8> {
     use zip::write::SimpleFileOptions;
     let opts = SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
@@ -295,7 +295,7 @@ pub fn zip_tree(src: &Path) -> Vec<u8> {
 }
 
 /// The tree `src` as a tar.gz (`tar` + `flate2`), symlinks kept as symlinks.
-pub fn targz_tree(src: &Path) -> Vec<u8> {
+pub(crate) fn targz_tree(src: &Path) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut b = tar::Builder::new(gz);
     b.follow_symlinks(false);
@@ -306,7 +306,7 @@ pub fn targz_tree(src: &Path) -> Vec<u8> {
 }
 
 /// A zip of a small valid step plus one entry named `evil` (written as given, e.g. `../../x`).
-pub fn zip_with_entry(evil: &str, marker: &[u8]) -> Vec<u8> {
+pub(crate) fn zip_with_entry(evil: &str, marker: &[u8]) -> Vec<u8> {
     use zip::write::SimpleFileOptions;
     let opts = SimpleFileOptions::default().system(zip::System::Unix);
     let mut z = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
@@ -320,7 +320,7 @@ pub fn zip_with_entry(evil: &str, marker: &[u8]) -> Vec<u8> {
 
 /// A tar.gz of a small valid step plus one file entry whose raw header name is `evil` (the
 /// `tar` crate's `set_path` refuses `..`, so the name is written into the header directly).
-pub fn targz_with_entry(evil: &str, marker: &[u8]) -> Vec<u8> {
+pub(crate) fn targz_with_entry(evil: &str, marker: &[u8]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |name: &[u8], data: &[u8], mode: u32| {
         let mut h = tar::Header::new_gnu();
@@ -348,7 +348,7 @@ pub fn targz_with_entry(evil: &str, marker: &[u8]) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 
 /// Writes `steplib.yml` into `dir` with the given `(type, src)` download locations.
-pub fn write_steplib_yml(dir: &Path, locations: &[(&str, &str)]) {
+pub(crate) fn write_steplib_yml(dir: &Path, locations: &[(&str, &str)]) {
     fs::create_dir_all(dir.join("steps")).unwrap();
     let mut y = String::from(
         "format_version: 1.0.0\nsteplib_source: https://example.invalid/steplib.git\n\
@@ -361,7 +361,7 @@ pub fn write_steplib_yml(dir: &Path, locations: &[(&str, &str)]) {
 }
 
 /// A step.yml with a title, and `source` when given as `(git, commit)`.
-pub fn step_yml(title: &str, source: Option<(&str, &str)>) -> String {
+pub(crate) fn step_yml(title: &str, source: Option<(&str, &str)>) -> String {
     let mut y = format!(
         "title: \"{title}\"\nsummary: A step made by the scenario tests\n\
          website: https://example.invalid\ntoolkit:\n  bash:\n    entry_file: step.sh\n\
@@ -376,7 +376,7 @@ pub fn step_yml(title: &str, source: Option<(&str, &str)>) -> String {
 }
 
 /// Writes `steps/<id>/<version>/step.yml` (and a `step-info.yml` for the group).
-pub fn write_step(dir: &Path, id: &str, version: &str, yml: &str) {
+pub(crate) fn write_step(dir: &Path, id: &str, version: &str, yml: &str) {
     let g = dir.join("steps").join(id);
     fs::create_dir_all(g.join(version)).unwrap();
     fs::write(g.join("step-info.yml"), "maintainer: scenario-tests\n").unwrap();
@@ -388,7 +388,7 @@ pub fn write_step(dir: &Path, id: &str, version: &str, yml: &str) {
 // ---------------------------------------------------------------------------------------------
 
 /// Runs `git <args>` in `dir` with a fixed identity and dates; returns its stdout, trimmed.
-pub fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -418,7 +418,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 
 /// A bare repository made by [`git_repo`].
 #[derive(Debug, Clone)]
-pub struct GitRepo {
+pub(crate) struct GitRepo {
     /// `file:///…/repo.git`.
     pub url: String,
     /// The commit the tag points at (its tree is exactly the source tree).
@@ -429,7 +429,7 @@ pub struct GitRepo {
 
 /// Creates `<work>/repo.git` (bare) with two commits: an earlier one holding `src` plus
 /// `OLD-FILE`, and the tagged one holding exactly `src` (tag `tag`).
-pub fn git_repo(work: &Path, src: &Path, tag: &str) -> GitRepo {
+pub(crate) fn git_repo(work: &Path, src: &Path, tag: &str) -> GitRepo {
     let wt = work.join("worktree");
     fs::create_dir_all(&wt).unwrap();
     git(&wt, &["init", "-q"]);
@@ -462,7 +462,7 @@ pub fn git_repo(work: &Path, src: &Path, tag: &str) -> GitRepo {
 
 /// A directory holding a `git` wrapper that logs every invocation's arguments to `log` and
 /// runs the real git; put it first in `PATH` to count clones.
-pub fn git_wrapper(dir: &Path, log: &Path) -> PathBuf {
+pub(crate) fn git_wrapper(dir: &Path, log: &Path) -> PathBuf {
     let out = Command::new("sh")
         .args(["-c", "command -v git"])
         .output()
@@ -486,7 +486,7 @@ pub fn git_wrapper(dir: &Path, log: &Path) -> PathBuf {
 /// A `git://127.0.0.1:<port>/` server of the bare repositories under a directory: one thread
 /// accepts, and each connection is answered by `git daemon --inetd` on that socket (no port race,
 /// nothing but loopback). Stops accepting when dropped.
-pub struct GitDaemon {
+pub(crate) struct GitDaemon {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     acceptor: Option<JoinHandle<()>>,
@@ -494,7 +494,7 @@ pub struct GitDaemon {
 
 impl GitDaemon {
     /// Serves every repository under `base` (`git://…/<name>.git` is `<base>/<name>.git`).
-    pub fn start(base: &Path) -> GitDaemon {
+    pub(crate) fn start(base: &Path) -> GitDaemon {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -531,7 +531,7 @@ impl GitDaemon {
     }
 
     /// `git://127.0.0.1:<port>/<name>`.
-    pub fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!("git://{}/{name}", self.addr)
     }
 }
@@ -548,7 +548,7 @@ impl Drop for GitDaemon {
 
 /// Commits the tree `src` (symlinks kept as symlinks) into a new bare repository
 /// `<work>/<name>` and returns its path.
-pub fn git_bare_of(work: &Path, src: &Path, name: &str) -> PathBuf {
+pub(crate) fn git_bare_of(work: &Path, src: &Path, name: &str) -> PathBuf {
     git(src, &["init", "-q"]);
     git(src, &["add", "-A"]);
     git(src, &["commit", "-q", "-m", "steplib"]);

@@ -18,7 +18,7 @@ use stepman::activate::{self, Precompiled};
 #[command(
     after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step -y ./step.yml"
 )]
-pub struct ActivateArgs {
+pub(crate) struct ActivateArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
     collection: String,
@@ -46,7 +46,7 @@ pub struct ActivateArgs {
     precompiled: bool,
 }
 
-pub fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
     let net = cli.net();
     super::stop_on_signals(&net.cancel)?;

@@ -13,13 +13,13 @@ use super::steplib::Format;
 /// List the collections set up in the store.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  stepman collections --format json")]
-pub struct CollectionsArgs {
+pub(crate) struct CollectionsArgs {
     /// Output format.
     #[arg(short = 'f', long, value_enum, default_value = "raw")]
     format: Format,
 }
 
-pub fn run(cli: &crate::Cli, a: &CollectionsArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, a: &CollectionsArgs) -> anyhow::Result<ExitCode> {
     let list = match super::open_ro(cli)? {
         Some(store) => steplib::list(&store)?,
         None => Vec::new(),

@@ -13,13 +13,13 @@ use stepman::steplib;
 #[command(
     after_help = "Example:\n  stepman delete -c https://github.com/bitrise-io/bitrise-steplib.git"
 )]
-pub struct DeleteArgs {
+pub(crate) struct DeleteArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
     collection: String,
 }
 
-pub fn run(cli: &crate::Cli, a: &DeleteArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, a: &DeleteArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
     let Some(store) = super::open_ro(cli)? else {
         eprintln!("{} is not set up", c.uri);

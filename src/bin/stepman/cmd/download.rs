@@ -12,7 +12,7 @@ use stepman::activate;
 #[command(
     after_help = "Example:\n  stepman download -c https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8"
 )]
-pub struct DownloadArgs {
+pub(crate) struct DownloadArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
     collection: String,
@@ -27,7 +27,7 @@ pub struct DownloadArgs {
     update: bool,
 }
 
-pub fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
     let net = cli.net();
     super::stop_on_signals(&net.cancel)?;

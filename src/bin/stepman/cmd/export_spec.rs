@@ -21,7 +21,7 @@ enum Kind {
 #[command(
     after_help = "Example:\n  stepman export-spec --steplib https://github.com/bitrise-io/bitrise-steplib.git --output spec.json --export-type latest"
 )]
-pub struct ExportSpecArgs {
+pub(crate) struct ExportSpecArgs {
     /// The collection's URI.
     #[arg(long, alias = "collection", short = 'c')]
     steplib: String,
@@ -34,7 +34,7 @@ pub struct ExportSpecArgs {
 }
 
 /// Writes the spec to `path` atomically (or to stdout for `-`).
-pub fn write_to(o: &Opened, kind: ExportType, path: &Path) -> anyhow::Result<()> {
+pub(crate) fn write_to(o: &Opened, kind: ExportType, path: &Path) -> anyhow::Result<()> {
     if path == Path::new("-") {
         let mut out = BufWriter::new(std::io::stdout().lock());
         let closed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
@@ -64,7 +64,7 @@ pub fn write_to(o: &Opened, kind: ExportType, path: &Path) -> anyhow::Result<()>
     Ok(())
 }
 
-pub fn run(cli: &crate::Cli, a: &ExportSpecArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, a: &ExportSpecArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.steplib)?;
     let store =
         super::open_ro(cli)?.ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;

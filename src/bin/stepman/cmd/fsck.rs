@@ -13,7 +13,7 @@ use super::CouldNotRun;
 /// Exit status: 0 clean, 1 damage found (or repaired: the output says which), 2 could not run.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  stepman fsck --repair --json")]
-pub struct FsckArgs {
+pub(crate) struct FsckArgs {
     /// Move damaged objects aside, drop names that point at them, fix permissions, reclaim dead
     /// temp dirs.
     #[arg(long)]
@@ -23,7 +23,7 @@ pub struct FsckArgs {
     json: bool,
 }
 
-pub fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_ro(cli).map_err(|e| CouldNotRun(format!("{e:#}")))?;
     let report = match &store {
         Some(s) => stepman::fsck::fsck(s, if args.repair { Repair::Yes } else { Repair::No })

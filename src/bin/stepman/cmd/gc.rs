@@ -10,7 +10,7 @@ use stepman::gc::GcMode;
 /// Safe while other processes import, resolve and export.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  stepman gc --dry-run --json")]
-pub struct GcArgs {
+pub(crate) struct GcArgs {
     /// Report what would be removed; remove nothing.
     #[arg(long)]
     dry_run: bool,
@@ -19,7 +19,7 @@ pub struct GcArgs {
     json: bool,
 }
 
-pub fn run(cli: &crate::Cli, args: &GcArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, args: &GcArgs) -> anyhow::Result<ExitCode> {
     let Some(store) = super::open_ro(cli)? else {
         eprintln!("stepman gc: no store at {}", cli.home()?.display());
         return Ok(ExitCode::SUCCESS);

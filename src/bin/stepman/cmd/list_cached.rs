@@ -13,7 +13,7 @@ use stepman::preload;
 #[command(
     after_help = "Example:\n  stepman list-cached -c https://github.com/bitrise-io/bitrise-steplib.git --json"
 )]
-pub struct ListCachedArgs {
+pub(crate) struct ListCachedArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
     collection: String,
@@ -22,7 +22,7 @@ pub struct ListCachedArgs {
     json: bool,
 }
 
-pub fn run(cli: &crate::Cli, a: &ListCachedArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, a: &ListCachedArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
     let cached = match super::open_ro(cli)? {
         Some(store) => preload::list_cached(&store, &c)?,

@@ -1,27 +1,27 @@
 //! One module per subcommand.
 
-pub mod activate;
-pub mod collections;
-pub mod delete;
-pub mod download;
-pub mod export_spec;
-pub mod fsck;
-pub mod gc;
-pub mod list_cached;
-pub mod preload;
-pub mod setup;
-pub mod step_info;
-pub mod step_list;
-pub mod steplib;
-pub mod store;
-pub mod update;
+pub(crate) mod activate;
+pub(crate) mod collections;
+pub(crate) mod delete;
+pub(crate) mod download;
+pub(crate) mod export_spec;
+pub(crate) mod fsck;
+pub(crate) mod gc;
+pub(crate) mod list_cached;
+pub(crate) mod preload;
+pub(crate) mod setup;
+pub(crate) mod step_info;
+pub(crate) mod step_list;
+pub(crate) mod steplib;
+pub(crate) mod store;
+pub(crate) mod update;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Marks an error that means "the command could not run at all" (exit 2).
 #[derive(Debug)]
-pub struct CouldNotRun(pub String);
+pub(crate) struct CouldNotRun(pub String);
 
 impl fmt::Display for CouldNotRun {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -37,7 +37,7 @@ static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 /// Marks an error that means "stdout's reader went away" (`stepman … | head -1`): the command
 /// ends quietly, with exit 0, since everything it had to do before printing is done.
 #[derive(Debug)]
-pub struct StdoutClosed;
+pub(crate) struct StdoutClosed;
 
 impl fmt::Display for StdoutClosed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -50,7 +50,7 @@ impl std::error::Error for StdoutClosed {}
 /// Writes one line of data to stdout (what `outln!` expands to). Once the reader has closed
 /// the pipe, this and every later line are dropped without a word, and the command finishes
 /// with its own exit status; any other write error is an error.
-pub fn out_line(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
+pub(crate) fn out_line(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
     use std::io::Write;
     if STDOUT_CLOSED.load(Ordering::Relaxed) {
         return Ok(());
@@ -67,7 +67,7 @@ pub fn out_line(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
 }
 
 /// Whether `e` says stdout's reader has gone.
-pub fn is_stdout_closed(e: &anyhow::Error) -> bool {
+pub(crate) fn is_stdout_closed(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<StdoutClosed>())
 }
 
@@ -83,7 +83,9 @@ pub(crate) use outln;
 /// Makes SIGINT and SIGTERM set `flag` instead of killing the process, for commands that stop
 /// cleanly by polling it (the library's cancellation points). Signals that arrive after the
 /// first only set the flag again.
-pub fn stop_on_signals(flag: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<()> {
+pub(crate) fn stop_on_signals(
+    flag: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, flag.clone())
             .map_err(|e| anyhow::anyhow!("installing the handler of signal {sig}: {e}"))?;
@@ -111,7 +113,7 @@ fn lower(cli: &crate::Cli) -> anyhow::Result<Vec<stepman::Store>> {
 }
 
 /// Opens (creating if needed) the store for a command that writes.
-pub fn open_rw(cli: &crate::Cli) -> anyhow::Result<stepman::Store> {
+pub(crate) fn open_rw(cli: &crate::Cli) -> anyhow::Result<stepman::Store> {
     let home = cli.home()?;
     Ok(stepman::Store::open(&home)?
         .with_durability(cli.durability())
@@ -135,7 +137,7 @@ fn limits() -> anyhow::Result<stepman::Limits> {
 
 /// Opens the store for a command that only reads; `None` when there is no store yet (with
 /// read-only stores layered under it, the writable one is created so they can be read).
-pub fn open_ro(cli: &crate::Cli) -> anyhow::Result<Option<stepman::Store>> {
+pub(crate) fn open_ro(cli: &crate::Cli) -> anyhow::Result<Option<stepman::Store>> {
     let home = cli.home()?;
     let lower = lower(cli)?;
     match stepman::Store::open_existing(&home)? {

@@ -28,7 +28,7 @@ use stepman::preload::{self, Outcome, Request, Selection, Status};
     after_help = "Examples:\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git --maintainer \"\" --majors 1 --minors-since 0 --patches-since 0\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git git-clone@8 script@1 --jobs 8 --json"
 )]
 #[command(verbatim_doc_comment)]
-pub struct PreloadArgs {
+pub(crate) struct PreloadArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
     collection: String,
@@ -109,7 +109,7 @@ fn read_list(f: &PathBuf) -> anyhow::Result<Vec<Request>> {
         .collect())
 }
 
-pub fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
     let net = cli.net();
     super::stop_on_signals(&net.cancel)?;

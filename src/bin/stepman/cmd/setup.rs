@@ -17,7 +17,7 @@ use stepman::steplib::{self, ExportType, generate};
 #[command(
     after_help = "Example:\n  stepman setup -c https://github.com/bitrise-io/bitrise-steplib.git"
 )]
-pub struct SetupArgs {
+pub(crate) struct SetupArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
     collection: String,
@@ -29,7 +29,7 @@ pub struct SetupArgs {
     copy_spec_json: Option<PathBuf>,
 }
 
-pub fn run(cli: &crate::Cli, a: &SetupArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, a: &SetupArgs) -> anyhow::Result<ExitCode> {
     let uri = if a.local && !a.collection.contains("://") {
         format!("file://{}", std::path::absolute(&a.collection)?.display())
     } else {

@@ -18,7 +18,7 @@ use super::steplib::Format;
 #[command(
     after_help = "Example:\n  stepman step-info --library https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8 --format json"
 )]
-pub struct StepInfoArgs {
+pub(crate) struct StepInfoArgs {
     /// The collection's URI, or `path::DIR` for a local step, or `git::URL@REF`.
     #[arg(long, env = "STEPMAN_LIBRARY_URI", alias = "collection", short = 'c')]
     library: Option<String>,
@@ -53,7 +53,7 @@ fn local_info(library: &str, id: &str, yml: PathBuf) -> anyhow::Result<StepInfo>
     })
 }
 
-pub fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode> {
     let info = if let Some(yml) = &a.step_yml {
         local_info("path", &yml.display().to_string(), yml.clone())?
     } else {

@@ -15,7 +15,7 @@ use super::steplib::Format;
 #[command(
     after_help = "Example:\n  stepman step-list -c https://github.com/bitrise-io/bitrise-steplib.git -f json"
 )]
-pub struct StepListArgs {
+pub(crate) struct StepListArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
     collection: String,
@@ -24,7 +24,7 @@ pub struct StepListArgs {
     format: Format,
 }
 
-pub fn run(cli: &crate::Cli, a: &StepListArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, a: &StepListArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
     let store =
         super::open_ro(cli)?.ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;

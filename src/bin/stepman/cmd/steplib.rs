@@ -4,7 +4,7 @@ use clap::ValueEnum;
 
 /// `--format` of the listing commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Human-readable lines.
     Raw,
     /// JSON on stdout.
@@ -12,6 +12,6 @@ pub enum Format {
 }
 
 /// Parses a collection URI (errors name it).
-pub fn collection(uri: &str) -> anyhow::Result<stepman::steplib::Collection> {
+pub(crate) fn collection(uri: &str) -> anyhow::Result<stepman::steplib::Collection> {
     Ok(stepman::steplib::Collection::parse(uri)?)
 }

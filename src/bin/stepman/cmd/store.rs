@@ -8,7 +8,7 @@ use clap::Subcommand;
 use stepman::Name;
 
 #[derive(Debug, Subcommand)]
-pub enum StoreCmd {
+pub(crate) enum StoreCmd {
     /// Ingest a directory, .tar, .tar.gz/.tgz or .zip; print the object id on stdout.
     #[command(
         after_help = "Example:\n  stepman store import step.zip --name steplib/git-clone/8.5.1"
@@ -40,7 +40,7 @@ pub enum StoreCmd {
     },
 }
 
-pub fn run(cli: &crate::Cli, cmd: &StoreCmd) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, cmd: &StoreCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         StoreCmd::Import {
             path,

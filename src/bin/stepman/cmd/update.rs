@@ -15,13 +15,13 @@ use stepman::steplib::{self, generate};
 #[command(
     after_help = "Example:\n  stepman update -c https://github.com/bitrise-io/bitrise-steplib.git"
 )]
-pub struct UpdateArgs {
+pub(crate) struct UpdateArgs {
     /// The collection's URI (none: every collection).
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
     collection: Option<String>,
 }
 
-pub fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> {
     let net = cli.net();
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
