@@ -384,7 +384,7 @@ pub fn activate_with(
         match exe {
             Ok(Some(id)) => {
                 if let Some((yml, bytes)) = &definition {
-                    write_atomically(bytes, yml)?;
+                    write_definition(bytes, yml)?;
                 }
                 return Ok(id);
             }
@@ -419,7 +419,7 @@ pub fn activate_with(
         }
     };
     if let Some((yml, bytes)) = &definition {
-        write_atomically(bytes, yml)?;
+        write_definition(bytes, yml)?;
     }
     Ok(id)
 }
@@ -444,26 +444,14 @@ fn read_definition(store: &Store, r: &Resolved) -> Result<Vec<u8>> {
     }
 }
 
-/// Writes `bytes` to `dest` through a temp file beside `dest` and one rename.
-pub(crate) fn write_atomically(bytes: &[u8], dest: &Path) -> Result<()> {
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&parent).map_err(Error::io("create dir", &parent))?;
-    let tmp = parent.join(format!(".stepman-{:016x}.tmp", fastrand::u64(..)));
-    let r = fs::write(&tmp, bytes)
-        .map_err(Error::io("write", &tmp))
-        .and_then(|()| {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
-                .map_err(Error::io("chmod", &tmp))
-        })
-        .and_then(|()| fs::rename(&tmp, dest).map_err(Error::io("rename", dest)));
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
+/// Writes the step.yml `bytes` to `dest` (mode 0644), creating its directory first.
+fn write_definition(bytes: &[u8], dest: &Path) -> Result<()> {
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(Error::io("create dir", parent))?;
     }
-    r
+    crate::atomic::write_file_atomically(dest, crate::atomic::FileMode::Exactly(0o644), |w| {
+        w.write_all(bytes).map_err(Error::io("write", dest))
+    })
 }
 
 /// Precompiled executables (`executables.<os>-<arch>` of a step.yml).

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod activate;
+pub mod atomic;
 pub mod credentials;
 pub mod error;
 mod export;
