@@ -25,6 +25,7 @@ pub mod layout;
 mod lock;
 pub mod preload;
 mod scan;
+pub mod step;
 pub mod steplib;
 pub mod store;
 mod sys;
