@@ -24,6 +24,7 @@ mod ingest;
 pub mod layout;
 mod lock;
 pub mod preload;
+mod retry;
 mod scan;
 pub mod step;
 pub mod steplib;

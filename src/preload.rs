@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::fetch::NetConfig;
+use crate::retry::Race;
 use crate::step::{self, OnMiss};
 use crate::steplib::model::Group;
 use crate::steplib::version::Version;
@@ -126,8 +127,10 @@ fn for_each_group(
 ) -> Result<()> {
     // Set up outside the lock (a setup takes it itself), then read under it. A concurrent
     // `delete` may remove the collection between the two (delete is safe while others work):
-    // then set it up again, as an activation does (a few times, then give up).
-    for _ in 0..3 {
+    // then set it up again, as an activation does (a few times, then give up: `crate::retry`;
+    // the first pass counts, as an activation's first download does).
+    let mut race = Race::new(Race::REDO);
+    while race.again() {
         step::open_or_setup(store, c, net)?;
         let listed = store.read_locked(|| {
             let Some(opened) = steplib::open(store, c)? else {

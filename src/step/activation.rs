@@ -9,6 +9,7 @@ use super::source::download;
 use crate::error::{Error, Result};
 use crate::fetch::NetConfig;
 use crate::hash::ObjectId;
+use crate::retry::Race;
 use crate::steplib;
 use crate::store::Store;
 
@@ -91,15 +92,15 @@ pub fn activate_with(
         }
     }
     let name = r.name()?;
-    let mut downloads = 0;
+    let mut race = Race::new(Race::REDO);
     let id = loop {
         match store.export_replacing(&name, dest, replace) {
             Ok(id) => break id,
             // Not in the store; or gone again before we could copy it out (a `delete` unbound
-            // it, a gc collected it): delete is safe while others activate, so download again.
-            Err(Error::NameNotFound { .. }) if downloads < 3 => {
+            // it, a gc collected it): delete is safe while others activate, so download again
+            // (`crate::retry`).
+            Err(Error::NameNotFound { .. }) if race.again() => {
                 download(store, r, net)?;
-                downloads += 1;
             }
             Err(e) => return Err(e),
         }

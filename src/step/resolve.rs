@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::fetch::NetConfig;
 use crate::layout::Name;
+use crate::retry::Race;
 use crate::steplib::{self, Collection, Constraint, Opened, generate};
 use crate::store::{Fill, Store};
 
@@ -83,14 +84,17 @@ impl From<&Resolved> for StepInfo {
 /// Opens collection `c`, setting it up first if it is not (that needs write access).
 pub fn open_or_setup(store: &Store, c: &Collection, net: &NetConfig) -> Result<Opened> {
     // A concurrent `delete` may remove the collection right after we set it up: delete is safe
-    // while others activate, so set it up again (a few times, then give up).
-    for _ in 0..3 {
+    // while others activate, so set it up again (a few times, then give up: `crate::retry`).
+    let mut race = Race::new(Race::REDO);
+    loop {
         if let Some(o) = steplib::open(store, c)? {
             return Ok(o);
         }
+        if !race.again() {
+            return Err(Error::NotSetUp { uri: c.uri.clone() });
+        }
         generate::setup(store, c, Fill::IfMissing, net)?;
     }
-    steplib::open(store, c)?.ok_or_else(|| Error::NotSetUp { uri: c.uri.clone() })
 }
 
 /// What [`resolve`] does when the collection has no version of the step that the constraint
@@ -114,13 +118,14 @@ pub fn resolve(
 ) -> Result<Resolved> {
     let mut opened = open_or_setup(store, c, net)?;
     let mut updated = false;
-    let mut reopened = 0;
+    let mut reopen = Race::new(Race::REOPEN);
     loop {
         let group = match opened.group(id) {
             // Lookups take no lock: an update may have re-pointed the collection and a gc removed
-            // the object we opened. Read the name again.
-            Err(Error::Io { source, .. }) if reopened < 8 && crate::sys::is_not_found(&source) => {
-                reopened += 1;
+            // the object we opened. Read the name again (`crate::retry`).
+            Err(Error::Io { source, .. })
+                if reopen.again() && crate::sys::is_not_found(&source) =>
+            {
                 opened = open_or_setup(store, c, net)?;
                 continue;
             }
