@@ -515,6 +515,18 @@ fn assert_step(dest: &Path, version: &str) {
     );
 }
 
+/// Runs eight `stepman <args(i)>` at once (behind a start gate) and panics unless all succeed.
+fn all_succeed_together<'a>(home: &Path, round: usize, args: impl Fn(usize) -> Vec<&'a str>) {
+    let mut children: Vec<_> = (0..8)
+        .map(|i| common::gated_stepman(home, args(i)).spawn().unwrap())
+        .collect();
+    common::release(&mut children);
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "round {round}: {}", err_text(&o));
+    }
+}
+
 /// `activate -p DIR` into a directory that holds the user's files refuses, says the directory
 /// is not empty and names `--replace`, and keeps every file (it deleted them before, issue 10);
 /// with `--replace` the step replaces it, complete, and nothing is left beside it.
@@ -804,19 +816,10 @@ fn concurrent_activations_into_one_destination_all_succeed() {
         assert!(o.status.success(), "{}", err_text(&o));
     }
     for round in 0..5 {
-        let mut children: Vec<_> = (0..8)
-            .map(|i| {
-                let v = if i % 2 == 0 { "1.0.0" } else { "2.0.0" };
-                common::gated_stepman(&home, ["activate", "-c", &lib, "-i", "s", "-v", v, "-p", p])
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        common::release(&mut children);
-        for c in children {
-            let o = c.wait_with_output().unwrap();
-            assert!(o.status.success(), "round {round}: {}", err_text(&o));
-        }
+        all_succeed_together(&home, round, |i| {
+            let v = if i % 2 == 0 { "1.0.0" } else { "2.0.0" };
+            vec!["activate", "-c", &lib, "-i", "s", "-v", v, "-p", p]
+        });
         let held = fs::read_to_string(proj.join("step.sh")).unwrap();
         assert!(held == "echo 1.0.0\n" || held == "echo 2.0.0\n", "{held}");
         assert_eq!(entries(&proj), vec!["step.sh".to_string()]);
@@ -863,18 +866,9 @@ fn concurrent_export_specs_to_one_path_all_succeed() {
     let spec = out.join("spec.json");
     let s = spec.to_str().unwrap();
     for round in 0..5 {
-        let mut children: Vec<_> = (0..8)
-            .map(|_| {
-                common::gated_stepman(&home, ["export-spec", "--steplib", &lib, "--output", s])
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        common::release(&mut children);
-        for c in children {
-            let o = c.wait_with_output().unwrap();
-            assert!(o.status.success(), "round {round}: {}", err_text(&o));
-        }
+        all_succeed_together(&home, round, |_| {
+            vec!["export-spec", "--steplib", &lib, "--output", s]
+        });
         assert_eq!(
             spec_without_timestamp(&fs::read_to_string(&spec).unwrap()),
             want,
