@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod activate;
+pub mod atomic;
 pub mod credentials;
 pub mod error;
 mod export;
@@ -23,7 +24,9 @@ mod ingest;
 pub mod layout;
 mod lock;
 pub mod preload;
+mod retry;
 mod scan;
+pub mod step;
 pub mod steplib;
 pub mod store;
 mod sys;

@@ -13,9 +13,10 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::activate::{self, OnMiss};
 use crate::error::{Error, Result};
 use crate::fetch::NetConfig;
+use crate::retry::Race;
+use crate::step::{self, OnMiss};
 use crate::steplib::model::Group;
 use crate::steplib::version::Version;
 use crate::steplib::{self, Collection};
@@ -126,9 +127,11 @@ fn for_each_group(
 ) -> Result<()> {
     // Set up outside the lock (a setup takes it itself), then read under it. A concurrent
     // `delete` may remove the collection between the two (delete is safe while others work):
-    // then set it up again, as an activation does (a few times, then give up).
-    for _ in 0..3 {
-        activate::open_or_setup(store, c, net)?;
+    // then set it up again, as an activation does (a few times, then give up: `crate::retry`;
+    // the first pass counts, as an activation's first download does).
+    let mut race = Race::new(Race::REDO);
+    while race.again() {
+        step::open_or_setup(store, c, net)?;
         let listed = store.read_locked(|| {
             let Some(opened) = steplib::open(store, c)? else {
                 return Ok(false);
@@ -301,7 +304,7 @@ pub fn preload(
     progress: &(dyn Fn(&Outcome, usize, usize) + Sync),
 ) -> Result<Vec<Outcome>> {
     // Set the collection up once, before the workers start.
-    activate::open_or_setup(store, c, net)?;
+    step::open_or_setup(store, c, net)?;
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; requests.len()]);
@@ -352,11 +355,10 @@ fn one(store: &Store, c: &Collection, req: &Request, net: &NetConfig) -> Outcome
         seconds: 0.0,
         error: None,
     };
-    let r =
-        activate::resolve(store, c, &req.id, &req.constraint, OnMiss::Fail, net).and_then(|r| {
-            let got = activate::download(store, &r, net)?;
-            Ok((r.version, got))
-        });
+    let r = step::resolve(store, c, &req.id, &req.constraint, OnMiss::Fail, net).and_then(|r| {
+        let got = step::download(store, &r, net)?;
+        Ok((r.version, got))
+    });
     match r {
         Ok((version, got)) => {
             o.version = Some(version);

@@ -27,6 +27,7 @@ use crate::hash::ObjectId;
 use crate::ingest::{self, Durability, Limits};
 use crate::layout::{FORMAT_MAJOR, Layout, Name, TempKind};
 use crate::lock;
+use crate::retry::Race;
 use crate::sys::{self, Publish};
 use crate::tmp::{self, SweepReport, TempDir};
 
@@ -522,15 +523,14 @@ impl Store {
     fn resolve_here(&self, name: &Name) -> Result<(ObjectId, PathBuf)> {
         let path = self.layout.name_path(name);
         // Lock-free, so the name may be re-pointed after we read it and gc may then remove the
-        // object it used to point at: when the object is missing but the link changed, read again.
-        let mut retries = 0;
+        // object it used to point at: when the object is missing but the link changed, read again
+        // (`crate::retry`).
+        let mut race = Race::new(Race::LOOKUP);
         loop {
             let (target, id, dir) = self.read_name(name, &path)?;
             match fs::symlink_metadata(&dir) {
                 Ok(m) if m.is_dir() => return Ok((id, dir)),
-                _ if retries < 16 && fs::read_link(&path).ok().as_ref() != Some(&target) => {
-                    retries += 1;
-                }
+                _ if race.again() && fs::read_link(&path).ok().as_ref() != Some(&target) => {}
                 _ => {
                     return Err(Error::Format {
                         path,

@@ -515,6 +515,18 @@ fn assert_step(dest: &Path, version: &str) {
     );
 }
 
+/// Runs eight `stepman <args(i)>` at once (behind a start gate) and panics unless all succeed.
+fn all_succeed_together<'a>(home: &Path, round: usize, args: impl Fn(usize) -> Vec<&'a str>) {
+    let mut children: Vec<_> = (0..8)
+        .map(|i| common::gated_stepman(home, args(i)).spawn().unwrap())
+        .collect();
+    common::release(&mut children);
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "round {round}: {}", err_text(&o));
+    }
+}
+
 /// `activate -p DIR` into a directory that holds the user's files refuses, says the directory
 /// is not empty and names `--replace`, and keeps every file (it deleted them before, issue 10);
 /// with `--replace` the step replaces it, complete, and nothing is left beside it.
@@ -804,19 +816,10 @@ fn concurrent_activations_into_one_destination_all_succeed() {
         assert!(o.status.success(), "{}", err_text(&o));
     }
     for round in 0..5 {
-        let mut children: Vec<_> = (0..8)
-            .map(|i| {
-                let v = if i % 2 == 0 { "1.0.0" } else { "2.0.0" };
-                common::gated_stepman(&home, ["activate", "-c", &lib, "-i", "s", "-v", v, "-p", p])
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        common::release(&mut children);
-        for c in children {
-            let o = c.wait_with_output().unwrap();
-            assert!(o.status.success(), "round {round}: {}", err_text(&o));
-        }
+        all_succeed_together(&home, round, |i| {
+            let v = if i % 2 == 0 { "1.0.0" } else { "2.0.0" };
+            vec!["activate", "-c", &lib, "-i", "s", "-v", v, "-p", p]
+        });
         let held = fs::read_to_string(proj.join("step.sh")).unwrap();
         assert!(held == "echo 1.0.0\n" || held == "echo 2.0.0\n", "{held}");
         assert_eq!(entries(&proj), vec!["step.sh".to_string()]);
@@ -824,4 +827,91 @@ fn concurrent_activations_into_one_destination_all_succeed() {
         assert!(o.status.success(), "round {round}: {}", err_text(&o));
     }
     assert_eq!(common::staging_entries(&work), Vec::<String>::new());
+}
+
+/// A local StepLib with many step versions (a spec.json of a few hundred KiB, so that writing it
+/// takes long enough for concurrent writers to overlap), set up in `home`.
+fn big_spec_fixture(t: &Path) -> (std::path::PathBuf, String) {
+    let lib = t.join("lib");
+    let versions: Vec<String> = (0..300).map(|i| format!("1.0.{i}")).collect();
+    let versions: Vec<&str> = versions.iter().map(String::as_str).collect();
+    common::local_steplib(&lib, &versions);
+    let home = t.join("home");
+    let lib = lib.to_str().unwrap().to_string();
+    common::run_ok(&mut common::stepman(&home, ["setup", "-c", &lib]));
+    (home, lib)
+}
+
+/// A spec.json's text parsed, without its `generated_at_timestamp`.
+fn spec_without_timestamp(text: &str) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(text).expect("a complete spec.json");
+    v.as_object_mut().unwrap().remove("generated_at_timestamp");
+    v
+}
+
+/// Concurrent `export-spec --output` to one path all succeed and leave the complete spec and
+/// nothing else (they shared one fixed temp name before, issue 10: one truncated or renamed away
+/// the other's temp file). An export-spec whose temp name another one holds (here: a directory
+/// planted at the old fixed name) is not disturbed either.
+#[test]
+fn concurrent_export_specs_to_one_path_all_succeed() {
+    let t = common::TestDir::new();
+    let (home, lib) = big_spec_fixture(t.path());
+    let want = spec_without_timestamp(&common::run_ok(&mut common::stepman(
+        &home,
+        ["export-spec", "--steplib", &lib, "--output", "-"],
+    )));
+    let out = t.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let spec = out.join("spec.json");
+    let s = spec.to_str().unwrap();
+    for round in 0..5 {
+        all_succeed_together(&home, round, |_| {
+            vec!["export-spec", "--steplib", &lib, "--output", s]
+        });
+        assert_eq!(
+            spec_without_timestamp(&fs::read_to_string(&spec).unwrap()),
+            want,
+            "round {round}"
+        );
+        assert_eq!(
+            entries(&out),
+            vec!["spec.json".to_string()],
+            "round {round}"
+        );
+    }
+    // Another writer's temp file at the name the old code always used.
+    fs::create_dir(out.join(".spec.json.stepman-tmp")).unwrap();
+    let o = common::output(&mut common::stepman(
+        &home,
+        ["export-spec", "--steplib", &lib, "--output", s],
+    ));
+    assert!(o.status.success(), "{}", err_text(&o));
+    assert_eq!(
+        spec_without_timestamp(&fs::read_to_string(&spec).unwrap()),
+        want
+    );
+}
+
+/// An export-spec that fails after its temp file was made (the destination is a directory, so
+/// the final rename fails) leaves no temp file behind.
+#[test]
+fn a_failed_export_spec_leaves_no_temp_file() {
+    let t = common::TestDir::new();
+    let (home, lib) = big_spec_fixture(t.path());
+    let out = t.path().join("out");
+    fs::create_dir_all(out.join("spec.json/inside")).unwrap();
+    let o = common::output(&mut common::stepman(
+        &home,
+        [
+            "export-spec",
+            "--steplib",
+            &lib,
+            "--output",
+            out.join("spec.json").to_str().unwrap(),
+        ],
+    ));
+    assert!(!o.status.success(), "exporting onto a directory succeeded");
+    assert_eq!(entries(&out), vec!["spec.json".to_string()]);
+    assert_eq!(entries(&out.join("spec.json")), vec!["inside".to_string()]);
 }

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::layout::{CollectionLayout, Name};
+use crate::retry::Race;
 use crate::store::Store;
 use crate::sys;
 
@@ -255,8 +256,9 @@ pub fn open(store: &Store, c: &Collection) -> Result<Option<Opened>> {
 /// Reads the collection object the name `name` points at; `Ok(None)` when it is not bound.
 fn open_name(store: &Store, name: &Name) -> Result<Option<Opened>> {
     // Lock-free: between resolving the name and reading the file, an update may re-point the
-    // name and a gc remove the object we resolved. Then the object is gone: resolve again.
-    let mut retries = 0;
+    // name and a gc remove the object we resolved. Then the object is gone: resolve again
+    // (`crate::retry`).
+    let mut race = Race::new(Race::LOOKUP);
     let (dir, bytes) = loop {
         let (_, dir) = match store.resolve(name) {
             Ok(r) => r,
@@ -266,7 +268,7 @@ fn open_name(store: &Store, name: &Name) -> Result<Option<Opened>> {
         let p = dir.join(CollectionLayout::META);
         match fs::read(&p) {
             Ok(b) => break (dir, b),
-            Err(e) if sys::is_not_found(&e) && retries < 16 && !dir.exists() => retries += 1,
+            Err(e) if sys::is_not_found(&e) && race.again() && !dir.exists() => {}
             Err(e) => return Err(Error::io("read", &p)(e)),
         }
     };

@@ -1,11 +1,9 @@
 //! `stepman export-spec`.
 
-use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, ValueEnum};
 use stepman::steplib::{self, ExportType, Opened};
 
@@ -49,18 +47,10 @@ pub(crate) fn write_to(o: &Opened, kind: ExportType, path: &Path) -> anyhow::Res
             },
         };
     }
-    let tmp = path.with_file_name(format!(
-        ".{}.stepman-tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    let mut out = BufWriter::new(
-        fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?,
-    );
-    steplib::write_spec(o, kind, &mut out)?;
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    let mode = stepman::atomic::FileMode::LessUmask(0o666);
+    stepman::atomic::write_file_atomically(path, mode, |mut w| {
+        steplib::write_spec(o, kind, &mut w)
+    })?;
     Ok(())
 }
 

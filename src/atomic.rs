@@ -1,0 +1,80 @@
+//! The one writer of a whole file at a user's path (`activate -y`, `export-spec --output`).
+//!
+//! Invariants:
+//! - The file at `dest` is the old one or the complete new one, never a part: the bytes go to a
+//!   temp file in `dest`'s own directory (same file system) with a name unique to this call
+//!   (`.<file>.stepman-<16 hex digits>.tmp`, created with `O_EXCL`, so concurrent writers to
+//!   one path never share a temp file), which is fsynced and renamed over `dest` with one
+//!   `rename(2)`; the directory is fsynced after, so the new name survives a crash.
+//! - On any failure (the writer's, a full disk, a `dest` that is a directory) the temp file is
+//!   removed and `dest` is untouched. Only a process killed between the create and the rename
+//!   leaves its temp file (a hidden name, never the destination's).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// The permission bits a file written by [`write_file_atomically`] gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileMode {
+    /// These bits, whatever the umask (`activate -y`: 0644).
+    Exactly(u32),
+    /// These bits less the umask, as `open(2)` creates a file (`export-spec`: 0666).
+    LessUmask(u32),
+}
+
+/// Writes the file `dest` atomically (see the module invariants): `write` streams the contents
+/// into a buffered temp file beside `dest`. `dest`'s directory must exist.
+pub fn write_file_atomically(
+    dest: &Path,
+    mode: FileMode,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let base = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{base}.stepman-{:016x}.tmp", fastrand::u64(..)));
+    let bits = match mode {
+        FileMode::Exactly(b) | FileMode::LessUmask(b) => b,
+    };
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(bits)
+        .open(&tmp)
+        .map_err(Error::io("create", &tmp))?;
+    let r = fill(f, &tmp, mode, write)
+        .and_then(|()| sys::replace(&tmp, dest).map_err(Error::io("rename", dest)));
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return r;
+    }
+    sys::sync_path(&parent).map_err(Error::io("fsync", &parent))
+}
+
+/// Writes and flushes the temp file `f` (at `tmp`).
+fn fill(
+    f: File,
+    tmp: &Path,
+    mode: FileMode,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    if let FileMode::Exactly(bits) = mode {
+        sys::set_mode_fd(&f, bits).map_err(Error::io("chmod", tmp))?;
+    }
+    let mut out = BufWriter::new(f);
+    write(&mut out)?;
+    let f = out
+        .into_inner()
+        .map_err(|e| Error::io("write", tmp)(e.into_error()))?;
+    sys::sync_file(&f).map_err(Error::io("fsync", tmp))
+}

@@ -1,0 +1,142 @@
+//! Copying a step out of the store to a user's directory (and its step.yml, `-y`).
+
+use std::fs;
+use std::path::Path;
+
+use super::precompiled;
+use super::resolve::Resolved;
+use super::source::download;
+use crate::error::{Error, Result};
+use crate::fetch::NetConfig;
+use crate::hash::ObjectId;
+use crate::retry::Race;
+use crate::steplib;
+use crate::store::Store;
+
+/// Activates the step: downloads it if needed, then copies it to `dest` (complete or not at
+/// all, replacing only what an earlier activation put there: [`crate::Replace::Activated`])
+/// and, with `copy_yml`, writes its step.yml there.
+pub fn activate(
+    store: &Store,
+    r: &Resolved,
+    dest: &Path,
+    copy_yml: Option<&Path>,
+    net: &NetConfig,
+) -> Result<ObjectId> {
+    activate_with(
+        store,
+        r,
+        dest,
+        copy_yml,
+        Precompiled::Skip,
+        crate::Replace::Activated,
+        net,
+    )
+}
+
+/// Whether [`activate_with`] installs a step's precompiled executable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precompiled {
+    /// The step's verified executable for this platform, when it has one (`--precompiled`).
+    Use,
+    /// The step's source only.
+    Skip,
+}
+
+/// [`activate`], and with [`Precompiled::Use`], the step's verified executable for this
+/// platform as `dest/<id>` (mode 0755) when it has one; on any failure of that, the source as
+/// usual. `replace` says what may be replaced at `dest` ([`crate::Replace`]).
+pub fn activate_with(
+    store: &Store,
+    r: &Resolved,
+    dest: &Path,
+    copy_yml: Option<&Path>,
+    precompiled: Precompiled,
+    replace: crate::Replace,
+    net: &NetConfig,
+) -> Result<ObjectId> {
+    // Before anything is downloaded: a destination in or around the store is a mistake.
+    store.check_outside(dest)?;
+    if let Some(yml) = copy_yml {
+        store.check_outside(yml)?;
+    }
+    // The step.yml is read now, not after the download: by then an update or a delete, and a
+    // gc, may have taken the collection object it comes from away.
+    let definition = match copy_yml {
+        Some(yml) => Some((yml, read_definition(store, r)?)),
+        None => None,
+    };
+    if precompiled == Precompiled::Use {
+        let exe = precompiled::activate(store, r, dest, replace, net);
+        match exe {
+            Ok(Some(id)) => {
+                if let Some((yml, bytes)) = &definition {
+                    write_definition(bytes, yml)?;
+                }
+                return Ok(id);
+            }
+            Ok(None) => log::debug!(
+                "step {}@{} has no executable for {}",
+                r.id,
+                r.version,
+                precompiled::platform()
+            ),
+            // The source would meet the same destination.
+            Err(e @ (Error::DestinationNotEmpty { .. } | Error::DestinationHoldsCwd { .. })) => {
+                return Err(e);
+            }
+            Err(e) => log::warn!(
+                "precompiled executable unavailable, using the source: {}",
+                e.describe()
+            ),
+        }
+    }
+    let name = r.name()?;
+    let mut race = Race::new(Race::REDO);
+    let id = loop {
+        match store.export_replacing(&name, dest, replace) {
+            Ok(id) => break id,
+            // Not in the store; or gone again before we could copy it out (a `delete` unbound
+            // it, a gc collected it): delete is safe while others activate, so download again
+            // (`crate::retry`).
+            Err(Error::NameNotFound { .. }) if race.again() => {
+                download(store, r, net)?;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if let Some((yml, bytes)) = &definition {
+        write_definition(bytes, yml)?;
+    }
+    Ok(id)
+}
+
+/// The step's step.yml, from the collection object it was resolved in. That object may have
+/// gone since (an update re-pointed the collection, a gc removed the old object): then from the
+/// current collection, under the store lock so that it stays while it is read.
+fn read_definition(store: &Store, r: &Resolved) -> Result<Vec<u8>> {
+    let p = r.definition_path();
+    match fs::read(&p) {
+        Ok(b) => Ok(b),
+        Err(e) if crate::sys::is_not_found(&e) && !r.opened.dir.exists() => {
+            store.read_locked(|| {
+                let o = steplib::open(store, &r.collection)?.ok_or_else(|| Error::NotSetUp {
+                    uri: r.collection.uri.clone(),
+                })?;
+                let p = o.step_yml(&r.id, &r.version);
+                fs::read(&p).map_err(Error::io("read", &p))
+            })
+        }
+        Err(e) => Err(Error::io("read", &p)(e)),
+    }
+}
+
+/// Writes the step.yml `bytes` to `dest` (mode 0644), creating its directory first.
+fn write_definition(bytes: &[u8], dest: &Path) -> Result<()> {
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(Error::io("create dir", parent))?;
+    }
+    crate::atomic::write_file_atomically(dest, crate::atomic::FileMode::Exactly(0o644), |w| {
+        w.write_all(bytes).map_err(Error::io("write", dest))
+    })
+}

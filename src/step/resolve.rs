@@ -1,0 +1,170 @@
+//! Picking a step version from a collection (set up on first use).
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::fetch::NetConfig;
+use crate::layout::Name;
+use crate::retry::Race;
+use crate::steplib::{self, Collection, Constraint, Opened, generate};
+use crate::store::{Fill, Store};
+
+/// A step version picked from a collection.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The collection.
+    pub collection: Collection,
+    /// The collection as read from the store.
+    pub opened: Opened,
+    /// Step id.
+    pub id: String,
+    /// The version picked.
+    pub version: String,
+    /// The constraint as given.
+    pub original_version: String,
+    /// The group's latest version.
+    pub latest_version: String,
+    /// The group's info (`step-info.yml`).
+    pub info: Value,
+    /// The step definition.
+    pub step: Value,
+}
+
+impl Resolved {
+    /// The store name of this step version.
+    pub fn name(&self) -> Result<Name> {
+        self.collection.step_name(&self.id, &self.version)
+    }
+
+    /// The original step.yml inside the collection object.
+    pub fn definition_path(&self) -> PathBuf {
+        self.opened.step_yml(&self.id, &self.version)
+    }
+}
+
+/// What `step-info --format json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepInfo {
+    /// The collection URI.
+    pub library: String,
+    /// Step id.
+    pub id: String,
+    /// Resolved version.
+    pub version: String,
+    /// The constraint as given.
+    pub original_version: String,
+    /// Latest version of the group.
+    pub latest_version: String,
+    /// Group info.
+    pub info: Value,
+    /// Step definition.
+    pub step: Value,
+    /// Path of the step.yml.
+    pub definition_pth: String,
+}
+
+impl From<&Resolved> for StepInfo {
+    fn from(r: &Resolved) -> StepInfo {
+        StepInfo {
+            library: r.collection.uri.clone(),
+            id: r.id.clone(),
+            version: r.version.clone(),
+            original_version: r.original_version.clone(),
+            latest_version: r.latest_version.clone(),
+            info: r.info.clone(),
+            step: r.step.clone(),
+            definition_pth: r.definition_path().display().to_string(),
+        }
+    }
+}
+
+/// Opens collection `c`, setting it up first if it is not (that needs write access).
+pub fn open_or_setup(store: &Store, c: &Collection, net: &NetConfig) -> Result<Opened> {
+    // A concurrent `delete` may remove the collection right after we set it up: delete is safe
+    // while others activate, so set it up again (a few times, then give up: `crate::retry`).
+    let mut race = Race::new(Race::REDO);
+    loop {
+        if let Some(o) = steplib::open(store, c)? {
+            return Ok(o);
+        }
+        if !race.again() {
+            return Err(Error::NotSetUp { uri: c.uri.clone() });
+        }
+        generate::setup(store, c, Fill::IfMissing, net)?;
+    }
+}
+
+/// What [`resolve`] does when the collection has no version of the step that the constraint
+/// selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMiss {
+    /// Fail with [`Error::StepNotFound`].
+    Fail,
+    /// Update the collection once and look again (`--update`).
+    Update,
+}
+
+/// Picks the version of step `id` that `constraint` selects; a miss does what `on_miss` says.
+pub fn resolve(
+    store: &Store,
+    c: &Collection,
+    id: &str,
+    constraint: &str,
+    on_miss: OnMiss,
+    net: &NetConfig,
+) -> Result<Resolved> {
+    let mut opened = open_or_setup(store, c, net)?;
+    let mut updated = false;
+    let mut reopen = Race::new(Race::REOPEN);
+    loop {
+        let group = match opened.group(id) {
+            // Lookups take no lock: an update may have re-pointed the collection and a gc removed
+            // the object we opened. Read the name again (`crate::retry`).
+            Err(Error::Io { source, .. })
+                if reopen.again() && crate::sys::is_not_found(&source) =>
+            {
+                opened = open_or_setup(store, c, net)?;
+                continue;
+            }
+            other => other?,
+        };
+        let picked = group.as_ref().and_then(|g| {
+            Constraint::parse(constraint)
+                .select(g.versions.keys().map(String::as_str))
+                .map(str::to_string)
+        });
+        match (group, picked) {
+            (Some(g), Some(v)) => {
+                let step = g.versions.get(&v).cloned().unwrap_or(Value::Null);
+                return Ok(Resolved {
+                    collection: c.clone(),
+                    opened,
+                    id: id.to_string(),
+                    version: v,
+                    original_version: constraint.to_string(),
+                    latest_version: g.latest_version_number,
+                    info: g.info,
+                    step,
+                });
+            }
+            (g, _) if on_miss == OnMiss::Fail || updated => {
+                return Err(Error::StepNotFound {
+                    collection: c.uri.clone(),
+                    id: id.to_string(),
+                    constraint: constraint.to_string(),
+                    available: g
+                        .map(|g| g.versions.keys().cloned().collect())
+                        .unwrap_or_default(),
+                });
+            }
+            _ => {
+                generate::setup(store, c, Fill::Again, net)?;
+                opened = open_or_setup(store, c, net)?;
+                updated = true;
+            }
+        }
+    }
+}
