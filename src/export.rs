@@ -175,7 +175,7 @@ pub(crate) fn export_tree(src: &Path, dest: &Path) -> Result<()> {
         });
     }
     let (_staging, tree) = build(&d, src)?;
-    match fs::rename(&tree, &d.path) {
+    match crate::sys::replace(&tree, &d.path) {
         Ok(()) => Ok(()),
         Err(e) if is_occupied(&e) => Err(Error::DestinationExists {
             path: dest.to_path_buf(),
@@ -351,7 +351,7 @@ impl Claimed {
             match inspect(&d.path)? {
                 Found::Missing | Found::EmptyDir => {
                     write_marker(&staging, d, &[&new])?;
-                    match fs::rename(&tree, &d.path) {
+                    match crate::sys::replace(&tree, &d.path) {
                         Ok(()) => return Ok(()),
                         Err(e) if is_occupied(&e) => continue,
                         Err(e) => return Err(Error::io("rename", &d.given)(e)),
@@ -392,14 +392,14 @@ fn swap(staging: &TempDir, tree: &Path, d: &Dest, old: &Identity) -> Result<bool
         return Ok(false);
     }
     let away = staging.path().join("old");
-    fs::rename(&d.path, &away).map_err(Error::io("rename", &d.given))?;
+    crate::sys::replace(&d.path, &away).map_err(Error::io("rename", &d.given))?;
     if !is_old(&away)? {
-        fs::rename(&away, &d.path).map_err(Error::io("rename", &d.given))?;
+        crate::sys::replace(&away, &d.path).map_err(Error::io("rename", &d.given))?;
         return Ok(false);
     }
-    if let Err(e) = fs::rename(tree, &d.path) {
+    if let Err(e) = crate::sys::replace(tree, &d.path) {
         // Put the old tree back rather than leave the destination missing.
-        let _ = fs::rename(&away, &d.path);
+        let _ = crate::sys::replace(&away, &d.path);
         return Err(Error::io("rename", tree)(e));
     }
     Ok(true)
@@ -465,7 +465,7 @@ fn write_marker(staging: &TempDir, d: &Dest, ids: &[&Identity]) -> Result<()> {
     sys::sync_file(&f).map_err(Error::io("fsync", &tmp))?;
     drop(f);
     let marker = d.marker();
-    fs::rename(&tmp, &marker).map_err(Error::io("rename", &marker))
+    crate::sys::replace(&tmp, &marker).map_err(Error::io("rename", &marker))
 }
 
 /// Waits, at most a few milliseconds, until the clock has passed the birth time of the tree

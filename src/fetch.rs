@@ -511,7 +511,7 @@ fn http_once(
             Failure::Transient,
         ));
     }
-    to.sync_all()
+    crate::sys::sync_file(&to)
         .map_err(|e| Attempt::new(format!("fsync {}: {e}", dest.display()), Failure::Final))?;
     Ok(n)
 }

@@ -559,7 +559,7 @@ fn repair_one(store: &Store, p: &mut Problem) -> Result<bool> {
                 if meta.is_dir() {
                     move_out(&p.path, &to)?;
                 } else {
-                    fs::rename(&p.path, &to).map_err(Error::io("rename", &p.path))?;
+                    sys::replace(&p.path, &to).map_err(Error::io("rename", &p.path))?;
                 }
             }
             true

@@ -110,7 +110,7 @@ pub fn gc(store: &Store, mode: GcMode) -> Result<GcReport> {
 pub(crate) fn move_out(path: &std::path::Path, to: &std::path::Path) -> Result<PathBuf> {
     // A non-root owner cannot move a read-only directory to another parent.
     sys::set_mode(path, 0o755).map_err(Error::io("chmod", path))?;
-    match std::fs::rename(path, to) {
+    match sys::replace(path, to) {
         Ok(()) => Ok(to.to_path_buf()),
         Err(e) if sys::is_exdev(&e) => {
             log::debug!(

@@ -3,6 +3,7 @@
 //!
 //! The tests take a file-wide lock so they run one after another: they are timing-sensitive
 //! (kills at chosen moments, loops for a fixed time) and each wants both cores.
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Credentials for private StepLibs and storage: used, never written to disk, never printed.
 //! A canary secret goes through the URL's userinfo and through a netrc; afterwards no file in the
 //! store and no output of any command contains it.
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};

@@ -10,6 +10,7 @@
 //! Every test checks in strace's own log that the fault really was injected (`(INJECTED)`), so a
 //! test cannot pass without exercising its path. Without `strace` the tests print why and pass
 //! (CI installs it).
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 mod common;
 

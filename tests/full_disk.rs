@@ -10,6 +10,7 @@
 //! needed), which mounts the tmpfs first; the child sees `STEPMAN_TMPFS_DIR` and runs the
 //! scenario. Without either, the test says so and skips. `STEPMAN_TMPFS_VIA_UNSHARE=1` forces
 //! the namespace path (to test it as root).
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 mod common;
 

@@ -14,6 +14,7 @@
 //!
 //! The positive cases show the other half: the same tree gives the same object id whatever form
 //! it arrives in.
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::cell::Cell;

@@ -8,6 +8,7 @@
 //! URL; no new object, nothing in the store changed, nothing left in `store-v1/tmp/`, nothing
 //! written anywhere else (the destination's old content intact); `fsck` clean; and the canary in
 //! no file and no output.
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 mod common;
 #[path = "support/hostile_server.rs"]

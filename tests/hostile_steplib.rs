@@ -6,6 +6,7 @@
 //! StepLib limits.
 //!
 //! Git StepLibs are served on loopback by `git daemon --inetd` (see `support::GitDaemon`).
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 mod common;
 mod support;

@@ -4,6 +4,7 @@
 //! git configuration allows (nor may it run `ext::` commands). A StepLib on this machine still
 //! may (the scenario tests clone `file://` repositories that way), and a remote one's network
 //! sources (`git://`, `ssh://`, scp-like `host:path`) still clone, without their submodules.
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 mod common;
 mod support;

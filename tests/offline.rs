@@ -1,5 +1,6 @@
 //! Offline mode (`--offline`, `BITRISE_OFFLINE_MODE=true`): never touches the network; a miss
 //! fails and lists the versions that are cached.
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 use std::fs;
 use std::io::Write;

@@ -8,6 +8,7 @@
 //! gc (with its sweep), `fsck --repair` and `delete`, that the outside tree is byte-identical.
 //! The other way round, an `activate` or `export` destination that is (or leads through a
 //! symlink) inside a store, or contains one, is refused and leaves the store whole.
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 mod common;
 

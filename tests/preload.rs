@@ -1,6 +1,7 @@
 //! `preload`: parallel cache warming from a loopback server; every failure reported, the rest
 //! cached, one download per step; the `bitrise steps preload` selection; Ctrl-C stops cleanly;
 //! preload and activations of the same steps share the single-flight downloads.
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 mod common;
 mod support;

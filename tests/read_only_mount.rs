@@ -5,6 +5,7 @@
 //! Each command runs in a private mount namespace (`unshare -m`) in which the baked store is
 //! bind-mounted read-only, so the kernel itself refuses any write. Needs root (or a user
 //! namespace that allows mounts); otherwise the tests print why and pass.
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! Every test checks outcomes (trees byte for byte, request counts, store contents, `fsck`), not
 //! only exit codes. The tests take a file-wide lock so they run one after another: each wants both
 //! cores, and the overlap of ten processes is what they test.
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 mod common;
 mod support;

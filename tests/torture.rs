@@ -28,6 +28,7 @@
 //! the operation sequence (default: from the clock; it is printed). Timing is not replayed, only
 //! the choices. A long run:
 //! `STEPMAN_TORTURE_SECS=600 cargo test --release --test torture -- --nocapture`.
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 mod common;
 mod support;

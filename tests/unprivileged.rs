@@ -4,6 +4,7 @@
 //! Root can do things an ordinary owner cannot (move a 0555 directory to another parent, write
 //! into read-only directories), so these tests run the real binary as `nobody` through `setpriv`.
 //! They need root to switch users: as any other user, or without `setpriv`, they say so and skip.
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 mod common;
 

@@ -199,9 +199,7 @@ fn fetch(
                     reason: format!("sha256 is {digest}, the step declares {want}"),
                 });
             }
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&file, fs::Permissions::from_mode(0o755))
-                .map_err(Error::io("chmod", &file))?;
+            crate::sys::set_mode(&file, 0o755).map_err(Error::io("chmod", &file))?;
             stage.ingest(&dir)
         })?;
         match got {
