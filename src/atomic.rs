@@ -42,7 +42,10 @@ pub fn write_file_atomically(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = parent.join(format!(".{base}.stepman-{:016x}.tmp", fastrand::u64(..)));
+    let tmp = parent.join(format!(
+        ".{base}.stepman-{:016x}.tmp",
+        crate::layout::unique_token()
+    ));
     let bits = match mode {
         FileMode::Exactly(b) | FileMode::LessUmask(b) => b,
     };

@@ -78,7 +78,7 @@ pub(crate) fn sweep_beside(dest: &Path) {
 /// replaced tree goes to its `old/` when the file system cannot exchange.
 fn staging(parent: &Path, base: &str) -> Result<TempDir> {
     TempDir::create_in(parent, 0o755, || {
-        format!(".{base}{INFIX}{:016x}", fastrand::u64(..))
+        format!(".{base}{INFIX}{:016x}", crate::layout::unique_token())
     })
 }
 

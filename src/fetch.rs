@@ -352,7 +352,13 @@ pub(crate) fn download(
                     log::info!("{what}: retrying {u} ({last})");
                 }
                 cfg.check_cancel()?;
-                match http_once_cancellable(&agent, &u, cred.as_ref(), dest, max_bytes, cfg) {
+                let get = Get {
+                    url: u.clone(),
+                    cred: cred.clone(),
+                    dest: dest.to_path_buf(),
+                    max_bytes,
+                };
+                match http_once_cancellable(&agent, get, cfg) {
                     Ok(n) => return Ok(n),
                     Err(_) if cfg.cancelled() => return Err(Error::Cancelled),
                     Err(a) if a.failure == Failure::Transient => {
@@ -382,25 +388,16 @@ fn create(dest: &Path) -> Result<File> {
 /// only ever writes `dest`, inside the caller's temp dir, which the caller removes.
 fn http_once_cancellable(
     agent: &ureq::Agent,
-    url: &str,
-    cred: Option<&crate::credentials::Credential>,
-    dest: &Path,
-    max_bytes: u64,
+    get: Get,
     cfg: &NetConfig,
 ) -> std::result::Result<u64, Attempt> {
     use std::sync::mpsc::{RecvTimeoutError, sync_channel};
     let (tx, rx) = sync_channel(1);
-    let (agent, url, cred, dest, c) = (
-        agent.clone(),
-        url.to_string(),
-        cred.cloned(),
-        dest.to_path_buf(),
-        cfg.clone(),
-    );
+    let (agent, c) = (agent.clone(), cfg.clone());
     std::thread::Builder::new()
         .name("stepman-http".into())
         .spawn(move || {
-            let _ = tx.send(http_once(&agent, &url, cred.as_ref(), &dest, max_bytes, &c));
+            let _ = tx.send(http_once(&agent, &get, &c));
         })
         .map_err(|e| Attempt::new(format!("starting a download thread: {e}"), Failure::Final))?;
     loop {
@@ -420,16 +417,19 @@ fn http_once_cancellable(
     }
 }
 
-fn http_once(
-    agent: &ureq::Agent,
-    url: &str,
-    cred: Option<&crate::credentials::Credential>,
-    dest: &Path,
+/// One HTTP GET of a download attempt: where from, with which credential, into which file,
+/// and at most how many bytes.
+struct Get {
+    url: String,
+    cred: Option<crate::credentials::Credential>,
+    dest: PathBuf,
     max_bytes: u64,
-    cfg: &NetConfig,
-) -> std::result::Result<u64, Attempt> {
-    let mut url = url.to_string();
-    let mut cred = cred;
+}
+
+fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Result<u64, Attempt> {
+    let (dest, max_bytes) = (get.dest.as_path(), get.max_bytes);
+    let mut url = get.url.clone();
+    let mut cred = get.cred.as_ref();
     let mut hops = 0;
     let mut resp = loop {
         let mut req = agent.get(&url);

@@ -554,7 +554,7 @@ fn repair_one(store: &Store, p: &mut Problem) -> Result<bool> {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let to = quarantine.join(format!("{base}.{:016x}", fastrand::u64(..)));
+                let to = quarantine.join(format!("{base}.{:016x}", crate::layout::unique_token()));
                 let meta = fs::symlink_metadata(&p.path).map_err(Error::io("stat", &p.path))?;
                 if meta.is_dir() {
                     move_out(&p.path, &to)?;

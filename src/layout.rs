@@ -70,6 +70,15 @@ pub(crate) fn format_line() -> String {
     format!("{FORMAT_TAG} {FORMAT_MAJOR}.{FORMAT_MINOR}\n")
 }
 
+/// A 64-bit token that makes a name unique (temp dirs, staging dirs, temp files): random, and
+/// distinct among live processes even when two of them seeded their generators alike. fastrand
+/// seeds each thread from the clock and the thread id, and the main threads of processes started
+/// at once can get the same seed (seen: two of ten concurrent first activations picked the same
+/// store-creation staging dir); the pid in the high half tells them apart.
+pub(crate) fn unique_token() -> u64 {
+    fastrand::u64(..) ^ u64::from(std::process::id()).rotate_left(32)
+}
+
 /// Paths of one store.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -89,7 +98,7 @@ impl Layout {
     /// The layout of a store being created at `staging` (a temp dir beside the store, under
     /// `home`), so that its skeleton is spelled as the store's own.
     pub(crate) fn staging(home: &Path) -> Layout {
-        let root = home.join(format!(".{STORE_DIR}-init-{:016x}", fastrand::u64(..)));
+        let root = home.join(format!(".{STORE_DIR}-init-{:016x}", unique_token()));
         Layout {
             home: home.to_path_buf(),
             root,
@@ -238,7 +247,7 @@ impl TempKind {
         format!(
             "{}-{:016x}{:08x}",
             self.as_str(),
-            fastrand::u64(..),
+            unique_token(),
             std::process::id()
         )
     }

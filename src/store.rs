@@ -228,7 +228,7 @@ pub(crate) fn make_dir_via(p: &Path, staging: &Path) -> Result<()> {
     if fs::symlink_metadata(p).is_ok() {
         return Ok(());
     }
-    let d = staging.join(format!("dir-{:016x}", fastrand::u64(..)));
+    let d = staging.join(format!("dir-{:016x}", crate::layout::unique_token()));
     if !make_dir(&d)? {
         return Err(Error::io("create dir", &d)(
             io::ErrorKind::AlreadyExists.into(),

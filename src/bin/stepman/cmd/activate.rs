@@ -19,15 +19,8 @@ use stepman::activate::{self, Precompiled};
     after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step -y ./step.yml"
 )]
 pub(crate) struct ActivateArgs {
-    /// The collection's URI.
-    #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
-    collection: String,
-    /// Step id.
-    #[arg(short = 'i', long)]
-    id: String,
-    /// Version constraint ("", X, X.Y, X.Y.Z, X.x.x, X.Y.x).
-    #[arg(short = 'v', long, default_value = "")]
-    version: String,
+    #[command(flatten)]
+    step: super::StepArgs,
     /// Where to put the step's files.
     #[arg(short = 'p', long)]
     path: PathBuf,
@@ -37,9 +30,6 @@ pub(crate) struct ActivateArgs {
     /// Also write the step's step.yml here.
     #[arg(short = 'y', long = "copyyml", value_name = "PATH")]
     copyyml: Option<PathBuf>,
-    /// Update the collection if the version is not found.
-    #[arg(short = 'u', long)]
-    update: bool,
     /// Use the step's precompiled executable for this platform when it has one (verified by its
     /// sha256; falls back to the source). Also BITRISE_EXPERIMENT_PRECOMPILED_STEPS=true.
     #[arg(long)]
@@ -47,7 +37,7 @@ pub(crate) struct ActivateArgs {
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
-    let c = super::steplib::collection(&a.collection)?;
+    let c = super::steplib::collection(&a.step.collection)?;
     let net = cli.net();
     super::stop_on_signals(&net.cancel)?;
     // A cache hit must work on a read-only store: open without creating when possible.
@@ -56,8 +46,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
         None => super::open_rw(cli)?,
     }
     .with_interrupt(net.cancel.clone());
-    let on_miss = super::on_miss(a.update);
-    let r = activate::resolve(&store, &c, &a.id, &a.version, on_miss, &net)?;
+    let r = a.step.resolve(&store, &c, &net)?;
     let precompiled = if a.precompiled || activate::precompiled::enabled_by_env() {
         Precompiled::Use
     } else {

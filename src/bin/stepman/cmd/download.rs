@@ -13,27 +13,16 @@ use stepman::activate;
     after_help = "Example:\n  stepman download -c https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8"
 )]
 pub(crate) struct DownloadArgs {
-    /// The collection's URI.
-    #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
-    collection: String,
-    /// Step id.
-    #[arg(short = 'i', long)]
-    id: String,
-    /// Version constraint.
-    #[arg(short = 'v', long, default_value = "")]
-    version: String,
-    /// Update the collection if the version is not found.
-    #[arg(short = 'u', long)]
-    update: bool,
+    #[command(flatten)]
+    step: super::StepArgs,
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode> {
-    let c = super::steplib::collection(&a.collection)?;
+    let c = super::steplib::collection(&a.step.collection)?;
     let net = cli.net();
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
-    let on_miss = super::on_miss(a.update);
-    let r = activate::resolve(&store, &c, &a.id, &a.version, on_miss, &net)?;
+    let r = a.step.resolve(&store, &c, &net)?;
     let got = activate::download(&store, &r, &net)?;
     eprintln!(
         "{}@{} {} ({})",

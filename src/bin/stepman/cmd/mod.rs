@@ -150,3 +150,42 @@ pub(crate) fn open_ro(cli: &crate::Cli) -> anyhow::Result<Option<stepman::Store>
         None => Ok(None),
     }
 }
+
+/// The step a command works on: `-c`, `-i`, `-v` and `-u`, as the old tool spells them
+/// (`download`, `activate`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct StepArgs {
+    /// The collection's URI.
+    #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
+    pub(crate) collection: String,
+    /// Step id.
+    #[arg(short = 'i', long)]
+    pub(crate) id: String,
+    /// Version constraint ("", X, X.Y, X.Y.Z, X.x.x, X.Y.x).
+    #[arg(short = 'v', long, default_value = "")]
+    pub(crate) version: String,
+    /// Update the collection if the version is not found.
+    #[arg(short = 'u', long)]
+    pub(crate) update: bool,
+}
+
+impl StepArgs {
+    /// Picks the step version in collection `c` (parsed from `collection` before the store was
+    /// opened), as `download` and `activate` do.
+    pub(crate) fn resolve(
+        &self,
+        store: &stepman::Store,
+        c: &stepman::steplib::Collection,
+        net: &stepman::fetch::NetConfig,
+    ) -> anyhow::Result<stepman::activate::Resolved> {
+        let on_miss = on_miss(self.update);
+        Ok(stepman::activate::resolve(
+            store,
+            c,
+            &self.id,
+            &self.version,
+            on_miss,
+            net,
+        )?)
+    }
+}
