@@ -2,15 +2,17 @@
 //!
 //! Invariants:
 //! - The file at `dest` is the old one or the complete new one, never a part: the bytes go to a
-//!   temp file in `dest`'s own directory (same file system) with a name unique to this call
-//!   (`.<file>.stepman-<16 hex digits>.tmp`, created with `O_EXCL`, so concurrent writers to
-//!   one path never share a temp file), which is fsynced and renamed over `dest` with one
-//!   `rename(2)`; the directory is fsynced after, so the new name survives a crash.
-//! - On any failure (the writer's, a full disk, a `dest` that is a directory) the temp file is
-//!   removed and `dest` is untouched. Only a process killed between the create and the rename
-//!   leaves its temp file (a hidden name, never the destination's).
+//!   file in a staging dir of the export protocol beside `dest` (same file system:
+//!   `.<file>.stepman-<16 hex digits>/`, owner-locked by `.<file>.stepman-<16 hex>.lock`, a
+//!   name unique to this call, so concurrent writers to one path never share one), which is
+//!   fsynced and renamed over `dest` with one `rename(2)`; the directory is fsynced after, so
+//!   the new name survives a crash.
+//! - On any failure (the writer's, a full disk, a `dest` that is a directory) the staging dir is
+//!   removed and `dest` is untouched. A process killed before the rename leaves its staging dir,
+//!   whose lock is then free: the next write or activation into the same directory reclaims it
+//!   (`export::sweep_beside`), as it does a killed activation's.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -42,10 +44,9 @@ pub fn write_file_atomically(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = parent.join(format!(
-        ".{base}.stepman-{:016x}.tmp",
-        crate::layout::unique_token()
-    ));
+    crate::export::sweep_beside(dest);
+    let staging = crate::export::staging(&parent, &base)?;
+    let tmp = staging.path().join("file");
     let bits = match mode {
         FileMode::Exactly(b) | FileMode::LessUmask(b) => b,
     };
@@ -55,12 +56,10 @@ pub fn write_file_atomically(
         .mode(bits)
         .open(&tmp)
         .map_err(Error::io("create", &tmp))?;
-    let r = fill(f, &tmp, mode, write)
-        .and_then(|()| sys::replace(&tmp, dest).map_err(Error::io("rename", dest)));
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-        return r;
-    }
+    fill(f, &tmp, mode, write)?;
+    sys::replace(&tmp, dest).map_err(Error::io("rename", dest))?;
+    // The staging dir (now empty) and its lock go when it drops.
+    drop(staging);
     sys::sync_path(&parent).map_err(Error::io("fsync", &parent))
 }
 

@@ -76,7 +76,7 @@ pub(crate) fn sweep_beside(dest: &Path) {
 /// Creates a staging dir for `base` in `parent`: a temp dir of the store's protocol, outside
 /// the store (removed, with its lock, when dropped). The copy is built in its `tree/`; a
 /// replaced tree goes to its `old/` when the file system cannot exchange.
-fn staging(parent: &Path, base: &str) -> Result<TempDir> {
+pub(crate) fn staging(parent: &Path, base: &str) -> Result<TempDir> {
     TempDir::create_in(parent, 0o755, || {
         format!(".{base}{INFIX}{:016x}", crate::layout::unique_token())
     })
