@@ -357,7 +357,7 @@ fn one(store: &Store, c: &Collection, req: &Request, net: &NetConfig) -> Outcome
     };
     let r = step::resolve(store, c, &req.id, &req.constraint, OnMiss::Fail, net).and_then(|r| {
         let got = step::download(store, &r, net)?;
-        Ok((r.version, got))
+        Ok((r.picked.version, got))
     });
     match r {
         Ok((version, got)) => {

@@ -218,6 +218,15 @@ impl TreeWriter {
         &self.source
     }
 
+    /// The error for a malformed archive of this writer's source, from its reason.
+    pub(crate) fn bad_archive(&self) -> impl Fn(String) -> Error + use<> {
+        let source_name = self.source.clone();
+        move |reason| Error::BadArchive {
+            source_name: source_name.clone(),
+            reason,
+        }
+    }
+
     pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -96,10 +96,7 @@ pub(crate) fn ingest_tar<R: Read>(
     mut w: TreeWriter,
 ) -> Result<(ObjectId, PathBuf)> {
     let src = w.source().to_string();
-    let bad = |reason: String| Error::BadArchive {
-        source_name: src.clone(),
-        reason,
-    };
+    let bad = w.bad_archive();
     let limits = *w.limits();
     let compressed = Rc::new(Cell::new(0u64));
     let ratio_exceeded = Rc::new(Cell::new(false));

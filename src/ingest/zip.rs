@@ -27,10 +27,7 @@ pub(crate) fn ingest_zip<R: Read + Seek>(
     mut w: TreeWriter,
 ) -> Result<(ObjectId, PathBuf)> {
     let src = w.source().to_string();
-    let bad = |reason: String| Error::BadArchive {
-        source_name: src.clone(),
-        reason,
-    };
+    let bad = w.bad_archive();
     let archive_len = file
         .seek(SeekFrom::End(0))
         .map_err(Error::io("seek", &src))?;

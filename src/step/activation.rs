@@ -77,8 +77,8 @@ pub fn activate_with(
             }
             Ok(None) => log::debug!(
                 "step {}@{} has no executable for {}",
-                r.id,
-                r.version,
+                r.picked.id,
+                r.picked.version,
                 precompiled::platform()
             ),
             // The source would meet the same destination.
@@ -123,7 +123,7 @@ fn read_definition(store: &Store, r: &Resolved) -> Result<Vec<u8>> {
                 let o = steplib::open(store, &r.collection)?.ok_or_else(|| Error::NotSetUp {
                     uri: r.collection.uri.clone(),
                 })?;
-                let p = o.step_yml(&r.id, &r.version);
+                let p = o.step_yml(&r.picked.id, &r.picked.version);
                 fs::read(&p).map_err(Error::io("read", &p))
             })
         }

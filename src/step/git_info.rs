@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::resolve::StepInfo;
+use super::resolve::{Picked, StepInfo};
 use crate::error::{Error, Result};
 use crate::fetch::{self, NetConfig};
 use crate::layout::{GIT_ROUTE, Name};
@@ -53,12 +53,14 @@ pub fn git_step_info(store: &Store, spec: &str, net: &NetConfig) -> Result<StepI
     })?;
     Ok(StepInfo {
         library: format!("git::{shown}"),
-        id: shown,
-        version: reference.unwrap_or_default().to_string(),
-        original_version: reference.unwrap_or_default().to_string(),
-        latest_version: String::new(),
-        info: Value::Object(serde_json::Map::new()),
-        step,
+        picked: Picked {
+            id: shown,
+            version: reference.unwrap_or_default().to_string(),
+            original_version: reference.unwrap_or_default().to_string(),
+            latest_version: String::new(),
+            info: Value::Object(serde_json::Map::new()),
+            step,
+        },
         definition_pth: yml.display().to_string(),
     })
 }

@@ -21,7 +21,7 @@ mod source;
 
 pub use activation::{Precompiled, activate, activate_with};
 pub use git_info::git_step_info;
-pub use resolve::{OnMiss, Resolved, StepInfo, open_or_setup, resolve};
+pub use resolve::{OnMiss, Picked, Resolved, StepInfo, open_or_setup, resolve};
 pub use source::download;
 
 use crate::error::Error;

@@ -65,21 +65,21 @@ pub use crate::layout::EXE_ID_PREFIX;
 /// changed declaration never reuses an executable verified against the old one.
 pub fn name(r: &Resolved, platform: &str, hex: &str) -> Result<Name> {
     r.collection.step_name(
-        &format!("{EXE_ID_PREFIX}{}", r.id),
-        &format!("{}+{platform}.{hex}", r.version),
+        &format!("{EXE_ID_PREFIX}{}", r.picked.id),
+        &format!("{}+{platform}.{hex}", r.picked.version),
     )
 }
 
 /// The declared executable for this platform: `(storage_uri, lowercase sha256 hex)`.
 fn declared<'a>(r: &'a Resolved, platform: &str) -> Result<Option<(&'a str, String)>> {
-    let Some((storage_uri, hash)) = step::executable(&r.step, platform) else {
+    let Some((storage_uri, hash)) = step::executable(&r.picked.step, platform) else {
         return Ok(None);
     };
     let want = hash
         .strip_prefix("sha256-")
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| Error::Steplib {
-            what: format!("step {}@{}", r.id, r.version),
+            what: format!("step {}@{}", r.picked.id, r.picked.version),
             reason: format!("executables.{platform}.hash is not sha256-<hex>"),
         })?
         .to_ascii_lowercase();
@@ -98,7 +98,7 @@ fn fill(
     mode: Fill,
     net: &NetConfig,
 ) -> Result<()> {
-    let check = |dir: &Path| check_object(dir, &r.id, want);
+    let check = |dir: &Path| check_object(dir, &r.picked.id, want);
     let fill = match mode {
         Fill::Again => Rebuild::UnlessValid(&check),
         Fill::IfMissing => Rebuild::Never,
@@ -128,7 +128,7 @@ pub fn activate(
     let name = name(r, &platform, &want)?;
     let source = (storage_uri, want.as_str());
     fill(store, r, &name, source, Fill::IfMissing, net)?;
-    let check = |dir: &Path| check_object(dir, &r.id, &want);
+    let check = |dir: &Path| check_object(dir, &r.picked.id, &want);
     match store.export_replacing_checked(&name, dest, replace, check) {
         Err(e @ Error::Format { .. }) => {
             log::warn!("{}; fetching it again", e.describe());
@@ -177,7 +177,7 @@ fn fetch(
     want: &str,
     net: &NetConfig,
 ) -> Result<Tree> {
-    let what = format!("step {}@{} executable", r.id, r.version);
+    let what = format!("step {}@{} executable", r.picked.id, r.picked.version);
     let mut failures = Vec::new();
     for base in bases() {
         // Bases may carry credentials: messages show them redacted.
@@ -190,7 +190,7 @@ fn fetch(
         let got = stage.attempt(|stage| {
             let dir = stage.dir().join("bin");
             fs::create_dir(&dir).map_err(Error::io("create dir", &dir))?;
-            let file = dir.join(&r.id);
+            let file = dir.join(&r.picked.id);
             fetch::download(&url, None, &file, MAX_BYTES, &what, net)?;
             let digest = sha256_file(&file)?;
             if digest != want {

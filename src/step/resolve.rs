@@ -19,6 +19,13 @@ pub struct Resolved {
     pub collection: Collection,
     /// The collection as read from the store.
     pub opened: Opened,
+    /// The version picked and what the collection says of it.
+    pub picked: Picked,
+}
+
+/// A step version as a lookup picked it (part of [`Resolved`] and of [`StepInfo`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Picked {
     /// Step id.
     pub id: String,
     /// The version picked.
@@ -36,12 +43,13 @@ pub struct Resolved {
 impl Resolved {
     /// The store name of this step version.
     pub fn name(&self) -> Result<Name> {
-        self.collection.step_name(&self.id, &self.version)
+        self.collection
+            .step_name(&self.picked.id, &self.picked.version)
     }
 
     /// The original step.yml inside the collection object.
     pub fn definition_path(&self) -> PathBuf {
-        self.opened.step_yml(&self.id, &self.version)
+        self.opened.step_yml(&self.picked.id, &self.picked.version)
     }
 }
 
@@ -50,18 +58,9 @@ impl Resolved {
 pub struct StepInfo {
     /// The collection URI.
     pub library: String,
-    /// Step id.
-    pub id: String,
-    /// Resolved version.
-    pub version: String,
-    /// The constraint as given.
-    pub original_version: String,
-    /// Latest version of the group.
-    pub latest_version: String,
-    /// Group info.
-    pub info: Value,
-    /// Step definition.
-    pub step: Value,
+    /// The step version.
+    #[serde(flatten)]
+    pub picked: Picked,
     /// Path of the step.yml.
     pub definition_pth: String,
 }
@@ -70,12 +69,7 @@ impl From<&Resolved> for StepInfo {
     fn from(r: &Resolved) -> StepInfo {
         StepInfo {
             library: r.collection.uri.clone(),
-            id: r.id.clone(),
-            version: r.version.clone(),
-            original_version: r.original_version.clone(),
-            latest_version: r.latest_version.clone(),
-            info: r.info.clone(),
-            step: r.step.clone(),
+            picked: r.picked.clone(),
             definition_pth: r.definition_path().display().to_string(),
         }
     }
@@ -142,12 +136,14 @@ pub fn resolve(
                 return Ok(Resolved {
                     collection: c.clone(),
                     opened,
-                    id: id.to_string(),
-                    version: v,
-                    original_version: constraint.to_string(),
-                    latest_version: g.latest_version_number,
-                    info: g.info,
-                    step,
+                    picked: Picked {
+                        id: id.to_string(),
+                        version: v,
+                        original_version: constraint.to_string(),
+                        latest_version: g.latest_version_number,
+                        info: g.info,
+                        step,
+                    },
                 });
             }
             (g, _) if on_miss == OnMiss::Fail || updated => {

@@ -28,14 +28,14 @@ pub fn download(store: &Store, r: &Resolved, net: &NetConfig) -> Result<Imported
         let mut cached: Vec<String> = store
             .names_in_route(&r.collection.alias)?
             .into_iter()
-            .filter(|(i, _)| i == &r.id)
+            .filter(|(i, _)| i == &r.picked.id)
             .map(|(_, v)| v)
             .collect();
         cached.sort_by(|a, b| {
             steplib::version::Version::parse(a).cmp(&steplib::version::Version::parse(b))
         });
         return Err(Error::Offline {
-            what: format!("step {}@{}", r.id, r.version),
+            what: format!("step {}@{}", r.picked.id, r.picked.version),
             cached,
         });
     }
@@ -55,7 +55,7 @@ fn all_local(r: &Resolved) -> bool {
 
 /// Writes the step's source into `stage`: the first of its download locations that works.
 fn fetch_source(stage: &mut Stage<'_>, r: &Resolved, net: &NetConfig) -> Result<Tree> {
-    let what = format!("step {}@{}", r.id, r.version);
+    let what = format!("step {}@{}", r.picked.id, r.picked.version);
     let mut locations = r.opened.meta.steplib.download_locations.clone();
     if locations.is_empty() {
         locations.push(steplib::DownloadLocation {
@@ -74,7 +74,7 @@ fn fetch_source(stage: &mut Stage<'_>, r: &Resolved, net: &NetConfig) -> Result<
                 } else {
                     "step.tar.gz"
                 };
-                let url = format!("{}{}/{}/{file}", loc.src, r.id, r.version);
+                let url = format!("{}{}/{}/{file}", loc.src, r.picked.id, r.picked.version);
                 let archive = stage.dir().join("archive");
                 let remote_lib = base.is_none();
                 match fetch::locate(&url, base) {
@@ -97,8 +97,8 @@ fn fetch_source(stage: &mut Stage<'_>, r: &Resolved, net: &NetConfig) -> Result<
                 }
             }
             "git" => {
-                let git = step::source_git(&r.step);
-                let commit = step::source_commit(&r.step);
+                let git = step::source_git(&r.picked.step);
+                let commit = step::source_commit(&r.picked.step);
                 match (git, commit) {
                     (Some(url), Some(commit)) => {
                         let shown = crate::credentials::redact(url);
@@ -119,7 +119,7 @@ fn fetch_source(stage: &mut Stage<'_>, r: &Resolved, net: &NetConfig) -> Result<
                                 let clone = stage.dir().join("clone");
                                 fetch::git_clone(
                                     url,
-                                    Some(&r.version),
+                                    Some(&r.picked.version),
                                     Some(commit),
                                     &clone,
                                     &what,

@@ -66,11 +66,18 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
         replace,
         &net,
     )
-    .with_context(|| format!("activate {}@{} into {}", r.id, r.version, a.path.display()))?;
+    .with_context(|| {
+        format!(
+            "activate {}@{} into {}",
+            r.picked.id,
+            r.picked.version,
+            a.path.display()
+        )
+    })?;
     eprintln!(
         "activated {}@{} ({id}) into {}",
-        r.id,
-        r.version,
+        r.picked.id,
+        r.picked.version,
         a.path.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -26,8 +26,8 @@ pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode
     let got = activate::download(&store, &r, &net)?;
     eprintln!(
         "{}@{} {} ({})",
-        r.id,
-        r.version,
+        r.picked.id,
+        r.picked.version,
         if got.ingested {
             "downloaded"
         } else {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use serde_json::{Value, json};
-use stepman::activate::{self, OnMiss, StepInfo};
+use stepman::activate::{self, OnMiss, Picked, StepInfo};
 
 use super::steplib::Format;
 
@@ -43,12 +43,14 @@ fn local_info(library: &str, id: &str, yml: PathBuf) -> anyhow::Result<StepInfo>
     let step = stepman::steplib::read_step_yml(&yml)?;
     Ok(StepInfo {
         library: library.into(),
-        id: id.into(),
-        version: String::new(),
-        original_version: String::new(),
-        latest_version: String::new(),
-        info: json!({}),
-        step,
+        picked: Picked {
+            id: id.into(),
+            version: String::new(),
+            original_version: String::new(),
+            latest_version: String::new(),
+            info: json!({}),
+            step,
+        },
         definition_pth: yml.display().to_string(),
     })
 }
@@ -81,13 +83,13 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode
         Format::Json => super::outln!("{}", serde_json::to_string(&info)?),
         Format::Raw => {
             super::outln!("Library: {}", info.library);
-            super::outln!("ID: {}", info.id);
-            super::outln!("Version: {}", info.version);
-            super::outln!("LatestVersion: {}", info.latest_version);
+            super::outln!("ID: {}", info.picked.id);
+            super::outln!("Version: {}", info.picked.version);
+            super::outln!("LatestVersion: {}", info.picked.latest_version);
             super::outln!("Definition: {}", info.definition_pth);
             if !a.short {
                 for k in ["title", "summary", "description"] {
-                    if let Some(v) = info.step.get(k).and_then(Value::as_str) {
+                    if let Some(v) = info.picked.step.get(k).and_then(Value::as_str) {
                         super::outln!("{}{}: {}", k[..1].to_uppercase(), &k[1..], v.trim());
                     }
                 }
