@@ -54,6 +54,35 @@ pub enum Error {
     /// The operation was cancelled (Ctrl-C); nothing partial was published.
     #[error("cancelled")]
     Cancelled,
+
+    /// No suitable Go toolchain, or one that cannot be run.
+    #[error("Go toolchain: {reason}")]
+    Toolchain {
+        /// What was tried and why it does not do.
+        reason: String,
+    },
+
+    /// `go build` of a step failed.
+    #[error("go build of {what} failed ({status}){note}:\n{output}")]
+    Build {
+        /// The step.
+        what: String,
+        /// How `go build` ended.
+        status: String,
+        /// What was done all the same (the source activated), as `; …`, or empty.
+        note: String,
+        /// The first lines of its output.
+        output: String,
+    },
+
+    /// A step's toolkit is one that `--prepare` does not support.
+    #[error("{what}: toolkit {toolkit:?} is not supported by --prepare (go and bash are)")]
+    Unsupported {
+        /// The step.
+        what: String,
+        /// The toolkit's key in step.yml.
+        toolkit: String,
+    },
     /// Offline mode forbids the network and the store does not have what is needed.
     #[error(
         "{what} is not in the store and offline mode forbids the network{}",

@@ -174,7 +174,7 @@ pub(crate) fn export_tree(src: &Path, dest: &Path) -> Result<()> {
             path: dest.to_path_buf(),
         });
     }
-    let (_staging, tree) = build(&d, src)?;
+    let (_staging, tree) = build(&d, src, &[])?;
     match crate::sys::replace(&tree, &d.path) {
         Ok(()) => Ok(()),
         Err(e) if is_occupied(&e) => Err(Error::DestinationExists {
@@ -195,16 +195,50 @@ fn is_occupied(e: &std::io::Error) -> bool {
     )
 }
 
-/// A staging dir beside `d` with a copy of `src` in its `tree/`.
-fn build(d: &Dest, src: &Path) -> Result<(TempDir, PathBuf)> {
+/// A file added to an activated tree beside the object's own entries (a Go step's binary):
+/// the file to copy and the name it gets at the tree's root.
+pub(crate) type Extra<'a> = (&'a Path, &'a str);
+
+/// A staging dir beside `d` with a copy of `src` in its `tree/`, and the `extra` files at its
+/// root (a name the tree has already is an error).
+fn build(d: &Dest, src: &Path, extra: &[Extra<'_>]) -> Result<(TempDir, PathBuf)> {
     let staging = staging(&d.parent, &d.base)?;
     let tree = staging.path().join("tree");
+    copy_tree(src, &tree)?;
+    for (file, name) in extra {
+        let to = tree.join(name);
+        let meta = fs::metadata(file).map_err(Error::io("stat", *file))?;
+        let from = File::open(file).map_err(Error::io("open", *file))?;
+        let out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(&to)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::Format {
+                        path: to.clone(),
+                        reason: format!(
+                            "the step's source already has an entry {name:?}, where its binary goes"
+                        ),
+                    }
+                } else {
+                    Error::io("create", &to)(e)
+                }
+            })?;
+        crate::sys::copy_contents(&from, &out, meta.len(), &AtomicBool::new(true))
+            .map_err(Error::io("copy", &to))?;
+    }
+    Ok((staging, tree))
+}
+
+/// Copies the object tree at `src` to the new directory `dst` (0755), writable by its owner.
+pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     fs::DirBuilder::new()
         .mode(0o755)
-        .create(&tree)
-        .map_err(Error::io("create dir", &tree))?;
-    copy_into(src, &tree)?;
-    Ok((staging, tree))
+        .create(dst)
+        .map_err(Error::io("create dir", dst))?;
+    copy_into(src, dst)
 }
 
 /// What is at a destination.
@@ -339,8 +373,18 @@ impl Claimed {
     /// one is renamed away first); the old one is removed afterwards, never before the new one
     /// is there. Refused: [`Error::DestinationNotEmpty`], with nothing changed.
     pub(crate) fn activate(&self, src: &Path, replace: Replace) -> Result<()> {
+        self.activate_with(src, &[], replace)
+    }
+
+    /// [`Claimed::activate`], with `extra` files added at the tree's root in the same swap.
+    pub(crate) fn activate_with(
+        &self,
+        src: &Path,
+        extra: &[Extra<'_>],
+        replace: Replace,
+    ) -> Result<()> {
         let d = &self.dest;
-        let (staging, tree) = build(d, src)?;
+        let (staging, tree) = build(d, src, extra)?;
         let (new, _) = sys::identity(&tree)
             .map_err(Error::io("stat", &tree))?
             .ok_or_else(|| Error::io("stat", &tree)(std::io::ErrorKind::NotFound.into()))?;

@@ -5,7 +5,9 @@
 //!   publish and its name binding, nor copying out of an object, while gc decides. The lock is
 //!   held only for the listing and the renames; the deleting happens afterwards, in gc's own temp
 //!   dir, which a sweep reclaims if gc is killed.
-//! - A name never dangles because of gc: only objects that no name points at are moved.
+//! - A name never dangles because of gc: only objects that no name points at are moved. The
+//!   one kind of name gc removes is a build's (`_build/<source id>/…`) whose source object no
+//!   other name points at: the build goes with its source.
 //! - Running gc twice, or two gcs at once, is fine: the second finds nothing to do.
 
 use std::collections::HashSet;
@@ -14,6 +16,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::hash::ObjectId;
+use crate::layout::BUILD_ROUTE;
 use crate::lock;
 use crate::scan;
 use crate::store::Store;
@@ -31,6 +35,8 @@ pub struct GcReport {
     pub removed_bytes: u64,
     /// Objects kept because a name points at them.
     pub kept_objects: usize,
+    /// Names removed: builds whose source object no name points at any more.
+    pub removed_names: Vec<String>,
     /// Dead temp dirs reclaimed.
     pub temp: SweepReport,
 }
@@ -69,13 +75,38 @@ pub fn gc(store: &Store, mode: GcMode) -> Result<GcReport> {
         lock::store_exclusive(layout)?
     };
     let (names, _) = scan::names(layout)?;
-    let referenced: HashSet<_> = names.iter().filter_map(|n| n.target).collect();
+    // A build is kept while its source object is named (`_build/<source id>/…`); the names of
+    // the others go first, so that their objects are collected below.
+    let sources: HashSet<_> = names
+        .iter()
+        .filter(|n| n.name.route() != BUILD_ROUTE)
+        .filter_map(|n| n.target)
+        .collect();
+    let mut referenced = HashSet::new();
+    let mut removed_names = Vec::new();
+    for n in &names {
+        let orphan = n.name.route() == BUILD_ROUTE
+            && ObjectId::from_hex(n.name.id()).is_none_or(|src| !sources.contains(&src));
+        if orphan {
+            removed_names.push(n.name.to_string());
+            if !dry_run {
+                match std::fs::remove_file(&n.path) {
+                    Ok(()) => {}
+                    Err(e) if sys::is_not_found(&e) => {}
+                    Err(e) => return Err(Error::io("remove", &n.path)(e)),
+                }
+            }
+        } else if let Some(t) = n.target {
+            referenced.insert(t);
+        }
+    }
     let (objects, _) = scan::objects(layout)?;
     let mut report = GcReport {
         dry_run,
         removed_objects: Vec::new(),
         removed_bytes: 0,
         kept_objects: 0,
+        removed_names,
         temp,
     };
     for (id, path) in objects {

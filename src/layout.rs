@@ -7,7 +7,7 @@
 //! - Names live at `names/<route>/<id>/<version>` and are symlinks whose target is exactly
 //!   `../../../objects/<hh>/<hash>`.
 //! - Temporary work happens only under `tmp/`, on the same file system as `objects/` and `names/`.
-//! - The store's own names (`_steplib`, `_exe.`, `_git`) and a collection object's inside
+//! - The store's own names (`_steplib`, `_exe.`, `_git`, `_build`, `_toolkits`) and a collection object's inside
 //!   (`collection.json`, `groups/<id>.json`, `yml/<id>/<version>.yml`: `CollectionLayout`) are
 //!   spelled here too.
 
@@ -226,6 +226,8 @@ pub(crate) enum TempKind {
     Git,
     /// A collection object being generated.
     Steplib,
+    /// A Go step's build.
+    Build,
 }
 
 impl TempKind {
@@ -239,6 +241,7 @@ impl TempKind {
             TempKind::Executable => "exe",
             TempKind::Git => "git",
             TempKind::Steplib => "steplib",
+            TempKind::Build => "build",
         }
     }
 
@@ -266,6 +269,13 @@ pub const COLLECTION_VERSION: &str = "current";
 pub const EXE_ID_PREFIX: &str = "_exe.";
 /// The route of `step-info --library git::URL@REF`'s checkouts: `_git/<alias>/ref-<16 hex>`.
 pub(crate) const GIT_ROUTE: &str = "_git";
+
+/// The route of Go step builds: `_build/<source object id>/go-<key>` (`crate::toolkit::build`).
+pub const BUILD_ROUTE: &str = "_build";
+/// The route of toolkits: `_toolkits/<toolkit>/<version>`.
+pub const TOOLKIT_ROUTE: &str = "_toolkits";
+/// The name id of the Go toolkit: `_toolkits/go/<version>`.
+pub const GO_TOOLKIT_ID: &str = "go";
 
 /// The name version of a git step-info checkout of `reference`: `ref-<16 hex of BLAKE3>`.
 pub(crate) fn git_ref_version(reference: &str) -> String {

@@ -31,6 +31,7 @@ pub mod steplib;
 pub mod store;
 mod sys;
 mod tmp;
+pub mod toolkit;
 
 pub use error::{Error, Result};
 pub use export::Replace;

@@ -112,6 +112,8 @@ pub(crate) enum Producer {
     GitStep,
     /// A collection object (`setup`, `update`).
     Collection,
+    /// A Go step's build (`--prepare`).
+    GoBuild,
 }
 
 impl Producer {
@@ -122,6 +124,7 @@ impl Producer {
             Producer::Executable => TempKind::Executable,
             Producer::GitStep => TempKind::Git,
             Producer::Collection => TempKind::Steplib,
+            Producer::GoBuild => TempKind::Build,
         }
     }
 
@@ -132,6 +135,7 @@ impl Producer {
             Producer::Executable => "download an executable",
             Producer::GitStep => "clone a step",
             Producer::Collection => "set up a collection",
+            Producer::GoBuild => "build a step",
         }
     }
 }
@@ -735,6 +739,28 @@ impl Store {
         self.copy_out(name, |dir| {
             check(dir)?;
             dest.activate(dir, replace)
+        })
+    }
+
+    /// [`Store::export_replacing`] of `name` with one file of the object `extra` names added
+    /// at the tree's root: `file` (a Go step's binary, `<id>`), both copied in one activation
+    /// under one store lock.
+    pub(crate) fn export_replacing_with_file(
+        &self,
+        name: &Name,
+        dest: &Path,
+        replace: crate::Replace,
+        (extra, file): (&Name, &str),
+    ) -> Result<ObjectId> {
+        self.check_outside(dest)?;
+        self.resolve(name)?;
+        self.resolve(extra)?;
+        crate::export::sweep_beside(dest);
+        let dest = crate::export::claim(dest, replace, self.interrupt.as_deref())?;
+        self.copy_out(name, |dir| {
+            let (_, extra_dir) = self.resolve(extra)?;
+            let path = extra_dir.join(file);
+            dest.activate_with(dir, &[(&path, file)], replace)
         })
     }
 

@@ -407,3 +407,38 @@ pub(crate) fn describe_user(uid: u32) -> String {
         None => format!("uid {uid}"),
     }
 }
+
+/// Why [`run_cancellable`] returned no exit status.
+#[derive(Debug)]
+pub(crate) enum RunError {
+    /// `cancel` was set: the child's process group was killed and reaped.
+    Cancelled,
+    /// The child could not be started or waited for.
+    Io(io::Error),
+}
+
+/// Runs `cmd` in a process group of its own and waits for it, checking `cancel` every `poll`:
+/// when it is set, the whole group (the child and what it started, e.g. `go build`'s compilers)
+/// is killed with SIGKILL and reaped.
+pub(crate) fn run_cancellable(
+    cmd: &mut std::process::Command,
+    cancel: &std::sync::atomic::AtomicBool,
+    poll: std::time::Duration,
+) -> Result<std::process::ExitStatus, RunError> {
+    use std::os::unix::process::CommandExt;
+    use std::sync::atomic::Ordering;
+    let mut child = cmd.process_group(0).spawn().map_err(RunError::Io)?;
+    loop {
+        if let Some(status) = child.try_wait().map_err(RunError::Io)? {
+            return Ok(status);
+        }
+        if cancel.load(Ordering::Relaxed) {
+            if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+            let _ = child.wait();
+            return Err(RunError::Cancelled);
+        }
+        std::thread::sleep(poll);
+    }
+}

@@ -114,7 +114,7 @@ pub fn activate_with(
 /// The step's step.yml, from the collection object it was resolved in. That object may have
 /// gone since (an update re-pointed the collection, a gc removed the old object): then from the
 /// current collection, under the store lock so that it stays while it is read.
-fn read_definition(store: &Store, r: &Resolved) -> Result<Vec<u8>> {
+pub(super) fn read_definition(store: &Store, r: &Resolved) -> Result<Vec<u8>> {
     let p = r.definition_path();
     match fs::read(&p) {
         Ok(b) => Ok(b),
@@ -132,7 +132,7 @@ fn read_definition(store: &Store, r: &Resolved) -> Result<Vec<u8>> {
 }
 
 /// Writes the step.yml `bytes` to `dest` (mode 0644), creating its directory first.
-fn write_definition(bytes: &[u8], dest: &Path) -> Result<()> {
+pub(super) fn write_definition(bytes: &[u8], dest: &Path) -> Result<()> {
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(Error::io("create dir", parent))?;
     }

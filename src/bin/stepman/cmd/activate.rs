@@ -16,7 +16,7 @@ use stepman::activate::{self, Precompiled};
 /// `--replace` is given. Safe from many processes at once: one download, identical trees.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step -y ./step.yml"
+    after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step -y ./step.yml\n  stepman activate -c ./steplib -i my-go-step -p ./step --prepare --json"
 )]
 pub(crate) struct ActivateArgs {
     #[command(flatten)]
@@ -34,6 +34,8 @@ pub(crate) struct ActivateArgs {
     /// sha256; falls back to the source). Also BITRISE_EXPERIMENT_PRECOMPILED_STEPS=true.
     #[arg(long)]
     precompiled: bool,
+    #[command(flatten)]
+    prepare: super::PrepareArgs,
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
@@ -57,6 +59,39 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
     } else {
         stepman::Replace::Activated
     };
+    if a.prepare.prepare {
+        let opts = a.prepare.options(precompiled);
+        let p = activate::activate_prepared(
+            &store,
+            &r,
+            &a.path,
+            a.copyyml.as_deref(),
+            &opts,
+            replace,
+            &net,
+        )
+        .with_context(|| {
+            format!(
+                "prepare {}@{} in {}",
+                r.picked.id,
+                r.picked.version,
+                a.path.display()
+            )
+        })?;
+        eprintln!(
+            "activated {}@{} into {}, ready to run ({})",
+            r.picked.id,
+            r.picked.version,
+            a.path.display(),
+            match p.build {
+                stepman::toolkit::BuildStatus::Built => "built now",
+                stepman::toolkit::BuildStatus::Cached => "build cached",
+                stepman::toolkit::BuildStatus::None => "nothing to build",
+            }
+        );
+        a.prepare.print(&p)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let id = activate::activate_with(
         &store,
         &r,

@@ -10,11 +10,13 @@ use stepman::activate;
 /// Put a step version's source into the store (nothing is copied anywhere).
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  stepman download -c https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8"
+    after_help = "Example:\n  stepman download -c https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8\n  stepman download -c ./steplib --id my-go-step --prepare --json"
 )]
 pub(crate) struct DownloadArgs {
     #[command(flatten)]
     step: super::StepArgs,
+    #[command(flatten)]
+    prepare: super::PrepareArgs,
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode> {
@@ -23,6 +25,16 @@ pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     let r = a.step.resolve(&store, &c, &net)?;
+    if a.prepare.prepare {
+        let opts = a.prepare.options(activate::Precompiled::Skip);
+        let p = activate::download_prepared(&store, &r, &opts, &net)?;
+        eprintln!(
+            "{}@{} ready ({:?} build)",
+            r.picked.id, r.picked.version, p.build
+        );
+        a.prepare.print(&p)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let got = activate::download(&store, &r, &net)?;
     eprintln!(
         "{}@{} {} ({})",

@@ -169,6 +169,64 @@ pub(crate) struct StepArgs {
     pub(crate) update: bool,
 }
 
+/// `--prepare` and what goes with it (`download`, `activate`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct PrepareArgs {
+    /// Make the step ready to run: build a Go step's binary (once per source and Go toolchain,
+    /// shared through the store) and report the command that runs the step.
+    #[arg(long)]
+    pub(crate) prepare: bool,
+    /// The `go` that builds Go steps (else `go` on PATH if it is 1.22.12 or newer, else the
+    /// store's Go toolkit).
+    #[arg(long, value_name = "PATH", env = "STEPMAN_GO", requires = "prepare")]
+    pub(crate) go: Option<std::path::PathBuf>,
+    /// With --prepare: print the result as JSON
+    /// (`{"toolkit", "run": [argv], "build": "cached"|"built"|"none", ...}`).
+    #[arg(long, requires = "prepare")]
+    pub(crate) json: bool,
+}
+
+impl PrepareArgs {
+    pub(crate) fn options(
+        &self,
+        precompiled: stepman::activate::Precompiled,
+    ) -> stepman::activate::PrepareOptions {
+        stepman::activate::PrepareOptions {
+            go: stepman::toolkit::go::Choice {
+                explicit: self.go.clone().filter(|p| !p.as_os_str().is_empty()),
+            },
+            precompiled,
+        }
+    }
+
+    /// Prints what `--prepare` did: JSON, or the run command as shell words.
+    pub(crate) fn print(&self, p: &stepman::activate::Prepared) -> anyhow::Result<()> {
+        if self.json {
+            outln!("{}", serde_json::to_string(p)?);
+        } else if !p.run.is_empty() {
+            outln!("{}", shell_words(&p.run));
+        }
+        Ok(())
+    }
+}
+
+/// `argv` as one line a POSIX shell reads back as the same words.
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|w| {
+            if !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@+,".contains(&b))
+            {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl StepArgs {
     /// Picks the step version in collection `c` (parsed from `collection` before the store was
     /// opened), as `download` and `activate` do.

@@ -1,0 +1,351 @@
+//! The Go toolchain a build uses: which `go`, its identity, and the environment its child
+//! processes get.
+//!
+//! Invariants:
+//! - The toolchain is chosen in a documented order: `--go PATH` / `STEPMAN_GO` (then it must
+//!   be suitable, or it is an error), else `go` on `PATH` when it is at least
+//!   [`MIN_VERSION`], else the newest Go toolkit in the store (`_toolkits/go/<version>`).
+//! - The `go` that runs is `<GOROOT>/bin/go` of the chosen toolchain, with `GOROOT` set to it:
+//!   a wrapper script on `PATH` is asked once for its `GOROOT` and then not used again.
+//! - Every child gets [`Toolchain::command`]'s environment: the caller's, less every `GO*`
+//!   and `CGO_*` variable but the documented pass-through ones, plus `GOROOT`,
+//!   `GO111MODULE=on`, `GOTOOLCHAIN=local`, `GOWORK=off`. The identity is probed with that
+//!   same environment, so what the key says is what the build sees.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::layout::{GO_TOOLKIT_ID, Name, TOOLKIT_ROUTE};
+use crate::steplib::version::Version;
+use crate::store::Store;
+
+/// The oldest Go a build accepts (the old tool's minimum).
+pub const MIN_VERSION: (u64, u64, u64) = (1, 22, 12);
+
+/// Caller variables a build passes on: where caches live and how modules are fetched (none of
+/// them changes the binary), and the ones that do change it but are part of the identity
+/// ([`IDENTITY_VARS`]).
+const PASS_THROUGH: [&str; 10] = [
+    "GOCACHE",
+    "GOMODCACHE",
+    "GOPATH",
+    "GOPROXY",
+    "GOPRIVATE",
+    "GONOPROXY",
+    "GONOSUMDB",
+    "GOINSECURE",
+    "GOTMPDIR",
+    "GOENV",
+];
+
+/// What `go env` reports that changes a build's output: part of the build key.
+pub const IDENTITY_VARS: [&str; 14] = [
+    "GOVERSION",
+    "GOOS",
+    "GOARCH",
+    "CGO_ENABLED",
+    "GOAMD64",
+    "GOARM",
+    "GOARM64",
+    "GO386",
+    "GOMIPS",
+    "GOMIPS64",
+    "GOPPC64",
+    "GORISCV64",
+    "GOWASM",
+    "GOEXPERIMENT",
+];
+
+/// Identity variables a caller may set for a build (the rest come from the toolchain).
+const IDENTITY_PASS_THROUGH: [&str; 11] = [
+    "CGO_ENABLED",
+    "GOAMD64",
+    "GOARM",
+    "GOARM64",
+    "GO386",
+    "GOMIPS",
+    "GOMIPS64",
+    "GOPPC64",
+    "GORISCV64",
+    "GOWASM",
+    "GOEXPERIMENT",
+];
+
+/// Where a toolchain came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// `--go` or `STEPMAN_GO`.
+    Explicit,
+    /// `go` on `PATH`.
+    Path,
+    /// A Go toolkit in the store.
+    Store,
+}
+
+/// A chosen Go toolchain.
+#[derive(Debug, Clone, Serialize)]
+pub struct Toolchain {
+    /// Its `GOROOT`.
+    pub goroot: PathBuf,
+    /// `GOVERSION` (`go1.22.12`).
+    pub version: String,
+    /// Where it came from.
+    pub origin: Origin,
+    /// The [`IDENTITY_VARS`] values `go env` reports, in that order.
+    #[serde(skip)]
+    pub identity: BTreeMap<String, String>,
+}
+
+/// How to choose the toolchain.
+#[derive(Debug, Clone, Default)]
+pub struct Choice {
+    /// `--go PATH` or `STEPMAN_GO`: this `go` and no other.
+    pub explicit: Option<PathBuf>,
+}
+
+impl Choice {
+    /// `STEPMAN_GO`, when set and not empty.
+    pub fn from_env() -> Choice {
+        Choice {
+            explicit: std::env::var_os("STEPMAN_GO")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+}
+
+/// Chooses the toolchain (module doc); an error says what was tried.
+pub fn find(store: &Store, choice: &Choice) -> Result<Toolchain> {
+    if let Some(go) = &choice.explicit {
+        let tc = probe(go, Origin::Explicit)?;
+        check_version(&tc, go)?;
+        return Ok(tc);
+    }
+    let mut tried = Vec::new();
+    match which("go") {
+        Some(go) => match probe(&go, Origin::Path) {
+            Ok(tc) => match check_version(&tc, &go) {
+                Ok(()) => return Ok(tc),
+                Err(e) => tried.push(e.describe()),
+            },
+            Err(e) => tried.push(e.describe()),
+        },
+        None => tried.push("no `go` on PATH".into()),
+    }
+    match installed(store)? {
+        Some(goroot) => {
+            let tc = probe(&goroot.join("bin").join("go"), Origin::Store)?;
+            if !tried.is_empty() {
+                log::info!(
+                    "{}; using the store's Go toolkit {}",
+                    tried.join("; "),
+                    tc.version
+                );
+            }
+            Ok(tc)
+        }
+        None => Err(Error::Toolchain {
+            reason: format!(
+                "{}; and no Go toolkit is installed in the store (run `stepman toolkit install \
+                 go`, or give one with --go PATH or STEPMAN_GO)",
+                tried.join("; ")
+            ),
+        }),
+    }
+}
+
+/// The `GOROOT` of the newest Go toolkit in the store at least [`MIN_VERSION`], if any.
+pub fn installed(store: &Store) -> Result<Option<PathBuf>> {
+    let mut versions: Vec<String> = store
+        .names_in_route(TOOLKIT_ROUTE)?
+        .into_iter()
+        .filter(|(id, _)| id == GO_TOOLKIT_ID)
+        .map(|(_, v)| v)
+        .filter(|v| parse_version(&format!("go{v}")).is_some_and(|n| n >= MIN_VERSION))
+        .collect();
+    versions.sort_by(|a, b| Version::parse(a).cmp(&Version::parse(b)));
+    let Some(v) = versions.pop() else {
+        return Ok(None);
+    };
+    let (_, dir) = store.resolve(&Name::new(TOOLKIT_ROUTE, GO_TOOLKIT_ID, &v)?)?;
+    Ok(Some(dir.join("go")))
+}
+
+fn which(exe: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(|d| d.join(exe))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+fn check_version(tc: &Toolchain, go: &Path) -> Result<()> {
+    match parse_version(&tc.version) {
+        Some(v) if v >= MIN_VERSION => Ok(()),
+        _ => Err(Error::Toolchain {
+            reason: format!(
+                "{} is {}; a build needs Go {}.{}.{} or newer",
+                go.display(),
+                tc.version,
+                MIN_VERSION.0,
+                MIN_VERSION.1,
+                MIN_VERSION.2
+            ),
+        }),
+    }
+}
+
+/// `go1.22.12` → `(1, 22, 12)`; `go1.23rc1` → `(1, 23, 0)`; `None` for a devel build or
+/// anything else.
+pub fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+    let rest = v.trim().strip_prefix("go")?;
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let mut parts = rest[..end].split('.').map(|p| p.parse::<u64>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().unwrap_or(Some(0))?;
+    let patch = parts.next().unwrap_or(Some(0))?;
+    Some((major, minor, patch))
+}
+
+/// Asks `go` (any `go`: a wrapper too) for its `GOROOT` and the identity, then the real
+/// `<GOROOT>/bin/go` again with the build environment, so the identity is what a build sees.
+fn probe(go: &Path, origin: Origin) -> Result<Toolchain> {
+    let first = go_env(go, None, &["GOROOT"])?;
+    let goroot = PathBuf::from(first.get("GOROOT").cloned().unwrap_or_default());
+    if goroot.as_os_str().is_empty() || !goroot.is_absolute() {
+        return Err(Error::Toolchain {
+            reason: format!("{} reports no absolute GOROOT", go.display()),
+        });
+    }
+    let real = goroot.join("bin").join("go");
+    let identity = go_env(&real, Some(&goroot), &IDENTITY_VARS)?;
+    let version = identity.get("GOVERSION").cloned().unwrap_or_default();
+    if version.is_empty() {
+        return Err(Error::Toolchain {
+            reason: format!("{} reports no GOVERSION", real.display()),
+        });
+    }
+    Ok(Toolchain {
+        goroot,
+        version,
+        origin,
+        identity,
+    })
+}
+
+/// `go env -json VARS`, run with the build environment (`GOROOT` set when given).
+fn go_env(go: &Path, goroot: Option<&Path>, vars: &[&str]) -> Result<BTreeMap<String, String>> {
+    let mut cmd = Command::new(go);
+    apply_env(&mut cmd, goroot);
+    cmd.arg("env").arg("-json").args(vars);
+    cmd.stdin(Stdio::null());
+    let out = cmd.output().map_err(|e| Error::Toolchain {
+        reason: format!("cannot run {}: {e}", go.display()),
+    })?;
+    if !out.status.success() {
+        return Err(Error::Toolchain {
+            reason: format!(
+                "{} env failed ({}): {}",
+                go.display(),
+                out.status,
+                first_lines(&String::from_utf8_lossy(&out.stderr), 5)
+            ),
+        });
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| Error::Toolchain {
+        reason: format!("{} env -json printed no JSON object: {e}", go.display()),
+    })
+}
+
+/// Sets the build environment on `cmd` (module doc).
+pub(crate) fn apply_env(cmd: &mut Command, goroot: Option<&Path>) {
+    for (k, _) in std::env::vars_os() {
+        if is_stripped(&k) {
+            cmd.env_remove(&k);
+        }
+    }
+    if let Some(root) = goroot {
+        cmd.env("GOROOT", root);
+        // The toolchain's own bin first, so `go` in a build's children is this one.
+        let mut path = vec![root.join("bin")];
+        if let Some(p) = std::env::var_os("PATH") {
+            path.extend(std::env::split_paths(&p));
+        }
+        if let Ok(joined) = std::env::join_paths(path) {
+            cmd.env("PATH", joined);
+        }
+    }
+    cmd.env("GO111MODULE", "on")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOWORK", "off")
+        .env("GOSUMDB", "off")
+        .env("GOTELEMETRY", "off");
+}
+
+fn is_stripped(k: &OsString) -> bool {
+    let Some(k) = k.to_str() else {
+        return false;
+    };
+    (k.starts_with("GO") || k.starts_with("CGO_"))
+        && !PASS_THROUGH.contains(&k)
+        && !IDENTITY_PASS_THROUGH.contains(&k)
+}
+
+/// The first `n` non-empty lines of `text`.
+pub(crate) fn first_lines(text: &str, n: usize) -> String {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("go1.22.12"), Some((1, 22, 12)));
+        assert_eq!(parse_version("go1.23rc1"), Some((1, 23, 0)));
+        assert_eq!(parse_version("go1.22"), Some((1, 22, 0)));
+        assert_eq!(parse_version("devel go1.24-abc"), None);
+        assert!(parse_version("go1.22.11").unwrap() < MIN_VERSION);
+        assert!(parse_version("go1.27.3").unwrap() >= MIN_VERSION);
+    }
+
+    #[test]
+    fn stripped_variables() {
+        for k in [
+            "GOROOT",
+            "GOFLAGS",
+            "GOOS",
+            "GOARCH",
+            "GOTOOLCHAIN",
+            "CGO_CFLAGS",
+        ] {
+            assert!(is_stripped(&k.into()), "{k}");
+        }
+        for k in [
+            "GOCACHE",
+            "GOPROXY",
+            "CGO_ENABLED",
+            "GOAMD64",
+            "HOME",
+            "PATH",
+        ] {
+            assert!(!is_stripped(&k.into()), "{k}");
+        }
+    }
+}
