@@ -7,7 +7,7 @@
 //! - Names live at `names/<route>/<id>/<version>` and are symlinks whose target is exactly
 //!   `../../../objects/<hh>/<hash>`.
 //! - Temporary work happens only under `tmp/`, on the same file system as `objects/` and `names/`.
-//! - The store's own names (`_steplib`, `_exe.`, `_git`, `_build`, `_toolkits`) and a collection object's inside
+//! - The store's own names (`_steplib`, `_exe.`, `_git`, `_build`, `_toolkits`, `_toolchains`) and a collection object's inside
 //!   (`collection.json`, `groups/<id>.json`, `yml/<id>/<version>.yml`: `CollectionLayout`) are
 //!   spelled here too.
 
@@ -228,6 +228,8 @@ pub(crate) enum TempKind {
     Steplib,
     /// A Go step's build.
     Build,
+    /// A toolchain's probed identity.
+    Toolchain,
 }
 
 impl TempKind {
@@ -242,6 +244,7 @@ impl TempKind {
             TempKind::Git => "git",
             TempKind::Steplib => "steplib",
             TempKind::Build => "build",
+            TempKind::Toolchain => "toolchain",
         }
     }
 
@@ -274,6 +277,8 @@ pub(crate) const GIT_ROUTE: &str = "_git";
 pub const BUILD_ROUTE: &str = "_build";
 /// The route of toolkits: `_toolkits/<toolkit>/<version>`.
 pub const TOOLKIT_ROUTE: &str = "_toolkits";
+/// The route of probed toolchain identities: `_toolchains/go/<key>`.
+pub(crate) const TOOLCHAIN_ROUTE: &str = "_toolchains";
 /// The name id of the Go toolkit: `_toolkits/go/<version>`.
 pub const GO_TOOLKIT_ID: &str = "go";
 

@@ -114,6 +114,8 @@ pub(crate) enum Producer {
     Collection,
     /// A Go step's build (`--prepare`).
     GoBuild,
+    /// A Go toolchain's probed identity (`--prepare`).
+    Toolchain,
 }
 
 impl Producer {
@@ -125,6 +127,7 @@ impl Producer {
             Producer::GitStep => TempKind::Git,
             Producer::Collection => TempKind::Steplib,
             Producer::GoBuild => TempKind::Build,
+            Producer::Toolchain => TempKind::Toolchain,
         }
     }
 
@@ -136,6 +139,7 @@ impl Producer {
             Producer::GitStep => "clone a step",
             Producer::Collection => "set up a collection",
             Producer::GoBuild => "build a step",
+            Producer::Toolchain => "remember a toolchain",
         }
     }
 }

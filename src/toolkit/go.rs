@@ -7,6 +7,8 @@
 //!   [`MIN_VERSION`], else the newest Go toolkit in the store (`_toolkits/go/<version>`).
 //! - The `go` that runs is `<GOROOT>/bin/go` of the chosen toolchain, with `GOROOT` set to it:
 //!   a wrapper script on `PATH` is asked once for its `GOROOT` and then not used again.
+//! - A toolchain's identity is probed once per `go` file and caller identity variables, and
+//!   kept in the store (`_toolchains/go/<key>`, `store-format.md`, "Builds").
 //! - Every child gets [`Toolchain::command`]'s environment: the caller's, less every `GO*`
 //!   and `CGO_*` variable but the documented pass-through ones, plus `GOROOT`,
 //!   `GO111MODULE=on`, `GOTOOLCHAIN=local`, `GOWORK=off`. The identity is probed with that
@@ -20,9 +22,9 @@ use std::process::{Command, Stdio};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::layout::{GO_TOOLKIT_ID, Name, TOOLKIT_ROUTE};
+use crate::layout::{GO_TOOLKIT_ID, Name, TOOLCHAIN_ROUTE, TOOLKIT_ROUTE};
 use crate::steplib::version::Version;
-use crate::store::Store;
+use crate::store::{Producer, Rebuild, Store};
 
 /// The oldest Go a build accepts (the old tool's minimum).
 pub const MIN_VERSION: (u64, u64, u64) = (1, 22, 12);
@@ -123,13 +125,13 @@ impl Choice {
 /// Chooses the toolchain (module doc); an error says what was tried.
 pub fn find(store: &Store, choice: &Choice) -> Result<Toolchain> {
     if let Some(go) = &choice.explicit {
-        let tc = probe(go, Origin::Explicit)?;
+        let tc = probe(store, go, Origin::Explicit)?;
         check_version(&tc, go)?;
         return Ok(tc);
     }
     let mut tried = Vec::new();
     match which("go") {
-        Some(go) => match probe(&go, Origin::Path) {
+        Some(go) => match probe(store, &go, Origin::Path) {
             Ok(tc) => match check_version(&tc, &go) {
                 Ok(()) => return Ok(tc),
                 Err(e) => tried.push(e.describe()),
@@ -140,7 +142,7 @@ pub fn find(store: &Store, choice: &Choice) -> Result<Toolchain> {
     }
     match installed(store)? {
         Some(goroot) => {
-            let tc = probe(&goroot.join("bin").join("go"), Origin::Store)?;
+            let tc = probe(store, &goroot.join("bin").join("go"), Origin::Store)?;
             if !tried.is_empty() {
                 log::info!(
                     "{}; using the store's Go toolkit {}",
@@ -218,9 +220,91 @@ pub fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
     Some((major, minor, patch))
 }
 
+/// What a probe found, as the identity cache keeps it.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Probed {
+    goroot: PathBuf,
+    identity: BTreeMap<String, String>,
+    /// [`file_stamp`] of `<goroot>/bin/go` when it was probed.
+    real_stamp: String,
+}
+
+/// The file at `path` as far as a probe's result depends on it: canonical path, device, inode,
+/// size, modification and change times. Replacing or rewriting the file changes it.
+fn file_stamp(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let canon = std::fs::canonicalize(path).ok()?;
+    let m = std::fs::metadata(&canon).ok()?;
+    Some(format!(
+        "{} {} {} {} {}.{} {}.{}",
+        canon.display(),
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
+}
+
+/// The identity cache's name for `go` with this environment: `_toolchains/go/<key>`, the key
+/// the BLAKE3 of `go`'s [`file_stamp`] and the caller's identity variables.
+fn cache_name(go: &Path) -> Option<Name> {
+    let mut text = format!("stepman-go-identity 1\n{}\n", file_stamp(go)?);
+    for var in IDENTITY_PASS_THROUGH {
+        let v = std::env::var(var).unwrap_or_default();
+        text.push_str(&format!("{var}={v}\n"));
+    }
+    let key = blake3::hash(text.as_bytes()).to_hex();
+    Name::new(TOOLCHAIN_ROUTE, GO_TOOLKIT_ID, &key).ok()
+}
+
+const PROBED_FILE: &str = "toolchain.json";
+
+/// [`probe_uncached`], remembered in the store: a toolchain whose `go` and real `go` are the
+/// same files as when it was probed (and the caller's identity variables the same) is not run
+/// again. A store that cannot be written only loses the cache.
+fn probe(store: &Store, go: &Path, origin: Origin) -> Result<Toolchain> {
+    let name = cache_name(go);
+    if let Some(name) = &name
+        && let Ok((_, dir)) = store.resolve(name)
+        && let Ok(bytes) = std::fs::read(dir.join(PROBED_FILE))
+        && let Ok(p) = serde_json::from_slice::<Probed>(&bytes)
+        && file_stamp(&p.goroot.join("bin").join("go")).as_deref() == Some(p.real_stamp.as_str())
+    {
+        return Ok(Toolchain {
+            version: p.identity.get("GOVERSION").cloned().unwrap_or_default(),
+            goroot: p.goroot,
+            origin,
+            identity: p.identity,
+        });
+    }
+    let tc = probe_uncached(go, origin)?;
+    if let Some(name) = &name
+        && let Some(real_stamp) = file_stamp(&tc.goroot.join("bin").join("go"))
+    {
+        let p = Probed {
+            goroot: tc.goroot.clone(),
+            identity: tc.identity.clone(),
+            real_stamp,
+        };
+        let bytes = serde_json::to_vec_pretty(&p).unwrap_or_default();
+        let made = store.produce(name, Rebuild::Always, Producer::Toolchain, |stage| {
+            stage.write("go toolchain identity", |w| {
+                w.add_file(PROBED_FILE, false, Some(bytes.len() as u64), &bytes[..])
+            })
+        });
+        if let Err(e) = made {
+            log::debug!("not caching the identity of {}: {}", go.display(), e.describe());
+        }
+    }
+    Ok(tc)
+}
+
 /// Asks `go` (any `go`: a wrapper too) for its `GOROOT` and the identity, then the real
 /// `<GOROOT>/bin/go` again with the build environment, so the identity is what a build sees.
-fn probe(go: &Path, origin: Origin) -> Result<Toolchain> {
+fn probe_uncached(go: &Path, origin: Origin) -> Result<Toolchain> {
     let first = go_env(go, None, &["GOROOT"])?;
     let goroot = PathBuf::from(first.get("GOROOT").cloned().unwrap_or_default());
     if goroot.as_os_str().is_empty() || !goroot.is_absolute() {
