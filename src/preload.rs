@@ -90,6 +90,9 @@ pub struct Outcome {
     pub seconds: f64,
     /// Why it failed.
     pub error: Option<String>,
+    /// With `--prepare`: whether it was built now, found built, or needed no build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<crate::toolkit::BuildStatus>,
 }
 
 /// Whether a step group is deprecated: its step-info has a `removal_date` or `deprecate_notes`.
@@ -295,14 +298,19 @@ fn select_versions(versions: &Map<String, Value>, sel: &Selection, cut: &Cutoffs
 /// Once `net.cancel` is set, no new step starts, running downloads stop at their next read, and
 /// the steps not done are reported `cancelled` (give `store` the same flag with
 /// [`Store::with_interrupt`] so that waits for other processes stop too).
+///
+/// With `prepare`, each step is also made ready to run (`step::download_prepared`): Go steps
+/// are built, one build at a time (each `go build` uses every core), while downloads go on.
 pub fn preload(
     store: &Store,
     c: &Collection,
     requests: &[Request],
     jobs: usize,
     net: &NetConfig,
+    prepare: Option<&step::PrepareOptions>,
     progress: &(dyn Fn(&Outcome, usize, usize) + Sync),
 ) -> Result<Vec<Outcome>> {
+    let builds = Mutex::new(());
     // Set the collection up once, before the workers start.
     step::open_or_setup(store, c, net)?;
     let next = AtomicUsize::new(0);
@@ -317,7 +325,7 @@ pub fn preload(
                     let o = if net.cancelled() {
                         cancelled(req)
                     } else {
-                        one(store, c, req, net)
+                        one(store, c, req, net, prepare.map(|p| (p, &builds)))
                     };
                     let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                     progress(&o, n, requests.len());
@@ -341,10 +349,17 @@ fn cancelled(req: &Request) -> Outcome {
         bytes: 0,
         seconds: 0.0,
         error: None,
+        build: None,
     }
 }
 
-fn one(store: &Store, c: &Collection, req: &Request, net: &NetConfig) -> Outcome {
+fn one(
+    store: &Store,
+    c: &Collection,
+    req: &Request,
+    net: &NetConfig,
+    prepare: Option<(&step::PrepareOptions, &Mutex<()>)>,
+) -> Outcome {
     let start = Instant::now();
     let mut o = Outcome {
         id: req.id.clone(),
@@ -354,9 +369,22 @@ fn one(store: &Store, c: &Collection, req: &Request, net: &NetConfig) -> Outcome
         bytes: 0,
         seconds: 0.0,
         error: None,
+        build: None,
     };
     let r = step::resolve(store, c, &req.id, &req.constraint, OnMiss::Fail, net).and_then(|r| {
         let got = step::download(store, &r, net)?;
+        if let Some((opts, builds)) = prepare {
+            o.version = Some(r.picked.version.clone());
+            let built = if crate::toolkit::Toolkit::of(&r.picked.step, "")?.kind()
+                == crate::toolkit::ToolkitKind::Go
+            {
+                let _one = builds.lock().unwrap_or_else(|e| e.into_inner());
+                step::download_prepared(store, &r, opts, net)?.build
+            } else {
+                crate::toolkit::BuildStatus::None
+            };
+            o.build = Some(built);
+        }
         Ok((r.picked.version, got))
     });
     match r {

@@ -296,7 +296,11 @@ fn probe(store: &Store, go: &Path, origin: Origin) -> Result<Toolchain> {
             })
         });
         if let Err(e) = made {
-            log::debug!("not caching the identity of {}: {}", go.display(), e.describe());
+            log::debug!(
+                "not caching the identity of {}: {}",
+                go.display(),
+                e.describe()
+            );
         }
     }
     Ok(tc)

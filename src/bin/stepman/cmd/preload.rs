@@ -25,7 +25,7 @@ use stepman::preload::{self, Outcome, Request, Selection, Status};
 /// --maintainer. Giving any of these flags adds that selection to the named steps.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git --maintainer \"\" --majors 1 --minors-since 0 --patches-since 0\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git git-clone@8 script@1 --jobs 8 --json"
+    after_help = "Examples:\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git --maintainer \"\" --majors 1 --minors-since 0 --patches-since 0\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git git-clone@8 script@1 --jobs 8 --json\n  stepman preload -c ./steplib my-go-step@1 --prepare"
 )]
 #[command(verbatim_doc_comment)]
 pub(crate) struct PreloadArgs {
@@ -62,6 +62,13 @@ pub(crate) struct PreloadArgs {
     /// Print a JSON report of every step on stdout.
     #[arg(long)]
     json: bool,
+    /// Also make each step ready to run: build Go steps into the store's build cache (one
+    /// build at a time; see `activate --prepare`).
+    #[arg(long)]
+    prepare: bool,
+    /// With --prepare: the `go` that builds Go steps.
+    #[arg(long, value_name = "PATH", env = "STEPMAN_GO", requires = "prepare")]
+    go: Option<PathBuf>,
 }
 
 impl PreloadArgs {
@@ -139,9 +146,21 @@ pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode>
     let started = Instant::now();
     let outcomes = std::thread::scope(|s| {
         let ticker = s.spawn(|| bar.tick_until_done(&net.received, started));
-        let r = preload::preload(&store, &c, &requests, jobs, &net, &|o, n, total| {
-            bar.outcome(o, n, total)
+        let prepare = a.prepare.then(|| stepman::activate::PrepareOptions {
+            go: stepman::toolkit::go::Choice {
+                explicit: a.go.clone().filter(|p| !p.as_os_str().is_empty()),
+            },
+            precompiled: stepman::activate::Precompiled::Skip,
         });
+        let r = preload::preload(
+            &store,
+            &c,
+            &requests,
+            jobs,
+            &net,
+            prepare.as_ref(),
+            &|o, n, total| bar.outcome(o, n, total),
+        );
         bar.finish();
         let _ = ticker.join();
         r
@@ -218,9 +237,14 @@ impl Bar {
             (_, Status::Cancelled) => format!("[{n}/{total}] {}@{}: cancelled", o.id, o.constraint),
             (Some(e), _) => format!("[{n}/{total}] {}@{}: failed: {e}", o.id, o.constraint),
             (None, status) => format!(
-                "[{n}/{total}] {}@{version}: {} ({}, {:.2}s)",
+                "[{n}/{total}] {}@{version}: {}{} ({}, {:.2}s)",
                 o.id,
                 status.as_str(),
+                match o.build {
+                    Some(stepman::toolkit::BuildStatus::Built) => ", built",
+                    Some(stepman::toolkit::BuildStatus::Cached) => ", build cached",
+                    _ => "",
+                },
                 HumanBytes(o.bytes),
                 o.seconds
             ),
