@@ -230,6 +230,8 @@ pub(crate) enum TempKind {
     Build,
     /// A toolchain's probed identity.
     Toolchain,
+    /// A toolkit's download.
+    Toolkit,
 }
 
 impl TempKind {
@@ -245,6 +247,7 @@ impl TempKind {
             TempKind::Steplib => "steplib",
             TempKind::Build => "build",
             TempKind::Toolchain => "toolchain",
+            TempKind::Toolkit => "toolkit",
         }
     }
 

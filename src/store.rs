@@ -116,6 +116,8 @@ pub(crate) enum Producer {
     GoBuild,
     /// A Go toolchain's probed identity (`--prepare`).
     Toolchain,
+    /// A toolkit (`toolkit install`).
+    Toolkit,
 }
 
 impl Producer {
@@ -128,6 +130,7 @@ impl Producer {
             Producer::Collection => TempKind::Steplib,
             Producer::GoBuild => TempKind::Build,
             Producer::Toolchain => TempKind::Toolchain,
+            Producer::Toolkit => TempKind::Toolkit,
         }
     }
 
@@ -140,6 +143,7 @@ impl Producer {
             Producer::Collection => "set up a collection",
             Producer::GoBuild => "build a step",
             Producer::Toolchain => "remember a toolchain",
+            Producer::Toolkit => "install a toolkit",
         }
     }
 }
@@ -164,6 +168,11 @@ impl Stage<'_> {
     /// the tree's ([`crate::layout::TEMP_TREE`]).
     pub(crate) fn dir(&self) -> &Path {
         self.tmp.path()
+    }
+
+    /// Where the tree is written (to look at what [`Stage::ingest`] made before returning it).
+    pub(crate) fn tree_dir(&self) -> PathBuf {
+        Stage::tree_root(&self.tmp)
     }
 
     fn tree_root(tmp: &TempDir) -> PathBuf {

@@ -214,7 +214,7 @@ fn fetch(
     })
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> Result<String> {
     let mut f = fs::File::open(path).map_err(Error::io("open", path))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];

@@ -119,7 +119,7 @@ pub fn activate_prepared(
                 Some(yml) => Some((yml, read_definition(store, r)?)),
                 None => None,
             };
-            let tc = go::find(store, &opts.go)?;
+            let tc = go::find(store, &opts.go, net)?;
             let name = r.name()?;
             let mut race = Race::new(Race::REDO);
             let (id, built) = loop {
@@ -201,7 +201,7 @@ pub fn download_prepared(
             Ok(out)
         }
         Toolkit::Go { package_name } => {
-            let tc = go::find(store, &opts.go)?;
+            let tc = go::find(store, &opts.go, net)?;
             let (source, built) = build_go(store, r, &package_name, &tc, net)?;
             out.run = vec![
                 store

@@ -122,8 +122,10 @@ impl Choice {
     }
 }
 
-/// Chooses the toolchain (module doc); an error says what was tried.
-pub fn find(store: &Store, choice: &Choice) -> Result<Toolchain> {
+/// Chooses the toolchain (module doc); when there is none, installs the default Go toolkit into
+/// the store (`install::install_go`, the pinned version and hash) unless `net` is offline. An
+/// error says what was tried.
+pub fn find(store: &Store, choice: &Choice, net: &crate::fetch::NetConfig) -> Result<Toolchain> {
     if let Some(go) = &choice.explicit {
         let tc = probe(store, go, Origin::Explicit)?;
         check_version(&tc, go)?;
@@ -152,10 +154,28 @@ pub fn find(store: &Store, choice: &Choice) -> Result<Toolchain> {
             }
             Ok(tc)
         }
+        None if !net.offline => {
+            log::warn!(
+                "{}; installing the Go toolkit go{} into the store",
+                tried.join("; "),
+                super::install::DEFAULT_GO_VERSION
+            );
+            let got = super::install::install_go(store, None, None, net).map_err(|e| {
+                Error::Toolchain {
+                    reason: format!(
+                        "{}; and installing go{} failed: {}",
+                        tried.join("; "),
+                        super::install::DEFAULT_GO_VERSION,
+                        e.describe()
+                    ),
+                }
+            })?;
+            probe(store, &got.goroot.join("bin").join("go"), Origin::Store)
+        }
         None => Err(Error::Toolchain {
             reason: format!(
-                "{}; and no Go toolkit is installed in the store (run `stepman toolkit install \
-                 go`, or give one with --go PATH or STEPMAN_GO)",
+                "{}; and no Go toolkit is installed in the store (offline: run `stepman \
+                 toolkit install go` first, or give one with --go PATH or STEPMAN_GO)",
                 tried.join("; ")
             ),
         }),

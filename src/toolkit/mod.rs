@@ -13,6 +13,7 @@
 
 pub mod build;
 pub mod go;
+pub mod install;
 
 use serde::Serialize;
 use serde_json::Value;

@@ -72,6 +72,9 @@ enum Command {
     Store(cmd::store::StoreCmd),
     Fsck(cmd::fsck::FsckArgs),
     Gc(cmd::gc::GcArgs),
+    /// Toolkits in the store: the Go toolchain that builds Go steps.
+    #[command(subcommand, after_help = "Example:\n  stepman toolkit install go")]
+    Toolkit(cmd::toolkit::ToolkitCmd),
 }
 
 impl Cli {
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
         Command::Store(c) => cmd::store::run(&cli, c),
         Command::Fsck(a) => cmd::fsck::run(&cli, a),
         Command::Gc(a) => cmd::gc::run(&cli, a),
+        Command::Toolkit(c) => cmd::toolkit::run(&cli, c),
     };
     match result {
         Ok(code) => code,

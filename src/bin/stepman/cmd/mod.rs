@@ -14,6 +14,7 @@ pub(crate) mod step_info;
 pub(crate) mod step_list;
 pub(crate) mod steplib;
 pub(crate) mod store;
+pub(crate) mod toolkit;
 pub(crate) mod update;
 
 use std::fmt;
