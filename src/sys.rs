@@ -417,25 +417,33 @@ pub(crate) enum RunError {
     Io(io::Error),
 }
 
-/// Runs `cmd` in a process group of its own and waits for it, checking `cancel` every `poll`:
-/// when it is set, the whole group (the child and what it started, e.g. `go build`'s compilers)
-/// is killed with SIGKILL and reaped.
+/// Runs `cmd` and waits for it, checking `cancel` every `poll`. The child stays in this
+/// process's group, so a signal to the group (Ctrl-C on a terminal, a CI runner killing the job)
+/// reaches it too. When `cancel` is set, the child gets SIGINT (on which `go` stops the
+/// compilers it started), then SIGKILL if it has not ended within two seconds, and is reaped.
 pub(crate) fn run_cancellable(
     cmd: &mut std::process::Command,
     cancel: &std::sync::atomic::AtomicBool,
     poll: std::time::Duration,
 ) -> Result<std::process::ExitStatus, RunError> {
-    use std::os::unix::process::CommandExt;
     use std::sync::atomic::Ordering;
-    let mut child = cmd.process_group(0).spawn().map_err(RunError::Io)?;
+    let mut child = cmd.spawn().map_err(RunError::Io)?;
     loop {
         if let Some(status) = child.try_wait().map_err(RunError::Io)? {
             return Ok(status);
         }
         if cancel.load(Ordering::Relaxed) {
             if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
             }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                if child.try_wait().map_err(RunError::Io)?.is_some() {
+                    return Err(RunError::Cancelled);
+                }
+                std::thread::sleep(poll);
+            }
+            let _ = child.kill();
             let _ = child.wait();
             return Err(RunError::Cancelled);
         }

@@ -132,7 +132,9 @@ pub fn find(store: &Store, choice: &Choice, net: &crate::fetch::NetConfig) -> Re
         return Ok(tc);
     }
     let mut tried = Vec::new();
-    match which("go") {
+    let path_go = which("go");
+    let path_go_found = path_go.is_some();
+    match path_go {
         Some(go) => match probe(store, &go, Origin::Path) {
             Ok(tc) => match check_version(&tc, &go) {
                 Ok(()) => return Ok(tc),
