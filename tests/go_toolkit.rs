@@ -103,7 +103,11 @@ fn ten_concurrent_installs_download_once_and_agree() {
     }
     objects.dedup();
     assert_eq!(objects.len(), 1, "installers disagree: {objects:?}");
-    assert_eq!(server.count(&archive_path()), 1, "downloaded more than once");
+    assert_eq!(
+        server.count(&archive_path()),
+        1,
+        "downloaded more than once"
+    );
     assert!(toolkit_name(&home).is_symlink());
     assert_fsck_clean(&home);
 }
@@ -120,36 +124,56 @@ fn a_wrong_hash_a_hostile_or_truncated_archive_installs_nothing() {
 
     // The right archive, the wrong hash.
     server.serve(&archive_path(), good.clone(), full);
-    let o = install(&home, &server.url(), &[VERSION, "--sha256", &"ab".repeat(32)])
-        .output()
-        .unwrap();
+    let o = install(
+        &home,
+        &server.url(),
+        &[VERSION, "--sha256", &"ab".repeat(32)],
+    )
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("sha256 is"), "{}", stderr(&o));
-    assert!(stderr(&o).contains("nothing was installed"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("nothing was installed"),
+        "{}",
+        stderr(&o)
+    );
 
     // An archive whose hash is right but that writes outside its tree.
     let evil = support::targz_with_entry("../../escaped", b"marker");
     server.serve(&archive_path(), evil.clone(), full);
-    let o = install(&home, &server.url(), &[VERSION, "--sha256", &sha256_hex(&evil)])
-        .output()
-        .unwrap();
+    let o = install(
+        &home,
+        &server.url(),
+        &[VERSION, "--sha256", &sha256_hex(&evil)],
+    )
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("escaped"), "{}", stderr(&o));
 
     // A truncated archive (its hash is that of the truncated bytes).
     let cut = good[..good.len() / 2].to_vec();
     server.serve(&archive_path(), cut.clone(), full);
-    let o = install(&home, &server.url(), &[VERSION, "--sha256", &sha256_hex(&cut)])
-        .output()
-        .unwrap();
+    let o = install(
+        &home,
+        &server.url(),
+        &[VERSION, "--sha256", &sha256_hex(&cut)],
+    )
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 
     // A well-formed archive that holds no go/bin/go.
     let other = support::targz_tree(&t.path().join("fake/go/src"));
     server.serve(&archive_path(), other.clone(), full);
-    let o = install(&home, &server.url(), &[VERSION, "--sha256", &sha256_hex(&other)])
-        .output()
-        .unwrap();
+    let o = install(
+        &home,
+        &server.url(),
+        &[VERSION, "--sha256", &sha256_hex(&other)],
+    )
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("no go/bin/go"), "{}", stderr(&o));
 
@@ -168,9 +192,13 @@ fn a_wrong_hash_a_hostile_or_truncated_archive_installs_nothing() {
 
     // Then the right one installs.
     server.serve(&archive_path(), good.clone(), full);
-    let o = install(&home, &server.url(), &[VERSION, "--sha256", &sha256_hex(&good)])
-        .output()
-        .unwrap();
+    let o = install(
+        &home,
+        &server.url(),
+        &[VERSION, "--sha256", &sha256_hex(&good)],
+    )
+    .output()
+    .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(toolkit_name(&home).is_symlink());
 }
@@ -190,14 +218,22 @@ fn no_hash_for_another_version_or_offline_asks_nothing_of_the_network() {
     let o = install(&home, &server.url(), &[VERSION]).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("--sha256"), "{}", stderr(&o));
-    let o = install(&home, &server.url(), &["--offline", VERSION, "--sha256", &"ab".repeat(32)])
-        .output()
-        .unwrap();
+    let o = install(
+        &home,
+        &server.url(),
+        &["--offline", VERSION, "--sha256", &"ab".repeat(32)],
+    )
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("offline"), "{}", stderr(&o));
-    let o = install(&home, &server.url(), &["../1.2", "--sha256", &"ab".repeat(32)])
-        .output()
-        .unwrap();
+    let o = install(
+        &home,
+        &server.url(),
+        &["../1.2", "--sha256", &"ab".repeat(32)],
+    )
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(server.count(&archive_path()), 0);
 }

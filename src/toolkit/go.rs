@@ -147,8 +147,9 @@ pub fn find(store: &Store, choice: &Choice, net: &crate::fetch::NetConfig) -> Re
     match installed(store)? {
         Some(goroot) => {
             let tc = probe(store, &goroot.join("bin").join("go"), Origin::Store)?;
-            if !tried.is_empty() {
-                log::info!(
+            // An unsuitable `go` on PATH is worth a warning; no `go` there is the normal case.
+            if path_go_found {
+                log::warn!(
                     "{}; using the store's Go toolkit {}",
                     tried.join("; "),
                     tc.version
