@@ -5,7 +5,7 @@
 //! (kills at chosen moments, loops for a fixed time) and each wants both cores.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
+use crate::support::common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;

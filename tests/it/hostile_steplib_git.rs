@@ -6,8 +6,8 @@
 //! sources (`git://`, `ssh://`, scp-like `host:path`) still clone, without their submodules.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
-mod support;
+use crate::support::common;
+use crate::support::fixtures as support;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -37,7 +37,7 @@
 //! syscall are printed (`--nocapture`). Without `strace` the tests print why and pass.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
+use crate::support::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -7,7 +7,7 @@
 //! namespace that allows mounts); otherwise the tests print why and pass.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
+use crate::support::common;
 
 use std::fs;
 use std::path::Path;

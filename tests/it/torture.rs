@@ -30,8 +30,8 @@
 //! `STEPMAN_TORTURE_SECS=600 cargo test --release --test torture -- --nocapture`.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
-mod support;
+use crate::support::common;
+use crate::support::fixtures as support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;

@@ -8,8 +8,8 @@
 //! cores, and the overlap of ten processes is what they test.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
-mod support;
+use crate::support::common;
+use crate::support::fixtures as support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;

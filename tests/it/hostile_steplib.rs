@@ -8,8 +8,8 @@
 //! Git StepLibs are served on loopback by `git daemon --inetd` (see `support::GitDaemon`).
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
-mod support;
+use crate::support::common;
+use crate::support::fixtures as support;
 
 use std::fs;
 use std::os::unix::fs::symlink;

@@ -3,8 +3,8 @@
 //! preload and activations of the same steps share the single-flight downloads.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
-mod support;
+use crate::support::common;
+use crate::support::fixtures as support;
 
 use std::fs;
 use std::io::{BufRead, BufReader};

@@ -6,7 +6,7 @@
 //! They need root to switch users: as any other user, or without `setpriv`, they say so and skip.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
+use crate::support::common;
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};

@@ -3,8 +3,8 @@
 //! once download it once. Served from a loopback HTTP server (`STEPMAN_GO_DOWNLOAD_BASE`).
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
-mod support;
+use crate::support::common;
+use crate::support::fixtures as support;
 
 use std::fs;
 use std::path::{Path, PathBuf};

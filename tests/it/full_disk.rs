@@ -12,7 +12,7 @@
 //! the namespace path (to test it as root).
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
+use crate::support::common;
 
 use std::fs;
 use std::io::Write;

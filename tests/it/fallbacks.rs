@@ -12,7 +12,7 @@
 //! (CI installs it).
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
+use crate::support::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

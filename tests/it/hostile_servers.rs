@@ -10,9 +10,8 @@
 //! no file and no output.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
-#[path = "support/hostile_server.rs"]
-mod hostile_server;
+use crate::support::common;
+use crate::support::hostile_server;
 
 use std::collections::BTreeMap;
 use std::fs;

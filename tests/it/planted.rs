@@ -10,7 +10,7 @@
 //! symlink) inside a store, or contains one, is refused and leaves the store whole.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-mod common;
+use crate::support::common;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-mod common;
+use crate::support::common;
 
 fn stepman(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stepman"))

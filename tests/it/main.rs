@@ -1,0 +1,28 @@
+//! The integration tests: one binary, one module per area, one support tree (`support/`).
+//! Filter by module: `cargo test --test it torture::`.
+
+#![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
+
+mod support;
+
+mod concurrency;
+mod crash_points;
+mod credentials;
+mod fallbacks;
+mod format_vectors;
+mod full_disk;
+mod fuzz_regressions;
+mod go_toolkit;
+mod hostile_archives;
+mod hostile_servers;
+mod hostile_steplib;
+mod hostile_steplib_git;
+mod offline;
+mod planted;
+mod precompiled;
+mod preload;
+mod read_only_mount;
+mod scenarios;
+mod store_cli;
+mod torture;
+mod unprivileged;
