@@ -27,7 +27,7 @@
 //! `STEPMAN_TORTURE_SECS` sets the duration (default 15 s), `STEPMAN_TORTURE_SEED` the seed of
 //! the operation sequence (default: from the clock; it is printed). Timing is not replayed, only
 //! the choices. A long run:
-//! `STEPMAN_TORTURE_SECS=600 cargo test --release --test torture -- --nocapture`.
+//! `STEPMAN_TORTURE_SECS=600 cargo test --release --test it -- torture:: --nocapture`.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
 use crate::support::common;
