@@ -12,17 +12,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// One line describing a failed process, for the failure list of a test.
 fn failure(what: &str, out: &Output) -> String {
@@ -218,7 +211,7 @@ impl Run {
 /// fsck is clean. The store does not exist beforehand, so its creation races too.
 #[test]
 fn sixteen_importers_of_one_archive() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let started = Instant::now();
     let work = TestDir::new();
     let home = work.path().join("home");
@@ -298,7 +291,7 @@ fn sixteen_importers_of_one_archive() {
 /// zero such lines means no second ingest ran to completion.
 #[test]
 fn single_flight_if_missing() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let started = Instant::now();
     let work = TestDir::new();
     let home = work.path().join("home");
@@ -383,7 +376,7 @@ fn single_flight_if_missing() {
 /// clean; a re-import gives the expected id and an exact export.
 #[test]
 fn sigkilled_importers_leave_only_temp_dirs() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let started = Instant::now();
     let work = TestDir::new();
     let home = work.path().join("home");
@@ -582,7 +575,7 @@ fn sigkilled_importers_leave_only_temp_dirs() {
 /// and gc leaves exactly the named objects.
 #[test]
 fn gc_during_imports_resolves_and_exports() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let started = Instant::now();
     let work = TestDir::new();
     let w = work.path();
@@ -802,7 +795,7 @@ fn gc_during_imports_resolves_and_exports() {
 /// exactly A or B, and the exports saw both.
 #[test]
 fn readers_never_fail_during_name_swaps() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let started = Instant::now();
     let work = TestDir::new();
     let w = work.path();
@@ -902,7 +895,7 @@ fn readers_never_fail_during_name_swaps() {
 /// 0, fsck is clean, every name points where it should.
 #[test]
 fn two_gcs_at_once_with_importers() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let started = Instant::now();
     let work = TestDir::new();
     let w = work.path();
@@ -1070,7 +1063,7 @@ fn strace_works() -> bool {
 /// with a note, where strace cannot trace.
 #[test]
 fn resolve_survives_repoint_and_gc_between_its_reads() {
-    let _s = serial();
+    let _s = crate::support::alone();
     if !strace_works() {
         eprintln!("resolve_survives_repoint_and_gc_between_its_reads: SKIPPED (no usable strace)");
         return;
@@ -1187,7 +1180,7 @@ fn until_waiting_or_exited(child: &mut Child) {
 /// sweeper would, and removes the dir only once fsck has come to it.
 #[test]
 fn fsck_repair_of_a_temp_dir_another_sweeper_removes_first() {
-    let _s = serial();
+    let _s = crate::support::alone();
     if waits_for_a_lock(std::process::id()).is_none() {
         eprintln!("skipping: no /proc/locks");
         return;

@@ -85,7 +85,11 @@ fn with_tmpfs(test: &str, opts: &str, scenario: fn(&Path, &Path)) {
             .arg(&mnt)
             .arg(opts)
             .arg(exe)
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .arg(format!(
+                "{}::{test}",
+                module_path!().trim_start_matches("it::")
+            ))
+            .args(["--exact", "--nocapture", "--test-threads=1"])
             .env(DIR_ENV, &mnt)
             .env(WORK_ENV, &work),
     );
@@ -385,6 +389,7 @@ fn inodes_scenario(mnt: &Path, work: &Path) {
 
 #[test]
 fn enospc_during_import_and_name_swap() {
+    let _alone = crate::support::alone();
     with_tmpfs(
         "enospc_during_import_and_name_swap",
         "size=4m,nr_inodes=4096",
@@ -394,6 +399,7 @@ fn enospc_during_import_and_name_swap() {
 
 #[test]
 fn inode_exhaustion_at_every_point_of_an_import() {
+    let _alone = crate::support::alone();
     with_tmpfs(
         "inode_exhaustion_at_every_point_of_an_import",
         "size=64m,nr_inodes=2000",
@@ -479,6 +485,7 @@ fn collection_update_scenario(mnt: &Path, work: &Path) {
 
 #[test]
 fn inode_exhaustion_during_a_collection_update() {
+    let _alone = crate::support::alone();
     with_tmpfs(
         "inode_exhaustion_during_a_collection_update",
         "size=16m,nr_inodes=1000",
@@ -491,6 +498,7 @@ fn inode_exhaustion_during_a_collection_update() {
 /// cannot mount and so takes the `unshare -Urm` path with an unprivileged store owner.
 #[test]
 fn the_suite_runs_as_an_unprivileged_user() {
+    let _alone = crate::support::alone();
     let test = "the_suite_runs_as_an_unprivileged_user";
     if std::env::var_os("STEPMAN_FULL_DISK_NOBODY").is_some() || !common::root_with_setpriv(test) {
         return;
@@ -519,7 +527,14 @@ fn the_suite_runs_as_an_unprivileged_user() {
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&exe)
-            .args(["--skip", test, "--nocapture", "--test-threads=1"])
+            // This module's tests only, this one left out.
+            .arg(format!("{}::", module_path!().trim_start_matches("it::")))
+            .arg("--skip")
+            .arg(format!(
+                "{}::{test}",
+                module_path!().trim_start_matches("it::")
+            ))
+            .args(["--nocapture", "--test-threads=1"])
             .env("STEPMAN_FULL_DISK_NOBODY", "1")
             .env("STEPMAN_TEST_BIN", &bin)
             .env("TMPDIR", "/tmp")

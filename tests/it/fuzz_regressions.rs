@@ -25,6 +25,7 @@ fn quadratic_bomb(leaf: usize, fanout: usize, levels: usize) -> String {
 /// (1 GiB of memory, seconds of CPU) in `setup`, 32 step groups at a time.
 #[test]
 fn step_yml_alias_bomb_is_refused_fast() {
+    let _alone = crate::support::alone();
     for (leaf, fanout, levels) in [(1000, 100, 2), (500, 40, 3), (2000, 1000, 1)] {
         let yml = quadratic_bomb(leaf, fanout, levels);
         assert!(yml.len() < 8 << 10, "{} bytes", yml.len());
@@ -81,6 +82,7 @@ fn step_yml_oversized_is_refused() {
 /// anchor is missing is a plain parse error, not an expansion.
 #[test]
 fn yaml_with_stars_but_no_anchor_parses_once_and_aliases_need_anchors() {
+    let _alone = crate::support::alone();
     let md = "title: Stars\ndescription: |\n  * a *bold* item\n  ** two\nsummary: \"*x\"\n";
     let v = fuzzing::parse_step_yml(md.as_bytes()).expect("Markdown stars are text");
     assert!(

@@ -570,6 +570,7 @@ const STALL_BOUND: Duration = Duration::from_secs(10);
 
 #[test]
 fn stalls_before_headers_mid_body_and_in_the_headers_time_out() {
+    let _alone = crate::support::alone();
     let mut c = Case::new();
     let zip = step_zip("s1");
     c.server
@@ -609,6 +610,7 @@ fn stalls_before_headers_mid_body_and_in_the_headers_time_out() {
 
 #[test]
 fn endless_headers_fail_at_once() {
+    let _alone = crate::support::alone();
     let mut c = Case::new();
     // Header bytes as fast as they go, never ending: refused once they pass ureq's header limit
     // (a protocol violation, not worth retrying), long before any timeout.
@@ -630,6 +632,7 @@ fn endless_headers_fail_at_once() {
 
 #[test]
 fn a_drip_of_one_byte_per_second_is_cut_off() {
+    let _alone = crate::support::alone();
     let mut c = Case::new();
     // A byte a second never trips the 2 s stall timeout: only the low-speed limit ends it.
     let body: Vec<u8> = vec![b'x'; 1 << 20];
@@ -664,6 +667,7 @@ fn a_drip_of_one_byte_per_second_is_cut_off() {
 
 #[test]
 fn a_slow_but_steady_server_is_not_cut_off() {
+    let _alone = crate::support::alone();
     let mut c = Case::new();
     let zip = step_zip("s1");
     // About 4 KiB/s for 3 s: over the default 1 KiB/s minimum, and every 1 s window sees bytes.
@@ -685,6 +689,7 @@ fn a_slow_but_steady_server_is_not_cut_off() {
 
 #[test]
 fn server_errors_and_429_are_retried_a_bounded_number_of_times() {
+    let _alone = crate::support::alone();
     let mut c = Case::new();
     let zip = step_zip("s1");
     c.server.script(
@@ -714,6 +719,7 @@ fn server_errors_and_429_are_retried_a_bounded_number_of_times() {
 
 #[test]
 fn retry_after_is_honoured_when_small_and_capped_when_large() {
+    let _alone = crate::support::alone();
     let mut c = Case::new();
     let zip = step_zip("s1");
     c.server.script(

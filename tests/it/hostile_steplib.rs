@@ -165,6 +165,7 @@ fn collection_json(home: &Path) -> serde_json::Value {
 
 #[test]
 fn remote_steplib_symlinks_out_of_the_checkout_are_never_read() {
+    let _alone = crate::support::alone();
     let t = TestDir::new();
     let secret = t.path().join("secret");
     secrets(&secret);
@@ -263,6 +264,7 @@ fn remote_steplib_symlinks_out_of_the_checkout_are_never_read() {
 
 #[test]
 fn remote_steplib_whose_steplib_yml_or_steps_leave_the_tree_fails_setup() {
+    let _alone = crate::support::alone();
     for (what, build) in [
         (
             "steplib.yml",
@@ -308,6 +310,7 @@ fn remote_steplib_whose_steplib_yml_or_steps_leave_the_tree_fails_setup() {
 /// read.
 #[test]
 fn special_files_in_a_steplib_are_refused_without_hanging() {
+    let _alone = crate::support::alone();
     let t = TestDir::new();
     let lib = t.path().join("lib");
     write(&lib.join("steplib.yml"), STEPLIB_YML);
@@ -401,6 +404,7 @@ fn peak_kib(home: &Path, args: &[&str], limit: Duration) -> Option<(Output, u64)
 
 #[test]
 fn spec_json_with_a_huge_string_stays_within_the_memory_bound() {
+    let _alone = crate::support::alone();
     let server = Server::start();
     let huge = "A".repeat(200 << 20);
     let spec = format!(
@@ -434,6 +438,7 @@ fn spec_json_with_a_huge_string_stays_within_the_memory_bound() {
 
 #[test]
 fn steplib_past_the_entry_limit_fails_naming_the_steplib_limit_within_memory() {
+    let _alone = crate::support::alone();
     let t = TestDir::new();
     let lib = t.path().join("lib");
     write(&lib.join("steplib.yml"), STEPLIB_YML);
@@ -465,6 +470,7 @@ fn steplib_past_the_entry_limit_fails_naming_the_steplib_limit_within_memory() {
 /// but a FIFO or a device is refused at once and nothing is read past the YAML bound.
 #[test]
 fn step_info_of_a_fifo_or_a_device_is_refused_at_once() {
+    let _alone = crate::support::alone();
     let t = TestDir::new();
     let fifo = t.path().join("fifo.yml");
     assert!(

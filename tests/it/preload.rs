@@ -18,6 +18,7 @@ use support::{Mode, Server};
 
 #[test]
 fn fifty_steps_three_failing_in_different_ways() {
+    let _alone = crate::support::alone();
     let t = tempfile::tempdir().unwrap();
     let server = Server::start();
     let lib = t.path().join("lib");
@@ -170,6 +171,7 @@ fn report(stdout: &[u8]) -> Vec<(String, String, String)> {
 
 #[test]
 fn selection_follows_the_bitrise_rules() {
+    let _alone = crate::support::alone();
     let t = tempfile::tempdir().unwrap();
     let server = Server::start();
     let full = Mode::Full {
@@ -330,6 +332,7 @@ fn tmp_entries(home: &Path) -> Vec<String> {
 
 #[test]
 fn ctrl_c_stops_cleanly_and_a_second_one_is_harmless() {
+    let _alone = crate::support::alone();
     for signals in [1, 2] {
         let t = tempfile::tempdir().unwrap();
         let server = Server::start();
@@ -444,6 +447,7 @@ fn ctrl_c_stops_cleanly_and_a_second_one_is_harmless() {
 
 #[test]
 fn ctrl_c_does_not_wait_for_another_processs_download() {
+    let _alone = crate::support::alone();
     let t = tempfile::tempdir().unwrap();
     let server = Server::start();
     let (lib, _) = served_steplib(t.path(), &server, &[("held", "1.0.0")], Mode::HalfThenStall);
@@ -500,6 +504,7 @@ fn ctrl_c_does_not_wait_for_another_processs_download() {
 
 #[test]
 fn preload_and_ten_activations_of_the_same_steps_download_each_once() {
+    let _alone = crate::support::alone();
     let t = tempfile::tempdir().unwrap();
     let server = Server::start();
     let steps: Vec<(String, String)> = (0..10)
@@ -581,6 +586,7 @@ fn preload_and_ten_activations_of_the_same_steps_download_each_once() {
 
 #[test]
 fn ctrl_c_does_not_wait_for_a_stalled_server() {
+    let _alone = crate::support::alone();
     let t = tempfile::tempdir().unwrap();
     let server = Server::start();
     let (lib, _) = served_steplib(
@@ -619,6 +625,7 @@ fn ctrl_c_does_not_wait_for_a_stalled_server() {
 
 #[test]
 fn activate_and_download_stop_cleanly_on_a_signal_too() {
+    let _alone = crate::support::alone();
     let t = tempfile::tempdir().unwrap();
     let server = Server::start();
     let (lib, _) = served_steplib(

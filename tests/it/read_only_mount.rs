@@ -73,6 +73,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
+    let _alone = crate::support::alone();
     let t = tempfile::tempdir().unwrap();
     if !can_mount(t.path()) {
         return;

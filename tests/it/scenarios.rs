@@ -18,19 +18,13 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::{assert_fsck_clean, diff_trees, gated_stepman, make_tree, object_ids, stepman};
 use serde_json::Value;
 use support::{Mode, Server};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// How many processes each scenario runs at once.
 const N: usize = 10;
@@ -381,7 +375,7 @@ fn steplib(dir: &Path, locations: &[(&str, &str)], steps: &[(&str, &str, String)
 /// A: ten `setup` of one StepLib at once (half give it as a path, half as `file://`).
 #[test]
 fn a_ten_setups_of_one_steplib() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let (t, home) = fresh();
     let mut steps = Vec::new();
     for g in 0..60 {
@@ -457,7 +451,7 @@ fn a_ten_setups_of_one_steplib() {
 /// A': ten `setup` of ten different StepLibs at once: all ten land, each resolves its own steps.
 #[test]
 fn a_prime_ten_setups_of_ten_steplibs() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let (t, home) = fresh();
     let mut libs = Vec::new();
     for i in 0..N {
@@ -638,7 +632,7 @@ fn ten_activations_over_http(kind: &str, setup_first: bool) {
 /// B: ten activations of one uncached step from a zip served over HTTP.
 #[test]
 fn b_ten_activations_zip_over_http() {
-    let _s = serial();
+    let _s = crate::support::alone();
     ten_activations_over_http("zip", true);
 }
 
@@ -646,14 +640,14 @@ fn b_ten_activations_zip_over_http() {
 /// ten also race to set it up).
 #[test]
 fn b_ten_activations_targz_over_http() {
-    let _s = serial();
+    let _s = crate::support::alone();
     ten_activations_over_http("tar.gz", false);
 }
 
 /// B': ten activations of one uncached step from a git source (a local bare repository).
 #[test]
 fn b_prime_ten_activations_from_git() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let (t, home) = fresh();
     let src = step_tree(t.path(), 12);
     let repo = support::git_repo(&t.path().join("git"), &src, "2.0.1");
@@ -695,7 +689,7 @@ fn b_prime_ten_activations_from_git() {
 /// C: ten `download` at once, then activations from the cache with the server gone.
 #[test]
 fn c_ten_downloads_then_activate_from_cache() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let (t, home) = fresh();
     let src = step_tree(t.path(), 13);
     let mut server = Server::start();
@@ -886,7 +880,7 @@ fn d_read(home: &Path, uri: &str, kind: usize) -> Result<&'static str, String> {
 /// (the new one adds version 1.1.0 of reader-step and the group extra-step).
 #[test]
 fn d_readers_during_repeated_updates() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let mut clock = Clock::start("D");
     let (t, home) = fresh();
     let mut steps = Vec::new();
@@ -1007,7 +1001,7 @@ fn d_readers_during_repeated_updates() {
 /// stalls), then ten activations with a good server.
 #[test]
 fn e_sigkill_mid_download_then_activate() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let (t, home) = fresh();
     let src = step_tree(t.path(), 14);
     let server = Server::start();
@@ -1119,7 +1113,7 @@ fn e_sigkill_mid_download_then_activate() {
 /// F: a git step whose `source.commit` is not the tag's commit fails every time.
 #[test]
 fn f_wrong_commit_fails_every_time() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let (t, home) = fresh();
     // The tree's size does not matter here: the clone is refused after it.
     let src = t.path().join("src");
@@ -1316,14 +1310,14 @@ fn traversal_rejected(kind: &str, evil: &str) {
 /// G (zip): a zip entry named `../../../../x` (zip-slip).
 #[test]
 fn g_zip_slip_rejected() {
-    let _s = serial();
+    let _s = crate::support::alone();
     traversal_rejected("zip", "../../../../x");
 }
 
 /// G (tar.gz): a tar entry climbing out with `../`.
 #[test]
 fn g_tar_traversal_rejected() {
-    let _s = serial();
+    let _s = crate::support::alone();
     traversal_rejected("tar.gz", "../../../tar-escape");
 }
 
@@ -1335,7 +1329,7 @@ fn g_tar_traversal_rejected() {
 /// ten offline activations with no server.
 #[test]
 fn h_update_keeps_cached_steps() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let (t, home) = fresh();
     let src = step_tree(t.path(), 16);
     let mut server = Server::start();
@@ -1420,7 +1414,7 @@ fn numeric(v: &str) -> Option<(u64, u64, u64)> {
 /// constraint form resolves against git-clone as PRODUCT §4 says.
 #[test]
 fn sample_steplib_every_step_and_every_constraint() {
-    let _s = serial();
+    let _s = crate::support::alone();
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/steplib-sample");
     if !sample.join("steplib.yml").is_file() {
         eprintln!("skipped: no StepLib sample at {}", sample.display());

@@ -477,6 +477,7 @@ fn mutator(lib: PathBuf, scratch: PathBuf, stop: Arc<AtomicBool>) -> usize {
 
 #[test]
 fn torture() {
+    let _alone = crate::support::alone();
     let secs: u64 = std::env::var("STEPMAN_TORTURE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
