@@ -5,7 +5,7 @@
 //! (kills at chosen moments, loops for a fixed time) and each wants both cores.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
+use crate::support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 
 /// One line describing a failed process, for the failure list of a test.
 fn failure(what: &str, out: &Output) -> String {
@@ -122,7 +122,7 @@ fn export_check(
     trees: &[(&'static str, &Path)],
     t: &mut Tally,
 ) {
-    let out = t.run(&mut common::export_cmd(home, name, dest));
+    let out = t.run(&mut support::export_cmd(home, name, dest));
     if !out.status.success() {
         t.failures.push(failure(&format!("export {name}"), &out));
         // A failed export must leave no destination behind.
@@ -211,7 +211,7 @@ impl Run {
 /// fsck is clean. The store does not exist beforehand, so its creation races too.
 #[test]
 fn sixteen_importers_of_one_archive() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let started = Instant::now();
     let work = TestDir::new();
     let home = work.path().join("home");
@@ -291,7 +291,7 @@ fn sixteen_importers_of_one_archive() {
 /// zero such lines means no second ingest ran to completion.
 #[test]
 fn single_flight_if_missing() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let started = Instant::now();
     let work = TestDir::new();
     let home = work.path().join("home");
@@ -376,7 +376,7 @@ fn single_flight_if_missing() {
 /// clean; a re-import gives the expected id and an exact export.
 #[test]
 fn sigkilled_importers_leave_only_temp_dirs() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let started = Instant::now();
     let work = TestDir::new();
     let home = work.path().join("home");
@@ -556,7 +556,7 @@ fn sigkilled_importers_leave_only_temp_dirs() {
     let id = import(&home, &src, Some("kill/big/final"));
     assert_eq!(id, expected);
     let dest = work.path().join("out");
-    run_ok(&mut common::export_cmd(&home, "kill/big/final", &dest));
+    run_ok(&mut support::export_cmd(&home, "kill/big/final", &dest));
     assert_same_tree(&src, &dest);
     assert_fsck_clean(&home);
     eprintln!(
@@ -575,7 +575,7 @@ fn sigkilled_importers_leave_only_temp_dirs() {
 /// and gc leaves exactly the named objects.
 #[test]
 fn gc_during_imports_resolves_and_exports() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let started = Instant::now();
     let work = TestDir::new();
     let w = work.path();
@@ -795,7 +795,7 @@ fn gc_during_imports_resolves_and_exports() {
 /// exactly A or B, and the exports saw both.
 #[test]
 fn readers_never_fail_during_name_swaps() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let started = Instant::now();
     let work = TestDir::new();
     let w = work.path();
@@ -895,7 +895,7 @@ fn readers_never_fail_during_name_swaps() {
 /// 0, fsck is clean, every name points where it should.
 #[test]
 fn two_gcs_at_once_with_importers() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let started = Instant::now();
     let work = TestDir::new();
     let w = work.path();
@@ -1063,7 +1063,7 @@ fn strace_works() -> bool {
 /// with a note, where strace cannot trace.
 #[test]
 fn resolve_survives_repoint_and_gc_between_its_reads() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     if !strace_works() {
         eprintln!("resolve_survives_repoint_and_gc_between_its_reads: SKIPPED (no usable strace)");
         return;
@@ -1180,7 +1180,7 @@ fn until_waiting_or_exited(child: &mut Child) {
 /// sweeper would, and removes the dir only once fsck has come to it.
 #[test]
 fn fsck_repair_of_a_temp_dir_another_sweeper_removes_first() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     if waits_for_a_lock(std::process::id()).is_none() {
         eprintln!("skipping: no /proc/locks");
         return;

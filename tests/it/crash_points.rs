@@ -37,7 +37,7 @@
 //! syscall are printed (`--nocapture`). Without `strace` the tests print why and pass.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use common::{
+use support::{
     TestDir, assert_fsck_clean, assert_same_tree, bin, fsck_json, make_writable, object_ids,
     output, run_ok, stepman, store_env, store_root, tar_gz,
 };
@@ -245,7 +245,7 @@ fn is_object_root(rel: &str) -> bool {
     let parts: Vec<&str> = rel.split('/').collect();
     parts.len() == 4
         && parts[..2] == ["store-v1", "objects"]
-        && common::is_object_id(parts[3])
+        && support::is_object_id(parts[3])
         && parts[3].starts_with(parts[2])
 }
 
@@ -312,7 +312,7 @@ fn check_name(
     };
     let dest = scratch.join("export");
     let _ = fs::remove_dir_all(&dest);
-    let o = output(&mut common::export_cmd(home, name, &dest));
+    let o = output(&mut support::export_cmd(home, name, &dest));
     assert!(
         o.status.success(),
         "{what}: export {name}: {}",
@@ -459,7 +459,7 @@ fn s(p: &Path) -> String {
 
 /// An import re-pointing `steps/tree/1` from an old object to a new one, killed everywhere.
 fn import_crash_points(test: &str, archive: bool) {
-    if !common::strace_usable(test) {
+    if !support::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -469,9 +469,9 @@ fn import_crash_points(test: &str, archive: bool) {
     small_tree(&old_src, 2);
     small_tree(&new_src, 3);
     let template = w.join("template");
-    let seed_id = common::import(&template, &seed_src, Some("seed/tree/1"));
-    let old_id = common::import(&template, &old_src, Some("steps/tree/1"));
-    let new_id = common::import(&w.join("ref-home"), &new_src, None);
+    let seed_id = support::import(&template, &seed_src, Some("seed/tree/1"));
+    let old_id = support::import(&template, &old_src, Some("steps/tree/1"));
+    let new_id = support::import(&w.join("ref-home"), &new_src, None);
     let input = if archive {
         let p = w.join("new.tar.gz");
         tar_gz(&new_src, &p);
@@ -591,7 +591,7 @@ fn plant_dead_temps(home: &Path) {
 #[test]
 fn gc_killed_at_every_step() {
     let test = "gc_killed_at_every_step";
-    if !common::strace_usable(test) {
+    if !support::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -601,10 +601,10 @@ fn gc_killed_at_every_step() {
         small_tree(src, 10 + i as u64);
     }
     let template = w.join("template");
-    let seed_id = common::import(&template, &srcs[0], Some("seed/tree/1"));
-    let kept_id = common::import(&template, &srcs[1], Some("steps/tree/1"));
-    let g1 = common::import(&template, &srcs[2], None);
-    let g2 = common::import(&template, &srcs[3], None);
+    let seed_id = support::import(&template, &srcs[0], Some("seed/tree/1"));
+    let kept_id = support::import(&template, &srcs[1], Some("steps/tree/1"));
+    let g1 = support::import(&template, &srcs[2], None);
+    let g2 = support::import(&template, &srcs[3], None);
     plant_dead_temps(&template);
     let mut named = vec![seed_id.clone(), kept_id.clone()];
     named.sort();
@@ -657,7 +657,7 @@ fn gc_killed_at_every_step() {
 #[test]
 fn fsck_repair_killed_at_every_step() {
     let test = "fsck_repair_killed_at_every_step";
-    if !common::strace_usable(test) {
+    if !support::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -667,9 +667,9 @@ fn fsck_repair_killed_at_every_step() {
         small_tree(src, 20 + i as u64);
     }
     let template = w.join("template");
-    let seed_id = common::import(&template, &srcs[0], Some("seed/tree/1"));
-    let perm_id = common::import(&template, &srcs[1], Some("steps/tree/1"));
-    let bad_id = common::import(&template, &srcs[2], Some("bad/tree/1"));
+    let seed_id = support::import(&template, &srcs[0], Some("seed/tree/1"));
+    let perm_id = support::import(&template, &srcs[1], Some("steps/tree/1"));
+    let bad_id = support::import(&template, &srcs[2], Some("bad/tree/1"));
     let objects = store_root(&template).join("objects");
     // Damage: a file of one object loses its read-only mode (content intact), a file of another
     // one changes content; a stray file sits in a shard; a dead temp dir is left.
@@ -761,14 +761,14 @@ fn fsck_repair_killed_at_every_step() {
 #[test]
 fn first_import_creating_the_store_killed_at_every_step() {
     let test = "first_import_creating_the_store_killed_at_every_step";
-    if !common::strace_usable(test) {
+    if !support::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
     let w = t.path();
     let src = w.join("src");
     small_tree(&src, 7);
-    let want = common::import(&w.join("ref-home"), &src, None);
+    let want = support::import(&w.join("ref-home"), &src, None);
     // An empty home: the import creates the store first (store-format §2), then ingests.
     let template = w.join("template");
     fs::create_dir(&template).unwrap();

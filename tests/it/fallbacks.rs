@@ -12,7 +12,7 @@
 //! (CI installs it).
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
+use crate::support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -245,7 +245,7 @@ fn seeded_store(env: &Env, home: &Path) -> String {
 
 #[test]
 fn without_noreplace_rename_import_falls_back_to_rename() {
-    if !common::strace_usable("without_noreplace_rename_import_falls_back_to_rename") {
+    if !support::strace_usable("without_noreplace_rename_import_falls_back_to_rename") {
         return;
     }
     let env = Env::new();
@@ -295,7 +295,7 @@ fn without_noreplace_rename_import_falls_back_to_rename() {
 
 #[test]
 fn without_noreplace_rename_concurrent_importers_agree() {
-    if !common::strace_usable("without_noreplace_rename_concurrent_importers_agree") {
+    if !support::strace_usable("without_noreplace_rename_concurrent_importers_agree") {
         return;
     }
     let env = Env::new();
@@ -357,7 +357,7 @@ fn without_noreplace_rename_concurrent_importers_agree() {
 
 #[test]
 fn failed_fsync_fails_the_import_and_publishes_nothing() {
-    if !common::strace_usable("failed_fsync_fails_the_import_and_publishes_nothing") {
+    if !support::strace_usable("failed_fsync_fails_the_import_and_publishes_nothing") {
         return;
     }
     let env = Env::new();
@@ -409,7 +409,7 @@ fn failed_fsync_fails_the_import_and_publishes_nothing() {
 
 #[test]
 fn failed_fsync_while_creating_the_store_leaves_no_store() {
-    if !common::strace_usable("failed_fsync_while_creating_the_store_leaves_no_store") {
+    if !support::strace_usable("failed_fsync_while_creating_the_store_leaves_no_store") {
         return;
     }
     let env = Env::new();
@@ -439,7 +439,7 @@ fn failed_fsync_while_creating_the_store_leaves_no_store() {
 
 #[test]
 fn failed_fsync_after_publish_leaves_a_clean_store() {
-    if !common::strace_usable("failed_fsync_after_publish_leaves_a_clean_store") {
+    if !support::strace_usable("failed_fsync_after_publish_leaves_a_clean_store") {
         return;
     }
     let env = Env::new();
@@ -502,7 +502,7 @@ fn failed_fsync_after_publish_leaves_a_clean_store() {
 
 #[test]
 fn gc_on_exdev_removes_the_object_in_place() {
-    if !common::strace_usable("gc_on_exdev_removes_the_object_in_place") {
+    if !support::strace_usable("gc_on_exdev_removes_the_object_in_place") {
         return;
     }
     let env = Env::new();
@@ -542,7 +542,7 @@ fn gc_on_exdev_removes_the_object_in_place() {
 
 #[test]
 fn exdev_on_publish_fails_the_import_cleanly() {
-    if !common::strace_usable("exdev_on_publish_fails_the_import_cleanly") {
+    if !support::strace_usable("exdev_on_publish_fails_the_import_cleanly") {
         return;
     }
     let env = Env::new();
@@ -581,7 +581,7 @@ fn exdev_on_publish_fails_the_import_cleanly() {
 
 #[test]
 fn enospc_mid_ingest_fails_cleanly_and_a_retry_succeeds() {
-    if !common::strace_usable("enospc_mid_ingest_fails_cleanly_and_a_retry_succeeds") {
+    if !support::strace_usable("enospc_mid_ingest_fails_cleanly_and_a_retry_succeeds") {
         return;
     }
     let env = Env::new();

@@ -12,14 +12,14 @@
 //! the namespace path (to test it as root).
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
+use crate::support;
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{TestDir, assert_fsck_clean, assert_same_tree, make_tree, output, stepman};
+use support::{TestDir, assert_fsck_clean, assert_same_tree, make_tree, output, stepman};
 
 const DIR_ENV: &str = "STEPMAN_TMPFS_DIR";
 const WORK_ENV: &str = "STEPMAN_TMPFS_WORK";
@@ -106,11 +106,11 @@ fn with_tmpfs(test: &str, opts: &str, scenario: fn(&Path, &Path)) {
 }
 
 fn ids(home: &Path) -> Vec<String> {
-    common::object_ids(home)
+    support::object_ids(home)
 }
 
 fn tmp_entries(home: &Path) -> Vec<String> {
-    match fs::read_dir(common::store_root(home).join("tmp")) {
+    match fs::read_dir(support::store_root(home).join("tmp")) {
         Ok(rd) => rd
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect(),
@@ -120,7 +120,7 @@ fn tmp_entries(home: &Path) -> Vec<String> {
 
 /// `store resolve name`: the object id (from the directory it prints) and the directory.
 fn resolve(home: &Path, name: &str) -> (String, PathBuf) {
-    let dir = common::run_ok(&mut stepman(home, ["store", "resolve", name]));
+    let dir = support::run_ok(&mut stepman(home, ["store", "resolve", name]));
     let dir = PathBuf::from(dir);
     let id = dir.file_name().unwrap().to_string_lossy().into_owned();
     (id, dir)
@@ -207,8 +207,8 @@ fn enospc_scenario(mnt: &Path, work: &Path) {
     let new = work.join("new");
     let stats = make_tree(&new, 2, 60);
     let new_tgz = work.join("new.tar.gz");
-    common::tar_gz(&new, &new_tgz);
-    let old_id = common::import(&home, &old, Some("r/s/1"));
+    support::tar_gz(&new, &new_tgz);
+    let old_id = support::import(&home, &old, Some("r/s/1"));
     let before = ids(&home);
 
     let filler = mnt.join("filler");
@@ -260,11 +260,11 @@ fn enospc_scenario(mnt: &Path, work: &Path) {
     f.set_len(0).unwrap();
     drop(f);
     fs::remove_file(&filler).unwrap();
-    let new_id = common::import(&home, &new_tgz, Some("r/s/1"));
+    let new_id = support::import(&home, &new_tgz, Some("r/s/1"));
     let (id, dir) = resolve(&home, "r/s/1");
     assert_eq!(id, new_id);
     assert_same_tree(&new, &dir);
-    common::run_ok(&mut stepman(&home, ["gc"]));
+    support::run_ok(&mut stepman(&home, ["gc"]));
     assert_eq!(ids(&home), [new_id], "gc removed the old, unnamed object");
     assert!(
         tmp_entries(&home).is_empty(),
@@ -285,12 +285,12 @@ fn inodes_scenario(mnt: &Path, work: &Path) {
     make_tree(&new, 3, 14);
     let other = work.join("other");
     make_tree(&other, 4, 8);
-    let old_id = common::import(&home, &old, Some("r/s/1"));
-    let other_id = common::import(&home, &other, Some("r/s/2"));
+    let old_id = support::import(&home, &old, Some("r/s/1"));
+    let other_id = support::import(&home, &other, Some("r/s/2"));
     let third = work.join("third");
     make_tree(&third, 5, 10);
     let third_tgz = work.join("third.tar.gz");
-    common::tar_gz(&third, &third_tgz);
+    support::tar_gz(&third, &third_tgz);
 
     let fill = mnt.join("fill");
     fs::create_dir(&fill).unwrap();
@@ -371,7 +371,7 @@ fn inodes_scenario(mnt: &Path, work: &Path) {
     }
 
     fs::remove_dir_all(&fill).unwrap();
-    common::run_ok(&mut stepman(&home, ["gc"]));
+    support::run_ok(&mut stepman(&home, ["gc"]));
     let mut want = vec![current.0.clone(), other_id.clone()];
     want.sort();
     want.dedup();
@@ -389,7 +389,7 @@ fn inodes_scenario(mnt: &Path, work: &Path) {
 
 #[test]
 fn enospc_during_import_and_name_swap() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     with_tmpfs(
         "enospc_during_import_and_name_swap",
         "size=4m,nr_inodes=4096",
@@ -399,7 +399,7 @@ fn enospc_during_import_and_name_swap() {
 
 #[test]
 fn inode_exhaustion_at_every_point_of_an_import() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     with_tmpfs(
         "inode_exhaustion_at_every_point_of_an_import",
         "size=64m,nr_inodes=2000",
@@ -420,8 +420,8 @@ fn collection_update_scenario(mnt: &Path, work: &Path) {
     .unwrap();
     fs::write(lib.join("steps/hello/1.0.0/step.yml"), "title: Hello\n").unwrap();
     let uri = lib.to_str().unwrap();
-    common::run_ok(&mut stepman(&home, ["setup", "-c", uri]));
-    let list = || common::run_ok(&mut stepman(&home, ["step-list", "-c", uri, "-f", "json"]));
+    support::run_ok(&mut stepman(&home, ["setup", "-c", uri]));
+    let list = || support::run_ok(&mut stepman(&home, ["step-list", "-c", uri, "-f", "json"]));
     let old_list = list();
     for id in ["bye", "again"] {
         fs::create_dir_all(lib.join(format!("steps/{id}/2.0.0"))).unwrap();
@@ -473,7 +473,7 @@ fn collection_update_scenario(mnt: &Path, work: &Path) {
         "{new_list}"
     );
     fs::remove_dir_all(&fill).unwrap();
-    common::run_ok(&mut stepman(&home, ["gc"]));
+    support::run_ok(&mut stepman(&home, ["gc"]));
     assert!(
         tmp_entries(&home).is_empty(),
         "tmp holds {:?}",
@@ -485,7 +485,7 @@ fn collection_update_scenario(mnt: &Path, work: &Path) {
 
 #[test]
 fn inode_exhaustion_during_a_collection_update() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     with_tmpfs(
         "inode_exhaustion_during_a_collection_update",
         "size=16m,nr_inodes=1000",
@@ -498,9 +498,9 @@ fn inode_exhaustion_during_a_collection_update() {
 /// cannot mount and so takes the `unshare -Urm` path with an unprivileged store owner.
 #[test]
 fn the_suite_runs_as_an_unprivileged_user() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let test = "the_suite_runs_as_an_unprivileged_user";
-    if std::env::var_os("STEPMAN_FULL_DISK_NOBODY").is_some() || !common::root_with_setpriv(test) {
+    if std::env::var_os("STEPMAN_FULL_DISK_NOBODY").is_some() || !support::root_with_setpriv(test) {
         return;
     }
     let userns = Command::new("setpriv")
@@ -519,7 +519,7 @@ fn the_suite_runs_as_an_unprivileged_user() {
     let exe = t.path().join("full_disk");
     let bin = t.path().join("stepman");
     fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    fs::copy(common::bin(), &bin).unwrap();
+    fs::copy(support::bin(), &bin).unwrap();
     for p in [&exe, &bin] {
         fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
     }

@@ -3,16 +3,15 @@
 //! once download it once. Served from a loopback HTTP server (`STEPMAN_GO_DOWNLOAD_BASE`).
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
-use crate::support::fixtures as support;
+use crate::support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{TestDir, assert_fsck_clean, store_root};
 use support::{Mode, Server};
+use support::{TestDir, assert_fsck_clean, store_root};
 
 const VERSION: &str = "1.99.1";
 
@@ -42,7 +41,7 @@ fn fake_toolkit(root: &Path) -> Vec<u8> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(dir.join("go/bin/go"), fs::Permissions::from_mode(0o755)).unwrap();
     let out = root.join("fake.tar.gz");
-    common::tar_gz(&dir, &out);
+    support::tar_gz(&dir, &out);
     fs::read(out).unwrap()
 }
 

@@ -10,8 +10,7 @@
 //! no file and no output.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
-use crate::support::hostile_server;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,8 +21,8 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Rng, TestDir, assert_fsck_clean, object_ids, stepman};
-use hostile_server::{Answer, HostileServer, Length};
+use support::{Answer, HostileServer, Length};
+use support::{Rng, TestDir, assert_fsck_clean, object_ids, stepman};
 
 /// Step ids in every test's StepLib: `good` is activated before each case (so the store is not
 /// empty), the others are free for the cases.
@@ -300,7 +299,7 @@ impl Case {
         let dest = self.dest(id);
         fs::create_dir_all(&dest).unwrap();
         fs::write(dest.join("old.txt"), b"the previous activation\n").unwrap();
-        let store = common::store_root(&self.home());
+        let store = support::store_root(&self.home());
         let skip = [store.join("tmp"), store.join("locks")];
         let before = snapshot(self.root(), &skip);
         let ids = object_ids(&self.home());
@@ -346,7 +345,7 @@ impl Case {
 
     /// Nothing is left in `store-v1/tmp/`.
     fn assert_tmp_empty(&self) {
-        let tmp = common::store_root(&self.home()).join("tmp");
+        let tmp = support::store_root(&self.home()).join("tmp");
         let left: Vec<_> = fs::read_dir(&tmp)
             .map(|rd| rd.map(|e| e.unwrap().file_name()).collect())
             .unwrap_or_default();
@@ -416,7 +415,7 @@ impl Case {
         let mut z = zip::ZipArchive::new(std::io::Cursor::new(step_zip(tag))).unwrap();
         z.extract(&want).unwrap();
         fs::set_permissions(want.join("step.sh"), fs::Permissions::from_mode(0o755)).unwrap();
-        common::assert_same_tree(&want, &dest);
+        support::assert_same_tree(&want, &dest);
         fs::remove_dir_all(&want).unwrap();
         self.assert_tmp_empty();
         assert_fsck_clean(&self.home());
@@ -570,7 +569,7 @@ const STALL_BOUND: Duration = Duration::from_secs(10);
 
 #[test]
 fn stalls_before_headers_mid_body_and_in_the_headers_time_out() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let mut c = Case::new();
     let zip = step_zip("s1");
     c.server
@@ -610,7 +609,7 @@ fn stalls_before_headers_mid_body_and_in_the_headers_time_out() {
 
 #[test]
 fn endless_headers_fail_at_once() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let mut c = Case::new();
     // Header bytes as fast as they go, never ending: refused once they pass ureq's header limit
     // (a protocol violation, not worth retrying), long before any timeout.
@@ -632,7 +631,7 @@ fn endless_headers_fail_at_once() {
 
 #[test]
 fn a_drip_of_one_byte_per_second_is_cut_off() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let mut c = Case::new();
     // A byte a second never trips the 2 s stall timeout: only the low-speed limit ends it.
     let body: Vec<u8> = vec![b'x'; 1 << 20];
@@ -667,7 +666,7 @@ fn a_drip_of_one_byte_per_second_is_cut_off() {
 
 #[test]
 fn a_slow_but_steady_server_is_not_cut_off() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let mut c = Case::new();
     let zip = step_zip("s1");
     // About 4 KiB/s for 3 s: over the default 1 KiB/s minimum, and every 1 s window sees bytes.
@@ -689,7 +688,7 @@ fn a_slow_but_steady_server_is_not_cut_off() {
 
 #[test]
 fn server_errors_and_429_are_retried_a_bounded_number_of_times() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let mut c = Case::new();
     let zip = step_zip("s1");
     c.server.script(
@@ -719,7 +718,7 @@ fn server_errors_and_429_are_retried_a_bounded_number_of_times() {
 
 #[test]
 fn retry_after_is_honoured_when_small_and_capped_when_large() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let mut c = Case::new();
     let zip = step_zip("s1");
     c.server.script(
@@ -993,7 +992,7 @@ fn a_precompiled_executable_with_the_wrong_hash_is_not_trusted() {
     // Exactly one new object (the source), and no name for an executable.
     let after = object_ids(&c.home());
     assert_eq!(after.len(), before.len() + 1, "{before:?} -> {after:?}");
-    let names = snapshot(&common::store_root(&c.home()).join("names"), &[]);
+    let names = snapshot(&support::store_root(&c.home()).join("names"), &[]);
     assert!(
         names.keys().all(|k| !k.to_string_lossy().contains("+exe")),
         "an executable was bound: {names:?}"
@@ -1059,7 +1058,7 @@ fn a_truncated_or_failing_spec_json_sets_nothing_up() {
     let mut c = Case::new();
     // Any bytes do for a body that is cut: it never arrives whole.
     let body = vec![b'{'; 20_000];
-    let store = common::store_root(&c.home());
+    let store = support::store_root(&c.home());
     let skip = [store.join("tmp"), store.join("locks")];
     for (path, answer, tries) in [
         (

@@ -8,8 +8,7 @@
 //! Git StepLibs are served on loopback by `git daemon --inetd` (see `support::GitDaemon`).
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
-use crate::support::fixtures as support;
+use crate::support;
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -17,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestDir, stepman};
 use support::{GitDaemon, Mode, Server};
+use support::{TestDir, stepman};
 
 /// What the secret files hold: it must appear nowhere in the store or any output.
 const MARKER: &str = "SECRET-MARKER-7f3c19e2";
@@ -155,7 +154,7 @@ fn git_steplib(t: &Path, build: impl FnOnce(&Path)) -> (GitDaemon, String) {
 }
 
 fn collection_json(home: &Path) -> serde_json::Value {
-    for dir in common::object_dirs(home) {
+    for dir in support::object_dirs(home) {
         if let Ok(b) = fs::read(dir.join("collection.json")) {
             return serde_json::from_slice(&b).unwrap();
         }
@@ -165,7 +164,7 @@ fn collection_json(home: &Path) -> serde_json::Value {
 
 #[test]
 fn remote_steplib_symlinks_out_of_the_checkout_are_never_read() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let t = TestDir::new();
     let secret = t.path().join("secret");
     secrets(&secret);
@@ -259,12 +258,12 @@ fn remote_steplib_symlinks_out_of_the_checkout_are_never_read() {
         Vec::<PathBuf>::new(),
         "the store holds the secret"
     );
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
 }
 
 #[test]
 fn remote_steplib_whose_steplib_yml_or_steps_leave_the_tree_fails_setup() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     for (what, build) in [
         (
             "steplib.yml",
@@ -310,7 +309,7 @@ fn remote_steplib_whose_steplib_yml_or_steps_leave_the_tree_fails_setup() {
 /// read.
 #[test]
 fn special_files_in_a_steplib_are_refused_without_hanging() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let t = TestDir::new();
     let lib = t.path().join("lib");
     write(&lib.join("steplib.yml"), STEPLIB_YML);
@@ -352,9 +351,13 @@ fn special_files_in_a_steplib_are_refused_without_hanging() {
     let rss = t.path().join("rss");
     if time.exists() {
         let mut c = Command::new(time);
-        c.arg("-f").arg("%M").arg("-o").arg(&rss).arg(common::bin());
+        c.arg("-f")
+            .arg("%M")
+            .arg("-o")
+            .arg(&rss)
+            .arg(support::bin());
         c.args(["setup", "-c", lib_s]);
-        common::store_env(&mut c, &home);
+        support::store_env(&mut c, &home);
         cmd = c;
     }
     let out = run_within(&mut cmd, Duration::from_secs(30));
@@ -394,9 +397,13 @@ fn peak_kib(home: &Path, args: &[&str], limit: Duration) -> Option<(Output, u64)
     }
     let rss = home.with_extension("rss");
     let mut c = Command::new(time);
-    c.arg("-f").arg("%M").arg("-o").arg(&rss).arg(common::bin());
+    c.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss)
+        .arg(support::bin());
     c.args(args);
-    common::store_env(&mut c, home);
+    support::store_env(&mut c, home);
     let out = run_within(&mut c, limit);
     let kb = fs::read_to_string(&rss).unwrap();
     Some((out, kb.trim().lines().last().unwrap().parse().unwrap()))
@@ -404,7 +411,7 @@ fn peak_kib(home: &Path, args: &[&str], limit: Duration) -> Option<(Output, u64)
 
 #[test]
 fn spec_json_with_a_huge_string_stays_within_the_memory_bound() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let server = Server::start();
     let huge = "A".repeat(200 << 20);
     let spec = format!(
@@ -438,7 +445,7 @@ fn spec_json_with_a_huge_string_stays_within_the_memory_bound() {
 
 #[test]
 fn steplib_past_the_entry_limit_fails_naming_the_steplib_limit_within_memory() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let t = TestDir::new();
     let lib = t.path().join("lib");
     write(&lib.join("steplib.yml"), STEPLIB_YML);
@@ -470,7 +477,7 @@ fn steplib_past_the_entry_limit_fails_naming_the_steplib_limit_within_memory() {
 /// but a FIFO or a device is refused at once and nothing is read past the YAML bound.
 #[test]
 fn step_info_of_a_fifo_or_a_device_is_refused_at_once() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let t = TestDir::new();
     let fifo = t.path().join("fifo.yml");
     assert!(

@@ -6,14 +6,13 @@
 //! sources (`git://`, `ssh://`, scp-like `host:path`) still clone, without their submodules.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
-use crate::support::fixtures as support;
+use crate::support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::stepman;
+use support::stepman;
 use support::{GitDaemon, Mode, Server, git};
 
 /// The private repository: a bare `private/repo.git` with tag `1.0.0` holding `SECRET.txt`.
@@ -137,7 +136,7 @@ fn a_git_steplib_over_loopback_cannot_name_a_local_repository() {
         assert_refused(&home, t.path(), &uri, id, url);
     }
     drop(daemon);
-    common::make_writable(t.path());
+    support::make_writable(t.path());
 }
 
 /// A guard: a remote StepLib's network source (`git://` here) is cloned, and a submodule of it
@@ -186,7 +185,7 @@ fn a_remote_steplib_clones_network_sources_without_their_submodules() {
         .unwrap_or_default();
     assert!(sub.is_empty(), "the submodule was cloned: {sub:?}");
     drop(daemon);
-    common::make_writable(t.path());
+    support::make_writable(t.path());
 }
 
 /// Serves a `spec.json` holding `steps` (each `id@1.0.0` with `source.git`, `commit`) and sets
@@ -276,7 +275,7 @@ fn a_remote_steplib_may_name_an_ssh_source() {
         assert!(dest.join("step.sh").is_file(), "{id}");
     }
     drop(daemon);
-    common::make_writable(t.path());
+    support::make_writable(t.path());
 }
 
 #[test]
@@ -289,7 +288,7 @@ fn a_spec_json_over_http_cannot_name_a_local_repository() {
     for (id, url) in &steps {
         assert_refused(&home, t.path(), &uri, id, url);
     }
-    common::make_writable(t.path());
+    support::make_writable(t.path());
 }
 
 /// Whatever the user's git configuration or environment allows (`protocol.ext.allow`, a
@@ -324,7 +323,7 @@ fn a_users_git_config_does_not_widen_what_a_remote_steplib_may_clone() {
             assert!(!marker.exists(), "the ext:: command ran with {envs:?}");
         }
     }
-    common::make_writable(t.path());
+    support::make_writable(t.path());
 }
 
 /// The same steps in a StepLib on this machine: its git sources may be local.
@@ -353,5 +352,5 @@ fn a_local_steplib_may_still_name_a_local_repository() {
         );
         assert!(dest.join("SECRET.txt").is_file(), "{id}");
     }
-    common::make_writable(t.path());
+    support::make_writable(t.path());
 }

@@ -10,7 +10,7 @@
 //! symlink) inside a store, or contains one, is refused and leaves the store whole.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,7 +18,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{TestDir, import, output, stepman, store_root};
+use support::{TestDir, import, output, stepman, store_root};
 
 /// Every entry under `dir`: kind, mode, and contents or link target.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
@@ -128,7 +128,7 @@ fn assert_refused(o: &Output, planted: &Path) {
 fn prepared(t: &TestDir) -> (PathBuf, PathBuf, String) {
     let home = t.path().join("home");
     let lib = steplib(t);
-    common::run_ok(&mut stepman(&home, ["setup", "-c", lib.to_str().unwrap()]));
+    support::run_ok(&mut stepman(&home, ["setup", "-c", lib.to_str().unwrap()]));
     let old = small_tree(&t.path().join("old"), "old");
     let id = import(&home, &old, Some("r/s/1"));
     (home, lib, id)
@@ -177,7 +177,7 @@ fn planted_store_directories_are_refused() {
                 fs::rename(e.path(), planted.join(e.file_name())).unwrap();
             }
         }
-        common::assert_fsck_clean(&home);
+        support::assert_fsck_clean(&home);
     }
 }
 
@@ -199,7 +199,7 @@ fn planted_store_lock_files_are_refused() {
         fs::write(&planted, b"").unwrap();
         let o = run(&home, &["store", "resolve", "r/s/1"]);
         assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
-        common::assert_fsck_clean(&home);
+        support::assert_fsck_clean(&home);
     }
 }
 
@@ -251,7 +251,7 @@ fn planted_name_lock_is_not_followed() {
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
 }
 
 #[test]
@@ -292,7 +292,7 @@ fn planted_object_shard_is_refused() {
     assert!(!out.join(&new_id).exists());
     let old = run(&home, &["store", "resolve", "r/s/1"]);
     assert!(String::from_utf8_lossy(&old.stdout).contains(&old_id));
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
 }
 
 #[test]
@@ -365,7 +365,7 @@ fn planted_temp_dirs_and_lock_links_are_not_followed() {
     assert!(left.is_empty(), "tmp holds {left:?}");
     let o = run(&home, &["store", "resolve", "r/s/1"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
 }
 
 const NOBODY: u32 = 65534;
@@ -386,10 +386,10 @@ fn as_nobody(home: &Path, args: &[&str]) -> Output {
         format!("--regid={NOBODY}"),
         "--clear-groups".into(),
     ])
-    .arg(common::bin())
+    .arg(support::bin())
     .args(args)
     .current_dir("/");
-    common::store_env(&mut cmd, home);
+    support::store_env(&mut cmd, home);
     output(&mut cmd)
 }
 
@@ -398,7 +398,7 @@ fn as_nobody(home: &Path, args: &[&str]) -> Output {
 /// work is safe and the store stays clean.
 #[test]
 fn store_owned_by_another_user_with_planted_tmp() {
-    if !common::root_with_setpriv(module_path!()) {
+    if !support::root_with_setpriv(module_path!()) {
         return;
     }
     let t = TestDir::new();
@@ -444,14 +444,14 @@ fn store_owned_by_another_user_with_planted_tmp() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run(&home, &["store", "resolve", "r/s/1"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
 }
 
 /// A store owned by root, used by `nobody`: writes are refused with an error naming the store,
 /// nothing changes, and reads still work.
 #[test]
 fn store_owned_by_root_used_by_nobody() {
-    if !common::root_with_setpriv(module_path!()) {
+    if !support::root_with_setpriv(module_path!()) {
         return;
     }
     let t = TestDir::new();
@@ -488,13 +488,13 @@ fn store_owned_by_root_used_by_nobody() {
         "reads work: {}",
         stderr(&o)
     );
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
 }
 
-/// The object a name of the local StepLib's step `s` (see [`common::local_steplib`]) points at:
+/// The object a name of the local StepLib's step `s` (see [`support::local_steplib`]) points at:
 /// the one whose `step.sh` echoes `version`.
 fn step_object(home: &Path, version: &str) -> PathBuf {
-    common::object_dirs(home)
+    support::object_dirs(home)
         .into_iter()
         .find(|o| fs::read(o.join("step.sh")).ok() == Some(format!("echo {version}\n").into()))
         .unwrap_or_else(|| panic!("no object of step s {version}"))
@@ -552,7 +552,7 @@ fn refused(what: &str, case: fn(&Path, &Path) -> (PathBuf, Option<PathBuf>)) {
         let t = TestDir::new();
         let home = t.path().join("home-parent/home");
         let lib = t.path().join("lib");
-        common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+        support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
         let lib = lib.to_str().unwrap();
         let activate = |v: &str, p: &Path, y: Option<&Path>| {
             let mut args = vec![
@@ -590,7 +590,7 @@ fn refused(what: &str, case: fn(&Path, &Path) -> (PathBuf, Option<PathBuf>)) {
             home.join("store-v1/format").is_file(),
             "{what}: the store is gone"
         );
-        common::assert_fsck_clean(&home);
+        support::assert_fsck_clean(&home);
         for v in ["1.0.0", "2.0.0"] {
             let dest = t.path().join(format!("after-{v}"));
             let o = activate(v, &dest, None);
@@ -611,10 +611,10 @@ fn refused(what: &str, case: fn(&Path, &Path) -> (PathBuf, Option<PathBuf>)) {
 fn a_destination_in_or_around_a_layered_store_is_refused() {
     let t = TestDir::new();
     let lib = t.path().join("lib");
-    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
     let lib = lib.to_str().unwrap();
     let baked = t.path().join("baked");
-    common::run_ok(&mut stepman(&baked, ["preload", "-c", lib, "s@1.0.0"]));
+    support::run_ok(&mut stepman(&baked, ["preload", "-c", lib, "s@1.0.0"]));
     let home = t.path().join("home");
     let layered = |args: &[&str]| {
         let mut cmd = stepman(&home, args);
@@ -632,7 +632,7 @@ fn a_destination_in_or_around_a_layered_store_is_refused() {
             "the error names the read-only store: {err}"
         );
     }
-    common::assert_fsck_clean(&baked);
+    support::assert_fsck_clean(&baked);
     let dest = t.path().join("one");
     let o = layered(&[
         "activate",
@@ -658,14 +658,14 @@ fn a_destination_in_or_around_a_layered_store_is_refused() {
         Some("r/x/1"),
     );
     let inside = store_root(&home).join("tmp/x");
-    let o = output(&mut common::export_cmd(&home, "r/x/1", &inside));
+    let o = output(&mut support::export_cmd(&home, "r/x/1", &inside));
     assert!(
         !o.status.success() && stderr(&o).contains("inside the store"),
         "{}",
         stderr(&o)
     );
     assert!(!inside.exists());
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
 }
 
 /// Every directory and file under `root` (symlinks aside) whose mode lets group or others write.
@@ -701,7 +701,7 @@ fn store_in_a_group_dir_under_umask_002_is_writable_by_its_owner_only() {
     fs::set_permissions(&group, fs::Permissions::from_mode(0o2775)).unwrap();
     let home = group.join("stepman");
     let lib = t.path().join("lib");
-    common::local_steplib(&lib, &["1.0.0"]);
+    support::local_steplib(&lib, &["1.0.0"]);
     let lib_s = lib.to_str().unwrap();
     let src = small_tree(&t.path().join("src"), "x");
     let other = small_tree(&t.path().join("other"), "y");
@@ -710,8 +710,8 @@ fn store_in_a_group_dir_under_umask_002_is_writable_by_its_owner_only() {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "umask 002; exec \"$STEPMAN\" \"$@\"", "sh"])
             .args(args);
-        common::store_env(&mut cmd, &home);
-        common::run_ok(&mut cmd);
+        support::store_env(&mut cmd, &home);
+        support::run_ok(&mut cmd);
     };
     umask_002(&["store", "import", src.to_str().unwrap(), "--name", "r/s/1"]);
     umask_002(&["store", "import", other.to_str().unwrap()]);
@@ -731,7 +731,7 @@ fn store_in_a_group_dir_under_umask_002_is_writable_by_its_owner_only() {
     umask_002(&["fsck", "--repair"]);
     let bad = group_or_other_writable(&store_root(&home));
     assert!(bad.is_empty(), "group- or other-writable: {bad:#?}");
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
 }
 
 /// Store directories made group-writable, and entries owned by another user (a name bound by a
@@ -768,7 +768,7 @@ fn unsafe_modes_and_foreign_owners_are_reported_and_repaired() {
     let obj = root.join(format!("objects/{}/{old_id}", &old_id[..2]));
     std::os::unix::fs::lchown(obj.join("sub/b.txt"), Some(NOBODY), None).unwrap();
 
-    let f = common::fsck_json(&home, &[]);
+    let f = support::fsck_json(&home, &[]);
     assert_eq!(f.code, 1, "{}", f.stderr);
     let found: Vec<(String, PathBuf)> = f
         .problems()
@@ -798,14 +798,14 @@ fn unsafe_modes_and_foreign_owners_are_reported_and_repaired() {
         );
     }
 
-    let f = common::fsck_json(&home, &["--repair"]);
+    let f = support::fsck_json(&home, &["--repair"]);
     assert!(
         f.problems().iter().all(|p| p["repaired"] == true),
         "{:#}\n{}",
         f.report,
         f.stderr
     );
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
     assert!(
         fs::symlink_metadata(&planted).is_err(),
         "the planted name is kept"

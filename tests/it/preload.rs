@@ -3,8 +3,7 @@
 //! preload and activations of the same steps share the single-flight downloads.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
-use crate::support::fixtures as support;
+use crate::support;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -12,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_fsck_clean, assert_same_tree, stepman};
 use serde_json::Value;
 use support::{Mode, Server};
+use support::{assert_fsck_clean, assert_same_tree, stepman};
 
 #[test]
 fn fifty_steps_three_failing_in_different_ways() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let t = tempfile::tempdir().unwrap();
     let server = Server::start();
     let lib = t.path().join("lib");
@@ -171,7 +170,7 @@ fn report(stdout: &[u8]) -> Vec<(String, String, String)> {
 
 #[test]
 fn selection_follows_the_bitrise_rules() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let t = tempfile::tempdir().unwrap();
     let server = Server::start();
     let full = Mode::Full {
@@ -322,7 +321,7 @@ fn wait_at_most(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
 
 /// Entries left in the store's temp area (lock files included).
 fn tmp_entries(home: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(common::store_root(home).join("tmp"))
+    let mut v: Vec<String> = fs::read_dir(support::store_root(home).join("tmp"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -332,7 +331,7 @@ fn tmp_entries(home: &Path) -> Vec<String> {
 
 #[test]
 fn ctrl_c_stops_cleanly_and_a_second_one_is_harmless() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     for signals in [1, 2] {
         let t = tempfile::tempdir().unwrap();
         let server = Server::start();
@@ -447,7 +446,7 @@ fn ctrl_c_stops_cleanly_and_a_second_one_is_harmless() {
 
 #[test]
 fn ctrl_c_does_not_wait_for_another_processs_download() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let t = tempfile::tempdir().unwrap();
     let server = Server::start();
     let (lib, _) = served_steplib(t.path(), &server, &[("held", "1.0.0")], Mode::HalfThenStall);
@@ -504,7 +503,7 @@ fn ctrl_c_does_not_wait_for_another_processs_download() {
 
 #[test]
 fn preload_and_ten_activations_of_the_same_steps_download_each_once() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let t = tempfile::tempdir().unwrap();
     let server = Server::start();
     let steps: Vec<(String, String)> = (0..10)
@@ -586,7 +585,7 @@ fn preload_and_ten_activations_of_the_same_steps_download_each_once() {
 
 #[test]
 fn ctrl_c_does_not_wait_for_a_stalled_server() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let t = tempfile::tempdir().unwrap();
     let server = Server::start();
     let (lib, _) = served_steplib(
@@ -625,7 +624,7 @@ fn ctrl_c_does_not_wait_for_a_stalled_server() {
 
 #[test]
 fn activate_and_download_stop_cleanly_on_a_signal_too() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let t = tempfile::tempdir().unwrap();
     let server = Server::start();
     let (lib, _) = served_steplib(

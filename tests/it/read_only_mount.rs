@@ -7,7 +7,7 @@
 //! namespace that allows mounts); otherwise the tests print why and pass.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
+use crate::support;
 
 use std::fs;
 use std::path::Path;
@@ -73,16 +73,16 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let t = tempfile::tempdir().unwrap();
     if !can_mount(t.path()) {
         return;
     }
     let lib = t.path().join("lib");
-    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
     let lib_s = lib.to_str().unwrap();
     let baked = t.path().join("baked");
-    let o = common::stepman(&baked, ["preload", "-c", lib_s, "s@1.0.0"])
+    let o = support::stepman(&baked, ["preload", "-c", lib_s, "s@1.0.0"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -160,12 +160,12 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
     // the damage and cannot move it aside.
     let o = on_ro_mount(&baked, &mnt, None, &["fsck", "--repair"]);
     assert!(o.status.success(), "fsck --repair, clean: {}", text(&o));
-    let victim = common::object_dirs(&baked)
+    let victim = support::object_dirs(&baked)
         .into_iter()
         .map(|d| d.join("step.sh"))
         .find(|f| f.exists())
         .expect("the step's object");
-    common::make_writable(&victim);
+    support::make_writable(&victim);
     fs::write(&victim, "echo tampered\n").unwrap();
     let o = on_ro_mount(&baked, &mnt, None, &["fsck", "--repair", "--json"]);
     assert_eq!(
@@ -210,10 +210,10 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
     );
     assert!(o.status.success(), "layered miss: {}", text(&o));
     assert_eq!(fs::read(miss.join("step.sh")).unwrap(), b"echo 2.0.0\n");
-    let o = common::stepman(&home, ["list-cached", "-c", lib_s])
+    let o = support::stepman(&home, ["list-cached", "-c", lib_s])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "s@2.0.0");
-    common::assert_fsck_clean(&home);
-    common::assert_fsck_clean(&baked);
+    support::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&baked);
 }

@@ -8,8 +8,7 @@
 //! cores, and the overlap of ten processes is what they test.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
-use crate::support::fixtures as support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -17,14 +16,14 @@ use std::fs;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{assert_fsck_clean, diff_trees, gated_stepman, make_tree, object_ids, stepman};
 use serde_json::Value;
 use support::{Mode, Server};
+use support::{assert_fsck_clean, diff_trees, gated_stepman, make_tree, object_ids, stepman};
 
 /// How many processes each scenario runs at once.
 const N: usize = 10;
@@ -375,7 +374,7 @@ fn steplib(dir: &Path, locations: &[(&str, &str)], steps: &[(&str, &str, String)
 /// A: ten `setup` of one StepLib at once (half give it as a path, half as `file://`).
 #[test]
 fn a_ten_setups_of_one_steplib() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let (t, home) = fresh();
     let mut steps = Vec::new();
     for g in 0..60 {
@@ -451,7 +450,7 @@ fn a_ten_setups_of_one_steplib() {
 /// A': ten `setup` of ten different StepLibs at once: all ten land, each resolves its own steps.
 #[test]
 fn a_prime_ten_setups_of_ten_steplibs() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let (t, home) = fresh();
     let mut libs = Vec::new();
     for i in 0..N {
@@ -632,7 +631,7 @@ fn ten_activations_over_http(kind: &str, setup_first: bool) {
 /// B: ten activations of one uncached step from a zip served over HTTP.
 #[test]
 fn b_ten_activations_zip_over_http() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     ten_activations_over_http("zip", true);
 }
 
@@ -640,14 +639,14 @@ fn b_ten_activations_zip_over_http() {
 /// ten also race to set it up).
 #[test]
 fn b_ten_activations_targz_over_http() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     ten_activations_over_http("tar.gz", false);
 }
 
 /// B': ten activations of one uncached step from a git source (a local bare repository).
 #[test]
 fn b_prime_ten_activations_from_git() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let (t, home) = fresh();
     let src = step_tree(t.path(), 12);
     let repo = support::git_repo(&t.path().join("git"), &src, "2.0.1");
@@ -689,7 +688,7 @@ fn b_prime_ten_activations_from_git() {
 /// C: ten `download` at once, then activations from the cache with the server gone.
 #[test]
 fn c_ten_downloads_then_activate_from_cache() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let (t, home) = fresh();
     let src = step_tree(t.path(), 13);
     let mut server = Server::start();
@@ -880,7 +879,7 @@ fn d_read(home: &Path, uri: &str, kind: usize) -> Result<&'static str, String> {
 /// (the new one adds version 1.1.0 of reader-step and the group extra-step).
 #[test]
 fn d_readers_during_repeated_updates() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let mut clock = Clock::start("D");
     let (t, home) = fresh();
     let mut steps = Vec::new();
@@ -1001,7 +1000,7 @@ fn d_readers_during_repeated_updates() {
 /// stalls), then ten activations with a good server.
 #[test]
 fn e_sigkill_mid_download_then_activate() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let (t, home) = fresh();
     let src = step_tree(t.path(), 14);
     let server = Server::start();
@@ -1113,7 +1112,7 @@ fn e_sigkill_mid_download_then_activate() {
 /// F: a git step whose `source.commit` is not the tag's commit fails every time.
 #[test]
 fn f_wrong_commit_fails_every_time() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let (t, home) = fresh();
     // The tree's size does not matter here: the clone is refused after it.
     let src = t.path().join("src");
@@ -1310,14 +1309,14 @@ fn traversal_rejected(kind: &str, evil: &str) {
 /// G (zip): a zip entry named `../../../../x` (zip-slip).
 #[test]
 fn g_zip_slip_rejected() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     traversal_rejected("zip", "../../../../x");
 }
 
 /// G (tar.gz): a tar entry climbing out with `../`.
 #[test]
 fn g_tar_traversal_rejected() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     traversal_rejected("tar.gz", "../../../tar-escape");
 }
 
@@ -1329,7 +1328,7 @@ fn g_tar_traversal_rejected() {
 /// ten offline activations with no server.
 #[test]
 fn h_update_keeps_cached_steps() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let (t, home) = fresh();
     let src = step_tree(t.path(), 16);
     let mut server = Server::start();
@@ -1414,7 +1413,7 @@ fn numeric(v: &str) -> Option<(u64, u64, u64)> {
 /// constraint form resolves against git-clone as PRODUCT §4 says.
 #[test]
 fn sample_steplib_every_step_and_every_constraint() {
-    let _s = crate::support::alone();
+    let _s = support::alone();
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/steplib-sample");
     if !sample.join("steplib.yml").is_file() {
         eprintln!("skipped: no StepLib sample at {}", sample.display());

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::common;
+use crate::support;
 
 fn stepman(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stepman"))
@@ -90,7 +90,7 @@ fn import_resolve_export_contracts() {
     // No staging directory is left beside any destination.
     for d in [t.path(), &t.path().join("out")] {
         assert_eq!(
-            common::staging_entries(d),
+            support::staging_entries(d),
             Vec::<String>::new(),
             "leftovers"
         );
@@ -205,16 +205,16 @@ fn the_old_tools_files_are_never_read_or_touched() {
 /// whose lock is held, is left alone. (`store-format.md` §10, "export".)
 #[test]
 fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
-    if !common::strace_usable(
+    if !support::strace_usable(
         "a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory",
     ) {
         return;
     }
-    let t = common::TestDir::new();
+    let t = support::TestDir::new();
     let home = t.path().join("home");
     let src = t.path().join("src");
-    common::make_tree(&src, 7, 60);
-    common::import(&home, &src, Some("r/s/1"));
+    support::make_tree(&src, 7, 60);
+    support::import(&home, &src, Some("r/s/1"));
     let parent = t.path().join("work");
     fs::create_dir(&parent).unwrap();
     let traced = |dest: &Path, kill: Option<usize>| -> Output {
@@ -225,11 +225,11 @@ fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
                 .arg(format!("inject=mkdir:signal=SIGKILL:when={n}"));
         }
         c.arg("--")
-            .arg(common::bin())
+            .arg(support::bin())
             .args(["store", "export", "r/s/1"])
             .arg(dest);
-        common::store_env(&mut c, &home);
-        common::output(&mut c)
+        support::store_env(&mut c, &home);
+        support::output(&mut c)
     };
     // The last mkdir of a clean export is a directory inside the copy: count them.
     let probe = t.path().join("probe");
@@ -245,11 +245,11 @@ fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
         "trace=mkdir",
         "--",
     ])
-    .arg(common::bin())
+    .arg(support::bin())
     .args(["store", "export", "r/s/1"])
     .arg(probe.join("dest"));
-    common::store_env(&mut c, &home);
-    let o = common::output(&mut c);
+    support::store_env(&mut c, &home);
+    let o = support::output(&mut c);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let summary = String::from_utf8_lossy(&o.stderr).into_owned();
     let mkdirs: usize = summary
@@ -265,7 +265,7 @@ fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
     let killed = traced(&parent.join("dest1"), Some(mkdirs));
     assert!(!killed.status.success(), "the kill happened");
     assert!(!parent.join("dest1").exists());
-    let left = common::staging_entries(&parent);
+    let left = support::staging_entries(&parent);
     assert_eq!(left.len(), 2, "a staging dir and its lock: {left:?}");
     assert!(
         left.iter().all(|n| n.starts_with(".dest1.stepman-")),
@@ -302,9 +302,9 @@ fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
 
     let o = traced(&parent.join("dest2"), None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    common::assert_same_tree(&src, &parent.join("dest2"));
+    support::assert_same_tree(&src, &parent.join("dest2"));
     assert_eq!(
-        common::staging_entries(&parent),
+        support::staging_entries(&parent),
         vec![
             ".other.stepman-00000000000000aa".to_string(),
             ".other.stepman-00000000000000aa.lock".to_string()
@@ -316,14 +316,14 @@ fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
     // Once its owner is gone, the next export reclaims it too.
     holder.kill().unwrap();
     holder.wait().unwrap();
-    let o = common::output(&mut common::export_cmd(
+    let o = support::output(&mut support::export_cmd(
         &home,
         "r/s/1",
         &parent.join("dest3"),
     ));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(common::staging_entries(&parent), Vec::<String>::new());
-    common::assert_fsck_clean(&home);
+    assert_eq!(support::staging_entries(&parent), Vec::<String>::new());
+    support::assert_fsck_clean(&home);
 }
 
 /// An export onto another file system (where `copy_file_range` is refused and the copy goes
@@ -331,7 +331,7 @@ fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
 #[test]
 fn export_onto_another_file_system_gives_the_same_tree() {
     use std::os::unix::fs::MetadataExt;
-    let t = common::TestDir::new();
+    let t = support::TestDir::new();
     let shm = Path::new("/dev/shm");
     let other = match fs::metadata(shm) {
         Ok(m) if m.dev() != fs::metadata(t.path()).unwrap().dev() => {
@@ -347,11 +347,11 @@ fn export_onto_another_file_system_gives_the_same_tree() {
     };
     let home = t.path().join("home");
     let src = t.path().join("src");
-    common::make_tree(&src, 11, 120);
-    common::import(&home, &src, Some("r/s/1"));
+    support::make_tree(&src, 11, 120);
+    support::import(&home, &src, Some("r/s/1"));
     for dest in [t.path().join("same-fs"), other.path().join("other-fs")] {
-        common::run_ok(&mut common::export_cmd(&home, "r/s/1", &dest));
-        common::assert_same_tree(&src, &dest);
+        support::run_ok(&mut support::export_cmd(&home, "r/s/1", &dest));
+        support::assert_same_tree(&src, &dest);
     }
 }
 
@@ -462,11 +462,11 @@ fn a_closed_stdout_ends_the_command_quietly() {
     }
 }
 
-/// A local StepLib (`common::local_steplib`, step `s` in 1.0.0 and 2.0.0) and a home for the
+/// A local StepLib (`support::local_steplib`, step `s` in 1.0.0 and 2.0.0) and a home for the
 /// activation-destination tests.
 fn dest_fixture(t: &Path) -> (std::path::PathBuf, String) {
     let lib = t.join("lib");
-    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
     (t.join("home"), lib.to_str().unwrap().to_string())
 }
 
@@ -481,11 +481,11 @@ fn activate_into(
 ) -> Output {
     let mut args = vec!["activate", "-c", lib, "-i", "s", "-v", version, "-p", dest];
     args.extend_from_slice(extra);
-    let mut c = common::stepman(home, args);
+    let mut c = support::stepman(home, args);
     if let Some(d) = cwd {
         c.current_dir(d);
     }
-    common::output(&mut c)
+    support::output(&mut c)
 }
 
 fn err_text(o: &Output) -> String {
@@ -519,9 +519,9 @@ fn assert_step(dest: &Path, version: &str) {
 /// Runs eight `stepman <args(i)>` at once (behind a start gate) and panics unless all succeed.
 fn all_succeed_together<'a>(home: &Path, round: usize, args: impl Fn(usize) -> Vec<&'a str>) {
     let mut children: Vec<_> = (0..8)
-        .map(|i| common::gated_stepman(home, args(i)).spawn().unwrap())
+        .map(|i| support::gated_stepman(home, args(i)).spawn().unwrap())
         .collect();
-    common::release(&mut children);
+    support::release(&mut children);
     for c in children {
         let o = c.wait_with_output().unwrap();
         assert!(o.status.success(), "round {round}: {}", err_text(&o));
@@ -533,7 +533,7 @@ fn all_succeed_together<'a>(home: &Path, round: usize, args: impl Fn(usize) -> V
 /// with `--replace` the step replaces it, complete, and nothing is left beside it.
 #[test]
 fn activate_into_a_users_non_empty_dir_is_refused_unless_replace() {
-    let t = common::TestDir::new();
+    let t = support::TestDir::new();
     let (home, lib) = dest_fixture(t.path());
     let proj = t.path().join("proj");
     fs::create_dir_all(proj.join("sub")).unwrap();
@@ -549,7 +549,7 @@ fn activate_into_a_users_non_empty_dir_is_refused_unless_replace() {
         "the error says why and names --replace: {err}"
     );
     assert_eq!(fs::read_to_string(proj.join("sub/f")).unwrap(), "important");
-    assert_eq!(common::staging_entries(t.path()), Vec::<String>::new());
+    assert_eq!(support::staging_entries(t.path()), Vec::<String>::new());
     // A regular file as PATH: refused the same way, kept.
     let file = t.path().join("file");
     fs::write(&file, "mine").unwrap();
@@ -574,8 +574,8 @@ fn activate_into_a_users_non_empty_dir_is_refused_unless_replace() {
         assert!(o.status.success(), "--replace: {}", err_text(&o));
         assert_step(p, "1.0.0");
     }
-    assert_eq!(common::staging_entries(t.path()), Vec::<String>::new());
-    common::assert_fsck_clean(&home);
+    assert_eq!(support::staging_entries(t.path()), Vec::<String>::new());
+    support::assert_fsck_clean(&home);
 }
 
 /// A directory an earlier activation made is recognised and replaced without `--replace`,
@@ -585,7 +585,7 @@ fn activate_into_a_users_non_empty_dir_is_refused_unless_replace() {
 #[test]
 fn reactivation_is_recognised_and_a_recreated_dir_is_not() {
     use std::os::unix::fs::MetadataExt;
-    let t = common::TestDir::new();
+    let t = support::TestDir::new();
     let (home, lib) = dest_fixture(t.path());
     let proj = t.path().join("proj");
     let p = proj.to_str().unwrap();
@@ -632,7 +632,7 @@ fn reactivation_is_recognised_and_a_recreated_dir_is_not() {
     );
     assert!(err.contains("--replace"), "{err}");
     assert_eq!(entries(&proj), vec!["mine".to_string()]);
-    assert_eq!(common::staging_entries(t.path()), Vec::<String>::new());
+    assert_eq!(support::staging_entries(t.path()), Vec::<String>::new());
 }
 
 /// `-p .`, or a PATH that contains the working directory (`cd proj && activate -p ../proj`),
@@ -642,7 +642,7 @@ fn reactivation_is_recognised_and_a_recreated_dir_is_not() {
 /// says it is a symlink and names `--replace`; with it, the link (not its target) is replaced.
 #[test]
 fn the_working_directory_and_a_symlink_as_path_are_refused_clearly() {
-    let t = common::TestDir::new();
+    let t = support::TestDir::new();
     let (home, lib) = dest_fixture(t.path());
     let work = t.path().join("work");
     fs::create_dir(&work).unwrap();
@@ -673,7 +673,7 @@ fn the_working_directory_and_a_symlink_as_path_are_refused_clearly() {
             "{what}: the error says why: {err}"
         );
         assert_eq!(
-            common::staging_entries(&work),
+            support::staging_entries(&work),
             Vec::<String>::new(),
             "{what}"
         );
@@ -720,7 +720,7 @@ fn the_working_directory_and_a_symlink_as_path_are_refused_clearly() {
         Vec::<String>::new(),
         "the link's target is untouched"
     );
-    assert_eq!(common::staging_entries(&work), Vec::<String>::new());
+    assert_eq!(support::staging_entries(&work), Vec::<String>::new());
 }
 
 /// A re-activation killed (SIGKILL) at any of its renames (the marker's, before and after the
@@ -729,11 +729,12 @@ fn the_working_directory_and_a_symlink_as_path_are_refused_clearly() {
 /// is left beside it after that.
 #[test]
 fn a_reactivation_killed_at_any_rename_leaves_a_recognised_destination() {
-    if !common::strace_usable("a_reactivation_killed_at_any_rename_leaves_a_recognised_destination")
-    {
+    if !support::strace_usable(
+        "a_reactivation_killed_at_any_rename_leaves_a_recognised_destination",
+    ) {
         return;
     }
-    let t = common::TestDir::new();
+    let t = support::TestDir::new();
     let (home, lib) = dest_fixture(t.path());
     let work = t.path().join("work");
     fs::create_dir(&work).unwrap();
@@ -753,10 +754,10 @@ fn a_reactivation_killed_at_any_rename_leaves_a_recognised_destination() {
                 .arg(format!("inject={syscall}:signal=SIGKILL:when={n}"));
         }
         c.arg("--")
-            .arg(common::bin())
+            .arg(support::bin())
             .args(["activate", "-c", &lib, "-i", "s", "-v", version, "-p", p]);
-        common::store_env(&mut c, &home);
-        common::output(&mut c)
+        support::store_env(&mut c, &home);
+        support::output(&mut c)
     };
     // The renames of a clean re-activation (both versions are in the store: nothing else
     // renames).
@@ -796,9 +797,9 @@ fn a_reactivation_killed_at_any_rename_leaves_a_recognised_destination() {
             err_text(&o)
         );
         assert_step(&proj, current);
-        assert_eq!(common::staging_entries(&work), Vec::<String>::new());
+        assert_eq!(support::staging_entries(&work), Vec::<String>::new());
     }
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
 }
 
 /// Activations into one destination at once (CI jobs sharing a directory) all succeed, one
@@ -806,7 +807,7 @@ fn a_reactivation_killed_at_any_rename_leaves_a_recognised_destination() {
 /// recognises; each round starts them together.
 #[test]
 fn concurrent_activations_into_one_destination_all_succeed() {
-    let t = common::TestDir::new();
+    let t = support::TestDir::new();
     let (home, lib) = dest_fixture(t.path());
     let work = t.path().join("work");
     fs::create_dir(&work).unwrap();
@@ -827,7 +828,7 @@ fn concurrent_activations_into_one_destination_all_succeed() {
         let o = activate_into(&home, &lib, "1.0.0", p, &[], None);
         assert!(o.status.success(), "round {round}: {}", err_text(&o));
     }
-    assert_eq!(common::staging_entries(&work), Vec::<String>::new());
+    assert_eq!(support::staging_entries(&work), Vec::<String>::new());
 }
 
 /// A local StepLib with many step versions (a spec.json of a few hundred KiB, so that writing it
@@ -836,10 +837,10 @@ fn big_spec_fixture(t: &Path) -> (std::path::PathBuf, String) {
     let lib = t.join("lib");
     let versions: Vec<String> = (0..300).map(|i| format!("1.0.{i}")).collect();
     let versions: Vec<&str> = versions.iter().map(String::as_str).collect();
-    common::local_steplib(&lib, &versions);
+    support::local_steplib(&lib, &versions);
     let home = t.join("home");
     let lib = lib.to_str().unwrap().to_string();
-    common::run_ok(&mut common::stepman(&home, ["setup", "-c", &lib]));
+    support::run_ok(&mut support::stepman(&home, ["setup", "-c", &lib]));
     (home, lib)
 }
 
@@ -856,9 +857,9 @@ fn spec_without_timestamp(text: &str) -> serde_json::Value {
 /// planted at the old fixed name) is not disturbed either.
 #[test]
 fn concurrent_export_specs_to_one_path_all_succeed() {
-    let t = common::TestDir::new();
+    let t = support::TestDir::new();
     let (home, lib) = big_spec_fixture(t.path());
-    let want = spec_without_timestamp(&common::run_ok(&mut common::stepman(
+    let want = spec_without_timestamp(&support::run_ok(&mut support::stepman(
         &home,
         ["export-spec", "--steplib", &lib, "--output", "-"],
     )));
@@ -883,7 +884,7 @@ fn concurrent_export_specs_to_one_path_all_succeed() {
     }
     // Another writer's temp file at the name the old code always used.
     fs::create_dir(out.join(".spec.json.stepman-tmp")).unwrap();
-    let o = common::output(&mut common::stepman(
+    let o = support::output(&mut support::stepman(
         &home,
         ["export-spec", "--steplib", &lib, "--output", s],
     ));
@@ -898,11 +899,11 @@ fn concurrent_export_specs_to_one_path_all_succeed() {
 /// the final rename fails) leaves no temp file behind.
 #[test]
 fn a_failed_export_spec_leaves_no_temp_file() {
-    let t = common::TestDir::new();
+    let t = support::TestDir::new();
     let (home, lib) = big_spec_fixture(t.path());
     let out = t.path().join("out");
     fs::create_dir_all(out.join("spec.json/inside")).unwrap();
-    let o = common::output(&mut common::stepman(
+    let o = support::output(&mut support::stepman(
         &home,
         [
             "export-spec",

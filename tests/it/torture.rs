@@ -30,8 +30,7 @@
 //! `STEPMAN_TORTURE_SECS=600 cargo test --release --test it -- torture:: --nocapture`.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
-use crate::support::fixtures as support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -43,8 +42,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Rng, TestDir, diff_trees, fsck_json, make_tree, run_ok, stepman, store_env};
 use support::{Mode, Server};
+use support::{Rng, TestDir, diff_trees, fsck_json, make_tree, run_ok, stepman, store_env};
 
 /// Processes running at once.
 const WORKERS: usize = 12;
@@ -177,7 +176,7 @@ fn is_object_root(path: &str) -> bool {
     let parts: Vec<&str> = path.rsplitn(4, '/').collect();
     parts.len() == 4
         && parts[2] == "objects"
-        && common::is_object_id(parts[0])
+        && support::is_object_id(parts[0])
         && parts[0].starts_with(parts[1])
 }
 
@@ -266,7 +265,7 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
         logs.join(format!("{seq}.out")),
         logs.join(format!("{seq}.err")),
     );
-    let mut cmd = Command::new(common::bin());
+    let mut cmd = Command::new(support::bin());
     cmd.args(&args);
     store_env(&mut cmd, &sh.home);
     if durable {
@@ -336,7 +335,7 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
         c.killed += 1;
         // What a killed activation leaves in a shared destination's directory is reclaimed by
         // the next one into it, and checked at the end.
-        if op == Op::Activate && !shared && !common::staging_entries(&parent).is_empty() {
+        if op == Op::Activate && !shared && !support::staging_entries(&parent).is_empty() {
             let mut kept = sh.killed_staging.lock().unwrap();
             if kept.len() < KEPT_STAGING {
                 kept.push(parent);
@@ -477,7 +476,7 @@ fn mutator(lib: PathBuf, scratch: PathBuf, stop: Arc<AtomicBool>) -> usize {
 
 #[test]
 fn torture() {
-    let _alone = crate::support::alone();
+    let _alone = support::alone();
     let secs: u64 = std::env::var("STEPMAN_TORTURE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -631,24 +630,24 @@ fn torture() {
         .map(|e| e.file_name())
         .collect();
     assert!(tmp.is_empty(), "tmp/ after gc: {tmp:?}");
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
     // Every step name left exports its source.
     let mut exported = 0;
     let mut last_name: Option<String> = None;
     for ((id, v), src) in &sh.sources {
         let name = format!("{alias}/{id}/{v}");
-        let r = common::output(&mut stepman(&home, ["store", "resolve", &name]));
+        let r = support::output(&mut stepman(&home, ["store", "resolve", &name]));
         if r.status.code() == Some(1) {
             continue; // never downloaded (or only by killed processes)
         }
         let dest = work.join(format!("final/{id}-{v}"));
-        let o = common::output(&mut common::export_cmd(&home, &name, &dest));
+        let o = support::output(&mut support::export_cmd(&home, &name, &dest));
         assert!(
             o.status.success(),
             "export {name}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        common::assert_same_tree(src, &dest);
+        support::assert_same_tree(src, &dest);
         exported += 1;
         last_name = Some(name);
     }
@@ -665,12 +664,12 @@ fn torture() {
     let mut stale = 0;
     if let Some(name) = &last_name {
         for parent in &kept {
-            let left = common::staging_entries(parent);
+            let left = support::staging_entries(parent);
             stale += left.len();
             let again = parent.join("again");
-            run_ok(&mut common::export_cmd(&home, name, &again));
+            run_ok(&mut support::export_cmd(&home, name, &again));
             assert_eq!(
-                common::staging_entries(parent),
+                support::staging_entries(parent),
                 Vec::<String>::new(),
                 "{}: was {left:?}",
                 parent.display()
@@ -699,7 +698,7 @@ fn reader_held_while_update_and_gc(
     locked: bool,
     after: impl FnOnce(&std::path::Path),
 ) -> Option<String> {
-    if !common::strace_usable(test) {
+    if !support::strace_usable(test) {
         return None;
     }
     let t = TestDir::new();
@@ -746,7 +745,7 @@ fn reader_held_while_update_and_gc(
             "inject=openat:delay_enter=6000000",
         ])
         .arg("--")
-        .arg(common::bin())
+        .arg(support::bin())
         .args(reader.iter().map(|a| {
             a.replace("{uri}", &uri)
                 .replace("{work}", &work.display().to_string())
@@ -788,7 +787,7 @@ fn reader_held_while_update_and_gc(
         "{test}: the reader failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
     after(work);
     Some(String::from_utf8_lossy(&o.stdout).into_owned())
 }
@@ -871,7 +870,7 @@ fn activate_copying_step_yml_survives_update_and_gc() {
                 fs::read(work.join("lib/steps/alpha/1.0.0/step.yml")).unwrap(),
                 "the copied step.yml"
             );
-            common::assert_same_tree(&work.join("src"), &work.join("dest"));
+            support::assert_same_tree(&work.join("src"), &work.join("dest"));
         },
     );
 }
@@ -901,7 +900,7 @@ fn collections_survives_update_and_gc_between_resolve_and_read() {
 #[test]
 fn fsck_during_a_publish_reports_nothing() {
     let test = "fsck_during_a_publish_reports_nothing";
-    if !common::strace_usable(test) {
+    if !support::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -910,8 +909,8 @@ fn fsck_during_a_publish_reports_nothing() {
     let (seed, src) = (work.join("seed"), work.join("src"));
     make_tree(&seed, 5, 5);
     make_tree(&src, 6, 5);
-    common::import(&home, &seed, Some("seed/tree/1"));
-    let id = common::import(&work.join("ref-home"), &src, None);
+    support::import(&home, &seed, Some("seed/tree/1"));
+    let id = support::import(&work.join("ref-home"), &src, None);
     let root = home.join("store-v1/objects").join(&id[..2]).join(&id);
     let log = work.join("strace.log");
     let mut cmd = Command::new("strace");
@@ -927,7 +926,7 @@ fn fsck_during_a_publish_reports_nothing() {
             "inject=chmod:delay_enter=6000000",
         ])
         .arg("--")
-        .arg(common::bin())
+        .arg(support::bin())
         .args(["store", "import"])
         .arg(&src)
         .args(["--name", "steps/tree/1"]);
@@ -960,7 +959,7 @@ fn fsck_during_a_publish_reports_nothing() {
         f.code,
         f.report["problems"]
     );
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
 }
 
 /// `delete` is safe while others activate (PRODUCT §3): an activation that has downloaded and
@@ -969,7 +968,7 @@ fn fsck_during_a_publish_reports_nothing() {
 #[test]
 fn activation_survives_delete_and_gc_before_its_copy() {
     let test = "activation_survives_delete_and_gc_before_its_copy";
-    if !common::strace_usable(test) {
+    if !support::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -1009,7 +1008,7 @@ fn activation_survives_delete_and_gc_before_its_copy() {
             "inject=openat:delay_enter=6000000:when=2",
         ])
         .arg("--")
-        .arg(common::bin())
+        .arg(support::bin())
         .args(["activate", "-c", &uri, "-i", "alpha", "-v", "1.0.0", "-p"])
         .arg(&dest);
     store_env(&mut cmd, &home);
@@ -1036,8 +1035,8 @@ fn activation_survives_delete_and_gc_before_its_copy() {
         "the activation failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    common::assert_same_tree(&src, &dest);
-    common::assert_fsck_clean(&home);
+    support::assert_same_tree(&src, &dest);
+    support::assert_fsck_clean(&home);
 }
 
 /// An activation that sets the collection up itself, held by strace right after its setup bound
@@ -1046,7 +1045,7 @@ fn activation_survives_delete_and_gc_before_its_copy() {
 #[test]
 fn activation_survives_delete_right_after_its_setup() {
     let test = "activation_survives_delete_right_after_its_setup";
-    if !common::strace_usable(test) {
+    if !support::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -1074,7 +1073,7 @@ fn activation_survives_delete_right_after_its_setup() {
     let spec = v["data"][0]["spec_path"].as_str().unwrap().to_string();
     let meta: serde_json::Value = serde_json::from_slice(&fs::read(spec).unwrap()).unwrap();
     let alias = meta["alias"].as_str().unwrap().to_string();
-    common::import(&home, &src, None);
+    support::import(&home, &src, None);
     // The name is read four times: the first lookup (missing), the setup's two (before and after
     // its single-flight lock), and once more after the setup bound it. Hold the fourth.
     let name = home.join(format!("store-v1/names/{alias}/_steplib/current"));
@@ -1093,7 +1092,7 @@ fn activation_survives_delete_right_after_its_setup() {
             "inject=readlink,readlinkat:delay_enter=6000000:when=4",
         ])
         .arg("--")
-        .arg(common::bin())
+        .arg(support::bin())
         .args(["activate", "-c", &uri, "-i", "alpha", "-v", "1.0.0", "-p"])
         .arg(&dest);
     store_env(&mut cmd, &home);
@@ -1122,8 +1121,8 @@ fn activation_survives_delete_right_after_its_setup() {
         "the activation failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    common::assert_same_tree(&src, &dest);
-    common::assert_fsck_clean(&home);
+    support::assert_same_tree(&src, &dest);
+    support::assert_fsck_clean(&home);
 }
 
 /// fsck shares the store lock with `delete`: a name it listed may be gone when it reads the
@@ -1132,7 +1131,7 @@ fn activation_survives_delete_right_after_its_setup() {
 #[test]
 fn fsck_survives_a_delete_during_its_scan() {
     let test = "fsck_survives_a_delete_during_its_scan";
-    if !common::strace_usable(test) {
+    if !support::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -1164,7 +1163,7 @@ fn fsck_survives_a_delete_during_its_scan() {
             "inject=readlink,readlinkat:delay_enter=6000000:when=1",
         ])
         .arg("--")
-        .arg(common::bin())
+        .arg(support::bin())
         .args(["fsck", "--json"]);
     store_env(&mut cmd, &home);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -1192,7 +1191,7 @@ fn fsck_survives_a_delete_during_its_scan() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
 }
 
 /// Found by the storm (issue 9, item 8): `preload`'s selection sets the collection up, then
@@ -1201,7 +1200,7 @@ fn fsck_survives_a_delete_during_its_scan() {
 #[test]
 fn preload_selection_survives_delete_between_setup_and_listing() {
     let test = "preload_selection_survives_delete_between_setup_and_listing";
-    if !common::strace_usable(test) {
+    if !support::strace_usable(test) {
         return;
     }
     let t = TestDir::new();
@@ -1244,7 +1243,7 @@ fn preload_selection_survives_delete_between_setup_and_listing() {
             "inject=readlink,readlinkat:delay_enter=6000000:when=2",
         ])
         .arg("--")
-        .arg(common::bin())
+        .arg(support::bin())
         .args(["preload", "-c", &uri, "--maintainer", "", "--json"]);
     store_env(&mut cmd, &home);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -1274,5 +1273,5 @@ fn preload_selection_survives_delete_between_setup_and_listing() {
     );
     let out = run_ok(&mut stepman(&home, ["list-cached", "-c", &uri, "--json"]));
     assert!(out.contains("alpha"), "alpha@1.0.0 not cached: {out}");
-    common::assert_fsck_clean(&home);
+    support::assert_fsck_clean(&home);
 }

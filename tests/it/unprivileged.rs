@@ -6,7 +6,7 @@
 //! They need root to switch users: as any other user, or without `setpriv`, they say so and skip.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::common;
+use crate::support;
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -99,7 +99,7 @@ fn snapshot(root: &Path) -> Vec<String> {
 
 #[test]
 fn unprivileged_owner_can_gc_sweep_and_repair() {
-    if !common::root_with_setpriv(module_path!()) {
+    if !support::root_with_setpriv(module_path!()) {
         return;
     }
     let (_t, work) = scratch();
@@ -214,7 +214,7 @@ fn unprivileged_owner_can_gc_sweep_and_repair() {
 
 #[test]
 fn store_baked_by_root_serves_another_user_without_writing() {
-    if !common::root_with_setpriv(module_path!()) {
+    if !support::root_with_setpriv(module_path!()) {
         return;
     }
     let (_t, work) = scratch();
@@ -283,12 +283,12 @@ fn as_nobody_layered(home: &Path, lower: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn layered_writable_store_takes_the_misses_of_a_baked_one() {
-    if !common::root_with_setpriv(module_path!()) {
+    if !support::root_with_setpriv(module_path!()) {
         return;
     }
     let (t, work) = scratch();
     let lib = t.path().join("lib");
-    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
     let lib_s = lib.to_str().unwrap();
     // Root bakes 1.0.0, then the archive of 1.0.0 disappears: a hit must not download.
     let baked = t.path().join("baked");
@@ -438,12 +438,12 @@ fn activate_args<'a>(lib: &'a str, v: &'a str, dest: &'a Path) -> Vec<&'a str> {
 /// run as usual.
 #[test]
 fn a_fifo_planted_beside_the_destination_does_not_hang_activate() {
-    if !common::root_with_setpriv(module_path!()) {
+    if !support::root_with_setpriv(module_path!()) {
         return;
     }
     let (t, work) = scratch();
     let lib = t.path().join("lib");
-    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
     let lib = lib.to_str().unwrap();
     let shared = t.path().join("shared");
     fs::create_dir(&shared).unwrap();
@@ -478,7 +478,7 @@ fn a_fifo_planted_beside_the_destination_does_not_hang_activate() {
     );
     assert_eq!(fs::read(theirs.join("file")).unwrap(), b"theirs");
     assert_eq!(
-        common::staging_entries(&shared),
+        support::staging_entries(&shared),
         [
             ".step.stepman-00000000000000ee",
             ".step.stepman-00000000000000ff",
@@ -495,12 +495,12 @@ fn a_fifo_planted_beside_the_destination_does_not_hang_activate() {
 /// reports it as a foreign entry; a FIFO as the store lock is refused with an error naming it.
 #[test]
 fn a_fifo_as_a_store_lock_file_hangs_nothing() {
-    if !common::root_with_setpriv(module_path!()) {
+    if !support::root_with_setpriv(module_path!()) {
         return;
     }
     let (t, work) = scratch();
     let lib = t.path().join("lib");
-    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
     let lib = lib.to_str().unwrap();
     let home = work.join("home");
     ok(
@@ -510,7 +510,7 @@ fn a_fifo_as_a_store_lock_file_hangs_nothing() {
         ),
         "first activate",
     );
-    let store = common::store_root(&home);
+    let store = support::store_root(&home);
     let fifo = store.join("tmp/ingest-0123456789abcdef00000001.lock");
     plant_fifo(&fifo);
     // Every command that sweeps the temp area: an activation that downloads, gc, fsck.
@@ -609,13 +609,13 @@ fn a_fifo_as_a_store_lock_file_hangs_nothing() {
 /// work, and afterwards the owner's `gc`, `delete` and new bindings all succeed.
 #[test]
 fn root_refuses_to_write_a_store_owned_by_another_user() {
-    if !common::root_with_setpriv(module_path!()) {
+    if !support::root_with_setpriv(module_path!()) {
         return;
     }
     let (t, work) = scratch();
     let home = work.join("home");
     let lib = t.path().join("lib");
-    common::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
     let lib_s = lib.to_str().unwrap();
     let (a, c) = (t.path().join("a"), t.path().join("c"));
     make_tree(&a, "a");
@@ -722,7 +722,7 @@ fn root_refuses_to_write_a_store_owned_by_another_user() {
 /// (issue 9, items 5 and 10).
 #[test]
 fn owner_repair_fixes_modes_and_names_the_chown_for_root_owned_leftovers() {
-    if !common::root_with_setpriv(module_path!()) {
+    if !support::root_with_setpriv(module_path!()) {
         return;
     }
     let (t, work) = scratch();

@@ -1,8 +1,18 @@
 //! What the integration tests share.
 
-pub(crate) mod common;
-pub(crate) mod fixtures;
-pub(crate) mod hostile_server;
+pub(crate) mod archives;
+pub(crate) mod cli;
+pub(crate) mod fsck;
+pub(crate) mod http;
+pub(crate) mod steplib;
+pub(crate) mod tree;
+
+pub(crate) use archives::*;
+pub(crate) use cli::*;
+pub(crate) use fsck::*;
+pub(crate) use http::*;
+pub(crate) use steplib::*;
+pub(crate) use tree::*;
 
 use std::sync::{Mutex, MutexGuard};
 
