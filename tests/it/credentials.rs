@@ -3,6 +3,8 @@
 //! store and no output of any command contains it.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
+use crate::support;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -106,14 +108,11 @@ fn zip_of(name: &str, body: &[u8]) -> Vec<u8> {
 }
 
 fn run(home: &Path, netrc: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stepman"))
-        .args(args)
-        .env("STEPMAN_HOME", home)
-        .env("NETRC", netrc)
-        .env("STEPMAN_NO_FSYNC", "1")
-        .env("RUST_LOG", "debug")
-        .output()
-        .unwrap()
+    support::output(
+        support::stepman(home, args)
+            .env("NETRC", netrc)
+            .env("RUST_LOG", "debug"),
+    )
 }
 
 fn assert_no_canary_in_tree(root: &Path) {
@@ -256,7 +255,7 @@ fn a_remote_steplib_may_not_name_local_files() {
         let url = format!("http://bot:{CANARY}@127.0.0.1:{port}/spec.json");
         let home = t.path().join(format!("home-{}", src.len()));
         let dest = t.path().join(format!("dest-{}", src.len()));
-        let o = Command::new(env!("CARGO_BIN_EXE_stepman"))
+        let o = Command::new(support::bin())
             .args([
                 "activate",
                 "-c",

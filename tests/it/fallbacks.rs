@@ -19,8 +19,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stepman");
-
 struct Env {
     dir: tempfile::TempDir,
 }
@@ -72,10 +70,8 @@ fn make_tree(root: &Path, files: usize, seed: u64) {
 }
 
 fn stepman(home: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env("STEPMAN_HOME", home)
-        .env_remove("STEPMAN_NO_FSYNC")
-        .env("RUST_LOG", "debug");
+    let mut c = support::stepman(home, std::iter::empty::<&str>());
+    c.env_remove("STEPMAN_NO_FSYNC").env("RUST_LOG", "debug");
     c
 }
 
@@ -117,7 +113,7 @@ fn spawn_strace(
         .arg("-e")
         .arg(format!("inject={inject}"))
         .arg("--")
-        .arg(BIN)
+        .arg(support::bin())
         .args(args)
         .env("STEPMAN_HOME", home)
         .env_remove("STEPMAN_NO_FSYNC")

@@ -46,12 +46,8 @@ fn fake_toolkit(root: &Path) -> Vec<u8> {
 }
 
 fn install(home: &Path, base: &str, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stepman"));
-    c.args(["toolkit", "install", "go"])
-        .args(extra)
-        .env("STEPMAN_HOME", home)
-        .env("STEPMAN_GO_DOWNLOAD_BASE", base)
-        .env("STEPMAN_NO_FSYNC", "1");
+    let mut c = support::stepman(home, ["toolkit", "install", "go"]);
+    c.args(extra).env("STEPMAN_GO_DOWNLOAD_BASE", base);
     c
 }
 

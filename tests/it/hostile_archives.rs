@@ -16,6 +16,8 @@
 //! it arrives in.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
+use crate::support;
+
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::cell::Cell;
 use std::fs;
@@ -28,8 +30,6 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use tar::{EntryType, Header};
 use zip::write::SimpleFileOptions;
-
-const BIN: &str = env!("CARGO_BIN_EXE_stepman");
 
 /// Every entry name or symlink target that aims outside the tree contains this; after each case
 /// no path under the test's temp dir may contain it.
@@ -127,14 +127,11 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("STEPMAN_HOME", &self.home)
-            .env("STEPMAN_NO_FSYNC", "1")
-            .env_remove("RUST_LOG")
-            .current_dir(&self.cwd)
-            .output()
-            .expect("run stepman")
+        support::output(
+            support::stepman(&self.home, args)
+                .env_remove("RUST_LOG")
+                .current_dir(&self.cwd),
+        )
     }
 
     /// Writes `bytes` to a file named `name` in the input folder.
@@ -1712,7 +1709,7 @@ fn configured_limits_are_enforced() {
 
 impl Env {
     fn import_with(&self, src: &Path, envs: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(support::bin());
         c.args(["store", "import", src.to_str().unwrap(), "--name", "r/x/1"])
             .env("STEPMAN_HOME", &self.home)
             .env("STEPMAN_NO_FSYNC", "1")

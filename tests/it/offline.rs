@@ -2,23 +2,22 @@
 //! fails and lists the versions that are cached.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
+use crate::support;
+
 use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn stepman(home: &Path, args: &[&str], offline_env: bool) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_stepman"));
-    c.args(args)
-        .env("STEPMAN_HOME", home)
-        .env("STEPMAN_NO_FSYNC", "1");
+    let mut c = support::stepman(home, args);
     if offline_env {
         c.env("BITRISE_OFFLINE_MODE", "true");
     }
-    c.output().unwrap()
+    support::output(&mut c)
 }
 
 fn zip_bytes() -> Vec<u8> {

@@ -18,7 +18,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{TestDir, import, output, stepman, store_root};
+use support::{NOBODY, TestDir, as_nobody, import, nobody, output, run, stepman, store_root};
 
 /// Every entry under `dir`: kind, mode, and contents or link target.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
@@ -68,10 +68,6 @@ fn steplib(t: &TestDir) -> PathBuf {
     .unwrap();
     fs::write(lib.join("steps/hello/1.0.0/step.yml"), "title: Hello\n").unwrap();
     lib
-}
-
-fn run(home: &Path, args: &[&str]) -> Output {
-    output(&mut stepman(home, args))
 }
 
 fn stderr(o: &Output) -> String {
@@ -368,8 +364,6 @@ fn planted_temp_dirs_and_lock_links_are_not_followed() {
     support::assert_fsck_clean(&home);
 }
 
-const NOBODY: u32 = 65534;
-
 fn chown_tree(p: &Path, uid: u32) {
     let st = Command::new("chown")
         .args(["-hR", &format!("{uid}:{uid}")])
@@ -377,20 +371,6 @@ fn chown_tree(p: &Path, uid: u32) {
         .status()
         .unwrap();
     assert!(st.success());
-}
-
-fn as_nobody(home: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        format!("--reuid={NOBODY}"),
-        format!("--regid={NOBODY}"),
-        "--clear-groups".into(),
-    ])
-    .arg(support::bin())
-    .args(args)
-    .current_dir("/");
-    support::store_env(&mut cmd, home);
-    output(&mut cmd)
 }
 
 /// A store owned by another user, used by root: a link that user planted is still refused; with
@@ -409,12 +389,7 @@ fn store_owned_by_another_user_with_planted_tmp() {
     chown_tree(&out, NOBODY);
     let tmp = store_root(&home).join("tmp");
     // The other user plants the link.
-    let o = Command::new("setpriv")
-        .args([
-            format!("--reuid={NOBODY}"),
-            format!("--regid={NOBODY}"),
-            "--clear-groups".into(),
-        ])
+    let o = nobody()
         .args(["sh", "-c", "rmdir \"$0\" && ln -s \"$1\" \"$0\""])
         .arg(&tmp)
         .arg(&out)

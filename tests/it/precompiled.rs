@@ -2,6 +2,8 @@
 //! `<path>/<id>` with mode 0755, and on any failure the source is activated instead.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
+use crate::support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -49,7 +51,7 @@ fn steplib(root: &Path, hash: &str) {
 const EXE: &[u8] = b"#!/bin/sh\necho precompiled\n";
 
 fn activate(home: &Path, root: &Path, dest: &Path, storage: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stepman"))
+    Command::new(support::bin())
         .args(["activate", "-c"])
         .arg(root.join("lib"))
         .args(["-i", "tool", "-v", "1.0.0", "--precompiled", "-p"])
@@ -150,7 +152,7 @@ fn add_crafted_version(root: &Path, version: &str) {
 }
 
 fn activate_version(home: &Path, root: &Path, version: &str, dest: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stepman"))
+    Command::new(support::bin())
         .args(["activate", "-c"])
         .arg(root.join("lib"))
         .args(["-i", "tool", "-v", version, "-p"])
@@ -205,7 +207,7 @@ fn a_version_named_like_an_executable_cannot_forge_it() {
     );
     assert!(err.contains("not found"), "{err}");
     assert!(!first.exists());
-    let o = Command::new(env!("CARGO_BIN_EXE_stepman"))
+    let o = Command::new(support::bin())
         .args(["collections", "--format", "json"])
         .env("STEPMAN_HOME", &home)
         .output()
@@ -279,7 +281,7 @@ fn a_hit_on_an_executable_name_is_checked_against_the_declared_sha256() {
     fs::create_dir_all(&planted).unwrap();
     fs::write(planted.join("tool"), CRAFTED).unwrap();
     fs::set_permissions(planted.join("tool"), fs::Permissions::from_mode(0o755)).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_stepman"))
+    let o = Command::new(support::bin())
         .args(["store", "import"])
         .arg(&planted)
         .args(["--name", &names[0]])

@@ -13,8 +13,6 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stepman");
-
 /// Runs `stepman args` where `mnt` is `baked` bind-mounted read-only: as the store itself
 /// (`--home mnt`), or, with `layered`, under that writable store (`STEPMAN_READ_ONLY_STORES`).
 fn on_ro_mount(baked: &Path, mnt: &Path, layered: Option<&Path>, args: &[&str]) -> Output {
@@ -23,7 +21,7 @@ fn on_ro_mount(baked: &Path, mnt: &Path, layered: Option<&Path>, args: &[&str]) 
         .arg(r#"mount --bind "$0" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#)
         .arg(baked)
         .arg(mnt)
-        .arg(BIN)
+        .arg(support::bin())
         .env("STEPMAN_NO_FSYNC", "1");
     match layered {
         None => c.arg("--home").arg(mnt).env_remove("STEPMAN_HOME"),

@@ -9,15 +9,6 @@ use std::process::{Command, Output};
 
 use crate::support;
 
-fn stepman(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stepman"))
-        .args(args)
-        .env("STEPMAN_HOME", home)
-        .env("STEPMAN_NO_FSYNC", "1")
-        .output()
-        .unwrap()
-}
-
 fn tree(dir: &Path) {
     fs::create_dir_all(dir.join("sub")).unwrap();
     fs::write(dir.join("sub/a.txt"), "a").unwrap();
@@ -30,7 +21,7 @@ fn import_resolve_export_contracts() {
     let home = t.path().join("home");
     let src = t.path().join("src");
     tree(&src);
-    let o = stepman(
+    let o = support::run(
         &home,
         &["store", "import", src.to_str().unwrap(), "--name", "r/s/1"],
     );
@@ -39,7 +30,7 @@ fn import_resolve_export_contracts() {
     assert_eq!(id.trim().len(), 64, "stdout is the object id alone: {id:?}");
     assert_eq!(id.lines().count(), 1);
 
-    let o = stepman(&home, &["store", "resolve", "r/s/1"]);
+    let o = support::run(&home, &["store", "resolve", "r/s/1"]);
     let dir = String::from_utf8(o.stdout).unwrap();
     assert!(
         o.status.success() && dir.trim().ends_with(id.trim()),
@@ -47,7 +38,7 @@ fn import_resolve_export_contracts() {
     );
     assert!(Path::new(dir.trim()).join("sub/a.txt").is_file());
 
-    let o = stepman(&home, &["store", "resolve", "r/s/2"]);
+    let o = support::run(&home, &["store", "resolve", "r/s/2"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(o.stdout.is_empty());
     assert!(
@@ -55,13 +46,13 @@ fn import_resolve_export_contracts() {
         "the message names the name"
     );
 
-    let o = stepman(&home, &["store", "resolve", "../etc/passwd"]);
+    let o = support::run(&home, &["store", "resolve", "../etc/passwd"]);
     assert_eq!(o.status.code(), Some(2), "an invalid name is a usage error");
 
     // Export: absent and empty destinations work; a non-empty one is an error and is untouched.
     let absent = t.path().join("out/absent");
     assert!(
-        stepman(
+        support::run(
             &home,
             &["store", "export", "r/s/1", absent.to_str().unwrap()]
         )
@@ -72,7 +63,7 @@ fn import_resolve_export_contracts() {
     let empty = t.path().join("empty");
     fs::create_dir(&empty).unwrap();
     assert!(
-        stepman(
+        support::run(
             &home,
             &["store", "export", "r/s/1", empty.to_str().unwrap()]
         )
@@ -83,7 +74,7 @@ fn import_resolve_export_contracts() {
     let full = t.path().join("full");
     fs::create_dir(&full).unwrap();
     fs::write(full.join("mine"), "keep").unwrap();
-    let o = stepman(&home, &["store", "export", "r/s/1", full.to_str().unwrap()]);
+    let o = support::run(&home, &["store", "export", "r/s/1", full.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(fs::read_dir(&full).unwrap().count(), 1);
     assert_eq!(fs::read(full.join("mine")).unwrap(), b"keep");
@@ -103,7 +94,7 @@ fn import_resolve_export_contracts() {
     );
     fs::write(absent.join("b.txt"), "changed").unwrap();
     assert_eq!(fs::read(&obj_file).unwrap(), b"b");
-    assert!(stepman(&home, &["fsck"]).status.success());
+    assert!(support::run(&home, &["fsck"]).status.success());
 }
 
 #[test]
@@ -113,7 +104,7 @@ fn a_newer_store_format_is_refused() {
     let src = t.path().join("src");
     tree(&src);
     assert!(
-        stepman(
+        support::run(
             &home,
             &["store", "import", src.to_str().unwrap(), "--name", "r/s/1"]
         )
@@ -122,7 +113,7 @@ fn a_newer_store_format_is_refused() {
     );
 
     fs::create_dir(home.join("store-v2")).unwrap();
-    let o = stepman(&home, &["store", "resolve", "r/s/1"]);
+    let o = support::run(&home, &["store", "resolve", "r/s/1"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("newer stepman"),
@@ -133,7 +124,7 @@ fn a_newer_store_format_is_refused() {
 
     let format = home.join("store-v1/format");
     fs::write(&format, "stepman-store 2.0\n").unwrap();
-    let o = stepman(&home, &["store", "import", src.to_str().unwrap()]);
+    let o = support::run(&home, &["store", "import", src.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("format 2.0"),
@@ -141,14 +132,14 @@ fn a_newer_store_format_is_refused() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(
-        stepman(&home, &["fsck"]).status.code(),
+        support::run(&home, &["fsck"]).status.code(),
         Some(2),
         "fsck could not run"
     );
 
     fs::write(&format, "stepman-store 1.7\n").unwrap();
     assert!(
-        stepman(&home, &["store", "resolve", "r/s/1"])
+        support::run(&home, &["store", "resolve", "r/s/1"])
             .status
             .success(),
         "a newer minor is compatible"
@@ -186,13 +177,13 @@ fn the_old_tools_files_are_never_read_or_touched() {
     let src = t.path().join("src");
     tree(&src);
     assert!(
-        stepman(&home, &["store", "import", src.to_str().unwrap()])
+        support::run(&home, &["store", "import", src.to_str().unwrap()])
             .status
             .success()
     );
-    assert!(stepman(&home, &["gc"]).status.success());
-    assert!(stepman(&home, &["fsck", "--repair"]).status.success());
-    assert!(stepman(&home, &["collections"]).status.success());
+    assert!(support::run(&home, &["gc"]).status.success());
+    assert!(support::run(&home, &["fsck", "--repair"]).status.success());
+    assert!(support::run(&home, &["collections"]).status.success());
     assert_eq!(snapshot(&home), before);
     assert_eq!(
         fs::read_to_string(home.join("routing.json")).unwrap(),
@@ -359,10 +350,7 @@ fn export_onto_another_file_system_gives_the_same_tree() {
 fn subcommands(prefix: &[&str]) -> Vec<Vec<String>> {
     let mut args: Vec<&str> = prefix.to_vec();
     args.push("--help");
-    let o = Command::new(env!("CARGO_BIN_EXE_stepman"))
-        .args(&args)
-        .output()
-        .unwrap();
+    let o = Command::new(support::bin()).args(&args).output().unwrap();
     let text = String::from_utf8(o.stdout).unwrap();
     let list = text
         .split("Commands:\n")
@@ -392,7 +380,7 @@ fn every_help_ends_with_an_example() {
     commands.extend(subcommands(&["store"]));
     for cmd in &commands {
         for flag in ["--help", "-h"] {
-            let o = Command::new(env!("CARGO_BIN_EXE_stepman"))
+            let o = Command::new(support::bin())
                 .args(cmd)
                 .arg(flag)
                 .output()
@@ -431,9 +419,9 @@ fn a_closed_stdout_ends_the_command_quietly() {
     let lib = lib.to_str().unwrap();
     let src = t.path().join("src");
     tree(&src);
-    let o = stepman(&home, &["setup", "-c", lib]);
+    let o = support::run(&home, &["setup", "-c", lib]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = stepman(&home, &["store", "import", src.to_str().unwrap()]);
+    let o = support::run(&home, &["store", "import", src.to_str().unwrap()]);
     assert!(o.status.success());
     for args in [
         &["gc", "--dry-run"][..],
@@ -445,7 +433,7 @@ fn a_closed_stdout_ends_the_command_quietly() {
     ] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let o = Command::new(env!("CARGO_BIN_EXE_stepman"))
+        let o = Command::new(support::bin())
             .args(args)
             .env("STEPMAN_HOME", &home)
             .env("STEPMAN_NO_FSYNC", "1")

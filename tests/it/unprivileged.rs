@@ -6,43 +6,15 @@
 //! They need root to switch users: as any other user, or without `setpriv`, they say so and skip.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support;
+use crate::support::{self, NOBODY, as_nobody, nobody, nobody_stepman, output, stepman};
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const NOBODY: u32 = 65534;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_stepman")
-}
-
-/// Runs `stepman args` as `nobody` with `home` as the store root.
-fn as_nobody(home: &Path, args: &[&str]) -> Output {
-    Command::new("setpriv")
-        .args([
-            format!("--reuid={NOBODY}"),
-            format!("--regid={NOBODY}"),
-            "--clear-groups".into(),
-        ])
-        .arg(bin())
-        .args(args)
-        .env("STEPMAN_HOME", home)
-        .env("STEPMAN_NO_FSYNC", "1")
-        .current_dir("/")
-        .output()
-        .expect("run setpriv")
-}
-
 fn as_root(home: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("STEPMAN_HOME", home)
-        .env("STEPMAN_NO_FSYNC", "1")
-        .output()
-        .expect("run")
+    output(&mut stepman(home, args))
 }
 
 fn ok(o: &Output, what: &str) -> String {
@@ -122,12 +94,7 @@ fn unprivileged_owner_can_gc_sweep_and_repair() {
 
     // A dead temp dir holding a read-only tree (its owner died before publishing).
     let dead = home.join("store-v1/tmp/ingest-dead");
-    let o = Command::new("setpriv")
-        .args([
-            format!("--reuid={NOBODY}"),
-            format!("--regid={NOBODY}"),
-            "--clear-groups".into(),
-        ])
+    let o = nobody()
         .args([
             "sh",
             "-c",
@@ -265,20 +232,7 @@ fn store_baked_by_root_serves_another_user_without_writing() {
 
 /// Runs `stepman args` as `nobody` with a writable home layered over read-only stores.
 fn as_nobody_layered(home: &Path, lower: &Path, args: &[&str]) -> Output {
-    Command::new("setpriv")
-        .args([
-            format!("--reuid={NOBODY}"),
-            format!("--regid={NOBODY}"),
-            "--clear-groups".into(),
-        ])
-        .arg(bin())
-        .args(args)
-        .env("STEPMAN_HOME", home)
-        .env("STEPMAN_READ_ONLY_STORES", lower)
-        .env("STEPMAN_NO_FSYNC", "1")
-        .current_dir("/")
-        .output()
-        .expect("run setpriv")
+    output(nobody_stepman(home, args).env("STEPMAN_READ_ONLY_STORES", lower))
 }
 
 #[test]
@@ -368,23 +322,11 @@ fn layered_writable_store_takes_the_misses_of_a_baked_one() {
     );
 }
 
-/// `stepman args` as `nobody` with `home` as the store root, not yet started.
+/// `stepman args` as `nobody` with `home` as the store root, not yet started, its output piped.
 fn nobody_cmd(home: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        format!("--reuid={NOBODY}"),
-        format!("--regid={NOBODY}"),
-        "--clear-groups".into(),
-    ])
-    .arg(bin())
-    .args(args)
-    .env("STEPMAN_HOME", home)
-    .env("STEPMAN_NO_FSYNC", "1")
-    .env("RUST_LOG", "warn")
-    .current_dir("/")
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
+    let mut cmd = nobody_stepman(home, args);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     cmd
 }
 

@@ -179,3 +179,40 @@ pub(crate) fn root_with_setpriv(test: &str) -> bool {
     }
     root && setpriv
 }
+
+/// The uid and gid of `nobody`, the user the tests switch to with `setpriv`.
+pub(crate) const NOBODY: u32 = 65534;
+
+/// `setpriv` set up to run what follows as `nobody` (no supplementary groups), from `/`.
+pub(crate) fn nobody() -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        format!("--reuid={NOBODY}"),
+        format!("--regid={NOBODY}"),
+        "--clear-groups".into(),
+    ])
+    .current_dir("/");
+    cmd
+}
+
+/// `stepman <args>` as `nobody` against the store under `home`, not yet started.
+pub(crate) fn nobody_stepman<I, S>(home: &Path, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = nobody();
+    cmd.arg(bin()).args(args);
+    store_env(&mut cmd, home);
+    cmd
+}
+
+/// Runs `stepman <args>` as `nobody` against the store under `home`.
+pub(crate) fn as_nobody(home: &Path, args: &[&str]) -> Output {
+    output(&mut nobody_stepman(home, args))
+}
+
+/// Runs `stepman <args>` against the store under `home`, capturing its output.
+pub(crate) fn run(home: &Path, args: &[&str]) -> Output {
+    output(&mut stepman(home, args))
+}
