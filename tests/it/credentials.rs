@@ -6,78 +6,27 @@
 use crate::support;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 
 const CANARY: &str = "CANARY-7f3a9c1e";
 
-/// Serves `files` (path → body) to requests that carry `Basic base64(bot:CANARY)`; 401 otherwise.
-/// Returns the port and a log of (path, authorized).
-type Files = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-/// Requests seen: (path, whether it carried the credential).
-type Seen = Arc<Mutex<Vec<(String, bool)>>>;
-
-fn serve(files: Files) -> (u16, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let log2 = log.clone();
-    let want = format!(
-        "authorization: basic {}",
-        b64(&format!("bot:{CANARY}")).to_ascii_lowercase()
+/// A server answering only requests that carry `Basic base64(bot:CANARY)` (401 otherwise).
+fn serve() -> support::Server {
+    let server = support::Server::start();
+    server.require_header(
+        "Authorization",
+        &format!("Basic {}", b64(&format!("bot:{CANARY}"))),
     );
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(200) {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            let mut authorized = false;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
-                    break;
-                }
-                if h.trim().to_ascii_lowercase() == want {
-                    authorized = true;
-                }
-            }
-            log2.lock().unwrap().push((path.clone(), authorized));
-            let body = files
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(p, _)| *p == path)
-                .map(|(_, b)| b.clone());
-            let resp = match (authorized, body) {
-                (true, Some(b)) => {
-                    let mut r = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        b.len()
-                    )
-                    .into_bytes();
-                    r.extend(b);
-                    r
-                }
-                (false, _) => {
-                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_vec()
-                }
-                (true, None) => {
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_vec()
-                }
-            };
-            let _ = stream.write_all(&resp);
-        }
-    });
-    (port, log)
+    server
+}
+
+/// Whether a request carried the credential.
+fn authorized(r: &support::Request) -> bool {
+    r.header("authorization").is_some_and(|v| {
+        v.eq_ignore_ascii_case(&format!("Basic {}", b64(&format!("bot:{CANARY}"))))
+    })
 }
 
 fn b64(s: &str) -> String {
@@ -145,16 +94,16 @@ fn secrets_from_userinfo_and_netrc_are_used_but_never_stored_or_printed() {
         "steps":{"hello":{"info":{},"latest_version_number":"1.0.0",
         "versions":{"1.0.0":{"title":"Hello","source":{"git":"https://example.invalid/x.git","commit":"abc"}}}}}}"#;
     let zip = zip_of("step.sh", b"echo private\n");
-    let files: Files = Arc::new(Mutex::new(Vec::new()));
-    let (port, log) = serve(files.clone());
-    files.lock().unwrap().push((
-        "/spec.json".into(),
-        spec.replace("PORT", &port.to_string()).into_bytes(),
-    ));
-    files
-        .lock()
-        .unwrap()
-        .push(("/archives/hello/1.0.0/step.zip".into(), zip));
+    let server = serve();
+    let port = server.url().rsplit(':').next().unwrap().to_string();
+    server.script(
+        "/spec.json",
+        vec![support::Answer::ok(spec.replace("PORT", &port).as_bytes())],
+    );
+    server.script(
+        "/archives/hello/1.0.0/step.zip",
+        vec![support::Answer::ok(&zip)],
+    );
     let spec = format!("http://bot:{CANARY}@127.0.0.1:{port}/spec.json");
     // The step archive's URL has no userinfo: the netrc entry for 127.0.0.1 authorizes it.
     let netrc = t.path().join("netrc");
@@ -224,7 +173,11 @@ fn secrets_from_userinfo_and_netrc_are_used_but_never_stored_or_printed() {
             );
         }
     }
-    let log = log.lock().unwrap();
+    let log: Vec<(String, bool)> = server
+        .requests()
+        .iter()
+        .map(|r| (r.path.clone(), authorized(r)))
+        .collect();
     assert!(
         log.iter().any(|(p, auth)| p == "/spec.json" && *auth),
         "userinfo credential not sent: {log:?}"
@@ -250,8 +203,9 @@ fn a_remote_steplib_may_not_name_local_files() {
             r#"{{"format_version":"1.0.0","steplib_source":"remote","download_locations":[{{"type":"zip","src":"{src}"}}],
             "steps":{{"hello":{{"info":{{}},"latest_version_number":"1.0.0","versions":{{"1.0.0":{{"title":"Hello"}}}}}}}}}}"#
         );
-        let files: Files = Arc::new(Mutex::new(vec![("/spec.json".into(), spec.into_bytes())]));
-        let (port, _log) = serve(files);
+        let server = serve();
+        server.script("/spec.json", vec![support::Answer::ok(spec.as_bytes())]);
+        let port = server.url().rsplit(':').next().unwrap().to_string();
         let url = format!("http://bot:{CANARY}@127.0.0.1:{port}/spec.json");
         let home = t.path().join(format!("home-{}", src.len()));
         let dest = t.path().join(format!("dest-{}", src.len()));

@@ -21,7 +21,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{Answer, HostileServer, Length};
+use support::{Answer, Length, Server};
 use support::{Rng, TestDir, assert_fsck_clean, object_ids, stepman};
 
 /// Step ids in every test's StepLib: `good` is activated before each case (so the store is not
@@ -156,7 +156,7 @@ fn text(b: &[u8]) -> String {
 /// userinfo) whose zip locations point back at it (authorized by the netrc entry).
 struct Case {
     dir: TestDir,
-    server: HostileServer,
+    server: Server,
     canary: String,
     /// The `-c` URL, with the canary as password.
     spec_url: String,
@@ -169,7 +169,7 @@ impl Case {
     /// and names before the case.
     fn new() -> Case {
         let dir = TestDir::new();
-        let server = HostileServer::start();
+        let server = Server::start();
         let canary = canary();
         for d in ["home", "userhome", "cwd", "tmpdir"] {
             fs::create_dir_all(dir.path().join(d)).unwrap();
@@ -838,7 +838,7 @@ fn a_redirect_to_a_local_file_is_refused() {
 #[test]
 fn a_redirect_to_another_origin_does_not_carry_the_credential() {
     let mut c = Case::new();
-    let other = HostileServer::start();
+    let other = Server::start();
     let zip = step_zip("s1");
     // The other origin answers 401 without a credential, as a private server would.
     other.script("/elsewhere/step.zip", vec![Answer::status(401)]);

@@ -6,11 +6,8 @@ use crate::support;
 
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Output;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn stepman(home: &Path, args: &[&str], offline_env: bool) -> Output {
     let mut c = support::stepman(home, args);
@@ -69,11 +66,8 @@ fn offline_misses_list_cached_versions_and_never_connect() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // Now the archives are on a server that counts connections.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    steplib(&format!("http://127.0.0.1:{port}/"));
+    let server = support::Server::start();
+    steplib(&format!("{}/", server.url()));
     assert!(
         stepman(&home, &["update", "-c", lib_s], false)
             .status
@@ -122,11 +116,8 @@ fn offline_misses_list_cached_versions_and_never_connect() {
         }
         assert!(stepman(&home, &args, env).status.success());
     }
-    while listener.accept().is_ok() {
-        connections.fetch_add(1, Ordering::SeqCst);
-    }
     assert_eq!(
-        connections.load(Ordering::SeqCst),
+        server.connections(),
         0,
         "offline mode connected to the server"
     );

@@ -1,6 +1,7 @@
-//! Loopback HTTP/1.1 servers. [`Server`] counts requests per path and can serve slowly or stall
-//! mid-body. [`HostileServer`] misbehaves on purpose: each path has a script, the n-th request
-//! for it gets the n-th [`Answer`] (the last one repeats); every request is recorded with its
+//! The loopback HTTP/1.1 server of the tests, well-behaved or hostile on purpose. Each path has a
+//! script: the n-th request for it gets the n-th [`Answer`] (the last one repeats); a route
+//! served with [`Server::serve`] is a one-answer script built from a body and a [`Mode`] (whole,
+//! spread over a delay, or stalled after half). Every request is recorded with its
 //! headers and arrival time, so tests can count attempts, check which headers reached which
 //! origin, and measure backoff. One thread accepts, one thread per connection answers with
 //! `Connection: close`. Answers that stall or drip end as soon as the client hangs up (or the
@@ -14,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// How a path is answered.
+/// How a route served with [`Server::serve`] is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     /// `200` with the whole body, spread evenly over `delay` (20 chunks).
@@ -22,201 +23,23 @@ pub(crate) enum Mode {
         /// Time the body takes to send.
         delay: Duration,
     },
-    /// `200` with the full Content-Length, half the body, then nothing until the server stops.
+    /// `200` with the full Content-Length, half the body, then nothing until the client hangs
+    /// up or the server stops ([`Server::wait_stalled`] counts these).
     HalfThenStall,
 }
 
-#[derive(Debug, Clone)]
-struct Route {
-    body: Arc<Vec<u8>>,
-    mode: Mode,
-}
-
-#[derive(Debug, Default)]
-struct Shared {
-    routes: Mutex<HashMap<String, Route>>,
-    counts: Mutex<HashMap<String, usize>>,
-    /// Number of `HalfThenStall` answers whose half body has been written.
-    stalled: Mutex<usize>,
-    stalled_cv: Condvar,
-    stop: AtomicBool,
-}
-
-/// A small HTTP/1.1 server on `127.0.0.1:0`: one thread accepts, one thread per connection
-/// answers `GET` with `Connection: close`. Unknown paths get `404`.
-#[derive(Debug)]
-pub(crate) struct Server {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    /// Binds a free loopback port and starts serving.
-    pub(crate) fn start() -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared::default());
-        let s = Arc::clone(&shared);
-        let acceptor = thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let s = Arc::clone(&s);
-                thread::spawn(move || {
-                    let _ = handle(conn, &s);
-                });
-            }
-            // The listener is dropped here: the port refuses connections from now on.
-        });
-        Server {
-            addr,
-            shared,
-            acceptor: Some(acceptor),
-        }
-    }
-
-    /// `http://127.0.0.1:<port>`.
-    pub(crate) fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Serves `body` at `path` (which starts with `/`), replacing any earlier route.
-    pub(crate) fn serve(&self, path: &str, body: Vec<u8>, mode: Mode) {
-        self.shared.routes.lock().unwrap().insert(
-            path.to_string(),
-            Route {
-                body: Arc::new(body),
-                mode,
-            },
-        );
-    }
-
-    /// Changes how `path` is answered from now on.
-    pub(crate) fn set_mode(&self, path: &str, mode: Mode) {
-        let mut routes = self.shared.routes.lock().unwrap();
-        routes.get_mut(path).expect("no such route").mode = mode;
-    }
-
-    /// Changes how every route is answered from now on.
-    pub(crate) fn serve_all_mode(&self, mode: Mode) {
-        for r in self.shared.routes.lock().unwrap().values_mut() {
-            r.mode = mode;
-        }
-    }
-
-    /// How many requests for `path` arrived (any method, any answer).
-    pub(crate) fn count(&self, path: &str) -> usize {
-        self.shared
-            .counts
-            .lock()
-            .unwrap()
-            .get(path)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Every path requested, with its count.
-    pub(crate) fn counts(&self) -> HashMap<String, usize> {
-        self.shared.counts.lock().unwrap().clone()
-    }
-
-    /// Waits until `n` stalling answers have sent their half body; false on timeout.
-    pub(crate) fn wait_stalled(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut got = self.shared.stalled.lock().unwrap();
-        while *got < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            got = self.shared.stalled_cv.wait_timeout(got, left).unwrap().0;
-        }
-        true
-    }
-
-    /// Stops accepting (the port is closed when this returns) and ends stalled answers.
-    pub(crate) fn stop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(a) = self.acceptor.take() {
-            // Wake the acceptor so it sees the flag and drops the listener.
-            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2));
-            let _ = a.join();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn read_request(conn: &mut TcpStream) -> io::Result<String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = conn.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > 64 * 1024 {
-            return Err(io::ErrorKind::InvalidData.into());
-        }
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let line = head.lines().next().unwrap_or_default();
-    let mut parts = line.split_whitespace();
-    let _method = parts.next();
-    let target = parts.next().unwrap_or("/");
-    Ok(target.split('?').next().unwrap_or(target).to_string())
-}
-
-fn handle(mut conn: TcpStream, s: &Shared) -> io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let path = read_request(&mut conn)?;
-    *s.counts.lock().unwrap().entry(path.clone()).or_default() += 1;
-    let route = s.routes.lock().unwrap().get(&path).cloned();
-    let Some(route) = route else {
-        conn.write_all(
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )?;
-        return conn.shutdown(Shutdown::Both);
-    };
-    let body = &route.body;
-    write!(
-        conn,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    )?;
-    match route.mode {
-        Mode::Full { delay } => {
-            const CHUNKS: usize = 20;
-            let step = body.len().div_ceil(CHUNKS).max(1);
-            for (i, part) in body.chunks(step).enumerate() {
-                if i > 0 && !delay.is_zero() {
-                    thread::sleep(delay / CHUNKS as u32);
-                }
-                conn.write_all(part)?;
-            }
-        }
-        Mode::HalfThenStall => {
-            conn.write_all(&body[..body.len() / 2])?;
-            conn.flush()?;
-            *s.stalled.lock().unwrap() += 1;
-            s.stalled_cv.notify_all();
-            let until = Instant::now() + Duration::from_secs(60);
-            while !s.stop.load(Ordering::SeqCst) && Instant::now() < until {
-                thread::sleep(Duration::from_millis(20));
+impl Mode {
+    /// The answer this mode gives with `body`.
+    fn answer(self, body: &Arc<Vec<u8>>) -> Answer {
+        let body = Arc::clone(body);
+        match self {
+            Mode::Full { delay } => Answer::Spread { body, over: delay },
+            Mode::HalfThenStall => {
+                let send = body.len() / 2;
+                Answer::StallAfter { body, send }
             }
         }
     }
-    conn.flush()?;
-    conn.shutdown(Shutdown::Both)
 }
 
 /// What the `Content-Length` header says.
@@ -254,6 +77,9 @@ pub(crate) enum Answer {
         chunk: usize,
         every: Duration,
     },
+    /// `200` with the full Content-Length and the whole body in 20 chunks spread evenly over
+    /// `over`.
+    Spread { body: Arc<Vec<u8>>, over: Duration },
     /// `200` with `Transfer-Encoding: chunked`, the body in 1 KiB chunks; without `complete`,
     /// the connection closes after half of them (no terminating chunk).
     Chunked { body: Arc<Vec<u8>>, complete: bool },
@@ -330,29 +156,39 @@ impl Request {
 }
 
 #[derive(Debug, Default)]
-struct HostileShared {
+struct Shared {
     scripts: Mutex<HashMap<String, Vec<Answer>>>,
+    /// The bodies of the routes served with [`Server::serve`], for [`Server::set_mode`].
+    bodies: Mutex<HashMap<String, Arc<Vec<u8>>>>,
     requests: Mutex<Vec<Request>>,
     seen: Condvar,
     /// Connections whose answer is still being written (or stalling).
     busy: AtomicUsize,
+    /// Number of [`Answer::StallAfter`] answers whose bytes have been written.
+    stalled: Mutex<usize>,
+    stalled_cv: Condvar,
+    /// Connections accepted (the one that wakes the acceptor to stop excluded).
+    accepted: AtomicUsize,
+    /// A header every request must carry (name lowercased, value compared in any case); the
+    /// others get `401`.
+    required: Mutex<Option<(String, String)>>,
     stop: AtomicBool,
 }
 
 /// The server. Dropping it stops it.
 #[derive(Debug)]
-pub(crate) struct HostileServer {
+pub(crate) struct Server {
     addr: SocketAddr,
-    shared: Arc<HostileShared>,
+    shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
 }
 
-impl HostileServer {
+impl Server {
     /// Binds a free port on `127.0.0.1` and starts serving.
-    pub(crate) fn start() -> HostileServer {
+    pub(crate) fn start() -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
-        let shared = Arc::new(HostileShared::default());
+        let shared = Arc::new(Shared::default());
         let s = Arc::clone(&shared);
         let acceptor = thread::spawn(move || {
             for conn in listener.incoming() {
@@ -360,15 +196,16 @@ impl HostileServer {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                s.accepted.fetch_add(1, Ordering::SeqCst);
                 let s = Arc::clone(&s);
                 s.busy.fetch_add(1, Ordering::SeqCst);
                 thread::spawn(move || {
-                    let _ = hostile_handle(conn, &s);
+                    let _ = handle(conn, &s);
                     s.busy.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        HostileServer {
+        Server {
             addr,
             shared,
             acceptor: Some(acceptor),
@@ -394,6 +231,84 @@ impl HostileServer {
             .lock()
             .unwrap()
             .insert(path.to_string(), answers);
+    }
+
+    /// Serves `body` at `path` (which starts with `/`) as `mode` says, replacing any earlier
+    /// route or script.
+    pub(crate) fn serve(&self, path: &str, body: Vec<u8>, mode: Mode) {
+        let body = Arc::new(body);
+        self.script(path, vec![mode.answer(&body)]);
+        self.shared
+            .bodies
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), body);
+    }
+
+    /// Changes how the route at `path` is answered from now on.
+    pub(crate) fn set_mode(&self, path: &str, mode: Mode) {
+        let body = Arc::clone(
+            self.shared
+                .bodies
+                .lock()
+                .unwrap()
+                .get(path)
+                .expect("no such route"),
+        );
+        self.script(path, vec![mode.answer(&body)]);
+    }
+
+    /// Changes how every route served with [`Server::serve`] is answered from now on.
+    pub(crate) fn serve_all_mode(&self, mode: Mode) {
+        let bodies = self.shared.bodies.lock().unwrap().clone();
+        for (path, body) in bodies {
+            self.script(&path, vec![mode.answer(&body)]);
+        }
+    }
+
+    /// Answers `401` to every request that does not carry header `name` with `value` (in any
+    /// case).
+    pub(crate) fn require_header(&self, name: &str, value: &str) {
+        *self.shared.required.lock().unwrap() =
+            Some((name.to_ascii_lowercase(), value.to_string()));
+    }
+
+    /// How many connections were accepted, whether or not a request came on them.
+    pub(crate) fn connections(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Every path requested, with its count.
+    pub(crate) fn counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for r in self.shared.requests.lock().unwrap().iter() {
+            *counts.entry(r.path.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Waits until `n` stalling answers have sent their bytes; false on timeout.
+    pub(crate) fn wait_stalled(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut got = self.shared.stalled.lock().unwrap();
+        while *got < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            got = self.shared.stalled_cv.wait_timeout(got, left).unwrap().0;
+        }
+        true
+    }
+
+    /// Stops accepting (the port is closed when this returns) and ends stalled answers.
+    pub(crate) fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(a) = self.acceptor.take() {
+            // Wake the acceptor so it sees the flag and drops the listener.
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2));
+            let _ = a.join();
+        }
     }
 
     /// Every request so far, in arrival order.
@@ -428,13 +343,9 @@ impl HostileServer {
     }
 }
 
-impl Drop for HostileServer {
+impl Drop for Server {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(a) = self.acceptor.take() {
-            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2));
-            let _ = a.join();
-        }
+        self.stop();
     }
 }
 
@@ -468,7 +379,7 @@ fn read_head(conn: &mut TcpStream) -> io::Result<(String, Vec<(String, String)>)
 }
 
 /// Waits (without sending anything) until the client hangs up or the server stops.
-fn hold(conn: &mut TcpStream, s: &HostileShared) {
+fn hold(conn: &mut TcpStream, s: &Shared) {
     let _ = conn.set_read_timeout(Some(Duration::from_millis(20)));
     let mut b = [0u8; 64];
     let until = Instant::now() + Duration::from_secs(120);
@@ -487,7 +398,7 @@ fn hold(conn: &mut TcpStream, s: &HostileShared) {
 }
 
 /// Sleeps `d` in small steps; false when the server stopped meanwhile.
-fn nap(d: Duration, s: &HostileShared) -> bool {
+fn nap(d: Duration, s: &Shared) -> bool {
     let end = Instant::now() + d;
     while Instant::now() < end {
         if s.stop.load(Ordering::SeqCst) {
@@ -498,9 +409,19 @@ fn nap(d: Duration, s: &HostileShared) -> bool {
     true
 }
 
-fn hostile_handle(mut conn: TcpStream, s: &HostileShared) -> io::Result<()> {
+fn handle(mut conn: TcpStream, s: &Shared) -> io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let (path, headers) = read_head(&mut conn)?;
+    let authorized = s
+        .required
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_none_or(|(name, value)| {
+            headers
+                .iter()
+                .any(|(k, v)| k == name && v.eq_ignore_ascii_case(value))
+        });
     let n = {
         let mut reqs = s.requests.lock().unwrap();
         let n = reqs.iter().filter(|r| r.path == path).count();
@@ -518,6 +439,12 @@ fn hostile_handle(mut conn: TcpStream, s: &HostileShared) -> io::Result<()> {
         .unwrap()
         .get(&path)
         .map(|script| script[n.min(script.len() - 1)].clone());
+    if !authorized {
+        conn.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return conn.shutdown(Shutdown::Both);
+    }
     let Some(answer) = answer else {
         conn.write_all(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -547,6 +474,8 @@ fn hostile_handle(mut conn: TcpStream, s: &HostileShared) -> io::Result<()> {
             )?;
             conn.write_all(&body[..send.min(body.len())])?;
             conn.flush()?;
+            *s.stalled.lock().unwrap() += 1;
+            s.stalled_cv.notify_all();
             hold(&mut conn, s);
         }
         Answer::Drip { body, every } => {
@@ -578,6 +507,22 @@ fn hostile_handle(mut conn: TcpStream, s: &HostileShared) -> io::Result<()> {
                 }
                 conn.write_all(part)?;
                 conn.flush()?;
+            }
+        }
+        Answer::Spread { body, over } => {
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            const CHUNKS: usize = 20;
+            let step = body.len().div_ceil(CHUNKS).max(1);
+            for (i, part) in body.chunks(step).enumerate() {
+                if i > 0 && !over.is_zero() && !nap(over / CHUNKS as u32, s) {
+                    break;
+                }
+                conn.write_all(part)?;
             }
         }
         Answer::Chunked { body, complete } => {
