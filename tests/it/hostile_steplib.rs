@@ -164,7 +164,6 @@ fn collection_json(home: &Path) -> serde_json::Value {
 
 #[test]
 fn remote_steplib_symlinks_out_of_the_checkout_are_never_read() {
-    let _alone = support::alone();
     let t = TestDir::new();
     let secret = t.path().join("secret");
     secrets(&secret);
@@ -263,7 +262,6 @@ fn remote_steplib_symlinks_out_of_the_checkout_are_never_read() {
 
 #[test]
 fn remote_steplib_whose_steplib_yml_or_steps_leave_the_tree_fails_setup() {
-    let _alone = support::alone();
     for (what, build) in [
         (
             "steplib.yml",
@@ -477,7 +475,6 @@ fn steplib_past_the_entry_limit_fails_naming_the_steplib_limit_within_memory() {
 /// but a FIFO or a device is refused at once and nothing is read past the YAML bound.
 #[test]
 fn step_info_of_a_fifo_or_a_device_is_refused_at_once() {
-    let _alone = support::alone();
     let t = TestDir::new();
     let fifo = t.path().join("fifo.yml");
     assert!(
