@@ -254,6 +254,9 @@ env)
     printf '{"GOROOT": "%s", "GOVERSION": "%s", "GOOS": "linux", "GOARCH": "amd64", "CGO_ENABLED": "0"}\n' "$root" "$ver"
     ;;
 build)
+    if [ -n "$FAKE_GO_HOLD" ]; then
+        while [ ! -e "$FAKE_GO_HOLD" ]; do sleep 0.05; done
+    fi
     out=""
     while [ $# -gt 0 ]; do
         if [ "$1" = "-o" ]; then out=$2; fi
@@ -395,5 +398,90 @@ fn an_old_go_on_path_gives_way_to_the_stores_toolkit() {
             .any(|l| l.starts_with(&format!("go{VERSION} build"))),
         "the store's toolkit did not build: {calls}"
     );
+    assert_fsck_clean(&home);
+}
+
+/// The lock files under `locks/names/` that process `pid` has open.
+fn open_name_locks(pid: u32, home: &Path) -> Vec<PathBuf> {
+    let locks = store_root(home).join("locks/names");
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .filter(|t| t.starts_with(&locks))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_wait_for_another_jobs_build() {
+    let t = TestDir::new();
+    let lib = t.path().join("lib");
+    go_steplib(&lib);
+    let home = t.path().join("home");
+    let go = scripted_go(&t.path().join("new/go"), &format!("go{VERSION}"));
+    let log = t.path().join("calls.log");
+    let hold = t.path().join("release");
+    let start = |dest: &str| {
+        prepare(
+            &home,
+            &lib,
+            &t.path().join(dest),
+            go.parent().unwrap(),
+            &log,
+        )
+        .env("FAKE_GO_HOLD", &hold)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let builder = start("a");
+    wait_for("the first build to start", || {
+        fs::read_to_string(&log).is_ok_and(|l| l.contains(" build "))
+    });
+    let waiter = start("b");
+    let build_lock = open_name_locks(builder.id(), &home);
+    assert!(!build_lock.is_empty(), "the builder holds no name lock");
+    wait_for("the second job to wait on the build's lock", || {
+        open_name_locks(waiter.id(), &home)
+            .iter()
+            .any(|l| build_lock.contains(l))
+    });
+    let t0 = std::time::Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&waiter),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let o = waiter.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(!t.path().join("b").exists());
+    fs::write(&hold, "").unwrap();
+    let o = builder.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let builds = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" build "))
+        .count();
+    assert_eq!(builds, 1);
     assert_fsck_clean(&home);
 }
