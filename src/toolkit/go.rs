@@ -9,7 +9,7 @@
 //!   a wrapper script on `PATH` is asked once for its `GOROOT` and then not used again.
 //! - A toolchain's identity is probed once per `go` file and caller identity variables, and
 //!   kept in the store (`_toolchains/go/<key>`, `store-format.md`, "Builds").
-//! - Every child gets [`Toolchain::command`]'s environment: the caller's, less every `GO*`
+//! - Every child gets the environment `apply_env` sets: the caller's, less every `GO*`
 //!   and `CGO_*` variable but the documented pass-through ones, plus `GOROOT`,
 //!   `GO111MODULE=on`, `GOTOOLCHAIN=local`, `GOWORK=off`. The identity is probed with that
 //!   same environment, so what the key says is what the build sees.

@@ -232,3 +232,251 @@ fn no_hash_for_another_version_or_offline_asks_nothing_of_the_network() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(server.count(&archive_path()), 0);
 }
+
+/// A stand-in `go` at `root/bin/go` whose version is `root/VERSION`: it answers `env -json
+/// VARS` (GOROOT is `root`) and `build ... -o OUT .` (OUT is a script printing `built by
+/// <version>`), and logs each call to `$FAKE_GO_LOG` (never into its own tree, which may be a
+/// store object).
+fn scripted_go(root: &Path, version: &str) -> PathBuf {
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::write(root.join("VERSION"), format!("{version}\n")).unwrap();
+    let script = r#"#!/bin/sh
+root=$(cd "$(dirname "$0")/.." && pwd)
+ver=$(cat "$root/VERSION")
+echo "$ver $*" >> "$FAKE_GO_LOG"
+case "$1" in
+env)
+    printf '{"GOROOT": "%s", "GOVERSION": "%s", "GOOS": "linux", "GOARCH": "amd64", "CGO_ENABLED": "0"}\n' "$root" "$ver"
+    ;;
+build)
+    if [ -n "$FAKE_GO_HOLD" ]; then
+        while [ ! -e "$FAKE_GO_HOLD" ]; do sleep 0.05; done
+    fi
+    out=""
+    while [ $# -gt 0 ]; do
+        if [ "$1" = "-o" ]; then out=$2; fi
+        shift
+    done
+    printf '#!/bin/sh\necho built by %s\n' "$ver" > "$out"
+    ;;
+*) exit 3 ;;
+esac
+"#;
+    let go = root.join("bin/go");
+    fs::write(&go, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&go, fs::Permissions::from_mode(0o755)).unwrap();
+    go
+}
+
+/// A local StepLib with the Go step `g@1.0.0` (a zip holding `main.go`).
+fn go_steplib(lib: &Path) {
+    fs::create_dir_all(lib.join("steps/g/1.0.0")).unwrap();
+    fs::write(
+        lib.join("steps/g/1.0.0/step.yml"),
+        "title: G\ntoolkit:\n  go:\n    package_name: example.com/g\n",
+    )
+    .unwrap();
+    fs::create_dir_all(lib.join("archives/g/1.0.0")).unwrap();
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    z.start_file("main.go", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(&mut z, b"package main\n\nfunc main() {}\n").unwrap();
+    fs::write(
+        lib.join("archives/g/1.0.0/step.zip"),
+        z.finish().unwrap().into_inner(),
+    )
+    .unwrap();
+    fs::write(
+        lib.join("steplib.yml"),
+        "format_version: 1.0.0\nsteplib_source: t\ndownload_locations:\n  - type: zip\n    src: archives/\n",
+    )
+    .unwrap();
+}
+
+/// `activate --prepare` of `g` with `path_dir` first on PATH, the fake go's calls logged to
+/// `log`.
+fn prepare(home: &Path, lib: &Path, dest: &Path, path_dir: &Path, log: &Path) -> Command {
+    let mut c = Command::new(support::bin());
+    c.args(["activate", "-c"])
+        .arg(lib)
+        .args(["-i", "g", "--prepare", "--json", "-p"])
+        .arg(dest)
+        .env("STEPMAN_HOME", home)
+        .env("STEPMAN_NO_FSYNC", "1")
+        .env_remove("STEPMAN_GO")
+        .env("FAKE_GO_LOG", log)
+        .env("PATH", format!("{}:/usr/bin:/bin", path_dir.display()));
+    c
+}
+
+#[test]
+fn an_old_go_on_path_gives_way_to_the_stores_toolkit() {
+    let t = TestDir::new();
+    let lib = t.path().join("lib");
+    go_steplib(&lib);
+    let home = t.path().join("home");
+    let old = scripted_go(&t.path().join("old/go"), "go1.21.0");
+    let log = t.path().join("calls.log");
+
+    // Offline, no toolkit in the store: a clear refusal that names the old version, the
+    // minimum and what to do; nothing activated.
+    let dest = t.path().join("d1");
+    let o = prepare(&home, &lib, &dest, old.parent().unwrap(), &log)
+        .arg("--offline")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    for want in ["go1.21.0", "1.22.12", "toolkit install go"] {
+        assert!(stderr(&o).contains(want), "no {want:?} in: {}", stderr(&o));
+    }
+    assert!(!dest.exists());
+
+    // With a newer Go toolkit installed in the store, that one builds (from its read-only
+    // GOROOT inside the store), and the old one on PATH is only asked for its version.
+    let server = Server::start();
+    let staged = t.path().join("toolkit-src");
+    scripted_go(&staged.join("go"), &format!("go{VERSION}"));
+    let archive = t.path().join("toolkit.tar.gz");
+    support::tar_gz(&staged, &archive);
+    let body = fs::read(&archive).unwrap();
+    let sha = sha256_hex(&body);
+    server.serve(
+        &archive_path(),
+        body,
+        Mode::Full {
+            delay: Duration::ZERO,
+        },
+    );
+    let o = install(&home, &server.url(), &[VERSION, "--sha256", &sha])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dest = t.path().join("d2");
+    let o = prepare(&home, &lib, &dest, old.parent().unwrap(), &log)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("go1.21.0"),
+        "no warning: {}",
+        stderr(&o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["build"], "built");
+    assert_eq!(v["go"]["origin"], "store");
+    assert_eq!(v["go"]["version"], format!("go{VERSION}"));
+    let goroot = v["go"]["goroot"].as_str().unwrap();
+    assert!(
+        goroot.starts_with(store_root(&home).to_str().unwrap()),
+        "{goroot}"
+    );
+    let run = Command::new(v["run"][0].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        format!("built by go{VERSION}\n")
+    );
+    let calls = fs::read_to_string(&log).unwrap();
+    let old_calls: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("go1.21.0 "))
+        .collect();
+    assert!(
+        !old_calls.is_empty() && old_calls.iter().all(|l| l.contains(" env ")),
+        "the old go was asked to build: {calls}"
+    );
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.starts_with(&format!("go{VERSION} build"))),
+        "the store's toolkit did not build: {calls}"
+    );
+    assert_fsck_clean(&home);
+}
+
+/// The lock files under `locks/names/` that process `pid` has open.
+fn open_name_locks(pid: u32, home: &Path) -> Vec<PathBuf> {
+    let locks = store_root(home).join("locks/names");
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .filter(|t| t.starts_with(&locks))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_wait_for_another_jobs_build() {
+    let t = TestDir::new();
+    let lib = t.path().join("lib");
+    go_steplib(&lib);
+    let home = t.path().join("home");
+    let go = scripted_go(&t.path().join("new/go"), &format!("go{VERSION}"));
+    let log = t.path().join("calls.log");
+    let hold = t.path().join("release");
+    let start = |dest: &str| {
+        prepare(
+            &home,
+            &lib,
+            &t.path().join(dest),
+            go.parent().unwrap(),
+            &log,
+        )
+        .env("FAKE_GO_HOLD", &hold)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let builder = start("a");
+    wait_for("the first build to start", || {
+        fs::read_to_string(&log).is_ok_and(|l| l.contains(" build "))
+    });
+    let waiter = start("b");
+    let build_lock = open_name_locks(builder.id(), &home);
+    assert!(!build_lock.is_empty(), "the builder holds no name lock");
+    wait_for("the second job to wait on the build's lock", || {
+        open_name_locks(waiter.id(), &home)
+            .iter()
+            .any(|l| build_lock.contains(l))
+    });
+    let t0 = std::time::Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&waiter),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let o = waiter.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(!t.path().join("b").exists());
+    fs::write(&hold, "").unwrap();
+    let o = builder.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let builds = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" build "))
+        .count();
+    assert_eq!(builds, 1);
+    assert_fsck_clean(&home);
+}

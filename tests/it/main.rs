@@ -12,6 +12,7 @@ mod fallbacks;
 mod format_vectors;
 mod full_disk;
 mod fuzz_regressions;
+mod go_steps;
 mod go_toolkit;
 mod hostile_archives;
 mod hostile_servers;

@@ -310,3 +310,45 @@ fn a_hit_on_an_executable_name_is_checked_against_the_declared_sha256() {
         "the name is bound to the verified executable again"
     );
 }
+
+#[test]
+fn prepare_runs_the_verified_executable_and_builds_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let storage = setup_storage(t.path());
+    steplib(t.path(), &sha256_hex(EXE));
+    let home = t.path().join("home");
+    let run = |dest: &Path, extra: &[&str]| {
+        let mut c = Command::new(support::bin());
+        c.args(["activate", "-c"])
+            .arg(t.path().join("lib"))
+            .args(["-i", "tool", "-v", "1.0.0", "--prepare", "--json", "-p"])
+            .arg(dest)
+            .args(extra)
+            // No toolchain is needed: a missing `go` must not matter.
+            .args(["--go", "/nonexistent/go"])
+            .env("STEPMAN_HOME", &home)
+            .env("STEPMAN_NO_FSYNC", "1")
+            .env("BITRISE_PRECOMPILED_STEPS_STORAGE_URLS", &storage);
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let dest = t.path().join("exe");
+    let v = run(&dest, &["--precompiled"]);
+    assert_eq!(v["precompiled"], true);
+    assert_eq!(v["build"], "none");
+    let exe = fs::canonicalize(&dest).unwrap().join("tool");
+    assert_eq!(v["run"], serde_json::json!([exe.display().to_string()]));
+    let out = Command::new(&exe).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "precompiled\n");
+    // Without --precompiled the step (no toolkit: bash) runs its step.sh.
+    let dest = t.path().join("src");
+    let v = run(&dest, &[]);
+    assert_eq!(v["precompiled"], false);
+    assert_eq!(v["toolkit"], "bash");
+    let script = fs::canonicalize(&dest).unwrap().join("step.sh");
+    assert_eq!(
+        v["run"],
+        serde_json::json!(["bash", script.display().to_string()])
+    );
+}
