@@ -63,20 +63,9 @@ pub const IDENTITY_VARS: [&str; 14] = [
     "GOEXPERIMENT",
 ];
 
-/// Identity variables a caller may set for a build (the rest come from the toolchain).
-const IDENTITY_PASS_THROUGH: [&str; 11] = [
-    "CGO_ENABLED",
-    "GOAMD64",
-    "GOARM",
-    "GOARM64",
-    "GO386",
-    "GOMIPS",
-    "GOMIPS64",
-    "GOPPC64",
-    "GORISCV64",
-    "GOWASM",
-    "GOEXPERIMENT",
-];
+/// Identity variables a caller may set for a build: all of [`IDENTITY_VARS`] but `GOVERSION`,
+/// `GOOS` and `GOARCH`, which come from the toolchain (a build is for the host).
+const IDENTITY_PASS_THROUGH: &[&str] = IDENTITY_VARS.split_at(3).1;
 
 /// Where a toolchain came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
