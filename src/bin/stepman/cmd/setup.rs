@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use stepman::Fill;
-use stepman::steplib::{self, ExportType, generate};
+use stepman::steplib::{ExportType, generate};
 
 /// Set up a StepLib collection.
 ///
@@ -41,7 +41,9 @@ pub(crate) fn run(cli: &crate::Cli, a: &SetupArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     let r = generate::setup(&store, &c, Fill::IfMissing, &net)
         .with_context(|| format!("setup {}", c.uri))?;
-    let opened = steplib::open(&store, &c)?.context("collection vanished after setup")?;
+    // A `delete` may remove the collection right after it was set up (delete is safe while
+    // others work): set it up again rather than fail (`open_or_setup`, the one retry policy).
+    let opened = stepman::activate::open_or_setup(&store, &c, &net)?;
     for s in &opened.meta.skipped {
         log::info!("{}: skipped {}: {}", c.uri, s.path, s.error);
     }
