@@ -60,36 +60,12 @@ pub fn activate_with(
     if let Some(yml) = copy_yml {
         store.check_outside(yml)?;
     }
-    // The step.yml is read now, not after the download: by then an update or a delete, and a
-    // gc, may have taken the collection object it comes from away.
-    let definition = match copy_yml {
-        Some(yml) => Some((yml, read_definition(store, r)?)),
-        None => None,
-    };
-    if precompiled == Precompiled::Use {
-        let exe = precompiled::activate(store, r, dest, replace, net);
-        match exe {
-            Ok(Some(id)) => {
-                if let Some((yml, bytes)) = &definition {
-                    write_definition(bytes, yml)?;
-                }
-                return Ok(id);
-            }
-            Ok(None) => log::debug!(
-                "step {}@{} has no executable for {}",
-                r.picked.id,
-                r.picked.version,
-                precompiled::platform()
-            ),
-            // The source would meet the same destination.
-            Err(e @ (Error::DestinationNotEmpty { .. } | Error::DestinationHoldsCwd { .. })) => {
-                return Err(e);
-            }
-            Err(e) => log::warn!(
-                "precompiled executable unavailable, using the source: {}",
-                e.describe()
-            ),
-        }
+    let definition = read_definition_for(store, r, copy_yml)?;
+    if precompiled == Precompiled::Use
+        && let Some(id) = try_precompiled(store, r, dest, replace, net)?
+    {
+        write_definition_if(&definition)?;
+        return Ok(id);
     }
     let name = r.name()?;
     let mut race = Race::new(Race::REDO);
@@ -105,16 +81,70 @@ pub fn activate_with(
             Err(e) => return Err(e),
         }
     };
-    if let Some((yml, bytes)) = &definition {
-        write_definition(bytes, yml)?;
-    }
+    write_definition_if(&definition)?;
     Ok(id)
+}
+
+/// The step.yml that `-y` writes, with where it goes. Read before anything is downloaded: by
+/// then an update or a delete, and a gc, may have taken the collection object it comes from.
+pub(super) type Definition<'a> = Option<(&'a Path, Vec<u8>)>;
+
+/// Reads the step.yml for `copy_yml` (nothing without it): [`Definition`].
+pub(super) fn read_definition_for<'a>(
+    store: &Store,
+    r: &Resolved,
+    copy_yml: Option<&'a Path>,
+) -> Result<Definition<'a>> {
+    copy_yml
+        .map(|yml| Ok((yml, read_definition(store, r)?)))
+        .transpose()
+}
+
+/// Writes a [`Definition`] where it goes (nothing for none).
+pub(super) fn write_definition_if(definition: &Definition<'_>) -> Result<()> {
+    match definition {
+        Some((yml, bytes)) => write_definition(bytes, yml),
+        None => Ok(()),
+    }
+}
+
+/// Activates the step's verified executable for this platform as `dest/<id>` when it has one:
+/// `Ok(Some(id))`. `Ok(None)` when it has none or it cannot be had (logged: the caller uses the
+/// source); a destination the source would meet too is an error.
+pub(super) fn try_precompiled(
+    store: &Store,
+    r: &Resolved,
+    dest: &Path,
+    replace: crate::Replace,
+    net: &NetConfig,
+) -> Result<Option<ObjectId>> {
+    match precompiled::activate(store, r, dest, replace, net) {
+        Ok(Some(id)) => Ok(Some(id)),
+        Ok(None) => {
+            log::debug!(
+                "step {}@{} has no executable for {}",
+                r.picked.id,
+                r.picked.version,
+                precompiled::platform()
+            );
+            Ok(None)
+        }
+        // The source would meet the same destination.
+        Err(e @ (Error::DestinationNotEmpty { .. } | Error::DestinationHoldsCwd { .. })) => Err(e),
+        Err(e) => {
+            log::warn!(
+                "precompiled executable unavailable, using the source: {}",
+                e.describe()
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// The step's step.yml, from the collection object it was resolved in. That object may have
 /// gone since (an update re-pointed the collection, a gc removed the old object): then from the
 /// current collection, under the store lock so that it stays while it is read.
-pub(super) fn read_definition(store: &Store, r: &Resolved) -> Result<Vec<u8>> {
+fn read_definition(store: &Store, r: &Resolved) -> Result<Vec<u8>> {
     let p = r.definition_path();
     match fs::read(&p) {
         Ok(b) => Ok(b),
@@ -132,7 +162,7 @@ pub(super) fn read_definition(store: &Store, r: &Resolved) -> Result<Vec<u8>> {
 }
 
 /// Writes the step.yml `bytes` to `dest` (mode 0644), creating its directory first.
-pub(super) fn write_definition(bytes: &[u8], dest: &Path) -> Result<()> {
+fn write_definition(bytes: &[u8], dest: &Path) -> Result<()> {
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(Error::io("create dir", parent))?;
     }

@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::activation::{Precompiled, activate_with, read_definition, write_definition};
-use super::precompiled;
+use super::activation::{
+    Precompiled, activate_with, read_definition_for, try_precompiled, write_definition_if,
+};
 use super::resolve::Resolved;
 use super::source::download;
 use crate::error::{Error, Result};
@@ -100,10 +101,16 @@ pub fn activate_prepared(
     if let Some(yml) = copy_yml {
         store.check_outside(yml)?;
     }
-    if opts.precompiled == Precompiled::Use
-        && let Some(p) = prepare_precompiled(store, r, dest, copy_yml, replace, net, &mut out)?
-    {
-        return Ok(p);
+    if opts.precompiled == Precompiled::Use {
+        let definition = read_definition_for(store, r, copy_yml)?;
+        if try_precompiled(store, r, dest, replace, net)?.is_some() {
+            write_definition_if(&definition)?;
+            let at = absolute(dest)?;
+            out.run = vec![at.join(&r.picked.id).display().to_string()];
+            out.path = Some(at);
+            out.precompiled = true;
+            return Ok(out);
+        }
     }
     match toolkit {
         Toolkit::Bash { entry_file } => {
@@ -115,10 +122,7 @@ pub fn activate_prepared(
             Ok(out)
         }
         Toolkit::Go { package_name } => {
-            let definition = match copy_yml {
-                Some(yml) => Some((yml, read_definition(store, r)?)),
-                None => None,
-            };
+            let definition = read_definition_for(store, r, copy_yml)?;
             let tc = go::find(store, &opts.go, net)?;
             let name = r.name()?;
             let mut race = Race::new(Race::REDO);
@@ -154,9 +158,7 @@ pub fn activate_prepared(
                     Err(e) => return Err(e),
                 }
             };
-            if let Some((yml, bytes)) = &definition {
-                write_definition(bytes, yml)?;
-            }
+            write_definition_if(&definition)?;
             let at = absolute(dest)?;
             out.run = vec![at.join(&r.picked.id).display().to_string()];
             out.path = Some(at);
@@ -255,43 +257,6 @@ fn fill_build(out: &mut Prepared, source: &ObjectId, built: Built, tc: Toolchain
     out.binary = Some(built.id.to_hex());
     out.build_key = Some(built.key);
     out.go = Some(tc);
-}
-
-/// The precompiled executable as the step, when it has one for this platform.
-fn prepare_precompiled(
-    store: &Store,
-    r: &Resolved,
-    dest: &Path,
-    copy_yml: Option<&Path>,
-    replace: crate::Replace,
-    net: &NetConfig,
-    out: &mut Prepared,
-) -> Result<Option<Prepared>> {
-    let definition = match copy_yml {
-        Some(yml) => Some((yml, read_definition(store, r)?)),
-        None => None,
-    };
-    match precompiled::activate(store, r, dest, replace, net) {
-        Ok(Some(_)) => {
-            if let Some((yml, bytes)) = &definition {
-                write_definition(bytes, yml)?;
-            }
-            let at = absolute(dest)?;
-            out.run = vec![at.join(&r.picked.id).display().to_string()];
-            out.path = Some(at);
-            out.precompiled = true;
-            Ok(Some(out.clone()))
-        }
-        Ok(None) => Ok(None),
-        Err(e @ (Error::DestinationNotEmpty { .. } | Error::DestinationHoldsCwd { .. })) => Err(e),
-        Err(e) => {
-            log::warn!(
-                "precompiled executable unavailable, using the source: {}",
-                e.describe()
-            );
-            Ok(None)
-        }
-    }
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
