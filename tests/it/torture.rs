@@ -280,7 +280,6 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
     if op == Op::Delete {
         sh.deletes.fetch_add(1, Ordering::SeqCst);
     }
-    let deleted_before = sh.deletes.load(Ordering::SeqCst) > 0;
     let mut child = cmd.spawn().expect("spawn stepman");
     sh.started
         .lock()
@@ -312,6 +311,9 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
         thread::sleep(Duration::from_millis(2));
     };
     drop(running_shared);
+    // A delete that started before this process ended may have come first: sampled now, not at
+    // the start (a reader that starts before a delete and reads after it sees no collection).
+    let deleted_before = sh.deletes.load(Ordering::SeqCst) > 0;
     let stdout = fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = fs::read_to_string(&err_path).unwrap_or_default();
     let fail = |why: String| {
