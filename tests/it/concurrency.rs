@@ -1043,32 +1043,19 @@ fn two_gcs_at_once_with_importers() {
     );
 }
 
-/// True when `strace` can trace a child here (installed, ptrace allowed).
-fn strace_works() -> bool {
-    std::process::Command::new("strace")
-        .args(["-qq", "-o", "/dev/null", "true"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Regression test for a race in `store resolve`, which takes no lock: it reads the name's link,
 /// then the name is re-pointed and gc removes the old object, then it looks at the old object.
 /// It used to fail ("name points at missing object; run `stepman fsck --repair`") for a healthy
-/// name; the loops above can hit that window only by luck, so strace's fault injection holds the
-/// resolver for a second after each readlink while the test re-points the name and runs gc. The
-/// strace log proves the window was hit (the first readlink returned the old object). Skipped,
-/// with a note, where strace cannot trace.
+/// name; the loops above can hit that window only by luck, so strace holds the resolver for 6 s
+/// on leaving its first read of the name's link (strace has written the link's target to its log
+/// by then) while the test re-points the name and runs gc. The log proves the window was hit (the
+/// held read returned the old object). Skipped, with a note, where strace cannot trace.
 #[test]
 fn resolve_survives_repoint_and_gc_between_its_reads() {
-    let _s = support::alone();
-    if !strace_works() {
-        eprintln!("resolve_survives_repoint_and_gc_between_its_reads: SKIPPED (no usable strace)");
+    let test = "resolve_survives_repoint_and_gc_between_its_reads";
+    if !strace_usable(test) {
         return;
     }
-    let started = Instant::now();
     let work = TestDir::new();
     let w = work.path();
     let home = w.join("home");
@@ -1077,52 +1064,34 @@ fn resolve_survives_repoint_and_gc_between_its_reads() {
     make_tree(&y, 72, 3);
     let name = "race/r/1";
     let id_y = import(&home, &y, Some("race/keep-y/1"));
-    for attempt in 1..=3u32 {
-        let id_x = import(&home, &x, Some(name));
-        let log = w.join(format!("strace-{attempt}.log"));
-        let mut cmd = std::process::Command::new("strace");
-        cmd.args(["-qq", "-f", "-s", "256", "-o"])
-            .arg(&log)
-            .args([
-                "-e",
-                "trace=?readlink,?readlinkat",
-                "-e",
-                "inject=?readlink,?readlinkat:delay_exit=1000000",
-            ])
-            .arg(bin())
-            .args(["store", "resolve", name]);
-        store_env(&mut cmd, &home);
-        let resolver = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Give the resolver time to reach its first readlink; the log below tells whether it did.
-        thread::sleep(Duration::from_millis(250) * attempt);
-        assert_eq!(import(&home, &y, Some(name)), id_y);
-        let gc = run_ok(&mut stepman(&home, ["gc", "--json"]));
-        assert!(gc.contains(&id_x), "gc did not remove the old object: {gc}");
-        let out = resolver.wait_with_output().unwrap();
-        let log = fs::read_to_string(&log).unwrap();
-        let first = log.lines().find(|l| l.contains("readlink")).unwrap_or("");
-        if !first.contains(&id_x) {
-            eprintln!("attempt {attempt}: the resolver read the name after the swap; again");
-            continue;
-        }
-        assert!(
-            out.status.success(),
-            "{}",
-            failure("resolve across a re-point and gc", &out)
-        );
-        assert!(stdout_of(&out).ends_with(&id_y), "{out:?}");
-        assert_fsck_clean(&home);
-        eprintln!(
-            "resolve_survives_repoint_and_gc_between_its_reads: {:?}",
-            started.elapsed()
-        );
-        return;
-    }
-    panic!("the resolver never read the name before the swap in 3 attempts");
+    let id_x = import(&home, &x, Some(name));
+    let link = store_root(&home).join("names").join(name);
+    let log = w.join("strace.log");
+    let cmd = Traced::new(&home, &log)
+        .follow()
+        .opt(&["-s", "256"])
+        .on(&link)
+        .trace("readlink,readlinkat")
+        .inject("readlink,readlinkat:delay_exit=6000000:when=1")
+        .stepman(["store", "resolve", name]);
+    let resolver = Held::spawn(cmd, &log);
+    resolver.wait_until("read the name", |l| l.contains("(DELAYED)"));
+    assert_eq!(import(&home, &y, Some(name)), id_y);
+    let gc = run_ok(&mut stepman(&home, ["gc", "--json"]));
+    assert!(gc.contains(&id_x), "gc did not remove the old object: {gc}");
+    let (out, log) = resolver.finish();
+    let held = log.lines().find(|l| l.contains("(DELAYED)")).unwrap_or("");
+    assert!(
+        held.contains(&id_x),
+        "the held read found the old object: {log}"
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        failure("resolve across a re-point and gc", &out)
+    );
+    assert!(stdout_of(&out).ends_with(&id_y), "{out:?}");
+    assert_fsck_clean(&home);
 }
 
 /// True when `/proc/locks` shows process `pid` waiting for a lock (a `->` line). `None`: this

@@ -47,8 +47,8 @@ use std::process::{Command, Output};
 use std::time::Instant;
 
 use support::{
-    TestDir, assert_fsck_clean, assert_same_tree, bin, fsck_json, make_writable, object_ids,
-    output, run_ok, stepman, store_env, store_root, tar_gz,
+    TestDir, assert_fsck_clean, assert_same_tree, fsck_json, make_writable, object_ids, output,
+    run_ok, stepman, store_root, tar_gz,
 };
 
 /// The syscalls traced, as an strace regex (names this architecture lacks match nothing).
@@ -116,26 +116,21 @@ impl std::fmt::Display for KillPoint {
 
 /// `stepman <args>` under `strace -f` (log in `log`), with fsync on, optionally killed at `kill`.
 fn under_strace(home: &Path, log: &Path, args: &[String], kill: Option<&KillPoint>) -> Output {
-    let mut c = Command::new("strace");
-    c.args(["-f", "-qq", "-o"]).arg(log);
+    let mut t = support::Traced::new(home, log)
+        .follow()
+        .trace(TRACED)
+        .env_remove("STEPMAN_NO_FSYNC");
     match kill {
-        None => {
-            // Paths of descriptors, so flushes can be told apart.
-            c.arg("-y");
-        }
+        // Paths of descriptors, so flushes can be told apart.
+        None => t = t.opt(&["-y"]),
         Some(k) => {
             if let Some(p) = &k.path {
-                c.arg("-P").arg(p);
+                t = t.on(Path::new(p));
             }
-            c.arg("-e")
-                .arg(format!("inject={}:signal=SIGKILL:when={}", k.syscall, k.n));
+            t = t.inject(&format!("{}:signal=SIGKILL:when={}", k.syscall, k.n));
         }
     }
-    c.arg("-e").arg(format!("trace={TRACED}"));
-    c.arg("--").arg(bin()).args(args);
-    store_env(&mut c, home);
-    c.env_remove("STEPMAN_NO_FSYNC");
-    output(&mut c)
+    output(&mut t.stepman(args))
 }
 
 /// The kill points of a clean run's log (taken with `-y`): `(syscall, N)` such that some

@@ -17,7 +17,7 @@ use crate::support;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -104,30 +104,20 @@ fn spawn_strace(
     extra: &[&str],
     args: &[&str],
 ) -> std::process::Child {
-    let mut c = Command::new("strace");
-    c.args(["-f", "-qq", "-o"])
-        .arg(log)
-        .args(extra)
-        .arg("-e")
-        .arg(format!("trace={trace}"))
-        .arg("-e")
-        .arg(format!("inject={inject}"))
-        .arg("--")
-        .arg(support::bin())
-        .args(args)
-        .env("STEPMAN_HOME", home)
+    // Debug logs name the fallbacks taken; not where every write(2) counts.
+    let verbosity = if trace.contains("write") {
+        "warn"
+    } else {
+        "debug"
+    };
+    let mut c = support::Traced::new(home, log)
+        .follow()
+        .opt(extra)
+        .trace(trace)
+        .inject(inject)
         .env_remove("STEPMAN_NO_FSYNC")
-        // Debug logs name the fallbacks taken; not where every write(2) counts.
-        .env(
-            "RUST_LOG",
-            if trace.contains("write") {
-                "warn"
-            } else {
-                "debug"
-            },
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("RUST_LOG", verbosity)
+        .stepman(args);
     c.spawn().expect("start strace")
 }
 

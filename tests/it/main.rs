@@ -23,6 +23,7 @@ mod planted;
 mod precompiled;
 mod preload;
 mod read_only_mount;
+mod replays;
 mod scenarios;
 mod store_cli;
 mod torture;

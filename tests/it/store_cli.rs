@@ -2,6 +2,7 @@
 //! coexistence with the old tool's files.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -209,40 +210,37 @@ fn a_killed_export_is_reclaimed_by_the_next_export_into_the_same_directory() {
     let parent = t.path().join("work");
     fs::create_dir(&parent).unwrap();
     let traced = |dest: &Path, kill: Option<usize>| -> Output {
-        let mut c = Command::new("strace");
-        c.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=mkdir"]);
+        let mut t = support::Traced::new(&home, Path::new("/dev/null"))
+            .follow()
+            .trace("mkdir");
         if let Some(n) = kill {
-            c.arg("-e")
-                .arg(format!("inject=mkdir:signal=SIGKILL:when={n}"));
+            t = t.inject(&format!("mkdir:signal=SIGKILL:when={n}"));
         }
-        c.arg("--")
-            .arg(support::bin())
-            .args(["store", "export", "r/s/1"])
-            .arg(dest);
-        support::store_env(&mut c, &home);
-        support::output(&mut c)
+        let args = [
+            OsStr::new("store"),
+            OsStr::new("export"),
+            OsStr::new("r/s/1"),
+        ];
+        support::output(&mut t.stepman(args.into_iter().chain([dest.as_os_str()])))
     };
     // The last mkdir of a clean export is a directory inside the copy: count them.
     let probe = t.path().join("probe");
     fs::create_dir(&probe).unwrap();
-    let mut c = Command::new("strace");
-    c.args([
-        "-f",
-        "-qq",
-        "-c",
-        "-U",
-        "name,calls",
-        "-e",
-        "trace=mkdir",
-        "--",
-    ])
-    .arg(support::bin())
-    .args(["store", "export", "r/s/1"])
-    .arg(probe.join("dest"));
-    support::store_env(&mut c, &home);
+    let summary_log = t.path().join("summary.log");
+    let dest = probe.join("dest");
+    let args = [
+        OsStr::new("store"),
+        OsStr::new("export"),
+        OsStr::new("r/s/1"),
+    ];
+    let mut c = support::Traced::new(&home, &summary_log)
+        .follow()
+        .opt(&["-c", "-U", "name,calls"])
+        .trace("mkdir")
+        .stepman(args.into_iter().chain([dest.as_os_str()]));
     let o = support::output(&mut c);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let summary = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{}", err_text(&o));
+    let summary = fs::read_to_string(&summary_log).unwrap();
     let mkdirs: usize = summary
         .lines()
         .find_map(|l| {
@@ -733,19 +731,13 @@ fn a_reactivation_killed_at_any_rename_leaves_a_recognised_destination() {
         assert!(o.status.success(), "{}", err_text(&o));
     }
     let traced = |version: &str, kill: Option<(&str, usize)>, log: &Path| -> Output {
-        let mut c = Command::new("strace");
-        c.args(["-f", "-qq", "-o"])
-            .arg(log)
-            .args(["-e", "trace=rename,renameat,renameat2"]);
+        let mut t = support::Traced::new(&home, log)
+            .follow()
+            .trace("rename,renameat,renameat2");
         if let Some((syscall, n)) = kill {
-            c.arg("-e")
-                .arg(format!("inject={syscall}:signal=SIGKILL:when={n}"));
+            t = t.inject(&format!("{syscall}:signal=SIGKILL:when={n}"));
         }
-        c.arg("--")
-            .arg(support::bin())
-            .args(["activate", "-c", &lib, "-i", "s", "-v", version, "-p", p]);
-        support::store_env(&mut c, &home);
-        support::output(&mut c)
+        support::output(&mut t.stepman(["activate", "-c", &lib, "-i", "s", "-v", version, "-p", p]))
     };
     // The renames of a clean re-activation (both versions are in the store: nothing else
     // renames).

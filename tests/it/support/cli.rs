@@ -24,6 +24,11 @@ pub(crate) fn store_env(cmd: &mut Command, home: &Path) {
         .stdin(Stdio::null());
 }
 
+/// The output's stderr as text, for assertion messages.
+pub(crate) fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 /// `stepman <args>` against the store under `home`.
 pub(crate) fn stepman<I, S>(home: &Path, args: I) -> Command
 where

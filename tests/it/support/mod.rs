@@ -5,6 +5,7 @@ pub(crate) mod cli;
 pub(crate) mod fsck;
 pub(crate) mod http;
 pub(crate) mod steplib;
+pub(crate) mod strace;
 pub(crate) mod tree;
 
 pub(crate) use archives::*;
@@ -12,6 +13,7 @@ pub(crate) use cli::*;
 pub(crate) use fsck::*;
 pub(crate) use http::*;
 pub(crate) use steplib::*;
+pub(crate) use strace::*;
 pub(crate) use tree::*;
 
 use std::sync::{Mutex, MutexGuard};
