@@ -14,59 +14,25 @@
 
 use crate::support;
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Env {
-    dir: tempfile::TempDir,
-}
+use support::{assert_fsck_clean, object_ids as objects, store_root};
+
+/// A test's temp dir (made writable again when dropped: objects are read-only).
+struct Env(support::TestDir);
 
 impl Env {
     fn new() -> Env {
-        Env {
-            dir: tempfile::Builder::new()
-                .prefix("stepman-fallbacks-")
-                .tempdir()
-                .expect("temp dir"),
-        }
+        Env(support::TestDir::new())
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.0.path().join(rel)
     }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        // Objects are read-only: make the whole tree writable so the temp dir can be removed.
-        let _ = Command::new("chmod")
-            .arg("-R")
-            .arg("u+w")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// A small tree: nested directories, `files` text files, an executable and a symlink.
-fn make_tree(root: &Path, files: usize, seed: u64) {
-    fs::create_dir_all(root.join("a/b/c")).expect("mkdir");
-    fs::create_dir_all(root.join("d")).expect("mkdir");
-    for i in 0..files {
-        let dir = match i % 4 {
-            0 => "",
-            1 => "a",
-            2 => "a/b",
-            _ => "a/b/c",
-        };
-        let body = format!("file {i} of tree {seed}\n").repeat(1 + (i * 37 + seed as usize) % 200);
-        fs::write(root.join(dir).join(format!("f{i:04}.go")), body).expect("write");
-    }
-    let run = root.join("d/run.sh");
-    fs::write(&run, format!("#!/bin/sh\necho {seed}\n")).expect("write");
-    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::os::unix::fs::symlink("../a/f0001.go", root.join("d/link")).expect("symlink");
 }
 
 fn stepman(home: &Path) -> Command {
@@ -84,7 +50,7 @@ fn err(o: &Output) -> String {
 }
 
 /// Runs stepman without faults; panics unless it exits 0; its stdout.
-fn ok(home: &Path, args: &[&str]) -> String {
+fn ok<S: AsRef<OsStr> + std::fmt::Debug>(home: &Path, args: &[S]) -> String {
     let o = stepman(home).args(args).output().expect("run stepman");
     assert!(
         o.status.success(),
@@ -96,13 +62,13 @@ fn ok(home: &Path, args: &[&str]) -> String {
 }
 
 /// Starts stepman under `strace -f`, tracing `trace` and injecting `inject`; strace logs to `log`.
-fn spawn_strace(
+fn spawn_strace<S: AsRef<OsStr>>(
     home: &Path,
     log: &Path,
     trace: &str,
     inject: &str,
     extra: &[&str],
-    args: &[&str],
+    args: &[S],
 ) -> std::process::Child {
     // Debug logs name the fallbacks taken; not where every write(2) counts.
     let verbosity = if trace.contains("write") {
@@ -122,13 +88,13 @@ fn spawn_strace(
 }
 
 /// Runs stepman under strace (see [`spawn_strace`]); its output and strace's log.
-fn under_strace(
+fn under_strace<S: AsRef<OsStr>>(
     home: &Path,
     log: &Path,
     trace: &str,
     inject: &str,
     extra: &[&str],
-    args: &[&str],
+    args: &[S],
 ) -> (Output, String) {
     let o = spawn_strace(home, log, trace, inject, extra, args)
         .wait_with_output()
@@ -144,25 +110,6 @@ fn assert_injected(log: &str) {
     );
 }
 
-fn store_root(home: &Path) -> PathBuf {
-    home.join("store-v1")
-}
-
-/// Every object directory in the store, sorted.
-fn objects(home: &Path) -> Vec<String> {
-    let mut v = Vec::new();
-    let Ok(shards) = fs::read_dir(store_root(home).join("objects")) else {
-        return v;
-    };
-    for shard in shards.flatten() {
-        for o in fs::read_dir(shard.path()).expect("read shard").flatten() {
-            v.push(o.file_name().to_string_lossy().into_owned());
-        }
-    }
-    v.sort();
-    v
-}
-
 /// Entries of the temp area: after a failed command, none may be left behind.
 fn temp_entries(home: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(store_root(home).join("tmp"))
@@ -176,18 +123,82 @@ fn temp_entries(home: &Path) -> Vec<String> {
     v
 }
 
-fn assert_fsck_clean(home: &Path) {
-    let o = stepman(home)
-        .args(["fsck", "--json"])
-        .output()
-        .expect("run fsck");
-    assert!(
-        o.status.success(),
-        "fsck is not clean ({}):\n{}\n{}",
-        o.status,
-        out(&o),
-        err(&o)
+/// An import into a seeded store under a fault (`trace`, `inject`, extra strace options) that
+/// must fail: the test dir, the store, the seed object, the tree and the id it gets without the
+/// fault, and the import's output.
+struct FailedImport {
+    _env: Env,
+    home: PathBuf,
+    seed: String,
+    src: PathBuf,
+    want: String,
+    o: Output,
+}
+
+impl FailedImport {
+    /// None (with a note) where strace cannot trace. `extra` gets the store's root and the
+    /// tree's id.
+    fn run(
+        test: &str,
+        tree: (u64, usize),
+        name: &str,
+        (trace, inject): (&str, &str),
+        extra: impl FnOnce(&Path, &str) -> Vec<String>,
+    ) -> Option<FailedImport> {
+        if !support::strace_usable(test) {
+            return None;
+        }
+        let env = Env::new();
+        let home = env.path("home");
+        let seed = seeded_store(&env, &home);
+        let src = env.path("src");
+        support::make_tree(&src, tree.0, tree.1);
+        let want = reference_id(&env, &src, "fault");
+        let extra = extra(&store_root(&home), &want);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let (o, log) = under_strace(
+            &home,
+            &env.path("strace.log"),
+            trace,
+            inject,
+            &extra,
+            &import_args(&src, name),
+        );
+        assert_injected(&log);
+        assert!(
+            !o.status.success(),
+            "{test}: the import succeeded despite {inject}"
+        );
+        Some(FailedImport {
+            _env: env,
+            home,
+            seed,
+            src,
+            want,
+            o,
+        })
+    }
+}
+
+/// `store import SRC --name NAME`.
+fn import_args(src: &Path, name: &str) -> Vec<String> {
+    let src = src.to_str().expect("utf-8 path").to_string();
+    ["store", "import", &src, "--name", name]
+        .map(String::from)
+        .to_vec()
+}
+
+/// After an import of `name` that failed: nothing published beside `seed`, `name` unbound, the
+/// temp area empty and the store clean.
+fn assert_nothing_published(home: &Path, seed: &str, name: &str) {
+    assert_eq!(
+        objects(home),
+        vec![seed.to_string()],
+        "something was published"
     );
+    assert_unbound(home, name);
+    assert!(temp_entries(home).is_empty(), "{:?}", temp_entries(home));
+    assert_fsck_clean(home);
 }
 
 fn assert_unbound(home: &Path, name: &str) {
@@ -215,7 +226,7 @@ fn reference_id(env: &Env, src: &Path, tag: &str) -> String {
 fn seeded_store(env: &Env, home: &Path) -> String {
     let seed = env.path("seed-tree");
     if !seed.exists() {
-        make_tree(&seed, 8, 99);
+        support::make_tree(&seed, 99, 8);
     }
     ok(
         home,
@@ -236,7 +247,7 @@ fn without_noreplace_rename_import_falls_back_to_rename() {
     }
     let env = Env::new();
     let src = env.path("src");
-    make_tree(&src, 60, 1);
+    support::make_tree(&src, 1, 60);
     let want = reference_id(&env, &src, "a");
     // A fresh home: creating the store publishes with the same primitive, and falls back too.
     let home = env.path("home");
@@ -246,13 +257,7 @@ fn without_noreplace_rename_import_falls_back_to_rename() {
         "renameat2,rename",
         "renameat2:error=EINVAL",
         &[],
-        &[
-            "store",
-            "import",
-            src.to_str().unwrap(),
-            "--name",
-            "steps/tree/1.0.0",
-        ],
+        &import_args(&src, "steps/tree/1.0.0"),
     );
     assert_injected(&log);
     assert!(o.status.success(), "import failed: {}", err(&o));
@@ -286,7 +291,7 @@ fn without_noreplace_rename_concurrent_importers_agree() {
     }
     let env = Env::new();
     let src = env.path("src");
-    make_tree(&src, 400, 2);
+    support::make_tree(&src, 2, 400);
     let want = reference_id(&env, &src, "b");
     let home = env.path("home");
     const N: usize = 4;
@@ -299,13 +304,7 @@ fn without_noreplace_rename_concurrent_importers_agree() {
                 "renameat2,rename",
                 "renameat2:error=EINVAL",
                 &[],
-                &[
-                    "store",
-                    "import",
-                    src.to_str().unwrap(),
-                    "--name",
-                    "steps/tree/2.0.0",
-                ],
+                &import_args(&src, "steps/tree/2.0.0"),
             )
         })
         .collect();
@@ -343,54 +342,28 @@ fn without_noreplace_rename_concurrent_importers_agree() {
 
 #[test]
 fn failed_fsync_fails_the_import_and_publishes_nothing() {
-    if !support::strace_usable("failed_fsync_fails_the_import_and_publishes_nothing") {
+    let name = "steps/tree/3.0.0";
+    let Some(f) = FailedImport::run(
+        "failed_fsync_fails_the_import_and_publishes_nothing",
+        (3, 60),
+        name,
+        ("fsync", "fsync:error=EIO"),
+        |_, _| vec![],
+    ) else {
         return;
-    }
-    let env = Env::new();
-    let home = env.path("home");
-    let seed = seeded_store(&env, &home);
-    let src = env.path("src");
-    make_tree(&src, 60, 3);
-    let (o, log) = under_strace(
-        &home,
-        &env.path("strace.log"),
-        "fsync",
-        "fsync:error=EIO",
-        &[],
-        &[
-            "store",
-            "import",
-            src.to_str().unwrap(),
-            "--name",
-            "steps/tree/3.0.0",
-        ],
-    );
-    assert_injected(&log);
-    assert!(!o.status.success(), "import succeeded despite EIO on fsync");
-    let e = err(&o);
-    let tmp = store_root(&home).join("tmp");
+    };
+    let e = err(&f.o);
+    let tmp = store_root(&f.home).join("tmp");
     assert!(
         e.contains("fsync ")
             && e.contains(&tmp.display().to_string())
             && e.contains("Input/output error"),
         "the error does not name the operation and path:\n{e}"
     );
-    assert_eq!(objects(&home), vec![seed], "something was published");
-    assert_unbound(&home, "steps/tree/3.0.0");
-    assert!(temp_entries(&home).is_empty(), "{:?}", temp_entries(&home));
-    assert_fsck_clean(&home);
+    assert_nothing_published(&f.home, &f.seed, name);
     // Without the fault, the same import goes through.
-    ok(
-        &home,
-        &[
-            "store",
-            "import",
-            src.to_str().unwrap(),
-            "--name",
-            "steps/tree/3.0.0",
-        ],
-    );
-    assert_fsck_clean(&home);
+    assert_eq!(ok(&f.home, &import_args(&f.src, name)), f.want);
+    assert_fsck_clean(&f.home);
 }
 
 #[test]
@@ -401,7 +374,7 @@ fn failed_fsync_while_creating_the_store_leaves_no_store() {
     let env = Env::new();
     let home = env.path("home");
     let src = env.path("src");
-    make_tree(&src, 4, 4);
+    support::make_tree(&src, 4, 4);
     let (o, log) = under_strace(
         &home,
         &env.path("strace.log"),
@@ -425,65 +398,44 @@ fn failed_fsync_while_creating_the_store_leaves_no_store() {
 
 #[test]
 fn failed_fsync_after_publish_leaves_a_clean_store() {
-    if !support::strace_usable("failed_fsync_after_publish_leaves_a_clean_store") {
-        return;
-    }
-    let env = Env::new();
-    let home = env.path("home");
-    let seed = seeded_store(&env, &home);
-    let src = env.path("src");
-    make_tree(&src, 30, 5);
-    let want = reference_id(&env, &src, "c");
+    let name = "steps/tree/5.0.0";
     // Only the flush of the object's shard directory, right after the rename, fails (-P).
-    let shard = store_root(&home).join("objects").join(&want[..2]);
-    fs::create_dir_all(&shard).unwrap();
-    let (o, log) = under_strace(
-        &home,
-        &env.path("strace.log"),
-        "fsync",
-        "fsync:error=EIO",
-        &["-P", shard.to_str().unwrap()],
-        &[
-            "store",
-            "import",
-            src.to_str().unwrap(),
-            "--name",
-            "steps/tree/5.0.0",
-        ],
-    );
-    assert_injected(&log);
-    assert!(!o.status.success(), "import succeeded despite EIO on fsync");
+    let Some(f) = FailedImport::run(
+        "failed_fsync_after_publish_leaves_a_clean_store",
+        (5, 30),
+        name,
+        ("fsync", "fsync:error=EIO"),
+        |root, want| {
+            let shard = root.join("objects").join(&want[..2]);
+            fs::create_dir_all(&shard).unwrap();
+            vec!["-P".into(), shard.to_str().unwrap().into()]
+        },
+    ) else {
+        return;
+    };
+    let (home, seed, want) = (&f.home, &f.seed, &f.want);
+    let shard = store_root(home).join("objects").join(&want[..2]);
     assert!(
-        err(&o).contains(&format!("fsync {}", shard.display())),
+        err(&f.o).contains(&format!("fsync {}", shard.display())),
         "the error does not name the shard:\n{}",
-        err(&o)
+        err(&f.o)
     );
     // The object may be there (it was complete before it was renamed), but no name points at it
     // and the store is clean: read-only, nothing half-done.
-    let mut present = objects(&home);
-    present.retain(|o| o != &seed);
+    let mut present = objects(home);
+    present.retain(|o| o != seed);
     assert!(
         present.is_empty() || present == vec![want.clone()],
         "{present:?}"
     );
-    assert_unbound(&home, "steps/tree/5.0.0");
-    assert!(temp_entries(&home).is_empty(), "{:?}", temp_entries(&home));
-    assert_fsck_clean(&home);
+    assert_unbound(home, name);
+    assert!(temp_entries(home).is_empty(), "{:?}", temp_entries(home));
+    assert_fsck_clean(home);
     // gc takes the unnamed object away; a retry publishes it again.
-    ok(&home, &["gc"]);
-    assert_eq!(objects(&home), vec![seed]);
-    let id = ok(
-        &home,
-        &[
-            "store",
-            "import",
-            src.to_str().unwrap(),
-            "--name",
-            "steps/tree/5.0.0",
-        ],
-    );
-    assert_eq!(id, want);
-    assert_fsck_clean(&home);
+    ok(home, &["gc"]);
+    assert_eq!(objects(home), vec![seed.clone()]);
+    assert_eq!(&ok(home, &import_args(&f.src, name)), want);
+    assert_fsck_clean(home);
 }
 
 #[test]
@@ -495,7 +447,7 @@ fn gc_on_exdev_removes_the_object_in_place() {
     let home = env.path("home");
     let keep = seeded_store(&env, &home);
     let src = env.path("src");
-    make_tree(&src, 40, 6);
+    support::make_tree(&src, 6, 40);
     let garbage = ok(&home, &["store", "import", src.to_str().unwrap()]);
     assert_eq!(objects(&home).len(), 2);
     // gc moves objects out with rename(2) (std::fs::rename): make it cross-device.
@@ -528,103 +480,55 @@ fn gc_on_exdev_removes_the_object_in_place() {
 
 #[test]
 fn exdev_on_publish_fails_the_import_cleanly() {
-    if !support::strace_usable("exdev_on_publish_fails_the_import_cleanly") {
+    let name = "steps/tree/7.0.0";
+    let Some(f) = FailedImport::run(
+        "exdev_on_publish_fails_the_import_cleanly",
+        (7, 40),
+        name,
+        ("renameat2", "renameat2:error=EXDEV"),
+        |_, _| vec![],
+    ) else {
         return;
-    }
-    let env = Env::new();
-    let home = env.path("home");
-    let seed = seeded_store(&env, &home);
-    let src = env.path("src");
-    make_tree(&src, 40, 7);
-    let (o, log) = under_strace(
-        &home,
-        &env.path("strace.log"),
-        "renameat2",
-        "renameat2:error=EXDEV",
-        &[],
-        &[
-            "store",
-            "import",
-            src.to_str().unwrap(),
-            "--name",
-            "steps/tree/7.0.0",
-        ],
-    );
-    assert_injected(&log);
-    assert!(!o.status.success(), "import succeeded despite EXDEV");
-    let e = err(&o);
+    };
+    let e = err(&f.o);
     assert!(
         e.contains("publish ")
-            && e.contains(&store_root(&home).join("objects").display().to_string())
+            && e.contains(&store_root(&f.home).join("objects").display().to_string())
             && e.contains("cross-device"),
         "the error does not name the operation and path:\n{e}"
     );
-    assert_eq!(objects(&home), vec![seed], "something was published");
-    assert_unbound(&home, "steps/tree/7.0.0");
-    assert!(temp_entries(&home).is_empty(), "{:?}", temp_entries(&home));
-    assert_fsck_clean(&home);
+    assert_nothing_published(&f.home, &f.seed, name);
 }
 
 #[test]
 fn enospc_mid_ingest_fails_cleanly_and_a_retry_succeeds() {
-    if !support::strace_usable("enospc_mid_ingest_fails_cleanly_and_a_retry_succeeds") {
-        return;
-    }
-    let env = Env::new();
-    let home = env.path("home");
-    let seed = seeded_store(&env, &home);
-    let src = env.path("src");
-    make_tree(&src, 120, 8);
-    let want = reference_id(&env, &src, "d");
+    let name = "steps/tree/8.0.0";
     // Each file of the tree is at least one write(2): the 50th falls in the middle of the ingest.
-    let (o, log) = under_strace(
-        &home,
-        &env.path("strace.log"),
-        "write",
-        "write:error=ENOSPC:when=50",
-        &[],
-        &[
-            "store",
-            "import",
-            src.to_str().unwrap(),
-            "--name",
-            "steps/tree/8.0.0",
-        ],
-    );
-    assert_injected(&log);
-    assert!(!o.status.success(), "import succeeded despite ENOSPC");
-    let e = err(&o);
-    let tmp = store_root(&home).join("tmp");
+    let Some(f) = FailedImport::run(
+        "enospc_mid_ingest_fails_cleanly_and_a_retry_succeeds",
+        (8, 120),
+        name,
+        ("write", "write:error=ENOSPC:when=50"),
+        |_, _| vec![],
+    ) else {
+        return;
+    };
+    let e = err(&f.o);
+    let tmp = store_root(&f.home).join("tmp");
     assert!(
         e.contains("write ")
             && e.contains(&tmp.display().to_string())
             && e.contains("No space left on device"),
         "the error does not name the operation and path:\n{e}"
     );
-    assert_eq!(
-        objects(&home),
-        vec![seed.clone()],
-        "something was published"
-    );
-    assert_unbound(&home, "steps/tree/8.0.0");
     // The failed ingest removed its temp dir itself; a sweep (gc) finds nothing to reclaim.
-    assert!(temp_entries(&home).is_empty(), "{:?}", temp_entries(&home));
-    ok(&home, &["gc"]);
-    assert_fsck_clean(&home);
+    assert_nothing_published(&f.home, &f.seed, name);
+    ok(&f.home, &["gc"]);
+    assert_fsck_clean(&f.home);
     // With space again, the same import goes through.
-    let id = ok(
-        &home,
-        &[
-            "store",
-            "import",
-            src.to_str().unwrap(),
-            "--name",
-            "steps/tree/8.0.0",
-        ],
-    );
-    assert_eq!(id, want);
-    let mut all = vec![seed, want];
+    assert_eq!(ok(&f.home, &import_args(&f.src, name)), f.want);
+    let mut all = vec![f.seed.clone(), f.want.clone()];
     all.sort();
-    assert_eq!(objects(&home), all);
-    assert_fsck_clean(&home);
+    assert_eq!(objects(&f.home), all);
+    assert_fsck_clean(&f.home);
 }
