@@ -47,6 +47,16 @@ impl Request {
     }
 }
 
+impl std::fmt::Display for Request {
+    /// `id@constraint`, or `id` for the latest version: what [`Request::parse`] reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.constraint.as_str() {
+            "" => f.write_str(&self.id),
+            c => write!(f, "{}@{c}", self.id),
+        }
+    }
+}
+
 /// How one requested step ended ([`Outcome::status`]); shown and serialized in lowercase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -154,9 +164,12 @@ fn for_each_group(
     Err(Error::NotSetUp { uri: c.uri.clone() })
 }
 
-/// The `bitrise steps preload` selection of step versions. A version is chosen when any of the
-/// rules below chooses it; only release versions (`X.Y.Z`, no pre-release) are considered, and
-/// deprecated step groups are skipped. A rule set to 0 chooses nothing.
+/// The `bitrise steps preload` selection of step versions, as the old tool chooses them: of the
+/// step groups of `maintainer` without `deprecate_notes`, each group's latest version always, and
+/// every version any of the rules below chooses (only release versions, `X.Y.Z` without a
+/// pre-release, and only versions with a valid `published_at` for the two date rules; a rule set
+/// to 0 chooses nothing). A month is 31 days, as the old tool counts. `project-scanner` (used
+/// only by the scanner, and the largest group) gets its latest version only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
     /// Only step groups whose step-info `maintainer` is this; `None`: every maintainer.
@@ -167,9 +180,9 @@ pub struct Selection {
     /// See `majors`.
     pub minors: u32,
     /// The latest patch of every minor version whose latest patch was published (`published_at`)
-    /// in the last `minors_since_months` calendar months.
+    /// in the last `minors_since_months` months.
     pub minors_since_months: u32,
-    /// Every version published in the last `patches_since_months` calendar months.
+    /// Every version published in the last `patches_since_months` months.
     pub patches_since_months: u32,
 }
 
@@ -200,7 +213,8 @@ pub fn select(
     let mut out = Vec::new();
     for_each_group(store, c, net, |id, g| {
         let maintainer = g.info.get("maintainer").and_then(Value::as_str);
-        if deprecated(&g)
+        let notes = g.info.get("deprecate_notes");
+        if notes.is_some_and(|v| !v.is_null() && v.as_str() != Some(""))
             || sel
                 .maintainer
                 .as_deref()
@@ -208,7 +222,12 @@ pub fn select(
         {
             return;
         }
-        for version in select_versions(&g.versions, sel, &cutoffs) {
+        let versions = if id == ONLY_LATEST {
+            latest_release(&g.versions).into_iter().collect()
+        } else {
+            select_versions(&g.versions, sel, &cutoffs)
+        };
+        for version in versions {
             out.push(Request {
                 id: id.to_string(),
                 constraint: version,
@@ -218,7 +237,14 @@ pub fn select(
     Ok(out)
 }
 
-/// The earliest publication dates the two "since" rules accept (`None`: the rule is off).
+/// The step group whose selection is its latest version only (as in the old tool).
+const ONLY_LATEST: &str = "project-scanner";
+
+/// The length of a month in the date rules, as the old tool counts it.
+const MONTH: jiff::SignedDuration = jiff::SignedDuration::from_hours(24 * 31);
+
+/// The two date rules' cutoffs: a version published after one is recent (`None`: the rule is
+/// off).
 struct Cutoffs {
     minors: Option<jiff::Timestamp>,
     patches: Option<jiff::Timestamp>,
@@ -234,12 +260,13 @@ impl Cutoffs {
             if months == 0 {
                 return Ok(None);
             }
-            let utc = now.to_zoned(jiff::tz::TimeZone::UTC);
-            utc.checked_sub(jiff::Span::new().months(i64::from(months)))
-                .map(|z| Some(z.timestamp()))
-                .map_err(|e| Error::Steplib {
+            MONTH
+                .checked_mul(i32::try_from(months).unwrap_or(i32::MAX))
+                .and_then(|d| now.checked_sub(d).ok())
+                .map(Some)
+                .ok_or_else(|| Error::Steplib {
                     what: "preload selection".into(),
-                    reason: format!("{months} months before now: {e}"),
+                    reason: format!("{months} months before now is out of range"),
                 })
         };
         Ok(Cutoffs {
@@ -254,7 +281,17 @@ fn published_at(step: &Value) -> Option<jiff::Timestamp> {
     step.get("published_at")?.as_str()?.trim().parse().ok()
 }
 
-/// The versions of one step group that `sel` chooses, sorted.
+/// The highest release version (`X.Y.Z`, no pre-release) of a step group.
+fn latest_release(versions: &Map<String, Value>) -> Option<String> {
+    versions
+        .keys()
+        .filter(|v| Version::parse(v).triple().is_some())
+        .max_by(|a, b| Version::parse(a).cmp(&Version::parse(b)))
+        .cloned()
+}
+
+/// The versions of one step group that `sel` chooses, sorted: its latest release always, and
+/// what the rules choose.
 fn select_versions(versions: &Map<String, Value>, sel: &Selection, cut: &Cutoffs) -> Vec<String> {
     // major -> minor -> the latest patch (by version order) of that minor.
     let mut tree: BTreeMap<u64, BTreeMap<u64, &str>> = BTreeMap::new();
@@ -264,7 +301,7 @@ fn select_versions(versions: &Map<String, Value>, sel: &Selection, cut: &Cutoffs
             versions
                 .get(v)
                 .and_then(published_at)
-                .is_some_and(|p| p >= c)
+                .is_some_and(|p| p > c)
         })
     };
     for v in versions.keys() {
@@ -290,6 +327,7 @@ fn select_versions(versions: &Map<String, Value>, sel: &Selection, cut: &Cutoffs
         }
     }
     let mut out: Vec<String> = chosen.into_iter().map(String::from).collect();
+    out.extend(latest_release(versions).filter(|l| !out.contains(l)));
     out.sort_by(|a, b| Version::parse(a).cmp(&Version::parse(b)));
     out
 }
@@ -480,16 +518,17 @@ mod tests {
             pick(&list, &sel, "2026-01-01T00:00:00Z"),
             ["1.1.3", "2.1.0", "3.2.0"]
         );
+        // The latest release is chosen whatever the rules say (as the old tool does).
         sel.majors = 0;
-        assert!(pick(&list, &sel, "2026-01-01T00:00:00Z").is_empty());
+        assert_eq!(pick(&list, &sel, "2026-01-01T00:00:00Z"), ["3.2.0"]);
     }
 
     #[test]
-    fn since_rules_use_calendar_months_and_published_at() {
+    fn since_rules_count_31_day_months_and_use_published_at() {
         let list = [
-            ("1.0.0", "2025-12-20T10:00:00+02:00"), // latest patch of 1.0, 42 days old
-            ("1.1.0", "2026-01-15T00:00:00Z"),      // superseded by 1.1.1
-            ("1.1.1", "2026-01-31T23:00:00-05:00"), // = Feb 1 04:00 UTC
+            ("1.0.0", "2025-12-20T10:00:00+02:00"), // latest patch of 1.0, 71 days old
+            ("1.1.0", "2026-01-15T00:00:00Z"),      // 45 days old, superseded by 1.1.1
+            ("1.1.1", "2026-01-31T23:00:00-05:00"), // = Feb 1 04:00 UTC, 28 days old
             ("1.2.0", "not a date"),
             ("1.3.0", OLD),
         ];
@@ -497,20 +536,25 @@ mod tests {
             majors: 0,
             ..Selection::default()
         };
-        // now = 2026-03-01: patches since 2026-02-01, minors since 2026-01-01.
-        assert_eq!(pick(&list, &sel, "2026-03-01T00:00:00Z"), ["1.1.1"]);
+        // now = 2026-03-01: patches of the last 31 days, minors of the last 62; 1.3.0 is the
+        // latest release, chosen always.
+        assert_eq!(
+            pick(&list, &sel, "2026-03-01T00:00:00Z"),
+            ["1.1.1", "1.3.0"]
+        );
         let sel = Selection {
             majors: 0,
             minors_since_months: 3,
             patches_since_months: 2,
             ..Selection::default()
         };
-        // patches since 2026-01-01 (1.1.0, 1.1.1); minors since 2025-12-01 (1.0.0, 1.1.1).
+        // patches of the last 62 days (1.1.0, 1.1.1); minors of the last 93 (1.0.0, 1.1.1).
         assert_eq!(
             pick(&list, &sel, "2026-03-01T00:00:00Z"),
-            ["1.0.0", "1.1.0", "1.1.1"]
+            ["1.0.0", "1.1.0", "1.1.1", "1.3.0"]
         );
-        // March 31 minus one month is February 28 (the month's last day), not March 3.
+        // A month is 31 days, not a calendar month: on March 1, one month back is January 29
+        // (a calendar month would be February 1), and a version exactly 31 days old is out.
         let sel = Selection {
             majors: 0,
             minors_since_months: 0,
@@ -518,9 +562,42 @@ mod tests {
             ..Selection::default()
         };
         let list = [
-            ("1.0.0", "2026-02-28T12:00:00Z"),
-            ("1.0.1", "2026-02-27T12:00:00Z"),
+            ("1.0.0", "2026-01-30T00:00:00Z"),
+            ("1.0.1", "2026-01-29T00:00:00Z"),
+            ("1.0.2", "2026-01-28T23:59:59Z"),
+            ("2.0.0", OLD),
         ];
-        assert_eq!(pick(&list, &sel, "2026-03-31T00:00:00Z"), ["1.0.0"]);
+        assert_eq!(
+            pick(&list, &sel, "2026-03-01T00:00:00Z"),
+            ["1.0.0", "2.0.0"]
+        );
+    }
+
+    /// The example the old tool was run with: versions 400, 300, 200, 90, 10 and 5 days old and
+    /// `--patches-since 1` (majors and minors off) choose the 10- and 5-day-old ones.
+    #[test]
+    fn patches_since_one_month_chooses_the_recent_versions() {
+        let now: jiff::Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let ago = |days: i64| {
+            now.checked_sub(jiff::SignedDuration::from_hours(24 * days))
+                .unwrap()
+                .to_string()
+        };
+        let dated: Vec<(String, String)> = [400, 300, 200, 90, 10, 5]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (format!("1.{i}.0"), ago(*d)))
+            .collect();
+        let list: Vec<(&str, &str)> = dated
+            .iter()
+            .map(|(v, p)| (v.as_str(), p.as_str()))
+            .collect();
+        let sel = Selection {
+            majors: 0,
+            minors_since_months: 0,
+            patches_since_months: 1,
+            ..Selection::default()
+        };
+        assert_eq!(pick(&list, &sel, &now.to_string()), ["1.4.0", "1.5.0"]);
     }
 }

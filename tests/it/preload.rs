@@ -285,6 +285,163 @@ fn selection_follows_the_bitrise_rules() {
     assert_fsck_clean(&home);
 }
 
+/// `preload --dry-run --json` of `lib` with `extra` flags: the chosen `id@version`s, sorted.
+fn dry_run(home: &Path, lib: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["preload", "-c", lib, "--dry-run", "--json"];
+    args.extend_from_slice(extra);
+    let out = support::run_ok(&mut stepman(home, &args));
+    let v: Value = serde_json::from_str(&out).expect("--dry-run --json");
+    let mut chosen: Vec<String> = v["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            format!(
+                "{}@{}",
+                s["id"].as_str().unwrap(),
+                s["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    chosen.sort();
+    chosen
+}
+
+/// The old tool's selection, from its source: only groups without `deprecate_notes` (a
+/// `removal_date` alone does not exclude), each group's latest version always (even with every
+/// rule off), `project-scanner` only its latest, months of 31 days, and the example it was run
+/// with (versions 400, 300, 200, 90, 10 and 5 days old and `--patches-since 1` choose the 10-
+/// and 5-day-old ones; the README used to say the old tool picks the old ones). `--as-of` fixes
+/// "now"; `--dry-run` downloads nothing.
+#[test]
+fn selection_matches_the_old_tool() {
+    let t = support::TestDir::new();
+    let lib = t.path().join("lib");
+    support::write_steplib_yml(&lib, &[("zip", "http://127.0.0.1:9/unused/")]);
+    let now: jiff::Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+    let ago = |days: i64| (now - jiff::SignedDuration::from_hours(24 * days)).to_string();
+    let write = |id: &str, version: &str, days: i64, info: &str| {
+        let yml = support::step_yml(id, None) + &format!("published_at: {}\n", ago(days));
+        support::write_step(&lib, id, version, &yml);
+        fs::write(lib.join("steps").join(id).join("step-info.yml"), info).unwrap();
+    };
+    let bitrise = "maintainer: bitrise\n";
+    for (v, d) in [
+        ("1.0.0", 400),
+        ("1.1.0", 300),
+        ("1.2.0", 200),
+        ("1.3.0", 90),
+    ] {
+        write("tool", v, d, bitrise);
+    }
+    write("tool", "1.4.0", 10, bitrise);
+    write("tool", "1.5.0", 5, bitrise);
+    write(
+        "retiring",
+        "1.0.0",
+        400,
+        "maintainer: bitrise\nremoval_date: 2027-01-01\n",
+    );
+    write(
+        "gone",
+        "1.0.0",
+        5,
+        "maintainer: bitrise\ndeprecate_notes: use tool\n",
+    );
+    for (v, d) in [("1.0.0", 20), ("2.0.0", 10), ("3.0.0", 5)] {
+        write("project-scanner", v, d, bitrise);
+    }
+    write("old", "1.0.0", 900, bitrise);
+    write("old", "2.0.0", 800, bitrise);
+    // 31 days before 2026-12-01 is 2026-10-31; a calendar month would be 2026-11-01.
+    write("monthly", "1.0.0", 30, bitrise);
+    write("monthly", "1.0.1", 31, bitrise);
+    write("monthly", "2.0.0", 700, bitrise);
+    let home = t.path().join("home");
+    let lib_s = lib.to_str().unwrap();
+    let as_of = now.to_string();
+    let only_patches = [
+        "--as-of",
+        &as_of,
+        "--majors",
+        "0",
+        "--minors-since",
+        "0",
+        "--patches-since",
+        "1",
+    ];
+    assert_eq!(
+        dry_run(&home, lib_s, &only_patches),
+        [
+            "monthly@1.0.0",
+            "monthly@2.0.0",
+            "old@2.0.0",
+            "project-scanner@3.0.0",
+            "retiring@1.0.0",
+            "tool@1.4.0",
+            "tool@1.5.0",
+        ]
+    );
+    // Nothing was downloaded.
+    let cached = support::run_ok(&mut stepman(&home, ["list-cached", "-c", lib_s]));
+    assert!(cached.trim().is_empty(), "{cached}");
+}
+
+/// The selection over the real StepLib slice in `../shared/steplib-sample` (skipped without
+/// it), as of a fixed time, worked out by hand from its `published_at` dates: with the defaults
+/// as of 2026-03-15, `git-clone` (maintainer bitrise, 90 versions) gets 8.5.1 (its latest, and
+/// the latest patch of the latest minor of major 8), 7.0.3 (of major 7), 8.4.1, 8.4.2 and 8.5.0
+/// (published 2026-02-24, 2026-02-24 and 2026-03-10: within 31 days, or published after "now"
+/// as 8.5.1 was), and 8.4.2 is also the latest patch of 8.4, published within 62 days.
+/// `activate-build-cache-for-tuist` has `deprecate_notes`; community steps are not `bitrise`'s.
+#[test]
+fn selection_over_the_steplib_sample() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/steplib-sample");
+    if !sample.join("steplib.yml").is_file() {
+        eprintln!(
+            "skipping selection_over_the_steplib_sample: {} is absent",
+            sample.display()
+        );
+        return;
+    }
+    let t = support::TestDir::new();
+    let home = t.path().join("home");
+    let uri = format!("file://{}", fs::canonicalize(&sample).unwrap().display());
+    let chosen = dry_run(&home, &uri, &["--as-of", "2026-03-15T00:00:00Z"]);
+    let of = |id: &str| -> Vec<&str> {
+        chosen
+            .iter()
+            .filter_map(|c| c.strip_prefix(&format!("{id}@")))
+            .collect()
+    };
+    let mut git_clone = of("git-clone");
+    git_clone.sort();
+    assert_eq!(git_clone, ["7.0.3", "8.4.1", "8.4.2", "8.5.0", "8.5.1"]);
+    assert!(
+        of("activate-build-cache-for-tuist").is_empty(),
+        "{chosen:?}"
+    );
+    assert!(of("sofy-upload-bitrise-step").is_empty(), "{chosen:?}");
+    // Every bitrise group that is not deprecated gets its latest version.
+    let spec = support::run_ok(&mut stepman(
+        &home,
+        ["export-spec", "--steplib", &uri, "--output", "-"],
+    ));
+    let spec: Value = serde_json::from_str(&spec).unwrap();
+    for (id, g) in spec["steps"].as_object().unwrap() {
+        let notes = g["info"]["deprecate_notes"].as_str().unwrap_or("");
+        if g["info"]["maintainer"] == "bitrise" && notes.is_empty() {
+            let latest = g["latest_version_number"].as_str().unwrap();
+            assert!(
+                of(id).contains(&latest),
+                "{id}@{latest} not chosen: {chosen:?}"
+            );
+        } else {
+            assert!(of(id).is_empty(), "{id} chosen: {chosen:?}");
+        }
+    }
+}
+
 /// Starts `stepman preload` with stderr piped.
 fn spawn_preload(home: &Path, lib: &Path, extra: &[&str]) -> Child {
     let mut args = vec!["preload", "-c", lib.to_str().unwrap(), "--json"];

@@ -21,11 +21,12 @@ use stepman::preload::{self, Outcome, Request, Selection, Status};
 /// Without step arguments, --from-file or --all-latest, the versions are chosen like `bitrise
 /// steps preload` does: the latest patch of the latest --minors minors of the latest --majors
 /// majors, the latest patch of every minor published in the last --minors-since months, and every
-/// version published in the last --patches-since months, of the non-deprecated steps of
-/// --maintainer. Giving any of these flags adds that selection to the named steps.
+/// version published in the last --patches-since months (a month is 31 days), plus each step's
+/// latest version, of the steps of --maintainer without deprecate notes. Giving any of these
+/// flags adds that selection to the named steps. --dry-run prints what would be preloaded.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git --maintainer \"\" --majors 1 --minors-since 0 --patches-since 0\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git git-clone@8 script@1 --jobs 8 --json\n  stepman preload -c ./steplib my-go-step@1 --prepare"
+    after_help = "Examples:\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git --maintainer \"\" --majors 1 --minors-since 0 --patches-since 0\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git git-clone@8 script@1 --jobs 8 --json\n  stepman preload -c ./steplib my-go-step@1 --prepare\n  stepman preload -c ./steplib --as-of 2026-12-01T00:00:00Z --dry-run   # the selection, reproducibly"
 )]
 #[command(verbatim_doc_comment)]
 pub(crate) struct PreloadArgs {
@@ -56,6 +57,13 @@ pub(crate) struct PreloadArgs {
     /// Selection: every version published in the last N months. [default: 1]
     #[arg(long = "patches-since", value_name = "MONTHS")]
     patches_since: Option<u32>,
+    /// Selection: choose as of this time (RFC 3339) instead of now, for a selection that does not
+    /// change with the day an image is baked.
+    #[arg(long = "as-of", value_name = "TIME")]
+    as_of: Option<jiff::Timestamp>,
+    /// Print the chosen `id@version` lines (with --json: a JSON list) and download nothing.
+    #[arg(long = "dry-run")]
+    dry_run: bool,
     /// Parallel downloads (default: 4 per core, at most 16).
     #[arg(long)]
     jobs: Option<usize>,
@@ -75,6 +83,7 @@ impl PreloadArgs {
     /// The selection, when the flags or the absence of any other source ask for one.
     fn selection(&self) -> Option<Selection> {
         let flags = self.maintainer.is_some()
+            || self.as_of.is_some()
             || self.majors.is_some()
             || self.minors.is_some()
             || self.minors_since.is_some()
@@ -129,10 +138,27 @@ pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode>
         requests.extend(preload::all_latest(&store, &c, &net)?);
     }
     if let Some(sel) = a.selection() {
-        requests.extend(preload::select(&store, &c, &net, &sel, SystemTime::now())?);
+        let now = a.as_of.map_or_else(SystemTime::now, SystemTime::from);
+        requests.extend(preload::select(&store, &c, &net, &sel, now)?);
     }
     let mut seen = std::collections::HashSet::new();
     requests.retain(|r| seen.insert(r.clone()));
+    if a.dry_run {
+        if a.json {
+            let steps: Vec<_> = requests
+                .iter()
+                .map(|r| serde_json::json!({ "id": r.id, "version": r.constraint }))
+                .collect();
+            let doc = serde_json::json!({ "collection": c.uri, "steps": steps });
+            super::outln!("{}", serde_json::to_string_pretty(&doc)?);
+        } else {
+            for r in &requests {
+                super::outln!("{r}");
+            }
+        }
+        eprintln!("preload: {} step versions chosen (dry run)", requests.len());
+        return Ok(ExitCode::SUCCESS);
+    }
     if requests.is_empty() {
         eprintln!("preload: the selection chose no step versions");
         return Ok(ExitCode::SUCCESS);
