@@ -19,7 +19,7 @@ use crate::retry::Race;
 use crate::step::{self, OnMiss};
 use crate::steplib::model::Group;
 use crate::steplib::version::Version;
-use crate::steplib::{self, Collection};
+use crate::steplib::{self, Collection, Constraint};
 use crate::store::Store;
 
 /// One requested step: `id` and a version constraint (`""` = latest).
@@ -339,17 +339,26 @@ fn select_versions(versions: &Map<String, Value>, sel: &Selection, cut: &Cutoffs
 ///
 /// With `prepare`, each step is also made ready to run (`step::download_prepared`): Go steps
 /// are built, one build at a time (each `go build` uses every core), while downloads go on.
+///
+/// A floating request (`id`, `id@X`, `id@X.Y`) refreshes a stale collection first, once, as
+/// `opts.refresh` says ([`step::Refresh`]).
 pub fn preload(
     store: &Store,
     c: &Collection,
     requests: &[Request],
-    jobs: usize,
+    opts: &Options<'_>,
     net: &NetConfig,
-    prepare: Option<&step::PrepareOptions>,
     progress: &(dyn Fn(&Outcome, usize, usize) + Sync),
 ) -> Result<Vec<Outcome>> {
+    let (jobs, prepare) = (opts.jobs, opts.prepare);
     let builds = Mutex::new(());
-    // Set the collection up once, before the workers start.
+    // Refresh and set the collection up once, before the workers start.
+    if let Some(floating) = requests
+        .iter()
+        .find(|r| !matches!(Constraint::parse(&r.constraint), Constraint::Exact(_)))
+    {
+        step::refresh_if_stale(store, c, &floating.constraint, opts.refresh, net)?;
+    }
     step::open_or_setup(store, c, net)?;
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
@@ -376,6 +385,17 @@ pub fn preload(
     });
     let results = results.into_inner().unwrap_or_default();
     Ok(results.into_iter().flatten().collect())
+}
+
+/// How [`preload`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    /// Parallel downloads.
+    pub jobs: usize,
+    /// When floating requests refresh the collection first.
+    pub refresh: step::Refresh,
+    /// Also make each step ready to run (see [`preload`]).
+    pub prepare: Option<&'a step::PrepareOptions>,
 }
 
 fn cancelled(req: &Request) -> Outcome {
@@ -409,7 +429,12 @@ fn one(
         error: None,
         build: None,
     };
-    let r = step::resolve(store, c, &req.id, &req.constraint, OnMiss::Fail, net).and_then(|r| {
+    // The collection was refreshed, if at all, before the workers started.
+    let lookup = step::Lookup {
+        on_miss: OnMiss::Fail,
+        refresh: step::Refresh::Never,
+    };
+    let r = step::resolve(store, c, &req.id, &req.constraint, lookup, net).and_then(|r| {
         let got = step::download(store, &r, net)?;
         if let Some((opts, builds)) = prepare {
             o.version = Some(r.picked.version.clone());

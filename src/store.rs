@@ -96,6 +96,9 @@ pub(crate) enum Rebuild<'a> {
     /// Unless, under the name lock, the name is bound to an object whose directory passes the
     /// check (a bound object that failed it: another process may have fetched it again).
     UnlessValid(&'a dyn Fn(&Path) -> Result<()>),
+    /// Unless, under the name lock, the name was bound after this time (the bind time the caller
+    /// saw): a refresh that another process finished while this one waited is the result.
+    UnlessBoundSince(std::time::SystemTime),
 }
 
 /// Who produces an object: names its temp dirs (`tmp/<kind>-<random>`) and says, in a refusal,
@@ -536,6 +539,18 @@ impl Store {
         })
     }
 
+    /// When `name` was last bound (its link's own modification time: every bind, even to the
+    /// object it already named, writes a new link), in the first layer that has it; `None` when
+    /// it is not bound. Writes nothing.
+    pub(crate) fn bound_at(&self, name: &Name) -> Option<std::time::SystemTime> {
+        self.layers().find_map(|layer| {
+            fs::symlink_metadata(layer.layout.name_path(name))
+                .ok()
+                .filter(|m| m.file_type().is_symlink())
+                .and_then(|m| m.modified().ok())
+        })
+    }
+
     /// [`Store::resolve`] in this store alone.
     fn resolve_here(&self, name: &Name) -> Result<(ObjectId, PathBuf)> {
         let path = self.layout.name_path(name);
@@ -690,6 +705,13 @@ impl Store {
             Rebuild::UnlessValid(check) => {
                 if let Ok((id, dir)) = self.resolve(name)
                     && check(&dir).is_ok()
+                {
+                    return Ok(Produced::found(id));
+                }
+            }
+            Rebuild::UnlessBoundSince(since) => {
+                if self.bound_at(name).is_some_and(|t| t > since)
+                    && let Some(id) = self.lookup(name)?
                 {
                     return Ok(Produced::found(id));
                 }

@@ -23,7 +23,8 @@ mod source;
 pub use activation::{Precompiled, activate, activate_with};
 pub use git_info::git_step_info;
 pub use prepare::{PrepareOptions, Prepared, activate_prepared, download_prepared};
-pub use resolve::{OnMiss, Picked, Resolved, StepInfo, open_or_setup, resolve};
+pub(crate) use resolve::refresh_if_stale;
+pub use resolve::{Lookup, OnMiss, Picked, Refresh, Resolved, StepInfo, open_or_setup, resolve};
 pub use source::download;
 
 use crate::error::Error;

@@ -1,6 +1,7 @@
 //! Picking a step version from a collection (set up on first use).
 
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -91,25 +92,124 @@ pub fn open_or_setup(store: &Store, c: &Collection, net: &NetConfig) -> Result<O
     }
 }
 
+/// When a lookup refreshes its collection before it resolves a floating constraint (latest,
+/// `X`, `X.Y`): as the old CLI updates the StepLib before resolving one, so that a new release is
+/// seen. An exact version never refreshes; offline, nothing does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// Never (`STEPMAN_STEPLIB_TTL=off`): the collection as cached answers.
+    Never,
+    /// When the collection was set up or last updated longer ago than this (`0`: every time).
+    OlderThan(Duration),
+}
+
+impl Refresh {
+    /// The default time to live of a collection for floating lookups.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
+
+    /// Reads a `STEPMAN_STEPLIB_TTL` value: whole seconds, or `off`; `None` when it is neither.
+    pub fn parse(s: &str) -> Option<Refresh> {
+        match s.trim() {
+            "off" => Some(Refresh::Never),
+            n => n
+                .parse::<u64>()
+                .ok()
+                .map(|n| Refresh::OlderThan(Duration::from_secs(n))),
+        }
+    }
+}
+
+impl Default for Refresh {
+    fn default() -> Refresh {
+        Refresh::OlderThan(Refresh::DEFAULT_TTL)
+    }
+}
+
+/// How [`resolve`] looks a step up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lookup {
+    /// What a miss does.
+    pub on_miss: OnMiss,
+    /// When a floating constraint refreshes the collection first.
+    pub refresh: Refresh,
+}
+
+/// Refreshes collection `c` when `refresh` and `constraint` ask for it and it is stale. A refresh
+/// that fails (the network, a read-only store) leaves the cached collection to answer, with a
+/// warning; only a cancellation is an error.
+pub(crate) fn refresh_if_stale(
+    store: &Store,
+    c: &Collection,
+    constraint: &str,
+    refresh: Refresh,
+    net: &NetConfig,
+) -> Result<()> {
+    let Refresh::OlderThan(ttl) = refresh else {
+        return Ok(());
+    };
+    if net.offline || matches!(Constraint::parse(constraint), Constraint::Exact(_)) {
+        return Ok(());
+    }
+    // Not set up: the setup that follows is fresh.
+    let Some(bound) = store.bound_at(&c.name()) else {
+        return Ok(());
+    };
+    let age = SystemTime::now()
+        .duration_since(bound)
+        .unwrap_or(Duration::ZERO);
+    if age < ttl {
+        return Ok(());
+    }
+    match generate::refresh(store, c, bound, net) {
+        Ok(_) => {
+            log::info!(
+                "{}: updated before resolving `{constraint}` (it was {}s old; STEPMAN_STEPLIB_TTL={}s)",
+                c.uri,
+                age.as_secs(),
+                ttl.as_secs()
+            );
+            Ok(())
+        }
+        Err(Error::Cancelled) => Err(Error::Cancelled),
+        // A store this user cannot write (a baked image): its collection is what it is.
+        Err(e @ (Error::ReadOnly { .. } | Error::NotOwner { .. })) => {
+            log::debug!("{}: not updated: {e}", c.uri);
+            Ok(())
+        }
+        Err(e) => {
+            log::warn!(
+                "{}: could not update it ({e}); using the collection as cached {}s ago",
+                c.uri,
+                age.as_secs()
+            );
+            Ok(())
+        }
+    }
+}
+
 /// What [`resolve`] does when the collection has no version of the step that the constraint
 /// selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum OnMiss {
     /// Fail with [`Error::StepNotFound`].
+    #[default]
     Fail,
     /// Update the collection once and look again (`--update`).
     Update,
 }
 
-/// Picks the version of step `id` that `constraint` selects; a miss does what `on_miss` says.
+/// Picks the version of step `id` that `constraint` selects, after the refresh `lookup` asks
+/// for; a miss does what it says.
 pub fn resolve(
     store: &Store,
     c: &Collection,
     id: &str,
     constraint: &str,
-    on_miss: OnMiss,
+    lookup: Lookup,
     net: &NetConfig,
 ) -> Result<Resolved> {
+    let on_miss = lookup.on_miss;
+    refresh_if_stale(store, c, constraint, lookup.refresh, net)?;
     let mut opened = open_or_setup(store, c, net)?;
     let mut updated = false;
     let mut reopen = Race::new(Race::REOPEN);

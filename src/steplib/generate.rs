@@ -31,7 +31,7 @@ use crate::fetch::{self, NetConfig};
 use crate::hash::ObjectId;
 use crate::ingest::TreeWriter;
 use crate::layout::{CollectionLayout, Name};
-use crate::store::{Fill, Imported, Producer, Store};
+use crate::store::{Fill, Imported, Producer, Rebuild, Store};
 
 /// Most threads parsing step groups at once (each holds at most one group).
 pub const WORKERS: usize = 2;
@@ -48,15 +48,27 @@ pub const MAX_GROUP_VALUES: usize = 150_000;
 /// Sets up (or, with [`Fill::Again`], regenerates) collection `c`; concurrent callers for the
 /// same collection wait for the first and share its result.
 pub fn setup(store: &Store, c: &Collection, mode: Fill, net: &NetConfig) -> Result<Imported> {
-    fill(store, c, mode, net).map_err(|e| steplib_limit(c, e))
+    fill(store, c, mode.into(), net).map_err(|e| steplib_limit(c, e))
 }
 
-fn fill(store: &Store, c: &Collection, mode: Fill, net: &NetConfig) -> Result<Imported> {
+/// Updates collection `c` unless its name was bound after `since` (then another process
+/// refreshed it meanwhile, and that is the result): ten lookups that find the collection stale at
+/// once refresh it once.
+pub fn refresh(
+    store: &Store,
+    c: &Collection,
+    since: std::time::SystemTime,
+    net: &NetConfig,
+) -> Result<Imported> {
+    fill(store, c, Rebuild::UnlessBoundSince(since), net).map_err(|e| steplib_limit(c, e))
+}
+
+fn fill(store: &Store, c: &Collection, mode: Rebuild<'_>, net: &NetConfig) -> Result<Imported> {
     let net = &NetConfig {
         credential: c.credential.clone(),
         ..net.clone()
     };
-    store.produce(&c.name(), mode.into(), Producer::Collection, |stage| {
+    store.produce(&c.name(), mode, Producer::Collection, |stage| {
         match &c.source {
             Source::Dir(dir) => stage.write(&c.uri, |w| from_dir(dir, c, None, w)),
             Source::Git(url) => {

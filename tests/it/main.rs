@@ -10,6 +10,7 @@ mod crash_points;
 mod credentials;
 mod fallbacks;
 mod format_vectors;
+mod freshness;
 mod full_disk;
 mod fuzz_regressions;
 mod go_steps;

@@ -122,13 +122,22 @@ pub(crate) fn open_rw(cli: &crate::Cli) -> anyhow::Result<stepman::Store> {
         .with_lower(lower(cli)?))
 }
 
-/// What `--update` asks of a resolve that finds no matching version.
-fn on_miss(update: bool) -> stepman::activate::OnMiss {
-    if update {
-        stepman::activate::OnMiss::Update
-    } else {
-        stepman::activate::OnMiss::Fail
-    }
+/// How a command looks steps up: `--update` says what a miss does, `STEPMAN_STEPLIB_TTL` when a
+/// floating constraint refreshes the collection first (an unreadable value is bad usage).
+pub(crate) fn lookup(update: bool) -> anyhow::Result<stepman::activate::Lookup> {
+    use stepman::activate::{Lookup, OnMiss, Refresh};
+    let refresh = match std::env::var("STEPMAN_STEPLIB_TTL") {
+        // Unset or empty: the default.
+        Err(_) => Refresh::default(),
+        Ok(v) if v.trim().is_empty() => Refresh::default(),
+        Ok(v) => Refresh::parse(&v).ok_or_else(|| {
+            CouldNotRun(format!(
+                "STEPMAN_STEPLIB_TTL={v:?}: expected whole seconds or `off`"
+            ))
+        })?,
+    };
+    let on_miss = if update { OnMiss::Update } else { OnMiss::Fail };
+    Ok(Lookup { on_miss, refresh })
 }
 
 /// The ingest limits, from the environment (README: "What an import refuses").
@@ -237,13 +246,12 @@ impl StepArgs {
         c: &stepman::steplib::Collection,
         net: &stepman::fetch::NetConfig,
     ) -> anyhow::Result<stepman::activate::Resolved> {
-        let on_miss = on_miss(self.update);
         Ok(stepman::activate::resolve(
             store,
             c,
             &self.id,
             &self.version,
-            on_miss,
+            lookup(self.update)?,
             net,
         )?)
     }

@@ -127,6 +127,7 @@ fn read_list(f: &PathBuf) -> anyhow::Result<Vec<Request>> {
 
 pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
+    let refresh = super::lookup(false)?.refresh;
     let net = cli.net();
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
@@ -178,15 +179,14 @@ pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode>
             },
             precompiled: stepman::activate::Precompiled::Skip,
         });
-        let r = preload::preload(
-            &store,
-            &c,
-            &requests,
+        let opts = preload::Options {
             jobs,
-            &net,
-            prepare.as_ref(),
-            &|o, n, total| bar.outcome(o, n, total),
-        );
+            refresh,
+            prepare: prepare.as_ref(),
+        };
+        let r = preload::preload(&store, &c, &requests, &opts, &net, &|o, n, total| {
+            bar.outcome(o, n, total)
+        });
         bar.finish();
         let _ = ticker.join();
         r

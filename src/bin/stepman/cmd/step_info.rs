@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use serde_json::{Value, json};
-use stepman::activate::{self, OnMiss, Picked, StepInfo};
+use stepman::activate::{self, Picked, StepInfo};
 
 use super::steplib::Format;
 
@@ -75,7 +75,14 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode
                 Some(s) => s,
                 None => super::open_rw(cli)?,
             };
-            let r = activate::resolve(&store, &c, id, &a.version, OnMiss::Fail, &cli.net())?;
+            let r = activate::resolve(
+                &store,
+                &c,
+                id,
+                &a.version,
+                super::lookup(false)?,
+                &cli.net(),
+            )?;
             StepInfo::from(&r)
         }
     };
