@@ -221,3 +221,39 @@ pub(crate) fn as_nobody(home: &Path, args: &[&str]) -> Output {
 pub(crate) fn run(home: &Path, args: &[&str]) -> Output {
     output(&mut stepman(home, args))
 }
+
+/// An exit status with both outputs, for assertion messages.
+pub(crate) fn describe(o: &Output) -> String {
+    format!(
+        "exit {}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Panics unless `o` (the output of `what`) is a success; returns its stdout, trimmed.
+pub(crate) fn ok_stdout(o: &Output, what: &str) -> String {
+    assert!(o.status.success(), "{what} failed: {}", describe(o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The arguments of `stepman activate -c <lib> -i <id> -v <version> -p <dest>`.
+pub(crate) fn activate_args<'a>(
+    lib: &'a str,
+    id: &'a str,
+    version: &'a str,
+    dest: &'a Path,
+) -> Vec<&'a str> {
+    vec![
+        "activate",
+        "-c",
+        lib,
+        "-i",
+        id,
+        "-v",
+        version,
+        "-p",
+        dest.to_str().expect("a UTF-8 destination"),
+    ]
+}
