@@ -461,17 +461,10 @@ fn one_line(err: &str, what: &str) -> String {
 
 /// Every regular file under `root`.
 fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let m = fs::symlink_metadata(&p).unwrap();
-        if m.is_dir() {
-            stack.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
-        } else if m.is_file() {
-            files.push(p);
-        }
-    }
-    files
+    support::paths_under(root)
+        .into_iter()
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+        .collect()
 }
 
 /// An answer with `body`, a Content-Length header as `length` says, and only the first `send`
