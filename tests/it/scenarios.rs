@@ -367,6 +367,74 @@ fn steplib(dir: &Path, locations: &[(&str, &str)], steps: &[(&str, &str, String)
     dir.to_path_buf()
 }
 
+/// A StepLib at `<dir>/lib` with one step `id@tag` from git: the bare repository
+/// [`support::git_repo`] makes of `src` under `<dir>/git`, the step's `source.commit` the one
+/// `pin` picks of it. Returns the repository and the StepLib.
+fn git_steplib(
+    dir: &Path,
+    src: &Path,
+    (id, tag, title): (&str, &str, &str),
+    pin: fn(&support::GitRepo) -> &str,
+) -> (support::GitRepo, PathBuf) {
+    let repo = support::git_repo(&dir.join("git"), src, tag);
+    let lib = steplib(
+        &dir.join("lib"),
+        &[("git", "source/git")],
+        &[(
+            id,
+            tag,
+            support::step_yml(title, Some((&repo.url, pin(&repo)))),
+        )],
+    );
+    (repo, lib)
+}
+
+/// `setup -c file://<lib>` against `home`, which must succeed; returns the `file://` URI.
+fn set_up(home: &Path, lib: &Path) -> String {
+    let uri = file_uri(lib);
+    ok1(home, &[], &["setup", "-c", &uri]);
+    uri
+}
+
+/// The arguments of `activate -c <uri> -i <id> -v <version> -p <dest>`.
+fn activate_to(uri: &str, id: &str, version: &str, dest: &Path) -> Vec<OsString> {
+    let mut a = os(&["activate", "-c", uri, "-i", id, "-v", version, "-p"]);
+    a.push(dest.into());
+    a
+}
+
+/// `<dir>/work-<i>/step` for each of the [`N`] processes.
+fn work_dests(dir: &Path) -> Vec<PathBuf> {
+    (0..N).map(|i| dir.join(format!("work-{i}/step"))).collect()
+}
+
+/// Panics unless every activation (of `outs`, into `dests`) exited 1 with an error holding
+/// each of `needles` (`(what it is, the text)`) and created no destination.
+fn assert_all_failed(what: &str, outs: &[Output], dests: &[PathBuf], needles: &[(&str, &str)]) {
+    for (i, o) in outs.iter().enumerate() {
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{what}#{i} must fail: {}",
+            describe(o)
+        );
+        let e = text(&o.stderr);
+        for (label, needle) in needles {
+            assert!(
+                e.contains(needle),
+                "{what}#{i}: the error names {label}: {e}"
+            );
+        }
+        assert!(!dests[i].exists(), "{what}#{i}: destination created");
+    }
+}
+
+/// Nothing was published since `before` (the object ids then), and fsck is clean.
+fn assert_nothing_published(home: &Path, before: &[String]) {
+    assert_eq!(object_ids(home), before, "nothing published");
+    assert_fsck_clean(home);
+}
+
 // ---------------------------------------------------------------------------------------------
 // A, A'
 // ---------------------------------------------------------------------------------------------
@@ -572,16 +640,13 @@ fn ten_activations_over_http(kind: &str, setup_first: bool) {
     }
     clock.lap("fixtures");
 
-    let dests: Vec<PathBuf> = (0..N)
-        .map(|i| t.path().join(format!("work-{i}/step")))
-        .collect();
+    let dests = work_dests(t.path());
     // One destination already holds a tree of the user's: `--replace` replaces it.
     fs::create_dir_all(&dests[0]).unwrap();
     fs::write(dests[0].join("stale-file"), "from an earlier run").unwrap();
 
     let mut procs = start_n(&home, &[], |i| {
-        let mut a = os(&["activate", "-c", &uri, "-i", "http-step", "-v", "1.2", "-p"]);
-        a.push(dests[i].clone().into());
+        let mut a = activate_to(&uri, "http-step", "1.2", &dests[i]);
         if i == 0 {
             a.push("--replace".into());
         }
@@ -649,18 +714,10 @@ fn b_prime_ten_activations_from_git() {
     let _s = support::alone();
     let (t, home) = fresh();
     let src = step_tree(t.path(), 12);
-    let repo = support::git_repo(&t.path().join("git"), &src, "2.0.1");
-    let lib = steplib(
-        &t.path().join("lib"),
-        &[("git", "source/git")],
-        &[(
-            "git-step",
-            "2.0.1",
-            support::step_yml("from git", Some((&repo.url, &repo.tagged))),
-        )],
-    );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    let (_repo, lib) = git_steplib(t.path(), &src, ("git-step", "2.0.1", "from git"), |r| {
+        &r.tagged
+    });
+    let uri = set_up(&home, &lib);
 
     let log = t.path().join("git-calls.log");
     let wrapper = support::git_wrapper(&t.path().join("git-wrapper"), &log);
@@ -669,13 +726,9 @@ fn b_prime_ten_activations_from_git() {
         wrapper.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let dests: Vec<PathBuf> = (0..N)
-        .map(|i| t.path().join(format!("work-{i}/step")))
-        .collect();
+    let dests = work_dests(t.path());
     let outs = run_n(&home, &[("PATH", &path)], |i| {
-        let mut a = os(&["activate", "-c", &uri, "-i", "git-step", "-v", "2", "-p"]);
-        a.push(dests[i].clone().into());
-        a
+        activate_to(&uri, "git-step", "2", &dests[i])
     });
     assert_all_ok("activate", &outs);
     assert_trees(&src, &dests, &outs);
@@ -706,8 +759,7 @@ fn c_ten_downloads_then_activate_from_cache() {
         &[("zip", &base)],
         &[("cached-step", "3.1.4", support::step_yml("cached", None))],
     );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    let uri = set_up(&home, &lib);
     let before: BTreeSet<String> = object_ids(&home).into_iter().collect();
 
     // Durability matters here: the object must be complete when it is published.
@@ -756,9 +808,7 @@ fn c_ten_downloads_then_activate_from_cache() {
             .map(|i| t.path().join(format!("work-{}-{i}", envs.len())))
             .collect();
         let outs = run_n(&home, envs, |i| {
-            let mut a = os(&["activate", "-c", &uri, "-i", "cached-step", "-v", "3", "-p"]);
-            a.push(dests[i].clone().into());
-            a
+            activate_to(&uri, "cached-step", "3", &dests[i])
         });
         assert_all_ok(&format!("activate from the cache with {envs:?}"), &outs);
         assert_trees(&src, &dests, &outs);
@@ -906,8 +956,7 @@ fn d_readers_during_repeated_updates() {
         &[("zip", "https://example.invalid/")],
         &steps,
     );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    let uri = set_up(&home, &lib);
     clock.lap("fixtures");
 
     const READERS: usize = 4;
@@ -1014,29 +1063,15 @@ fn e_sigkill_mid_download_then_activate() {
         &[("zip", &base)],
         &[("killed-step", "1.0.0", support::step_yml("killed", None))],
     );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    let uri = set_up(&home, &lib);
     let a = alias(&home, &uri);
     let name = format!("{a}/killed-step/1.0.0");
 
     // Durability matters: the killed process was writing with fsync on.
     let sync = [("STEPMAN_NO_FSYNC", "0")];
-    let dests: Vec<PathBuf> = (0..N)
-        .map(|i| t.path().join(format!("work-{i}/step")))
-        .collect();
+    let dests = work_dests(t.path());
     let mut procs = start_n(&home, &sync, |i| {
-        let mut a = os(&[
-            "activate",
-            "-c",
-            &uri,
-            "-i",
-            "killed-step",
-            "-v",
-            "1.0.0",
-            "-p",
-        ]);
-        a.push(dests[i].clone().into());
-        a
+        activate_to(&uri, "killed-step", "1.0.0", &dests[i])
     });
     assert!(
         server.wait_stalled(1, Duration::from_secs(20)),
@@ -1078,18 +1113,7 @@ fn e_sigkill_mid_download_then_activate() {
         },
     );
     let outs = run_n(&home, &sync, |i| {
-        let mut a = os(&[
-            "activate",
-            "-c",
-            &uri,
-            "-i",
-            "killed-step",
-            "-v",
-            "1.0.0",
-            "-p",
-        ]);
-        a.push(dests[i].clone().into());
-        a
+        activate_to(&uri, "killed-step", "1.0.0", &dests[i])
     });
     assert_all_ok("activate after the kill", &outs);
     assert_trees(&src, &dests, &outs);
@@ -1117,19 +1141,11 @@ fn f_wrong_commit_fails_every_time() {
     // The tree's size does not matter here: the clone is refused after it.
     let src = t.path().join("src");
     make_tree(&src, 15, 40);
-    let repo = support::git_repo(&t.path().join("git"), &src, "1.0.0");
-    let lib = steplib(
-        &t.path().join("lib"),
-        &[("git", "source/git")],
-        &[(
-            "pinned-step",
-            "1.0.0",
-            // The commit is a real commit of the repository, but not the one tag 1.0.0 is at.
-            support::step_yml("pinned", Some((&repo.url, &repo.earlier))),
-        )],
-    );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    // The commit is a real commit of the repository, but not the one tag 1.0.0 is at.
+    let (repo, lib) = git_steplib(t.path(), &src, ("pinned-step", "1.0.0", "pinned"), |r| {
+        &r.earlier
+    });
+    let uri = set_up(&home, &lib);
     let a = alias(&home, &uri);
     let before = object_ids(&home);
 
@@ -1138,46 +1154,22 @@ fn f_wrong_commit_fails_every_time() {
             .map(|i| t.path().join(format!("work-{round}-{i}/step")))
             .collect();
         let outs = run_n(&home, &[], |i| {
-            let mut a = os(&[
-                "activate",
-                "-c",
-                &uri,
-                "-i",
-                "pinned-step",
-                "-v",
-                "1.0.0",
-                "-p",
-            ]);
-            a.push(dests[i].clone().into());
-            a
+            activate_to(&uri, "pinned-step", "1.0.0", &dests[i])
         });
         eprintln!("[F] round {round} error: {}", text(&outs[0].stderr));
-        for (i, o) in outs.iter().enumerate() {
-            assert_eq!(
-                o.status.code(),
-                Some(1),
-                "round {round} #{i} must fail: {}",
-                describe(o)
-            );
-            let e = text(&o.stderr);
-            assert!(
-                e.contains(&repo.earlier),
-                "round {round} #{i}: the error names the required commit: {e}"
-            );
-            assert!(
-                e.contains(&repo.tagged),
-                "round {round} #{i}: the error names the tag's commit: {e}"
-            );
-            assert!(
-                !dests[i].exists(),
-                "round {round} #{i}: destination created"
-            );
-        }
+        assert_all_failed(
+            &format!("round {round} "),
+            &outs,
+            &dests,
+            &[
+                ("the required commit", &repo.earlier),
+                ("the tag's commit", &repo.tagged),
+            ],
+        );
         let r = resolve(&home, &format!("{a}/pinned-step/1.0.0"));
         assert!(r.is_err(), "round {round}: the step is bound: {r:?}");
     }
-    assert_eq!(object_ids(&home), before, "nothing published");
-    assert_fsck_clean(&home);
+    assert_nothing_published(&home, &before);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1249,8 +1241,7 @@ fn traversal_rejected(kind: &str, evil: &str) {
         &[(locations, &src)],
         &[("slip-step", "1.0.0", support::step_yml("slip", None))],
     );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    let uri = set_up(&home, &lib);
     let a = alias(&home, &uri);
     let before = object_ids(&home);
 
@@ -1258,29 +1249,10 @@ fn traversal_rejected(kind: &str, evil: &str) {
         .map(|i| t.path().join(format!("w/x{i}/y/z/step")))
         .collect();
     let outs = run_n(&home, &[], |i| {
-        let mut a = os(&[
-            "activate",
-            "-c",
-            &uri,
-            "-i",
-            "slip-step",
-            "-v",
-            "1.0.0",
-            "-p",
-        ]);
-        a.push(dests[i].clone().into());
-        a
+        activate_to(&uri, "slip-step", "1.0.0", &dests[i])
     });
     eprintln!("[G {kind}] error: {}", text(&outs[0].stderr));
-    for (i, o) in outs.iter().enumerate() {
-        assert_eq!(o.status.code(), Some(1), "#{i} must fail: {}", describe(o));
-        let e = text(&o.stderr);
-        assert!(
-            e.contains(evil),
-            "#{i}: the error names the entry {evil:?}: {e}"
-        );
-        assert!(!dests[i].exists(), "#{i}: destination created");
-    }
+    assert_all_failed("", &outs, &dests, &[(&format!("the entry {evil:?}"), evil)]);
     if kind == "zip" {
         assert!(server.count(&url_path) >= 1);
     }
@@ -1302,8 +1274,7 @@ fn traversal_rejected(kind: &str, evil: &str) {
         resolve(&home, &format!("{a}/slip-step/1.0.0")).is_err(),
         "nothing is bound"
     );
-    assert_eq!(object_ids(&home), before, "nothing published");
-    assert_fsck_clean(&home);
+    assert_nothing_published(&home, &before);
 }
 
 /// G (zip): a zip entry named `../../../../x` (zip-slip).
@@ -1346,8 +1317,7 @@ fn h_update_keeps_cached_steps() {
         &[("zip", &base)],
         &[("kept-step", "4.0.0", support::step_yml("kept", None))],
     );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    let uri = set_up(&home, &lib);
     let first = t.path().join("first");
     ok1(
         &home,
@@ -1385,13 +1355,9 @@ fn h_update_keeps_cached_steps() {
     );
 
     server.stop();
-    let dests: Vec<PathBuf> = (0..N)
-        .map(|i| t.path().join(format!("work-{i}/step")))
-        .collect();
+    let dests = work_dests(t.path());
     let outs = run_n(&home, &[("BITRISE_OFFLINE_MODE", "true")], |i| {
-        let mut a = os(&["activate", "-c", &uri, "-i", "kept-step", "-v", "4.0", "-p"]);
-        a.push(dests[i].clone().into());
-        a
+        activate_to(&uri, "kept-step", "4.0", &dests[i])
     });
     assert_all_ok("offline activate after update", &outs);
     assert_trees(&src, &dests, &outs);
