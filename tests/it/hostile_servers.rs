@@ -110,43 +110,6 @@ fn snapshot(root: &Path, skip: &[PathBuf]) -> BTreeMap<PathBuf, String> {
 /// Longest any one command may run before the test kills it and fails (a hang is a bug).
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Runs `cmd` to its end, killing it (and failing) after [`DEADLINE`].
-fn run_bounded(mut cmd: std::process::Command) -> Output {
-    use std::io::Read;
-    use std::process::Stdio;
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let end = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} still running after {DEADLINE:?}: killed");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -264,7 +227,7 @@ impl Case {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let o = run_bounded(cmd);
+        let o = support::run_within(&mut cmd, DEADLINE, &format!("stepman {args:?}"));
         self.outputs.push(o.clone());
         o
     }

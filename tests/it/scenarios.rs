@@ -13,7 +13,6 @@ use crate::support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Output};
 use std::sync::Arc;
@@ -40,14 +39,6 @@ struct Proc {
     child: Child,
     out: JoinHandle<Vec<u8>>,
     err: JoinHandle<Vec<u8>>,
-}
-
-fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = r.read_to_end(&mut v);
-        v
-    })
 }
 
 /// Waits for every process (killing all of them after [`DEADLINE`]) and collects their output.
@@ -97,8 +88,8 @@ fn start_n(home: &Path, envs: &[(&str, &str)], args: impl Fn(usize) -> Vec<OsStr
             group = child.id() as i32;
         }
         stdins.push(child.stdin.take().unwrap());
-        let out = drain(child.stdout.take().unwrap());
-        let err = drain(child.stderr.take().unwrap());
+        let out = support::drain(child.stdout.take().unwrap());
+        let err = support::drain(child.stderr.take().unwrap());
         procs.push(Proc { child, out, err });
     }
     for mut s in stdins {

@@ -289,37 +289,16 @@ fn layered_writable_store_takes_the_misses_of_a_baked_one() {
     );
 }
 
-/// `stepman args` as `nobody` with `home` as the store root, not yet started, its output piped.
-fn nobody_cmd(home: &Path, args: &[&str]) -> Command {
-    let mut cmd = nobody_stepman(home, args);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    cmd
-}
-
 /// Runs `cmd` to completion; kills it and fails when it is still running after 10 s (the
 /// commands here take well under a second: only a hang gets near that).
 fn finishes(mut cmd: Command, what: &str) -> Output {
-    let mut child = cmd.spawn().expect("spawn");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while child.try_wait().expect("wait").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let o = child.wait_with_output().expect("wait");
-            panic!(
-                "{what}: still running after 10 s (hung), killed; stderr: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("wait")
+    support::run_within(&mut cmd, std::time::Duration::from_secs(10), what)
 }
 
-/// `stepman <args>` as `nobody` (see [`nobody_cmd`]), which must finish (see [`finishes`]) and
+/// `stepman <args>` as `nobody` (see [`nobody_stepman`]), which must finish (see [`finishes`]) and
 /// succeed; returns its stdout.
 fn finishes_ok(home: &Path, args: &[&str], what: &str) -> String {
-    ok_stdout(&finishes(nobody_cmd(home, args), what), what)
+    ok_stdout(&finishes(nobody_stepman(home, args), what), what)
 }
 
 /// Panics unless `o` failed (`what` it must not have done) with an error that names `planted`
@@ -373,7 +352,7 @@ fn a_fifo_planted_beside_the_destination_does_not_hang_activate() {
     let dest = shared.join("step");
     for v in ["1.0.0", "2.0.0"] {
         let o = finishes(
-            nobody_cmd(&home, &activate_args(lib, "s", v, &dest)),
+            nobody_stepman(&home, activate_args(lib, "s", v, &dest)),
             &format!("activate {v} beside a planted FIFO"),
         );
         ok_stdout(&o, &format!("activate {v} beside a planted FIFO"));
@@ -427,7 +406,7 @@ fn a_fifo_as_a_store_lock_file_hangs_nothing() {
     );
     finishes_ok(&home, &["gc"], "gc");
     for args in [&["fsck", "--json"][..], &["fsck", "--repair", "--json"]] {
-        let o = finishes(nobody_cmd(&home, args), &args.join(" "));
+        let o = finishes(nobody_stepman(&home, args), &args.join(" "));
         let report: serde_json::Value = serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("{args:?}: no JSON report ({e}): {o:?}"));
         let problems = report["problems"].as_array().unwrap();
@@ -446,10 +425,7 @@ fn a_fifo_as_a_store_lock_file_hangs_nothing() {
     fs::remove_file(&gc_lock).unwrap();
     plant_fifo(&gc_lock);
     let o = finishes(
-        nobody_cmd(
-            &home,
-            &activate_args(lib, "s", "1.0.0", &work.join("three")),
-        ),
+        nobody_stepman(&home, activate_args(lib, "s", "1.0.0", &work.join("three"))),
         "activate with a FIFO as gc.lock",
     );
     assert_fifo_refused(
@@ -470,9 +446,9 @@ fn a_fifo_as_a_store_lock_file_hangs_nothing() {
     let src = t.path().join("src");
     make_tree(&src, "x");
     let o = finishes(
-        nobody_cmd(
+        nobody_stepman(
             &home,
-            &[
+            [
                 "store",
                 "import",
                 src.to_str().unwrap(),
@@ -495,7 +471,10 @@ fn a_fifo_as_a_store_lock_file_hangs_nothing() {
     let text = fs::read(&format).unwrap();
     fs::remove_file(&format).unwrap();
     plant_fifo(&format);
-    let o = finishes(nobody_cmd(&home, &["fsck"]), "fsck with a FIFO as format");
+    let o = finishes(
+        nobody_stepman(&home, ["fsck"]),
+        "fsck with a FIFO as format",
+    );
     assert_fifo_refused(&o, "format", "read a FIFO as the format file");
     fs::remove_file(&format).unwrap();
     fs::write(&format, text).unwrap();
