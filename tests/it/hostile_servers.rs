@@ -63,14 +63,6 @@ fn step_zip(tag: &str) -> Vec<u8> {
     z.finish().unwrap().into_inner()
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// `http://127.0.0.1:<port>/archives/<id>/1.0.0/step.zip` path part.
 fn zip_path(id: &str) -> String {
     format!("/archives/{id}/1.0.0/step.zip")
@@ -98,7 +90,7 @@ fn snapshot(root: &Path, skip: &[PathBuf]) -> BTreeMap<PathBuf, String> {
             } else {
                 format!(
                     "file {mode:o} {}",
-                    sha256_hex(&fs::read(&p).unwrap_or_default())
+                    support::sha256_hex(&fs::read(&p).unwrap_or_default())
                 )
             };
             out.insert(p.strip_prefix(root).unwrap().to_path_buf(), v);
@@ -176,7 +168,7 @@ impl Case {
             let more = if id == "s5" {
                 format!(
                     r#","executables":{{"{platform}":{{"storage_uri":"bins/s5","hash":"sha256-{}"}}}}"#,
-                    sha256_hex(EXE)
+                    support::sha256_hex(EXE)
                 )
             } else {
                 String::new()
