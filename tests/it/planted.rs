@@ -59,13 +59,7 @@ fn small_tree(dir: &Path, tag: &str) -> PathBuf {
 /// A local StepLib with one step, and the store route its names live under once set up.
 fn steplib(t: &TestDir) -> PathBuf {
     let lib = t.path().join("lib");
-    fs::create_dir_all(lib.join("steps/hello/1.0.0")).unwrap();
-    fs::write(
-        lib.join("steplib.yml"),
-        "format_version: 1.0.0\nsteplib_source: local\n",
-    )
-    .unwrap();
-    fs::write(lib.join("steps/hello/1.0.0/step.yml"), "title: Hello\n").unwrap();
+    support::hello_steplib(&lib);
     lib
 }
 

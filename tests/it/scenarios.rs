@@ -258,16 +258,6 @@ fn resolve(home: &Path, name: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// Entries of the store's temp area.
-fn temp_entries(home: &Path) -> Vec<String> {
-    match fs::read_dir(home.join("store-v1/tmp")) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 /// Bytes of the regular files under `dir` (entries that vanish meanwhile are skipped).
 fn bytes_under(dir: &Path) -> u64 {
     let mut total = 0;
@@ -677,9 +667,9 @@ fn ten_activations_over_http(kind: &str, setup_first: bool) {
     );
     assert_fsck_clean(&home);
     assert!(
-        temp_entries(&home).is_empty(),
+        support::temp_entries(&home).is_empty(),
         "temp area: {:?}",
-        temp_entries(&home)
+        support::temp_entries(&home)
     );
     clock.lap("checks");
 }
@@ -791,7 +781,11 @@ fn c_ten_downloads_then_activate_from_cache() {
         panic!("the stored object differs from the source: {e}");
     }
     assert_fsck_clean(&home);
-    assert!(temp_entries(&home).is_empty(), "{:?}", temp_entries(&home));
+    assert!(
+        support::temp_entries(&home).is_empty(),
+        "{:?}",
+        support::temp_entries(&home)
+    );
 
     server.stop();
     for envs in [&[][..], &[("BITRISE_OFFLINE_MODE", "true")][..]] {
@@ -1075,7 +1069,7 @@ fn e_sigkill_mid_download_then_activate() {
     assert!(
         wait_until(Duration::from_secs(10), || partial().is_some()),
         "no partial download in the temp area: {:?}",
-        temp_entries(&home)
+        support::temp_entries(&home)
     );
     for p in &mut procs {
         assert!(
@@ -1113,9 +1107,9 @@ fn e_sigkill_mid_download_then_activate() {
     let gc = run1(&home, &[], &["gc"]);
     assert!(gc.status.success(), "gc: {}", describe(&gc));
     assert!(
-        temp_entries(&home).is_empty(),
+        support::temp_entries(&home).is_empty(),
         "the dead download's temp dir was swept: {:?}",
-        temp_entries(&home)
+        support::temp_entries(&home)
     );
     assert_fsck_clean(&home);
 }
