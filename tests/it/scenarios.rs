@@ -370,6 +370,53 @@ fn git_steplib(
     (repo, lib)
 }
 
+/// A step served over HTTP (see [`http_steplib`]).
+struct HttpStep {
+    /// The step's source tree.
+    src: PathBuf,
+    server: Server,
+    /// The URL path the archive is served at.
+    path: String,
+    /// The archive's length in bytes.
+    len: u64,
+    /// The StepLib.
+    lib: PathBuf,
+}
+
+/// A StepLib at `<dir>/lib` with one step `id@version` (titled `title`) whose `kind` archive
+/// (`zip`, `tar.gz`) of a [`step_tree`] of `seed` a server serves at
+/// `/<prefix>/<id>/<version>/step.<kind>` as `mode` says.
+fn http_steplib(
+    dir: &Path,
+    seed: u64,
+    (kind, prefix): (&str, &str),
+    (id, version, title): (&str, &str, &str),
+    mode: Mode,
+) -> HttpStep {
+    let src = step_tree(dir, seed);
+    let body = match kind {
+        "zip" => support::zip_tree(&src),
+        _ => support::targz_tree(&src),
+    };
+    let len = body.len() as u64;
+    let server = Server::start();
+    let path = format!("/{prefix}/{id}/{version}/step.{kind}");
+    server.serve(&path, body, mode);
+    let base = format!("{}/{prefix}/", server.url());
+    let lib = steplib(
+        &dir.join("lib"),
+        &[(kind, &base)],
+        &[(id, version, support::step_yml(title, None))],
+    );
+    HttpStep {
+        src,
+        server,
+        path,
+        len,
+        lib,
+    }
+}
+
 /// `setup -c file://<lib>` against `home`, which must succeed; returns the `file://` URI.
 fn set_up(home: &Path, lib: &Path) -> String {
     let uri = file_uri(lib);
@@ -595,25 +642,20 @@ fn a_prime_ten_setups_of_ten_steplibs() {
 fn ten_activations_over_http(kind: &str, setup_first: bool) {
     let mut clock = Clock::start(if kind == "zip" { "B zip" } else { "B tar.gz" });
     let (t, home) = fresh();
-    let src = step_tree(t.path(), 11);
-    let (file, body) = match kind {
-        "zip" => ("step.zip", support::zip_tree(&src)),
-        _ => ("step.tar.gz", support::targz_tree(&src)),
-    };
-    let server = Server::start();
-    let path = format!("/steps/http-step/1.2.3/{file}");
-    server.serve(
-        &path,
-        body,
+    let HttpStep {
+        src,
+        server,
+        path,
+        lib,
+        ..
+    } = http_steplib(
+        t.path(),
+        11,
+        (kind, "steps"),
+        ("http-step", "1.2.3", "over http"),
         Mode::Full {
             delay: Duration::from_millis(1500),
         },
-    );
-    let base = format!("{}/steps/", server.url());
-    let lib = steplib(
-        &t.path().join("lib"),
-        &[(kind, &base)],
-        &[("http-step", "1.2.3", support::step_yml("over http", None))],
     );
     let uri = file_uri(&lib);
     if setup_first {
@@ -724,22 +766,22 @@ fn b_prime_ten_activations_from_git() {
 fn c_ten_downloads_then_activate_from_cache() {
     let _s = support::alone();
     let (t, home) = fresh();
-    let src = step_tree(t.path(), 13);
-    let mut server = Server::start();
-    let path = "/a/cached-step/3.1.4/step.zip";
-    server.serve(
+    let HttpStep {
+        src,
+        mut server,
         path,
-        support::zip_tree(&src),
+        lib,
+        ..
+    } = http_steplib(
+        t.path(),
+        13,
+        ("zip", "a"),
+        ("cached-step", "3.1.4", "cached"),
         Mode::Full {
             delay: Duration::from_millis(1000),
         },
     );
-    let base = format!("{}/a/", server.url());
-    let lib = steplib(
-        &t.path().join("lib"),
-        &[("zip", &base)],
-        &[("cached-step", "3.1.4", support::step_yml("cached", None))],
-    );
+    let path = path.as_str();
     let uri = set_up(&home, &lib);
     let before: BTreeSet<String> = object_ids(&home).into_iter().collect();
 
@@ -1036,18 +1078,20 @@ fn d_readers_during_repeated_updates() {
 fn e_sigkill_mid_download_then_activate() {
     let _s = support::alone();
     let (t, home) = fresh();
-    let src = step_tree(t.path(), 14);
-    let server = Server::start();
-    let path = "/dl/killed-step/1.0.0/step.zip";
-    let zip = support::zip_tree(&src);
-    let zip_len = zip.len() as u64;
-    server.serve(path, zip, Mode::HalfThenStall);
-    let base = format!("{}/dl/", server.url());
-    let lib = steplib(
-        &t.path().join("lib"),
-        &[("zip", &base)],
-        &[("killed-step", "1.0.0", support::step_yml("killed", None))],
+    let HttpStep {
+        src,
+        server,
+        path,
+        len: zip_len,
+        lib,
+    } = http_steplib(
+        t.path(),
+        14,
+        ("zip", "dl"),
+        ("killed-step", "1.0.0", "killed"),
+        Mode::HalfThenStall,
     );
+    let path = path.as_str();
     let uri = set_up(&home, &lib);
     let a = alias(&home, &uri);
     let name = format!("{a}/killed-step/1.0.0");
@@ -1286,22 +1330,22 @@ fn g_tar_traversal_rejected() {
 fn h_update_keeps_cached_steps() {
     let _s = support::alone();
     let (t, home) = fresh();
-    let src = step_tree(t.path(), 16);
-    let mut server = Server::start();
-    let path = "/h/kept-step/4.0.0/step.zip";
-    server.serve(
+    let HttpStep {
+        src,
+        mut server,
         path,
-        support::zip_tree(&src),
+        lib,
+        ..
+    } = http_steplib(
+        t.path(),
+        16,
+        ("zip", "h"),
+        ("kept-step", "4.0.0", "kept"),
         Mode::Full {
             delay: Duration::ZERO,
         },
     );
-    let base = format!("{}/h/", server.url());
-    let lib = steplib(
-        &t.path().join("lib"),
-        &[("zip", &base)],
-        &[("kept-step", "4.0.0", support::step_yml("kept", None))],
-    );
+    let path = path.as_str();
     let uri = set_up(&home, &lib);
     let first = t.path().join("first");
     ok1(
