@@ -69,6 +69,126 @@ fn all_failures(tallies: &[(&str, &Tally)]) -> Vec<String> {
         .collect()
 }
 
+/// Panics listing every failure of every actor, unless there are none.
+fn assert_no_failures(tallies: &[(&str, &Tally)]) {
+    let failures = all_failures(tallies);
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// `stepman store resolve <name>` must succeed and name the directory of object `id`.
+fn assert_resolves_to(home: &Path, name: &str, id: &str) {
+    let dir = run_ok(&mut stepman(home, ["store", "resolve", name]));
+    assert!(dir.ends_with(id), "{name} -> {dir}, expected {id}");
+}
+
+/// The tree `<w>/<label>` made by [`make_tree`] from `seed` and `files`, and its
+/// `<w>/<label>.tar.gz`.
+fn tree_and_tgz(w: &Path, label: &str, seed: u64, files: usize) -> (PathBuf, PathBuf) {
+    let (dir, tgz) = (w.join(label), w.join(format!("{label}.tar.gz")));
+    make_tree(&dir, seed, files);
+    tar_gz(&dir, &tgz);
+    (dir, tgz)
+}
+
+/// Spawns every command (each behind a start gate: [`gated_stepman`], [`gated_shell`]),
+/// releases them together and waits for all of them.
+fn run_released(cmds: impl IntoIterator<Item = std::process::Command>) -> Vec<Output> {
+    let mut children: Vec<Child> = cmds.into_iter().map(|mut c| c.spawn().unwrap()).collect();
+    release(&mut children);
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+/// Panics unless every process exited 0 printing an object id, all the same one; returns it.
+fn the_one_id(outs: &[Output]) -> String {
+    let mut ids = BTreeSet::new();
+    for (i, out) in outs.iter().enumerate() {
+        assert!(
+            out.status.success(),
+            "{}",
+            failure(&format!("process {i}"), out)
+        );
+        let id = stdout_of(out);
+        assert!(is_object_id(&id), "process {i} printed {id:?}");
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 1, "the processes printed different ids: {ids:?}");
+    ids.into_iter().next().unwrap()
+}
+
+/// The swapper: drives `run`, re-importing `b` (even iterations) and `a` (odd ones), each given
+/// as `(source, the id its import must print)`, under `name`. Returns its tally and the id the
+/// name was bound to last (`a`'s, bound before the run, when no import succeeded).
+fn swap_imports(
+    run: &Run,
+    home: &Path,
+    name: &str,
+    a: (&Path, &str),
+    b: (&Path, &str),
+) -> (Tally, String) {
+    let mut t = Tally::default();
+    let mut last = a.1.to_string();
+    run.drive(|i| {
+        let (src, want) = if i % 2 == 0 { b } else { a };
+        let out = t.run(&mut stepman(
+            home,
+            [
+                "store".as_ref(),
+                "import".as_ref(),
+                src.as_os_str(),
+                "--name".as_ref(),
+                name.as_ref(),
+            ],
+        ));
+        if !out.status.success() || stdout_of(&out) != want {
+            t.failures.push(failure("swap import", &out));
+        } else {
+            last = want.to_string();
+        }
+    });
+    (t, last)
+}
+
+/// The churner: follows `run`, importing a new small tree each iteration `k` (seed
+/// `seed_base + k`, made under `churn` and removed after), every other one (even `k`) under the
+/// name `new/<prefix><k>/1` and the rest unnamed, garbage at once. Returns its tally and the
+/// `(name, id)` of every named import.
+fn churn_imports(
+    run: &Run,
+    home: &Path,
+    churn: &Path,
+    seed_base: u64,
+    prefix: &str,
+) -> (Tally, Vec<(String, String)>) {
+    let mut t = Tally::default();
+    let mut named = Vec::new();
+    run.follow(|k| {
+        let dir = churn.join(k.to_string());
+        make_tree(&dir, seed_base + k as u64, 6);
+        let name = format!("new/{prefix}{k}/1");
+        let mut cmd = stepman(home, ["store".as_ref(), "import".as_ref(), dir.as_os_str()]);
+        if k % 2 == 0 {
+            cmd.args(["--name", &name]);
+        }
+        let out = t.run(&mut cmd);
+        let id = stdout_of(&out);
+        if !out.status.success() || !is_object_id(&id) {
+            t.failures.push(failure("churn import", &out));
+        } else if k % 2 == 0 {
+            named.push((name, id));
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    });
+    (t, named)
+}
+
 /// A name, the object ids it may resolve to, and the trees (label, source) an export may be.
 type Expect<'a> = (&'a str, Vec<&'a str>, Vec<(&'static str, &'a Path)>);
 
@@ -215,10 +335,7 @@ fn sixteen_importers_of_one_archive() {
     let started = Instant::now();
     let work = TestDir::new();
     let home = work.path().join("home");
-    let src = work.path().join("src");
-    make_tree(&src, 1, 300);
-    let tgz = work.path().join("step.tar.gz");
-    tar_gz(&src, &tgz);
+    let (src, tgz) = tree_and_tgz(work.path(), "src", 1, 300);
     const N: usize = 16;
     let name = "steplib/big-step/1.0.0";
     let script =
@@ -226,37 +343,14 @@ fn sixteen_importers_of_one_archive() {
     let dests: Vec<PathBuf> = (0..N)
         .map(|i| work.path().join(format!("job-{i}/step")))
         .collect();
-    let mut children: Vec<Child> = dests
-        .iter()
-        .map(|d| {
-            gated_shell(
-                &home,
-                script,
-                [tgz.as_os_str(), name.as_ref(), d.as_os_str()],
-            )
-            .spawn()
-            .unwrap()
-        })
-        .collect();
-    release(&mut children);
-    let outs: Vec<Output> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect();
-
-    let mut ids = BTreeSet::new();
-    for (i, out) in outs.iter().enumerate() {
-        assert!(
-            out.status.success(),
-            "{}",
-            failure(&format!("process {i}"), out)
-        );
-        let id = stdout_of(out);
-        assert!(is_object_id(&id), "process {i} printed {id:?}");
-        ids.insert(id);
-    }
-    assert_eq!(ids.len(), 1, "the processes printed different ids: {ids:?}");
-    let id = ids.into_iter().next().unwrap();
+    let outs = run_released(dests.iter().map(|d| {
+        gated_shell(
+            &home,
+            script,
+            [tgz.as_os_str(), name.as_ref(), d.as_os_str()],
+        )
+    }));
+    let id = the_one_id(&outs);
     assert_eq!(object_ids(&home), vec![id.clone()], "exactly one object");
     let partial: Vec<String> = dests
         .iter()
@@ -272,8 +366,7 @@ fn sixteen_importers_of_one_archive() {
         partial.len(),
         partial.join("\n")
     );
-    let dir = run_ok(&mut stepman(&home, ["store", "resolve", name]));
-    assert!(dir.ends_with(&id), "{name} resolves to {dir}, not {id}");
+    assert_resolves_to(&home, name, &id);
     assert_fsck_clean(&home);
     let left: Vec<_> = fs::read_dir(store_root(&home).join("tmp"))
         .unwrap()
@@ -295,50 +388,29 @@ fn single_flight_if_missing() {
     let started = Instant::now();
     let work = TestDir::new();
     let home = work.path().join("home");
-    let src = work.path().join("src");
-    make_tree(&src, 2, 300);
-    let tgz = work.path().join("step.tar.gz");
-    tar_gz(&src, &tgz);
+    let (_, tgz) = tree_and_tgz(work.path(), "src", 2, 300);
     let name = "steplib/single/2.0.0";
     // Create the store first, so every process reaches the name lock at the same moment.
     let tiny = work.path().join("tiny");
     make_tree(&tiny, 9, 1);
     import(&home, &tiny, Some("other/tiny/1"));
     const N: usize = 10;
-    let mut children: Vec<Child> = (0..N)
-        .map(|_| {
-            let mut c = gated_stepman(
-                &home,
-                [
-                    "store".as_ref(),
-                    "import".as_ref(),
-                    tgz.as_os_str(),
-                    "--name".as_ref(),
-                    name.as_ref(),
-                    "--if-missing".as_ref(),
-                ],
-            );
-            c.env("RUST_LOG", "debug");
-            c.spawn().unwrap()
-        })
-        .collect();
-    release(&mut children);
-    let outs: Vec<Output> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect();
-    let mut ids = BTreeSet::new();
-    for (i, out) in outs.iter().enumerate() {
-        assert!(
-            out.status.success(),
-            "{}",
-            failure(&format!("process {i}"), out)
+    let outs = run_released((0..N).map(|_| {
+        let mut c = gated_stepman(
+            &home,
+            [
+                "store".as_ref(),
+                "import".as_ref(),
+                tgz.as_os_str(),
+                "--name".as_ref(),
+                name.as_ref(),
+                "--if-missing".as_ref(),
+            ],
         );
-        ids.insert(stdout_of(out));
-    }
-    assert_eq!(ids.len(), 1, "different ids: {ids:?}");
-    let id = ids.into_iter().next().unwrap();
-    assert!(is_object_id(&id));
+        c.env("RUST_LOG", "debug");
+        c
+    }));
+    let id = the_one_id(&outs);
     let count = |what: &str| -> usize {
         outs.iter()
             .map(|o| String::from_utf8_lossy(&o.stderr).matches(what).count())
@@ -580,14 +652,11 @@ fn gc_during_imports_resolves_and_exports() {
     let work = TestDir::new();
     let w = work.path();
     let home = w.join("home");
-    let (a, b, c, d) = (w.join("A"), w.join("B"), w.join("C"), w.join("D"));
-    make_tree(&a, 41, 150);
-    make_tree(&b, 42, 150);
+    let (a, a_tgz) = tree_and_tgz(w, "A", 41, 150);
+    let (b, b_tgz) = tree_and_tgz(w, "B", 42, 150);
+    let (c, d) = (w.join("C"), w.join("D"));
     make_tree(&c, 43, 100);
     make_tree(&d, 44, 100);
-    let (a_tgz, b_tgz) = (w.join("A.tar.gz"), w.join("B.tar.gz"));
-    tar_gz(&a, &a_tgz);
-    tar_gz(&b, &b_tgz);
     let swap = "swap/r/1";
     let id_b = import(&home, &b_tgz, Some(swap));
     let id_a = import(&home, &a_tgz, Some(swap));
@@ -621,58 +690,8 @@ fn gc_during_imports_resolves_and_exports() {
             run.follow(|_| gc_once(&home, &mut t));
             t
         });
-        let swapper = s.spawn(|| {
-            let mut t = Tally::default();
-            let mut last = id_a.clone();
-            run.drive(|i| {
-                let (tgz, want) = if i % 2 == 0 {
-                    (&b_tgz, &id_b)
-                } else {
-                    (&a_tgz, &id_a)
-                };
-                let out = t.run(&mut stepman(
-                    &home,
-                    [
-                        "store".as_ref(),
-                        "import".as_ref(),
-                        tgz.as_os_str(),
-                        "--name".as_ref(),
-                        swap.as_ref(),
-                    ],
-                ));
-                if !out.status.success() || stdout_of(&out) != *want {
-                    t.failures.push(failure("swap import", &out));
-                } else {
-                    last = want.clone();
-                }
-            });
-            (t, last)
-        });
-        let churner = s.spawn(|| {
-            let mut t = Tally::default();
-            let mut named = Vec::new();
-            run.follow(|k| {
-                let dir = churn.join(k.to_string());
-                make_tree(&dir, 1000 + k as u64, 6);
-                let name = format!("new/n{k}/1");
-                let mut cmd = stepman(
-                    &home,
-                    ["store".as_ref(), "import".as_ref(), dir.as_os_str()],
-                );
-                if k % 2 == 0 {
-                    cmd.args(["--name", &name]);
-                }
-                let out = t.run(&mut cmd);
-                let id = stdout_of(&out);
-                if !out.status.success() || !is_object_id(&id) {
-                    t.failures.push(failure("churn import", &out));
-                } else if k % 2 == 0 {
-                    named.push((name, id));
-                }
-                fs::remove_dir_all(&dir).unwrap();
-            });
-            (t, named)
-        });
+        let swapper = s.spawn(|| swap_imports(&run, &home, swap, (&a_tgz, &id_a), (&b_tgz, &id_b)));
+        let churner = s.spawn(|| churn_imports(&run, &home, &churn, 1000, "n"));
         // One resolver: resolving is a cheap process, and more of them in a tight loop starve
         // everything else on two cores.
         let resolvers: Vec<_> = (0..1)
@@ -722,13 +741,7 @@ fn gc_during_imports_resolves_and_exports() {
         vec![("gc", &gc), ("swapper", &swapper), ("churn", &churner)];
     who.extend(resolvers.iter().map(|t| ("resolver", t)));
     who.extend(exporters.iter().map(|t| ("exporter", t)));
-    let failures = all_failures(&who);
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&who);
 
     let removed = gc.counts.get("removed").copied().unwrap_or(0);
     assert!(
@@ -743,8 +756,7 @@ fn gc_during_imports_resolves_and_exports() {
     // Afterwards: every name points where it should, fsck is clean, and one more gc leaves
     // exactly the named objects.
     for (name, id) in &named {
-        let dir = run_ok(&mut stepman(&home, ["store", "resolve", name]));
-        assert!(dir.ends_with(id.as_str()), "{name} -> {dir}, expected {id}");
+        assert_resolves_to(&home, name, id);
     }
     for (name, id) in [
         ("pin/c/1", &id_c),
@@ -752,8 +764,7 @@ fn gc_during_imports_resolves_and_exports() {
         ("pin/d/1", &id_d),
         (swap, &current),
     ] {
-        let dir = run_ok(&mut stepman(&home, ["store", "resolve", name]));
-        assert!(dir.ends_with(id.as_str()), "{name} -> {dir}, expected {id}");
+        assert_resolves_to(&home, name, id);
     }
     assert_fsck_clean(&home);
     run_ok(&mut stepman(&home, ["gc"]));
@@ -800,12 +811,8 @@ fn readers_never_fail_during_name_swaps() {
     let work = TestDir::new();
     let w = work.path();
     let home = w.join("home");
-    let (a, b) = (w.join("A"), w.join("B"));
-    make_tree(&a, 51, 120);
-    make_tree(&b, 52, 120);
-    let (a_tgz, b_tgz) = (w.join("A.tar.gz"), w.join("B.tar.gz"));
-    tar_gz(&a, &a_tgz);
-    tar_gz(&b, &b_tgz);
+    let (a, a_tgz) = tree_and_tgz(w, "A", 51, 120);
+    let (b, b_tgz) = tree_and_tgz(w, "B", 52, 120);
     let name = "swap/s/1";
     let id_b = import(&home, &b_tgz, Some(name));
     let id_a = import(&home, &a_tgz, Some(name));
@@ -814,30 +821,8 @@ fn readers_never_fail_during_name_swaps() {
 
     let run = Run::new(Duration::from_millis(2500), 12);
     let (swapper, readers) = thread::scope(|s| {
-        let swapper = s.spawn(|| {
-            let mut t = Tally::default();
-            run.drive(|i| {
-                let (tgz, want) = if i % 2 == 0 {
-                    (&b_tgz, &id_b)
-                } else {
-                    (&a_tgz, &id_a)
-                };
-                let out = t.run(&mut stepman(
-                    &home,
-                    [
-                        "store".as_ref(),
-                        "import".as_ref(),
-                        tgz.as_os_str(),
-                        "--name".as_ref(),
-                        name.as_ref(),
-                    ],
-                ));
-                if !out.status.success() || stdout_of(&out) != *want {
-                    t.failures.push(failure("swap import", &out));
-                }
-            });
-            t
-        });
+        let swapper =
+            s.spawn(|| swap_imports(&run, &home, name, (&a_tgz, &id_a), (&b_tgz, &id_b)).0);
         // Readers 0-2 resolve and export; reader 3 only resolves, in a tight loop.
         let readers: Vec<_> = (0..4)
             .map(|r| {
@@ -866,13 +851,7 @@ fn readers_never_fail_during_name_swaps() {
     });
     let mut who: Vec<(&str, &Tally)> = vec![("swapper", &swapper)];
     who.extend(readers.iter().map(|t| ("reader", t)));
-    let failures = all_failures(&who);
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&who);
     assert!(swapper.ops >= 4, "only {} swaps", swapper.ops);
     let (seen_a, seen_b) = (total(&readers, "A"), total(&readers, "B"));
     assert!(
@@ -913,13 +892,8 @@ fn two_gcs_at_once_with_importers() {
         garbage.insert(import(&home, &dir, None));
     }
 
-    let mut gcs: Vec<Child> = (0..2)
-        .map(|_| gated_stepman(&home, ["gc", "--json"]).spawn().unwrap())
-        .collect();
-    release(&mut gcs);
     let mut removed: Vec<BTreeSet<String>> = Vec::new();
-    for g in gcs {
-        let out = g.wait_with_output().unwrap();
+    for out in run_released((0..2).map(|_| gated_stepman(&home, ["gc", "--json"]))) {
         assert!(out.status.success(), "{}", failure("gc", &out));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         removed.push(
@@ -958,54 +932,8 @@ fn two_gcs_at_once_with_importers() {
                 })
             })
             .collect();
-        let swapper = s.spawn(|| {
-            let mut t = Tally::default();
-            let mut last = id_a.clone();
-            run.drive(|i| {
-                let (dir, want) = if i % 2 == 0 { (&b, &id_b) } else { (&a, &id_a) };
-                let out = t.run(&mut stepman(
-                    &home,
-                    [
-                        "store".as_ref(),
-                        "import".as_ref(),
-                        dir.as_os_str(),
-                        "--name".as_ref(),
-                        swap.as_ref(),
-                    ],
-                ));
-                if !out.status.success() || stdout_of(&out) != *want {
-                    t.failures.push(failure("swap import", &out));
-                } else {
-                    last = want.clone();
-                }
-            });
-            (t, last)
-        });
-        let churner = s.spawn(|| {
-            let mut t = Tally::default();
-            let mut named = Vec::new();
-            run.follow(|k| {
-                let dir = churn.join(k.to_string());
-                make_tree(&dir, 2000 + k as u64, 6);
-                let name = format!("new/g{k}/1");
-                let mut cmd = stepman(
-                    &home,
-                    ["store".as_ref(), "import".as_ref(), dir.as_os_str()],
-                );
-                if k % 2 == 0 {
-                    cmd.args(["--name", &name]);
-                }
-                let out = t.run(&mut cmd);
-                let id = stdout_of(&out);
-                if !out.status.success() || !is_object_id(&id) {
-                    t.failures.push(failure("churn import", &out));
-                } else if k % 2 == 0 {
-                    named.push((name, id));
-                }
-                fs::remove_dir_all(&dir).unwrap();
-            });
-            (t, named)
-        });
+        let swapper = s.spawn(|| swap_imports(&run, &home, swap, (&a, &id_a), (&b, &id_b)));
+        let churner = s.spawn(|| churn_imports(&run, &home, &churn, 2000, "g"));
         (
             gcs.into_iter()
                 .map(|h| h.join().unwrap())
@@ -1018,17 +946,10 @@ fn two_gcs_at_once_with_importers() {
     let mut who: Vec<(&str, &Tally)> = gcs.iter().map(|t| ("gc", t)).collect();
     who.push(("swapper", &swapper));
     who.push(("churn", &churner));
-    let failures = all_failures(&who);
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&who);
     assert!(gcs.iter().all(|t| t.ops >= 2), "the gc loops hardly ran");
     for (name, id) in named.iter().chain([&(swap.to_string(), current.clone())]) {
-        let dir = run_ok(&mut stepman(&home, ["store", "resolve", name]));
-        assert!(dir.ends_with(id.as_str()), "{name} -> {dir}, expected {id}");
+        assert_resolves_to(&home, name, id);
     }
     assert_fsck_clean(&home);
     eprintln!(

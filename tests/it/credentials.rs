@@ -8,7 +8,7 @@ use crate::support;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 const CANARY: &str = "CANARY-7f3a9c1e";
 
@@ -209,21 +209,11 @@ fn a_remote_steplib_may_not_name_local_files() {
         let url = format!("http://bot:{CANARY}@127.0.0.1:{port}/spec.json");
         let home = t.path().join(format!("home-{}", src.len()));
         let dest = t.path().join(format!("dest-{}", src.len()));
-        let o = Command::new(support::bin())
-            .args([
-                "activate",
-                "-c",
-                &url,
-                "-i",
-                "hello",
-                "-p",
-                dest.to_str().unwrap(),
-            ])
-            .env("STEPMAN_HOME", &home)
-            .env("STEPMAN_NO_FSYNC", "1")
-            .current_dir(t.path())
-            .output()
-            .unwrap();
+        let o = support::output(
+            support::stepman(&home, ["activate", "-c", &url, "-i", "hello", "-p"])
+                .arg(&dest)
+                .current_dir(t.path()),
+        );
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{src}: {err}");
         assert!(err.contains("may not name local files"), "{src}: {err}");

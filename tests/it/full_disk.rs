@@ -105,19 +105,6 @@ fn with_tmpfs(test: &str, opts: &str, scenario: fn(&Path, &Path)) {
     );
 }
 
-fn ids(home: &Path) -> Vec<String> {
-    support::object_ids(home)
-}
-
-fn tmp_entries(home: &Path) -> Vec<String> {
-    match fs::read_dir(support::store_root(home).join("tmp")) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 /// `store resolve name`: the object id (from the directory it prints) and the directory.
 fn resolve(home: &Path, name: &str) -> (String, PathBuf) {
     let dir = support::run_ok(&mut stepman(home, ["store", "resolve", name]));
@@ -209,7 +196,7 @@ fn enospc_scenario(mnt: &Path, work: &Path) {
     let new_tgz = work.join("new.tar.gz");
     support::tar_gz(&new, &new_tgz);
     let old_id = support::import(&home, &old, Some("r/s/1"));
-    let before = ids(&home);
+    let before = support::object_ids(&home);
 
     let filler = mnt.join("filler");
     let mut f = fs::File::create(&filler).unwrap();
@@ -230,11 +217,15 @@ fn enospc_scenario(mnt: &Path, work: &Path) {
             let what = format!("import of {} with {free} bytes free", src.display());
             let out = import_cmd(&home, src, "r/s/1");
             assert_failed_cleanly(&home, &out, &what, "r/s/1", (&old_id, &old));
-            assert_eq!(ids(&home), before, "{what}: published an object");
+            assert_eq!(
+                support::object_ids(&home),
+                before,
+                "{what}: published an object"
+            );
             assert!(
-                tmp_entries(&home).is_empty(),
+                support::temp_entries(&home).is_empty(),
                 "{what}: left {:?}",
-                tmp_entries(&home)
+                support::temp_entries(&home)
             );
         }
     }
@@ -265,11 +256,15 @@ fn enospc_scenario(mnt: &Path, work: &Path) {
     assert_eq!(id, new_id);
     assert_same_tree(&new, &dir);
     support::run_ok(&mut stepman(&home, ["gc"]));
-    assert_eq!(ids(&home), [new_id], "gc removed the old, unnamed object");
+    assert_eq!(
+        support::object_ids(&home),
+        [new_id],
+        "gc removed the old, unnamed object"
+    );
     assert!(
-        tmp_entries(&home).is_empty(),
+        support::temp_entries(&home).is_empty(),
         "tmp holds {:?}",
-        tmp_entries(&home)
+        support::temp_entries(&home)
     );
     assert_fsck_clean(&home);
 }
@@ -312,7 +307,7 @@ fn inodes_scenario(mnt: &Path, work: &Path) {
                 fs::remove_file(fill.join(format!("f{}", files - 1 - i))).unwrap();
             }
             files -= k;
-            let before = ids(&home);
+            let before = support::object_ids(&home);
             let what = format!("import of {} with {k} inodes free", src.display());
             let out = import_cmd(&home, src, "r/s/1");
             if out.status.success() {
@@ -322,7 +317,7 @@ fn inodes_scenario(mnt: &Path, work: &Path) {
             failures += 1;
             let err = String::from_utf8_lossy(&out.stderr);
             assert_failed_cleanly(&home, &out, &what, "r/s/1", (&current.0, &current.1));
-            let after = ids(&home);
+            let after = support::object_ids(&home);
             // Past the ingest: creating the object's shard, or the name's new link.
             let late = err.contains("/store-v1/objects/") || err.contains("/name:");
             if late {
@@ -342,9 +337,9 @@ fn inodes_scenario(mnt: &Path, work: &Path) {
                 assert_eq!(after.len(), before.len() + 1, "{what}");
             }
             assert!(
-                tmp_entries(&home).is_empty(),
+                support::temp_entries(&home).is_empty(),
                 "{what}: left {:?}",
-                tmp_entries(&home)
+                support::temp_entries(&home)
             );
         }
         assert!(succeeded, "{}: never succeeded", src.display());
@@ -375,11 +370,15 @@ fn inodes_scenario(mnt: &Path, work: &Path) {
     let mut want = vec![current.0.clone(), other_id.clone()];
     want.sort();
     want.dedup();
-    assert_eq!(ids(&home), want, "gc left only the named objects");
+    assert_eq!(
+        support::object_ids(&home),
+        want,
+        "gc left only the named objects"
+    );
     assert!(
-        tmp_entries(&home).is_empty(),
+        support::temp_entries(&home).is_empty(),
         "tmp holds {:?}",
-        tmp_entries(&home)
+        support::temp_entries(&home)
     );
     assert_fsck_clean(&home);
     let (id, _) = resolve(&home, "r/s/2");
@@ -412,13 +411,7 @@ fn inode_exhaustion_at_every_point_of_an_import() {
 fn collection_update_scenario(mnt: &Path, work: &Path) {
     let home = mnt.join("home");
     let lib = work.join("lib");
-    fs::create_dir_all(lib.join("steps/hello/1.0.0")).unwrap();
-    fs::write(
-        lib.join("steplib.yml"),
-        "format_version: 1.0.0\nsteplib_source: local\n",
-    )
-    .unwrap();
-    fs::write(lib.join("steps/hello/1.0.0/step.yml"), "title: Hello\n").unwrap();
+    support::hello_steplib(&lib);
     let uri = lib.to_str().unwrap();
     support::run_ok(&mut stepman(&home, ["setup", "-c", uri]));
     let list = || support::run_ok(&mut stepman(&home, ["step-list", "-c", uri, "-f", "json"]));
@@ -456,9 +449,9 @@ fn collection_update_scenario(mnt: &Path, work: &Path) {
             "update with {k} inodes free changed the spec"
         );
         assert!(
-            tmp_entries(&home).is_empty(),
+            support::temp_entries(&home).is_empty(),
             "{k}: left {:?}",
-            tmp_entries(&home)
+            support::temp_entries(&home)
         );
         assert_fsck_clean(&home);
     }
@@ -475,9 +468,9 @@ fn collection_update_scenario(mnt: &Path, work: &Path) {
     fs::remove_dir_all(&fill).unwrap();
     support::run_ok(&mut stepman(&home, ["gc"]));
     assert!(
-        tmp_entries(&home).is_empty(),
+        support::temp_entries(&home).is_empty(),
         "tmp holds {:?}",
-        tmp_entries(&home)
+        support::temp_entries(&home)
     );
     assert_fsck_clean(&home);
     assert_eq!(list(), new_list);

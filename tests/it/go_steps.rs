@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{Mode, Server};
-use support::{TestDir, assert_fsck_clean, object_ids, output, stepman, store_root};
+use support::{TestDir, assert_fsck_clean, describe, object_ids, output, stepman, store_root};
 
 /// The `go` these tests build with, or `None` (the test is skipped) when there is none.
 fn go_for_tests(test: &str) -> Option<PathBuf> {
@@ -244,15 +244,6 @@ fn prepare_cmd(home: &Path, lib: &Lib, id: &str, version: &str, dest: &Path, go:
         .arg(go)
         .env("GOCACHE", gocache());
     c
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "exit {}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Runs `cmd`, which must succeed and print the JSON report.

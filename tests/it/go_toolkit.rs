@@ -7,21 +7,13 @@ use crate::support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{Mode, Server};
 use support::{TestDir, assert_fsck_clean, store_root};
 
 const VERSION: &str = "1.99.1";
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn archive_path() -> String {
     format!(
@@ -55,15 +47,11 @@ fn toolkit_name(home: &Path) -> PathBuf {
     store_root(home).join(format!("names/_toolkits/go/{VERSION}"))
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn ten_concurrent_installs_download_once_and_agree() {
     let t = TestDir::new();
     let body = fake_toolkit(t.path());
-    let sha = sha256_hex(&body);
+    let sha = support::sha256_hex(&body);
     let server = Server::start();
     // Slow enough that the ten overlap: the nine others wait on the name lock.
     server.serve(
@@ -86,7 +74,11 @@ fn ten_concurrent_installs_download_once_and_agree() {
     let mut objects = Vec::new();
     for c in children {
         let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "install failed: {}", stderr(&o));
+        assert!(
+            o.status.success(),
+            "install failed: {}",
+            support::stderr_of(&o)
+        );
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         objects.push(v["object"].as_str().unwrap().to_string());
         let goroot = PathBuf::from(v["goroot"].as_str().unwrap());
@@ -126,12 +118,16 @@ fn a_wrong_hash_a_hostile_or_truncated_archive_installs_nothing() {
     )
     .output()
     .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("sha256 is"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", support::stderr_of(&o));
     assert!(
-        stderr(&o).contains("nothing was installed"),
+        support::stderr_of(&o).contains("sha256 is"),
         "{}",
-        stderr(&o)
+        support::stderr_of(&o)
+    );
+    assert!(
+        support::stderr_of(&o).contains("nothing was installed"),
+        "{}",
+        support::stderr_of(&o)
     );
 
     // An archive whose hash is right but that writes outside its tree.
@@ -140,12 +136,16 @@ fn a_wrong_hash_a_hostile_or_truncated_archive_installs_nothing() {
     let o = install(
         &home,
         &server.url(),
-        &[VERSION, "--sha256", &sha256_hex(&evil)],
+        &[VERSION, "--sha256", &support::sha256_hex(&evil)],
     )
     .output()
     .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("escaped"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", support::stderr_of(&o));
+    assert!(
+        support::stderr_of(&o).contains("escaped"),
+        "{}",
+        support::stderr_of(&o)
+    );
 
     // A truncated archive (its hash is that of the truncated bytes).
     let cut = good[..good.len() / 2].to_vec();
@@ -153,11 +153,11 @@ fn a_wrong_hash_a_hostile_or_truncated_archive_installs_nothing() {
     let o = install(
         &home,
         &server.url(),
-        &[VERSION, "--sha256", &sha256_hex(&cut)],
+        &[VERSION, "--sha256", &support::sha256_hex(&cut)],
     )
     .output()
     .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", support::stderr_of(&o));
 
     // A well-formed archive that holds no go/bin/go.
     let other = support::targz_tree(&t.path().join("fake/go/src"));
@@ -165,12 +165,16 @@ fn a_wrong_hash_a_hostile_or_truncated_archive_installs_nothing() {
     let o = install(
         &home,
         &server.url(),
-        &[VERSION, "--sha256", &sha256_hex(&other)],
+        &[VERSION, "--sha256", &support::sha256_hex(&other)],
     )
     .output()
     .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("no go/bin/go"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", support::stderr_of(&o));
+    assert!(
+        support::stderr_of(&o).contains("no go/bin/go"),
+        "{}",
+        support::stderr_of(&o)
+    );
 
     assert!(!toolkit_name(&home).exists() && !toolkit_name(&home).is_symlink());
     assert!(!t.path().join("escaped").exists());
@@ -190,11 +194,11 @@ fn a_wrong_hash_a_hostile_or_truncated_archive_installs_nothing() {
     let o = install(
         &home,
         &server.url(),
-        &[VERSION, "--sha256", &sha256_hex(&good)],
+        &[VERSION, "--sha256", &support::sha256_hex(&good)],
     )
     .output()
     .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", support::stderr_of(&o));
     assert!(toolkit_name(&home).is_symlink());
 }
 
@@ -211,8 +215,12 @@ fn no_hash_for_another_version_or_offline_asks_nothing_of_the_network() {
         },
     );
     let o = install(&home, &server.url(), &[VERSION]).output().unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--sha256"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", support::stderr_of(&o));
+    assert!(
+        support::stderr_of(&o).contains("--sha256"),
+        "{}",
+        support::stderr_of(&o)
+    );
     let o = install(
         &home,
         &server.url(),
@@ -220,8 +228,12 @@ fn no_hash_for_another_version_or_offline_asks_nothing_of_the_network() {
     )
     .output()
     .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("offline"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", support::stderr_of(&o));
+    assert!(
+        support::stderr_of(&o).contains("offline"),
+        "{}",
+        support::stderr_of(&o)
+    );
     let o = install(
         &home,
         &server.url(),
@@ -229,7 +241,7 @@ fn no_hash_for_another_version_or_offline_asks_nothing_of_the_network() {
     )
     .output()
     .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", support::stderr_of(&o));
     assert_eq!(server.count(&archive_path()), 0);
 }
 
@@ -297,13 +309,10 @@ fn go_steplib(lib: &Path) {
 /// `activate --prepare` of `g` with `path_dir` first on PATH, the fake go's calls logged to
 /// `log`.
 fn prepare(home: &Path, lib: &Path, dest: &Path, path_dir: &Path, log: &Path) -> Command {
-    let mut c = Command::new(support::bin());
-    c.args(["activate", "-c"])
-        .arg(lib)
+    let mut c = support::stepman(home, ["activate", "-c"]);
+    c.arg(lib)
         .args(["-i", "g", "--prepare", "--json", "-p"])
         .arg(dest)
-        .env("STEPMAN_HOME", home)
-        .env("STEPMAN_NO_FSYNC", "1")
         .env_remove("STEPMAN_GO")
         .env("FAKE_GO_LOG", log)
         .env("PATH", format!("{}:/usr/bin:/bin", path_dir.display()));
@@ -326,9 +335,13 @@ fn an_old_go_on_path_gives_way_to_the_stores_toolkit() {
         .arg("--offline")
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", support::stderr_of(&o));
     for want in ["go1.21.0", "1.22.12", "toolkit install go"] {
-        assert!(stderr(&o).contains(want), "no {want:?} in: {}", stderr(&o));
+        assert!(
+            support::stderr_of(&o).contains(want),
+            "no {want:?} in: {}",
+            support::stderr_of(&o)
+        );
     }
     assert!(!dest.exists());
 
@@ -340,7 +353,7 @@ fn an_old_go_on_path_gives_way_to_the_stores_toolkit() {
     let archive = t.path().join("toolkit.tar.gz");
     support::tar_gz(&staged, &archive);
     let body = fs::read(&archive).unwrap();
-    let sha = sha256_hex(&body);
+    let sha = support::sha256_hex(&body);
     server.serve(
         &archive_path(),
         body,
@@ -351,16 +364,16 @@ fn an_old_go_on_path_gives_way_to_the_stores_toolkit() {
     let o = install(&home, &server.url(), &[VERSION, "--sha256", &sha])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", support::stderr_of(&o));
     let dest = t.path().join("d2");
     let o = prepare(&home, &lib, &dest, old.parent().unwrap(), &log)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", support::stderr_of(&o));
     assert!(
-        stderr(&o).contains("go1.21.0"),
+        support::stderr_of(&o).contains("go1.21.0"),
         "no warning: {}",
-        stderr(&o)
+        support::stderr_of(&o)
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["build"], "built");
@@ -462,7 +475,7 @@ fn ctrl_c_stops_a_wait_for_another_jobs_build() {
     )
     .unwrap();
     let o = waiter.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(130), "{}", support::stderr_of(&o));
     assert!(
         t0.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -471,7 +484,7 @@ fn ctrl_c_stops_a_wait_for_another_jobs_build() {
     assert!(!t.path().join("b").exists());
     fs::write(&hold, "").unwrap();
     let o = builder.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", support::stderr_of(&o));
     let builds = fs::read_to_string(&log)
         .unwrap()
         .lines()

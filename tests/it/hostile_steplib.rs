@@ -14,7 +14,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{GitDaemon, Mode, Server};
 use support::{TestDir, stepman};
@@ -28,26 +28,7 @@ const STEPLIB_YML: &str = "format_version: 1.0.0\nsteplib_source: https://exampl
 
 /// Runs `cmd`, killing it (and failing) if it is still running after `limit`.
 fn run_within(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn stepman");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "still running after {limit:?} (killed); stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::run_within(cmd, limit, &format!("{cmd:?}"))
 }
 
 fn text(out: &Output) -> String {
@@ -141,6 +122,42 @@ fn hostile_tree(lib: &Path, secret: &Path) {
     write(&lib.join("steps/zero/1.0.0/step.yml"), "title: Zero\n");
 }
 
+/// A hostile remote StepLib: a temp dir holding secret files ([`secrets`]) outside the StepLib,
+/// the StepLib `build` writes (given its dir and the secrets' dir) served over `git://`, and a
+/// store home that has not set it up yet.
+struct Remote {
+    /// Stopped first when dropped (fields drop in order), before the dir it serves goes.
+    _daemon: GitDaemon,
+    /// Holds everything; removed on drop.
+    _t: TestDir,
+    url: String,
+    home: PathBuf,
+}
+
+impl Remote {
+    fn new(build: impl FnOnce(&Path, &Path)) -> Remote {
+        let t = TestDir::new();
+        let secret = t.path().join("secret");
+        secrets(&secret);
+        let (daemon, url) = git_steplib(t.path(), |lib| build(lib, &secret));
+        let home = t.path().join("home");
+        Remote {
+            _daemon: daemon,
+            _t: t,
+            url,
+            home,
+        }
+    }
+
+    /// `stepman setup -c <url>`, which may take a minute at most.
+    fn setup(&self) -> Output {
+        run_within(
+            &mut stepman(&self.home, ["setup", "-c", &self.url]),
+            Duration::from_secs(60),
+        )
+    }
+}
+
 fn git_steplib(t: &Path, build: impl FnOnce(&Path)) -> (GitDaemon, String) {
     let src = t.join("src");
     fs::create_dir_all(&src).unwrap();
@@ -164,16 +181,9 @@ fn collection_json(home: &Path) -> serde_json::Value {
 
 #[test]
 fn remote_steplib_symlinks_out_of_the_checkout_are_never_read() {
-    let t = TestDir::new();
-    let secret = t.path().join("secret");
-    secrets(&secret);
-    let (_d, url) = git_steplib(t.path(), |lib| hostile_tree(lib, &secret));
-    let home = t.path().join("home");
-
-    let out = run_within(
-        &mut stepman(&home, ["setup", "-c", &url]),
-        Duration::from_secs(60),
-    );
+    let r = Remote::new(hostile_tree);
+    let (home, url) = (r.home.clone(), r.url.clone());
+    let out = r.setup();
     let all = text(&out);
     assert!(out.status.success(), "setup: {all}");
     assert!(!all.contains(MARKER), "setup printed the secret: {all}");
@@ -202,9 +212,9 @@ fn remote_steplib_symlinks_out_of_the_checkout_are_never_read() {
             "{p} not skipped as pointing outside the StepLib: {skipped:#?}"
         );
     }
-    let out = stepman(
+    let out = support::run(
         &home,
-        [
+        &[
             "step-info",
             "--library",
             &url,
@@ -213,14 +223,12 @@ fn remote_steplib_symlinks_out_of_the_checkout_are_never_read() {
             "--version",
             "1.1.0",
         ],
-    )
-    .output()
-    .unwrap();
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("Title: OK"), "{}", text(&out));
-    let out = stepman(
+    let out = support::run(
         &home,
-        [
+        &[
             "step-info",
             "--library",
             &url,
@@ -229,24 +237,18 @@ fn remote_steplib_symlinks_out_of_the_checkout_are_never_read() {
             "--version",
             "1.2.0",
         ],
-    )
-    .output()
-    .unwrap();
+    );
     assert!(out.status.success(), "{}", text(&out));
 
     for (id, v) in [("leak", "1.0.0"), ("leak", "1.1.0"), ("info", "1.0.0")] {
-        let out = stepman(
+        let out = support::run(
             &home,
-            ["step-info", "--library", &url, "--id", id, "--version", v],
-        )
-        .output()
-        .unwrap();
+            &["step-info", "--library", &url, "--id", id, "--version", v],
+        );
         assert!(!out.status.success(), "step-info {id} {v}: {}", text(&out));
         assert!(!text(&out).contains(MARKER), "{}", text(&out));
     }
-    let out = stepman(&home, ["export-spec", "--steplib", &url, "--output", "-"])
-        .output()
-        .unwrap();
+    let out = support::run(&home, &["export-spec", "--steplib", &url, "--output", "-"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         !text(&out).contains(MARKER),
@@ -282,15 +284,8 @@ fn remote_steplib_whose_steplib_yml_or_steps_leave_the_tree_fails_setup() {
             }),
         ),
     ] {
-        let t = TestDir::new();
-        let secret = t.path().join("secret");
-        secrets(&secret);
-        let (_d, url) = git_steplib(t.path(), |lib| build(lib, &secret));
-        let home = t.path().join("home");
-        let out = run_within(
-            &mut stepman(&home, ["setup", "-c", &url]),
-            Duration::from_secs(60),
-        );
+        let r = Remote::new(build);
+        let out = r.setup();
         let all = text(&out);
         assert!(!out.status.success(), "{what}: setup exited 0: {all}");
         assert!(
@@ -298,7 +293,7 @@ fn remote_steplib_whose_steplib_yml_or_steps_leave_the_tree_fails_setup() {
             "{what}: {all}"
         );
         assert!(!all.contains(MARKER), "{what}: {all}");
-        assert_eq!(marker_hits(&home), Vec::<PathBuf>::new(), "{what}");
+        assert_eq!(marker_hits(&r.home), Vec::<PathBuf>::new(), "{what}");
     }
 }
 
@@ -344,20 +339,9 @@ fn special_files_in_a_steplib_are_refused_without_hanging() {
 
     let home = t.path().join("home");
     let lib_s = lib.to_str().unwrap();
-    let mut cmd = stepman(&home, ["setup", "-c", lib_s]);
-    let time = Path::new("/usr/bin/time");
     let rss = t.path().join("rss");
-    if time.exists() {
-        let mut c = Command::new(time);
-        c.arg("-f")
-            .arg("%M")
-            .arg("-o")
-            .arg(&rss)
-            .arg(support::bin());
-        c.args(["setup", "-c", lib_s]);
-        support::store_env(&mut c, &home);
-        cmd = c;
-    }
+    let mut cmd = timed(&home, &["setup", "-c", lib_s], &rss)
+        .unwrap_or_else(|| stepman(&home, ["setup", "-c", lib_s]));
     let out = run_within(&mut cmd, Duration::from_secs(30));
     assert!(out.status.success(), "setup: {}", text(&out));
     if let Ok(kb) = fs::read_to_string(&rss) {
@@ -386,22 +370,27 @@ fn special_files_in_a_steplib_are_refused_without_hanging() {
     assert_eq!(meta["versions"], 2, "{meta}");
 }
 
-/// Peak RSS in KiB of `stepman args` (None without `/usr/bin/time`).
-fn peak_kib(home: &Path, args: &[&str], limit: Duration) -> Option<(Output, u64)> {
+/// `stepman args` against `home` under `/usr/bin/time`, which writes the peak RSS in KiB to
+/// `rss` (None without `/usr/bin/time`).
+fn timed(home: &Path, args: &[&str], rss: &Path) -> Option<Command> {
     let time = Path::new("/usr/bin/time");
     if !time.exists() {
-        eprintln!("no /usr/bin/time: memory not measured");
         return None;
     }
-    let rss = home.with_extension("rss");
     let mut c = Command::new(time);
-    c.arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(&rss)
-        .arg(support::bin());
+    c.arg("-f").arg("%M").arg("-o").arg(rss).arg(support::bin());
     c.args(args);
     support::store_env(&mut c, home);
+    Some(c)
+}
+
+/// Peak RSS in KiB of `stepman args` (None without `/usr/bin/time`).
+fn peak_kib(home: &Path, args: &[&str], limit: Duration) -> Option<(Output, u64)> {
+    let rss = home.with_extension("rss");
+    let Some(mut c) = timed(home, args, &rss) else {
+        eprintln!("no /usr/bin/time: memory not measured");
+        return None;
+    };
     let out = run_within(&mut c, limit);
     let kb = fs::read_to_string(&rss).unwrap();
     Some((out, kb.trim().lines().last().unwrap().parse().unwrap()))
@@ -504,8 +493,9 @@ fn step_info_of_a_fifo_or_a_device_is_refused_at_once() {
     write(&ok, "title: Fine\n");
     let linked = t.path().join("linked.yml");
     link(&ok, &linked);
-    let out = stepman(&home, ["step-info", "--step-yml", linked.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = support::run(
+        &home,
+        &["step-info", "--step-yml", linked.to_str().unwrap()],
+    );
     assert!(text(&out).contains("Title: Fine"), "{}", text(&out));
 }

@@ -18,28 +18,27 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{NOBODY, TestDir, as_nobody, import, nobody, output, run, stepman, store_root};
+use support::{
+    NOBODY, TestDir, as_nobody, import, nobody, output, run, stderr_of, stepman, store_root,
+};
 
 /// Every entry under `dir`: kind, mode, and contents or link target.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("read dir {}: {e}", d.display())) {
-            let p = e.unwrap().path();
+    support::paths_under(dir)
+        .into_iter()
+        .filter(|p| p != dir)
+        .map(|p| {
             let m = fs::symlink_metadata(&p).unwrap();
             let what = if m.file_type().is_symlink() {
                 format!("link {}", fs::read_link(&p).unwrap().display())
             } else if m.is_dir() {
-                stack.push(p.clone());
                 format!("dir {:o}", m.mode())
             } else {
                 format!("file {:o} {:?}", m.mode(), fs::read(&p).unwrap())
             };
-            out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), what);
-        }
-    }
-    out
+            (p.strip_prefix(dir).unwrap().to_path_buf(), what)
+        })
+        .collect()
 }
 
 /// An outside directory holding a sentinel file.
@@ -60,18 +59,25 @@ fn small_tree(dir: &Path, tag: &str) -> PathBuf {
 /// A local StepLib with one step, and the store route its names live under once set up.
 fn steplib(t: &TestDir) -> PathBuf {
     let lib = t.path().join("lib");
-    fs::create_dir_all(lib.join("steps/hello/1.0.0")).unwrap();
-    fs::write(
-        lib.join("steplib.yml"),
-        "format_version: 1.0.0\nsteplib_source: local\n",
-    )
-    .unwrap();
-    fs::write(lib.join("steps/hello/1.0.0/step.yml"), "title: Hello\n").unwrap();
+    support::hello_steplib(&lib);
     lib
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// The tree `<t>/new` ([`small_tree`] tagged `new`): what the attacks try to import.
+fn new_tree(t: &TestDir) -> PathBuf {
+    small_tree(&t.path().join("new"), "new")
+}
+
+/// The name `r/s/1` of [`prepared`] still resolves to its object `old_id`.
+fn assert_old_name_resolves(home: &Path, old_id: &str) {
+    let o = run(home, &["store", "resolve", "r/s/1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(old_id));
+}
+
+/// [`assert_old_name_resolves`], and fsck is clean.
+fn assert_intact(home: &Path, old_id: &str) {
+    assert_old_name_resolves(home, old_id);
+    support::assert_fsck_clean(home);
 }
 
 /// The id the bytes of `src` get, from a throwaway store.
@@ -104,14 +110,14 @@ fn attack_commands(home: &Path, lib: &Path, src: &Path, name: &str, outside: &Pa
             "`stepman {}` touched the outside directory (exit {}, stderr {})",
             args.join(" "),
             o.status,
-            stderr(&o)
+            stderr_of(&o)
         );
     }
     imp
 }
 
 fn assert_refused(o: &Output, planted: &Path) {
-    let err = stderr(o);
+    let err = stderr_of(o);
     assert!(!o.status.success(), "accepted a planted symlink: {err}");
     assert!(
         err.contains(&planted.display().to_string()) && err.contains("symlink"),
@@ -158,7 +164,7 @@ fn planted_store_directories_are_refused() {
         let out = outside(&t, "outside");
         let planted = store_root(&home).join(which);
         plant(&planted, &out);
-        let new = small_tree(&t.path().join("new"), "new");
+        let new = new_tree(&t);
         let imp = attack_commands(&home, &lib, &new, "r/s/2", &out);
         assert_refused(&imp, &planted);
         for args in [&["gc"][..], &["fsck"], &["store", "resolve", "r/s/1"]] {
@@ -187,15 +193,13 @@ fn planted_store_lock_files_are_refused() {
         let planted = store_root(&home).join("locks").join(which);
         fs::remove_file(&planted).unwrap();
         symlink(out.join("created"), &planted).unwrap();
-        let new = small_tree(&t.path().join("new"), "new");
+        let new = new_tree(&t);
         let imp = attack_commands(&home, &lib, &new, "r/s/2", &out);
         assert_refused(&imp, &planted);
         assert!(!out.join("created").exists());
         fs::remove_file(&planted).unwrap();
         fs::write(&planted, b"").unwrap();
-        let o = run(&home, &["store", "resolve", "r/s/1"]);
-        assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
-        support::assert_fsck_clean(&home);
+        assert_intact(&home, &old_id);
     }
 }
 
@@ -210,7 +214,7 @@ fn planted_name_lock_is_not_followed() {
         .join(format!("{}.lock", &digest[..32]));
     symlink(out.join("created"), &planted).unwrap();
     let before = snapshot(&out);
-    let new = small_tree(&t.path().join("new"), "new");
+    let new = new_tree(&t);
     // The single-flight lock of this name is the planted link: the fill is refused.
     let o = run(
         &home,
@@ -223,7 +227,7 @@ fn planted_name_lock_is_not_followed() {
             "--if-missing",
         ],
     );
-    let err = stderr(&o);
+    let err = stderr_of(&o);
     assert!(!o.status.success(), "accepted a planted lock link: {err}");
     assert!(err.contains(&planted.display().to_string()), "{err}");
     assert!(
@@ -232,8 +236,7 @@ fn planted_name_lock_is_not_followed() {
     );
     assert_eq!(snapshot(&out), before);
     // Everything else still works, and the link itself is left for the operator.
-    let o = run(&home, &["store", "resolve", "r/s/1"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
+    assert_old_name_resolves(&home, &old_id);
     fs::remove_file(&planted).unwrap();
     let o = run(
         &home,
@@ -246,7 +249,7 @@ fn planted_name_lock_is_not_followed() {
             "--if-missing",
         ],
     );
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr_of(&o));
     support::assert_fsck_clean(&home);
 }
 
@@ -255,7 +258,7 @@ fn planted_object_shard_is_refused() {
     let t = TestDir::new();
     let (home, lib, old_id) = prepared(&t);
     let out = outside(&t, "outside");
-    let new = small_tree(&t.path().join("new"), "new");
+    let new = new_tree(&t);
     let new_id = id_of(&t, &new);
     assert_ne!(
         &new_id[..2],
@@ -286,9 +289,7 @@ fn planted_object_shard_is_refused() {
         "with the link gone, the import works"
     );
     assert!(!out.join(&new_id).exists());
-    let old = run(&home, &["store", "resolve", "r/s/1"]);
-    assert!(String::from_utf8_lossy(&old.stdout).contains(&old_id));
-    support::assert_fsck_clean(&home);
+    assert_intact(&home, &old_id);
 }
 
 #[test]
@@ -302,7 +303,7 @@ fn planted_name_route_is_refused() {
     let planted = store_root(&home).join("names").join(&route);
     plant(&planted, &out);
     assert!(fs::symlink_metadata(out.join("_steplib/current")).is_ok());
-    let new = small_tree(&t.path().join("new"), "new");
+    let new = new_tree(&t);
     let name = format!("{route}/x/1");
     let imp = attack_commands(&home, &lib, &new, &name, &out);
     assert_refused(&imp, &planted);
@@ -321,8 +322,7 @@ fn planted_name_route_is_refused() {
     );
     assert_refused(&o, &planted2);
     assert_eq!(snapshot(&out2), before);
-    let o = run(&home, &["store", "resolve", "r/s/1"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
+    assert_old_name_resolves(&home, &old_id);
 }
 
 #[test]
@@ -350,18 +350,16 @@ fn planted_temp_dirs_and_lock_links_are_not_followed() {
         fs::Permissions::from_mode(0o555),
     )
     .unwrap();
-    let new = small_tree(&t.path().join("new"), "new");
+    let new = new_tree(&t);
     let imp = attack_commands(&home, &lib, &new, "r/s/2", &out);
-    assert!(imp.status.success(), "{}", stderr(&imp));
+    assert!(imp.status.success(), "{}", stderr_of(&imp));
     // The sweep removed the links themselves.
     let left: Vec<_> = fs::read_dir(&tmp)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "tmp holds {left:?}");
-    let o = run(&home, &["store", "resolve", "r/s/1"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
-    support::assert_fsck_clean(&home);
+    assert_intact(&home, &old_id);
 }
 
 fn chown_tree(p: &Path, uid: u32) {
@@ -395,8 +393,8 @@ fn store_owned_by_another_user_with_planted_tmp() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let new = small_tree(&t.path().join("new"), "new");
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let new = new_tree(&t);
     let imp = attack_commands(&home, &lib, &new, "r/s/2", &out);
     assert_refused(&imp, &tmp);
     fs::remove_file(&tmp).unwrap();
@@ -407,19 +405,17 @@ fn store_owned_by_another_user_with_planted_tmp() {
         &["store", "import", new.to_str().unwrap(), "--name", "r/s/2"],
     );
     assert!(
-        !o.status.success() && stderr(&o).contains("belongs to uid 65534"),
+        !o.status.success() && stderr_of(&o).contains("belongs to uid 65534"),
         "root wrote into another user's store: {}",
-        stderr(&o)
+        stderr_of(&o)
     );
     chown_tree(&new, NOBODY);
     let o = as_nobody(
         &home,
         &["store", "import", new.to_str().unwrap(), "--name", "r/s/2"],
     );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(&home, &["store", "resolve", "r/s/1"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
-    support::assert_fsck_clean(&home);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_intact(&home, &old_id);
 }
 
 /// A store owned by root, used by `nobody`: writes are refused with an error naming the store,
@@ -432,7 +428,7 @@ fn store_owned_by_root_used_by_nobody() {
     let t = TestDir::new();
     fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let (home, _lib, old_id) = prepared(&t);
-    let new = small_tree(&t.path().join("new"), "new");
+    let new = new_tree(&t);
     chown_tree(&new, NOBODY);
     let before = snapshot(&home);
     for args in [
@@ -441,7 +437,7 @@ fn store_owned_by_root_used_by_nobody() {
         vec!["fsck", "--repair"],
     ] {
         let o = as_nobody(&home, &args);
-        let err = stderr(&o);
+        let err = stderr_of(&o);
         // fsck --repair finds nothing to repair: it may succeed, writing nothing.
         if args[0] != "fsck" || !o.status.success() {
             assert!(!o.status.success(), "`{}` as nobody: {err}", args.join(" "));
@@ -461,7 +457,7 @@ fn store_owned_by_root_used_by_nobody() {
     assert!(
         String::from_utf8_lossy(&o.stdout).contains(&old_id),
         "reads work: {}",
-        stderr(&o)
+        stderr_of(&o)
     );
     support::assert_fsck_clean(&home);
 }
@@ -547,10 +543,10 @@ fn refused(what: &str, case: fn(&Path, &Path) -> (PathBuf, Option<PathBuf>)) {
             run(&home, &args.iter().map(String::as_str).collect::<Vec<_>>())
         };
         let first = activate("1.0.0", &t.path().join("first"), None);
-        assert!(first.status.success(), "{what}: {}", stderr(&first));
+        assert!(first.status.success(), "{what}: {}", stderr_of(&first));
         let (p, y) = case(&home, t.path());
         let o = activate("2.0.0", &p, y.as_deref());
-        let err = stderr(&o);
+        let err = stderr_of(&o);
         assert!(
             !o.status.success(),
             "{what}: activate -p {} {:?} was accepted: {err}",
@@ -569,7 +565,7 @@ fn refused(what: &str, case: fn(&Path, &Path) -> (PathBuf, Option<PathBuf>)) {
         for v in ["1.0.0", "2.0.0"] {
             let dest = t.path().join(format!("after-{v}"));
             let o = activate(v, &dest, None);
-            assert!(o.status.success(), "{what}: {}", stderr(&o));
+            assert!(o.status.success(), "{what}: {}", stderr_of(&o));
             assert_eq!(
                 fs::read_to_string(dest.join("step.sh")).unwrap(),
                 format!("echo {v}\n"),
@@ -600,7 +596,7 @@ fn a_destination_in_or_around_a_layered_store_is_refused() {
     for dest in [object.clone(), store_root(&baked), baked.clone()] {
         let d = dest.to_str().unwrap();
         let o = layered(&["activate", "-c", lib, "-i", "s", "-v", "2.0.0", "-p", d]);
-        let err = stderr(&o);
+        let err = stderr_of(&o);
         assert!(!o.status.success(), "activate -p {d} was accepted: {err}");
         assert!(
             err.contains("the store at") && err.contains(&store_root(&baked).display().to_string()),
@@ -609,18 +605,8 @@ fn a_destination_in_or_around_a_layered_store_is_refused() {
     }
     support::assert_fsck_clean(&baked);
     let dest = t.path().join("one");
-    let o = layered(&[
-        "activate",
-        "-c",
-        lib,
-        "-i",
-        "s",
-        "-v",
-        "1.0.0",
-        "-p",
-        dest.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = layered(&support::activate_args(lib, "s", "1.0.0", &dest));
+    assert!(o.status.success(), "{}", stderr_of(&o));
     assert_eq!(
         fs::read_to_string(dest.join("step.sh")).unwrap(),
         "echo 1.0.0\n"
@@ -635,9 +621,9 @@ fn a_destination_in_or_around_a_layered_store_is_refused() {
     let inside = store_root(&home).join("tmp/x");
     let o = output(&mut support::export_cmd(&home, "r/x/1", &inside));
     assert!(
-        !o.status.success() && stderr(&o).contains("inside the store"),
+        !o.status.success() && stderr_of(&o).contains("inside the store"),
         "{}",
-        stderr(&o)
+        stderr_of(&o)
     );
     assert!(!inside.exists());
     support::assert_fsck_clean(&home);
@@ -645,24 +631,14 @@ fn a_destination_in_or_around_a_layered_store_is_refused() {
 
 /// Every directory and file under `root` (symlinks aside) whose mode lets group or others write.
 fn group_or_other_writable(root: &Path) -> Vec<String> {
-    let mut bad = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let m = fs::symlink_metadata(&p).unwrap();
-        if m.file_type().is_symlink() {
-            continue;
-        }
-        if m.mode() & 0o022 != 0 {
-            bad.push(format!("{} {:o}", p.display(), m.mode() & 0o7777));
-        }
-        if m.is_dir() {
-            for e in fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-        }
-    }
-    bad.sort();
-    bad
+    support::paths_under(root)
+        .into_iter()
+        .filter_map(|p| {
+            let m = fs::symlink_metadata(&p).unwrap();
+            (!m.file_type().is_symlink() && m.mode() & 0o022 != 0)
+                .then(|| format!("{} {:o}", p.display(), m.mode() & 0o7777))
+        })
+        .collect()
 }
 
 /// A store in a setgid group directory (`2775`, as a CI group's cache dir is) written under
@@ -691,17 +667,7 @@ fn store_in_a_group_dir_under_umask_002_is_writable_by_its_owner_only() {
     umask_002(&["store", "import", src.to_str().unwrap(), "--name", "r/s/1"]);
     umask_002(&["store", "import", other.to_str().unwrap()]);
     umask_002(&["preload", "-c", lib_s, "s@1.0.0"]);
-    umask_002(&[
-        "activate",
-        "-c",
-        lib_s,
-        "-i",
-        "s",
-        "-v",
-        "1.0.0",
-        "-p",
-        dest.to_str().unwrap(),
-    ]);
+    umask_002(&support::activate_args(lib_s, "s", "1.0.0", &dest));
     umask_002(&["gc"]);
     umask_002(&["fsck", "--repair"]);
     let bad = group_or_other_writable(&store_root(&home));
@@ -791,8 +757,7 @@ fn unsafe_modes_and_foreign_owners_are_reported_and_repaired() {
         fs::symlink_metadata(obj.join("sub/b.txt")).unwrap().uid(),
         0
     );
-    let o = run(&home, &["store", "resolve", "r/s/1"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains(&old_id));
+    assert_old_name_resolves(&home, &old_id);
     let o = run(&home, &["store", "resolve", "r/o/1"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains(&other_id));
 }

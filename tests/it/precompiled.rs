@@ -9,14 +9,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn platform() -> String {
     stepman::activate::precompiled::platform()
 }
@@ -50,17 +42,22 @@ fn steplib(root: &Path, hash: &str) {
 
 const EXE: &[u8] = b"#!/bin/sh\necho precompiled\n";
 
+/// `stepman activate` of `tool@<version>` from the StepLib under `root` into `dest`.
+fn activate_cmd(home: &Path, root: &Path, version: &str, dest: &Path) -> Command {
+    let mut c = support::stepman(home, ["activate", "-c"]);
+    c.arg(root.join("lib"))
+        .args(["-i", "tool", "-v", version, "-p"])
+        .arg(dest);
+    c
+}
+
+/// `tool@1.0.0` activated `--precompiled` with `storage` as the executables' storage.
 fn activate(home: &Path, root: &Path, dest: &Path, storage: &str) -> Output {
-    Command::new(support::bin())
-        .args(["activate", "-c"])
-        .arg(root.join("lib"))
-        .args(["-i", "tool", "-v", "1.0.0", "--precompiled", "-p"])
-        .arg(dest)
-        .env("STEPMAN_HOME", home)
-        .env("STEPMAN_NO_FSYNC", "1")
-        .env("BITRISE_PRECOMPILED_STEPS_STORAGE_URLS", storage)
-        .output()
-        .unwrap()
+    support::output(
+        activate_cmd(home, root, "1.0.0", dest)
+            .arg("--precompiled")
+            .env("BITRISE_PRECOMPILED_STEPS_STORAGE_URLS", storage),
+    )
 }
 
 fn setup_storage(root: &Path) -> String {
@@ -73,7 +70,7 @@ fn setup_storage(root: &Path) -> String {
 fn verified_executable_is_activated_as_id_with_mode_0755() {
     let t = tempfile::tempdir().unwrap();
     let storage = setup_storage(t.path());
-    steplib(t.path(), &sha256_hex(EXE));
+    steplib(t.path(), &support::sha256_hex(EXE));
     let dest = t.path().join("out");
     let o = activate(&t.path().join("home"), t.path(), &dest, &storage);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -97,7 +94,7 @@ fn verified_executable_is_activated_as_id_with_mode_0755() {
 fn hash_mismatch_falls_back_to_the_source_and_is_never_cached() {
     let t = tempfile::tempdir().unwrap();
     let storage = setup_storage(t.path());
-    steplib(t.path(), &sha256_hex(b"something else"));
+    steplib(t.path(), &support::sha256_hex(b"something else"));
     let home = t.path().join("home");
     for round in 0..2 {
         let dest = t.path().join(format!("out{round}"));
@@ -115,7 +112,7 @@ fn hash_mismatch_falls_back_to_the_source_and_is_never_cached() {
 #[test]
 fn plain_http_storage_is_refused_and_the_source_is_used() {
     let t = tempfile::tempdir().unwrap();
-    steplib(t.path(), &sha256_hex(EXE));
+    steplib(t.path(), &support::sha256_hex(EXE));
     let dest = t.path().join("out");
     let o = activate(
         &t.path().join("home"),
@@ -152,15 +149,7 @@ fn add_crafted_version(root: &Path, version: &str) {
 }
 
 fn activate_version(home: &Path, root: &Path, version: &str, dest: &Path) -> Output {
-    Command::new(support::bin())
-        .args(["activate", "-c"])
-        .arg(root.join("lib"))
-        .args(["-i", "tool", "-v", version, "-p"])
-        .arg(dest)
-        .env("STEPMAN_HOME", home)
-        .env("STEPMAN_NO_FSYNC", "1")
-        .output()
-        .unwrap()
+    support::output(&mut activate_cmd(home, root, version, dest))
 }
 
 /// Storage that has nothing (every executable download fails).
@@ -192,7 +181,7 @@ fn assert_source_with_warning(o: &Output, dest: &Path) {
 #[test]
 fn a_version_named_like_an_executable_cannot_forge_it() {
     let t = tempfile::tempdir().unwrap();
-    let hash = sha256_hex(EXE);
+    let hash = support::sha256_hex(EXE);
     steplib(t.path(), &hash);
     let crafted = format!("1.0.0+exe.{}.{hash}", platform());
     add_crafted_version(t.path(), &crafted);
@@ -207,11 +196,7 @@ fn a_version_named_like_an_executable_cannot_forge_it() {
     );
     assert!(err.contains("not found"), "{err}");
     assert!(!first.exists());
-    let o = Command::new(support::bin())
-        .args(["collections", "--format", "json"])
-        .env("STEPMAN_HOME", &home)
-        .output()
-        .unwrap();
+    let o = support::run(&home, &["collections", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let spec = v["data"][0]["spec_path"].as_str().unwrap();
     let meta: serde_json::Value = serde_json::from_slice(&fs::read(spec).unwrap()).unwrap();
@@ -270,7 +255,7 @@ fn executable_names(home: &Path) -> Vec<String> {
 fn a_hit_on_an_executable_name_is_checked_against_the_declared_sha256() {
     let t = tempfile::tempdir().unwrap();
     let storage = setup_storage(t.path());
-    steplib(t.path(), &sha256_hex(EXE));
+    steplib(t.path(), &support::sha256_hex(EXE));
     let home = t.path().join("home");
     let o = activate(&home, t.path(), &t.path().join("good"), &storage);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -281,15 +266,7 @@ fn a_hit_on_an_executable_name_is_checked_against_the_declared_sha256() {
     fs::create_dir_all(&planted).unwrap();
     fs::write(planted.join("tool"), CRAFTED).unwrap();
     fs::set_permissions(planted.join("tool"), fs::Permissions::from_mode(0o755)).unwrap();
-    let o = Command::new(support::bin())
-        .args(["store", "import"])
-        .arg(&planted)
-        .args(["--name", &names[0]])
-        .env("STEPMAN_HOME", &home)
-        .env("STEPMAN_NO_FSYNC", "1")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    support::import(&home, &planted, Some(&names[0]));
 
     let dest = t.path().join("unreachable");
     let o = activate(&home, t.path(), &dest, &empty_storage(t.path()));
@@ -315,19 +292,14 @@ fn a_hit_on_an_executable_name_is_checked_against_the_declared_sha256() {
 fn prepare_runs_the_verified_executable_and_builds_nothing() {
     let t = tempfile::tempdir().unwrap();
     let storage = setup_storage(t.path());
-    steplib(t.path(), &sha256_hex(EXE));
+    steplib(t.path(), &support::sha256_hex(EXE));
     let home = t.path().join("home");
     let run = |dest: &Path, extra: &[&str]| {
-        let mut c = Command::new(support::bin());
-        c.args(["activate", "-c"])
-            .arg(t.path().join("lib"))
-            .args(["-i", "tool", "-v", "1.0.0", "--prepare", "--json", "-p"])
-            .arg(dest)
+        let mut c = activate_cmd(&home, t.path(), "1.0.0", dest);
+        c.args(["--prepare", "--json"])
             .args(extra)
             // No toolchain is needed: a missing `go` must not matter.
             .args(["--go", "/nonexistent/go"])
-            .env("STEPMAN_HOME", &home)
-            .env("STEPMAN_NO_FSYNC", "1")
             .env("BITRISE_PRECOMPILED_STEPS_STORAGE_URLS", &storage);
         let o = c.output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -7,7 +7,7 @@
 //! namespace that allows mounts); otherwise the tests print why and pass.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support;
+use crate::support::{self, activate_args, describe};
 
 use std::fs;
 use std::path::Path;
@@ -60,19 +60,10 @@ fn can_mount(dir: &Path) -> bool {
     }
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
     let _alone = support::alone();
-    let t = tempfile::tempdir().unwrap();
+    let t = support::TestDir::new();
     if !can_mount(t.path()) {
         return;
     }
@@ -80,33 +71,16 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
     support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
     let lib_s = lib.to_str().unwrap();
     let baked = t.path().join("baked");
-    let o = support::stepman(&baked, ["preload", "-c", lib_s, "s@1.0.0"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    let o = support::run(&baked, &["preload", "-c", lib_s, "s@1.0.0"]);
+    assert!(o.status.success(), "{}", describe(&o));
     let mnt = t.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     let work = t.path().join("work");
 
     // Hits.
     let dest = work.join("one");
-    let o = on_ro_mount(
-        &baked,
-        &mnt,
-        None,
-        &[
-            "activate",
-            "-c",
-            lib_s,
-            "-i",
-            "s",
-            "-v",
-            "1",
-            "-p",
-            dest.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "activate hit: {}", text(&o));
+    let o = on_ro_mount(&baked, &mnt, None, &activate_args(lib_s, "s", "1", &dest));
+    assert!(o.status.success(), "activate hit: {}", describe(&o));
     assert_eq!(fs::read(dest.join("step.sh")).unwrap(), b"echo 1.0.0\n");
     let o = on_ro_mount(
         &baked,
@@ -124,40 +98,27 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
             "json",
         ],
     );
-    assert!(o.status.success(), "step-info: {}", text(&o));
+    assert!(o.status.success(), "step-info: {}", describe(&o));
     let o = on_ro_mount(&baked, &mnt, None, &["list-cached", "-c", lib_s]);
-    assert!(o.status.success(), "list-cached: {}", text(&o));
+    assert!(o.status.success(), "list-cached: {}", describe(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "s@1.0.0");
     let o = on_ro_mount(&baked, &mnt, None, &["fsck", "--json"]);
-    assert!(o.status.success(), "fsck: {}", text(&o));
+    assert!(o.status.success(), "fsck: {}", describe(&o));
 
     // Writes: each a clear read-only error, nothing else.
     let miss = work.join("two");
-    for args in [
-        vec![
-            "activate",
-            "-c",
-            lib_s,
-            "-i",
-            "s",
-            "-v",
-            "2.0.0",
-            "-p",
-            miss.to_str().unwrap(),
-        ],
-        vec!["gc"],
-    ] {
+    for args in [activate_args(lib_s, "s", "2.0.0", &miss), vec!["gc"]] {
         let o = on_ro_mount(&baked, &mnt, None, &args);
-        assert!(!o.status.success(), "{args:?} succeeded: {}", text(&o));
+        assert!(!o.status.success(), "{args:?} succeeded: {}", describe(&o));
         let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
-        assert!(err.contains("read-only"), "{args:?}: {}", text(&o));
-        assert!(!err.contains("panicked"), "{args:?}: {}", text(&o));
+        assert!(err.contains("read-only"), "{args:?}: {}", describe(&o));
+        assert!(!err.contains("panicked"), "{args:?}: {}", describe(&o));
     }
     assert!(!miss.exists());
     // `fsck --repair` with nothing to repair writes nothing and succeeds; with damage it reports
     // the damage and cannot move it aside.
     let o = on_ro_mount(&baked, &mnt, None, &["fsck", "--repair"]);
-    assert!(o.status.success(), "fsck --repair, clean: {}", text(&o));
+    assert!(o.status.success(), "fsck --repair, clean: {}", describe(&o));
     let victim = support::object_dirs(&baked)
         .into_iter()
         .map(|d| d.join("step.sh"))
@@ -170,7 +131,7 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
         o.status.code(),
         Some(1),
         "fsck --repair, damaged: {}",
-        text(&o)
+        describe(&o)
     );
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert!(
@@ -183,7 +144,7 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
             .contains("read-only")
             || report.to_string().to_lowercase().contains("read-only"),
         "{}",
-        text(&o)
+        describe(&o)
     );
     // Put the damage right for the checks below.
     fs::write(&victim, "echo 1.0.0\n").unwrap();
@@ -194,23 +155,11 @@ fn read_only_mount_serves_hits_and_refuses_writes_clearly() {
         &baked,
         &mnt,
         Some(&home),
-        &[
-            "activate",
-            "-c",
-            lib_s,
-            "-i",
-            "s",
-            "-v",
-            "2.0.0",
-            "-p",
-            miss.to_str().unwrap(),
-        ],
+        &activate_args(lib_s, "s", "2.0.0", &miss),
     );
-    assert!(o.status.success(), "layered miss: {}", text(&o));
+    assert!(o.status.success(), "layered miss: {}", describe(&o));
     assert_eq!(fs::read(miss.join("step.sh")).unwrap(), b"echo 2.0.0\n");
-    let o = support::stepman(&home, ["list-cached", "-c", lib_s])
-        .output()
-        .unwrap();
+    let o = support::run(&home, &["list-cached", "-c", lib_s]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "s@2.0.0");
     support::assert_fsck_clean(&home);
     support::assert_fsck_clean(&baked);

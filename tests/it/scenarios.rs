@@ -13,7 +13,6 @@ use crate::support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Output};
 use std::sync::Arc;
@@ -40,14 +39,6 @@ struct Proc {
     child: Child,
     out: JoinHandle<Vec<u8>>,
     err: JoinHandle<Vec<u8>>,
-}
-
-fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = r.read_to_end(&mut v);
-        v
-    })
 }
 
 /// Waits for every process (killing all of them after [`DEADLINE`]) and collects their output.
@@ -97,8 +88,8 @@ fn start_n(home: &Path, envs: &[(&str, &str)], args: impl Fn(usize) -> Vec<OsStr
             group = child.id() as i32;
         }
         stdins.push(child.stdin.take().unwrap());
-        let out = drain(child.stdout.take().unwrap());
-        let err = drain(child.stderr.take().unwrap());
+        let out = support::drain(child.stdout.take().unwrap());
+        let err = support::drain(child.stderr.take().unwrap());
         procs.push(Proc { child, out, err });
     }
     for mut s in stdins {
@@ -267,16 +258,6 @@ fn resolve(home: &Path, name: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// Entries of the store's temp area.
-fn temp_entries(home: &Path) -> Vec<String> {
-    match fs::read_dir(home.join("store-v1/tmp")) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 /// Bytes of the regular files under `dir` (entries that vanish meanwhile are skipped).
 fn bytes_under(dir: &Path) -> u64 {
     let mut total = 0;
@@ -365,6 +346,121 @@ fn steplib(dir: &Path, locations: &[(&str, &str)], steps: &[(&str, &str, String)
         support::write_step(dir, id, v, yml);
     }
     dir.to_path_buf()
+}
+
+/// A StepLib at `<dir>/lib` with one step `id@tag` from git: the bare repository
+/// [`support::git_repo`] makes of `src` under `<dir>/git`, the step's `source.commit` the one
+/// `pin` picks of it. Returns the repository and the StepLib.
+fn git_steplib(
+    dir: &Path,
+    src: &Path,
+    (id, tag, title): (&str, &str, &str),
+    pin: fn(&support::GitRepo) -> &str,
+) -> (support::GitRepo, PathBuf) {
+    let repo = support::git_repo(&dir.join("git"), src, tag);
+    let lib = steplib(
+        &dir.join("lib"),
+        &[("git", "source/git")],
+        &[(
+            id,
+            tag,
+            support::step_yml(title, Some((&repo.url, pin(&repo)))),
+        )],
+    );
+    (repo, lib)
+}
+
+/// A step served over HTTP (see [`http_steplib`]).
+struct HttpStep {
+    /// The step's source tree.
+    src: PathBuf,
+    server: Server,
+    /// The URL path the archive is served at.
+    path: String,
+    /// The archive's length in bytes.
+    len: u64,
+    /// The StepLib.
+    lib: PathBuf,
+}
+
+/// A StepLib at `<dir>/lib` with one step `id@version` (titled `title`) whose `kind` archive
+/// (`zip`, `tar.gz`) of a [`step_tree`] of `seed` a server serves at
+/// `/<prefix>/<id>/<version>/step.<kind>` as `mode` says.
+fn http_steplib(
+    dir: &Path,
+    seed: u64,
+    (kind, prefix): (&str, &str),
+    (id, version, title): (&str, &str, &str),
+    mode: Mode,
+) -> HttpStep {
+    let src = step_tree(dir, seed);
+    let body = match kind {
+        "zip" => support::zip_tree(&src),
+        _ => support::targz_tree(&src),
+    };
+    let len = body.len() as u64;
+    let server = Server::start();
+    let path = format!("/{prefix}/{id}/{version}/step.{kind}");
+    server.serve(&path, body, mode);
+    let base = format!("{}/{prefix}/", server.url());
+    let lib = steplib(
+        &dir.join("lib"),
+        &[(kind, &base)],
+        &[(id, version, support::step_yml(title, None))],
+    );
+    HttpStep {
+        src,
+        server,
+        path,
+        len,
+        lib,
+    }
+}
+
+/// `setup -c file://<lib>` against `home`, which must succeed; returns the `file://` URI.
+fn set_up(home: &Path, lib: &Path) -> String {
+    let uri = file_uri(lib);
+    ok1(home, &[], &["setup", "-c", &uri]);
+    uri
+}
+
+/// The arguments of `activate -c <uri> -i <id> -v <version> -p <dest>`.
+fn activate_to(uri: &str, id: &str, version: &str, dest: &Path) -> Vec<OsString> {
+    let mut a = os(&["activate", "-c", uri, "-i", id, "-v", version, "-p"]);
+    a.push(dest.into());
+    a
+}
+
+/// `<dir>/work-<i>/step` for each of the [`N`] processes.
+fn work_dests(dir: &Path) -> Vec<PathBuf> {
+    (0..N).map(|i| dir.join(format!("work-{i}/step"))).collect()
+}
+
+/// Panics unless every activation (of `outs`, into `dests`) exited 1 with an error holding
+/// each of `needles` (`(what it is, the text)`) and created no destination.
+fn assert_all_failed(what: &str, outs: &[Output], dests: &[PathBuf], needles: &[(&str, &str)]) {
+    for (i, o) in outs.iter().enumerate() {
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{what}#{i} must fail: {}",
+            describe(o)
+        );
+        let e = text(&o.stderr);
+        for (label, needle) in needles {
+            assert!(
+                e.contains(needle),
+                "{what}#{i}: the error names {label}: {e}"
+            );
+        }
+        assert!(!dests[i].exists(), "{what}#{i}: destination created");
+    }
+}
+
+/// Nothing was published since `before` (the object ids then), and fsck is clean.
+fn assert_nothing_published(home: &Path, before: &[String]) {
+    assert_eq!(object_ids(home), before, "nothing published");
+    assert_fsck_clean(home);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -546,25 +642,20 @@ fn a_prime_ten_setups_of_ten_steplibs() {
 fn ten_activations_over_http(kind: &str, setup_first: bool) {
     let mut clock = Clock::start(if kind == "zip" { "B zip" } else { "B tar.gz" });
     let (t, home) = fresh();
-    let src = step_tree(t.path(), 11);
-    let (file, body) = match kind {
-        "zip" => ("step.zip", support::zip_tree(&src)),
-        _ => ("step.tar.gz", support::targz_tree(&src)),
-    };
-    let server = Server::start();
-    let path = format!("/steps/http-step/1.2.3/{file}");
-    server.serve(
-        &path,
-        body,
+    let HttpStep {
+        src,
+        server,
+        path,
+        lib,
+        ..
+    } = http_steplib(
+        t.path(),
+        11,
+        (kind, "steps"),
+        ("http-step", "1.2.3", "over http"),
         Mode::Full {
             delay: Duration::from_millis(1500),
         },
-    );
-    let base = format!("{}/steps/", server.url());
-    let lib = steplib(
-        &t.path().join("lib"),
-        &[(kind, &base)],
-        &[("http-step", "1.2.3", support::step_yml("over http", None))],
     );
     let uri = file_uri(&lib);
     if setup_first {
@@ -572,16 +663,13 @@ fn ten_activations_over_http(kind: &str, setup_first: bool) {
     }
     clock.lap("fixtures");
 
-    let dests: Vec<PathBuf> = (0..N)
-        .map(|i| t.path().join(format!("work-{i}/step")))
-        .collect();
+    let dests = work_dests(t.path());
     // One destination already holds a tree of the user's: `--replace` replaces it.
     fs::create_dir_all(&dests[0]).unwrap();
     fs::write(dests[0].join("stale-file"), "from an earlier run").unwrap();
 
     let mut procs = start_n(&home, &[], |i| {
-        let mut a = os(&["activate", "-c", &uri, "-i", "http-step", "-v", "1.2", "-p"]);
-        a.push(dests[i].clone().into());
+        let mut a = activate_to(&uri, "http-step", "1.2", &dests[i]);
         if i == 0 {
             a.push("--replace".into());
         }
@@ -621,9 +709,9 @@ fn ten_activations_over_http(kind: &str, setup_first: bool) {
     );
     assert_fsck_clean(&home);
     assert!(
-        temp_entries(&home).is_empty(),
+        support::temp_entries(&home).is_empty(),
         "temp area: {:?}",
-        temp_entries(&home)
+        support::temp_entries(&home)
     );
     clock.lap("checks");
 }
@@ -649,18 +737,10 @@ fn b_prime_ten_activations_from_git() {
     let _s = support::alone();
     let (t, home) = fresh();
     let src = step_tree(t.path(), 12);
-    let repo = support::git_repo(&t.path().join("git"), &src, "2.0.1");
-    let lib = steplib(
-        &t.path().join("lib"),
-        &[("git", "source/git")],
-        &[(
-            "git-step",
-            "2.0.1",
-            support::step_yml("from git", Some((&repo.url, &repo.tagged))),
-        )],
-    );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    let (_repo, lib) = git_steplib(t.path(), &src, ("git-step", "2.0.1", "from git"), |r| {
+        &r.tagged
+    });
+    let uri = set_up(&home, &lib);
 
     let log = t.path().join("git-calls.log");
     let wrapper = support::git_wrapper(&t.path().join("git-wrapper"), &log);
@@ -669,13 +749,9 @@ fn b_prime_ten_activations_from_git() {
         wrapper.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let dests: Vec<PathBuf> = (0..N)
-        .map(|i| t.path().join(format!("work-{i}/step")))
-        .collect();
+    let dests = work_dests(t.path());
     let outs = run_n(&home, &[("PATH", &path)], |i| {
-        let mut a = os(&["activate", "-c", &uri, "-i", "git-step", "-v", "2", "-p"]);
-        a.push(dests[i].clone().into());
-        a
+        activate_to(&uri, "git-step", "2", &dests[i])
     });
     assert_all_ok("activate", &outs);
     assert_trees(&src, &dests, &outs);
@@ -690,24 +766,23 @@ fn b_prime_ten_activations_from_git() {
 fn c_ten_downloads_then_activate_from_cache() {
     let _s = support::alone();
     let (t, home) = fresh();
-    let src = step_tree(t.path(), 13);
-    let mut server = Server::start();
-    let path = "/a/cached-step/3.1.4/step.zip";
-    server.serve(
+    let HttpStep {
+        src,
+        mut server,
         path,
-        support::zip_tree(&src),
+        lib,
+        ..
+    } = http_steplib(
+        t.path(),
+        13,
+        ("zip", "a"),
+        ("cached-step", "3.1.4", "cached"),
         Mode::Full {
             delay: Duration::from_millis(1000),
         },
     );
-    let base = format!("{}/a/", server.url());
-    let lib = steplib(
-        &t.path().join("lib"),
-        &[("zip", &base)],
-        &[("cached-step", "3.1.4", support::step_yml("cached", None))],
-    );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    let path = path.as_str();
+    let uri = set_up(&home, &lib);
     let before: BTreeSet<String> = object_ids(&home).into_iter().collect();
 
     // Durability matters here: the object must be complete when it is published.
@@ -748,7 +823,11 @@ fn c_ten_downloads_then_activate_from_cache() {
         panic!("the stored object differs from the source: {e}");
     }
     assert_fsck_clean(&home);
-    assert!(temp_entries(&home).is_empty(), "{:?}", temp_entries(&home));
+    assert!(
+        support::temp_entries(&home).is_empty(),
+        "{:?}",
+        support::temp_entries(&home)
+    );
 
     server.stop();
     for envs in [&[][..], &[("BITRISE_OFFLINE_MODE", "true")][..]] {
@@ -756,9 +835,7 @@ fn c_ten_downloads_then_activate_from_cache() {
             .map(|i| t.path().join(format!("work-{}-{i}", envs.len())))
             .collect();
         let outs = run_n(&home, envs, |i| {
-            let mut a = os(&["activate", "-c", &uri, "-i", "cached-step", "-v", "3", "-p"]);
-            a.push(dests[i].clone().into());
-            a
+            activate_to(&uri, "cached-step", "3", &dests[i])
         });
         assert_all_ok(&format!("activate from the cache with {envs:?}"), &outs);
         assert_trees(&src, &dests, &outs);
@@ -906,8 +983,7 @@ fn d_readers_during_repeated_updates() {
         &[("zip", "https://example.invalid/")],
         &steps,
     );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    let uri = set_up(&home, &lib);
     clock.lap("fixtures");
 
     const READERS: usize = 4;
@@ -1002,41 +1078,29 @@ fn d_readers_during_repeated_updates() {
 fn e_sigkill_mid_download_then_activate() {
     let _s = support::alone();
     let (t, home) = fresh();
-    let src = step_tree(t.path(), 14);
-    let server = Server::start();
-    let path = "/dl/killed-step/1.0.0/step.zip";
-    let zip = support::zip_tree(&src);
-    let zip_len = zip.len() as u64;
-    server.serve(path, zip, Mode::HalfThenStall);
-    let base = format!("{}/dl/", server.url());
-    let lib = steplib(
-        &t.path().join("lib"),
-        &[("zip", &base)],
-        &[("killed-step", "1.0.0", support::step_yml("killed", None))],
+    let HttpStep {
+        src,
+        server,
+        path,
+        len: zip_len,
+        lib,
+    } = http_steplib(
+        t.path(),
+        14,
+        ("zip", "dl"),
+        ("killed-step", "1.0.0", "killed"),
+        Mode::HalfThenStall,
     );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    let path = path.as_str();
+    let uri = set_up(&home, &lib);
     let a = alias(&home, &uri);
     let name = format!("{a}/killed-step/1.0.0");
 
     // Durability matters: the killed process was writing with fsync on.
     let sync = [("STEPMAN_NO_FSYNC", "0")];
-    let dests: Vec<PathBuf> = (0..N)
-        .map(|i| t.path().join(format!("work-{i}/step")))
-        .collect();
+    let dests = work_dests(t.path());
     let mut procs = start_n(&home, &sync, |i| {
-        let mut a = os(&[
-            "activate",
-            "-c",
-            &uri,
-            "-i",
-            "killed-step",
-            "-v",
-            "1.0.0",
-            "-p",
-        ]);
-        a.push(dests[i].clone().into());
-        a
+        activate_to(&uri, "killed-step", "1.0.0", &dests[i])
     });
     assert!(
         server.wait_stalled(1, Duration::from_secs(20)),
@@ -1049,7 +1113,7 @@ fn e_sigkill_mid_download_then_activate() {
     assert!(
         wait_until(Duration::from_secs(10), || partial().is_some()),
         "no partial download in the temp area: {:?}",
-        temp_entries(&home)
+        support::temp_entries(&home)
     );
     for p in &mut procs {
         assert!(
@@ -1078,18 +1142,7 @@ fn e_sigkill_mid_download_then_activate() {
         },
     );
     let outs = run_n(&home, &sync, |i| {
-        let mut a = os(&[
-            "activate",
-            "-c",
-            &uri,
-            "-i",
-            "killed-step",
-            "-v",
-            "1.0.0",
-            "-p",
-        ]);
-        a.push(dests[i].clone().into());
-        a
+        activate_to(&uri, "killed-step", "1.0.0", &dests[i])
     });
     assert_all_ok("activate after the kill", &outs);
     assert_trees(&src, &dests, &outs);
@@ -1098,9 +1151,9 @@ fn e_sigkill_mid_download_then_activate() {
     let gc = run1(&home, &[], &["gc"]);
     assert!(gc.status.success(), "gc: {}", describe(&gc));
     assert!(
-        temp_entries(&home).is_empty(),
+        support::temp_entries(&home).is_empty(),
         "the dead download's temp dir was swept: {:?}",
-        temp_entries(&home)
+        support::temp_entries(&home)
     );
     assert_fsck_clean(&home);
 }
@@ -1117,19 +1170,11 @@ fn f_wrong_commit_fails_every_time() {
     // The tree's size does not matter here: the clone is refused after it.
     let src = t.path().join("src");
     make_tree(&src, 15, 40);
-    let repo = support::git_repo(&t.path().join("git"), &src, "1.0.0");
-    let lib = steplib(
-        &t.path().join("lib"),
-        &[("git", "source/git")],
-        &[(
-            "pinned-step",
-            "1.0.0",
-            // The commit is a real commit of the repository, but not the one tag 1.0.0 is at.
-            support::step_yml("pinned", Some((&repo.url, &repo.earlier))),
-        )],
-    );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    // The commit is a real commit of the repository, but not the one tag 1.0.0 is at.
+    let (repo, lib) = git_steplib(t.path(), &src, ("pinned-step", "1.0.0", "pinned"), |r| {
+        &r.earlier
+    });
+    let uri = set_up(&home, &lib);
     let a = alias(&home, &uri);
     let before = object_ids(&home);
 
@@ -1138,46 +1183,22 @@ fn f_wrong_commit_fails_every_time() {
             .map(|i| t.path().join(format!("work-{round}-{i}/step")))
             .collect();
         let outs = run_n(&home, &[], |i| {
-            let mut a = os(&[
-                "activate",
-                "-c",
-                &uri,
-                "-i",
-                "pinned-step",
-                "-v",
-                "1.0.0",
-                "-p",
-            ]);
-            a.push(dests[i].clone().into());
-            a
+            activate_to(&uri, "pinned-step", "1.0.0", &dests[i])
         });
         eprintln!("[F] round {round} error: {}", text(&outs[0].stderr));
-        for (i, o) in outs.iter().enumerate() {
-            assert_eq!(
-                o.status.code(),
-                Some(1),
-                "round {round} #{i} must fail: {}",
-                describe(o)
-            );
-            let e = text(&o.stderr);
-            assert!(
-                e.contains(&repo.earlier),
-                "round {round} #{i}: the error names the required commit: {e}"
-            );
-            assert!(
-                e.contains(&repo.tagged),
-                "round {round} #{i}: the error names the tag's commit: {e}"
-            );
-            assert!(
-                !dests[i].exists(),
-                "round {round} #{i}: destination created"
-            );
-        }
+        assert_all_failed(
+            &format!("round {round} "),
+            &outs,
+            &dests,
+            &[
+                ("the required commit", &repo.earlier),
+                ("the tag's commit", &repo.tagged),
+            ],
+        );
         let r = resolve(&home, &format!("{a}/pinned-step/1.0.0"));
         assert!(r.is_err(), "round {round}: the step is bound: {r:?}");
     }
-    assert_eq!(object_ids(&home), before, "nothing published");
-    assert_fsck_clean(&home);
+    assert_nothing_published(&home, &before);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1249,8 +1270,7 @@ fn traversal_rejected(kind: &str, evil: &str) {
         &[(locations, &src)],
         &[("slip-step", "1.0.0", support::step_yml("slip", None))],
     );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    let uri = set_up(&home, &lib);
     let a = alias(&home, &uri);
     let before = object_ids(&home);
 
@@ -1258,29 +1278,10 @@ fn traversal_rejected(kind: &str, evil: &str) {
         .map(|i| t.path().join(format!("w/x{i}/y/z/step")))
         .collect();
     let outs = run_n(&home, &[], |i| {
-        let mut a = os(&[
-            "activate",
-            "-c",
-            &uri,
-            "-i",
-            "slip-step",
-            "-v",
-            "1.0.0",
-            "-p",
-        ]);
-        a.push(dests[i].clone().into());
-        a
+        activate_to(&uri, "slip-step", "1.0.0", &dests[i])
     });
     eprintln!("[G {kind}] error: {}", text(&outs[0].stderr));
-    for (i, o) in outs.iter().enumerate() {
-        assert_eq!(o.status.code(), Some(1), "#{i} must fail: {}", describe(o));
-        let e = text(&o.stderr);
-        assert!(
-            e.contains(evil),
-            "#{i}: the error names the entry {evil:?}: {e}"
-        );
-        assert!(!dests[i].exists(), "#{i}: destination created");
-    }
+    assert_all_failed("", &outs, &dests, &[(&format!("the entry {evil:?}"), evil)]);
     if kind == "zip" {
         assert!(server.count(&url_path) >= 1);
     }
@@ -1302,8 +1303,7 @@ fn traversal_rejected(kind: &str, evil: &str) {
         resolve(&home, &format!("{a}/slip-step/1.0.0")).is_err(),
         "nothing is bound"
     );
-    assert_eq!(object_ids(&home), before, "nothing published");
-    assert_fsck_clean(&home);
+    assert_nothing_published(&home, &before);
 }
 
 /// G (zip): a zip entry named `../../../../x` (zip-slip).
@@ -1330,24 +1330,23 @@ fn g_tar_traversal_rejected() {
 fn h_update_keeps_cached_steps() {
     let _s = support::alone();
     let (t, home) = fresh();
-    let src = step_tree(t.path(), 16);
-    let mut server = Server::start();
-    let path = "/h/kept-step/4.0.0/step.zip";
-    server.serve(
+    let HttpStep {
+        src,
+        mut server,
         path,
-        support::zip_tree(&src),
+        lib,
+        ..
+    } = http_steplib(
+        t.path(),
+        16,
+        ("zip", "h"),
+        ("kept-step", "4.0.0", "kept"),
         Mode::Full {
             delay: Duration::ZERO,
         },
     );
-    let base = format!("{}/h/", server.url());
-    let lib = steplib(
-        &t.path().join("lib"),
-        &[("zip", &base)],
-        &[("kept-step", "4.0.0", support::step_yml("kept", None))],
-    );
-    let uri = file_uri(&lib);
-    ok1(&home, &[], &["setup", "-c", &uri]);
+    let path = path.as_str();
+    let uri = set_up(&home, &lib);
     let first = t.path().join("first");
     ok1(
         &home,
@@ -1385,13 +1384,9 @@ fn h_update_keeps_cached_steps() {
     );
 
     server.stop();
-    let dests: Vec<PathBuf> = (0..N)
-        .map(|i| t.path().join(format!("work-{i}/step")))
-        .collect();
+    let dests = work_dests(t.path());
     let outs = run_n(&home, &[("BITRISE_OFFLINE_MODE", "true")], |i| {
-        let mut a = os(&["activate", "-c", &uri, "-i", "kept-step", "-v", "4.0", "-p"]);
-        a.push(dests[i].clone().into());
-        a
+        activate_to(&uri, "kept-step", "4.0", &dests[i])
     });
     assert_all_ok("offline activate after update", &outs);
     assert_trees(&src, &dests, &outs);

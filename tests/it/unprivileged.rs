@@ -6,25 +6,18 @@
 //! They need root to switch users: as any other user, or without `setpriv`, they say so and skip.
 #![allow(clippy::disallowed_methods)] // tests plant and mutate files directly (clippy.toml)
 
-use crate::support::{self, NOBODY, as_nobody, nobody, nobody_stepman, output, stepman};
+use crate::support::{
+    self, NOBODY, activate_args, as_nobody, nobody, nobody_stepman, ok_stdout, output,
+};
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// `stepman <args>` as root (the test's own user) against `home`.
 fn as_root(home: &Path, args: &[&str]) -> Output {
-    output(&mut stepman(home, args))
-}
-
-fn ok(o: &Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    support::run(home, args)
 }
 
 /// A world-readable scratch dir owned by `nobody`.
@@ -37,6 +30,15 @@ fn scratch() -> (tempfile::TempDir, PathBuf) {
     (t, work)
 }
 
+/// [`scratch`] with a local StepLib at `<tmp>/lib` (step `s` 1.0.0 and 2.0.0): the temp dir,
+/// the work dir and the StepLib.
+fn scratch_with_steplib() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let (t, work) = scratch();
+    let lib = t.path().join("lib");
+    support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    (t, work, lib)
+}
+
 fn make_tree(dir: &Path, tag: &str) {
     fs::create_dir_all(dir.join("sub/deeper")).unwrap();
     fs::write(dir.join("step.sh"), format!("#!/bin/sh\necho {tag}\n")).unwrap();
@@ -47,26 +49,20 @@ fn make_tree(dir: &Path, tag: &str) {
 
 /// Every path under `root` with its mode, size and mtime: what "wrote nothing" is checked against.
 fn snapshot(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let m = fs::symlink_metadata(&p).unwrap();
-        out.push(format!(
-            "{} {:o} {} {} {}",
-            p.display(),
-            m.mode(),
-            m.len(),
-            m.mtime(),
-            m.mtime_nsec()
-        ));
-        if m.is_dir() {
-            for e in fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-        }
-    }
-    out.sort();
-    out
+    support::paths_under(root)
+        .iter()
+        .map(|p| {
+            let m = fs::symlink_metadata(p).unwrap();
+            format!(
+                "{} {:o} {} {} {}",
+                p.display(),
+                m.mode(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec()
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -79,14 +75,14 @@ fn unprivileged_owner_can_gc_sweep_and_repair() {
     let (a, b) = (_t.path().join("a"), _t.path().join("b"));
     make_tree(&a, "a");
     make_tree(&b, "b");
-    let ida = ok(
+    let ida = ok_stdout(
         &as_nobody(
             &home,
             &["store", "import", a.to_str().unwrap(), "--name", "r/a/1"],
         ),
         "import a",
     );
-    let idb = ok(
+    let idb = ok_stdout(
         &as_nobody(&home, &["store", "import", b.to_str().unwrap()]),
         "import b",
     );
@@ -109,7 +105,7 @@ fn unprivileged_owner_can_gc_sweep_and_repair() {
 
     // gc must move the unnamed read-only object out (a non-root owner cannot rename a 0555
     // directory to another parent) and sweep the dead temp dir.
-    let gc = ok(&as_nobody(&home, &["gc", "--json"]), "gc as nobody");
+    let gc = ok_stdout(&as_nobody(&home, &["gc", "--json"]), "gc as nobody");
     let report: serde_json::Value = serde_json::from_str(&gc).unwrap();
     assert_eq!(report["removed_objects"], serde_json::json!([idb]));
     assert_eq!(
@@ -123,7 +119,7 @@ fn unprivileged_owner_can_gc_sweep_and_repair() {
             .join(format!("store-v1/objects/{}/{}", &idb[..2], idb))
             .exists()
     );
-    ok(&as_nobody(&home, &["fsck"]), "fsck after gc");
+    ok_stdout(&as_nobody(&home, &["fsck"]), "fsck after gc");
 
     // Corrupt the named object; repair as nobody moves it aside and drops the name.
     let obj = home.join(format!("store-v1/objects/{}/{}", &ida[..2], ida));
@@ -165,10 +161,10 @@ fn unprivileged_owner_can_gc_sweep_and_repair() {
             .code(),
         Some(1)
     );
-    ok(&as_nobody(&home, &["fsck"]), "fsck after repair");
+    ok_stdout(&as_nobody(&home, &["fsck"]), "fsck after repair");
     // A re-import as nobody restores it.
     assert_eq!(
-        ok(
+        ok_stdout(
             &as_nobody(
                 &home,
                 &["store", "import", a.to_str().unwrap(), "--name", "r/a/1"]
@@ -188,7 +184,7 @@ fn store_baked_by_root_serves_another_user_without_writing() {
     let home = _t.path().join("baked");
     let a = _t.path().join("a");
     make_tree(&a, "a");
-    let id = ok(
+    let id = ok_stdout(
         &as_root(
             &home,
             &["store", "import", a.to_str().unwrap(), "--name", "r/a/1"],
@@ -197,13 +193,13 @@ fn store_baked_by_root_serves_another_user_without_writing() {
     );
     let before = snapshot(&home);
 
-    let dir = ok(
+    let dir = ok_stdout(
         &as_nobody(&home, &["store", "resolve", "r/a/1"]),
         "resolve as nobody",
     );
     assert!(dir.ends_with(&id));
     let dest = work.join("step");
-    ok(
+    ok_stdout(
         &as_nobody(&home, &["store", "export", "r/a/1", dest.to_str().unwrap()]),
         "export as nobody",
     );
@@ -217,7 +213,7 @@ fn store_baked_by_root_serves_another_user_without_writing() {
         "the copy belongs to the user"
     );
     fs::write(dest.join("step.sh"), "mine now").unwrap();
-    ok(&as_nobody(&home, &["fsck"]), "fsck as nobody");
+    ok_stdout(&as_nobody(&home, &["fsck"]), "fsck as nobody");
 
     // A miss needs write access: a clear error, exit 1, nothing written.
     let o = as_nobody(
@@ -240,13 +236,11 @@ fn layered_writable_store_takes_the_misses_of_a_baked_one() {
     if !support::root_with_setpriv(module_path!()) {
         return;
     }
-    let (t, work) = scratch();
-    let lib = t.path().join("lib");
-    support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    let (t, work, lib) = scratch_with_steplib();
     let lib_s = lib.to_str().unwrap();
     // Root bakes 1.0.0, then the archive of 1.0.0 disappears: a hit must not download.
     let baked = t.path().join("baked");
-    ok(
+    ok_stdout(
         &as_root(&baked, &["preload", "-c", lib_s, "s@1.0.0"]),
         "preload as root",
     );
@@ -254,20 +248,7 @@ fn layered_writable_store_takes_the_misses_of_a_baked_one() {
     let before = snapshot(&baked);
 
     // Without a writable layer, the miss is a clear read-only error.
-    let o = as_nobody(
-        &baked,
-        &[
-            "activate",
-            "-c",
-            lib_s,
-            "-i",
-            "s",
-            "-v",
-            "2.0.0",
-            "-p",
-            work.join("x").to_str().unwrap(),
-        ],
-    );
+    let o = as_nobody(&baked, &activate_args(lib_s, "s", "2.0.0", &work.join("x")));
     assert_eq!(o.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("read-only"),
@@ -278,21 +259,7 @@ fn layered_writable_store_takes_the_misses_of_a_baked_one() {
     let home = work.join("home");
     for (v, dest) in [("1.0.0", "one"), ("2.0.0", "two")] {
         let dest = work.join(dest);
-        let o = as_nobody_layered(
-            &home,
-            &baked,
-            &[
-                "activate",
-                "-c",
-                lib_s,
-                "-i",
-                "s",
-                "-v",
-                v,
-                "-p",
-                dest.to_str().unwrap(),
-            ],
-        );
+        let o = as_nobody_layered(&home, &baked, &activate_args(lib_s, "s", v, &dest));
         assert!(
             o.status.success(),
             "{v}: {}",
@@ -303,50 +270,46 @@ fn layered_writable_store_takes_the_misses_of_a_baked_one() {
             format!("echo {v}\n").as_bytes()
         );
     }
-    let cached = ok(
+    let cached = ok_stdout(
         &as_nobody_layered(&home, &baked, &["list-cached", "-c", lib_s]),
         "list-cached",
     );
     assert_eq!(cached.lines().collect::<Vec<_>>(), ["s@1.0.0", "s@2.0.0"]);
     // The miss went to the writable store only; the baked one is byte-for-byte as it was.
     assert_eq!(snapshot(&baked), before, "the read-only store was modified");
-    let own = ok(
+    let own = ok_stdout(
         &as_nobody(&home, &["list-cached", "-c", lib_s]),
         "list-cached of the writable store alone",
     );
     assert_eq!(own.lines().collect::<Vec<_>>(), ["s@2.0.0"]);
-    ok(&as_nobody(&home, &["fsck"]), "fsck of the writable store");
-    ok(
+    ok_stdout(&as_nobody(&home, &["fsck"]), "fsck of the writable store");
+    ok_stdout(
         &as_nobody(&baked, &["fsck"]),
         "fsck of the baked store as another user",
     );
 }
 
-/// `stepman args` as `nobody` with `home` as the store root, not yet started, its output piped.
-fn nobody_cmd(home: &Path, args: &[&str]) -> Command {
-    let mut cmd = nobody_stepman(home, args);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    cmd
-}
-
 /// Runs `cmd` to completion; kills it and fails when it is still running after 10 s (the
 /// commands here take well under a second: only a hang gets near that).
 fn finishes(mut cmd: Command, what: &str) -> Output {
-    let mut child = cmd.spawn().expect("spawn");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while child.try_wait().expect("wait").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let o = child.wait_with_output().expect("wait");
-            panic!(
-                "{what}: still running after 10 s (hung), killed; stderr: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("wait")
+    support::run_within(&mut cmd, std::time::Duration::from_secs(10), what)
+}
+
+/// `stepman <args>` as `nobody` (see [`nobody_stepman`]), which must finish (see [`finishes`]) and
+/// succeed; returns its stdout.
+fn finishes_ok(home: &Path, args: &[&str], what: &str) -> String {
+    ok_stdout(&finishes(nobody_stepman(home, args), what), what)
+}
+
+/// Panics unless `o` failed (`what` it must not have done) with an error that names `planted`
+/// and says it is not a regular file.
+fn assert_fifo_refused(o: &Output, planted: &str, what: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{what}: {err}");
+    assert!(
+        err.contains(planted) && err.contains("regular file"),
+        "the error names the FIFO: {err}"
+    );
 }
 
 /// Plants a FIFO at `path`, owned by root (another user than `nobody`, who cannot write it).
@@ -359,20 +322,6 @@ fn plant_fifo(path: &Path) {
     assert!(o.status.success(), "mkfifo {}", path.display());
 }
 
-fn activate_args<'a>(lib: &'a str, v: &'a str, dest: &'a Path) -> Vec<&'a str> {
-    vec![
-        "activate",
-        "-c",
-        lib,
-        "-i",
-        "s",
-        "-v",
-        v,
-        "-p",
-        dest.to_str().unwrap(),
-    ]
-}
-
 /// Another user plants a FIFO named like an export's staging lock beside a shared destination.
 /// The export's sweep of that directory must neither block in `open` (holding the store lock,
 /// which would freeze the user's gc and every later activation) nor fail: it skips the foreign
@@ -383,9 +332,7 @@ fn a_fifo_planted_beside_the_destination_does_not_hang_activate() {
     if !support::root_with_setpriv(module_path!()) {
         return;
     }
-    let (t, work) = scratch();
-    let lib = t.path().join("lib");
-    support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    let (t, work, lib) = scratch_with_steplib();
     let lib = lib.to_str().unwrap();
     let shared = t.path().join("shared");
     fs::create_dir(&shared).unwrap();
@@ -405,10 +352,10 @@ fn a_fifo_planted_beside_the_destination_does_not_hang_activate() {
     let dest = shared.join("step");
     for v in ["1.0.0", "2.0.0"] {
         let o = finishes(
-            nobody_cmd(&home, &activate_args(lib, v, &dest)),
+            nobody_stepman(&home, activate_args(lib, "s", v, &dest)),
             &format!("activate {v} beside a planted FIFO"),
         );
-        ok(&o, &format!("activate {v} beside a planted FIFO"));
+        ok_stdout(&o, &format!("activate {v} beside a planted FIFO"));
         assert_eq!(
             fs::read(dest.join("step.sh")).unwrap(),
             format!("echo {v}\n").as_bytes()
@@ -428,8 +375,8 @@ fn a_fifo_planted_beside_the_destination_does_not_hang_activate() {
         ],
         "nothing of ours is left beside the destination"
     );
-    ok(&finishes(nobody_cmd(&home, &["gc"]), "gc"), "gc");
-    ok(&finishes(nobody_cmd(&home, &["fsck"]), "fsck"), "fsck");
+    finishes_ok(&home, &["gc"], "gc");
+    finishes_ok(&home, &["fsck"], "fsck");
 }
 
 /// A FIFO where the store has a lock file (a temp dir's, or the store lock in a store others
@@ -440,32 +387,26 @@ fn a_fifo_as_a_store_lock_file_hangs_nothing() {
     if !support::root_with_setpriv(module_path!()) {
         return;
     }
-    let (t, work) = scratch();
-    let lib = t.path().join("lib");
-    support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+    let (t, work, lib) = scratch_with_steplib();
     let lib = lib.to_str().unwrap();
     let home = work.join("home");
-    ok(
-        &finishes(
-            nobody_cmd(&home, &activate_args(lib, "1.0.0", &work.join("one"))),
-            "first activate",
-        ),
+    finishes_ok(
+        &home,
+        &activate_args(lib, "s", "1.0.0", &work.join("one")),
         "first activate",
     );
     let store = support::store_root(&home);
     let fifo = store.join("tmp/ingest-0123456789abcdef00000001.lock");
     plant_fifo(&fifo);
     // Every command that sweeps the temp area: an activation that downloads, gc, fsck.
-    ok(
-        &finishes(
-            nobody_cmd(&home, &activate_args(lib, "2.0.0", &work.join("two"))),
-            "activate with a FIFO in tmp/",
-        ),
+    finishes_ok(
+        &home,
+        &activate_args(lib, "s", "2.0.0", &work.join("two")),
         "activate with a FIFO in tmp/",
     );
-    ok(&finishes(nobody_cmd(&home, &["gc"]), "gc"), "gc");
+    finishes_ok(&home, &["gc"], "gc");
     for args in [&["fsck", "--json"][..], &["fsck", "--repair", "--json"]] {
-        let o = finishes(nobody_cmd(&home, args), &args.join(" "));
+        let o = finishes(nobody_stepman(&home, args), &args.join(" "));
         let report: serde_json::Value = serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("{args:?}: no JSON report ({e}): {o:?}"));
         let problems = report["problems"].as_array().unwrap();
@@ -484,14 +425,13 @@ fn a_fifo_as_a_store_lock_file_hangs_nothing() {
     fs::remove_file(&gc_lock).unwrap();
     plant_fifo(&gc_lock);
     let o = finishes(
-        nobody_cmd(&home, &activate_args(lib, "1.0.0", &work.join("three"))),
+        nobody_stepman(&home, activate_args(lib, "s", "1.0.0", &work.join("three"))),
         "activate with a FIFO as gc.lock",
     );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "used a FIFO as the store lock: {err}");
-    assert!(
-        err.contains(gc_lock.to_str().unwrap()) && err.contains("regular file"),
-        "the error names the FIFO: {err}"
+    assert_fifo_refused(
+        &o,
+        gc_lock.to_str().unwrap(),
+        "used a FIFO as the store lock",
     );
     fs::remove_file(&gc_lock).unwrap();
     fs::write(&gc_lock, b"").unwrap();
@@ -506,9 +446,9 @@ fn a_fifo_as_a_store_lock_file_hangs_nothing() {
     let src = t.path().join("src");
     make_tree(&src, "x");
     let o = finishes(
-        nobody_cmd(
+        nobody_stepman(
             &home,
-            &[
+            [
                 "store",
                 "import",
                 src.to_str().unwrap(),
@@ -519,11 +459,10 @@ fn a_fifo_as_a_store_lock_file_hangs_nothing() {
         ),
         "import --if-missing with a FIFO as the name lock",
     );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "used a FIFO as a name lock: {err}");
-    assert!(
-        err.contains(name_lock.to_str().unwrap()) && err.contains("regular file"),
-        "the error names the FIFO: {err}"
+    assert_fifo_refused(
+        &o,
+        name_lock.to_str().unwrap(),
+        "used a FIFO as a name lock",
     );
     fs::remove_file(&name_lock).unwrap();
 
@@ -532,17 +471,15 @@ fn a_fifo_as_a_store_lock_file_hangs_nothing() {
     let text = fs::read(&format).unwrap();
     fs::remove_file(&format).unwrap();
     plant_fifo(&format);
-    let o = finishes(nobody_cmd(&home, &["fsck"]), "fsck with a FIFO as format");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "read a FIFO as the format file: {err}");
-    assert!(
-        err.contains("format") && err.contains("regular file"),
-        "{err}"
+    let o = finishes(
+        nobody_stepman(&home, ["fsck"]),
+        "fsck with a FIFO as format",
     );
+    assert_fifo_refused(&o, "format", "read a FIFO as the format file");
     fs::remove_file(&format).unwrap();
     fs::write(&format, text).unwrap();
     std::os::unix::fs::chown(&format, Some(NOBODY), Some(NOBODY)).unwrap();
-    ok(&finishes(nobody_cmd(&home, &["fsck"]), "fsck"), "fsck");
+    finishes_ok(&home, &["fsck"], "fsck");
 }
 
 /// A user's own store used by root: every write root tries is refused with an error naming the
@@ -554,22 +491,20 @@ fn root_refuses_to_write_a_store_owned_by_another_user() {
     if !support::root_with_setpriv(module_path!()) {
         return;
     }
-    let (t, work) = scratch();
+    let (t, work, lib) = scratch_with_steplib();
     let home = work.join("home");
-    let lib = t.path().join("lib");
-    support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
     let lib_s = lib.to_str().unwrap();
     let (a, c) = (t.path().join("a"), t.path().join("c"));
     make_tree(&a, "a");
     make_tree(&c, "c");
-    ok(
+    ok_stdout(
         &as_nobody(
             &home,
             &["store", "import", a.to_str().unwrap(), "--name", "r/a/1"],
         ),
         "import as the owner",
     );
-    ok(
+    ok_stdout(
         &as_nobody(&home, &["preload", "-c", lib_s, "s@1.0.0"]),
         "preload as the owner",
     );
@@ -577,25 +512,12 @@ fn root_refuses_to_write_a_store_owned_by_another_user() {
 
     // Cache hits as root: served, nothing written.
     let hit = t.path().join("hit");
-    ok(
-        &as_root(
-            &home,
-            &[
-                "activate",
-                "-c",
-                lib_s,
-                "-i",
-                "s",
-                "-v",
-                "1.0.0",
-                "-p",
-                hit.to_str().unwrap(),
-            ],
-        ),
+    ok_stdout(
+        &as_root(&home, &activate_args(lib_s, "s", "1.0.0", &hit)),
         "a cache hit as root",
     );
     assert_eq!(fs::read(hit.join("step.sh")).unwrap(), b"echo 1.0.0\n");
-    ok(&as_root(&home, &["fsck"]), "fsck as root");
+    ok_stdout(&as_root(&home, &["fsck"]), "fsck as root");
 
     // Every write as root: refused, naming the owner.
     let c_s = c.to_str().unwrap();
@@ -604,17 +526,7 @@ fn root_refuses_to_write_a_store_owned_by_another_user() {
         vec!["store", "import", c_s, "--name", "r/c/1"],
         vec!["store", "import", c_s, "--name", "r/a/2"],
         vec!["store", "import", c_s],
-        vec![
-            "activate",
-            "-c",
-            lib_s,
-            "-i",
-            "s",
-            "-v",
-            "2.0.0",
-            "-p",
-            miss.to_str().unwrap(),
-        ],
+        activate_args(lib_s, "s", "2.0.0", &miss),
         vec!["delete", "-c", lib_s],
         vec!["gc"],
     ] {
@@ -640,21 +552,21 @@ fn root_refuses_to_write_a_store_owned_by_another_user() {
     }
 
     // The owner's own writes all work.
-    ok(
+    ok_stdout(
         &as_nobody(&home, &["store", "import", c_s, "--name", "r/c/1"]),
         "bind a new id as the owner",
     );
-    ok(
+    ok_stdout(
         &as_nobody(&home, &["store", "import", c_s, "--name", "r/a/2"]),
         "bind a new version as the owner",
     );
-    ok(&as_nobody(&home, &["store", "import", c_s]), "import");
-    ok(
+    ok_stdout(&as_nobody(&home, &["store", "import", c_s]), "import");
+    ok_stdout(
         &as_nobody(&home, &["delete", "-c", lib_s]),
         "delete as the owner",
     );
-    ok(&as_nobody(&home, &["gc"]), "gc as the owner");
-    ok(&as_nobody(&home, &["fsck"]), "fsck as the owner");
+    ok_stdout(&as_nobody(&home, &["gc"]), "gc as the owner");
+    ok_stdout(&as_nobody(&home, &["fsck"]), "fsck as the owner");
 }
 
 /// A store of `nobody` with what root left in it before root's writes were refused (a root-owned
@@ -672,7 +584,7 @@ fn owner_repair_fixes_modes_and_names_the_chown_for_root_owned_leftovers() {
     let a = t.path().join("a");
     make_tree(&a, "a");
     let a_s = a.to_str().unwrap();
-    let id = ok(
+    let id = ok_stdout(
         &as_nobody(&home, &["store", "import", a_s, "--name", "r/a/1"]),
         "import as the owner",
     );
@@ -732,8 +644,8 @@ fn owner_repair_fixes_modes_and_names_the_chown_for_root_owned_leftovers() {
         .status()
         .unwrap();
     assert!(st.success());
-    ok(&as_nobody(&home, &["fsck"]), "fsck after the chown");
-    ok(
+    ok_stdout(&as_nobody(&home, &["fsck"]), "fsck after the chown");
+    ok_stdout(
         &as_nobody(&home, &["store", "import", a_s, "--name", "r/c/2"]),
         "bind under the id dir root made",
     );

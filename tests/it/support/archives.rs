@@ -108,3 +108,12 @@ pub(crate) fn targz_with_entry(evil: &str, marker: &[u8]) -> Vec<u8> {
     gz.write_all(&tar).unwrap();
     gz.finish().unwrap()
 }
+
+/// The sha256 of `data` in lowercase hex (as StepLibs and `--sha256` give it).
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

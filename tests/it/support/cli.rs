@@ -221,3 +221,83 @@ pub(crate) fn as_nobody(home: &Path, args: &[&str]) -> Output {
 pub(crate) fn run(home: &Path, args: &[&str]) -> Output {
     output(&mut stepman(home, args))
 }
+
+/// An exit status with both outputs, for assertion messages.
+pub(crate) fn describe(o: &Output) -> String {
+    format!(
+        "exit {}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Panics unless `o` (the output of `what`) is a success; returns its stdout, trimmed.
+pub(crate) fn ok_stdout(o: &Output, what: &str) -> String {
+    assert!(o.status.success(), "{what} failed: {}", describe(o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The arguments of `stepman activate -c <lib> -i <id> -v <version> -p <dest>`.
+pub(crate) fn activate_args<'a>(
+    lib: &'a str,
+    id: &'a str,
+    version: &'a str,
+    dest: &'a Path,
+) -> Vec<&'a str> {
+    vec![
+        "activate",
+        "-c",
+        lib,
+        "-i",
+        id,
+        "-v",
+        version,
+        "-p",
+        dest.to_str().expect("a UTF-8 destination"),
+    ]
+}
+
+/// Reads `r` to its end on a thread of its own (so a full pipe never blocks the child writing
+/// it); the thread returns what it read.
+pub(crate) fn drain(
+    mut r: impl std::io::Read + Send + 'static,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
+}
+
+/// Runs `cmd` (`what`, for messages) to its end with its output piped and drained as it comes;
+/// kills it and fails when it is still running after `limit` (a hang is a bug).
+pub(crate) fn run_within(cmd: &mut Command, limit: std::time::Duration, what: &str) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what} ({cmd:?}): {e}"));
+    let out = drain(child.stdout.take().expect("piped stdout"));
+    let err = drain(child.stderr.take().expect("piped stderr"));
+    let end = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the child") {
+            break s;
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what}: still running after {limit:?} (hung), killed; stderr: {}",
+                String::from_utf8_lossy(&err.join().unwrap_or_default())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("the stdout reader"),
+        stderr: err.join().expect("the stderr reader"),
+    }
+}

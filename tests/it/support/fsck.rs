@@ -92,3 +92,14 @@ pub(crate) fn assert_fsck_clean(home: &Path) -> Fsck {
     );
     f
 }
+
+/// The names of the entries in the store's temp area (`store-v1/tmp/`), none when it cannot be
+/// read.
+pub(crate) fn temp_entries(home: &Path) -> Vec<String> {
+    match fs::read_dir(store_root(home).join("tmp")) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}

@@ -240,3 +240,15 @@ pub(crate) fn git_bare_of(work: &Path, src: &Path, name: &str) -> PathBuf {
     );
     work.join(name)
 }
+
+/// A local StepLib at `lib` with one step, `hello@1.0.0` (title `Hello`), and no download
+/// locations.
+pub(crate) fn hello_steplib(lib: &Path) {
+    fs::create_dir_all(lib.join("steps/hello/1.0.0")).unwrap();
+    fs::write(
+        lib.join("steplib.yml"),
+        "format_version: 1.0.0\nsteplib_source: local\n",
+    )
+    .unwrap();
+    fs::write(lib.join("steps/hello/1.0.0/step.yml"), "title: Hello\n").unwrap();
+}

@@ -266,3 +266,19 @@ pub(crate) fn walk(root: &Path) -> Vec<(PathBuf, Kind)> {
 pub(crate) fn mode_of(p: &Path) -> u32 {
     fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
 }
+
+/// `root` and every entry below it, sorted; symlinks are listed, not followed.
+pub(crate) fn paths_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+        if m.is_dir() {
+            let rd = fs::read_dir(&p).unwrap_or_else(|e| panic!("read dir {}: {e}", p.display()));
+            stack.extend(rd.map(|e| e.unwrap().path()));
+        }
+        out.push(p);
+    }
+    out.sort();
+    out
+}
