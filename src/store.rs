@@ -355,6 +355,11 @@ impl Store {
         self
     }
 
+    /// The flag that stops waits ([`Store::with_interrupt`]), if any.
+    pub(crate) fn interrupt(&self) -> Option<&AtomicBool> {
+        self.interrupt.as_deref()
+    }
+
     /// Makes waits for another process's fill of the same name (single flight) stop with
     /// [`Error::Cancelled`] once `flag` is set, e.g. by a Ctrl-C handler.
     pub fn with_interrupt(mut self, flag: Arc<AtomicBool>) -> Store {

@@ -12,6 +12,8 @@ mod fallbacks;
 mod format_vectors;
 mod full_disk;
 mod fuzz_regressions;
+mod git_refs;
+mod git_transports;
 mod go_steps;
 mod go_toolkit;
 mod hostile_archives;
