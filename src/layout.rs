@@ -222,7 +222,7 @@ pub(crate) enum TempKind {
     Download,
     /// A precompiled executable's download.
     Executable,
-    /// A git step-info checkout.
+    /// A git ref's clone (`git::URL@REF`).
     Git,
     /// A collection object being generated.
     Steplib,

@@ -108,7 +108,7 @@ pub(crate) enum Producer {
     StepSource,
     /// A step version's precompiled executable.
     Executable,
-    /// `step-info --library git::URL@REF`'s checkout.
+    /// A git ref's tree (`git::URL@REF`: `activate`, `download`, `step-info`).
     GitStep,
     /// A collection object (`setup`, `update`).
     Collection,
