@@ -362,3 +362,36 @@ fn every_git_command_works_over_smart_and_dumb_http() {
         "nothing read from the dumb server"
     );
 }
+
+/// A commit behind the tip of every branch and tag, by its id: fetched alone where the server
+/// allows it (smart, protocol v2), else from a full clone (dumb), in a store that has nothing.
+#[test]
+fn a_commit_behind_every_tip_is_fetched_over_both_transports() {
+    let t = TestDir::new();
+    let served = Served::start(&t.path().join("served"));
+    let wt = t.path().join("wt");
+    fs::create_dir_all(&wt).unwrap();
+    fs::write(wt.join("step.sh"), "echo old\n").unwrap();
+    let old = commit_all(&wt, "old");
+    fs::write(wt.join("step.sh"), "echo new\n").unwrap();
+    commit_all(&wt, "new");
+    served.publish(&wt, "r.git");
+    let mut checks = Checks::default();
+    for tr in [Transport::Smart, Transport::Dumb] {
+        let home = t.path().join(format!("home-{tr:?}"));
+        let dest = t.path().join(format!("dest-{tr:?}"));
+        let spec = format!("git::{}@{old}", served.url(tr, "r.git"));
+        let o = run(
+            &home,
+            &["activate", "-i", &spec, "-p", dest.to_str().unwrap()],
+        );
+        if checks.ok_saying(&o, &format!("activate -i {spec}"), tr.says()) {
+            checks.check(
+                fs::read_to_string(dest.join("step.sh")).ok().as_deref() == Some("echo old\n"),
+                || format!("activate -i {spec}: not the old commit's tree"),
+            );
+        }
+        support::assert_fsck_clean(&home);
+    }
+    checks.assert_none();
+}

@@ -133,10 +133,10 @@ fn activate_ref(
         return Err(super::CouldNotRun("--prepare works with StepLib steps only".into()).into());
     }
     super::stop_on_signals(&net.cancel)?;
-    let store = match (r, super::open_ro(cli)?) {
-        // A path needs no store to write to.
-        (activate::StepRef::Path(_), Some(s)) => s,
-        _ => super::open_rw(cli)?,
+    // A stored commit (and a path) needs no write access: open without creating when possible.
+    let store = match super::open_ro(cli)? {
+        Some(s) => s,
+        None => super::open_rw(cli)?,
     }
     .with_interrupt(net.cancel.clone());
     let replace = if a.replace {

@@ -70,7 +70,10 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode
             .or_else(|| StepRef::parse_prefixed(library))
         {
             let store = match &r {
-                StepRef::Git(_) => Some(super::open_rw(cli)?),
+                StepRef::Git(_) => Some(match super::open_ro(cli)? {
+                    Some(s) => s,
+                    None => super::open_rw(cli)?,
+                }),
                 StepRef::Path(_) => None,
             };
             activate::ref_step_info(store.as_ref(), &r, &cli.net())?
