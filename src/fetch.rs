@@ -1017,8 +1017,8 @@ impl<'a> Remote<'a> {
         }
     }
 
-    /// Clones into `dest` (at `tag`), shallow where the server can, else in full.
-    fn clone(&self, tag: Option<&str>, dest: &Path) -> Result<()> {
+    /// Clones into `dest` (at `tag`), shallow where the server can, else in full; says which.
+    fn clone(&self, tag: Option<&str>, dest: &Path) -> Result<CloneDepth> {
         let attempt = |depth| {
             let cmd = clone_command(
                 &self.url,
@@ -1035,13 +1035,13 @@ impl<'a> Remote<'a> {
         match attempt(depth)? {
             Ok(_) => {
                 self.log_depth(depth);
-                Ok(())
+                Ok(depth)
             }
             Err(line) if depth == CloneDepth::Shallow && self.cannot_do_shallow(&line) => {
                 crate::tmp::remove_tree(dest)?;
                 attempt(CloneDepth::Full)?.map_err(|l| self.fail(l))?;
                 self.log_depth(CloneDepth::Full);
-                Ok(())
+                Ok(CloneDepth::Full)
             }
             Err(line) => Err(self.fail(line)),
         }
@@ -1189,14 +1189,30 @@ pub(crate) fn git_checkout_commit(
     if let Some(r) = reference {
         check_reference(r).map_err(|e| remote.fail(format!("{r:?}: {e}")))?;
         let tag = (r != "HEAD").then_some(r);
-        remote.clone(tag, dest)?;
-        if remote.head(dest)? == commit {
-            return Ok(());
+        match remote.clone(tag, dest) {
+            Ok(depth) => {
+                if remote.head(dest)? == commit {
+                    return Ok(());
+                }
+                log::info!(
+                    "{what}: git {}: {r} moved past {commit} meanwhile; fetching the commit itself",
+                    remote.url
+                );
+                // A full clone may hold the commit already.
+                if depth == CloneDepth::Full
+                    && remote
+                        .in_repo(dest, &["checkout", "--quiet", "--detach", &commit])?
+                        .is_ok()
+                    && remote.head(dest)? == commit
+                {
+                    return Ok(());
+                }
+            }
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            // A `refs/…` name `--branch` does not take, a branch deleted since it was resolved:
+            // the commit itself may still be had.
+            Err(e) => log::info!("{what}: {}; fetching commit {commit} itself", e.describe()),
         }
-        log::info!(
-            "{what}: git {}: {r} moved past {commit} meanwhile; fetching the commit itself",
-            remote.url
-        );
         crate::tmp::remove_tree(dest)?;
     }
     let mut shallow_failed = None;

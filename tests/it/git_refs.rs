@@ -239,6 +239,21 @@ fn a_commit_is_cloned_once_and_a_moving_branch_resolves_again() {
         "cloned once per commit"
     );
     assert_fsck_clean(&home);
+    // A full ref name (which `git clone --branch` does not take) in a store without its commit.
+    let home2 = t.path().join("home2");
+    let o = run(
+        &home2,
+        &[
+            "activate",
+            "-i",
+            &at("refs/heads/main"),
+            "-p",
+            d("d8").to_str().unwrap(),
+        ],
+    );
+    ok(&o, "activate of refs/heads/main");
+    assert_same_tree(&d("d2"), &d("d8"));
+    assert_fsck_clean(&home2);
 }
 
 #[test]
