@@ -395,3 +395,83 @@ fn a_commit_behind_every_tip_is_fetched_over_both_transports() {
     }
     checks.assert_none();
 }
+
+/// The branch moves between the `ls-remote` that resolved it and the clone (a `git` wrapper
+/// moves it right after `ls-remote`): the shallow (or, dumb, full) clone of the branch lands on
+/// the new tip, and the commit that was resolved is fetched itself.
+#[test]
+fn a_branch_that_moves_between_resolve_and_clone_still_gives_the_resolved_commit() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new();
+    let served = Served::start(&t.path().join("served"));
+    let wt = t.path().join("wt");
+    fs::create_dir_all(&wt).unwrap();
+    fs::write(wt.join("step.sh"), "echo resolved\n").unwrap();
+    let resolved = commit_all(&wt, "resolved");
+    served.publish(&wt, "r.git");
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let real = real.trim();
+    let bare = served.root.join("r.git");
+    let bin = t.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let mark = t.path().join("moved");
+    let wrapper = bin.join("git");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" ls-remote \"*)\n  '{real}' \"$@\"; rc=$?\n  \
+             if [ ! -e '{mark}' ]; then touch '{mark}'\n    \
+             (unset GIT_ALLOW_PROTOCOL GIT_PROTOCOL_FROM_USER GIT_CONFIG_COUNT\n     \
+             cd '{wt}' && echo 'echo moved' > step.sh && '{real}' add -A && \
+             '{real}' -c user.name=t -c user.email=t@example.invalid commit -q -m moved && \
+             '{real}' push -q '{bare}' main && '{real}' -C '{bare}' update-server-info) >/dev/null 2>&1\n  \
+             fi\n  exit $rc;;\nesac\nexec '{real}' \"$@\"\n",
+            mark = mark.display(),
+            wt = wt.display(),
+            bare = bare.display(),
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut checks = Checks::default();
+    for tr in [Transport::Smart, Transport::Dumb] {
+        // Back to the resolved commit, for this round's wrapper to move again.
+        git(&wt, &["reset", "-q", "--hard", &resolved]);
+        served.publish(&wt, "r.git");
+        let _ = fs::remove_file(&mark);
+        let home = t.path().join(format!("home-{tr:?}"));
+        let dest = t.path().join(format!("dest-{tr:?}"));
+        let spec = format!("git::{}@main", served.url(tr, "r.git"));
+        let o = support::output(
+            stepman(
+                &home,
+                ["activate", "-i", &spec, "-p", dest.to_str().unwrap()],
+            )
+            .env("RUST_LOG", "info")
+            .env("PATH", &path),
+        );
+        checks.check(mark.exists(), || {
+            format!("{tr:?}: the branch was not moved")
+        });
+        if checks.ok_saying(&o, &format!("activate -i {spec}"), "moved past") {
+            checks.check(
+                fs::read_to_string(dest.join("step.sh")).ok().as_deref() == Some("echo resolved\n"),
+                || format!("activate -i {spec}: not the resolved commit's tree"),
+            );
+        }
+        support::assert_fsck_clean(&home);
+    }
+    checks.assert_none();
+}
