@@ -521,3 +521,33 @@ mod tests {
         assert_eq!(Layout::parse_name_target(Path::new("/etc/passwd")), None);
     }
 }
+#[cfg(test)]
+mod git_url_vectors {
+    /// The `| Gn | URL | URL id |` rows of `store-format.md` §4c hold for [`super::git_url_id`].
+    #[test]
+    fn store_format_git_url_vectors_match_the_code() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("store-format.md"),
+        )
+        .expect("store-format.md is part of the repository");
+        let rows: Vec<(String, String)> = doc
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells.len() == 5
+                    && cells[1].starts_with('G')
+                    && cells[1][1..].parse::<u32>().is_ok())
+                .then(|| {
+                    (
+                        cells[2].trim_matches('`').to_string(),
+                        cells[3].trim_matches('`').to_string(),
+                    )
+                })
+            })
+            .collect();
+        assert_eq!(rows.len(), 3, "the vectors of store-format.md §4c");
+        for (url, id) in rows {
+            assert_eq!(super::git_url_id(&url), id, "{url}");
+        }
+    }
+}
