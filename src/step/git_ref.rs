@@ -66,7 +66,9 @@ impl StepRef {
     pub fn from_parts(library: Option<&str>, id: &str, version: &str) -> Option<StepRef> {
         if let Some(r) = StepRef::parse_prefixed(id) {
             return Some(match r {
-                StepRef::Git(mut g) if !version.is_empty() && !id[5..].contains('@') => {
+                StepRef::Git(mut g)
+                    if !version.is_empty() && split_git_ref(&id[5..]).1.is_none() =>
+                {
                     g.reference = version.to_string();
                     StepRef::Git(g)
                 }
@@ -463,6 +465,14 @@ mod tests {
         assert_eq!(
             StepRef::from_parts(Some("path"), "./steps/x", ""),
             Some(StepRef::Path("./steps/x".into()))
+        );
+        assert_eq!(
+            StepRef::from_parts(None, "git::https://u@h/r.git", "v2"),
+            g("https://u@h/r.git", "v2")
+        );
+        assert_eq!(
+            StepRef::from_parts(None, "git::https://h/r.git@v1", "v2"),
+            g("https://h/r.git", "v1")
         );
         assert_eq!(
             StepRef::from_parts(Some("https://lib"), "script", "1"),
