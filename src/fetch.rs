@@ -1211,7 +1211,11 @@ pub(crate) fn git_checkout_commit(
             Err(Error::Cancelled) => return Err(Error::Cancelled),
             // A `refs/…` name `--branch` does not take, a branch deleted since it was resolved:
             // the commit itself may still be had.
-            Err(e) => log::info!("{what}: {}; fetching commit {commit} itself", e.describe()),
+            Err(Error::Fetch { reason, .. }) => log::info!(
+                "{what}: git {}: {reason}; fetching commit {commit} itself",
+                remote.url
+            ),
+            Err(e) => return Err(e),
         }
         crate::tmp::remove_tree(dest)?;
     }

@@ -475,3 +475,77 @@ fn a_branch_that_moves_between_resolve_and_clone_still_gives_the_resolved_commit
     }
     checks.assert_none();
 }
+
+/// git's message about dumb servers is not relied on (it may be translated): with a `git`
+/// wrapper that rewrites it, the server is asked (`GET info/refs?service=git-upload-pack`
+/// answered with a plain file) and the repository still cloned in full.
+#[test]
+fn a_dumb_server_is_told_by_its_info_refs_when_git_says_something_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new();
+    let served = Served::start(&t.path().join("served"));
+    let wt = t.path().join("wt");
+    fs::create_dir_all(&wt).unwrap();
+    fs::write(wt.join("step.sh"), "echo probed\n").unwrap();
+    commit_all(&wt, "probed");
+    served.publish(&wt, "r.git");
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let bin = t.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let err = t.path().join("git-stderr");
+    fs::write(
+        bin.join("git"),
+        format!(
+            "#!/bin/sh\n'{real}' \"$@\" 2>'{err}.$$'\nrc=$?\n\
+             sed 's/dumb http transport does not support shallow capabilities/das hat nicht geklappt/' \
+             '{err}.$$' >&2\nrm -f '{err}.$$'\nexit $rc\n",
+            real = real.trim(),
+            err = err.display(),
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(bin.join("git"), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let home = t.path().join("home");
+    let dest = t.path().join("dest");
+    let spec = format!("git::{}@main", served.url(Transport::Dumb, "r.git"));
+    let o = support::output(
+        stepman(
+            &home,
+            ["activate", "-i", &spec, "-p", dest.to_str().unwrap()],
+        )
+        .env("RUST_LOG", "info")
+        .env("PATH", &path),
+    );
+    let mut checks = Checks::default();
+    checks.ok_saying(&o, &format!("activate -i {spec}"), Transport::Dumb.says());
+    checks.assert_none();
+    assert_eq!(
+        fs::read_to_string(dest.join("step.sh")).unwrap(),
+        "echo probed\n"
+    );
+    let probes = served
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.path == "/dumb/r.git/info/refs"
+                && r.query == "service=git-upload-pack"
+                && r.header("user-agent")
+                    .is_some_and(|u| u.starts_with("stepman/"))
+        })
+        .count();
+    assert_eq!(probes, 1, "stepman did not ask the server once");
+    support::assert_fsck_clean(&home);
+}
