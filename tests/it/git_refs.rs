@@ -374,6 +374,28 @@ fn a_path_is_copied_as_it_is() {
     );
     assert!(!inside.exists());
     assert_eq!(fs::read_dir(dir.join("sub")).unwrap().count(), 1);
+    // step-info reads the directory's step.yml, both spellings.
+    for args in [
+        vec![
+            "step-info",
+            "--library",
+            "path",
+            "--id",
+            dir.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        vec!["step-info", "--library", &spec, "--format", "json"],
+    ] {
+        let info = ok(&run(&home, &args), &format!("{args:?}"));
+        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+        assert_eq!(info["step"]["title"], "path step", "{args:?}");
+        assert_eq!(
+            info["definition_pth"],
+            dir.join("step.yml").display().to_string(),
+            "{args:?}"
+        );
+    }
     // No object was stored for a path.
     assert!(support::object_ids(&home).is_empty());
 }
