@@ -275,6 +275,17 @@ fn bad_refs_urls_and_paths_fail_with_one_line_naming_them() {
         ),
         (format!("git::{gone}@main"), vec![gone]),
         (
+            format!(
+                "git::ext::sh -c touch% {}@main",
+                t.path().join("pwned").display()
+            ),
+            vec!["ext::", "not allowed"],
+        ),
+        (
+            format!("git::{url}@--upload-pack=x"),
+            vec![&url, "--upload-pack=x"],
+        ),
+        (
             format!("path::{}", file.display()),
             vec![file.to_str().unwrap()],
         ),
@@ -294,6 +305,7 @@ fn bad_refs_urls_and_paths_fail_with_one_line_naming_them() {
         }
         assert!(!dest.exists(), "{id}: {} exists", dest.display());
     }
+    assert!(!t.path().join("pwned").exists(), "a remote helper ran");
     assert_fsck_clean(&home);
 }
 
