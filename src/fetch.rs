@@ -753,18 +753,24 @@ pub(crate) fn classify_git_url(url: &str) -> std::result::Result<GitUrl, GitUrlR
     }
 }
 
-/// The `git clone` command for `url` (already vetted) into `dest`: no prompt, and the protocol
-/// allow-list of `transports` set three ways so that no configuration or environment of the
-/// user's widens it (`-c protocol.*` on the command line, which beats every config file and
-/// `GIT_CONFIG_COUNT`; `GIT_ALLOW_PROTOCOL`, which git checks over any config; and
-/// `GIT_PROTOCOL_FROM_USER=0`). `inherited_config` is the environment's `GIT_CONFIG_COUNT`
-/// ([`inherited_git_config`]). Submodules are never cloned (no `--recurse-submodules`, and
-/// `submodule.recurse` does not apply to clone); the allow-list would cover them too.
-fn clone_command(
-    url: &str,
-    tag: Option<&str>,
+/// How much history a clone fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloneDepth {
+    /// The tip only (`--depth 1`): what every clone tries first.
+    Shallow,
+    /// All of it: for a server that cannot serve a shallow clone (git's dumb HTTP protocol,
+    /// static files), or a commit that is not at the tip of any branch or tag.
+    Full,
+}
+
+/// The `git` command for `url`-facing work: no prompt, and the protocol allow-list of
+/// `transports` set three ways so that no configuration or environment of the user's widens it
+/// (`-c protocol.*` on the command line, which beats every config file and `GIT_CONFIG_COUNT`;
+/// `GIT_ALLOW_PROTOCOL`, which git checks over any config; and `GIT_PROTOCOL_FROM_USER=0`).
+/// `inherited_config` is the environment's `GIT_CONFIG_COUNT` ([`inherited_git_config`]); a
+/// credential is added after those entries, as an `http.extraHeader`.
+fn git_command(
     cred: Option<&crate::credentials::Credential>,
-    dest: &Path,
     transports: GitTransports,
     inherited_config: usize,
 ) -> Command {
@@ -792,7 +798,28 @@ fn clone_command(
                 format!("Authorization: {}", c.basic_header()),
             );
     }
-    cmd.args(["clone", "--quiet", "--depth", "1", "--no-tags"]);
+    cmd
+}
+
+/// The `git clone` command for `url` (already vetted) into `dest` ([`git_command`]), `depth`
+/// deep. Submodules are never cloned (no `--recurse-submodules`, and `submodule.recurse` does
+/// not apply to clone); the allow-list would cover them too.
+fn clone_command(
+    url: &str,
+    tag: Option<&str>,
+    cred: Option<&crate::credentials::Credential>,
+    dest: &Path,
+    transports: GitTransports,
+    inherited_config: usize,
+    depth: CloneDepth,
+) -> Command {
+    let mut cmd = git_command(cred, transports, inherited_config);
+    cmd.args(["clone", "--quiet"]);
+    // A full clone keeps its tags: over git's dumb HTTP protocol, `--no-tags` hides the tag
+    // `--branch` names ("Remote branch … not found").
+    if depth == CloneDepth::Shallow {
+        cmd.args(["--depth", "1", "--no-tags"]);
+    }
     if let Some(t) = tag {
         cmd.args(["--branch", t]);
     }
@@ -809,9 +836,245 @@ fn inherited_git_config() -> usize {
         .unwrap_or(0)
 }
 
+/// What an HTTP(S) git server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HttpGit {
+    /// git's smart protocol (`git http-backend` and every hosting service): shallow clones work.
+    Smart,
+    /// git's dumb protocol: a bare repository served as static files (after
+    /// `git update-server-info`). It cannot clone shallow.
+    Dumb,
+    /// Neither could be told (no answer, not `200`, not HTTP).
+    Unknown,
+}
+
+/// The HTTP(S) URLs found to be dumb servers in this process ([`HttpGit::Dumb`]): each is
+/// detected once, and later clones of it go straight to a full clone.
+static DUMB_HTTP: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn known_dumb(url: &str) -> bool {
+    DUMB_HTTP
+        .lock()
+        .map(|v| v.iter().any(|u| u == url))
+        .unwrap_or(false)
+}
+
+fn remember_dumb(url: &str) {
+    if let Ok(mut v) = DUMB_HTTP.lock()
+        && !v.iter().any(|u| u == url)
+    {
+        v.push(url.to_string());
+    }
+}
+
+fn is_http(url: &str) -> bool {
+    scheme_of(url)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+}
+
+/// Asks the server of `url` what it speaks, as git does first: `GET
+/// <url>/info/refs?service=git-upload-pack` answered with the content type
+/// `application/x-git-upload-pack-advertisement` is a smart server; a `200` with anything else
+/// (the plain `info/refs` file) a dumb one.
+pub(crate) fn probe_http_git(
+    url: &str,
+    cred: Option<&crate::credentials::Credential>,
+    cfg: &NetConfig,
+) -> HttpGit {
+    if !is_http(url) || cfg.offline {
+        return HttpGit::Unknown;
+    }
+    let probe = format!(
+        "{}/info/refs?service=git-upload-pack",
+        url.trim_end_matches('/')
+    );
+    let mut req = agent(cfg).get(&probe);
+    if let Some(c) = cred {
+        req = req.header("Authorization", c.basic_header());
+    }
+    match req.call() {
+        Ok(resp) if resp.status().as_u16() == 200 => {
+            let smart = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| {
+                    t.trim()
+                        .to_ascii_lowercase()
+                        .starts_with("application/x-git-upload-pack-advertisement")
+                });
+            if smart { HttpGit::Smart } else { HttpGit::Dumb }
+        }
+        _ => HttpGit::Unknown,
+    }
+}
+
+/// The last non-empty line of a git's stderr (its `fatal:` line), or `default`.
+fn last_line(stderr: &[u8], default: &str) -> String {
+    let err = String::from_utf8_lossy(stderr);
+    err.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(default)
+        .trim()
+        .to_string()
+}
+
+/// A git URL as one clone sees it: without its userinfo, with the credential that goes with
+/// it, vetted against `transports` and offline mode.
+struct Remote<'a> {
+    url: String,
+    cred: Option<crate::credentials::Credential>,
+    what: &'a str,
+    transports: GitTransports,
+    cfg: &'a NetConfig,
+}
+
+impl<'a> Remote<'a> {
+    fn new(
+        url: &str,
+        what: &'a str,
+        transports: GitTransports,
+        cfg: &'a NetConfig,
+    ) -> Result<Remote<'a>> {
+        let (url, cred) = crate::credentials::for_url(url);
+        let cred = cred.or_else(|| cfg.credential.clone());
+        let r = Remote {
+            url,
+            cred,
+            what,
+            transports,
+            cfg,
+        };
+        let kind = classify_git_url(&r.url).map_err(|e| r.fail(e.to_string()))?;
+        if kind == GitUrl::Local && transports == GitTransports::Network {
+            return Err(r.fail(
+                "a local repository is not allowed here (only https, http, ssh and git)".into(),
+            ));
+        }
+        if cfg.offline && kind != GitUrl::Local {
+            return Err(r.fail("offline mode forbids the network".into()));
+        }
+        Ok(r)
+    }
+
+    fn fail(&self, reason: String) -> Error {
+        Error::Fetch {
+            what: format!("{}: git {}", self.what, self.url),
+            reason,
+        }
+    }
+
+    fn command(&self) -> Command {
+        git_command(self.cred.as_ref(), self.transports, inherited_git_config())
+    }
+
+    /// Runs `cmd`: `Ok(Err(last stderr line))` when git failed.
+    fn run(&self, cmd: Command) -> Result<std::result::Result<Vec<u8>, String>> {
+        let out =
+            run_cancellable(cmd, self.cfg).map_err(|e| cancel_or(self.cfg, || self.fail(e)))?;
+        Ok(if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(last_line(&out.stderr, "git failed"))
+        })
+    }
+
+    /// Whether a failed shallow fetch (its stderr line `line`) means that the server cannot
+    /// do shallow: git says so for its dumb HTTP protocol, in English; otherwise the server is
+    /// asked ([`probe_http_git`]). Remembered for the URL.
+    fn cannot_do_shallow(&self, line: &str) -> bool {
+        let dumb = is_http(&self.url)
+            && (line.contains("does not support shallow")
+                || probe_http_git(&self.url, self.cred.as_ref(), self.cfg) == HttpGit::Dumb);
+        if dumb {
+            remember_dumb(&self.url);
+        }
+        dumb
+    }
+
+    /// The depth to try first: shallow, unless the URL is known to be a dumb server.
+    fn first_depth(&self) -> CloneDepth {
+        if is_http(&self.url) && known_dumb(&self.url) {
+            CloneDepth::Full
+        } else {
+            CloneDepth::Shallow
+        }
+    }
+
+    /// Says in the log how the clone was made.
+    fn log_depth(&self, depth: CloneDepth) {
+        match depth {
+            CloneDepth::Shallow => {
+                log::info!("{}: git {}: shallow clone (depth 1)", self.what, self.url);
+            }
+            CloneDepth::Full => log::warn!(
+                "{}: git {}: full clone (the server speaks git's dumb HTTP protocol, which \
+                 cannot clone shallow)",
+                self.what,
+                self.url
+            ),
+        }
+    }
+
+    /// Clones into `dest` (at `tag`), shallow where the server can, else in full; says which.
+    fn clone(&self, tag: Option<&str>, dest: &Path) -> Result<CloneDepth> {
+        let attempt = |depth| {
+            let cmd = clone_command(
+                &self.url,
+                tag,
+                self.cred.as_ref(),
+                dest,
+                self.transports,
+                inherited_git_config(),
+                depth,
+            );
+            self.run(cmd)
+        };
+        let depth = self.first_depth();
+        match attempt(depth)? {
+            Ok(_) => {
+                self.log_depth(depth);
+                Ok(depth)
+            }
+            Err(line) if depth == CloneDepth::Shallow && self.cannot_do_shallow(&line) => {
+                crate::tmp::remove_tree(dest)?;
+                attempt(CloneDepth::Full)?.map_err(|l| self.fail(l))?;
+                self.log_depth(CloneDepth::Full);
+                Ok(CloneDepth::Full)
+            }
+            Err(line) => Err(self.fail(line)),
+        }
+    }
+
+    /// The commit `dest`'s HEAD is at.
+    fn head(&self, dest: &Path) -> Result<String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dest)
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .map_err(|e| self.fail(format!("running git: {e}")))?;
+        let head = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || head.is_empty() {
+            return Err(self.fail("cannot read the cloned commit".into()));
+        }
+        Ok(head)
+    }
+
+    /// `git <args>` in `dest`.
+    fn in_repo(&self, dest: &Path, args: &[&str]) -> Result<std::result::Result<Vec<u8>, String>> {
+        let mut cmd = self.command();
+        cmd.arg("-C").arg(dest).args(args);
+        self.run(cmd)
+    }
+}
+
 /// Clones `url` into `dest` (which must not exist), with only the transports `transports`
-/// allows. With `tag`, checks out that tag; with `commit`, requires HEAD to be exactly that
-/// commit. Returns HEAD's commit.
+/// allows: shallow (`--depth 1`), or in full when the server speaks git's dumb HTTP protocol
+/// (detected once per URL, from git's error or the server's answer to `info/refs`; the log says
+/// which was made). With `tag`, checks out that tag; with `commit`, requires HEAD to be exactly
+/// that commit. Returns HEAD's commit.
 pub(crate) fn git_clone(
     url: &str,
     tag: Option<&str>,
@@ -821,62 +1084,209 @@ pub(crate) fn git_clone(
     transports: GitTransports,
     cfg: &NetConfig,
 ) -> Result<String> {
-    let (url, cred) = crate::credentials::for_url(url);
-    let cred = cred.or_else(|| cfg.credential.clone());
-    let url = url.as_str();
-    let fail = |reason: String| Error::Fetch {
-        what: format!("{what}: git {url}"),
-        reason,
-    };
-    let kind = classify_git_url(url).map_err(|e| fail(e.to_string()))?;
-    if kind == GitUrl::Local && transports == GitTransports::Network {
-        return Err(fail(
-            "a local repository is not allowed here (only https, http, ssh and git)".into(),
-        ));
-    }
-    if cfg.offline && kind != GitUrl::Local {
-        return Err(fail("offline mode forbids the network".into()));
-    }
+    let remote = Remote::new(url, what, transports, cfg)?;
     if tag.is_some_and(|t| t.starts_with('-')) {
-        return Err(fail("a tag may not start with '-'".into()));
+        return Err(remote.fail("a tag may not start with '-'".into()));
     }
-    let cmd = clone_command(
-        url,
-        tag,
-        cred.as_ref(),
-        dest,
-        transports,
-        inherited_git_config(),
-    );
-    let out = run_cancellable(cmd, cfg).map_err(|e| cancel_or(cfg, || fail(e)))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let line = err
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("git clone failed");
-        return Err(fail(line.trim().to_string()));
-    }
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dest)
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .map_err(|e| fail(format!("running git: {e}")))?;
-    let head = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() || head.is_empty() {
-        return Err(fail("cannot read the cloned commit".into()));
-    }
+    remote.clone(tag, dest)?;
+    let head = remote.head(dest)?;
     if let Some(c) = commit
         && !head.eq_ignore_ascii_case(c.trim())
     {
-        return Err(fail(format!(
+        return Err(remote.fail(format!(
             "tag {} is at commit {head}, but the step requires commit {c}",
             tag.unwrap_or("HEAD")
         )));
     }
     Ok(head)
+}
+
+/// Whether `s` is a full commit id (40 hex digits, or 64 for SHA-256 repositories).
+pub(crate) fn is_full_commit(s: &str) -> bool {
+    matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Why a git reference (a branch, a tag, `HEAD`, `refs/…`) is refused before git sees it.
+pub(crate) fn check_reference(r: &str) -> std::result::Result<(), &'static str> {
+    if r.is_empty() {
+        Err("an empty git reference")
+    } else if r.starts_with('-') {
+        Err("a git reference may not start with '-'")
+    } else if r.chars().any(|c| {
+        c.is_control() || c.is_whitespace() || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+    }) || r.contains("..")
+        || r.contains("@{")
+    {
+        Err("not a valid git branch or tag name")
+    } else {
+        Ok(())
+    }
+}
+
+/// The commit that `reference` (a branch, a tag, `HEAD` or a full `refs/…` name) of `url`
+/// points at, by one `git ls-remote`: an annotated tag's commit, not the tag object; a branch
+/// before a tag of the same name.
+pub(crate) fn git_ls_remote(
+    url: &str,
+    reference: &str,
+    what: &str,
+    transports: GitTransports,
+    cfg: &NetConfig,
+) -> Result<String> {
+    let remote = Remote::new(url, what, transports, cfg)?;
+    check_reference(reference).map_err(|e| remote.fail(format!("{reference:?}: {e}")))?;
+    let mut cmd = remote.command();
+    cmd.args(["ls-remote", "--"])
+        .arg(&remote.url)
+        .arg(reference)
+        .arg(format!("{reference}^{{}}"));
+    let out = remote.run(cmd)?.map_err(|l| remote.fail(l))?;
+    let text = String::from_utf8_lossy(&out);
+    let refs: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(id, name)| (id.trim(), name.trim()))
+        .collect();
+    let wanted: Vec<String> = if reference == "HEAD" {
+        vec!["HEAD".into()]
+    } else if reference.starts_with("refs/") {
+        vec![format!("{reference}^{{}}"), reference.to_string()]
+    } else {
+        vec![
+            format!("refs/heads/{reference}"),
+            format!("refs/tags/{reference}^{{}}"),
+            format!("refs/tags/{reference}"),
+        ]
+    };
+    wanted
+        .iter()
+        .find_map(|w| refs.iter().find(|(_, n)| n == w).map(|(id, _)| *id))
+        .filter(|id| is_full_commit(id))
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| remote.fail(format!("no branch or tag {reference}")))
+}
+
+/// Gets exactly `commit` of `url` into `dest` (which must not exist), checked out, `.git`
+/// included. `reference` is a branch or tag that pointed at it a moment ago: it is cloned
+/// shallow (or in full from a dumb HTTP server, [`git_clone`]). When it has moved since, or
+/// without one, the commit is fetched by its id, shallow where the server allows it, else the
+/// whole history is cloned and the commit checked out (a dumb HTTP server, or one that refuses
+/// commits it does not advertise). HEAD is verified to be `commit`.
+pub(crate) fn git_checkout_commit(
+    url: &str,
+    reference: Option<&str>,
+    commit: &str,
+    dest: &Path,
+    what: &str,
+    transports: GitTransports,
+    cfg: &NetConfig,
+) -> Result<()> {
+    let remote = Remote::new(url, what, transports, cfg)?;
+    if !is_full_commit(commit) {
+        return Err(remote.fail(format!("{commit:?} is not a full commit id")));
+    }
+    let commit = commit.to_ascii_lowercase();
+    if let Some(r) = reference {
+        check_reference(r).map_err(|e| remote.fail(format!("{r:?}: {e}")))?;
+        let tag = (r != "HEAD").then_some(r);
+        match remote.clone(tag, dest) {
+            Ok(depth) => {
+                if remote.head(dest)? == commit {
+                    return Ok(());
+                }
+                log::info!(
+                    "{what}: git {}: {r} moved past {commit} meanwhile; fetching the commit itself",
+                    remote.url
+                );
+                // A full clone may hold the commit already.
+                if depth == CloneDepth::Full
+                    && remote
+                        .in_repo(dest, &["checkout", "--quiet", "--detach", &commit])?
+                        .is_ok()
+                    && remote.head(dest)? == commit
+                {
+                    return Ok(());
+                }
+            }
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            // A `refs/…` name `--branch` does not take, a branch deleted since it was resolved:
+            // the commit itself may still be had.
+            Err(Error::Fetch { reason, .. }) => log::info!(
+                "{what}: git {}: {reason}; fetching commit {commit} itself",
+                remote.url
+            ),
+            Err(e) => return Err(e),
+        }
+        crate::tmp::remove_tree(dest)?;
+    }
+    let mut shallow_failed = None;
+    if remote.first_depth() == CloneDepth::Shallow {
+        fs_create_dir(dest).map_err(|e| remote.fail(e))?;
+        remote
+            .in_repo(dest, &["init", "--quiet"])?
+            .map_err(|l| remote.fail(l))?;
+        let fetched = remote.in_repo(
+            dest,
+            &[
+                "fetch",
+                "--quiet",
+                "--depth",
+                "1",
+                "--no-tags",
+                "--",
+                &remote.url,
+                &commit,
+            ],
+        )?;
+        match fetched {
+            Ok(_) => {
+                remote
+                    .in_repo(dest, &["checkout", "--quiet", "--detach", "FETCH_HEAD"])?
+                    .map_err(|l| remote.fail(l))?;
+                remote.log_depth(CloneDepth::Shallow);
+            }
+            Err(line) => {
+                if !remote.cannot_do_shallow(&line) {
+                    shallow_failed = Some(line);
+                }
+                crate::tmp::remove_tree(dest)?;
+            }
+        }
+    }
+    if !dest.exists() {
+        // The whole history, every branch and tag: the commit may be on any of them.
+        let mut cmd = remote.command();
+        cmd.args(["clone", "--quiet", "--no-checkout", "--"])
+            .arg(&remote.url)
+            .arg(dest);
+        remote.run(cmd)?.map_err(|l| remote.fail(l))?;
+        let checkout = remote.in_repo(dest, &["checkout", "--quiet", "--detach", &commit])?;
+        if checkout.is_err() {
+            return Err(remote.fail(format!(
+                "commit {commit} is not in the repository{}",
+                shallow_failed.map_or(String::new(), |l| format!(" ({l})"))
+            )));
+        }
+        match shallow_failed {
+            Some(_) => log::info!(
+                "{what}: git {}: full clone (the server would not serve commit {commit} alone)",
+                remote.url
+            ),
+            None => remote.log_depth(CloneDepth::Full),
+        }
+    }
+    let head = remote.head(dest)?;
+    if head != commit {
+        return Err(remote.fail(format!(
+            "checked out commit {head}, but {commit} was asked for"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates the directory `dest` (0755).
+fn fs_create_dir(dest: &Path) -> std::result::Result<(), String> {
+    std::fs::create_dir(dest).map_err(|e| format!("create dir {}: {e}", dest.display()))
 }
 
 #[cfg(test)]
@@ -970,6 +1380,7 @@ mod tests {
             dest,
             GitTransports::Network,
             0,
+            CloneDepth::Shallow,
         ));
         let env = |k: &str| envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let configs: Vec<&str> = args
@@ -1015,6 +1426,7 @@ mod tests {
             dest,
             GitTransports::NetworkAndLocal,
             0,
+            CloneDepth::Shallow,
         ));
         let env = |k: &str| envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert!(args.iter().any(|a| a == "protocol.file.allow=always"));
@@ -1032,6 +1444,7 @@ mod tests {
             Path::new("d"),
             GitTransports::Network,
             2,
+            CloneDepth::Shallow,
         ));
         let env = |k: &str| envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(env("GIT_CONFIG_COUNT"), Some("3"));
@@ -1068,6 +1481,7 @@ mod tests {
                 &t.path().join("clone"),
                 GitTransports::Network,
                 1,
+                CloneDepth::Shallow,
             );
             cmd.env("GIT_CONFIG_KEY_0", "protocol.file.allow")
                 .env("GIT_CONFIG_VALUE_0", "always")

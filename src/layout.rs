@@ -222,7 +222,7 @@ pub(crate) enum TempKind {
     Download,
     /// A precompiled executable's download.
     Executable,
-    /// A git step-info checkout.
+    /// A git ref's clone (`git::URL@REF`).
     Git,
     /// A collection object being generated.
     Steplib,
@@ -273,9 +273,8 @@ pub const COLLECTION_ID: &str = "_steplib";
 pub const COLLECTION_VERSION: &str = "current";
 /// The prefix of the name id of a step's executables: `<alias>/_exe.<id>/…`.
 pub const EXE_ID_PREFIX: &str = "_exe.";
-/// The route of `step-info --library git::URL@REF`'s checkouts: `_git/<alias>/ref-<16 hex>`.
+/// The route of git refs' trees (`git::URL@REF`): `_git/<URL id>/<commit>` ([`git_url_id`]).
 pub(crate) const GIT_ROUTE: &str = "_git";
-
 /// The route of Go step builds: `_build/<source object id>/go-<key>` (`crate::toolkit::build`).
 pub const BUILD_ROUTE: &str = "_build";
 /// The route of toolkits: `_toolkits/<toolkit>/<version>`.
@@ -285,9 +284,43 @@ pub(crate) const TOOLCHAIN_ROUTE: &str = "_toolchains";
 /// The name id of the Go toolkit: `_toolkits/go/<version>`.
 pub const GO_TOOLKIT_ID: &str = "go";
 
-/// The name version of a git step-info checkout of `reference`: `ref-<16 hex of BLAKE3>`.
-pub(crate) fn git_ref_version(reference: &str) -> String {
-    format!("ref-{}", &blake3::hash(reference.as_bytes()).to_hex()[..16])
+/// Most bytes of the readable part of a [`git_url_id`].
+const GIT_URL_SLUG_MAX: usize = 64;
+
+/// The name id of a git repository's trees, `<slug>-<32 hex>`: the slug is the URL without
+/// its scheme, each run of characters outside `A-Z a-z 0-9 . _` turned into one `-`, at most
+/// 64 bytes, for people; the 32 hex digits (128 bits) are BLAKE3 of `stepman-git-url 1\n`
+/// followed by the URL, and tell URLs apart. `url` is the URL without its userinfo, a local
+/// repository as `file://<absolute canonical path>`.
+pub(crate) fn git_url_id(url: &str) -> String {
+    let without_scheme = url.split_once("://").map_or(url, |(_, r)| r);
+    let mut slug = String::new();
+    for c in without_scheme.chars() {
+        let c = if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+            c
+        } else {
+            '-'
+        };
+        if c == '-' && (slug.is_empty() || slug.ends_with('-')) {
+            continue;
+        }
+        if slug.len() >= GIT_URL_SLUG_MAX {
+            break;
+        }
+        slug.push(c);
+    }
+    let slug = slug
+        .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
+        .trim_end_matches(['-', '.']);
+    let mut h = blake3::Hasher::new();
+    h.update(b"stepman-git-url 1\n");
+    h.update(url.as_bytes());
+    let hex = h.finalize().to_hex();
+    if slug.is_empty() {
+        format!("git-{}", &hex[..32])
+    } else {
+        format!("{slug}-{}", &hex[..32])
+    }
 }
 
 /// The layout inside a collection object (`store-format.md`, section 4a), relative to the
@@ -439,6 +472,37 @@ mod tests {
     }
 
     #[test]
+    fn git_url_ids_are_names_and_tell_urls_apart() {
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        let long = format!("https://h/{}.git", "a/".repeat(200));
+        let urls = [
+            "https://github.com/bitrise-steplib/steps-script.git",
+            "https://github.com/bitrise-steplib/steps-script",
+            "http://github.com/bitrise-steplib/steps-script.git",
+            "git@github.com:bitrise-steplib/steps-script.git",
+            "file:///srv/r.git",
+            "file:///srv/r-git",
+            "https://h/-/../x",
+            "::",
+            &long,
+        ];
+        let ids: Vec<String> = urls.iter().map(|u| git_url_id(u)).collect();
+        for (u, id) in urls.iter().zip(&ids) {
+            assert!(Name::new(GIT_ROUTE, id, commit).is_ok(), "{u} -> {id}");
+        }
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+        assert!(
+            ids[0].starts_with("github.com-bitrise-steplib-steps-script.git-"),
+            "{}",
+            ids[0]
+        );
+        assert!(ids[7].starts_with("git-"), "{}", ids[7]);
+    }
+
+    #[test]
     fn store_dir_is_spelled_from_the_major_version() {
         assert_eq!(STORE_DIR, format!("{STORE_DIR_PREFIX}{FORMAT_MAJOR}"));
         assert_eq!(store_dir_major(STORE_DIR), Some(FORMAT_MAJOR));
@@ -455,5 +519,35 @@ mod tests {
             None
         );
         assert_eq!(Layout::parse_name_target(Path::new("/etc/passwd")), None);
+    }
+}
+#[cfg(test)]
+mod git_url_vectors {
+    /// The `| Gn | URL | URL id |` rows of `store-format.md` §4c hold for [`super::git_url_id`].
+    #[test]
+    fn store_format_git_url_vectors_match_the_code() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("store-format.md"),
+        )
+        .expect("store-format.md is part of the repository");
+        let rows: Vec<(String, String)> = doc
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells.len() == 5
+                    && cells[1].starts_with('G')
+                    && cells[1][1..].parse::<u32>().is_ok())
+                .then(|| {
+                    (
+                        cells[2].trim_matches('`').to_string(),
+                        cells[3].trim_matches('`').to_string(),
+                    )
+                })
+            })
+            .collect();
+        assert_eq!(rows.len(), 3, "the vectors of store-format.md §4c");
+        for (url, id) in rows {
+            assert_eq!(super::git_url_id(&url), id, "{url}");
+        }
     }
 }

@@ -111,7 +111,7 @@ pub(crate) enum Producer {
     StepSource,
     /// A step version's precompiled executable.
     Executable,
-    /// `step-info --library git::URL@REF`'s checkout.
+    /// A git ref's tree (`git::URL@REF`: `activate`, `download`, `step-info`).
     GitStep,
     /// A collection object (`setup`, `update`).
     Collection,
@@ -356,6 +356,11 @@ impl Store {
     pub fn with_lower(mut self, lower: Vec<Store>) -> Store {
         self.lower = lower;
         self
+    }
+
+    /// The flag that stops waits ([`Store::with_interrupt`]), if any.
+    pub(crate) fn interrupt(&self) -> Option<&AtomicBool> {
+        self.interrupt.as_deref()
     }
 
     /// Makes waits for another process's fill of the same name (single flight) stop with

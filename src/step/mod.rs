@@ -1,8 +1,8 @@
 //! Step lookup, download and activation (what CI runs), one concern per file: `resolve.rs`
 //! (picking a version from a collection: [`resolve()`]), `source.rs` (the step's source into
 //! the store: [`download`]), `activation.rs` (copying it out: [`activate_with`]),
-//! [`precompiled`] (verified executables) and `git_info.rs` (`step-info --library git::URL`:
-//! [`git_step_info`]).
+//! [`precompiled`] (verified executables) and `git_ref.rs` (steps named `git::URL@REF` or
+//! `path::DIR` instead of through a StepLib: [`activate_ref`], [`fetch_git`]).
 //!
 //! Invariants:
 //! - A step's source is verified before it is published (git: the checkout is exactly
@@ -14,14 +14,17 @@
 //! - A cache hit needs no write access to the store.
 
 mod activation;
-mod git_info;
+mod git_ref;
 pub mod precompiled;
 mod prepare;
 mod resolve;
 mod source;
 
 pub use activation::{Precompiled, activate, activate_with};
-pub use git_info::git_step_info;
+pub use git_ref::{
+    ActivatedRef, DEFAULT_REFERENCE, GitRef, GitTree, StepRef, activate_ref, fetch_git,
+    ref_step_info,
+};
 pub use prepare::{PrepareOptions, Prepared, activate_prepared, download_prepared};
 pub(crate) use resolve::refresh_if_stale;
 pub use resolve::{Lookup, OnMiss, Picked, Refresh, Resolved, StepInfo, open_or_setup, resolve};

@@ -13,7 +13,7 @@
 //! - Looking a step up reads one small per-group file of the collection object, never the whole
 //!   spec.
 
-mod checkout;
+pub(crate) mod checkout;
 pub mod generate;
 pub mod model;
 pub mod version;

@@ -1126,3 +1126,63 @@ fn fsck_repair_of_a_temp_dir_another_sweeper_removes_first() {
     assert!(!dead.exists() && !dead_lock.exists());
     assert_fsck_clean(&home);
 }
+
+/// Eight processes activating one `git::URL@branch` at once: each resolves the branch, one
+/// clones (single flight on the commit's name), and all get identical trees.
+#[test]
+fn concurrent_activations_of_one_git_ref_clone_once() {
+    use crate::git_transports::{Served, Transport, commit_all};
+    let _s = support::alone();
+    let work = TestDir::new();
+    let served = Served::start(&work.path().join("served"));
+    let wt = work.path().join("wt");
+    make_tree(&wt, 7, 200);
+    fs::write(wt.join("step.yml"), step_yml("concurrent", None)).unwrap();
+    commit_all(&wt, "step");
+    served.publish(&wt, "ref.git");
+    let spec = format!("git::{}@main", served.url(Transport::Smart, "ref.git"));
+    let home = work.path().join("home");
+    // Create the store first, so every process reaches the name lock at the same moment.
+    let tiny = work.path().join("tiny");
+    make_tree(&tiny, 9, 1);
+    import(&home, &tiny, Some("other/tiny/1"));
+    const N: usize = 8;
+    let dests: Vec<PathBuf> = (0..N).map(|i| work.path().join(format!("d{i}"))).collect();
+    let mut children: Vec<Child> = dests
+        .iter()
+        .map(|d| {
+            gated_stepman(
+                &home,
+                [
+                    "activate".as_ref(),
+                    "-i".as_ref(),
+                    spec.as_ref(),
+                    "-p".as_ref(),
+                    d.as_os_str(),
+                ],
+            )
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    release(&mut children);
+    for (i, c) in children.into_iter().enumerate() {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            failure(&format!("activation {i}"), &out)
+        );
+    }
+    assert_eq!(
+        served.fetches(Transport::Smart).len(),
+        1,
+        "{N} concurrent activations of one commit cloned more than once"
+    );
+    // The work tree less its `.git`: what every activation must hold.
+    fs::remove_dir_all(wt.join(".git")).unwrap();
+    for d in &dests {
+        assert_same_tree(&wt, d);
+    }
+    assert_fsck_clean(&home);
+}

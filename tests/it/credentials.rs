@@ -220,3 +220,65 @@ fn a_remote_steplib_may_not_name_local_files() {
         assert!(!dest.exists());
     }
 }
+
+/// A private repository as a `git::` step, its credential in the URL's userinfo, over smart
+/// and dumb HTTP: the ls-remote and the clone carry it, and it is in no name, file or output.
+#[test]
+fn a_git_ref_credential_is_used_but_never_stored_or_printed() {
+    use crate::git_transports::{Transport, commit_all};
+    let t = support::TestDir::new();
+    let root = t.path().join("served");
+    fs::create_dir_all(&root).unwrap();
+    let server = serve();
+    server.mount_git_backend("/smart", &root);
+    server.mount_static("/dumb", &root);
+    let wt = t.path().join("wt");
+    fs::create_dir_all(&wt).unwrap();
+    fs::write(wt.join("step.sh"), "echo private\n").unwrap();
+    commit_all(&wt, "private");
+    support::git(
+        &root,
+        &["clone", "-q", "--bare", wt.to_str().unwrap(), "r.git"],
+    );
+    support::git(&root.join("r.git"), &["update-server-info"]);
+    let netrc = t.path().join("no-netrc");
+    for (tr, prefix) in [(Transport::Smart, "smart"), (Transport::Dumb, "dumb")] {
+        let home = t.path().join(format!("home-{tr:?}"));
+        let dest = t.path().join(format!("dest-{tr:?}"));
+        let url = format!("http://bot:{CANARY}@{}/{prefix}/r.git", server.authority());
+        let o = run(
+            &home,
+            &netrc,
+            &[
+                "activate",
+                "-i",
+                &format!("git::{url}@main"),
+                "-p",
+                dest.to_str().unwrap(),
+            ],
+        );
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert!(o.status.success(), "{tr:?}: {err}");
+        assert!(
+            !out.contains(CANARY) && !err.contains(CANARY),
+            "{tr:?}: printed: {err}"
+        );
+        assert_eq!(
+            fs::read_to_string(dest.join("step.sh")).unwrap(),
+            "echo private\n"
+        );
+        assert_no_canary_in_tree(&home);
+        assert_no_canary_in_tree(&dest);
+    }
+    assert!(
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("/r.git/"))
+            .all(authorized),
+        "a request to the repository went without the credential"
+    );
+}

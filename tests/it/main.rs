@@ -13,6 +13,8 @@ mod format_vectors;
 mod freshness;
 mod full_disk;
 mod fuzz_regressions;
+mod git_refs;
+mod git_transports;
 mod go_steps;
 mod go_toolkit;
 mod hostile_archives;

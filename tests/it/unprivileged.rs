@@ -650,3 +650,71 @@ fn owner_repair_fixes_modes_and_names_the_chown_for_root_owned_leftovers() {
         "bind under the id dir root made",
     );
 }
+
+/// A `git::` step baked by root is a cache hit for another user, who may not write to the
+/// store: by its commit id (no network) and by a branch still at that commit (one `ls-remote`);
+/// a commit not stored is a "read-only" error. Nothing in the store changes.
+#[test]
+fn a_baked_git_ref_activates_for_another_user() {
+    use crate::git_transports::{Served, Transport, commit_all};
+    if !support::root_with_setpriv(module_path!()) {
+        return;
+    }
+    let (t, work) = scratch();
+    let served = Served::start(&t.path().join("served"));
+    let wt = t.path().join("wt");
+    make_tree(&wt, "baked");
+    let c1 = commit_all(&wt, "one");
+    served.publish(&wt, "r.git");
+    let url = served.url(Transport::Smart, "r.git");
+    let baked = t.path().join("baked");
+    support::ok_stdout(
+        &as_root(&baked, &["download", "-i", &format!("git::{url}@{c1}")]),
+        "download as root",
+    );
+    fs::write(wt.join("more"), "x\n").unwrap();
+    commit_all(&wt, "two");
+    let before = snapshot(&baked);
+    for (i, r) in [c1.as_str(), "main"].into_iter().enumerate() {
+        let dest = work.join(format!("d{i}"));
+        let o = output(
+            nobody_stepman(
+                &baked,
+                [
+                    "activate",
+                    "-i",
+                    &format!("git::{url}@{r}"),
+                    "-p",
+                    dest.to_str().unwrap(),
+                ],
+            )
+            .env("HOME", &work),
+        );
+        support::ok_stdout(&o, &format!("activate @{r} as nobody"));
+        assert_eq!(
+            fs::read_to_string(dest.join("step.sh")).unwrap(),
+            "#!/bin/sh\necho baked\n"
+        );
+    }
+    // The branch moves to a commit the store does not have: a miss, read-only for nobody.
+    served.publish(&wt, "r.git");
+    let dest = work.join("d-miss");
+    let o = output(
+        nobody_stepman(
+            &baked,
+            [
+                "activate",
+                "-i",
+                &format!("git::{url}@main"),
+                "-p",
+                dest.to_str().unwrap(),
+            ],
+        )
+        .env("HOME", &work),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("read-only"), "{err}");
+    assert!(!dest.exists());
+    assert_eq!(snapshot(&baked), before, "the baked store changed");
+}

@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
@@ -136,8 +138,15 @@ impl Answer {
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
 pub(crate) struct Request {
+    /// `GET`, `POST`, ….
+    pub method: String,
     /// The path (query removed).
     pub path: String,
+    /// The query (after `?`), empty when there is none.
+    pub query: String,
+    /// The body, read only for requests a mount answers ([`Server::mount_git_backend`]), and
+    /// decoded from `Transfer-Encoding: chunked`.
+    pub body: Vec<u8>,
     /// Header names lowercased, values trimmed.
     pub headers: Vec<(String, String)>,
     /// When its head had been read.
@@ -172,7 +181,19 @@ struct Shared {
     /// A header every request must carry (name lowercased, value compared in any case); the
     /// others get `401`.
     required: Mutex<Option<(String, String)>>,
+    /// Directories served under a path prefix, when no script answers the path.
+    mounts: Mutex<Vec<(String, Mount)>>,
     stop: AtomicBool,
+}
+
+/// How a directory is served under a path prefix.
+#[derive(Debug, Clone)]
+enum Mount {
+    /// Static files (what a plain web server does; a bare repository after
+    /// `git update-server-info` is then a dumb-HTTP git server).
+    Static(PathBuf),
+    /// `git http-backend` as CGI with this `GIT_PROJECT_ROOT` (git's smart HTTP protocol).
+    GitBackend(PathBuf),
 }
 
 /// The server. Dropping it stops it.
@@ -273,6 +294,32 @@ impl Server {
             Some((name.to_ascii_lowercase(), value.to_string()));
     }
 
+    /// Serves the files under `root` at `<prefix>/…` (`prefix` starts with `/`), as a static
+    /// web server does: `200` with `text/plain` for a file, `404` for anything else. A bare
+    /// repository under `root` after `git update-server-info` is a dumb-HTTP git server.
+    pub(crate) fn mount_static(&self, prefix: &str, root: &Path) {
+        self.mount(prefix, Mount::Static(root.to_path_buf()));
+    }
+
+    /// Serves the repositories under `root` at `<prefix>/<repo>` by running `git http-backend`
+    /// as CGI for each request (`GIT_PROJECT_ROOT=root`, every repository exported): git's
+    /// smart HTTP protocol, v0 and v2.
+    pub(crate) fn mount_git_backend(&self, prefix: &str, root: &Path) {
+        self.mount(prefix, Mount::GitBackend(root.to_path_buf()));
+    }
+
+    fn mount(&self, prefix: &str, m: Mount) {
+        assert!(
+            prefix.starts_with('/') && !prefix.ends_with('/'),
+            "{prefix}"
+        );
+        self.shared
+            .mounts
+            .lock()
+            .unwrap()
+            .push((prefix.to_string(), m));
+    }
+
     /// How many connections were accepted, whether or not a request came on them.
     pub(crate) fn connections(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)
@@ -349,10 +396,23 @@ impl Drop for Server {
     }
 }
 
-fn read_head(conn: &mut TcpStream) -> io::Result<(String, Vec<(String, String)>)> {
+/// A request's head: method, path, query, headers (names lowercased), and the bytes read past
+/// the head (the start of its body).
+struct Head {
+    method: String,
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+    rest: Vec<u8>,
+}
+
+fn read_head(conn: &mut TcpStream) -> io::Result<Head> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
         let n = conn.read(&mut chunk)?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
@@ -361,21 +421,205 @@ fn read_head(conn: &mut TcpStream) -> io::Result<(String, Vec<(String, String)>)
         if buf.len() > 64 * 1024 {
             return Err(io::ErrorKind::InvalidData.into());
         }
-    }
-    let head = String::from_utf8_lossy(&buf).into_owned();
+    };
+    let rest = buf[end..].to_vec();
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let mut lines = head.split("\r\n");
-    let target = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("/")
-        .to_string();
-    let path = target.split('?').next().unwrap_or(&target).to_string();
+    let mut first = lines.next().unwrap_or_default().split_whitespace();
+    let method = first.next().unwrap_or("GET").to_string();
+    let target = first.next().unwrap_or("/").to_string();
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (target.clone(), String::new()),
+    };
     let headers = lines
         .take_while(|l| !l.is_empty())
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    Ok((path, headers))
+    Ok(Head {
+        method,
+        path,
+        query,
+        headers,
+        rest,
+    })
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Reads the body (Content-Length or chunked), answering `Expect: 100-continue` first.
+    fn read_body(&mut self, conn: &mut TcpStream) -> io::Result<Vec<u8>> {
+        if self
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        {
+            conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        let mut raw = std::mem::take(&mut self.rest);
+        if let Some(n) = self
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            while raw.len() < n {
+                let mut chunk = vec![0u8; (n - raw.len()).min(64 * 1024)];
+                let got = conn.read(&mut chunk)?;
+                if got == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                raw.extend_from_slice(&chunk[..got]);
+            }
+            raw.truncate(n);
+            return Ok(raw);
+        }
+        if !self
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        {
+            return Ok(raw);
+        }
+        // Chunked: read until the terminating chunk, then decode.
+        let mut body = Vec::new();
+        let mut pos = 0;
+        loop {
+            let line_end = loop {
+                if let Some(i) = raw[pos..].windows(2).position(|w| w == b"\r\n") {
+                    break pos + i;
+                }
+                fill(conn, &mut raw)?;
+            };
+            let size_text = String::from_utf8_lossy(&raw[pos..line_end]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+            pos = line_end + 2;
+            while raw.len() < pos + size + 2 {
+                fill(conn, &mut raw)?;
+            }
+            if size == 0 {
+                return Ok(body);
+            }
+            body.extend_from_slice(&raw[pos..pos + size]);
+            pos += size + 2;
+        }
+    }
+}
+
+/// Reads more of the connection onto `raw`.
+fn fill(conn: &mut TcpStream, raw: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0u8; 16 * 1024];
+    let n = conn.read(&mut chunk)?;
+    if n == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    raw.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+/// Answers a request for `rel` (the path below the mount's prefix) from a mount.
+fn answer_mount(
+    conn: &mut TcpStream,
+    m: &Mount,
+    head: &Head,
+    rel: &str,
+    body: &[u8],
+) -> io::Result<()> {
+    match m {
+        Mount::Static(root) => {
+            let safe = rel.split('/').all(|c| c != ".." && !c.contains('\\'));
+            let file = root.join(rel.trim_start_matches('/'));
+            match std::fs::read(&file) {
+                Ok(bytes) if safe && head.method == "GET" => {
+                    write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n",
+                        bytes.len()
+                    )?;
+                    conn.write_all(&bytes)
+                }
+                _ => conn.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
+            }
+        }
+        Mount::GitBackend(root) => {
+            let mut cmd = Command::new("git");
+            cmd.arg("http-backend")
+                .env("GIT_PROJECT_ROOT", root)
+                .env("GIT_HTTP_EXPORT_ALL", "1")
+                .env("REQUEST_METHOD", &head.method)
+                .env("PATH_INFO", rel)
+                .env("QUERY_STRING", &head.query)
+                .env("REMOTE_ADDR", "127.0.0.1")
+                .env("CONTENT_LENGTH", body.len().to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
+            for (h, var) in [
+                ("content-type", "CONTENT_TYPE"),
+                ("content-encoding", "HTTP_CONTENT_ENCODING"),
+                ("git-protocol", "GIT_PROTOCOL"),
+            ] {
+                if let Some(v) = head.header(h) {
+                    cmd.env(var, v);
+                }
+            }
+            let mut child = cmd.spawn()?;
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            let body = body.to_vec();
+            let writer = thread::spawn(move || {
+                let _ = stdin.write_all(&body);
+            });
+            let out = child.wait_with_output()?;
+            let _ = writer.join();
+            // CGI: headers, an empty line, the body.
+            let split = out
+                .stdout
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|i| (i, 4))
+                .or_else(|| {
+                    out.stdout
+                        .windows(2)
+                        .position(|w| w == b"\n\n")
+                        .map(|i| (i, 2))
+                });
+            let Some((at, sep)) = split else {
+                return conn.write_all(
+                    b"HTTP/1.1 500 CGI\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            };
+            let cgi_head = String::from_utf8_lossy(&out.stdout[..at]).to_string();
+            let cgi_body = &out.stdout[at + sep..];
+            let mut status = "200 OK".to_string();
+            let mut response = String::new();
+            for line in cgi_head
+                .lines()
+                .map(str::trim_end)
+                .filter(|l| !l.is_empty())
+            {
+                match line.split_once(':') {
+                    Some((k, v)) if k.eq_ignore_ascii_case("status") => {
+                        status = v.trim().to_string()
+                    }
+                    Some((k, v)) => response.push_str(&format!("{}: {}\r\n", k.trim(), v.trim())),
+                    None => {}
+                }
+            }
+            write!(
+                conn,
+                "HTTP/1.1 {status}\r\n{response}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                cgi_body.len()
+            )?;
+            conn.write_all(cgi_body)
+        }
+    }
 }
 
 /// Waits (without sending anything) until the client hangs up or the server stops.
@@ -411,7 +655,26 @@ fn nap(d: Duration, s: &Shared) -> bool {
 
 fn handle(mut conn: TcpStream, s: &Shared) -> io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let (path, headers) = read_head(&mut conn)?;
+    let mut head = read_head(&mut conn)?;
+    let path = head.path.clone();
+    let mount = {
+        let scripted = s.scripts.lock().unwrap().contains_key(&path);
+        let mounts = s.mounts.lock().unwrap();
+        (!scripted)
+            .then(|| {
+                mounts.iter().find_map(|(prefix, m)| {
+                    path.strip_prefix(prefix.as_str())
+                        .filter(|rel| rel.starts_with('/'))
+                        .map(|rel| (m.clone(), rel.to_string()))
+                })
+            })
+            .flatten()
+    };
+    let body = match &mount {
+        Some(_) => head.read_body(&mut conn)?,
+        None => Vec::new(),
+    };
+    let headers = head.headers.clone();
     let authorized = s
         .required
         .lock()
@@ -426,7 +689,10 @@ fn handle(mut conn: TcpStream, s: &Shared) -> io::Result<()> {
         let mut reqs = s.requests.lock().unwrap();
         let n = reqs.iter().filter(|r| r.path == path).count();
         reqs.push(Request {
+            method: head.method.clone(),
             path: path.clone(),
+            query: head.query.clone(),
+            body: body.clone(),
             headers,
             at: Instant::now(),
         });
@@ -443,6 +709,11 @@ fn handle(mut conn: TcpStream, s: &Shared) -> io::Result<()> {
         conn.write_all(
             b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         )?;
+        return conn.shutdown(Shutdown::Both);
+    }
+    if let Some((m, rel)) = &mount {
+        answer_mount(&mut conn, m, &head, rel, &body)?;
+        conn.flush()?;
         return conn.shutdown(Shutdown::Both);
     }
     let Some(answer) = answer else {

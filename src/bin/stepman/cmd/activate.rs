@@ -16,7 +16,7 @@ use stepman::activate::{self, Precompiled};
 /// `--replace` is given. Safe from many processes at once: one download, identical trees.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step -y ./step.yml\n  stepman activate -c ./steplib -i my-go-step -p ./step --prepare --json"
+    after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step -y ./step.yml\n  stepman activate -i git::https://github.com/bitrise-steplib/steps-script.git@master -p ./step -y ./step.yml\n  stepman activate -i path::./steps/my-step -p ./step\n  stepman activate -c ./steplib -i my-go-step -p ./step --prepare --json"
 )]
 pub(crate) struct ActivateArgs {
     #[command(flatten)]
@@ -39,8 +39,11 @@ pub(crate) struct ActivateArgs {
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
-    let c = super::steplib::collection(&a.step.collection)?;
     let net = cli.net();
+    if let Some(r) = a.step.step_ref() {
+        return activate_ref(cli, a, &r, net);
+    }
+    let c = a.step.collection()?;
     super::stop_on_signals(&net.cancel)?;
     // A cache hit must work on a read-only store: open without creating when possible.
     let store = match super::open_ro(cli)? {
@@ -115,5 +118,45 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
         r.picked.version,
         a.path.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `activate` of a step named by where it is: `git::URL@REF` (from the store, cloned once per
+/// commit) or `path::DIR` (copied as it is).
+fn activate_ref(
+    cli: &crate::Cli,
+    a: &ActivateArgs,
+    r: &activate::StepRef,
+    net: stepman::fetch::NetConfig,
+) -> anyhow::Result<ExitCode> {
+    if a.prepare.prepare {
+        return Err(super::CouldNotRun("--prepare works with StepLib steps only".into()).into());
+    }
+    super::stop_on_signals(&net.cancel)?;
+    // A stored commit (and a path) needs no write access: open without creating when possible.
+    let store = match super::open_ro(cli)? {
+        Some(s) => s,
+        None => super::open_rw(cli)?,
+    }
+    .with_interrupt(net.cancel.clone());
+    let replace = if a.replace {
+        stepman::Replace::Anything
+    } else {
+        stepman::Replace::Activated
+    };
+    let done = activate::activate_ref(&store, r, &a.path, a.copyyml.as_deref(), replace, &net)
+        .with_context(|| format!("activate {} into {}", r.shown(), a.path.display()))?;
+    match done {
+        activate::ActivatedRef::Git(t) => eprintln!(
+            "activated {} (commit {}, {}) into {}",
+            r.shown(),
+            t.commit,
+            t.id,
+            a.path.display()
+        ),
+        activate::ActivatedRef::Path(_) => {
+            eprintln!("activated {} into {}", r.shown(), a.path.display())
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@ use stepman::activate;
 /// Put a step version's source into the store (nothing is copied anywhere).
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  stepman download -c https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8\n  stepman download -c ./steplib --id my-go-step --prepare --json"
+    after_help = "Example:\n  stepman download -c https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8\n  stepman download -i git::https://github.com/bitrise-steplib/steps-script.git@master\n  stepman download -c ./steplib --id my-go-step --prepare --json"
 )]
 pub(crate) struct DownloadArgs {
     #[command(flatten)]
@@ -20,8 +20,11 @@ pub(crate) struct DownloadArgs {
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode> {
-    let c = super::steplib::collection(&a.step.collection)?;
     let net = cli.net();
+    if let Some(r) = a.step.step_ref() {
+        return download_ref(cli, a, &r, net);
+    }
+    let c = a.step.collection()?;
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     let r = a.step.resolve(&store, &c, &net)?;
@@ -46,6 +49,40 @@ pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode
             "already in the store"
         },
         got.id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `download` of a `git::` step: its tree into the store.
+fn download_ref(
+    cli: &crate::Cli,
+    a: &DownloadArgs,
+    r: &activate::StepRef,
+    net: stepman::fetch::NetConfig,
+) -> anyhow::Result<ExitCode> {
+    let activate::StepRef::Git(g) = r else {
+        return Err(super::CouldNotRun(format!(
+            "{}: a path:: step is not stored; activate copies it as it is",
+            r.shown()
+        ))
+        .into());
+    };
+    if a.prepare.prepare {
+        return Err(super::CouldNotRun("--prepare works with StepLib steps only".into()).into());
+    }
+    super::stop_on_signals(&net.cancel)?;
+    let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
+    let t = activate::fetch_git(&store, g, &net)?;
+    eprintln!(
+        "{} (commit {}) {} ({})",
+        r.shown(),
+        t.commit,
+        if t.cloned {
+            "downloaded"
+        } else {
+            "already in the store"
+        },
+        t.id
     );
     Ok(ExitCode::SUCCESS)
 }

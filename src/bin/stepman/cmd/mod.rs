@@ -165,13 +165,15 @@ pub(crate) fn open_ro(cli: &crate::Cli) -> anyhow::Result<Option<stepman::Store>
 /// (`download`, `activate`).
 #[derive(Debug, clap::Args)]
 pub(crate) struct StepArgs {
-    /// The collection's URI.
+    /// The collection's URI (not needed for a `git::` or `path::` step; `git` and `path` make
+    /// `-i` a repository URL or a directory, as in the old tool).
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
-    pub(crate) collection: String,
-    /// Step id.
+    pub(crate) collection: Option<String>,
+    /// Step id; or `git::URL@REF` (a repository at a branch, tag or commit) or `path::DIR`.
     #[arg(short = 'i', long)]
     pub(crate) id: String,
-    /// Version constraint ("", X, X.Y, X.Y.Z, X.x.x, X.Y.x).
+    /// Version constraint ("", X, X.Y, X.Y.Z, X.x.x, X.Y.x); with a git step, its branch, tag
+    /// or commit.
     #[arg(short = 'v', long, default_value = "")]
     pub(crate) version: String,
     /// Update the collection if the version is not found.
@@ -238,6 +240,22 @@ fn shell_words(argv: &[String]) -> String {
 }
 
 impl StepArgs {
+    /// The step named by where it is (`git::URL@REF`, `path::DIR`, `-c git`, `-c path`), if
+    /// it is one.
+    pub(crate) fn step_ref(&self) -> Option<stepman::activate::StepRef> {
+        stepman::activate::StepRef::from_parts(self.collection.as_deref(), &self.id, &self.version)
+    }
+
+    /// The collection (`-c`), parsed: required for a StepLib step.
+    pub(crate) fn collection(&self) -> anyhow::Result<stepman::steplib::Collection> {
+        let uri = self.collection.as_deref().ok_or_else(|| {
+            CouldNotRun(
+                "-c/--collection (or STEPMAN_COLLECTION) is required for a StepLib step".into(),
+            )
+        })?;
+        steplib::collection(uri)
+    }
+
     /// Picks the step version in collection `c` (parsed from `collection` before the store was
     /// opened), as `download` and `activate` do.
     pub(crate) fn resolve(

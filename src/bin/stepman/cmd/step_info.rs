@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use serde_json::{Value, json};
-use stepman::activate::{self, Picked, StepInfo};
+use stepman::activate::{self, Picked, StepInfo, StepRef};
 
 use super::steplib::Format;
 
@@ -16,10 +16,12 @@ use super::steplib::Format;
 /// never the whole spec; needs no write access when the collection is set up.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  stepman step-info --library https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8 --format json"
+    after_help = "Example:\n  stepman step-info --library https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8 --format json\n  stepman step-info --library git::https://github.com/bitrise-steplib/steps-script.git@master"
 )]
 pub(crate) struct StepInfoArgs {
-    /// The collection's URI, or `path::DIR` for a local step, or `git::URL@REF`.
+    /// The collection's URI, or `path::DIR` for a local step, or `git::URL@REF` (a repository
+    /// at a branch, tag or commit); also `git` (with `--id URL --version REF`) and `path`
+    /// (with `--id DIR`), as the old tool spells them.
     #[arg(long, env = "STEPMAN_LIBRARY_URI", alias = "collection", short = 'c')]
     library: Option<String>,
     /// Step id.
@@ -63,11 +65,18 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode
             .library
             .as_deref()
             .context("--library (or STEPMAN_LIBRARY_URI) is required")?;
-        if let Some(dir) = library.strip_prefix("path::") {
-            local_info("path", dir, PathBuf::from(dir).join("step.yml"))?
-        } else if let Some(spec) = library.strip_prefix("git::") {
-            let store = super::open_rw(cli)?;
-            activate::git_step_info(&store, spec, &cli.net())?
+        let id = a.id.as_deref().unwrap_or_default();
+        if let Some(r) = StepRef::from_parts(Some(library), id, &a.version)
+            .or_else(|| StepRef::parse_prefixed(library))
+        {
+            let store = match &r {
+                StepRef::Git(_) => Some(match super::open_ro(cli)? {
+                    Some(s) => s,
+                    None => super::open_rw(cli)?,
+                }),
+                StepRef::Path(_) => None,
+            };
+            activate::ref_step_info(store.as_ref(), &r, &cli.net())?
         } else {
             let id = a.id.as_deref().context("--id is required")?;
             let c = super::steplib::collection(library)?;
