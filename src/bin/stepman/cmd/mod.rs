@@ -16,6 +16,7 @@ pub(crate) mod steplib;
 pub(crate) mod store;
 pub(crate) mod toolkit;
 pub(crate) mod update;
+pub(crate) mod version;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};

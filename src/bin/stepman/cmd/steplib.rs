@@ -3,9 +3,10 @@
 use clap::ValueEnum;
 
 /// `--format` of the listing commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub(crate) enum Format {
     /// Human-readable lines.
+    #[default]
     Raw,
     /// JSON on stdout.
     Json,
