@@ -23,6 +23,17 @@ pub fn git_step_info(store: &Store, spec: &str, net: &NetConfig) -> Result<StepI
     } else {
         (url, reference)
     };
+    git_step_info_at(store, url, reference, net)
+}
+
+/// [`git_step_info`] of repository `url` at `reference` (`None`: its default branch), as the
+/// old form `step-info --library git --id URL --version REF` names them.
+pub fn git_step_info_at(
+    store: &Store,
+    url: &str,
+    reference: Option<&str>,
+    net: &NetConfig,
+) -> Result<StepInfo> {
     let shown = crate::credentials::redact(url);
     let version = crate::layout::git_ref_version(reference.unwrap_or("HEAD"));
     let name = Name::new(GIT_ROUTE, &steplib::alias_of(&shown), &version)?;

@@ -21,7 +21,7 @@ mod resolve;
 mod source;
 
 pub use activation::{Precompiled, activate, activate_with};
-pub use git_info::git_step_info;
+pub use git_info::{git_step_info, git_step_info_at};
 pub use prepare::{PrepareOptions, Prepared, activate_prepared, download_prepared};
 pub use resolve::{OnMiss, Picked, Resolved, StepInfo, open_or_setup, resolve};
 pub use source::download;

@@ -14,6 +14,7 @@
 //!   spec.
 
 mod checkout;
+pub mod compat;
 pub mod generate;
 pub mod model;
 pub mod version;
@@ -225,6 +226,17 @@ pub fn read_step_yml(path: &Path) -> Result<Value> {
         path,
         checkout::read_regular(path, checkout::AtLink::Follow, model::MAX_YAML_BYTES as u64),
     )
+}
+
+/// [`read_step_yml`], also returning the file's text (what `step-info` prints as the step's
+/// definition): the file is read once.
+pub fn read_step_yml_text(path: &Path) -> Result<(String, Value)> {
+    let raw = checkout::read_regular(path, checkout::AtLink::Follow, model::MAX_YAML_BYTES as u64);
+    let text = match &raw {
+        Ok(b) => String::from_utf8_lossy(b).into_owned(),
+        Err(_) => String::new(),
+    };
+    Ok((text, parse_yml_bytes(path, raw)?))
 }
 
 /// [`read_step_yml`] of `rel` inside the tree `dir` (a step's object): a symlink is followed

@@ -2,6 +2,7 @@
 //! `export-spec`, `collections`) and the exit status of bad usage, checked field for field
 //! against what the old tool prints.
 
+use std::fs;
 use std::path::Path;
 
 use serde_json::{Value, json};
@@ -115,4 +116,262 @@ fn loglevel_flag_and_variable_set_verbosity() {
     let o = output(&mut cmd);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("LOGLEVEL"), "{}", stderr(&o));
+}
+
+const STEP_YML: &str = "title: Hello
+summary: Says hello
+website: https://example.invalid
+timeout: 30
+inputs:
+  - greeting: hello
+    opts:
+      title: Greeting
+      is_required: true
+  - plain:
+outputs:
+  - OUT:
+    opts:
+      is_expand: false
+";
+
+/// A local StepLib with step `hello` (1.0.0 and 1.1.0), an asset, and a step-info.yml with the
+/// old tool's group fields plus one it does not know.
+fn steplib_with_assets(lib: &Path) {
+    fs::create_dir_all(lib.join("steps/hello/assets")).unwrap();
+    fs::write(lib.join("steps/hello/assets/icon.svg"), "<svg/>").unwrap();
+    fs::write(
+        lib.join("steps/hello/step-info.yml"),
+        "maintainer: community\ndeprecate_notes: use hi\nremoval_date: \"2030-01-01\"\nowner: someone\n",
+    )
+    .unwrap();
+    for v in ["1.0.0", "1.1.0"] {
+        fs::create_dir_all(lib.join(format!("steps/hello/{v}"))).unwrap();
+        fs::write(lib.join(format!("steps/hello/{v}/step.yml")), STEP_YML).unwrap();
+    }
+    fs::write(
+        lib.join("steplib.yml"),
+        "format_version: 1.0.0\nsteplib_source: t\nassets_download_base_uri: https://assets.invalid\n\
+         download_locations:\n  - type: zip\n    src: archives/\n",
+    )
+    .unwrap();
+}
+
+/// What the old tool's `ParseStepDefinition` (FillMissingDefaults, envman's defaults for each
+/// input and output; `omitempty` leaves out an empty `value_options` and `meta`) makes of
+/// [`STEP_YML`].
+fn step_with_defaults() -> Value {
+    let opts = |title: &str, required: bool, expand: bool| {
+        json!({
+            "title": title, "description": "", "summary": "", "category": "",
+            "is_required": required, "is_expand": expand, "is_sensitive": false,
+            "is_dont_change_value": false, "is_template": false, "skip_if_empty": false,
+            "unset": false,
+        })
+    };
+    json!({
+        "title": "Hello", "summary": "Says hello", "description": "",
+        "website": "https://example.invalid", "source_code_url": "", "support_url": "",
+        "is_requires_admin_user": false, "is_always_run": false, "is_skippable": false,
+        "run_if": "", "timeout": 30,
+        "inputs": [
+            {"greeting": "hello", "opts": opts("Greeting", true, true)},
+            {"plain": "", "opts": opts("", false, true)},
+        ],
+        "outputs": [{"OUT": "", "opts": opts("", false, false)}],
+    })
+}
+
+fn json_out(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Value {
+    let mut cmd = stepman(home, args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = output(&mut cmd);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stdout(&o)))
+}
+
+/// `step-info` of a StepLib step, by `--library`, by the deprecated `-c` and by
+/// `STEPMAN_COLLECTION`: the old tool's fields, field for field.
+#[test]
+fn step_info_of_a_steplib_step_has_the_old_fields() {
+    let t = tempfile::tempdir().unwrap();
+    let (home, lib) = (t.path().join("home"), t.path().join("lib"));
+    steplib_with_assets(&lib);
+    let uri = lib.to_str().unwrap();
+    // A local path is shown as its `file://` URI.
+    let file_uri = format!("file://{uri}");
+    let assets = json!({"icon.svg": "https://assets.invalid/hello/assets/icon.svg"});
+    let mut step = step_with_defaults();
+    step["asset_urls"] = assets.clone();
+    let info = json!({
+        "maintainer": "community", "deprecate_notes": "use hi", "removal_date": "2030-01-01",
+        "asset_urls": assets,
+    });
+    for (args, env) in [
+        (vec!["--library", uri], vec![]),
+        (vec!["-c", uri], vec![]),
+        (vec!["--collection", uri], vec![]),
+        (vec![], vec![("STEPMAN_COLLECTION", uri)]),
+    ] {
+        let mut a = vec!["step-info"];
+        a.extend(&args);
+        a.extend(["--id", "hello", "--format", "json"]);
+        let got = json_out(&home, &a, &env);
+        let defpth = got["definition_pth"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(defpth.ends_with(".yml"), "{got}");
+        assert_eq!(
+            got,
+            json!({
+                "library": file_uri, "id": "hello", "version": "1.1.0", "latest_version": "1.1.0",
+                "info": info, "step": step, "definition_pth": defpth,
+            }),
+            "{a:?}: no original_version when none was asked for"
+        );
+    }
+    let got = json_out(
+        &home,
+        &[
+            "step-info",
+            "--library",
+            uri,
+            "--id",
+            "hello",
+            "--version",
+            "1.0",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(got["version"], "1.0.0");
+    assert_eq!(got["original_version"], "1.0");
+
+    // Raw: the old tool's header lines, then the step.yml as it is written.
+    let o = out(
+        &home,
+        &[
+            "step-info",
+            "--library",
+            uri,
+            "--id",
+            "hello",
+            "--version",
+            "1.0.0",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let def = got["definition_pth"].as_str().unwrap();
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "This step is deprecated!\nNote: use hi\nRemoval date: 2030-01-01\n\
+             Maintainer: community\nLibrary: {file_uri}\nID: hello\nVersion: 1.0.0\n\
+             LatestVersion: 1.1.0\nDefinition:\n\n{STEP_YML}\n"
+        )
+    );
+    // --short: where the definition is, not what it says.
+    let o = out(
+        &home,
+        &[
+            "step-info",
+            "--library",
+            uri,
+            "--id",
+            "hello",
+            "--version",
+            "1.0",
+            "--short",
+        ],
+    );
+    assert!(
+        stdout(&o).ends_with(&format!("LatestVersion: 1.1.0\nDefinition: {def}\n")),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// `step-info --library path --id DIR` and `--step-yml DIR|FILE`: the local step, with the old
+/// tool's defaults and without the fields a local step has not got.
+#[test]
+fn step_info_of_a_local_step_in_the_old_forms() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let dir = t.path().join("my-step");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("step.yml"), STEP_YML).unwrap();
+    let d = dir.to_str().unwrap();
+    let yml = dir.join("step.yml");
+    let y = yml.to_str().unwrap();
+    for (args, id) in [
+        (vec!["--library", "path", "--id", d], d),
+        (vec!["--step-yml", d], d),
+        (vec!["--step-yml", y], y),
+    ] {
+        let mut a = vec!["step-info"];
+        a.extend(&args);
+        a.extend(["--format", "json"]);
+        // A collection in the environment does not turn a local step into a StepLib lookup.
+        let got = json_out(
+            &home,
+            &a,
+            &[("STEPMAN_COLLECTION", "https://example.invalid/x.git")],
+        );
+        assert_eq!(
+            got,
+            json!({
+                "library": "path", "id": id, "info": {}, "step": step_with_defaults(),
+                "definition_pth": y,
+            }),
+            "{a:?}"
+        );
+    }
+    let o = out(&home, &["step-info", "--library", "path", "--id", d]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("Library: path\nID: {d}\nVersion: \nLatestVersion: \nDefinition:\n\n{STEP_YML}\n")
+    );
+}
+
+/// `step-info --library git --id URL --version REF`: the step.yml of the repository at `REF`.
+#[test]
+fn step_info_of_a_git_step_in_the_old_form() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("step.yml"), STEP_YML).unwrap();
+    let repo = git_repo(t.path(), &src, "2.0.0");
+    let got = json_out(
+        &home,
+        &[
+            "step-info",
+            "--library",
+            "git",
+            "--id",
+            &repo.url,
+            "--version",
+            "2.0.0",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    let def = got["definition_pth"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(def.ends_with("step.yml"), "{got}");
+    assert_eq!(
+        got,
+        json!({
+            "library": "git", "id": repo.url, "version": "2.0.0", "info": {},
+            "step": step_with_defaults(), "definition_pth": def,
+        })
+    );
+    assert_fsck_clean(&home);
 }
