@@ -375,3 +375,71 @@ fn step_info_of_a_git_step_in_the_old_form() {
     );
     assert_fsck_clean(&home);
 }
+
+/// `step-list`: `-c` sets the collection up when it is not; without `-c` every collection is
+/// listed; raw output is the old tool's (title, id, latest version, summary wrapped at 130).
+#[test]
+fn step_list_sets_up_lists_every_collection_and_prints_the_old_raw_form() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    steplib_with_assets(&a);
+    local_steplib(&b, &["2.0.0"]);
+    let long = "x".repeat(140);
+    fs::write(
+        b.join("steps/s/2.0.0/step.yml"),
+        format!("title: S\nsummary: |\n  first line\n  {long}\n"),
+    )
+    .unwrap();
+    let (ua, ub) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let (fa, fb) = (format!("file://{ua}"), format!("file://{ub}"));
+
+    // Not set up: -c sets it up.
+    let o = out(&home, &["step-list", "-c", ua]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "Steps in StepLib ({fa}):\n\n * Hello\n   ID: hello\n   Latest Version: 1.1.0\n   \
+             Summary: Says hello\n\n\n"
+        )
+    );
+    let o = out(&home, &["step-list", "-c", ub]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let indent = " ".repeat(12);
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "Steps in StepLib ({fb}):\n\n * S\n   ID: s\n   Latest Version: 2.0.0\n   \
+             Summary: first line\n{indent}{}\n{indent}{}\n\n\n",
+            &long[..130],
+            &long[130..]
+        )
+    );
+
+    // No -c (nor an empty one): every collection, one JSON line each.
+    for args in [
+        &["step-list", "-f", "json"][..],
+        &["step-list", "-c", "", "-f", "json"],
+    ] {
+        let mut cmd = stepman(&home, args);
+        cmd.env_remove("STEPMAN_COLLECTION");
+        let o = output(&mut cmd);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let mut got: Vec<Value> = stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        got.sort_by_key(|v| v["steplib"].as_str().unwrap_or_default().to_string());
+        let mut want = vec![
+            json!({"steplib": fa, "steps": ["hello"]}),
+            json!({"steplib": fb, "steps": ["s"]}),
+        ];
+        want.sort_by_key(|v| v["steplib"].as_str().unwrap_or_default().to_string());
+        assert_eq!(got, want, "{args:?}");
+    }
+    // No store at all: nothing to list.
+    let o = out(&t.path().join("empty"), &["step-list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+}

@@ -415,7 +415,7 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
         && deleted_before
         && stderr.contains("is not set up")
     {
-        // Documented: these read a collection and never set one up; a delete removed it.
+        // A delete removed the collection these found (or set up) before they read it.
         Ok((0, 0))
     } else if matches!(op, Op::Fsck | Op::FsckRepair) && status.code() == Some(1) {
         match serde_json::from_str::<serde_json::Value>(&stdout) {
