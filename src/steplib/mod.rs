@@ -326,9 +326,9 @@ pub fn delete(store: &Store, c: &Collection) -> Result<usize> {
 pub enum ExportType {
     /// Every version of every step.
     Full,
-    /// Each step's info and its latest version only.
+    /// Each step's info and its latest version only (as the old tool: no version number).
     Latest,
-    /// Each step's latest version number only.
+    /// Each step's id only, as the old tool writes it (`{"<id>": {"info": {}}}`).
     Minimal,
 }
 
@@ -355,9 +355,11 @@ pub fn write_spec(o: &Opened, kind: ExportType, out: &mut impl std::io::Write) -
         "download_locations".into(),
         serde_json::to_value(&s.download_locations).unwrap_or(Value::Array(Vec::new())),
     );
-    if let Some(a) = &s.assets_download_base_uri {
-        head.insert("assets_download_base_uri".into(), Value::String(a.clone()));
-    }
+    // Always there, as in the old tool's spec (empty when the StepLib has none).
+    head.insert(
+        "assets_download_base_uri".into(),
+        Value::String(s.assets_download_base_uri.clone().unwrap_or_default()),
+    );
     for (k, v) in &s.extra {
         head.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -374,21 +376,18 @@ pub fn write_spec(o: &Opened, kind: ExportType, out: &mut impl std::io::Write) -
         let path = o.dir.join(CollectionLayout::group(id));
         let body = match kind {
             ExportType::Full => fs::read(&path).map_err(Error::io("read", &path))?,
-            _ => {
+            // The old tool's minimal spec: an empty group, whose `info` it always prints.
+            ExportType::Minimal => b"{\"info\":{}}".to_vec(),
+            // The old tool's latest spec: the info and the latest version, no version number.
+            ExportType::Latest => {
                 let Some(g) = o.group(id)? else { continue };
                 let mut m = serde_json::Map::new();
-                if kind == ExportType::Latest {
-                    m.insert("info".into(), g.info.clone());
-                    let mut vs = serde_json::Map::new();
-                    if let Some(step) = g.versions.get(&g.latest_version_number) {
-                        vs.insert(g.latest_version_number.clone(), step.clone());
-                    }
-                    m.insert("versions".into(), Value::Object(vs));
+                m.insert("info".into(), g.info.clone());
+                let mut vs = serde_json::Map::new();
+                if let Some(step) = g.versions.get(&g.latest_version_number) {
+                    vs.insert(g.latest_version_number.clone(), step.clone());
                 }
-                m.insert(
-                    "latest_version_number".into(),
-                    Value::String(g.latest_version_number.clone()),
-                );
+                m.insert("versions".into(), Value::Object(vs));
                 json(&Value::Object(m))?
             }
         };

@@ -443,3 +443,107 @@ fn step_list_sets_up_lists_every_collection_and_prints_the_old_raw_form() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o), "");
 }
+
+/// `export-spec` sets the collection up when it is not, creates the output's directory, and
+/// `--export-type minimal` / `latest` have the old tool's shapes.
+#[test]
+fn export_spec_sets_up_creates_the_directory_and_has_the_old_shapes() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let lib = t.path().join("lib");
+    steplib_with_assets(&lib);
+    let uri = lib.to_str().unwrap();
+    let read = |p: &Path| -> Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
+
+    let minimal = t.path().join("new/dir/minimal.json");
+    let o = out(
+        &home,
+        &[
+            "export-spec",
+            "--steplib",
+            uri,
+            "--output",
+            minimal.to_str().unwrap(),
+            "--export-type",
+            "minimal",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = read(&minimal);
+    // The old tool's minimal spec: each step an empty group (whose `info` Go always prints).
+    assert_eq!(v["steps"], json!({"hello": {"info": {}}}), "{v}");
+    assert_eq!(v["assets_download_base_uri"], "https://assets.invalid");
+    for k in [
+        "format_version",
+        "generated_at_timestamp",
+        "steplib_source",
+        "download_locations",
+    ] {
+        assert!(v.get(k).is_some(), "{k} missing: {v}");
+    }
+
+    let latest = t.path().join("other/latest.json");
+    let o = out(
+        &home,
+        &[
+            "export-spec",
+            "--steplib",
+            uri,
+            "--output",
+            latest.to_str().unwrap(),
+            "--export-type",
+            "latest",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = read(&latest);
+    let g = &v["steps"]["hello"];
+    assert_eq!(
+        g.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["info", "versions"],
+        "the old latest spec has no latest_version_number: {g}"
+    );
+    assert_eq!(
+        g["versions"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["1.1.0"]
+    );
+
+    // A StepLib without assets: the old spec still has the field, empty.
+    let plain = t.path().join("plain");
+    local_steplib(&plain, &["1.0.0"]);
+    let o = out(
+        &home,
+        &[
+            "export-spec",
+            "--steplib",
+            plain.to_str().unwrap(),
+            "--output",
+            "-",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["assets_download_base_uri"], "", "{v}");
+}
+
+/// `collections --format json` with none set up prints `{"data":null}`, as the old tool.
+#[test]
+fn collections_json_with_none_is_data_null() {
+    let t = tempfile::tempdir().unwrap();
+    for home in [t.path().join("no-store"), t.path().join("empty-store")] {
+        if home.ends_with("empty-store") {
+            // A store exists, without collections.
+            let src = t.path().join("src");
+            fs::create_dir_all(&src).unwrap();
+            fs::write(src.join("f"), "x").unwrap();
+            import(&home, &src, None);
+        }
+        let o = out(&home, &["collections", "--format", "json"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(stdout(&o), "{\"data\":null}\n");
+    }
+}

@@ -226,9 +226,13 @@ fn file_uri(dir: &Path) -> String {
 fn collections(home: &Path) -> Vec<(String, PathBuf)> {
     let out = ok1(home, &[], &["collections", "--format", "json"]);
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    // `null` when there is none, as the old tool prints it.
+    if v["data"].is_null() {
+        return Vec::new();
+    }
     v["data"]
         .as_array()
-        .expect("collections json has data[]")
+        .expect("collections json has data[] or null")
         .iter()
         .map(|c| {
             (
@@ -846,7 +850,7 @@ fn d_read(home: &Path, uri: &str, kind: usize) -> Result<&'static str, String> {
                     "--output",
                     "-",
                     "--export-type",
-                    "minimal",
+                    "latest",
                 ],
             );
             if !o.status.success() {
@@ -855,11 +859,12 @@ fn d_read(home: &Path, uri: &str, kind: usize) -> Result<&'static str, String> {
             let v: Value = serde_json::from_slice(&o.stdout)
                 .map_err(|e| format!("export-spec printed bad JSON ({e}): {}", describe(&o)))?;
             let steps = v["steps"].as_object().cloned().unwrap_or_default();
+            // The latest spec holds each group's latest version only.
             let latest = steps
                 .get("reader-step")
-                .and_then(|g| g["latest_version_number"].as_str())
-                .unwrap_or_default()
-                .to_string();
+                .and_then(|g| g["versions"].as_object())
+                .and_then(|vs| vs.keys().next().cloned())
+                .unwrap_or_default();
             let extra = steps.contains_key("extra-step");
             match (latest.as_str(), extra, steps.len()) {
                 ("1.0.0", false, 41) => Ok("old"),

@@ -30,6 +30,12 @@ pub(crate) fn run(cli: &crate::Cli, a: &CollectionsArgs) -> anyhow::Result<ExitC
                 .iter()
                 .map(|(_, o)| json!({"uri": o.meta.uri, "spec_path": o.meta_path()}))
                 .collect();
+            // The old tool's list is `null` when there is none (a nil slice).
+            let data = if data.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::Value::Array(data)
+            };
             super::outln!("{}", json!({ "data": data }));
         }
         Format::Raw => {
