@@ -547,3 +547,90 @@ fn collections_json_with_none_is_data_null() {
         assert_eq!(stdout(&o), "{\"data\":null}\n");
     }
 }
+
+/// Every subcommand's bad usage (a missing or empty required value, a value no flag takes, an
+/// unknown flag) exits 2, says why on stderr, prints nothing on stdout and creates no store.
+#[test]
+fn bad_usage_of_every_subcommand_exits_2() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    local_steplib(&lib, &["1.0.0"]);
+    let l = lib.to_str().unwrap();
+    let dest = t.path().join("dest");
+    let d = dest.to_str().unwrap();
+    let forms: &[&[&str]] = &[
+        &[],
+        &["no-such-command"],
+        &["--bogus", "collections"],
+        &["-l", "loud", "collections"],
+        &["version", "--format", "yml"],
+        &["version", "--bogus"],
+        &["setup"],
+        &["setup", "-c", ""],
+        &["update", "--bogus"],
+        &["collections", "--format", "yml"],
+        &["delete"],
+        &["delete", "-c", ""],
+        &["step-list", "-f", "yml"],
+        &["step-info"],
+        &["step-info", "-c", l],
+        &["step-info", "--library", l],
+        &["step-info", "-c", ""],
+        &["step-info", "--library", "path"],
+        &["step-info", "--library", "git"],
+        &["step-info", "--library", l, "--id", "s", "--format", "yml"],
+        &["download", "-i", "s"],
+        &["download", "-c", l],
+        &["download", "-c", "", "-i", "s"],
+        &["activate", "-c", l, "-i", "s"],
+        &["activate", "-c", "", "-i", "s", "-p", d],
+        &["export-spec", "--steplib", l],
+        &["export-spec", "--output", "-"],
+        &["export-spec", "--steplib", "", "--output", "-"],
+        &[
+            "export-spec",
+            "--steplib",
+            l,
+            "--output",
+            "-",
+            "--export-type",
+            "tiny",
+        ],
+        &["preload"],
+        &["preload", "-c", ""],
+        &["preload", "-c", l, "--majors", "many"],
+        &["list-cached"],
+        &["list-cached", "-c", ""],
+        &["store"],
+        &["store", "import"],
+        &["store", "resolve", "not a name"],
+        &["store", "export", "a/b/c"],
+        &["fsck", "--bogus"],
+        &["gc", "--bogus"],
+        &["toolkit"],
+        &["toolkit", "install", "cobol"],
+    ];
+    let mut wrong = Vec::new();
+    for (i, args) in forms.iter().enumerate() {
+        let home = t.path().join(format!("home-{i}"));
+        let mut cmd = stepman(&home, *args);
+        cmd.env_remove("STEPMAN_COLLECTION")
+            .env_remove("STEPMAN_LIBRARY_URI")
+            .env_remove("LOGLEVEL");
+        let o = output(&mut cmd);
+        if o.status.code() != Some(2)
+            || stderr(&o).trim().is_empty()
+            || !stdout(&o).is_empty()
+            || home.exists()
+        {
+            wrong.push(format!(
+                "{args:?}: {}, store created: {}, stdout {:?}, stderr {:?}",
+                o.status,
+                home.exists(),
+                stdout(&o),
+                stderr(&o)
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -12,7 +12,8 @@ pub(crate) enum Format {
     Json,
 }
 
-/// Parses a collection URI (errors name it).
+/// Parses a collection URI (errors name it). A URI that cannot be one (an empty one) is bad
+/// usage: exit 2.
 pub(crate) fn collection(uri: &str) -> anyhow::Result<stepman::steplib::Collection> {
-    Ok(stepman::steplib::Collection::parse(uri)?)
+    stepman::steplib::Collection::parse(uri).map_err(|e| super::CouldNotRun(e.to_string()).into())
 }
