@@ -28,7 +28,15 @@ fn stderr(o: &std::process::Output) -> String {
 fn version_forms_print_a_bare_semver_the_bitrise_cli_accepts() {
     let home = tempfile::tempdir().unwrap();
     let want = env!("CARGO_PKG_VERSION");
-    for form in [&["-version"][..], &["-v"], &["--version"], &["version"]] {
+    // As in the old tool, the version flag wins over a command given with it.
+    for form in [
+        &["-version"][..],
+        &["-v"],
+        &["--version"],
+        &["version"],
+        &["-v", "collections"],
+        &["-version", "step-list"],
+    ] {
         let o = out(home.path(), form);
         assert_eq!(o.status.code(), Some(0), "{form:?}: {}", stderr(&o));
         assert_eq!(stdout(&o), format!("{want}\n"), "{form:?}");
@@ -582,6 +590,8 @@ fn bad_usage_of_every_subcommand_exits_2() {
         &["download", "-i", "s"],
         &["download", "-c", l],
         &["download", "-c", "", "-i", "s"],
+        &["download", "-c", l, "-i", ""],
+        &["activate", "-c", l, "-i", "", "-p", d],
         &["activate", "-c", l, "-i", "s"],
         &["activate", "-c", "", "-i", "s", "-p", d],
         &["export-spec", "--steplib", l],

@@ -178,10 +178,11 @@ fn main() -> ExitCode {
     };
     init_logging(&matches, &cli);
     log::debug!("stepman {}", cmd::version::VERSION);
+    // The version flag wins over a command given with it, as in the old tool.
+    if cli.version {
+        return finish(cmd::version::run(&cmd::version::VersionArgs::default()));
+    }
     let Some(command) = &cli.command else {
-        if cli.version {
-            return finish(cmd::version::run(&cmd::version::VersionArgs::default()));
-        }
         Cli::command()
             .error(
                 clap::error::ErrorKind::MissingSubcommand,

@@ -161,7 +161,7 @@ pub(crate) struct StepArgs {
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
     pub(crate) collection: String,
     /// Step id.
-    #[arg(short = 'i', long)]
+    #[arg(short = 'i', long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub(crate) id: String,
     /// Version constraint ("", X, X.Y, X.Y.Z, X.x.x, X.Y.x).
     #[arg(short = 'v', long, default_value = "")]
