@@ -95,6 +95,8 @@ fn loglevel_flag_and_variable_set_verbosity() {
         (&["-l", "debug", "collections"][..], None),
         (&["--loglevel", "debug", "collections"], None),
         (&["collections", "--loglevel=debug"], None),
+        // logrus's levels, which the old tool took, include `trace`.
+        (&["-l", "TRACE", "collections"], None),
         (&["collections"], Some("debug")),
     ] {
         let mut cmd = stepman(home.path(), args);

@@ -47,7 +47,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     offline: bool,
 
-    /// Log level: debug, info, warn or error (the old tool's `fatal` and `panic` mean error).
+    /// Log level: trace, debug, info, warn or error (the old tool's `fatal` and `panic` mean
+    /// error).
     /// Takes precedence over RUST_LOG; LOGLEVEL counts only when RUST_LOG is not set.
     #[arg(
         short = 'l',
@@ -142,7 +143,9 @@ fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
         .map(|l| (l, l.trim().to_ascii_lowercase()))
     {
         None => None,
-        Some((_, l)) if matches!(l.as_str(), "debug" | "info" | "warn" | "error") => Some(l),
+        Some((_, l)) if matches!(l.as_str(), "trace" | "debug" | "info" | "warn" | "error") => {
+            Some(l)
+        }
         Some((_, l)) if l == "warning" => Some("warn".to_string()),
         Some((_, l)) if matches!(l.as_str(), "fatal" | "panic") => Some("error".to_string()),
         Some((raw, _)) => {
@@ -151,7 +154,7 @@ fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
                 .error(
                     clap::error::ErrorKind::InvalidValue,
                     format!(
-                        "invalid value '{raw}' for {whence}: expected debug, info, warn or error"
+                        "invalid value '{raw}' for {whence}: expected trace, debug, info, warn or error"
                     ),
                 )
                 .exit()
