@@ -646,3 +646,38 @@ fn bad_usage_of_every_subcommand_exits_2() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// Raw `collections`: each URI and its `spec_path`, a blank line between them and one at the
+/// end, as the old tool prints them (and only that blank line when there is none).
+#[test]
+fn collections_raw_has_the_old_layout() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let o = out(&home, &["collections"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "\n");
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    local_steplib(&a, &["1.0.0"]);
+    local_steplib(&b, &["1.0.0"]);
+    for lib in [&a, &b] {
+        let o = out(&home, &["setup", "-c", lib.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let v: Value =
+        serde_json::from_str(&stdout(&out(&home, &["collections", "--format", "json"]))).unwrap();
+    let want: Vec<String> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}\n  spec_path: {}\n",
+                c["uri"].as_str().unwrap(),
+                c["spec_path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(want.len(), 2);
+    let o = out(&home, &["collections"]);
+    assert_eq!(stdout(&o), format!("{}\n", want.join("\n")));
+}

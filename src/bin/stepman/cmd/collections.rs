@@ -39,9 +39,14 @@ pub(crate) fn run(cli: &crate::Cli, a: &CollectionsArgs) -> anyhow::Result<ExitC
             super::outln!("{}", json!({ "data": data }));
         }
         Format::Raw => {
-            for (_, o) in &list {
+            // As the old tool: a blank line between collections, and one at the end.
+            for (i, (_, o)) in list.iter().enumerate() {
+                if i > 0 {
+                    super::outln!("");
+                }
                 super::outln!("{}\n  spec_path: {}", o.meta.uri, o.meta_path().display());
             }
+            super::outln!("");
         }
     }
     Ok(ExitCode::SUCCESS)
