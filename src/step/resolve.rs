@@ -28,12 +28,16 @@ pub struct Resolved {
 #[derive(Debug, Clone, Serialize)]
 pub struct Picked {
     /// Step id.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub id: String,
     /// The version picked.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub version: String,
     /// The constraint as given.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub original_version: String,
     /// The group's latest version.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub latest_version: String,
     /// The group's info (`step-info.yml`).
     pub info: Value,
@@ -56,14 +60,33 @@ impl Resolved {
 
 /// What `step-info --format json` prints.
 #[derive(Debug, Clone, Serialize)]
+///
+/// Empty strings are left out, as the old tool's `omitempty` does.
 pub struct StepInfo {
     /// The collection URI.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub library: String,
     /// The step version.
     #[serde(flatten)]
     pub picked: Picked,
     /// Path of the step.yml.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub definition_pth: String,
+}
+
+impl StepInfo {
+    /// The step and its group's info in the old tool's shape: the defaults it fills in
+    /// ([`steplib::compat::fill_missing_defaults`]), the group's `asset_urls` also on the step,
+    /// and only the group fields it knows.
+    pub fn in_old_shape(mut self) -> StepInfo {
+        let p = &mut self.picked;
+        steplib::compat::fill_missing_defaults(&mut p.step);
+        if let (Some(urls), Some(step)) = (p.info.get("asset_urls"), p.step.as_object_mut()) {
+            step.insert("asset_urls".into(), urls.clone());
+        }
+        p.info = steplib::compat::group_info(&p.info);
+        self
+    }
 }
 
 impl From<&Resolved> for StepInfo {

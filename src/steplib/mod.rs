@@ -14,6 +14,7 @@
 //!   spec.
 
 pub(crate) mod checkout;
+pub mod compat;
 pub mod generate;
 pub mod model;
 pub mod version;
@@ -227,6 +228,17 @@ pub fn read_step_yml(path: &Path) -> Result<Value> {
     )
 }
 
+/// [`read_step_yml`], also returning the file's text (what `step-info` prints as the step's
+/// definition): the file is read once.
+pub fn read_step_yml_text(path: &Path) -> Result<(String, Value)> {
+    let raw = checkout::read_regular(path, checkout::AtLink::Follow, model::MAX_YAML_BYTES as u64);
+    let text = match &raw {
+        Ok(b) => String::from_utf8_lossy(b).into_owned(),
+        Err(_) => String::new(),
+    };
+    Ok((text, parse_yml_bytes(path, raw)?))
+}
+
 /// [`read_step_yml`] of `rel` inside the tree `dir` (a step's object): a symlink is followed
 /// only while it stays inside the tree.
 pub(crate) fn read_step_yml_in(dir: &Path, rel: &str) -> Result<Value> {
@@ -314,9 +326,9 @@ pub fn delete(store: &Store, c: &Collection) -> Result<usize> {
 pub enum ExportType {
     /// Every version of every step.
     Full,
-    /// Each step's info and its latest version only.
+    /// Each step's info and its latest version only (as the old tool: no version number).
     Latest,
-    /// Each step's latest version number only.
+    /// Each step's id only, as the old tool writes it (`{"<id>": {"info": {}}}`).
     Minimal,
 }
 
@@ -343,9 +355,11 @@ pub fn write_spec(o: &Opened, kind: ExportType, out: &mut impl std::io::Write) -
         "download_locations".into(),
         serde_json::to_value(&s.download_locations).unwrap_or(Value::Array(Vec::new())),
     );
-    if let Some(a) = &s.assets_download_base_uri {
-        head.insert("assets_download_base_uri".into(), Value::String(a.clone()));
-    }
+    // Always there, as in the old tool's spec (empty when the StepLib has none).
+    head.insert(
+        "assets_download_base_uri".into(),
+        Value::String(s.assets_download_base_uri.clone().unwrap_or_default()),
+    );
     for (k, v) in &s.extra {
         head.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -362,21 +376,18 @@ pub fn write_spec(o: &Opened, kind: ExportType, out: &mut impl std::io::Write) -
         let path = o.dir.join(CollectionLayout::group(id));
         let body = match kind {
             ExportType::Full => fs::read(&path).map_err(Error::io("read", &path))?,
-            _ => {
+            // The old tool's minimal spec: an empty group, whose `info` it always prints.
+            ExportType::Minimal => b"{\"info\":{}}".to_vec(),
+            // The old tool's latest spec: the info and the latest version, no version number.
+            ExportType::Latest => {
                 let Some(g) = o.group(id)? else { continue };
                 let mut m = serde_json::Map::new();
-                if kind == ExportType::Latest {
-                    m.insert("info".into(), g.info.clone());
-                    let mut vs = serde_json::Map::new();
-                    if let Some(step) = g.versions.get(&g.latest_version_number) {
-                        vs.insert(g.latest_version_number.clone(), step.clone());
-                    }
-                    m.insert("versions".into(), Value::Object(vs));
+                m.insert("info".into(), g.info.clone());
+                let mut vs = serde_json::Map::new();
+                if let Some(step) = g.versions.get(&g.latest_version_number) {
+                    vs.insert(g.latest_version_number.clone(), step.clone());
                 }
-                m.insert(
-                    "latest_version_number".into(),
-                    Value::String(g.latest_version_number.clone()),
-                );
+                m.insert("versions".into(), Value::Object(vs));
                 json(&Value::Object(m))?
             }
         };

@@ -225,7 +225,7 @@ fn remote_steplib_symlinks_out_of_the_checkout_are_never_read() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("Title: OK"), "{}", text(&out));
+    assert!(text(&out).contains("title: OK"), "{}", text(&out));
     let out = support::run(
         &home,
         &[
@@ -497,5 +497,5 @@ fn step_info_of_a_fifo_or_a_device_is_refused_at_once() {
         &home,
         &["step-info", "--step-yml", linked.to_str().unwrap()],
     );
-    assert!(text(&out).contains("Title: Fine"), "{}", text(&out));
+    assert!(text(&out).contains("title: Fine"), "{}", text(&out));
 }

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod cli_compat;
 mod concurrency;
 mod crash_points;
 mod credentials;

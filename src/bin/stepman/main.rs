@@ -11,13 +11,13 @@ mod cmd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// A step manager for CI runners, built on a content-addressed store.
 #[derive(Debug, Parser)]
 #[command(
     name = "stepman",
-    version,
+    disable_version_flag = true,
     about,
     long_about = None,
     after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step"
@@ -47,8 +47,24 @@ pub struct Cli {
     #[arg(long, global = true)]
     offline: bool,
 
+    /// Log level: trace, debug, info, warn or error (the old tool's `fatal` and `panic` mean
+    /// error).
+    /// Takes precedence over RUST_LOG; LOGLEVEL counts only when RUST_LOG is not set.
+    #[arg(
+        short = 'l',
+        long,
+        global = true,
+        env = "LOGLEVEL",
+        value_name = "LEVEL"
+    )]
+    loglevel: Option<String>,
+
+    /// Print the version (also `-version`, as the bitrise CLI calls it, and `stepman version`).
+    #[arg(short = 'v', long = "version")]
+    version: bool,
+
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +91,7 @@ enum Command {
     /// Toolkits in the store: the Go toolchain that builds Go steps.
     #[command(subcommand, after_help = "Example:\n  stepman toolkit install go")]
     Toolkit(cmd::toolkit::ToolkitCmd),
+    Version(cmd::version::VersionArgs),
 }
 
 impl Cli {
@@ -102,13 +119,82 @@ impl Cli {
     }
 }
 
+/// The arguments, with the old tool's one-dash `-version` (which the bitrise CLI runs) spelled
+/// `--version`: clap would read it as `-v -e -r …`.
+fn args() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<_> = std::env::args_os().collect();
+    if let Some(a) = args.get_mut(1).filter(|a| *a == "-version") {
+        *a = "--version".into();
+    }
+    args
+}
+
+/// The log filter: `--loglevel` given on the command line, else `RUST_LOG`, else `LOGLEVEL`,
+/// else `warn`. A level that is not one of the old tool's is bad usage naming where it came
+/// from.
+fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
+    let from_flag = matches!(
+        matches.value_source("loglevel"),
+        Some(clap::parser::ValueSource::CommandLine)
+    );
+    let filter = match cli
+        .loglevel
+        .as_deref()
+        .map(|l| (l, l.trim().to_ascii_lowercase()))
+    {
+        None => None,
+        Some((_, l)) if matches!(l.as_str(), "trace" | "debug" | "info" | "warn" | "error") => {
+            Some(l)
+        }
+        Some((_, l)) if l == "warning" => Some("warn".to_string()),
+        Some((_, l)) if matches!(l.as_str(), "fatal" | "panic") => Some("error".to_string()),
+        Some((raw, _)) => {
+            let whence = if from_flag { "--loglevel" } else { "LOGLEVEL" };
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::InvalidValue,
+                    format!(
+                        "invalid value '{raw}' for {whence}: expected trace, debug, info, warn or error"
+                    ),
+                )
+                .exit()
+        }
+    };
+    // LOGLEVEL gives way to RUST_LOG; the flag does not.
+    let filter = filter.filter(|_| from_flag || std::env::var_os("RUST_LOG").is_none());
+    let mut b = match filter {
+        Some(f) => {
+            let mut b = env_logger::Builder::new();
+            b.parse_filters(&f);
+            b
+        }
+        None => env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")),
+    };
+    b.format_timestamp(None).format_target(false).init();
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
-    let cli = Cli::parse();
-    let result = match &cli.command {
+    let matches = Cli::command().get_matches_from(args());
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    init_logging(&matches, &cli);
+    log::debug!("stepman {}", cmd::version::VERSION);
+    // The version flag wins over a command given with it, as in the old tool.
+    if cli.version {
+        return finish(cmd::version::run(&cmd::version::VersionArgs::default()));
+    }
+    let Some(command) = &cli.command else {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingSubcommand,
+                "a command is required (see --help)",
+            )
+            .exit()
+    };
+    let result = match command {
+        Command::Version(a) => cmd::version::run(a),
         Command::Setup(a) => cmd::setup::run(&cli, a),
         Command::Update(a) => cmd::update::run(&cli, a),
         Command::Collections(a) => cmd::collections::run(&cli, a),
@@ -125,6 +211,11 @@ fn main() -> ExitCode {
         Command::Gc(a) => cmd::gc::run(&cli, a),
         Command::Toolkit(c) => cmd::toolkit::run(&cli, c),
     };
+    finish(result)
+}
+
+/// Maps a command's result to the exit status (README: exit codes).
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         // The reader of our output went away (`| head`): nothing to say, nothing failed.

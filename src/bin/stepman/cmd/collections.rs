@@ -30,12 +30,23 @@ pub(crate) fn run(cli: &crate::Cli, a: &CollectionsArgs) -> anyhow::Result<ExitC
                 .iter()
                 .map(|(_, o)| json!({"uri": o.meta.uri, "spec_path": o.meta_path()}))
                 .collect();
+            // The old tool's list is `null` when there is none (a nil slice).
+            let data = if data.is_empty() {
+                serde_json::Value::Null
+            } else {
+                serde_json::Value::Array(data)
+            };
             super::outln!("{}", json!({ "data": data }));
         }
         Format::Raw => {
-            for (_, o) in &list {
+            // As the old tool: a blank line between collections, and one at the end.
+            for (i, (_, o)) in list.iter().enumerate() {
+                if i > 0 {
+                    super::outln!("");
+                }
                 super::outln!("{}\n  spec_path: {}", o.meta.uri, o.meta_path().display());
             }
+            super::outln!("");
         }
     }
     Ok(ExitCode::SUCCESS)

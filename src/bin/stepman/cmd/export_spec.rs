@@ -26,7 +26,8 @@ pub(crate) struct ExportSpecArgs {
     /// Output file (`-`: stdout).
     #[arg(long)]
     output: PathBuf,
-    /// full: every version; latest: each step's latest version; minimal: latest version numbers.
+    /// full: every version; latest: each step's info and latest version; minimal: the step ids
+    /// (each `{"info":{}}`, as the old tool writes it).
     #[arg(long = "export-type", value_enum, default_value = "full")]
     export_type: Kind,
 }
@@ -47,6 +48,11 @@ pub(crate) fn write_to(o: &Opened, kind: ExportType, path: &Path) -> anyhow::Res
             },
         };
     }
+    // The old tool creates the output's directory.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("create directory {}: {e}", dir.display()))?;
+    }
     let mode = stepman::atomic::FileMode::LessUmask(0o666);
     stepman::atomic::write_file_atomically(path, mode, |mut w| {
         steplib::write_spec(o, kind, &mut w)
@@ -56,8 +62,19 @@ pub(crate) fn write_to(o: &Opened, kind: ExportType, path: &Path) -> anyhow::Res
 
 pub(crate) fn run(cli: &crate::Cli, a: &ExportSpecArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.steplib)?;
-    let store =
-        super::open_ro(cli)?.ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
+    // Set the collection up first when it is not (that needs write access), as the old tool.
+    let set_up = match super::open_ro(cli)? {
+        Some(store) => steplib::open(&store, &c)?.is_some().then_some(store),
+        None => None,
+    };
+    let store = match set_up {
+        Some(store) => store,
+        None => {
+            let store = super::open_rw(cli)?;
+            stepman::activate::open_or_setup(&store, &c, &cli.net())?;
+            store
+        }
+    };
     let kind = match a.export_type {
         Kind::Full => ExportType::Full,
         Kind::Latest => ExportType::Latest,

@@ -16,6 +16,7 @@ pub(crate) mod steplib;
 pub(crate) mod store;
 pub(crate) mod toolkit;
 pub(crate) mod update;
+pub(crate) mod version;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -170,7 +171,7 @@ pub(crate) struct StepArgs {
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
     pub(crate) collection: Option<String>,
     /// Step id; or `git::URL@REF` (a repository at a branch, tag or commit) or `path::DIR`.
-    #[arg(short = 'i', long)]
+    #[arg(short = 'i', long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub(crate) id: String,
     /// Version constraint ("", X, X.Y, X.Y.Z, X.x.x, X.Y.x); with a git step, its branch, tag
     /// or commit.

@@ -1,49 +1,61 @@
 //! `stepman step-info`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use serde_json::{Value, json};
 use stepman::activate::{self, Picked, StepInfo, StepRef};
 
+use super::CouldNotRun;
 use super::steplib::Format;
 
 /// Show a step version.
 ///
-/// Show a step version of a collection (or of a local step.yml). Reads one small index entry,
-/// never the whole spec; needs no write access when the collection is set up.
+/// Show a step version of a collection, of a local step directory (`--library path --id DIR`)
+/// or of a git repository (`--library git --id URL --version REF`), as the old tool does: JSON,
+/// or a few lines followed by the step.yml as it is written. Reads one small index entry, never
+/// the whole spec; needs no write access when the collection is set up.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  stepman step-info --library https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8 --format json\n  stepman step-info --library git::https://github.com/bitrise-steplib/steps-script.git@master"
+    after_help = "Examples:\n  stepman step-info --library https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8 --format json\n  stepman step-info --library path --id ./my-step\n  stepman step-info --library git --id https://github.com/bitrise-steplib/steps-script.git --version 1.1.5"
 )]
 pub(crate) struct StepInfoArgs {
-    /// The collection's URI, or `path::DIR` for a local step, or `git::URL@REF` (a repository
-    /// at a branch, tag or commit); also `git` (with `--id URL --version REF`) and `path`
-    /// (with `--id DIR`), as the old tool spells them.
-    #[arg(long, env = "STEPMAN_LIBRARY_URI", alias = "collection", short = 'c')]
+    /// The collection's URI; `path` (with `--id DIR`) or `git` (with `--id URL` and `--version
+    /// REF`) for a step outside a collection; also `path::DIR` and `git::URL@REF`.
+    #[arg(long, env = "STEPMAN_LIBRARY_URI")]
     library: Option<String>,
-    /// Step id.
+    /// Deprecated: the collection's URI (as `--library`, which wins).
+    #[arg(short = 'c', long, env = "STEPMAN_COLLECTION", value_name = "URI")]
+    collection: Option<String>,
+    /// Step id (with `--library path`: the step's directory; with `--library git`: the
+    /// repository's URL).
     #[arg(long)]
     id: Option<String>,
-    /// Version constraint ("", X, X.Y, X.Y.Z, X.x.x, X.Y.x).
+    /// Version constraint ("", X, X.Y, X.Y.Z, X.x.x, X.Y.x); with `--library git` a tag or a
+    /// branch (none: the default branch).
     #[arg(long, default_value = "")]
     version: String,
     /// Output format.
     #[arg(long, value_enum, default_value = "raw")]
     format: Format,
-    /// Raw output: the identifying lines only.
+    /// Raw output: the identifying lines only, without the step.yml.
     #[arg(long)]
     short: bool,
-    /// Show this step.yml instead of looking a step up.
+    /// Deprecated: the local step's directory (or its step.yml), as `--library path --id`.
     #[arg(long = "step-yml", value_name = "PATH")]
     step_yml: Option<PathBuf>,
 }
 
-fn local_info(library: &str, id: &str, yml: PathBuf) -> anyhow::Result<StepInfo> {
-    let step = stepman::steplib::read_step_yml(&yml)?;
-    Ok(StepInfo {
+/// A local step: `target` is its directory (holding step.yml) or the step.yml itself.
+fn local_info(library: &str, id: &str, target: &Path) -> anyhow::Result<(StepInfo, String)> {
+    let yml = if target.is_dir() {
+        target.join("step.yml")
+    } else {
+        target.to_path_buf()
+    };
+    let (text, step) = stepman::steplib::read_step_yml_text(&yml)?;
+    let info = StepInfo {
         library: library.into(),
         picked: Picked {
             id: id.into(),
@@ -54,63 +66,117 @@ fn local_info(library: &str, id: &str, yml: PathBuf) -> anyhow::Result<StepInfo>
             step,
         },
         definition_pth: yml.display().to_string(),
-    })
+    };
+    Ok((info, text))
+}
+
+/// The text of a step.yml inside the store (a collection's or a cloned step's object).
+fn definition(info: &StepInfo) -> anyhow::Result<String> {
+    Ok(stepman::steplib::read_step_yml_text(Path::new(&info.definition_pth))?.0)
+}
+
+fn usage(msg: &str) -> anyhow::Error {
+    CouldNotRun(format!("step-info: {msg}")).into()
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode> {
-    let info = if let Some(yml) = &a.step_yml {
-        local_info("path", &yml.display().to_string(), yml.clone())?
+    let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    // The old tool's reading: `--library`, else `-c`; no `--id` but `--step-yml`: a local step.
+    let mut library = nonempty(&a.library).or_else(|| nonempty(&a.collection));
+    let mut id = nonempty(&a.id);
+    if id.is_none()
+        && let Some(y) = a.step_yml.as_ref().filter(|y| !y.as_os_str().is_empty())
+    {
+        id = Some(y.display().to_string());
+        library = Some("path".into());
+    }
+    let library = library.ok_or_else(|| {
+        usage("missing --library (or STEPMAN_LIBRARY_URI, or --step-yml for a local step)")
+    })?;
+    let needs_id = || id.as_deref().ok_or_else(|| usage("missing --id"));
+    let (info, text) = if library == "path" {
+        let dir = needs_id()?;
+        local_info("path", dir, Path::new(dir))?
+    } else if let Some(dir) = library.strip_prefix("path::") {
+        local_info("path", dir, Path::new(dir))?
+    } else if let Some(r) = if library == "git" {
+        StepRef::from_parts(Some("git"), needs_id()?, &a.version)
     } else {
-        let library = a
-            .library
-            .as_deref()
-            .context("--library (or STEPMAN_LIBRARY_URI) is required")?;
-        let id = a.id.as_deref().unwrap_or_default();
-        if let Some(r) = StepRef::from_parts(Some(library), id, &a.version)
-            .or_else(|| StepRef::parse_prefixed(library))
-        {
-            let store = match &r {
-                StepRef::Git(_) => Some(match super::open_ro(cli)? {
-                    Some(s) => s,
-                    None => super::open_rw(cli)?,
-                }),
-                StepRef::Path(_) => None,
-            };
-            activate::ref_step_info(store.as_ref(), &r, &cli.net())?
-        } else {
-            let id = a.id.as_deref().context("--id is required")?;
-            let c = super::steplib::collection(library)?;
-            let store = match super::open_ro(cli)? {
-                Some(s) => s,
-                None => super::open_rw(cli)?,
-            };
-            let r = activate::resolve(
-                &store,
-                &c,
-                id,
-                &a.version,
-                super::lookup(false)?,
-                &cli.net(),
-            )?;
-            StepInfo::from(&r)
+        StepRef::parse_prefixed(&library)
+    } {
+        // A git step: a cache hit needs no write access.
+        let store = match super::open_ro(cli)? {
+            Some(s) => s,
+            None => super::open_rw(cli)?,
+        };
+        let mut info = activate::ref_step_info(Some(&store), &r, &cli.net())?;
+        if library == "git" {
+            // The old tool names the form, and sets no original version.
+            info.library = "git".into();
+            info.picked.original_version.clear();
         }
+        let text = definition(&info)?;
+        (info, text)
+    } else {
+        let id = needs_id()?;
+        let c = super::steplib::collection(&library)?;
+        let store = match super::open_ro(cli)? {
+            Some(s) => s,
+            None => super::open_rw(cli)?,
+        };
+        let r = activate::resolve(
+            &store,
+            &c,
+            id,
+            &a.version,
+            super::lookup(false)?,
+            &cli.net(),
+        )?;
+        let info = StepInfo::from(&r);
+        let text = if a.short || a.format == Format::Json {
+            String::new()
+        } else {
+            definition(&info)?
+        };
+        (info, text)
     };
+    let info = info.in_old_shape();
     match a.format {
         Format::Json => super::outln!("{}", serde_json::to_string(&info)?),
-        Format::Raw => {
-            super::outln!("Library: {}", info.library);
-            super::outln!("ID: {}", info.picked.id);
-            super::outln!("Version: {}", info.picked.version);
-            super::outln!("LatestVersion: {}", info.picked.latest_version);
-            super::outln!("Definition: {}", info.definition_pth);
-            if !a.short {
-                for k in ["title", "summary", "description"] {
-                    if let Some(v) = info.picked.step.get(k).and_then(Value::as_str) {
-                        super::outln!("{}{}: {}", k[..1].to_uppercase(), &k[1..], v.trim());
-                    }
-                }
-            }
-        }
+        Format::Raw => print_raw(&info, (!a.short).then_some(text.as_str()))?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The old tool's raw step info: deprecation and maintainer, the identifying lines, then the
+/// step.yml as it is written (`definition`, unless `--short`).
+fn print_raw(info: &StepInfo, definition: Option<&str>) -> anyhow::Result<()> {
+    let group = |k: &str| {
+        info.picked
+            .info
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(notes) = group("deprecate_notes") {
+        super::outln!("This step is deprecated!");
+        super::outln!("Note: {notes}");
+        if let Some(date) = group("removal_date") {
+            super::outln!("Removal date: {date}");
+        }
+    }
+    if let Some(m) = group("maintainer") {
+        super::outln!("Maintainer: {m}");
+    }
+    super::outln!("Library: {}", info.library);
+    super::outln!("ID: {}", info.picked.id);
+    super::outln!("Version: {}", info.picked.version);
+    super::outln!("LatestVersion: {}", info.picked.latest_version);
+    match definition {
+        Some(d) => super::outln!("Definition:\n\n{d}"),
+        // `--short`: where the definition is, instead of what it says.
+        None => super::outln!("Definition: {}", info.definition_pth),
+    }
+    Ok(())
 }

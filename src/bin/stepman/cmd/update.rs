@@ -16,7 +16,7 @@ use stepman::steplib::{self, generate};
     after_help = "Example:\n  stepman update -c https://github.com/bitrise-io/bitrise-steplib.git"
 )]
 pub(crate) struct UpdateArgs {
-    /// The collection's URI (none: every collection).
+    /// The collection's URI (none, or empty: every collection).
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
     collection: Option<String>,
 }
@@ -25,8 +25,9 @@ pub(crate) fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> 
     let net = cli.net();
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
-    let uris: Vec<String> = match &a.collection {
-        Some(c) => vec![c.clone()],
+    // An empty `-c` means every collection, as in the old tool.
+    let uris: Vec<String> = match a.collection.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => vec![c.to_string()],
         None => steplib::list(&store)?
             .into_iter()
             .map(|(_, o)| o.meta.uri)
