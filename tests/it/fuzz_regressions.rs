@@ -50,11 +50,13 @@ fn step_yml_aliased_long_scalar_is_refused() {
     assert!(err.contains("expands past"), "{err}");
 }
 
-/// Anchors, aliases and merge keys as real step.yml files use them still read as before.
+/// Anchors, aliases and merge keys as real step.yml files use them still read as before (values
+/// are text here: an input's unquoted number is read as its text, not as a YAML number, which
+/// the steplib_yaml tests cover).
 #[test]
 fn step_yml_ordinary_aliases_still_parse() {
     let yml = "title: &t Anchors\nsummary: *t\nd: &d {is_required: true}\n\
-               inputs:\n  - a: 1\n    opts:\n      <<: *d\n      title: A\n  - b: 2\n    opts: *d\n";
+               inputs:\n  - a: x\n    opts:\n      <<: *d\n      title: A\n  - b: y\n    opts: *d\n";
     let v = fuzzing::parse_step_yml(yml.as_bytes()).expect("parses");
     assert_eq!(v["summary"], "Anchors");
     assert_eq!(v["inputs"][1]["opts"]["is_required"], true);

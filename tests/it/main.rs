@@ -29,6 +29,7 @@ mod preload;
 mod read_only_mount;
 mod replays;
 mod scenarios;
+mod steplib_yaml;
 mod store_cli;
 mod torture;
 mod unprivileged;
