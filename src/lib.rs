@@ -89,18 +89,14 @@ pub mod fuzzing {
 
     /// A `step-info.yml`'s text as `setup` reads it.
     pub fn parse_step_info(text: &str) -> std::result::Result<serde_json::Value, String> {
-        crate::steplib::model::parse_yaml(text)
-            .and_then(crate::steplib::generate::step_info)
-            .map_err(|e| e.to_string())
+        crate::steplib::generate::parse_step_info(text).map_err(|e| e.to_string())
     }
 
     /// A `steplib.yml`'s text as `setup` reads it.
     pub fn parse_steplib_yml(
         text: &str,
     ) -> std::result::Result<crate::steplib::SteplibMeta, String> {
-        crate::steplib::model::parse_yaml(text)
-            .and_then(crate::steplib::generate::steplib_meta)
-            .map_err(|e| e.to_string())
+        crate::steplib::generate::parse_steplib_yml(text).map_err(|e| e.to_string())
     }
 
     /// Classifies a step's `source.git` as `activate` does before any clone: `Ok(true)` for a

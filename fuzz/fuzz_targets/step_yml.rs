@@ -1,8 +1,10 @@
-//! A step.yml as `setup` reads it (UTF-8, one YAML document into a JSON value, `validate_step`,
-//! then the typed accessors): never panics, memory stays bounded however the document uses
-//! anchors and aliases (the bounded parse gives what `serde_yaml_ng` gives, or refuses an
-//! expansion past its limits), and what is accepted survives the trip through the group file
-//! (JSON) that `setup` writes and `activate` reads back.
+//! A step.yml as `setup` reads it (UTF-8, one YAML document into a JSON value whose string
+//! fields take any scalar as its text, `validate_step`, then the typed accessors): never panics,
+//! memory stays bounded however the document uses anchors and aliases (the bounded parse gives
+//! what `serde_yaml_ng` gives, or refuses an expansion past its limits), the step.yml parse
+//! differs from the generic one only where a scalar became its text or a null field was left
+//! out, and what is accepted survives the trip through the group file (JSON) that `setup` writes
+//! and `activate` reads back.
 
 #![no_main]
 
@@ -13,10 +15,16 @@ use stepman::steplib::model::{self, step};
 fuzz_target!(|data: &[u8]| {
     // The bounded parse is serde_yaml_ng's, except that it refuses what expands too far.
     if let Ok(text) = std::str::from_utf8(data) {
-        match model::parse_yaml(text) {
-            Ok(v) => assert_eq!(serde_yaml_ng::from_str::<Value>(text).ok(), Some(v)),
+        let generic = model::parse_yaml(text);
+        match &generic {
+            Ok(v) => assert_eq!(serde_yaml_ng::from_str::<Value>(text).ok().as_ref(), Some(v)),
             Err(e) if e.to_string().contains("expands past") => {}
             Err(e) => assert!(serde_yaml_ng::from_str::<Value>(text).is_err(), "{e}"),
+        }
+        // Whatever the step.yml parse accepts, the generic parse accepts, with the same shape.
+        if let Ok(v) = model::parse_yaml_as(text, model::Doc::Step) {
+            let g = generic.as_ref().expect("the generic parse accepts it too");
+            assert!(as_text(&v, g), "{v:?} vs {g:?}");
         }
     }
     let Ok(v) = stepman::fuzzing::parse_step_yml(data) else {
@@ -36,6 +44,22 @@ fuzz_target!(|data: &[u8]| {
     let back: Value = serde_json::from_slice(&bytes).expect("what setup writes, activate reads");
     assert!(same(&back, &v), "{back:?} != {v:?}");
 });
+
+/// `shaped` is `generic` except that some scalars are strings (their text) and some null fields
+/// are left out (or are `""` in a list).
+fn as_text(shaped: &Value, generic: &Value) -> bool {
+    match (shaped, generic) {
+        (Value::Object(s), Value::Object(g)) => {
+            s.iter().all(|(k, v)| g.get(k).is_some_and(|gv| as_text(v, gv)))
+                && g.iter().all(|(k, v)| s.contains_key(k) || v.is_null())
+        }
+        (Value::Array(s), Value::Array(g)) => {
+            s.len() == g.len() && s.iter().zip(g).all(|(s, g)| as_text(s, g))
+        }
+        (Value::String(_), g) => !g.is_object() && !g.is_array(),
+        (s, g) => same(s, g),
+    }
+}
 
 /// Equal, except that a float may come back off by its last digit (serde_json's float parser is
 /// not exact without its `float_roundtrip` feature).

@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use super::checkout::{Checkout, EntryKind, Refusal};
 use super::model::{
-    CollectionMeta, MAX_YAML_BYTES, Skipped, SteplibMeta, parse_yaml, validate_step,
+    CollectionMeta, Doc, MAX_YAML_BYTES, Skipped, SteplibMeta, parse_yaml_as, validate_step,
 };
 use super::{Collection, Source, version};
 use crate::error::{Error, Result, SteplibParseError};
@@ -124,10 +124,10 @@ enum YamlError {
 }
 
 /// Reads and parses `rel` of the checkout, bounded by [`MAX_YAML_BYTES`] before it is read.
-fn read_yaml(co: &Checkout, rel: &str) -> std::result::Result<Value, YamlError> {
+fn read_yaml(co: &Checkout, rel: &str, doc: Doc) -> std::result::Result<Value, YamlError> {
     let raw = read_bounded(co, rel)?;
     let text = std::str::from_utf8(&raw).map_err(|_| SteplibParseError::NotUtf8)?;
-    Ok(parse_yaml(text)?)
+    Ok(parse_yaml_as(text, doc)?)
 }
 
 /// The bytes of `rel` of the checkout: a regular file in the tree, of at most [`MAX_YAML_BYTES`].
@@ -141,9 +141,19 @@ fn read_bounded(co: &Checkout, rel: &str) -> std::result::Result<Vec<u8>, YamlEr
 /// A step.yml's bytes as setup reads them: UTF-8, one YAML document, [`validate_step`].
 pub(crate) fn parse_step_yml(raw: &[u8]) -> std::result::Result<Value, SteplibParseError> {
     let text = std::str::from_utf8(raw).map_err(|_| SteplibParseError::NotUtf8)?;
-    let v = parse_yaml(text)?;
+    let v = parse_yaml_as(text, Doc::Step)?;
     validate_step(&v)?;
     Ok(v)
+}
+
+/// A `step-info.yml`'s text as setup reads it.
+pub(crate) fn parse_step_info(text: &str) -> std::result::Result<Value, SteplibParseError> {
+    parse_yaml_as(text, Doc::StepInfo).and_then(step_info)
+}
+
+/// A `steplib.yml`'s text as setup reads it.
+pub(crate) fn parse_steplib_yml(text: &str) -> std::result::Result<SteplibMeta, SteplibParseError> {
+    parse_yaml_as(text, Doc::Steplib).and_then(steplib_meta)
 }
 
 /// A parsed `step-info.yml`: a mapping (an empty file is an empty one).
@@ -213,7 +223,7 @@ fn load_group(
 ) -> std::result::Result<GroupData, Skipped> {
     let rel = |p: &str| format!("steps/{id}/{p}");
     let mut skipped = Vec::new();
-    let mut info = match read_yaml(co, &rel("step-info.yml"))
+    let mut info = match read_yaml(co, &rel("step-info.yml"), Doc::StepInfo)
         .and_then(|v| step_info(v).map_err(YamlError::Parse))
     {
         Ok(v) => v,
@@ -374,7 +384,7 @@ pub(crate) fn from_dir(
     w: &mut TreeWriter,
 ) -> Result<()> {
     let co = Checkout::new(dir);
-    let steplib: SteplibMeta = match read_yaml(&co, "steplib.yml") {
+    let steplib: SteplibMeta = match read_yaml(&co, "steplib.yml", Doc::Steplib) {
         Ok(v) => {
             steplib_meta(v).map_err(|e| steplib_err(co.display("steplib.yml"), e.to_string()))?
         }

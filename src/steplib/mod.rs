@@ -16,6 +16,7 @@
 mod checkout;
 pub mod generate;
 pub mod model;
+mod shape;
 pub mod version;
 
 use std::fs;
@@ -245,7 +246,7 @@ fn parse_yml_bytes(
     let raw = raw.map_err(|e| bad(e.to_string()))?;
     let text = std::str::from_utf8(&raw)
         .map_err(|_| bad(crate::error::SteplibParseError::NotUtf8.to_string()))?;
-    model::parse_yaml(text).map_err(|e| bad(format!("invalid step.yml: {e}")))
+    model::parse_yaml_as(text, model::Doc::Step).map_err(|e| bad(format!("invalid step.yml: {e}")))
 }
 
 /// Reads the collection `c` from the store; `Ok(None)` when it is not set up.

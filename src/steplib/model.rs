@@ -145,6 +145,12 @@ const COUNT_ABOVE_BYTES: usize = 256 << 10;
 /// what it expands to, and refused past [`MAX_YAML_VALUES`] values or [`MAX_YAML_SCALAR_BYTES`]
 /// scalar bytes; only then is it built.
 pub fn parse_yaml(text: &str) -> Result<Value, SteplibParseError> {
+    check_expansion(text)?;
+    serde_yaml_ng::from_str::<Value>(text).map_err(yaml_error)
+}
+
+/// Refuses a document past [`MAX_YAML_BYTES`] or one that expands past the value limits.
+fn check_expansion(text: &str) -> Result<(), SteplibParseError> {
     if text.len() > MAX_YAML_BYTES {
         return Err(SteplibParseError::TooLarge {
             size: text.len(),
@@ -164,7 +170,44 @@ pub fn parse_yaml(text: &str) -> Result<Value, SteplibParseError> {
         )
         .map_err(yaml_error)?;
     }
-    serde_yaml_ng::from_str::<Value>(text).map_err(yaml_error)
+    Ok(())
+}
+
+/// Which StepLib document a text is, for [`parse_yaml_as`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Doc {
+    /// A `step.yml`.
+    Step,
+    /// A `step-info.yml`.
+    StepInfo,
+    /// A `steplib.yml`.
+    Steplib,
+}
+
+/// [`parse_yaml`], except that every string field of the document (README, "StepLib YAML")
+/// takes any scalar written in it as its text: `title: 2048` is `"2048"`, `version: 1.10` is
+/// `"1.10"`, a null leaves the field out; the other values are what [`parse_yaml`] gives (see
+/// `shape.rs`). A sequence or mapping in a string field is [`SteplibParseError::NotAString`].
+pub fn parse_yaml_as(text: &str, doc: Doc) -> Result<Value, SteplibParseError> {
+    let shape = match doc {
+        Doc::Step => &super::shape::STEP,
+        Doc::StepInfo => &super::shape::STEP_INFO,
+        Doc::Steplib => &super::shape::STEPLIB,
+    };
+    check_expansion(text)?;
+    let failed = std::cell::Cell::new(None);
+    let built = serde::de::DeserializeSeed::deserialize(
+        super::shape::Build {
+            shape,
+            failed: &failed,
+        },
+        serde_yaml_ng::Deserializer::from_str(text),
+    );
+    match (built, failed.get()) {
+        (Ok(v), _) => Ok(v.unwrap_or(Value::Null)),
+        (Err(_), Some(field)) => Err(SteplibParseError::NotAString(field)),
+        (Err(e), None) => Err(yaml_error(e)),
+    }
 }
 
 fn yaml_error(e: serde_yaml_ng::Error) -> SteplibParseError {
@@ -315,4 +358,198 @@ pub fn validate_step(step: &Value) -> Result<(), SteplibParseError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::super::generate;
+    use crate::error::SteplibParseError;
+
+    fn step(yml: &str) -> Result<Value, SteplibParseError> {
+        generate::parse_step_yml(yml.as_bytes())
+    }
+
+    fn info(yml: &str) -> Value {
+        generate::parse_step_info(yml).expect("step-info.yml parses")
+    }
+
+    fn steplib(yml: &str) -> super::SteplibMeta {
+        generate::parse_steplib_yml(yml).expect("steplib.yml parses")
+    }
+
+    #[test]
+    fn every_string_field_of_a_step_takes_any_scalar_as_its_text() {
+        let v = step(
+            "title: 2048\nsummary: yes\ndescription: 1.10\nwebsite: 0x1F\nsource_code_url: .inf\n\
+             support_url: 1_000\nrun_if: true\n\
+             source:\n  git: 0123\n  commit: 2222222222222222222222222222222222222222\n\
+             host_os_tags: [1.0, no, 007]\nproject_type_tags: [1e3]\ntype_tags: [-0]\n\
+             asset_urls: {icon.svg: 12}\n\
+             toolkit: {bash: {entry_file: 1.50}, go: {package_name: 10}}\n\
+             deps: {brew: [{name: 1.0, bin_name: 2}], apt_get: [{name: on, bin_name: 0.0}]}\n\
+             dependencies: [{manager: 1, name: 1.10}]\n\
+             executables: {linux-amd64: {storage_uri: 2.50, hash: sha256-00}}\n",
+        )
+        .expect("a step.yml of scalars parses");
+        let want = json!({
+            "title": "2048", "summary": "yes", "description": "1.10", "website": "0x1F",
+            "source_code_url": ".inf", "support_url": "1_000", "run_if": "true",
+            "source": {"git": "0123", "commit": "2222222222222222222222222222222222222222"},
+            "host_os_tags": ["1.0", "no", "007"], "project_type_tags": ["1e3"], "type_tags": ["-0"],
+            "asset_urls": {"icon.svg": "12"},
+            "toolkit": {"bash": {"entry_file": "1.50"}, "go": {"package_name": "10"}},
+            "deps": {"brew": [{"name": "1.0", "bin_name": "2"}],
+                     "apt_get": [{"name": "on", "bin_name": "0.0"}]},
+            "dependencies": [{"manager": "1", "name": "1.10"}],
+            "executables": {"linux-amd64": {"storage_uri": "2.50", "hash": "sha256-00"}},
+        });
+        assert_eq!(v, want);
+    }
+
+    #[test]
+    fn an_all_digit_commit_is_its_text() {
+        let v =
+            step("title: t\nsource:\n  git: https://x/y.git\n  commit: 0123\n").expect("parses");
+        assert_eq!(super::step::source_commit(&v), Some("0123"));
+        let v = step("title: t\nsource:\n  commit: 2222222222222222222222222222222222222222\n")
+            .expect("parses");
+        assert_eq!(
+            super::step::source_commit(&v),
+            Some("2222222222222222222222222222222222222222")
+        );
+    }
+
+    #[test]
+    fn input_values_and_opts_string_fields_take_their_text() {
+        let v = step(
+            "title: t\ninputs:\n- version: 1.10\n  opts:\n    title: 2048\n    summary: 1.0\n    \
+             description: 3\n    category: 4.5\n    value_options: [1.10, 2.0, yes]\n    \
+             is_required: true\n- flag: true\n- none: ~\n- octal: 0123\n\
+             outputs:\n- OUT: 1e3\n  opts: {title: 10}\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            v["inputs"],
+            json!([
+                {"version": "1.10", "opts": {"title": "2048", "summary": "1.0", "description": "3",
+                 "category": "4.5", "value_options": ["1.10", "2.0", "yes"], "is_required": true}},
+                {"flag": "true"},
+                {"none": null},
+                {"octal": "0123"},
+            ])
+        );
+        assert_eq!(
+            v["outputs"],
+            json!([{"OUT": "1e3", "opts": {"title": "10"}}])
+        );
+    }
+
+    #[test]
+    fn fields_that_are_not_strings_keep_their_yaml_type() {
+        let v = step(
+            "title: t\nis_always_run: true\nis_skippable: false\ntimeout: 10\nno_output_timeout: 5\n\
+             meta: {a: 1.10, b: yes}\nunknown: 1.10\n",
+        )
+        .expect("parses");
+        assert_eq!(v["is_always_run"], json!(true));
+        assert_eq!(v["timeout"], json!(10));
+        assert_eq!(v["meta"], json!({"a": 1.1, "b": "yes"}));
+        assert_eq!(v["unknown"], json!(1.1));
+    }
+
+    #[test]
+    fn a_null_string_field_is_absent_and_a_null_list_entry_empty() {
+        let v = step(
+            "title: t\nsummary: ~\ndescription:\nwebsite: null\nsource:\n  git: ~\n  commit:\n\
+             host_os_tags: [~, a]\nasset_urls: {x: ~}\n",
+        )
+        .expect("parses");
+        let m = v.as_object().expect("a mapping");
+        for k in ["summary", "description", "website"] {
+            assert!(!m.contains_key(k), "{k} in {v}");
+        }
+        assert_eq!(v["source"], json!({}));
+        assert_eq!(super::step::source_commit(&v), None);
+        assert_eq!(v["host_os_tags"], json!(["", "a"]));
+        assert_eq!(v["asset_urls"], json!({"x": ""}));
+        // A quoted empty string stays one; a null title is a missing title.
+        assert_eq!(step("title: ''\n").expect("parses")["title"], json!(""));
+        assert_eq!(
+            step("title: ~\n"),
+            Err(SteplibParseError::MissingField("title"))
+        );
+    }
+
+    #[test]
+    fn an_unquoted_date_in_published_at_is_midnight_utc() {
+        let at = |s: &str| {
+            step(&format!("title: t\npublished_at: {s}\n")).expect("parses")["published_at"].clone()
+        };
+        assert_eq!(at("2021-01-02"), json!("2021-01-02T00:00:00Z"));
+        assert_eq!(at("2021-1-2"), json!("2021-01-02T00:00:00Z"));
+        assert_eq!(at("2021-01-02 10:20:30.5"), json!("2021-01-02T10:20:30.5Z"));
+        assert_eq!(
+            at("2016-04-07T12:05:12.148364232+02:00"),
+            json!("2016-04-07T12:05:12.148364232+02:00")
+        );
+        assert_eq!(at("'not a time'"), json!("not a time"));
+        assert!(
+            !step("title: t\npublished_at: ~\n")
+                .expect("parses")
+                .as_object()
+                .expect("map")
+                .contains_key("published_at")
+        );
+    }
+
+    #[test]
+    fn a_mapping_where_a_string_is_expected_is_the_same_clear_error() {
+        for (yml, field) in [
+            ("title: {a: 1}\n", "title"),
+            ("title: [a]\n", "title"),
+            ("title: t\nsource: {commit: {a: 1}}\n", "source.commit"),
+            ("title: t\nsource: {git: [x]}\n", "source.git"),
+            ("title: t\nsummary: {a: 1}\n", "summary"),
+            (
+                "title: t\ninputs: [{opts: {title: [x]}, K: v}]\n",
+                "opts.title",
+            ),
+        ] {
+            assert_eq!(
+                step(yml),
+                Err(SteplibParseError::NotAString(field)),
+                "{yml}"
+            );
+        }
+        // A field that must be a mapping still says so.
+        assert_eq!(
+            step("title: t\nsource: 5\n"),
+            Err(SteplibParseError::FieldNotAMapping("source"))
+        );
+    }
+
+    #[test]
+    fn step_info_and_steplib_fields_take_any_scalar_as_text() {
+        assert_eq!(
+            info("maintainer: 1.10\nremoval_date: 2024-01-02\ndeprecate_notes: no\nother: 1.10\n"),
+            json!({"maintainer": "1.10", "removal_date": "2024-01-02", "deprecate_notes": "no",
+                   "other": 1.1})
+        );
+        let m = steplib(
+            "format_version: 1.10\nsteplib_source: 0123\nassets_download_base_uri: 5\n\
+             download_locations:\n- type: zip\n  src: 1.0\n",
+        );
+        assert_eq!(m.format_version, "1.10");
+        assert_eq!(m.steplib_source, "0123");
+        assert_eq!(m.assets_download_base_uri.as_deref(), Some("5"));
+        assert_eq!(m.download_locations[0].src, "1.0");
+    }
+
+    #[test]
+    fn anchors_and_aliases_still_work_in_string_fields() {
+        let v = step("title: &t 1.10\nsummary: *t\n").expect("parses");
+        assert_eq!(v["summary"], json!("1.10"));
+    }
 }

@@ -24,6 +24,7 @@ mod precompiled;
 mod preload;
 mod read_only_mount;
 mod scenarios;
+mod steplib_yaml;
 mod store_cli;
 mod torture;
 mod unprivileged;
