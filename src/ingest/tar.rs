@@ -1,8 +1,11 @@
 //! Tar and tar.gz ingest: a hand-written loop over `tar::Archive::entries`, every entry vetted
 //! before anything is written, the end-of-archive marker required, and the gzip stream drained to
-//! its end so that its CRC and length are checked.
+//! its end so that its CRC and length are checked. Each entry's header blocks (its PAX and GNU
+//! extension headers, within the header budget) are kept as read, so that its PAX records are
+//! vetted as written rather than as the `tar` crate chose to read them, and a PAX sparse file is
+//! refused like a GNU one.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -52,6 +55,11 @@ struct Tracked<R> {
     /// record in memory.
     header_end: Rc<Cell<u64>>,
     header_exceeded: Rc<Cell<bool>>,
+    /// Every byte read from this offset on is kept in `headers`: the end of the current entry's
+    /// data, so that `headers` holds the next entry's header blocks (PAX and GNU extension
+    /// headers and their data, then its own header), at most the header budget.
+    headers_from: Rc<Cell<u64>>,
+    headers: Rc<RefCell<Vec<u8>>>,
 }
 
 impl<R: Read> Read for Tracked<R> {
@@ -68,6 +76,12 @@ impl<R: Read> Read for Tracked<R> {
         if self.total > self.header_end.get() {
             self.header_exceeded.set(true);
             return Err(io::Error::other("tar header size limit exceeded"));
+        }
+        let from = self.headers_from.get();
+        if self.total > from {
+            let start = self.total - n as u64;
+            let skip = from.saturating_sub(start) as usize;
+            self.headers.borrow_mut().extend_from_slice(&got[skip..]);
         }
         if let Some(c) = &self.compressed
             && self.total > self.ratio_floor
@@ -102,6 +116,8 @@ pub(crate) fn ingest_tar<R: Read>(
     let ratio_exceeded = Rc::new(Cell::new(false));
     let header_end = Rc::new(Cell::new(limits.max_header_bytes));
     let header_exceeded = Rc::new(Cell::new(false));
+    let headers_from = Rc::new(Cell::new(0u64));
+    let headers = Rc::new(RefCell::new(Vec::new()));
     let raw = Counted {
         inner: BufReader::with_capacity(256 * 1024, input),
         count: compressed.clone(),
@@ -121,6 +137,8 @@ pub(crate) fn ingest_tar<R: Read>(
         ratio_exceeded: ratio_exceeded.clone(),
         header_end: header_end.clone(),
         header_exceeded: header_exceeded.clone(),
+        headers_from: headers_from.clone(),
+        headers: headers.clone(),
     };
     let mut archive = tar::Archive::new(tracked);
     // `entry`: the entry being read, "" between entries.
@@ -153,6 +171,9 @@ pub(crate) fn ingest_tar<R: Read>(
             let size = entry.size();
             data_end = entry.raw_file_position() + size.div_ceil(512) * 512;
             header_end.set(data_end.saturating_add(limits.max_header_bytes));
+            // This entry's header blocks; from here on, the next entry's.
+            let blocks = std::mem::take(&mut *headers.borrow_mut());
+            headers_from.set(data_end);
             let path_bytes = entry.path_bytes();
             let path = std::str::from_utf8(&path_bytes)
                 .map_err(|_| Error::Rejected {
@@ -166,6 +187,24 @@ pub(crate) fn ingest_tar<R: Read>(
                 entry: path.clone(),
                 reason: reason.to_string(),
             };
+            let pax = pax_records(&blocks).map_err(|why| {
+                bad(format!(
+                    "entry {path:?}: malformed PAX extended header: {why}"
+                ))
+            })?;
+            if pax.iter().any(|(k, _)| k.starts_with(b"GNU.sparse.")) {
+                // A PAX sparse file (GNU formats 0.0, 0.1, 1.0): its data is a map and the data
+                // regions, which another tool unpacks into a file with holes.
+                let real = pax
+                    .iter()
+                    .find(|(k, _)| *k == b"GNU.sparse.name")
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+                return Err(Error::Rejected {
+                    source_name: src.clone(),
+                    entry: real.map_or_else(|| path.clone(), |r| format!("{path} ({r})")),
+                    reason: "sparse files are not accepted (PAX GNU.sparse records)".into(),
+                });
+            }
             let kind = entry.header().entry_type();
             let mode = entry
                 .header()
@@ -203,6 +242,9 @@ pub(crate) fn ingest_tar<R: Read>(
     }
     let mut tracked = archive.into_inner();
     header_end.set(u64::MAX);
+    // What follows the entries (the end marker, padding) is not kept.
+    headers_from.set(u64::MAX);
+    headers.borrow_mut().clear();
     // The entries iterator stops at the first zero block *or* at a clean EOF: only the first
     // proves the archive is complete.
     if tracked.total != data_end.saturating_add(512) || tracked.last.iter().any(|&b| b != 0) {
@@ -232,4 +274,75 @@ pub(crate) fn ingest_tar<R: Read>(
         }
     }
     w.finish()
+}
+
+/// A PAX record: its key and its value.
+type PaxRecord<'a> = (&'a [u8], &'a [u8]);
+
+/// The records of every PAX extended header (`x`) among `blocks`, an entry's header blocks as
+/// read (its extension headers with their data, then its own header), or why they are not
+/// exactly a sequence of `<len> <key>=<value>\n` records whose decimal length is the record's.
+///
+/// The `tar` crate splits a PAX header at newlines, skips a record it cannot read and stops at an
+/// empty line, so a corrupt header would pass with the entry keeping its ustar name. A value
+/// holding a newline is refused too: there the crate and a length-reading tool read different
+/// records.
+fn pax_records(blocks: &[u8]) -> std::result::Result<Vec<PaxRecord<'_>>, String> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(block) = blocks.get(pos..pos + 512) {
+        let h = tar::Header::from_byte_slice(block);
+        let size = h.entry_size().map_err(|e| e.to_string())?;
+        let start = pos + 512;
+        let Some(data) = usize::try_from(size)
+            .ok()
+            .and_then(|size| blocks.get(start..start.checked_add(size)?))
+        else {
+            // The entry's own header: its data is not among the header blocks.
+            break;
+        };
+        if h.entry_type() == EntryType::XHeader {
+            out.extend(parse_pax(data)?);
+        }
+        pos = start + data.len().div_ceil(512) * 512;
+    }
+    Ok(out)
+}
+
+/// The records of one PAX extended header's data.
+fn parse_pax(mut data: &[u8]) -> std::result::Result<Vec<PaxRecord<'_>>, String> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let show = || String::from_utf8_lossy(&data[..data.len().min(40)]).into_owned();
+        let sp = data
+            .iter()
+            .position(|&b| b == b' ')
+            .filter(|&sp| sp > 0 && data[..sp].iter().all(u8::is_ascii_digit))
+            .ok_or_else(|| format!("no record length at {:?}", show()))?;
+        let len: usize = std::str::from_utf8(&data[..sp])
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .filter(|&l| l > sp + 1 && l <= data.len())
+            .ok_or_else(|| format!("record length is not the record's at {:?}", show()))?;
+        let (record, rest) = data.split_at(len);
+        let Some(kv) = record.strip_suffix(b"\n") else {
+            return Err(format!("record length is not the record's at {:?}", show()));
+        };
+        let kv = &kv[sp + 1..];
+        let eq = kv
+            .iter()
+            .position(|&b| b == b'=')
+            .filter(|&eq| eq > 0)
+            .ok_or_else(|| format!("record without a key at {:?}", show()))?;
+        let (key, value) = (&kv[..eq], &kv[eq + 1..]);
+        if value.contains(&b'\n') {
+            return Err(format!(
+                "a newline in the value of {:?}",
+                String::from_utf8_lossy(key)
+            ));
+        }
+        out.push((key, value));
+        data = rest;
+    }
+    Ok(out)
 }

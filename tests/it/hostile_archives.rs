@@ -1096,6 +1096,208 @@ fn tar_sparse_entry_is_rejected() {
     env.expect_rejected("sparse.tar", &t.finish(), None, &["sparse"]);
 }
 
+/// A GNU sparse entry (type `S`) with a real sparse map (two data regions of a 64 KiB file) is
+/// refused naming the entry, not imported as the regions laid end to end.
+#[test]
+fn tar_gnu_sparse_entry_with_a_map_is_rejected() {
+    let env = Env::new();
+    let mut h = header(EntryType::GNUSparse, b"holes.bin", 1024, 0o644);
+    {
+        let g = h.as_gnu_mut().unwrap();
+        g.sparse[0].offset = *b"00000000000\0";
+        g.sparse[0].numbytes = *b"00000001000\0";
+        g.sparse[1].offset = *b"00000100000\0";
+        g.sparse[1].numbytes = *b"00000001000\0";
+        g.realsize = *b"00000101000\0";
+    }
+    h.set_cksum();
+    let mut t = TarB::new();
+    t.file("before.txt", b"x").entry(&h, &[b'd'; 1024]);
+    env.expect_rejected(
+        "gnu-sparse.tar",
+        &t.finish(),
+        Some("holes.bin"),
+        &["sparse"],
+    );
+}
+
+/// PAX sparse files (GNU tar's `--sparse` with `--format=pax`): format 1.0 (the map at the start
+/// of the data, the real name in `GNU.sparse.name`) and 0.0/0.1 (the map in `GNU.sparse.offset`/
+/// `numbytes` or `GNU.sparse.map` records) are refused naming the entry; they were imported as
+/// a small regular file holding the map and the data regions.
+#[test]
+fn tar_pax_sparse_entries_are_rejected() {
+    let env = Env::new();
+    let mut data = b"1\n0\n5\n".to_vec();
+    data.resize(512, 0);
+    data.extend_from_slice(b"hello");
+    let mut t = TarB::new();
+    t.pax(&[
+        ("GNU.sparse.major", b"1"),
+        ("GNU.sparse.minor", b"0"),
+        ("GNU.sparse.name", b"sparse-one.bin"),
+        ("GNU.sparse.realsize", b"4096"),
+    ])
+    .file("GNUSparseFile.0/sparse-one.bin", &data);
+    env.expect_rejected(
+        "pax-sparse-1.0.tar",
+        &t.finish(),
+        Some("sparse-one.bin"),
+        &["sparse"],
+    );
+
+    let mut t = TarB::new();
+    t.pax(&[
+        ("GNU.sparse.size", b"4096"),
+        ("GNU.sparse.numblocks", b"1"),
+        ("GNU.sparse.offset", b"0"),
+        ("GNU.sparse.numbytes", b"5"),
+    ])
+    .file("sparse-zero.bin", b"hello");
+    env.expect_rejected(
+        "pax-sparse-0.0.tar",
+        &t.finish(),
+        Some("sparse-zero.bin"),
+        &["sparse"],
+    );
+
+    let mut t = TarB::new();
+    t.pax(&[
+        ("GNU.sparse.size", b"4096"),
+        ("GNU.sparse.numblocks", b"1"),
+        ("GNU.sparse.map", b"0,5"),
+    ])
+    .file("sparse-map.bin", b"hello");
+    env.expect_rejected(
+        "pax-sparse-0.1.tar",
+        &t.finish(),
+        Some("sparse-map.bin"),
+        &["sparse"],
+    );
+}
+
+/// A PAX extended header whose data is not exactly its length-prefixed records is a corrupt
+/// archive: a length that is not the record's (`99 path=foo.txt`), a record cut by a newline in
+/// its value, anything after an empty line, a record without `=`. Each was accepted (the `tar`
+/// crate skips records it cannot read and stops at an empty line), so the entry kept its ustar
+/// name where another tool would fail or use the PAX one.
+#[test]
+fn tar_malformed_pax_records_are_rejected() {
+    let env = Env::new();
+    // The entry is named as the `tar` crate reads it (a path record it could read is used).
+    for (file, records, entry) in [
+        ("pax-len.tar", &b"99 path=foo.txt\n"[..], "bar.txt"),
+        ("pax-short-len.tar", b"10 path=foo.txt\n", "bar.txt"),
+        (
+            "pax-newline.tar",
+            b"15 comment=a\nb\n16 path=foo.txt\n",
+            "foo.txt",
+        ),
+        (
+            "pax-after-empty.tar",
+            b"16 path=foo.txt\n\n11 mtime=1\n",
+            "foo.txt",
+        ),
+        ("pax-no-equals.tar", b"13 pathfoo.t\n", "bar.txt"),
+        ("pax-no-newline.tar", b"16 path=foo.txtX", "bar.txt"),
+        ("pax-not-a-number.tar", b"1x path=foo.txt\n", "bar.txt"),
+    ] {
+        let mut t = TarB::new();
+        let h = header(
+            EntryType::XHeader,
+            b"./PaxHeaders/entry",
+            records.len() as u64,
+            0o644,
+        );
+        t.entry(&h, records).file("bar.txt", b"x");
+        env.expect_rejected(file, &t.finish(), Some(entry), &["PAX"]);
+    }
+    // Well-formed records, several digits of length included, are read.
+    let mut t = TarB::new();
+    t.pax(&[("path", b"foo.txt"), ("comment", &[b'c'; 200])])
+        .file("bar.txt", b"x");
+    let id = env.expect_accepted("pax-good.tar", &t.finish());
+    let stored = env.resolve("r/x/1").unwrap();
+    assert!(
+        stored.join("foo.txt").is_file(),
+        "{id}: the PAX path is the name"
+    );
+}
+
+/// POSIX reads a contiguous file (type `7`) as a regular file: the same tree, the same id.
+#[test]
+fn tar_contiguous_file_is_a_regular_file() {
+    let env = Env::new();
+    let mut t = TarB::new();
+    t.dir("d").file("d/a.txt", b"contiguous\n");
+    let regular = env.expect_accepted("regular.tar", &t.finish());
+    let mut t = TarB::new();
+    t.dir("d").entry(
+        &header(EntryType::Continuous, b"d/a.txt", 11, 0o644),
+        b"contiguous\n",
+    );
+    let path = env.archive("contiguous.tar", &t.finish());
+    assert_eq!(env.import_ok(&path, "r/contiguous/1"), regular);
+    env.fsck_clean();
+}
+
+/// An archive is read by what it holds, never by its name: an uncompressed tar named `.tar.gz`
+/// (a `tar.gz` download location serving a plain tar) is read as the tar it is, and a gzip named
+/// `.tar` as a tar.gz.
+#[test]
+fn an_archive_is_read_by_its_bytes_not_its_name() {
+    let env = Env::new();
+    let tar = tar_of(TREE, PLAIN);
+    let id = env.expect_accepted("tree.tar", &tar);
+    let plain = env.archive("plain-tar-named.tar.gz", &tar);
+    assert_eq!(env.import_ok(&plain, "r/plain/1"), id);
+    let gzipped = env.archive("gzip-named.tar", &gz(&tar));
+    assert_eq!(env.import_ok(&gzipped, "r/gzipped/1"), id);
+    env.fsck_clean();
+}
+
+/// A `tar.gz` download location that serves an uncompressed tar: `activate` reads it as the tar
+/// it is (content, not the location's name, says what an archive is).
+#[test]
+fn a_plain_tar_at_a_tar_gz_location_activates() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    support::write_steplib_yml(&lib, &[("tar.gz", "archives/")]);
+    support::write_step(&lib, "s", "1.0.0", "title: S\n");
+    fs::create_dir_all(lib.join("archives/s/1.0.0")).unwrap();
+    let mut b = TarB::new();
+    b.file_mode(b"step.sh", b"echo plain\n", 0o755);
+    let tar = b.finish();
+    assert_eq!(&tar[257..262], b"ustar", "an uncompressed tar");
+    fs::write(lib.join("archives/s/1.0.0/step.tar.gz"), &tar).unwrap();
+    let home = t.path().join("home");
+    let dest = t.path().join("dest");
+    let out = support::run(
+        &home,
+        &[
+            "activate",
+            "-c",
+            lib.to_str().unwrap(),
+            "-i",
+            "s",
+            "-v",
+            "1.0.0",
+            "-p",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(dest.join("step.sh")).unwrap(),
+        "echo plain\n"
+    );
+    support::assert_fsck_clean(&home);
+}
+
 #[test]
 fn zip_encrypted_entry_is_rejected() {
     let env = Env::new();
