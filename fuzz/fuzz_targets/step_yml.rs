@@ -21,10 +21,14 @@ fuzz_target!(|data: &[u8]| {
             Err(e) if e.to_string().contains("expands past") => {}
             Err(e) => assert!(serde_yaml_ng::from_str::<Value>(text).is_err(), "{e}"),
         }
-        // Whatever the step.yml parse accepts, the generic parse accepts, with the same shape.
+        // Whatever the step.yml parse accepts, the generic parse accepts, with the same shape;
+        // except a number too large for JSON, which the generic parse refuses and a string
+        // field takes as its text (an all-digit commit, say).
         if let Ok(v) = model::parse_yaml_as(text, model::Doc::Step) {
-            let g = generic.as_ref().expect("the generic parse accepts it too");
-            assert!(as_text(&v, g), "{v:?} vs {g:?}");
+            match generic.as_ref() {
+                Ok(g) => assert!(as_text(&v, g), "{v:?} vs {g:?}"),
+                Err(e) => assert!(e.to_string().contains("out of range"), "{e}"),
+            }
         }
     }
     let Ok(v) = stepman::fuzzing::parse_step_yml(data) else {

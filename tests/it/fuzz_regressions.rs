@@ -121,3 +121,13 @@ fn large_yaml_without_aliases_is_counted_too() {
     let fine = format!("title: fine\nl: [{}0]\n", "0,".repeat(50_000));
     assert!(fuzzing::parse_step_yml(fine.as_bytes()).is_ok());
 }
+
+/// Found by the step_yml fuzz target: a string field holding digits past JSON's number range
+/// (`title: 204222222222222222222`) is its text, although the generic parse refuses the number.
+#[test]
+fn step_yml_huge_number_in_a_string_field_is_its_text() {
+    let yml = "title: 204222222222222222222\ninputs:\n- version: 1.10\n";
+    let v = fuzzing::parse_step_yml(yml.as_bytes()).expect("a number-like title is text");
+    assert_eq!(v["title"], "204222222222222222222");
+    assert_eq!(v["inputs"][0]["version"], "1.10");
+}
