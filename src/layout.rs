@@ -284,16 +284,11 @@ pub(crate) const TOOLCHAIN_ROUTE: &str = "_toolchains";
 /// The name id of the Go toolkit: `_toolkits/go/<version>`.
 pub const GO_TOOLKIT_ID: &str = "go";
 
-/// Most bytes of the readable part of a [`git_url_id`].
-const GIT_URL_SLUG_MAX: usize = 64;
-
-/// The name id of a git repository's trees, `<slug>-<32 hex>`: the slug is the URL without
-/// its scheme, each run of characters outside `A-Z a-z 0-9 . _` turned into one `-`, at most
-/// 64 bytes, for people; the 32 hex digits (128 bits) are BLAKE3 of `stepman-git-url 1\n`
-/// followed by the URL, and tell URLs apart. `url` is the URL without its userinfo, a local
-/// repository as `file://<absolute canonical path>`.
-pub(crate) fn git_url_id(url: &str) -> String {
-    let without_scheme = url.split_once("://").map_or(url, |(_, r)| r);
+/// The readable part of a name id made from a URL or a URI: `s` without its scheme, each run of
+/// characters outside `A-Z a-z 0-9 . _` turned into one `-`, at most `max` bytes, without a
+/// leading character that is not a letter or a digit, nor a trailing `-` or `.` (may be empty).
+pub(crate) fn name_slug(s: &str, max: usize) -> String {
+    let without_scheme = s.split_once("://").map_or(s, |(_, r)| r);
     let mut slug = String::new();
     for c in without_scheme.chars() {
         let c = if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
@@ -304,14 +299,26 @@ pub(crate) fn git_url_id(url: &str) -> String {
         if c == '-' && (slug.is_empty() || slug.ends_with('-')) {
             continue;
         }
-        if slug.len() >= GIT_URL_SLUG_MAX {
+        if slug.len() >= max {
             break;
         }
         slug.push(c);
     }
-    let slug = slug
-        .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
-        .trim_end_matches(['-', '.']);
+    slug.trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
+        .trim_end_matches(['-', '.'])
+        .to_string()
+}
+
+/// Most bytes of the readable part of a [`git_url_id`].
+const GIT_URL_SLUG_MAX: usize = 64;
+
+/// The name id of a git repository's trees, `<slug>-<32 hex>`: the slug is the URL without
+/// its scheme, each run of characters outside `A-Z a-z 0-9 . _` turned into one `-`, at most
+/// 64 bytes, for people; the 32 hex digits (128 bits) are BLAKE3 of `stepman-git-url 1\n`
+/// followed by the URL, and tell URLs apart. `url` is the URL without its userinfo, a local
+/// repository as `file://<absolute canonical path>`.
+pub(crate) fn git_url_id(url: &str) -> String {
+    let slug = name_slug(url, GIT_URL_SLUG_MAX);
     let mut h = blake3::Hasher::new();
     h.update(b"stepman-git-url 1\n");
     h.update(url.as_bytes());

@@ -130,24 +130,7 @@ fn absolute(p: &Path) -> PathBuf {
 
 /// `<slug>-<12 hex>`: readable, and unique by the hash of the normalised URI.
 pub fn alias_of(key: &str) -> String {
-    let without_scheme = key.split_once("://").map_or(key, |(_, r)| r);
-    let mut slug = String::new();
-    for c in without_scheme.chars() {
-        let c = if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
-            c
-        } else {
-            '-'
-        };
-        if c == '-' && (slug.is_empty() || slug.ends_with('-')) {
-            continue;
-        }
-        slug.push(c);
-        if slug.len() >= 48 {
-            break;
-        }
-    }
-    let slug = slug.trim_end_matches(['-', '.']);
-    let slug = slug.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    let slug = crate::layout::name_slug(key, 48);
     let hash = blake3::hash(key.as_bytes()).to_hex();
     if slug.is_empty() {
         format!("steplib-{}", &hash[..12])
