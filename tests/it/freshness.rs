@@ -192,11 +192,7 @@ fn concurrent_stale_lookups_refresh_once() {
     assert!(st.success());
     let log = t.path().join("git-calls.log");
     let wrapper = support::git_wrapper(&t.path().join("git-wrapper"), &log);
-    let path = format!(
-        "{}:{}",
-        wrapper.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = support::path_with_first(&wrapper);
     let mut children: Vec<_> = (0..8)
         .map(|_| {
             let mut c = support::gated_stepman(

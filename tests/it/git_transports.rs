@@ -440,11 +440,7 @@ fn a_branch_that_moves_between_resolve_and_clone_still_gives_the_resolved_commit
     )
     .unwrap();
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = support::path_with_first(&bin);
     let mut checks = Checks::default();
     for tr in [Transport::Smart, Transport::Dumb] {
         // Back to the resolved commit, for this round's wrapper to move again.
@@ -512,11 +508,7 @@ fn a_dumb_server_is_told_by_its_info_refs_when_git_says_something_else() {
     )
     .unwrap();
     fs::set_permissions(bin.join("git"), fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = support::path_with_first(&bin);
     let home = t.path().join("home");
     let dest = t.path().join("dest");
     let spec = format!("git::{}@main", served.url(Transport::Dumb, "r.git"));

@@ -748,11 +748,7 @@ fn b_prime_ten_activations_from_git() {
 
     let log = t.path().join("git-calls.log");
     let wrapper = support::git_wrapper(&t.path().join("git-wrapper"), &log);
-    let path = format!(
-        "{}:{}",
-        wrapper.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = support::path_with_first(&wrapper);
     let dests = work_dests(t.path());
     let outs = run_n(&home, &[("PATH", &path)], |i| {
         activate_to(&uri, "git-step", "2", &dests[i])

@@ -142,6 +142,15 @@ pub(crate) fn git_repo(work: &Path, src: &Path, tag: &str) -> GitRepo {
     }
 }
 
+/// `PATH` with `dir` first (where a test's `git` wrapper is found before the real one).
+pub(crate) fn path_with_first(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// A directory holding a `git` wrapper that logs every invocation's arguments to `log` and
 /// runs the real git; put it first in `PATH` to count clones.
 pub(crate) fn git_wrapper(dir: &Path, log: &Path) -> PathBuf {
