@@ -184,13 +184,17 @@ pub(crate) fn refresh_if_stale(
         return Ok(());
     }
     match generate::refresh(store, c, bound, net) {
-        Ok(_) => {
-            log::info!(
-                "{}: updated before resolving `{constraint}` (it was {}s old; STEPMAN_STEPLIB_TTL={}s)",
-                c.uri,
-                age.as_secs(),
-                ttl.as_secs()
-            );
+        Ok(p) => {
+            if p.ingested {
+                log::info!(
+                    "{}: updated before resolving `{constraint}` (it was {}s old; STEPMAN_STEPLIB_TTL={}s)",
+                    c.uri,
+                    age.as_secs(),
+                    ttl.as_secs()
+                );
+            } else {
+                log::debug!("{}: updated by another process meanwhile", c.uri);
+            }
             Ok(())
         }
         Err(Error::Cancelled) => Err(Error::Cancelled),
