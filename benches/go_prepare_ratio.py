@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints the Go step ratios of PRODUCT §6 / the Go steps issue in one run:
+"""Prints the Go step ratios of README "Performance" in one run:
 
 - warm `activate --prepare` of a Go-sized Go step (about 900 files, 13 MB, plus its binary)
   against a plain cache-hit `activate` of the same step (target <= 1.2x);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prints the PRODUCT §6 store ratios, each against its baseline, measured in one run:
+# Prints the README "Performance" store ratios, each against its baseline, measured in one run:
 #   - `stepman store import` of a Go-sized tar.gz vs `tar -xzf` of the same file   (target <= 1.2x)
 #   - `stepman fsck` vs `b3sum` over the same files, both cores (throughput, target >= 0.8x)
 #   - `stepman store export` vs `cp -a` of the same tree                          (target <= 1.2x)
@@ -7,13 +7,13 @@
 # Method: a deterministic tree (examples/gen_tree.rs: ~900 files, ~13 MB) and its tar.gz; every
 # repetition runs the baseline and stepman back to back, alternating which goes first, each into a
 # destination (or store) of its own that no earlier repetition used: nothing is deleted and then
-# re-created on the measured path (PRODUCT §6), everything is removed after the last repetition.
+# re-created on the measured path (README "Performance"), everything is removed after the last repetition.
 # A `sync` (not measured) before each measured command lets no command pay for the previous one's
 # dirty pages. Medians; ratio = stepman / baseline for times (fsck: baseline / stepman, i.e.
 # throughput). Absolute times drift with machine load; the ratios are the result.
 # On this machine's ext4 (no journal), allocating an inode skips those deleted in the last 60 s (6 min
 # while their inode table is unwritten), scanning them one by one: creating files near a directory
-# where many were just deleted is 3-6x slower (PRODUCT §6). Test suites churn /tmp, so the work dir
+# where many were just deleted is 3-6x slower (README "Performance"). Test suites churn /tmp, so the work dir
 # is under /var/tmp (BENCH_DIR overrides). This script's own cleanup has the same effect on the next
 # run for up to ~6 minutes: for settled absolute times leave that much between runs (the last line
 # says when tar was slow); the ratios move much less.
@@ -203,7 +203,7 @@ echo "$MISSES target(s) missed"
 TAR_MBS=$(awk -v b="$TREE_BYTES" -v t="$TAR" 'BEGIN {printf "%.0f", b / t}')
 if [ "$TAR_MBS" -lt 80 ]; then
     echo "note: tar -xzf ran at only $TAR_MBS MB/s (~130 on a settled disk here): the file system was slow to"
-    echo "create files (load, or mass deletions in the last minutes, PRODUCT §6); the ratios are noisier."
+    echo "create files (load, or mass deletions in the last minutes, README "Performance"); the ratios are noisier."
 fi
 
 # The StepLib and activation ratios (step-info, setup, cache-hit and cold activate, ten at once).

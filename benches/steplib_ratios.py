@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints the PRODUCT §6 StepLib and activation ratios, each against its baseline, in one run:
+"""Prints the StepLib and activation ratios, each against its baseline, in one run:
 
   - step-info (the lookup inside activate) on a 3,700-version StepLib: ms per process, and the
     flatness ratio against a 40-version StepLib                        (target <= 10 ms, ~1.0x)

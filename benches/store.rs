@@ -4,9 +4,9 @@
 //! - `fsck/1-object`: `fsck::fsck` of a store holding the tree;
 //! - `export/go-step`: `Store::export` into a fresh directory.
 //!
-//! The ratios against `tar`, `b3sum` and `cp -a` (PRODUCT §6) are printed by `benches/ratios.sh`.
+//! The ratios against `tar`, `b3sum` and `cp -a` (README "Performance") are printed by `benches/ratios.sh`.
 //! Nothing is deleted and re-created on the measured path: every iteration gets a destination of
-//! its own, and the outputs are kept until the benchmark ends (PRODUCT §6: a tree re-created right
+//! its own, and the outputs are kept until the benchmark ends (README "Performance": a tree re-created right
 //! after an `rm -rf` is much slower to write). Each iteration's setup (not measured) ends with a
 //! `sync(2)`, so no iteration runs against the background writeback of the ones before it.
 
@@ -29,7 +29,7 @@ struct Fixture {
 }
 
 /// Where the benchmark writes: `$BENCH_DIR`, else `/var/tmp`. Test suites churn `/tmp`, and on
-/// ext4 creating files near where many were just deleted is several times slower (PRODUCT §6).
+/// ext4 creating files near where many were just deleted is several times slower (README "Performance").
 fn bench_dir() -> PathBuf {
     match std::env::var_os("BENCH_DIR") {
         Some(d) => PathBuf::from(d),

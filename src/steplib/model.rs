@@ -1,4 +1,4 @@
-//! The StepLib formats we read (PRODUCT §4) and the files of a collection object.
+//! The StepLib formats we read (README "StepLibs and activation") and the files of a collection object.
 //!
 //! Step definitions are kept as JSON values so that unknown fields survive unchanged; only the
 //! fields stepman acts on are read through typed accessors.

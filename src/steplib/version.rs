@@ -1,4 +1,4 @@
-//! Step versions and version constraints (PRODUCT §4).
+//! Step versions and version constraints (README "StepLibs and activation").
 //!
 //! Constraints: `""` is the latest version; `X`, `X.x` and `X.x.x` the highest `X.*.*`; `X.Y` and
 //! `X.Y.x` the highest `X.Y.*`; anything else names one version exactly. A constraint that

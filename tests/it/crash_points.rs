@@ -1,4 +1,4 @@
-//! Crash points (PRODUCT §2 "a process can be killed at any instruction", §5; `store-format.md`
+//! Crash points ("a process can be killed at any instruction"; `store-format.md`
 //! §10): the real binary is killed with SIGKILL at every chosen syscall of
 //! - an ingest (`store import` of a tar.gz and of a directory, re-pointing an existing name:
 //!   temp dir, writes, flushes, the publishing no-replace rename, the chmod of the object's root,

@@ -1,4 +1,4 @@
-//! The filesystem fallbacks and failure paths (PRODUCT §2, §5; `store-format.md`), exercised on
+//! The filesystem fallbacks and failure paths (`store-format.md`), exercised on
 //! the real binary by injecting the error with `strace -f -e inject=...`, since this kernel has no
 //! NFS, no full disk and no failing disk at hand:
 //! - no `RENAME_NOREPLACE` (`renameat2` → `EINVAL`, as NFS and 9p answer): import publishes with

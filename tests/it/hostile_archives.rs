@@ -1,4 +1,4 @@
-//! Hostile archives (PRODUCT §5, issue 5): every class of bad tar, tar.gz and zip input, built here
+//! Hostile archives: every class of bad tar, tar.gz and zip input, built here
 //! in memory and fed to the real binary with `stepman store import FILE --name r/x/1`.
 //!
 //! Every rejection case checks the same things (see [`Env::expect_rejected`]):
@@ -1507,7 +1507,7 @@ fn tar_huge_gnu_longname_header_is_rejected() {
 fn huge_extension_headers_are_refused_in_bounded_memory() {
     // In-process, so the allocation peak can be measured: a GNU long name and a PAX header of
     // 100 MiB each, in a tar.gz (ratio ~1000: caught by the ratio limit only after 64 MiB) and
-    // in a plain tar. PRODUCT §6: peak memory of any command ≤ 64 MB whatever the archive.
+    // in a plain tar. README "Performance": peak memory of any command ≤ 64 MB whatever the archive.
     let big = vec![b'a'; 100 << 20];
     let mut pax_rec = b"104857600 comment=".to_vec();
     pax_rec.resize(100 << 20, b'c');
@@ -1991,7 +1991,7 @@ fn ingest_zip_measured(
 
 #[test]
 fn a_huge_zip_central_directory_is_refused_in_bounded_memory() {
-    // In-process, so the allocation peak can be measured. PRODUCT §6: peak memory of any
+    // In-process, so the allocation peak can be measured. README "Performance": peak memory of any
     // command ≤ 64 MB. The `zip` crate holds every central directory entry as a record of a few
     // hundred bytes, and reserves room for as many as the end record claims, before the first
     // entry can be vetted.

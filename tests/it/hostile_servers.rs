@@ -1,4 +1,4 @@
-//! Hostile HTTP servers (PRODUCT §5, "Network"): truncated bodies, lying Content-Length, stalls,
+//! Hostile HTTP servers: truncated bodies, lying Content-Length, stalls,
 //! drips, 5xx/429 storms, 4xx, redirects to `file://` and to other origins, content that changes
 //! between retries, and precompiled executables that do not match their hash.
 //!

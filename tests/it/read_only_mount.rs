@@ -1,4 +1,4 @@
-//! A baked store on a read-only mount (PRODUCT §1 user 2, issue 4): cache hits (`activate`,
+//! A baked store on a read-only mount: cache hits (`activate`,
 //! `step-info`, `list-cached`, `fsck`) work; a miss, `gc` and `fsck --repair` fail with a clear
 //! "read-only" error; a writable store layered on top takes the misses.
 //!

@@ -301,7 +301,7 @@ fn fsck_during_a_publish_reports_nothing() {
     support::assert_fsck_clean(&w.home);
 }
 
-/// `delete` is safe while others activate (PRODUCT §3): an activation that has downloaded and
+/// `delete` is safe while others activate: an activation that has downloaded and
 /// bound its step, and is held by strace just before it copies the step out, while the
 /// collection is deleted and a gc collects the step's object, still activates the step.
 #[test]

@@ -1,4 +1,4 @@
-//! The scenarios of PRODUCT §1 (A–H), each played by ten `stepman` processes at once against one
+//! The old tool's failures under concurrency (scenarios A–H), each played by ten `stepman` processes at once against one
 //! `$STEPMAN_HOME`, with a loopback HTTP server started by the test where a download is involved;
 //! plus a test that reads every step.yml of `../shared/steplib-sample` and resolves every
 //! version-constraint form against it.
@@ -1406,7 +1406,7 @@ fn numeric(v: &str) -> Option<(u64, u64, u64)> {
 }
 
 /// Every step.yml of `../shared/steplib-sample` is read (or its skipping explained), and every
-/// constraint form resolves against git-clone as PRODUCT §4 says.
+/// constraint form resolves against git-clone as README "StepLibs and activation" says.
 #[test]
 fn sample_steplib_every_step_and_every_constraint() {
     let _s = support::alone();
