@@ -350,6 +350,11 @@ impl CollectionLayout {
         file_name.strip_suffix(".json")
     }
 
+    /// The lookup index of step `id` (collection layout 2): `index/<id>.json`.
+    pub(crate) fn index(id: &str) -> String {
+        format!("index/{id}.json")
+    }
+
     /// The original step.yml of a step version: `yml/<id>/<version>.yml`.
     pub(crate) fn step_yml(id: &str, version: &str) -> String {
         format!("yml/{id}/{version}.yml")

@@ -2,7 +2,7 @@
 //! panics, and a collection object it builds is one the store's readers accept (every group
 //! file reads as a `Group` whose versions pass `validate_step`, `collection.json` reads as
 //! `CollectionMeta`, the counts agree). The same bytes also go to the readers of the store's
-//! own records (`collection.json`, `groups/<id>.json`, the `format` file), which must not panic.
+//! own records (`collection.json`, `groups/<id>.json`, `index/<id>.json`, the `format` file), which must not panic.
 
 #![no_main]
 
@@ -12,7 +12,7 @@ use std::fs;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use stepman::steplib::model::validate_step;
+use stepman::steplib::model::{GroupIndex, validate_step};
 use stepman::steplib::{CollectionMeta, Group};
 
 fn format_home() -> &'static tempfile::TempDir {
@@ -30,6 +30,7 @@ fn format_home() -> &'static tempfile::TempDir {
 fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<CollectionMeta>(data);
     let _ = serde_json::from_slice::<Group>(data);
+    let _ = serde_json::from_slice::<GroupIndex>(data);
     if data.len() <= 256 {
         let home = format_home().path();
         fs::write(home.join(stepman::layout::STORE_DIR).join("format"), data).expect("write");
@@ -59,8 +60,24 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(rd) = fs::read_dir(root.join("groups")) {
             for e in rd {
                 let p = e.expect("dir entry").path();
-                let g: Group = serde_json::from_slice(&fs::read(&p).expect("group file"))
-                    .expect("a group file reads back");
+                let bytes = fs::read(&p).expect("group file");
+                let g: Group = serde_json::from_slice(&bytes).expect("a group file reads back");
+                // The index (layout 2) lists the group's versions, lowest first, each span
+                // holding exactly that version's step.
+                let name = p.file_name().expect("file name");
+                let index: GroupIndex = serde_json::from_slice(
+                    &fs::read(root.join("index").join(name)).expect("index file"),
+                )
+                .expect("an index file reads back");
+                assert_eq!(index.latest_version_number, g.latest_version_number);
+                assert_eq!(index.versions.len(), g.versions.len());
+                for ((v, at, len), (gv, step)) in index.versions.iter().zip(&g.versions) {
+                    assert_eq!(v, gv);
+                    let span = &bytes[*at as usize..(*at + *len) as usize];
+                    let at_span: serde_json::Value =
+                        serde_json::from_slice(span).expect("a span holds JSON");
+                    assert_eq!(&at_span, step);
+                }
                 assert!(g.versions.contains_key(&g.latest_version_number));
                 for step in g.versions.values() {
                     assert!(validate_step(step).is_ok());

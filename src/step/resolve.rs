@@ -241,7 +241,7 @@ pub fn resolve(
     let mut updated = false;
     let mut reopen = Race::new(Race::REOPEN);
     loop {
-        let group = match opened.group(id) {
+        let entry = match opened.entry(id) {
             // Lookups take no lock: an update may have re-pointed the collection and a gc removed
             // the object we opened. Read the name again (`crate::retry`).
             Err(Error::Io { source, .. })
@@ -252,14 +252,22 @@ pub fn resolve(
             }
             other => other?,
         };
-        let picked = group.as_ref().and_then(|g| {
+        let picked = entry.as_ref().and_then(|e| {
             Constraint::parse(constraint)
-                .select(g.versions.keys().map(String::as_str))
+                .select(e.versions.iter().map(String::as_str))
                 .map(str::to_string)
         });
-        match (group, picked) {
-            (Some(g), Some(v)) => {
-                let step = g.versions.get(&v).cloned().unwrap_or(Value::Null);
+        match (entry, picked) {
+            (Some(e), Some(v)) => {
+                let step = match e.step(&v) {
+                    Err(Error::Io { source, .. })
+                        if reopen.again() && crate::sys::is_not_found(&source) =>
+                    {
+                        opened = open_or_setup(store, c, net)?;
+                        continue;
+                    }
+                    other => other?.unwrap_or(Value::Null),
+                };
                 return Ok(Resolved {
                     collection: c.clone(),
                     opened,
@@ -267,8 +275,8 @@ pub fn resolve(
                         id: id.to_string(),
                         version: v,
                         original_version: constraint.to_string(),
-                        latest_version: g.latest_version_number,
-                        info: g.info,
+                        latest_version: e.latest_version_number,
+                        info: e.info,
                         step,
                     },
                 });
@@ -278,9 +286,7 @@ pub fn resolve(
                     collection: c.uri.clone(),
                     id: id.to_string(),
                     constraint: constraint.to_string(),
-                    available: g
-                        .map(|g| g.versions.keys().cloned().collect())
-                        .unwrap_or_default(),
+                    available: g.map(|e| e.versions).unwrap_or_default(),
                 });
             }
             _ => {

@@ -1,7 +1,8 @@
 //! Building a collection object from a StepLib checkout or a `spec.json`.
 //!
 //! The object holds `collection.json`, one `groups/<id>.json` per step group (the spec's
-//! `steps.<id>`) and every version's original step.yml as `yml/<id>/<version>.yml`. Step files are
+//! `steps.<id>`), its lookup index `index/<id>.json` (where each version's JSON lies in the
+//! group) and every version's original step.yml as `yml/<id>/<version>.yml`. Step files are
 //! parsed by up to [`WORKERS`] threads, a group each, handing finished groups to the writer one at
 //! a time; a group holds its files and their JSON, never their parsed values, and is bounded by
 //! [`MAX_GROUP_BYTES`], so memory stays bounded by a few groups, not by the StepLib's size. One
@@ -343,12 +344,20 @@ fn write_group(w: &mut TreeWriter, g: GroupData, meta: &mut CollectionMeta) -> R
         .unwrap_or_default()
         .to_string();
     // The bytes `serde_json::to_vec(&Group)` would give, spliced from each version's JSON so
-    // that no parsed value is held: `{"info":…,"latest_version_number":…,"versions":{…}}`.
+    // that no parsed value is held: `{"info":…,"latest_version_number":…,"versions":{…}}`; the
+    // index records where each version's JSON lies in them.
+    let info = json_of(&g.info);
+    let latest = json_of(&Value::String(latest));
     let mut bytes = b"{\"info\":".to_vec();
-    bytes.extend(json_of(&g.info));
+    bytes.extend(&info);
     bytes.extend(b",\"latest_version_number\":");
-    bytes.extend(json_of(&Value::String(latest)));
+    bytes.extend(&latest);
     bytes.extend(b",\"versions\":{");
+    let mut index = b"{\"info\":".to_vec();
+    index.extend(&info);
+    index.extend(b",\"latest_version_number\":");
+    index.extend(&latest);
+    index.extend(b",\"versions\":[");
     let n = g.versions.len();
     for (i, (ver, raw, json)) in g.versions.into_iter().enumerate() {
         w.add_file(
@@ -360,12 +369,18 @@ fn write_group(w: &mut TreeWriter, g: GroupData, meta: &mut CollectionMeta) -> R
         drop(raw);
         if i > 0 {
             bytes.push(b',');
+            index.push(b',');
         }
-        bytes.extend(json_of(&Value::String(ver)));
+        let ver = json_of(&Value::String(ver));
+        bytes.extend(&ver);
         bytes.push(b':');
+        index.push(b'[');
+        index.extend(&ver);
+        index.extend(format!(",{},{}]", bytes.len(), json.len()).as_bytes());
         bytes.extend(json);
     }
     bytes.extend(b"}}");
+    index.extend(b"]}");
     meta.steps += 1;
     meta.versions += n;
     w.add_file(
@@ -373,6 +388,12 @@ fn write_group(w: &mut TreeWriter, g: GroupData, meta: &mut CollectionMeta) -> R
         false,
         Some(bytes.len() as u64),
         bytes.as_slice(),
+    )?;
+    w.add_file(
+        &CollectionLayout::index(&g.id),
+        false,
+        Some(index.len() as u64),
+        index.as_slice(),
     )
 }
 
@@ -427,6 +448,7 @@ pub(crate) fn from_dir(
     }
     ids.sort();
     let mut meta = CollectionMeta {
+        layout: super::model::COLLECTION_LAYOUT,
         uri: c.uri.clone(),
         alias: c.alias.clone(),
         root: matches!(c.source, Source::Dir(_)).then(|| dir.display().to_string()),
@@ -487,6 +509,7 @@ fn from_spec_file(file: &Path, c: &Collection, w: &mut TreeWriter) -> Result<()>
 /// [`from_spec_file`] on any reader (the fuzz target feeds it bytes).
 pub(crate) fn from_spec_reader(r: impl Read, c: &Collection, w: &mut TreeWriter) -> Result<()> {
     let mut meta = CollectionMeta {
+        layout: super::model::COLLECTION_LAYOUT,
         uri: c.uri.clone(),
         alias: c.alias.clone(),
         root: None,

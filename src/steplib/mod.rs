@@ -10,8 +10,9 @@
 //!   the clock.
 //! - A collection's steps are the names `<alias>/<step id>/<version>`; updating the collection
 //!   never touches them.
-//! - Looking a step up reads one small per-group file of the collection object, never the whole
-//!   spec.
+//! - Looking a step up reads the group's index and one version's bytes of its group file
+//!   (collection layout 2), never the whole group or the whole spec; an object written before
+//!   layout 2 is read from its groups.
 
 pub(crate) mod checkout;
 pub mod compat;
@@ -172,6 +173,51 @@ impl Opened {
             })
     }
 
+    /// What a lookup of step `id` needs (its versions, `info`, latest version), reading only its
+    /// index in a layout-2 object (a few bytes per version, never the group); an older object's
+    /// whole group otherwise. `Ok(None)` when the collection has no such step.
+    pub fn entry(&self, id: &str) -> Result<Option<StepEntry>> {
+        if self.meta.layout < 2 {
+            return Ok(self.group(id)?.map(|g| StepEntry {
+                info: g.info,
+                latest_version_number: g.latest_version_number,
+                versions: g.versions.keys().cloned().collect(),
+                steps: Steps::Group(g.versions),
+            }));
+        }
+        if Name::new("r", id, "v").is_err() || id.starts_with('_') {
+            return Ok(None);
+        }
+        let p = self.dir.join(CollectionLayout::index(id));
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            // As in `group`: no such step, unless the object went away.
+            Err(e) if sys::is_not_found(&e) && self.dir.join(CollectionLayout::META).exists() => {
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io("read", &p)(e)),
+        };
+        let index: model::GroupIndex =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Format {
+                path: p,
+                reason: format!("invalid index file: {e}"),
+            })?;
+        let (versions, spans) = index
+            .versions
+            .into_iter()
+            .map(|(v, at, len)| (v, (at, len)))
+            .unzip();
+        Ok(Some(StepEntry {
+            info: index.info,
+            latest_version_number: index.latest_version_number,
+            versions,
+            steps: Steps::Spans {
+                group: self.dir.join(CollectionLayout::group(id)),
+                spans,
+            },
+        }))
+    }
+
     /// The ids of every step in the collection, sorted.
     pub fn step_ids(&self) -> Result<Vec<String>> {
         let dir = self.dir.join(CollectionLayout::GROUPS);
@@ -199,6 +245,67 @@ impl Opened {
     /// Path of the original `step.yml` of a step version inside the collection object.
     pub fn step_yml(&self, id: &str, version: &str) -> PathBuf {
         self.dir.join(CollectionLayout::step_yml(id, version))
+    }
+}
+
+/// One step group as a lookup sees it ([`Opened::entry`]).
+#[derive(Debug, Clone)]
+pub struct StepEntry {
+    /// `step-info.yml` plus `asset_urls`.
+    pub info: Value,
+    /// The highest version.
+    pub latest_version_number: String,
+    /// Every version (lowest first in a layout-2 object).
+    pub versions: Vec<String>,
+    steps: Steps,
+}
+
+#[derive(Debug, Clone)]
+enum Steps {
+    /// An older object's group, read whole.
+    Group(serde_json::Map<String, Value>),
+    /// Where each version's JSON lies in the group file (in the order of `versions`).
+    Spans {
+        group: PathBuf,
+        spans: Vec<(u64, u64)>,
+    },
+}
+
+impl StepEntry {
+    /// The step definition of `version` (`Ok(None)`: no such version): in a layout-2 object,
+    /// only that version's bytes of the group file are read.
+    pub fn step(&self, version: &str) -> Result<Option<Value>> {
+        let Some(i) = self.versions.iter().position(|v| v == version) else {
+            return Ok(None);
+        };
+        let (group, (at, len)) = match &self.steps {
+            Steps::Group(m) => return Ok(m.get(version).cloned()),
+            Steps::Spans { group, spans } => match spans.get(i) {
+                Some(s) => (group, *s),
+                None => return Ok(None),
+            },
+        };
+        let bad = |reason: String| Error::Format {
+            path: group.clone(),
+            reason,
+        };
+        if len > generate::MAX_GROUP_BYTES {
+            return Err(bad(format!("index gives a step of {len} bytes")));
+        }
+        let mut f = fs::File::open(group).map_err(Error::io("open", group))?;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(at))
+            .map_err(Error::io("seek", group))?;
+        let mut bytes = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, len), &mut bytes)
+            .map_err(Error::io("read", group))?;
+        if bytes.len() as u64 != len {
+            return Err(bad(format!(
+                "the index's span of {version} ends past the end of the file"
+            )));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| bad(format!("invalid step {version} at the index's span: {e}")))
     }
 }
 
@@ -395,3 +502,64 @@ fn json(v: &Value) -> Result<Vec<u8>> {
 }
 
 use serde_json::Value;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opened(dir: &Path, meta: &str) -> Opened {
+        fs::write(dir.join(CollectionLayout::META), meta).unwrap();
+        Opened {
+            dir: dir.to_path_buf(),
+            meta: serde_json::from_str(meta).unwrap(),
+        }
+    }
+
+    const GROUP: &str = r#"{"info":{"maintainer":"m"},"latest_version_number":"2.0.0","versions":{"1.0.0":{"title":"one"},"2.0.0":{"title":"two"}}}"#;
+
+    #[test]
+    fn an_object_written_before_layout_2_is_read_from_its_groups() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("groups")).unwrap();
+        fs::write(d.path().join("groups/s.json"), GROUP).unwrap();
+        // collection.json as stepman wrote it before layout 2: no `layout` field.
+        let o = opened(
+            d.path(),
+            r#"{"uri":"u","alias":"a","steplib":{"format_version":"1"},"steps":1,"versions":2}"#,
+        );
+        assert_eq!(o.meta.layout, 1);
+        let e = o.entry("s").unwrap().unwrap();
+        assert_eq!(e.versions, ["1.0.0", "2.0.0"]);
+        assert_eq!(e.latest_version_number, "2.0.0");
+        assert_eq!(e.step("2.0.0").unwrap().unwrap()["title"], "two");
+        assert!(e.step("3.0.0").unwrap().is_none());
+        assert!(o.entry("t").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_layout_2_index_whose_span_is_wrong_is_an_error_not_a_wrong_step() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("groups")).unwrap();
+        fs::create_dir_all(d.path().join("index")).unwrap();
+        fs::write(d.path().join("groups/s.json"), GROUP).unwrap();
+        let at = GROUP.find(r#"{"title":"two"}"#).unwrap();
+        fs::write(
+            d.path().join("index/s.json"),
+            format!(
+                r#"{{"info":{{}},"latest_version_number":"2.0.0","versions":[["1.0.0",{},15],["2.0.0",{at},15],["3.0.0",{},99]]}}"#,
+                at - 3,
+                GROUP.len() - 10
+            ),
+        )
+        .unwrap();
+        let o = opened(
+            d.path(),
+            r#"{"uri":"u","alias":"a","layout":2,"steplib":{"format_version":"1"},"steps":1,"versions":2}"#,
+        );
+        let e = o.entry("s").unwrap().unwrap();
+        assert_eq!(e.step("2.0.0").unwrap().unwrap()["title"], "two");
+        assert!(matches!(e.step("1.0.0"), Err(Error::Format { .. })));
+        assert!(matches!(e.step("3.0.0"), Err(Error::Format { .. })));
+        assert!(o.entry("t").unwrap().is_none());
+    }
+}

@@ -76,6 +76,10 @@ pub struct CollectionMeta {
     /// For a git StepLib: the commit it was generated from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_commit: Option<String>,
+    /// The collection object's layout (`store-format.md`, section 4a): `2` has an
+    /// `index/<id>.json` beside each group; objects written before it have none (`1`).
+    #[serde(default = "layout_1")]
+    pub layout: u32,
     /// Number of step groups.
     pub steps: usize,
     /// Number of step versions.
@@ -83,6 +87,27 @@ pub struct CollectionMeta {
     /// What was left out.
     #[serde(default)]
     pub skipped: Vec<Skipped>,
+}
+
+/// The layout of collection objects this version writes.
+pub const COLLECTION_LAYOUT: u32 = 2;
+
+fn layout_1() -> u32 {
+    1
+}
+
+/// A step group's lookup index, `index/<id>.json` (collection layout 2): what a lookup needs
+/// without reading the group, and where each version's JSON lies in `groups/<id>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupIndex {
+    /// `step-info.yml` plus `asset_urls` (as in the group).
+    #[serde(default)]
+    pub info: Value,
+    /// The highest version.
+    pub latest_version_number: String,
+    /// Every version, lowest first, with the byte offset and length of its step's JSON in the
+    /// group file: `[version, offset, length]`.
+    pub versions: Vec<(String, u64, u64)>,
 }
 
 /// A step group: `steps/<id>` of the spec, stored as `groups/<id>.json`.

@@ -22,6 +22,7 @@ mod hostile_archives;
 mod hostile_servers;
 mod hostile_steplib;
 mod hostile_steplib_git;
+mod lookup_cost;
 mod offline;
 mod planted;
 mod precompiled;

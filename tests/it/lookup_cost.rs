@@ -1,0 +1,109 @@
+//! What a cache-hit lookup costs, counted rather than timed: the bytes `step-info` reads from the
+//! store (strace), for a group of 170 real-sized versions against a group of one. A lookup reads
+//! the group's index and the one version's record, never the whole group (`store-format.md` 4a).
+
+use std::fs;
+use std::path::Path;
+
+use super::support::*;
+
+/// A step.yml of about 5 KB (the real StepLib's average), different per version.
+fn real_sized_step_yml(version: &str) -> String {
+    let mut y = step_yml(&format!("Big {version}"), None);
+    y.push_str("description: |\n");
+    for i in 0..70 {
+        y.push_str(&format!(
+            "  Line {i} of the description of version {version}, as long as real ones are.\n"
+        ));
+    }
+    y
+}
+
+/// Bytes read (`read`/`pread64`/`readv`/`preadv`) from files inside the store's objects by
+/// `step-info` of `id@version`, and its output.
+fn bytes_read_by_lookup(home: &Path, work: &Path, lib: &Path, id: &str, version: &str) -> u64 {
+    let log = work.join(format!("{id}.strace"));
+    let lib = lib.to_str().unwrap();
+    let out = output(
+        &mut Traced::new(home, &log)
+            .opt(&["-y", "-s", "0"])
+            .trace("read,pread64,readv,preadv")
+            .stepman([
+                "step-info",
+                "--library",
+                lib,
+                "--id",
+                id,
+                "--version",
+                version,
+                "--format",
+                "json",
+            ]),
+    );
+    let stdout = ok_stdout(&out, "step-info");
+    assert!(
+        stdout.contains(&format!("\"version\":\"{version}\"")),
+        "step-info answered for another version: {stdout}"
+    );
+    let objects = home.join("store-v1/objects");
+    let objects = objects.to_str().unwrap();
+    let text = fs::read_to_string(&log).unwrap();
+    let mut total = 0;
+    for line in text.lines() {
+        // `read(3</…/store-v1/objects/…/index/big.json>, ""..., 8192) = 4100`
+        let Some((call, ret)) = line.rsplit_once(") = ") else {
+            continue;
+        };
+        if !call.contains(&format!("<{objects}/")) {
+            continue;
+        }
+        if let Ok(n) = ret.trim().parse::<u64>() {
+            total += n;
+        }
+    }
+    total
+}
+
+#[test]
+fn a_cache_hit_lookup_reads_the_same_few_bytes_for_a_group_of_170_versions_as_for_one() {
+    if !strace_usable("lookup_cost") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (home, lib) = (work.path().join("home"), work.path().join("lib"));
+    write_steplib_yml(&lib, &[("zip", "https://example.invalid/")]);
+    let big: Vec<String> = (0..170).map(|i| format!("1.{i}.0")).collect();
+    for v in &big {
+        write_step(&lib, "big", v, &real_sized_step_yml(v));
+    }
+    write_step(&lib, "small", "1.0.0", &real_sized_step_yml("1.0.0"));
+    let libs = lib.to_str().unwrap();
+    run_ok(&mut stepman(&home, ["setup", "-c", libs]));
+
+    let small = bytes_read_by_lookup(&home, work.path(), &lib, "small", "1.0.0");
+    let big_mid = bytes_read_by_lookup(&home, work.path(), &lib, "big", "1.85.0");
+    let big_latest = bytes_read_by_lookup(&home, work.path(), &lib, "big", "1.169.0");
+    let group = fs::metadata(
+        fs::read_dir(home.join("store-v1/objects"))
+            .unwrap()
+            .flat_map(|shard| fs::read_dir(shard.unwrap().path()).unwrap())
+            .map(|o| o.unwrap().path().join("groups/big.json"))
+            .find(|p| p.exists())
+            .expect("the collection object holds groups/big.json"),
+    )
+    .unwrap()
+    .len();
+    // The index grows by a few dozen bytes per version; the group by a whole step per version.
+    let per_version = 48;
+    for (what, n) in [("1.85.0", big_mid), ("1.169.0", big_latest)] {
+        assert!(
+            n <= small + 170 * per_version,
+            "a lookup of big@{what} read {n} bytes from the store, one of small@1.0.0 {small}: \
+             it reads more than the index and one record (the group is {group} bytes)"
+        );
+        assert!(
+            n < group / 4,
+            "a lookup of big@{what} read {n} bytes, the group file is {group}"
+        );
+    }
+}
