@@ -164,6 +164,8 @@ pub(crate) struct Stage<'s> {
 #[must_use]
 pub(crate) struct Tree {
     id: ObjectId,
+    /// The name's object as it is ([`Stage::keep`]): nothing to publish, the name is bound again.
+    kept: bool,
 }
 
 impl Stage<'_> {
@@ -194,14 +196,20 @@ impl Stage<'_> {
             ingest::TreeWriter::new(&root, source, self.store.limits, self.store.durability)?;
         fill(&mut w)?;
         let (id, _) = w.finish()?;
-        Ok(Tree { id })
+        Ok(Tree { id, kept: false })
+    }
+
+    /// The tree is object `id` as it is (a producer that found its source unchanged since it
+    /// made `id`): nothing is published, and the name is bound to `id` again, so its age is now.
+    pub(crate) fn keep(&self, id: ObjectId) -> Tree {
+        Tree { id, kept: true }
     }
 
     /// Makes the tree from `src` (a directory, tar, tar.gz or zip).
     pub(crate) fn ingest(&mut self, src: &Path) -> Result<Tree> {
         let root = Stage::tree_root(&self.tmp);
         let (id, _) = ingest::ingest_path(src, &root, self.store.limits, self.store.durability)?;
-        Ok(Tree { id })
+        Ok(Tree { id, kept: false })
     }
 
     /// Runs one of several attempts (download locations tried in order): when it fails, the
@@ -723,8 +731,11 @@ impl Store {
             }
             Rebuild::Always => {}
         }
-        let id = self.stage(Some(name), what, write)?;
-        Ok(Produced { id, ingested: true })
+        let (id, kept) = self.stage_kept(Some(name), what, write)?;
+        Ok(Produced {
+            id,
+            ingested: !kept,
+        })
     }
 
     /// The part of [`Store::produce`] after the name lock (and all of an import without a
@@ -735,19 +746,38 @@ impl Store {
         what: Producer,
         write: impl FnOnce(&mut Stage<'_>) -> Result<Tree>,
     ) -> Result<ObjectId> {
+        Ok(self.stage_kept(name, what, write)?.0)
+    }
+
+    /// [`Store::stage`], also saying whether the producer kept the object it had ([`Stage::keep`]).
+    fn stage_kept(
+        &self,
+        name: Option<&Name>,
+        what: Producer,
+        write: impl FnOnce(&mut Stage<'_>) -> Result<Tree>,
+    ) -> Result<(ObjectId, bool)> {
         self.check_owner(what.op())?;
         self.sweep_quietly();
         let tmp = TempDir::create(&self.layout, what.temp_kind())
             .map_err(|e| self.read_only_or(e, what.op()))?;
         let mut stage = Stage { store: self, tmp };
-        let Tree { id } = write(&mut stage)?;
+        let Tree { id, kept } = write(&mut stage)?;
         let tmp = &stage.tmp;
         let _guard = lock::store_shared(&self.layout)?;
-        self.publish(&Stage::tree_root(tmp), &id)?;
+        if kept {
+            // Under the store lock no gc runs: the object is there now or it is gone for good
+            // (a `delete` and a gc since the producer looked), and then nothing is bound.
+            let dir = self.layout.object_dir(&id);
+            if !real_dir(&dir)? {
+                return Err(Error::io("keep", &dir)(std::io::ErrorKind::NotFound.into()));
+            }
+        } else {
+            self.publish(&Stage::tree_root(tmp), &id)?;
+        }
         if let Some(name) = name {
             self.bind_locked(name, &id, tmp)?;
         }
-        Ok(id)
+        Ok((id, kept))
     }
 
     /// Like [`Store::export`], but replaces what `dest` holds as `replace` allows (what

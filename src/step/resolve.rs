@@ -193,7 +193,10 @@ pub(crate) fn refresh_if_stale(
                     ttl.as_secs()
                 );
             } else {
-                log::debug!("{}: updated by another process meanwhile", c.uri);
+                log::debug!(
+                    "{}: no newer StepLib commit, or updated by another process meanwhile",
+                    c.uri
+                );
             }
             Ok(())
         }

@@ -73,13 +73,36 @@ fn fill(store: &Store, c: &Collection, mode: Rebuild<'_>, net: &NetConfig) -> Re
         match &c.source {
             Source::Dir(dir) => stage.write(&c.uri, |w| from_dir(dir, c, None, w)),
             Source::Git(url) => {
+                let what = format!("collection {}", c.uri);
+                // An update of an unchanged StepLib costs one round trip: when its HEAD is the
+                // commit the bound object was generated from (by this layout), that object
+                // stays, bound again (its age is now). We hold the name lock: nobody re-points
+                // it meanwhile.
+                if let (Some(current), Some(id)) =
+                    (super::open(store, c)?, store.lookup(&c.name())?)
+                    && current.meta.layout == super::model::COLLECTION_LAYOUT
+                    && let Some(built_from) = current.meta.source_commit.as_deref()
+                {
+                    let head = fetch::git_ls_remote(
+                        url,
+                        "HEAD",
+                        &what,
+                        fetch::GitTransports::Network,
+                        net,
+                    )?;
+                    if head.eq_ignore_ascii_case(built_from) {
+                        log::debug!("{what}: HEAD is still {head}: nothing new");
+                        return Ok(stage.keep(id));
+                    }
+                    log::debug!("{what}: HEAD moved from {built_from} to {head}");
+                }
                 let clone = stage.dir().join("clone");
                 let head = fetch::git_clone(
                     url,
                     None,
                     None,
                     &clone,
-                    &format!("collection {}", c.uri),
+                    &what,
                     // A git StepLib's URL is never local (a path or `file://` is a local dir).
                     fetch::GitTransports::Network,
                     net,

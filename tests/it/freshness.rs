@@ -223,3 +223,80 @@ fn concurrent_stale_lookups_refresh_once() {
     assert_eq!(clones, 1, "one refresh for eight stale lookups:\n{calls}");
     support::assert_fsck_clean(&home);
 }
+
+/// `update` of a git StepLib with nothing new upstream costs one `git ls-remote`, no clone: the
+/// collection object stays, bound again (its age is now); a new commit upstream is cloned and
+/// seen. Counted with a `git` wrapper.
+#[test]
+fn update_with_nothing_new_upstream_asks_for_head_and_does_not_clone() {
+    let t = TestDir::new();
+    let src = t.path().join("steplib-src");
+    support::write_steplib_yml(&src, &[("zip", "http://127.0.0.1:9/unused/")]);
+    support::write_step(&src, "s", "1.0.0", &support::step_yml("s", None));
+    let bare = support::git_bare_of(t.path(), &src, "lib.git");
+    let daemon = support::GitDaemon::start(t.path());
+    let uri = daemon.url("lib.git");
+    let home = t.path().join("home");
+    run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
+    let link = collection_link(&home);
+    let object = fs::read_link(&link).unwrap();
+    let st = Command::new("touch")
+        .args(["-h", "-d", "1 hour ago"])
+        .arg(&link)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let aged = fs::symlink_metadata(&link).unwrap().modified().unwrap();
+
+    let log = t.path().join("git-calls.log");
+    let wrapper = support::git_wrapper(&t.path().join("git-wrapper"), &log);
+    let path = support::path_with_first(&wrapper);
+    let update = |expect: &str| {
+        let mut c = stepman(&home, ["update", "-c", &uri]);
+        c.env("PATH", &path);
+        let o = support::output(&mut c);
+        let err = support::stderr_of(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains(expect), "update said {err:?}, not {expect:?}");
+        let calls = fs::read_to_string(&log).unwrap_or_default();
+        fs::remove_file(&log).unwrap();
+        calls
+    };
+
+    let calls = update(&format!("{uri} is up to date"));
+    assert!(
+        !calls
+            .lines()
+            .any(|l| l.contains("clone") || l.contains("fetch")),
+        "an update with nothing new cloned or fetched:\n{calls}"
+    );
+    assert_eq!(
+        calls.lines().filter(|l| l.contains("ls-remote")).count(),
+        1,
+        "{calls}"
+    );
+    assert_eq!(fs::read_link(&link).unwrap(), object, "the object stays");
+    let bound = fs::symlink_metadata(&link).unwrap().modified().unwrap();
+    assert!(bound > aged, "the name was bound again: its age is now");
+
+    support::write_step(&src, "s", "1.1.0", &support::step_yml("s", None));
+    support::git(&src, &["add", "-A"]);
+    support::git(&src, &["commit", "-q", "-m", "release"]);
+    support::git(&src, &["push", "-q", bare.to_str().unwrap(), "HEAD"]);
+    let calls = update(&format!("updated {uri}"));
+    assert!(calls.lines().any(|l| l.contains(" clone ")), "{calls}");
+    let o = run_ok(&mut stepman(
+        &home,
+        [
+            "step-info",
+            "--library",
+            &uri,
+            "--id",
+            "s",
+            "--format",
+            "json",
+        ],
+    ));
+    assert!(o.contains("\"version\":\"1.1.0\""), "{o}");
+    support::assert_fsck_clean(&home);
+}

@@ -41,6 +41,8 @@ pub(crate) fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> 
         match generate::setup(&store, &c, Fill::Again, &net)
             .with_context(|| format!("update {shown}"))
         {
+            // Nothing made: the StepLib's HEAD is the commit its collection was built from.
+            Ok(p) if !p.ingested => eprintln!("{shown} is up to date"),
             Ok(_) => eprintln!("updated {shown}"),
             Err(e) => {
                 eprintln!("stepman: {e:#}");
