@@ -298,5 +298,15 @@ fn update_with_nothing_new_upstream_asks_for_head_and_does_not_clone() {
         ],
     ));
     assert!(o.contains("\"version\":\"1.1.0\""), "{o}");
+    let head = support::git(&src, &["rev-parse", "HEAD"]);
+    let listed: serde_json::Value = serde_json::from_str(&run_ok(&mut stepman(
+        &home,
+        ["collections", "--format", "json"],
+    )))
+    .unwrap();
+    assert_eq!(
+        listed["data"][0]["steplib_commit"], head,
+        "collections names the commit the collection was built from"
+    );
     support::assert_fsck_clean(&home);
 }

@@ -28,7 +28,14 @@ pub(crate) fn run(cli: &crate::Cli, a: &CollectionsArgs) -> anyhow::Result<ExitC
         Format::Json => {
             let data: Vec<_> = list
                 .iter()
-                .map(|(_, o)| json!({"uri": o.meta.uri, "spec_path": o.meta_path()}))
+                .map(|(_, o)| {
+                    let mut c = json!({"uri": o.meta.uri, "spec_path": o.meta_path()});
+                    // A git StepLib's collection names the commit it was built from.
+                    if let Some(commit) = &o.meta.source_commit {
+                        c["steplib_commit"] = json!(commit);
+                    }
+                    c
+                })
                 .collect();
             // The old tool's list is `null` when there is none (a nil slice).
             let data = if data.is_empty() {
