@@ -12,10 +12,15 @@
 //! - **Temp-dir lock**, `tmp/<dir>.lock`, *exclusive*, held by the owner for the temp dir's whole
 //!   life. Sweep takes it without blocking; getting it proves the owner is gone.
 //! - **Destination lock**, `<parent>/.<dest>.stepman.tree.lock` beside an activation's
-//!   destination (outside the store), *exclusive* and blocking (a poll with an interrupt flag):
+//!   destination (outside the store), *exclusive* and blocking (interruptible, see below):
 //!   activations into one destination (CI jobs sharing a directory) run one after another from
 //!   looking at what is there to writing the marker beside it (`export.rs`). Taken before the
 //!   store lock, never while holding it. Never removed (like name locks).
+//!
+//! Waiting: a blocked taker gets the lock the moment its holder lets go (the kernel wakes it), so
+//! ten jobs waiting for one download start copying as soon as it is published. A wait that can be
+//! interrupted (Ctrl-C) blocks on a thread of its own while the caller watches its flag; a lock
+//! that thread gets after the wait was given up is let go at once.
 //!
 //! Opening: every existing lock file is opened with `O_NOFOLLOW|O_NONBLOCK` and used only when
 //! `fstat` shows a regular file owned by this user, root or its directory's owner; a FIFO planted
@@ -151,45 +156,81 @@ fn open_lock_file(path: &Path) -> Result<Option<File>> {
     }
 }
 
-/// Takes the lock on `path` in `mode`, blocking; with `interrupt`, the wait is a poll that gives
-/// up with [`Error::Cancelled`] once the flag is set. `Ok(None)`: the documented absence of a
-/// lock (no lock file on a read-only store, or no `flock` on this file system).
+/// Takes the lock on `path` in `mode`, blocking; with `interrupt`, the wait gives up with
+/// [`Error::Cancelled`] once the flag is set. `Ok(None)`: the documented absence of a lock (no
+/// lock file on a read-only store, or no `flock` on this file system).
+///
+/// A waiter gets the lock the moment its holder lets go, never a poll interval later: the
+/// blocking `flock` runs on a thread of its own while this one watches the flag, and a lock
+/// that thread takes after the wait was given up is let go at once (the file is dropped).
 fn take(path: &Path, mode: LockMode, interrupt: Option<&AtomicBool>) -> Result<Option<File>> {
     let Some(f) = open_lock_file(path)? else {
         return Ok(None);
     };
-    let mut pause = Duration::from_millis(1);
+    let cancelled = || interrupt.is_some_and(|flag| flag.load(Ordering::Relaxed));
+    if cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let wait = if interrupt.is_none() {
+        Wait::Block
+    } else {
+        Wait::NoWait
+    };
+    let outcome = sys::lock(&f, mode, wait).map_err(Error::io("lock", path))?;
+    let (outcome, f) = match (outcome, interrupt) {
+        (LockOutcome::WouldBlock, Some(flag)) => {
+            log::debug!("{}: waiting for another process's fill", path.display());
+            wait_on_thread(f, path, mode, flag)?
+        }
+        (o, _) => (o, f),
+    };
+    match outcome {
+        LockOutcome::Acquired => Ok(Some(f)),
+        LockOutcome::Unsupported => {
+            log::warn!(
+                "{}: file system has no flock; continuing without this lock",
+                path.display()
+            );
+            Ok(None)
+        }
+        // A blocking lock never would-blocks.
+        LockOutcome::WouldBlock => Err(Error::io("lock", path)(
+            std::io::ErrorKind::WouldBlock.into(),
+        )),
+    }
+}
+
+/// How often a waiter looks at its interrupt flag (the lock itself wakes it at once).
+const INTERRUPT_CHECK: Duration = Duration::from_millis(50);
+
+/// The blocking `flock` of [`take`] on a thread of its own, so that the waiter wakes the
+/// moment the lock is free and still notices `flag` within [`INTERRUPT_CHECK`].
+fn wait_on_thread(
+    f: File,
+    path: &Path,
+    mode: LockMode,
+    flag: &AtomicBool,
+) -> Result<(LockOutcome, File)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("stepman-lock-wait".into())
+        .spawn(move || {
+            let r = sys::lock(&f, mode, Wait::Block);
+            // When the waiter gave up, the send fails and drops `f`: the lock is let go.
+            let _ = tx.send((r, f));
+        })
+        .map_err(Error::io("spawn a lock waiter for", path))?;
     loop {
-        if interrupt.is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+        if flag.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
-        match sys::lock(
-            &f,
-            mode,
-            if interrupt.is_none() {
-                Wait::Block
-            } else {
-                Wait::NoWait
-            },
-        )
-        .map_err(Error::io("lock", path))?
-        {
-            LockOutcome::Acquired => return Ok(Some(f)),
-            LockOutcome::Unsupported => {
-                log::warn!(
-                    "{}: file system has no flock; continuing without this lock",
-                    path.display()
-                );
-                return Ok(None);
-            }
-            // Only a poll gets here (a blocking lock never would-blocks). The holder is another
-            // filler, whose work takes at least milliseconds: back off to 20 ms.
-            LockOutcome::WouldBlock => {
-                if pause == Duration::from_millis(1) {
-                    log::debug!("{}: waiting for another process's fill", path.display());
-                }
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
+        match rx.recv_timeout(INTERRUPT_CHECK) {
+            Ok((r, f)) => return Ok((r.map_err(Error::io("lock", path))?, f)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Error::io("lock", path)(std::io::Error::other(
+                    "the lock waiter thread ended without an answer",
+                )));
             }
         }
     }

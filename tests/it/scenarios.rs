@@ -1572,3 +1572,76 @@ fn sample_steplib_every_step_and_every_constraint() {
     eprintln!("sample: X.Y with only X.Y.0 in git-clone: {only_zero:?}");
     assert_fsck_clean(&home);
 }
+
+/// A process waiting for another's download of the same step starts the moment the object is
+/// published, not a poll interval later: traced while it waits, it makes no sleep call (the
+/// wait is a blocking lock the kernel wakes; Ctrl-C is still seen, `preload.rs`).
+#[test]
+fn a_waiter_for_anothers_download_is_woken_by_the_lock_not_by_polling() {
+    let _s = support::alone();
+    if !support::strace_usable("a_waiter_for_anothers_download_is_woken_by_the_lock") {
+        return;
+    }
+    let t = support::TestDir::new();
+    let h = http_steplib(
+        t.path(),
+        41,
+        ("zip", "steps"),
+        ("slow", "1.0.0", "Slow"),
+        Mode::Full {
+            delay: Duration::from_millis(1500),
+        },
+    );
+    let home = t.path().join("home");
+    let uri = set_up(&home, &h.lib);
+    let (a, b) = (t.path().join("a/step"), t.path().join("b/step"));
+    let first = stepman(&home, activate_to(&uri, "slow", "1.0.0", &a))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while h.server.count(&h.path) == 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the first download never started"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    let log = t.path().join("waiter.strace");
+    let second = support::output(
+        &mut support::Traced::new(&home, &log)
+            .follow()
+            .trace("nanosleep,clock_nanosleep")
+            .env("RUST_LOG", "debug")
+            .stepman(activate_to(&uri, "slow", "1.0.0", &b)),
+    );
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", support::describe(&first));
+    assert!(second.status.success(), "{}", support::describe(&second));
+    let err = support::stderr_of(&second);
+    assert!(
+        err.contains("waiting for another process's fill"),
+        "the second activation did not wait for the first one's download: {err}"
+    );
+    assert_eq!(h.server.count(&h.path), 1, "one download");
+    let trace = fs::read_to_string(&log).unwrap();
+    let sleeps: Vec<&str> = trace.lines().filter(|l| l.contains("sleep(")).collect();
+    assert!(
+        sleeps.is_empty(),
+        "the waiter polled ({} sleeps) instead of blocking on the lock:\n{}",
+        sleeps.len(),
+        sleeps
+            .iter()
+            .take(5)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for d in [&a, &b] {
+        if let Err(e) = diff_trees(&h.src, d) {
+            panic!("{}: {e}", d.display());
+        }
+    }
+    assert_fsck_clean(&home);
+}
