@@ -35,7 +35,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use rayon::prelude::*;
 
@@ -226,7 +225,7 @@ fn build(d: &Dest, src: &Path, extra: &[Extra<'_>]) -> Result<(TempDir, PathBuf)
                     Error::io("create", &to)(e)
                 }
             })?;
-        crate::sys::copy_contents(&from, &out, meta.len(), &AtomicBool::new(true))
+        crate::sys::copy_contents(&from, &out, meta.len(), &crate::sys::CopyBatch::new())
             .map_err(Error::io("copy", &to))?;
     }
     Ok((staging, tree))
@@ -276,10 +275,10 @@ type FileJob = (PathBuf, PathBuf, u32, u64);
 fn copy_into(src: &Path, dst: &Path) -> Result<()> {
     let mut files: Vec<FileJob> = Vec::new();
     walk(src, dst, &mut files)?;
-    let in_kernel = AtomicBool::new(true);
+    let batch = crate::sys::CopyBatch::new();
     files
         .par_iter()
-        .try_for_each(|(s, d, mode, len)| copy_file(s, d, *mode, *len, &in_kernel))
+        .try_for_each(|(s, d, mode, len)| copy_file(s, d, *mode, *len, &batch))
 }
 
 fn walk(src: &Path, dst: &Path, files: &mut Vec<FileJob>) -> Result<()> {
@@ -316,7 +315,13 @@ fn walk(src: &Path, dst: &Path, files: &mut Vec<FileJob>) -> Result<()> {
     Ok(())
 }
 
-fn copy_file(src: &Path, dst: &Path, mode: u32, len: u64, in_kernel: &AtomicBool) -> Result<()> {
+fn copy_file(
+    src: &Path,
+    dst: &Path,
+    mode: u32,
+    len: u64,
+    batch: &crate::sys::CopyBatch,
+) -> Result<()> {
     let from = File::open(src).map_err(Error::io("open", src))?;
     let to = OpenOptions::new()
         .write(true)
@@ -324,7 +329,7 @@ fn copy_file(src: &Path, dst: &Path, mode: u32, len: u64, in_kernel: &AtomicBool
         .mode(mode)
         .open(dst)
         .map_err(Error::io("create", dst))?;
-    crate::sys::copy_contents(&from, &to, len, in_kernel).map_err(Error::io("copy", dst))
+    crate::sys::copy_contents(&from, &to, len, batch).map_err(Error::io("copy", dst))
 }
 
 /// A destination claimed for activations: resolved, and its destination lock held

@@ -160,61 +160,109 @@ pub(crate) fn sync_path(path: &Path) -> io::Result<()> {
     sync_file(&f)
 }
 
-/// Copies the whole of `from`, which should hold `len` bytes, to the end of `to`: in the kernel
-/// with `copy_file_range(2)` where the file systems allow it (no user-space buffer, and no
-/// `fstat` of either side since `len` is known), else with `std::io::copy`. `in_kernel` starts
-/// true for a batch of copies between the same two file systems; the first refusal clears it,
-/// so the rest of the batch does not ask again. Fails when `from` held fewer or more bytes than
-/// `len`.
-pub(crate) fn copy_contents(
-    from: &File,
-    to: &File,
-    len: u64,
-    in_kernel: &std::sync::atomic::AtomicBool,
-) -> io::Result<()> {
+/// What a batch of copies between the same two file systems has learnt they allow: each way
+/// starts allowed, and the first refusal turns it off for the rest of the batch.
+#[derive(Debug)]
+pub(crate) struct CopyBatch {
+    /// Clone (reflink) whole files: `FICLONE` on Linux (btrfs, XFS, bcachefs, …).
+    clone: std::sync::atomic::AtomicBool,
+    /// Copy in the kernel: `copy_file_range(2)` on Linux.
+    in_kernel: std::sync::atomic::AtomicBool,
+}
+
+impl CopyBatch {
+    /// A batch that has not been refused anything yet.
+    pub(crate) fn new() -> CopyBatch {
+        CopyBatch {
+            clone: true.into(),
+            in_kernel: true.into(),
+        }
+    }
+
+    fn allows(flag: &std::sync::atomic::AtomicBool) -> bool {
+        flag.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn refused(flag: &std::sync::atomic::AtomicBool) {
+        flag.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Errors that mean "not this way between these file systems", not a failed copy.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn not_supported_here(e: Errno) -> bool {
+    e == Errno::XDEV
+        || e == Errno::NOSYS
+        || e == Errno::INVAL
+        || e == Errno::OPNOTSUPP
+        || e == Errno::NOTTY
+        || e == Errno::PERM
+}
+
+/// Copies the whole of `from`, which should hold `len` bytes, into the new empty file `to`:
+/// where the file system can, the file is cloned (`FICLONE`: it shares `from`'s blocks until
+/// either is written, so the copy costs no bytes and stays independent); else in the kernel with
+/// `copy_file_range(2)` (no user-space buffer, and no `fstat` since `len` is known); else with
+/// `std::io::copy`. `batch` remembers refusals across a batch of copies between the same two
+/// file systems, so the rest of the batch does not ask again. Fails when `from` held fewer or
+/// more bytes than `len`.
+pub(crate) fn copy_contents(from: &File, to: &File, len: u64, batch: &CopyBatch) -> io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    if in_kernel.load(std::sync::atomic::Ordering::Relaxed) {
-        let mut done = 0u64;
-        loop {
-            // One byte more than what is left, so the end shows as a short copy.
-            let want = usize::try_from((len - done).saturating_add(1))
-                .unwrap_or(usize::MAX)
-                .min(1 << 30);
-            match rustix::fs::copy_file_range(from, None, to, None, want) {
-                Ok(0) => break,
-                Ok(n) => {
-                    done += n as u64;
-                    if done > len {
-                        return Err(size_changed(done, len));
+    {
+        if len > 0 && CopyBatch::allows(&batch.clone) {
+            match rustix::fs::ioctl_ficlone(to, from) {
+                Ok(()) => {
+                    let got = to.metadata()?.len();
+                    if got != len {
+                        return Err(size_changed(got, len));
                     }
-                    if done == len && n < want {
-                        break;
-                    }
+                    return Ok(());
                 }
-                // Not between these file systems (older kernels across file systems, some
-                // network and FUSE file systems): copy through user space, once, from the start.
-                Err(e)
-                    if done == 0
-                        && (e == Errno::XDEV
-                            || e == Errno::NOSYS
-                            || e == Errno::INVAL
-                            || e == Errno::OPNOTSUPP
-                            || e == Errno::PERM) =>
-                {
-                    in_kernel.store(false, std::sync::atomic::Ordering::Relaxed);
-                    return copy_through_user_space(from, to, len);
-                }
+                Err(e) if not_supported_here(e) => CopyBatch::refused(&batch.clone),
                 Err(e) => return Err(e.into()),
             }
         }
-        if done != len {
-            return Err(size_changed(done, len));
+        if CopyBatch::allows(&batch.in_kernel) {
+            return copy_in_kernel(from, to, len, batch);
         }
-        return Ok(());
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = in_kernel;
+    let _ = batch;
     copy_through_user_space(from, to, len)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn copy_in_kernel(from: &File, to: &File, len: u64, batch: &CopyBatch) -> io::Result<()> {
+    let mut done = 0u64;
+    loop {
+        // One byte more than what is left, so the end shows as a short copy.
+        let want = usize::try_from((len - done).saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match rustix::fs::copy_file_range(from, None, to, None, want) {
+            Ok(0) => break,
+            Ok(n) => {
+                done += n as u64;
+                if done > len {
+                    return Err(size_changed(done, len));
+                }
+                if done == len && n < want {
+                    break;
+                }
+            }
+            // Not between these file systems (older kernels across file systems, some
+            // network and FUSE file systems): copy through user space, once, from the start.
+            Err(e) if done == 0 && not_supported_here(e) => {
+                CopyBatch::refused(&batch.in_kernel);
+                return copy_through_user_space(from, to, len);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if done != len {
+        return Err(size_changed(done, len));
+    }
+    Ok(())
 }
 
 fn copy_through_user_space(mut from: &File, mut to: &File, len: u64) -> io::Result<()> {

@@ -28,6 +28,7 @@ mod planted;
 mod precompiled;
 mod preload;
 mod read_only_mount;
+mod reflink;
 mod replays;
 mod scenarios;
 mod steplib_yaml;
