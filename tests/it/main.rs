@@ -6,6 +6,7 @@
 mod support;
 
 mod cli_compat;
+mod cli_conventions;
 mod concurrency;
 mod crash_points;
 mod credentials;

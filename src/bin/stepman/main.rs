@@ -92,6 +92,8 @@ enum Command {
     #[command(subcommand, after_help = "Example:\n  stepman toolkit install go")]
     Toolkit(cmd::toolkit::ToolkitCmd),
     Version(cmd::version::VersionArgs),
+    Completions(cmd::completions::CompletionsArgs),
+    Man(cmd::man::ManArgs),
 }
 
 impl Cli {
@@ -195,6 +197,8 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Version(a) => cmd::version::run(a),
+        Command::Completions(a) => cmd::completions::run(a),
+        Command::Man(a) => cmd::man::run(a),
         Command::Setup(a) => cmd::setup::run(&cli, a),
         Command::Update(a) => cmd::update::run(&cli, a),
         Command::Collections(a) => cmd::collections::run(&cli, a),

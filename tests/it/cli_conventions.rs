@@ -1,0 +1,119 @@
+//! Conventions users expect of a command line (PRODUCT §3): shell completions and man pages,
+//! `-q/--quiet`, `--color` and `NO_COLOR`, `--json`, the global options' help heading.
+
+use std::process::{Command, Output};
+
+use super::support::*;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `stepman <args>` against a fresh store; must succeed; returns the output.
+fn ok(args: &[&str]) -> Output {
+    let home = tempfile::tempdir().unwrap();
+    let o = run(home.path(), args);
+    assert!(o.status.success(), "{args:?}: {}", describe(&o));
+    o
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn bash_completion_knows_the_commands_and_flags_and_is_valid_bash() {
+    let o = ok(&["completions", "bash"]);
+    let script = text(&o.stdout);
+    assert!(script.contains("activate"), "{script}");
+    assert!(script.contains("--collection"), "{script}");
+    assert!(script.contains("step-info"), "{script}");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("stepman.bash");
+    std::fs::write(&f, &o.stdout).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&f).output().unwrap();
+    assert!(check.status.success(), "bash -n: {}", text(&check.stderr));
+    assert!(o.stderr.is_empty(), "stderr: {}", text(&o.stderr));
+}
+
+#[test]
+fn zsh_fish_elvish_powershell_completions_are_printed() {
+    let zsh = text(&ok(&["completions", "zsh"]).stdout);
+    assert!(zsh.starts_with("#compdef stepman"), "{zsh}");
+    let fish = text(&ok(&["completions", "fish"]).stdout);
+    assert!(fish.contains("complete -c stepman"), "{fish}");
+    for shell in ["elvish", "powershell"] {
+        let s = text(&ok(&["completions", shell]).stdout);
+        assert!(
+            s.contains("stepman") && s.contains("activate"),
+            "{shell}: {s}"
+        );
+    }
+    let home = tempfile::tempdir().unwrap();
+    let o = run(home.path(), &["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+}
+
+#[test]
+fn man_prints_the_top_level_page_as_roff() {
+    let o = ok(&["man"]);
+    let page = text(&o.stdout);
+    assert!(
+        page.lines().any(|l| l.starts_with(".TH STEPMAN 1 ")),
+        "{page}"
+    );
+    assert!(page.contains("activate"), "{page}");
+    assert!(page.contains("Example:"), "{page}");
+    if !have("man") {
+        eprintln!("skipping the man -l rendering: man is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("stepman.1");
+    std::fs::write(&f, &o.stdout).unwrap();
+    let r = Command::new("man")
+        .arg("-l")
+        .arg(&f)
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "man -l: {}", text(&r.stderr));
+    let shown = text(&r.stdout);
+    assert!(shown.contains("STEPMAN"), "{shown}");
+    assert!(shown.contains("activate"), "{shown}");
+}
+
+#[test]
+fn man_output_writes_one_page_per_command() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("man/man1");
+    let o = run(home.path(), &["man", "--output", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(o.stdout.is_empty(), "stdout: {}", text(&o.stdout));
+    for name in [
+        "stepman.1",
+        "stepman-activate.1",
+        "stepman-store-import.1",
+        "stepman-completions.1",
+    ] {
+        let page =
+            std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let title = name.trim_end_matches(".1").to_uppercase();
+        assert!(
+            page.lines()
+                .any(|l| l.starts_with(&format!(".TH {title} 1 "))),
+            "{name}: {page}"
+        );
+    }
+    let activate = std::fs::read_to_string(dir.join("stepman-activate.1")).unwrap();
+    assert!(activate.contains("copyyml"), "{activate}");
+    assert!(
+        !dir.join("stepman-help.1").exists(),
+        "a page for the help subcommand"
+    );
+}
