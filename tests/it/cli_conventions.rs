@@ -117,3 +117,83 @@ fn man_output_writes_one_page_per_command() {
         "a page for the help subcommand"
     );
 }
+
+/// `-q/--quiet`: what a command did is not said, warnings are not logged, errors still are;
+/// it wins over RUST_LOG and LOGLEVEL, and given with `--loglevel` it is bad usage.
+#[test]
+fn quiet_prints_only_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    local_steplib(&lib, &["1.0.0"]);
+    let l = lib.to_str().unwrap();
+    let home = t.path().join("home");
+
+    let loud = run(&home, &activate_args(l, "s", "1.0.0", &t.path().join("a")));
+    assert!(loud.status.success(), "{}", describe(&loud));
+    assert!(
+        text(&loud.stderr).contains("activated s@1.0.0"),
+        "{}",
+        describe(&loud)
+    );
+
+    for flag in ["-q", "--quiet"] {
+        let dest = t.path().join(flag);
+        let mut args = vec![flag];
+        args.extend(activate_args(l, "s", "1.0.0", &dest));
+        let o = run(&home, &args);
+        assert!(o.status.success(), "{}", describe(&o));
+        assert_eq!(text(&o.stderr), "", "{flag}: {}", describe(&o));
+        assert!(t.path().join(flag).join("step.sh").is_file());
+    }
+    // After the command, as any global option.
+    let dest = t.path().join("after");
+    let mut args = activate_args(l, "s", "1.0.0", &dest);
+    args.push("--quiet");
+    let o = run(&home, &args);
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "{}",
+        describe(&o)
+    );
+
+    // A warning is not shown, even with RUST_LOG or LOGLEVEL asking for more.
+    let warns = ["--read-only-store", "/nonexistent/store", "collections"];
+    let o = run(&home, &warns);
+    assert!(
+        text(&o.stderr).contains("no store there"),
+        "{}",
+        describe(&o)
+    );
+    for (k, v) in [("RUST_LOG", "debug"), ("LOGLEVEL", "debug")] {
+        let mut cmd = stepman(&home, ["-q"].iter().chain(&warns));
+        cmd.env_remove("RUST_LOG").env(k, v);
+        let o = output(&mut cmd);
+        assert!(o.status.success(), "{k}={v}: {}", describe(&o));
+        assert_eq!(text(&o.stderr), "", "{k}={v}: {}", describe(&o));
+        assert!(
+            text(&o.stdout).contains(l),
+            "data still on stdout: {}",
+            describe(&o)
+        );
+    }
+
+    // An error is still said.
+    let dest = t.path().join("missing");
+    let mut args = vec!["-q"];
+    args.extend(activate_args(l, "s", "9.9.9", &dest));
+    let o = run(&home, &args);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let err = text(&o.stderr);
+    assert!(
+        err.starts_with("stepman: ") && err.contains("9.9.9"),
+        "{err}"
+    );
+
+    let o = run(&home, &["-q", "-l", "debug", "collections"]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    assert!(
+        text(&o.stderr).contains("'--quiet' cannot be used with '--loglevel"),
+        "{}",
+        describe(&o)
+    );
+}

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,11 @@ pub struct Cli {
         value_name = "LEVEL"
     )]
     loglevel: Option<String>,
+
+    /// Print only errors on stderr: no progress, no informational lines, log level `error`
+    /// (wins over RUST_LOG and LOGLEVEL; not with --loglevel).
+    #[arg(short = 'q', long, global = true)]
+    quiet: bool,
 
     /// Print the version (also `-version`, as the bitrise CLI calls it, and `stepman version`).
     #[arg(short = 'v', long = "version")]
@@ -131,14 +137,32 @@ fn args() -> Vec<std::ffi::OsString> {
     args
 }
 
-/// The log filter: `--loglevel` given on the command line, else `RUST_LOG`, else `LOGLEVEL`,
-/// else `warn`. A level that is not one of the old tool's is bad usage naming where it came
-/// from.
+/// The log filter: `error` with `--quiet`, else `--loglevel` given on the command line, else
+/// `RUST_LOG`, else `LOGLEVEL`, else `warn`. A level that is not one of the old tool's is bad
+/// usage naming where it came from, and so are `--quiet` and `--loglevel` given together.
 fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
     let from_flag = matches!(
         matches.value_source("loglevel"),
         Some(clap::parser::ValueSource::CommandLine)
     );
+    if cli.quiet {
+        // Not `conflicts_with`: clap would count LOGLEVEL in the environment as the flag.
+        if from_flag {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "the argument '--quiet' cannot be used with '--loglevel <LEVEL>'",
+                )
+                .exit()
+        }
+        ui::set_quiet();
+        env_logger::Builder::new()
+            .parse_filters("error")
+            .format_timestamp(None)
+            .format_target(false)
+            .init();
+        return;
+    }
     let filter = match cli
         .loglevel
         .as_deref()

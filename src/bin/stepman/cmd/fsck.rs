@@ -53,7 +53,7 @@ pub(crate) fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode>
         report.problems.len() - unrepaired,
         unrepaired
     );
-    eprintln!("stepman fsck: {summary}");
+    crate::ui::note!("stepman fsck: {summary}");
     if let Some(e) = &report.repair_error {
         eprintln!("stepman fsck: repair stopped: {e}");
     }

@@ -69,7 +69,7 @@ pub(crate) fn run(a: &ManArgs) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("create directory {}", dir.display()))?;
             let n = write_pages(cmd, dir)?;
-            eprintln!("wrote {n} man pages into {}", dir.display());
+            crate::ui::note!("wrote {n} man pages into {}", dir.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -157,11 +157,11 @@ pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode>
                 super::outln!("{r}");
             }
         }
-        eprintln!("preload: {} step versions chosen (dry run)", requests.len());
+        crate::ui::note!("preload: {} step versions chosen (dry run)", requests.len());
         return Ok(ExitCode::SUCCESS);
     }
     if requests.is_empty() {
-        eprintln!("preload: the selection chose no step versions");
+        crate::ui::note!("preload: the selection chose no step versions");
         return Ok(ExitCode::SUCCESS);
     }
     let cores = std::thread::available_parallelism()
@@ -205,7 +205,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode>
         .iter()
         .filter(|o| o.status == Status::Failed)
         .collect();
-    eprintln!(
+    crate::ui::note!(
         "preload: {} steps: {} downloaded, {} already cached, {} failed{}; {} received in {:.1}s",
         outcomes.len(),
         count(Status::Downloaded),
@@ -285,7 +285,7 @@ impl Bar {
                 }
                 b.inc(1);
             }
-            None => eprintln!("{}", Self::line(o, n, total)),
+            None => crate::ui::note!("{}", Self::line(o, n, total)),
         }
     }
 

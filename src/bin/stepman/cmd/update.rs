@@ -41,7 +41,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> 
         match generate::setup(&store, &c, Fill::Again, &net)
             .with_context(|| format!("update {shown}"))
         {
-            Ok(_) => eprintln!("updated {shown}"),
+            Ok(_) => crate::ui::note!("updated {shown}"),
             Err(e) => {
                 eprintln!("stepman: {e:#}");
                 failed += 1;
