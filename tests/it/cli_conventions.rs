@@ -197,3 +197,49 @@ fn quiet_prints_only_errors() {
         describe(&o)
     );
 }
+
+/// `--color`, `NO_COLOR` and `CLICOLOR_FORCE` decide whether log lines and clap's errors are
+/// colored: a piped stderr is plain by default, `--color always` colors it whatever NO_COLOR
+/// says, NO_COLOR (not empty) wins over CLICOLOR_FORCE, `--color never` wins over both.
+#[test]
+fn color_follows_the_flag_and_no_color() {
+    let home = tempfile::tempdir().unwrap();
+    // A warning on stderr: a read-only store that is not there.
+    let warn = ["--read-only-store", "/nonexistent/store", "collections"];
+    let stderr_with = |flags: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = stepman(home.path(), flags.iter().chain(&warn));
+        cmd.env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let o = output(&mut cmd);
+        assert!(o.status.success(), "{flags:?} {env:?}: {}", describe(&o));
+        let err = text(&o.stderr);
+        assert!(err.contains("no store there"), "{flags:?} {env:?}: {err}");
+        err
+    };
+    let esc = "\u{1b}[";
+    for (flags, env, colored) in [
+        (&[][..], &[][..], false),
+        (&["--color", "always"], &[], true),
+        (&["--color=always"], &[("NO_COLOR", "1")], true),
+        (&[], &[("NO_COLOR", "1")], false),
+        (&[], &[("CLICOLOR_FORCE", "1")], true),
+        (&[], &[("CLICOLOR_FORCE", "0")], false),
+        (&[], &[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")], false),
+        (&[], &[("NO_COLOR", ""), ("CLICOLOR_FORCE", "1")], true),
+        (&["--color", "never"], &[("CLICOLOR_FORCE", "1")], false),
+        (&["--color", "auto"], &[], false),
+    ] {
+        let err = stderr_with(flags, env);
+        assert_eq!(err.contains(esc), colored, "{flags:?} {env:?}: {err:?}");
+    }
+    // clap's own errors too.
+    let o = run(home.path(), &["--color", "always", "--bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains(esc), "{:?}", text(&o.stderr));
+    let o = run(home.path(), &["--color", "never", "--bogus"]);
+    assert!(!text(&o.stderr).contains(esc), "{:?}", text(&o.stderr));
+    let o = run(home.path(), &["--color", "rainbow", "collections"]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+}

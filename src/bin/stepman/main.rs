@@ -65,12 +65,74 @@ pub struct Cli {
     #[arg(short = 'q', long, global = true)]
     quiet: bool,
 
+    /// When to color help, errors and log lines: auto (when stderr is a terminal, unless
+    /// NO_COLOR is set to anything but ""; CLICOLOR_FORCE forces it), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    color: ColorWhen,
+
     /// Print the version (also `-version`, as the bitrise CLI calls it, and `stepman version`).
     #[arg(short = 'v', long = "version")]
     version: bool,
 
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ColorWhen {
+    /// When stderr is a terminal, unless NO_COLOR is set; always with CLICOLOR_FORCE.
+    Auto,
+    /// Always, whatever NO_COLOR says.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorWhen {
+    /// The `--color` of the arguments, read before they are parsed (clap's own help and errors
+    /// need it): the last one given before a `--`.
+    fn of_args(args: &[std::ffi::OsString]) -> ColorWhen {
+        let mut when = ColorWhen::Auto;
+        let mut it = args.iter().skip(1).filter_map(|a| a.to_str());
+        while let Some(a) = it.next() {
+            let value = match a {
+                "--" => break,
+                "--color" => it.next(),
+                _ => a.strip_prefix("--color="),
+            };
+            when = match value {
+                Some("always") => ColorWhen::Always,
+                Some("never") => ColorWhen::Never,
+                Some("auto") => ColorWhen::Auto,
+                _ => continue,
+            };
+        }
+        when
+    }
+
+    /// What `auto` means here: NO_COLOR (not empty) turns color off, else CLICOLOR_FORCE (not
+    /// empty, not `0`) turns it on, else color when stderr is a terminal.
+    fn choice(self) -> clap::ColorChoice {
+        let set = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        match self {
+            ColorWhen::Always => clap::ColorChoice::Always,
+            ColorWhen::Never => clap::ColorChoice::Never,
+            ColorWhen::Auto if set("NO_COLOR").is_some() => clap::ColorChoice::Never,
+            ColorWhen::Auto if set("CLICOLOR_FORCE").is_some_and(|v| v != "0") => {
+                clap::ColorChoice::Always
+            }
+            ColorWhen::Auto => clap::ColorChoice::Auto,
+        }
+    }
+}
+
+/// The color choice of this process (`--color`, NO_COLOR, CLICOLOR_FORCE), set once in `main`.
+static COLOR: std::sync::OnceLock<clap::ColorChoice> = std::sync::OnceLock::new();
+
+/// The command line's definition, colored as `--color` says.
+fn command() -> clap::Command {
+    Cli::command().color(COLOR.get().copied().unwrap_or(clap::ColorChoice::Auto))
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,7 +210,7 @@ fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
     if cli.quiet {
         // Not `conflicts_with`: clap would count LOGLEVEL in the environment as the flag.
         if from_flag {
-            Cli::command()
+            command()
                 .error(
                     clap::error::ErrorKind::ArgumentConflict,
                     "the argument '--quiet' cannot be used with '--loglevel <LEVEL>'",
@@ -158,6 +220,7 @@ fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
         ui::set_quiet();
         env_logger::Builder::new()
             .parse_filters("error")
+            .write_style(write_style())
             .format_timestamp(None)
             .format_target(false)
             .init();
@@ -176,7 +239,7 @@ fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
         Some((_, l)) if matches!(l.as_str(), "fatal" | "panic") => Some("error".to_string()),
         Some((raw, _)) => {
             let whence = if from_flag { "--loglevel" } else { "LOGLEVEL" };
-            Cli::command()
+            command()
                 .error(
                     clap::error::ErrorKind::InvalidValue,
                     format!(
@@ -196,11 +259,28 @@ fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
         }
         None => env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")),
     };
-    b.format_timestamp(None).format_target(false).init();
+    b.write_style(write_style())
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+}
+
+/// The log lines' color, as `--color` says (`auto`: when stderr is a terminal; decided here,
+/// not by env_logger, whose own reading of CLICOLOR_FORCE differs).
+fn write_style() -> env_logger::WriteStyle {
+    use std::io::IsTerminal;
+    match COLOR.get() {
+        Some(clap::ColorChoice::Always) => env_logger::WriteStyle::Always,
+        Some(clap::ColorChoice::Never) => env_logger::WriteStyle::Never,
+        _ if std::io::stderr().is_terminal() => env_logger::WriteStyle::Always,
+        _ => env_logger::WriteStyle::Never,
+    }
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches_from(args());
+    let args = args();
+    let _ = COLOR.set(ColorWhen::of_args(&args).choice());
+    let matches = command().get_matches_from(args);
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
@@ -212,7 +292,7 @@ fn main() -> ExitCode {
         return finish(cmd::version::run(&cmd::version::VersionArgs::default()));
     }
     let Some(command) = &cli.command else {
-        Cli::command()
+        command()
             .error(
                 clap::error::ErrorKind::MissingSubcommand,
                 "a command is required (see --help)",
