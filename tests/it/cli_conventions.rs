@@ -243,3 +243,111 @@ fn color_follows_the_flag_and_no_color() {
     let o = run(home.path(), &["--color", "rainbow", "collections"]);
     assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
 }
+
+/// `--json` is `--format json` wherever `--format` is (`collections`, `step-list`,
+/// `step-info`, `version`), is bad usage with `--format raw`, and every command's JSON is one
+/// compact document on one line.
+#[test]
+fn json_flag_everywhere_and_one_line_each() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    local_steplib(&lib, &["1.0.0", "1.1.0"]);
+    let l = lib.to_str().unwrap();
+    let home = t.path().join("home");
+    let dest = t.path().join("dest");
+    run_ok(&mut stepman(&home, activate_args(l, "s", "1.0.0", &dest)));
+    let out = |args: &[&str]| {
+        let mut cmd = stepman(&home, args);
+        cmd.env_remove("STEPMAN_COLLECTION")
+            .env_remove("STEPMAN_LIBRARY_URI");
+        let o = output(&mut cmd);
+        assert!(o.status.success(), "{args:?}: {}", describe(&o));
+        text(&o.stdout)
+    };
+    let one_line = |args: &[&str], s: &str| {
+        assert!(
+            s.ends_with('\n') && s.trim_end().lines().count() == 1,
+            "{args:?}: not one line: {s:?}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(s).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {s:?}"));
+        v
+    };
+    let pairs: &[(&[&str], &[&str])] = &[
+        (&["collections", "--json"], &["collections", "-f", "json"]),
+        (
+            &["step-list", "-c", l, "--json"],
+            &["step-list", "-c", l, "--format", "json"],
+        ),
+        (
+            &["step-info", "--library", l, "--id", "s", "--json"],
+            &["step-info", "--library", l, "--id", "s", "--format", "json"],
+        ),
+        (&["version", "--json"], &["version", "--format", "json"]),
+        (
+            &["version", "--full", "--json"],
+            &["version", "--full", "--format", "json"],
+        ),
+    ];
+    for (json, format) in pairs {
+        let a = out(json);
+        let b = out(format);
+        assert_eq!(a, b, "{json:?} and {format:?} differ");
+        one_line(json, &a);
+        // `--json --format json` is no conflict.
+        let both: Vec<&str> = json.iter().chain(&["--format", "json"]).copied().collect();
+        assert_eq!(out(&both), a, "{both:?}");
+    }
+    let v = one_line(
+        &["step-info"],
+        &out(&["step-info", "--library", l, "--id", "s", "--json"]),
+    );
+    assert_eq!(v["version"], "1.1.0", "{v}");
+    assert_eq!(
+        out(&["version", "--json"]).trim(),
+        format!("\"{}\"", env!("CARGO_PKG_VERSION"))
+    );
+
+    // The commands whose only JSON is `--json`: one line each too.
+    for args in [
+        &["fsck", "--json"][..],
+        &["gc", "--dry-run", "--json"],
+        &["gc", "--json"],
+        &["list-cached", "-c", l, "--json"],
+        &["preload", "-c", l, "s@1", "--dry-run", "--json"],
+        &["preload", "-c", l, "s@1.0.0", "s@1.1.0", "--json"],
+    ] {
+        one_line(args, &out(args));
+    }
+
+    // `--json` with `--format raw` is bad usage; nothing is created.
+    for args in [
+        &["collections", "--json", "-f", "raw"][..],
+        &["step-list", "-c", l, "--format", "raw", "--json"],
+        &[
+            "step-info",
+            "--library",
+            l,
+            "--id",
+            "s",
+            "--json",
+            "--format",
+            "raw",
+        ],
+        &["version", "--json", "--format", "raw"],
+    ] {
+        let fresh = t.path().join("fresh");
+        let o = run(&fresh, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", describe(&o));
+        assert!(
+            text(&o.stderr).contains("--json cannot be used with --format raw"),
+            "{args:?}: {}",
+            describe(&o)
+        );
+        assert!(
+            o.stdout.is_empty() && !fresh.exists(),
+            "{args:?}: {}",
+            describe(&o)
+        );
+    }
+}

@@ -31,7 +31,7 @@ pub(crate) fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode>
         None => stepman::fsck::FsckReport::default(),
     };
     if args.json {
-        super::outln!("{}", serde_json::to_string_pretty(&report)?);
+        super::outln!("{}", serde_json::to_string(&report)?);
     } else {
         for p in &report.problems {
             let state = if p.repaired { "repaired" } else { "found" };

@@ -33,7 +33,7 @@ pub(crate) fn run(cli: &crate::Cli, args: &GcArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     if args.json {
-        super::outln!("{}", serde_json::to_string_pretty(&report)?);
+        super::outln!("{}", serde_json::to_string(&report)?);
     } else {
         for o in &report.removed_objects {
             super::outln!("{o}");

@@ -151,7 +151,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode>
                 .map(|r| serde_json::json!({ "id": r.id, "version": r.constraint }))
                 .collect();
             let doc = serde_json::json!({ "collection": c.uri, "steps": steps });
-            super::outln!("{}", serde_json::to_string_pretty(&doc)?);
+            super::outln!("{}", serde_json::to_string(&doc)?);
         } else {
             for r in &requests {
                 super::outln!("{r}");
@@ -196,9 +196,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode>
     if a.json {
         super::outln!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "collection": c.uri, "steps": outcomes })
-            )?
+            serde_json::to_string(&serde_json::json!({ "collection": c.uri, "steps": outcomes }))?
         );
     }
     let failed: Vec<_> = outcomes
