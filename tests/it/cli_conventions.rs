@@ -351,3 +351,95 @@ fn json_flag_everywhere_and_one_line_each() {
         );
     }
 }
+
+/// The options every command takes are under their own heading in each command's help, and
+/// one set in the environment (`STEPMAN_HOME`, …) is never shown as given in a usage line.
+#[test]
+fn global_options_have_their_heading_and_stay_out_of_usage_lines() {
+    let home = tempfile::tempdir().unwrap();
+    let help = |cmd: &mut Command| {
+        cmd.env_remove("STEPMAN_HOME")
+            .env_remove("STEPMAN_NO_FSYNC")
+            .env_remove("RUST_LOG");
+        output(cmd)
+    };
+    for args in [
+        &["activate", "--help"][..],
+        &["preload", "-h"],
+        &["--help"],
+        &["store", "import", "--help"],
+    ] {
+        let o = help(&mut stepman(home.path(), args));
+        assert!(o.status.success(), "{args:?}: {}", describe(&o));
+        let page = text(&o.stdout);
+        let (options, global) = page
+            .split_once("\nGlobal options:\n")
+            .unwrap_or_else(|| panic!("{args:?}: no Global options heading: {page}"));
+        for flag in [
+            "--home <DIR>",
+            "--quiet",
+            "--color <WHEN>",
+            "--loglevel <LEVEL>",
+            "--offline",
+        ] {
+            assert!(
+                global.contains(flag),
+                "{args:?}: {flag} not under Global options: {page}"
+            );
+            assert!(
+                !options.contains(flag),
+                "{args:?}: {flag} under Options: {page}"
+            );
+        }
+        assert!(global.contains("STEPMAN_HOME"), "{args:?}: {page}");
+    }
+    let usage_of = |o: &Output| -> String {
+        let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        all.lines()
+            .find(|l| l.starts_with("Usage: "))
+            .unwrap_or_else(|| panic!("no usage line: {}", describe(o)))
+            .to_string()
+    };
+    for env in [
+        &[][..],
+        &[
+            ("STEPMAN_HOME", "/tmp/somewhere"),
+            ("STEPMAN_NO_FSYNC", "1"),
+            ("LOGLEVEL", "info"),
+            ("STEPMAN_READ_ONLY_STORES", "/tmp/a:/tmp/b"),
+        ],
+    ] {
+        let mut cmd = stepman(home.path(), ["activate", "--help"]);
+        let mut missing = stepman(home.path(), ["activate"]);
+        for c in [&mut cmd, &mut missing] {
+            c.env_remove("STEPMAN_HOME")
+                .env_remove("STEPMAN_NO_FSYNC")
+                .env_remove("STEPMAN_COLLECTION");
+            for (k, v) in env {
+                c.env(k, v);
+            }
+        }
+        let usage = usage_of(&output(&mut cmd));
+        assert_eq!(
+            usage, "Usage: stepman activate [OPTIONS] --id <ID> --path <PATH>",
+            "{env:?}"
+        );
+        let o = output(&mut missing);
+        assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+        let usage = usage_of(&o);
+        assert_eq!(
+            usage, "Usage: stepman activate --id <ID> --path <PATH>",
+            "{env:?}"
+        );
+    }
+    // A bad STEPMAN_NO_FSYNC is still bad usage, naming the variable.
+    let mut cmd = stepman(home.path(), ["collections"]);
+    cmd.env("STEPMAN_NO_FSYNC", "maybe");
+    let o = output(&mut cmd);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    assert!(
+        text(&o.stderr).contains("STEPMAN_NO_FSYNC"),
+        "{}",
+        describe(&o)
+    );
+}

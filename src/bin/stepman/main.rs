@@ -14,6 +14,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+/// The help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
 /// A step manager for CI runners, built on a content-addressed store.
 #[derive(Debug, Parser)]
 #[command(
@@ -24,12 +27,15 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
     after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step"
 )]
 pub struct Cli {
-    /// Store root (holds `store-v1/`).
-    #[arg(long, global = true, env = "STEPMAN_HOME", value_name = "DIR")]
+    /// Store root (holds `store-v1/`) [env: STEPMAN_HOME] [default: ~/.stepman].
+    // The variables of the global options are read by `Cli::fill_from_env`, not by clap, which
+    // would show every option set in the environment as given in its usage lines.
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     home: Option<PathBuf>,
 
-    /// Do not fsync ingested trees before publishing them (for throwaway stores only).
-    #[arg(long, global = true, env = "STEPMAN_NO_FSYNC", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    /// Do not fsync ingested trees before publishing them (for throwaway stores only) [env:
+    /// STEPMAN_NO_FSYNC=1].
+    #[arg(long, global = true, help_heading = GLOBAL)]
     no_fsync: bool,
 
     /// A read-only store (its `$STEPMAN_HOME`) layered under the writable one: names missing in
@@ -38,36 +44,35 @@ pub struct Cli {
     #[arg(
         long = "read-only-store",
         global = true,
-        env = "STEPMAN_READ_ONLY_STORES",
-        value_delimiter = ':',
-        value_name = "DIR"
+        value_name = "DIR",
+        help_heading = GLOBAL
     )]
     read_only_stores: Vec<PathBuf>,
 
     /// Never use the network (also BITRISE_OFFLINE_MODE=true).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     offline: bool,
 
     /// Log level: trace, debug, info, warn or error (the old tool's `fatal` and `panic` mean
-    /// error).
+    /// error) [env: LOGLEVEL].
     /// Takes precedence over RUST_LOG; LOGLEVEL counts only when RUST_LOG is not set.
     #[arg(
         short = 'l',
         long,
         global = true,
-        env = "LOGLEVEL",
-        value_name = "LEVEL"
+        value_name = "LEVEL",
+        help_heading = GLOBAL
     )]
     loglevel: Option<String>,
 
     /// Print only errors on stderr: no progress, no informational lines, log level `error`
     /// (wins over RUST_LOG and LOGLEVEL; not with --loglevel).
-    #[arg(short = 'q', long, global = true)]
+    #[arg(short = 'q', long, global = true, help_heading = GLOBAL)]
     quiet: bool,
 
     /// When to color help, errors and log lines: auto (when stderr is a terminal, unless
     /// NO_COLOR is set to anything but ""; CLICOLOR_FORCE forces it), always, never.
-    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN", help_heading = GLOBAL)]
     color: ColorWhen,
 
     /// Print the version (also `-version`, as the bitrise CLI calls it, and `stepman version`).
@@ -164,7 +169,41 @@ enum Command {
     Man(cmd::man::ManArgs),
 }
 
+/// A variable's value, `None` when it is unset or empty.
+fn env_var(k: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(k).filter(|v| !v.is_empty())
+}
+
 impl Cli {
+    /// Fills in the global options from their variables where the command line did not give
+    /// them (`STEPMAN_HOME`, `STEPMAN_NO_FSYNC`, `STEPMAN_READ_ONLY_STORES`); `LOGLEVEL` is
+    /// read by `init_logging`. A `STEPMAN_NO_FSYNC` that is not a yes or a no is bad usage.
+    fn fill_from_env(&mut self) {
+        if self.home.is_none() {
+            self.home = env_var("STEPMAN_HOME").map(PathBuf::from);
+        }
+        if !self.no_fsync
+            && let Some(v) = env_var("STEPMAN_NO_FSYNC")
+        {
+            let v = v.to_string_lossy().to_ascii_lowercase();
+            self.no_fsync = match v.as_str() {
+                "y" | "yes" | "t" | "true" | "on" | "1" => true,
+                "n" | "no" | "f" | "false" | "off" | "0" => false,
+                _ => command()
+                    .error(
+                        clap::error::ErrorKind::InvalidValue,
+                        format!("invalid value '{v}' for STEPMAN_NO_FSYNC: expected true or false"),
+                    )
+                    .exit(),
+            };
+        }
+        if self.read_only_stores.is_empty()
+            && let Some(v) = env_var("STEPMAN_READ_ONLY_STORES")
+        {
+            self.read_only_stores = std::env::split_paths(&v).collect();
+        }
+    }
+
     fn home(&self) -> anyhow::Result<PathBuf> {
         if let Some(h) = &self.home {
             return Ok(h.clone());
@@ -202,13 +241,9 @@ fn args() -> Vec<std::ffi::OsString> {
 /// The log filter: `error` with `--quiet`, else `--loglevel` given on the command line, else
 /// `RUST_LOG`, else `LOGLEVEL`, else `warn`. A level that is not one of the old tool's is bad
 /// usage naming where it came from, and so are `--quiet` and `--loglevel` given together.
-fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
-    let from_flag = matches!(
-        matches.value_source("loglevel"),
-        Some(clap::parser::ValueSource::CommandLine)
-    );
+fn init_logging(cli: &Cli) {
+    let from_flag = cli.loglevel.is_some();
     if cli.quiet {
-        // Not `conflicts_with`: clap would count LOGLEVEL in the environment as the flag.
         if from_flag {
             command()
                 .error(
@@ -226,9 +261,11 @@ fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
             .init();
         return;
     }
+    let env_level = env_var("LOGLEVEL").map(|v| v.to_string_lossy().into_owned());
     let filter = match cli
         .loglevel
         .as_deref()
+        .or(env_level.as_deref())
         .map(|l| (l, l.trim().to_ascii_lowercase()))
     {
         None => None,
@@ -281,11 +318,12 @@ fn main() -> ExitCode {
     let args = args();
     let _ = COLOR.set(ColorWhen::of_args(&args).choice());
     let matches = command().get_matches_from(args);
-    let cli = match Cli::from_arg_matches(&matches) {
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    init_logging(&matches, &cli);
+    cli.fill_from_env();
+    init_logging(&cli);
     log::debug!("stepman {}", cmd::version::VERSION);
     // The version flag wins over a command given with it, as in the old tool.
     if cli.version {
