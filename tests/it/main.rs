@@ -27,6 +27,7 @@ mod offline;
 mod planted;
 mod precompiled;
 mod preload;
+mod progress;
 mod read_only_mount;
 mod replays;
 mod scenarios;

@@ -216,6 +216,7 @@ impl Cli {
     fn net(&self) -> stepman::fetch::NetConfig {
         let mut n = stepman::fetch::NetConfig::from_env();
         n.offline |= self.offline;
+        n.progress = ui::reporter();
         n
     }
 
@@ -362,6 +363,7 @@ fn main() -> ExitCode {
 
 /// Maps a command's result to the exit status (README: exit codes).
 fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
+    ui::clear();
     match result {
         Ok(code) => code,
         // The reader of our output went away (`| head`): nothing to say, nothing failed.

@@ -43,7 +43,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> 
         {
             Ok(_) => crate::ui::note!("updated {shown}"),
             Err(e) => {
-                eprintln!("stepman: {e:#}");
+                crate::ui::write_line(format_args!("stepman: {e:#}"));
                 failed += 1;
             }
         }
