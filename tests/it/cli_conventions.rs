@@ -443,3 +443,27 @@ fn global_options_have_their_heading_and_stay_out_of_usage_lines() {
         describe(&o)
     );
 }
+
+/// STEPMAN_GO in the environment (as a runner image sets it for `--prepare`) does not make
+/// `activate`, `download` or `preload` without `--prepare` bad usage: clap counted the variable
+/// as `--go` given, which required `--prepare`.
+#[test]
+fn stepman_go_in_the_environment_needs_no_prepare() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    local_steplib(&lib, &["1.0.0"]);
+    let l = lib.to_str().unwrap();
+    let home = t.path().join("home");
+    let dest = t.path().join("dest");
+    for args in [
+        activate_args(l, "s", "1.0.0", &dest),
+        vec!["download", "-c", l, "--id", "s", "--version", "1.0.0"],
+        vec!["preload", "-c", l, "s@1.0.0"],
+    ] {
+        let mut cmd = stepman(&home, &args);
+        cmd.env("STEPMAN_GO", "/nonexistent/go");
+        let o = output(&mut cmd);
+        assert!(o.status.success(), "{args:?}: {}", describe(&o));
+    }
+    assert!(dest.join("step.sh").is_file());
+}

@@ -209,9 +209,11 @@ pub(crate) struct PrepareArgs {
     /// shared through the store) and report the command that runs the step.
     #[arg(long)]
     pub(crate) prepare: bool,
-    /// The `go` that builds Go steps (else `go` on PATH if it is 1.22.12 or newer, else the
-    /// store's Go toolkit).
-    #[arg(long, value_name = "PATH", env = "STEPMAN_GO", requires = "prepare")]
+    /// With --prepare: the `go` that builds Go steps (else `go` on PATH if it is 1.22.12 or
+    /// newer, else the store's Go toolkit); ignored without it.
+    // Not `requires = "prepare"`: clap counts STEPMAN_GO in the environment as the flag given,
+    // which made every command without --prepare bad usage where STEPMAN_GO is set.
+    #[arg(long, value_name = "PATH", env = "STEPMAN_GO")]
     pub(crate) go: Option<std::path::PathBuf>,
     /// With --prepare: print the result as JSON
     /// (`{"toolkit", "run": [argv], "build": "cached"|"built"|"none", ...}`).

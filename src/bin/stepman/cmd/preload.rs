@@ -74,8 +74,9 @@ pub(crate) struct PreloadArgs {
     /// build at a time; see `activate --prepare`).
     #[arg(long)]
     prepare: bool,
-    /// With --prepare: the `go` that builds Go steps.
-    #[arg(long, value_name = "PATH", env = "STEPMAN_GO", requires = "prepare")]
+    /// With --prepare: the `go` that builds Go steps; ignored without it (not `requires`:
+    /// STEPMAN_GO in the environment would count as the flag).
+    #[arg(long, value_name = "PATH", env = "STEPMAN_GO")]
     go: Option<PathBuf>,
 }
 
