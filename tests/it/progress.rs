@@ -1,7 +1,8 @@
 //! Progress (PRODUCT §3: "progress bars only on a terminal"): an `activate` that downloads a
 //! step of a few MB from a loopback server shows the download's bytes and rate when stderr is a
 //! terminal (run under `script`, skipped without it), and nothing but its one result line when
-//! stderr is a pipe or `--quiet` is given.
+//! stderr is a pipe or `--quiet` is given; `setup` shows its generation and `preload` one bar
+//! of steps on a terminal, and `preload` a line per step on a pipe.
 
 use std::fs;
 use std::io::Write;
@@ -175,4 +176,79 @@ fn activate_with_stderr_a_pipe_prints_only_its_result() {
     );
     assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
     assert!(o.stdout.is_empty(), "{}", describe(&o));
+}
+
+#[test]
+fn setup_and_preload_on_a_terminal_show_their_progress() {
+    let w = World::new();
+    // A local StepLib of three steps: setup generates it, group by group.
+    let lib = w.dir.path().join("lib");
+    local_steplib(&lib, &["1.0.0"]);
+    for id in ["t", "u"] {
+        write_step(&lib, id, "1.0.0", &step_yml(id, None));
+    }
+    let words = vec!["setup".to_string(), "-c".into(), lib.display().to_string()];
+    let Some(o) = on_a_terminal(&w.home(), &words) else {
+        return;
+    };
+    let shown = text(&o.stdout);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(
+        shown.contains("generating "),
+        "no generation progress: {shown:?}"
+    );
+    assert!(shown.contains(" of 3 steps"), "{shown:?}");
+    assert!(shown.contains("set up "), "{shown:?}");
+
+    // preload: one bar of the steps done, bytes and rate.
+    let spec = w.spec();
+    let words: Vec<String> = ["preload", "-c", &spec, "big@1.0.0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let o = on_a_terminal(&w.home(), &words).unwrap();
+    let shown = text(&o.stdout);
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(shown.contains("/1 steps, "), "no preload bar: {shown:?}");
+    assert!(shown.contains("/s"), "no rate: {shown:?}");
+    // On a terminal the bar replaces the line per step.
+    assert!(!shown.contains("[1/1] big@1.0.0"), "{shown:?}");
+    assert!(
+        shown.contains("preload: 1 steps: 1 downloaded"),
+        "{shown:?}"
+    );
+}
+
+/// Off a terminal `preload` reports one line per step (the bar's replacement), then its
+/// summary; with `--quiet`, nothing.
+#[test]
+fn preload_with_stderr_a_pipe_prints_a_line_per_step() {
+    let w = World::new();
+    let spec = w.spec();
+    let o = run_within(
+        &mut stepman(&w.home(), ["preload", "-c", &spec, "big@1.0.0"]),
+        Duration::from_secs(60),
+        "preload",
+    );
+    assert!(o.status.success(), "{}", describe(&o));
+    let err = text(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err:?}");
+    assert!(
+        lines[0].starts_with("[1/1] big@1.0.0: downloaded ("),
+        "{err:?}"
+    );
+    assert!(
+        lines[1].starts_with("preload: 1 steps: 1 downloaded, 0 already cached, 0 failed"),
+        "{err:?}"
+    );
+    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
+
+    let o = run_within(
+        &mut stepman(&w.home(), ["-q", "preload", "-c", &spec, "big@1.0.0"]),
+        Duration::from_secs(60),
+        "preload -q",
+    );
+    assert!(o.status.success(), "{}", describe(&o));
+    assert_eq!(text(&o.stderr), "", "{}", describe(&o));
 }
