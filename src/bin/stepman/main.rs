@@ -297,6 +297,9 @@ fn init_logging(cli: &Cli) {
         }
         None => env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")),
     };
+    if ui::shown() {
+        b.target(env_logger::Target::Pipe(Box::new(ui::AboveBars)));
+    }
     b.write_style(write_style())
         .format_timestamp(None)
         .format_target(false)

@@ -61,6 +61,26 @@ pub(crate) fn write_line(args: fmt::Arguments<'_>) {
     }
 }
 
+/// The log's stderr while bars may be drawn: each record goes above the bar, as
+/// [`write_line`] does (env_logger writes a record with one `write_all`).
+#[derive(Debug)]
+pub(crate) struct AboveBars;
+
+impl std::io::Write for AboveBars {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let put = || std::io::stderr().lock().write_all(buf);
+        match BARS.get().and_then(|b| b.current()) {
+            Some(bar) => bar.suspend(put)?,
+            None => put()?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Removes the bar, if one is drawn (before an error is printed, at the end).
 pub(crate) fn clear() {
     if let Some(bar) = BARS.get().and_then(|b| b.take()) {
