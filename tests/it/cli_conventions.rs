@@ -189,6 +189,27 @@ fn quiet_prints_only_errors() {
         "{err}"
     );
 
+    // fsck: clean says nothing; damage found is said (exit 1).
+    let o = run(&home, &["-q", "fsck"]);
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "{}",
+        describe(&o)
+    );
+    let obj = object_dirs(&home)
+        .into_iter()
+        .find(|d| d.join("step.sh").is_file())
+        .expect("the step's object");
+    std::fs::write(obj.join("step.sh"), "echo tampered\n").unwrap();
+    let o = run(&home, &["-q", "fsck"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(
+        text(&o.stderr).starts_with("stepman fsck: "),
+        "{}",
+        describe(&o)
+    );
+    assert!(text(&o.stderr).contains(" left"), "{}", describe(&o));
+
     let o = run(&home, &["-q", "-l", "debug", "collections"]);
     assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
     assert!(

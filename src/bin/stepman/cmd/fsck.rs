@@ -53,7 +53,12 @@ pub(crate) fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode>
         report.problems.len() - unrepaired,
         unrepaired
     );
-    crate::ui::note!("stepman fsck: {summary}");
+    if report.problems.is_empty() {
+        crate::ui::note!("stepman fsck: {summary}");
+    } else {
+        // Damage found (repaired or not) is said even with --quiet: the exit status is 1.
+        crate::ui::write_line(format_args!("stepman fsck: {summary}"));
+    }
     if let Some(e) = &report.repair_error {
         eprintln!("stepman fsck: repair stopped: {e}");
     }
