@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::progress::Phase;
 
 /// Network settings, from the environment (see README: "Network").
 #[derive(Debug, Clone)]
@@ -56,6 +57,9 @@ pub struct NetConfig {
     pub cancel: Arc<AtomicBool>,
     /// Bytes received so far over every download made with this config (progress reports).
     pub received: Arc<AtomicU64>,
+    /// Where clones, downloads, a collection's generation and `preload` report their progress
+    /// (default: [`NoProgress`](crate::progress::NoProgress)). Clones share the reporter.
+    pub progress: Arc<dyn crate::progress::Progress>,
 }
 
 impl Default for NetConfig {
@@ -69,6 +73,7 @@ impl Default for NetConfig {
             credential: None,
             cancel: Arc::default(),
             received: Arc::default(),
+            progress: Arc::new(crate::progress::NoProgress),
         }
     }
 }
@@ -335,7 +340,13 @@ pub(crate) fn download(
             let mut from =
                 File::open(&p).map_err(|e| fail(format!("open {}: {e}", p.display())))?;
             let mut to = create(dest)?;
-            let n = copy_limited(&mut from, &mut to, max_bytes, None, cfg)
+            let total = from.metadata().ok().map(|m| m.len());
+            cfg.progress.phase(Phase::Download {
+                what: what.to_string(),
+                url: shown.clone(),
+                total,
+            });
+            let n = copy_limited(&mut from, &mut to, max_bytes, None, total, cfg)
                 .map_err(|e| cancel_or(cfg, || fail(e.to_string())))?;
             Ok(n)
         }
@@ -357,6 +368,7 @@ pub(crate) fn download(
                     cred: cred.clone(),
                     dest: dest.to_path_buf(),
                     max_bytes,
+                    what: what.to_string(),
                 };
                 match http_once_cancellable(&agent, get, cfg) {
                     Ok(n) => return Ok(n),
@@ -424,6 +436,8 @@ struct Get {
     cred: Option<crate::credentials::Credential>,
     dest: PathBuf,
     max_bytes: u64,
+    /// What the download is for, for progress reports.
+    what: String,
 }
 
 fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Result<u64, Attempt> {
@@ -497,7 +511,13 @@ fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Re
     let mut to = create(dest).map_err(|e| Attempt::new(e.describe(), Failure::Final))?;
     let mut body = resp.body_mut().as_reader();
     let speed = LowSpeed::new(cfg);
-    let n = copy_limited(&mut body, &mut to, max_bytes, speed, cfg).map_err(|e| {
+    // Each attempt is a new phase: its bytes count from zero.
+    cfg.progress.phase(Phase::Download {
+        what: get.what.clone(),
+        url: crate::credentials::redact(&url),
+        total: declared,
+    });
+    let n = copy_limited(&mut body, &mut to, max_bytes, speed, declared, cfg).map_err(|e| {
         Attempt::new(
             format!("reading the body: {e}"),
             Failure::transient_if(e.kind() != io::ErrorKind::InvalidData),
@@ -576,6 +596,7 @@ fn copy_limited(
     to: &mut impl Write,
     max: u64,
     mut speed: Option<LowSpeed>,
+    length: Option<u64>,
     cfg: &NetConfig,
 ) -> io::Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
@@ -595,6 +616,7 @@ fn copy_limited(
         }
         total += n as u64;
         cfg.received.fetch_add(n as u64, Ordering::Relaxed);
+        cfg.progress.bytes(n as u64, length);
         if total > max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -1088,6 +1110,10 @@ pub(crate) fn git_clone(
     if tag.is_some_and(|t| t.starts_with('-')) {
         return Err(remote.fail("a tag may not start with '-'".into()));
     }
+    cfg.progress.phase(Phase::Clone {
+        what: what.to_string(),
+        url: crate::credentials::redact(url),
+    });
     remote.clone(tag, dest)?;
     let head = remote.head(dest)?;
     if let Some(c) = commit

@@ -24,6 +24,7 @@ mod ingest;
 pub mod layout;
 mod lock;
 pub mod preload;
+pub mod progress;
 mod retry;
 mod scan;
 pub mod step;
@@ -114,7 +115,7 @@ pub mod fuzzing {
     pub fn steplib_dir(dir: &Path, root: &Path, limits: Limits) -> Result<ObjectId> {
         let c = crate::steplib::Collection::parse(&dir.display().to_string())?;
         let mut w = TreeWriter::new(root, "fuzz-steplib", limits, Durability::NoSync)?;
-        crate::steplib::generate::from_dir(dir, &c, None, &mut w)?;
+        crate::steplib::generate::from_dir(dir, &c, None, &mut w, &crate::progress::NoProgress)?;
         w.finish().map(|(id, _)| id)
     }
 

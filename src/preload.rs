@@ -332,7 +332,9 @@ fn select_versions(versions: &Map<String, Value>, sel: &Selection, cut: &Cutoffs
     out
 }
 
-/// Downloads every request with `jobs` workers; `progress` sees each outcome as it completes.
+/// Downloads every request with `jobs` workers; `net.progress` sees a
+/// [`Phase::Preload`](crate::progress::Phase::Preload), then each outcome as it completes
+/// ([`Progress::step_done`](crate::progress::Progress::step_done)) and the downloads' bytes.
 /// Once `net.cancel` is set, no new step starts, running downloads stop at their next read, and
 /// the steps not done are reported `cancelled` (give `store` the same flag with
 /// [`Store::with_interrupt`] so that waits for other processes stop too).
@@ -348,7 +350,6 @@ pub fn preload(
     requests: &[Request],
     opts: &Options<'_>,
     net: &NetConfig,
-    progress: &(dyn Fn(&Outcome, usize, usize) + Sync),
 ) -> Result<Vec<Outcome>> {
     let (jobs, prepare) = (opts.jobs, opts.prepare);
     let builds = Mutex::new(());
@@ -360,6 +361,10 @@ pub fn preload(
         step::refresh_if_stale(store, c, &floating.constraint, opts.refresh, net)?;
     }
     step::open_or_setup(store, c, net)?;
+    let progress = &*net.progress;
+    progress.phase(crate::progress::Phase::Preload {
+        steps: requests.len() as u64,
+    });
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; requests.len()]);
@@ -375,7 +380,7 @@ pub fn preload(
                         one(store, c, req, net, prepare.map(|p| (p, &builds)))
                     };
                     let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-                    progress(&o, n, requests.len());
+                    progress.step_done(&o, n, requests.len());
                     if let Ok(mut r) = results.lock() {
                         r[i] = Some(o);
                     }

@@ -71,7 +71,7 @@ fn fill(store: &Store, c: &Collection, mode: Rebuild<'_>, net: &NetConfig) -> Re
     };
     store.produce(&c.name(), mode, Producer::Collection, |stage| {
         match &c.source {
-            Source::Dir(dir) => stage.write(&c.uri, |w| from_dir(dir, c, None, w)),
+            Source::Dir(dir) => stage.write(&c.uri, |w| from_dir(dir, c, None, w, &*net.progress)),
             Source::Git(url) => {
                 let what = format!("collection {}", c.uri);
                 // An update of an unchanged StepLib costs one round trip: when its HEAD is the
@@ -107,7 +107,9 @@ fn fill(store: &Store, c: &Collection, mode: Rebuild<'_>, net: &NetConfig) -> Re
                     fetch::GitTransports::Network,
                     net,
                 )?;
-                stage.write(&c.uri, |w| from_dir(&clone, c, Some(head), w))
+                stage.write(&c.uri, |w| {
+                    from_dir(&clone, c, Some(head), w, &*net.progress)
+                })
             }
             Source::SpecUrl(url) => {
                 let file = stage.dir().join("spec.json");
@@ -432,12 +434,14 @@ fn finish_meta(w: &mut TreeWriter, mut meta: CollectionMeta) -> Result<()> {
     )
 }
 
-/// Generates from a StepLib checkout (`steplib.yml`, `steps/<id>/<version>/step.yml`, …).
+/// Generates from a StepLib checkout (`steplib.yml`, `steps/<id>/<version>/step.yml`, …),
+/// reporting the step groups done to `progress`.
 pub(crate) fn from_dir(
     dir: &Path,
     c: &Collection,
     commit: Option<String>,
     w: &mut TreeWriter,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<()> {
     let co = Checkout::new(dir);
     let steplib: SteplibMeta = match read_yaml(&co, "steplib.yml", Doc::Steplib) {
@@ -490,6 +494,12 @@ pub(crate) fn from_dir(
         });
     }
     let assets_base = meta.steplib.assets_download_base_uri.clone();
+    let total = ids.len() as u64;
+    progress.phase(crate::progress::Phase::Generate {
+        uri: c.uri.clone(),
+        steps: total,
+    });
+    let mut done = 0;
     // Workers load groups and hand each to this thread through a channel of one: at most
     // WORKERS groups being loaded, one waiting and one being written are in memory.
     let workers = std::thread::available_parallelism()
@@ -516,6 +526,8 @@ pub(crate) fn from_dir(
                 Ok(g) => write_group(w, g, &mut meta)?,
                 Err(s) => meta.skipped.push(s),
             }
+            done += 1;
+            progress.items(done, total);
         }
         Ok::<(), Error>(())
     });

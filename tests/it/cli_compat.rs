@@ -622,6 +622,9 @@ fn bad_usage_of_every_subcommand_exits_2() {
         &["gc", "--bogus"],
         &["toolkit"],
         &["toolkit", "install", "cobol"],
+        &["completions"],
+        &["completions", "tcsh"],
+        &["man", "--bogus"],
     ];
     let mut wrong = Vec::new();
     for (i, args) in forms.iter().enumerate() {

@@ -6,6 +6,7 @@
 mod support;
 
 mod cli_compat;
+mod cli_conventions;
 mod concurrency;
 mod crash_points;
 mod credentials;
@@ -27,6 +28,7 @@ mod offline;
 mod planted;
 mod precompiled;
 mod preload;
+mod progress;
 mod read_only_mount;
 mod reflink;
 mod replays;

@@ -838,3 +838,43 @@ fn activate_and_download_stop_cleanly_on_a_signal_too() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "");
     assert_fsck_clean(&home);
 }
+
+/// `--dry-run` without `--json`: the chosen `id@constraint` lines on stdout, a count on stderr,
+/// and nothing fetched from the download location (the server sees no request) or stored.
+#[test]
+fn dry_run_lists_without_downloading() {
+    let t = tempfile::tempdir().unwrap();
+    let server = Server::start();
+    let lib = t.path().join("lib");
+    support::write_steplib_yml(&lib, &[("zip", &format!("{}/archives/", server.url()))]);
+    for v in ["1.0.0", "1.1.0"] {
+        support::write_step(&lib, "s", v, &support::step_yml("S", None));
+        server.serve(
+            &format!("/archives/s/{v}/step.zip"),
+            support::zip_of_script(b"echo s\n"),
+            Mode::Full {
+                delay: Duration::ZERO,
+            },
+        );
+    }
+    let home = t.path().join("home");
+    let l = lib.to_str().unwrap();
+    let o = support::output(&mut stepman(
+        &home,
+        ["preload", "-c", l, "s@1.0.0", "s@1", "s@1.0.0", "--dry-run"],
+    ));
+    assert!(o.status.success(), "{}", support::describe(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "s@1.0.0\ns@1\n");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "preload: 2 step versions chosen (dry run)\n"
+    );
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+    let cached = support::run_ok(&mut stepman(&home, ["list-cached", "-c", l]));
+    assert_eq!(cached, "");
+    // Without --dry-run the same list downloads (the server is really there).
+    let o = support::output(&mut stepman(&home, ["preload", "-c", l, "s@1.0.0", "s@1"]));
+    assert!(o.status.success(), "{}", support::describe(&o));
+    assert_eq!(server.count("/archives/s/1.0.0/step.zip"), 1);
+    assert_eq!(server.count("/archives/s/1.1.0/step.zip"), 1);
+}

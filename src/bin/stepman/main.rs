@@ -7,11 +7,15 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// The help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
 
 /// A step manager for CI runners, built on a content-addressed store.
 #[derive(Debug, Parser)]
@@ -23,12 +27,15 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
     after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step"
 )]
 pub struct Cli {
-    /// Store root (holds `store-v1/`).
-    #[arg(long, global = true, env = "STEPMAN_HOME", value_name = "DIR")]
+    /// Store root (holds `store-v1/`) [env: STEPMAN_HOME] [default: ~/.stepman].
+    // The variables of the global options are read by `Cli::fill_from_env`, not by clap, which
+    // would show every option set in the environment as given in its usage lines.
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     home: Option<PathBuf>,
 
-    /// Do not fsync ingested trees before publishing them (for throwaway stores only).
-    #[arg(long, global = true, env = "STEPMAN_NO_FSYNC", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    /// Do not fsync ingested trees before publishing them (for throwaway stores only) [env:
+    /// STEPMAN_NO_FSYNC=1].
+    #[arg(long, global = true, help_heading = GLOBAL)]
     no_fsync: bool,
 
     /// A read-only store (its `$STEPMAN_HOME`) layered under the writable one: names missing in
@@ -37,27 +44,36 @@ pub struct Cli {
     #[arg(
         long = "read-only-store",
         global = true,
-        env = "STEPMAN_READ_ONLY_STORES",
-        value_delimiter = ':',
-        value_name = "DIR"
+        value_name = "DIR",
+        help_heading = GLOBAL
     )]
     read_only_stores: Vec<PathBuf>,
 
     /// Never use the network (also BITRISE_OFFLINE_MODE=true).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     offline: bool,
 
     /// Log level: trace, debug, info, warn or error (the old tool's `fatal` and `panic` mean
-    /// error).
+    /// error) [env: LOGLEVEL].
     /// Takes precedence over RUST_LOG; LOGLEVEL counts only when RUST_LOG is not set.
     #[arg(
         short = 'l',
         long,
         global = true,
-        env = "LOGLEVEL",
-        value_name = "LEVEL"
+        value_name = "LEVEL",
+        help_heading = GLOBAL
     )]
     loglevel: Option<String>,
+
+    /// Print only errors on stderr: no progress, no informational lines, log level `error`
+    /// (wins over RUST_LOG and LOGLEVEL; not with --loglevel).
+    #[arg(short = 'q', long, global = true, help_heading = GLOBAL)]
+    quiet: bool,
+
+    /// When to color help, errors and log lines: auto (when stderr is a terminal, unless
+    /// NO_COLOR is set to anything but ""; CLICOLOR_FORCE forces it), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN", help_heading = GLOBAL)]
+    color: ColorWhen,
 
     /// Print the version (also `-version`, as the bitrise CLI calls it, and `stepman version`).
     #[arg(short = 'v', long = "version")]
@@ -65,6 +81,63 @@ pub struct Cli {
 
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ColorWhen {
+    /// When stderr is a terminal, unless NO_COLOR is set; always with CLICOLOR_FORCE.
+    Auto,
+    /// Always, whatever NO_COLOR says.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorWhen {
+    /// The `--color` of the arguments, read before they are parsed (clap's own help and errors
+    /// need it): the last one given before a `--`.
+    fn of_args(args: &[std::ffi::OsString]) -> ColorWhen {
+        let mut when = ColorWhen::Auto;
+        let mut it = args.iter().skip(1).filter_map(|a| a.to_str());
+        while let Some(a) = it.next() {
+            let value = match a {
+                "--" => break,
+                "--color" => it.next(),
+                _ => a.strip_prefix("--color="),
+            };
+            when = match value {
+                Some("always") => ColorWhen::Always,
+                Some("never") => ColorWhen::Never,
+                Some("auto") => ColorWhen::Auto,
+                _ => continue,
+            };
+        }
+        when
+    }
+
+    /// What `auto` means here: NO_COLOR (not empty) turns color off, else CLICOLOR_FORCE (not
+    /// empty, not `0`) turns it on, else color when stderr is a terminal.
+    fn choice(self) -> clap::ColorChoice {
+        let set = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        match self {
+            ColorWhen::Always => clap::ColorChoice::Always,
+            ColorWhen::Never => clap::ColorChoice::Never,
+            ColorWhen::Auto if set("NO_COLOR").is_some() => clap::ColorChoice::Never,
+            ColorWhen::Auto if set("CLICOLOR_FORCE").is_some_and(|v| v != "0") => {
+                clap::ColorChoice::Always
+            }
+            ColorWhen::Auto => clap::ColorChoice::Auto,
+        }
+    }
+}
+
+/// The color choice of this process (`--color`, NO_COLOR, CLICOLOR_FORCE), set once in `main`.
+static COLOR: std::sync::OnceLock<clap::ColorChoice> = std::sync::OnceLock::new();
+
+/// The command line's definition, colored as `--color` says.
+fn command() -> clap::Command {
+    Cli::command().color(COLOR.get().copied().unwrap_or(clap::ColorChoice::Auto))
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,9 +165,45 @@ enum Command {
     #[command(subcommand, after_help = "Example:\n  stepman toolkit install go")]
     Toolkit(cmd::toolkit::ToolkitCmd),
     Version(cmd::version::VersionArgs),
+    Completions(cmd::completions::CompletionsArgs),
+    Man(cmd::man::ManArgs),
+}
+
+/// A variable's value, `None` when it is unset or empty.
+fn env_var(k: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(k).filter(|v| !v.is_empty())
 }
 
 impl Cli {
+    /// Fills in the global options from their variables where the command line did not give
+    /// them (`STEPMAN_HOME`, `STEPMAN_NO_FSYNC`, `STEPMAN_READ_ONLY_STORES`); `LOGLEVEL` is
+    /// read by `init_logging`. A `STEPMAN_NO_FSYNC` that is not a yes or a no is bad usage.
+    fn fill_from_env(&mut self) {
+        if self.home.is_none() {
+            self.home = env_var("STEPMAN_HOME").map(PathBuf::from);
+        }
+        if !self.no_fsync
+            && let Some(v) = env_var("STEPMAN_NO_FSYNC")
+        {
+            let v = v.to_string_lossy().to_ascii_lowercase();
+            self.no_fsync = match v.as_str() {
+                "y" | "yes" | "t" | "true" | "on" | "1" => true,
+                "n" | "no" | "f" | "false" | "off" | "0" => false,
+                _ => command()
+                    .error(
+                        clap::error::ErrorKind::InvalidValue,
+                        format!("invalid value '{v}' for STEPMAN_NO_FSYNC: expected true or false"),
+                    )
+                    .exit(),
+            };
+        }
+        if self.read_only_stores.is_empty()
+            && let Some(v) = env_var("STEPMAN_READ_ONLY_STORES")
+        {
+            self.read_only_stores = std::env::split_paths(&v).collect();
+        }
+    }
+
     fn home(&self) -> anyhow::Result<PathBuf> {
         if let Some(h) = &self.home {
             return Ok(h.clone());
@@ -107,6 +216,7 @@ impl Cli {
     fn net(&self) -> stepman::fetch::NetConfig {
         let mut n = stepman::fetch::NetConfig::from_env();
         n.offline |= self.offline;
+        n.progress = ui::reporter();
         n
     }
 
@@ -129,17 +239,34 @@ fn args() -> Vec<std::ffi::OsString> {
     args
 }
 
-/// The log filter: `--loglevel` given on the command line, else `RUST_LOG`, else `LOGLEVEL`,
-/// else `warn`. A level that is not one of the old tool's is bad usage naming where it came
-/// from.
-fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
-    let from_flag = matches!(
-        matches.value_source("loglevel"),
-        Some(clap::parser::ValueSource::CommandLine)
-    );
+/// The log filter: `error` with `--quiet`, else `--loglevel` given on the command line, else
+/// `RUST_LOG`, else `LOGLEVEL`, else `warn`. A level that is not one of the old tool's is bad
+/// usage naming where it came from, and so are `--quiet` and `--loglevel` given together.
+fn init_logging(cli: &Cli) {
+    let from_flag = cli.loglevel.is_some();
+    if cli.quiet {
+        if from_flag {
+            command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "the argument '--quiet' cannot be used with '--loglevel <LEVEL>'",
+                )
+                .exit()
+        }
+        ui::set_quiet();
+        env_logger::Builder::new()
+            .parse_filters("error")
+            .write_style(write_style())
+            .format_timestamp(None)
+            .format_target(false)
+            .init();
+        return;
+    }
+    let env_level = env_var("LOGLEVEL").map(|v| v.to_string_lossy().into_owned());
     let filter = match cli
         .loglevel
         .as_deref()
+        .or(env_level.as_deref())
         .map(|l| (l, l.trim().to_ascii_lowercase()))
     {
         None => None,
@@ -150,7 +277,7 @@ fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
         Some((_, l)) if matches!(l.as_str(), "fatal" | "panic") => Some("error".to_string()),
         Some((raw, _)) => {
             let whence = if from_flag { "--loglevel" } else { "LOGLEVEL" };
-            Cli::command()
+            command()
                 .error(
                     clap::error::ErrorKind::InvalidValue,
                     format!(
@@ -170,23 +297,44 @@ fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
         }
         None => env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")),
     };
-    b.format_timestamp(None).format_target(false).init();
+    if ui::shown() {
+        b.target(env_logger::Target::Pipe(Box::new(ui::AboveBars)));
+    }
+    b.write_style(write_style())
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+}
+
+/// The log lines' color, as `--color` says (`auto`: when stderr is a terminal; decided here,
+/// not by env_logger, whose own reading of CLICOLOR_FORCE differs).
+fn write_style() -> env_logger::WriteStyle {
+    use std::io::IsTerminal;
+    match COLOR.get() {
+        Some(clap::ColorChoice::Always) => env_logger::WriteStyle::Always,
+        Some(clap::ColorChoice::Never) => env_logger::WriteStyle::Never,
+        _ if std::io::stderr().is_terminal() => env_logger::WriteStyle::Always,
+        _ => env_logger::WriteStyle::Never,
+    }
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches_from(args());
-    let cli = match Cli::from_arg_matches(&matches) {
+    let args = args();
+    let _ = COLOR.set(ColorWhen::of_args(&args).choice());
+    let matches = command().get_matches_from(args);
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    init_logging(&matches, &cli);
+    cli.fill_from_env();
+    init_logging(&cli);
     log::debug!("stepman {}", cmd::version::VERSION);
     // The version flag wins over a command given with it, as in the old tool.
     if cli.version {
         return finish(cmd::version::run(&cmd::version::VersionArgs::default()));
     }
     let Some(command) = &cli.command else {
-        Cli::command()
+        command()
             .error(
                 clap::error::ErrorKind::MissingSubcommand,
                 "a command is required (see --help)",
@@ -195,6 +343,8 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Version(a) => cmd::version::run(a),
+        Command::Completions(a) => cmd::completions::run(a),
+        Command::Man(a) => cmd::man::run(a),
         Command::Setup(a) => cmd::setup::run(&cli, a),
         Command::Update(a) => cmd::update::run(&cli, a),
         Command::Collections(a) => cmd::collections::run(&cli, a),
@@ -216,6 +366,7 @@ fn main() -> ExitCode {
 
 /// Maps a command's result to the exit status (README: exit codes).
 fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
+    ui::clear();
     match result {
         Ok(code) => code,
         // The reader of our output went away (`| head`): nothing to say, nothing failed.

@@ -81,7 +81,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
                 a.path.display()
             )
         })?;
-        eprintln!(
+        crate::ui::note!(
             "activated {}@{} into {}, ready to run ({})",
             r.picked.id,
             r.picked.version,
@@ -112,7 +112,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
             a.path.display()
         )
     })?;
-    eprintln!(
+    crate::ui::note!(
         "activated {}@{} ({id}) into {}",
         r.picked.id,
         r.picked.version,
@@ -147,7 +147,7 @@ fn activate_ref(
     let done = activate::activate_ref(&store, r, &a.path, a.copyyml.as_deref(), replace, &net)
         .with_context(|| format!("activate {} into {}", r.shown(), a.path.display()))?;
     match done {
-        activate::ActivatedRef::Git(t) => eprintln!(
+        activate::ActivatedRef::Git(t) => crate::ui::note!(
             "activated {} (commit {}, {}) into {}",
             r.shown(),
             t.commit,
@@ -155,7 +155,7 @@ fn activate_ref(
             a.path.display()
         ),
         activate::ActivatedRef::Path(_) => {
-            eprintln!("activated {} into {}", r.shown(), a.path.display())
+            crate::ui::note!("activated {} into {}", r.shown(), a.path.display())
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -14,17 +14,21 @@ use super::steplib::Format;
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  stepman collections --format json")]
 pub(crate) struct CollectionsArgs {
-    /// Output format.
-    #[arg(short = 'f', long, value_enum, default_value = "raw")]
-    format: Format,
+    /// Output format [default: raw].
+    #[arg(short = 'f', long, value_enum)]
+    format: Option<Format>,
+    /// Print JSON on stdout (as `--format json`).
+    #[arg(long)]
+    json: bool,
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &CollectionsArgs) -> anyhow::Result<ExitCode> {
+    let format = super::steplib::format(a.format, a.json)?;
     let list = match super::open_ro(cli)? {
         Some(store) => steplib::list(&store)?,
         None => Vec::new(),
     };
-    match a.format {
+    match format {
         Format::Json => {
             let data: Vec<_> = list
                 .iter()

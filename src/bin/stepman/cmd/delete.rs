@@ -22,10 +22,10 @@ pub(crate) struct DeleteArgs {
 pub(crate) fn run(cli: &crate::Cli, a: &DeleteArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
     let Some(store) = super::open_ro(cli)? else {
-        eprintln!("{} is not set up", c.uri);
+        crate::ui::note!("{} is not set up", c.uri);
         return Ok(ExitCode::SUCCESS);
     };
     let n = steplib::delete(&store, &c)?;
-    eprintln!("deleted {} ({n} names)", c.uri);
+    crate::ui::note!("deleted {} ({n} names)", c.uri);
     Ok(ExitCode::SUCCESS)
 }

@@ -31,15 +31,17 @@ pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode
     if a.prepare.prepare {
         let opts = a.prepare.options(activate::Precompiled::Skip);
         let p = activate::download_prepared(&store, &r, &opts, &net)?;
-        eprintln!(
+        crate::ui::note!(
             "{}@{} ready ({:?} build)",
-            r.picked.id, r.picked.version, p.build
+            r.picked.id,
+            r.picked.version,
+            p.build
         );
         a.prepare.print(&p)?;
         return Ok(ExitCode::SUCCESS);
     }
     let got = activate::download(&store, &r, &net)?;
-    eprintln!(
+    crate::ui::note!(
         "{}@{} {} ({})",
         r.picked.id,
         r.picked.version,
@@ -73,7 +75,7 @@ fn download_ref(
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     let t = activate::fetch_git(&store, g, &net)?;
-    eprintln!(
+    crate::ui::note!(
         "{} (commit {}) {} ({})",
         r.shown(),
         t.commit,

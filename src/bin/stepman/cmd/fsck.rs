@@ -31,7 +31,7 @@ pub(crate) fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode>
         None => stepman::fsck::FsckReport::default(),
     };
     if args.json {
-        super::outln!("{}", serde_json::to_string_pretty(&report)?);
+        super::outln!("{}", serde_json::to_string(&report)?);
     } else {
         for p in &report.problems {
             let state = if p.repaired { "repaired" } else { "found" };
@@ -53,7 +53,12 @@ pub(crate) fn run(cli: &crate::Cli, args: &FsckArgs) -> anyhow::Result<ExitCode>
         report.problems.len() - unrepaired,
         unrepaired
     );
-    eprintln!("stepman fsck: {summary}");
+    if report.problems.is_empty() {
+        crate::ui::note!("stepman fsck: {summary}");
+    } else {
+        // Damage found (repaired or not) is said even with --quiet: the exit status is 1.
+        crate::ui::write_line(format_args!("stepman fsck: {summary}"));
+    }
     if let Some(e) = &report.repair_error {
         eprintln!("stepman fsck: repair stopped: {e}");
     }

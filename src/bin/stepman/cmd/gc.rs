@@ -21,7 +21,7 @@ pub(crate) struct GcArgs {
 
 pub(crate) fn run(cli: &crate::Cli, args: &GcArgs) -> anyhow::Result<ExitCode> {
     let Some(store) = super::open_ro(cli)? else {
-        eprintln!("stepman gc: no store at {}", cli.home()?.display());
+        crate::ui::note!("stepman gc: no store at {}", cli.home()?.display());
         return Ok(ExitCode::SUCCESS);
     };
     let report = stepman::gc::gc(
@@ -33,7 +33,7 @@ pub(crate) fn run(cli: &crate::Cli, args: &GcArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     if args.json {
-        super::outln!("{}", serde_json::to_string_pretty(&report)?);
+        super::outln!("{}", serde_json::to_string(&report)?);
     } else {
         for o in &report.removed_objects {
             super::outln!("{o}");
@@ -44,7 +44,7 @@ pub(crate) fn run(cli: &crate::Cli, args: &GcArgs) -> anyhow::Result<ExitCode> {
     } else {
         "removed"
     };
-    eprintln!(
+    crate::ui::note!(
         "stepman gc: {verb} {} objects ({} bytes) and {} dead temp dirs; kept {} objects",
         report.removed_objects.len(),
         report.removed_bytes,

@@ -2,12 +2,14 @@
 
 pub(crate) mod activate;
 pub(crate) mod collections;
+pub(crate) mod completions;
 pub(crate) mod delete;
 pub(crate) mod download;
 pub(crate) mod export_spec;
 pub(crate) mod fsck;
 pub(crate) mod gc;
 pub(crate) mod list_cached;
+pub(crate) mod man;
 pub(crate) mod preload;
 pub(crate) mod setup;
 pub(crate) mod step_info;
@@ -59,6 +61,24 @@ pub(crate) fn out_line(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
     }
     let mut out = std::io::stdout().lock();
     match out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("write to stdout")),
+    }
+}
+
+/// Writes `bytes` (a generated document: a completion script, a man page) to stdout as they are,
+/// with [`out_line`]'s handling of a closed pipe.
+pub(crate) fn out_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             STDOUT_CLOSED.store(true, Ordering::Relaxed);
@@ -189,9 +209,11 @@ pub(crate) struct PrepareArgs {
     /// shared through the store) and report the command that runs the step.
     #[arg(long)]
     pub(crate) prepare: bool,
-    /// The `go` that builds Go steps (else `go` on PATH if it is 1.22.12 or newer, else the
-    /// store's Go toolkit).
-    #[arg(long, value_name = "PATH", env = "STEPMAN_GO", requires = "prepare")]
+    /// With --prepare: the `go` that builds Go steps (else `go` on PATH if it is 1.22.12 or
+    /// newer, else the store's Go toolkit); ignored without it.
+    // Not `requires = "prepare"`: clap counts STEPMAN_GO in the environment as the flag given,
+    // which made every command without --prepare bad usage where STEPMAN_GO is set.
+    #[arg(long, value_name = "PATH", env = "STEPMAN_GO")]
     pub(crate) go: Option<std::path::PathBuf>,
     /// With --prepare: print the result as JSON
     /// (`{"toolkit", "run": [argv], "build": "cached"|"built"|"none", ...}`).

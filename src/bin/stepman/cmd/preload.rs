@@ -1,15 +1,15 @@
 //! `stepman preload`.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use stepman::preload::{self, Outcome, Request, Selection, Status};
+use indicatif::HumanBytes;
+use stepman::preload::{self, Request, Selection, Status};
 
 /// Warm the store with many steps in parallel
 ///
@@ -74,8 +74,9 @@ pub(crate) struct PreloadArgs {
     /// build at a time; see `activate --prepare`).
     #[arg(long)]
     prepare: bool,
-    /// With --prepare: the `go` that builds Go steps.
-    #[arg(long, value_name = "PATH", env = "STEPMAN_GO", requires = "prepare")]
+    /// With --prepare: the `go` that builds Go steps; ignored without it (not `requires`:
+    /// STEPMAN_GO in the environment would count as the flag).
+    #[arg(long, value_name = "PATH", env = "STEPMAN_GO")]
     go: Option<PathBuf>,
 }
 
@@ -151,17 +152,17 @@ pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode>
                 .map(|r| serde_json::json!({ "id": r.id, "version": r.constraint }))
                 .collect();
             let doc = serde_json::json!({ "collection": c.uri, "steps": steps });
-            super::outln!("{}", serde_json::to_string_pretty(&doc)?);
+            super::outln!("{}", serde_json::to_string(&doc)?);
         } else {
             for r in &requests {
                 super::outln!("{r}");
             }
         }
-        eprintln!("preload: {} step versions chosen (dry run)", requests.len());
+        crate::ui::note!("preload: {} step versions chosen (dry run)", requests.len());
         return Ok(ExitCode::SUCCESS);
     }
     if requests.is_empty() {
-        eprintln!("preload: the selection chose no step versions");
+        crate::ui::note!("preload: the selection chose no step versions");
         return Ok(ExitCode::SUCCESS);
     }
     let cores = std::thread::available_parallelism()
@@ -169,43 +170,39 @@ pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode>
         .unwrap_or(2);
     let jobs = a.jobs.unwrap_or((cores * 4).min(16)).max(1);
 
-    let bar = Bar::new(requests.len() as u64, std::io::stderr().is_terminal());
+    // Progress: the bars on a terminal (set up by `cli.net()`), else a line per step.
+    let mut net = net;
+    if !crate::ui::shown() {
+        net.progress = std::sync::Arc::new(crate::ui::StepLines);
+    }
     let started = Instant::now();
-    let outcomes = std::thread::scope(|s| {
-        let ticker = s.spawn(|| bar.tick_until_done(&net.received, started));
-        let prepare = a.prepare.then(|| stepman::activate::PrepareOptions {
-            go: stepman::toolkit::go::Choice {
-                explicit: a.go.clone().filter(|p| !p.as_os_str().is_empty()),
-            },
-            precompiled: stepman::activate::Precompiled::Skip,
-        });
-        let opts = preload::Options {
-            jobs,
-            refresh,
-            prepare: prepare.as_ref(),
-        };
-        let r = preload::preload(&store, &c, &requests, &opts, &net, &|o, n, total| {
-            bar.outcome(o, n, total)
-        });
-        bar.finish();
-        let _ = ticker.join();
-        r
-    })?;
+    let prepare = a.prepare.then(|| stepman::activate::PrepareOptions {
+        go: stepman::toolkit::go::Choice {
+            explicit: a.go.clone().filter(|p| !p.as_os_str().is_empty()),
+        },
+        precompiled: stepman::activate::Precompiled::Skip,
+    });
+    let opts = preload::Options {
+        jobs,
+        refresh,
+        prepare: prepare.as_ref(),
+    };
+    let outcomes = preload::preload(&store, &c, &requests, &opts, &net);
+    crate::ui::clear();
+    let outcomes = outcomes?;
 
     let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
     if a.json {
         super::outln!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "collection": c.uri, "steps": outcomes })
-            )?
+            serde_json::to_string(&serde_json::json!({ "collection": c.uri, "steps": outcomes }))?
         );
     }
     let failed: Vec<_> = outcomes
         .iter()
         .filter(|o| o.status == Status::Failed)
         .collect();
-    eprintln!(
+    crate::ui::note!(
         "preload: {} steps: {} downloaded, {} already cached, {} failed{}; {} received in {:.1}s",
         outcomes.len(),
         count(Status::Downloaded),
@@ -234,80 +231,4 @@ pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode>
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Progress: a bar with counts, bytes and rate on a terminal, one line per step otherwise.
-struct Bar {
-    bar: Option<ProgressBar>,
-}
-
-impl Bar {
-    fn new(total: u64, tty: bool) -> Bar {
-        let bar = tty.then(|| {
-            let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} {pos}/{len} steps, {msg} [{wide_bar}] eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            b
-        });
-        Bar { bar }
-    }
-
-    fn line(o: &Outcome, n: usize, total: usize) -> String {
-        let version = o.version.as_deref().unwrap_or("?");
-        match (&o.error, o.status) {
-            (_, Status::Cancelled) => format!("[{n}/{total}] {}@{}: cancelled", o.id, o.constraint),
-            (Some(e), _) => format!("[{n}/{total}] {}@{}: failed: {e}", o.id, o.constraint),
-            (None, status) => format!(
-                "[{n}/{total}] {}@{version}: {}{} ({}, {:.2}s)",
-                o.id,
-                status.as_str(),
-                match o.build {
-                    Some(stepman::toolkit::BuildStatus::Built) => ", built",
-                    Some(stepman::toolkit::BuildStatus::Cached) => ", build cached",
-                    _ => "",
-                },
-                HumanBytes(o.bytes),
-                o.seconds
-            ),
-        }
-    }
-
-    fn outcome(&self, o: &Outcome, n: usize, total: usize) {
-        match &self.bar {
-            Some(b) => {
-                if o.status == Status::Failed {
-                    b.println(Self::line(o, n, total));
-                }
-                b.inc(1);
-            }
-            None => eprintln!("{}", Self::line(o, n, total)),
-        }
-    }
-
-    /// Updates the byte count and rate every 200 ms until `finish`.
-    fn tick_until_done(&self, received: &std::sync::atomic::AtomicU64, started: Instant) {
-        let Some(b) = &self.bar else { return };
-        while !b.is_finished() {
-            let bytes = received.load(Ordering::Relaxed);
-            let secs = started.elapsed().as_secs_f64().max(0.001);
-            b.set_message(format!(
-                "{} at {}/s",
-                HumanBytes(bytes),
-                HumanBytes((bytes as f64 / secs) as u64)
-            ));
-            b.tick();
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
 }

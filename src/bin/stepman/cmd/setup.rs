@@ -47,7 +47,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &SetupArgs) -> anyhow::Result<ExitCode> {
     for s in &opened.meta.skipped {
         log::info!("{}: skipped {}: {}", c.uri, s.path, s.error);
     }
-    eprintln!(
+    crate::ui::note!(
         "{} {}: {} steps, {} versions{}",
         if r.ingested {
             "set up"

@@ -36,9 +36,12 @@ pub(crate) struct StepInfoArgs {
     /// branch (none: the default branch).
     #[arg(long, default_value = "")]
     version: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "raw")]
-    format: Format,
+    /// Output format [default: raw].
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Print JSON on stdout (as `--format json`).
+    #[arg(long)]
+    json: bool,
     /// Raw output: the identifying lines only, without the step.yml.
     #[arg(long)]
     short: bool,
@@ -80,6 +83,7 @@ fn usage(msg: &str) -> anyhow::Error {
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode> {
+    let format = super::steplib::format(a.format, a.json)?;
     let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
     // The old tool's reading: `--library`, else `-c`; no `--id` but `--step-yml`: a local step.
     let mut library = nonempty(&a.library).or_else(|| nonempty(&a.collection));
@@ -133,7 +137,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode
             &cli.net(),
         )?;
         let info = StepInfo::from(&r);
-        let text = if a.short || a.format == Format::Json {
+        let text = if a.short || format == Format::Json {
             String::new()
         } else {
             definition(&info)?
@@ -141,7 +145,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode
         (info, text)
     };
     let info = info.in_old_shape();
-    match a.format {
+    match format {
         Format::Json => super::outln!("{}", serde_json::to_string(&info)?),
         Format::Raw => print_raw(&info, (!a.short).then_some(text.as_str()))?,
     }

@@ -21,9 +21,12 @@ pub(crate) struct StepListArgs {
     /// The collection's URI (none: every collection set up).
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]
     collection: Option<String>,
-    /// Output format.
-    #[arg(short = 'f', long, value_enum, default_value = "raw")]
-    format: Format,
+    /// Output format [default: raw].
+    #[arg(short = 'f', long, value_enum)]
+    format: Option<Format>,
+    /// Print JSON on stdout (as `--format json`).
+    #[arg(long)]
+    json: bool,
 }
 
 /// The step ids of `o`, reading the name again if the object went away meanwhile (an update
@@ -115,6 +118,7 @@ fn print(o: &Opened, uri: &str, ids: &[String], format: Format) -> anyhow::Resul
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &StepListArgs) -> anyhow::Result<ExitCode> {
+    let format = super::steplib::format(a.format, a.json)?;
     let wanted = a.collection.as_deref().filter(|c| !c.is_empty());
     let Some(uri) = wanted else {
         // Every collection set up, as the old tool does without `-c`.
@@ -124,7 +128,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepListArgs) -> anyhow::Result<ExitCode
         for (_, o) in steplib::list(&store)? {
             let c = super::steplib::collection(&o.meta.uri)?;
             let (o, ids) = step_ids(&store, &c, o)?;
-            print(&o, &c.uri, &ids, a.format)?;
+            print(&o, &c.uri, &ids, format)?;
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -143,6 +147,6 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepListArgs) -> anyhow::Result<ExitCode
         }
     };
     let (o, ids) = step_ids(&store, &c, o)?;
-    print(&o, &c.uri, &ids, a.format)?;
+    print(&o, &c.uri, &ids, format)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,18 @@ pub(crate) enum Format {
     Json,
 }
 
+/// The output format of `-f/--format` and `--json` (the same as `--format json`); `--json`
+/// with `--format raw` is bad usage (exit 2). Decided before anything is opened.
+pub(crate) fn format(format: Option<Format>, json: bool) -> anyhow::Result<Format> {
+    match (format, json) {
+        (Some(Format::Raw), true) => {
+            Err(super::CouldNotRun("--json cannot be used with --format raw".into()).into())
+        }
+        (_, true) => Ok(Format::Json),
+        (f, false) => Ok(f.unwrap_or_default()),
+    }
+}
+
 /// Parses a collection URI (errors name it). A URI that cannot be one (an empty one) is bad
 /// usage: exit 2.
 pub(crate) fn collection(uri: &str) -> anyhow::Result<stepman::steplib::Collection> {

@@ -48,7 +48,7 @@ pub(crate) fn run(cli: &crate::Cli, c: &ToolkitCmd) -> anyhow::Result<ExitCode> 
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     let got = install::install_go(&store, a.version.as_deref(), a.sha256.as_deref(), &net)?;
-    eprintln!(
+    crate::ui::note!(
         "go{} {} ({})",
         got.version,
         if got.downloaded {

@@ -42,10 +42,10 @@ pub(crate) fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> 
             .with_context(|| format!("update {shown}"))
         {
             // Nothing made: the StepLib's HEAD is the commit its collection was built from.
-            Ok(p) if !p.ingested => eprintln!("{shown} is up to date"),
-            Ok(_) => eprintln!("updated {shown}"),
+            Ok(p) if !p.ingested => crate::ui::note!("{shown} is up to date"),
+            Ok(_) => crate::ui::note!("updated {shown}"),
             Err(e) => {
-                eprintln!("stepman: {e:#}");
+                crate::ui::write_line(format_args!("stepman: {e:#}"));
                 failed += 1;
             }
         }

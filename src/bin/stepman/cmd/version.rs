@@ -17,9 +17,13 @@ pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Debug, Args, Default)]
 #[command(after_help = "Example:\n  stepman version --full --format json")]
 pub(crate) struct VersionArgs {
-    /// Output format (json: the version as a JSON string; with --full an object).
-    #[arg(long, value_enum, default_value = "raw")]
-    format: Format,
+    /// Output format (json: the version as a JSON string; with --full an object) [default:
+    /// raw].
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Print JSON on stdout (as `--format json`).
+    #[arg(long)]
+    json: bool,
     /// Also print the platform, build number and commit.
     #[arg(long)]
     full: bool,
@@ -47,7 +51,7 @@ fn fields() -> [(&'static str, String); 4] {
 }
 
 pub(crate) fn run(a: &VersionArgs) -> anyhow::Result<ExitCode> {
-    match (a.format, a.full) {
+    match (super::steplib::format(a.format, a.json)?, a.full) {
         (Format::Raw, false) => super::outln!("{VERSION}"),
         (Format::Json, false) => super::outln!("{}", Value::String(VERSION.into())),
         (Format::Raw, true) => {

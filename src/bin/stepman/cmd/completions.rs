@@ -1,0 +1,29 @@
+//! `stepman completions`.
+
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory};
+use clap_complete::Shell;
+
+/// Print a shell completion script.
+///
+/// Print the completion script for SHELL on stdout: every command, flag and value stepman
+/// knows. Load it in the shell's startup file or install it where the shell looks for
+/// completions (README: "Shell completions and man page").
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  stepman completions bash > ~/.local/share/bash-completion/completions/stepman\n  stepman completions zsh > \"${fpath[1]}/_stepman\"\n  stepman completions fish > ~/.config/fish/completions/stepman.fish"
+)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: Shell,
+}
+
+pub(crate) fn run(a: &CompletionsArgs) -> anyhow::Result<ExitCode> {
+    let mut cmd = crate::Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "stepman", &mut script);
+    super::out_bytes(&script)?;
+    Ok(ExitCode::SUCCESS)
+}
