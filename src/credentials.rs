@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+mod netrc;
+
 /// A user name and a secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
@@ -114,76 +116,31 @@ pub(crate) fn for_url(url: &str) -> (String, Option<Credential>) {
     (clean, cred)
 }
 
+/// The netrc entry of `host`, from `$NETRC`, else `~/.netrc`. A netrc that cannot be read (other
+/// than a missing one) or parsed gives nothing, with a warning that names it and says why.
 fn netrc_lookup(host: &str) -> Option<Credential> {
     let path = std::env::var_os("NETRC")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".netrc")))?;
-    let text = std::fs::read_to_string(path).ok()?;
-    parse_netrc(&text, host)
-}
-
-/// Finds `host` (or `default`) in netrc text.
-pub(crate) fn parse_netrc(text: &str, host: &str) -> Option<Credential> {
-    let mut tokens = text.split_whitespace();
-    let mut found: Option<Credential> = None;
-    let mut default: Option<Credential> = None;
-    let mut current: Option<(bool, Credential)> = None;
-    let finish = |cur: Option<(bool, Credential)>,
-                  found: &mut Option<Credential>,
-                  default: &mut Option<Credential>| {
-        if let Some((is_default, c)) = cur {
-            if is_default {
-                default.get_or_insert(c);
-            } else {
-                found.get_or_insert(c);
-            }
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            log::warn!("netrc {} not used: read: {e}", path.display());
+            return None;
         }
     };
-    while let Some(t) = tokens.next() {
-        match t {
-            "machine" => {
-                finish(current.take(), &mut found, &mut default);
-                let m = tokens.next()?;
-                if m.eq_ignore_ascii_case(host) {
-                    current = Some((
-                        false,
-                        Credential {
-                            user: String::new(),
-                            secret: String::new(),
-                        },
-                    ));
-                }
-            }
-            "default" => {
-                finish(current.take(), &mut found, &mut default);
-                current = Some((
-                    true,
-                    Credential {
-                        user: String::new(),
-                        secret: String::new(),
-                    },
-                ));
-            }
-            "login" => {
-                let v = tokens.next()?;
-                if let Some((_, c)) = current.as_mut() {
-                    c.user = v.to_string();
-                }
-            }
-            "password" => {
-                let v = tokens.next()?;
-                if let Some((_, c)) = current.as_mut() {
-                    c.secret = v.to_string();
-                }
-            }
-            "account" | "macdef" => {
-                tokens.next();
-            }
-            _ => {}
-        }
-    }
-    finish(current.take(), &mut found, &mut default);
-    found.or(default)
+    netrc::lookup(&text, host).unwrap_or_else(|e| {
+        log::warn!("netrc {} not used: {e}", path.display());
+        None
+    })
+}
+
+/// [`netrc::lookup`] for the fuzz targets: `(login, password)`.
+pub(crate) fn netrc_pair(text: &str, host: &str) -> Result<Option<(String, String)>, String> {
+    netrc::lookup(text, host)
+        .map(|c| c.map(|c| (c.user, c.secret)))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -279,25 +236,5 @@ mod tests {
             secret: "open sesame".into(),
         };
         assert_eq!(c.basic_header(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
-    }
-
-    #[test]
-    fn netrc() {
-        let t = "machine a.example login u1 password p1\nmachine b.example\n login u2\n password p2\ndefault login d password dp\n";
-        assert_eq!(
-            parse_netrc(t, "b.example"),
-            Some(Credential {
-                user: "u2".into(),
-                secret: "p2".into()
-            })
-        );
-        assert_eq!(
-            parse_netrc(t, "c.example"),
-            Some(Credential {
-                user: "d".into(),
-                secret: "dp".into()
-            })
-        );
-        assert_eq!(parse_netrc("machine x login a password b", "y"), None);
     }
 }
