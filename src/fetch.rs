@@ -233,64 +233,34 @@ fn scheme_of(s: &str) -> Option<&str> {
 }
 
 /// Where a redirect from `base` (an absolute `http(s)` URL) to `location` leads, as an absolute
-/// URL; `Err` says why it is refused (no Location, or a scheme other than `http(s)`).
+/// URL without userinfo or fragment (RFC 3986 §5 resolution, as [`url::Url::join`] does it);
+/// `Err` says why it is refused (no Location, one that cannot be resolved, or a scheme other
+/// than `http(s)`).
 fn redirect_target(base: &str, location: &str) -> std::result::Result<String, String> {
     let location = location.trim();
-    let location = location.split('#').next().unwrap_or_default();
     if location.is_empty() {
         return Err("a redirect without a Location".into());
     }
-    if let Some(scheme) = scheme_of(location) {
-        let lower = scheme.to_ascii_lowercase();
-        return if lower == "http" || lower == "https" {
-            Ok(location.to_string())
-        } else {
-            Err(format!(
-                "a redirect to {} is refused: only http(s) redirects are followed",
-                crate::credentials::redact(location)
-            ))
-        };
+    let shown = crate::credentials::redact(location);
+    let base = url::Url::parse(base).map_err(|e| {
+        format!(
+            "cannot resolve a redirect from {}: {e}",
+            crate::credentials::redact(base)
+        )
+    })?;
+    let mut target = base
+        .join(location)
+        .map_err(|e| format!("a redirect to {shown} cannot be followed: {e}"))?;
+    if !matches!(target.scheme(), "http" | "https") {
+        return Err(format!(
+            "a redirect to {shown} is refused: only http(s) redirects are followed"
+        ));
     }
-    let (scheme, rest) = base
-        .split_once("://")
-        .ok_or_else(|| format!("cannot resolve a redirect from {base}"))?;
-    if location.starts_with("//") {
-        return Ok(format!("{scheme}:{location}"));
-    }
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, base_path) = rest.split_at(authority_end);
-    let path = if location.starts_with('/') {
-        location.to_string()
-    } else {
-        let base_path = base_path.split(['?', '#']).next().unwrap_or_default();
-        let dir = base_path.rfind('/').map_or("/", |i| &base_path[..=i]);
-        format!("{dir}{location}")
-    };
-    Ok(format!(
-        "{scheme}://{authority}{}",
-        remove_dot_segments(&path)
-    ))
-}
-
-/// `path` (with its query) with `.` and `..` segments resolved (RFC 3986 §5.2.4, simplified).
-fn remove_dot_segments(path: &str) -> String {
-    let (path, query) = path.split_at(path.find('?').unwrap_or(path.len()));
-    let segs: Vec<&str> = path.split('/').skip(1).collect();
-    let mut out: Vec<&str> = Vec::new();
-    for (i, seg) in segs.iter().enumerate() {
-        let last = i + 1 == segs.len();
-        match *seg {
-            "." => {}
-            ".." => {
-                out.pop();
-            }
-            s => out.push(s),
-        }
-        if last && matches!(*seg, "." | "..") {
-            out.push("");
-        }
-    }
-    format!("/{}{query}", out.join("/"))
+    // A userinfo in the Location is dropped, never used; a fragment is never sent.
+    let _ = target.set_username("");
+    let _ = target.set_password(None);
+    target.set_fragment(None);
+    Ok(target.into())
 }
 
 /// Longest pause between two attempts, whatever the backoff or a `Retry-After` says.
@@ -468,10 +438,8 @@ fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Re
             .get("location")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        // A userinfo in the Location is dropped, never used.
-        url = crate::credentials::redact(
-            &redirect_target(&url, location).map_err(|r| Attempt::new(r, Failure::Final))?,
-        );
+        // Without the Location's userinfo, if it had one.
+        url = redirect_target(&url, location).map_err(|r| Attempt::new(r, Failure::Final))?;
         // The credential belongs to the URL we were given: a redirect never carries it.
         cred = None;
     };
@@ -1324,7 +1292,7 @@ mod tests {
         let base = "http://h:8/a/b/c.zip?x=1";
         let t = |l: &str| redirect_target(base, l);
         assert_eq!(t("https://o/p").unwrap(), "https://o/p");
-        assert_eq!(t("HTTP://o/p#frag").unwrap(), "HTTP://o/p");
+        assert_eq!(t("HTTP://o/p#frag").unwrap(), "http://o/p");
         assert_eq!(t("//o/p").unwrap(), "http://o/p");
         assert_eq!(t("/p/q?y").unwrap(), "http://h:8/p/q?y");
         assert_eq!(t("d.zip").unwrap(), "http://h:8/a/b/d.zip");
@@ -1342,6 +1310,26 @@ mod tests {
             assert!(t(bad).is_err(), "{bad}");
         }
         assert!(t("file://u:secret@h/x").unwrap_err().contains("file://h/x"));
+        assert_eq!(t("http://u:secret@o/p").unwrap(), "http://o/p");
+    }
+
+    /// References the hand-written resolution got wrong (RFC 3986 §5.4).
+    #[test]
+    fn redirect_targets_of_the_rfc_examples() {
+        let base = "http://h:8/a/b/c.zip?x=1#top";
+        let t = |l: &str| redirect_target(base, l).unwrap();
+        // A query only keeps the path (it was resolved against the directory: `/a/b/?y`).
+        assert_eq!(t("?y"), "http://h:8/a/b/c.zip?y");
+        // A fragment only is the same resource (it was "a redirect without a Location").
+        assert_eq!(t("#f"), "http://h:8/a/b/c.zip?x=1");
+        // A relative reference with the base's scheme (it was left as `http:d.zip`).
+        assert_eq!(t("http:d.zip"), "http://h:8/a/b/d.zip");
+        // Dot segments inside a scheme-relative or absolute reference are removed too.
+        assert_eq!(t("//o/a/./b/../c"), "http://o/a/c");
+        assert_eq!(t("https://o/a/../../c"), "https://o/c");
+        // A space is sent percent-encoded, a backslash is a slash (as browsers do).
+        assert_eq!(t("/a b"), "http://h:8/a%20b");
+        assert_eq!(t("\\\\o\\p"), "http://o/p");
     }
 
     #[test]

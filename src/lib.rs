@@ -109,6 +109,15 @@ pub mod fuzzing {
             .map_err(|e| e.to_string())
     }
 
+    /// Looks `host` up in netrc text as downloads do: `(login, password)` of its entry (or the
+    /// default), `Err` naming the line of a syntax error.
+    pub fn netrc_lookup(
+        text: &str,
+        host: &str,
+    ) -> std::result::Result<Option<(String, String)>, String> {
+        crate::credentials::netrc_pair(text, host)
+    }
+
     /// Generates a collection object at `root` (which must not exist) from the StepLib checkout
     /// `dir`, with the checkout reader `setup` uses (symlinks resolved inside the tree, special
     /// files refused, reads bounded); without fsync.

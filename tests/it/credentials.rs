@@ -282,3 +282,98 @@ fn a_git_ref_credential_is_used_but_never_stored_or_printed() {
         "a request to the repository went without the credential"
     );
 }
+
+/// A netrc entry for an IPv6 host names it as curl matches it, without brackets: `machine ::1`
+/// authorizes `http://[::1]:<port>/…`; `machine [::1]` is no entry for it (curl's reading too).
+#[test]
+fn a_netrc_entry_for_an_ipv6_host_is_used() {
+    let Some(server) = support::Server::start_ipv6() else {
+        eprintln!("skipping a_netrc_entry_for_an_ipv6_host_is_used: cannot bind [::1]");
+        return;
+    };
+    server.require_header(
+        "Authorization",
+        &format!("Basic {}", b64(&format!("bot:{CANARY}"))),
+    );
+    let spec = r#"{"format_version":"1.0.0","generated_at_timestamp":0,"steplib_source":"v6",
+        "download_locations":[],"steps":{"hello":{"info":{},"latest_version_number":"1.0.0",
+        "versions":{"1.0.0":{"title":"Hello","source":{"git":"https://example.invalid/x.git","commit":"abc"}}}}}}"#;
+    server.script("/spec.json", vec![support::Answer::ok(spec.as_bytes())]);
+    let url = format!("{}/spec.json", server.url());
+    assert!(url.starts_with("http://[::1]:"), "{url}");
+    let t = tempfile::tempdir().unwrap();
+    for (machine, used) in [("::1", true), ("[::1]", false)] {
+        let netrc = t.path().join("netrc");
+        fs::write(
+            &netrc,
+            format!("machine {machine} login bot password {CANARY}\n"),
+        )
+        .unwrap();
+        let home = t.path().join(format!("home-{used}"));
+        let o = run(&home, &netrc, &["setup", "-c", &url]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.success(), used, "machine {machine}: {err}");
+        if !used {
+            assert!(err.contains("HTTP 401"), "machine {machine}: {err}");
+        }
+        assert!(!err.contains(CANARY), "secret printed: {err}");
+    }
+    let log: Vec<bool> = server.requests().iter().map(authorized).collect();
+    assert_eq!(
+        log.first(),
+        Some(&true),
+        "netrc credential not sent: {log:?}"
+    );
+    assert!(!log.last().copied().unwrap_or(true), "{log:?}");
+}
+
+/// A netrc as curl writes and reads them: comments, a macro whose body names the host, a quoted
+/// password with an escaped quote and a space. A netrc with a quote left open is not used, and
+/// the warning names the file and the line (never the secret).
+#[test]
+fn a_netrc_with_quotes_comments_and_macros_is_read_as_curl_reads_it() {
+    let secret = format!("{CANARY} \"x");
+    let server = support::Server::start();
+    server.require_header(
+        "Authorization",
+        &format!("Basic {}", b64(&format!("bot:{secret}"))),
+    );
+    let spec = r#"{"format_version":"1.0.0","generated_at_timestamp":0,"steplib_source":"n",
+        "download_locations":[],"steps":{"hello":{"info":{},"latest_version_number":"1.0.0",
+        "versions":{"1.0.0":{"title":"Hello","source":{"git":"https://example.invalid/x.git","commit":"abc"}}}}}}"#;
+    server.script("/spec.json", vec![support::Answer::ok(spec.as_bytes())]);
+    let url = format!("{}/spec.json", server.url());
+    let t = tempfile::tempdir().unwrap();
+    let netrc = t.path().join("netrc");
+    let good = format!(
+        "# CI credentials\nmacdef init\nmachine 127.0.0.1 login evil password evil\n\n\
+         machine 127.0.0.1 # the loopback server\n  login bot\n  password \"{CANARY} \\\"x\"\n"
+    );
+    fs::write(&netrc, &good).unwrap();
+    let o = support::output(
+        support::stepman(&t.path().join("h1"), ["setup", "-c", &url]).env("NETRC", &netrc),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains(CANARY), "secret printed: {err}");
+
+    fs::write(
+        &netrc,
+        format!("machine 127.0.0.1 login bot\npassword \"{CANARY}\n"),
+    )
+    .unwrap();
+    let o = support::output(
+        support::stepman(&t.path().join("h2"), ["setup", "-c", &url]).env("NETRC", &netrc),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "netrc {} not used: line 2: a quoted token is not closed",
+            netrc.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("HTTP 401"), "{err}");
+    assert!(!err.contains(CANARY), "secret printed: {err}");
+}

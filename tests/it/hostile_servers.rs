@@ -36,8 +36,8 @@ fn canary() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let mut rng = Rng::new(u64::from(std::process::id()) << 32 | u64::from(nanos));
-    format!("CANARY-{:016x}", rng.next_u64())
+    let mut rng = Rng::with_seed(u64::from(std::process::id()) << 32 | u64::from(nanos));
+    format!("CANARY-{:016x}", rng.u64(..))
 }
 
 /// A zip of a small step whose content depends on `tag` (about 12 KiB, so truncations cut it
@@ -56,7 +56,7 @@ fn step_zip(tag: &str) -> Vec<u8> {
     let seed = tag
         .bytes()
         .fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(b));
-    Rng::new(seed).fill(&mut pad);
+    Rng::with_seed(seed).fill(&mut pad);
     z.start_file("data.bin", opts.unix_permissions(0o644))
         .unwrap();
     z.write_all(&pad).unwrap();

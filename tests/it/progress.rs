@@ -30,7 +30,7 @@ fn big_step_zip() -> Vec<u8> {
         .unwrap();
     z.write_all(b"#!/bin/sh\necho big\n").unwrap();
     let mut pad = vec![0u8; PAYLOAD];
-    Rng::new(13).fill(&mut pad);
+    Rng::with_seed(13).fill(&mut pad);
     z.start_file("data.bin", opts.unix_permissions(0o644))
         .unwrap();
     z.write_all(&pad).unwrap();

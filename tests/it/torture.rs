@@ -71,7 +71,7 @@ enum Op {
 
 impl Op {
     fn pick(rng: &mut Rng) -> Op {
-        match rng.below(100) {
+        match rng.u64(..100) {
             0..30 => Op::Activate,
             30..40 => Op::Download,
             40..47 => Op::Preload,
@@ -182,14 +182,14 @@ fn is_object_root(path: &str) -> bool {
 /// One operation: spawn, maybe kill, judge.
 fn one_op(sh: &Shared, rng: &mut Rng) {
     let op = Op::pick(rng);
-    let step = STEPS[rng.below(STEPS.len() as u64) as usize];
-    let (constraint, version) = match rng.below(3) {
+    let step = STEPS[rng.usize(..STEPS.len())];
+    let (constraint, version) = match rng.u64(..3) {
         0 => ("1", VERSIONS[1]),
         n => (VERSIONS[n as usize - 1], VERSIONS[n as usize - 1]),
     };
     let seq = sh.seq.fetch_add(1, Ordering::SeqCst);
     // A third of the activations go into the destination shared by that step version's.
-    let shared = op == Op::Activate && rng.below(3) == 0;
+    let shared = op == Op::Activate && rng.u64(..3) == 0;
     let parent = if shared {
         sh.work.join(format!("shared/{step}-{version}"))
     } else {
@@ -197,7 +197,7 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
     };
     let dest = parent.join("step");
     // Half the activations also copy the step.yml out (`-y`).
-    let yml = (rng.below(2) == 0).then(|| parent.join("step.yml"));
+    let yml = (rng.u64(..2) == 0).then(|| parent.join("step.yml"));
     let uri = sh.uri.as_str();
     let args: Vec<String> = match op {
         Op::Activate => {
@@ -222,7 +222,7 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
             let mut a: Vec<String> = ["preload", "-c", uri, "--jobs", "2", "--json"]
                 .map(String::from)
                 .to_vec();
-            if rng.below(2) == 0 {
+            if rng.u64(..2) == 0 {
                 // The `bitrise steps preload` selection: every step's 1.1.0.
                 a.extend(["--maintainer".into(), String::new()]);
             } else {
@@ -257,8 +257,8 @@ fn one_op(sh: &Shared, rng: &mut Rng) {
             .to_vec(),
     };
     // A fifth of the processes is killed, at a moment anywhere in their first 400 ms.
-    let kill_after = (rng.below(5) == 0).then(|| Duration::from_millis(rng.below(400)));
-    let durable = rng.below(4) == 0;
+    let kill_after = (rng.u64(..5) == 0).then(|| Duration::from_millis(rng.u64(..400)));
+    let durable = rng.u64(..4) == 0;
     let logs = sh.work.join("logs");
     let (out_path, err_path) = (
         logs.join(format!("{seq}.out")),
@@ -562,7 +562,8 @@ fn torture() {
         .map(|w| {
             let sh = Arc::clone(&sh);
             thread::spawn(move || {
-                let mut rng = Rng::new(seed ^ (w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut rng =
+                    Rng::with_seed(seed ^ (w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 while Instant::now() < deadline {
                     one_op(&sh, &mut rng);
                 }

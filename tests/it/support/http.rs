@@ -207,7 +207,16 @@ pub(crate) struct Server {
 impl Server {
     /// Binds a free port on `127.0.0.1` and starts serving.
     pub(crate) fn start() -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Server::serve_on(TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+    }
+
+    /// Binds a free port on `[::1]` and starts serving; `None` when this machine has no IPv6
+    /// loopback (a container without IPv6, say).
+    pub(crate) fn start_ipv6() -> Option<Server> {
+        TcpListener::bind("[::1]:0").ok().map(Server::serve_on)
+    }
+
+    fn serve_on(listener: TcpListener) -> Server {
         let addr = listener.local_addr().expect("local address");
         let shared = Arc::new(Shared::default());
         let s = Arc::clone(&shared);
@@ -233,12 +242,12 @@ impl Server {
         }
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`http://[::1]:<port>` for [`Server::start_ipv6`]).
     pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// `127.0.0.1:<port>`.
+    /// `127.0.0.1:<port>` (`[::1]:<port>` for [`Server::start_ipv6`]).
     pub(crate) fn authority(&self) -> String {
         self.addr.to_string()
     }
