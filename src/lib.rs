@@ -26,6 +26,7 @@ mod lock;
 pub mod preload;
 mod retry;
 mod scan;
+pub mod settings;
 pub mod step;
 pub mod steplib;
 pub mod store;

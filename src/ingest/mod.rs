@@ -103,6 +103,7 @@ impl Limits {
                 .ok_or_else(|| Error::BadSetting {
                     var: key,
                     value: v.to_string(),
+                    expected: "a positive number (K, M, G allowed)",
                 })
         }
         let mut l = Limits::default();

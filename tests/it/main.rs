@@ -9,6 +9,7 @@ mod cli_compat;
 mod concurrency;
 mod crash_points;
 mod credentials;
+mod errors;
 mod fallbacks;
 mod format_vectors;
 mod freshness;

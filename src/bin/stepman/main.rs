@@ -23,12 +23,14 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
     after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step"
 )]
 pub struct Cli {
-    /// Store root (holds `store-v1/`).
-    #[arg(long, global = true, env = "STEPMAN_HOME", value_name = "DIR")]
-    home: Option<PathBuf>,
+    /// Store root (holds `store-v1/`); default `$HOME/.stepman`. An empty value counts as
+    /// unset.
+    #[arg(long, global = true, env = "STEPMAN_HOME", value_name = "DIR", value_parser = clap::builder::ValueParser::os_string())]
+    home: Option<std::ffi::OsString>,
 
-    /// Do not fsync ingested trees before publishing them (for throwaway stores only).
-    #[arg(long, global = true, env = "STEPMAN_NO_FSYNC", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    /// Do not fsync ingested trees before publishing them (for throwaway stores only). Also
+    /// STEPMAN_NO_FSYNC=1 (true/false/1/0/yes/no; empty counts as unset).
+    #[arg(long, global = true)]
     no_fsync: bool,
 
     /// A read-only store (its `$STEPMAN_HOME`) layered under the writable one: names missing in
@@ -65,6 +67,20 @@ pub struct Cli {
 
     #[command(subcommand)]
     command: Option<Command>,
+
+    /// Where `home` came from, for messages (set from the matches after parsing).
+    #[arg(skip)]
+    home_from: HomeFrom,
+}
+
+/// Where the store root given to [`Cli`] came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum HomeFrom {
+    /// `--home DIR`.
+    #[default]
+    Flag,
+    /// `STEPMAN_HOME`.
+    Env,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,27 +111,65 @@ enum Command {
 }
 
 impl Cli {
+    /// The store root: `--home`, else `STEPMAN_HOME`, else `$HOME/.stepman`; an empty value
+    /// counts as unset. Neither set, or a root (or `HOME`) that is there but no directory, is bad
+    /// usage naming where the path came from.
     fn home(&self) -> anyhow::Result<PathBuf> {
-        if let Some(h) = &self.home {
-            return Ok(h.clone());
+        let not_a_dir = |whence: String| cmd::CouldNotRun(format!("{whence}: not a directory"));
+        let is_non_dir = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| !m.is_dir());
+        if let Some(h) = self
+            .home
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+        {
+            if is_non_dir(&h) {
+                return Err(not_a_dir(match self.home_from {
+                    HomeFrom::Flag => format!("--home {}", h.display()),
+                    HomeFrom::Env => format!("STEPMAN_HOME={}", h.display()),
+                })
+                .into());
+            }
+            return Ok(h);
         }
         let home = std::env::var_os("HOME")
-            .ok_or_else(|| anyhow::anyhow!("neither STEPMAN_HOME nor HOME is set"))?;
-        Ok(PathBuf::from(home).join(".stepman"))
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                cmd::CouldNotRun(
+                    "neither STEPMAN_HOME nor HOME is set (an empty value counts as unset): set \
+                     STEPMAN_HOME or pass --home DIR"
+                        .into(),
+                )
+            })?;
+        let root = home.join(".stepman");
+        if is_non_dir(&home) {
+            return Err(not_a_dir(format!("HOME={}", home.display())).into());
+        }
+        if is_non_dir(&root) {
+            return Err(not_a_dir(format!("{} (from HOME)", root.display())).into());
+        }
+        Ok(root)
     }
 
-    fn net(&self) -> stepman::fetch::NetConfig {
-        let mut n = stepman::fetch::NetConfig::from_env();
+    /// The network settings from the environment (a value that cannot be read is bad usage),
+    /// with `--offline`.
+    fn net(&self) -> anyhow::Result<stepman::fetch::NetConfig> {
+        let mut n =
+            stepman::fetch::NetConfig::from_env().map_err(|e| cmd::CouldNotRun(e.to_string()))?;
         n.offline |= self.offline;
-        n
+        Ok(n)
     }
 
-    fn durability(&self) -> stepman::Durability {
-        if self.no_fsync {
+    /// `--no-fsync` or `STEPMAN_NO_FSYNC` (a value it does not take is bad usage).
+    fn durability(&self) -> anyhow::Result<stepman::Durability> {
+        let from_env = stepman::settings::env_flag("STEPMAN_NO_FSYNC")
+            .map_err(|e| cmd::CouldNotRun(e.to_string()))?;
+        Ok(if self.no_fsync || from_env {
             stepman::Durability::NoSync
         } else {
             stepman::Durability::Sync
-        }
+        })
     }
 }
 
@@ -175,10 +229,13 @@ fn init_logging(matches: &clap::ArgMatches, cli: &Cli) {
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches_from(args());
-    let cli = match Cli::from_arg_matches(&matches) {
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    if matches.value_source("home") == Some(clap::parser::ValueSource::EnvVariable) {
+        cli.home_from = HomeFrom::Env;
+    }
     init_logging(&matches, &cli);
     log::debug!("stepman {}", cmd::version::VERSION);
     // The version flag wins over a command given with it, as in the old tool.
@@ -228,10 +285,19 @@ fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
                     Some(stepman::Error::Cancelled)
                 )
             });
+            // A setting the library read late (STEPMAN_GO_DOWNLOAD_BASE, say) is bad usage too.
+            let bad_setting = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<stepman::Error>(),
+                    Some(stepman::Error::BadSetting { .. })
+                )
+            });
             if cancelled {
                 ExitCode::from(130)
+            } else if bad_setting || e.downcast_ref::<cmd::CouldNotRun>().is_some() {
+                ExitCode::from(2)
             } else {
-                ExitCode::from(e.downcast_ref::<cmd::CouldNotRun>().map_or(1, |_| 2))
+                ExitCode::from(1)
             }
         }
     }

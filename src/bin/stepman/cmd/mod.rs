@@ -95,6 +95,18 @@ pub(crate) fn stop_on_signals(
     Ok(())
 }
 
+/// `e` in the context `<verb> <uri>`, or just `<verb>` when the error names `uri` already (the
+/// library's errors about a collection start with it): a URI appears once per message.
+pub(crate) fn context_once(e: stepman::Error, verb: &str, uri: &str) -> anyhow::Error {
+    let named = e.to_string().contains(uri);
+    let e = anyhow::Error::new(e);
+    if named {
+        e.context(verb.to_string())
+    } else {
+        e.context(format!("{verb} {uri}"))
+    }
+}
+
 /// The read-only stores layered under the writable one.
 fn lower(cli: &crate::Cli) -> anyhow::Result<Vec<stepman::Store>> {
     let mut out = Vec::new();
@@ -117,9 +129,11 @@ fn lower(cli: &crate::Cli) -> anyhow::Result<Vec<stepman::Store>> {
 /// Opens (creating if needed) the store for a command that writes.
 pub(crate) fn open_rw(cli: &crate::Cli) -> anyhow::Result<stepman::Store> {
     let home = cli.home()?;
+    // Every setting is read before the store is created: bad usage leaves nothing behind.
+    let (durability, limits) = (cli.durability()?, limits()?);
     Ok(stepman::Store::open(&home)?
-        .with_durability(cli.durability())
-        .with_limits(limits()?)
+        .with_durability(durability)
+        .with_limits(limits)
         .with_lower(lower(cli)?))
 }
 
@@ -151,10 +165,11 @@ fn limits() -> anyhow::Result<stepman::Limits> {
 pub(crate) fn open_ro(cli: &crate::Cli) -> anyhow::Result<Option<stepman::Store>> {
     let home = cli.home()?;
     let lower = lower(cli)?;
+    let (durability, limits) = (cli.durability()?, limits()?);
     match stepman::Store::open_existing(&home)? {
         Some(s) => Ok(Some(
-            s.with_durability(cli.durability())
-                .with_limits(limits()?)
+            s.with_durability(durability)
+                .with_limits(limits)
                 .with_lower(lower),
         )),
         None if !lower.is_empty() => open_rw(cli).map(Some),
