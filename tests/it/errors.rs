@@ -256,7 +256,9 @@ fn every_setting_that_cannot_be_read_is_a_usage_error_naming_it() {
             .env("STEPMAN_NO_FSYNC", "True")
             .env("STEPMAN_HTTP_ATTEMPTS", "10")
             .env("STEPMAN_HTTP_TIMEOUT", " 5 ")
-            .env("STEPMAN_HTTP_MIN_RATE", "0"),
+            .env("STEPMAN_HTTP_MIN_RATE", "0")
+            .env("STEPMAN_READ_ONLY_STORES", "")
+            .env("STEPMAN_MAX_ENTRIES", ""),
     );
     assert!(o.status.success(), "{}", describe(&o));
 }

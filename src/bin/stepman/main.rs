@@ -41,9 +41,10 @@ pub struct Cli {
         global = true,
         env = "STEPMAN_READ_ONLY_STORES",
         value_delimiter = ':',
-        value_name = "DIR"
+        value_name = "DIR",
+        value_parser = clap::builder::ValueParser::os_string()
     )]
-    read_only_stores: Vec<PathBuf>,
+    read_only_stores: Vec<std::ffi::OsString>,
 
     /// Never use the network (also BITRISE_OFFLINE_MODE=true).
     #[arg(long, global = true)]

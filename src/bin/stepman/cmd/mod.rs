@@ -113,7 +113,8 @@ fn lower(cli: &crate::Cli) -> anyhow::Result<Vec<stepman::Store>> {
     for home in cli
         .read_only_stores
         .iter()
-        .filter(|h| !h.as_os_str().is_empty())
+        .filter(|h| !h.is_empty())
+        .map(std::path::Path::new)
     {
         match stepman::Store::open_existing(home)? {
             Some(s) => out.push(s),
