@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io_words};
 
 /// Network settings, from the environment (see README: "Network").
 #[derive(Debug, Clone)]
@@ -480,7 +480,7 @@ fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Re
         }
         let resp = req
             .call()
-            .map_err(|e| Attempt::new(e.to_string(), transient_error(&e)))?;
+            .map_err(|e| Attempt::new(ureq_words(&e), transient_error(&e)))?;
         if !matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
             break resp;
         }
@@ -541,7 +541,7 @@ fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Re
     let speed = LowSpeed::new(cfg);
     let n = copy_limited(&mut body, &mut to, max_bytes, speed, cfg).map_err(|e| {
         Attempt::new(
-            format!("reading the body: {e}"),
+            format!("reading the body: {}", io_words(&e)),
             Failure::transient_if(e.kind() != io::ErrorKind::InvalidData),
         )
     })?;
@@ -553,8 +553,12 @@ fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Re
             Failure::Transient,
         ));
     }
-    crate::sys::sync_file(&to)
-        .map_err(|e| Attempt::new(format!("fsync {}: {e}", dest.display()), Failure::Final))?;
+    crate::sys::sync_file(&to).map_err(|e| {
+        Attempt::new(
+            format!("fsync {}: {}", dest.display(), io_words(&e)),
+            Failure::Final,
+        )
+    })?;
     Ok(n)
 }
 
@@ -647,6 +651,15 @@ fn copy_limited(
     }
 }
 
+/// What a ureq error says: an I/O error in words ([`io_words`], without `io:` and
+/// `(os error N)`), anything else as ureq says it.
+fn ureq_words(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Io(io) => io_words(io),
+        other => other.to_string(),
+    }
+}
+
 /// Runs `cmd` to its end, killing it when `cfg` is cancelled (its output goes to pipes that are
 /// drained on threads, so a chatty child cannot block).
 fn run_cancellable(
@@ -659,7 +672,7 @@ fn run_cancellable(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("running git: {e}"))?;
+        .map_err(|e| format!("running git: {}", io_words(&e)))?;
     let drain = |r: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -690,7 +703,7 @@ fn run_cancellable(
                 return Err("cancelled".into());
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("waiting for git: {e}")),
+            Err(e) => return Err(format!("waiting for git: {}", io_words(&e))),
         }
     };
     Ok(std::process::Output {
@@ -1150,7 +1163,7 @@ impl<'a> Remote<'a> {
             .arg(dest)
             .args(["rev-parse", "HEAD"])
             .output()
-            .map_err(|e| self.fail(format!("running git: {e}")))?;
+            .map_err(|e| self.fail(format!("running git: {}", io_words(&e))))?;
         let head = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !out.status.success() || head.is_empty() {
             return Err(self.fail("cannot read the cloned commit".into()));
@@ -1382,7 +1395,8 @@ pub(crate) fn git_checkout_commit(
 
 /// Creates the directory `dest` (0755).
 fn fs_create_dir(dest: &Path) -> std::result::Result<(), String> {
-    std::fs::create_dir(dest).map_err(|e| format!("create dir {}: {e}", dest.display()))
+    std::fs::create_dir(dest)
+        .map_err(|e| format!("create dir {}: {}", dest.display(), io_words(&e)))
 }
 
 #[cfg(test)]

@@ -171,7 +171,7 @@ fn key_url(g: &GitRef, what: &str) -> Result<(String, GitUrl)> {
     let path = Path::new(&shown);
     let canon = std::fs::canonicalize(path).map_err(|e| Error::Fetch {
         what: format!("{what}: git {shown}"),
-        reason: format!("no repository there: {e}"),
+        reason: format!("no repository there: {}", crate::error::io_words(&e)),
     })?;
     Ok((format!("file://{}", canon.display()), kind))
 }
@@ -329,7 +329,12 @@ fn activate_path(
     let src = match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => std::fs::canonicalize(dir).map_err(Error::io("resolve", dir))?,
         Ok(_) => return Err(not_dir("not a directory".into())),
-        Err(e) => return Err(not_dir(format!("not a directory: {e}"))),
+        Err(e) => {
+            return Err(not_dir(format!(
+                "not a directory: {}",
+                crate::error::io_words(&e)
+            )));
+        }
     };
     // The copy is built beside `dest`: inside the directory being copied, it would copy itself.
     let mut existing = if dest.is_absolute() {

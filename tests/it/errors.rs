@@ -220,6 +220,12 @@ fn every_setting_that_cannot_be_read_is_a_usage_error_naming_it() {
             "true, false, 1, 0, yes or no",
         ),
         (
+            "STEPMAN_STEPLIB_TTL",
+            "soon",
+            &activate,
+            "whole seconds or `off`",
+        ),
+        (
             "BITRISE_EXPERIMENT_PRECOMPILED_STEPS",
             "sure",
             &activate,
@@ -340,6 +346,18 @@ fn an_io_error_is_shown_in_words_without_its_number() {
         &o,
         1,
         &[missing.to_str().unwrap(), "No such file or directory"],
+    );
+    assert!(!stderr(&o).contains("os error"), "{}", stderr(&o));
+    // Over the network too: nothing listens on port 9 of loopback.
+    let uri = steplib(t.path());
+    let o = output(
+        stepman(&home, ["download", "-c", &uri, "--id", "script"])
+            .env("STEPMAN_HTTP_ATTEMPTS", "1"),
+    );
+    assert_fails_saying(
+        &o,
+        1,
+        &["http://127.0.0.1:9/unused/script/1.0.0/step.zip: Connection refused"],
     );
     assert!(!stderr(&o).contains("os error"), "{}", stderr(&o));
 }

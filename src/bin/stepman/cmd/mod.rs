@@ -132,6 +132,7 @@ pub(crate) fn open_rw(cli: &crate::Cli) -> anyhow::Result<stepman::Store> {
     let home = cli.home()?;
     // Every setting is read before the store is created: bad usage leaves nothing behind.
     let (durability, limits) = (cli.durability()?, limits()?);
+    lookup(false)?;
     Ok(stepman::Store::open(&home)?
         .with_durability(durability)
         .with_limits(limits)
@@ -167,6 +168,7 @@ pub(crate) fn open_ro(cli: &crate::Cli) -> anyhow::Result<Option<stepman::Store>
     let home = cli.home()?;
     let lower = lower(cli)?;
     let (durability, limits) = (cli.durability()?, limits()?);
+    lookup(false)?;
     match stepman::Store::open_existing(&home)? {
         Some(s) => Ok(Some(
             s.with_durability(durability)
