@@ -36,7 +36,8 @@ pub(crate) fn flag(var: &'static str, value: Option<&str>) -> Result<Option<bool
     }
 }
 
-/// The yes/no setting `var` ([`flag`]): `false` when unset or empty.
+/// The yes/no setting `var` (`true`, `false`, `1`, `0`, `yes`, `no`, any case): `false` when unset
+/// or empty; anything else is an [`Error::BadSetting`].
 pub fn env_flag(var: &'static str) -> Result<bool> {
     let v = get(var)?;
     Ok(flag(var, v.as_deref())?.unwrap_or(false))
