@@ -145,7 +145,7 @@ impl Dest {
             None => fs::canonicalize(dest).map_err(Error::io("resolve", dest))?,
         };
         let (parent, base) = parent_and_base(&named)?;
-        fs::create_dir_all(&parent).map_err(Error::io("create dir", &parent))?;
+        create_parent(&parent)?;
         let parent = fs::canonicalize(&parent).map_err(Error::io("resolve", &parent))?;
         // The name itself (`base` is lossy), which `parent_and_base` found.
         let path = parent.join(named.file_name().unwrap_or_default());
@@ -168,6 +168,20 @@ impl Dest {
     fn marker(&self) -> PathBuf {
         self.parent.join(format!(".{}{MARKER}", self.base))
     }
+}
+
+/// Creates the directory `parent` of a path to write, and those above it, if missing. A file
+/// in the way is reported as not a directory (`create dir DIR: Not a directory`), not as
+/// `File exists`.
+pub(crate) fn create_parent(parent: &Path) -> Result<()> {
+    fs::create_dir_all(parent).map_err(|e| {
+        let e = if e.kind() == std::io::ErrorKind::AlreadyExists {
+            std::io::Error::from(rustix::io::Errno::NOTDIR)
+        } else {
+            e
+        };
+        Error::io("create dir", parent)(e)
+    })
 }
 
 fn parent_and_base(dest: &Path) -> Result<(PathBuf, String)> {

@@ -110,7 +110,7 @@ pub(super) fn pending_definition(
     bytes: Vec<u8>,
 ) -> Result<(crate::atomic::PendingFile, Vec<u8>)> {
     if let Some(parent) = yml.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(Error::io("create dir", parent))?;
+        crate::export::create_parent(parent)?;
     }
     let file = crate::atomic::PendingFile::begin(yml, crate::atomic::FileMode::Exactly(0o644))?;
     Ok((file, bytes))

@@ -413,7 +413,31 @@ fn activating_into_a_directory_that_cannot_be_written_names_it() {
         )],
     );
     assert!(!stderr(&o).contains(".lock"), "{}", stderr(&o));
+    let dest = dest.to_str().unwrap();
+    assert_eq!(stderr(&o).matches(dest).count(), 1, "{}", stderr(&o));
     assert_eq!(fs::read_dir(&ro).unwrap().count(), 0);
+}
+
+#[test]
+fn a_step_yml_under_a_file_is_refused_before_the_step_is_activated() {
+    let t = TestDir::new();
+    let lib = t.path().join("lib");
+    support::local_steplib(&lib, &["1.0.0"]);
+    let home = t.path().join("home");
+    let file = t.path().join("a-file");
+    fs::write(&file, "x").unwrap();
+    let dest = t.path().join("dest");
+    let yml = file.join("step.yml");
+    let mut args = support::activate_args(lib.to_str().unwrap(), "s", "1.0.0", &dest);
+    args.extend(["-y", yml.to_str().unwrap()]);
+    let o = run(&home, &args);
+    assert_fails_saying(
+        &o,
+        1,
+        &[&format!("create dir {}: Not a directory", file.display())],
+    );
+    assert!(!dest.exists(), "the step was activated all the same");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "x");
 }
 
 #[test]

@@ -107,13 +107,10 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
         replace,
         &net,
     )
-    .with_context(|| {
-        format!(
-            "activate {}@{} into {}",
-            r.picked.id,
-            r.picked.version,
-            a.path.display()
-        )
+    .map_err(|e| {
+        let path = a.path.display().to_string();
+        let verb = format!("activate {}@{}", r.picked.id, r.picked.version);
+        super::context_once(e, &verb, &format!("into {path}"), &path)
     })?;
     eprintln!(
         "activated {}@{} ({id}) into {}",
@@ -148,7 +145,11 @@ fn activate_ref(
         stepman::Replace::Activated
     };
     let done = activate::activate_ref(&store, r, &a.path, a.copyyml.as_deref(), replace, &net)
-        .with_context(|| format!("activate {} into {}", r.shown(), a.path.display()))?;
+        .map_err(|e| {
+            let path = a.path.display().to_string();
+            let verb = format!("activate {}", r.shown());
+            super::context_once(e, &verb, &format!("into {path}"), &path)
+        })?;
     match done {
         activate::ActivatedRef::Git(t) => eprintln!(
             "activated {} (commit {}, {}) into {}",

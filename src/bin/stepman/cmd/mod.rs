@@ -95,15 +95,27 @@ pub(crate) fn stop_on_signals(
     Ok(())
 }
 
-/// `e` in the context `<verb> <uri>`, or just `<verb>` when the error names `uri` already (the
-/// library's errors about a collection start with it): a URI appears once per message.
-pub(crate) fn context_once(e: stepman::Error, verb: &str, uri: &str) -> anyhow::Error {
-    let named = e.to_string().contains(uri);
+/// `e` in the context `<verb> <object>`, or just `<verb>` when the error names `named` already
+/// (the library's errors about a collection start with its URI, one about a destination names
+/// it): a URI or a path appears once per message.
+pub(crate) fn context_once(
+    e: stepman::Error,
+    verb: &str,
+    object: &str,
+    named: &str,
+) -> anyhow::Error {
+    let msg = e.to_string();
+    // As a word of its own (`d` is not named by `…/dest`).
+    let said = msg.match_indices(named).any(|(i, _)| {
+        let before = msg[..i].chars().next_back();
+        let after = msg[i + named.len()..].chars().next();
+        before.is_none_or(|c| c == ' ') && after.is_none_or(|c| matches!(c, ' ' | ':' | ';' | ','))
+    });
     let e = anyhow::Error::new(e);
-    if named {
+    if said {
         e.context(verb.to_string())
     } else {
-        e.context(format!("{verb} {uri}"))
+        e.context(format!("{verb} {object}"))
     }
 }
 

@@ -39,7 +39,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &SetupArgs) -> anyhow::Result<ExitCode> {
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     let r = generate::setup(&store, &c, Fill::IfMissing, &net)
-        .map_err(|e| super::context_once(e, "setup", &c.uri))?;
+        .map_err(|e| super::context_once(e, "setup", &c.uri, &c.uri))?;
     // A `delete` may remove the collection right after it was set up (delete is safe while
     // others work): set it up again rather than fail (`open_or_setup`, the one retry policy).
     let opened = stepman::activate::open_or_setup(&store, &c, &net)?;

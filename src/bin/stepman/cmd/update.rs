@@ -38,7 +38,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> 
         // `c.uri` is the URI without its credentials, which must not be printed.
         let shown = &c.uri;
         match generate::setup(&store, &c, Fill::Again, &net)
-            .map_err(|e| super::context_once(e, "update", shown))
+            .map_err(|e| super::context_once(e, "update", shown, shown))
         {
             Ok(_) => eprintln!("updated {shown}"),
             Err(e) => {
