@@ -180,6 +180,7 @@ fn every_setting_that_cannot_be_read_is_a_usage_error_naming_it() {
         dest.to_str().unwrap(),
     ];
     let setup = ["setup", "-c", &uri];
+    let step_info = ["step-info", "--library", &uri, "--id", "script"];
     let cases: &[(&str, &str, &[&str], &str)] = &[
         (
             "STEPMAN_HTTP_TIMEOUT",
@@ -225,6 +226,7 @@ fn every_setting_that_cannot_be_read_is_a_usage_error_naming_it() {
             &activate,
             "whole seconds or `off`",
         ),
+        ("STEPMAN_HTTP_ATTEMPTS", "many", &step_info, "from 1 to 10"),
         (
             "BITRISE_EXPERIMENT_PRECOMPILED_STEPS",
             "sure",

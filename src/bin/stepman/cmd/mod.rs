@@ -145,6 +145,7 @@ pub(crate) fn open_rw(cli: &crate::Cli) -> anyhow::Result<stepman::Store> {
     // Every setting is read before the store is created: bad usage leaves nothing behind.
     let (durability, limits) = (cli.durability()?, limits()?);
     lookup(false)?;
+    cli.net()?;
     Ok(stepman::Store::open(&home)?
         .with_durability(durability)
         .with_limits(limits)
@@ -181,6 +182,7 @@ pub(crate) fn open_ro(cli: &crate::Cli) -> anyhow::Result<Option<stepman::Store>
     let lower = lower(cli)?;
     let (durability, limits) = (cli.durability()?, limits()?);
     lookup(false)?;
+    cli.net()?;
     match stepman::Store::open_existing(&home)? {
         Some(s) => Ok(Some(
             s.with_durability(durability)
