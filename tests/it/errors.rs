@@ -152,6 +152,64 @@ fn an_empty_home_counts_as_unset_and_no_store_appears_in_the_working_directory()
 }
 
 #[test]
+fn an_empty_home_or_netrc_never_reads_a_netrc_in_the_working_directory() {
+    let t = TestDir::new();
+    let server = support::Server::start();
+    let spec = r#"{"format_version":"1.0.0","generated_at_timestamp":0,"steplib_source":"x",
+        "download_locations":[],"steps":{"hello":{"info":{},"latest_version_number":"1.0.0",
+        "versions":{"1.0.0":{"title":"Hello"}}}}}"#;
+    server.script("/spec.json", vec![support::Answer::ok(spec.as_bytes()); 2]);
+    let cwd = t.path().join("cwd");
+    fs::create_dir(&cwd).unwrap();
+    fs::write(
+        cwd.join(".netrc"),
+        "machine 127.0.0.1 login bot password NOT-FOR-YOU\n",
+    )
+    .unwrap();
+    let url = format!("{}/spec.json", server.url());
+    for (i, netrc) in [None, Some("")].into_iter().enumerate() {
+        let mut c = stepman(&t.path().join(format!("home{i}")), ["setup", "-c", &url]);
+        c.current_dir(&cwd).env("HOME", "").env_remove("NETRC");
+        if let Some(n) = netrc {
+            c.env("NETRC", n);
+        }
+        let o = output(&mut c);
+        assert!(o.status.success(), "{}", describe(&o));
+    }
+    let sent: Vec<_> = server
+        .requests_for("/spec.json")
+        .iter()
+        .map(|r| r.header("authorization").map(str::to_string))
+        .collect();
+    assert_eq!(sent, [None, None], "./.netrc was read");
+}
+
+#[test]
+fn an_empty_home_is_no_tilde_for_the_working_directory() {
+    let t = TestDir::new();
+    let cwd = t.path().join("cwd");
+    fs::create_dir_all(cwd.join("my-step")).unwrap();
+    fs::write(cwd.join("my-step/step.sh"), "echo cwd\n").unwrap();
+    let dest = t.path().join("dest");
+    let o = output(
+        stepman(
+            &t.path().join("home"),
+            [
+                "activate",
+                "-i",
+                "path::~/my-step",
+                "-p",
+                dest.to_str().unwrap(),
+            ],
+        )
+        .current_dir(&cwd)
+        .env("HOME", ""),
+    );
+    assert_fails_saying(&o, 1, &["path::~/my-step", "not a directory"]);
+    assert!(!dest.exists(), "./my-step was activated for ~/my-step");
+}
+
+#[test]
 fn a_home_that_is_a_file_is_named_with_where_it_came_from() {
     let t = TestDir::new();
     let uri = steplib(t.path());
