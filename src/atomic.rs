@@ -87,6 +87,11 @@ impl PendingFile {
         })
     }
 
+    /// The path the file is written to.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
     /// Writes the contents (`write` streams them), then renames the file over `dest`.
     pub fn finish(self, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
         let PendingFile {

@@ -119,10 +119,10 @@ pub(super) fn pending_definition(
 /// Writes a [`Definition`] where it goes (nothing for none).
 pub(super) fn write_definition_if(definition: Definition) -> Result<()> {
     match definition {
-        Some((file, bytes)) => file.finish(|w| {
-            w.write_all(&bytes)
-                .map_err(|e| Error::io("write", "step.yml")(e))
-        }),
+        Some((file, bytes)) => {
+            let dest = file.dest().to_path_buf();
+            file.finish(|w| w.write_all(&bytes).map_err(Error::io("write", dest)))
+        }
         None => Ok(()),
     }
 }
