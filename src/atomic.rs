@@ -36,31 +36,78 @@ pub fn write_file_atomically(
     mode: FileMode,
     write: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<()> {
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let base = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    crate::export::sweep_beside(dest);
-    let staging = crate::export::staging(&parent, &base)?;
-    let tmp = staging.path().join("file");
-    let bits = match mode {
-        FileMode::Exactly(b) | FileMode::LessUmask(b) => b,
-    };
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(bits)
-        .open(&tmp)
-        .map_err(Error::io("create", &tmp))?;
-    fill(f, &tmp, mode, write)?;
-    sys::replace(&tmp, dest).map_err(Error::io("rename", dest))?;
-    // The staging dir (now empty) and its lock go when it drops.
-    drop(staging);
-    sys::sync_path(&parent).map_err(Error::io("fsync", &parent))
+    PendingFile::begin(dest, mode)?.finish(write)
+}
+
+/// A file being written atomically ([`write_file_atomically`] in two steps): its temp file is
+/// created (exclusively, in its staging dir beside `dest`) by [`PendingFile::begin`], so that a
+/// directory that cannot be written fails before the caller does anything else; dropped
+/// without [`PendingFile::finish`], the staging dir goes and `dest` is untouched.
+#[derive(Debug)]
+pub struct PendingFile {
+    dest: PathBuf,
+    parent: PathBuf,
+    staging: crate::tmp::TempDir,
+    tmp: PathBuf,
+    file: File,
+    mode: FileMode,
+}
+
+impl PendingFile {
+    /// Creates the temp file for `dest` (whose directory must exist). A directory this process
+    /// cannot write is an [`Error::ParentNotWritable`] naming `dest`.
+    pub fn begin(dest: &Path, mode: FileMode) -> Result<PendingFile> {
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let base = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        crate::export::sweep_beside(dest);
+        let staging = crate::export::staging(&parent, &base, dest)?;
+        let tmp = staging.path().join("file");
+        let bits = match mode {
+            FileMode::Exactly(b) | FileMode::LessUmask(b) => b,
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(bits)
+            .open(&tmp)
+            .map_err(Error::io("create", &tmp))?;
+        Ok(PendingFile {
+            dest: dest.to_path_buf(),
+            parent,
+            staging,
+            tmp,
+            file,
+            mode,
+        })
+    }
+
+    /// The path the file is written to.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Writes the contents (`write` streams them), then renames the file over `dest`.
+    pub fn finish(self, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+        let PendingFile {
+            dest,
+            parent,
+            staging,
+            tmp,
+            file,
+            mode,
+        } = self;
+        fill(file, &tmp, mode, write)?;
+        sys::replace(&tmp, &dest).map_err(Error::io("rename", &dest))?;
+        // The staging dir (now empty) and its lock go when it drops.
+        drop(staging);
+        sys::sync_path(&parent).map_err(Error::io("fsync", &parent))
+    }
 }
 
 /// Writes and flushes the temp file `f` (at `tmp`).

@@ -119,9 +119,11 @@ pub(crate) fn for_url(url: &str) -> (String, Option<Credential>) {
 /// The netrc entry of `host`, from `$NETRC`, else `~/.netrc`. A netrc that cannot be read (other
 /// than a missing one) or parsed gives nothing, with a warning that names it and says why.
 fn netrc_lookup(host: &str) -> Option<Credential> {
-    let path = std::env::var_os("NETRC")
+    // An empty NETRC or HOME counts as unset (never `./.netrc`).
+    let set = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    let path = set("NETRC")
         .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".netrc")))?;
+        .or_else(|| set("HOME").map(|h| std::path::Path::new(&h).join(".netrc")))?;
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,

@@ -24,8 +24,11 @@ pub enum Error {
     },
     /// No version of a step matches the constraint (never answered with an empty step).
     #[error(
-        "step {id}@{constraint} not found in {collection}{}",
-        available_suffix(available)
+        "{} not found in {collection}{}{}{}",
+        step_not_found_what(id, constraint, available),
+        available_suffix(available),
+        suggestions_suffix(suggestions),
+        stale_suffix(*last_updated_secs)
     )]
     StepNotFound {
         /// The collection's URI.
@@ -36,6 +39,13 @@ pub enum Error {
         constraint: String,
         /// The versions that exist (empty when the step itself does not).
         available: Vec<String>,
+        /// When the step does not exist: the collection's ids closest to `id`, best first (at
+        /// most three; empty when none is close).
+        suggestions: Box<[String]>,
+        /// How long ago, in seconds, the collection was set up or last updated, when that is
+        /// longer than `STEPMAN_STEPLIB_TTL` and the lookup did not update it (`-u` might find
+        /// the step).
+        last_updated_secs: Option<u32>,
     },
     /// A collection is not set up in this store.
     #[error("collection {uri} is not set up (run `stepman setup -c {uri}`)")]
@@ -94,17 +104,16 @@ pub enum Error {
         /// The versions that are cached.
         cached: Vec<String>,
     },
-    /// A system call on `path` failed. Its `Display` names the operation and the path; the OS
-    /// error is its `source()` (print the chain, e.g. with `{:#}` in anyhow, to see both).
-    #[error("{op} {}", path.display())]
+    /// A system call on `path` failed. Its `Display` names the operation, the path and the OS
+    /// error's words ([`io_words`]: `create /x: Permission denied`, without `(os error 13)`).
+    #[error("{op} {}: {}", path.display(), io_words(error))]
     Io {
         /// What was being done ("create", "rename", "read", ...).
         op: &'static str,
         /// The path it was done to.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// An entry of an archive or directory was refused; nothing was published.
     #[error("{source_name}: entry {} rejected: {reason}", shown(entry))]
@@ -157,13 +166,15 @@ pub enum Error {
         /// The limit's value.
         limit: u64,
     },
-    /// An environment variable that sets a limit holds no positive number.
-    #[error("{var}={value:?}: expected a positive number (K, M, G allowed)")]
+    /// An environment variable holds a value it does not take (README: "Environment").
+    #[error("{var}={value:?}: expected {expected}")]
     BadSetting {
         /// The variable.
         var: &'static str,
         /// What it holds.
         value: String,
+        /// What it takes.
+        expected: &'static str,
     },
     /// A name does not follow the grammar of `store-format.md`.
     #[error("invalid name {name:?}: {reason}")]
@@ -236,6 +247,22 @@ pub enum Error {
     DestinationHoldsCwd {
         /// The destination.
         path: PathBuf,
+    },
+    /// A path to write (`activate -p` or `-y`, an export's destination) is built beside itself,
+    /// in its parent directory, and this process cannot write there; nothing was changed.
+    #[error(
+        "cannot write {}: its parent directory {} cannot be written by this process: {}",
+        path.display(),
+        parent.display(),
+        io_words(error)
+    )]
+    ParentNotWritable {
+        /// The path as given.
+        path: PathBuf,
+        /// Its parent directory.
+        parent: PathBuf,
+        /// What the system said.
+        error: io::Error,
     },
     /// The operation needs to write but the store is read-only for this process.
     #[error("store {} is read-only for this process: cannot {op}", path.display())]
@@ -432,6 +459,20 @@ impl StoreRelation {
     }
 }
 
+/// What an `io::Error` says, in words: an OS error's `strerror` text without std's
+/// ` (os error N)` suffix (`Permission denied`), anything else as it displays. The one way the
+/// typed errors show an `io::Error`.
+pub fn io_words(e: &io::Error) -> String {
+    let s = e.to_string();
+    match e.raw_os_error() {
+        Some(n) => match s.strip_suffix(&format!(" (os error {n})")) {
+            Some(words) if !words.is_empty() => words.to_string(),
+            _ => s,
+        },
+        None => s,
+    }
+}
+
 /// An entry's name as shown in a message: quoted, escaped, and cut short if it is long (the
 /// error keeps the whole name).
 fn shown(entry: &str) -> String {
@@ -456,6 +497,45 @@ fn entry_prefix(entry: &str) -> String {
     } else {
         format!("entry {}: ", shown(entry))
     }
+}
+
+fn step_not_found_what(id: &str, constraint: &str, available: &[String]) -> String {
+    if constraint.trim().is_empty() {
+        format!("step {id}")
+    } else if available.is_empty() {
+        format!("step {id}@{constraint}")
+    } else {
+        format!("version {constraint} of {id}")
+    }
+}
+
+fn suggestions_suffix(s: &[String]) -> String {
+    match s {
+        [] => String::new(),
+        [one] => format!("; did you mean {one}?"),
+        [init @ .., last] => format!("; did you mean {} or {last}?", init.join(", ")),
+    }
+}
+
+fn stale_suffix(age_secs: Option<u32>) -> String {
+    age_secs.map_or(String::new(), |a| {
+        format!(
+            "; the collection was last updated {} ago: run with -u to update it",
+            ago(u64::from(a))
+        )
+    })
+}
+
+/// `s` seconds as a person says them: `3 days`, `1 hour`, `12 minutes`, `40 seconds` (rounded
+/// down to the largest unit).
+fn ago(s: u64) -> String {
+    let (n, unit) = match s {
+        0..60 => (s, "second"),
+        60..3600 => (s / 60, "minute"),
+        3600..86400 => (s / 3600, "hour"),
+        _ => (s / 86400, "day"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 fn available_suffix(v: &[String]) -> String {
@@ -488,7 +568,7 @@ impl Error {
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { op, path, source }
+        move |error| Error::Io { op, path, error }
     }
 
     /// The message followed by every cause, on one line.
@@ -506,7 +586,7 @@ impl Error {
     /// The OS error number, when this is an I/O error.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Io { error, .. } => error.raw_os_error(),
             _ => None,
         }
     }

@@ -74,11 +74,31 @@ pub(crate) fn sweep_beside(dest: &Path) {
 
 /// Creates a staging dir for `base` in `parent`: a temp dir of the store's protocol, outside
 /// the store (removed, with its lock, when dropped). The copy is built in its `tree/`; a
-/// replaced tree goes to its `old/` when the file system cannot exchange.
-pub(crate) fn staging(parent: &Path, base: &str) -> Result<TempDir> {
+/// replaced tree goes to its `old/` when the file system cannot exchange. `given` is the path
+/// the user gave (`parent` joined with `base`, as spelled), which a parent that cannot be
+/// written is reported with ([`Error::ParentNotWritable`]).
+pub(crate) fn staging(parent: &Path, base: &str, given: &Path) -> Result<TempDir> {
     TempDir::create_in(parent, 0o755, || {
         format!(".{base}{INFIX}{:016x}", crate::layout::unique_token())
     })
+    .map_err(|e| parent_not_writable(e, given, parent))
+}
+
+/// `e`, as an [`Error::ParentNotWritable`] of `given` when it is a refusal to write in `parent`
+/// itself (permission denied, a read-only file system).
+pub(crate) fn parent_not_writable(e: Error, given: &Path, parent: &Path) -> Error {
+    match e {
+        Error::Io { path, error, .. }
+            if sys::is_read_only(&error) && path.parent() == Some(parent) =>
+        {
+            Error::ParentNotWritable {
+                path: given.to_path_buf(),
+                parent: parent.to_path_buf(),
+                error,
+            }
+        }
+        e => e,
+    }
 }
 
 /// The suffix of the marker beside a destination an activation made, `.<dest>.stepman.tree`,
@@ -124,7 +144,7 @@ impl Dest {
             None => fs::canonicalize(dest).map_err(Error::io("resolve", dest))?,
         };
         let (parent, base) = parent_and_base(&named)?;
-        fs::create_dir_all(&parent).map_err(Error::io("create dir", &parent))?;
+        create_parent(&parent)?;
         let parent = fs::canonicalize(&parent).map_err(Error::io("resolve", &parent))?;
         // The name itself (`base` is lossy), which `parent_and_base` found.
         let path = parent.join(named.file_name().unwrap_or_default());
@@ -147,6 +167,20 @@ impl Dest {
     fn marker(&self) -> PathBuf {
         self.parent.join(format!(".{}{MARKER}", self.base))
     }
+}
+
+/// Creates the directory `parent` of a path to write, and those above it, if missing. A file
+/// in the way is reported as not a directory (`create dir DIR: Not a directory`), not as
+/// `File exists`.
+pub(crate) fn create_parent(parent: &Path) -> Result<()> {
+    fs::create_dir_all(parent).map_err(|e| {
+        let e = if e.kind() == std::io::ErrorKind::AlreadyExists {
+            std::io::Error::from(rustix::io::Errno::NOTDIR)
+        } else {
+            e
+        };
+        Error::io("create dir", parent)(e)
+    })
 }
 
 fn parent_and_base(dest: &Path) -> Result<(PathBuf, String)> {
@@ -201,7 +235,7 @@ pub(crate) type Extra<'a> = (&'a Path, &'a str);
 /// A staging dir beside `d` with a copy of `src` in its `tree/`, and the `extra` files at its
 /// root (a name the tree has already is an error).
 fn build(d: &Dest, src: &Path, extra: &[Extra<'_>]) -> Result<(TempDir, PathBuf)> {
-    let staging = staging(&d.parent, &d.base)?;
+    let staging = staging(&d.parent, &d.base, &d.given)?;
     let tree = staging.path().join("tree");
     copy_tree(src, &tree)?;
     for (file, name) in extra {
@@ -354,7 +388,8 @@ pub(crate) fn claim(
         allowed(&dest, kind, &old, replace)?;
     }
     let lock_path = dest.parent.join(format!(".{}{MARKER}.lock", dest.base));
-    let lock = crate::lock::destination_exclusive(&lock_path, interrupt)?;
+    let lock = crate::lock::destination_exclusive(&lock_path, interrupt)
+        .map_err(|e| parent_not_writable(e, &dest.given, &dest.parent))?;
     Ok(Claimed { dest, _lock: lock })
 }
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io_words};
 use crate::progress::Phase;
 
 /// Network settings, from the environment (see README: "Network").
@@ -79,31 +79,73 @@ impl Default for NetConfig {
 }
 
 impl NetConfig {
-    /// Reads `STEPMAN_HTTP_TIMEOUT` (seconds, the stall timeout and low-speed window),
-    /// `STEPMAN_HTTP_MIN_RATE` (bytes/s, the low-speed limit; `0` for none),
-    /// `STEPMAN_HTTP_ATTEMPTS` and `BITRISE_OFFLINE_MODE`/`STEPMAN_OFFLINE` (`true`/`1`).
-    pub fn from_env() -> NetConfig {
+    /// Most attempts `STEPMAN_HTTP_ATTEMPTS` may ask for.
+    pub const MAX_ATTEMPTS: u64 = 10;
+
+    /// Reads `STEPMAN_HTTP_TIMEOUT` (whole seconds, at least 1: the stall timeout and
+    /// low-speed window), `STEPMAN_HTTP_MIN_RATE` (bytes/s, the low-speed limit; `0` for none),
+    /// `STEPMAN_HTTP_ATTEMPTS` (1 to [`NetConfig::MAX_ATTEMPTS`]) and
+    /// `BITRISE_OFFLINE_MODE`/`STEPMAN_OFFLINE` (`true`/`false`/`1`/`0`/`yes`/`no`, any case).
+    /// An empty value counts as unset; any other value a variable does not take is an
+    /// [`Error::BadSetting`] naming it.
+    pub fn from_env() -> Result<NetConfig> {
+        let mut vars = Vec::new();
+        for k in [
+            "STEPMAN_HTTP_TIMEOUT",
+            "STEPMAN_HTTP_MIN_RATE",
+            "STEPMAN_HTTP_ATTEMPTS",
+            "BITRISE_OFFLINE_MODE",
+            "STEPMAN_OFFLINE",
+        ] {
+            vars.push((k, crate::settings::get(k)?));
+        }
+        NetConfig::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .and_then(|(_, v)| v.clone())
+        })
+    }
+
+    /// [`NetConfig::from_env`] over any lookup (tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<NetConfig> {
+        use crate::settings::{flag, whole};
         let mut c = NetConfig::default();
-        let num = |k: &str| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        if let Some(s) = num("STEPMAN_HTTP_TIMEOUT") {
-            c.stall_timeout = Duration::from_secs(s.max(1));
+        let timeout = get("STEPMAN_HTTP_TIMEOUT");
+        if let Some(s) = whole(
+            "STEPMAN_HTTP_TIMEOUT",
+            timeout.as_deref(),
+            1,
+            u64::from(u32::MAX),
+            "whole seconds, at least 1",
+        )? {
+            c.stall_timeout = Duration::from_secs(s);
             c.connect_timeout = c.connect_timeout.min(c.stall_timeout);
         }
-        if let Some(r) = num("STEPMAN_HTTP_MIN_RATE") {
+        let rate = get("STEPMAN_HTTP_MIN_RATE");
+        if let Some(r) = whole(
+            "STEPMAN_HTTP_MIN_RATE",
+            rate.as_deref(),
+            0,
+            u64::MAX,
+            "whole bytes per second (0 for no limit)",
+        )? {
             c.min_rate = r;
         }
-        if let Some(n) = num("STEPMAN_HTTP_ATTEMPTS") {
-            c.attempts = n.clamp(1, 10) as u32;
+        let attempts = get("STEPMAN_HTTP_ATTEMPTS");
+        if let Some(n) = whole(
+            "STEPMAN_HTTP_ATTEMPTS",
+            attempts.as_deref(),
+            1,
+            NetConfig::MAX_ATTEMPTS,
+            "a whole number of attempts from 1 to 10",
+        )? {
+            c.attempts = n as u32;
         }
-        let truthy = |k: &str| {
-            std::env::var(k).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes"))
-        };
-        c.offline = truthy("BITRISE_OFFLINE_MODE") || truthy("STEPMAN_OFFLINE");
-        c
+        let bitrise = get("BITRISE_OFFLINE_MODE");
+        let ours = get("STEPMAN_OFFLINE");
+        c.offline = flag("BITRISE_OFFLINE_MODE", bitrise.as_deref())?.unwrap_or(false)
+            | flag("STEPMAN_OFFLINE", ours.as_deref())?.unwrap_or(false);
+        Ok(c)
     }
 
     /// Whether [`NetConfig::cancel`] is set.
@@ -422,7 +464,7 @@ fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Re
         }
         let resp = req
             .call()
-            .map_err(|e| Attempt::new(e.to_string(), transient_error(&e)))?;
+            .map_err(|e| Attempt::new(ureq_words(&e), transient_error(&e)))?;
         if !matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
             break resp;
         }
@@ -487,7 +529,7 @@ fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Re
     });
     let n = copy_limited(&mut body, &mut to, max_bytes, speed, declared, cfg).map_err(|e| {
         Attempt::new(
-            format!("reading the body: {e}"),
+            format!("reading the body: {}", io_words(&e)),
             Failure::transient_if(e.kind() != io::ErrorKind::InvalidData),
         )
     })?;
@@ -499,8 +541,12 @@ fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Re
             Failure::Transient,
         ));
     }
-    crate::sys::sync_file(&to)
-        .map_err(|e| Attempt::new(format!("fsync {}: {e}", dest.display()), Failure::Final))?;
+    crate::sys::sync_file(&to).map_err(|e| {
+        Attempt::new(
+            format!("fsync {}: {}", dest.display(), io_words(&e)),
+            Failure::Final,
+        )
+    })?;
     Ok(n)
 }
 
@@ -595,6 +641,15 @@ fn copy_limited(
     }
 }
 
+/// What a ureq error says: an I/O error in words ([`io_words`], without `io:` and
+/// `(os error N)`), anything else as ureq says it.
+fn ureq_words(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Io(io) => io_words(io),
+        other => other.to_string(),
+    }
+}
+
 /// Runs `cmd` to its end, killing it when `cfg` is cancelled (its output goes to pipes that are
 /// drained on threads, so a chatty child cannot block).
 fn run_cancellable(
@@ -607,7 +662,7 @@ fn run_cancellable(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("running git: {e}"))?;
+        .map_err(|e| format!("running git: {}", io_words(&e)))?;
     let drain = |r: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -638,7 +693,7 @@ fn run_cancellable(
                 return Err("cancelled".into());
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("waiting for git: {e}")),
+            Err(e) => return Err(format!("waiting for git: {}", io_words(&e))),
         }
     };
     Ok(std::process::Output {
@@ -692,9 +747,23 @@ pub(crate) enum GitUrlRefusal {
     #[error("a git host or user may not start with '-'")]
     DashHost,
     /// A scheme that is no git transport we use (lowercased).
-    #[error("git URL scheme {0}:// is not allowed")]
+    #[error("{}", unknown_scheme(.0))]
     Scheme(String),
 }
+
+/// The message of [`GitUrlRefusal::Scheme`]: the scheme, and the ones accepted.
+fn unknown_scheme(scheme: &str) -> String {
+    format!(
+        "unknown URL scheme {scheme}:// (accepted: {}://, file:// or a path, or git's \
+         [user@]host:path)",
+        GIT_NETWORK_SCHEMES.join("://, ")
+    )
+}
+
+/// The URL schemes of the git transports over the network that [`classify_git_url`] accepts
+/// (with `file://`, the local one).
+pub(crate) const GIT_NETWORK_SCHEMES: &[&str] =
+    &["https", "http", "ssh", "git", "git+ssh", "ssh+git"];
 
 /// Classifies a git URL as git would (a `<helper>::` prefix first, then `<scheme>://`, then the
 /// scp-like `host:path` when a `:` comes before any `/`, else a path). `Err` says why it is
@@ -729,7 +798,7 @@ pub(crate) fn classify_git_url(url: &str) -> std::result::Result<GitUrl, GitUrlR
         && scheme_of(url).is_some_and(|s| s.len() == scheme.len())
     {
         return match scheme.to_ascii_lowercase().as_str() {
-            "https" | "http" | "git" | "ssh" | "git+ssh" | "ssh+git" => {
+            s if GIT_NETWORK_SCHEMES.contains(&s) => {
                 host_ok(rest.split('/').next().unwrap_or_default())
             }
             "file" => Ok(GitUrl::Local),
@@ -899,15 +968,51 @@ pub(crate) fn probe_http_git(
     }
 }
 
-/// The last non-empty line of a git's stderr (its `fatal:` line), or `default`.
-fn last_line(stderr: &[u8], default: &str) -> String {
+/// Most lines of git's stderr kept in an error ([`git_stderr_summary`]).
+const GIT_STDERR_LINES: usize = 4;
+/// Most characters of one such line.
+const GIT_STDERR_LINE_CHARS: usize = 240;
+
+/// What a failed git said, for an error: its `fatal:`, `error:`, `remote:` and `ssh:` lines (the
+/// cause, such as ssh's `connect to host … Connection refused`, comes before git's last line),
+/// at most [`GIT_STDERR_LINES`] of them, each cut to [`GIT_STDERR_LINE_CHARS`] characters,
+/// joined by `; `. Without any such line, the last non-empty line; without that, `default`.
+/// The one place git's stderr is summarised.
+fn git_stderr_summary(stderr: &[u8], default: &str) -> String {
     let err = String::from_utf8_lossy(stderr);
-    err.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or(default)
-        .trim()
-        .to_string()
+    let cut = |l: &str| -> String {
+        let l = l.trim();
+        match l.char_indices().nth(GIT_STDERR_LINE_CHARS) {
+            Some((i, _)) => format!("{}…", &l[..i]),
+            None => l.to_string(),
+        }
+    };
+    let mut kept: Vec<String> = Vec::new();
+    for l in err.lines().map(str::trim) {
+        let lower = l.to_ascii_lowercase();
+        let wanted = ["fatal:", "error:", "remote:", "ssh:"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+            && l.len() > l.find(':').map_or(0, |i| i + 1);
+        let l = cut(l);
+        if wanted && !kept.contains(&l) {
+            kept.push(l);
+        }
+    }
+    if kept.len() > GIT_STDERR_LINES {
+        // The first lines name the cause, the last one what git concluded.
+        let last = kept.pop().unwrap_or_default();
+        kept.truncate(GIT_STDERR_LINES - 1);
+        kept.push(last);
+    }
+    if kept.is_empty() {
+        return err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map_or_else(|| default.to_string(), cut);
+    }
+    kept.join("; ")
 }
 
 /// A git URL as one clone sees it: without its userinfo, with the credential that goes with
@@ -948,25 +1053,29 @@ impl<'a> Remote<'a> {
         Ok(r)
     }
 
+    /// An error about this remote: `what` (the step or collection), and the URL unless `what`
+    /// names it already (a collection is named by its URL: once is enough).
     fn fail(&self, reason: String) -> Error {
-        Error::Fetch {
-            what: format!("{}: git {}", self.what, self.url),
-            reason,
-        }
+        let what = if self.what.contains(&self.url) {
+            self.what.to_string()
+        } else {
+            format!("{}: git {}", self.what, self.url)
+        };
+        Error::Fetch { what, reason }
     }
 
     fn command(&self) -> Command {
         git_command(self.cred.as_ref(), self.transports, inherited_git_config())
     }
 
-    /// Runs `cmd`: `Ok(Err(last stderr line))` when git failed.
+    /// Runs `cmd`: `Ok(Err(what git said))` when git failed ([`git_stderr_summary`]).
     fn run(&self, cmd: Command) -> Result<std::result::Result<Vec<u8>, String>> {
         let out =
             run_cancellable(cmd, self.cfg).map_err(|e| cancel_or(self.cfg, || self.fail(e)))?;
         Ok(if out.status.success() {
             Ok(out.stdout)
         } else {
-            Err(last_line(&out.stderr, "git failed"))
+            Err(git_stderr_summary(&out.stderr, "git failed"))
         })
     }
 
@@ -1044,7 +1153,7 @@ impl<'a> Remote<'a> {
             .arg(dest)
             .args(["rev-parse", "HEAD"])
             .output()
-            .map_err(|e| self.fail(format!("running git: {e}")))?;
+            .map_err(|e| self.fail(format!("running git: {}", io_words(&e))))?;
         let head = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !out.status.success() || head.is_empty() {
             return Err(self.fail("cannot read the cloned commit".into()));
@@ -1280,7 +1389,8 @@ pub(crate) fn git_checkout_commit(
 
 /// Creates the directory `dest` (0755).
 fn fs_create_dir(dest: &Path) -> std::result::Result<(), String> {
-    std::fs::create_dir(dest).map_err(|e| format!("create dir {}: {e}", dest.display()))
+    std::fs::create_dir(dest)
+        .map_err(|e| format!("create dir {}: {}", dest.display(), io_words(&e)))
 }
 
 #[cfg(test)]
@@ -1330,6 +1440,39 @@ mod tests {
         // A space is sent percent-encoded, a backslash is a slash (as browsers do).
         assert_eq!(t("/a b"), "http://h:8/a%20b");
         assert_eq!(t("\\\\o\\p"), "http://o/p");
+    }
+
+    #[test]
+    fn git_stderr_keeps_the_cause_bounded() {
+        let ssh = b"ssh: connect to host 127.0.0.1 port 22: Connection refused\r\n\
+fatal: Could not read from remote repository.\n\nPlease make sure you have the correct access \
+rights\nand the repository exists.\n";
+        assert_eq!(
+            git_stderr_summary(ssh, "git failed"),
+            "ssh: connect to host 127.0.0.1 port 22: Connection refused; fatal: Could not read \
+             from remote repository."
+        );
+        // No line of the kinds kept: the last one; nothing at all: the default.
+        assert_eq!(git_stderr_summary(b"one\ntwo\n\n", "x"), "two");
+        assert_eq!(git_stderr_summary(b"", "git failed"), "git failed");
+        // Many lines: the first three and the last; each cut short; repeats once.
+        let mut many = String::new();
+        for i in 0..20 {
+            many.push_str(&format!("remote: line {i}\nremote: line {i}\n"));
+        }
+        many.push_str(&format!("fatal: {}\n", "é".repeat(1000)));
+        let s = git_stderr_summary(many.as_bytes(), "x");
+        let parts: Vec<&str> = s.split("; ").collect();
+        assert_eq!(parts.len(), GIT_STDERR_LINES, "{s}");
+        assert_eq!(
+            &parts[..3],
+            ["remote: line 0", "remote: line 1", "remote: line 2"]
+        );
+        assert!(
+            parts[3].starts_with("fatal: é") && parts[3].ends_with('…'),
+            "{s}"
+        );
+        assert_eq!(parts[3].chars().count(), GIT_STDERR_LINE_CHARS + 1);
     }
 
     #[test]

@@ -135,14 +135,14 @@ enum Corruption {
     #[error("{}: not a file, directory or symlink", .0.display())]
     NotFileDirOrSymlink(PathBuf),
     /// A read of the object failed.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {}", path.display(), crate::error::io_words(source))]
     Io {
         op: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
     /// The object's root cannot be stat'ed.
-    #[error("{0}")]
+    #[error("{}", crate::error::io_words(.0))]
     Root(std::io::Error),
     /// A directory of it cannot be listed.
     #[error("{}", .0.describe())]
@@ -601,10 +601,11 @@ fn repair_one(store: &Store, p: &mut Problem) -> Result<bool> {
         }
         ProblemKind::ForeignOwner => match give_back(layout, owner, &p.path) {
             Ok(()) => true,
-            Err(Error::Io { source, path, .. }) if sys::is_read_only(&source) => {
+            Err(Error::Io { error, path, .. }) if sys::is_read_only(&error) => {
                 p.detail.push_str(&format!(
-                    "; {} cannot take it back ({source} on {}): as root, run `chown -hR {owner} {}`",
+                    "; {} cannot take it back ({} on {}): as root, run `chown -hR {owner} {}`",
                     sys::describe_user(sys::euid()),
+                    crate::error::io_words(&error),
                     path.display(),
                     p.path.display()
                 ));

@@ -67,12 +67,15 @@ pub fn gc(store: &Store, mode: GcMode) -> Result<GcReport> {
     let trash = if dry_run {
         None
     } else {
-        Some(TempDir::create(layout, crate::layout::TempKind::Gc)?)
+        Some(
+            TempDir::create(layout, crate::layout::TempKind::Gc)
+                .map_err(|e| store.read_only_or(e, "collect garbage"))?,
+        )
     };
     let guard = if dry_run {
         lock::store_shared(layout)?
     } else {
-        lock::store_exclusive(layout)?
+        lock::store_exclusive(layout).map_err(|e| store.read_only_or(e, "collect garbage"))?
     };
     let (names, _) = scan::names(layout)?;
     // A build is kept while its source object is named (`_build/<source id>/…`); the names of

@@ -27,6 +27,7 @@ pub mod preload;
 pub mod progress;
 mod retry;
 mod scan;
+pub mod settings;
 pub mod step;
 pub mod steplib;
 pub mod store;

@@ -268,7 +268,7 @@ pub(crate) fn name_exclusive(
         Ok(f) => Ok(Guard {
             _files: f.into_iter().collect(),
         }),
-        Err(Error::Io { source, .. }) if sys::is_not_found(&source) => Ok(Guard::none()),
+        Err(Error::Io { error, .. }) if sys::is_not_found(&error) => Ok(Guard::none()),
         Err(e) => Err(e),
     }
 }

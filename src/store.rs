@@ -453,9 +453,11 @@ impl Store {
         })
     }
 
-    fn read_only_or(&self, e: Error, op: &'static str) -> Error {
+    /// `e` as [`Error::ReadOnly`] (`cannot {op}`) when it says that the store cannot be
+    /// written: the one message of every command that needs to write a store it cannot.
+    pub(crate) fn read_only_or(&self, e: Error, op: &'static str) -> Error {
         match &e {
-            Error::Io { source, .. } if sys::is_read_only(source) => Error::ReadOnly {
+            Error::Io { error, .. } if sys::is_read_only(error) => Error::ReadOnly {
                 path: self.layout.root().to_path_buf(),
                 op,
             },

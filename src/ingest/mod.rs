@@ -80,9 +80,9 @@ impl Limits {
     /// `STEPMAN_MAX_ENTRIES`, `STEPMAN_MAX_RATIO`, `STEPMAN_MAX_HEADER_BYTES` and
     /// `STEPMAN_MAX_INDEX_BYTES` (sizes take a
     /// `K`, `M` or `G` suffix, powers of 1024). An unreadable value is an
-    /// [`Error::BadSetting`] naming the variable.
+    /// [`Error::BadSetting`] naming the variable; an empty one counts as unset.
     pub fn from_env() -> Result<Limits> {
-        Limits::from_lookup(|k| std::env::var(k).ok())
+        Limits::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
     }
 
     /// [`Limits::from_env`] over any lookup (tests).
@@ -103,6 +103,7 @@ impl Limits {
                 .ok_or_else(|| Error::BadSetting {
                     var: key,
                     value: v.to_string(),
+                    expected: "a positive number (K, M, G allowed)",
                 })
         }
         let mut l = Limits::default();

@@ -64,7 +64,7 @@ pub fn activate_with(
     if precompiled == Precompiled::Use
         && let Some(id) = try_precompiled(store, r, dest, replace, net)?
     {
-        write_definition_if(&definition)?;
+        write_definition_if(definition)?;
         return Ok(id);
     }
     let name = r.name()?;
@@ -81,29 +81,48 @@ pub fn activate_with(
             Err(e) => return Err(e),
         }
     };
-    write_definition_if(&definition)?;
+    write_definition_if(definition)?;
     Ok(id)
 }
 
-/// The step.yml that `-y` writes, with where it goes. Read before anything is downloaded: by
-/// then an update or a delete, and a gc, may have taken the collection object it comes from.
-pub(super) type Definition<'a> = Option<(&'a Path, Vec<u8>)>;
+/// The step.yml that `-y` writes, with its temp file beside where it goes already created
+/// ([`crate::atomic::PendingFile`]): read, and the directory checked by a real create, before
+/// anything is downloaded or activated. By then an update or a delete, and a gc, may have taken
+/// the collection object it comes from; and a directory that cannot be written fails before
+/// the destination is touched. Dropped unwritten, it leaves nothing.
+pub(super) type Definition = Option<(crate::atomic::PendingFile, Vec<u8>)>;
 
 /// Reads the step.yml for `copy_yml` (nothing without it): [`Definition`].
-pub(super) fn read_definition_for<'a>(
+pub(super) fn read_definition_for(
     store: &Store,
     r: &Resolved,
-    copy_yml: Option<&'a Path>,
-) -> Result<Definition<'a>> {
+    copy_yml: Option<&Path>,
+) -> Result<Definition> {
     copy_yml
-        .map(|yml| Ok((yml, read_definition(store, r)?)))
+        .map(|yml| pending_definition(yml, read_definition(store, r)?))
         .transpose()
 }
 
+/// The [`Definition`] `bytes` for `yml`: its directory created if needed, its temp file
+/// created beside it.
+pub(super) fn pending_definition(
+    yml: &Path,
+    bytes: Vec<u8>,
+) -> Result<(crate::atomic::PendingFile, Vec<u8>)> {
+    if let Some(parent) = yml.parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::export::create_parent(parent)?;
+    }
+    let file = crate::atomic::PendingFile::begin(yml, crate::atomic::FileMode::Exactly(0o644))?;
+    Ok((file, bytes))
+}
+
 /// Writes a [`Definition`] where it goes (nothing for none).
-pub(super) fn write_definition_if(definition: &Definition<'_>) -> Result<()> {
+pub(super) fn write_definition_if(definition: Definition) -> Result<()> {
     match definition {
-        Some((yml, bytes)) => write_definition(bytes, yml),
+        Some((file, bytes)) => {
+            let dest = file.dest().to_path_buf();
+            file.finish(|w| w.write_all(&bytes).map_err(Error::io("write", dest)))
+        }
         None => Ok(()),
     }
 }
@@ -159,14 +178,4 @@ fn read_definition(store: &Store, r: &Resolved) -> Result<Vec<u8>> {
         }
         Err(e) => Err(Error::io("read", &p)(e)),
     }
-}
-
-/// Writes the step.yml `bytes` to `dest` (mode 0644), creating its directory first.
-fn write_definition(bytes: &[u8], dest: &Path) -> Result<()> {
-    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(Error::io("create dir", parent))?;
-    }
-    crate::atomic::write_file_atomically(dest, crate::atomic::FileMode::Exactly(0o644), |w| {
-        w.write_all(bytes).map_err(Error::io("write", dest))
-    })
 }

@@ -125,9 +125,13 @@ pub(crate) fn split_git_ref(spec: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// `~` and `~/…` as the home directory (`$HOME`); anything else as it is.
+/// `~` and `~/…` as the home directory (`$HOME`; empty counts as unset, and then `~` stays as
+/// it is); anything else as it is.
 fn expand_home(p: &str) -> PathBuf {
-    match (p.strip_prefix('~'), std::env::var_os("HOME")) {
+    match (
+        p.strip_prefix('~'),
+        std::env::var_os("HOME").filter(|h| !h.is_empty()),
+    ) {
         (Some(""), Some(h)) => PathBuf::from(h),
         (Some(rest), Some(h)) if rest.starts_with('/') => {
             PathBuf::from(h).join(rest.trim_start_matches('/'))
@@ -167,7 +171,7 @@ fn key_url(g: &GitRef, what: &str) -> Result<(String, GitUrl)> {
     let path = Path::new(&shown);
     let canon = std::fs::canonicalize(path).map_err(|e| Error::Fetch {
         what: format!("{what}: git {shown}"),
-        reason: format!("no repository there: {e}"),
+        reason: format!("no repository there: {}", crate::error::io_words(&e)),
     })?;
     Ok((format!("file://{}", canon.display()), kind))
 }
@@ -266,12 +270,15 @@ pub fn activate_ref(
             loop {
                 let tree = fetch_git(store, g, net)?;
                 let definition = match copy_yml {
-                    Some(yml) => Some((yml, git_definition(store, &tree)?)),
+                    Some(yml) => Some(super::activation::pending_definition(
+                        yml,
+                        git_definition(store, &tree)?,
+                    )?),
                     None => None,
                 };
                 match store.export_replacing(&tree.name, dest, replace) {
                     Ok(_) => {
-                        super::activation::write_definition_if(&definition)?;
+                        super::activation::write_definition_if(definition)?;
                         return Ok(ActivatedRef::Git(tree));
                     }
                     // Collected between the fetch and the copy (`fsck --repair`): again.
@@ -322,7 +329,12 @@ fn activate_path(
     let src = match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => std::fs::canonicalize(dir).map_err(Error::io("resolve", dir))?,
         Ok(_) => return Err(not_dir("not a directory".into())),
-        Err(e) => return Err(not_dir(format!("not a directory: {e}"))),
+        Err(e) => {
+            return Err(not_dir(format!(
+                "not a directory: {}",
+                crate::error::io_words(&e)
+            )));
+        }
     };
     // The copy is built beside `dest`: inside the directory being copied, it would copy itself.
     let mut existing = if dest.is_absolute() {
@@ -346,12 +358,15 @@ fn activate_path(
         )));
     }
     let definition = match copy_yml {
-        Some(yml) => Some((yml, read_definition(&src, &shown)?)),
+        Some(yml) => Some(super::activation::pending_definition(
+            yml,
+            read_definition(&src, &shown)?,
+        )?),
         None => None,
     };
     let claimed = crate::export::claim(dest, replace, store.interrupt())?;
     claimed.activate(&src, replace)?;
-    super::activation::write_definition_if(&definition)
+    super::activation::write_definition_if(definition)
 }
 
 /// `step-info` of a git ref or a path: the step.yml of the tree (git: stored as

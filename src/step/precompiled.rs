@@ -36,10 +36,13 @@ pub fn platform() -> String {
     format!("{os}-{arch}")
 }
 
-/// Whether `BITRISE_EXPERIMENT_PRECOMPILED_STEPS` asks for precompiled executables.
-pub fn enabled_by_env() -> bool {
-    std::env::var("BITRISE_EXPERIMENT_PRECOMPILED_STEPS")
-        .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "yes"))
+/// Whether `BITRISE_EXPERIMENT_PRECOMPILED_STEPS` asks for precompiled executables (`true`,
+/// `false`, `1`, `0`, `yes`, `no` in any case; empty or unset: no). Any other value is an
+/// [`crate::Error::BadSetting`].
+pub fn enabled_by_env() -> Result<bool> {
+    const VAR: &str = "BITRISE_EXPERIMENT_PRECOMPILED_STEPS";
+    let v = crate::settings::get(VAR)?;
+    Ok(crate::settings::flag(VAR, v.as_deref())?.unwrap_or(false))
 }
 
 /// The storage bases: `BITRISE_PRECOMPILED_STEPS_STORAGE_URLS` (comma-separated) or the

@@ -104,7 +104,7 @@ pub fn activate_prepared(
     if opts.precompiled == Precompiled::Use {
         let definition = read_definition_for(store, r, copy_yml)?;
         if try_precompiled(store, r, dest, replace, net)?.is_some() {
-            write_definition_if(&definition)?;
+            write_definition_if(definition)?;
             let at = absolute(dest)?;
             out.run = vec![at.join(&r.picked.id).display().to_string()];
             out.path = Some(at);
@@ -158,7 +158,7 @@ pub fn activate_prepared(
                     Err(e) => return Err(e),
                 }
             };
-            write_definition_if(&definition)?;
+            write_definition_if(definition)?;
             let at = absolute(dest)?;
             out.run = vec![at.join(&r.picked.id).display().to_string()];
             out.path = Some(at);

@@ -247,9 +247,7 @@ pub fn resolve(
         let entry = match opened.entry(id) {
             // Lookups take no lock: an update may have re-pointed the collection and a gc removed
             // the object we opened. Read the name again (`crate::retry`).
-            Err(Error::Io { source, .. })
-                if reopen.again() && crate::sys::is_not_found(&source) =>
-            {
+            Err(Error::Io { error, .. }) if reopen.again() && crate::sys::is_not_found(&error) => {
                 opened = open_or_setup(store, c, net)?;
                 continue;
             }
@@ -263,8 +261,8 @@ pub fn resolve(
         match (entry, picked) {
             (Some(e), Some(v)) => {
                 let step = match e.step(&v) {
-                    Err(Error::Io { source, .. })
-                        if reopen.again() && crate::sys::is_not_found(&source) =>
+                    Err(Error::Io { error, .. })
+                        if reopen.again() && crate::sys::is_not_found(&error) =>
                     {
                         opened = open_or_setup(store, c, net)?;
                         continue;
@@ -285,11 +283,24 @@ pub fn resolve(
                 });
             }
             (g, _) if on_miss == OnMiss::Fail || updated => {
+                let suggestions = match &g {
+                    Some(_) => Vec::new(),
+                    None => closest_ids(id, &opened.step_ids().unwrap_or_default()),
+                }
+                .into_boxed_slice();
+                let last_updated_secs = if updated || net.offline {
+                    None
+                } else {
+                    stale_for(store, c, lookup.refresh)
+                        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+                };
                 return Err(Error::StepNotFound {
                     collection: c.uri.clone(),
                     id: id.to_string(),
                     constraint: constraint.to_string(),
                     available: g.map(|e| e.versions).unwrap_or_default(),
+                    suggestions,
+                    last_updated_secs,
                 });
             }
             _ => {
@@ -298,5 +309,72 @@ pub fn resolve(
                 updated = true;
             }
         }
+    }
+}
+
+/// How long ago collection `c` was set up or last updated, when that is longer than `refresh`'s
+/// time to live (never with [`Refresh::Never`]).
+fn stale_for(store: &Store, c: &Collection, refresh: Refresh) -> Option<Duration> {
+    let Refresh::OlderThan(ttl) = refresh else {
+        return None;
+    };
+    let age = SystemTime::now()
+        .duration_since(store.bound_at(&c.name())?)
+        .ok()?;
+    (age >= ttl).then_some(age)
+}
+
+/// Most ids [`closest_ids`] suggests.
+const MAX_SUGGESTIONS: usize = 3;
+
+/// The ids of `ids` close to `id` (a typo of it), best first, at most [`MAX_SUGGESTIONS`]:
+/// those within a Damerau-Levenshtein distance of a third of its length (at least 1: a swap of
+/// two letters counts as one), or with a Jaro-Winkler similarity of 0.9 or more; case is
+/// ignored.
+pub(crate) fn closest_ids(id: &str, ids: &[String]) -> Vec<String> {
+    let want = id.to_lowercase();
+    let max_distance = (want.chars().count() / 3).max(1);
+    let mut scored: Vec<(usize, f64, &String)> = ids
+        .iter()
+        .filter_map(|cand| {
+            let c = cand.to_lowercase();
+            if c == want {
+                return None;
+            }
+            let d = strsim::damerau_levenshtein(&want, &c);
+            let jw = strsim::jaro_winkler(&want, &c);
+            (d <= max_distance || jw >= 0.9).then_some((d, jw, cand))
+        })
+        .collect();
+    scored.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(b.2)));
+    scored
+        .into_iter()
+        .take(MAX_SUGGESTIONS)
+        .map(|(_, _, c)| c.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod suggestion_tests {
+    use super::closest_ids;
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_typo_suggests_the_closest_ids_and_nothing_far() {
+        let all = ids(&[
+            "script",
+            "git-clone",
+            "deploy-to-bitrise-io",
+            "cache-pull",
+            "scripts",
+        ]);
+        assert_eq!(closest_ids("scirpt", &all), ids(&["script", "scripts"]));
+        assert_eq!(closest_ids("git-clon", &all), ids(&["git-clone"]));
+        assert!(closest_ids("xcode-archive", &all).is_empty());
+        let many = ids(&["ab1", "ab2", "ab3", "ab4"]);
+        assert_eq!(closest_ids("ab", &many).len(), 3);
     }
 }

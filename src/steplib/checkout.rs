@@ -60,7 +60,7 @@ fn io(e: std::io::Error) -> Refusal {
     if sys::is_not_found(&e) {
         Refusal::NotFound
     } else {
-        Refusal::Io(e.to_string())
+        Refusal::Io(crate::error::io_words(&e))
     }
 }
 

@@ -63,7 +63,8 @@ pub struct Collection {
 
 impl Collection {
     /// Classifies `uri`: `file://` and plain paths are local; `http(s)://….json` is a spec;
-    /// other URLs and `git@…` are git.
+    /// other URLs and `git@…` are git, refused here when the one git URL classification refuses
+    /// them (an unknown scheme, a remote helper).
     pub fn parse(uri: &str) -> Result<Collection> {
         // Credentials in the URI are used from memory (netrc works too); never stored or shown.
         let (clean, cred) = crate::credentials::split_userinfo(uri.trim());
@@ -86,6 +87,14 @@ impl Collection {
         } else {
             Source::Dir(absolute(Path::new(uri)))
         };
+        // A URL git would not take (an unknown scheme such as a mistyped `htps://`, a remote
+        // helper) is refused here, before any store is opened or git run.
+        if let Source::Git(u) = &source {
+            crate::fetch::classify_git_url(u).map_err(|e| Error::Steplib {
+                what: format!("collection {u}"),
+                reason: e.to_string(),
+            })?;
+        }
         let key = match &source {
             Source::Dir(p) => format!("file://{}", p.display()),
             Source::Git(u) | Source::SpecUrl(u) => u.clone(),

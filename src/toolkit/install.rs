@@ -54,12 +54,22 @@ pub struct Installed {
 }
 
 /// The download base: `STEPMAN_GO_DOWNLOAD_BASE`, else [`DEFAULT_GO_DOWNLOAD_BASE`].
-pub fn download_base() -> String {
-    std::env::var("STEPMAN_GO_DOWNLOAD_BASE")
-        .ok()
-        .map(|b| b.trim().trim_end_matches('/').to_string())
-        .filter(|b| !b.is_empty())
-        .unwrap_or_else(|| DEFAULT_GO_DOWNLOAD_BASE.to_string())
+/// An empty value counts as unset; one that is not an `http://` or `https://` URL is an
+/// [`crate::Error::BadSetting`].
+pub fn download_base() -> Result<String> {
+    const VAR: &str = "STEPMAN_GO_DOWNLOAD_BASE";
+    let Some(b) = crate::settings::get(VAR)? else {
+        return Ok(DEFAULT_GO_DOWNLOAD_BASE.to_string());
+    };
+    let lower = b.to_ascii_lowercase();
+    if !(lower.starts_with("https://") || lower.starts_with("http://")) {
+        return Err(crate::Error::BadSetting {
+            var: VAR,
+            value: b,
+            expected: "an https:// or http:// URL",
+        });
+    }
+    Ok(b.trim_end_matches('/').to_string())
 }
 
 fn valid_version(v: &str) -> bool {
@@ -117,7 +127,7 @@ pub fn install_go(
     };
     let name = Name::new(TOOLKIT_ROUTE, GO_TOOLKIT_ID, version)?;
     let file = format!("go{version}.{platform}.tar.gz");
-    let url = format!("{}/{file}", download_base());
+    let url = format!("{}/{file}", download_base()?);
     let what = format!("Go toolkit go{version}");
     if store.lookup(&name)?.is_none() && net.offline {
         return Err(Error::Offline {

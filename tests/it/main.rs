@@ -10,6 +10,7 @@ mod cli_conventions;
 mod concurrency;
 mod crash_points;
 mod credentials;
+mod errors;
 mod fallbacks;
 mod format_vectors;
 mod freshness;

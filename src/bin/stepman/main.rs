@@ -27,14 +27,15 @@ const GLOBAL: &str = "Global options";
     after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step"
 )]
 pub struct Cli {
-    /// Store root (holds `store-v1/`) [env: STEPMAN_HOME] [default: ~/.stepman].
+    /// Store root (holds `store-v1/`) [env: STEPMAN_HOME] [default: ~/.stepman]. An empty value
+    /// counts as unset.
     // The variables of the global options are read by `Cli::fill_from_env`, not by clap, which
     // would show every option set in the environment as given in its usage lines.
-    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
-    home: Option<PathBuf>,
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL, value_parser = clap::builder::ValueParser::os_string())]
+    home: Option<std::ffi::OsString>,
 
     /// Do not fsync ingested trees before publishing them (for throwaway stores only) [env:
-    /// STEPMAN_NO_FSYNC=1].
+    /// STEPMAN_NO_FSYNC: true/false/1/0/yes/no; empty counts as unset].
     #[arg(long, global = true, help_heading = GLOBAL)]
     no_fsync: bool,
 
@@ -45,9 +46,10 @@ pub struct Cli {
         long = "read-only-store",
         global = true,
         value_name = "DIR",
-        help_heading = GLOBAL
+        help_heading = GLOBAL,
+        value_parser = clap::builder::ValueParser::os_string()
     )]
-    read_only_stores: Vec<PathBuf>,
+    read_only_stores: Vec<std::ffi::OsString>,
 
     /// Never use the network (also BITRISE_OFFLINE_MODE=true).
     #[arg(long, global = true, help_heading = GLOBAL)]
@@ -81,6 +83,20 @@ pub struct Cli {
 
     #[command(subcommand)]
     command: Option<Command>,
+
+    /// Where `home` came from, for messages (set from the matches after parsing).
+    #[arg(skip)]
+    home_from: HomeFrom,
+}
+
+/// Where the store root given to [`Cli`] came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum HomeFrom {
+    /// `--home DIR`.
+    #[default]
+    Flag,
+    /// `STEPMAN_HOME`.
+    Env,
 }
 
 /// `--color`.
@@ -176,56 +192,85 @@ fn env_var(k: &str) -> Option<std::ffi::OsString> {
 
 impl Cli {
     /// Fills in the global options from their variables where the command line did not give
-    /// them (`STEPMAN_HOME`, `STEPMAN_NO_FSYNC`, `STEPMAN_READ_ONLY_STORES`); `LOGLEVEL` is
-    /// read by `init_logging`. A `STEPMAN_NO_FSYNC` that is not a yes or a no is bad usage.
+    /// them (`STEPMAN_HOME`, `STEPMAN_READ_ONLY_STORES`; empty counts as unset);
+    /// `STEPMAN_NO_FSYNC` is read by `durability`, `LOGLEVEL` by `init_logging`.
     fn fill_from_env(&mut self) {
-        if self.home.is_none() {
-            self.home = env_var("STEPMAN_HOME").map(PathBuf::from);
-        }
-        if !self.no_fsync
-            && let Some(v) = env_var("STEPMAN_NO_FSYNC")
+        if self.home.as_ref().is_none_or(|h| h.is_empty())
+            && let Some(h) = env_var("STEPMAN_HOME")
         {
-            let v = v.to_string_lossy().to_ascii_lowercase();
-            self.no_fsync = match v.as_str() {
-                "y" | "yes" | "t" | "true" | "on" | "1" => true,
-                "n" | "no" | "f" | "false" | "off" | "0" => false,
-                _ => command()
-                    .error(
-                        clap::error::ErrorKind::InvalidValue,
-                        format!("invalid value '{v}' for STEPMAN_NO_FSYNC: expected true or false"),
-                    )
-                    .exit(),
-            };
+            self.home = Some(h);
+            self.home_from = HomeFrom::Env;
         }
         if self.read_only_stores.is_empty()
             && let Some(v) = env_var("STEPMAN_READ_ONLY_STORES")
         {
-            self.read_only_stores = std::env::split_paths(&v).collect();
+            self.read_only_stores = std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(PathBuf::into_os_string)
+                .collect();
         }
     }
 
+    /// The store root: `--home`, else `STEPMAN_HOME`, else `$HOME/.stepman`; an empty value
+    /// counts as unset. Neither set, or a root (or `HOME`) that is there but no directory, is bad
+    /// usage naming where the path came from.
     fn home(&self) -> anyhow::Result<PathBuf> {
-        if let Some(h) = &self.home {
-            return Ok(h.clone());
+        let not_a_dir = |whence: String| cmd::CouldNotRun(format!("{whence}: not a directory"));
+        let is_non_dir = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| !m.is_dir());
+        if let Some(h) = self
+            .home
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+        {
+            if is_non_dir(&h) {
+                return Err(not_a_dir(match self.home_from {
+                    HomeFrom::Flag => format!("--home {}", h.display()),
+                    HomeFrom::Env => format!("STEPMAN_HOME={}", h.display()),
+                })
+                .into());
+            }
+            return Ok(h);
         }
         let home = std::env::var_os("HOME")
-            .ok_or_else(|| anyhow::anyhow!("neither STEPMAN_HOME nor HOME is set"))?;
-        Ok(PathBuf::from(home).join(".stepman"))
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                cmd::CouldNotRun(
+                    "neither STEPMAN_HOME nor HOME is set (an empty value counts as unset): set \
+                     STEPMAN_HOME or pass --home DIR"
+                        .into(),
+                )
+            })?;
+        let root = home.join(".stepman");
+        if is_non_dir(&home) {
+            return Err(not_a_dir(format!("HOME={}", home.display())).into());
+        }
+        if is_non_dir(&root) {
+            return Err(not_a_dir(format!("{} (from HOME)", root.display())).into());
+        }
+        Ok(root)
     }
 
-    fn net(&self) -> stepman::fetch::NetConfig {
-        let mut n = stepman::fetch::NetConfig::from_env();
+    /// The network settings from the environment (a value that cannot be read is bad usage),
+    /// with `--offline`.
+    fn net(&self) -> anyhow::Result<stepman::fetch::NetConfig> {
+        let mut n =
+            stepman::fetch::NetConfig::from_env().map_err(|e| cmd::CouldNotRun(e.to_string()))?;
         n.offline |= self.offline;
         n.progress = ui::reporter();
-        n
+        Ok(n)
     }
 
-    fn durability(&self) -> stepman::Durability {
-        if self.no_fsync {
+    /// `--no-fsync` or `STEPMAN_NO_FSYNC` (a value it does not take is bad usage).
+    fn durability(&self) -> anyhow::Result<stepman::Durability> {
+        let from_env = stepman::settings::env_flag("STEPMAN_NO_FSYNC")
+            .map_err(|e| cmd::CouldNotRun(e.to_string()))?;
+        Ok(if self.no_fsync || from_env {
             stepman::Durability::NoSync
         } else {
             stepman::Durability::Sync
-        }
+        })
     }
 }
 
@@ -379,10 +424,19 @@ fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
                     Some(stepman::Error::Cancelled)
                 )
             });
+            // A setting the library read late (STEPMAN_GO_DOWNLOAD_BASE, say) is bad usage too.
+            let bad_setting = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<stepman::Error>(),
+                    Some(stepman::Error::BadSetting { .. })
+                )
+            });
             if cancelled {
                 ExitCode::from(130)
+            } else if bad_setting || e.downcast_ref::<cmd::CouldNotRun>().is_some() {
+                ExitCode::from(2)
             } else {
-                ExitCode::from(e.downcast_ref::<cmd::CouldNotRun>().map_or(1, |_| 2))
+                ExitCode::from(1)
             }
         }
     }

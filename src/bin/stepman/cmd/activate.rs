@@ -39,11 +39,19 @@ pub(crate) struct ActivateArgs {
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
-    let net = cli.net();
+    let net = cli.net()?;
     if let Some(r) = a.step.step_ref() {
         return activate_ref(cli, a, &r, net);
     }
     let c = a.step.collection()?;
+    // Read before anything is done: a value it does not take is bad usage.
+    let from_env =
+        activate::precompiled::enabled_by_env().map_err(|e| super::CouldNotRun(e.to_string()))?;
+    let precompiled = if a.precompiled || from_env {
+        Precompiled::Use
+    } else {
+        Precompiled::Skip
+    };
     super::stop_on_signals(&net.cancel)?;
     // A cache hit must work on a read-only store: open without creating when possible.
     let store = match super::open_ro(cli)? {
@@ -52,11 +60,6 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
     }
     .with_interrupt(net.cancel.clone());
     let r = a.step.resolve(&store, &c, &net)?;
-    let precompiled = if a.precompiled || activate::precompiled::enabled_by_env() {
-        Precompiled::Use
-    } else {
-        Precompiled::Skip
-    };
     let replace = if a.replace {
         stepman::Replace::Anything
     } else {
@@ -104,13 +107,10 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
         replace,
         &net,
     )
-    .with_context(|| {
-        format!(
-            "activate {}@{} into {}",
-            r.picked.id,
-            r.picked.version,
-            a.path.display()
-        )
+    .map_err(|e| {
+        let path = a.path.display().to_string();
+        let verb = format!("activate {}@{}", r.picked.id, r.picked.version);
+        super::context_once(e, &verb, &format!("into {path}"), &path)
     })?;
     crate::ui::note!(
         "activated {}@{} ({id}) into {}",
@@ -145,7 +145,11 @@ fn activate_ref(
         stepman::Replace::Activated
     };
     let done = activate::activate_ref(&store, r, &a.path, a.copyyml.as_deref(), replace, &net)
-        .with_context(|| format!("activate {} into {}", r.shown(), a.path.display()))?;
+        .map_err(|e| {
+            let path = a.path.display().to_string();
+            let verb = format!("activate {}", r.shown());
+            super::context_once(e, &verb, &format!("into {path}"), &path)
+        })?;
     match done {
         activate::ActivatedRef::Git(t) => crate::ui::note!(
             "activated {} (commit {}, {}) into {}",

@@ -20,7 +20,7 @@ pub(crate) struct DownloadArgs {
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode> {
-    let net = cli.net();
+    let net = cli.net()?;
     if let Some(r) = a.step.step_ref() {
         return download_ref(cli, a, &r, net);
     }

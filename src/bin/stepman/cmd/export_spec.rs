@@ -38,7 +38,7 @@ pub(crate) fn write_to(o: &Opened, kind: ExportType, path: &Path) -> anyhow::Res
         let mut out = BufWriter::new(std::io::stdout().lock());
         let closed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
         return match steplib::write_spec(o, kind, &mut out) {
-            Err(stepman::Error::Io { source, .. }) if closed(&source) => {
+            Err(stepman::Error::Io { error, .. }) if closed(&error) => {
                 Err(super::StdoutClosed.into())
             }
             Err(e) => Err(e.into()),
@@ -71,7 +71,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &ExportSpecArgs) -> anyhow::Result<ExitCo
         Some(store) => store,
         None => {
             let store = super::open_rw(cli)?;
-            stepman::activate::open_or_setup(&store, &c, &cli.net())?;
+            stepman::activate::open_or_setup(&store, &c, &cli.net()?)?;
             store
         }
     };

@@ -53,7 +53,7 @@ fn write_pages(cmd: clap::Command, dir: &Path) -> anyhow::Result<usize> {
         std::io::Write::write_all(w, &roff).map_err(|e| stepman::Error::Io {
             op: "write",
             path: path.clone(),
-            source: e,
+            error: e,
         })
     })
     .with_context(|| format!("write {}", path.display()))?;

@@ -115,13 +115,38 @@ pub(crate) fn stop_on_signals(
     Ok(())
 }
 
+/// `e` in the context `<verb> <object>`, or just `<verb>` when the error names `named` already
+/// (the library's errors about a collection start with its URI, one about a destination names
+/// it): a URI or a path appears once per message.
+pub(crate) fn context_once(
+    e: stepman::Error,
+    verb: &str,
+    object: &str,
+    named: &str,
+) -> anyhow::Error {
+    let msg = e.to_string();
+    // As a word of its own (`d` is not named by `…/dest`).
+    let said = msg.match_indices(named).any(|(i, _)| {
+        let before = msg[..i].chars().next_back();
+        let after = msg[i + named.len()..].chars().next();
+        before.is_none_or(|c| c == ' ') && after.is_none_or(|c| matches!(c, ' ' | ':' | ';' | ','))
+    });
+    let e = anyhow::Error::new(e);
+    if said {
+        e.context(verb.to_string())
+    } else {
+        e.context(format!("{verb} {object}"))
+    }
+}
+
 /// The read-only stores layered under the writable one.
 fn lower(cli: &crate::Cli) -> anyhow::Result<Vec<stepman::Store>> {
     let mut out = Vec::new();
     for home in cli
         .read_only_stores
         .iter()
-        .filter(|h| !h.as_os_str().is_empty())
+        .filter(|h| !h.is_empty())
+        .map(std::path::Path::new)
     {
         match stepman::Store::open_existing(home)? {
             Some(s) => out.push(s),
@@ -137,9 +162,13 @@ fn lower(cli: &crate::Cli) -> anyhow::Result<Vec<stepman::Store>> {
 /// Opens (creating if needed) the store for a command that writes.
 pub(crate) fn open_rw(cli: &crate::Cli) -> anyhow::Result<stepman::Store> {
     let home = cli.home()?;
+    // Every setting is read before the store is created: bad usage leaves nothing behind.
+    let (durability, limits) = (cli.durability()?, limits()?);
+    lookup(false)?;
+    cli.net()?;
     Ok(stepman::Store::open(&home)?
-        .with_durability(cli.durability())
-        .with_limits(limits()?)
+        .with_durability(durability)
+        .with_limits(limits)
         .with_lower(lower(cli)?))
 }
 
@@ -171,10 +200,13 @@ fn limits() -> anyhow::Result<stepman::Limits> {
 pub(crate) fn open_ro(cli: &crate::Cli) -> anyhow::Result<Option<stepman::Store>> {
     let home = cli.home()?;
     let lower = lower(cli)?;
+    let (durability, limits) = (cli.durability()?, limits()?);
+    lookup(false)?;
+    cli.net()?;
     match stepman::Store::open_existing(&home)? {
         Some(s) => Ok(Some(
-            s.with_durability(cli.durability())
-                .with_limits(limits()?)
+            s.with_durability(durability)
+                .with_limits(limits)
                 .with_lower(lower),
         )),
         None if !lower.is_empty() => open_rw(cli).map(Some),

@@ -129,7 +129,7 @@ fn read_list(f: &PathBuf) -> anyhow::Result<Vec<Request>> {
 pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
     let refresh = super::lookup(false)?.refresh;
-    let net = cli.net();
+    let net = cli.net()?;
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     let mut requests: Vec<Request> = a.steps.iter().map(|s| Request::parse(s)).collect();

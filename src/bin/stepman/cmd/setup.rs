@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use stepman::Fill;
 use stepman::steplib::{ExportType, generate};
@@ -36,11 +35,11 @@ pub(crate) fn run(cli: &crate::Cli, a: &SetupArgs) -> anyhow::Result<ExitCode> {
         a.collection.clone()
     };
     let c = super::steplib::collection(&uri)?;
-    let net = cli.net();
+    let net = cli.net()?;
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     let r = generate::setup(&store, &c, Fill::IfMissing, &net)
-        .with_context(|| format!("setup {}", c.uri))?;
+        .map_err(|e| super::context_once(e, "setup", &c.uri, &c.uri))?;
     // A `delete` may remove the collection right after it was set up (delete is safe while
     // others work): set it up again rather than fail (`open_or_setup`, the one retry policy).
     let opened = stepman::activate::open_or_setup(&store, &c, &net)?;

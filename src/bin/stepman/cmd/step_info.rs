@@ -113,7 +113,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode
             Some(s) => s,
             None => super::open_rw(cli)?,
         };
-        let mut info = activate::ref_step_info(Some(&store), &r, &cli.net())?;
+        let mut info = activate::ref_step_info(Some(&store), &r, &cli.net()?)?;
         if library == "git" {
             // The old tool names the form, and sets no original version.
             info.library = "git".into();
@@ -134,7 +134,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode
             id,
             &a.version,
             super::lookup(false)?,
-            &cli.net(),
+            &cli.net()?,
         )?;
         let info = StepInfo::from(&r);
         let text = if a.short || format == Format::Json {

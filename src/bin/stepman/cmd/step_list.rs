@@ -39,8 +39,8 @@ fn step_ids(
     let mut retries = 0;
     loop {
         match o.step_ids() {
-            Err(stepman::Error::Io { source, .. })
-                if retries < 16 && source.kind() == std::io::ErrorKind::NotFound =>
+            Err(stepman::Error::Io { error, .. })
+                if retries < 16 && error.kind() == std::io::ErrorKind::NotFound =>
             {
                 retries += 1;
                 o = steplib::open(store, c)?
@@ -142,7 +142,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepListArgs) -> anyhow::Result<ExitCode
         Some(found) => found,
         None => {
             let store = super::open_rw(cli)?;
-            let o = stepman::activate::open_or_setup(&store, &c, &cli.net())?;
+            let o = stepman::activate::open_or_setup(&store, &c, &cli.net()?)?;
             (store, o)
         }
     };

@@ -44,7 +44,7 @@ pub(crate) struct InstallArgs {
 pub(crate) fn run(cli: &crate::Cli, c: &ToolkitCmd) -> anyhow::Result<ExitCode> {
     let ToolkitCmd::Install(a) = c;
     let Which::Go = a.toolkit;
-    let net = cli.net();
+    let net = cli.net()?;
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     let got = install::install_go(&store, a.version.as_deref(), a.sha256.as_deref(), &net)?;

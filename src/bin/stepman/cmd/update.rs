@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use stepman::Fill;
 use stepman::steplib::{self, generate};
@@ -22,7 +21,7 @@ pub(crate) struct UpdateArgs {
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> {
-    let net = cli.net();
+    let net = cli.net()?;
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     // An empty `-c` means every collection, as in the old tool.
@@ -39,7 +38,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> 
         // `c.uri` is the URI without its credentials, which must not be printed.
         let shown = &c.uri;
         match generate::setup(&store, &c, Fill::Again, &net)
-            .with_context(|| format!("update {shown}"))
+            .map_err(|e| super::context_once(e, "update", shown, shown))
         {
             // Nothing made: the StepLib's HEAD is the commit its collection was built from.
             Ok(p) if !p.ingested => crate::ui::note!("{shown} is up to date"),
