@@ -44,6 +44,9 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--reps", type=int, default=7)
 ap.add_argument("--bin", default="target/release/stepman")
 args = ap.parse_args()
+# `stepman activate`/`preload` refuse to run without --prepare when STEPMAN_GO is set (clap's
+# `requires` counts the env var): keep it out of the commands' environment (passed as --go where needed).
+os.environ.pop("STEPMAN_GO", None)
 ROOT = os.getcwd()
 BIN = os.path.abspath(args.bin)
 GEN = os.path.abspath("target/release/examples/gen_tree")
