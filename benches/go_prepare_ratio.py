@@ -30,6 +30,9 @@ ap.add_argument("--reps", type=int, default=5)
 ap.add_argument("--bin", default="target/release/stepman")
 ap.add_argument("--go", default=os.environ.get("STEPMAN_GO") or shutil.which("go"))
 args = ap.parse_args()
+# `stepman activate`/`preload` refuse to run without --prepare when STEPMAN_GO is set (clap's
+# `requires` counts the env var): keep it out of the commands' environment (passed as --go where needed).
+os.environ.pop("STEPMAN_GO", None)
 if not args.go:
     print("go_prepare_ratio.py: no Go toolchain (give --go or STEPMAN_GO)", file=sys.stderr)
     sys.exit(2)

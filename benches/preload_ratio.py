@@ -28,6 +28,9 @@ ap.add_argument("--reps", type=int, default=3)
 ap.add_argument("--steps", type=int, default=100)
 ap.add_argument("--bin", default="target/release/stepman")
 args = ap.parse_args()
+# `stepman activate`/`preload` refuse to run without --prepare when STEPMAN_GO is set (clap's
+# `requires` counts the env var): keep it out of the commands' environment (passed as --go where needed).
+os.environ.pop("STEPMAN_GO", None)
 BIN = os.path.abspath(args.bin)
 GEN = os.path.abspath("target/release/examples/gen_tree")
 subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "stepman", "--example", "gen_tree"], check=True)
