@@ -161,13 +161,24 @@ pub struct Opened {
 impl Opened {
     /// Reads the group of step `id`; `Ok(None)` when the collection has no such step.
     pub fn group(&self, id: &str) -> Result<Option<Group>> {
+        self.read_record(id, CollectionLayout::group(id), "group")
+    }
+
+    /// Reads and parses the per-step file `rel` of step `id` (its group or its index);
+    /// `Ok(None)` when the collection has no such step.
+    fn read_record<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &str,
+        rel: String,
+        what: &str,
+    ) -> Result<Option<T>> {
         if Name::new("r", id, "v").is_err() || id.starts_with('_') {
             return Ok(None);
         }
-        let p = self.dir.join(CollectionLayout::group(id));
+        let p = self.dir.join(rel);
         let bytes = match fs::read(&p) {
             Ok(b) => b,
-            // No such group, unless the whole object went away (gc after a re-point): then the
+            // No such step, unless the whole object went away (gc after a re-point): then the
             // caller reads the name again.
             Err(e) if sys::is_not_found(&e) && self.dir.join(CollectionLayout::META).exists() => {
                 return Ok(None);
@@ -178,7 +189,7 @@ impl Opened {
             .map(Some)
             .map_err(|e| Error::Format {
                 path: p,
-                reason: format!("invalid group file: {e}"),
+                reason: format!("invalid {what} file: {e}"),
             })
     }
 
@@ -194,23 +205,11 @@ impl Opened {
                 steps: Steps::Group(g.versions),
             }));
         }
-        if Name::new("r", id, "v").is_err() || id.starts_with('_') {
+        let Some(index) =
+            self.read_record::<model::GroupIndex>(id, CollectionLayout::index(id), "index")?
+        else {
             return Ok(None);
-        }
-        let p = self.dir.join(CollectionLayout::index(id));
-        let bytes = match fs::read(&p) {
-            Ok(b) => b,
-            // As in `group`: no such step, unless the object went away.
-            Err(e) if sys::is_not_found(&e) && self.dir.join(CollectionLayout::META).exists() => {
-                return Ok(None);
-            }
-            Err(e) => return Err(Error::io("read", &p)(e)),
         };
-        let index: model::GroupIndex =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Format {
-                path: p,
-                reason: format!("invalid index file: {e}"),
-            })?;
         let (versions, spans) = index
             .versions
             .into_iter()
