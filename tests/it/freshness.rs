@@ -90,6 +90,56 @@ impl Lib {
     }
 }
 
+/// A git StepLib with `s@1.0.0`, served by `git daemon` on loopback and set up in a store.
+struct GitLib {
+    src: PathBuf,
+    bare: PathBuf,
+    home: PathBuf,
+    uri: String,
+    _daemon: support::GitDaemon,
+}
+
+impl GitLib {
+    fn new(dir: &Path) -> GitLib {
+        let src = dir.join("steplib-src");
+        support::write_steplib_yml(&src, &[("zip", "http://127.0.0.1:9/unused/")]);
+        support::write_step(&src, "s", "1.0.0", &support::step_yml("s", None));
+        let bare = support::git_bare_of(dir, &src, "lib.git");
+        let daemon = support::GitDaemon::start(dir);
+        let uri = daemon.url("lib.git");
+        let home = dir.join("home");
+        run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
+        GitLib {
+            src,
+            bare,
+            home,
+            uri,
+            _daemon: daemon,
+        }
+    }
+
+    /// Commits and pushes a new version of `s` upstream.
+    fn release(&self, version: &str) {
+        support::write_step(&self.src, "s", version, &support::step_yml("s", None));
+        support::git(&self.src, &["add", "-A"]);
+        support::git(&self.src, &["commit", "-q", "-m", "release"]);
+        support::git(
+            &self.src,
+            &["push", "-q", self.bare.to_str().unwrap(), "HEAD"],
+        );
+    }
+}
+
+/// Sets the modification time of the link itself (`touch -h -d WHEN`).
+fn age_link(link: &Path, when: &str) {
+    let st = Command::new("touch")
+        .args(["-h", "-d", when])
+        .arg(link)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
 /// The one collection name link in `home`'s store.
 fn collection_link(home: &Path) -> PathBuf {
     let names = support::store_root(home).join("names");
@@ -171,25 +221,11 @@ fn an_unreadable_ttl_is_bad_usage() {
 fn concurrent_stale_lookups_refresh_once() {
     let _s = support::alone();
     let t = TestDir::new();
-    let src = t.path().join("steplib-src");
-    support::write_steplib_yml(&src, &[("zip", "http://127.0.0.1:9/unused/")]);
-    support::write_step(&src, "s", "1.0.0", &support::step_yml("s", None));
-    let bare = support::git_bare_of(t.path(), &src, "lib.git");
-    let daemon = support::GitDaemon::start(t.path());
-    let uri = daemon.url("lib.git");
-    let home = t.path().join("home");
-    run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
-    support::write_step(&src, "s", "1.1.0", &support::step_yml("s", None));
-    support::git(&src, &["add", "-A"]);
-    support::git(&src, &["commit", "-q", "-m", "release"]);
-    support::git(&src, &["push", "-q", bare.to_str().unwrap(), "HEAD"]);
+    let g = GitLib::new(t.path());
+    let (home, uri) = (g.home.clone(), g.uri.clone());
+    g.release("1.1.0");
     let link = collection_link(&home);
-    let st = Command::new("touch")
-        .args(["-h", "-d", "1 hour ago"])
-        .arg(&link)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    age_link(&link, "1 hour ago");
     let log = t.path().join("git-calls.log");
     let wrapper = support::git_wrapper(&t.path().join("git-wrapper"), &log);
     let path = support::path_with_first(&wrapper);
@@ -230,22 +266,11 @@ fn concurrent_stale_lookups_refresh_once() {
 #[test]
 fn update_with_nothing_new_upstream_asks_for_head_and_does_not_clone() {
     let t = TestDir::new();
-    let src = t.path().join("steplib-src");
-    support::write_steplib_yml(&src, &[("zip", "http://127.0.0.1:9/unused/")]);
-    support::write_step(&src, "s", "1.0.0", &support::step_yml("s", None));
-    let bare = support::git_bare_of(t.path(), &src, "lib.git");
-    let daemon = support::GitDaemon::start(t.path());
-    let uri = daemon.url("lib.git");
-    let home = t.path().join("home");
-    run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
+    let g = GitLib::new(t.path());
+    let (home, uri) = (g.home.clone(), g.uri.clone());
     let link = collection_link(&home);
     let object = fs::read_link(&link).unwrap();
-    let st = Command::new("touch")
-        .args(["-h", "-d", "1 hour ago"])
-        .arg(&link)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    age_link(&link, "1 hour ago");
     let aged = fs::symlink_metadata(&link).unwrap().modified().unwrap();
 
     let log = t.path().join("git-calls.log");
@@ -279,10 +304,7 @@ fn update_with_nothing_new_upstream_asks_for_head_and_does_not_clone() {
     let bound = fs::symlink_metadata(&link).unwrap().modified().unwrap();
     assert!(bound > aged, "the name was bound again: its age is now");
 
-    support::write_step(&src, "s", "1.1.0", &support::step_yml("s", None));
-    support::git(&src, &["add", "-A"]);
-    support::git(&src, &["commit", "-q", "-m", "release"]);
-    support::git(&src, &["push", "-q", bare.to_str().unwrap(), "HEAD"]);
+    g.release("1.1.0");
     let calls = update(&format!("updated {uri}"));
     assert!(calls.lines().any(|l| l.contains(" clone ")), "{calls}");
     let o = run_ok(&mut stepman(
@@ -298,7 +320,7 @@ fn update_with_nothing_new_upstream_asks_for_head_and_does_not_clone() {
         ],
     ));
     assert!(o.contains("\"version\":\"1.1.0\""), "{o}");
-    let head = support::git(&src, &["rev-parse", "HEAD"]);
+    let head = support::git(&g.src, &["rev-parse", "HEAD"]);
     let listed: serde_json::Value = serde_json::from_str(&run_ok(&mut stepman(
         &home,
         ["collections", "--format", "json"],
