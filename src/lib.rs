@@ -22,6 +22,7 @@ pub mod gc;
 pub mod hash;
 mod ingest;
 pub mod layout;
+pub mod legacy;
 mod lock;
 pub mod preload;
 pub mod progress;

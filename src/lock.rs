@@ -17,6 +17,10 @@
 //!   looking at what is there to writing the marker beside it (`export.rs`). Taken before the
 //!   store lock, never while holding it. Never removed (like name locks).
 //!
+//! - **Legacy-view lock**, `<old home>/.stepman-legacy-view.lock`, *exclusive* and blocking
+//!   (interruptible): one `legacy-view` at a time writes an old tool's layout
+//!   (`crate::legacy`). Never removed.
+//!
 //! Waiting: a blocked taker gets the lock the moment its holder lets go (the kernel wakes it), so
 //! ten jobs waiting for one download start copying as soon as it is published. A wait that can be
 //! interrupted (Ctrl-C) blocks on a thread of its own while the caller watches its flag; a lock
@@ -277,6 +281,17 @@ pub(crate) fn name_exclusive(
 /// destination whose lock file is `path` at a time. With `interrupt`, the wait gives up with
 /// [`Error::Cancelled`] once the flag is set.
 pub(crate) fn destination_exclusive(path: &Path, interrupt: Option<&AtomicBool>) -> Result<Guard> {
+    let f = take(path, LockMode::Exclusive, interrupt)?;
+    Ok(Guard {
+        _files: f.into_iter().collect(),
+    })
+}
+
+/// Legacy-view lock, exclusive and blocking: one `legacy-view` at a time writes into one old
+/// tool's home, whose lock file is `path` (`<home>/.stepman-legacy-view.lock`, outside the
+/// store). The old tool takes no lock: this orders our writers only. With `interrupt`, the wait
+/// gives up with [`Error::Cancelled`] once the flag is set.
+pub(crate) fn legacy_view_exclusive(path: &Path, interrupt: Option<&AtomicBool>) -> Result<Guard> {
     let f = take(path, LockMode::Exclusive, interrupt)?;
     Ok(Guard {
         _files: f.into_iter().collect(),

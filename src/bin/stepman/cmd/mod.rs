@@ -8,6 +8,7 @@ pub(crate) mod download;
 pub(crate) mod export_spec;
 pub(crate) mod fsck;
 pub(crate) mod gc;
+pub(crate) mod legacy_view;
 pub(crate) mod list_cached;
 pub(crate) mod man;
 pub(crate) mod preload;
