@@ -46,7 +46,7 @@ pub const ROUTING_FILE: &str = "routing.json";
 /// The old tool's directory of collections.
 pub const COLLECTIONS_DIR: &str = "step_collections";
 /// The lock file of views written into one home (ours; the old tool ignores it).
-const LOCK_FILE: &str = ".stepman-legacy-view.lock";
+const LOCK_FILE: &str = ".stepman.legacy-view.lock";
 /// The record's one file.
 const RECORD_FILE: &str = "view.json";
 /// The record's format.

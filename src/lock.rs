@@ -17,7 +17,7 @@
 //!   looking at what is there to writing the marker beside it (`export.rs`). Taken before the
 //!   store lock, never while holding it. Never removed (like name locks).
 //!
-//! - **Legacy-view lock**, `<old home>/.stepman-legacy-view.lock`, *exclusive* and blocking
+//! - **Legacy-view lock**, `<old home>/.stepman.legacy-view.lock`, *exclusive* and blocking
 //!   (interruptible): one `legacy-view` at a time writes an old tool's layout
 //!   (`crate::legacy`). Never removed.
 //!
@@ -288,7 +288,7 @@ pub(crate) fn destination_exclusive(path: &Path, interrupt: Option<&AtomicBool>)
 }
 
 /// Legacy-view lock, exclusive and blocking: one `legacy-view` at a time writes into one old
-/// tool's home, whose lock file is `path` (`<home>/.stepman-legacy-view.lock`, outside the
+/// tool's home, whose lock file is `path` (`<home>/.stepman.legacy-view.lock`, outside the
 /// store). The old tool takes no lock: this orders our writers only. With `interrupt`, the wait
 /// gives up with [`Error::Cancelled`] once the flag is set.
 pub(crate) fn legacy_view_exclusive(path: &Path, interrupt: Option<&AtomicBool>) -> Result<Guard> {

@@ -24,6 +24,7 @@ mod hostile_archives;
 mod hostile_servers;
 mod hostile_steplib;
 mod hostile_steplib_git;
+mod legacy_view;
 mod lookup_cost;
 mod offline;
 mod planted;
