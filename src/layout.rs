@@ -234,6 +234,8 @@ pub(crate) enum TempKind {
     Toolkit,
     /// A legacy view's record.
     View,
+    /// An audit's clone of a step's tag.
+    Audit,
 }
 
 impl TempKind {
@@ -251,6 +253,7 @@ impl TempKind {
             TempKind::Toolchain => "toolchain",
             TempKind::Toolkit => "toolkit",
             TempKind::View => "view",
+            TempKind::Audit => "audit",
         }
     }
 

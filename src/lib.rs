@@ -13,6 +13,7 @@
 
 pub mod activate;
 pub mod atomic;
+pub mod audit;
 pub mod credentials;
 pub mod error;
 mod export;

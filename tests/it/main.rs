@@ -5,6 +5,7 @@
 
 mod support;
 
+mod audit;
 mod cli_compat;
 mod cli_conventions;
 mod concurrency;

@@ -170,6 +170,7 @@ enum Command {
     Preload(cmd::preload::PreloadArgs),
     ListCached(cmd::list_cached::ListCachedArgs),
     LegacyView(cmd::legacy_view::LegacyViewArgs),
+    Audit(cmd::audit::AuditArgs),
     /// Plumbing: import, resolve and export store entries.
     #[command(
         subcommand,
@@ -403,6 +404,7 @@ fn main() -> ExitCode {
         Command::Preload(a) => cmd::preload::run(&cli, a),
         Command::ListCached(a) => cmd::list_cached::run(&cli, a),
         Command::LegacyView(a) => cmd::legacy_view::run(&cli, a),
+        Command::Audit(a) => cmd::audit::run(&cli, a),
         Command::Store(c) => cmd::store::run(&cli, c),
         Command::Fsck(a) => cmd::fsck::run(&cli, a),
         Command::Gc(a) => cmd::gc::run(&cli, a),

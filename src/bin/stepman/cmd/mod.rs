@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod activate;
+pub(crate) mod audit;
 pub(crate) mod collections;
 pub(crate) mod completions;
 pub(crate) mod delete;
