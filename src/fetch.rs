@@ -1387,6 +1387,21 @@ pub(crate) fn git_checkout_commit(
     Ok(())
 }
 
+/// Runs `git <args>` in the work tree `dir`, whose remote is `url` (vetted against
+/// `transports` and offline mode; its credential, if any, is passed as for a clone): git's
+/// stdout, or an error with what git said.
+pub(crate) fn git_in(
+    url: &str,
+    dir: &Path,
+    args: &[&str],
+    what: &str,
+    transports: GitTransports,
+    cfg: &NetConfig,
+) -> Result<Vec<u8>> {
+    let remote = Remote::new(url, what, transports, cfg)?;
+    remote.in_repo(dir, args)?.map_err(|l| remote.fail(l))
+}
+
 /// The commit the work tree `dir`'s HEAD is at (lowercase hex); `None` when it is no git work
 /// tree or git cannot say.
 pub(crate) fn git_head(dir: &Path) -> Option<String> {

@@ -166,7 +166,7 @@ pub fn write_view(
     store.check_outside(&collections_dir)?;
     store.check_outside(&routing_path)?;
     crate::export::create_parent(&collections_dir)?;
-    let _lock = crate::lock::legacy_view_exclusive(&home.join(LOCK_FILE), store.interrupt())?;
+    let _lock = crate::lock::home_file_exclusive(&home.join(LOCK_FILE), store.interrupt())?;
     let old_routes = read_routes(&routing_path)?;
     let mut routes = old_routes.clone();
     let mut report = ViewReport {

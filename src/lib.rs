@@ -30,6 +30,7 @@ pub mod progress;
 mod retry;
 mod scan;
 pub mod settings;
+pub mod share;
 pub mod step;
 pub mod steplib;
 pub mod store;

@@ -36,6 +36,7 @@ mod read_only_mount;
 mod reflink;
 mod replays;
 mod scenarios;
+mod share;
 mod steplib_yaml;
 mod store_cli;
 mod torture;

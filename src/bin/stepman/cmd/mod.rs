@@ -14,6 +14,7 @@ pub(crate) mod list_cached;
 pub(crate) mod man;
 pub(crate) mod preload;
 pub(crate) mod setup;
+pub(crate) mod share;
 pub(crate) mod step_info;
 pub(crate) mod step_list;
 pub(crate) mod steplib;
