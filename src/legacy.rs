@@ -388,7 +388,16 @@ fn write_specs(store: &Store, c: &Collection, opts: &ViewOptions, spec: &Path) -
         ))
     })?;
     if outcome != Outcome::Kept {
-        record(store, c, opts, spec, &object)?;
+        match record(store, c, opts, spec, &object) {
+            Ok(()) => {}
+            // A store this user may only read (another user's, a baked one) still gives its
+            // view; `collections` then does not know of it, and the next view writes the specs
+            // again.
+            Err(e @ (Error::NotOwner { .. } | Error::ReadOnly { .. })) => {
+                log::warn!("{}; the view is not recorded in the store", e.describe());
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(outcome)
 }
