@@ -17,7 +17,7 @@ use stepman::steplib;
 /// before the bitrise CLI, never while it runs: the old code takes no lock.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git && stepman legacy-view -c https://github.com/bitrise-io/bitrise-steplib.git"
+    after_help = "Example (after `stepman preload -c URI`):\n  stepman legacy-view -c https://github.com/bitrise-io/bitrise-steplib.git"
 )]
 pub(crate) struct LegacyViewArgs {
     /// A collection's URI (repeat for several; it must be set up).
