@@ -525,3 +525,25 @@ fn a_view_baked_by_root_is_read_by_another_user() {
         support::describe(&o)
     );
 }
+
+/// Views into one home at once (image builds sharing a home) wait for each other on the
+/// legacy-view lock: all succeed, and the view is whole, with no staging dir left.
+#[test]
+fn concurrent_views_into_one_home_all_succeed() {
+    let f = Fixture::new(&["1.0.0", "2.0.0"]);
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| f.view(&[]))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &outs {
+        assert!(o.status.success(), "{}", support::describe(o));
+    }
+    let dir = f.collection_dir();
+    check_complete_or_absent(&f, &f.legacy, "after concurrent views");
+    for v in ["1.0.0", "2.0.0"] {
+        assert!(dir.join("cache/s").join(v).is_dir());
+    }
+    for d in [&f.legacy, &dir, &dir.join("spec"), &dir.join("cache/s")] {
+        assert_eq!(support::staging_entries(d), Vec::<String>::new());
+    }
+}
