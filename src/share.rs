@@ -12,8 +12,9 @@
 //!   path and renamed in: two shares at once (different steps, two terminals) never see each
 //!   other's branch or files. A session that is there already is refused unless told to
 //!   replace it ([`Existing::Replace`]); nothing ever prompts.
-//! - `finish` of a session holds that session's lock from reading it to removing it, so two
-//!   finishes of one session cannot both commit.
+//! - `create` and `finish` of a session hold that session's lock (`<home>/share/.<id>-<tag>.lock`)
+//!   while they make, commit or remove it, so two finishes of one session cannot both commit,
+//!   and a `create --overwrite` never swaps a clone out under a finish.
 //! - The step's repository is cloned in the store's temp area, never in the system's temp dir.
 
 use std::collections::BTreeMap;
@@ -277,6 +278,9 @@ pub fn create(store: &Store, home: &Path, o: &CreateOptions, net: &NetConfig) ->
         step_tag: o.tag.clone(),
         clone: dir.clone(),
     };
+    crate::export::create_parent(&home.join(SESSIONS_DIR))?;
+    // A finish (or another create) of this session waits, and so does this for them.
+    let _session_lock = crate::lock::home_file_exclusive(&session_lock(home, &key), None)?;
     let there = fs::symlink_metadata(&dir).is_ok();
     if there && o.existing == Existing::Refuse {
         return Err(share_error(
@@ -288,7 +292,6 @@ pub fn create(store: &Store, home: &Path, o: &CreateOptions, net: &NetConfig) ->
             ),
         ));
     }
-    crate::export::create_parent(&home.join(SESSIONS_DIR))?;
     crate::export::sweep_beside(&dir);
     let how = if there {
         Place::Replace
@@ -341,6 +344,11 @@ pub fn create(store: &Store, home: &Path, o: &CreateOptions, net: &NetConfig) ->
         Ok(())
     })?;
     Ok(session)
+}
+
+/// The lock file of the session `key`: `<home>/share/.<key>.lock`.
+fn session_lock(home: &Path, key: &str) -> PathBuf {
+    home.join(SESSIONS_DIR).join(format!(".{key}.lock"))
 }
 
 /// Which session `audit` and `finish` work on: the only one, or the one of this step (and
@@ -407,10 +415,7 @@ pub fn audit(
 pub fn finish(home: &Path, sel: &Select, tool: Tool, net: &NetConfig) -> Result<Session> {
     let s = select(home, sel, tool)?;
     let key = s.branch();
-    let _session = crate::lock::home_file_exclusive(
-        &home.join(SESSIONS_DIR).join(format!(".{key}.lock")),
-        None,
-    )?;
+    let _session = crate::lock::home_file_exclusive(&session_lock(home, &key), None)?;
     // Under the session's lock: still there?
     let s = select(
         home,
