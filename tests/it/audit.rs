@@ -157,3 +157,62 @@ fn audit_of_a_step_yml_lists_every_failure() {
     let o = output(&mut stepman(&home, ["audit"]));
     assert_eq!(o.status.code(), Some(2), "{}", support::describe(&o));
 }
+
+/// `audit -c` clones the versions' tags at once, not one after another: a `git` wrapper holds
+/// each clone until another one is running too (at most 10 s), and says when it saw that.
+#[test]
+fn audit_of_a_steplib_clones_its_versions_in_parallel() {
+    let t = support::TestDir::new();
+    let src = t.path().join("step-src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("step.sh"), "echo hi\n").unwrap();
+    let repos = t.path().join("repos");
+    fs::create_dir_all(&repos).unwrap();
+    let repo = support::git_repo(&repos, &src, "1.0.0");
+    support::git(&repos.join("repo.git"), &["tag", "2.0.0", "1.0.0"]);
+    let server = support::Server::start();
+    server.mount_git_backend("/git", &repos);
+    let git = format!("{}/git/repo.git", server.url());
+    let lib = t.path().join("lib");
+    support::write_steplib_yml(&lib, &[("git", "unused")]);
+    for v in ["1.0.0", "2.0.0"] {
+        support::write_step(&lib, "s", v, &good_yml("S", &git, &repo.tagged));
+    }
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let bin = t.path().join("bin");
+    let running = t.path().join("running");
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(&running).unwrap();
+    let log = t.path().join("overlap.log");
+    let wrapper = bin.join("git");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *' clone '*)\n  touch '{r}'/$$\n  i=0\n  while [ \"$(ls '{r}' | wc -l)\" -lt 2 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n  [ \"$(ls '{r}' | wc -l)\" -ge 2 ] && echo overlap >> '{l}'\n  '{g}' \"$@\"; s=$?\n  rm -f '{r}'/$$\n  exit $s;;\nesac\nexec '{g}' \"$@\"\n",
+            r = running.display(),
+            l = log.display(),
+            g = real.trim()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let home = t.path().join("home");
+    let o = output(
+        stepman(&home, ["audit", "-c", lib.to_str().unwrap()])
+            .env("PATH", support::path_with_first(&bin)),
+    );
+    assert!(o.status.success(), "{}", support::describe(&o));
+    let seen = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        seen.lines().count() >= 2,
+        "the two versions' clones never ran at the same time: {seen:?}"
+    );
+}
