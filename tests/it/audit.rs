@@ -15,23 +15,29 @@ fn good_yml(title: &str, git: &str, commit: &str) -> String {
     )
 }
 
+/// A step repository with the tags `1.0.0` and `2.0.0` (both at `tagged`; `earlier` is another
+/// commit), served by `git http-backend` on loopback: the repository, the server and its URL.
+fn served_step_repo(dir: &std::path::Path) -> (support::GitRepo, support::Server, String) {
+    let src = dir.join("step-src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("step.sh"), "echo hi\n").unwrap();
+    let repos = dir.join("repos");
+    fs::create_dir_all(&repos).unwrap();
+    let repo = support::git_repo(&repos, &src, "1.0.0");
+    support::git(&repos.join("repo.git"), &["tag", "2.0.0", "1.0.0"]);
+    let server = support::Server::start();
+    server.mount_git_backend("/git", &repos);
+    let git = format!("{}/git/repo.git", server.url());
+    (repo, server, git)
+}
+
 /// A local StepLib whose versions name a step repository over loopback HTTP: `s@1.0.0` right,
 /// `s@2.0.0` with a commit its tag is not at, `t@1.0.0` without a title (which setup leaves
 /// out of the collection: its file is named); all at once, in parallel, each failure named, and neither the store's temp area nor `TMPDIR` keeps a clone.
 #[test]
 fn audit_of_a_steplib_names_a_wrong_commit_and_a_missing_title() {
     let t = support::TestDir::new();
-    let src = t.path().join("step-src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("step.sh"), "echo hi\n").unwrap();
-    let repos = t.path().join("repos");
-    fs::create_dir_all(&repos).unwrap();
-    let repo = support::git_repo(&repos, &src, "1.0.0");
-    let bare = repos.join("repo.git");
-    support::git(&bare, &["tag", "2.0.0", "1.0.0"]);
-    let server = support::Server::start();
-    server.mount_git_backend("/git", &repos);
-    let git = format!("{}/git/repo.git", server.url());
+    let (repo, _server, git) = served_step_repo(t.path());
 
     let lib = t.path().join("lib");
     support::write_steplib_yml(&lib, &[("git", "unused")]);
@@ -159,33 +165,18 @@ fn audit_of_a_step_yml_lists_every_failure() {
 }
 
 /// `audit -c` clones the versions' tags at once, not one after another: a `git` wrapper holds
-/// each clone until another one is running too (at most 10 s), and says when it saw that.
+/// each clone until another one is running too (at most 10 s), and logs when it saw that; run
+/// one after another (`--jobs 1`), no clone ever sees another.
 #[test]
 fn audit_of_a_steplib_clones_its_versions_in_parallel() {
     let t = support::TestDir::new();
-    let src = t.path().join("step-src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("step.sh"), "echo hi\n").unwrap();
-    let repos = t.path().join("repos");
-    fs::create_dir_all(&repos).unwrap();
-    let repo = support::git_repo(&repos, &src, "1.0.0");
-    support::git(&repos.join("repo.git"), &["tag", "2.0.0", "1.0.0"]);
-    let server = support::Server::start();
-    server.mount_git_backend("/git", &repos);
-    let git = format!("{}/git/repo.git", server.url());
+    let (repo, _server, git) = served_step_repo(t.path());
     let lib = t.path().join("lib");
     support::write_steplib_yml(&lib, &[("git", "unused")]);
     for v in ["1.0.0", "2.0.0"] {
         support::write_step(&lib, "s", v, &good_yml("S", &git, &repo.tagged));
     }
-    let real = String::from_utf8(
-        std::process::Command::new("sh")
-            .args(["-c", "command -v git"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let real = support::real_git();
     let bin = t.path().join("bin");
     let running = t.path().join("running");
     fs::create_dir_all(&bin).unwrap();
@@ -211,8 +202,10 @@ fn audit_of_a_steplib_clones_its_versions_in_parallel() {
     );
     assert!(o.status.success(), "{}", support::describe(&o));
     let seen = fs::read_to_string(&log).unwrap_or_default();
+    // A clone's marker goes when it ends: one clone that saw two markers ran beside another
+    // (the other may have missed it, having looked after the first ended).
     assert!(
-        seen.lines().count() >= 2,
+        seen.lines().count() >= 1,
         "the two versions' clones never ran at the same time: {seen:?}"
     );
 }
