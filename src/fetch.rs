@@ -1387,6 +1387,89 @@ pub(crate) fn git_checkout_commit(
     Ok(())
 }
 
+/// Runs `git <args>` in the work tree `dir`, whose remote is `url` (vetted against
+/// `transports` and offline mode; its credential, if any, is passed as for a clone): git's
+/// stdout, or an error with what git said.
+pub(crate) fn git_in(
+    url: &str,
+    dir: &Path,
+    args: &[&str],
+    what: &str,
+    transports: GitTransports,
+    cfg: &NetConfig,
+) -> Result<Vec<u8>> {
+    let remote = Remote::new(url, what, transports, cfg)?;
+    remote.in_repo(dir, args)?.map_err(|l| remote.fail(l))
+}
+
+/// The commit the work tree `dir`'s HEAD is at (lowercase hex); `None` when it is no git work
+/// tree or git cannot say.
+pub(crate) fn git_head(dir: &Path) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "--verify", "--quiet", "HEAD"])
+        .output()
+        .ok()?;
+    let head = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .to_ascii_lowercase();
+    (out.status.success() && is_full_commit(&head)).then_some(head)
+}
+
+/// Makes `dest` (which must not exist) a git work tree of `url` that the old tool's `update`
+/// can pull in: at exactly `commit` ([`git_checkout_commit`]), or at the repository's `HEAD`
+/// without one (a StepLib on this machine), on a branch (the repository's default one where
+/// the clone knows it, else `master`, the old tool's) that tracks that branch of `origin`,
+/// whose URL is `url` (without any userinfo: credentials never go to disk).
+pub(crate) fn git_work_tree(
+    url: &str,
+    commit: Option<&str>,
+    dest: &Path,
+    what: &str,
+    transports: GitTransports,
+    cfg: &NetConfig,
+) -> Result<()> {
+    let remote = Remote::new(url, what, transports, cfg)?;
+    match commit {
+        Some(c) => git_checkout_commit(url, Some("HEAD"), c, dest, what, transports, cfg)?,
+        None => {
+            remote.clone(None, dest)?;
+        }
+    }
+    let branch = remote
+        .in_repo(
+            dest,
+            &[
+                "symbolic-ref",
+                "--quiet",
+                "--short",
+                "refs/remotes/origin/HEAD",
+            ],
+        )?
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out).trim().to_string())
+        .and_then(|b| b.strip_prefix("origin/").map(str::to_string))
+        .filter(|b| check_reference(b).is_ok())
+        .unwrap_or_else(|| "master".to_string());
+    // A clone has `origin` already (pointing where it cloned from); a fetch of one commit not.
+    let _ = remote.in_repo(dest, &["remote", "remove", "origin"])?;
+    let steps: [&[&str]; 4] = [
+        &["remote", "add", "--", "origin", &remote.url],
+        &["checkout", "--quiet", "-B", &branch],
+        &["config", &format!("branch.{branch}.remote"), "origin"],
+        &[
+            "config",
+            &format!("branch.{branch}.merge"),
+            &format!("refs/heads/{branch}"),
+        ],
+    ];
+    for args in steps {
+        remote.in_repo(dest, args)?.map_err(|l| remote.fail(l))?;
+    }
+    Ok(())
+}
+
 /// Creates the directory `dest` (0755).
 fn fs_create_dir(dest: &Path) -> std::result::Result<(), String> {
     std::fs::create_dir(dest)

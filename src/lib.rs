@@ -13,6 +13,7 @@
 
 pub mod activate;
 pub mod atomic;
+pub mod audit;
 pub mod credentials;
 pub mod error;
 mod export;
@@ -22,12 +23,14 @@ pub mod gc;
 pub mod hash;
 mod ingest;
 pub mod layout;
+pub mod legacy;
 mod lock;
 pub mod preload;
 pub mod progress;
 mod retry;
 mod scan;
 pub mod settings;
+pub mod share;
 pub mod step;
 pub mod steplib;
 pub mod store;
