@@ -169,7 +169,10 @@ impl<R: BufRead> EntryData<'_, R> {
             let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             let n = self.src.read(&mut buf[..want])?;
             if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "truncated: the stream ends inside the entry's data",
+                ));
             }
             self.left = Some(left - n as u64);
             self.taken += n as u64;
@@ -177,15 +180,20 @@ impl<R: BufRead> EntryData<'_, R> {
         };
         loop {
             let input = self.src.fill_buf()?;
+            if input.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "truncated: the stream ends inside the entry's data",
+                ));
+            }
             let input = match self.left {
                 Some(l) => &input[..input.len().min(usize::try_from(l).unwrap_or(usize::MAX))],
                 None => input,
             };
             if input.is_empty() {
-                // The stream (or the entry's compressed size) ended before the deflate data did.
                 return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "compressed data ends before its deflate stream",
+                    io::ErrorKind::InvalidData,
+                    "its compressed size ends before its deflate stream",
                 ));
             }
             let (in0, out0) = (d.total_in(), d.total_out());

@@ -38,3 +38,4 @@ mod steplib_yaml;
 mod store_cli;
 mod torture;
 mod unprivileged;
+mod zip_stream;
