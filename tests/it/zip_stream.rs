@@ -26,14 +26,19 @@ struct Served {
 
 impl Served {
     fn new(zip: Vec<u8>) -> Served {
+        Served::of_kind("zip", ZIP_PATH, zip)
+    }
+
+    /// A StepLib whose one download location has type `kind`, its archive served at `path`.
+    fn of_kind(kind: &str, path: &str, archive: Vec<u8>) -> Served {
         let t = TestDir::new();
         let server = Server::start();
         let lib = t.path().join("lib");
-        support::write_steplib_yml(&lib, &[("zip", &format!("{}/archives/", server.url()))]);
+        support::write_steplib_yml(&lib, &[(kind, &format!("{}/archives/", server.url()))]);
         support::write_step(&lib, "s", "1.0.0", &support::step_yml("S", None));
         server.serve(
-            ZIP_PATH,
-            zip,
+            path,
+            archive,
             Mode::Full {
                 delay: Duration::ZERO,
             },
@@ -172,14 +177,12 @@ fn two_entry_zip() -> Vec<u8> {
     support::zip_tree(t.path())
 }
 
-#[test]
-fn an_http_zip_is_written_in_one_pass_without_a_file_of_the_archive() {
-    if !support::strace_usable("an_http_zip_is_written_in_one_pass_without_a_file_of_the_archive") {
+/// Activates `s` under strace: it must work, make `src`'s tree, download once and create no
+/// file of the archive.
+fn streams_without_an_archive_file(test: &str, s: &Served, path: &str, src: &Path) {
+    if !support::strace_usable(test) {
         return;
     }
-    let src = TestDir::new();
-    sample_tree(src.path());
-    let s = Served::new(support::zip_tree(src.path()));
     let log = s.t.path().join("strace.log");
     let dest = s.dest();
     let lib = s.lib.to_str().unwrap().to_string();
@@ -196,9 +199,36 @@ fn an_http_zip_is_written_in_one_pass_without_a_file_of_the_archive() {
         .filter(|l| l.contains("O_CREAT") && l.contains("/archive\""))
         .collect();
     assert!(archive.is_empty(), "a file of the archive: {archive:?}");
-    support::assert_same_tree(src.path(), &dest);
-    assert_eq!(s.server.count(ZIP_PATH), 1);
+    support::assert_same_tree(src, &dest);
+    assert_eq!(s.server.count(path), 1);
     support::assert_fsck_clean(&s.home);
+}
+
+#[test]
+fn an_http_zip_is_written_in_one_pass_without_a_file_of_the_archive() {
+    let src = TestDir::new();
+    sample_tree(src.path());
+    let s = Served::new(support::zip_tree(src.path()));
+    streams_without_an_archive_file(
+        "an_http_zip_is_written_in_one_pass_without_a_file_of_the_archive",
+        &s,
+        ZIP_PATH,
+        src.path(),
+    );
+}
+
+#[test]
+fn an_http_tar_gz_is_written_in_one_pass_without_a_file_of_the_archive() {
+    let src = TestDir::new();
+    sample_tree(src.path());
+    let path = "/archives/s/1.0.0/step.tar.gz";
+    let s = Served::of_kind("tar.gz", path, support::targz_tree(src.path()));
+    streams_without_an_archive_file(
+        "an_http_tar_gz_is_written_in_one_pass_without_a_file_of_the_archive",
+        &s,
+        path,
+        src.path(),
+    );
 }
 
 #[test]
