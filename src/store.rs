@@ -216,6 +216,28 @@ impl Stage<'_> {
         Ok(Tree { id, kept: false })
     }
 
+    /// Makes the tree from an archive read from `input` as it arrives
+    /// ([`ingest::ingest_stream`]: a zip, tar.gz or tar; `source` names it in errors), replacing
+    /// any tree an earlier try left. `Ok(Err(reason))`: the archive cannot be read as a stream
+    /// (a zip whose entries cannot be delimited without its central directory); the tree is
+    /// removed, and the caller reads the archive from a file with [`Stage::ingest`].
+    pub(crate) fn ingest_stream(
+        &mut self,
+        source: &str,
+        input: impl std::io::BufRead,
+    ) -> Result<std::result::Result<Tree, String>> {
+        let root = Stage::tree_root(&self.tmp);
+        tmp::remove_tree(&root)?;
+        let w = ingest::TreeWriter::new(&root, source, self.store.limits, self.store.durability)?;
+        match ingest::ingest_stream(input, w)? {
+            ingest::Streamed::Tree(id) => Ok(Ok(Tree { id, kept: false })),
+            ingest::Streamed::Fallback(why) => {
+                tmp::remove_tree(&root)?;
+                Ok(Err(why))
+            }
+        }
+    }
+
     /// Runs one of several attempts (download locations tried in order): when it fails, the
     /// stage is emptied (its tree and the producer's files), so the next attempt starts afresh.
     /// The outer error is the emptying's.

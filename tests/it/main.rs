@@ -41,3 +41,4 @@ mod steplib_yaml;
 mod store_cli;
 mod torture;
 mod unprivileged;
+mod zip_stream;
