@@ -545,8 +545,10 @@ impl io::BufRead for Body<'_> {
                 }
                 Ok(Chunk::End(Ok(_))) => self.ended = true,
                 Ok(Chunk::End(Err(a))) => self.failed = Some(a),
+                // Not `ErrorKind::Interrupted`: readers (`read_exact`, `io::copy`, decoders)
+                // retry on that, and a cancelled download would never end.
                 Err(RecvTimeoutError::Timeout) if self.cfg.cancelled() => {
-                    return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+                    return Err(io::Error::other("cancelled"));
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
