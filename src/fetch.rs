@@ -341,13 +341,9 @@ pub(crate) fn download(
     what: &str,
     cfg: &NetConfig,
 ) -> Result<u64> {
-    let (shown, cred) = crate::credentials::for_url(url);
-    let cred = cred.or_else(|| cfg.credential.clone());
-    let fail = |reason: String| Error::Fetch {
-        what: format!("{what}: {shown}"),
-        reason,
-    };
-    match locate(&shown, base)? {
+    let target = Target::new(url, what, cfg);
+    let fail = |reason: String| target.fail(reason);
+    match locate(&target.shown, base)? {
         Location::Local(p) => {
             let mut from =
                 File::open(&p).map_err(|e| fail(format!("open {}: {e}", p.display())))?;
@@ -355,7 +351,7 @@ pub(crate) fn download(
             let total = from.metadata().ok().map(|m| m.len());
             cfg.progress.phase(Phase::Download {
                 what: what.to_string(),
-                url: shown.clone(),
+                url: target.shown.clone(),
                 total,
             });
             let n = copy_limited(&mut from, &mut to, max_bytes, None, total, cfg)
@@ -365,12 +361,7 @@ pub(crate) fn download(
         Location::Http(u) => {
             let agent = agent(cfg);
             retrying(&u, what, cfg, fail, || {
-                let get = Get {
-                    url: u.clone(),
-                    cred: cred.clone(),
-                    max_bytes,
-                    what: what.to_string(),
-                };
+                let get = target.get(&u, max_bytes);
                 Ok(http_once_cancellable(&agent, get, dest.to_path_buf(), cfg))
             })
         }
@@ -427,21 +418,12 @@ pub(crate) fn stream<T>(
     cfg: &NetConfig,
     mut consume: impl FnMut(&mut dyn io::BufRead) -> Result<T>,
 ) -> Result<T> {
-    let (shown, cred) = crate::credentials::for_url(url);
-    let cred = cred.or_else(|| cfg.credential.clone());
-    let fail = |reason: String| Error::Fetch {
-        what: format!("{what}: {shown}"),
-        reason,
-    };
+    let target = Target::new(url, what, cfg);
+    let fail = |reason: String| target.fail(reason);
     let agent = agent(cfg);
-    retrying(&shown, what, cfg, fail, || {
+    retrying(&target.shown, what, cfg, fail, || {
         use std::sync::mpsc::sync_channel;
-        let get = Get {
-            url: shown.clone(),
-            cred: cred.clone(),
-            max_bytes,
-            what: what.to_string(),
-        };
+        let get = target.get(&target.shown, max_bytes);
         let (tx, rx) = sync_channel(STREAM_QUEUE);
         let (agent, c) = (agent.clone(), cfg.clone());
         std::thread::Builder::new()
@@ -618,6 +600,43 @@ fn http_once_cancellable(
                     Failure::Final,
                 ));
             }
+        }
+    }
+}
+
+/// A download's URL as messages show it (its userinfo taken out), the credential that goes with
+/// it (the URL's own, else the configured one), and what it is for.
+struct Target {
+    shown: String,
+    cred: Option<crate::credentials::Credential>,
+    what: String,
+}
+
+impl Target {
+    fn new(url: &str, what: &str, cfg: &NetConfig) -> Target {
+        let (shown, cred) = crate::credentials::for_url(url);
+        Target {
+            shown,
+            cred: cred.or_else(|| cfg.credential.clone()),
+            what: what.to_string(),
+        }
+    }
+
+    /// The error of this download failing for `reason`.
+    fn fail(&self, reason: String) -> Error {
+        Error::Fetch {
+            what: format!("{}: {}", self.what, self.shown),
+            reason,
+        }
+    }
+
+    /// One attempt's GET of `url` (this target as [`locate`] gave it).
+    fn get(&self, url: &str, max_bytes: u64) -> Get {
+        Get {
+            url: url.to_string(),
+            cred: self.cred.clone(),
+            max_bytes,
+            what: self.what.clone(),
         }
     }
 }

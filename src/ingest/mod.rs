@@ -291,10 +291,15 @@ impl TreeWriter {
     fn make_dir(&mut self, raw: &str, key: String) -> Result<()> {
         self.count_entry(raw, key.len())?;
         let path = self.root.join(&key);
+        self.new_dir(key, &path)
+    }
+
+    /// Creates the directory `path` of the tree's entry `key` and records it.
+    fn new_dir(&mut self, key: String, path: &Path) -> Result<()> {
         fs::DirBuilder::new()
             .mode(0o755)
-            .create(&path)
-            .map_err(Error::io("create dir", &path))?;
+            .create(path)
+            .map_err(Error::io("create dir", path))?;
         self.nodes.insert(key, Node::Dir);
         Ok(())
     }
@@ -424,12 +429,7 @@ impl TreeWriter {
     pub(crate) fn settle_dir(&mut self, raw: &str) -> Result<()> {
         let (key, path) = self.take_pending(raw)?;
         fs::remove_file(&path).map_err(Error::io("remove", &path))?;
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&path)
-            .map_err(Error::io("create dir", &path))?;
-        self.nodes.insert(key, Node::Dir);
-        Ok(())
+        self.new_dir(key, &path)
     }
 
     /// Writes a new file at `raw` from `data`, hashing it: its key, path, open file and digest.

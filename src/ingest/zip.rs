@@ -81,17 +81,8 @@ pub(crate) fn ingest_zip<R: Read + Seek>(
         let entry = archive
             .by_index(i)
             .map_err(|e| bad(format!("reading zip entry #{i}: {e}")))?;
-        let raw = entry.name_raw().to_vec();
-        let path = String::from_utf8(raw).map_err(|e| Error::Rejected {
-            source_name: src.clone(),
-            entry: String::from_utf8_lossy(e.as_bytes()).into_owned(),
-            reason: "name is not UTF-8".into(),
-        })?;
-        let reject = |reason: &str| Error::Rejected {
-            source_name: src.clone(),
-            entry: path.clone(),
-            reason: reason.to_string(),
-        };
+        let path = entry_name(&src, entry.name_raw().to_vec())?;
+        let reject = |reason: &str| rejected(&src, &path, reason);
         if entry.encrypted() {
             return Err(reject("encrypted entries are not accepted"));
         }
@@ -150,6 +141,26 @@ const EOCD_SIG: &[u8; 4] = b"PK\x05\x06";
 /// record only when it ends exactly where a locator starts that is followed by an end record,
 /// wherever in the file that is; so every such triple is checked, not only the last one. A
 /// plain (zip32) end record claims at most 65,535 entries and needs no check.
+/// A zip entry's name: UTF-8, else the entry is refused (one archive of `src`).
+pub(super) fn entry_name(src: &str, raw: Vec<u8>) -> Result<String> {
+    String::from_utf8(raw).map_err(|e| {
+        rejected(
+            src,
+            &String::from_utf8_lossy(e.as_bytes()),
+            "name is not UTF-8",
+        )
+    })
+}
+
+/// The error refusing the archive `src` for its entry `path`.
+pub(super) fn rejected(src: &str, path: &str, reason: &str) -> Error {
+    Error::Rejected {
+        source_name: src.to_string(),
+        entry: path.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
 fn zip64_claimed_entries<R: Read + Seek>(file: &mut R, len: u64) -> io::Result<u64> {
     const CHUNK: usize = 1 << 20;
     let finder = memchr::memmem::Finder::new(EOCD64_SIG);

@@ -274,16 +274,8 @@ pub(crate) fn ingest_zip_stream<R: BufRead>(input: R, mut w: TreeWriter) -> Resu
         r.read_exact(&mut name)
             .and_then(|()| r.read_exact(&mut extra))
             .map_err(|e| read_err("a local header", e))?;
-        let path = String::from_utf8(name.clone()).map_err(|e| Error::Rejected {
-            source_name: src.clone(),
-            entry: String::from_utf8_lossy(e.as_bytes()).into_owned(),
-            reason: "name is not UTF-8".into(),
-        })?;
-        let reject = |reason: &str| Error::Rejected {
-            source_name: src.clone(),
-            entry: path.clone(),
-            reason: reason.to_string(),
-        };
+        let path = super::zip::entry_name(&src, name.clone())?;
+        let reject = |reason: &str| super::zip::rejected(&src, &path, reason);
         if flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION) != 0 {
             return Err(reject("encrypted entries are not accepted"));
         }

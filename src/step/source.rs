@@ -96,6 +96,10 @@ fn fetch_source(stage: &mut Stage<'_>, r: &Resolved, net: &NetConfig) -> Result<
                 let url = format!("{}{}/{}/{file}", loc.src, r.picked.id, r.picked.version);
                 let archive = stage.dir().join("archive");
                 let remote_lib = base.is_none();
+                let failed = |e: &Error| {
+                    let shown = crate::credentials::redact(&url);
+                    format!("{} {shown}: {}", loc.kind, reason_of(e))
+                };
                 match fetch::locate(&url, base) {
                     // Only a StepLib on this machine may point at this machine's files.
                     Ok(fetch::Location::Local(_)) if remote_lib => Err(format!(
@@ -103,25 +107,12 @@ fn fetch_source(stage: &mut Stage<'_>, r: &Resolved, net: &NetConfig) -> Result<
                         loc.kind,
                         crate::credentials::redact(&url)
                     )),
-                    Ok(fetch::Location::Http(_)) => fetch_streamed(stage, &url, &what, net)
-                        .map_err(|e| {
-                            format!(
-                                "{} {}: {}",
-                                loc.kind,
-                                crate::credentials::redact(&url),
-                                reason_of(&e)
-                            )
-                        }),
+                    Ok(fetch::Location::Http(_)) => {
+                        fetch_streamed(stage, &url, &what, net).map_err(|e| failed(&e))
+                    }
                     _ => fetch::download(&url, base, &archive, MAX_ARCHIVE_BYTES, &what, net)
                         .and_then(|_| stage.ingest(&archive))
-                        .map_err(|e| {
-                            format!(
-                                "{} {}: {}",
-                                loc.kind,
-                                crate::credentials::redact(&url),
-                                reason_of(&e)
-                            )
-                        }),
+                        .map_err(|e| failed(&e)),
                 }
             }
             "git" => {
