@@ -397,16 +397,74 @@ fn select(home: &Path, sel: &Select, tool: Tool) -> Result<Session> {
 }
 
 /// `share audit`: the session's step.yml, with every check of a StepLib pull request (its tag
-/// cloned: it must be at `source.commit`).
+/// cloned: it must be at `source.commit`), first; then every other step of the fork that fails
+/// the field checks of a pull request ([`audit::check_fields`], [`audit::check_pr_fields`]).
 pub fn audit(
     store: &Store,
     home: &Path,
     sel: &Select,
     tool: Tool,
     net: &NetConfig,
-) -> Result<Audited> {
+) -> Result<Vec<Audited>> {
     let s = select(home, sel, tool)?;
-    audit::audit_step_yml(store, &s.step_yml(), Depth::BeforePr, net)
+    let mine = s.step_yml();
+    let shared = audit::audit_step_yml(store, &mine, Depth::BeforePr, net)?;
+    let mut out = vec![shared];
+    out.extend(audit_fork(&s.clone, &mine)?);
+    Ok(out)
+}
+
+/// The field checks of a StepLib pull request ([`audit::check_fields`],
+/// [`audit::check_pr_fields`]) of every other `steps/<id>/<version>/step.yml` in the fork's
+/// clone `clone`, in parallel; only those that fail, in path order. Their tags are not cloned
+/// again: each was checked so when it was shared, and the fork's history is not ours to redo.
+fn audit_fork(clone: &Path, mine: &Path) -> Result<Vec<Audited>> {
+    use rayon::prelude::*;
+    let steps = clone.join("steps");
+    let mut files = Vec::new();
+    for group in read_dir_sorted(&steps)? {
+        if !group.is_dir() {
+            continue;
+        }
+        for version in read_dir_sorted(&group)? {
+            let yml = version.join("step.yml");
+            if yml != mine && yml.is_file() {
+                files.push(yml);
+            }
+        }
+    }
+    let audited: Vec<Audited> = files
+        .par_iter()
+        .map(|yml| {
+            let subject = yml.strip_prefix(clone).unwrap_or(yml).display().to_string();
+            let failures = match crate::steplib::read_step_yml(yml) {
+                Ok(step) => {
+                    let mut f = audit::check_fields(&step);
+                    f.extend(audit::check_pr_fields(&step));
+                    f
+                }
+                Err(e) => vec![e.to_string()],
+            };
+            Audited { subject, failures }
+        })
+        .filter(|a| !a.passed())
+        .collect();
+    Ok(audited)
+}
+
+/// The entries of the directory `dir` by name (none when it does not exist).
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read dir", dir)(e)),
+    };
+    let mut out = rd
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(Error::io("read dir", dir))?;
+    out.sort();
+    Ok(out)
 }
 
 /// `share finish`: commits the session's step.yml (and a new step-info.yml) as `<id> <tag>` on

@@ -19,10 +19,19 @@ struct Fixture {
 impl Fixture {
     /// A fork with the step `existing`, and a repository `steps-<id>.git` per `(id, tag)`.
     fn new(steps: &[(&str, &str)]) -> Fixture {
+        Fixture::with_fork_steps(steps, &[])
+    }
+
+    /// [`Fixture::new`], the fork also holding `steps/<id>/1.0.0/step.yml` = `yml` for each
+    /// `(id, yml)` of `more`.
+    fn with_fork_steps(steps: &[(&str, &str)], more: &[(&str, &str)]) -> Fixture {
         let t = support::TestDir::new();
         let lib = t.path().join("fork-src");
         support::write_steplib_yml(&lib, &[("git", "unused")]);
-        support::write_step(&lib, "existing", "1.0.0", &support::step_yml("E", None));
+        support::write_step(&lib, "existing", "1.0.0", &shared_yml("E"));
+        for (id, yml) in more {
+            support::write_step(&lib, id, "1.0.0", yml);
+        }
         let fork = support::git_bare_of(t.path(), &lib, "fork.git");
         let repos = t.path().join("repos");
         let mut tagged = std::collections::BTreeMap::new();
@@ -136,6 +145,16 @@ impl Fixture {
     }
 }
 
+/// A step.yml as a StepLib holds a shared step: with `published_at` and its source.
+fn shared_yml(title: &str) -> String {
+    let git = "https://example.invalid/steps-existing.git";
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    format!(
+        "{}published_at: 2026-01-02T03:04:05Z\n",
+        support::step_yml(title, Some((git, commit)))
+    )
+}
+
 fn has_path(p: &Path) -> bool {
     fs::symlink_metadata(p).is_ok()
 }
@@ -240,4 +259,53 @@ fn two_concurrent_share_flows_of_different_steps_both_land() {
         // The next round shares the same versions again: a new commit on each branch.
         support::git(&f.fork, &["branch", "-D", "alpha-1.0.0", "beta-2.0.0"]);
     }
+}
+
+/// `share audit` audits the whole fork, as the old tool does, not only the shared step: a step
+/// already in the fork without a title, and one without `source.commit`, each fail with its
+/// path and reason (every failure, not the first), exit 1, while the shared step is `[OK]`; a
+/// fork whose other steps pass audits clean (the flow test above).
+#[test]
+fn share_audit_reports_every_failing_step_of_the_fork() {
+    let untitled = shared_yml("U").replace("title: \"U\"\n", "");
+    let uncommitted = shared_yml("C").replace(
+        "  commit: \"0123456789abcdef0123456789abcdef01234567\"\n",
+        "",
+    );
+    assert_ne!(untitled, shared_yml("U"));
+    assert_ne!(uncommitted, shared_yml("C"));
+    let f = Fixture::with_fork_steps(
+        &[("alpha", "1.0.0")],
+        &[("untitled", &untitled), ("uncommitted", &uncommitted)],
+    );
+    let fork = f.fork_url();
+    f.ok(&["share", "start", "-c", &fork]);
+    let o = output(&mut f.create("alpha", "1.0.0"));
+    assert!(o.status.success(), "{}", support::describe(&o));
+    let o = f.run(&["share", "audit"]);
+    assert_eq!(o.status.code(), Some(1), "{}", support::describe(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("[OK] ") && lines[0].ends_with("steps/alpha/1.0.0/step.yml"),
+        "{}",
+        support::describe(&o)
+    );
+    for (path, reason) in [
+        ("steps/untitled/1.0.0/step.yml", "title"),
+        ("steps/uncommitted/1.0.0/step.yml", "source.commit"),
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("[FAILED] {path}: ")) && l.contains(reason)),
+            "no failure of {path} naming {reason}: {}",
+            support::describe(&o)
+        );
+    }
+    assert!(
+        !out.contains("existing"),
+        "a passing step is not listed: {}",
+        support::describe(&o)
+    );
 }

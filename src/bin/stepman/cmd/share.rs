@@ -56,7 +56,8 @@ enum ShareCmd {
         #[arg(long)]
         overwrite: bool,
     },
-    /// Audit the shared step.yml as a StepLib pull request needs (its tag cloned).
+    /// Audit the shared step.yml as a StepLib pull request needs (its tag cloned), and every
+    /// other step of the fork (its fields).
     #[command(after_help = "Example:\n  stepman share audit --stepid my-step")]
     Audit {
         #[command(flatten)]
@@ -145,14 +146,18 @@ pub(crate) fn run(cli: &crate::Cli, a: &ShareArgs) -> anyhow::Result<ExitCode> {
         }
         ShareCmd::Audit { which } => {
             let store = super::open_rw(cli)?;
-            let r = share::audit(&store, &home, &which.select(), tool, &net)?;
-            if r.passed() {
-                super::outln!("[OK] {}", r.subject);
-                eprintln!("share: the step is valid\n\nNext, call $ {n} share finish");
-            } else {
+            let all = share::audit(&store, &home, &which.select(), tool, &net)?;
+            for r in &all {
+                if r.passed() {
+                    super::outln!("[OK] {}", r.subject);
+                }
                 for f in &r.failures {
                     super::outln!("[FAILED] {}: {f}", r.subject);
                 }
+            }
+            if all.iter().all(|r| r.passed()) {
+                eprintln!("share: the step is valid\n\nNext, call $ {n} share finish");
+            } else {
                 return Ok(ExitCode::from(1));
             }
         }
