@@ -621,7 +621,7 @@ fn the_suite_runs_as_an_unprivileged_user() {
     eprintln!("{text}");
     assert!(out.status.success(), "the suite failed as nobody");
     assert!(
-        text.contains("3 passed") && !text.contains("skipping"),
+        text.contains("4 passed") && !text.contains("skipping"),
         "the suite did not run as nobody"
     );
 }
