@@ -32,11 +32,9 @@
 //!   it the new one, so that at every point a kill leaves a marker that recognises the tree at
 //!   the destination.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-
-use rayon::prelude::*;
 
 use crate::error::{DestinationKind, Error, Result};
 use crate::sys::{self, Identity};
@@ -270,29 +268,25 @@ fn build(d: &Dest, src: &Path, extra: &[Extra<'_>]) -> Result<(TempDir, PathBuf)
     let staging = staging(&d.parent, &d.base, &d.given)?;
     let tree = staging.path().join("tree");
     copy_tree(src, &tree)?;
-    for (file, name) in extra {
-        let to = tree.join(name);
-        let meta = fs::metadata(file).map_err(Error::io("stat", *file))?;
-        let from = File::open(file).map_err(Error::io("open", *file))?;
-        let out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o755)
-            .open(&to)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    Error::Format {
-                        path: to.clone(),
-                        reason: format!(
-                            "the step's source already has an entry {name:?}, where its binary goes"
-                        ),
+    if !extra.is_empty() {
+        let to = sys::DirFd::open(&tree).map_err(Error::io("open dir", &tree))?;
+        let batch = sys::CopyBatch::new();
+        for (file, name) in extra {
+            let from = sys::Source::open(file).map_err(Error::io("open", *file))?;
+            let at = tree.join(name);
+            sys::copy_file_at(&from, &to, name.as_ref(), sys::CopyMode::Executable, &batch)
+                .map_err(|(step, e)| match step {
+                    sys::CopyStep::Create if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Error::Format {
+                            path: at.clone(),
+                            reason: format!(
+                                "the step's source already has an entry {name:?}, where its binary goes"
+                            ),
+                        }
                     }
-                } else {
-                    Error::io("create", &to)(e)
-                }
-            })?;
-        crate::sys::copy_contents(&from, &out, meta.len(), &crate::sys::CopyBatch::new())
-            .map_err(Error::io("copy", &to))?;
+                    _ => Error::io(step.operation(), &at)(e),
+                })?;
+        }
     }
     Ok((staging, tree))
 }
@@ -303,7 +297,140 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         .mode(0o755)
         .create(dst)
         .map_err(Error::io("create dir", dst))?;
-    copy_into(src, dst)
+    let batch = sys::CopyBatch::new();
+    let failure = Failure::default();
+    rayon::scope(|s| copy_dir(s, src.to_path_buf(), dst.to_path_buf(), &batch, &failure));
+    match failure.first.into_inner() {
+        Ok(None) => Ok(()),
+        Ok(Some(e)) => Err(e),
+        Err(poisoned) => poisoned.into_inner().map_or(Ok(()), Err),
+    }
+}
+
+/// The first error of a parallel copy; once there is one, the other tasks stop.
+#[derive(Debug, Default)]
+struct Failure {
+    first: std::sync::Mutex<Option<Error>>,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Failure {
+    fn failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn record(&self, e: Error) {
+        self.failed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut first) = self.first.lock() {
+            first.get_or_insert(e);
+        }
+    }
+}
+
+/// Files of one directory copied by one task; a directory with more is split into tasks of
+/// this many, so that a big flat directory is copied on every core too.
+const FILES_PER_TASK: usize = 32;
+
+/// Copies the directory `src` into the existing empty directory `dst`: its subdirectories are
+/// made here and copied by tasks of their own (each opens its two directories when it starts,
+/// so descriptors stay bounded by the running tasks, not the tree's size), its files in
+/// tasks of [`FILES_PER_TASK`], each relative to the directories' descriptors.
+fn copy_dir<'s>(
+    s: &rayon::Scope<'s>,
+    src: PathBuf,
+    dst: PathBuf,
+    batch: &'s sys::CopyBatch,
+    failure: &'s Failure,
+) {
+    if failure.failed() {
+        return;
+    }
+    if let Err(e) = copy_dir_entries(s, &src, &dst, batch, failure) {
+        failure.record(e);
+    }
+}
+
+fn copy_dir_entries<'s>(
+    s: &rayon::Scope<'s>,
+    src: &Path,
+    dst: &Path,
+    batch: &'s sys::CopyBatch,
+    failure: &'s Failure,
+) -> Result<()> {
+    let from = sys::DirFd::open(src).map_err(Error::io("open dir", src))?;
+    let to = sys::DirFd::open(dst).map_err(Error::io("open dir", dst))?;
+    let entries = from.entries().map_err(Error::io("read dir", src))?;
+    let mut files = Vec::new();
+    for (name, kind) in entries {
+        match kind {
+            sys::EntryKind::Dir => {
+                to.create_dir(&name)
+                    .map_err(Error::io("create dir", dst.join(&name)))?;
+                let (sub_src, sub_dst) = (src.join(&name), dst.join(&name));
+                s.spawn(move |s| copy_dir(s, sub_src, sub_dst, batch, failure));
+            }
+            sys::EntryKind::Symlink => {
+                let t = from
+                    .read_link(&name)
+                    .map_err(Error::io("read link", src.join(&name)))?;
+                to.symlink(&t, &name)
+                    .map_err(Error::io("symlink", dst.join(&name)))?;
+            }
+            sys::EntryKind::File => files.push(name),
+            sys::EntryKind::Other => {
+                return Err(Error::Format {
+                    path: src.join(&name),
+                    reason: "unexpected file type in an object".into(),
+                });
+            }
+        }
+    }
+    let dirs = std::sync::Arc::new((from, to));
+    let mut chunks = files.chunks(FILES_PER_TASK).peekable();
+    while let Some(chunk) = chunks.next() {
+        if chunks.peek().is_none() {
+            // The last (often the only) chunk: copied by this task.
+            return copy_files(&dirs, chunk, src, dst, batch, failure);
+        }
+        let (chunk, dirs) = (chunk.to_vec(), std::sync::Arc::clone(&dirs));
+        let (src, dst) = (src.to_path_buf(), dst.to_path_buf());
+        s.spawn(move |_| {
+            if let Err(e) = copy_files(&dirs, &chunk, &src, &dst, batch, failure) {
+                failure.record(e);
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Copies the regular files `names` of the directory `dirs.0` (at `src`) into `dirs.1` (at
+/// `dst`); an executable in the object is executable in the copy.
+fn copy_files(
+    dirs: &(sys::DirFd, sys::DirFd),
+    names: &[std::ffi::OsString],
+    src: &Path,
+    dst: &Path,
+    batch: &sys::CopyBatch,
+    failure: &Failure,
+) -> Result<()> {
+    let (from, to) = dirs;
+    for name in names {
+        if failure.failed() {
+            return Ok(());
+        }
+        let file = from
+            .open_file(name)
+            .map_err(Error::io("open", src.join(name)))?;
+        let mode = if file.executable {
+            sys::CopyMode::Executable
+        } else {
+            sys::CopyMode::Plain
+        };
+        sys::copy_file_at(&file, to, name, mode, batch)
+            .map_err(|(step, e)| Error::io(step.operation(), dst.join(name))(e))?;
+    }
+    Ok(())
 }
 
 /// What is at a destination.
@@ -333,69 +460,6 @@ fn inspect(path: &Path) -> Result<Found> {
         DestinationKind::Special
     };
     Ok(Found::Held(kind, id))
-}
-
-/// A file to copy: source, destination, the copy's mode, size.
-type FileJob = (PathBuf, PathBuf, u32, u64);
-
-fn copy_into(src: &Path, dst: &Path) -> Result<()> {
-    let mut files: Vec<FileJob> = Vec::new();
-    walk(src, dst, &mut files)?;
-    let batch = crate::sys::CopyBatch::new();
-    files
-        .par_iter()
-        .try_for_each(|(s, d, mode, len)| copy_file(s, d, *mode, *len, &batch))
-}
-
-fn walk(src: &Path, dst: &Path, files: &mut Vec<FileJob>) -> Result<()> {
-    for entry in fs::read_dir(src).map_err(Error::io("read dir", src))? {
-        let entry = entry.map_err(Error::io("read dir", src))?;
-        let s = entry.path();
-        let d = dst.join(entry.file_name());
-        let meta = fs::symlink_metadata(&s).map_err(Error::io("stat", &s))?;
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&d)
-                .map_err(Error::io("create dir", &d))?;
-            walk(&s, &d, files)?;
-        } else if ft.is_symlink() {
-            let t = fs::read_link(&s).map_err(Error::io("read link", &s))?;
-            std::os::unix::fs::symlink(&t, &d).map_err(Error::io("symlink", &d))?;
-        } else if ft.is_file() {
-            // Executable in the object: executable in the copy.
-            let mode = if meta.permissions().mode() & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            };
-            files.push((s, d, mode, meta.len()));
-        } else {
-            return Err(Error::Format {
-                path: s,
-                reason: "unexpected file type in an object".into(),
-            });
-        }
-    }
-    Ok(())
-}
-
-fn copy_file(
-    src: &Path,
-    dst: &Path,
-    mode: u32,
-    len: u64,
-    batch: &crate::sys::CopyBatch,
-) -> Result<()> {
-    let from = File::open(src).map_err(Error::io("open", src))?;
-    let to = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(dst)
-        .map_err(Error::io("create", dst))?;
-    crate::sys::copy_contents(&from, &to, len, batch).map_err(Error::io("copy", dst))
 }
 
 /// A destination claimed for activations: resolved, and its destination lock held

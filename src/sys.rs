@@ -13,6 +13,7 @@
 //! Linux and macOS have a counterpart for each call (`renameat2`/`renameatx_np`, `flock`).
 #![allow(clippy::disallowed_methods)] // the one module that makes these calls (clippy.toml)
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -188,10 +189,15 @@ pub(crate) fn sync_path(path: &Path) -> io::Result<()> {
 /// starts allowed, and the first refusal turns it off for the rest of the batch.
 #[derive(Debug)]
 pub(crate) struct CopyBatch {
-    /// Clone (reflink) whole files: `FICLONE` on Linux (btrfs, XFS, bcachefs, …).
+    /// Clone (reflink) whole files: `FICLONE` on Linux (btrfs, XFS, bcachefs, …), `clonefile`
+    /// on macOS (APFS).
     clone: std::sync::atomic::AtomicBool,
     /// Copy in the kernel: `copy_file_range(2)` on Linux.
     in_kernel: std::sync::atomic::AtomicBool,
+    /// The permission bits the umask leaves of `0o755`, learnt from the first directory a
+    /// clone lands in (`clonefile` takes the source's mode, not one less the umask).
+    #[cfg(target_vendor = "apple")]
+    kept: std::sync::OnceLock<rustix::fs::Mode>,
 }
 
 impl CopyBatch {
@@ -200,6 +206,8 @@ impl CopyBatch {
         CopyBatch {
             clone: true.into(),
             in_kernel: true.into(),
+            #[cfg(target_vendor = "apple")]
+            kept: std::sync::OnceLock::new(),
         }
     }
 
@@ -221,6 +229,252 @@ fn not_supported_here(e: Errno) -> bool {
         || e == Errno::OPNOTSUPP
         || e == Errno::NOTTY
         || e == Errno::PERM
+}
+
+/// The mode a copied file gets (less the umask).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CopyMode {
+    /// `0o644`.
+    Plain,
+    /// `0o755`.
+    Executable,
+}
+
+impl CopyMode {
+    fn mode(self) -> rustix::fs::Mode {
+        use rustix::fs::Mode;
+        match self {
+            CopyMode::Plain => Mode::RUSR | Mode::WUSR | Mode::RGRP | Mode::ROTH,
+            CopyMode::Executable => Mode::RWXU | Mode::RGRP | Mode::XGRP | Mode::ROTH | Mode::XOTH,
+        }
+    }
+}
+
+/// What a directory entry is, as its directory listing (or, where that does not say, an
+/// `lstat`) tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    Dir,
+    File,
+    Symlink,
+    /// A FIFO, socket or device.
+    Other,
+}
+
+impl Source {
+    /// Opens the regular file `path` like [`DirFd::open_file`].
+    pub(crate) fn open(path: &Path) -> io::Result<Source> {
+        Source::open_at(rustix::fs::CWD, path)
+    }
+
+    fn open_at<P: rustix::path::Arg>(dir: impl std::os::fd::AsFd, name: P) -> io::Result<Source> {
+        use rustix::fs::{FileType, Mode, OFlags};
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(io::Error::other("not a regular file"));
+        }
+        let executable =
+            Mode::from_raw_mode(st.st_mode).intersects(Mode::XUSR | Mode::XGRP | Mode::XOTH);
+        Ok(Source {
+            file: File::from(fd),
+            len: u64::try_from(st.st_size).unwrap_or(0),
+            executable,
+        })
+    }
+}
+
+/// An open directory: entries are made, opened and listed relative to it, with no path walk
+/// per entry (`openat`, `mkdirat`, `symlinkat`, `readlinkat`, `getdents`).
+#[derive(Debug)]
+pub(crate) struct DirFd(std::os::fd::OwnedFd);
+
+/// A regular file opened for copying, with what its `fstat` said.
+#[derive(Debug)]
+pub(crate) struct Source {
+    pub(crate) file: File,
+    pub(crate) len: u64,
+    /// Whether any execute bit is set.
+    pub(crate) executable: bool,
+}
+
+const DIR_FLAGS: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY
+    .union(rustix::fs::OFlags::DIRECTORY)
+    .union(rustix::fs::OFlags::NOFOLLOW)
+    .union(rustix::fs::OFlags::CLOEXEC);
+
+impl DirFd {
+    /// Opens the directory `path` (a symlink at its last component is refused).
+    pub(crate) fn open(path: &Path) -> io::Result<DirFd> {
+        let fd = rustix::fs::openat(rustix::fs::CWD, path, DIR_FLAGS, rustix::fs::Mode::empty())?;
+        Ok(DirFd(fd))
+    }
+
+    /// Creates the directory `name` in this one with mode `0o755` less the umask.
+    pub(crate) fn create_dir(&self, name: &OsStr) -> io::Result<()> {
+        rustix::fs::mkdirat(&self.0, name, CopyMode::Executable.mode())?;
+        Ok(())
+    }
+
+    /// The entries of this directory (not `.` and `..`), in the order the file system lists
+    /// them. An entry whose type the listing does not give is asked with an `lstat`.
+    pub(crate) fn entries(&self) -> io::Result<Vec<(OsString, EntryKind)>> {
+        use rustix::fs::FileType;
+        use std::os::unix::ffi::OsStrExt;
+        // Its own descriptor: the listing's position is not shared with `self`.
+        let listed = rustix::fs::openat(&self.0, c".", DIR_FLAGS, rustix::fs::Mode::empty())?;
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::new(listed)? {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let name = OsStr::from_bytes(name).to_os_string();
+            let ft = match entry.file_type() {
+                FileType::Unknown => FileType::from_raw_mode(
+                    rustix::fs::statat(&self.0, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?
+                        .st_mode,
+                ),
+                ft => ft,
+            };
+            let kind = match ft {
+                FileType::Directory => EntryKind::Dir,
+                FileType::RegularFile => EntryKind::File,
+                FileType::Symlink => EntryKind::Symlink,
+                _ => EntryKind::Other,
+            };
+            out.push((name, kind));
+        }
+        Ok(out)
+    }
+
+    /// Opens the regular file `name` for reading, never through a symlink and never waiting
+    /// on a FIFO; anything but a regular file is refused.
+    pub(crate) fn open_file(&self, name: &OsStr) -> io::Result<Source> {
+        Source::open_at(&self.0, name)
+    }
+
+    /// The target of the symlink `name`.
+    pub(crate) fn read_link(&self, name: &OsStr) -> io::Result<std::path::PathBuf> {
+        use std::os::unix::ffi::OsStringExt;
+        let t = rustix::fs::readlinkat(&self.0, name, Vec::new())?;
+        Ok(OsString::from_vec(t.into_bytes()).into())
+    }
+
+    /// Creates the symlink `name` to `target`.
+    pub(crate) fn symlink(&self, target: &Path, name: &OsStr) -> io::Result<()> {
+        rustix::fs::symlinkat(target, &self.0, name)?;
+        Ok(())
+    }
+
+    /// Creates the new file `name` (never through a symlink) with `mode` less the umask.
+    fn create_file(&self, name: &OsStr, mode: CopyMode) -> io::Result<File> {
+        use rustix::fs::OFlags;
+        let fd = rustix::fs::openat(
+            &self.0,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            mode.mode(),
+        )?;
+        Ok(File::from(fd))
+    }
+}
+
+/// Copies `from` into the new file `name` in `dir` with `mode` less the umask. On macOS the
+/// file is cloned where the file system can (`fclonefileat`: APFS shares the blocks until
+/// either file is written, so the copy costs no bytes and stays independent), else created and
+/// filled by [`copy_contents`]. `dir` is a directory this copy made with mode `0o755` less the
+/// umask (on macOS the first clone reads the umask off it). Fails when `from` held fewer or more
+/// bytes than `from.len`.
+pub(crate) fn copy_file_at(
+    from: &Source,
+    dir: &DirFd,
+    name: &OsStr,
+    mode: CopyMode,
+    batch: &CopyBatch,
+) -> Result<(), (CopyStep, io::Error)> {
+    #[cfg(target_vendor = "apple")]
+    if from.len > 0 && CopyBatch::allows(&batch.clone) {
+        match clone_at(from, dir, name, mode, batch) {
+            Ok(()) => return Ok(()),
+            Err((_, e)) if not_cloneable(&e) => CopyBatch::refused(&batch.clone),
+            Err(e) => return Err(e),
+        }
+    }
+    let to = dir
+        .create_file(name, mode)
+        .map_err(|e| (CopyStep::Create, e))?;
+    copy_contents(&from.file, &to, from.len, batch).map_err(|e| (CopyStep::Copy, e))
+}
+
+/// Which step of [`copy_file_at`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CopyStep {
+    /// Creating the new file (it exists, no space or inodes left, …).
+    Create,
+    /// Filling it.
+    Copy,
+}
+
+impl CopyStep {
+    /// The operation an error of this step is reported with.
+    pub(crate) fn operation(self) -> &'static str {
+        match self {
+            CopyStep::Create => "create",
+            CopyStep::Copy => "copy",
+        }
+    }
+}
+
+/// `clonefile` errors that mean "not between these file systems" (not APFS, another volume).
+#[cfg(target_vendor = "apple")]
+fn not_cloneable(e: &io::Error) -> bool {
+    matches!(
+        Errno::from_io_error(e),
+        Some(Errno::NOTSUP)
+            | Some(Errno::OPNOTSUPP)
+            | Some(Errno::XDEV)
+            | Some(Errno::NOSYS)
+            | Some(Errno::INVAL)
+    )
+}
+
+/// Clones `from` to the new file `name` in `dir` (`fclonefileat`, which creates it and never
+/// follows a symlink there), gives it `mode` less the umask and checks its size.
+#[cfg(target_vendor = "apple")]
+fn clone_at(
+    from: &Source,
+    dir: &DirFd,
+    name: &OsStr,
+    mode: CopyMode,
+    batch: &CopyBatch,
+) -> Result<(), (CopyStep, io::Error)> {
+    use rustix::fs::{AtFlags, CloneFlags, Mode};
+    let copy = |e: Errno| (CopyStep::Copy, io::Error::from(e));
+    let kept = match batch.kept.get() {
+        Some(m) => *m,
+        None => {
+            let m =
+                Mode::from_raw_mode(rustix::fs::fstat(&dir.0).map_err(copy)?.st_mode) & Mode::all();
+            *batch.kept.get_or_init(|| m)
+        }
+    };
+    rustix::fs::fclonefileat(&from.file, &dir.0, name, CloneFlags::NOOWNERCOPY)
+        .map_err(|e| (CopyStep::Create, io::Error::from(e)))?;
+    rustix::fs::chmodat(&dir.0, name, mode.mode() & kept, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(copy)?;
+    let st = rustix::fs::statat(&dir.0, name, AtFlags::SYMLINK_NOFOLLOW).map_err(copy)?;
+    let got = u64::try_from(st.st_size).unwrap_or(0);
+    if got != from.len {
+        return Err((CopyStep::Copy, size_changed(got, from.len)));
+    }
+    Ok(())
 }
 
 /// Copies the whole of `from`, which should hold `len` bytes, into the new empty file `to`:

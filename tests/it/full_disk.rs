@@ -1,5 +1,6 @@
 //! A full disk: the store on a small tmpfs, out of bytes (`size=`) or out of inodes
-//! (`nr_inodes=`) at many points of an ingest, and during a name swap.
+//! (`nr_inodes=`) at many points of an ingest, and during a name swap; and an export's
+//! destination on one, out of inodes at every point of the copy.
 //!
 //! Every failure must be a clear error naming the path (exit non-zero), publish nothing under
 //! the name, leave the old name resolving to its old object byte for byte, and leave `fsck`
@@ -486,6 +487,84 @@ fn inode_exhaustion_during_a_collection_update() {
     );
 }
 
+/// A copy out of the store (`store export`, whose copy `activate` shares) into a directory on
+/// a tmpfs out of inodes at every point of the copy, which runs on several threads: each
+/// failure is a clear error naming the path, leaves no destination and nothing beside it (no
+/// staging dir, no lock file), and once there is room the copy is the same tree.
+fn export_inodes_scenario(mnt: &Path, work: &Path) {
+    let home = work.join("home");
+    let src = work.join("src");
+    let stats = make_tree(&src, 6, 120);
+    support::import(&home, &src, Some("r/s/1"));
+    let parent = mnt.join("out");
+    fs::create_dir(&parent).unwrap();
+    let dest = parent.join("dest");
+    let fill = mnt.join("fill");
+    fs::create_dir(&fill).unwrap();
+    let mut files = fill_inodes(&fill, 0);
+    let mut failures = 0;
+    let mut midway = 0;
+    let mut succeeded = false;
+    for k in 0..stats.files + 100 {
+        files = fill_inodes(&fill, files);
+        for i in 0..k {
+            fs::remove_file(fill.join(format!("f{}", files - 1 - i))).unwrap();
+        }
+        files -= k;
+        let out = output(&mut stepman(
+            &home,
+            [
+                "store".as_ref(),
+                "export".as_ref(),
+                "r/s/1".as_ref(),
+                dest.as_os_str(),
+            ],
+        ));
+        if out.status.success() {
+            succeeded = true;
+            break;
+        }
+        failures += 1;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("No space left on device") && err.contains(&parent.display().to_string()),
+            "export with {k} inodes free: the error says ENOSPC and names the path: {err}"
+        );
+        // Past the staging dir: a file or directory inside the copy.
+        if err.contains("/tree/") {
+            midway += 1;
+        }
+        assert!(!dest.exists(), "export with {k} inodes free left {dest:?}");
+        assert_eq!(
+            support::staging_entries(&parent),
+            Vec::<String>::new(),
+            "export with {k} inodes free left a staging dir or lock"
+        );
+        assert_eq!(
+            fs::read_dir(&parent).unwrap().count(),
+            0,
+            "export with {k} inodes free left something in {parent:?}"
+        );
+    }
+    assert!(succeeded, "the export never succeeded");
+    assert!(
+        midway > stats.files / 2,
+        "only {midway} of {failures} failures were inside the copy"
+    );
+    eprintln!("export: {failures} failing points ({midway} inside the copy), then success");
+    assert_same_tree(&src, &dest);
+}
+
+#[test]
+fn inode_exhaustion_at_every_point_of_an_export() {
+    let _alone = support::alone();
+    with_tmpfs(
+        "inode_exhaustion_at_every_point_of_an_export",
+        "size=64m,nr_inodes=2000",
+        export_inodes_scenario,
+    );
+}
+
 /// The whole suite again as `nobody` (when this runs as root with `setpriv`): the test binary and
 /// stepman are copied where `nobody` can run them, and the suite reruns itself as `nobody`, which
 /// cannot mount and so takes the `unshare -Urm` path with an unprivileged store owner.
@@ -542,7 +621,7 @@ fn the_suite_runs_as_an_unprivileged_user() {
     eprintln!("{text}");
     assert!(out.status.success(), "the suite failed as nobody");
     assert!(
-        text.contains("3 passed") && !text.contains("skipping"),
+        text.contains("4 passed") && !text.contains("skipping"),
         "the suite did not run as nobody"
     );
 }
