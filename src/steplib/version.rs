@@ -145,6 +145,10 @@ impl Constraint {
 
     /// The version of `versions` this constraint selects.
     pub fn select<'v>(&self, versions: impl IntoIterator<Item = &'v str>) -> Option<&'v str> {
+        if let Constraint::Exact(e) = self {
+            // The one version written so: nothing to parse or compare.
+            return versions.into_iter().find(|v| v == e);
+        }
         let candidates = versions
             .into_iter()
             .map(Version::parse)

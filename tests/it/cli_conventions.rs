@@ -488,3 +488,30 @@ fn stepman_go_in_the_environment_needs_no_prepare() {
     }
     assert!(dest.join("step.sh").is_file());
 }
+
+/// Every command in the top-level help has its summary, and a command's own help starts with it
+/// and lists its options: the arguments of each command are built only when it runs
+/// (`Command::defer`), which must not lose what the help shows.
+#[test]
+fn top_level_help_lists_every_command_with_its_summary() {
+    let help = text(&ok(&["--help"]).stdout);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        // A summary wrapped onto the next line is indented further.
+        .filter(|l| !l.starts_with("   "))
+        .collect();
+    assert!(commands.len() >= 20, "{help}");
+    for line in &commands {
+        let mut words = line.split_whitespace();
+        let name = words.next().unwrap();
+        assert!(words.next().is_some(), "no summary for {name}: {help}");
+    }
+    let info = text(&ok(&["step-info", "--help"]).stdout);
+    assert!(info.starts_with("Show a step version."), "{info}");
+    assert!(info.contains("--library <LIBRARY>"), "{info}");
+    let zsh = text(&ok(&["completions", "zsh"]).stdout);
+    assert!(zsh.contains("--copy-spec-json"), "{zsh}");
+}

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod deferred;
 mod ui;
 
 use std::path::PathBuf;
@@ -156,21 +157,102 @@ fn command() -> clap::Command {
     Cli::command().color(COLOR.get().copied().unwrap_or(clap::ColorChoice::Auto))
 }
 
+/// The subcommands. Each one's summary and description are its variant's doc comment here, not
+/// its arguments' (`deferred`: those are built only for the subcommand that runs, and the
+/// top-level help lists the summaries without building them).
 #[derive(Debug, Subcommand)]
 enum Command {
-    Setup(cmd::setup::SetupArgs),
-    Update(cmd::update::UpdateArgs),
-    Collections(cmd::collections::CollectionsArgs),
-    Delete(cmd::delete::DeleteArgs),
-    StepList(cmd::step_list::StepListArgs),
-    StepInfo(cmd::step_info::StepInfoArgs),
-    Download(cmd::download::DownloadArgs),
-    Activate(cmd::activate::ActivateArgs),
-    ExportSpec(cmd::export_spec::ExportSpecArgs),
-    Preload(cmd::preload::PreloadArgs),
-    ListCached(cmd::list_cached::ListCachedArgs),
-    LegacyView(cmd::legacy_view::LegacyViewArgs),
-    Audit(cmd::audit::AuditArgs),
+    /// Set up a StepLib collection.
+    ///
+    /// Set up a StepLib collection (git URL, `file://` URI or local path, or an HTTP(S) URL of a
+    /// spec.json). Safe to run from many processes at once: the first does the work, the others
+    /// wait for it.
+    Setup(deferred::Deferred<cmd::setup::SetupArgs>),
+    /// Regenerate one collection or all.
+    ///
+    /// Regenerate a collection (or all) from its source. Readers keep using the old spec until the
+    /// new one is swapped in; the collection's cached steps are kept.
+    Update(deferred::Deferred<cmd::update::UpdateArgs>),
+    /// List the collections.
+    ///
+    /// List the collections set up in the store.
+    Collections(deferred::Deferred<cmd::collections::CollectionsArgs>),
+    /// Remove a collection.
+    ///
+    /// Remove a collection and its cached steps from the store. Safe while other processes activate
+    /// from it; the space is reclaimed by the next `stepman gc`.
+    Delete(deferred::Deferred<cmd::delete::DeleteArgs>),
+    /// List a collection's steps.
+    ///
+    /// List the steps of a collection (set up first if it is not), or of every collection set up
+    /// when `-c` is not given, as the old tool does: JSON (`{"steplib":URI,"steps":[ids]}`, one
+    /// line per collection), or each step's title, id, latest version and summary.
+    StepList(deferred::Deferred<cmd::step_list::StepListArgs>),
+    /// Show a step version.
+    ///
+    /// Show a step version of a collection, of a local step directory (`--library path --id DIR`)
+    /// or of a git repository (`--library git --id URL --version REF`), as the old tool does: JSON,
+    /// or a few lines followed by the step.yml as it is written. Reads one small index entry, never
+    /// the whole spec; needs no write access when the collection is set up.
+    StepInfo(deferred::Deferred<cmd::step_info::StepInfoArgs>),
+    /// Put a step version into the store.
+    ///
+    /// Put a step version's source into the store (nothing is copied anywhere).
+    Download(deferred::Deferred<cmd::download::DownloadArgs>),
+    /// Copy a step version into a working directory.
+    ///
+    /// Copy a step version into a working directory, downloading it into the store first if needed.
+    /// The directory appears complete or not at all; the copy is yours to modify. PATH may be
+    /// missing, an empty directory, or a tree an earlier activation made (recognised by the marker
+    /// `.<name>.stepman.tree` beside it); anything else is refused and left as it is, unless
+    /// `--replace` is given. Safe from many processes at once: one download, identical trees.
+    Activate(deferred::Deferred<cmd::activate::ActivateArgs>),
+    /// Write a collection's spec.json.
+    ExportSpec(deferred::Deferred<cmd::export_spec::ExportSpecArgs>),
+    /// Warm the store with many steps in parallel
+    ///
+    /// Warm the store with many step versions in parallel (for runner images). Safe while builds
+    /// activate from the same store; never deletes or rewrites what is there. Every failure is
+    /// reported at the end; exit 1 when any step failed, 130 when stopped by Ctrl-C or SIGTERM
+    /// (finished steps stay, nothing partial is left).
+    ///
+    /// Without step arguments, --from-file or --all-latest, the versions are chosen like `bitrise
+    /// steps preload` does: the latest patch of the latest --minors minors of the latest --majors
+    /// majors, the latest patch of every minor published in the last --minors-since months, and every
+    /// version published in the last --patches-since months (a month is 31 days), plus each step's
+    /// latest version, of the steps of --maintainer without deprecate notes. Giving any of these
+    /// flags adds that selection to the named steps. --dry-run prints what would be preloaded.
+    #[command(verbatim_doc_comment)]
+    Preload(deferred::Deferred<cmd::preload::PreloadArgs>),
+    /// List a collection's step versions that are in the store.
+    ///
+    /// List the step versions of a collection that are in the store. Writes nothing.
+    ListCached(deferred::Deferred<cmd::list_cached::ListCachedArgs>),
+    /// Write the old tool's layout (what the bitrise CLI reads) from the store.
+    ///
+    /// Writes `routing.json` and `step_collections/<alias>/` (`collection/`, `spec/spec.json`,
+    /// `spec/slim-spec.json`, `cache/<id>/<version>/` for every step version in the store) into the
+    /// old tool's home, so that `bitrise run` finds the steps preloaded here, offline too. Every file
+    /// and directory appears complete or not at all; what is there already and identical is left
+    /// alone; a cached step that differs is refused (exit 1) unless --replace-differing. Run it
+    /// before the bitrise CLI, never while it runs: the old code takes no lock.
+    LegacyView(deferred::Deferred<cmd::legacy_view::LegacyViewArgs>),
+    /// Check a step.yml, or every version of a StepLib, as a StepLib pull request needs.
+    ///
+    /// Without --before-pr, a step.yml's fields (title, summary and website not empty, timeout not
+    /// negative, a title for every input and output, is_sensitive only with is_expand). With
+    /// --before-pr, and for every version of a StepLib (-c), also its path
+    /// (steps/<id>/<version>/step.yml), published_at, source.git (http(s), ending in .git) and
+    /// source.commit, and a clone of the tag <version> that must check out exactly source.commit.
+    /// Every failure is listed (one line each on stdout); exit 0 when all pass, 1 when any fails.
+    Audit(deferred::Deferred<cmd::audit::AuditArgs>),
+    /// Share a step in a StepLib: start, create, audit, finish (without a command: the guide).
+    ///
+    /// Each `create` works in its own clone of your fork (`$STEPMAN_HOME/share/<id>-<tag>/`) on the
+    /// branch `<id>-<tag>`, so shares of different steps at once, or in two terminals, never see
+    /// each other's files; the share state (`$STEPMAN_HOME/share.json`) is changed under a lock and
+    /// replaced atomically. Nothing prompts: flags decide.
+    // Not deferred: its own subcommands must be there when clap makes `help share …`.
     Share(cmd::share::ShareArgs),
     /// Plumbing: import, resolve and export store entries.
     #[command(
@@ -178,14 +260,34 @@ enum Command {
         after_help = "Example:\n  stepman store import step.zip --name steplib/git-clone/8.5.1"
     )]
     Store(cmd::store::StoreCmd),
-    Fsck(cmd::fsck::FsckArgs),
-    Gc(cmd::gc::GcArgs),
+    /// Rehash every object and check every name; optionally repair.
+    ///
+    /// Exit status: 0 clean, 1 damage found (or repaired: the output says which), 2 could not run.
+    Fsck(deferred::Deferred<cmd::fsck::FsckArgs>),
+    /// Remove objects no name points at, and temp dirs whose owner died.
+    ///
+    /// Safe while other processes import, resolve and export.
+    Gc(deferred::Deferred<cmd::gc::GcArgs>),
     /// Toolkits in the store: the Go toolchain that builds Go steps.
     #[command(subcommand, after_help = "Example:\n  stepman toolkit install go")]
     Toolkit(cmd::toolkit::ToolkitCmd),
-    Version(cmd::version::VersionArgs),
-    Completions(cmd::completions::CompletionsArgs),
-    Man(cmd::man::ManArgs),
+    /// Print the version.
+    ///
+    /// Print the version as the old tool does: a bare semver line (what the bitrise CLI reads from
+    /// `stepman -version`), or with `--full` also the platform, build number and commit.
+    Version(deferred::Deferred<cmd::version::VersionArgs>),
+    /// Print a shell completion script.
+    ///
+    /// Print the completion script for SHELL on stdout: every command, flag and value stepman
+    /// knows. Load it in the shell's startup file or install it where the shell looks for
+    /// completions (README: "Shell completions and man page").
+    Completions(deferred::Deferred<cmd::completions::CompletionsArgs>),
+    /// Print the man page.
+    ///
+    /// Print the man page (roff) of stepman on stdout, or with --output write one page per command
+    /// into DIR: `stepman.1`, `stepman-activate.1`, `stepman-store-import.1`, … (each written
+    /// atomically; DIR is created when missing).
+    Man(deferred::Deferred<cmd::man::ManArgs>),
 }
 
 /// A variable's value, `None` when it is unset or empty.

@@ -7,13 +7,6 @@ use anyhow::Context;
 use clap::Args;
 use stepman::activate::{self, Precompiled};
 
-/// Copy a step version into a working directory.
-///
-/// Copy a step version into a working directory, downloading it into the store first if needed.
-/// The directory appears complete or not at all; the copy is yours to modify. PATH may be
-/// missing, an empty directory, or a tree an earlier activation made (recognised by the marker
-/// `.<name>.stepman.tree` beside it); anything else is refused and left as it is, unless
-/// `--replace` is given. Safe from many processes at once: one download, identical trees.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  stepman activate -c https://github.com/bitrise-io/bitrise-steplib.git -i git-clone -v 8 -p ./step -y ./step.yml\n  stepman activate -i git::https://github.com/bitrise-steplib/steps-script.git@master -p ./step -y ./step.yml\n  stepman activate -i path::./steps/my-step -p ./step\n  stepman activate -c ./steplib -i my-go-step -p ./step --prepare --json"

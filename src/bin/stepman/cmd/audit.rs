@@ -7,14 +7,6 @@ use clap::Args;
 use serde_json::json;
 use stepman::audit::{self, Audited, Depth};
 
-/// Check a step.yml, or every version of a StepLib, as a StepLib pull request needs.
-///
-/// Without --before-pr, a step.yml's fields (title, summary and website not empty, timeout not
-/// negative, a title for every input and output, is_sensitive only with is_expand). With
-/// --before-pr, and for every version of a StepLib (-c), also its path
-/// (steps/<id>/<version>/step.yml), published_at, source.git (http(s), ending in .git) and
-/// source.commit, and a clone of the tag <version> that must check out exactly source.commit.
-/// Every failure is listed (one line each on stdout); exit 0 when all pass, 1 when any fails.
 #[derive(Debug, Args)]
 #[command(
     group(clap::ArgGroup::new("what").required(true).args(["collection", "step_yml"])),

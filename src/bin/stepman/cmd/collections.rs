@@ -8,9 +8,6 @@ use stepman::steplib;
 
 use super::steplib::Format;
 
-/// List the collections.
-///
-/// List the collections set up in the store.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  stepman collections --format json")]
 pub(crate) struct CollectionsArgs {

@@ -5,11 +5,6 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
 
-/// Print a shell completion script.
-///
-/// Print the completion script for SHELL on stdout: every command, flag and value stepman
-/// knows. Load it in the shell's startup file or install it where the shell looks for
-/// completions (README: "Shell completions and man page").
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  stepman completions bash > ~/.local/share/bash-completion/completions/stepman\n  stepman completions zsh > \"${fpath[1]}/_stepman\"\n  stepman completions fish > ~/.config/fish/completions/stepman.fish"

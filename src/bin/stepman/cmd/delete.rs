@@ -5,10 +5,6 @@ use std::process::ExitCode;
 use clap::Args;
 use stepman::steplib;
 
-/// Remove a collection.
-///
-/// Remove a collection and its cached steps from the store. Safe while other processes activate
-/// from it; the space is reclaimed by the next `stepman gc`.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  stepman delete -c https://github.com/bitrise-io/bitrise-steplib.git"

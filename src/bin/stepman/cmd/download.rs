@@ -5,9 +5,6 @@ use std::process::ExitCode;
 use clap::Args;
 use stepman::activate;
 
-/// Put a step version into the store.
-///
-/// Put a step version's source into the store (nothing is copied anywhere).
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  stepman download -c https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8\n  stepman download -i git::https://github.com/bitrise-steplib/steps-script.git@master\n  stepman download -c ./steplib --id my-go-step --prepare --json"

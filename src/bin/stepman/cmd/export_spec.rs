@@ -14,7 +14,6 @@ enum Kind {
     Minimal,
 }
 
-/// Write a collection's spec.json.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  stepman export-spec --steplib https://github.com/bitrise-io/bitrise-steplib.git --output spec.json --export-type latest"

@@ -8,9 +8,6 @@ use stepman::fsck::Repair;
 
 use super::CouldNotRun;
 
-/// Rehash every object and check every name; optionally repair.
-///
-/// Exit status: 0 clean, 1 damage found (or repaired: the output says which), 2 could not run.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  stepman fsck --repair --json")]
 pub(crate) struct FsckArgs {

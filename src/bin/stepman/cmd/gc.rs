@@ -5,9 +5,6 @@ use std::process::ExitCode;
 use clap::Args;
 use stepman::gc::GcMode;
 
-/// Remove objects no name points at, and temp dirs whose owner died.
-///
-/// Safe while other processes import, resolve and export.
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  stepman gc --dry-run --json")]
 pub(crate) struct GcArgs {

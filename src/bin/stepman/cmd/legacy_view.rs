@@ -7,14 +7,6 @@ use clap::Args;
 use stepman::legacy::{self, Differing, Outcome, ViewOptions};
 use stepman::steplib;
 
-/// Write the old tool's layout (what the bitrise CLI reads) from the store.
-///
-/// Writes `routing.json` and `step_collections/<alias>/` (`collection/`, `spec/spec.json`,
-/// `spec/slim-spec.json`, `cache/<id>/<version>/` for every step version in the store) into the
-/// old tool's home, so that `bitrise run` finds the steps preloaded here, offline too. Every file
-/// and directory appears complete or not at all; what is there already and identical is left
-/// alone; a cached step that differs is refused (exit 1) unless --replace-differing. Run it
-/// before the bitrise CLI, never while it runs: the old code takes no lock.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example (after `stepman preload -c URI`):\n  stepman legacy-view -c https://github.com/bitrise-io/bitrise-steplib.git"

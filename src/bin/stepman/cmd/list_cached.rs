@@ -6,9 +6,6 @@ use clap::Args;
 use serde_json::json;
 use stepman::preload;
 
-/// List a collection's step versions that are in the store.
-///
-/// List the step versions of a collection that are in the store. Writes nothing.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  stepman list-cached -c https://github.com/bitrise-io/bitrise-steplib.git --json"

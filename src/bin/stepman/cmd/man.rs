@@ -6,11 +6,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, CommandFactory};
 
-/// Print the man page.
-///
-/// Print the man page (roff) of stepman on stdout, or with --output write one page per command
-/// into DIR: `stepman.1`, `stepman-activate.1`, `stepman-store-import.1`, … (each written
-/// atomically; DIR is created when missing).
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  stepman man | man -l -\n  stepman man --output /usr/local/share/man/man1"

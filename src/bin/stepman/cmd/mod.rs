@@ -217,8 +217,8 @@ pub(crate) fn open_ro(cli: &crate::Cli) -> anyhow::Result<Option<stepman::Store>
     }
 }
 
-/// The step a command works on: `-c`, `-i`, `-v` and `-u`, as the old tool spells them
-/// (`download`, `activate`).
+// The step a command works on: `-c`, `-i`, `-v` and `-u`, as the old tool spells them
+// (`download`, `activate`).
 #[derive(Debug, clap::Args)]
 pub(crate) struct StepArgs {
     /// The collection's URI (not needed for a `git::` or `path::` step; `git` and `path` make
@@ -237,7 +237,7 @@ pub(crate) struct StepArgs {
     pub(crate) update: bool,
 }
 
-/// `--prepare` and what goes with it (`download`, `activate`).
+// `--prepare` and what goes with it (`download`, `activate`).
 #[derive(Debug, clap::Args)]
 pub(crate) struct PrepareArgs {
     /// Make the step ready to run: build a Go step's binary (once per source and Go toolchain,

@@ -11,24 +11,10 @@ use clap::Args;
 use indicatif::HumanBytes;
 use stepman::preload::{self, Request, Selection, Status};
 
-/// Warm the store with many steps in parallel
-///
-/// Warm the store with many step versions in parallel (for runner images). Safe while builds
-/// activate from the same store; never deletes or rewrites what is there. Every failure is
-/// reported at the end; exit 1 when any step failed, 130 when stopped by Ctrl-C or SIGTERM
-/// (finished steps stay, nothing partial is left).
-///
-/// Without step arguments, --from-file or --all-latest, the versions are chosen like `bitrise
-/// steps preload` does: the latest patch of the latest --minors minors of the latest --majors
-/// majors, the latest patch of every minor published in the last --minors-since months, and every
-/// version published in the last --patches-since months (a month is 31 days), plus each step's
-/// latest version, of the steps of --maintainer without deprecate notes. Giving any of these
-/// flags adds that selection to the named steps. --dry-run prints what would be preloaded.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git --maintainer \"\" --majors 1 --minors-since 0 --patches-since 0\n  stepman preload -c https://github.com/bitrise-io/bitrise-steplib.git git-clone@8 script@1 --jobs 8 --json\n  stepman preload -c ./steplib my-go-step@1 --prepare\n  stepman preload -c ./steplib --as-of 2026-12-01T00:00:00Z --dry-run   # the selection, reproducibly"
 )]
-#[command(verbatim_doc_comment)]
 pub(crate) struct PreloadArgs {
     /// The collection's URI.
     #[arg(short = 'c', long = "collection", env = "STEPMAN_COLLECTION")]

@@ -7,11 +7,6 @@ use clap::Args;
 use stepman::Fill;
 use stepman::steplib::{ExportType, generate};
 
-/// Set up a StepLib collection.
-///
-/// Set up a StepLib collection (git URL, `file://` URI or local path, or an HTTP(S) URL of a
-/// spec.json). Safe to run from many processes at once: the first does the work, the others
-/// wait for it.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  stepman setup -c https://github.com/bitrise-io/bitrise-steplib.git"

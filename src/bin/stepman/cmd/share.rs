@@ -6,12 +6,6 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use stepman::share::{self, CreateOptions, Existing, Select, Tool};
 
-/// Share a step in a StepLib: start, create, audit, finish (without a command: the guide).
-///
-/// Each `create` works in its own clone of your fork (`$STEPMAN_HOME/share/<id>-<tag>/`) on the
-/// branch `<id>-<tag>`, so shares of different steps at once, or in two terminals, never see
-/// each other's files; the share state (`$STEPMAN_HOME/share.json`) is changed under a lock and
-/// replaced atomically. Nothing prompts: flags decide.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  stepman share start -c https://github.com/me/bitrise-steplib.git && stepman share create --tag 1.0.0 --git https://github.com/me/steps-my-step.git && stepman share finish"
@@ -71,7 +65,7 @@ enum ShareCmd {
     },
 }
 
-/// Which share: the only one in progress, or this step's.
+// Which share: the only one in progress, or this step's.
 #[derive(Debug, Args)]
 struct Which {
     /// The step's id (needed when several shares are in progress).

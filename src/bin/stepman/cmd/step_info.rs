@@ -10,12 +10,6 @@ use stepman::activate::{self, Picked, StepInfo, StepRef};
 use super::CouldNotRun;
 use super::steplib::Format;
 
-/// Show a step version.
-///
-/// Show a step version of a collection, of a local step directory (`--library path --id DIR`)
-/// or of a git repository (`--library git --id URL --version REF`), as the old tool does: JSON,
-/// or a few lines followed by the step.yml as it is written. Reads one small index entry, never
-/// the whole spec; needs no write access when the collection is set up.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  stepman step-info --library https://github.com/bitrise-io/bitrise-steplib.git --id git-clone --version 8 --format json\n  stepman step-info --library path --id ./my-step\n  stepman step-info --library git --id https://github.com/bitrise-steplib/steps-script.git --version 1.1.5"

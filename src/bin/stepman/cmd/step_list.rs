@@ -8,11 +8,6 @@ use stepman::steplib::{self, Collection, Opened};
 
 use super::steplib::Format;
 
-/// List a collection's steps.
-///
-/// List the steps of a collection (set up first if it is not), or of every collection set up
-/// when `-c` is not given, as the old tool does: JSON (`{"steplib":URI,"steps":[ids]}`, one
-/// line per collection), or each step's title, id, latest version and summary.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  stepman step-list -c https://github.com/bitrise-io/bitrise-steplib.git -f json"

@@ -6,10 +6,6 @@ use clap::Args;
 use stepman::Fill;
 use stepman::steplib::{self, generate};
 
-/// Regenerate one collection or all.
-///
-/// Regenerate a collection (or all) from its source. Readers keep using the old spec until the
-/// new one is swapped in; the collection's cached steps are kept.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  stepman update -c https://github.com/bitrise-io/bitrise-steplib.git"

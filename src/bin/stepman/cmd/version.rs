@@ -10,10 +10,6 @@ use super::steplib::Format;
 /// The version (one source: the package version in Cargo.toml).
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Print the version.
-///
-/// Print the version as the old tool does: a bare semver line (what the bitrise CLI reads from
-/// `stepman -version`), or with `--full` also the platform, build number and commit.
 #[derive(Debug, Args, Default)]
 #[command(after_help = "Example:\n  stepman version --full --format json")]
 pub(crate) struct VersionArgs {
