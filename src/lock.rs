@@ -301,6 +301,17 @@ pub(crate) fn home_file_exclusive(path: &Path, interrupt: Option<&AtomicBool>) -
     })
 }
 
+/// Lock of a published StepLib API tree's output (`<parent>/.<name>.lock` beside the output of
+/// `export-spec --export-type api`), exclusive and blocking: one publish at a time renames its
+/// tree in, swaps the output's link and prunes old trees, so none prunes a tree another is about
+/// to point the output at. Readers (HTTP servers) take none.
+pub(crate) fn publish_exclusive(path: &Path) -> Result<Guard> {
+    let f = take(path, LockMode::Exclusive, None)?;
+    Ok(Guard {
+        _files: f.into_iter().collect(),
+    })
+}
+
 /// What [`OwnerLock::try_claim`] found.
 #[derive(Debug)]
 pub(crate) enum Claim {

@@ -16,7 +16,7 @@
 //!   caller makes 0555 after publishing) and, when durability is on, flushed to disk.
 
 mod dir;
-mod flush;
+pub(crate) mod flush;
 mod tar;
 mod zip;
 mod zip_stream;

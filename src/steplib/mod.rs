@@ -14,6 +14,7 @@
 //!   (collection layout 2), never the whole group or the whole spec; an object written before
 //!   layout 2 is read from its groups.
 
+pub mod api;
 pub(crate) mod checkout;
 pub mod compat;
 pub mod generate;

@@ -12,21 +12,24 @@ enum Kind {
     Full,
     Latest,
     Minimal,
+    /// The StepLib API's tree of documents (`v2/`), published into the directory `--output`.
+    Api,
 }
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  stepman export-spec --steplib https://github.com/bitrise-io/bitrise-steplib.git --output spec.json --export-type latest"
+    after_help = "Examples:\n  stepman export-spec --steplib https://github.com/bitrise-io/bitrise-steplib.git --output spec.json --export-type latest\n  stepman export-spec --steplib ./steplib --export-type api --output /srv/www/steplib-api   # serve /srv/www/steplib-api/v2/…"
 )]
 pub(crate) struct ExportSpecArgs {
     /// The collection's URI.
     #[arg(long, alias = "collection", short = 'c')]
     steplib: String,
-    /// Output file (`-`: stdout).
+    /// Output file (`-`: stdout); with `--export-type api`, the directory to publish (a link to
+    /// the tree, swapped atomically).
     #[arg(long)]
     output: PathBuf,
     /// full: every version; latest: each step's info and latest version; minimal: the step ids
-    /// (each `{"info":{}}`, as the old tool writes it).
+    /// (each `{"info":{}}`, as the old tool writes it); api: the StepLib API's documents.
     #[arg(long = "export-type", value_enum, default_value = "full")]
     export_type: Kind,
 }
@@ -78,6 +81,27 @@ pub(crate) fn run(cli: &crate::Cli, a: &ExportSpecArgs) -> anyhow::Result<ExitCo
         Kind::Full => ExportType::Full,
         Kind::Latest => ExportType::Latest,
         Kind::Minimal => ExportType::Minimal,
+        Kind::Api => {
+            if a.output == Path::new("-") {
+                return Err(super::CouldNotRun(
+                    "export-spec: --export-type api publishes a directory: --output DIR".into(),
+                )
+                .into());
+            }
+            let p = store.read_locked(|| -> anyhow::Result<_> {
+                let o = steplib::open(&store, &c)?
+                    .ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
+                Ok(steplib::api::publish(&o, &a.output)?)
+            })?;
+            eprintln!(
+                "export-spec: {} {} documents at {} ({})",
+                if p.replaced { "published" } else { "kept" },
+                p.documents,
+                a.output.display(),
+                p.tree.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     // The spec is read from many files of the collection object: hold the store lock while
     // reading, so that a gc after a concurrent update cannot remove the object half-way.

@@ -1,0 +1,378 @@
+//! The StepLib API ("v2"): a StepLib as a tree of static JSON documents that any static HTTP
+//! server or bucket can serve, and how `export-spec --export-type api` publishes one.
+//!
+//! The documents (`store-format.md`, section 10), under `v2/`: `meta.json`,
+//! `index/step_ids.json`, `index/steps/<id>/latest.json`, `index/steps/<id>/versions.json`,
+//! `steps/<id>/step-info.json`, `steps/<id>/<version>/step.json`, and `steps/<id>/assets/<file>`
+//! (published from a StepLib on this machine only).
+//!
+//! Invariants:
+//! - The same collection gives byte-identical documents: nothing comes from the clock
+//!   (`updated_at` is the newest `published_at` of its steps), maps keep the StepLib's order,
+//!   lists are sorted.
+//! - Every path segment is checked ([`valid_segment`]) before it names a file: never empty, `.`
+//!   or `..`, never holding `/`, `\` or NUL.
+//! - Publishing never leaves a moment where the output is missing or mixes two trees: the whole
+//!   tree is built and flushed in a staging dir beside the output, renamed (no-replace) to
+//!   `<parent>/.<name>.trees/<hash of its documents>`, and the output, a symlink to the tree, is
+//!   replaced by a new symlink with one rename (a real directory there is exchanged with it,
+//!   atomically). A reader opens a document of the old tree or of the new one, whole. The tree
+//!   the swap replaced is kept (a reader resolving a path through it still finds it); older ones
+//!   are removed, under the publish lock (`lock.rs`), so two publishes at once cannot remove
+//!   each other's tree.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use super::Opened;
+use crate::error::{Error, Result};
+use crate::steplib::version::Version;
+use crate::sys;
+
+/// The API's root directory in a published tree and its format version.
+pub const API_ROOT: &str = "v2";
+/// `meta.json`'s `format_version`.
+pub const API_FORMAT_VERSION: u32 = 2;
+
+/// Whether `s` may be one path segment of a document's path (a step id, a version, an asset's
+/// file name): not empty, `.` or `..`, and without `/`, `\` or NUL.
+pub fn valid_segment(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0'])
+}
+
+/// `meta.json` of the collection `o`; `updated_at` is `updated`.
+pub fn meta_doc(o: &Opened, updated: &str) -> Value {
+    let s = &o.meta.steplib;
+    let mut m = Map::new();
+    m.insert("format_version".into(), json!(API_FORMAT_VERSION));
+    m.insert("updated_at".into(), json!(updated));
+    if let Some(c) = &o.meta.source_commit {
+        m.insert("steplib_commit_sha".into(), json!(c));
+    }
+    if !s.steplib_source.is_empty() {
+        m.insert("steplib_source".into(), json!(s.steplib_source));
+    }
+    let locations: Vec<Value> = s
+        .download_locations
+        .iter()
+        .map(|l| json!({"type": l.kind, "src": l.src}))
+        .collect();
+    if !locations.is_empty() {
+        m.insert("download_locations".into(), Value::Array(locations));
+    }
+    Value::Object(m)
+}
+
+/// `versions` newest first ([`Version`]'s order).
+pub fn newest_first(versions: &[String]) -> Vec<String> {
+    let mut v = versions.to_vec();
+    v.sort_by(|a, b| Version::parse(b).cmp(&Version::parse(a)));
+    v
+}
+
+/// `index/steps/<id>/latest.json`: the latest version, and the latest of each major.
+pub fn latest_doc(id: &str, newest_first: &[String]) -> Value {
+    let mut by_major = std::collections::BTreeMap::<u64, &str>::new();
+    for v in newest_first {
+        if let Some((major, _, _)) = Version::parse(v).triple() {
+            by_major.entry(major).or_insert(v);
+        }
+    }
+    let by_major: Map<String, Value> = by_major
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    json!({
+        "step_id": id,
+        "latest": newest_first.first().cloned().unwrap_or_default(),
+        "latest_by_major": by_major,
+    })
+}
+
+/// `index/steps/<id>/versions.json`.
+pub fn versions_doc(id: &str, newest_first: &[String]) -> Value {
+    json!({"step_id": id, "versions": newest_first})
+}
+
+/// `steps/<id>/step-info.json` from the group's `info`; `assets` are the asset files published
+/// beside it.
+pub fn step_info_doc(info: &Value, assets: &[String]) -> Value {
+    let text = |k: &str| {
+        info.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let deprecation = match (text("removal_date"), text("deprecate_notes")) {
+        (None, None) => Value::Null,
+        (r, n) => json!({"removal_date": r.unwrap_or_default(), "notes": n.unwrap_or_default()}),
+    };
+    let urls: Vec<String> = assets.iter().map(|a| format!("assets/{a}")).collect();
+    json!({
+        "maintainer": text("maintainer").unwrap_or_default(),
+        "deprecation": deprecation,
+        "asset_urls": urls,
+    })
+}
+
+/// `steps/<id>/<version>/step.json`: the step as the old tool models it (its defaults filled
+/// in, [`super::compat::fill_missing_defaults`]).
+pub fn step_doc(mut step: Value) -> Value {
+    super::compat::fill_missing_defaults(&mut step);
+    step
+}
+
+/// The newest `published_at` of `steps` as RFC 3339 (UTC), the Unix epoch when none has one.
+fn newest_published(newest: Option<jiff::Timestamp>) -> String {
+    newest.unwrap_or(jiff::Timestamp::UNIX_EPOCH).to_string()
+}
+
+/// What [`publish`] did.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The tree the output now points at.
+    pub tree: PathBuf,
+    /// Documents (and asset files) in it.
+    pub documents: usize,
+    /// Whether the output pointed at another tree before (false: the same documents again, or
+    /// a first publish).
+    pub replaced: bool,
+}
+
+/// The tree being written: its root, the files' flusher, a hash of every document, a count.
+struct TreeOut {
+    root: PathBuf,
+    flusher: crate::ingest::flush::Flusher,
+    hash: blake3::Hasher,
+    documents: usize,
+    dirs: Vec<PathBuf>,
+}
+
+impl TreeOut {
+    /// Writes `bytes` as the new file `rel` (segments already checked) of the tree.
+    fn put(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.root.join(rel);
+        if let Some(parent) = path.parent()
+            && !parent.is_dir()
+        {
+            fs::create_dir_all(parent).map_err(Error::io("create dir", parent))?;
+            let mut p = parent.to_path_buf();
+            while p != self.root && !self.dirs.contains(&p) {
+                self.dirs.push(p.clone());
+                if !p.pop() {
+                    break;
+                }
+            }
+        }
+        let mut f = File::create_new(&path).map_err(Error::io("create", &path))?;
+        f.write_all(bytes).map_err(Error::io("write", &path))?;
+        self.flusher.submit(Some(f), path)?;
+        self.hash.update(&(rel.len() as u64).to_le_bytes());
+        self.hash.update(rel.as_bytes());
+        self.hash.update(&(bytes.len() as u64).to_le_bytes());
+        self.hash.update(bytes);
+        self.documents += 1;
+        Ok(())
+    }
+
+    fn put_json(&mut self, rel: &str, v: &Value) -> Result<()> {
+        let bytes = serde_json::to_vec(v).map_err(|e| Error::io("encode", rel)(e.into()))?;
+        self.put(rel, &bytes)
+    }
+}
+
+/// Writes the whole API tree of `o` into the new directory `root`; returns the hash of its
+/// documents and their number.
+fn write_tree(o: &Opened, root: &Path) -> Result<(String, usize)> {
+    fs::create_dir(root).map_err(Error::io("create dir", root))?;
+    let mut t = TreeOut {
+        root: root.to_path_buf(),
+        flusher: crate::ingest::flush::Flusher::new(root)?,
+        hash: blake3::Hasher::new(),
+        documents: 0,
+        dirs: Vec::new(),
+    };
+    let bad = |what: &str, s: &str| Error::Format {
+        path: o.dir.clone(),
+        reason: format!("{what} {s:?} cannot name a document of the StepLib API"),
+    };
+    let ids = o.step_ids()?;
+    let local_root = o.meta.root.as_deref().map(Path::new);
+    let mut newest: Option<jiff::Timestamp> = None;
+    for id in &ids {
+        if !valid_segment(id) {
+            return Err(bad("step id", id));
+        }
+        let Some(entry) = o.entry(id)? else { continue };
+        let versions = newest_first(&entry.versions);
+        t.put_json(
+            &format!("{API_ROOT}/index/steps/{id}/latest.json"),
+            &latest_doc(id, &versions),
+        )?;
+        t.put_json(
+            &format!("{API_ROOT}/index/steps/{id}/versions.json"),
+            &versions_doc(id, &versions),
+        )?;
+        let mut assets: Vec<String> = match (local_root, entry.info.get("asset_urls")) {
+            (Some(_), Some(Value::Object(m))) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        assets.sort();
+        if let Some(base) = local_root {
+            for a in &assets {
+                if !valid_segment(a) {
+                    return Err(bad("asset", a));
+                }
+                let src = base.join("steps").join(id).join("assets").join(a);
+                let bytes = fs::read(&src).map_err(Error::io("read", &src))?;
+                t.put(&format!("{API_ROOT}/steps/{id}/assets/{a}"), &bytes)?;
+            }
+        }
+        t.put_json(
+            &format!("{API_ROOT}/steps/{id}/step-info.json"),
+            &step_info_doc(&entry.info, &assets),
+        )?;
+        for v in &versions {
+            if !valid_segment(v) {
+                return Err(bad("version", v));
+            }
+            let Some(step) = entry.step(v)? else { continue };
+            if let Some(ts) = step
+                .get("published_at")
+                .and_then(Value::as_str)
+                .and_then(|p| p.parse::<jiff::Timestamp>().ok())
+            {
+                newest = newest.max(Some(ts));
+            }
+            t.put_json(
+                &format!("{API_ROOT}/steps/{id}/{v}/step.json"),
+                &step_doc(step),
+            )?;
+        }
+    }
+    t.put_json(
+        &format!("{API_ROOT}/index/step_ids.json"),
+        &json!({"step_ids": ids}),
+    )?;
+    t.put_json(
+        &format!("{API_ROOT}/meta.json"),
+        &meta_doc(o, &newest_published(newest)),
+    )?;
+    for d in t.dirs.iter().chain([&t.root.join(API_ROOT), &t.root]) {
+        t.flusher.submit(None, d.clone())?;
+    }
+    let TreeOut {
+        flusher,
+        hash,
+        documents,
+        ..
+    } = t;
+    flusher.finish()?;
+    Ok((hash.finalize().to_hex().to_string(), documents))
+}
+
+/// Publishes the API tree of `o` at `out` (`export-spec --export-type api --output DIR`): see the
+/// module's invariants. `out` is a symlink this made before, or nothing, or a directory (which
+/// is exchanged for the symlink and kept as the previous tree).
+pub fn publish(o: &Opened, out: &Path) -> Result<Published> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let base = out
+        .file_name()
+        .map(|b| b.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::Format {
+            path: out.to_path_buf(),
+            reason: "the output must name a directory".into(),
+        })?;
+    crate::export::create_parent(&parent)?;
+    crate::export::sweep_beside(out);
+    let staging = crate::export::staging(&parent, &base, out)?;
+    let (hash, documents) = write_tree(o, &staging.path().join("tree"))?;
+    let trees = parent.join(format!(".{base}.trees"));
+    match fs::create_dir(&trees) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create dir", &trees)(e)),
+    }
+    let tree = trees.join(&hash);
+    // From the rename of the tree to the pruning: a tree another publish renamed in is never
+    // pruned before its link is swapped.
+    let _lock = crate::lock::publish_exclusive(&parent.join(format!(".{base}.lock")))?;
+    // The same documents published before: that tree is complete (it was flushed before its
+    // rename), use it.
+    sys::publish_dir(&staging.path().join("tree"), &tree).map_err(Error::io("rename", &tree))?;
+    let target = PathBuf::from(format!(".{base}.trees")).join(&hash);
+    let before = fs::read_link(out).ok();
+    if before.as_deref() == Some(target.as_path()) {
+        return Ok(Published {
+            tree,
+            documents,
+            replaced: false,
+        });
+    }
+    let link = staging.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).map_err(Error::io("symlink", &link))?;
+    let is_dir = fs::symlink_metadata(out).is_ok_and(|m| m.is_dir());
+    if is_dir {
+        // A directory there (a tree published by other means): exchanged for the link in one
+        // step, then kept beside the trees as the previous one.
+        if !sys::exchange(&link, out).map_err(Error::io("exchange", out))? {
+            return Err(Error::Format {
+                path: out.to_path_buf(),
+                reason: "is a directory, and this file system cannot exchange it atomically \
+                         for the published tree: remove it or publish elsewhere"
+                    .into(),
+            });
+        }
+        let kept = trees.join(format!("previous-{:016x}", crate::layout::unique_token()));
+        sys::replace(&link, &kept).map_err(Error::io("rename", &kept))?;
+    } else {
+        sys::replace(&link, out).map_err(Error::io("rename", out))?;
+    }
+    sys::sync_path(&parent).map_err(Error::io("fsync", &parent))?;
+    let keep: Vec<PathBuf> = [Some(target), before]
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.file_name().map(PathBuf::from))
+        .collect();
+    prune(&trees, &keep, is_dir);
+    Ok(Published {
+        tree,
+        documents,
+        replaced: true,
+    })
+}
+
+/// Removes the trees in `trees` other than `keep` (and a directory just exchanged out, when
+/// `kept_previous`: the newest `previous-*` stays), best effort: a tree that cannot be removed
+/// is logged and left for the next publish.
+fn prune(trees: &Path, keep: &[PathBuf], kept_previous: bool) {
+    let Ok(rd) = fs::read_dir(trees) else { return };
+    let mut names: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let t = e.metadata().ok()?.modified().ok()?;
+            Some((t, PathBuf::from(e.file_name())))
+        })
+        .collect();
+    names.sort();
+    let newest_previous = names
+        .iter()
+        .rev()
+        .find(|(_, n)| n.to_string_lossy().starts_with("previous-"))
+        .map(|(_, n)| n.clone());
+    for (_, name) in names {
+        if keep.contains(&name) || (kept_previous && Some(&name) == newest_previous.as_ref()) {
+            continue;
+        }
+        let path = trees.join(&name);
+        if let Err(e) = crate::tmp::remove_tree(&path) {
+            log::warn!("{}; left for the next publish", e.describe());
+        }
+    }
+}
