@@ -1,7 +1,7 @@
 //! The StepLib API ("v2"): a StepLib as a tree of static JSON documents that any static HTTP
 //! server or bucket can serve, and how `export-spec --export-type api` publishes one.
 //!
-//! The documents (`store-format.md`, section 10), under `v2/`: `meta.json`,
+//! The documents (`store-format.md`, section 4e), under `v2/`: `meta.json`,
 //! `index/step_ids.json`, `index/steps/<id>/latest.json`, `index/steps/<id>/versions.json`,
 //! `steps/<id>/step-info.json`, `steps/<id>/<version>/step.json`, and `steps/<id>/assets/<file>`
 //! (published from a StepLib on this machine only).

@@ -37,6 +37,7 @@ mod reflink;
 mod replays;
 mod scenarios;
 mod share;
+mod steplib_api;
 mod steplib_yaml;
 mod store_cli;
 mod torture;

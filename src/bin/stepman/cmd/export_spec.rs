@@ -95,7 +95,11 @@ pub(crate) fn run(cli: &crate::Cli, a: &ExportSpecArgs) -> anyhow::Result<ExitCo
             })?;
             eprintln!(
                 "export-spec: {} {} documents at {} ({})",
-                if p.replaced { "published" } else { "kept" },
+                if p.replaced {
+                    "published"
+                } else {
+                    "already published:"
+                },
                 p.documents,
                 a.output.display(),
                 p.tree.display()
