@@ -376,3 +376,363 @@ fn prune(trees: &Path, keep: &[PathBuf], kept_previous: bool) {
         }
     }
 }
+
+/// Largest API document read (a `versions.json` of thousands of versions is ~100 KiB; the
+/// biggest real step.json ~60 KiB).
+pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
+
+/// A document of the API, as a client asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Doc {
+    /// `meta.json`.
+    Meta,
+    /// `index/step_ids.json`.
+    StepIds,
+    /// `index/steps/<id>/latest.json`.
+    Latest(String),
+    /// `index/steps/<id>/versions.json`.
+    Versions(String),
+    /// `steps/<id>/step-info.json`.
+    StepInfo(String),
+    /// `steps/<id>/<version>/step.json`.
+    Step(String, String),
+}
+
+impl Doc {
+    /// The document's URL path under the API's base (`v2/…`), each segment checked
+    /// ([`valid_segment`]) and percent-encoded; `None` for a segment that cannot name one.
+    pub fn url_path(&self) -> Option<String> {
+        use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+        // A path segment's reserved and unsafe characters (RFC 3986): encoded.
+        const SEGMENT: &AsciiSet = &CONTROLS
+            .add(b' ')
+            .add(b'"')
+            .add(b'#')
+            .add(b'%')
+            .add(b'/')
+            .add(b'<')
+            .add(b'>')
+            .add(b'?')
+            .add(b'[')
+            .add(b'\\')
+            .add(b']')
+            .add(b'^')
+            .add(b'`')
+            .add(b'{')
+            .add(b'|')
+            .add(b'}');
+        let seg = |s: &str| valid_segment(s).then(|| utf8_percent_encode(s, SEGMENT).to_string());
+        Some(match self {
+            Doc::Meta => format!("{API_ROOT}/meta.json"),
+            Doc::StepIds => format!("{API_ROOT}/index/step_ids.json"),
+            Doc::Latest(id) => format!("{API_ROOT}/index/steps/{}/latest.json", seg(id)?),
+            Doc::Versions(id) => format!("{API_ROOT}/index/steps/{}/versions.json", seg(id)?),
+            Doc::StepInfo(id) => format!("{API_ROOT}/steps/{}/step-info.json", seg(id)?),
+            Doc::Step(id, v) => format!("{API_ROOT}/steps/{}/{}/step.json", seg(id)?, seg(v)?),
+        })
+    }
+}
+
+/// `meta.json` as a client reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiMeta {
+    /// `updated_at`.
+    pub updated_at: String,
+    /// `steplib_commit_sha`, when given.
+    pub steplib_commit_sha: Option<String>,
+    /// `steplib_source`, when given.
+    pub steplib_source: Option<String>,
+    /// `download_locations` (none given: empty).
+    pub download_locations: Vec<super::DownloadLocation>,
+}
+
+/// `latest.json` as a client reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Latest {
+    /// `latest`.
+    pub latest: String,
+    /// `latest_by_major`: major → version.
+    pub by_major: Vec<(String, String)>,
+}
+
+/// The JSON object of an untrusted document: at most [`MAX_DOCUMENT_BYTES`], nested at most
+/// as deep as `serde_json` recurses (128), an object at the top.
+fn object(bytes: &[u8]) -> std::result::Result<Map<String, Value>, String> {
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(format!(
+            "document of {} bytes is larger than the limit of {MAX_DOCUMENT_BYTES}",
+            bytes.len()
+        ));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("not a JSON object".into()),
+        Err(e) => Err(format!("invalid JSON: {e}")),
+    }
+}
+
+fn text_field(m: &Map<String, Value>, k: &str) -> std::result::Result<Option<String>, String> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("'{k}' is not a string")),
+    }
+}
+
+fn required_text(m: &Map<String, Value>, k: &str) -> std::result::Result<String, String> {
+    text_field(m, k)?.ok_or_else(|| format!("missing '{k}'"))
+}
+
+/// A `step_id` that must name the document's own step.
+fn check_step_id(m: &Map<String, Value>, id: &str) -> std::result::Result<(), String> {
+    let got = required_text(m, "step_id")?;
+    if got != id {
+        return Err(format!("step_id {got:?} does not match its path ({id:?})"));
+    }
+    Ok(())
+}
+
+/// A list of path segments (`step_ids`, `versions`): strings, each a [`valid_segment`], no
+/// duplicates.
+fn segments(m: &Map<String, Value>, k: &str) -> std::result::Result<Vec<String>, String> {
+    let Some(Value::Array(items)) = m.get(k) else {
+        return Err(format!("missing or not a list: '{k}'"));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashSet::new();
+    for item in items {
+        let Value::String(s) = item else {
+            return Err(format!("'{k}' holds a non-string"));
+        };
+        if !valid_segment(s) {
+            return Err(format!(
+                "'{k}' holds {s:?}, which cannot name a path segment"
+            ));
+        }
+        if !seen.insert(s.as_str()) {
+            return Err(format!("'{k}' holds {s:?} twice"));
+        }
+        out.push(s.clone());
+    }
+    Ok(out)
+}
+
+/// Reads `meta.json`: `format_version` must be 2.
+pub fn read_meta(bytes: &[u8]) -> std::result::Result<ApiMeta, String> {
+    let m = object(bytes)?;
+    match m.get("format_version").and_then(Value::as_u64) {
+        Some(2) => {}
+        Some(v) => return Err(format!("format_version {v} is not the supported 2")),
+        None => return Err("missing or non-numeric 'format_version'".into()),
+    }
+    let mut download_locations = Vec::new();
+    match m.get("download_locations") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for l in items {
+                let l = l
+                    .as_object()
+                    .ok_or("a download location is not an object")?;
+                download_locations.push(super::DownloadLocation {
+                    kind: required_text(l, "type")?,
+                    src: required_text(l, "src")?,
+                });
+            }
+        }
+        Some(_) => return Err("'download_locations' is not a list".into()),
+    }
+    Ok(ApiMeta {
+        updated_at: required_text(&m, "updated_at")?,
+        steplib_commit_sha: text_field(&m, "steplib_commit_sha")?,
+        steplib_source: text_field(&m, "steplib_source")?,
+        download_locations,
+    })
+}
+
+/// Reads `index/step_ids.json`.
+pub fn read_step_ids(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
+    segments(&object(bytes)?, "step_ids")
+}
+
+/// Reads `index/steps/<id>/versions.json` of the step `id`.
+pub fn read_versions(bytes: &[u8], id: &str) -> std::result::Result<Vec<String>, String> {
+    let m = object(bytes)?;
+    check_step_id(&m, id)?;
+    segments(&m, "versions")
+}
+
+/// Reads `index/steps/<id>/latest.json` of the step `id`.
+pub fn read_latest(bytes: &[u8], id: &str) -> std::result::Result<Latest, String> {
+    let m = object(bytes)?;
+    check_step_id(&m, id)?;
+    let latest = required_text(&m, "latest")?;
+    let mut by_major = Vec::new();
+    match m.get("latest_by_major") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(o)) => {
+            for (k, v) in o {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| format!("latest_by_major {k:?} is not a string"))?;
+                by_major.push((k.clone(), v.to_string()));
+            }
+        }
+        Some(_) => return Err("'latest_by_major' is not an object".into()),
+    }
+    Ok(Latest { latest, by_major })
+}
+
+/// Reads `steps/<id>/step-info.json` into the group info a collection keeps (`maintainer`,
+/// `removal_date`, `deprecate_notes`, `asset_urls` as a map of file name to `assets/<file>`).
+pub fn read_step_info(bytes: &[u8]) -> std::result::Result<Value, String> {
+    let m = object(bytes)?;
+    let mut info = Map::new();
+    if let Some(v) = text_field(&m, "maintainer")? {
+        info.insert("maintainer".into(), json!(v));
+    }
+    match m.get("deprecation") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(d)) => {
+            if let Some(r) = text_field(d, "removal_date")? {
+                info.insert("removal_date".into(), json!(r));
+            }
+            if let Some(n) = text_field(d, "notes")? {
+                info.insert("deprecate_notes".into(), json!(n));
+            }
+        }
+        Some(_) => return Err("'deprecation' is not an object".into()),
+    }
+    match m.get("asset_urls") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            let mut urls = Map::new();
+            for a in items {
+                let a = a.as_str().ok_or("'asset_urls' holds a non-string")?;
+                let name = a.strip_prefix("assets/").unwrap_or(a);
+                if !valid_segment(name) {
+                    return Err(format!("asset {a:?} cannot name a file"));
+                }
+                urls.insert(name.to_string(), json!(a));
+            }
+            info.insert("asset_urls".into(), Value::Object(urls));
+        }
+        Some(_) => return Err("'asset_urls' is not a list".into()),
+    }
+    Ok(Value::Object(info))
+}
+
+/// Reads `steps/<id>/<version>/step.json`: a step definition that passes the checks a
+/// step.yml in a StepLib does.
+pub fn read_step(bytes: &[u8]) -> std::result::Result<Value, String> {
+    let step = Value::Object(object(bytes)?);
+    super::model::validate_step(&step).map_err(|e| e.to_string())?;
+    Ok(step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(v: &Value) -> Vec<u8> {
+        serde_json::to_vec(v).unwrap()
+    }
+
+    #[test]
+    fn documents_read_back_as_written() {
+        let vs = newest_first(&["1.0.0".into(), "1.10.0".into(), "2.0.0".into()]);
+        assert_eq!(vs, ["2.0.0", "1.10.0", "1.0.0"]);
+        assert_eq!(
+            read_versions(&bytes(&versions_doc("s", &vs)), "s").unwrap(),
+            vs
+        );
+        let l = read_latest(&bytes(&latest_doc("s", &vs)), "s").unwrap();
+        assert_eq!(l.latest, "2.0.0");
+        assert_eq!(
+            l.by_major,
+            [("1".into(), "1.10.0".into()), ("2".into(), "2.0.0".into())]
+        );
+        let info = json!({"maintainer": "m", "removal_date": "2027-01-01",
+            "deprecate_notes": "use t", "asset_urls": {"icon.svg": "https://x/s/assets/icon.svg"}});
+        let doc = step_info_doc(&info, &["icon.svg".into()]);
+        assert_eq!(
+            doc,
+            json!({"maintainer": "m", "deprecation": {"removal_date": "2027-01-01",
+                "notes": "use t"}, "asset_urls": ["assets/icon.svg"]})
+        );
+        assert_eq!(
+            read_step_info(&bytes(&doc)).unwrap(),
+            json!({"maintainer": "m", "removal_date": "2027-01-01", "deprecate_notes": "use t",
+                "asset_urls": {"icon.svg": "assets/icon.svg"}})
+        );
+        let meta = br#"{"format_version":2,"updated_at":"2026-01-01T00:00:00Z","download_locations":[{"type":"zip","src":"https://x/"}]}"#;
+        let m = read_meta(meta).unwrap();
+        assert_eq!(m.download_locations[0].src, "https://x/");
+        assert_eq!(m.steplib_commit_sha, None);
+        let step = read_step(br#"{"title":"T","summary":"s"}"#).unwrap();
+        assert_eq!(step["title"], "T");
+    }
+
+    #[test]
+    fn hostile_documents_are_refused_with_a_reason() {
+        for (ids, why) in [
+            (r#"{"step_ids":["../etc"]}"#, "cannot name a path segment"),
+            (r#"{"step_ids":["a/b"]}"#, "cannot name a path segment"),
+            (r#"{"step_ids":["a\\b"]}"#, "cannot name a path segment"),
+            (r#"{"step_ids":[".."]}"#, "cannot name a path segment"),
+            (r#"{"step_ids":[""]}"#, "cannot name a path segment"),
+            (r#"{"step_ids":["a\u0000"]}"#, "cannot name a path segment"),
+            (r#"{"step_ids":["a","a"]}"#, "twice"),
+            (r#"{"step_ids":[1]}"#, "non-string"),
+            (r#"{"step_ids":"a"}"#, "not a list"),
+            (r#"[]"#, "not a JSON object"),
+            (r#"{"step_ids":["#, "invalid JSON"),
+        ] {
+            let e = read_step_ids(ids.as_bytes()).expect_err(ids);
+            assert!(e.contains(why), "{ids}: {e}");
+        }
+        let e = read_versions(br#"{"step_id":"other","versions":["1.0.0"]}"#, "s").unwrap_err();
+        assert!(e.contains("does not match its path"), "{e}");
+        let e = read_latest(br#"{"step_id":"other","latest":"1.0.0"}"#, "s").unwrap_err();
+        assert!(e.contains("does not match its path"), "{e}");
+        let e = read_meta(br#"{"format_version":3,"updated_at":"x"}"#).unwrap_err();
+        assert!(e.contains("format_version 3"), "{e}");
+        let huge = format!(
+            r#"{{"step_id":"s","versions":[{}]}}"#,
+            vec![r#""1.0.0""#; (50 << 20) / 8].join(",")
+        );
+        assert!(huge.len() > 50 << 20);
+        let e = read_versions(huge.as_bytes(), "s").unwrap_err();
+        assert!(e.contains("larger than the limit"), "{e}");
+        let deep = format!(
+            r#"{{"step_ids":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let e = read_step_ids(deep.as_bytes()).unwrap_err();
+        assert!(e.contains("recursion limit"), "{e}");
+        let e = read_step(br#"{"summary":"no title"}"#).unwrap_err();
+        assert!(e.contains("title"), "{e}");
+        let e = read_step(br#"{"title":"T","source":{"commit":7}}"#).unwrap_err();
+        assert!(e.contains("source.commit"), "{e}");
+        let e = read_step_info(br#"{"asset_urls":["assets/../x"]}"#).unwrap_err();
+        assert!(e.contains("cannot name a file"), "{e}");
+    }
+
+    #[test]
+    fn url_paths_check_and_escape_their_segments() {
+        assert_eq!(
+            Doc::Step("git-clone".into(), "8.5.1".into())
+                .url_path()
+                .unwrap(),
+            "v2/steps/git-clone/8.5.1/step.json"
+        );
+        assert_eq!(
+            Doc::Versions("a b#c?d%e".into()).url_path().unwrap(),
+            "v2/index/steps/a%20b%23c%3Fd%25e/versions.json"
+        );
+        for bad in ["..", ".", "", "a/b", "a\\b", "a\0"] {
+            assert_eq!(Doc::Latest(bad.into()).url_path(), None, "{bad:?}");
+        }
+        assert_eq!(Doc::Meta.url_path().unwrap(), "v2/meta.json");
+    }
+}

@@ -185,6 +185,24 @@ fn the_steplib_sample_publishes_whole() {
     }
     let meta = json_at(&out, "v2/meta.json");
     assert_eq!(meta["updated_at"], newest.as_str(), "{meta}");
+    // What is published, a client's readers accept.
+    use stepman::steplib::api;
+    let read = |rel: &str| fs::read(out.join(rel)).unwrap();
+    api::read_meta(&read("v2/meta.json")).unwrap();
+    assert_eq!(
+        api::read_step_ids(&read("v2/index/step_ids.json")).unwrap(),
+        ids
+    );
+    for id in &ids {
+        let vs = api::read_versions(&read(&format!("v2/index/steps/{id}/versions.json")), id)
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        api::read_latest(&read(&format!("v2/index/steps/{id}/latest.json")), id).unwrap();
+        api::read_step_info(&read(&format!("v2/steps/{id}/step-info.json"))).unwrap();
+        for v in vs {
+            api::read_step(&read(&format!("v2/steps/{id}/{v}/step.json")))
+                .unwrap_or_else(|e| panic!("{id}@{v}: {e}"));
+        }
+    }
 }
 
 /// A reader process: reads `rel` under `root` `n` times, printing each document on a line of
