@@ -34,6 +34,7 @@ mod read_only_mount;
 mod reflink;
 mod replays;
 mod scenarios;
+mod steplib_mirror;
 mod steplib_yaml;
 mod store_cli;
 mod torture;
