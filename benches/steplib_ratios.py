@@ -25,7 +25,8 @@ order that alternates between repetitions, after a `sync` (not measured). Median
 the spread is the quartiles (q1-q3) and the range (min-max) over the repetitions of the per-
 repetition ratio (or difference, or value, for rows with an absolute target).
 
-usage: benches/steplib_ratios.py [--reps N] [--bin PATH]   (run from the repository root)
+usage: benches/steplib_ratios.py [--reps N] [--bin PATH] [--activation-only] [--old-bin PATH]
+       (run from the repository root)
 """
 import argparse
 import http.server
@@ -43,6 +44,10 @@ import time
 ap = argparse.ArgumentParser()
 ap.add_argument("--reps", type=int, default=7)
 ap.add_argument("--bin", default="target/release/stepman")
+ap.add_argument("--activation-only", action="store_true",
+                help="only the activation rows (no StepLib generation, setup, step-info or update)")
+ap.add_argument("--old-bin", help="another build (e.g. before a change): its cold durable activation is "
+                "measured in the same interleaved repetitions, as a row against the same baseline")
 args = ap.parse_args()
 # `stepman activate`/`preload` refuse to run without --prepare when STEPMAN_GO is set (clap's
 # `requires` counts the env var): keep it out of the commands' environment (passed as --go where needed).
@@ -136,81 +141,82 @@ def free_port():
 
 
 try:
-    # --- the real-shaped StepLib, in git, served by git daemon --------------------------------
-    gen_lib = os.path.join(ROOT, "benches", "gen_steplib.py")
-    gitroot = os.path.join(W, "git")
-    big = os.path.join(gitroot, "steplib")
-    gen = subprocess.run([sys.executable, gen_lib, big, "--git"], check=True, capture_output=True, text=True)
-    gen_info = gen.stdout.strip().splitlines()[0].split(": ", 1)[1]
-    small = os.path.join(W, "small")
-    subprocess.run([sys.executable, gen_lib, small, "40", "5"], check=True, capture_output=True)
-    port = free_port()
-    DAEMON = subprocess.Popen(["git", "daemon", "--export-all", f"--base-path={gitroot}", "--listen=127.0.0.1",
-                               f"--port={port}", "--reuseaddr", gitroot],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"git://127.0.0.1:{port}/steplib"
-    for _ in range(100):
-        if subprocess.run(["git", "ls-remote", url, "HEAD"], capture_output=True).returncode == 0:
-            break
-        time.sleep(0.1)  # waiting for the daemon to listen, not part of any measurement
-    else:
-        sys.exit("steplib_ratios.py: git daemon did not start")
+    if not args.activation_only:
+        # --- the real-shaped StepLib, in git, served by git daemon --------------------------------
+        gen_lib = os.path.join(ROOT, "benches", "gen_steplib.py")
+        gitroot = os.path.join(W, "git")
+        big = os.path.join(gitroot, "steplib")
+        gen = subprocess.run([sys.executable, gen_lib, big, "--git"], check=True, capture_output=True, text=True)
+        gen_info = gen.stdout.strip().splitlines()[0].split(": ", 1)[1]
+        small = os.path.join(W, "small")
+        subprocess.run([sys.executable, gen_lib, small, "40", "5"], check=True, capture_output=True)
+        port = free_port()
+        DAEMON = subprocess.Popen(["git", "daemon", "--export-all", f"--base-path={gitroot}", "--listen=127.0.0.1",
+                                   f"--port={port}", "--reuseaddr", gitroot],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"git://127.0.0.1:{port}/steplib"
+        for _ in range(100):
+            if subprocess.run(["git", "ls-remote", url, "HEAD"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)  # waiting for the daemon to listen, not part of any measurement
+        else:
+            sys.exit("steplib_ratios.py: git daemon did not start")
 
-    # A median-sized group (3 versions) and the biggest (170), named by the generator.
-    steps_dir = os.path.join(big, "steps")
+        # A median-sized group (3 versions) and the biggest (170), named by the generator.
+        steps_dir = os.path.join(big, "steps")
 
-    def versions(gid):
-        return sorted((v for v in os.listdir(os.path.join(steps_dir, gid)) if v[0].isdigit()),
-                      key=lambda v: [int(x) for x in v.split(".")])
+        def versions(gid):
+            return sorted((v for v in os.listdir(os.path.join(steps_dir, gid)) if v[0].isdigit()),
+                          key=lambda v: [int(x) for x in v.split(".")])
 
-    mid_gid = next(g for g in sorted(os.listdir(steps_dir)) if len(versions(g)) == 3)
-    big_gid = "xcode-archive"
-    big_v, mid_v = versions(big_gid)[-1], versions(mid_gid)[-1]
-    small_gid = sorted(os.listdir(os.path.join(small, "steps")))[1]
-    small_v = sorted(v for v in os.listdir(os.path.join(small, "steps", small_gid)) if v[0].isdigit())[-1]
+        mid_gid = next(g for g in sorted(os.listdir(steps_dir)) if len(versions(g)) == 3)
+        big_gid = "xcode-archive"
+        big_v, mid_v = versions(big_gid)[-1], versions(mid_gid)[-1]
+        small_gid = sorted(os.listdir(os.path.join(small, "steps")))[1]
+        small_v = sorted(v for v in os.listdir(os.path.join(small, "steps", small_gid)) if v[0].isdigit())[-1]
 
-    # --- setup of the git StepLib vs git clone --depth 1; local-path setup -----------------------
-    clone_t, setup_t, setup_rss, local_t, local_rss = [], [], [], [], []
-    for i in range(FEW):
-        home = os.path.join(W, "setup", str(i))
-        pair = [("clone", ["git", "clone", "-q", "--depth", "1", url, os.path.join(W, "clone", str(i))], None),
-                ("setup", [BIN, "setup", "-c", url], env_for(home))]
-        for name, c, e in (pair if i % 2 == 0 else pair[::-1]):
-            if name == "clone":
-                clone_t.append(timed(c))
-            else:
-                t, r = timed_rss(c, e)
-                setup_t.append(t)
-                setup_rss.append(r)
-        t, r = timed_rss([BIN, "setup", "-c", big], env_for(os.path.join(W, "setup-local", str(i))))
-        local_t.append(t)
-        local_rss.append(r)
-    home = os.path.join(W, "setup", "0")  # set up from git: step-info and update use it
-    run([BIN, "setup", "-c", small], env=env_for(home))
+        # --- setup of the git StepLib vs git clone --depth 1; local-path setup -----------------------
+        clone_t, setup_t, setup_rss, local_t, local_rss = [], [], [], [], []
+        for i in range(FEW):
+            home = os.path.join(W, "setup", str(i))
+            pair = [("clone", ["git", "clone", "-q", "--depth", "1", url, os.path.join(W, "clone", str(i))], None),
+                    ("setup", [BIN, "setup", "-c", url], env_for(home))]
+            for name, c, e in (pair if i % 2 == 0 else pair[::-1]):
+                if name == "clone":
+                    clone_t.append(timed(c))
+                else:
+                    t, r = timed_rss(c, e)
+                    setup_t.append(t)
+                    setup_rss.append(r)
+            t, r = timed_rss([BIN, "setup", "-c", big], env_for(os.path.join(W, "setup-local", str(i))))
+            local_t.append(t)
+            local_rss.append(r)
+        home = os.path.join(W, "setup", "0")  # set up from git: step-info and update use it
+        run([BIN, "setup", "-c", small], env=env_for(home))
 
-    # --- step-info cache hits ---------------------------------------------------------------------
-    def info(lib, gid, v):
-        return [BIN, "step-info", "--library", lib, "--id", gid, "--version", v, "--format", "json"]
+        # --- step-info cache hits ---------------------------------------------------------------------
+        def info(lib, gid, v):
+            return [BIN, "step-info", "--library", lib, "--id", gid, "--version", v, "--format", "json"]
 
-    cmds = {"version": [BIN, "version"], "big": info(url, big_gid, big_v), "mid": info(url, mid_gid, mid_v),
-            "small": info(small, small_gid, small_v)}
-    t_info = {k: [] for k in cmds}
-    for i in range(REPS * 5):
-        names = list(cmds)
-        for k in names[i % len(names):] + names[:i % len(names)]:
-            t_info[k].append(timed(cmds[k], env=env_for(home)))
+        cmds = {"version": [BIN, "version"], "big": info(url, big_gid, big_v), "mid": info(url, mid_gid, mid_v),
+                "small": info(small, small_gid, small_v)}
+        t_info = {k: [] for k in cmds}
+        for i in range(REPS * 5):
+            names = list(cmds)
+            for k in names[i % len(names):] + names[:i % len(names)]:
+                t_info[k].append(timed(cmds[k], env=env_for(home)))
 
-    # --- update with nothing new vs git fetch and git ls-remote ---------------------------------
-    kept = os.path.join(W, "kept")
-    run(["git", "clone", "-q", url, kept])
-    run([BIN, "update", "-c", url], env=env_for(home))  # once, not measured
-    upd = {"update": ([BIN, "update", "-c", url], env_for(home)), "fetch": (["git", "-C", kept, "fetch", "-q"], None),
-           "ls-remote": (["git", "ls-remote", url, "HEAD"], None)}
-    t_upd = {k: [] for k in upd}
-    for i in range(REPS):
-        names = list(upd)
-        for k in names[i % 3:] + names[:i % 3]:
-            t_upd[k].append(timed(upd[k][0], env=upd[k][1]))
+        # --- update with nothing new vs git fetch and git ls-remote ---------------------------------
+        kept = os.path.join(W, "kept")
+        run(["git", "clone", "-q", url, kept])
+        run([BIN, "update", "-c", url], env=env_for(home))  # once, not measured
+        upd = {"update": ([BIN, "update", "-c", url], env_for(home)), "fetch": (["git", "-C", kept, "fetch", "-q"], None),
+               "ls-remote": (["git", "ls-remote", url, "HEAD"], None)}
+        t_upd = {k: [] for k in upd}
+        for i in range(REPS):
+            names = list(upd)
+            for k in names[i % 3:] + names[:i % 3]:
+                t_upd[k].append(timed(upd[k][0], env=upd[k][1]))
 
     # --- the Go-sized step and its StepLib, served over loopback HTTP ---------------------------
     tree = os.path.join(W, "tree")
@@ -274,7 +280,7 @@ try:
 
     # --- cold activation vs curl + unzip -------------------------------------------------------
     zurl = f"http://127.0.0.1:{hport}/archives/gostep/1.0.0/step.zip"
-    curl_t, cold_sync, cold_nosync = [], [], []
+    curl_t, cold_sync, cold_nosync, cold_old = [], [], [], []
     for i in range(REPS):
         d = os.path.join(W, "curl", str(i))
         os.makedirs(d)
@@ -282,8 +288,14 @@ try:
         h1, h2 = fresh_store(f"cold-s{i}"), fresh_store(f"cold-n{i}")
         runs = [("curl", base, None), ("sync",) + activate(h1, os.path.join(W, "cold-s", str(i))),
                 ("nosync",) + activate(h2, os.path.join(W, "cold-n", str(i)), STEPMAN_NO_FSYNC="1")]
-        for name, c, e in (runs if i % 2 == 0 else runs[::-1]):
-            {"curl": curl_t, "sync": cold_sync, "nosync": cold_nosync}[name].append(timed(c, env=e))
+        if args.old_bin:
+            h3 = fresh_store(f"cold-o{i}")
+            c, e = activate(h3, os.path.join(W, "cold-o", str(i)))
+            runs.append(("old", [os.path.abspath(args.old_bin)] + c[1:], e))
+        # Rotate the order, so that no command always runs first or after the same one.
+        k = i % len(runs)
+        for name, c, e in runs[k:] + runs[:k]:
+            {"curl": curl_t, "sync": cold_sync, "nosync": cold_nosync, "old": cold_old}[name].append(timed(c, env=e))
 
     # --- ten concurrent cold activations vs one cold + nine concurrent cache hits ---------------
     one_t, one9_t, ten_t, downloads = [], [], [], []
@@ -309,27 +321,32 @@ finally:
         DAEMON.terminate()
         DAEMON.wait()
 
-row(f"step-info hit, {big_gid} ({len(versions(big_gid))} versions)", "stepman version", t_info["version"], t_info["big"], "abs", 2)
-row(f"step-info hit, median group ({len(versions(mid_gid))} versions)", "stepman version", t_info["version"], t_info["mid"], "abs", 2)
-row("step-info flat: 170 versions / 3", "3-version group", t_info["mid"], t_info["big"], "ratio", 1.2)
-row("step-info flat: 3,697-version lib / 40", "40-version StepLib", t_info["small"], t_info["mid"], "ratio", 1.2)
-row("update, nothing new (0.15x old tool's 2.8 s)", "git fetch (kept clone)", t_upd["fetch"], t_upd["update"], "abs", 420)
-row("update, nothing new upstream, vs git fetch", "git fetch (kept clone)", t_upd["fetch"], t_upd["update"], "info", None)
-row("update, nothing new upstream", "git ls-remote", t_upd["ls-remote"], t_upd["update"], "delta", 20)
-row("setup, git StepLib", "git clone --depth 1", clone_t, setup_t, "delta", 0.5, unit="s")
-if TIME:
-    row("setup, git StepLib: peak RSS", None, None, setup_rss, "abs", 32, unit="MB")
-row("setup, local path (no clone)", None, None, local_t, "abs", 0.5, unit="s")
-if TIME:
-    row("setup, local path: peak RSS", None, None, local_rss, "abs", 32, unit="MB")
+if not args.activation_only:
+    row(f"step-info hit, {big_gid} ({len(versions(big_gid))} versions)", "stepman version", t_info["version"], t_info["big"], "abs", 2)
+    row(f"step-info hit, median group ({len(versions(mid_gid))} versions)", "stepman version", t_info["version"], t_info["mid"], "abs", 2)
+    row("step-info flat: 170 versions / 3", "3-version group", t_info["mid"], t_info["big"], "ratio", 1.2)
+    row("step-info flat: 3,697-version lib / 40", "40-version StepLib", t_info["small"], t_info["mid"], "ratio", 1.2)
+    row("update, nothing new (0.15x old tool's 2.8 s)", "git fetch (kept clone)", t_upd["fetch"], t_upd["update"], "abs", 420)
+    row("update, nothing new upstream, vs git fetch", "git fetch (kept clone)", t_upd["fetch"], t_upd["update"], "info", None)
+    row("update, nothing new upstream", "git ls-remote", t_upd["ls-remote"], t_upd["update"], "delta", 20)
+    row("setup, git StepLib", "git clone --depth 1", clone_t, setup_t, "delta", 0.5, unit="s")
+    if TIME:
+        row("setup, git StepLib: peak RSS", None, None, setup_rss, "abs", 32, unit="MB")
+    row("setup, local path (no clone)", None, None, local_t, "abs", 0.5, unit="s")
+    if TIME:
+        row("setup, local path: peak RSS", None, None, local_rss, "abs", 32, unit="MB")
 row("activate, cold, zip, durable (default)", "curl -o f && unzip", curl_t, cold_sync, "ratio", 1.0)
 row("activate, cold, zip, STEPMAN_NO_FSYNC=1", "curl -o f && unzip", curl_t, cold_nosync, "ratio", 1.0)
+if args.old_bin:
+    row("activate, cold, zip, durable: --old-bin", "curl -o f && unzip", curl_t, cold_old, "info", None)
+    row("activate, cold, zip, durable: this / old", "--old-bin", cold_old, cold_sync, "info", None)
 row("ten concurrent cold activations", "1 cold + 9 hits at once", one9_t, ten_t, "ratio", 1.1)
 row("ten concurrent cold activations", "one cold activation", one_t, ten_t, "info", None)
 row("activate, cache hit (Go-sized)", "cp -a", cp_t, hit_t, "ratio", 0.6)
 
 print()
-print(f"StepLib: {gen_info}; served by git daemon on loopback")
+if not args.activation_only:
+    print(f"StepLib: {gen_info}; served by git daemon on loopback")
 print(f"medians of {REPS * 5} (step-info), {REPS} (update, activate), {FEW} (setup, ten at once) interleaved runs; "
       f"spread: q1-q3 [min-max] over repetitions")
 hdr = ("what", "baseline", "base med", "stepman", "result", "spread", "target", "")

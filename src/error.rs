@@ -200,6 +200,24 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A legacy view (the old tool's layout, `legacy-view`) cannot be written as asked: a file
+    /// of the old tool's that cannot be read, or something there that it may not replace.
+    #[error("{}: {reason}", path.display())]
+    LegacyView {
+        /// The file or directory of the old tool's layout.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+    /// A step share (`share start|create|audit|finish`) cannot go on: its state, a session in
+    /// the way, a step that does not pass the audit.
+    #[error("{}: {reason}", path.display())]
+    Share {
+        /// The file or directory concerned (`share.json`, a session's clone, a step.yml).
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
     /// An export destination already holds something.
     #[error("destination {} exists and is not an empty directory", path.display())]
     DestinationExists {

@@ -198,22 +198,54 @@ fn parent_and_base(dest: &Path) -> Result<(PathBuf, String)> {
     Ok((parent, base))
 }
 
-/// Copies the tree at `src` to `dest` (the caller swept beside it first: [`sweep_beside`]).
-pub(crate) fn export_tree(src: &Path, dest: &Path) -> Result<()> {
+/// What [`place_dir`] does with a directory (or anything else) at its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Only a missing path or an empty directory is filled; anything else is
+    /// [`Error::DestinationExists`], left as it is.
+    IfMissing,
+    /// Whatever is there is swapped out atomically (`RENAME_EXCHANGE`, or renamed away first
+    /// where the file system cannot exchange) and then removed.
+    Replace,
+}
+
+/// Makes the directory `dest` with `build`, which creates and fills the new directory it is
+/// given inside a staging dir beside `dest` (the export protocol), then renames it into place
+/// as `how` allows: `dest` is missing, or the complete new tree, never a part of one. The
+/// caller swept beside `dest` first ([`sweep_beside`]).
+pub(crate) fn place_dir(
+    dest: &Path,
+    how: Place,
+    build: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let d = Dest::resolve(dest)?;
-    if !matches!(inspect(&d.path)?, Found::Missing | Found::EmptyDir) {
+    let exists = || Error::DestinationExists {
+        path: dest.to_path_buf(),
+    };
+    if how == Place::IfMissing && !matches!(inspect(&d.path)?, Found::Missing | Found::EmptyDir) {
         // Early, friendly refusal; the rename below is what actually guarantees it.
-        return Err(Error::DestinationExists {
-            path: dest.to_path_buf(),
-        });
+        return Err(exists());
     }
-    let (_staging, tree) = build(&d, src, &[])?;
-    match crate::sys::replace(&tree, &d.path) {
-        Ok(()) => Ok(()),
-        Err(e) if is_occupied(&e) => Err(Error::DestinationExists {
-            path: dest.to_path_buf(),
-        }),
-        Err(e) => Err(Error::io("rename", dest)(e)),
+    let staging = staging(&d.parent, &d.base, &d.given)?;
+    let tree = staging.path().join("tree");
+    build(&tree)?;
+    match inspect(&d.path)? {
+        Found::Held(_, old) if how == Place::Replace => {
+            if swap(&staging, &tree, &d, &old)? {
+                // The staging dir now holds the old tree; dropping it removes it.
+                Ok(())
+            } else {
+                Err(Error::io("replace", dest)(std::io::Error::other(
+                    "the directory changed while its replacement was built",
+                )))
+            }
+        }
+        Found::Held(..) => Err(exists()),
+        Found::Missing | Found::EmptyDir => match crate::sys::replace(&tree, &d.path) {
+            Ok(()) => Ok(()),
+            Err(e) if is_occupied(&e) => Err(exists()),
+            Err(e) => Err(Error::io("rename", dest)(e)),
+        },
     }
 }
 

@@ -363,37 +363,217 @@ pub(crate) fn download(
             Ok(n)
         }
         Location::Http(u) => {
-            if cfg.offline {
-                return Err(fail("offline mode forbids the network".into()));
-            }
             let agent = agent(cfg);
-            let mut last = String::new();
-            let mut retry_after = None;
-            for attempt in 0..cfg.attempts {
-                if attempt > 0 {
-                    cfg.pause(pause_before(attempt, retry_after))?;
-                    log::info!("{what}: retrying {u} ({last})");
-                }
-                cfg.check_cancel()?;
+            retrying(&u, what, cfg, fail, || {
                 let get = Get {
                     url: u.clone(),
                     cred: cred.clone(),
-                    dest: dest.to_path_buf(),
                     max_bytes,
                     what: what.to_string(),
                 };
-                match http_once_cancellable(&agent, get, cfg) {
-                    Ok(n) => return Ok(n),
-                    Err(_) if cfg.cancelled() => return Err(Error::Cancelled),
-                    Err(a) if a.failure == Failure::Transient => {
-                        last = a.reason;
-                        retry_after = a.retry_after;
-                    }
-                    Err(a) => return Err(fail(a.reason)),
+                Ok(http_once_cancellable(&agent, get, dest.to_path_buf(), cfg))
+            })
+        }
+    }
+}
+
+/// Runs `once` (one attempt at `url`) until it succeeds, fails for good, or `cfg.attempts` were
+/// made, pausing between attempts (`pause_before`). `once`'s own error (not an [`Attempt`]) ends
+/// the tries at once. Refuses at once in offline mode.
+fn retrying<T>(
+    url: &str,
+    what: &str,
+    cfg: &NetConfig,
+    fail: impl Fn(String) -> Error,
+    mut once: impl FnMut() -> Result<std::result::Result<T, Attempt>>,
+) -> Result<T> {
+    if cfg.offline {
+        return Err(fail("offline mode forbids the network".into()));
+    }
+    let mut last = String::new();
+    let mut retry_after = None;
+    for attempt in 0..cfg.attempts {
+        if attempt > 0 {
+            cfg.pause(pause_before(attempt, retry_after))?;
+            log::info!("{what}: retrying {url} ({last})");
+        }
+        cfg.check_cancel()?;
+        match once()? {
+            Ok(n) => return Ok(n),
+            Err(_) if cfg.cancelled() => return Err(Error::Cancelled),
+            Err(a) if a.failure == Failure::Transient => {
+                last = a.reason;
+                retry_after = a.retry_after;
+            }
+            Err(a) => return Err(fail(a.reason)),
+        }
+    }
+    Err(fail(format!("{last} (after {} attempts)", cfg.attempts)))
+}
+
+/// Downloads the http(s) URL `url` (as [`locate`] gave it) and hands its body to `consume` as
+/// it arrives: no file of it is written (an archive is ingested in the same pass). The body is
+/// read on a thread of its own and passed on in chunks through a short queue (at most
+/// `STREAM_QUEUE` chunks of at most 256 KiB in memory), with the same limits, retries, progress
+/// and cancellation as [`download`]. Each attempt calls `consume` afresh on a body that starts
+/// from its first byte: when the body fails part-way (a dropped connection, a short body), what
+/// `consume` made of it is dropped and, if the failure is transient, the next attempt starts
+/// over; an error of `consume`'s own ends the download with it. After `consume` returns, the
+/// rest of the body is read (and checked) to its end.
+pub(crate) fn stream<T>(
+    url: &str,
+    max_bytes: u64,
+    what: &str,
+    cfg: &NetConfig,
+    mut consume: impl FnMut(&mut dyn io::BufRead) -> Result<T>,
+) -> Result<T> {
+    let (shown, cred) = crate::credentials::for_url(url);
+    let cred = cred.or_else(|| cfg.credential.clone());
+    let fail = |reason: String| Error::Fetch {
+        what: format!("{what}: {shown}"),
+        reason,
+    };
+    let agent = agent(cfg);
+    retrying(&shown, what, cfg, fail, || {
+        use std::sync::mpsc::sync_channel;
+        let get = Get {
+            url: shown.clone(),
+            cred: cred.clone(),
+            max_bytes,
+            what: what.to_string(),
+        };
+        let (tx, rx) = sync_channel(STREAM_QUEUE);
+        let (agent, c) = (agent.clone(), cfg.clone());
+        std::thread::Builder::new()
+            .name("stepman-http".into())
+            .spawn(move || {
+                let mut sink = ChunkSink { tx: tx.clone() };
+                let end = http_body(&agent, &get, &c, &mut sink);
+                let _ = tx.send(Chunk::End(end));
+            })
+            .map_err(|e| fail(format!("starting a download thread: {e}")))?;
+        let mut body = Body {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+            ended: false,
+            failed: None,
+            cfg,
+        };
+        // Nothing to hand on before the request has succeeded.
+        if let Err(e) = io::BufRead::fill_buf(&mut body) {
+            return match body.failed.take() {
+                Some(a) => Ok(Err(a)),
+                None => Err(cancel_or(cfg, || fail(e.to_string()))),
+            };
+        }
+        let got = consume(&mut body);
+        if let Some(a) = body.failed.take() {
+            return Ok(Err(a));
+        }
+        if cfg.cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let got = got?;
+        loop {
+            match io::BufRead::fill_buf(&mut body) {
+                Ok([]) => return Ok(Ok(got)),
+                Ok(b) => {
+                    let n = b.len();
+                    io::BufRead::consume(&mut body, n);
+                }
+                Err(e) => {
+                    return match body.failed.take() {
+                        Some(a) => Ok(Err(a)),
+                        None => Err(cancel_or(cfg, || fail(e.to_string()))),
+                    };
                 }
             }
-            Err(fail(format!("{last} (after {} attempts)", cfg.attempts)))
         }
+    })
+}
+
+/// Chunks of a streamed body waiting for the reader: a bound on the memory a fast server and a
+/// slow disk can fill.
+const STREAM_QUEUE: usize = 16;
+
+/// What the thread of a streamed download passes on: a chunk of the body, or how it ended.
+enum Chunk {
+    Data(Vec<u8>),
+    End(std::result::Result<u64, Attempt>),
+}
+
+/// The body's bytes, as the download thread writes them, into the queue.
+struct ChunkSink {
+    tx: std::sync::mpsc::SyncSender<Chunk>,
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx
+            .send(Chunk::Data(buf.to_vec()))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader stopped"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A streamed body, read from the queue. A failure of the download (not of the reader) is kept
+/// in `failed`, and every read after it fails too.
+struct Body<'c> {
+    rx: std::sync::mpsc::Receiver<Chunk>,
+    chunk: Vec<u8>,
+    at: usize,
+    ended: bool,
+    failed: Option<Attempt>,
+    cfg: &'c NetConfig,
+}
+
+impl io::BufRead for Body<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        use std::sync::mpsc::RecvTimeoutError;
+        while self.at == self.chunk.len() && !self.ended {
+            if let Some(a) = &self.failed {
+                return Err(io::Error::other(a.reason.clone()));
+            }
+            match self.rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(Chunk::Data(d)) => {
+                    self.chunk = d;
+                    self.at = 0;
+                }
+                Ok(Chunk::End(Ok(_))) => self.ended = true,
+                Ok(Chunk::End(Err(a))) => self.failed = Some(a),
+                // Not `ErrorKind::Interrupted`: readers (`read_exact`, `io::copy`, decoders)
+                // retry on that, and a cancelled download would never end.
+                Err(RecvTimeoutError::Timeout) if self.cfg.cancelled() => {
+                    return Err(io::Error::other("cancelled"));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.failed = Some(Attempt::new(
+                        "the download thread died".into(),
+                        Failure::Final,
+                    ));
+                }
+            }
+        }
+        Ok(&self.chunk[self.at..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.at = (self.at + amt).min(self.chunk.len());
+    }
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let got = io::BufRead::fill_buf(self)?;
+        let n = got.len().min(buf.len());
+        buf[..n].copy_from_slice(&got[..n]);
+        io::BufRead::consume(self, n);
+        Ok(n)
     }
 }
 
@@ -413,6 +593,7 @@ fn create(dest: &Path) -> Result<File> {
 fn http_once_cancellable(
     agent: &ureq::Agent,
     get: Get,
+    dest: PathBuf,
     cfg: &NetConfig,
 ) -> std::result::Result<u64, Attempt> {
     use std::sync::mpsc::{RecvTimeoutError, sync_channel};
@@ -421,7 +602,7 @@ fn http_once_cancellable(
     std::thread::Builder::new()
         .name("stepman-http".into())
         .spawn(move || {
-            let _ = tx.send(http_once(&agent, &get, &c));
+            let _ = tx.send(http_once(&agent, &get, &dest, &c));
         })
         .map_err(|e| Attempt::new(format!("starting a download thread: {e}"), Failure::Final))?;
     loop {
@@ -441,19 +622,43 @@ fn http_once_cancellable(
     }
 }
 
-/// One HTTP GET of a download attempt: where from, with which credential, into which file,
-/// and at most how many bytes.
+/// One HTTP GET of a download attempt: where from, with which credential, and at most how many
+/// bytes.
 struct Get {
     url: String,
     cred: Option<crate::credentials::Credential>,
-    dest: PathBuf,
     max_bytes: u64,
     /// What the download is for, for progress reports.
     what: String,
 }
 
-fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Result<u64, Attempt> {
-    let (dest, max_bytes) = (get.dest.as_path(), get.max_bytes);
+/// [`http_body`] into the new file `dest`, flushed.
+fn http_once(
+    agent: &ureq::Agent,
+    get: &Get,
+    dest: &Path,
+    cfg: &NetConfig,
+) -> std::result::Result<u64, Attempt> {
+    let mut to = create(dest).map_err(|e| Attempt::new(e.describe(), Failure::Final))?;
+    let n = http_body(agent, get, cfg, &mut to)?;
+    crate::sys::sync_file(&to).map_err(|e| {
+        Attempt::new(
+            format!("fsync {}: {}", dest.display(), io_words(&e)),
+            Failure::Final,
+        )
+    })?;
+    Ok(n)
+}
+
+/// One HTTP GET of an attempt: follows redirects, checks the status and the length, and copies
+/// the body into `to`. Its number of bytes.
+fn http_body(
+    agent: &ureq::Agent,
+    get: &Get,
+    cfg: &NetConfig,
+    to: &mut impl Write,
+) -> std::result::Result<u64, Attempt> {
+    let max_bytes = get.max_bytes;
     let mut url = get.url.clone();
     let mut cred = get.cred.as_ref();
     let mut hops = 0;
@@ -518,7 +723,6 @@ fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Re
             Failure::Final,
         ));
     }
-    let mut to = create(dest).map_err(|e| Attempt::new(e.describe(), Failure::Final))?;
     let mut body = resp.body_mut().as_reader();
     let speed = LowSpeed::new(cfg);
     // Each attempt is a new phase: its bytes count from zero.
@@ -527,7 +731,7 @@ fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Re
         url: crate::credentials::redact(&url),
         total: declared,
     });
-    let n = copy_limited(&mut body, &mut to, max_bytes, speed, declared, cfg).map_err(|e| {
+    let n = copy_limited(&mut body, to, max_bytes, speed, declared, cfg).map_err(|e| {
         Attempt::new(
             format!("reading the body: {}", io_words(&e)),
             Failure::transient_if(e.kind() != io::ErrorKind::InvalidData),
@@ -541,12 +745,6 @@ fn http_once(agent: &ureq::Agent, get: &Get, cfg: &NetConfig) -> std::result::Re
             Failure::Transient,
         ));
     }
-    crate::sys::sync_file(&to).map_err(|e| {
-        Attempt::new(
-            format!("fsync {}: {}", dest.display(), io_words(&e)),
-            Failure::Final,
-        )
-    })?;
     Ok(n)
 }
 
@@ -1632,6 +1830,89 @@ pub(crate) fn git_checkout_commit(
         return Err(remote.fail(format!(
             "checked out commit {head}, but {commit} was asked for"
         )));
+    }
+    Ok(())
+}
+
+/// Runs `git <args>` in the work tree `dir`, whose remote is `url` (vetted against
+/// `transports` and offline mode; its credential, if any, is passed as for a clone): git's
+/// stdout, or an error with what git said.
+pub(crate) fn git_in(
+    url: &str,
+    dir: &Path,
+    args: &[&str],
+    what: &str,
+    transports: GitTransports,
+    cfg: &NetConfig,
+) -> Result<Vec<u8>> {
+    let remote = Remote::new(url, what, transports, cfg)?;
+    remote.in_repo(dir, args)?.map_err(|l| remote.fail(l))
+}
+
+/// The commit the work tree `dir`'s HEAD is at (lowercase hex); `None` when it is no git work
+/// tree or git cannot say.
+pub(crate) fn git_head(dir: &Path) -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "--verify", "--quiet", "HEAD"])
+        .output()
+        .ok()?;
+    let head = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .to_ascii_lowercase();
+    (out.status.success() && is_full_commit(&head)).then_some(head)
+}
+
+/// Makes `dest` (which must not exist) a git work tree of `url` that the old tool's `update`
+/// can pull in: at exactly `commit` ([`git_checkout_commit`]), or at the repository's `HEAD`
+/// without one (a StepLib on this machine), on a branch (the repository's default one where
+/// the clone knows it, else `master`, the old tool's) that tracks that branch of `origin`,
+/// whose URL is `url` (without any userinfo: credentials never go to disk).
+pub(crate) fn git_work_tree(
+    url: &str,
+    commit: Option<&str>,
+    dest: &Path,
+    what: &str,
+    transports: GitTransports,
+    cfg: &NetConfig,
+) -> Result<()> {
+    let remote = Remote::new(url, what, transports, cfg)?;
+    match commit {
+        Some(c) => git_checkout_commit(url, Some("HEAD"), c, dest, what, transports, cfg)?,
+        None => {
+            remote.clone(None, dest)?;
+        }
+    }
+    let branch = remote
+        .in_repo(
+            dest,
+            &[
+                "symbolic-ref",
+                "--quiet",
+                "--short",
+                "refs/remotes/origin/HEAD",
+            ],
+        )?
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out).trim().to_string())
+        .and_then(|b| b.strip_prefix("origin/").map(str::to_string))
+        .filter(|b| check_reference(b).is_ok())
+        .unwrap_or_else(|| "master".to_string());
+    // A clone has `origin` already (pointing where it cloned from); a fetch of one commit not.
+    let _ = remote.in_repo(dest, &["remote", "remove", "origin"])?;
+    let steps: [&[&str]; 4] = [
+        &["remote", "add", "--", "origin", &remote.url],
+        &["checkout", "--quiet", "-B", &branch],
+        &["config", &format!("branch.{branch}.remote"), "origin"],
+        &[
+            "config",
+            &format!("branch.{branch}.merge"),
+            &format!("refs/heads/{branch}"),
+        ],
+    ];
+    for args in steps {
+        remote.in_repo(dest, args)?.map_err(|l| remote.fail(l))?;
     }
     Ok(())
 }

@@ -245,6 +245,10 @@ pub(crate) enum TempKind {
     Toolchain,
     /// A toolkit's download.
     Toolkit,
+    /// A legacy view's record.
+    View,
+    /// An audit's clone of a step's tag.
+    Audit,
 }
 
 impl TempKind {
@@ -261,6 +265,8 @@ impl TempKind {
             TempKind::Build => "build",
             TempKind::Toolchain => "toolchain",
             TempKind::Toolkit => "toolkit",
+            TempKind::View => "view",
+            TempKind::Audit => "audit",
         }
     }
 
@@ -284,6 +290,9 @@ pub(crate) const TEMP_NAME_LINK: &str = "name";
 pub const COLLECTION_ID: &str = "_steplib";
 /// The name version of a collection's current object.
 pub const COLLECTION_VERSION: &str = "current";
+/// The name id under which the record of a collection's legacy view is bound:
+/// `<alias>/_legacy_view/current` (`store-format.md` §4d).
+pub const LEGACY_VIEW_ID: &str = "_legacy_view";
 /// The prefix of the name id of a step's executables: `<alias>/_exe.<id>/…`.
 pub const EXE_ID_PREFIX: &str = "_exe.";
 /// The route of git refs' trees (`git::URL@REF`): `_git/<URL id>/<commit>` ([`git_url_id`]).

@@ -8,11 +8,13 @@
 //! The store's on-disk format is specified in `store-format.md`; [`layout`] is the one module that
 //! knows it.
 
-#![forbid(unsafe_code)]
+// No unsafe code but one syscall without a safe binding (`sync_file_range`, in `sys.rs`).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod activate;
 pub mod atomic;
+pub mod audit;
 pub mod credentials;
 pub mod error;
 mod export;
@@ -22,12 +24,14 @@ pub mod gc;
 pub mod hash;
 mod ingest;
 pub mod layout;
+pub mod legacy;
 mod lock;
 pub mod preload;
 pub mod progress;
 mod retry;
 mod scan;
 pub mod settings;
+pub mod share;
 pub mod step;
 pub mod steplib;
 pub mod store;
@@ -59,8 +63,11 @@ pub mod fuzzing {
         Tar,
         /// A gzip-compressed tar.
         TarGz,
-        /// A zip.
+        /// A zip, through its central directory.
         Zip,
+        /// A zip read as a stream, in one pass (an HTTP body); an archive it cannot read that
+        /// way is [`crate::Error::BadArchive`] with the reason.
+        ZipStream,
     }
 
     /// Ingests `data` into a new tree at `root` (which must not exist), without fsync.
@@ -75,6 +82,15 @@ pub mod fuzzing {
             Format::Tar => ingest::ingest_tar(data, ingest::Compression::None, w),
             Format::TarGz => ingest::ingest_tar(data, ingest::Compression::Gzip, w),
             Format::Zip => ingest::ingest_zip(Cursor::new(data), w),
+            Format::ZipStream => {
+                return match ingest::ingest_stream(data, w)? {
+                    ingest::Streamed::Tree(id) => Ok(id),
+                    ingest::Streamed::Fallback(reason) => Err(crate::Error::BadArchive {
+                        source_name: "fuzz-input".into(),
+                        reason: format!("fallback: {reason}"),
+                    }),
+                };
+            }
         };
         r.map(|(id, _)| id)
     }

@@ -17,6 +17,11 @@
 //!   looking at what is there to writing the marker beside it (`export.rs`). Taken before the
 //!   store lock, never while holding it. Never removed (like name locks).
 //!
+//! - **Legacy-view lock**, `<old home>/.stepman.legacy-view.lock`, *exclusive* and blocking
+//!   (interruptible): one `legacy-view` at a time writes an old tool's layout
+//!   (`crate::legacy`). Never removed. The **share lock** `<home>/share.json.lock` and each
+//!   share session's `<home>/share/.<session>.lock` (`crate::share`) are taken the same way.
+//!
 //! Waiting: a blocked taker gets the lock the moment its holder lets go (the kernel wakes it), so
 //! ten jobs waiting for one download start copying as soon as it is published. A wait that can be
 //! interrupted (Ctrl-C) blocks on a thread of its own while the caller watches its flag; a lock
@@ -277,6 +282,19 @@ pub(crate) fn name_exclusive(
 /// destination whose lock file is `path` at a time. With `interrupt`, the wait gives up with
 /// [`Error::Cancelled`] once the flag is set.
 pub(crate) fn destination_exclusive(path: &Path, interrupt: Option<&AtomicBool>) -> Result<Guard> {
+    let f = take(path, LockMode::Exclusive, interrupt)?;
+    Ok(Guard {
+        _files: f.into_iter().collect(),
+    })
+}
+
+/// Lock of a file of ours in an old tool's home, exclusive and blocking: the legacy-view lock
+/// (`<home>/.stepman.legacy-view.lock`: one `legacy-view` at a time writes into one home), the
+/// share lock (`<home>/share.json.lock`: one reader-modifier-writer of `share.json` at a time)
+/// and a share session's lock (`<home>/share/.<session>.lock`). The old tool takes none of
+/// them: they order our writers only. With `interrupt`, the wait gives up with
+/// [`Error::Cancelled`] once the flag is set.
+pub(crate) fn home_file_exclusive(path: &Path, interrupt: Option<&AtomicBool>) -> Result<Guard> {
     let f = take(path, LockMode::Exclusive, interrupt)?;
     Ok(Guard {
         _files: f.into_iter().collect(),

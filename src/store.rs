@@ -121,6 +121,8 @@ pub(crate) enum Producer {
     Toolchain,
     /// A toolkit (`toolkit install`).
     Toolkit,
+    /// The record of a legacy view written for a collection (`legacy-view`).
+    LegacyView,
 }
 
 impl Producer {
@@ -134,6 +136,7 @@ impl Producer {
             Producer::GoBuild => TempKind::Build,
             Producer::Toolchain => TempKind::Toolchain,
             Producer::Toolkit => TempKind::Toolkit,
+            Producer::LegacyView => TempKind::View,
         }
     }
 
@@ -147,6 +150,7 @@ impl Producer {
             Producer::GoBuild => "build a step",
             Producer::Toolchain => "remember a toolchain",
             Producer::Toolkit => "install a toolkit",
+            Producer::LegacyView => "record a legacy view",
         }
     }
 }
@@ -210,6 +214,28 @@ impl Stage<'_> {
         let root = Stage::tree_root(&self.tmp);
         let (id, _) = ingest::ingest_path(src, &root, self.store.limits, self.store.durability)?;
         Ok(Tree { id, kept: false })
+    }
+
+    /// Makes the tree from an archive read from `input` as it arrives
+    /// ([`ingest::ingest_stream`]: a zip, tar.gz or tar; `source` names it in errors), replacing
+    /// any tree an earlier try left. `Ok(Err(reason))`: the archive cannot be read as a stream
+    /// (a zip whose entries cannot be delimited without its central directory); the tree is
+    /// removed, and the caller reads the archive from a file with [`Stage::ingest`].
+    pub(crate) fn ingest_stream(
+        &mut self,
+        source: &str,
+        input: impl std::io::BufRead,
+    ) -> Result<std::result::Result<Tree, String>> {
+        let root = Stage::tree_root(&self.tmp);
+        tmp::remove_tree(&root)?;
+        let w = ingest::TreeWriter::new(&root, source, self.store.limits, self.store.durability)?;
+        match ingest::ingest_stream(input, w)? {
+            ingest::Streamed::Tree(id) => Ok(Ok(Tree { id, kept: false })),
+            ingest::Streamed::Fallback(why) => {
+                tmp::remove_tree(&root)?;
+                Ok(Err(why))
+            }
+        }
     }
 
     /// Runs one of several attempts (download locations tried in order): when it fails, the
@@ -616,9 +642,22 @@ impl Store {
     /// Copies the object `name` points at to `dest`, which appears complete or not at all.
     /// `dest` may be missing or an empty directory. Writes nothing into the store.
     pub fn export(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
+        self.export_placed(name, dest, crate::export::Place::IfMissing)
+    }
+
+    /// [`Store::export`], but what is at `dest` is replaced as `how` allows (the new tree is
+    /// built beside it and swapped in).
+    pub(crate) fn export_placed(
+        &self,
+        name: &Name,
+        dest: &Path,
+        how: crate::export::Place,
+    ) -> Result<ObjectId> {
         self.check_outside(dest)?;
         crate::export::sweep_beside(dest);
-        self.copy_out(name, |dir| crate::export::export_tree(dir, dest))
+        self.copy_out(name, |dir| {
+            crate::export::place_dir(dest, how, |tree| crate::export::copy_tree(dir, tree))
+        })
     }
 
     /// Refuses ([`Error::InStore`]) a path to write that is inside this store or a read-only

@@ -19,10 +19,11 @@ mod dir;
 mod flush;
 mod tar;
 mod zip;
+mod zip_stream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,7 @@ use crate::sys;
 pub(crate) use self::dir::ingest_dir;
 pub(crate) use self::tar::{Compression, ingest_tar};
 pub(crate) use self::zip::ingest_zip;
+pub(crate) use self::zip_stream::Streamed;
 
 /// Resource limits for one ingest. All are checked while streaming, before the data is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +188,8 @@ pub(crate) struct TreeWriter {
     buf: Vec<u8>,
     /// Durable ingests flush each finished file in the background (see `flush.rs`).
     flusher: Option<flush::Flusher>,
+    /// Files written by [`TreeWriter::add_pending_file`] and not settled yet.
+    pending: HashSet<String>,
 }
 
 impl TreeWriter {
@@ -212,6 +216,7 @@ impl TreeWriter {
             total_bytes: 0,
             buf: vec![0u8; 256 * 1024],
             flusher,
+            pending: HashSet::new(),
         })
     }
 
@@ -329,14 +334,117 @@ impl TreeWriter {
         raw: &str,
         exec: bool,
         declared: Option<u64>,
-        mut data: impl Read,
+        data: impl Read,
     ) -> Result<()> {
+        let (key, path, file, digest) = self.write_file(raw, declared, data)?;
+        sys::set_mode_fd(&file, if exec { 0o555 } else { 0o444 })
+            .map_err(Error::io("chmod", &path))?;
+        if let Some(f) = &self.flusher {
+            f.submit(Some(file), path)?;
+        }
+        self.nodes.insert(key, Node::File { exec, digest });
+        Ok(())
+    }
+
+    /// A file entry whose kind and mode are not known yet (a zip read as a stream: they are in
+    /// its central directory, at the end): written as a private regular file (0600) whose
+    /// writeback starts at once, and settled later by [`TreeWriter::settle_file`],
+    /// [`TreeWriter::settle_symlink`] or [`TreeWriter::settle_dir`]. [`TreeWriter::finish`]
+    /// refuses a tree with an entry left unsettled.
+    pub(crate) fn add_pending_file(
+        &mut self,
+        raw: &str,
+        declared: Option<u64>,
+        data: impl Read,
+    ) -> Result<()> {
+        let (key, path, file, digest) = self.write_file(raw, declared, data)?;
+        if self.flusher.is_some() {
+            sys::start_writeback(&file).map_err(Error::io("start writeback of", &path))?;
+        }
+        drop(file);
+        self.nodes.insert(
+            key.clone(),
+            Node::File {
+                exec: false,
+                digest,
+            },
+        );
+        self.pending.insert(key);
+        Ok(())
+    }
+
+    /// The pending entry `raw` of [`TreeWriter::add_pending_file`]: its key and path.
+    fn take_pending(&mut self, raw: &str) -> Result<(String, PathBuf)> {
+        let key = split_path(&self.source, raw, &self.limits)?.join("/");
+        if !self.pending.remove(&key) {
+            return Err(self.reject(raw, "settled twice, or never written"));
+        }
+        let path = self.root.join(&key);
+        Ok((key, path))
+    }
+
+    /// Settles a pending entry as a regular file, executable or not.
+    pub(crate) fn settle_file(&mut self, raw: &str, exec: bool) -> Result<()> {
+        let (key, path) = self.take_pending(raw)?;
+        sys::set_mode(&path, if exec { 0o555 } else { 0o444 })
+            .map_err(Error::io("chmod", &path))?;
+        if let Some(f) = &self.flusher {
+            f.submit(None, path)?;
+        }
+        if let Some(Node::File { exec: e, .. }) = self.nodes.get_mut(&key) {
+            *e = exec;
+        }
+        Ok(())
+    }
+
+    /// Settles a pending entry as a symlink: the file's bytes are its target.
+    pub(crate) fn settle_symlink(&mut self, raw: &str) -> Result<()> {
+        let (key, path) = self.take_pending(raw)?;
+        let mut target = Vec::new();
+        File::open(&path)
+            .and_then(|f| {
+                f.take(self.limits.max_path_bytes as u64 + 1)
+                    .read_to_end(&mut target)
+            })
+            .map_err(Error::io("read", &path))?;
+        if target.len() > self.limits.max_path_bytes {
+            return Err(self.reject(raw, "symlink target too long"));
+        }
+        let target =
+            String::from_utf8(target).map_err(|_| self.reject(raw, "invalid symlink target"))?;
+        self.vet_symlink_target(raw, &target)?;
+        fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+        std::os::unix::fs::symlink(&target, &path).map_err(Error::io("symlink", &path))?;
+        self.nodes.insert(key, Node::Symlink { target });
+        Ok(())
+    }
+
+    /// Settles a pending entry as a directory (its bytes, if any, are dropped, as the
+    /// central-directory path drops a directory entry's data).
+    pub(crate) fn settle_dir(&mut self, raw: &str) -> Result<()> {
+        let (key, path) = self.take_pending(raw)?;
+        fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&path)
+            .map_err(Error::io("create dir", &path))?;
+        self.nodes.insert(key, Node::Dir);
+        Ok(())
+    }
+
+    /// Writes a new file at `raw` from `data`, hashing it: its key, path, open file and digest.
+    fn write_file(
+        &mut self,
+        raw: &str,
+        declared: Option<u64>,
+        mut data: impl Read,
+    ) -> Result<(String, PathBuf, File, [u8; 32])> {
         let parts = split_path(&self.source, raw, &self.limits)?;
         if let Some(n) = declared {
             self.check_size(raw, n)?;
         }
         let Some(key) = self.claim(raw, &parts)? else {
-            return Ok(());
+            return Err(self.reject(raw, "entry names the tree's root"));
         };
         let path = self.root.join(&key);
         let mut file = OpenOptions::new()
@@ -370,19 +478,7 @@ impl TreeWriter {
         if self.total_bytes > self.limits.max_total_bytes {
             return Err(self.limit(raw, LimitKind::TotalBytes, self.limits.max_total_bytes));
         }
-        sys::set_mode_fd(&file, if exec { 0o555 } else { 0o444 })
-            .map_err(Error::io("chmod", &path))?;
-        if let Some(f) = &self.flusher {
-            f.submit(Some(file), path)?;
-        }
-        self.nodes.insert(
-            key,
-            Node::File {
-                exec,
-                digest: *hasher.finalize().as_bytes(),
-            },
-        );
-        Ok(())
+        Ok((key, path, file, *hasher.finalize().as_bytes()))
     }
 
     fn check_size(&self, raw: &str, n: u64) -> Result<()> {
@@ -399,15 +495,7 @@ impl TreeWriter {
     /// that come later in the archive).
     pub(crate) fn add_symlink(&mut self, raw: &str, target: &str) -> Result<()> {
         let parts = split_path(&self.source, raw, &self.limits)?;
-        if target.is_empty() {
-            return Err(self.reject(raw, "empty symlink target"));
-        }
-        if target.starts_with('/') {
-            return Err(self.reject(raw, "symlink target is absolute"));
-        }
-        if target.contains('\0') || target.len() > self.limits.max_path_bytes {
-            return Err(self.reject(raw, "invalid symlink target"));
-        }
+        self.vet_symlink_target(raw, target)?;
         let Some(key) = self.claim(raw, &parts)? else {
             return Ok(());
         };
@@ -422,6 +510,20 @@ impl TreeWriter {
         Ok(())
     }
 
+    /// The checks on a symlink's target that need no other entry.
+    fn vet_symlink_target(&self, raw: &str, target: &str) -> Result<()> {
+        if target.is_empty() {
+            return Err(self.reject(raw, "empty symlink target"));
+        }
+        if target.starts_with('/') {
+            return Err(self.reject(raw, "symlink target is absolute"));
+        }
+        if target.contains('\0') || target.len() > self.limits.max_path_bytes {
+            return Err(self.reject(raw, "invalid symlink target"));
+        }
+        Ok(())
+    }
+
     /// Resolves `target` of the symlink at `key` inside the tree; false when it escapes.
     fn symlink_stays_inside(&self, key: &str, target: &str) -> bool {
         resolve_inside(key, target, |p| match self.nodes.get(p) {
@@ -433,6 +535,9 @@ impl TreeWriter {
 
     /// Vets symlinks, computes the tree id, makes the tree read-only and flushes it.
     pub(crate) fn finish(mut self) -> Result<(ObjectId, PathBuf)> {
+        if let Some(key) = self.pending.iter().next() {
+            return Err(self.reject(key, "entry left unsettled (its kind was never decided)"));
+        }
         for (key, node) in &self.nodes {
             if let Node::Symlink { target } = node
                 && !self.symlink_stays_inside(key, target)
@@ -607,5 +712,34 @@ pub(crate) fn ingest_path(
             let f = File::open(src).map_err(Error::io("open", src))?;
             ingest_zip(f, w)
         }
+    }
+}
+
+/// Ingests an archive read from `input` as it arrives (an HTTP body: no temp file of it), into
+/// the tree of `w`: a zip (in one pass, `zip_stream.rs`), a tar.gz or a tar, by its first bytes
+/// (never by a name). A zip that cannot be read as a stream is [`Streamed::Fallback`].
+pub(crate) fn ingest_stream<R: BufRead>(mut input: R, w: TreeWriter) -> Result<Streamed> {
+    let mut head = Vec::with_capacity(512);
+    (&mut input)
+        .take(512)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::BadArchive {
+            source_name: w.source().to_string(),
+            reason: format!("reading the archive: {e}"),
+        })?;
+    let tree = |(id, _): (ObjectId, PathBuf)| Streamed::Tree(id);
+    let input = io::Cursor::new(head).chain(input);
+    let head = input.get_ref().0.get_ref();
+    if head.starts_with(&[0x1f, 0x8b]) {
+        ingest_tar(input, Compression::Gzip, w).map(tree)
+    } else if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        zip_stream::ingest_zip_stream(input, w)
+    } else if head.len() == 512 && &head[257..262] == b"ustar" {
+        ingest_tar(input, Compression::None, w).map(tree)
+    } else {
+        Err(Error::BadArchive {
+            source_name: w.source().to_string(),
+            reason: "not a tar, tar.gz or zip".into(),
+        })
     }
 }

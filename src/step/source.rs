@@ -53,6 +53,25 @@ fn all_local(r: &Resolved) -> bool {
         })
 }
 
+/// The tree of the archive at the http(s) URL `url`, ingested as it downloads (no temp file of
+/// it). A zip that cannot be read as a stream (an entry stored with a data descriptor) is
+/// downloaded again into a file of the stage and read through its central directory.
+fn fetch_streamed(stage: &mut Stage<'_>, url: &str, what: &str, net: &NetConfig) -> Result<Tree> {
+    let shown = crate::credentials::redact(url);
+    let streamed = fetch::stream(url, MAX_ARCHIVE_BYTES, what, net, |body| {
+        stage.ingest_stream(&shown, body)
+    })?;
+    match streamed {
+        Ok(tree) => Ok(tree),
+        Err(why) => {
+            log::info!("{what}: {shown}: read from a file instead of as a stream: {why}");
+            let archive = stage.dir().join("archive");
+            fetch::download(url, None, &archive, MAX_ARCHIVE_BYTES, what, net)?;
+            stage.ingest(&archive)
+        }
+    }
+}
+
 /// Writes the step's source into `stage`: the first of its download locations that works.
 fn fetch_source(stage: &mut Stage<'_>, r: &Resolved, net: &NetConfig) -> Result<Tree> {
     let what = format!("step {}@{}", r.picked.id, r.picked.version);
@@ -84,6 +103,15 @@ fn fetch_source(stage: &mut Stage<'_>, r: &Resolved, net: &NetConfig) -> Result<
                         loc.kind,
                         crate::credentials::redact(&url)
                     )),
+                    Ok(fetch::Location::Http(_)) => fetch_streamed(stage, &url, &what, net)
+                        .map_err(|e| {
+                            format!(
+                                "{} {}: {}",
+                                loc.kind,
+                                crate::credentials::redact(&url),
+                                reason_of(&e)
+                            )
+                        }),
                     _ => fetch::download(&url, base, &archive, MAX_ARCHIVE_BYTES, &what, net)
                         .and_then(|_| stage.ingest(&archive))
                         .map_err(|e| {

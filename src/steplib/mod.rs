@@ -338,6 +338,18 @@ pub fn read_step_yml_text(path: &Path) -> Result<(String, Value)> {
     Ok((text, parse_yml_bytes(path, raw)?))
 }
 
+/// The text of the step.yml at `path` as it is written, read as [`read_step_yml`] reads it but
+/// not parsed: for a definition inside an object (a collection's `yml/`, a git ref's tree),
+/// which was parsed when it was published, so printing it costs no YAML parse.
+pub fn read_step_yml_definition(path: &Path) -> Result<String> {
+    checkout::read_regular(path, checkout::AtLink::Follow, model::MAX_YAML_BYTES as u64)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .map_err(|e| Error::Steplib {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        })
+}
+
 /// [`read_step_yml`] of `rel` inside the tree `dir` (a step's object): a symlink is followed
 /// only while it stays inside the tree.
 pub(crate) fn read_step_yml_in(dir: &Path, rel: &str) -> Result<Value> {

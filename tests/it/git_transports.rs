@@ -417,14 +417,7 @@ fn a_branch_that_moves_between_resolve_and_clone_still_gives_the_resolved_commit
     fs::write(wt.join("step.sh"), "echo resolved\n").unwrap();
     let resolved = commit_all(&wt, "resolved");
     served.publish(&wt, "r.git");
-    let real = String::from_utf8(
-        std::process::Command::new("sh")
-            .args(["-c", "command -v git"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let real = support::real_git();
     let real = real.trim();
     let bare = served.root.join("r.git");
     let bin = t.path().join("bin");
@@ -493,14 +486,7 @@ fn a_dumb_server_is_told_by_its_info_refs_when_git_says_something_else() {
     fs::write(wt.join("step.sh"), "echo probed\n").unwrap();
     commit_all(&wt, "probed");
     served.publish(&wt, "r.git");
-    let real = String::from_utf8(
-        std::process::Command::new("sh")
-            .args(["-c", "command -v git"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let real = support::real_git();
     let bin = t.path().join("bin");
     fs::create_dir_all(&bin).unwrap();
     let err = t.path().join("git-stderr");

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod audit;
 mod cli_compat;
 mod cli_conventions;
 mod concurrency;
@@ -24,6 +25,7 @@ mod hostile_archives;
 mod hostile_servers;
 mod hostile_steplib;
 mod hostile_steplib_git;
+mod legacy_view;
 mod lookup_cost;
 mod offline;
 mod planted;
@@ -34,8 +36,10 @@ mod read_only_mount;
 mod reflink;
 mod replays;
 mod scenarios;
+mod share;
 mod steplib_mirror;
 mod steplib_yaml;
 mod store_cli;
 mod torture;
 mod unprivileged;
+mod zip_stream;

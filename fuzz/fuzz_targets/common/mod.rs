@@ -62,7 +62,7 @@ pub fn ingest_and_check(format: Format, data: &[u8]) {
         match format {
             Format::Tar => build_tar(rest),
             Format::TarGz => gzip(&build_tar(rest)),
-            Format::Zip => build_zip(rest),
+            Format::Zip | Format::ZipStream => build_zip(rest),
         }
     };
     let tmp = tempfile::Builder::new()

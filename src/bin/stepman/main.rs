@@ -169,6 +169,9 @@ enum Command {
     ExportSpec(cmd::export_spec::ExportSpecArgs),
     Preload(cmd::preload::PreloadArgs),
     ListCached(cmd::list_cached::ListCachedArgs),
+    LegacyView(cmd::legacy_view::LegacyViewArgs),
+    Audit(cmd::audit::AuditArgs),
+    Share(cmd::share::ShareArgs),
     /// Plumbing: import, resolve and export store entries.
     #[command(
         subcommand,
@@ -401,6 +404,9 @@ fn main() -> ExitCode {
         Command::ExportSpec(a) => cmd::export_spec::run(&cli, a),
         Command::Preload(a) => cmd::preload::run(&cli, a),
         Command::ListCached(a) => cmd::list_cached::run(&cli, a),
+        Command::LegacyView(a) => cmd::legacy_view::run(&cli, a),
+        Command::Audit(a) => cmd::audit::run(&cli, a),
+        Command::Share(a) => cmd::share::run(&cli, a),
         Command::Store(c) => cmd::store::run(&cli, c),
         Command::Fsck(a) => cmd::fsck::run(&cli, a),
         Command::Gc(a) => cmd::gc::run(&cli, a),

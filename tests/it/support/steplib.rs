@@ -151,15 +151,21 @@ pub(crate) fn path_with_first(dir: &Path) -> String {
     )
 }
 
-/// A directory holding a `git` wrapper that logs every invocation's arguments to `log` and
-/// runs the real git; put it first in `PATH` to count clones.
-pub(crate) fn git_wrapper(dir: &Path, log: &Path) -> PathBuf {
+/// The path of the `git` on `PATH` (what a wrapper of it runs).
+pub(crate) fn real_git() -> String {
     let out = Command::new("sh")
         .args(["-c", "command -v git"])
         .output()
         .unwrap();
     let real = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(!real.is_empty(), "git not found in PATH");
+    real
+}
+
+/// A directory holding a `git` wrapper that logs every invocation's arguments to `log` and
+/// runs the real git; put it first in `PATH` to count clones.
+pub(crate) fn git_wrapper(dir: &Path, log: &Path) -> PathBuf {
+    let real = real_git();
     fs::create_dir_all(dir).unwrap();
     let w = dir.join("git");
     fs::write(

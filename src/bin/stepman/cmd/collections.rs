@@ -22,10 +22,23 @@ pub(crate) struct CollectionsArgs {
     json: bool,
 }
 
+/// The `spec_path` of a collection: the `spec.json` of the legacy view last written for it
+/// (`legacy-view`), while that file is there; else its `collection.json` in the store.
+fn spec_path(store: &Option<stepman::Store>, o: &steplib::Opened) -> std::path::PathBuf {
+    store
+        .as_ref()
+        .and_then(|s| {
+            let c = steplib::Collection::parse(&o.meta.uri).ok()?;
+            stepman::legacy::view_spec_path(s, &c)
+        })
+        .unwrap_or_else(|| o.meta_path())
+}
+
 pub(crate) fn run(cli: &crate::Cli, a: &CollectionsArgs) -> anyhow::Result<ExitCode> {
     let format = super::steplib::format(a.format, a.json)?;
-    let list = match super::open_ro(cli)? {
-        Some(store) => steplib::list(&store)?,
+    let store = super::open_ro(cli)?;
+    let list = match &store {
+        Some(store) => steplib::list(store)?,
         None => Vec::new(),
     };
     match format {
@@ -33,7 +46,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &CollectionsArgs) -> anyhow::Result<ExitC
             let data: Vec<_> = list
                 .iter()
                 .map(|(_, o)| {
-                    let mut c = json!({"uri": o.meta.uri, "spec_path": o.meta_path()});
+                    let mut c = json!({"uri": o.meta.uri, "spec_path": spec_path(&store, o)});
                     // A git StepLib's collection names the commit it was built from.
                     if let Some(commit) = &o.meta.source_commit {
                         c["steplib_commit"] = json!(commit);
@@ -55,7 +68,11 @@ pub(crate) fn run(cli: &crate::Cli, a: &CollectionsArgs) -> anyhow::Result<ExitC
                 if i > 0 {
                     super::outln!("");
                 }
-                super::outln!("{}\n  spec_path: {}", o.meta.uri, o.meta_path().display());
+                super::outln!(
+                    "{}\n  spec_path: {}",
+                    o.meta.uri,
+                    spec_path(&store, o).display()
+                );
             }
             super::outln!("");
         }

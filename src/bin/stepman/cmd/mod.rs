@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod activate;
+pub(crate) mod audit;
 pub(crate) mod collections;
 pub(crate) mod completions;
 pub(crate) mod delete;
@@ -8,10 +9,12 @@ pub(crate) mod download;
 pub(crate) mod export_spec;
 pub(crate) mod fsck;
 pub(crate) mod gc;
+pub(crate) mod legacy_view;
 pub(crate) mod list_cached;
 pub(crate) mod man;
 pub(crate) mod preload;
 pub(crate) mod setup;
+pub(crate) mod share;
 pub(crate) mod step_info;
 pub(crate) mod step_list;
 pub(crate) mod steplib;

@@ -75,7 +75,9 @@ fn local_info(library: &str, id: &str, target: &Path) -> anyhow::Result<(StepInf
 
 /// The text of a step.yml inside the store (a collection's or a cloned step's object).
 fn definition(info: &StepInfo) -> anyhow::Result<String> {
-    Ok(stepman::steplib::read_step_yml_text(Path::new(&info.definition_pth))?.0)
+    Ok(stepman::steplib::read_step_yml_definition(Path::new(
+        &info.definition_pth,
+    ))?)
 }
 
 fn usage(msg: &str) -> anyhow::Error {
