@@ -1087,10 +1087,16 @@ fn clone_command(
     dest: &Path,
     transports: GitTransports,
     inherited_config: usize,
-    depth: CloneDepth,
+    how: CloneOpts,
 ) -> Command {
+    let CloneOpts { depth, shape } = how;
     let mut cmd = git_command(cred, transports, inherited_config);
     cmd.args(["clone", "--quiet"]);
+    if shape == CloneShape::Mirror {
+        // A kept mirror: no work tree, and nothing in it writable by group or others whatever
+        // the umask (the store's rule, `store-format.md` section 1).
+        cmd.args(["--bare", "--config", "core.sharedRepository=0644"]);
+    }
     // A full clone keeps its tags: over git's dumb HTTP protocol, `--no-tags` hides the tag
     // `--branch` names ("Remote branch … not found").
     if depth == CloneDepth::Shallow {
@@ -1101,6 +1107,22 @@ fn clone_command(
     }
     cmd.arg("--").arg(url).arg(dest);
     cmd
+}
+
+/// How a clone is made: how deep, and what it makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CloneOpts {
+    depth: CloneDepth,
+    shape: CloneShape,
+}
+
+/// What a clone makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloneShape {
+    /// A work tree with its `.git`.
+    Checkout,
+    /// A bare repository (a collection's kept mirror).
+    Mirror,
 }
 
 /// How many `GIT_CONFIG_KEY_<n>` entries the environment gives git (`GIT_CONFIG_COUNT`; 0 when
@@ -1335,6 +1357,11 @@ impl<'a> Remote<'a> {
 
     /// Clones into `dest` (at `tag`), shallow where the server can, else in full; says which.
     fn clone(&self, tag: Option<&str>, dest: &Path) -> Result<CloneDepth> {
+        self.clone_as(tag, dest, CloneShape::Checkout)
+    }
+
+    /// [`Remote::clone`], making `shape`.
+    fn clone_as(&self, tag: Option<&str>, dest: &Path, shape: CloneShape) -> Result<CloneDepth> {
         let attempt = |depth| {
             let cmd = clone_command(
                 &self.url,
@@ -1343,7 +1370,7 @@ impl<'a> Remote<'a> {
                 dest,
                 self.transports,
                 inherited_git_config(),
-                depth,
+                CloneOpts { depth, shape },
             );
             self.run(cmd)
         };
@@ -1376,6 +1403,57 @@ impl<'a> Remote<'a> {
             return Err(self.fail("cannot read the cloned commit".into()));
         }
         Ok(head)
+    }
+
+    /// Fetches `HEAD` of the remote into the bare repository `mirror` (shallow, or in full
+    /// from a dumb HTTP server) and keeps it at [`MIRROR_REF`]: `Ok(Err(why))` when git could
+    /// not (the caller starts a fresh mirror), the commit otherwise.
+    fn fetch_head(&self, mirror: &Path) -> Result<std::result::Result<String, String>> {
+        let fetch = |depth: CloneDepth| {
+            let mut args = vec!["-c", "gc.auto=0", "fetch", "--quiet", "--no-tags"];
+            if depth == CloneDepth::Shallow {
+                args.extend(["--depth", "1"]);
+            }
+            args.extend(["--", &self.url, "HEAD"]);
+            self.in_repo(mirror, &args)
+        };
+        let first = self.first_depth();
+        let (depth, fetched) = match fetch(first)? {
+            Err(line) if first == CloneDepth::Shallow && self.cannot_do_shallow(&line) => {
+                (CloneDepth::Full, fetch(CloneDepth::Full)?)
+            }
+            r => (first, r),
+        };
+        if let Err(line) = fetched {
+            return Ok(Err(line));
+        }
+        match depth {
+            CloneDepth::Shallow => log::info!(
+                "{}: git {}: shallow fetch (depth 1) into the kept mirror",
+                self.what,
+                self.url
+            ),
+            CloneDepth::Full => log::warn!(
+                "{}: git {}: full fetch (the server speaks git's dumb HTTP protocol, which \
+                 cannot fetch shallow) into the kept mirror",
+                self.what,
+                self.url
+            ),
+        }
+        let commit = match output_of({
+            let mut c = local_git(mirror);
+            c.args(["rev-parse", "--verify", "--quiet", "FETCH_HEAD^{commit}"]);
+            c
+        }) {
+            Ok(out) => String::from_utf8_lossy(&out).trim().to_ascii_lowercase(),
+            Err(line) => return Ok(Err(line)),
+        };
+        if !is_full_commit(&commit) {
+            return Ok(Err(format!("FETCH_HEAD is {commit:?}, not a commit")));
+        }
+        Ok(self
+            .in_repo(mirror, &["update-ref", MIRROR_REF, &commit])?
+            .map(|_| commit))
     }
 
     /// `git <args>` in `dest`.
@@ -1419,6 +1497,177 @@ pub(crate) fn git_clone(
         )));
     }
     Ok(head)
+}
+
+/// Brings `mirror`, the kept bare mirror of `url` (`store-format.md` section 4a, "Mirrors";
+/// the caller holds its lock), to the `HEAD` of `url` and returns that commit: one shallow
+/// `git fetch` of `HEAD` into it (in full from a dumb HTTP server). A mirror that is missing, or
+/// that git cannot fetch into (damaged, half-made by a killed clone), is replaced by a fresh
+/// bare clone made in `scratch` (a path in the caller's temp dir, on the store's file system)
+/// and renamed into place: the mirror is a cache of git objects, never the source of truth.
+pub(crate) fn git_mirror_fetch(
+    url: &str,
+    mirror: &Path,
+    scratch: &Path,
+    what: &str,
+    transports: GitTransports,
+    cfg: &NetConfig,
+) -> Result<String> {
+    let remote = Remote::new(url, what, transports, cfg)?;
+    cfg.progress.phase(Phase::Clone {
+        what: what.to_string(),
+        url: crate::credentials::redact(url),
+    });
+    if mirror.join("HEAD").is_file() {
+        match remote.fetch_head(mirror)? {
+            Ok(commit) => return Ok(commit),
+            Err(why) => {
+                log::warn!(
+                    "{what}: the kept mirror {} is unusable ({why}); cloning afresh",
+                    mirror.display()
+                );
+                git_mirror_discard(mirror, scratch)?;
+            }
+        }
+    } else if std::fs::symlink_metadata(mirror).is_ok() {
+        // Not a repository (a clone killed before it was renamed in never leaves one here).
+        log::warn!(
+            "{what}: the kept mirror {} is not a git repository; cloning afresh",
+            mirror.display()
+        );
+        git_mirror_discard(mirror, scratch)?;
+    }
+    let fresh = scratch.join(format!("mirror-{:016x}", crate::layout::unique_token()));
+    remote.clone_as(None, &fresh, CloneShape::Mirror)?;
+    let commit = remote.head(&fresh)?;
+    remote
+        .in_repo(&fresh, &["update-ref", MIRROR_REF, &commit])?
+        .map_err(|l| remote.fail(l))?;
+    match crate::sys::publish_dir(&fresh, mirror) {
+        Ok(crate::sys::Publish::Moved) => {}
+        Ok(crate::sys::Publish::Exists) => {
+            return Err(remote.fail(format!(
+                "{} appeared while its lock was held",
+                mirror.display()
+            )));
+        }
+        Err(e) => return Err(Error::io("rename into", mirror)(e)),
+    }
+    Ok(commit)
+}
+
+/// The ref a mirror keeps at the commit last fetched (so that it is not collected).
+const MIRROR_REF: &str = "refs/stepman/fetched";
+
+/// Moves the mirror out of the way into `scratch` (removed with the caller's temp dir).
+pub(crate) fn git_mirror_discard(mirror: &Path, scratch: &Path) -> Result<()> {
+    let aside = scratch.join(format!(
+        "mirror-discarded-{:016x}",
+        crate::layout::unique_token()
+    ));
+    match crate::sys::publish_dir(mirror, &aside) {
+        Ok(_) => Ok(()),
+        Err(e) if crate::sys::is_not_found(&e) => Ok(()),
+        Err(e) => Err(Error::io("move aside", mirror)(e)),
+    }
+}
+
+/// One entry of a commit's tree (`git ls-tree`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TreeEntry {
+    /// Its mode as git writes it (`040000` a tree, `100644` a file, `120000` a symlink, …).
+    pub mode: String,
+    /// Its object id.
+    pub oid: String,
+    /// Its path from the root.
+    pub path: String,
+}
+
+/// The entries of `commit`'s tree in `mirror`, recursively with the trees themselves
+/// ([`Recursion::All`]) or only at `paths` (their entries when a path ends in `/`).
+pub(crate) fn git_mirror_tree(
+    mirror: &Path,
+    commit: &str,
+    recursion: Recursion,
+    paths: &[&str],
+) -> std::result::Result<Vec<TreeEntry>, String> {
+    let mut cmd = local_git(mirror);
+    cmd.args(["ls-tree", "-z", "--full-tree"]);
+    if recursion == Recursion::All {
+        cmd.args(["-r", "-t"]);
+    }
+    cmd.arg(commit).arg("--").args(paths);
+    let out = output_of(cmd)?;
+    let mut entries = Vec::new();
+    for rec in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        let rec = String::from_utf8_lossy(rec);
+        let parsed = rec.split_once('\t').and_then(|(head, path)| {
+            let mut f = head.split(' ');
+            let (mode, _kind, oid) = (f.next()?, f.next()?, f.next()?);
+            Some(TreeEntry {
+                mode: mode.to_string(),
+                oid: oid.to_string(),
+                path: path.to_string(),
+            })
+        });
+        entries.push(parsed.ok_or_else(|| format!("unreadable ls-tree line {rec:?}"))?);
+    }
+    Ok(entries)
+}
+
+/// How far [`git_mirror_tree`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recursion {
+    /// Only the given paths.
+    Paths,
+    /// Every entry, trees included.
+    All,
+}
+
+/// Checks out `paths` (`.`: everything) of `commit` from `mirror` into `dest`, a directory of
+/// the caller's temp dir, with the index in `index` (the mirror has none of its own). The
+/// mirror's refs and `HEAD` are left alone.
+pub(crate) fn git_mirror_checkout(
+    mirror: &Path,
+    commit: &str,
+    dest: &Path,
+    index: &Path,
+    paths: &[String],
+) -> std::result::Result<(), String> {
+    std::fs::create_dir_all(dest)
+        .map_err(|e| format!("create dir {}: {}", dest.display(), io_words(&e)))?;
+    let mut cmd = local_git(mirror);
+    cmd.env("GIT_INDEX_FILE", index)
+        .arg("--literal-pathspecs")
+        .arg("--work-tree")
+        .arg(dest)
+        .args(["checkout", "--quiet", commit, "--"])
+        .args(paths);
+    output_of(cmd).map(|_| ())
+}
+
+/// `git` on a repository of ours (a mirror): no network, no prompt, no hooks, no automatic gc
+/// (it could drop the commit a collection was built from before it is compared).
+fn local_git(repo: &Path) -> Command {
+    let mut cmd = git_command(None, GitTransports::NetworkAndLocal, inherited_git_config());
+    cmd.env("GIT_ALLOW_PROTOCOL", "")
+        .args(["-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null"])
+        .arg("--git-dir")
+        .arg(repo);
+    cmd
+}
+
+/// The standard output of `cmd`, or what git said when it failed.
+fn output_of(mut cmd: Command) -> std::result::Result<Vec<u8>, String> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("running git: {}", io_words(&e)))?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(git_stderr_summary(&out.stderr, "git failed"))
+    }
 }
 
 /// Whether `s` is a full commit id (40 hex digits, or 64 for SHA-256 repositories).
@@ -1837,7 +2086,10 @@ rights\nand the repository exists.\n";
             dest,
             GitTransports::Network,
             0,
-            CloneDepth::Shallow,
+            CloneOpts {
+                depth: CloneDepth::Shallow,
+                shape: CloneShape::Checkout,
+            },
         ));
         let env = |k: &str| envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let configs: Vec<&str> = args
@@ -1883,7 +2135,10 @@ rights\nand the repository exists.\n";
             dest,
             GitTransports::NetworkAndLocal,
             0,
-            CloneDepth::Shallow,
+            CloneOpts {
+                depth: CloneDepth::Shallow,
+                shape: CloneShape::Checkout,
+            },
         ));
         let env = |k: &str| envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert!(args.iter().any(|a| a == "protocol.file.allow=always"));
@@ -1901,7 +2156,10 @@ rights\nand the repository exists.\n";
             Path::new("d"),
             GitTransports::Network,
             2,
-            CloneDepth::Shallow,
+            CloneOpts {
+                depth: CloneDepth::Shallow,
+                shape: CloneShape::Checkout,
+            },
         ));
         let env = |k: &str| envs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(env("GIT_CONFIG_COUNT"), Some("3"));
@@ -1938,7 +2196,10 @@ rights\nand the repository exists.\n";
                 &t.path().join("clone"),
                 GitTransports::Network,
                 1,
-                CloneDepth::Shallow,
+                CloneOpts {
+                    depth: CloneDepth::Shallow,
+                    shape: CloneShape::Checkout,
+                },
             );
             cmd.env("GIT_CONFIG_KEY_0", "protocol.file.allow")
                 .env("GIT_CONFIG_VALUE_0", "always")

@@ -311,6 +311,7 @@ fn check_access(layout: &Layout, owner: u32, names: &[scan::NameEntry]) -> Resul
         layout.name_locks(),
         locks,
         layout.quarantine(),
+        layout.mirrors(),
     ]);
     let mut out = Vec::new();
     for p in paths {

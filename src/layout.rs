@@ -45,6 +45,7 @@ const TMP: &str = "tmp";
 const LOCKS: &str = "locks";
 const NAME_LOCKS: &str = "locks/names";
 const QUARANTINE: &str = "quarantine";
+const MIRRORS: &str = "mirrors";
 const FORMAT_FILE: &str = "format";
 const GC_LOCK: &str = "gc.lock";
 const GC_INTENT_LOCK: &str = "gc-intent.lock";
@@ -110,9 +111,11 @@ impl Layout {
         SKELETON_DIRS.iter().map(|d| self.root.join(d))
     }
 
-    /// Every directory of the store's own (never a symlink): the skeleton and `quarantine/`.
+    /// Every directory of the store's own (never a symlink): the skeleton, `quarantine/` and
+    /// `mirrors/`.
     pub(crate) fn own_dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
-        self.skeleton_dirs().chain([self.quarantine()])
+        self.skeleton_dirs()
+            .chain([self.quarantine(), self.mirrors()])
     }
 
     /// The store's lock files, created with it.
@@ -169,6 +172,16 @@ impl Layout {
 
     pub(crate) fn quarantine(&self) -> PathBuf {
         self.root.join(QUARANTINE)
+    }
+
+    /// `mirrors/`: the kept bare git mirrors of git StepLibs (made by the first that needs it).
+    pub(crate) fn mirrors(&self) -> PathBuf {
+        self.root.join(MIRRORS)
+    }
+
+    /// The kept bare mirror of the git StepLib whose alias is `alias`.
+    pub(crate) fn mirror(&self, alias: &str) -> PathBuf {
+        self.mirrors().join(format!("{alias}.git"))
     }
 
     pub(crate) fn gc_lock(&self) -> PathBuf {

@@ -141,7 +141,14 @@ pub mod fuzzing {
     pub fn steplib_dir(dir: &Path, root: &Path, limits: Limits) -> Result<ObjectId> {
         let c = crate::steplib::Collection::parse(&dir.display().to_string())?;
         let mut w = TreeWriter::new(root, "fuzz-steplib", limits, Durability::NoSync)?;
-        crate::steplib::generate::from_dir(dir, &c, None, &mut w, &crate::progress::NoProgress)?;
+        crate::steplib::generate::from_dir(
+            dir,
+            &c,
+            None,
+            &mut w,
+            &crate::progress::NoProgress,
+            None,
+        )?;
         w.finish().map(|(id, _)| id)
     }
 

@@ -32,7 +32,7 @@ use crate::fetch::{self, NetConfig};
 use crate::hash::ObjectId;
 use crate::ingest::TreeWriter;
 use crate::layout::{CollectionLayout, Name};
-use crate::store::{Fill, Imported, Producer, Rebuild, Store};
+use crate::store::{Fill, Imported, Producer, Rebuild, Stage, Store, Tree};
 
 /// Most threads parsing step groups at once (each holds at most one group).
 pub const WORKERS: usize = 2;
@@ -71,46 +71,10 @@ fn fill(store: &Store, c: &Collection, mode: Rebuild<'_>, net: &NetConfig) -> Re
     };
     store.produce(&c.name(), mode, Producer::Collection, |stage| {
         match &c.source {
-            Source::Dir(dir) => stage.write(&c.uri, |w| from_dir(dir, c, None, w, &*net.progress)),
-            Source::Git(url) => {
-                let what = format!("collection {}", c.uri);
-                // An update of an unchanged StepLib costs one round trip: when its HEAD is the
-                // commit the bound object was generated from (by this layout), that object
-                // stays, bound again (its age is now). We hold the name lock: nobody re-points
-                // it meanwhile.
-                if let (Some(current), Some(id)) =
-                    (super::open(store, c)?, store.lookup(&c.name())?)
-                    && current.meta.layout == super::model::COLLECTION_LAYOUT
-                    && let Some(built_from) = current.meta.source_commit.as_deref()
-                {
-                    let head = fetch::git_ls_remote(
-                        url,
-                        "HEAD",
-                        &what,
-                        fetch::GitTransports::Network,
-                        net,
-                    )?;
-                    if head.eq_ignore_ascii_case(built_from) {
-                        log::debug!("{what}: HEAD is still {head}: nothing new");
-                        return Ok(stage.keep(id));
-                    }
-                    log::debug!("{what}: HEAD moved from {built_from} to {head}");
-                }
-                let clone = stage.dir().join("clone");
-                let head = fetch::git_clone(
-                    url,
-                    None,
-                    None,
-                    &clone,
-                    &what,
-                    // A git StepLib's URL is never local (a path or `file://` is a local dir).
-                    fetch::GitTransports::Network,
-                    net,
-                )?;
-                stage.write(&c.uri, |w| {
-                    from_dir(&clone, c, Some(head), w, &*net.progress)
-                })
+            Source::Dir(dir) => {
+                stage.write(&c.uri, |w| from_dir(dir, c, None, w, &*net.progress, None))
             }
+            Source::Git(url) => from_git(store, c, url, stage, net),
             Source::SpecUrl(url) => {
                 let file = stage.dir().join("spec.json");
                 fetch::download(
@@ -125,6 +89,235 @@ fn fill(store: &Store, c: &Collection, mode: Rebuild<'_>, net: &NetConfig) -> Re
             }
         }
     })
+}
+
+/// Sets up or updates a git StepLib from its kept mirror (`store-format.md` section 4a,
+/// "Mirrors"). We hold the name lock of the collection: nobody re-points it meanwhile.
+fn from_git(
+    store: &Store,
+    c: &Collection,
+    url: &str,
+    stage: &mut Stage<'_>,
+    net: &NetConfig,
+) -> Result<Tree> {
+    let what = format!("collection {}", c.uri);
+    // The bound object, when this layout wrote it: an update reuses its unchanged groups.
+    let current = super::open(store, c)?.filter(|o| {
+        o.meta.layout == super::model::COLLECTION_LAYOUT && o.meta.source_commit.is_some()
+    });
+    // An update of an unchanged StepLib costs one round trip: when its HEAD is the commit the
+    // bound object was generated from, that object stays, bound again (its age is now).
+    if let (Some(o), Some(id)) = (&current, store.lookup(&c.name())?)
+        && let Some(built_from) = o.meta.source_commit.as_deref()
+    {
+        let head = fetch::git_ls_remote(url, "HEAD", &what, fetch::GitTransports::Network, net)?;
+        if head.eq_ignore_ascii_case(built_from) {
+            log::debug!("{what}: HEAD is still {head}: nothing new");
+            return Ok(stage.keep(id));
+        }
+        log::debug!("{what}: HEAD moved from {built_from} to {head}");
+    }
+    let layout = store.layout();
+    crate::store::make_dir_via(&layout.mirrors(), stage.dir())?;
+    let _mirror_lock = crate::lock::name_exclusive(layout, &mirror_lock(c)?, store.interrupt())?;
+    let mirror = layout.mirror(&c.alias);
+    let scratch = stage.dir().join("git");
+    fs::create_dir(&scratch).map_err(Error::io("create dir", &scratch))?;
+    let clone = stage.dir().join("clone");
+    let index = stage.dir().join("index");
+    // A git StepLib's URL is never local (a path or `file://` is a local dir).
+    let transports = fetch::GitTransports::Network;
+    let mut head = fetch::git_mirror_fetch(url, &mirror, &scratch, &what, transports, net)?;
+    let mut reuse = current.as_ref().and_then(|o| reuse_plan(&mirror, o, &head));
+    let paths = reuse
+        .as_ref()
+        .map_or_else(|| vec![".".to_string()], Reuse::checkout_paths);
+    if let Err(why) = fetch::git_mirror_checkout(&mirror, &head, &clone, &index, &paths) {
+        // The mirror held what git could not read back: it is only a cache, start afresh.
+        log::warn!(
+            "{what}: the kept mirror {} is damaged ({why}); cloning afresh",
+            mirror.display()
+        );
+        fetch::git_mirror_discard(&mirror, &scratch)?;
+        for p in [&clone, &index] {
+            if fs::symlink_metadata(p).is_ok() {
+                crate::tmp::remove_tree(p)?;
+            }
+        }
+        head = fetch::git_mirror_fetch(url, &mirror, &scratch, &what, transports, net)?;
+        reuse = None;
+        fetch::git_mirror_checkout(&mirror, &head, &clone, &index, &[".".to_string()]).map_err(
+            |why| Error::Fetch {
+                what: what.clone(),
+                reason: format!("checking out {head} from a fresh mirror: {why}"),
+            },
+        )?;
+    }
+    if let Some(r) = &reuse {
+        log::debug!(
+            "{what}: regenerating {} of {} step groups changed since {}",
+            r.ids.len() - r.keep.len(),
+            r.ids.len(),
+            r.old_commit
+        );
+    }
+    stage.write(&c.uri, |w| {
+        from_dir(&clone, c, Some(head), w, &*net.progress, reuse.as_ref())
+    })
+}
+
+/// The lock a git StepLib's mirror is fetched under (a name lock; no such name is bound).
+fn mirror_lock(c: &Collection) -> Result<Name> {
+    Name::new(&c.alias, MIRROR_LOCK_ID, "git")
+}
+
+/// The id part of [`mirror_lock`]'s name.
+const MIRROR_LOCK_ID: &str = "_mirror";
+
+/// Removes the kept mirror of collection `c`, if it has one, under its lock.
+pub(crate) fn remove_mirror(store: &Store, c: &Collection) -> Result<()> {
+    let layout = store.layout();
+    let mirror = layout.mirror(&c.alias);
+    if !crate::store::real_dir(&layout.mirrors())? || fs::symlink_metadata(&mirror).is_err() {
+        return Ok(());
+    }
+    let _lock = crate::lock::name_exclusive(layout, &mirror_lock(c)?, store.interrupt())?;
+    if fs::symlink_metadata(&mirror).is_err() {
+        return Ok(());
+    }
+    crate::tmp::remove_tree(&mirror)
+}
+
+/// What an update reuses of the bound object: the step groups whose `steps/<id>` tree is the
+/// same in the new commit as in the one the object was built from.
+pub(crate) struct Reuse {
+    /// The bound object.
+    old_dir: std::path::PathBuf,
+    /// Its `skipped` (a reused group's entries are taken over).
+    old_skipped: Vec<Skipped>,
+    /// The commit it was built from.
+    old_commit: String,
+    /// Every directory of `steps/` in the new commit (what a listing of its checkout gives).
+    ids: Vec<String>,
+    /// Those whose tree did not change.
+    keep: std::collections::BTreeSet<String>,
+}
+
+impl Reuse {
+    /// What to check out: `steplib.yml` and the groups that changed.
+    fn checkout_paths(&self) -> Vec<String> {
+        std::iter::once("steplib.yml".to_string())
+            .chain(
+                self.ids
+                    .iter()
+                    .filter(|id| !self.keep.contains(*id))
+                    .map(|id| format!("steps/{id}")),
+            )
+            .collect()
+    }
+}
+
+/// Which groups of the object `old` the commit `new` leaves unchanged, compared by their tree
+/// ids in the mirror; `None` (regenerate everything from a full checkout) when the old commit
+/// is not in the mirror, `steplib.yml` changed, or the new tree holds anything a partial
+/// checkout could read differently from a full one: a symlink, a submodule, a name that is not
+/// UTF-8, no `steps` directory.
+fn reuse_plan(mirror: &Path, old: &super::Opened, new: &str) -> Option<Reuse> {
+    let old_commit = old.meta.source_commit.clone()?;
+    let why_not = |why: &str| {
+        log::debug!("regenerating every step group: {why}");
+        None
+    };
+    let all = match fetch::git_mirror_tree(mirror, new, fetch::Recursion::All, &[]) {
+        Ok(t) => t,
+        Err(e) => return why_not(&e),
+    };
+    if all.iter().any(|e| e.mode == "120000" || e.mode == "160000") {
+        return why_not("the StepLib holds a symlink or a submodule");
+    }
+    if !all.iter().any(|e| e.path == "steps" && e.mode == "040000") {
+        return why_not("no steps directory");
+    }
+    let before = match fetch::git_mirror_tree(
+        mirror,
+        &old_commit,
+        fetch::Recursion::Paths,
+        &["steplib.yml", "steps/"],
+    ) {
+        Ok(t) => t,
+        Err(e) => return why_not(&format!("{old_commit} is not in the mirror ({e})")),
+    };
+    let oid = |entries: &[fetch::TreeEntry], path: &str| {
+        entries
+            .iter()
+            .find(|e| e.path == path)
+            .map(|e| (e.mode.clone(), e.oid.clone()))
+    };
+    match (oid(&all, "steplib.yml"), oid(&before, "steplib.yml")) {
+        (Some(a), Some(b)) if a == b => {}
+        _ => return why_not("steplib.yml changed"),
+    }
+    let mut ids = Vec::new();
+    let mut keep = std::collections::BTreeSet::new();
+    for e in &all {
+        let Some(id) = e.path.strip_prefix("steps/") else {
+            continue;
+        };
+        if id.contains('/') || e.mode != "040000" {
+            continue;
+        }
+        if oid(&before, &e.path) == Some((e.mode.clone(), e.oid.clone())) {
+            keep.insert(id.to_string());
+        }
+        ids.push(id.to_string());
+    }
+    Some(Reuse {
+        old_dir: old.dir.clone(),
+        old_skipped: old.meta.skipped.clone(),
+        old_commit,
+        ids,
+        keep,
+    })
+}
+
+/// Writes group `id` as the bound object has it (its files, unparsed, and its `skipped`
+/// entries): what generating it again from the same tree would write.
+fn copy_group(w: &mut TreeWriter, r: &Reuse, id: &str, meta: &mut CollectionMeta) -> Result<()> {
+    let at = format!("steps/{id}");
+    let under = format!("{at}/");
+    meta.skipped.extend(
+        r.old_skipped
+            .iter()
+            .filter(|s| s.path == at || s.path.starts_with(&under))
+            .cloned(),
+    );
+    let read = |rel: &str| {
+        let p = r.old_dir.join(rel);
+        fs::read(&p).map_err(Error::io("read", &p))
+    };
+    let index_rel = CollectionLayout::index(id);
+    let index = match fs::read(r.old_dir.join(&index_rel)) {
+        Ok(b) => b,
+        // The group had no valid version (or was left out): only its `skipped` entries.
+        Err(e) if crate::sys::is_not_found(&e) => return Ok(()),
+        Err(e) => return Err(Error::io("read", r.old_dir.join(&index_rel))(e)),
+    };
+    let parsed: super::model::GroupIndex =
+        serde_json::from_slice(&index).map_err(|e| Error::Format {
+            path: r.old_dir.join(&index_rel),
+            reason: format!("invalid index file: {e}"),
+        })?;
+    let mut add = |rel: &str, bytes: &[u8]| w.add_file(rel, false, Some(bytes.len() as u64), bytes);
+    for (ver, _, _) in &parsed.versions {
+        let rel = CollectionLayout::step_yml(id, ver);
+        add(&rel, &read(&rel)?)?;
+    }
+    let group_rel = CollectionLayout::group(id);
+    add(&group_rel, &read(&group_rel)?)?;
+    add(&index_rel, &index)?;
+    meta.steps += 1;
+    meta.versions += parsed.versions.len();
+    Ok(())
 }
 
 /// An import limit hit while writing a collection object is a StepLib limit: say so, and name
@@ -442,6 +635,7 @@ pub(crate) fn from_dir(
     commit: Option<String>,
     w: &mut TreeWriter,
     progress: &dyn crate::progress::Progress,
+    reuse: Option<&Reuse>,
 ) -> Result<()> {
     let co = Checkout::new(dir);
     let steplib: SteplibMeta = match read_yaml(&co, "steplib.yml", Doc::Steplib) {
@@ -455,12 +649,20 @@ pub(crate) fn from_dir(
             ));
         }
     };
-    let entries = co.list("steps").map_err(|e| {
-        steplib_err(
-            format!("collection {}", c.uri),
-            format!("{}: {e}", co.display("steps")),
-        )
-    })?;
+    // A partial checkout (an update that reuses groups) lists `steps/` from the commit's tree.
+    let entries = match reuse {
+        Some(r) => r
+            .ids
+            .iter()
+            .map(|id| (id.clone(), EntryKind::Dir))
+            .collect(),
+        None => co.list("steps").map_err(|e| {
+            steplib_err(
+                format!("collection {}", c.uri),
+                format!("{}: {e}", co.display("steps")),
+            )
+        })?,
+    };
     let mut skipped = Vec::new();
     let mut ids = Vec::new();
     for (id, kind) in entries {
@@ -495,11 +697,23 @@ pub(crate) fn from_dir(
     }
     let assets_base = meta.steplib.assets_download_base_uri.clone();
     let total = ids.len() as u64;
+    let mut done = 0;
+    let ids: Vec<String> = match reuse {
+        Some(r) => {
+            let (kept, changed): (Vec<String>, Vec<String>) =
+                ids.into_iter().partition(|id| r.keep.contains(id));
+            for id in &kept {
+                copy_group(w, r, id, &mut meta)?;
+                done += 1;
+            }
+            changed
+        }
+        None => ids,
+    };
     progress.phase(crate::progress::Phase::Generate {
         uri: c.uri.clone(),
         steps: total,
     });
-    let mut done = 0;
     // Workers load groups and hand each to this thread through a channel of one: at most
     // WORKERS groups being loaded, one waiting and one being written are in memory.
     let workers = std::thread::available_parallelism()

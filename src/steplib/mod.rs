@@ -420,9 +420,11 @@ pub fn list(store: &Store) -> Result<Vec<(String, Opened)>> {
     Ok(out)
 }
 
-/// Removes the collection and the names of its cached steps (objects go at the next gc).
-/// Activations running from it finish: they hold the store lock while they copy.
+/// Removes the collection, the names of its cached steps (objects go at the next gc) and its
+/// kept mirror (a git StepLib's). Activations running from it finish: they hold the store lock
+/// while they copy.
 pub fn delete(store: &Store, c: &Collection) -> Result<usize> {
+    generate::remove_mirror(store, c)?;
     let mut removed = 0;
     for (id, version) in store.names_in_route(&c.alias)? {
         let name = Name::new(&c.alias, &id, &version)?;

@@ -41,6 +41,14 @@ impl Transport {
             Transport::Dumb => "full clone (the server speaks git's dumb HTTP protocol",
         }
     }
+
+    /// What stderr says about each fetch into a kept StepLib mirror over this transport.
+    fn fetch_says(self) -> &'static str {
+        match self {
+            Transport::Smart => "shallow fetch",
+            Transport::Dumb => "full fetch (the server speaks git's dumb HTTP protocol",
+        }
+    }
 }
 
 /// Bare repositories under one directory, served both ways by one loopback server.
@@ -239,7 +247,7 @@ fn every_git_command_works_over_smart_and_dumb_http() {
         commit_all(&wt, "1.1.0");
         served.publish(&wt, &tr.steplib());
         let o = run(&home, &["update", "-c", &lib]);
-        if checks.ok_saying(&o, &format!("update over {tr:?}"), says) {
+        if checks.ok_saying(&o, &format!("update over {tr:?}"), tr.fetch_says()) {
             let o = run(
                 &home,
                 &[

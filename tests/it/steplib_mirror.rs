@@ -1,0 +1,325 @@
+//! A git StepLib's kept mirror (`store-format.md` section 4a, "Mirrors"): an update after a new
+//! upstream commit fetches into the mirror and parses only the step groups that commit touched,
+//! reusing the others from the bound object, and the object it makes is the one a fresh setup
+//! of the same commit makes (same id); a damaged mirror falls back to a fresh clone; concurrent
+//! updates leave a clean store. The counts of parsed step.yml files need strace (skipped without).
+
+use crate::support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use support::{TestDir, run_ok, stepman, strace::Traced, strace_usable};
+
+/// A git StepLib with groups `a` (2 versions), `b` (3) and `c` (1), served by `git daemon`.
+struct Served {
+    src: PathBuf,
+    bare: PathBuf,
+    uri: String,
+    _daemon: support::GitDaemon,
+}
+
+impl Served {
+    fn new(dir: &Path) -> Served {
+        let src = dir.join("steplib-src");
+        support::write_steplib_yml(&src, &[("zip", "http://127.0.0.1:9/unused/")]);
+        for (id, versions) in [
+            ("a", &["1.0.0", "1.1.0"][..]),
+            ("b", &["1.0.0", "1.1.0", "2.0.0"]),
+            ("c", &["0.1.0"]),
+        ] {
+            for v in versions {
+                support::write_step(&src, id, v, &support::step_yml(id, None));
+            }
+        }
+        let bare = support::git_bare_of(dir, &src, "lib.git");
+        let daemon = support::GitDaemon::start(dir);
+        let uri = daemon.url("lib.git");
+        Served {
+            src,
+            bare,
+            uri,
+            _daemon: daemon,
+        }
+    }
+
+    /// Commits and pushes a new version of group `id` upstream.
+    fn release(&self, id: &str, version: &str) {
+        support::write_step(&self.src, id, version, &support::step_yml(id, None));
+        support::git(&self.src, &["add", "-A"]);
+        support::git(&self.src, &["commit", "-q", "-m", "release"]);
+        support::git(
+            &self.src,
+            &["push", "-q", self.bare.to_str().unwrap(), "HEAD"],
+        );
+    }
+
+    /// The object a fresh setup of the current upstream commit makes, in a store of its own.
+    fn fresh_object(&self, dir: &Path) -> PathBuf {
+        let home = dir.join(format!(
+            "fresh-{}",
+            support::git(&self.src, &["rev-parse", "HEAD"])
+        ));
+        run_ok(&mut stepman(&home, ["setup", "-c", &self.uri]));
+        collection_object(&home)
+    }
+}
+
+/// The target of the one collection name in `home`'s store.
+fn collection_object(home: &Path) -> PathBuf {
+    let names = support::store_root(home).join("names");
+    for route in fs::read_dir(&names).unwrap().flatten() {
+        let link = route.path().join("_steplib/current");
+        if link.is_symlink() {
+            return fs::read_link(&link).unwrap();
+        }
+    }
+    panic!("no collection name under {}", names.display());
+}
+
+/// The one mirror in `home`'s store.
+fn mirror_of(home: &Path) -> PathBuf {
+    let mirrors = support::store_root(home).join("mirrors");
+    let found: Vec<PathBuf> = fs::read_dir(&mirrors)
+        .unwrap_or_else(|e| panic!("{}: {e}", mirrors.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(found.len(), 1, "one mirror: {found:?}");
+    found[0].clone()
+}
+
+fn update(home: &Path, uri: &str) -> Output {
+    let o = support::output(&mut stepman(home, ["update", "-c", uri]));
+    assert!(o.status.success(), "{}", support::stderr_of(&o));
+    o
+}
+
+/// The step.yml files of the StepLib that `stepman update` opened (its own opens, not git's).
+fn step_ymls_opened_by_update(home: &Path, work: &Path, uri: &str) -> Vec<String> {
+    let log = work.join("update.strace");
+    // Threads (the parsing workers) need -f; git's own opens are of relative paths.
+    let mut cmd = Traced::new(home, &log)
+        .follow()
+        .trace("openat")
+        .stepman(["update", "-c", uri]);
+    let o = support::output(&mut cmd);
+    assert!(o.status.success(), "{}", support::stderr_of(&o));
+    let text = fs::read_to_string(&log).unwrap();
+    let mut opened: Vec<String> = text
+        .lines()
+        .filter(|l| !l.contains("= -1") && l.contains("O_RDONLY"))
+        .filter_map(|l| l.split('"').nth(1))
+        .filter(|p| p.ends_with("/step.yml") && p.contains("/clone/steps/"))
+        .map(|p| p.split("/clone/").nth(1).unwrap_or(p).to_string())
+        .collect();
+    opened.sort();
+    opened.dedup();
+    opened
+}
+
+#[test]
+fn an_update_after_a_commit_to_one_group_parses_only_that_group_and_makes_the_fresh_object() {
+    if !strace_usable("steplib_mirror") {
+        return;
+    }
+    let t = TestDir::new();
+    let s = Served::new(t.path());
+    let home = t.path().join("home");
+    run_ok(&mut stepman(&home, ["setup", "-c", &s.uri]));
+    let before = collection_object(&home);
+
+    s.release("b", "2.1.0");
+    let opened = step_ymls_opened_by_update(&home, t.path(), &s.uri);
+    assert_eq!(
+        opened,
+        [
+            "steps/b/1.0.0/step.yml",
+            "steps/b/1.1.0/step.yml",
+            "steps/b/2.0.0/step.yml",
+            "steps/b/2.1.0/step.yml"
+        ],
+        "only the changed group's step.yml files are read"
+    );
+    let after = collection_object(&home);
+    assert_ne!(after, before, "the update made a new object");
+    assert_eq!(
+        after,
+        s.fresh_object(t.path()),
+        "the updated object is the one a fresh setup of the same commit makes"
+    );
+    let o = run_ok(&mut stepman(
+        &home,
+        [
+            "step-info",
+            "--library",
+            &s.uri,
+            "--id",
+            "b",
+            "--format",
+            "json",
+        ],
+    ));
+    assert!(o.contains("\"version\":\"2.1.0\""), "{o}");
+    let o = run_ok(&mut stepman(
+        &home,
+        [
+            "step-info",
+            "--library",
+            &s.uri,
+            "--id",
+            "a",
+            "--version",
+            "1.0.0",
+        ],
+    ));
+    assert!(o.contains("1.0.0"), "a reused group still answers: {o}");
+
+    // A commit that changes steplib.yml regenerates every group.
+    let yml = fs::read_to_string(s.src.join("steplib.yml")).unwrap();
+    fs::write(
+        s.src.join("steplib.yml"),
+        format!("{yml}assets_download_base_uri: https://assets.invalid\n"),
+    )
+    .unwrap();
+    s.release("c", "0.2.0");
+    let opened = step_ymls_opened_by_update(&home, t.path(), &s.uri);
+    assert_eq!(
+        opened.len(),
+        2 + 4 + 2,
+        "every group is parsed again: {opened:?}"
+    );
+    assert_eq!(collection_object(&home), s.fresh_object(t.path()));
+    support::assert_fsck_clean(&home);
+}
+
+#[test]
+fn a_damaged_mirror_falls_back_to_a_fresh_clone_and_the_same_object() {
+    type Damage = fn(&Path);
+    // Whether git itself can still fetch into the damaged mirror (then the fetch repairs it,
+    // and only the reuse of the bound object's groups is lost), or stepman must start afresh.
+    #[derive(PartialEq, Debug)]
+    enum Then {
+        GitRefetches,
+        FreshClone,
+    }
+    let damages: [(&str, Damage, Then); 4] = [
+        (
+            "its packs removed",
+            |m| {
+                for p in fs::read_dir(m.join("objects/pack")).unwrap().flatten() {
+                    fs::remove_file(p.path()).unwrap();
+                }
+            },
+            Then::GitRefetches,
+        ),
+        (
+            "the middle of its pack overwritten",
+            |m| {
+                use std::io::{Seek, SeekFrom, Write};
+                for p in fs::read_dir(m.join("objects/pack")).unwrap().flatten() {
+                    if p.path().extension().is_some_and(|e| e == "pack") {
+                        let len = fs::metadata(p.path()).unwrap().len();
+                        let mut f = fs::OpenOptions::new().write(true).open(p.path()).unwrap();
+                        f.seek(SeekFrom::Start(len / 3)).unwrap();
+                        f.write_all(&vec![0x5a; (len / 3) as usize]).unwrap();
+                    }
+                }
+            },
+            Then::FreshClone,
+        ),
+        (
+            "an empty directory (a killed clone)",
+            |m| {
+                fs::remove_dir_all(m).unwrap();
+                fs::create_dir(m).unwrap();
+            },
+            Then::FreshClone,
+        ),
+        (
+            "garbage in HEAD and config",
+            |m| {
+                for f in ["HEAD", "config"] {
+                    let _ = fs::remove_file(m.join(f));
+                    fs::write(m.join(f), "not git\0\n").unwrap();
+                }
+            },
+            Then::FreshClone,
+        ),
+    ];
+    let t = TestDir::new();
+    let s = Served::new(t.path());
+    for (i, (what, damage, then)) in damages.into_iter().enumerate() {
+        let home = t.path().join(format!("home-{i}"));
+        run_ok(&mut stepman(&home, ["setup", "-c", &s.uri]));
+        let mirror = mirror_of(&home);
+        damage(&mirror);
+        s.release("a", &format!("3.{i}.0"));
+        let o = update(&home, &s.uri);
+        let err = support::stderr_of(&o);
+        assert_eq!(
+            err.contains("cloning afresh"),
+            then == Then::FreshClone,
+            "{what}: does the update say it starts a fresh mirror? {err}"
+        );
+        assert_eq!(
+            collection_object(&home),
+            s.fresh_object(t.path()),
+            "{what}: the object is the fresh setup's"
+        );
+        assert_eq!(
+            mirror_of(&home),
+            mirror,
+            "{what}: the mirror is back in place"
+        );
+        // The fresh mirror works: the next update fetches into it, no warning.
+        s.release("c", &format!("5.{i}.0"));
+        let o = update(&home, &s.uri);
+        let err = support::stderr_of(&o);
+        assert!(!err.contains("cloning afresh"), "{what}: {err}");
+        assert_eq!(collection_object(&home), s.fresh_object(t.path()), "{what}");
+        support::assert_fsck_clean(&home);
+    }
+}
+
+#[test]
+fn concurrent_updates_after_a_release_agree_and_leave_the_store_clean() {
+    let t = TestDir::new();
+    let s = Served::new(t.path());
+    let home = t.path().join("home");
+    run_ok(&mut stepman(&home, ["setup", "-c", &s.uri]));
+    s.release("b", "3.0.0");
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = stepman(&home, ["update", "-c", &s.uri]);
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", support::stderr_of(&o));
+    }
+    assert_eq!(collection_object(&home), s.fresh_object(t.path()));
+    support::assert_fsck_clean(&home);
+    assert!(
+        support::temp_entries(&home).is_empty(),
+        "nothing left in tmp/: {:?}",
+        support::temp_entries(&home)
+    );
+}
+
+#[test]
+fn delete_removes_the_mirror() {
+    let t = TestDir::new();
+    let s = Served::new(t.path());
+    let home = t.path().join("home");
+    run_ok(&mut stepman(&home, ["setup", "-c", &s.uri]));
+    let mirror = mirror_of(&home);
+    run_ok(&mut stepman(&home, ["delete", "-c", &s.uri]));
+    assert!(!mirror.exists(), "{} is gone", mirror.display());
+    run_ok(&mut stepman(&home, ["setup", "-c", &s.uri]));
+    assert_eq!(collection_object(&home), s.fresh_object(t.path()));
+    support::assert_fsck_clean(&home);
+}
