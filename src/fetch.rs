@@ -1521,6 +1521,11 @@ pub(crate) fn git_mirror_fetch(
     if mirror.join("HEAD").is_file() {
         match remote.fetch_head(mirror)? {
             Ok(commit) => return Ok(commit),
+            // Whose fault? When the StepLib cannot be reached now, not the mirror's: keep it
+            // (a fresh clone could not work either) and fail with the cause.
+            Err(why) if git_ls_remote(url, "HEAD", what, transports, cfg).is_err() => {
+                return Err(remote.fail(why));
+            }
             Err(why) => {
                 log::warn!(
                     "{what}: the kept mirror {} is unusable ({why}); cloning afresh",

@@ -323,3 +323,101 @@ fn delete_removes_the_mirror() {
     assert_eq!(collection_object(&home), s.fresh_object(t.path()));
     support::assert_fsck_clean(&home);
 }
+
+/// An update whose fetch fails because the StepLib cannot be reached (here: its repository gone
+/// from the server) fails, naming the cause, and keeps the mirror as it was: a network blip
+/// does not cost the next update a full clone. Once the StepLib is back, the update fetches
+/// into the same mirror, with no "cloning afresh".
+#[test]
+fn an_unreachable_steplib_keeps_the_mirror() {
+    use std::os::unix::fs::MetadataExt;
+    let t = TestDir::new();
+    let s = Served::new(t.path());
+    let home = t.path().join("home");
+    run_ok(&mut stepman(&home, ["setup", "-c", &s.uri]));
+    let mirror = mirror_of(&home);
+    let ino = fs::metadata(&mirror).unwrap().ino();
+    s.release("a", "3.0.0");
+    let away = t.path().join("lib.git.away");
+    fs::rename(&s.bare, &away).unwrap();
+    let o = support::output(&mut stepman(&home, ["update", "-c", &s.uri]));
+    assert_eq!(o.status.code(), Some(1), "{}", support::describe(&o));
+    let err = support::stderr_of(&o);
+    assert!(!err.contains("cloning afresh"), "{err}");
+    assert_eq!(mirror_of(&home), mirror);
+    assert_eq!(
+        fs::metadata(&mirror).unwrap().ino(),
+        ino,
+        "the mirror is the one kept before: {err}"
+    );
+    assert!(mirror.join("HEAD").is_file());
+    fs::rename(&away, &s.bare).unwrap();
+    let o = support::output(stepman(&home, ["update", "-c", &s.uri]).env("RUST_LOG", "info"));
+    assert!(o.status.success(), "{}", support::describe(&o));
+    let err = support::stderr_of(&o);
+    assert!(!err.contains("cloning afresh"), "{err}");
+    assert!(err.contains("into the kept mirror"), "{err}");
+    assert_eq!(fs::metadata(&mirror).unwrap().ino(), ino);
+    assert_eq!(collection_object(&home), s.fresh_object(t.path()));
+    support::assert_fsck_clean(&home);
+}
+
+/// The network goes down between the update's first look at the StepLib (`git ls-remote`,
+/// which succeeds) and its fetch into the mirror (which fails, as does every later request):
+/// the update fails, naming the cause, and the mirror is kept as it was, not discarded for a
+/// fresh clone that cannot work either. Played with a `git` on PATH that passes everything to
+/// the real git until the first `ls-remote`, then refuses every network command.
+#[test]
+fn a_network_failure_during_the_fetch_keeps_the_mirror() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = TestDir::new();
+    let s = Served::new(t.path());
+    let home = t.path().join("home");
+    run_ok(&mut stepman(&home, ["setup", "-c", &s.uri]));
+    let mirror = mirror_of(&home);
+    let ino = fs::metadata(&mirror).unwrap().ino();
+    s.release("a", "3.0.0");
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let bin = t.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let state = t.path().join("net");
+    fs::create_dir(&state).unwrap();
+    fs::write(state.join("arm"), "").unwrap();
+    let script = format!(
+        "#!/bin/sh\nstate='{}'\nfor a in \"$@\"; do case \"$a\" in\n  ls-remote|fetch|clone)\n    if [ -e \"$state/down\" ]; then echo 'fatal: unable to connect to 127.0.0.1: Connection refused' >&2; exit 128; fi\n    if [ \"$a\" = ls-remote ] && [ -e \"$state/arm\" ]; then mv \"$state/arm\" \"$state/down\"; fi\n    break;;\nesac; done\nexec '{}' \"$@\"\n",
+        state.display(),
+        real.trim()
+    );
+    fs::write(bin.join("git"), script).unwrap();
+    fs::set_permissions(bin.join("git"), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let o = support::output(stepman(&home, ["update", "-c", &s.uri]).env("PATH", &path));
+    assert!(
+        state.join("down").exists(),
+        "the first ls-remote went through the wrapper"
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", support::describe(&o));
+    let err = support::stderr_of(&o);
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(!err.contains("cloning afresh"), "{err}");
+    assert_eq!(mirror_of(&home), mirror);
+    assert_eq!(fs::metadata(&mirror).unwrap().ino(), ino, "{err}");
+    // Back online: the update fetches into the kept mirror.
+    let o = support::output(stepman(&home, ["update", "-c", &s.uri]).env("RUST_LOG", "info"));
+    assert!(o.status.success(), "{}", support::describe(&o));
+    let err = support::stderr_of(&o);
+    assert!(
+        err.contains("into the kept mirror") && !err.contains("cloning afresh"),
+        "{err}"
+    );
+    assert_eq!(fs::metadata(&mirror).unwrap().ino(), ino);
+    assert_eq!(collection_object(&home), s.fresh_object(t.path()));
+    support::assert_fsck_clean(&home);
+}
