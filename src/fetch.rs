@@ -1901,32 +1901,60 @@ pub(crate) fn git_work_tree(
     transports: GitTransports,
     cfg: &NetConfig,
 ) -> Result<()> {
-    let remote = Remote::new(url, what, transports, cfg)?;
-    match commit {
-        Some(c) => git_checkout_commit(url, Some("HEAD"), c, dest, what, transports, cfg)?,
+    git_work_tree_via(url, None, commit, dest, what, transports, cfg)
+}
+
+/// [`git_work_tree`], the commit taken from the local repository `via` (a StepLib's kept
+/// mirror) instead of `url`: no network. `origin` is `url` all the same.
+pub(crate) fn git_work_tree_via(
+    url: &str,
+    via: Option<&Path>,
+    commit: Option<&str>,
+    dest: &Path,
+    what: &str,
+    transports: GitTransports,
+    cfg: &NetConfig,
+) -> Result<()> {
+    let local = via.map(|p| p.to_string_lossy().into_owned());
+    // With `via`, git talks to the local repository only (so offline works), and `origin` is
+    // set to `url` as given.
+    let (remote, origin) = match &local {
+        Some(l) => (
+            Remote::new(l, what, GitTransports::NetworkAndLocal, cfg)?,
+            url.to_string(),
+        ),
         None => {
+            let r = Remote::new(url, what, transports, cfg)?;
+            let origin = r.url.clone();
+            (r, origin)
+        }
+    };
+    match (commit, &local) {
+        (Some(c), Some(l)) => {
+            git_checkout_commit(l, None, c, dest, what, GitTransports::NetworkAndLocal, cfg)?
+        }
+        (Some(c), None) => git_checkout_commit(url, Some("HEAD"), c, dest, what, transports, cfg)?,
+        (None, _) => {
             remote.clone(None, dest)?;
         }
     }
+    // The StepLib's default branch: what `origin/HEAD` names in a clone; a mirror's own HEAD
+    // (its clone's default branch).
+    let (repo, head_ref, prefix) = match &local {
+        Some(l) => (PathBuf::from(l), "HEAD", ""),
+        None => (dest.to_path_buf(), "refs/remotes/origin/HEAD", "origin/"),
+    };
     let branch = remote
-        .in_repo(
-            dest,
-            &[
-                "symbolic-ref",
-                "--quiet",
-                "--short",
-                "refs/remotes/origin/HEAD",
-            ],
-        )?
+        .in_repo(&repo, &["symbolic-ref", "--quiet", "--short", head_ref])?
         .ok()
         .map(|out| String::from_utf8_lossy(&out).trim().to_string())
-        .and_then(|b| b.strip_prefix("origin/").map(str::to_string))
+        .and_then(|b| b.strip_prefix(prefix).map(str::to_string))
         .filter(|b| check_reference(b).is_ok())
         .unwrap_or_else(|| "master".to_string());
     // A clone has `origin` already (pointing where it cloned from); a fetch of one commit not.
     let _ = remote.in_repo(dest, &["remote", "remove", "origin"])?;
     let steps: [&[&str]; 4] = [
-        &["remote", "add", "--", "origin", &remote.url],
+        &["remote", "add", "--", "origin", &origin],
         &["checkout", "--quiet", "-B", &branch],
         &["config", &format!("branch.{branch}.remote"), "origin"],
         &[

@@ -224,7 +224,7 @@ fn write_collection(
             steps.push((id, version, outcome));
         }
     }
-    let checkout = write_checkout(c, o, &dir.join("collection"), net)?;
+    let checkout = write_checkout(store, c, o, &dir.join("collection"), net)?;
     let spec_path = dir.join("spec").join("spec.json");
     let spec = write_specs(store, c, opts, &spec_path)?;
     Ok(CollectionView {
@@ -289,7 +289,13 @@ fn write_cached(
 /// the collection's commit with `origin` at its URI (a git StepLib), a clone of a local git
 /// StepLib, or a copy of a local StepLib directory. Kept when it is there (a git StepLib's: at
 /// the collection's commit; else replaced).
-fn write_checkout(c: &Collection, o: &Opened, dest: &Path, net: &NetConfig) -> Result<Outcome> {
+fn write_checkout(
+    store: &Store,
+    c: &Collection,
+    o: &Opened,
+    dest: &Path,
+    net: &NetConfig,
+) -> Result<Outcome> {
     let what = format!("collection {}", o.meta.uri);
     let there = fs::symlink_metadata(dest).is_ok();
     match &c.source {
@@ -308,7 +314,30 @@ fn write_checkout(c: &Collection, o: &Opened, dest: &Path, net: &NetConfig) -> R
             } else {
                 Place::IfMissing
             };
+            // The commit from the StepLib's kept mirror when it has it (no network: a first
+            // view works offline), else from the StepLib.
+            let mirror = store.layout().mirror(&c.alias);
             crate::export::place_dir(dest, how, |tree| {
+                if mirror.join("HEAD").is_file() {
+                    match crate::fetch::git_work_tree_via(
+                        url,
+                        Some(&mirror),
+                        Some(commit),
+                        tree,
+                        &what,
+                        GitTransports::Network,
+                        net,
+                    ) {
+                        Ok(()) => return Ok(()),
+                        Err(Error::Cancelled) => return Err(Error::Cancelled),
+                        Err(e) => {
+                            log::info!("{what}: not from the kept mirror ({})", e.describe());
+                            if fs::symlink_metadata(tree).is_ok() {
+                                crate::tmp::remove_tree(tree)?;
+                            }
+                        }
+                    }
+                }
                 crate::fetch::git_work_tree(
                     url,
                     Some(commit),

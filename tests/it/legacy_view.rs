@@ -547,3 +547,51 @@ fn concurrent_views_into_one_home_all_succeed() {
         assert_eq!(support::staging_entries(d), Vec::<String>::new());
     }
 }
+
+/// The first view of a git StepLib needs no network: its `collection/` is checked out from the
+/// StepLib's kept mirror in the store, at the collection's commit, with `origin` the StepLib's
+/// URI (the server is gone and the view runs `--offline`).
+#[test]
+fn a_git_steplibs_first_view_is_made_offline_from_the_kept_mirror() {
+    let t = support::TestDir::new();
+    let src = t.path().join("steplib-src");
+    support::write_steplib_yml(&src, &[("zip", "http://127.0.0.1:9/unused/")]);
+    support::write_step(&src, "s", "1.0.0", &support::step_yml("s", None));
+    support::git_bare_of(t.path(), &src, "lib.git");
+    let daemon = support::GitDaemon::start(t.path());
+    let uri = daemon.url("lib.git");
+    let home = t.path().join("store");
+    run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
+    drop(daemon);
+    let legacy = t.path().join("legacy");
+    let o = output(&mut stepman(
+        &home,
+        [
+            "--offline",
+            "legacy-view",
+            "-c",
+            &uri,
+            "--legacy-home",
+            legacy.to_str().unwrap(),
+        ],
+    ));
+    assert!(o.status.success(), "{}", support::describe(&o));
+    let routes: BTreeMap<String, String> =
+        serde_json::from_str(&fs::read_to_string(legacy.join("routing.json")).unwrap()).unwrap();
+    let co = legacy
+        .join("step_collections")
+        .join(&routes[&uri])
+        .join("collection");
+    let listed: Value = serde_json::from_str(&run_ok(&mut stepman(
+        &home,
+        ["collections", "--format", "json"],
+    )))
+    .unwrap();
+    let commit = listed["data"][0]["steplib_commit"].as_str().unwrap();
+    assert_eq!(support::git(&co, &["rev-parse", "HEAD"]), commit);
+    assert_eq!(support::git(&co, &["remote", "get-url", "origin"]), uri);
+    assert_eq!(support::git(&co, &["status", "--porcelain"]), "");
+    assert!(co.join("steps/s/1.0.0/step.yml").is_file());
+    let upstream = support::git(&co, &["rev-parse", "--abbrev-ref", "@{upstream}"]);
+    assert!(upstream.starts_with("origin/"), "{upstream}");
+}
