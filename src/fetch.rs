@@ -1662,6 +1662,19 @@ fn local_git(repo: &Path) -> Command {
     cmd
 }
 
+/// The committer time of `commit` in the bare repository `repo` (a StepLib's kept mirror), as
+/// git writes it in strict ISO 8601; `None` when the repository lacks the commit.
+pub(crate) fn git_commit_time(repo: &Path, commit: &str) -> Option<String> {
+    if !is_full_commit(commit) {
+        return None;
+    }
+    let mut c = local_git(repo);
+    c.args(["show", "-s", "--format=%cI", commit, "--"]);
+    let out = output_of(c).ok()?;
+    let t = String::from_utf8_lossy(&out).trim().to_string();
+    (!t.is_empty()).then_some(t)
+}
+
 /// The standard output of `cmd`, or what git said when it failed.
 fn output_of(mut cmd: Command) -> std::result::Result<Vec<u8>, String> {
     let out = cmd

@@ -8,7 +8,8 @@
 //!
 //! Invariants:
 //! - The same collection gives byte-identical documents: nothing comes from the clock
-//!   (`updated_at` is the newest `published_at` of its steps), maps keep the StepLib's order,
+//!   (`updated_at` is the StepLib commit's time, else the newest `published_at` of its steps),
+//!   maps keep the StepLib's order,
 //!   lists are sorted.
 //! - Every path segment is checked ([`valid_segment`]) before it names a file: never empty, `.`
 //!   or `..`, never holding `/`, `\` or NUL.
@@ -125,9 +126,21 @@ pub fn step_doc(mut step: Value) -> Value {
     step
 }
 
-/// The newest `published_at` of `steps` as RFC 3339 (UTC), the Unix epoch when none has one.
-fn newest_published(newest: Option<jiff::Timestamp>) -> String {
-    newest.unwrap_or(jiff::Timestamp::UNIX_EPOCH).to_string()
+/// `updated_at`: the time of the StepLib commit the collection was built from, when its kept
+/// mirror has it; else the newest `published_at` of its steps (`newest`); else the Unix epoch.
+/// RFC 3339, UTC. Never the clock.
+fn updated_at(store: &crate::store::Store, o: &Opened, newest: Option<jiff::Timestamp>) -> String {
+    let alias = &o.meta.alias;
+    let committed = o
+        .meta
+        .source_commit
+        .as_deref()
+        .and_then(|c| crate::fetch::git_commit_time(&store.layout().mirror(alias), c))
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    committed
+        .or(newest)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
 }
 
 /// What [`publish`] did.
@@ -186,7 +199,7 @@ impl TreeOut {
 
 /// Writes the whole API tree of `o` into the new directory `root`; returns the hash of its
 /// documents and their number.
-fn write_tree(o: &Opened, root: &Path) -> Result<(String, usize)> {
+fn write_tree(store: &crate::store::Store, o: &Opened, root: &Path) -> Result<(String, usize)> {
     fs::create_dir(root).map_err(Error::io("create dir", root))?;
     let mut t = TreeOut {
         root: root.to_path_buf(),
@@ -259,7 +272,7 @@ fn write_tree(o: &Opened, root: &Path) -> Result<(String, usize)> {
     )?;
     t.put_json(
         &format!("{API_ROOT}/meta.json"),
-        &meta_doc(o, &newest_published(newest)),
+        &meta_doc(o, &updated_at(store, o, newest)),
     )?;
     for d in t.dirs.iter().chain([&t.root.join(API_ROOT), &t.root]) {
         t.flusher.submit(None, d.clone())?;
@@ -277,7 +290,7 @@ fn write_tree(o: &Opened, root: &Path) -> Result<(String, usize)> {
 /// Publishes the API tree of `o` at `out` (`export-spec --export-type api --output DIR`): see the
 /// module's invariants. `out` is a symlink this made before, or nothing, or a directory (which
 /// is exchanged for the symlink and kept as the previous tree).
-pub fn publish(o: &Opened, out: &Path) -> Result<Published> {
+pub fn publish(store: &crate::store::Store, o: &Opened, out: &Path) -> Result<Published> {
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -292,7 +305,7 @@ pub fn publish(o: &Opened, out: &Path) -> Result<Published> {
     crate::export::create_parent(&parent)?;
     crate::export::sweep_beside(out);
     let staging = crate::export::staging(&parent, &base, out)?;
-    let (hash, documents) = write_tree(o, &staging.path().join("tree"))?;
+    let (hash, documents) = write_tree(store, o, &staging.path().join("tree"))?;
     let trees = parent.join(format!(".{base}.trees"));
     match fs::create_dir(&trees) {
         Ok(()) => {}

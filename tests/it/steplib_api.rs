@@ -342,3 +342,32 @@ fn a_directory_at_the_output_is_exchanged_and_stdout_is_refused() {
         support::describe(&o)
     );
 }
+
+/// A git StepLib's `updated_at` is the time of the commit its collection was built from (read
+/// from the kept mirror), whatever the steps' `published_at` and the clock say.
+#[test]
+fn a_git_steplibs_updated_at_is_its_commit_time() {
+    let t = support::TestDir::new();
+    let src = t.path().join("steplib-src");
+    support::write_steplib_yml(&src, &[("zip", "http://127.0.0.1:9/unused/")]);
+    let yml = format!(
+        "{}published_at: 2025-06-01T12:00:00Z\n",
+        support::step_yml("s", None)
+    );
+    support::write_step(&src, "s", "1.0.0", &yml);
+    support::git_bare_of(t.path(), &src, "lib.git");
+    let daemon = support::GitDaemon::start(t.path());
+    let uri = daemon.url("lib.git");
+    let home = t.path().join("home");
+    run_ok(&mut stepman(&home, ["setup", "-c", &uri]));
+    let out = t.path().join("api");
+    publish(&home, &uri, &out);
+    let meta = json_at(&out, "v2/meta.json");
+    // support::git commits with GIT_COMMITTER_DATE=2024-01-01T00:00:00Z.
+    assert_eq!(meta["updated_at"], "2024-01-01T00:00:00Z", "{meta}");
+    assert_eq!(
+        meta["steplib_commit_sha"].as_str().map(str::len),
+        Some(40),
+        "{meta}"
+    );
+}

@@ -91,7 +91,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &ExportSpecArgs) -> anyhow::Result<ExitCo
             let p = store.read_locked(|| -> anyhow::Result<_> {
                 let o = steplib::open(&store, &c)?
                     .ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
-                Ok(steplib::api::publish(&o, &a.output)?)
+                Ok(steplib::api::publish(&store, &o, &a.output)?)
             })?;
             eprintln!(
                 "export-spec: {} {} documents at {} ({})",
