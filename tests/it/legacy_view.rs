@@ -302,22 +302,7 @@ fn a_git_steplibs_checkout_is_a_work_tree_at_its_commit_that_pulls() {
         ],
     ));
     assert!(o.status.success(), "{}", support::describe(&o));
-    let routes: BTreeMap<String, String> =
-        serde_json::from_str(&fs::read_to_string(legacy.join("routing.json")).unwrap()).unwrap();
-    let co = legacy
-        .join("step_collections")
-        .join(&routes[&uri])
-        .join("collection");
-    let listed: Value = serde_json::from_str(&run_ok(&mut stepman(
-        &home,
-        ["collections", "--format", "json"],
-    )))
-    .unwrap();
-    let commit = listed["data"][0]["steplib_commit"].as_str().unwrap();
-    assert_eq!(support::git(&co, &["rev-parse", "HEAD"]), commit);
-    assert_eq!(support::git(&co, &["remote", "get-url", "origin"]), uri);
-    assert_eq!(support::git(&co, &["status", "--porcelain"]), "");
-    assert!(co.join("steps/s/1.0.0/step.yml").is_file());
+    let co = checkout_at_its_commit(&home, &legacy, &uri);
 
     support::write_step(&src, "s", "2.0.0", &support::step_yml("s", None));
     support::git(&src, &["add", "-A"]);
@@ -548,6 +533,28 @@ fn concurrent_views_into_one_home_all_succeed() {
     }
 }
 
+/// The view's `collection/` of the one git StepLib `uri` in `home`: checks that it is a clean
+/// work tree at the collection's commit, with `origin` at `uri` and the step.yml of `s@1.0.0`.
+fn checkout_at_its_commit(home: &Path, legacy: &Path, uri: &str) -> PathBuf {
+    let routes: BTreeMap<String, String> =
+        serde_json::from_str(&fs::read_to_string(legacy.join("routing.json")).unwrap()).unwrap();
+    let co = legacy
+        .join("step_collections")
+        .join(&routes[uri])
+        .join("collection");
+    let listed: Value = serde_json::from_str(&run_ok(&mut stepman(
+        home,
+        ["collections", "--format", "json"],
+    )))
+    .unwrap();
+    let commit = listed["data"][0]["steplib_commit"].as_str().unwrap();
+    assert_eq!(support::git(&co, &["rev-parse", "HEAD"]), commit);
+    assert_eq!(support::git(&co, &["remote", "get-url", "origin"]), uri);
+    assert_eq!(support::git(&co, &["status", "--porcelain"]), "");
+    assert!(co.join("steps/s/1.0.0/step.yml").is_file());
+    co
+}
+
 /// The first view of a git StepLib needs no network: its `collection/` is checked out from the
 /// StepLib's kept mirror in the store, at the collection's commit, with `origin` the StepLib's
 /// URI (the server is gone and the view runs `--offline`).
@@ -576,22 +583,7 @@ fn a_git_steplibs_first_view_is_made_offline_from_the_kept_mirror() {
         ],
     ));
     assert!(o.status.success(), "{}", support::describe(&o));
-    let routes: BTreeMap<String, String> =
-        serde_json::from_str(&fs::read_to_string(legacy.join("routing.json")).unwrap()).unwrap();
-    let co = legacy
-        .join("step_collections")
-        .join(&routes[&uri])
-        .join("collection");
-    let listed: Value = serde_json::from_str(&run_ok(&mut stepman(
-        &home,
-        ["collections", "--format", "json"],
-    )))
-    .unwrap();
-    let commit = listed["data"][0]["steplib_commit"].as_str().unwrap();
-    assert_eq!(support::git(&co, &["rev-parse", "HEAD"]), commit);
-    assert_eq!(support::git(&co, &["remote", "get-url", "origin"]), uri);
-    assert_eq!(support::git(&co, &["status", "--porcelain"]), "");
-    assert!(co.join("steps/s/1.0.0/step.yml").is_file());
+    let co = checkout_at_its_commit(&home, &legacy, &uri);
     let branch = support::git(&co, &["rev-parse", "--abbrev-ref", "HEAD"]);
     assert_eq!(
         support::git(&co, &["config", &format!("branch.{branch}.remote")]),

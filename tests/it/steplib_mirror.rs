@@ -341,25 +341,9 @@ fn an_unreachable_steplib_keeps_the_mirror() {
     let away = t.path().join("lib.git.away");
     fs::rename(&s.bare, &away).unwrap();
     let o = support::output(&mut stepman(&home, ["update", "-c", &s.uri]));
-    assert_eq!(o.status.code(), Some(1), "{}", support::describe(&o));
-    let err = support::stderr_of(&o);
-    assert!(!err.contains("cloning afresh"), "{err}");
-    assert_eq!(mirror_of(&home), mirror);
-    assert_eq!(
-        fs::metadata(&mirror).unwrap().ino(),
-        ino,
-        "the mirror is the one kept before: {err}"
-    );
-    assert!(mirror.join("HEAD").is_file());
+    failed_keeping_the_mirror(&o, &home, &mirror, ino, "");
     fs::rename(&away, &s.bare).unwrap();
-    let o = support::output(stepman(&home, ["update", "-c", &s.uri]).env("RUST_LOG", "info"));
-    assert!(o.status.success(), "{}", support::describe(&o));
-    let err = support::stderr_of(&o);
-    assert!(!err.contains("cloning afresh"), "{err}");
-    assert!(err.contains("into the kept mirror"), "{err}");
-    assert_eq!(fs::metadata(&mirror).unwrap().ino(), ino);
-    assert_eq!(collection_object(&home), s.fresh_object(t.path()));
-    support::assert_fsck_clean(&home);
+    recovers_into_the_mirror(&t, &s, &home, &mirror, ino);
 }
 
 /// The network goes down between the update's first look at the StepLib (`git ls-remote`,
@@ -403,21 +387,38 @@ fn a_network_failure_during_the_fetch_keeps_the_mirror() {
         state.join("down").exists(),
         "the first ls-remote went through the wrapper"
     );
-    assert_eq!(o.status.code(), Some(1), "{}", support::describe(&o));
-    let err = support::stderr_of(&o);
-    assert!(err.contains("Connection refused"), "{err}");
+    failed_keeping_the_mirror(&o, &home, &mirror, ino, "Connection refused");
+    recovers_into_the_mirror(&t, &s, &home, &mirror, ino);
+}
+
+/// `o`, an update, failed (saying `cause`) and left the mirror `mirror` (inode `ino`) in place.
+fn failed_keeping_the_mirror(o: &Output, home: &Path, mirror: &Path, ino: u64, cause: &str) {
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(o.status.code(), Some(1), "{}", support::describe(o));
+    let err = support::stderr_of(o);
+    assert!(err.contains(cause), "{err}");
     assert!(!err.contains("cloning afresh"), "{err}");
-    assert_eq!(mirror_of(&home), mirror);
-    assert_eq!(fs::metadata(&mirror).unwrap().ino(), ino, "{err}");
-    // Back online: the update fetches into the kept mirror.
-    let o = support::output(stepman(&home, ["update", "-c", &s.uri]).env("RUST_LOG", "info"));
+    assert_eq!(mirror_of(home), mirror);
+    assert_eq!(
+        fs::metadata(mirror).unwrap().ino(),
+        ino,
+        "the mirror kept: {err}"
+    );
+    assert!(mirror.join("HEAD").is_file());
+}
+
+/// Back online, an update fetches into the kept mirror `mirror` (inode `ino`) and makes the
+/// object a fresh setup makes.
+fn recovers_into_the_mirror(t: &TestDir, s: &Served, home: &Path, mirror: &Path, ino: u64) {
+    use std::os::unix::fs::MetadataExt;
+    let o = support::output(stepman(home, ["update", "-c", &s.uri]).env("RUST_LOG", "info"));
     assert!(o.status.success(), "{}", support::describe(&o));
     let err = support::stderr_of(&o);
     assert!(
         err.contains("into the kept mirror") && !err.contains("cloning afresh"),
         "{err}"
     );
-    assert_eq!(fs::metadata(&mirror).unwrap().ino(), ino);
-    assert_eq!(collection_object(&home), s.fresh_object(t.path()));
-    support::assert_fsck_clean(&home);
+    assert_eq!(fs::metadata(mirror).unwrap().ino(), ino);
+    assert_eq!(collection_object(home), s.fresh_object(t.path()));
+    support::assert_fsck_clean(home);
 }
