@@ -422,11 +422,11 @@ fn audit_fork(clone: &Path, mine: &Path) -> Result<Vec<Audited>> {
     use rayon::prelude::*;
     let steps = clone.join("steps");
     let mut files = Vec::new();
-    for group in read_dir_sorted(&steps)? {
+    for (_, group, _) in crate::scan::read_dir_names(&steps)? {
         if !group.is_dir() {
             continue;
         }
-        for version in read_dir_sorted(&group)? {
+        for (_, version, _) in crate::scan::read_dir_names(&group)? {
             let yml = version.join("step.yml");
             if yml != mine && yml.is_file() {
                 files.push(yml);
@@ -450,21 +450,6 @@ fn audit_fork(clone: &Path, mine: &Path) -> Result<Vec<Audited>> {
         .filter(|a| !a.passed())
         .collect();
     Ok(audited)
-}
-
-/// The entries of the directory `dir` by name (none when it does not exist).
-fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io("read dir", dir)(e)),
-    };
-    let mut out = rd
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(Error::io("read dir", dir))?;
-    out.sort();
-    Ok(out)
 }
 
 /// `share finish`: commits the session's step.yml (and a new step-info.yml) as `<id> <tag>` on
