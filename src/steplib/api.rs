@@ -161,7 +161,8 @@ struct TreeOut {
     flusher: crate::ingest::flush::Flusher,
     hash: blake3::Hasher,
     documents: usize,
-    dirs: Vec<PathBuf>,
+    /// The directories made below the root (flushed at the end).
+    dirs: std::collections::BTreeSet<PathBuf>,
 }
 
 impl TreeOut {
@@ -169,12 +170,12 @@ impl TreeOut {
     fn put(&mut self, rel: &str, bytes: &[u8]) -> Result<()> {
         let path = self.root.join(rel);
         if let Some(parent) = path.parent()
-            && !parent.is_dir()
+            && !self.dirs.contains(parent)
         {
             fs::create_dir_all(parent).map_err(Error::io("create dir", parent))?;
+            // Each directory once, up to the first one already made.
             let mut p = parent.to_path_buf();
-            while p != self.root && !self.dirs.contains(&p) {
-                self.dirs.push(p.clone());
+            while p != self.root && self.dirs.insert(p.clone()) {
                 if !p.pop() {
                     break;
                 }
@@ -206,7 +207,7 @@ fn write_tree(store: &crate::store::Store, o: &Opened, root: &Path) -> Result<(S
         flusher: crate::ingest::flush::Flusher::new(root)?,
         hash: blake3::Hasher::new(),
         documents: 0,
-        dirs: Vec::new(),
+        dirs: std::collections::BTreeSet::new(),
     };
     let bad = |what: &str, s: &str| Error::Format {
         path: o.dir.clone(),
@@ -274,7 +275,7 @@ fn write_tree(store: &crate::store::Store, o: &Opened, root: &Path) -> Result<(S
         &format!("{API_ROOT}/meta.json"),
         &meta_doc(o, &updated_at(store, o, newest)),
     )?;
-    for d in t.dirs.iter().chain([&t.root.join(API_ROOT), &t.root]) {
+    for d in t.dirs.iter().chain([&t.root]) {
         t.flusher.submit(None, d.clone())?;
     }
     let TreeOut {
