@@ -35,6 +35,17 @@ fn json_at(root: &Path, rel: &str) -> Value {
         .unwrap()
 }
 
+/// A local StepLib `lib/` in `t` with `versions` of the step `s`, set up in the store `home/`:
+/// its directory, its URI and the store's home.
+fn set_up_local(t: &support::TestDir, versions: &[&str]) -> (PathBuf, String, PathBuf) {
+    let dir = t.path().join("lib");
+    support::local_steplib(&dir, versions);
+    let lib = dir.to_str().unwrap().to_string();
+    let home = t.path().join("home");
+    run_ok(&mut stepman(&home, ["setup", "-c", &lib]));
+    (dir, lib, home)
+}
+
 fn publish(home: &Path, lib: &str, out: &Path) -> String {
     let o = output(&mut stepman(
         home,
@@ -59,11 +70,7 @@ fn publish(home: &Path, lib: &str, out: &Path) -> String {
 #[test]
 fn a_published_tree_holds_every_document_and_is_deterministic() {
     let t = support::TestDir::new();
-    let lib = t.path().join("lib");
-    support::local_steplib(&lib, &["1.0.0", "1.10.0", "1.2.0", "2.0.0"]);
-    let lib = lib.to_str().unwrap().to_string();
-    let home = t.path().join("home");
-    run_ok(&mut stepman(&home, ["setup", "-c", &lib]));
+    let (_, lib, home) = set_up_local(&t, &["1.0.0", "1.10.0", "1.2.0", "2.0.0"]);
     let a = t.path().join("a/api");
     let b = t.path().join("b/api");
     publish(&home, &lib, &a);
@@ -227,11 +234,7 @@ fn reader(root: &Path, rel: &str, n: u32) -> std::process::Child {
 #[test]
 fn republishing_while_readers_read_never_shows_a_missing_or_partial_document() {
     let t = support::TestDir::new();
-    let dir = t.path().join("lib");
-    support::local_steplib(&dir, &["1.0.0"]);
-    let lib = dir.to_str().unwrap().to_string();
-    let home = t.path().join("home");
-    run_ok(&mut stepman(&home, ["setup", "-c", &lib]));
+    let (dir, lib, home) = set_up_local(&t, &["1.0.0"]);
     let out = t.path().join("pub/api");
     publish(&home, &lib, &out);
     let rel = "v2/index/steps/s/versions.json";
@@ -296,11 +299,7 @@ fn republishing_while_readers_read_never_shows_a_missing_or_partial_document() {
 #[test]
 fn a_directory_at_the_output_is_exchanged_and_stdout_is_refused() {
     let t = support::TestDir::new();
-    let dir = t.path().join("lib");
-    support::local_steplib(&dir, &["1.0.0"]);
-    let lib = dir.to_str().unwrap().to_string();
-    let home = t.path().join("home");
-    run_ok(&mut stepman(&home, ["setup", "-c", &lib]));
+    let (_, lib, home) = set_up_local(&t, &["1.0.0"]);
     let out = t.path().join("api");
     fs::create_dir_all(out.join("v2")).unwrap();
     fs::write(out.join("v2/meta.json"), "{}").unwrap();

@@ -330,14 +330,8 @@ fn delete_removes_the_mirror() {
 /// into the same mirror, with no "cloning afresh".
 #[test]
 fn an_unreachable_steplib_keeps_the_mirror() {
-    use std::os::unix::fs::MetadataExt;
     let t = TestDir::new();
-    let s = Served::new(t.path());
-    let home = t.path().join("home");
-    run_ok(&mut stepman(&home, ["setup", "-c", &s.uri]));
-    let mirror = mirror_of(&home);
-    let ino = fs::metadata(&mirror).unwrap().ino();
-    s.release("a", "3.0.0");
+    let (s, home, mirror, ino) = set_up_then_release(&t);
     let away = t.path().join("lib.git.away");
     fs::rename(&s.bare, &away).unwrap();
     let o = support::output(&mut stepman(&home, ["update", "-c", &s.uri]));
@@ -353,14 +347,9 @@ fn an_unreachable_steplib_keeps_the_mirror() {
 /// the real git until the first `ls-remote`, then refuses every network command.
 #[test]
 fn a_network_failure_during_the_fetch_keeps_the_mirror() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let t = TestDir::new();
-    let s = Served::new(t.path());
-    let home = t.path().join("home");
-    run_ok(&mut stepman(&home, ["setup", "-c", &s.uri]));
-    let mirror = mirror_of(&home);
-    let ino = fs::metadata(&mirror).unwrap().ino();
-    s.release("a", "3.0.0");
+    let (s, home, mirror, ino) = set_up_then_release(&t);
     let real = String::from_utf8(
         std::process::Command::new("sh")
             .args(["-c", "command -v git"])
@@ -389,6 +378,19 @@ fn a_network_failure_during_the_fetch_keeps_the_mirror() {
     );
     failed_keeping_the_mirror(&o, &home, &mirror, ino, "Connection refused");
     recovers_into_the_mirror(&t, &s, &home, &mirror, ino);
+}
+
+/// A served StepLib set up in `home/` of `t`, then a new release of group `a` upstream: the
+/// StepLib, the home, its mirror and the mirror's inode.
+fn set_up_then_release(t: &TestDir) -> (Served, PathBuf, PathBuf, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let s = Served::new(t.path());
+    let home = t.path().join("home");
+    run_ok(&mut stepman(&home, ["setup", "-c", &s.uri]));
+    let mirror = mirror_of(&home);
+    let ino = fs::metadata(&mirror).unwrap().ino();
+    s.release("a", "3.0.0");
+    (s, home, mirror, ino)
 }
 
 /// `o`, an update, failed (saying `cause`) and left the mirror `mirror` (inode `ino`) in place.
