@@ -87,7 +87,9 @@ fuzz_target!(|data: &[u8]| {
         if line.contains(&*m) {
             continue;
         }
-        let (kind, rest) = line.split_at(line.len().min(1));
+        // The kind is the first character, whatever its width.
+        let kind_len = line.chars().next().map_or(0, char::len_utf8);
+        let (kind, rest) = line.split_at(kind_len);
         let (path, arg) = rest.split_once(' ').unwrap_or((rest, ""));
         let Some(path) = plain(path) else { continue };
         let at = lib.join(&path);
