@@ -60,6 +60,9 @@ pub struct NetConfig {
     /// Where clones, downloads, a collection's generation and `preload` report their progress
     /// (default: [`NoProgress`](crate::progress::NoProgress)). Clones share the reporter.
     pub progress: Arc<dyn crate::progress::Progress>,
+    /// How long a StepLib API collection's cached documents answer before they are fetched
+    /// again (`STEPMAN_API_INDEX_TTL`, `STEPMAN_API_INFO_TTL`).
+    pub api_ttl: crate::steplib::ApiTtl,
 }
 
 impl Default for NetConfig {
@@ -74,6 +77,7 @@ impl Default for NetConfig {
             cancel: Arc::default(),
             received: Arc::default(),
             progress: Arc::new(crate::progress::NoProgress),
+            api_ttl: crate::steplib::ApiTtl::default(),
         }
     }
 }
@@ -96,6 +100,8 @@ impl NetConfig {
             "STEPMAN_HTTP_ATTEMPTS",
             "BITRISE_OFFLINE_MODE",
             "STEPMAN_OFFLINE",
+            crate::steplib::ApiTtl::INDEX_VAR,
+            crate::steplib::ApiTtl::INFO_VAR,
         ] {
             vars.push((k, crate::settings::get(k)?));
         }
@@ -145,6 +151,7 @@ impl NetConfig {
         let ours = get("STEPMAN_OFFLINE");
         c.offline = flag("BITRISE_OFFLINE_MODE", bitrise.as_deref())?.unwrap_or(false)
             | flag("STEPMAN_OFFLINE", ours.as_deref())?.unwrap_or(false);
+        c.api_ttl = crate::steplib::ApiTtl::from_lookup(get)?;
         Ok(c)
     }
 
@@ -250,6 +257,8 @@ struct Attempt {
     failure: Failure,
     /// The server's `Retry-After`, when it sent one in seconds.
     retry_after: Option<Duration>,
+    /// The HTTP status that ended it, when one did (not 200).
+    status: Option<u16>,
 }
 
 impl Attempt {
@@ -258,6 +267,7 @@ impl Attempt {
             reason,
             failure,
             retry_after: None,
+            status: None,
         }
     }
 }
@@ -363,6 +373,37 @@ pub(crate) fn download(
             retrying(&u, what, cfg, fail, || {
                 let get = target.get(&u, max_bytes);
                 Ok(http_once_cancellable(&agent, get, dest.to_path_buf(), cfg))
+            })
+        }
+    }
+}
+
+/// [`download`] of a document that may not exist: a final answer of 404 or 410 is `Ok(None)`
+/// (no such document), every other failure an error as [`download`]'s.
+pub(crate) fn download_optional(
+    url: &str,
+    dest: &Path,
+    max_bytes: u64,
+    what: &str,
+    cfg: &NetConfig,
+) -> Result<Option<u64>> {
+    let target = Target::new(url, what, cfg);
+    let fail = |reason: String| target.fail(reason);
+    match locate(&target.shown, None)? {
+        Location::Local(p) => match std::fs::metadata(&p) {
+            Err(e) if crate::sys::is_not_found(&e) => Ok(None),
+            _ => download(url, None, dest, max_bytes, what, cfg).map(Some),
+        },
+        Location::Http(u) => {
+            let agent = agent(cfg);
+            retrying(&u, what, cfg, fail, || {
+                let get = target.get(&u, max_bytes);
+                Ok(
+                    match http_once_cancellable(&agent, get, dest.to_path_buf(), cfg) {
+                        Err(a) if matches!(a.status, Some(404 | 410)) => Ok(None),
+                        other => other.map(Some),
+                    },
+                )
             })
         }
     }
@@ -727,6 +768,7 @@ fn http_body(
             reason: format!("HTTP {status}{via}"),
             failure: Failure::transient_if(status >= 500 || status == 429 || status == 408),
             retry_after,
+            status: Some(status),
         });
     }
     let declared = resp

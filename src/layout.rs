@@ -249,6 +249,8 @@ pub(crate) enum TempKind {
     View,
     /// An audit's clone of a step's tag.
     Audit,
+    /// A StepLib API document being cached.
+    ApiDoc,
 }
 
 impl TempKind {
@@ -267,6 +269,7 @@ impl TempKind {
             TempKind::Toolkit => "toolkit",
             TempKind::View => "view",
             TempKind::Audit => "audit",
+            TempKind::ApiDoc => "apidoc",
         }
     }
 
@@ -380,6 +383,39 @@ impl CollectionLayout {
     /// The original step.yml of a step version: `yml/<id>/<version>.yml`.
     pub(crate) fn step_yml(id: &str, version: &str) -> String {
         format!("yml/{id}/{version}.yml")
+    }
+}
+
+/// The names under which an API collection's documents are cached (`store-format.md`, section
+/// 4f), each bound to an object holding the one document under its own file name. The ids start
+/// with `_`: no StepLib step can have them.
+pub(crate) struct ApiDocNames;
+
+impl ApiDocNames {
+    /// `<alias>/_api/step_ids`: `index/step_ids.json`.
+    pub(crate) fn step_ids(alias: &str) -> Result<Name> {
+        Name::new(alias, "_api", "step_ids")
+    }
+
+    /// `<alias>/_api.versions/<id>`: `index/steps/<id>/versions.json`.
+    pub(crate) fn versions(alias: &str, id: &str) -> Result<Name> {
+        Name::new(alias, "_api.versions", id)
+    }
+
+    /// `<alias>/_api.latest/<id>`: `index/steps/<id>/latest.json`.
+    pub(crate) fn latest(alias: &str, id: &str) -> Result<Name> {
+        Name::new(alias, "_api.latest", id)
+    }
+
+    /// `<alias>/_api.info/<id>`: `steps/<id>/step-info.json`.
+    pub(crate) fn step_info(alias: &str, id: &str) -> Result<Name> {
+        Name::new(alias, "_api.info", id)
+    }
+
+    /// `<alias>/_api.step.<id>/<version>`: `steps/<id>/<version>/step.json` (an id longer than
+    /// 118 bytes has no such name).
+    pub(crate) fn step(alias: &str, id: &str, version: &str) -> Result<Name> {
+        Name::new(alias, &format!("_api.step.{id}"), version)
     }
 }
 

@@ -298,8 +298,11 @@ fn write_checkout(
 ) -> Result<Outcome> {
     let what = format!("collection {}", o.meta.uri);
     let there = fs::symlink_metadata(dest).is_ok();
+    if o.is_api() {
+        return Ok(Outcome::Absent);
+    }
     match &c.source {
-        Source::SpecUrl(_) => Ok(Outcome::Absent),
+        Source::SpecUrl(_) | Source::Api(_) => Ok(Outcome::Absent),
         Source::Git(url) => {
             let Some(commit) = o.meta.source_commit.as_deref() else {
                 return Ok(Outcome::Absent);

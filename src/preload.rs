@@ -107,9 +107,13 @@ pub struct Outcome {
 
 /// Whether a step group is deprecated: its step-info has a `removal_date` or `deprecate_notes`.
 fn deprecated(g: &Group) -> bool {
+    deprecated_info(&g.info)
+}
+
+/// [`deprecated`] of a group's info.
+fn deprecated_info(info: &Value) -> bool {
     ["removal_date", "deprecate_notes"].iter().any(|k| {
-        g.info
-            .get(k)
+        info.get(k)
             .is_some_and(|v| !v.is_null() && v.as_str() != Some(""))
     })
 }
@@ -118,7 +122,11 @@ fn deprecated(g: &Group) -> bool {
 /// or `deprecate_notes`).
 pub fn all_latest(store: &Store, c: &Collection, net: &NetConfig) -> Result<Vec<Request>> {
     let mut out = Vec::new();
-    for_each_group(store, c, net, |id, g| {
+    let want = Want {
+        info: &|info| !deprecated_info(info),
+        versions: false,
+    };
+    for_each_group(store, c, net, want, |id, g| {
         if !deprecated(&g) {
             out.push(Request {
                 id: id.to_string(),
@@ -129,15 +137,54 @@ pub fn all_latest(store: &Store, c: &Collection, net: &NetConfig) -> Result<Vec<
     Ok(out)
 }
 
+/// What a listing of step groups needs of each ([`for_each_group`]).
+struct Want<'a> {
+    /// The groups to list, by their info.
+    info: &'a dyn Fn(&Value) -> bool,
+    /// Whether every version's step is needed (else only the latest version's number).
+    versions: bool,
+}
+
 /// Calls `f` with every step group of collection `c` (set up first if needed), one at a time,
 /// holding the store lock: an update and a gc running meanwhile cannot remove the collection
 /// object half-way through the listing.
+///
+/// A StepLib API collection's groups are not in the store: each group's documents are
+/// fetched (no store lock is held meanwhile; the documents are objects of their own), and only
+/// for the groups whose info `wanted` keeps, every version's step only when `versions` asks.
 fn for_each_group(
     store: &Store,
     c: &Collection,
     net: &NetConfig,
+    want: Want<'_>,
     mut f: impl FnMut(&str, Group),
 ) -> Result<()> {
+    let o = step::open_or_setup(store, c, net)?;
+    if o.is_api() {
+        for id in o.step_ids()? {
+            let Some(e) = o.entry(&id)? else { continue };
+            if !(want.info)(&e.info) {
+                continue;
+            }
+            let mut versions = serde_json::Map::new();
+            if want.versions {
+                for v in &e.versions {
+                    if let Some(step) = e.step(v)? {
+                        versions.insert(v.clone(), step);
+                    }
+                }
+            }
+            f(
+                &id,
+                Group {
+                    info: e.info,
+                    latest_version_number: e.latest_version_number,
+                    versions,
+                },
+            );
+        }
+        return Ok(());
+    }
     // Set up outside the lock (a setup takes it itself), then read under it. A concurrent
     // `delete` may remove the collection between the two (delete is safe while others work):
     // then set it up again, as an activation does (a few times, then give up: `crate::retry`;
@@ -211,15 +258,21 @@ pub fn select(
 ) -> Result<Vec<Request>> {
     let cutoffs = Cutoffs::new(sel, now)?;
     let mut out = Vec::new();
-    for_each_group(store, c, net, |id, g| {
-        let maintainer = g.info.get("maintainer").and_then(Value::as_str);
-        let notes = g.info.get("deprecate_notes");
-        if notes.is_some_and(|v| !v.is_null() && v.as_str() != Some(""))
+    let chosen = |info: &Value| {
+        let maintainer = info.get("maintainer").and_then(Value::as_str);
+        let notes = info.get("deprecate_notes");
+        !(notes.is_some_and(|v| !v.is_null() && v.as_str() != Some(""))
             || sel
                 .maintainer
                 .as_deref()
-                .is_some_and(|m| Some(m) != maintainer)
-        {
+                .is_some_and(|m| Some(m) != maintainer))
+    };
+    let want = Want {
+        info: &chosen,
+        versions: true,
+    };
+    for_each_group(store, c, net, want, |id, g| {
+        if !chosen(&g.info) {
             return;
         }
         let versions = if id == ONLY_LATEST {

@@ -123,6 +123,8 @@ pub(crate) enum Producer {
     Toolkit,
     /// The record of a legacy view written for a collection (`legacy-view`).
     LegacyView,
+    /// A document of a StepLib API, cached (`step-info`, `activate`, … of an API collection).
+    ApiDocument,
 }
 
 impl Producer {
@@ -137,6 +139,7 @@ impl Producer {
             Producer::Toolchain => TempKind::Toolchain,
             Producer::Toolkit => TempKind::Toolkit,
             Producer::LegacyView => TempKind::View,
+            Producer::ApiDocument => TempKind::ApiDoc,
         }
     }
 
@@ -151,6 +154,7 @@ impl Producer {
             Producer::Toolchain => "remember a toolchain",
             Producer::Toolkit => "install a toolkit",
             Producer::LegacyView => "record a legacy view",
+            Producer::ApiDocument => "cache a StepLib API document",
         }
     }
 }

@@ -99,14 +99,15 @@ impl From<&Resolved> for StepInfo {
     }
 }
 
-/// Opens collection `c`, setting it up first if it is not (that needs write access).
+/// Opens collection `c`, setting it up first if it is not (that needs write access). An API
+/// collection fetches the documents its lookups need through `net` ([`Opened::online`]).
 pub fn open_or_setup(store: &Store, c: &Collection, net: &NetConfig) -> Result<Opened> {
     // A concurrent `delete` may remove the collection right after we set it up: delete is safe
     // while others activate, so set it up again (a few times, then give up: `crate::retry`).
     let mut race = Race::new(Race::REDO);
     loop {
         if let Some(o) = steplib::open(store, c)? {
-            return Ok(o);
+            return Ok(o.online(net));
         }
         if !race.again() {
             return Err(Error::NotSetUp { uri: c.uri.clone() });

@@ -74,7 +74,23 @@ fn fill(store: &Store, c: &Collection, mode: Rebuild<'_>, net: &NetConfig) -> Re
             Source::Dir(dir) => {
                 stage.write(&c.uri, |w| from_dir(dir, c, None, w, &*net.progress, None))
             }
-            Source::Git(url) => from_git(store, c, url, stage, net),
+            Source::Api(base) => super::api_read::write_collection(stage, c, base, None, net),
+            Source::Git(url) => {
+                // A collection set up as a StepLib API stays one. A first setup of an http(s)
+                // URL that is not a git URL by its form (no `.git`) asks for its
+                // `v2/meta.json` first: one request, and the API needs no clone.
+                let bound = super::open(store, c)?;
+                if let Some(a) = bound.as_ref().and_then(|o| o.meta.api.clone()) {
+                    return super::api_read::write_collection(stage, c, &a.base, None, net);
+                }
+                let what = format!("collection {}", c.uri);
+                if bound.is_none()
+                    && let Some(meta) = super::api_read::probe(url, &what, net, stage.dir())
+                {
+                    return super::api_read::write_collection(stage, c, url, Some(meta), net);
+                }
+                from_git(store, c, url, stage, net)
+            }
             Source::SpecUrl(url) => {
                 let file = stage.dir().join("spec.json");
                 fetch::download(
@@ -430,7 +446,7 @@ fn group_too_large(id: &str) -> Skipped {
     }
 }
 
-fn valid_component(s: &str) -> bool {
+pub(crate) fn valid_component(s: &str) -> bool {
     Name::new("r", s, "v").is_ok() && !s.starts_with('_')
 }
 
@@ -686,6 +702,7 @@ pub(crate) fn from_dir(
         steps: 0,
         versions: 0,
         skipped,
+        api: None,
     };
     let (ids, bad): (Vec<String>, Vec<String>) =
         ids.into_iter().partition(|id| valid_component(id));
@@ -767,6 +784,7 @@ pub(crate) fn from_spec_reader(r: impl Read, c: &Collection, w: &mut TreeWriter)
         steps: 0,
         versions: 0,
         skipped: Vec::new(),
+        api: None,
     };
     let mut failure: Option<Error> = None;
     let mut head = Map::new();

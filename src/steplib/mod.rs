@@ -15,6 +15,7 @@
 //!   layout 2 is read from its groups.
 
 pub mod api;
+mod api_read;
 pub(crate) mod checkout;
 pub mod compat;
 pub mod generate;
@@ -31,7 +32,8 @@ use crate::retry::Race;
 use crate::store::Store;
 use crate::sys;
 
-pub use self::model::{CollectionMeta, DownloadLocation, Group, SteplibMeta};
+pub use self::api_read::ApiTtl;
+pub use self::model::{ApiSource, CollectionMeta, DownloadLocation, Group, SteplibMeta};
 pub use self::version::Constraint;
 
 pub use crate::layout::{COLLECTION_ID, COLLECTION_VERSION};
@@ -45,6 +47,35 @@ pub enum Source {
     Dir(PathBuf),
     /// An HTTP(S) URL of a generated `spec.json`.
     SpecUrl(String),
+    /// The HTTP(S) base URL of a StepLib API (its documents are `<base>/v2/…`, [`api`]).
+    Api(String),
+}
+
+/// The public StepLib's git URI, which the old tool reads through [`PUBLIC_API`] unless
+/// `BITRISE_STEPLIB_USE_API` is `false` or `0`.
+pub const PUBLIC_GIT: &str = "https://github.com/bitrise-io/bitrise-steplib.git";
+/// The public StepLib's API base.
+pub const PUBLIC_API: &str = "https://steplib.bitrise.io/api";
+
+/// Whether the public StepLib's git URI is read through its API ([`Collection::parse_mapped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PublicApi {
+    /// Through the API, as the old tool does by default.
+    #[default]
+    Use,
+    /// Through git (`BITRISE_STEPLIB_USE_API=false`).
+    Off,
+}
+
+impl PublicApi {
+    /// Reads `BITRISE_STEPLIB_USE_API` as the old tool does: `false` and `0` turn it off,
+    /// anything else (unset included) leaves it on.
+    pub fn from_env_value(v: Option<&str>) -> PublicApi {
+        match v.map(str::trim) {
+            Some("false" | "0") => PublicApi::Off,
+            _ => PublicApi::Use,
+        }
+    }
 }
 
 /// A collection URI as the user gave it, classified and with its alias.
@@ -77,11 +108,13 @@ impl Collection {
             });
         }
         let lower = uri.to_ascii_lowercase();
+        let is_http = lower.starts_with("https://") || lower.starts_with("http://");
         let source = if let Some(p) = uri.strip_prefix("file://") {
             Source::Dir(absolute(Path::new(p)))
-        } else if (lower.starts_with("https://") || lower.starts_with("http://"))
-            && lower.ends_with(".json")
-        {
+        } else if is_http && lower.ends_with("/v2/meta.json") {
+            // An API named by its meta.json: the base is what is above `v2/`.
+            Source::Api(uri[..uri.len() - "/v2/meta.json".len()].to_string())
+        } else if is_http && lower.ends_with(".json") {
             Source::SpecUrl(uri.to_string())
         } else if lower.contains("://") || lower.starts_with("git@") {
             Source::Git(uri.trim_end_matches('/').to_string())
@@ -99,6 +132,7 @@ impl Collection {
         let key = match &source {
             Source::Dir(p) => format!("file://{}", p.display()),
             Source::Git(u) | Source::SpecUrl(u) => u.clone(),
+            Source::Api(u) => u.trim_end_matches('/').to_string(),
         };
         let alias = alias_of(&key);
         // A relative path means something else from another directory: keep the absolute form.
@@ -116,9 +150,65 @@ impl Collection {
         })
     }
 
+    /// [`Collection::parse`], reading the public StepLib's git URI through its API when
+    /// `public` says so (under the API's alias: the git collection stays apart).
+    pub fn parse_mapped(uri: &str, public: PublicApi) -> Result<Collection> {
+        let c = Collection::parse(uri)?;
+        if public == PublicApi::Use && c.key == PUBLIC_GIT {
+            let mut api = Collection::api(PUBLIC_API)?;
+            api.uri = c.uri;
+            return Ok(api);
+        }
+        Ok(c)
+    }
+
+    /// The StepLib API at the HTTP(S) base URL `base` (`setup --api`): its alias is the one
+    /// [`Collection::parse`] gives the same URL, so later commands may name it either way.
+    pub fn api(base: &str) -> Result<Collection> {
+        let (clean, cred) = crate::credentials::split_userinfo(base.trim());
+        let lower = clean.to_ascii_lowercase();
+        if !(lower.starts_with("https://") || lower.starts_with("http://")) {
+            return Err(Error::Steplib {
+                what: format!("collection {clean}"),
+                reason: "a StepLib API's base must be an http(s) URL".into(),
+            });
+        }
+        let base = clean.trim_end_matches('/').to_string();
+        let base = base
+            .strip_suffix("/v2/meta.json")
+            .unwrap_or(&base)
+            .to_string();
+        Ok(Collection {
+            uri: base.clone(),
+            key: base.clone(),
+            alias: alias_of(&base),
+            source: Source::Api(base),
+            credential: cred,
+        })
+    }
+
+    /// The collection a set-up object describes (a listing's): an API collection by its base,
+    /// whatever URI named it.
+    pub fn of_meta(meta: &CollectionMeta) -> Result<Collection> {
+        match &meta.api {
+            Some(a) => {
+                let mut c = Collection::api(&a.base)?;
+                c.uri = meta.uri.clone();
+                c.alias = meta.alias.clone();
+                Ok(c)
+            }
+            None => Collection::parse(&meta.uri),
+        }
+    }
+
     /// The name of the collection's object.
     pub fn name(&self) -> Name {
-        Name::new(&self.alias, COLLECTION_ID, COLLECTION_VERSION)
+        Collection::name_of_alias(&self.alias)
+    }
+
+    /// The name of the object of the collection whose alias is `alias`.
+    pub(crate) fn name_of_alias(alias: &str) -> Name {
+        Name::new(alias, COLLECTION_ID, COLLECTION_VERSION)
             .expect("alias is a valid name component")
     }
 
@@ -157,11 +247,33 @@ pub struct Opened {
     pub dir: PathBuf,
     /// Its `collection.json`.
     pub meta: CollectionMeta,
+    /// An API collection's document reader (its groups are not in the object).
+    api: Option<std::sync::Arc<api_read::ApiReader>>,
 }
 
 impl Opened {
-    /// Reads the group of step `id`; `Ok(None)` when the collection has no such step.
+    /// Whether this is a StepLib read through its HTTP API (its documents are fetched as
+    /// lookups need them; [`Opened::online`]).
+    pub fn is_api(&self) -> bool {
+        self.api.is_some()
+    }
+
+    /// This collection, fetching the API documents its lookups need (when it is an API
+    /// collection) through `net`. Without it, an API collection answers from the documents in
+    /// the store alone.
+    pub fn online(mut self, net: &crate::fetch::NetConfig) -> Opened {
+        if let Some(r) = &self.api {
+            self.api = Some(std::sync::Arc::new(r.online(net)));
+        }
+        self
+    }
+
+    /// Reads the group of step `id`; `Ok(None)` when the collection has no such step. (An API
+    /// collection fetches every version's document: a listing's read, not a lookup's.)
     pub fn group(&self, id: &str) -> Result<Option<Group>> {
+        if let Some(r) = &self.api {
+            return r.group(id);
+        }
         self.read_record(id, CollectionLayout::group(id), "group")
     }
 
@@ -198,6 +310,9 @@ impl Opened {
     /// index in a layout-2 object (a few bytes per version, never the group); an older object's
     /// whole group otherwise. `Ok(None)` when the collection has no such step.
     pub fn entry(&self, id: &str) -> Result<Option<StepEntry>> {
+        if let Some(r) = &self.api {
+            return r.entry(id);
+        }
         if self.meta.layout < 2 {
             return Ok(self.group(id)?.map(|g| StepEntry {
                 info: g.info,
@@ -229,6 +344,9 @@ impl Opened {
 
     /// The ids of every step in the collection, sorted.
     pub fn step_ids(&self) -> Result<Vec<String>> {
+        if let Some(r) = &self.api {
+            return r.step_ids();
+        }
         let dir = self.dir.join(CollectionLayout::GROUPS);
         let entries = crate::scan::read_dir_names(&dir)?;
         if entries.is_empty() && !self.dir.join(CollectionLayout::META).exists() {
@@ -253,6 +371,9 @@ impl Opened {
 
     /// Path of the original `step.yml` of a step version inside the collection object.
     pub fn step_yml(&self, id: &str, version: &str) -> PathBuf {
+        if let Some(r) = &self.api {
+            return r.step_path(id, version);
+        }
         self.dir.join(CollectionLayout::step_yml(id, version))
     }
 }
@@ -278,6 +399,11 @@ enum Steps {
         group: PathBuf,
         spans: Vec<(u64, u64)>,
     },
+    /// An API collection's: each version's `step.json`, fetched when it is asked for.
+    Api {
+        reader: std::sync::Arc<api_read::ApiReader>,
+        id: String,
+    },
 }
 
 impl StepEntry {
@@ -289,6 +415,7 @@ impl StepEntry {
         };
         let (group, (at, len)) = match &self.steps {
             Steps::Group(m) => return Ok(m.get(version).cloned()),
+            Steps::Api { reader, id } => return reader.step(id, version),
             Steps::Spans { group, spans } => match spans.get(i) {
                 Some(s) => (group, *s),
                 None => return Ok(None),
@@ -401,7 +528,12 @@ fn open_name(store: &Store, name: &Name) -> Result<Option<Opened>> {
         path: p,
         reason: format!("invalid collection.json: {e}"),
     })?;
-    Ok(Some(Opened { dir, meta }))
+    let meta: CollectionMeta = meta;
+    let api = meta
+        .api
+        .as_ref()
+        .map(|a| std::sync::Arc::new(api_read::ApiReader::new(store, &meta, a)));
+    Ok(Some(Opened { dir, meta, api }))
 }
 
 /// Every set-up collection.
@@ -449,6 +581,14 @@ pub enum ExportType {
 /// Writes the collection as a `spec.json`, one group at a time (memory stays bounded by the
 /// largest group).
 pub fn write_spec(o: &Opened, kind: ExportType, out: &mut impl std::io::Write) -> Result<()> {
+    if o.is_api() {
+        return Err(Error::Steplib {
+            what: format!("collection {}", o.meta.uri),
+            reason: "a StepLib read through its API has no spec.json (its documents are fetched \
+                     one lookup at a time); export the spec from the StepLib's git repository"
+                .into(),
+        });
+    }
     let io_err = |e: std::io::Error| Error::io("write", "spec")(e);
     let s = &o.meta.steplib;
     let generated = std::time::SystemTime::now()
@@ -535,6 +675,7 @@ mod tests {
         Opened {
             dir: dir.to_path_buf(),
             meta: serde_json::from_str(meta).unwrap(),
+            api: None,
         }
     }
 

@@ -87,6 +87,19 @@ pub struct CollectionMeta {
     /// What was left out.
     #[serde(default)]
     pub skipped: Vec<Skipped>,
+    /// For a StepLib read through its HTTP API: where, and its `meta.json` (its step groups
+    /// are not in the object: their documents are fetched when a lookup needs them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiSource>,
+}
+
+/// Where an API collection's documents come from (`store-format.md`, section 4f).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiSource {
+    /// The API's base URL: its documents are `<base>/v2/…`.
+    pub base: String,
+    /// `meta.json`'s `updated_at`.
+    pub updated_at: String,
 }
 
 /// The layout of collection objects this version writes.

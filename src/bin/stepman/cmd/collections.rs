@@ -25,7 +25,7 @@ fn spec_path(store: &Option<stepman::Store>, o: &steplib::Opened) -> std::path::
     store
         .as_ref()
         .and_then(|s| {
-            let c = steplib::Collection::parse(&o.meta.uri).ok()?;
+            let c = steplib::Collection::of_meta(&o.meta).ok()?;
             stepman::legacy::view_spec_path(s, &c)
         })
         .unwrap_or_else(|| o.meta_path())

@@ -66,7 +66,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &LegacyViewArgs) -> anyhow::Result<ExitCo
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     if a.all {
         for (_, o) in steplib::list(&store)? {
-            cs.push(steplib::Collection::parse(&o.meta.uri)?);
+            cs.push(steplib::Collection::of_meta(&o.meta)?);
         }
     }
     let opts = ViewOptions {

@@ -30,6 +30,7 @@ fn step_ids(
     store: &stepman::Store,
     c: &Collection,
     mut o: Opened,
+    net: &stepman::fetch::NetConfig,
 ) -> anyhow::Result<(Opened, Vec<String>)> {
     let mut retries = 0;
     loop {
@@ -39,7 +40,8 @@ fn step_ids(
             {
                 retries += 1;
                 o = steplib::open(store, c)?
-                    .ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?;
+                    .ok_or_else(|| stepman::Error::NotSetUp { uri: c.uri.clone() })?
+                    .online(net);
             }
             other => return Ok((o, other?)),
         }
@@ -94,15 +96,16 @@ fn print(o: &Opened, uri: &str, ids: &[String], format: Format) -> anyhow::Resul
             super::outln!("Steps in StepLib ({uri}):");
             super::outln!("");
             for id in ids {
-                let Some(g) = o.group(id)? else { continue };
-                let Some(step) = g.versions.get(&g.latest_version_number) else {
+                // The latest version alone: its index and one step, not the whole group.
+                let Some(e) = o.entry(id)? else { continue };
+                let Some(step) = e.step(&e.latest_version_number)? else {
                     log::error!("No version found for step: {id}");
                     continue;
                 };
                 let field = |k: &str| step.get(k).and_then(Value::as_str).unwrap_or_default();
                 super::outln!(" * {}", field("title"));
                 super::outln!("   ID: {id}");
-                super::outln!("   Latest Version: {}", g.latest_version_number);
+                super::outln!("   Latest Version: {}", e.latest_version_number);
                 super::outln!("   Summary: {}", indent_summary(field("summary")));
                 super::outln!("");
             }
@@ -120,28 +123,30 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepListArgs) -> anyhow::Result<ExitCode
         let Some(store) = super::open_ro(cli)? else {
             return Ok(ExitCode::SUCCESS);
         };
+        let net = cli.net()?;
         for (_, o) in steplib::list(&store)? {
-            let c = super::steplib::collection(&o.meta.uri)?;
-            let (o, ids) = step_ids(&store, &c, o)?;
+            let c = super::steplib::of_meta(&o.meta)?;
+            let (o, ids) = step_ids(&store, &c, o.online(&net), &net)?;
             print(&o, &c.uri, &ids, format)?;
         }
         return Ok(ExitCode::SUCCESS);
     };
     let c = super::steplib::collection(uri)?;
+    let net = cli.net()?;
     // Set up first when it is not (that needs write access), as the old tool does.
     let opened = match super::open_ro(cli)? {
-        Some(store) => steplib::open(&store, &c)?.map(|o| (store, o)),
+        Some(store) => steplib::open(&store, &c)?.map(|o| (store, o.online(&net))),
         None => None,
     };
     let (store, o) = match opened {
         Some(found) => found,
         None => {
             let store = super::open_rw(cli)?;
-            let o = stepman::activate::open_or_setup(&store, &c, &cli.net()?)?;
+            let o = stepman::activate::open_or_setup(&store, &c, &net)?;
             (store, o)
         }
     };
-    let (o, ids) = step_ids(&store, &c, o)?;
+    let (o, ids) = step_ids(&store, &c, o, &net)?;
     print(&o, &c.uri, &ids, format)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -21,16 +21,15 @@ pub(crate) fn run(cli: &crate::Cli, a: &UpdateArgs) -> anyhow::Result<ExitCode> 
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     // An empty `-c` means every collection, as in the old tool.
-    let uris: Vec<String> = match a.collection.as_deref().filter(|c| !c.is_empty()) {
-        Some(c) => vec![c.to_string()],
+    let cs = match a.collection.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => vec![super::steplib::collection(c)?],
         None => steplib::list(&store)?
             .into_iter()
-            .map(|(_, o)| o.meta.uri)
-            .collect(),
+            .map(|(_, o)| super::steplib::of_meta(&o.meta))
+            .collect::<anyhow::Result<Vec<_>>>()?,
     };
     let mut failed = 0;
-    for uri in uris {
-        let c = super::steplib::collection(&uri)?;
+    for c in cs {
         // `c.uri` is the URI without its credentials, which must not be printed.
         let shown = &c.uri;
         match generate::setup(&store, &c, Fill::Again, &net)

@@ -1,0 +1,566 @@
+//! Reading a StepLib through its HTTP API (`store-format.md`, section 4f): an API collection's
+//! object holds only `collection.json` and the API's `meta.json`; every other document is
+//! fetched when a lookup needs it, into the store, under a name of its own.
+//!
+//! Invariants:
+//! - Nothing is fetched up front. Setup fetches `meta.json`; a lookup of a step fetches its
+//!   `versions.json`, its `step-info.json` and the one version's `step.json`, each only when the
+//!   cached copy is missing or older than its time to live ([`ApiTtl`]). A `step.json` never
+//!   expires: a published version's document does not change, so it is cached by content once.
+//! - Every document is checked ([`super::api`]'s readers: size, JSON nesting, path segments, a
+//!   `step_id` that names its own path, the step checks a step.yml gets) before it is cached and
+//!   again when it is read back. A document that fails is never cached.
+//! - A cached document is an object like any other, made by the store's one write recipe
+//!   ([`Store::produce`]: under the document's name lock, so concurrent misses fetch it once)
+//!   and bound to its name. Its age is its name's link's (every bind writes a new link).
+//! - A fetch that fails (the network, an HTTP error, an invalid document) answers from the cached
+//!   copy, whatever its age, with a warning (stale-if-error). Offline mode, and a reader opened
+//!   without a network ([`super::open`]), answer from the cache alone.
+//! - A document the API answers 404 (or 410) for does not exist: no such step or version. Its
+//!   cached copy, if any, is unbound.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+
+use super::api::{self, Doc, MAX_DOCUMENT_BYTES};
+use super::model::{ApiSource, CollectionMeta, SteplibMeta};
+use super::{Collection, DownloadLocation, Group, StepEntry, Steps};
+use crate::error::{Error, Result};
+use crate::fetch::{self, NetConfig};
+use crate::ingest::TreeWriter;
+use crate::layout::{ApiDocNames, CollectionLayout, Name};
+use crate::store::{Producer, Rebuild, Stage, Store, Tree};
+
+/// How long cached API documents answer before they are fetched again (`STEPMAN_API_INDEX_TTL`,
+/// `STEPMAN_API_INFO_TTL`). A `step.json` never expires; `meta.json` is the collection's and
+/// follows `STEPMAN_STEPLIB_TTL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiTtl {
+    /// `index/` documents (`step_ids.json`, `versions.json`).
+    pub index: Duration,
+    /// `step-info.json`.
+    pub step_info: Duration,
+}
+
+impl Default for ApiTtl {
+    fn default() -> ApiTtl {
+        ApiTtl {
+            index: Duration::from_secs(60),
+            step_info: Duration::from_secs(300),
+        }
+    }
+}
+
+impl ApiTtl {
+    /// The variable of [`ApiTtl::index`].
+    pub const INDEX_VAR: &'static str = "STEPMAN_API_INDEX_TTL";
+    /// The variable of [`ApiTtl::step_info`].
+    pub const INFO_VAR: &'static str = "STEPMAN_API_INFO_TTL";
+
+    /// Reads the two variables through `get` (whole seconds; unset or empty: the default).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<ApiTtl> {
+        let read = |var: &'static str, default: Duration| {
+            let v = get(var);
+            Ok(
+                crate::settings::whole(var, v.as_deref(), 0, u64::MAX, "whole seconds")?
+                    .map_or(default, Duration::from_secs),
+            )
+        };
+        let d = ApiTtl::default();
+        Ok(ApiTtl {
+            index: read(Self::INDEX_VAR, d.index)?,
+            step_info: read(Self::INFO_VAR, d.step_info)?,
+        })
+    }
+}
+
+/// A document as cached: where its file is and its bytes.
+struct Cached {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    /// When it was fetched (its name bound).
+    at: SystemTime,
+}
+
+/// Reads an API collection's documents: from the store while they are fresh, else from the API.
+#[derive(Debug)]
+pub(crate) struct ApiReader {
+    store: Store,
+    alias: String,
+    base: String,
+    /// `None`: the cache alone answers.
+    net: Option<NetConfig>,
+    ttl: ApiTtl,
+}
+
+/// The file name a document is cached under, in its object.
+fn file_name(doc: &Doc) -> &'static str {
+    match doc {
+        Doc::Meta => "meta.json",
+        Doc::StepIds => "step_ids.json",
+        Doc::Latest(_) => "latest.json",
+        Doc::Versions(_) => "versions.json",
+        Doc::StepInfo(_) => "step-info.json",
+        Doc::Step(..) => "step.json",
+    }
+}
+
+/// Checks `bytes` as the document `doc`.
+fn check(doc: &Doc, bytes: &[u8]) -> std::result::Result<(), String> {
+    match doc {
+        Doc::Meta => api::read_meta(bytes).map(drop),
+        Doc::StepIds => api::read_step_ids(bytes).map(drop),
+        Doc::Latest(id) => api::read_latest(bytes, id).map(drop),
+        Doc::Versions(id) => api::read_versions(bytes, id).map(drop),
+        Doc::StepInfo(_) => api::read_step_info(bytes).map(drop),
+        Doc::Step(..) => api::read_step(bytes).map(drop),
+    }
+}
+
+/// What a document is, for messages.
+fn describe(doc: &Doc) -> String {
+    match doc {
+        Doc::Meta => "the StepLib API's meta.json".into(),
+        Doc::StepIds => "the StepLib API's step ids".into(),
+        Doc::Latest(id) => format!("the latest versions of step {id}"),
+        Doc::Versions(id) => format!("the versions of step {id}"),
+        Doc::StepInfo(id) => format!("the step info of {id}"),
+        Doc::Step(id, v) => format!("step {id}@{v}"),
+    }
+}
+
+impl ApiReader {
+    /// A reader of the API collection `meta` (its `api` is `Some`) in `store`, answering from
+    /// the cache alone until [`ApiReader::online`].
+    pub(crate) fn new(store: &Store, meta: &CollectionMeta, api: &ApiSource) -> ApiReader {
+        ApiReader {
+            store: store.clone(),
+            alias: meta.alias.clone(),
+            base: api.base.trim_end_matches('/').to_string(),
+            net: None,
+            ttl: ApiTtl::default(),
+        }
+    }
+
+    /// This reader, fetching what is missing or stale through `net` (and keeping its
+    /// documents as long as `net.api_ttl` says).
+    pub(crate) fn online(&self, net: &NetConfig) -> ApiReader {
+        ApiReader {
+            store: self.store.clone(),
+            alias: self.alias.clone(),
+            base: self.base.clone(),
+            net: Some(net.clone()),
+            ttl: net.api_ttl,
+        }
+    }
+
+    fn url(&self, doc: &Doc) -> Result<String> {
+        let path = doc.url_path().ok_or_else(|| Error::Steplib {
+            what: describe(doc),
+            reason: "a step id or version that cannot name an API document".into(),
+        })?;
+        Ok(format!("{}/{path}", self.base))
+    }
+
+    fn name(&self, doc: &Doc) -> Result<Name> {
+        let a = &self.alias;
+        match doc {
+            Doc::Meta => Ok(super::Collection::name_of_alias(a)),
+            Doc::StepIds => ApiDocNames::step_ids(a),
+            Doc::Latest(id) => ApiDocNames::latest(a, id),
+            Doc::Versions(id) => ApiDocNames::versions(a, id),
+            Doc::StepInfo(id) => ApiDocNames::step_info(a, id),
+            Doc::Step(id, v) => ApiDocNames::step(a, id, v),
+        }
+    }
+
+    fn ttl_of(&self, doc: &Doc) -> Option<Duration> {
+        match doc {
+            Doc::Step(..) => None,
+            Doc::StepInfo(_) => Some(self.ttl.step_info),
+            _ => Some(self.ttl.index),
+        }
+    }
+
+    /// The cached copy of `doc` under `name`, read back and checked; `None` when there is none.
+    fn cached(&self, doc: &Doc, name: &Name) -> Result<Option<Cached>> {
+        let Some(at) = self.store.bound_at(name) else {
+            return Ok(None);
+        };
+        let dir = match self.store.resolve(name) {
+            Ok((_, dir)) => dir,
+            Err(Error::NameNotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let path = dir.join(file_name(doc));
+        let bytes = super::checkout::read_regular(
+            &path,
+            super::checkout::AtLink::Refuse,
+            MAX_DOCUMENT_BYTES as u64,
+        )
+        .map_err(|e| Error::Format {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        check(doc, &bytes).map_err(|reason| Error::Format {
+            path: path.clone(),
+            reason,
+        })?;
+        Ok(Some(Cached { path, bytes, at }))
+    }
+
+    /// `doc`: the cached copy while it is fresh, else fetched (and cached); the cached copy,
+    /// with a warning, when the fetch fails. `Ok(None)`: the API has no such document.
+    fn get(&self, doc: &Doc) -> Result<Option<Cached>> {
+        let name = self.name(doc)?;
+        let cached = self.cached(doc, &name)?;
+        let age = |c: &Cached| {
+            SystemTime::now()
+                .duration_since(c.at)
+                .unwrap_or(Duration::ZERO)
+        };
+        if let Some(c) = &cached
+            && self.ttl_of(doc).is_none_or(|ttl| age(c) < ttl)
+        {
+            return Ok(cached);
+        }
+        let what = describe(doc);
+        let net = match &self.net {
+            Some(n) if !n.offline => n,
+            Some(_) => {
+                return match cached {
+                    Some(c) => Ok(Some(c)),
+                    None => Err(Error::Offline {
+                        what,
+                        cached: Vec::new(),
+                    }),
+                };
+            }
+            None => {
+                return match cached {
+                    Some(c) => Ok(Some(c)),
+                    None => Err(Error::Steplib {
+                        what,
+                        reason: "not cached (this command reads an API collection's cached \
+                                 documents only)"
+                            .into(),
+                    }),
+                };
+            }
+        };
+        let url = self.url(doc)?;
+        let mut missing = false;
+        let fill = match &cached {
+            Some(c) => Rebuild::UnlessBoundSince(c.at),
+            None => Rebuild::Never,
+        };
+        let fetched = self
+            .store
+            .produce(&name, fill, Producer::ApiDocument, |stage| {
+                fetch_document(stage, doc, &url, &what, net, &mut missing)
+            });
+        match fetched {
+            Ok(_) => self
+                .cached(doc, &name)?
+                .map(Some)
+                .ok_or_else(|| Error::Steplib {
+                    what,
+                    reason: "its cached copy went away while it was read (a delete?)".into(),
+                }),
+            Err(_) if missing => {
+                if cached.is_some() {
+                    let _ = self.store.unbind(&name);
+                }
+                Ok(None)
+            }
+            Err(Error::Cancelled) => Err(Error::Cancelled),
+            Err(e) => match cached {
+                Some(c) => {
+                    log::warn!(
+                        "{what}: {} (using the copy cached {}s ago)",
+                        e.describe(),
+                        age(&c).as_secs()
+                    );
+                    Ok(Some(c))
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// The step ids, sorted.
+    pub(crate) fn step_ids(&self) -> Result<Vec<String>> {
+        let Some(c) = self.get(&Doc::StepIds)? else {
+            return Ok(Vec::new());
+        };
+        let mut ids = api::read_step_ids(&c.bytes).map_err(|reason| Error::Format {
+            path: c.path,
+            reason,
+        })?;
+        ids.retain(|id| super::generate::valid_component(id));
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// What a lookup of step `id` needs: its versions (lowest first), its info and its latest
+    /// version. `Ok(None)`: the API has no such step.
+    pub(crate) fn entry(self: &Arc<Self>, id: &str) -> Result<Option<StepEntry>> {
+        if !super::generate::valid_component(id) {
+            return Ok(None);
+        }
+        let Some(vs) = self.get(&Doc::Versions(id.to_string()))? else {
+            return Ok(None);
+        };
+        let newest_first = api::read_versions(&vs.bytes, id).map_err(|reason| Error::Format {
+            path: vs.path,
+            reason,
+        })?;
+        let mut versions = api::newest_first(&newest_first);
+        versions.retain(|v| Name::new("r", "s", v).is_ok() && !v.contains("+exe."));
+        let latest = versions.first().cloned().unwrap_or_default();
+        versions.reverse();
+        let info = match self.get(&Doc::StepInfo(id.to_string()))? {
+            None => json!({}),
+            Some(c) => {
+                let mut info = api::read_step_info(&c.bytes).map_err(|reason| Error::Format {
+                    path: c.path,
+                    reason,
+                })?;
+                self.absolute_asset_urls(id, &mut info);
+                info
+            }
+        };
+        Ok(Some(StepEntry {
+            info,
+            latest_version_number: latest,
+            versions,
+            steps: Steps::Api {
+                reader: Arc::clone(self),
+                id: id.to_string(),
+            },
+        }))
+    }
+
+    /// `asset_urls` as the API gives them (`assets/<file>`, relative to the step's directory)
+    /// made absolute URLs.
+    fn absolute_asset_urls(&self, id: &str, info: &mut Value) {
+        let Some(Value::Object(urls)) = info.get_mut("asset_urls") else {
+            return;
+        };
+        let Some(step_dir) = Doc::StepInfo(id.to_string()).url_path() else {
+            return;
+        };
+        let step_dir = step_dir.trim_end_matches("step-info.json");
+        for v in urls.values_mut() {
+            if let Some(rel) = v.as_str()
+                && !rel.contains("://")
+            {
+                *v = json!(format!("{}/{step_dir}{rel}", self.base));
+            }
+        }
+    }
+
+    /// The step definition of `id@version`; `Ok(None)`: the API has no such version.
+    pub(crate) fn step(&self, id: &str, version: &str) -> Result<Option<Value>> {
+        let doc = Doc::Step(id.to_string(), version.to_string());
+        let Some(c) = self.get(&doc)? else {
+            return Ok(None);
+        };
+        api::read_step(&c.bytes)
+            .map(Some)
+            .map_err(|reason| Error::Format {
+                path: c.path,
+                reason,
+            })
+    }
+
+    /// Where the cached `step.json` of `id@version` is (what `step-info` shows as its
+    /// definition and `activate -y` copies: JSON is YAML).
+    pub(crate) fn step_path(&self, id: &str, version: &str) -> PathBuf {
+        let doc = Doc::Step(id.to_string(), version.to_string());
+        match self.name(&doc) {
+            Ok(name) => match self.store.resolve(&name) {
+                Ok((_, dir)) => dir.join(file_name(&doc)),
+                Err(_) => self.store.layout().name_path(&name).join(file_name(&doc)),
+            },
+            Err(_) => PathBuf::from(self.url(&doc).unwrap_or_default()),
+        }
+    }
+
+    /// The whole group of step `id` (every version's step.json: a listing's, not a lookup's).
+    pub(crate) fn group(self: &Arc<Self>, id: &str) -> Result<Option<Group>> {
+        let Some(e) = self.entry(id)? else {
+            return Ok(None);
+        };
+        let mut versions = serde_json::Map::new();
+        for v in &e.versions {
+            if let Some(step) = self.step(id, v)? {
+                versions.insert(v.clone(), step);
+            }
+        }
+        Ok(Some(Group {
+            info: e.info,
+            latest_version_number: e.latest_version_number,
+            versions,
+        }))
+    }
+}
+
+/// Fetches `doc` from `url` into the stage and writes it as the stage's tree (one file), after
+/// checking it. A 404 sets `missing` (and fails the stage: nothing is bound).
+fn fetch_document(
+    stage: &mut Stage<'_>,
+    doc: &Doc,
+    url: &str,
+    what: &str,
+    net: &NetConfig,
+    missing: &mut bool,
+) -> Result<Tree> {
+    let file = stage.dir().join("document");
+    if fetch::download_optional(url, &file, MAX_DOCUMENT_BYTES as u64, what, net)?.is_none() {
+        *missing = true;
+        return Err(Error::Steplib {
+            what: format!("{what}: {}", crate::credentials::redact(url)),
+            reason: "the API has no such document (HTTP 404)".into(),
+        });
+    }
+    let bytes = fs::read(&file).map_err(Error::io("read", &file))?;
+    check(doc, &bytes).map_err(|reason| Error::Steplib {
+        what: format!("{what}: {}", crate::credentials::redact(url)),
+        reason,
+    })?;
+    stage.write(url, |w| {
+        w.add_file(
+            file_name(doc),
+            false,
+            Some(bytes.len() as u64),
+            bytes.as_slice(),
+        )
+    })
+}
+
+/// Writes an API collection's object: its `collection.json` (the API's `meta.json` as a
+/// collection's metadata) and the `meta.json` itself. `meta` is the document when the caller
+/// has it already (a setup that probed for it); else it is fetched.
+pub(crate) fn write_collection(
+    stage: &mut Stage<'_>,
+    c: &Collection,
+    base: &str,
+    meta: Option<Vec<u8>>,
+    net: &NetConfig,
+) -> Result<Tree> {
+    let base = base.trim_end_matches('/');
+    let what = format!("collection {}", c.uri);
+    let bytes = match meta {
+        Some(b) => b,
+        None => fetch_meta(base, &what, net, stage.dir())?.ok_or_else(|| Error::Steplib {
+            what: what.clone(),
+            reason: format!("{base} has no {}", api_meta_path()),
+        })?,
+    };
+    let m = api::read_meta(&bytes).map_err(|reason| Error::Steplib {
+        what: format!("{what}: {base}/{}", api_meta_path()),
+        reason,
+    })?;
+    // A relative download `src` is relative to the API's base (a bucket serving the documents
+    // and the archives side by side).
+    let download_locations = m
+        .download_locations
+        .iter()
+        .map(|l| DownloadLocation {
+            kind: l.kind.clone(),
+            src: absolute_src(base, &l.src),
+        })
+        .collect();
+    let meta = CollectionMeta {
+        uri: c.uri.clone(),
+        alias: c.alias.clone(),
+        steplib: SteplibMeta {
+            format_version: api::API_FORMAT_VERSION.to_string(),
+            steplib_source: m.steplib_source.clone().unwrap_or_else(|| base.to_string()),
+            assets_download_base_uri: None,
+            download_locations,
+            extra: serde_json::Map::new(),
+        },
+        root: None,
+        source_commit: m.steplib_commit_sha.clone(),
+        layout: super::model::COLLECTION_LAYOUT,
+        steps: 0,
+        versions: 0,
+        skipped: Vec::new(),
+        api: Some(ApiSource {
+            base: base.to_string(),
+            updated_at: m.updated_at.clone(),
+        }),
+    };
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Steplib {
+        what: what.clone(),
+        reason: e.to_string(),
+    })?;
+    stage.write(&c.uri, |w: &mut TreeWriter| {
+        w.add_file(
+            CollectionLayout::META,
+            false,
+            Some(json.len() as u64),
+            json.as_slice(),
+        )?;
+        w.add_file(
+            file_name(&Doc::Meta),
+            false,
+            Some(bytes.len() as u64),
+            bytes.as_slice(),
+        )
+    })
+}
+
+/// `v2/meta.json`.
+fn api_meta_path() -> String {
+    Doc::Meta.url_path().unwrap_or_default()
+}
+
+/// `src` resolved against `<base>/` when it is relative (has no scheme).
+fn absolute_src(base: &str, src: &str) -> String {
+    if src.contains("://") {
+        return src.to_string();
+    }
+    match url::Url::parse(&format!("{base}/")).and_then(|b| b.join(src)) {
+        Ok(u) => u.to_string(),
+        Err(_) => src.to_string(),
+    }
+}
+
+/// Fetches `<base>/v2/meta.json` into `dir`; `Ok(None)` when there is none (404).
+fn fetch_meta(base: &str, what: &str, net: &NetConfig, dir: &Path) -> Result<Option<Vec<u8>>> {
+    let file = dir.join("meta.json");
+    let url = format!("{base}/{}", api_meta_path());
+    match fetch::download_optional(&url, &file, MAX_DOCUMENT_BYTES as u64, what, net)? {
+        None => Ok(None),
+        Some(_) => fs::read(&file).map(Some).map_err(Error::io("read", &file)),
+    }
+}
+
+/// Whether the http(s) URL `url` (a `setup -c` that is not a git URL by its form) is a StepLib
+/// API: its `v2/meta.json` is a valid one. Its bytes when it is. Any failure says "not an API"
+/// (the git clone that follows reports its own).
+pub(crate) fn probe(url: &str, what: &str, net: &NetConfig, dir: &Path) -> Option<Vec<u8>> {
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("https://") || lower.starts_with("http://")) || lower.ends_with(".git") {
+        return None;
+    }
+    let quiet = NetConfig {
+        attempts: 1,
+        ..net.clone()
+    };
+    match fetch_meta(url.trim_end_matches('/'), what, &quiet, dir) {
+        Ok(Some(b)) if api::read_meta(&b).is_ok() => Some(b),
+        Ok(_) => None,
+        Err(e) => {
+            log::debug!("{what}: not a StepLib API ({})", e.describe());
+            None
+        }
+    }
+}
