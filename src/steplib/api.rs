@@ -628,7 +628,10 @@ pub fn read_step_info(bytes: &[u8]) -> std::result::Result<Value, String> {
                 }
                 urls.insert(name.to_string(), json!(a));
             }
-            info.insert("asset_urls".into(), Value::Object(urls));
+            // As a collection's info: no `asset_urls` when the step has no assets.
+            if !urls.is_empty() {
+                info.insert("asset_urls".into(), Value::Object(urls));
+            }
         }
         Some(_) => return Err("'asset_urls' is not a list".into()),
     }

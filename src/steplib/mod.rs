@@ -682,6 +682,42 @@ mod tests {
     const GROUP: &str = r#"{"info":{"maintainer":"m"},"latest_version_number":"2.0.0","versions":{"1.0.0":{"title":"one"},"2.0.0":{"title":"two"}}}"#;
 
     #[test]
+    fn the_public_steplibs_git_uri_is_read_through_its_api_unless_turned_off() {
+        let api = Collection::parse_mapped(PUBLIC_GIT, PublicApi::Use).unwrap();
+        assert_eq!(api.source, Source::Api(PUBLIC_API.into()));
+        assert_eq!(api.uri, PUBLIC_GIT);
+        assert_eq!(api.alias, Collection::api(PUBLIC_API).unwrap().alias);
+        let git = Collection::parse_mapped(PUBLIC_GIT, PublicApi::Off).unwrap();
+        assert_eq!(git.source, Source::Git(PUBLIC_GIT.into()));
+        assert_ne!(git.alias, api.alias);
+        // Another StepLib is never mapped.
+        let other =
+            Collection::parse_mapped("https://example.com/lib.git", PublicApi::Use).unwrap();
+        assert!(matches!(other.source, Source::Git(_)));
+        for (v, want) in [
+            (None, PublicApi::Use),
+            (Some("true"), PublicApi::Use),
+            (Some("maybe"), PublicApi::Use),
+            (Some("false"), PublicApi::Off),
+            (Some("0"), PublicApi::Off),
+        ] {
+            assert_eq!(PublicApi::from_env_value(v), want, "{v:?}");
+        }
+        // An API named by its meta.json, or with a trailing slash, is the same collection.
+        let by_meta = Collection::parse("https://h.example/api/v2/meta.json").unwrap();
+        assert_eq!(by_meta.source, Source::Api("https://h.example/api".into()));
+        assert_eq!(
+            by_meta.alias,
+            Collection::api("https://h.example/api/").unwrap().alias
+        );
+        assert_eq!(
+            by_meta.alias,
+            Collection::parse("https://h.example/api").unwrap().alias
+        );
+        assert!(Collection::api("/srv/api").is_err());
+    }
+
+    #[test]
     fn an_object_written_before_layout_2_is_read_from_its_groups() {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir(d.path().join("groups")).unwrap();

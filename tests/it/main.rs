@@ -38,6 +38,7 @@ mod replays;
 mod scenarios;
 mod share;
 mod steplib_api;
+mod steplib_api_read;
 mod steplib_mirror;
 mod steplib_yaml;
 mod store_cli;
