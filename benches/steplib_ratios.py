@@ -18,6 +18,10 @@ versions, 5.2 KB step.ymls) committed to a git repository and served by `git dae
   - ten concurrent cold activations vs one cold activation followed by nine concurrent cache-hit
     activations of the same step, both in each repetition (target <= 1.1x; exactly one download)
   - activate, cache hit, Go-sized step into a fresh dir vs `cp -a` (target <= 0.6x)
+  - the StepLib published as an API tree (`export-spec --export-type api`) and served over loopback
+    HTTP, set up as an API collection: a cache-hit step-info of the biggest group within the
+    documents' TTL (target <= 2 ms, no request; beside it the git collection's), and the requests
+    of its setup and of a cold lookup (target <= 4 in all)
 
 Every repetition uses fresh destinations (and, for cold runs and setups, a fresh store) so nothing
 is deleted and re-created on the measured path; the baseline and stepman run back to back in an
@@ -207,6 +211,41 @@ try:
             for k in names[i % len(names):] + names[:i % len(names)]:
                 t_info[k].append(timed(cmds[k], env=env_for(home)))
 
+        # --- the same StepLib published as an API tree, served over loopback HTTP (issue 16) --------
+        api_out = os.path.join(W, "api-www", "api")
+        run([BIN, "export-spec", "--steplib", url, "--export-type", "api", "--output", api_out], env=env_for(home))
+
+        class ApiHandler(http.server.SimpleHTTPRequestHandler):
+            requests = []
+
+            def __init__(self, *a, **kw):
+                super().__init__(*a, directory=os.path.join(W, "api-www"), **kw)
+
+            def log_message(self, *a):
+                ApiHandler.requests.append(self.path)
+
+        class ApiServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        api_srv = ApiServer(("127.0.0.1", 0), ApiHandler)
+        threading.Thread(target=api_srv.serve_forever, daemon=True).start()
+        api_url = f"http://127.0.0.1:{api_srv.server_address[1]}/api"
+        api_home = os.path.join(W, "api-home")
+        run([BIN, "setup", "-c", api_url], env=env_for(api_home))
+        api_setup_requests = len(ApiHandler.requests)
+        before = len(ApiHandler.requests)
+        run(info(api_url, big_gid, big_v), env=env_for(api_home))  # the cold lookup: its documents
+        api_cold_requests = len(ApiHandler.requests) - before
+        api_cmds = {"git": (info(url, big_gid, big_v), env_for(home)),
+                    "api": (info(api_url, big_gid, big_v), env_for(api_home))}
+        t_api = {k: [] for k in api_cmds}
+        before = len(ApiHandler.requests)
+        for i in range(REPS * 5):
+            for k in (["git", "api"] if i % 2 == 0 else ["api", "git"]):
+                t_api[k].append(timed(api_cmds[k][0], env=api_cmds[k][1]))
+        api_hit_requests = len(ApiHandler.requests) - before
+        api_srv.shutdown()
+
         # --- update with nothing new vs git fetch and git ls-remote ---------------------------------
         kept = os.path.join(W, "kept")
         run(["git", "clone", "-q", url, kept])
@@ -342,6 +381,8 @@ if not args.activation_only:
     row(f"step-info hit, median group ({mid_n} versions)", "stepman version", t_info["version"], t_info["mid"], "abs", 2)
     row("step-info flat: 170 versions / 3", "3-version group", t_info["mid"], t_info["big"], "ratio", 1.2)
     row("step-info flat: 3,697-version lib / 40", "40-version StepLib", t_info["small"], t_info["mid"], "ratio", 1.2)
+    row(f"API collection: step-info hit, {big_gid}", "git collection", t_api["git"], t_api["api"], "info", None)
+    row(f"API collection: step-info hit, {big_gid}", "stepman version", t_info["version"], t_api["api"], "abs", 2)
     row("update, nothing new (0.15x old tool's 2.8 s)", "git fetch (kept clone)", t_upd["fetch"], t_upd["update"], "abs", 420)
     row("update, nothing new upstream, vs git fetch", "git fetch (kept clone)", t_upd["fetch"], t_upd["update"], "info", None)
     row("update, nothing new upstream", "git ls-remote", t_upd["ls-remote"], t_upd["update"], "delta", 20)
@@ -376,6 +417,11 @@ for r in rows:
     print(line(r))
 misses = sum(1 for r in rows if r[-1] == "MISS")
 ok = all(d == 1 for d in downloads)
+if not args.activation_only:
+    print(f"API collection requests: setup {api_setup_requests} (meta.json), cold step-info {api_cold_requests} "
+          f"(target <= 3 more: versions, step-info, step.json), {REPS * 5} cache-hit step-infos within the TTL "
+          f"{api_hit_requests} (target 0)")
+    misses += (api_setup_requests + api_cold_requests > 4) + (api_hit_requests != 0)
 print(f"downloads per ten concurrent cold activations: {downloads} ({'each exactly one' if ok else 'MISS: must all be 1'})")
 print(f"{misses + (0 if ok else 1)} target(s) missed")
 if os.environ.get("KEEP") == "1":

@@ -186,7 +186,8 @@ impl ApiReader {
         }
     }
 
-    /// The cached copy of `doc` under `name`, read back and checked; `None` when there is none.
+    /// The cached copy of `doc` under `name`, read back (the caller parses it with the reader
+    /// of its kind, which checks it again); `None` when there is none.
     fn cached(&self, doc: &Doc, name: &Name) -> Result<Option<Cached>> {
         let Some(at) = self.store.bound_at(name) else {
             return Ok(None);
@@ -206,10 +207,7 @@ impl ApiReader {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        check(doc, &bytes).map_err(|reason| Error::Format {
-            path: path.clone(),
-            reason,
-        })?;
+        // Checked again by the one reader of each kind that parses it for its caller.
         Ok(Some(Cached { path, bytes, at }))
     }
 
