@@ -396,17 +396,12 @@ fn selection_matches_the_old_tool() {
 /// `activate-build-cache-for-tuist` has `deprecate_notes`; community steps are not `bitrise`'s.
 #[test]
 fn selection_over_the_steplib_sample() {
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/steplib-sample");
-    if !sample.join("steplib.yml").is_file() {
-        eprintln!(
-            "skipping selection_over_the_steplib_sample: {} is absent",
-            sample.display()
-        );
+    let Some(sample) = support::steplib_sample("selection_over_the_steplib_sample") else {
         return;
-    }
+    };
     let t = support::TestDir::new();
     let home = t.path().join("home");
-    let uri = format!("file://{}", fs::canonicalize(&sample).unwrap().display());
+    let uri = format!("file://{}", sample.display());
     let chosen = dry_run(&home, &uri, &["--as-of", "2026-03-15T00:00:00Z"]);
     let of = |id: &str| -> Vec<&str> {
         chosen

@@ -1410,11 +1410,10 @@ fn numeric(v: &str) -> Option<(u64, u64, u64)> {
 #[test]
 fn sample_steplib_every_step_and_every_constraint() {
     let _s = support::alone();
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/steplib-sample");
-    if !sample.join("steplib.yml").is_file() {
-        eprintln!("skipped: no StepLib sample at {}", sample.display());
+    let Some(sample) = support::steplib_sample("sample_steplib_every_step_and_every_constraint")
+    else {
         return;
-    }
+    };
     let (_t, home) = fresh();
     let uri = file_uri(&sample);
     // Ten setups of the real StepLib at once, for good measure.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::support::{self, output, run_ok, stepman};
 
 /// Every file under `root` (following its top link), by relative path, with its bytes.
-fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -46,7 +46,8 @@ fn set_up_local(t: &support::TestDir, versions: &[&str]) -> (PathBuf, String, Pa
     (dir, lib, home)
 }
 
-fn publish(home: &Path, lib: &str, out: &Path) -> String {
+/// `export-spec --export-type api` of `lib` into `out`; its stderr.
+pub(crate) fn publish(home: &Path, lib: &str, out: &Path) -> String {
     let o = output(&mut stepman(
         home,
         [
@@ -144,17 +145,12 @@ fn a_published_tree_holds_every_document_and_is_deterministic() {
 /// tree).
 #[test]
 fn the_steplib_sample_publishes_whole() {
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/steplib-sample");
-    if !sample.join("steplib.yml").is_file() {
-        eprintln!(
-            "skipping the_steplib_sample_publishes_whole: {} is absent",
-            sample.display()
-        );
+    let Some(sample) = support::steplib_sample("the_steplib_sample_publishes_whole") else {
         return;
-    }
+    };
     let t = support::TestDir::new();
     let home = t.path().join("home");
-    let lib = fs::canonicalize(&sample).unwrap().display().to_string();
+    let lib = sample.display().to_string();
     run_ok(&mut stepman(&home, ["setup", "-c", &lib]));
     let out = t.path().join("api");
     publish(&home, &lib, &out);

@@ -10,6 +10,7 @@ use std::process::{Child, Output};
 
 use serde_json::Value;
 
+use crate::steplib_api::{files, publish};
 use crate::support::http::{Answer, Server};
 use crate::support::{self, output, run_ok, stepman};
 
@@ -44,24 +45,14 @@ fn publish_local(t: &support::TestDir, versions: &[&str]) -> Published {
     }
 }
 
-fn publish(home: &Path, lib: &str, out: &Path) {
-    run_ok(&mut stepman(
-        home,
-        [
-            "export-spec",
-            "--steplib",
-            lib,
-            "--export-type",
-            "api",
-            "--output",
-            out.to_str().unwrap(),
-        ],
-    ));
-}
-
-/// `step-info --format json` of `id@version` in `library`, without what names where it was
-/// found (`library`, `definition_pth`).
-fn step_info(home: &Path, library: &str, id: &str, version: &str, env: &[(&str, &str)]) -> Value {
+/// `step-info --format json` of `id@version` in `library`, with `env`.
+fn step_info_cmd(
+    home: &Path,
+    library: &str,
+    id: &str,
+    version: &str,
+    env: &[(&str, &str)],
+) -> std::process::Command {
     let mut cmd = stepman(
         home,
         [
@@ -79,7 +70,13 @@ fn step_info(home: &Path, library: &str, id: &str, version: &str, env: &[(&str, 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let o = output(&mut cmd);
+    cmd
+}
+
+/// [`step_info_cmd`]'s answer, without what names where it was found (`library`,
+/// `definition_pth`).
+fn step_info(home: &Path, library: &str, id: &str, version: &str, env: &[(&str, &str)]) -> Value {
+    let o = output(&mut step_info_cmd(home, library, id, version, env));
     assert!(
         o.status.success(),
         "{id}@{version}: {}",
@@ -98,23 +95,6 @@ fn requests(s: &Server) -> BTreeMap<String, usize> {
         .into_iter()
         .filter(|(p, _)| p.starts_with("/lib/"))
         .collect()
-}
-
-fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().display().to_string();
-                out.insert(rel, fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
 }
 
 /// Set up by its URL alone (recognised by its `v2/meta.json`), the API collection gives every
@@ -255,21 +235,7 @@ fn a_network_failure_answers_from_the_cache_and_offline_mode_reads_it() {
     let info = step_info(&home, &p.base, "s", "2.0.0", &offline);
     assert_eq!(info["version"], "2.0.0");
     // A version whose step.json was never fetched is not there offline: said so.
-    let o = output(
-        stepman(
-            &home,
-            [
-                "step-info",
-                "--library",
-                &p.base,
-                "--id",
-                "s",
-                "--version",
-                "1.0.0",
-            ],
-        )
-        .env("BITRISE_OFFLINE_MODE", "true"),
-    );
+    let o = output(&mut step_info_cmd(&home, &p.base, "s", "1.0.0", &offline));
     assert!(!o.status.success(), "{}", support::describe(&o));
     let err = support::stderr_of(&o);
     assert!(err.contains("offline") && err.contains("s@1.0.0"), "{err}");
@@ -397,17 +363,13 @@ fn ten_concurrent_cold_lookups_fetch_each_document_once() {
 /// asset URLs, which point into the API's tree (the same files).
 #[test]
 fn the_steplib_sample_reads_the_same_through_its_api() {
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/steplib-sample");
-    if !sample.join("steplib.yml").is_file() {
-        eprintln!(
-            "skipping the_steplib_sample_reads_the_same_through_its_api: {} is absent",
-            sample.display()
-        );
+    let Some(sample) = support::steplib_sample("the_steplib_sample_reads_the_same_through_its_api")
+    else {
         return;
-    }
+    };
     let t = support::TestDir::new();
     let home = t.path().join("home");
-    let lib = fs::canonicalize(&sample).unwrap().display().to_string();
+    let lib = sample.display().to_string();
     run_ok(&mut stepman(&home, ["setup", "-c", &lib]));
     let out = t.path().join("api");
     publish(&home, &lib, &out);

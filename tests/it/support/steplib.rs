@@ -267,3 +267,14 @@ pub(crate) fn hello_steplib(lib: &Path) {
     .unwrap();
     fs::write(lib.join("steps/hello/1.0.0/step.yml"), "title: Hello\n").unwrap();
 }
+
+/// The real StepLib slice `../shared/steplib-sample` (its canonical path), which CI has and a
+/// user's clone does not: `None`, with a line saying `test` is skipped, when it is absent.
+pub(crate) fn steplib_sample(test: &str) -> Option<PathBuf> {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/steplib-sample");
+    if !sample.join("steplib.yml").is_file() {
+        eprintln!("skipping {test}: {} is absent", sample.display());
+        return None;
+    }
+    Some(fs::canonicalize(&sample).expect("canonical path of the StepLib sample"))
+}
