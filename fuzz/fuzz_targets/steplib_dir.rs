@@ -98,6 +98,9 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = match kind {
             "d" => fs::create_dir_all(&at),
+            // Never written through what an earlier line made there (a FIFO would block the
+            // open, a symlink lead anywhere): only a new path or a regular file.
+            "f" if fs::symlink_metadata(&at).is_ok_and(|m| !m.is_file()) => Ok(()),
             "f" => fs::write(&at, arg.replace("\\n", "\n")),
             "l" => symlink(arg.replace('@', &outside.display().to_string()), &at),
             "p" => Command::new("mkfifo").arg(&at).status().map(|_| ()),
