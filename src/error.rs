@@ -104,6 +104,19 @@ pub enum Error {
         /// The versions that are cached.
         cached: Vec<String>,
     },
+    /// The remote tier (`STEPMAN_REMOTE`) failed or refused what it sent; callers that can go
+    /// on without it (a step's download) warn and use the origin.
+    #[error("remote {url}: {op} {key}: {reason}")]
+    Remote {
+        /// The remote's URL, without secrets.
+        url: String,
+        /// What was being done.
+        op: RemoteOp,
+        /// The key (or name) concerned.
+        key: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// A system call on `path` failed. Its `Display` names the operation, the path and the OS
     /// error's words ([`io_words`]: `create /x: Permission denied`, without `(os error 13)`).
     #[error("{op} {}: {}", path.display(), io_words(error))]
@@ -576,6 +589,42 @@ fn cached_suffix(v: &[String]) -> String {
         "; no version of it is cached".into()
     } else {
         format!("; cached versions: {}", v.join(", "))
+    }
+}
+
+/// What the remote tier was doing when it failed ([`Error::Remote`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteOp {
+    /// Opening it from its URL and settings.
+    Open,
+    /// Reading a name document.
+    GetName,
+    /// Reading a tree.
+    GetTree,
+    /// A fetched tree is not the one its name claims.
+    Verify,
+    /// Uploading a tree.
+    PutTree,
+    /// Uploading a name document.
+    PutName,
+    /// Taking, reading or dropping a lease.
+    Lease,
+    /// Listing keys.
+    List,
+}
+
+impl std::fmt::Display for RemoteOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RemoteOp::Open => "open",
+            RemoteOp::GetName => "get name",
+            RemoteOp::GetTree => "get tree",
+            RemoteOp::Verify => "verify tree",
+            RemoteOp::PutTree => "put tree",
+            RemoteOp::PutName => "put name",
+            RemoteOp::Lease => "lease",
+            RemoteOp::List => "list",
+        })
     }
 }
 

@@ -63,6 +63,9 @@ pub struct NetConfig {
     /// How long a StepLib API collection's cached documents answer before they are fetched
     /// again (`STEPMAN_API_INDEX_TTL`, `STEPMAN_API_INFO_TTL`).
     pub api_ttl: crate::steplib::ApiTtl,
+    /// The fleet's remote tier (`STEPMAN_REMOTE`): step sources are looked up there before the
+    /// origin, and what came from the origin is owed to it ([`crate::remote::Remote::flush`]).
+    pub remote: Option<Arc<crate::remote::Remote>>,
 }
 
 impl Default for NetConfig {
@@ -78,6 +81,7 @@ impl Default for NetConfig {
             received: Arc::default(),
             progress: Arc::new(crate::progress::NoProgress),
             api_ttl: crate::steplib::ApiTtl::default(),
+            remote: None,
         }
     }
 }

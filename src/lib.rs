@@ -28,6 +28,7 @@ pub mod legacy;
 mod lock;
 pub mod preload;
 pub mod progress;
+pub mod remote;
 mod retry;
 mod scan;
 pub mod settings;

@@ -176,6 +176,13 @@ pub(crate) struct Tree {
     kept: bool,
 }
 
+impl Tree {
+    /// The tree's id (what it hashed to).
+    pub(crate) fn id(&self) -> ObjectId {
+        self.id
+    }
+}
+
 impl Stage<'_> {
     /// The stage's temp dir, for the producer's own files (a download, a clone): any name but
     /// the tree's ([`crate::layout::TEMP_TREE`]).
@@ -792,6 +799,24 @@ impl Store {
         write: impl FnOnce(&mut Stage<'_>) -> Result<Tree>,
     ) -> Result<ObjectId> {
         Ok(self.stage_kept(name, what, write)?.0)
+    }
+
+    /// Runs `look` on a stage that is never published (a remote tree checked without keeping
+    /// it: `remote verify`); its temp dir is removed whatever happens. Trees written there are
+    /// not flushed.
+    pub(crate) fn scratch<T>(&self, look: impl FnOnce(&mut Stage<'_>) -> Result<T>) -> Result<T> {
+        let tmp = TempDir::create(&self.layout, TempKind::Ingest)
+            .map_err(|e| self.read_only_or(e, "check a remote tree"))?;
+        let fast = Store {
+            layout: self.layout.clone(),
+            limits: self.limits,
+            durability: Durability::NoSync,
+            lower: Vec::new(),
+            interrupt: self.interrupt.clone(),
+            owner: self.owner,
+        };
+        let mut stage = Stage { store: &fast, tmp };
+        look(&mut stage)
     }
 
     /// [`Store::stage`], also saying whether the producer kept the object it had ([`Stage::keep`]).

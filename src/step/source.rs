@@ -39,9 +39,32 @@ pub fn download(store: &Store, r: &Resolved, net: &NetConfig) -> Result<Imported
             cached,
         });
     }
-    store.produce(&name, Rebuild::Never, Producer::StepSource, |stage| {
+    let Some(remote) = net.remote.as_deref() else {
+        return store.produce(&name, Rebuild::Never, Producer::StepSource, |stage| {
+            fetch_source(stage, r, net)
+        });
+    };
+    // Read-through: the fleet's remote before the origin. Whatever the remote does wrong is a
+    // warning, and the origin is used.
+    let mut leased = false;
+    let mut from_origin = false;
+    let got = store.produce(&name, Rebuild::Never, Producer::StepSource, |stage| {
+        let found = stage.attempt(|stage| remote.find(stage, &name, &net.cancel))?;
+        match found {
+            Ok(crate::remote::Found::Tree(tree)) => return Ok(tree),
+            Ok(crate::remote::Found::Miss { leased: l }) => leased = l,
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            Err(e) => log::warn!("{}; using the origin", e.describe()),
+        }
+        from_origin = true;
         fetch_source(stage, r, net)
-    })
+    });
+    match &got {
+        Ok(p) if p.ingested && from_origin => remote.owe(&name, p.id, leased),
+        _ if leased => remote.release(&name),
+        _ => {}
+    }
+    got
 }
 
 fn all_local(r: &Resolved) -> bool {

@@ -56,6 +56,11 @@ pub struct Cli {
     #[arg(long, global = true, help_heading = GLOBAL)]
     offline: bool,
 
+    /// The fleet's shared remote tier: s3://bucket/prefix, gs://…, az://… or https://… (read
+    /// only) [env: STEPMAN_REMOTE]. README: "Sharing a store across a fleet".
+    #[arg(long, global = true, value_name = "URL", help_heading = GLOBAL)]
+    remote: Option<String>,
+
     /// Log level: trace, debug, info, warn or error (the old tool's `fatal` and `panic` mean
     /// error) [env: LOGLEVEL].
     /// Takes precedence over RUST_LOG; LOGLEVEL counts only when RUST_LOG is not set.
@@ -260,6 +265,12 @@ enum Command {
         after_help = "Example:\n  stepman store import step.zip --name steplib/git-clone/8.5.1"
     )]
     Store(cmd::store::StoreCmd),
+    /// The fleet's shared remote tier: its configuration, uploads and checks.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  stepman --remote s3://ci-steps/stepman remote verify"
+    )]
+    Remote(cmd::remote::RemoteCmd),
     /// Rehash every object and check every name; optionally repair.
     ///
     /// Exit status: 0 clean, 1 damage found (or repaired: the output says which), 2 could not run.
@@ -510,6 +521,7 @@ fn main() -> ExitCode {
         Command::Audit(a) => cmd::audit::run(&cli, a),
         Command::Share(a) => cmd::share::run(&cli, a),
         Command::Store(c) => cmd::store::run(&cli, c),
+        Command::Remote(c) => cmd::remote::run(&cli, c),
         Command::Fsck(a) => cmd::fsck::run(&cli, a),
         Command::Gc(a) => cmd::gc::run(&cli, a),
         Command::Toolkit(c) => cmd::toolkit::run(&cli, c),

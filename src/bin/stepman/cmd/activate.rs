@@ -32,7 +32,7 @@ pub(crate) struct ActivateArgs {
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode> {
-    let net = cli.net()?;
+    let net = super::remote_net(cli, cli.net()?)?;
     if let Some(r) = a.step.step_ref() {
         return activate_ref(cli, a, &r, net);
     }
@@ -89,6 +89,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
             }
         );
         a.prepare.print(&p)?;
+        super::flush_remote(&store, &net);
         return Ok(ExitCode::SUCCESS);
     }
     let id = activate::activate_with(
@@ -111,6 +112,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
         r.picked.version,
         a.path.display()
     );
+    super::flush_remote(&store, &net);
     Ok(ExitCode::SUCCESS)
 }
 

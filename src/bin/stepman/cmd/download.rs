@@ -17,7 +17,7 @@ pub(crate) struct DownloadArgs {
 }
 
 pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode> {
-    let net = cli.net()?;
+    let net = super::remote_net(cli, cli.net()?)?;
     if let Some(r) = a.step.step_ref() {
         return download_ref(cli, a, &r, net);
     }
@@ -35,6 +35,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode
             p.build
         );
         a.prepare.print(&p)?;
+        super::flush_remote(&store, &net);
         return Ok(ExitCode::SUCCESS);
     }
     let got = activate::download(&store, &r, &net)?;
@@ -49,6 +50,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode
         },
         got.id
     );
+    super::flush_remote(&store, &net);
     Ok(ExitCode::SUCCESS)
 }
 

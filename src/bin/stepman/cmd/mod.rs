@@ -13,6 +13,7 @@ pub(crate) mod legacy_view;
 pub(crate) mod list_cached;
 pub(crate) mod man;
 pub(crate) mod preload;
+pub(crate) mod remote;
 pub(crate) mod setup;
 pub(crate) mod share;
 pub(crate) mod step_info;
@@ -160,6 +161,61 @@ fn lower(cli: &crate::Cli) -> anyhow::Result<Vec<stepman::Store>> {
         }
     }
     Ok(out)
+}
+
+/// `net` with the fleet's remote tier when one is configured (`--remote`, `STEPMAN_REMOTE`) and
+/// the network may be used. A setting it does not take is bad usage; a remote that cannot be
+/// opened is a warning (steps come from their origin).
+pub(crate) fn remote_net(
+    cli: &crate::Cli,
+    mut net: stepman::fetch::NetConfig,
+) -> anyhow::Result<stepman::fetch::NetConfig> {
+    let settings =
+        stepman::remote::from_env(cli.remote.as_deref()).map_err(|e| CouldNotRun(e.to_string()))?;
+    if let Some(settings) = settings
+        && !net.offline
+    {
+        match stepman::remote::Remote::open(settings) {
+            Ok(r) => net.remote = Some(std::sync::Arc::new(r)),
+            Err(e @ stepman::Error::BadSetting { .. }) => {
+                return Err(CouldNotRun(e.to_string()).into());
+            }
+            Err(e) => log::warn!("{}; steps come from their origin", e.describe()),
+        }
+    }
+    Ok(net)
+}
+
+/// Uploads to the remote tier what this command downloaded from the origin (after its work is
+/// done); a failed upload is a warning, never a failure of the command.
+pub(crate) fn flush_remote(store: &stepman::Store, net: &stepman::fetch::NetConfig) {
+    let Some(remote) = net.remote.as_deref() else {
+        return;
+    };
+    report_pushed(&remote.flush(store));
+}
+
+/// Logs each upload that did not go as it should; returns how many failed.
+pub(crate) fn report_pushed(done: &[stepman::remote::Uploaded]) -> usize {
+    let mut failed = 0;
+    for u in done {
+        match &u.outcome {
+            stepman::remote::UploadOutcome::Uploaded => {
+                log::info!("{}: uploaded to the remote", u.name)
+            }
+            stepman::remote::UploadOutcome::AlreadyThere => {}
+            stepman::remote::UploadOutcome::Differs(there) => log::warn!(
+                "{}: the remote names another tree ({there}) than this host's ({})",
+                u.name,
+                u.id
+            ),
+            stepman::remote::UploadOutcome::Failed(why) => {
+                failed += 1;
+                log::warn!("{}: not uploaded to the remote: {why}", u.name)
+            }
+        }
+    }
+    failed
 }
 
 /// Opens (creating if needed) the store for a command that writes.

@@ -24,6 +24,10 @@ pub(crate) struct PreloadArgs {
     /// Read more `id@constraint` lines from this file (`-`: stdin).
     #[arg(long = "from-file", value_name = "PATH")]
     from_file: Option<PathBuf>,
+    /// Also upload every preloaded step (cached ones too) to the remote tier (`--remote`,
+    /// `STEPMAN_REMOTE`): a pre-bake job warming the fleet's tier.
+    #[arg(long)]
+    push: bool,
     /// Every non-deprecated step's latest version.
     #[arg(long = "all-latest")]
     all_latest: bool,
@@ -115,7 +119,13 @@ fn read_list(f: &PathBuf) -> anyhow::Result<Vec<Request>> {
 pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode> {
     let c = super::steplib::collection(&a.collection)?;
     let refresh = super::lookup(false)?.refresh;
-    let net = cli.net()?;
+    let net = super::remote_net(cli, cli.net()?)?;
+    if a.push && net.remote.is_none() {
+        return Err(super::CouldNotRun(
+            "--push needs a remote tier: --remote URL or STEPMAN_REMOTE (and not --offline)".into(),
+        )
+        .into());
+    }
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
     let mut requests: Vec<Request> = a.steps.iter().map(|s| Request::parse(s)).collect();
@@ -177,6 +187,22 @@ pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode>
     crate::ui::clear();
     let outcomes = outcomes?;
 
+    super::flush_remote(&store, &net);
+    if a.push
+        && let Some(remote) = net.remote.as_deref()
+    {
+        let names: Vec<_> = outcomes
+            .iter()
+            .filter(|o| matches!(o.status, Status::Downloaded | Status::Cached))
+            .filter_map(|o| stepman::Name::new(&c.alias, &o.id, o.version.as_deref()?).ok())
+            .collect();
+        let pushed = remote.push(&store, &names);
+        let failed = super::report_pushed(&pushed);
+        crate::ui::note!(
+            "preload: {} steps pushed to the remote, {failed} failed",
+            pushed.len() - failed
+        );
+    }
     let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
     if a.json {
         super::outln!(

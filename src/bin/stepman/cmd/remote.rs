@@ -1,0 +1,190 @@
+//! `stepman remote status|push|verify`.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde_json::json;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RemoteCmd {
+    /// Show the remote tier's configuration (never a secret).
+    #[command(
+        after_help = "Example:\n  STEPMAN_REMOTE=s3://ci-steps/stepman stepman remote status"
+    )]
+    Status {
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload what the local store has (trees first, then names, each create-only).
+    #[command(
+        after_help = "Example:\n  stepman remote push -c https://github.com/bitrise-io/bitrise-steplib.git\n  stepman --remote s3://ci-steps/stepman remote push --all"
+    )]
+    Push {
+        /// The collections whose cached steps to upload.
+        #[arg(short = 'c', long = "collection", required_unless_present = "all")]
+        collection: Vec<String>,
+        /// Every collection's cached steps.
+        #[arg(long, conflicts_with = "collection")]
+        all: bool,
+    },
+    /// Check that every remote name's tree exists and hashes to its id.
+    ///
+    /// Exit status as `fsck`: 0 clean, 1 damage found, 2 could not run.
+    #[command(after_help = "Example:\n  stepman remote verify --json")]
+    Verify {
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn open(cli: &crate::Cli) -> anyhow::Result<stepman::remote::Remote> {
+    let settings = stepman::remote::from_env(cli.remote.as_deref())
+        .map_err(|e| super::CouldNotRun(e.to_string()))?
+        .ok_or_else(|| {
+            super::CouldNotRun("no remote tier: pass --remote URL or set STEPMAN_REMOTE".into())
+        })?;
+    stepman::remote::Remote::open(settings).map_err(|e| match e {
+        e @ stepman::Error::BadSetting { .. } => super::CouldNotRun(e.to_string()).into(),
+        e => anyhow::Error::from(e),
+    })
+}
+
+pub(crate) fn run(cli: &crate::Cli, cmd: &RemoteCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        RemoteCmd::Status { json } => status(cli, *json),
+        RemoteCmd::Push { collection, all } => {
+            let remote = open(cli)?;
+            let store = super::open_rw(cli)?;
+            let mut routes = Vec::new();
+            if *all {
+                routes = store.routes()?;
+            } else {
+                for uri in collection {
+                    routes.push(super::steplib::collection(uri)?.alias);
+                }
+            }
+            let mut names = Vec::new();
+            for route in routes.iter().filter(|r| !r.starts_with('_')) {
+                for (id, version) in store.names_in_route(route)? {
+                    if !id.starts_with('_') {
+                        names.push(stepman::Name::new(route, &id, &version)?);
+                    }
+                }
+            }
+            let pushed = remote.push(&store, &names);
+            let failed = super::report_pushed(&pushed);
+            for u in &pushed {
+                super::outln!("{}\t{}\t{:?}", u.name, u.id, u.outcome);
+            }
+            crate::ui::note!("remote push: {} names, {} failed", pushed.len(), failed);
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        RemoteCmd::Verify { json } => {
+            let remote = open(cli)?;
+            let store = super::open_rw(cli)?;
+            let mut damaged = Vec::new();
+            let names = remote.names()?;
+            for (name, id) in &names {
+                let checked = id
+                    .as_ref()
+                    .map_err(|e| e.describe())
+                    .and_then(|id| remote.verify_tree(&store, id).map_err(|e| e.describe()));
+                if let Err(why) = checked {
+                    damaged.push((name.to_string(), why));
+                }
+            }
+            if *json {
+                let d: Vec<_> = damaged
+                    .iter()
+                    .map(|(n, why)| json!({ "name": n, "problem": why }))
+                    .collect();
+                super::outln!(
+                    "{}",
+                    serde_json::to_string(&json!({ "names": names.len(), "damaged": d }))?
+                );
+            } else {
+                for (n, why) in &damaged {
+                    super::outln!("damaged {n}: {why}");
+                }
+            }
+            eprintln!(
+                "remote verify: {} names, {} damaged",
+                names.len(),
+                damaged.len()
+            );
+            Ok(if damaged.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn status(cli: &crate::Cli, as_json: bool) -> anyhow::Result<ExitCode> {
+    let Some(s) = stepman::remote::from_env(cli.remote.as_deref())
+        .map_err(|e| super::CouldNotRun(e.to_string()))?
+    else {
+        if as_json {
+            super::outln!("{}", json!({ "remote": null }));
+        } else {
+            super::outln!("no remote tier (set STEPMAN_REMOTE or pass --remote)");
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    // Which of the object stores' own settings are present: names only, never values (an
+    // endpoint is not a secret and is shown).
+    let present: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| {
+            ["AWS_", "GOOGLE_", "AZURE_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .collect();
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        .ok();
+    let mode = match s.mode {
+        stepman::remote::Mode::Read => "read",
+        stepman::remote::Mode::ReadWrite => "read-write",
+    };
+    if as_json {
+        super::outln!(
+            "{}",
+            json!({
+                "remote": s.url,
+                "mode": mode,
+                "endpoint": endpoint,
+                "settings_present": present,
+                "connect_timeout_s": s.connect_timeout.as_secs(),
+                "timeout_s": s.timeout.as_secs(),
+                "lease_ttl_s": s.lease_ttl.as_secs(),
+                "wait_s": s.wait.as_secs(),
+                "max_tree_bytes": s.max_tree,
+            })
+        );
+    } else {
+        super::outln!("remote: {}", s.url);
+        super::outln!("mode: {mode}");
+        if let Some(e) = &endpoint {
+            super::outln!("endpoint: {e}");
+        }
+        super::outln!("object store settings present: {}", present.join(" "));
+        super::outln!(
+            "timeouts: connect {}s, request {}s; lease {}s; wait {}s; largest tree {} bytes",
+            s.connect_timeout.as_secs(),
+            s.timeout.as_secs(),
+            s.lease_ttl.as_secs(),
+            s.wait.as_secs(),
+            s.max_tree
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,338 @@
+//! The object store itself, through the `object_store` crate, made blocking: the only async code
+//! of the library. One multi-thread tokio runtime (two workers) per [`Client`], made when a
+//! remote is configured; every call is `block_on` with the client's timeouts.
+//!
+//! Invariants: a create-only put is `PutMode::Create` (S3: `If-None-Match: *`), and the store's
+//! "already exists" is [`Put::Exists`], never an error; a replace of a lease is
+//! `PutMode::Update` on the version read (S3: `If-Match`); nothing here retries beyond the
+//! crate's own bounded retry of transient failures.
+
+use std::io::{BufRead, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use object_store::path::Path as Key;
+use object_store::{
+    ClientConfigKey, GetOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode,
+    PutOptions, PutPayload, RetryConfig, UpdateVersion,
+};
+
+use super::{Put, Settings, Version};
+
+/// A connected object store and the prefix every key is under.
+pub(super) struct Client {
+    store: Arc<dyn ObjectStore>,
+    prefix: Key,
+    rt: tokio::runtime::Runtime,
+    timeout: Duration,
+}
+
+/// An error of the object store, in words, and whether it says the key is missing.
+pub(super) struct Failure {
+    pub(super) reason: String,
+}
+
+type R<T> = std::result::Result<T, Failure>;
+
+fn failure(e: impl std::fmt::Display) -> Failure {
+    Failure {
+        reason: e.to_string(),
+    }
+}
+
+impl Client {
+    /// Connects to `url` (`s3://bucket/prefix`, `gs://…`, `az://…`, `https://…`), credentials
+    /// and endpoint from the store's standard environment variables and chain. Returns the
+    /// client and whether the URL's kind can only be read (`https://`).
+    pub(super) fn open(url: &url::Url, s: &Settings) -> R<(Client, bool)> {
+        // reqwest is built with rustls and no provider of its own: the one ureq uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (scheme, prefix) = ObjectStoreScheme::parse(url).map_err(failure)?;
+        // Set key by key: the builders' own settings from the environment (AWS_ALLOW_HTTP, a
+        // proxy, a CA bundle) are client options too, and a whole `ClientOptions` would drop them.
+        let connect = format!("{}s", s.connect_timeout.as_secs());
+        let whole = format!("{}s", s.timeout.as_secs());
+        let client_keys = [
+            (ClientConfigKey::ConnectTimeout, connect.as_str()),
+            (ClientConfigKey::Timeout, whole.as_str()),
+        ];
+        let retry = RetryConfig {
+            max_retries: s.retries,
+            retry_timeout: s.timeout,
+            ..RetryConfig::default()
+        };
+        let u = url.as_str();
+        let (store, read_only): (Arc<dyn ObjectStore>, bool) = match scheme {
+            ObjectStoreScheme::AmazonS3 => (
+                Arc::new(
+                    client_keys
+                        .iter()
+                        .fold(
+                            object_store::aws::AmazonS3Builder::from_env().with_url(u),
+                            |b, (k, v)| {
+                                b.with_config(object_store::aws::AmazonS3ConfigKey::Client(*k), *v)
+                            },
+                        )
+                        .with_retry(retry)
+                        .build()
+                        .map_err(failure)?,
+                ),
+                false,
+            ),
+            ObjectStoreScheme::GoogleCloudStorage => (
+                Arc::new(
+                    client_keys
+                        .iter()
+                        .fold(
+                            object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(u),
+                            |b, (k, v)| {
+                                b.with_config(object_store::gcp::GoogleConfigKey::Client(*k), *v)
+                            },
+                        )
+                        .with_retry(retry)
+                        .build()
+                        .map_err(failure)?,
+                ),
+                false,
+            ),
+            ObjectStoreScheme::MicrosoftAzure => (
+                Arc::new(
+                    client_keys
+                        .iter()
+                        .fold(
+                            object_store::azure::MicrosoftAzureBuilder::from_env().with_url(u),
+                            |b, (k, v)| {
+                                b.with_config(object_store::azure::AzureConfigKey::Client(*k), *v)
+                            },
+                        )
+                        .with_retry(retry)
+                        .build()
+                        .map_err(failure)?,
+                ),
+                false,
+            ),
+            ObjectStoreScheme::Http => (
+                Arc::new(
+                    client_keys
+                        .iter()
+                        .fold(
+                            object_store::http::HttpBuilder::new().with_url(u),
+                            |b, (k, v)| b.with_config(*k, *v),
+                        )
+                        .with_retry(retry)
+                        .build()
+                        .map_err(failure)?,
+                ),
+                true,
+            ),
+            other => {
+                return Err(failure(format!(
+                    "{other:?} is not a remote tier this build supports"
+                )));
+            }
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("stepman-remote")
+            .enable_all()
+            .build()
+            .map_err(failure)?;
+        let prefix = match scheme {
+            // The HTTP store's URL already ends in its base path.
+            ObjectStoreScheme::Http => Key::default(),
+            _ => prefix,
+        };
+        Ok((
+            Client {
+                store,
+                prefix,
+                rt,
+                timeout: s.timeout,
+            },
+            read_only,
+        ))
+    }
+
+    fn key(&self, rel: &str) -> Key {
+        let mut k = self.prefix.clone();
+        for part in rel.split('/') {
+            k = k.join(part);
+        }
+        k
+    }
+
+    /// Runs `f` on the runtime, failing after the client's timeout (each request has its own
+    /// too; this bounds a call of several).
+    fn run<T>(&self, f: impl std::future::Future<Output = R<T>>) -> R<T> {
+        let limit = self.timeout + self.timeout;
+        self.rt.block_on(async move {
+            match tokio::time::timeout(limit, f).await {
+                Ok(r) => r,
+                Err(_) => Err(failure(format!("no answer within {}s", limit.as_secs()))),
+            }
+        })
+    }
+
+    /// The whole object at `rel`, at most `max` bytes, and its version; `None`: no such key.
+    pub(super) fn get_small(&self, rel: &str, max: u64) -> R<Option<(Vec<u8>, Version)>> {
+        let key = self.key(rel);
+        self.run(async {
+            let got = match self.store.get_opts(&key, GetOptions::default()).await {
+                Ok(g) => g,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(failure(e)),
+            };
+            if got.meta.size > max {
+                return Err(failure(format!(
+                    "{} bytes, more than the {max} a document may have",
+                    got.meta.size
+                )));
+            }
+            let version = Version {
+                e_tag: got.meta.e_tag.clone(),
+                version: got.meta.version.clone(),
+            };
+            let body = got.bytes().await.map_err(failure)?;
+            Ok(Some((body.to_vec(), version)))
+        })
+    }
+
+    /// Streams the object at `rel` into `read` (a blocking reader of its body); `None`: no such
+    /// key. `read`'s own result is the inner one.
+    pub(super) fn get_stream<T>(
+        &self,
+        rel: &str,
+        cancel: &AtomicBool,
+        read: impl FnOnce(&mut dyn BufRead) -> T,
+    ) -> R<Option<T>> {
+        let key = self.key(rel);
+        let stream = self.run(async {
+            match self.store.get_opts(&key, GetOptions::default()).await {
+                Ok(g) => Ok(Some(g.into_stream())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(failure(e)),
+            }
+        })?;
+        let Some(stream) = stream else {
+            return Ok(None);
+        };
+        let mut body = std::io::BufReader::with_capacity(
+            256 << 10,
+            Body {
+                rt: &self.rt,
+                stream,
+                chunk: Bytes::new(),
+                cancel,
+                stall: self.timeout,
+            },
+        );
+        Ok(Some(read(&mut body)))
+    }
+
+    /// Puts `body` at `rel` as `mode` says.
+    pub(super) fn put(&self, rel: &str, body: Vec<u8>, mode: Put) -> R<Put> {
+        let key = self.key(rel);
+        let (put_mode, asked) = match &mode {
+            Put::Create => (PutMode::Create, Put::Create),
+            Put::Replace(v) => (
+                PutMode::Update(UpdateVersion {
+                    e_tag: v.e_tag.clone(),
+                    version: v.version.clone(),
+                }),
+                Put::Replace(v.clone()),
+            ),
+            Put::Done | Put::Exists | Put::Conflict => return Err(failure("not a put mode")),
+        };
+        let opts = PutOptions {
+            mode: put_mode,
+            ..PutOptions::default()
+        };
+        self.run(async {
+            match self
+                .store
+                .put_opts(&key, PutPayload::from(body), opts)
+                .await
+            {
+                Ok(_) => Ok(Put::Done),
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(Put::Exists),
+                Err(object_store::Error::Precondition { .. }) => Ok(match asked {
+                    Put::Create => Put::Exists,
+                    _ => Put::Conflict,
+                }),
+                Err(e) => Err(failure(e)),
+            }
+        })
+    }
+
+    /// Deletes `rel` (a missing key is no error).
+    pub(super) fn delete(&self, rel: &str) -> R<()> {
+        let key = self.key(rel);
+        self.run(async {
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(failure(e)),
+            }
+        })
+    }
+
+    /// Every key under `rel/`, relative to the prefix, with its size.
+    pub(super) fn list(&self, rel: &str) -> R<Vec<(String, u64)>> {
+        let key = self.key(rel);
+        let strip = self.prefix.as_ref().len();
+        self.run(async {
+            let mut out = Vec::new();
+            let mut s = self.store.list(Some(&key));
+            while let Some(m) = s.next().await {
+                let m = m.map_err(failure)?;
+                let full = m.location.as_ref();
+                let rel = full.get(strip..).unwrap_or(full).trim_start_matches('/');
+                out.push((rel.to_string(), m.size));
+            }
+            out.sort();
+            Ok(out)
+        })
+    }
+}
+
+/// An object's body as a blocking reader: each chunk waited for on the runtime, at most the
+/// stall time each, and the cancel flag looked at between chunks.
+struct Body<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    chunk: Bytes,
+    cancel: &'a AtomicBool,
+    stall: Duration,
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.chunk.is_empty() {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("cancelled"));
+            }
+            let stall = self.stall;
+            let next = self
+                .rt
+                .block_on(async { tokio::time::timeout(stall, self.stream.next()).await });
+            match next {
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no data for {}s", stall.as_secs()),
+                    ));
+                }
+                Ok(None) => return Ok(0),
+                Ok(Some(Err(e))) => return Err(std::io::Error::other(e.to_string())),
+                Ok(Some(Ok(b))) => self.chunk = b,
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        let _ = self.chunk.split_to(n);
+        Ok(n)
+    }
+}

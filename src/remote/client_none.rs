@@ -1,0 +1,44 @@
+//! A build without the `remote` feature: no remote can be opened, so no [`Client`] exists.
+
+use std::io::BufRead;
+use std::sync::atomic::AtomicBool;
+
+use super::{Put, Settings, Version};
+
+/// No client: this build cannot reach an object store.
+pub(super) enum Client {}
+
+/// Why a call failed, in words.
+pub(super) struct Failure {
+    pub(super) reason: String,
+}
+
+type R<T> = std::result::Result<T, Failure>;
+
+impl Client {
+    pub(super) fn open(_: &url::Url, _: &Settings) -> R<(Client, bool)> {
+        Err(Failure {
+            reason: "this stepman was built without the `remote` feature".into(),
+        })
+    }
+    pub(super) fn get_small(&self, _: &str, _: u64) -> R<Option<(Vec<u8>, Version)>> {
+        match *self {}
+    }
+    pub(super) fn get_stream<T>(
+        &self,
+        _: &str,
+        _: &AtomicBool,
+        _: impl FnOnce(&mut dyn BufRead) -> T,
+    ) -> R<Option<T>> {
+        match *self {}
+    }
+    pub(super) fn put(&self, _: &str, _: Vec<u8>, _: Put) -> R<Put> {
+        match *self {}
+    }
+    pub(super) fn delete(&self, _: &str) -> R<()> {
+        match *self {}
+    }
+    pub(super) fn list(&self, _: &str) -> R<Vec<(String, u64)>> {
+        match *self {}
+    }
+}

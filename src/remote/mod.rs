@@ -1,0 +1,619 @@
+//! The remote tier: one content-addressed store shared by a fleet, on an object store
+//! (`STEPMAN_REMOTE=s3://bucket/prefix`, `gs://`, `az://`, or `https://` read only).
+//!
+//! Its layout is normative in `store-format.md` §10 and known only here ([`keys`]):
+//! `<prefix>/stepman-remote-v1/trees/<hh>/<hex>.tar.gz` (a tree's one canonical archive,
+//! [`archive`]), `names/<route>/<id>/<version>` (the tree's id, one line) and
+//! `leases/<route>/<id>/<version>` (who is downloading it from the origin, until when).
+//!
+//! Invariants:
+//! - Nothing fetched is trusted: a tree goes through the store's vetting ingest and must hash to
+//!   the id its name claims, else it is refused ([`crate::error::RemoteOp::Verify`]).
+//! - A tree is put before its name, each create-only, so a name exists only when its tree does,
+//!   and of two hosts putting the same key one put wins and both succeed.
+//! - The lease only saves origin downloads; correctness never depends on it (it expires, and a
+//!   waiter takes it over; a host that ignores it only downloads once more).
+//! - Failures of the remote never fail a step's download: the callers warn and use the origin.
+//! - Credentials come from the object store's own chain and are never written or shown.
+
+mod archive;
+#[cfg(feature = "remote")]
+mod client;
+#[cfg(not(feature = "remote"))]
+mod client_none;
+#[cfg(not(feature = "remote"))]
+use client_none as client;
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, RemoteOp, Result};
+use crate::hash::ObjectId;
+use crate::layout::Name;
+use crate::store::Store;
+
+/// Whether this host may write to the remote (`STEPMAN_REMOTE_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Read-through only: misses are never uploaded.
+    Read,
+    /// Read-through and write-through (the default where the URL's kind can be written).
+    ReadWrite,
+}
+
+/// The remote's settings (environment, `--remote`); no secrets among them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The remote's URL.
+    pub url: String,
+    /// Read or read-write.
+    pub mode: Mode,
+    /// Connect timeout of each request (`STEPMAN_REMOTE_CONNECT_TIMEOUT`, default 5 s).
+    pub connect_timeout: Duration,
+    /// Whole-request timeout, and the longest wait for a chunk of a body
+    /// (`STEPMAN_REMOTE_TIMEOUT`, default 60 s).
+    pub timeout: Duration,
+    /// Retries of a transient failure (5xx, connection reset), bounded by the timeout.
+    pub retries: usize,
+    /// How long a lease holds before another host may take it over
+    /// (`STEPMAN_REMOTE_LEASE_TTL`, default 120 s).
+    pub lease_ttl: Duration,
+    /// The longest a host waits for another's download before it downloads itself
+    /// (`STEPMAN_REMOTE_WAIT`, default 300 s).
+    pub wait: Duration,
+    /// The largest tree archive uploaded (`STEPMAN_REMOTE_MAX_TREE`, default 24 MiB: an upload
+    /// is one put of an archive held in memory).
+    pub max_tree: u64,
+}
+
+impl Settings {
+    /// The defaults for `url` (read-write; `https://` is always read only).
+    pub fn new(url: &str) -> Settings {
+        Settings {
+            url: url.to_string(),
+            mode: Mode::ReadWrite,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(60),
+            retries: 2,
+            lease_ttl: Duration::from_secs(120),
+            wait: Duration::from_secs(300),
+            max_tree: 24 << 20,
+        }
+    }
+}
+
+/// An object's version as the store reported it (for a replace conditional on it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Version {
+    e_tag: Option<String>,
+    version: Option<String>,
+}
+
+/// A put's mode, and what it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Put {
+    /// Create-only (`If-None-Match: *`).
+    Create,
+    /// Replace the version read (`If-Match`).
+    Replace(Version),
+    /// It was written.
+    Done,
+    /// A create found the key there (another host's put won).
+    Exists,
+    /// A replace found another version.
+    Conflict,
+}
+
+/// The keys of the remote layout (`store-format.md` §10), relative to the remote's prefix.
+pub mod keys {
+    use crate::hash::ObjectId;
+    use crate::layout::Name;
+
+    /// The layout's version directory: a new layout is a new directory.
+    pub const ROOT: &str = "stepman-remote-v1";
+
+    /// A tree's archive.
+    pub fn tree(id: &ObjectId) -> String {
+        let hex = id.to_hex();
+        format!("{ROOT}/trees/{}/{hex}.tar.gz", &hex[..2])
+    }
+
+    /// A name's document.
+    pub fn name(name: &Name) -> String {
+        format!("{ROOT}/names/{name}")
+    }
+
+    /// A name's lease.
+    pub fn lease(name: &Name) -> String {
+        format!("{ROOT}/leases/{name}")
+    }
+
+    /// Where every name document is.
+    pub fn names() -> String {
+        format!("{ROOT}/names")
+    }
+
+    /// Where every tree is.
+    pub fn trees() -> String {
+        format!("{ROOT}/trees")
+    }
+}
+
+/// The largest name or lease document read.
+const MAX_DOC: u64 = 4096;
+
+/// A connected remote tier, and the uploads this process owes it.
+pub struct Remote {
+    client: client::Client,
+    settings: Settings,
+    /// Trees downloaded from the origin in this process, to upload ([`Remote::flush`]).
+    pending: Mutex<Vec<Pending>>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("url", &self.settings.url)
+            .field("mode", &self.settings.mode)
+            .finish()
+    }
+}
+
+/// An upload owed: the name's tree came from the origin here.
+#[derive(Debug, Clone)]
+struct Pending {
+    name: Name,
+    id: ObjectId,
+    /// This process holds the name's lease (dropped once the name is up).
+    leased: bool,
+}
+
+/// What [`Remote::flush`] and [`Remote::push`] did for one name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    /// The name.
+    pub name: Name,
+    /// Its tree.
+    pub id: ObjectId,
+    /// What happened.
+    pub outcome: UploadOutcome,
+}
+
+/// The outcome of one name's upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadOutcome {
+    /// The tree and the name were put (or the tree was there: another host's).
+    Uploaded,
+    /// The name was there already, naming this tree.
+    AlreadyThere,
+    /// The remote name names another tree (left as it is).
+    Differs(ObjectId),
+    /// It failed (the remote is left without the name).
+    Failed(String),
+}
+
+/// What a lookup of a name in the remote found.
+pub(crate) enum Found {
+    /// The tree is there: the producer ingested it as this id.
+    Tree(crate::store::Tree),
+    /// Not there; this process holds the lease (or there is no lease: a read-only remote).
+    Miss { leased: bool },
+}
+
+/// A lease document: who downloads a name from the origin, until when (seconds since the epoch).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Lease {
+    holder: String,
+    expires_at: u64,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Remote {
+    /// Connects to the remote `settings` names. Nothing is requested yet.
+    pub fn open(mut settings: Settings) -> Result<Remote> {
+        let url = url::Url::parse(&settings.url).map_err(|_| Error::BadSetting {
+            var: "STEPMAN_REMOTE",
+            value: settings.url.clone(),
+            expected: "a URL: s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or https://host/path",
+        })?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(Error::BadSetting {
+                var: "STEPMAN_REMOTE",
+                value: crate::credentials::redact(&settings.url),
+                expected: "a URL without credentials (they come from the object store's own settings)",
+            });
+        }
+        if url.scheme() == "http" {
+            return Err(Error::BadSetting {
+                var: "STEPMAN_REMOTE",
+                value: settings.url.clone(),
+                expected: "https:// (a plain http:// remote could hand out any name)",
+            });
+        }
+        let (client, read_only) =
+            client::Client::open(&url, &settings).map_err(|f| Error::Remote {
+                url: settings.url.clone(),
+                op: RemoteOp::Open,
+                key: String::new(),
+                reason: f.reason,
+            })?;
+        if read_only {
+            settings.mode = Mode::Read;
+        }
+        Ok(Remote {
+            client,
+            settings,
+            pending: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Its settings (no secrets among them).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn err(&self, op: RemoteOp, key: &str, reason: impl Into<String>) -> Error {
+        Error::Remote {
+            url: self.settings.url.clone(),
+            op,
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The tree id the remote name `name` claims; `None`: no such name.
+    pub fn name_of(&self, name: &Name) -> Result<Option<ObjectId>> {
+        let key = keys::name(name);
+        let Some((body, _)) = self
+            .client
+            .get_small(&key, MAX_DOC)
+            .map_err(|f| self.err(RemoteOp::GetName, &key, f.reason))?
+        else {
+            return Ok(None);
+        };
+        let text = std::str::from_utf8(&body).unwrap_or("");
+        match ObjectId::from_hex(text.trim_end_matches('\n')) {
+            Some(id) => Ok(Some(id)),
+            None => Err(self.err(
+                RemoteOp::GetName,
+                &key,
+                "not a name document (one line: the tree's 64 hex digits)",
+            )),
+        }
+    }
+
+    /// Writes the tree `id` from the remote into `stage`: ingested as every archive is (vetted,
+    /// hashed), and refused unless it hashes to `id`. `None`: the remote has no such tree.
+    pub(crate) fn fetch_tree(
+        &self,
+        stage: &mut crate::store::Stage<'_>,
+        id: &ObjectId,
+        cancel: &AtomicBool,
+    ) -> Result<Option<crate::store::Tree>> {
+        let key = keys::tree(id);
+        let shown = format!("{}/{key}", self.settings.url.trim_end_matches('/'));
+        let got = self
+            .client
+            .get_stream(&key, cancel, |body| stage.ingest_stream(&shown, body))
+            .map_err(|f| self.err(RemoteOp::GetTree, &key, f.reason))?;
+        let tree = match got {
+            None => return Ok(None),
+            Some(Ok(Ok(tree))) => tree,
+            Some(Ok(Err(why))) => return Err(self.err(RemoteOp::GetTree, &key, why)),
+            Some(Err(e)) => return Err(self.err(RemoteOp::GetTree, &key, e.describe())),
+        };
+        if tree.id() != *id {
+            return Err(self.err(
+                RemoteOp::Verify,
+                &key,
+                format!("the tree hashes to {}, not to its name's id", tree.id()),
+            ));
+        }
+        Ok(Some(tree))
+    }
+
+    /// Looks `name` up in the remote for a producer: its tree ingested into `stage` when the
+    /// remote has it; else, on a writable remote, the lease taken (waiting, bounded, while
+    /// another host holds it, for its name to appear). Errors are the remote's: the caller
+    /// warns and uses the origin.
+    pub(crate) fn find(
+        &self,
+        stage: &mut crate::store::Stage<'_>,
+        name: &Name,
+        cancel: &AtomicBool,
+    ) -> Result<Found> {
+        if let Some(id) = self.name_of(name)? {
+            if let Some(tree) = self.fetch_tree(stage, &id, cancel)? {
+                return Ok(Found::Tree(tree));
+            }
+            return Err(self.err(
+                RemoteOp::GetTree,
+                &keys::tree(&id),
+                format!("the name {name} names a tree the remote does not have"),
+            ));
+        }
+        if self.settings.mode == Mode::Read {
+            return Ok(Found::Miss { leased: false });
+        }
+        let deadline = std::time::Instant::now() + self.settings.wait;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let expires = match self.take_lease(name)? {
+                None => return Ok(Found::Miss { leased: true }),
+                Some(expires) => expires,
+            };
+            // Another host downloads it: wait for its name, until its lease expires (then try
+            // to take it over) or this host's patience ends (then download anyway).
+            loop {
+                if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(Error::Cancelled);
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+                if let Some(id) = self.name_of(name)?
+                    && let Some(tree) = self.fetch_tree(stage, &id, cancel)?
+                {
+                    return Ok(Found::Tree(tree));
+                }
+                if std::time::Instant::now() >= deadline {
+                    log::warn!(
+                        "{name}: another host's download from the origin did not reach the remote within {}s; downloading here",
+                        self.settings.wait.as_secs()
+                    );
+                    return Ok(Found::Miss { leased: false });
+                }
+                if now_secs() > expires {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Tries to take `name`'s lease: `None` when this process holds it now, `Some(expiry)` when
+    /// another holds it until then. An expired lease is replaced conditionally on the version
+    /// read, so of several hosts taking it over one does.
+    fn take_lease(&self, name: &Name) -> Result<Option<u64>> {
+        let key = keys::lease(name);
+        let lease_err = |f: client::Failure| self.err(RemoteOp::Lease, &key, f.reason);
+        let doc = || {
+            serde_json::to_vec(&Lease {
+                holder: holder(),
+                expires_at: now_secs() + self.settings.lease_ttl.as_secs(),
+            })
+            .unwrap_or_default()
+        };
+        for _ in 0..3 {
+            if self
+                .client
+                .put(&key, doc(), Put::Create)
+                .map_err(lease_err)?
+                == Put::Done
+            {
+                return Ok(None);
+            }
+            let Some((body, version)) = self.client.get_small(&key, MAX_DOC).map_err(lease_err)?
+            else {
+                continue; // dropped meanwhile: try to create it again
+            };
+            let expires = serde_json::from_slice::<Lease>(&body)
+                .map(|l| l.expires_at)
+                .unwrap_or(0);
+            if now_secs() <= expires {
+                return Ok(Some(expires));
+            }
+            match self.client.put(&key, doc(), Put::Replace(version)) {
+                Ok(Put::Done) => return Ok(None),
+                Ok(_) => continue,
+                // A store without conditional replace: drop it and race for the create.
+                Err(_) => self.client.delete(&key).map_err(lease_err)?,
+            }
+        }
+        Ok(Some(now_secs() + 1))
+    }
+
+    /// Records that `name`'s tree `id` came from the origin here: [`Remote::flush`] uploads it.
+    pub(crate) fn owe(&self, name: &Name, id: ObjectId, leased: bool) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.push(Pending {
+                name: name.clone(),
+                id,
+                leased,
+            });
+        }
+    }
+
+    /// Drops `name`'s lease when this process holds it and will not upload (its download
+    /// failed), so other hosts stop waiting.
+    pub(crate) fn release(&self, name: &Name) {
+        let key = keys::lease(name);
+        if let Err(f) = self.client.delete(&key) {
+            log::warn!("{}", self.err(RemoteOp::Lease, &key, f.reason));
+        }
+    }
+
+    /// Uploads what this process downloaded from the origin (trees first, then names, each
+    /// create-only) and drops its leases. Run after the activation is complete; bounded by the
+    /// remote's timeouts. Failures are in the outcomes, never an error.
+    pub fn flush(&self, store: &Store) -> Vec<Uploaded> {
+        let owed = match self.pending.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => Vec::new(),
+        };
+        owed.into_iter()
+            .map(|p| {
+                let outcome = self.upload(store, &p.name, &p.id);
+                if p.leased {
+                    self.release(&p.name);
+                }
+                Uploaded {
+                    name: p.name,
+                    id: p.id,
+                    outcome,
+                }
+            })
+            .collect()
+    }
+
+    /// Puts `name` → `id` (and the tree first) unless the remote has the name.
+    fn upload(&self, store: &Store, name: &Name, id: &ObjectId) -> UploadOutcome {
+        if self.settings.mode == Mode::Read {
+            return UploadOutcome::Failed("the remote is read only".into());
+        }
+        match self.name_of(name) {
+            Ok(Some(there)) if there == *id => return UploadOutcome::AlreadyThere,
+            Ok(Some(there)) => return UploadOutcome::Differs(there),
+            Ok(None) => {}
+            Err(e) => return UploadOutcome::Failed(e.describe()),
+        }
+        let tkey = keys::tree(id);
+        let archive = store.read_locked(|| {
+            let dir = store.layout().object_dir(id);
+            archive::encode(&dir, self.settings.max_tree)
+        });
+        let archive = match archive {
+            Ok(a) => a,
+            Err(e) => return UploadOutcome::Failed(e.describe()),
+        };
+        if let Err(f) = self.client.put(&tkey, archive, Put::Create) {
+            return UploadOutcome::Failed(self.err(RemoteOp::PutTree, &tkey, f.reason).describe());
+        }
+        let nkey = keys::name(name);
+        match self.client.put(
+            &nkey,
+            format!("{}\n", id.to_hex()).into_bytes(),
+            Put::Create,
+        ) {
+            Ok(Put::Done) => UploadOutcome::Uploaded,
+            Ok(_) => match self.name_of(name) {
+                Ok(Some(there)) if there == *id => UploadOutcome::AlreadyThere,
+                Ok(Some(there)) => UploadOutcome::Differs(there),
+                Ok(None) => UploadOutcome::Failed("the name vanished after a put lost".into()),
+                Err(e) => UploadOutcome::Failed(e.describe()),
+            },
+            Err(f) => {
+                UploadOutcome::Failed(self.err(RemoteOp::PutName, &nkey, f.reason).describe())
+            }
+        }
+    }
+
+    /// Uploads the given names of the local store (`remote push`).
+    pub fn push(&self, store: &Store, names: &[Name]) -> Vec<Uploaded> {
+        names
+            .iter()
+            .filter_map(|n| {
+                let id = store.lookup(n).ok().flatten()?;
+                Some(Uploaded {
+                    name: n.clone(),
+                    id,
+                    outcome: self.upload(store, n, &id),
+                })
+            })
+            .collect()
+    }
+
+    /// Every remote name and the tree it claims (`remote verify`); a name whose document cannot
+    /// be read is listed with its error.
+    pub fn names(&self) -> Result<Vec<(Name, Result<ObjectId>)>> {
+        let prefix = keys::names();
+        let listed = self
+            .client
+            .list(&prefix)
+            .map_err(|f| self.err(RemoteOp::List, &prefix, f.reason))?;
+        let mut out = Vec::new();
+        for (key, _) in listed {
+            let Some(rest) = key.strip_prefix(&format!("{prefix}/")) else {
+                continue;
+            };
+            match Name::parse(rest) {
+                Ok(name) => {
+                    let id = self
+                        .name_of(&name)
+                        .and_then(|o| o.ok_or_else(|| self.err(RemoteOp::GetName, &key, "gone")));
+                    out.push((name, id));
+                }
+                Err(e) => log::warn!("{}", self.err(RemoteOp::List, &key, e.to_string())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks the tree `id`: fetched and ingested into a temp dir of `store` (without flushing),
+    /// it must hash to `id`.
+    pub fn verify_tree(&self, store: &Store, id: &ObjectId) -> Result<()> {
+        let cancel = AtomicBool::new(false);
+        let got = store.scratch(|stage| self.fetch_tree(stage, id, &cancel))?;
+        match got {
+            Some(_) => Ok(()),
+            None => Err(self.err(RemoteOp::GetTree, &keys::tree(id), "missing")),
+        }
+    }
+}
+
+/// Who holds a lease: host and process, for a person reading the document.
+fn holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    format!("{host}:{}", std::process::id())
+}
+
+/// The remote configured by the environment (`STEPMAN_REMOTE`, `STEPMAN_REMOTE_MODE`, …) or by
+/// `url` (`--remote`, which wins); `None` when neither names one.
+pub fn from_env(url: Option<&str>) -> Result<Option<Settings>> {
+    let url = match url {
+        Some(u) if !u.is_empty() => u.to_string(),
+        _ => match std::env::var("STEPMAN_REMOTE") {
+            Ok(u) if !u.is_empty() => u,
+            _ => return Ok(None),
+        },
+    };
+    let mut s = Settings::new(&url);
+    if let Ok(m) = std::env::var("STEPMAN_REMOTE_MODE") {
+        s.mode = match m.as_str() {
+            "" | "read-write" => Mode::ReadWrite,
+            "read" => Mode::Read,
+            _ => {
+                return Err(Error::BadSetting {
+                    var: "STEPMAN_REMOTE_MODE",
+                    value: m,
+                    expected: "read or read-write",
+                });
+            }
+        };
+    }
+    let secs = |var: &'static str, default: Duration| -> Result<Duration> {
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => {
+                v.parse::<u64>()
+                    .map(Duration::from_secs)
+                    .map_err(|_| Error::BadSetting {
+                        var,
+                        value: v,
+                        expected: "a whole number of seconds",
+                    })
+            }
+            _ => Ok(default),
+        }
+    };
+    s.connect_timeout = secs("STEPMAN_REMOTE_CONNECT_TIMEOUT", s.connect_timeout)?;
+    s.timeout = secs("STEPMAN_REMOTE_TIMEOUT", s.timeout)?;
+    s.lease_ttl = secs("STEPMAN_REMOTE_LEASE_TTL", s.lease_ttl)?;
+    s.wait = secs("STEPMAN_REMOTE_WAIT", s.wait)?;
+    if let Ok(v) = std::env::var("STEPMAN_REMOTE_MAX_TREE")
+        && !v.is_empty()
+    {
+        s.max_tree = v.parse().map_err(|_| Error::BadSetting {
+            var: "STEPMAN_REMOTE_MAX_TREE",
+            value: v,
+            expected: "a number of bytes",
+        })?;
+    }
+    Ok(Some(s))
+}
