@@ -92,6 +92,7 @@ pub(crate) struct Version {
 
 /// A put's mode, and what it did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "remote"), allow(dead_code))]
 pub(crate) enum Put {
     /// Create-only (`If-None-Match: *`).
     Create,
