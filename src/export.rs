@@ -15,7 +15,8 @@
 //! - The destination is outside the store and does not contain it ([`crate::Store::check_outside`]).
 //! - The copy never aliases the store: files are copied (the kernel may share extents on
 //!   reflink-capable file systems, which is copy-on-write), never hard-linked; the copy is
-//!   writable by its owner (directories 0755, files 0644 or 0755, less the umask).
+//!   writable by its owner (directories 0755, files 0644 or 0755, less the umask; exactly
+//!   these for a legacy view, [`Modes::Fixed`]).
 //! - Nothing is written into the store.
 //! - The destination is resolved once, at the start: its parent made absolute and canonical, so
 //!   that no later step depends on the working directory (an exchange would move a working
@@ -205,6 +206,16 @@ pub(crate) enum Place {
     /// Whatever is there is swapped out atomically (`RENAME_EXCHANGE`, or renamed away first
     /// where the file system cannot exchange) and then removed.
     Replace,
+}
+
+/// The modes of a tree copied out of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Modes {
+    /// Directories 0755, files 0644 or 0755 (executable), less the umask: an activation's.
+    LessUmask,
+    /// The same bits whatever the umask (`store::set_fixed_modes`, before the tree is renamed
+    /// in): a legacy view's, which other users read.
+    Fixed,
 }
 
 /// Makes the directory `dest` with `build`, which creates and fills the new directory it is

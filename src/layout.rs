@@ -402,11 +402,6 @@ impl ApiDocNames {
         Name::new(alias, "_api.versions", id)
     }
 
-    /// `<alias>/_api.latest/<id>`: `index/steps/<id>/latest.json`.
-    pub(crate) fn latest(alias: &str, id: &str) -> Result<Name> {
-        Name::new(alias, "_api.latest", id)
-    }
-
     /// `<alias>/_api.info/<id>`: `steps/<id>/step-info.json`.
     pub(crate) fn step_info(alias: &str, id: &str) -> Result<Name> {
         Name::new(alias, "_api.info", id)

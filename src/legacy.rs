@@ -12,6 +12,12 @@
 //!   renamed over (`atomic`). A process killed at any point leaves no partial file at a final
 //!   path; its staging dirs are removed by the next view (or activation, export) in the same
 //!   directory.
+//! - Its modes are fixed, whatever the umask of the process that writes it (a pre-bake job as
+//!   root, often under `umask 077`), so that another user (the CI user) reads all of it: every
+//!   directory it creates 0755 (`store::make_dir_all`), every file 0644, and a file of a cached
+//!   step, or of `collection/`, that is executable 0755 (`store::set_fixed_modes`, applied to a
+//!   directory in its staging dir before it is renamed in: git and copies take the umask). What
+//!   was there before the view, and directories it did not create, keep their modes.
 //! - The alias is the collection's own ([`crate::steplib::alias_of`]: derived from the URI,
 //!   never from the clock), so two runs, or two machines, agree.
 //! - What is there is kept: `routing.json` keeps every route it did not write; a
@@ -34,12 +40,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::export::Place;
+use crate::export::{Modes, Place};
 use crate::fetch::{GitTransports, NetConfig};
 use crate::hash::{self, Kind, ObjectId};
 use crate::layout::{LEGACY_VIEW_ID, Name};
 use crate::steplib::{self, Collection, ExportType, Opened, Source};
-use crate::store::{Producer, Rebuild, Store};
+use crate::store::{FILE_MODE, Producer, Rebuild, Store, make_dir_all};
 
 /// The old tool's file of routes: StepLib URI → alias.
 pub const ROUTING_FILE: &str = "routing.json";
@@ -165,7 +171,7 @@ pub fn write_view(
     let collections_dir = home.join(COLLECTIONS_DIR);
     store.check_outside(&collections_dir)?;
     store.check_outside(&routing_path)?;
-    crate::export::create_parent(&collections_dir)?;
+    make_dir_all(&collections_dir)?;
     let _lock = crate::lock::home_file_exclusive(&home.join(LOCK_FILE), store.interrupt())?;
     let old_routes = read_routes(&routing_path)?;
     let mut routes = old_routes.clone();
@@ -214,7 +220,7 @@ fn write_collection(
     refused: &mut Vec<(PathBuf, String)>,
 ) -> Result<CollectionView> {
     let dir = opts.home.join(COLLECTIONS_DIR).join(&c.alias);
-    crate::export::create_parent(&dir)?;
+    make_dir_all(&dir)?;
     let mut steps = Vec::new();
     for (id, version) in crate::preload::list_cached(store, c)? {
         net.check_cancel()?;
@@ -267,14 +273,14 @@ fn write_cached(
         }
     }
     if let Some(parent) = dest.parent() {
-        crate::export::create_parent(parent)?;
+        make_dir_all(parent)?;
     }
     let how = if there {
         Place::Replace
     } else {
         Place::IfMissing
     };
-    match store.export_placed(name, dest, how) {
+    match store.export_placed(name, dest, how, Modes::Fixed) {
         Ok(_) => Ok(Some(if there {
             Outcome::Replaced
         } else {
@@ -321,34 +327,36 @@ fn write_checkout(
             // view works offline), else from the StepLib.
             let mirror = store.layout().mirror(&c.alias);
             crate::export::place_dir(dest, how, |tree| {
-                if mirror.join("HEAD").is_file() {
-                    match crate::fetch::git_work_tree_via(
+                fixed_modes_after(tree, |tree| {
+                    if mirror.join("HEAD").is_file() {
+                        match crate::fetch::git_work_tree_via(
+                            url,
+                            Some(&mirror),
+                            Some(commit),
+                            tree,
+                            &what,
+                            GitTransports::Network,
+                            net,
+                        ) {
+                            Ok(()) => return Ok(()),
+                            Err(Error::Cancelled) => return Err(Error::Cancelled),
+                            Err(e) => {
+                                log::info!("{what}: not from the kept mirror ({})", e.describe());
+                                if fs::symlink_metadata(tree).is_ok() {
+                                    crate::tmp::remove_tree(tree)?;
+                                }
+                            }
+                        }
+                    }
+                    crate::fetch::git_work_tree(
                         url,
-                        Some(&mirror),
                         Some(commit),
                         tree,
                         &what,
                         GitTransports::Network,
                         net,
-                    ) {
-                        Ok(()) => return Ok(()),
-                        Err(Error::Cancelled) => return Err(Error::Cancelled),
-                        Err(e) => {
-                            log::info!("{what}: not from the kept mirror ({})", e.describe());
-                            if fs::symlink_metadata(tree).is_ok() {
-                                crate::tmp::remove_tree(tree)?;
-                            }
-                        }
-                    }
-                }
-                crate::fetch::git_work_tree(
-                    url,
-                    Some(commit),
-                    tree,
-                    &what,
-                    GitTransports::Network,
-                    net,
-                )
+                    )
+                })
             })?;
             Ok(if there {
                 Outcome::Replaced
@@ -362,23 +370,33 @@ fn write_checkout(
             }
             crate::export::sweep_beside(dest);
             crate::export::place_dir(dest, Place::IfMissing, |tree| {
-                if src.join(".git").exists() {
-                    let url = src.to_string_lossy();
-                    crate::fetch::git_work_tree(
-                        &url,
-                        None,
-                        tree,
-                        &what,
-                        GitTransports::NetworkAndLocal,
-                        net,
-                    )
-                } else {
-                    crate::export::copy_tree(src, tree)
-                }
+                fixed_modes_after(tree, |tree| {
+                    if src.join(".git").exists() {
+                        let url = src.to_string_lossy();
+                        crate::fetch::git_work_tree(
+                            &url,
+                            None,
+                            tree,
+                            &what,
+                            GitTransports::NetworkAndLocal,
+                            net,
+                        )
+                    } else {
+                        crate::export::copy_tree(src, tree)
+                    }
+                })
             })?;
             Ok(Outcome::Written)
         }
     }
+}
+
+/// Runs `build` (which makes the directory `tree` in a staging dir, not yet renamed in), then
+/// gives what it made the view's fixed modes (`store::set_fixed_modes`): git and copies take the
+/// umask, and a view baked under `umask 077` must still be read by the CI user.
+fn fixed_modes_after(tree: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    build(tree)?;
+    crate::store::set_fixed_modes(tree)
 }
 
 /// Writes `spec/spec.json` (every version) and `spec/slim-spec.json` (each step's info and
@@ -387,8 +405,8 @@ fn write_checkout(
 fn write_specs(store: &Store, c: &Collection, opts: &ViewOptions, spec: &Path) -> Result<Outcome> {
     let slim = spec.with_file_name("slim-spec.json");
     let spec_dir = spec.parent().unwrap_or(Path::new("."));
-    crate::export::create_parent(spec_dir)?;
-    let mode = crate::atomic::FileMode::LessUmask(0o666);
+    make_dir_all(spec_dir)?;
+    let mode = crate::atomic::FileMode::Exactly(FILE_MODE);
     // The spec is read from many files of the collection object: under the store lock, so that
     // a gc after a concurrent update cannot remove it half-way.
     let (object, outcome) = store.read_locked(|| -> Result<(String, Outcome)> {
@@ -495,7 +513,7 @@ fn write_routes(path: &Path, routes: &BTreeMap<String, String>) -> Result<()> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let mode = crate::atomic::FileMode::LessUmask(0o666);
+    let mode = crate::atomic::FileMode::Exactly(FILE_MODE);
     crate::atomic::write_file_atomically(path, mode, |w| {
         w.write_all(&bytes).map_err(Error::io("write", path))
     })

@@ -185,13 +185,18 @@ fn for_each_group(
         }
         return Ok(());
     }
-    // Set up outside the lock (a setup takes it itself), then read under it. A concurrent
-    // `delete` may remove the collection between the two (delete is safe while others work):
-    // then set it up again, as an activation does (a few times, then give up: `crate::retry`;
-    // the first pass counts, as an activation's first download does).
+    // Set up outside the lock (a setup takes it itself: the first pass uses the one above),
+    // then read under it. A concurrent `delete` may remove the collection between the two
+    // (delete is safe while others work): then set it up again, as an activation does (a few
+    // times, then give up: `crate::retry`; the first pass counts, as an activation's first
+    // download does).
+    drop(o);
+    let mut set_up = true;
     let mut race = Race::new(Race::REDO);
     while race.again() {
-        step::open_or_setup(store, c, net)?;
+        if !std::mem::take(&mut set_up) {
+            step::open_or_setup(store, c, net)?;
+        }
         let listed = store.read_locked(|| {
             let Some(opened) = steplib::open(store, c)? else {
                 return Ok(false);

@@ -271,6 +271,9 @@ impl Stage<'_> {
 pub(crate) const DIR_MODE: u32 = 0o755;
 /// The mode of the store's own files (`format`, the store lock files).
 pub(crate) const FILE_MODE: u32 = 0o644;
+/// The mode of an executable file written with fixed modes (a legacy view's copy of a step's
+/// executable): [`FILE_MODE`] plus every execute bit.
+pub(crate) const EXEC_FILE_MODE: u32 = 0o755;
 
 /// Creates the store directory `p` with [`DIR_MODE`], set explicitly since `mkdir` applies the
 /// umask (and a setgid parent adds its bit). `Ok(false)`: it already existed (left as it is).
@@ -283,6 +286,58 @@ pub(crate) fn make_dir(p: &Path) -> Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(Error::io("create dir", p)(e)),
     }
+}
+
+/// Creates the directory `p` and those above it that are missing, each made by [`make_dir`]
+/// ([`DIR_MODE`] whatever the umask); what is there already is left as it is. Creating one
+/// that another process created meanwhile is fine. A file in the way is reported as not a
+/// directory.
+pub(crate) fn make_dir_all(p: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = p;
+    while !at.as_os_str().is_empty() && fs::symlink_metadata(at).is_err() {
+        missing.push(at);
+        match at.parent() {
+            Some(up) => at = up,
+            None => break,
+        }
+    }
+    for d in missing.iter().rev() {
+        make_dir(d)?;
+    }
+    match fs::metadata(p) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::io("create dir", p)(io::Error::from(
+            rustix::io::Errno::NOTDIR,
+        ))),
+        Err(e) => Err(Error::io("create dir", p)(e)),
+    }
+}
+
+/// Gives every entry of the tree at `root` (a tree this process just made, not yet where
+/// others see it) the fixed modes, whatever the umask it was made with: directories
+/// [`DIR_MODE`], files [`FILE_MODE`], or [`EXEC_FILE_MODE`] when any execute bit is set;
+/// symlinks are left as they are (never followed). Setuid, setgid and sticky bits are dropped.
+pub(crate) fn set_fixed_modes(root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(root).map_err(Error::io("stat", root))?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        // The directory first, so that it can be read whatever mode it was made with.
+        sys::set_mode(root, DIR_MODE).map_err(Error::io("chmod", root))?;
+        for entry in fs::read_dir(root).map_err(Error::io("read dir", root))? {
+            let entry = entry.map_err(Error::io("read dir", root))?;
+            set_fixed_modes(&entry.path())?;
+        }
+    } else if ft.is_file() {
+        let want = if meta.permissions().mode() & 0o111 != 0 {
+            EXEC_FILE_MODE
+        } else {
+            FILE_MODE
+        };
+        sys::set_mode(root, want).map_err(Error::io("chmod", root))?;
+    }
+    Ok(())
 }
 
 /// Makes sure the store directory `p` exists, creating it in `staging` (a temp dir of ours on the
@@ -653,21 +708,33 @@ impl Store {
     /// Copies the object `name` points at to `dest`, which appears complete or not at all.
     /// `dest` may be missing or an empty directory. Writes nothing into the store.
     pub fn export(&self, name: &Name, dest: &Path) -> Result<ObjectId> {
-        self.export_placed(name, dest, crate::export::Place::IfMissing)
+        self.export_placed(
+            name,
+            dest,
+            crate::export::Place::IfMissing,
+            crate::export::Modes::LessUmask,
+        )
     }
 
     /// [`Store::export`], but what is at `dest` is replaced as `how` allows (the new tree is
-    /// built beside it and swapped in).
+    /// built beside it and swapped in), and the copy's modes are `modes`.
     pub(crate) fn export_placed(
         &self,
         name: &Name,
         dest: &Path,
         how: crate::export::Place,
+        modes: crate::export::Modes,
     ) -> Result<ObjectId> {
         self.check_outside(dest)?;
         crate::export::sweep_beside(dest);
         self.copy_out(name, |dir| {
-            crate::export::place_dir(dest, how, |tree| crate::export::copy_tree(dir, tree))
+            crate::export::place_dir(dest, how, |tree| {
+                crate::export::copy_tree(dir, tree)?;
+                match modes {
+                    crate::export::Modes::LessUmask => Ok(()),
+                    crate::export::Modes::Fixed => set_fixed_modes(tree),
+                }
+            })
         })
     }
 

@@ -97,39 +97,82 @@ pub(crate) struct ApiReader {
     ttl: ApiTtl,
 }
 
-/// The file name a document is cached under, in its object.
-fn file_name(doc: &Doc) -> &'static str {
-    match doc {
-        Doc::Meta => "meta.json",
-        Doc::StepIds => "step_ids.json",
-        Doc::Latest(_) => "latest.json",
-        Doc::Versions(_) => "versions.json",
-        Doc::StepInfo(_) => "step-info.json",
-        Doc::Step(..) => "step.json",
-    }
+/// The file `meta.json` is kept under in an API collection's object.
+const META_FILE: &str = "meta.json";
+
+/// A document the reader fetches when a lookup needs it and caches under a name of its own.
+/// (`meta.json` is the collection object's, fetched by setup and update; `latest.json` is not
+/// needed: `versions.json` gives the latest version.)
+#[derive(Debug, Clone)]
+enum Fetched {
+    /// `index/step_ids.json`.
+    StepIds,
+    /// `index/steps/<id>/versions.json`.
+    Versions(String),
+    /// `steps/<id>/step-info.json`.
+    StepInfo(String),
+    /// `steps/<id>/<version>/step.json`.
+    Step(String, String),
 }
 
-/// Checks `bytes` as the document `doc`.
-fn check(doc: &Doc, bytes: &[u8]) -> std::result::Result<(), String> {
-    match doc {
-        Doc::Meta => api::read_meta(bytes).map(drop),
-        Doc::StepIds => api::read_step_ids(bytes).map(drop),
-        Doc::Latest(id) => api::read_latest(bytes, id).map(drop),
-        Doc::Versions(id) => api::read_versions(bytes, id).map(drop),
-        Doc::StepInfo(_) => api::read_step_info(bytes).map(drop),
-        Doc::Step(..) => api::read_step(bytes).map(drop),
+impl Fetched {
+    /// The API's document.
+    fn doc(&self) -> Doc {
+        match self {
+            Fetched::StepIds => Doc::StepIds,
+            Fetched::Versions(id) => Doc::Versions(id.clone()),
+            Fetched::StepInfo(id) => Doc::StepInfo(id.clone()),
+            Fetched::Step(id, v) => Doc::Step(id.clone(), v.clone()),
+        }
     }
-}
 
-/// What a document is, for messages.
-fn describe(doc: &Doc) -> String {
-    match doc {
-        Doc::Meta => "the StepLib API's meta.json".into(),
-        Doc::StepIds => "the StepLib API's step ids".into(),
-        Doc::Latest(id) => format!("the latest versions of step {id}"),
-        Doc::Versions(id) => format!("the versions of step {id}"),
-        Doc::StepInfo(id) => format!("the step info of {id}"),
-        Doc::Step(id, v) => format!("step {id}@{v}"),
+    /// The file name it is cached under, in its object.
+    fn file_name(&self) -> &'static str {
+        match self {
+            Fetched::StepIds => "step_ids.json",
+            Fetched::Versions(_) => "versions.json",
+            Fetched::StepInfo(_) => "step-info.json",
+            Fetched::Step(..) => "step.json",
+        }
+    }
+
+    /// The name it is cached under, in the collection `alias`.
+    fn name(&self, alias: &str) -> Result<Name> {
+        match self {
+            Fetched::StepIds => ApiDocNames::step_ids(alias),
+            Fetched::Versions(id) => ApiDocNames::versions(alias, id),
+            Fetched::StepInfo(id) => ApiDocNames::step_info(alias, id),
+            Fetched::Step(id, v) => ApiDocNames::step(alias, id, v),
+        }
+    }
+
+    /// Checks `bytes` as this document.
+    fn check(&self, bytes: &[u8]) -> std::result::Result<(), String> {
+        match self {
+            Fetched::StepIds => api::read_step_ids(bytes).map(drop),
+            Fetched::Versions(id) => api::read_versions(bytes, id).map(drop),
+            Fetched::StepInfo(_) => api::read_step_info(bytes).map(drop),
+            Fetched::Step(..) => api::read_step(bytes).map(drop),
+        }
+    }
+
+    /// What it is, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Fetched::StepIds => "the StepLib API's step ids".into(),
+            Fetched::Versions(id) => format!("the versions of step {id}"),
+            Fetched::StepInfo(id) => format!("the step info of {id}"),
+            Fetched::Step(id, v) => format!("step {id}@{v}"),
+        }
+    }
+
+    /// How long its cached copy answers under `ttl` (`None`: for ever).
+    fn ttl(&self, ttl: &ApiTtl) -> Option<Duration> {
+        match self {
+            Fetched::Step(..) => None,
+            Fetched::StepInfo(_) => Some(ttl.step_info),
+            Fetched::StepIds | Fetched::Versions(_) => Some(ttl.index),
+        }
     }
 }
 
@@ -158,37 +201,17 @@ impl ApiReader {
         }
     }
 
-    fn url(&self, doc: &Doc) -> Result<String> {
-        let path = doc.url_path().ok_or_else(|| Error::Steplib {
-            what: describe(doc),
+    fn url(&self, doc: &Fetched) -> Result<String> {
+        let path = doc.doc().url_path().ok_or_else(|| Error::Steplib {
+            what: doc.describe(),
             reason: "a step id or version that cannot name an API document".into(),
         })?;
         Ok(format!("{}/{path}", self.base))
     }
 
-    fn name(&self, doc: &Doc) -> Result<Name> {
-        let a = &self.alias;
-        match doc {
-            Doc::Meta => Ok(super::Collection::name_of_alias(a)),
-            Doc::StepIds => ApiDocNames::step_ids(a),
-            Doc::Latest(id) => ApiDocNames::latest(a, id),
-            Doc::Versions(id) => ApiDocNames::versions(a, id),
-            Doc::StepInfo(id) => ApiDocNames::step_info(a, id),
-            Doc::Step(id, v) => ApiDocNames::step(a, id, v),
-        }
-    }
-
-    fn ttl_of(&self, doc: &Doc) -> Option<Duration> {
-        match doc {
-            Doc::Step(..) => None,
-            Doc::StepInfo(_) => Some(self.ttl.step_info),
-            _ => Some(self.ttl.index),
-        }
-    }
-
     /// The cached copy of `doc` under `name`, read back (the caller parses it with the reader
     /// of its kind, which checks it again); `None` when there is none.
-    fn cached(&self, doc: &Doc, name: &Name) -> Result<Option<Cached>> {
+    fn cached(&self, doc: &Fetched, name: &Name) -> Result<Option<Cached>> {
         let Some(at) = self.store.bound_at(name) else {
             return Ok(None);
         };
@@ -197,7 +220,7 @@ impl ApiReader {
             Err(Error::NameNotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let path = dir.join(file_name(doc));
+        let path = dir.join(doc.file_name());
         let bytes = super::checkout::read_regular(
             &path,
             super::checkout::AtLink::Refuse,
@@ -213,8 +236,8 @@ impl ApiReader {
 
     /// `doc`: the cached copy while it is fresh, else fetched (and cached); the cached copy,
     /// with a warning, when the fetch fails. `Ok(None)`: the API has no such document.
-    fn get(&self, doc: &Doc) -> Result<Option<Cached>> {
-        let name = self.name(doc)?;
+    fn get(&self, doc: &Fetched) -> Result<Option<Cached>> {
+        let name = doc.name(&self.alias)?;
         let cached = self.cached(doc, &name)?;
         let age = |c: &Cached| {
             SystemTime::now()
@@ -222,11 +245,11 @@ impl ApiReader {
                 .unwrap_or(Duration::ZERO)
         };
         if let Some(c) = &cached
-            && self.ttl_of(doc).is_none_or(|ttl| age(c) < ttl)
+            && doc.ttl(&self.ttl).is_none_or(|ttl| age(c) < ttl)
         {
             return Ok(cached);
         }
-        let what = describe(doc);
+        let what = doc.describe();
         let net = match &self.net {
             Some(n) if !n.offline => n,
             Some(_) => {
@@ -259,7 +282,17 @@ impl ApiReader {
         let fetched = self
             .store
             .produce(&name, fill, Producer::ApiDocument, |stage| {
-                fetch_document(stage, doc, &url, &what, net, &mut missing)
+                match fetch_document(stage, doc, &url, &what, net)? {
+                    Some(tree) => Ok(tree),
+                    None => {
+                        // Fails the stage, so nothing is bound; never shown (`missing`).
+                        missing = true;
+                        Err(Error::NameNotFound {
+                            name: name.to_string(),
+                            store: self.store.layout().root().to_path_buf(),
+                        })
+                    }
+                }
             });
         match fetched {
             Ok(_) => self
@@ -292,7 +325,7 @@ impl ApiReader {
 
     /// The step ids, sorted.
     pub(crate) fn step_ids(&self) -> Result<Vec<String>> {
-        let Some(c) = self.get(&Doc::StepIds)? else {
+        let Some(c) = self.get(&Fetched::StepIds)? else {
             return Ok(Vec::new());
         };
         let mut ids = api::read_step_ids(&c.bytes).map_err(|reason| Error::Format {
@@ -310,7 +343,7 @@ impl ApiReader {
         if !super::generate::valid_component(id) {
             return Ok(None);
         }
-        let Some(vs) = self.get(&Doc::Versions(id.to_string()))? else {
+        let Some(vs) = self.get(&Fetched::Versions(id.to_string()))? else {
             return Ok(None);
         };
         let newest_first = api::read_versions(&vs.bytes, id).map_err(|reason| Error::Format {
@@ -321,7 +354,7 @@ impl ApiReader {
         versions.retain(|v| Name::new("r", "s", v).is_ok() && !v.contains("+exe."));
         let latest = versions.first().cloned().unwrap_or_default();
         versions.reverse();
-        let info = match self.get(&Doc::StepInfo(id.to_string()))? {
+        let info = match self.get(&Fetched::StepInfo(id.to_string()))? {
             None => json!({}),
             Some(c) => {
                 let mut info = api::read_step_info(&c.bytes).map_err(|reason| Error::Format {
@@ -364,7 +397,7 @@ impl ApiReader {
 
     /// The step definition of `id@version`; `Ok(None)`: the API has no such version.
     pub(crate) fn step(&self, id: &str, version: &str) -> Result<Option<Value>> {
-        let doc = Doc::Step(id.to_string(), version.to_string());
+        let doc = Fetched::Step(id.to_string(), version.to_string());
         let Some(c) = self.get(&doc)? else {
             return Ok(None);
         };
@@ -379,11 +412,11 @@ impl ApiReader {
     /// Where the cached `step.json` of `id@version` is (what `step-info` shows as its
     /// definition and `activate -y` copies: JSON is YAML).
     pub(crate) fn step_path(&self, id: &str, version: &str) -> PathBuf {
-        let doc = Doc::Step(id.to_string(), version.to_string());
-        match self.name(&doc) {
+        let doc = Fetched::Step(id.to_string(), version.to_string());
+        match doc.name(&self.alias) {
             Ok(name) => match self.store.resolve(&name) {
-                Ok((_, dir)) => dir.join(file_name(&doc)),
-                Err(_) => self.store.layout().name_path(&name).join(file_name(&doc)),
+                Ok((_, dir)) => dir.join(doc.file_name()),
+                Err(_) => self.store.layout().name_path(&name).join(doc.file_name()),
             },
             Err(_) => PathBuf::from(self.url(&doc).unwrap_or_default()),
         }
@@ -409,36 +442,33 @@ impl ApiReader {
 }
 
 /// Fetches `doc` from `url` into the stage and writes it as the stage's tree (one file), after
-/// checking it. A 404 sets `missing` (and fails the stage: nothing is bound).
+/// checking it. `Ok(None)`: the API has no such document (404 or 410).
 fn fetch_document(
     stage: &mut Stage<'_>,
-    doc: &Doc,
+    doc: &Fetched,
     url: &str,
     what: &str,
     net: &NetConfig,
-    missing: &mut bool,
-) -> Result<Tree> {
+) -> Result<Option<Tree>> {
     let file = stage.dir().join("document");
     if fetch::download_optional(url, &file, MAX_DOCUMENT_BYTES as u64, what, net)?.is_none() {
-        *missing = true;
-        return Err(Error::Steplib {
-            what: format!("{what}: {}", crate::credentials::redact(url)),
-            reason: "the API has no such document (HTTP 404)".into(),
-        });
+        return Ok(None);
     }
     let bytes = fs::read(&file).map_err(Error::io("read", &file))?;
-    check(doc, &bytes).map_err(|reason| Error::Steplib {
+    doc.check(&bytes).map_err(|reason| Error::Steplib {
         what: format!("{what}: {}", crate::credentials::redact(url)),
         reason,
     })?;
-    stage.write(url, |w| {
-        w.add_file(
-            file_name(doc),
-            false,
-            Some(bytes.len() as u64),
-            bytes.as_slice(),
-        )
-    })
+    stage
+        .write(url, |w| {
+            w.add_file(
+                doc.file_name(),
+                false,
+                Some(bytes.len() as u64),
+                bytes.as_slice(),
+            )
+        })
+        .map(Some)
 }
 
 /// Writes an API collection's object: its `collection.json` (the API's `meta.json` as a
@@ -506,12 +536,7 @@ pub(crate) fn write_collection(
             Some(json.len() as u64),
             json.as_slice(),
         )?;
-        w.add_file(
-            file_name(&Doc::Meta),
-            false,
-            Some(bytes.len() as u64),
-            bytes.as_slice(),
-        )
+        w.add_file(META_FILE, false, Some(bytes.len() as u64), bytes.as_slice())
     })
 }
 

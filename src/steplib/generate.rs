@@ -89,7 +89,7 @@ fn fill(store: &Store, c: &Collection, mode: Rebuild<'_>, net: &NetConfig) -> Re
                 {
                     return super::api_read::write_collection(stage, c, url, Some(meta), net);
                 }
-                from_git(store, c, url, stage, net)
+                from_git(store, c, bound, url, stage, net)
             }
             Source::SpecUrl(url) => {
                 let file = stage.dir().join("spec.json");
@@ -109,16 +109,18 @@ fn fill(store: &Store, c: &Collection, mode: Rebuild<'_>, net: &NetConfig) -> Re
 
 /// Sets up or updates a git StepLib from its kept mirror (`store-format.md` section 4a,
 /// "Mirrors"). We hold the name lock of the collection: nobody re-points it meanwhile.
+/// `bound` is the collection object its name points at (read once, by the caller).
 fn from_git(
     store: &Store,
     c: &Collection,
+    bound: Option<super::Opened>,
     url: &str,
     stage: &mut Stage<'_>,
     net: &NetConfig,
 ) -> Result<Tree> {
     let what = format!("collection {}", c.uri);
     // The bound object, when this layout wrote it: an update reuses its unchanged groups.
-    let current = super::open(store, c)?.filter(|o| {
+    let current = bound.filter(|o| {
         o.meta.layout == super::model::COLLECTION_LAYOUT && o.meta.source_commit.is_some()
     });
     // An update of an unchanged StepLib costs one round trip: when its HEAD is the commit the

@@ -26,10 +26,25 @@ struct Fixture {
 impl Fixture {
     /// The fixture with the given versions of `s` downloaded into the store.
     fn new(downloaded: &[&str]) -> Fixture {
+        Fixture::make(downloaded, false)
+    }
+
+    /// [`Fixture::new`], with the StepLib a git repository (its `collection/` is then a clone:
+    /// files git writes, with git's modes).
+    fn new_git(downloaded: &[&str]) -> Fixture {
+        Fixture::make(downloaded, true)
+    }
+
+    fn make(downloaded: &[&str], git: bool) -> Fixture {
         let t = support::TestDir::new();
         let root = t.path().to_path_buf();
         let lib = root.join("lib");
         support::local_steplib(&lib, &["1.0.0", "2.0.0"]);
+        if git {
+            support::git(&lib, &["init", "-q"]);
+            support::git(&lib, &["add", "-A"]);
+            support::git(&lib, &["commit", "-q", "-m", "steplib"]);
+        }
         let lib = lib.to_str().unwrap().to_string();
         let home = root.join("store");
         let f = Fixture {
@@ -474,15 +489,7 @@ fn a_view_baked_by_root_is_read_by_another_user() {
         return;
     }
     let f = Fixture::new(&["1.0.0"]);
-    let mut p = f.root.clone();
-    while p.parent().is_some() {
-        let mode = fs::metadata(&p).unwrap().mode();
-        if mode & 0o005 != 0o005 {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o7777 | 0o005)).unwrap();
-        }
-        p.pop();
-    }
+    open_to_others(&f.root);
     f.view_ok();
     let dir = f.collection_dir();
     for file in [
@@ -508,6 +515,109 @@ fn a_view_baked_by_root_is_read_by_another_user() {
         "1.0.0\n",
         "{}",
         support::describe(&o)
+    );
+}
+
+/// Makes `dir` and each directory above it searchable and readable by others, as the
+/// directories above a runner image's `~/.stepman` are.
+fn open_to_others(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut p = dir.to_path_buf();
+    while p.parent().is_some() {
+        let mode = fs::metadata(&p).unwrap().mode();
+        if mode & 0o005 != 0o005 {
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o7777 | 0o005)).unwrap();
+        }
+        p.pop();
+    }
+}
+
+/// A view baked under `umask 077` (a pre-bake job's strict umask) has fixed modes whatever the
+/// umask: every directory 0755, every file 0644, or 0755 where the step's object has it
+/// executable. So another user (the CI user) reads every file of it, `collection/`'s git work
+/// tree and `.git/` included, and activates a cached step as the old tool does, by copying
+/// `cache/<id>/<version>/` whole: the copy is the object, executable bit and all.
+#[test]
+fn a_view_baked_under_umask_077_is_read_by_another_user() {
+    if !support::root_with_setpriv("a_view_baked_under_umask_077_is_read_by_another_user") {
+        return;
+    }
+    let f = Fixture::new_git(&["1.0.0", "2.0.0"]);
+    open_to_others(&f.root);
+    let mut bake = std::process::Command::new("sh");
+    bake.args(["-c", "umask 077; exec \"$@\"", "sh"])
+        .arg(support::bin())
+        .args(["legacy-view", "-c", &f.lib, "--legacy-home"])
+        .arg(&f.legacy);
+    support::store_env(&mut bake, &f.home);
+    let o = output(&mut bake);
+    assert!(o.status.success(), "{}", support::describe(&o));
+    let dir = f.collection_dir();
+    assert!(
+        dir.join("collection/.git").is_dir(),
+        "collection/ is a clone"
+    );
+
+    // Every file, read as the CI user (find fails on a directory it cannot read, and when a
+    // `cat` fails).
+    let o = output(
+        support::nobody()
+            .args([
+                "sh",
+                "-c",
+                "find \"$1\" -type f -exec cat {} + >/dev/null",
+                "sh",
+            ])
+            .arg(&f.legacy),
+    );
+    assert!(
+        o.status.success(),
+        "nobody cannot read every file of the view: {}",
+        support::describe(&o)
+    );
+    let act = f.root.join("activations");
+    fs::create_dir(&act).unwrap();
+    std::os::unix::fs::chown(&act, Some(support::NOBODY), Some(support::NOBODY)).unwrap();
+    for v in ["1.0.0", "2.0.0"] {
+        let to = act.join(v);
+        let o = output(
+            support::nobody()
+                .args(["cp", "-R", "-p"])
+                .arg(dir.join("cache/s").join(v))
+                .arg(&to),
+        );
+        assert!(
+            o.status.success(),
+            "nobody cannot copy s@{v}: {}",
+            support::describe(&o)
+        );
+        if let Err(e) = support::diff_trees(&to, &f.object_of(v)) {
+            panic!("s@{v} copied by nobody is not its object: {e}");
+        }
+    }
+    let mut wrong = Vec::new();
+    for p in support::paths_under(f.legacy.parent().unwrap()) {
+        let m = fs::symlink_metadata(&p).unwrap();
+        let mode = m.mode() & 0o7777;
+        let ok = if m.is_dir() {
+            mode == 0o755
+        } else if m.is_file() {
+            mode == 0o644 || mode == 0o755
+        } else {
+            true
+        };
+        if !ok {
+            wrong.push(format!("{} {mode:o}", p.display()));
+        }
+    }
+    assert_eq!(wrong, Vec::<String>::new(), "modes other than 0755/0644");
+    assert_eq!(
+        fs::metadata(dir.join("cache/s/1.0.0/step.sh"))
+            .unwrap()
+            .mode()
+            & 0o7777,
+        0o755,
+        "the step's executable stays executable"
     );
 }
 
