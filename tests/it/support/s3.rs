@@ -9,6 +9,12 @@
 //! exits, the pipe closes and the wrapper kills moto, so no server outlives its tests (the shared
 //! one sits in a static, which is never dropped).
 //!
+//! moto checks a put's `If-None-Match`/`If-Match` and then stores the object with no lock
+//! between the two, so two racing create-only puts of one key can both get 200 (one race in
+//! about fifty on a loaded machine: moto 5.2.6). S3 itself lets exactly one win, and so must the
+//! server these tests rely on: moto runs with [`SHIM`] as its `sitecustomize`, which serialises
+//! the check and the store, and a server that does not say it loaded the shim is refused.
+//!
 //! The fixture's own requests are plain HTTP: moto does not check signatures (unless its IAM
 //! emulation is switched on), but it treats a request without an `Authorization` header as
 //! anonymous and refuses it (403) on any existing private object, so every request carries
@@ -39,16 +45,46 @@ const SHUTDOWN: Duration = Duration::from_secs(10);
 /// The largest object body [`MotoServer::get`] reads.
 const MAX_BODY: u64 = 1 << 30;
 
-/// Runs moto (`$0`) on 127.0.0.1:`$1`, its output in `$2`; prints its pid; kills it (and waits
-/// for it) when stdin closes. A background job's stdin is `/dev/null` in a non-interactive
+/// Runs moto (`$0`) on 127.0.0.1:`$1` with the directory `$2` (the shim's) first on its
+/// `PYTHONPATH`, its output in `$2/log`; prints its pid; kills it (and waits for it) when stdin
+/// closes, and removes `$2`. A background job's stdin is `/dev/null` in a non-interactive
 /// shell, so only `cat` reads the pipe.
-const WRAPPER: &str = r#""$0" -H 127.0.0.1 -p "$1" >"$2" 2>&1 </dev/null &
+const WRAPPER: &str = r#"PYTHONPATH="$2${PYTHONPATH:+:$PYTHONPATH}" "$0" -H 127.0.0.1 -p "$1" >"$2/log" 2>&1 </dev/null &
 pid=$!
 echo "$pid"
 cat >/dev/null
 kill "$pid" 2>/dev/null
 wait "$pid"
-rm -f "$2""#;
+rm -rf "$2""#;
+
+/// moto's `sitecustomize.py`: one lock around the handlers that check a put's condition and
+/// store the object (PutObject; CompleteMultipartUpload is a POST), so that the check and the
+/// store are atomic, as on S3. It fails (and moto with it) when moto's handlers are not where
+/// it expects them.
+const SHIM: &str = r#"# stepman's tests (tests/it/support/s3.rs): moto checks a conditional put, then stores, unlocked.
+import sys
+import threading
+
+from moto.s3.responses import S3Response
+
+_lock = threading.Lock()
+
+
+def _serialised(handler):
+    def locked(*args, **kwargs):
+        with _lock:
+            return handler(*args, **kwargs)
+
+    return locked
+
+
+for _name in ("put_object", "_key_response_post"):
+    setattr(S3Response, _name, _serialised(getattr(S3Response, _name)))
+print("stepman-test-shim: conditional puts serialised", file=sys.stderr, flush=True)
+"#;
+
+/// What the shim says in moto's log once it is in place.
+const SHIM_LOADED: &str = "stepman-test-shim: conditional puts serialised";
 
 /// The `moto_server` to run, or `None` (with the skip message) when there is none.
 fn moto_program(test: &str) -> Option<PathBuf> {
@@ -134,16 +170,18 @@ impl MotoServer {
     fn launch_once(program: &Path) -> Result<MotoServer, String> {
         let started = Instant::now();
         let port = free_port();
-        let log = std::env::temp_dir().join(format!(
-            "stepman-test-moto-{}-{port}.log",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("stepman-test-moto-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join("sitecustomize.py"), SHIM))
+            .map_err(|e| format!("cannot write moto's shim in {}: {e}", dir.display()))?;
+        let log = dir.join("log");
         let mut wrapper = Command::new("sh")
             .arg("-c")
             .arg(WRAPPER)
             .arg(program)
             .arg(port.to_string())
-            .arg(&log)
+            .arg(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -181,11 +219,11 @@ impl MotoServer {
             ));
         }
         // Ready when moto says it bound our port (so the answer is not another program's on a
-        // port taken after we picked it) and answers.
+        // port taken after we picked it) and loaded the shim, and answers.
         let bound = format!("Running on http://127.0.0.1:{port}");
         loop {
             let said = std::fs::read_to_string(&server.log).unwrap_or_default();
-            if said.contains(&bound) && server.answers() {
+            if said.contains(&bound) && said.contains(SHIM_LOADED) && server.answers() {
                 eprintln!(
                     "moto_server on 127.0.0.1:{port} answered after {:.2}s",
                     started.elapsed().as_secs_f64()
@@ -382,7 +420,9 @@ impl MotoServer {
                     }
                     let _ = self.wrapper.kill();
                     let _ = self.wrapper.wait();
-                    let _ = std::fs::remove_file(&self.log);
+                    if let Some(dir) = self.log.parent() {
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
                     killed = true;
                     break;
                 }
