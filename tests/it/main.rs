@@ -34,6 +34,7 @@ mod preload;
 mod progress;
 mod read_only_mount;
 mod reflink;
+mod remote;
 mod replays;
 mod scenarios;
 mod share;

@@ -1,0 +1,271 @@
+//! The remote tier on S3-compatible storage, against moto's S3 server on loopback
+//! (support/s3.rs; skipped without moto). First what the tier relies on from the server:
+//! create-only puts (`If-None-Match: *`) of which exactly one of many racing writers wins, and
+//! conditional overwrites (`If-Match`); then the fixture itself.
+
+use std::process::{Child, Command, Stdio};
+
+use crate::support::{self, AUTHORIZATION, MotoServer};
+
+/// `curl` putting `body` at `url` with `headers`, behind a start gate (see
+/// [`support::gated_shell`]); it prints the status code alone.
+fn gated_put(url: &str, body: &str, headers: &[&str]) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "read _gate; exec curl \"$@\"", "sh"])
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .args(["-H", AUTHORIZATION])
+        // curl's default for --data-binary is a form, whose body moto's server would eat.
+        .args(["-H", "Content-Type: application/octet-stream"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    cmd.args(["--data-binary", body, url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// The status code each child's `curl` printed, in order.
+fn statuses(children: Vec<Child>) -> Vec<u16> {
+    children
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().expect("wait for curl");
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success(),
+                "curl failed ({}): {out} {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            );
+            out.parse()
+                .unwrap_or_else(|_| panic!("curl printed {out:?}, not a status code"))
+        })
+        .collect()
+}
+
+/// One conditional put, run at once; its status code.
+fn put_now(url: &str, body: &str, headers: &[&str]) -> u16 {
+    let mut child = gated_put(url, body, headers)
+        .spawn()
+        .expect("spawn sh to run curl");
+    support::release(std::slice::from_mut(&mut child));
+    statuses(vec![child])[0]
+}
+
+/// The quoted ETag of `bucket/key`, from a HEAD.
+fn etag(moto: &MotoServer, bucket: &str, key: &str) -> String {
+    let o = Command::new("curl")
+        .args(["-sS", "-I", "-H", AUTHORIZATION, &moto.url(bucket, key)])
+        .output()
+        .expect("run curl -I");
+    let head = String::from_utf8_lossy(&o.stdout);
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("etag")
+                .then(|| value.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("HEAD {bucket}/{key} has no ETag: {head}"))
+}
+
+#[test]
+fn s3_server_honours_create_only_puts() {
+    let test = "s3_server_honours_create_only_puts";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let _alone = support::alone(); // sixteen processes at once
+    let bucket = moto.bucket("race");
+    for round in 0..3 {
+        let key = format!("race-key-{round}");
+        let url = moto.url(&bucket, &key);
+        let bodies: Vec<String> = (0..16)
+            .map(|i| format!("writer {i} of round {round}"))
+            .collect();
+        let mut children: Vec<Child> = bodies
+            .iter()
+            .map(|b| {
+                gated_put(&url, b, &["If-None-Match: *"])
+                    .spawn()
+                    .expect("spawn sh to run curl")
+            })
+            .collect();
+        support::release(&mut children);
+        let statuses = statuses(children);
+        let winners: Vec<usize> = (0..16).filter(|&i| statuses[i] == 200).collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: not exactly one create-only put won: {statuses:?}"
+        );
+        assert!(
+            statuses.iter().filter(|&&s| s == 412).count() == 15,
+            "round {round}: the losers did not all get 412: {statuses:?}"
+        );
+        assert_eq!(
+            moto.get(&bucket, &key).map(String::from_utf8),
+            Some(Ok(bodies[winners[0]].clone())),
+            "round {round}: the stored object is not the winner's ({statuses:?})"
+        );
+    }
+}
+
+#[test]
+fn s3_server_refuses_a_create_only_put_over_an_existing_object() {
+    let test = "s3_server_refuses_a_create_only_put_over_an_existing_object";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let bucket = moto.bucket("exists");
+    moto.put(&bucket, "k", b"first");
+    let status = put_now(&moto.url(&bucket, "k"), "second", &["If-None-Match: *"]);
+    assert_eq!(status, 412, "a create-only put over an existing object");
+    assert_eq!(
+        moto.get(&bucket, "k").as_deref(),
+        Some(&b"first"[..]),
+        "the refused put changed the object"
+    );
+}
+
+#[test]
+fn s3_server_honours_if_match_puts() {
+    let test = "s3_server_honours_if_match_puts";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let bucket = moto.bucket("if-match");
+    moto.put(&bucket, "lease", b"holder a");
+    let current = etag(moto, &bucket, "lease");
+    let url = moto.url(&bucket, "lease");
+
+    let wrong = r#"If-Match: "00000000000000000000000000000000""#;
+    assert_eq!(
+        put_now(&url, "holder b", &[wrong]),
+        412,
+        "If-Match, wrong ETag"
+    );
+    assert_eq!(
+        moto.get(&bucket, "lease").as_deref(),
+        Some(&b"holder a"[..]),
+        "a put with the wrong ETag changed the object"
+    );
+
+    let right = format!("If-Match: {current}");
+    assert_eq!(
+        put_now(&url, "holder c", &[&right]),
+        200,
+        "If-Match, current ETag"
+    );
+    assert_eq!(
+        moto.get(&bucket, "lease").as_deref(),
+        Some(&b"holder c"[..]),
+        "a put with the current ETag did not replace the object"
+    );
+    assert_eq!(
+        put_now(&url, "holder d", &[&right]),
+        412,
+        "If-Match with the ETag the object had before the last put"
+    );
+
+    let missing = moto.url(&bucket, "no-such-lease");
+    assert_eq!(
+        put_now(&missing, "holder e", &[wrong]),
+        404,
+        "If-Match on a missing object"
+    );
+    assert_eq!(moto.get(&bucket, "no-such-lease"), None);
+}
+
+#[test]
+fn s3_fixture_lists_every_key_across_pages() {
+    let test = "s3_fixture_lists_every_key_across_pages";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let bucket = moto.bucket("list");
+    let mut keys: Vec<String> = [
+        "names/a & b/x",
+        "names/<id>/1.0",
+        "names/\"q\" 'a'/+plus",
+        "names/é/ü",
+        "names/sub/deeper/key",
+        "names/~tilde%25",
+        "names/z",
+    ]
+    .iter()
+    .map(|k| k.to_string())
+    .collect();
+    for k in &keys {
+        moto.put(&bucket, k, k.as_bytes());
+    }
+    moto.put(&bucket, "trees/other", b"not listed under names/");
+    keys.sort();
+    assert_eq!(
+        moto.keys_in_pages(&bucket, "names/", 3),
+        keys,
+        "in pages of 3"
+    );
+    assert_eq!(moto.keys(&bucket, "names/"), keys, "in one page");
+    assert_eq!(moto.keys(&bucket, "names/<"), ["names/<id>/1.0"]);
+    assert_eq!(moto.keys(&bucket, "nothing"), Vec::<String>::new());
+    for k in &keys {
+        assert_eq!(moto.get(&bucket, k).as_deref(), Some(k.as_bytes()), "{k}");
+    }
+    moto.delete(&bucket, "names/z");
+    moto.delete(&bucket, "names/z"); // deleting a missing key is no error
+    assert_eq!(moto.get(&bucket, "names/z"), None, "deleted");
+    assert_eq!(
+        moto.keys(&bucket, "").len(),
+        keys.len(),
+        "one of eight deleted"
+    );
+}
+
+#[test]
+fn s3_fixture_points_a_command_at_its_server() {
+    let test = "s3_fixture_points_a_command_at_its_server";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "echo \"$AWS_ENDPOINT_URL $AWS_ACCESS_KEY_ID $AWS_SECRET_ACCESS_KEY $AWS_REGION \
+         $AWS_ALLOW_HTTP ${AWS_PROFILE-unset} ${AWS_SESSION_TOKEN-unset}\"",
+    ])
+    .env("AWS_PROFILE", "prod")
+    .env("AWS_SESSION_TOKEN", "secret");
+    moto.env(&mut cmd);
+    let o = cmd.output().expect("run sh");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!(
+            "{} testing testing us-east-1 true unset unset",
+            moto.endpoint()
+        ),
+        "the environment the fixture gives a command"
+    );
+}
+
+#[test]
+fn s3_server_of_its_own_stops_and_frees_its_port() {
+    let test = "s3_server_of_its_own_stops_and_frees_its_port";
+    let Some(mut own) = MotoServer::start(test) else {
+        return;
+    };
+    let bucket = own.bucket("own");
+    own.put(&bucket, "k", b"v");
+    assert_eq!(own.get(&bucket, "k").as_deref(), Some(&b"v"[..]));
+    let port = own.endpoint().rsplit(':').next().map(str::to_string);
+    own.stop();
+    own.stop(); // a second stop does nothing
+    let port: u16 = port
+        .and_then(|p| p.parse().ok())
+        .expect("the endpoint ends with the port");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "127.0.0.1:{port} still accepts connections after stop"
+    );
+}
