@@ -1,4 +1,4 @@
-//! The one encoding of a tree in the remote tier: a canonical tar.gz (`store-format.md` §10).
+//! The one encoding of a tree in the remote tier: a canonical tar.gz (`store-format.md` §12).
 //!
 //! Invariants: the same tree always gives the same bytes (entries in byte order of their paths,
 //! parents before children; mode 0755 for directories and executable files, 0644 for other

@@ -245,6 +245,7 @@ impl Client {
                 }),
                 Put::Replace(v.clone()),
             ),
+            Put::Overwrite => (PutMode::Overwrite, Put::Overwrite),
             Put::Done | Put::Exists | Put::Conflict => return Err(failure("not a put mode")),
         };
         let opts = PutOptions {

@@ -1,7 +1,7 @@
 //! The remote tier: one content-addressed store shared by a fleet, on an object store
 //! (`STEPMAN_REMOTE=s3://bucket/prefix`, `gs://`, `az://`, or `https://` read only).
 //!
-//! Its layout is normative in `store-format.md` §10 and known only here ([`keys`]):
+//! Its layout is normative in `store-format.md` §12 and known only here ([`keys`]):
 //! `<prefix>/stepman-remote-v1/trees/<hh>/<hex>.tar.gz` (a tree's one canonical archive,
 //! [`archive`]), `names/<route>/<id>/<version>` (the tree's id, one line) and
 //! `leases/<route>/<id>/<version>` (who is downloading it from the origin, until when).
@@ -98,6 +98,9 @@ pub(crate) enum Put {
     Create,
     /// Replace the version read (`If-Match`).
     Replace(Version),
+    /// Replace whatever is there: only for a tree whose remote copy was found missing or
+    /// damaged, with the canonical bytes of the id its key names (so any writer puts the same).
+    Overwrite,
     /// It was written.
     Done,
     /// A create found the key there (another host's put won).
@@ -106,7 +109,7 @@ pub(crate) enum Put {
     Conflict,
 }
 
-/// The keys of the remote layout (`store-format.md` §10), relative to the remote's prefix.
+/// The keys of the remote layout (`store-format.md` §12), relative to the remote's prefix.
 pub mod keys {
     use crate::hash::ObjectId;
     use crate::layout::Name;
@@ -168,6 +171,8 @@ struct Pending {
     id: ObjectId,
     /// This process holds the name's lease (dropped once the name is up).
     leased: bool,
+    /// The remote's copy of the tree was missing or damaged: put it again over what is there.
+    repair: bool,
 }
 
 /// What [`Remote::flush`] and [`Remote::push`] did for one name.
@@ -307,8 +312,8 @@ impl Remote {
         let tree = match got {
             None => return Ok(None),
             Some(Ok(Ok(tree))) => tree,
-            Some(Ok(Err(why))) => return Err(self.err(RemoteOp::GetTree, &key, why)),
-            Some(Err(e)) => return Err(self.err(RemoteOp::GetTree, &key, e.describe())),
+            Some(Ok(Err(why))) => return Err(self.err(RemoteOp::Verify, &key, why)),
+            Some(Err(e)) => return Err(self.err(RemoteOp::Verify, &key, e.describe())),
         };
         if tree.id() != *id {
             return Err(self.err(
@@ -335,7 +340,7 @@ impl Remote {
                 return Ok(Found::Tree(tree));
             }
             return Err(self.err(
-                RemoteOp::GetTree,
+                RemoteOp::Verify,
                 &keys::tree(&id),
                 format!("the name {name} names a tree the remote does not have"),
             ));
@@ -420,12 +425,16 @@ impl Remote {
     }
 
     /// Records that `name`'s tree `id` came from the origin here: [`Remote::flush`] uploads it.
-    pub(crate) fn owe(&self, name: &Name, id: ObjectId, leased: bool) {
+    pub(crate) fn owe(&self, name: &Name, id: ObjectId, leased: bool, repair: bool) {
+        if self.settings.mode == Mode::Read {
+            return;
+        }
         if let Ok(mut p) = self.pending.lock() {
             p.push(Pending {
                 name: name.clone(),
                 id,
                 leased,
+                repair,
             });
         }
     }
@@ -449,7 +458,7 @@ impl Remote {
         };
         owed.into_iter()
             .map(|p| {
-                let outcome = self.upload(store, &p.name, &p.id);
+                let outcome = self.upload(store, &p.name, &p.id, p.repair);
                 if p.leased {
                     self.release(&p.name);
                 }
@@ -462,15 +471,16 @@ impl Remote {
             .collect()
     }
 
-    /// Puts `name` → `id` (and the tree first) unless the remote has the name.
-    fn upload(&self, store: &Store, name: &Name, id: &ObjectId) -> UploadOutcome {
+    /// Puts `name` → `id` (and the tree first) unless the remote has the name; with `repair`
+    /// (its tree was found missing or damaged), the tree is put again over what is there.
+    fn upload(&self, store: &Store, name: &Name, id: &ObjectId, repair: bool) -> UploadOutcome {
         if self.settings.mode == Mode::Read {
             return UploadOutcome::Failed("the remote is read only".into());
         }
         match self.name_of(name) {
-            Ok(Some(there)) if there == *id => return UploadOutcome::AlreadyThere,
-            Ok(Some(there)) => return UploadOutcome::Differs(there),
-            Ok(None) => {}
+            Ok(Some(there)) if there == *id && !repair => return UploadOutcome::AlreadyThere,
+            Ok(Some(there)) if there != *id => return UploadOutcome::Differs(there),
+            Ok(_) => {}
             Err(e) => return UploadOutcome::Failed(e.describe()),
         }
         let tkey = keys::tree(id);
@@ -482,7 +492,8 @@ impl Remote {
             Ok(a) => a,
             Err(e) => return UploadOutcome::Failed(e.describe()),
         };
-        if let Err(f) = self.client.put(&tkey, archive, Put::Create) {
+        let mode = if repair { Put::Overwrite } else { Put::Create };
+        if let Err(f) = self.client.put(&tkey, archive, mode) {
             return UploadOutcome::Failed(self.err(RemoteOp::PutTree, &tkey, f.reason).describe());
         }
         let nkey = keys::name(name);
@@ -513,7 +524,7 @@ impl Remote {
                 Some(Uploaded {
                     name: n.clone(),
                     id,
-                    outcome: self.upload(store, n, &id),
+                    outcome: self.upload(store, n, &id, false),
                 })
             })
             .collect()

@@ -48,19 +48,30 @@ pub fn download(store: &Store, r: &Resolved, net: &NetConfig) -> Result<Imported
     // warning, and the origin is used.
     let mut leased = false;
     let mut from_origin = false;
+    let mut repair = false;
     let got = store.produce(&name, Rebuild::Never, Producer::StepSource, |stage| {
         let found = stage.attempt(|stage| remote.find(stage, &name, &net.cancel))?;
         match found {
             Ok(crate::remote::Found::Tree(tree)) => return Ok(tree),
             Ok(crate::remote::Found::Miss { leased: l }) => leased = l,
             Err(Error::Cancelled) => return Err(Error::Cancelled),
-            Err(e) => log::warn!("{}; using the origin", e.describe()),
+            Err(e) => {
+                // A name whose tree is missing or damaged: the origin's tree is put again.
+                repair = matches!(
+                    e,
+                    Error::Remote {
+                        op: crate::error::RemoteOp::Verify,
+                        ..
+                    }
+                );
+                log::warn!("{}; using the origin", e.describe())
+            }
         }
         from_origin = true;
         fetch_source(stage, r, net)
     });
     match &got {
-        Ok(p) if p.ingested && from_origin => remote.owe(&name, p.id, leased),
+        Ok(p) if p.ingested && from_origin => remote.owe(&name, p.id, leased, repair),
         _ if leased => remote.release(&name),
         _ => {}
     }

@@ -68,8 +68,10 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
             &opts,
             replace,
             &net,
-        )
-        .with_context(|| {
+        );
+        // What came from the origin is owed to the remote even when the activation failed.
+        super::flush_remote(&store, &net);
+        let p = p.with_context(|| {
             format!(
                 "prepare {}@{} in {}",
                 r.picked.id,
@@ -89,7 +91,6 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
             }
         );
         a.prepare.print(&p)?;
-        super::flush_remote(&store, &net);
         return Ok(ExitCode::SUCCESS);
     }
     let id = activate::activate_with(
@@ -100,8 +101,9 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
         precompiled,
         replace,
         &net,
-    )
-    .map_err(|e| {
+    );
+    super::flush_remote(&store, &net);
+    let id = id.map_err(|e| {
         let path = a.path.display().to_string();
         let verb = format!("activate {}@{}", r.picked.id, r.picked.version);
         super::context_once(e, &verb, &format!("into {path}"), &path)
@@ -112,7 +114,6 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
         r.picked.version,
         a.path.display()
     );
-    super::flush_remote(&store, &net);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -27,7 +27,9 @@ pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode
     let r = a.step.resolve(&store, &c, &net)?;
     if a.prepare.prepare {
         let opts = a.prepare.options(activate::Precompiled::Skip);
-        let p = activate::download_prepared(&store, &r, &opts, &net)?;
+        let p = activate::download_prepared(&store, &r, &opts, &net);
+        super::flush_remote(&store, &net);
+        let p = p?;
         crate::ui::note!(
             "{}@{} ready ({:?} build)",
             r.picked.id,
@@ -35,10 +37,11 @@ pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode
             p.build
         );
         a.prepare.print(&p)?;
-        super::flush_remote(&store, &net);
         return Ok(ExitCode::SUCCESS);
     }
-    let got = activate::download(&store, &r, &net)?;
+    let got = activate::download(&store, &r, &net);
+    super::flush_remote(&store, &net);
+    let got = got?;
     crate::ui::note!(
         "{}@{} {} ({})",
         r.picked.id,
@@ -50,7 +53,6 @@ pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode
         },
         got.id
     );
-    super::flush_remote(&store, &net);
     Ok(ExitCode::SUCCESS)
 }
 

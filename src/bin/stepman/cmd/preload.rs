@@ -185,9 +185,9 @@ pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode>
     };
     let outcomes = preload::preload(&store, &c, &requests, &opts, &net);
     crate::ui::clear();
+    super::flush_remote(&store, &net);
     let outcomes = outcomes?;
 
-    super::flush_remote(&store, &net);
     if a.push
         && let Some(remote) = net.remote.as_deref()
     {
