@@ -269,3 +269,234 @@ fn s3_server_of_its_own_stops_and_frees_its_port() {
         "127.0.0.1:{port} still accepts connections after stop"
     );
 }
+
+// ---- The fleet: separate homes (hosts) sharing one remote tier ----
+
+/// A StepLib on this machine whose one step `fleet@1.0.0` is a zip of a [`support::make_tree`]
+/// of `seed` served by a loopback origin (which counts its downloads).
+struct Fleet {
+    dir: tempfile::TempDir,
+    src: std::path::PathBuf,
+    origin: support::Server,
+    lib: std::path::PathBuf,
+    bucket: String,
+}
+
+const STEP_ZIP: &str = "/steps/fleet/1.0.0/step.zip";
+
+impl Fleet {
+    fn new(moto: &MotoServer, seed: u64) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        support::make_tree(&src, seed, 40);
+        let origin = support::Server::start();
+        origin.serve(
+            STEP_ZIP,
+            support::zip_tree(&src),
+            support::Mode::Full {
+                delay: std::time::Duration::ZERO,
+            },
+        );
+        let lib = dir.path().join("lib");
+        support::write_steplib_yml(&lib, &[("zip", &format!("{}/steps/", origin.url()))]);
+        support::write_step(&lib, "fleet", "1.0.0", &support::step_yml("Fleet", None));
+        let bucket = moto.bucket("fleet");
+        Fleet {
+            dir,
+            src,
+            origin,
+            lib,
+            bucket,
+        }
+    }
+
+    fn home(&self, n: &str) -> std::path::PathBuf {
+        self.dir.path().join(format!("host-{n}"))
+    }
+
+    /// `stepman activate` of the step into `<home>/step`, with the remote tier set.
+    fn activate(&self, moto: &MotoServer, home: &std::path::Path, gated: bool) -> Command {
+        let dest = home.join("step");
+        let lib = self.lib.to_str().unwrap();
+        let args = ["activate", "-c", lib, "-i", "fleet", "-v", "1.0.0", "-p"];
+        let mut cmd = if gated {
+            let mut c = support::gated_stepman(home, args);
+            c.arg(&dest);
+            c
+        } else {
+            let mut c = support::stepman(home, args);
+            c.arg(&dest);
+            c
+        };
+        moto.env(&mut cmd);
+        cmd.env("STEPMAN_REMOTE", format!("s3://{}/fleet", self.bucket))
+            .env("STEPMAN_REMOTE_LEASE_TTL", "60")
+            .env("STEPMAN_REMOTE_WAIT", "60");
+        cmd
+    }
+
+    fn keys(&self, moto: &MotoServer, under: &str) -> Vec<String> {
+        moto.keys(&self.bucket, &format!("fleet/stepman-remote-v1/{under}"))
+    }
+}
+
+/// `n` hosts activating the step at once; every one must succeed with the source's tree.
+fn wave(f: &Fleet, moto: &MotoServer, tag: &str, n: usize) -> Vec<String> {
+    let homes: Vec<_> = (0..n).map(|i| f.home(&format!("{tag}{i}"))).collect();
+    let mut children: Vec<Child> = homes
+        .iter()
+        .map(|h| f.activate(moto, h, true).spawn().expect("spawn stepman"))
+        .collect();
+    support::release(&mut children);
+    let mut stderrs = Vec::new();
+    for (c, h) in children.into_iter().zip(&homes) {
+        let o = c.wait_with_output().expect("wait for stepman");
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            h.display(),
+            support::describe(&o)
+        );
+        support::assert_same_tree(&f.src, &h.join("step"));
+        support::assert_fsck_clean(h);
+        stderrs.push(support::stderr_of(&o));
+    }
+    stderrs
+}
+
+#[test]
+fn ten_hosts_download_one_uncached_step_from_the_origin_once() {
+    let test = "ten_hosts_download_one_uncached_step_from_the_origin_once";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let _alone = support::alone();
+    let f = Fleet::new(moto, 17);
+    let stderrs = wave(&f, moto, "a", 10);
+    assert_eq!(
+        f.origin.count(STEP_ZIP),
+        1,
+        "ten hosts at once must download from the origin once: {stderrs:#?}"
+    );
+    let names = f.keys(moto, "names/");
+    let trees = f.keys(moto, "trees/");
+    assert_eq!(names.len(), 1, "one remote name: {names:?}");
+    assert_eq!(trees.len(), 1, "one remote tree: {trees:?}");
+    assert!(f.keys(moto, "leases/").is_empty(), "the lease is dropped");
+    // The name names the tree.
+    let id = String::from_utf8(moto.get(&f.bucket, &names[0]).unwrap()).unwrap();
+    assert!(
+        trees[0].contains(id.trim()),
+        "{names:?} → {id} vs {trees:?}"
+    );
+
+    // A second wave of ten fresh hosts: nothing from the origin.
+    wave(&f, moto, "b", 10);
+    assert_eq!(
+        f.origin.count(STEP_ZIP),
+        1,
+        "the second wave came from the remote"
+    );
+}
+
+#[test]
+fn a_corrupted_remote_tree_is_refused_the_origin_used_and_verify_reports_it() {
+    let test = "a_corrupted_remote_tree_is_refused_the_origin_used_and_verify_reports_it";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let f = Fleet::new(moto, 23);
+    let first = f.home("first");
+    support::ok_stdout(
+        &support::output(&mut f.activate(moto, &first, false)),
+        "first host",
+    );
+    let trees = f.keys(moto, "trees/");
+    assert_eq!(trees.len(), 1, "{trees:?}");
+    // Another tree's archive where this one's should be: well-formed, but not this tree.
+    let other = f.dir.path().join("other");
+    support::make_tree(&other, 99, 5);
+    moto.put(&f.bucket, &trees[0], &support::targz_tree(&other));
+
+    let mut verify = support::stepman(&first, ["remote", "verify", "--json"]);
+    moto.env(&mut verify);
+    verify.env("STEPMAN_REMOTE", format!("s3://{}/fleet", f.bucket));
+    let o = support::output(&mut verify);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "verify must report damage: {}",
+        support::describe(&o)
+    );
+    let report = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        report.contains("fleet/1.0.0") && report.contains("hashes to"),
+        "{report}"
+    );
+
+    let second = f.home("second");
+    let o = support::output(&mut f.activate(moto, &second, false));
+    assert!(o.status.success(), "{}", support::describe(&o));
+    support::assert_same_tree(&f.src, &second.join("step"));
+    support::assert_fsck_clean(&second);
+    let err = support::stderr_of(&o);
+    assert!(
+        err.contains("hashes to") && err.contains("using the origin"),
+        "{err}"
+    );
+    assert_eq!(f.origin.count(STEP_ZIP), 2, "the origin was used again");
+
+    // That host put the right tree back: the remote verifies clean again, and a third host
+    // takes it from the remote.
+    let o = support::output(&mut verify);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "repaired: {}",
+        support::describe(&o)
+    );
+    let third = f.home("third");
+    support::ok_stdout(
+        &support::output(&mut f.activate(moto, &third, false)),
+        "third host",
+    );
+    support::assert_same_tree(&f.src, &third.join("step"));
+    assert_eq!(
+        f.origin.count(STEP_ZIP),
+        2,
+        "the third host used the remote"
+    );
+}
+
+#[test]
+fn a_stopped_remote_never_fails_an_activation() {
+    let test = "a_stopped_remote_never_fails_an_activation";
+    let Some(mut moto) = MotoServer::start(test) else {
+        return;
+    };
+    let f = Fleet::new(&moto, 31);
+    let first = f.home("first");
+    support::ok_stdout(
+        &support::output(&mut f.activate(&moto, &first, false)),
+        "first host",
+    );
+    moto.stop();
+    let homes: Vec<_> = (0..4).map(|i| f.home(&format!("after{i}"))).collect();
+    for h in &homes {
+        let started = std::time::Instant::now();
+        let o = support::output(&mut f.activate(&moto, h, false));
+        assert!(o.status.success(), "{}", support::describe(&o));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "a refused connection must not stall the activation"
+        );
+        let err = support::stderr_of(&o);
+        assert!(
+            err.contains("remote") && err.contains("using the origin"),
+            "{err}"
+        );
+        support::assert_same_tree(&f.src, &h.join("step"));
+        support::assert_fsck_clean(h);
+    }
+    assert_eq!(f.origin.count(STEP_ZIP), 1 + homes.len());
+}
