@@ -500,3 +500,66 @@ fn a_stopped_remote_never_fails_an_activation() {
     }
     assert_eq!(f.origin.count(STEP_ZIP), 1 + homes.len());
 }
+
+#[test]
+fn uploaders_killed_at_any_point_leave_the_remote_verifying_clean() {
+    let test = "uploaders_killed_at_any_point_leave_the_remote_verifying_clean";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let _alone = support::alone();
+    // A bigger tree, so that the upload takes a while to kill inside.
+    let f = Fleet::new(moto, 41);
+    support::make_tree(&f.src.join("more"), 42, 400);
+    f.origin.serve(
+        STEP_ZIP,
+        support::zip_tree(&f.src),
+        support::Mode::Full {
+            delay: std::time::Duration::ZERO,
+        },
+    );
+    let mut verify = support::stepman(&f.home("v"), ["remote", "verify", "--json"]);
+    moto.env(&mut verify);
+    verify.env("STEPMAN_REMOTE", format!("s3://{}/fleet", f.bucket));
+    // One host at a time, each killed later than the one before, from before its download to
+    // after its upload; the lease of a killed host is taken over at once (TTL 0).
+    let mut finished = 0;
+    for (i, ms) in [0u64, 20, 60, 120, 200, 300, 450, 700, 1000, 1500]
+        .iter()
+        .enumerate()
+    {
+        let h = f.home(&format!("k{i}"));
+        let mut c = f.activate(moto, &h, false);
+        c.env("STEPMAN_REMOTE_LEASE_TTL", "0");
+        let mut child = c
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(std::time::Duration::from_millis(*ms));
+        let _ = child.kill();
+        let status = child.wait().expect("wait");
+        if status.success() {
+            finished += 1;
+            support::assert_same_tree(&f.src, &h.join("step"));
+        }
+        let o = support::output(&mut verify);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "after a kill at {ms} ms: {}",
+            support::describe(&o)
+        );
+        let names = f.keys(moto, "names/");
+        assert!(names.len() <= 1, "{names:?}");
+    }
+    // Whatever the kills left, a fresh host activates the right tree.
+    let last = f.home("last");
+    support::ok_stdout(
+        &support::output(&mut f.activate(moto, &last, false)),
+        "last host",
+    );
+    support::assert_same_tree(&f.src, &last.join("step"));
+    support::assert_fsck_clean(&last);
+    eprintln!("{test}: {finished} of 10 killed hosts had finished first");
+}
