@@ -3,7 +3,7 @@
 //!
 //! Its layout is normative in `store-format.md` §12 and known only here ([`keys`]):
 //! `<prefix>/stepman-remote-v1/trees/<hh>/<hex>.tar.gz` (a tree's one canonical archive,
-//! [`archive`]), `names/<route>/<id>/<version>` (the tree's id, one line) and
+//! `archive.rs`), `names/<route>/<id>/<version>` (the tree's id, one line) and
 //! `leases/<route>/<id>/<version>` (who is downloading it from the origin, until when).
 //!
 //! Invariants:
