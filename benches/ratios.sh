@@ -26,6 +26,8 @@
 #        STEPMAN_BIN=path measures another build of stepman.
 #   GO_REPS=5 repetitions of benches/go_prepare_ratio.py (warm and cold --prepare of a Go step; needs go;
 #        SKIP_GO=1 skips it).
+#   REMOTE_REPS=9 repetitions of benches/remote_ratio.py (remote hit vs cold from the origin; needs
+#        moto_server: STEPMAN_TEST_MOTO; SKIP_REMOTE=1 skips it).
 #   PRELOAD_REPS=3 repetitions of benches/preload_ratio.py (preload of 100 Go-sized steps, default
 #        --jobs vs --jobs 1; runs last, ~2 min per repetition; SKIP_PRELOAD=1 skips it).
 # Needs: cargo, tar, gzip, b3sum (installed with apt-get when missing and running as root).
@@ -213,6 +215,18 @@ if [ "${STORE_ONLY:-0}" != 1 ]; then
     echo
     echo "StepLib and activation ratios (benches/steplib_ratios.py):"
     python3 benches/steplib_ratios.py --reps "${STEPLIB_REPS:-7}" ${STEPMAN_BIN:+--bin "$STEPMAN_BIN"}
+fi
+
+# The remote tier's ratio: a remote hit of a Go-sized step vs a cold activation from the origin
+# zip, moto's S3 server and the origin both on loopback; needs moto_server (STEPMAN_TEST_MOTO).
+if [ "${STORE_ONLY:-0}" != 1 ] && [ "${SKIP_REMOTE:-0}" != 1 ]; then
+    echo
+    echo "Remote tier ratio (benches/remote_ratio.py):"
+    if [ -n "${STEPMAN_TEST_MOTO:-}" ] || command -v moto_server >/dev/null; then
+        python3 benches/remote_ratio.py --reps "${REMOTE_REPS:-9}" --bin "$BIN" --gen "$GEN"
+    else
+        echo "skipped: no moto_server (pip install 'moto[server]'; set STEPMAN_TEST_MOTO)"
+    fi
 fi
 
 # Issue 4's preload ratio: 100 Go-sized steps, default --jobs against --jobs 1 (~2 min per rep).
