@@ -62,7 +62,7 @@ pub struct Settings {
     /// The longest a host waits for another's download before it downloads itself
     /// (`STEPMAN_REMOTE_WAIT`, default 300 s).
     pub wait: Duration,
-    /// The largest tree archive uploaded (`STEPMAN_REMOTE_MAX_TREE`, default 24 MiB: an upload
+    /// The largest tree archive uploaded (`STEPMAN_REMOTE_MAX_TREE`, default 16 MiB, so the process stays within 32 MB: an upload
     /// is one put of an archive held in memory).
     pub max_tree: u64,
 }
@@ -78,7 +78,7 @@ impl Settings {
             retries: 2,
             lease_ttl: Duration::from_secs(120),
             wait: Duration::from_secs(300),
-            max_tree: 24 << 20,
+            max_tree: 16 << 20,
         }
     }
 }
