@@ -44,11 +44,20 @@ fn failure(e: impl std::fmt::Display) -> Failure {
     }
 }
 
+/// Whether `url` names a store that can only be read (`https://` of a host that is not one of
+/// the clouds' own).
+pub(super) fn read_only(url: &url::Url) -> bool {
+    matches!(
+        ObjectStoreScheme::parse(url),
+        Ok((ObjectStoreScheme::Http, _))
+    )
+}
+
 impl Client {
     /// Connects to `url` (`s3://bucket/prefix`, `gs://…`, `az://…`, `https://…`), credentials
     /// and endpoint from the store's standard environment variables and chain. Returns the
-    /// client and whether the URL's kind can only be read (`https://`).
-    pub(super) fn open(url: &url::Url, s: &Settings) -> R<(Client, bool)> {
+    /// client.
+    pub(super) fn open(url: &url::Url, s: &Settings) -> R<Client> {
         // reqwest is built with rustls and no provider of its own: the one ureq uses.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (scheme, prefix) = ObjectStoreScheme::parse(url).map_err(failure)?;
@@ -66,68 +75,56 @@ impl Client {
             ..RetryConfig::default()
         };
         let u = url.as_str();
-        let (store, read_only): (Arc<dyn ObjectStore>, bool) = match scheme {
-            ObjectStoreScheme::AmazonS3 => (
-                Arc::new(
-                    client_keys
-                        .iter()
-                        .fold(
-                            object_store::aws::AmazonS3Builder::from_env().with_url(u),
-                            |b, (k, v)| {
-                                b.with_config(object_store::aws::AmazonS3ConfigKey::Client(*k), *v)
-                            },
-                        )
-                        .with_retry(retry)
-                        .build()
-                        .map_err(failure)?,
-                ),
-                false,
+        let store: Arc<dyn ObjectStore> = match scheme {
+            ObjectStoreScheme::AmazonS3 => Arc::new(
+                client_keys
+                    .iter()
+                    .fold(
+                        object_store::aws::AmazonS3Builder::from_env().with_url(u),
+                        |b, (k, v)| {
+                            b.with_config(object_store::aws::AmazonS3ConfigKey::Client(*k), *v)
+                        },
+                    )
+                    .with_retry(retry)
+                    .build()
+                    .map_err(failure)?,
             ),
-            ObjectStoreScheme::GoogleCloudStorage => (
-                Arc::new(
-                    client_keys
-                        .iter()
-                        .fold(
-                            object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(u),
-                            |b, (k, v)| {
-                                b.with_config(object_store::gcp::GoogleConfigKey::Client(*k), *v)
-                            },
-                        )
-                        .with_retry(retry)
-                        .build()
-                        .map_err(failure)?,
-                ),
-                false,
+            ObjectStoreScheme::GoogleCloudStorage => Arc::new(
+                client_keys
+                    .iter()
+                    .fold(
+                        object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(u),
+                        |b, (k, v)| {
+                            b.with_config(object_store::gcp::GoogleConfigKey::Client(*k), *v)
+                        },
+                    )
+                    .with_retry(retry)
+                    .build()
+                    .map_err(failure)?,
             ),
-            ObjectStoreScheme::MicrosoftAzure => (
-                Arc::new(
-                    client_keys
-                        .iter()
-                        .fold(
-                            object_store::azure::MicrosoftAzureBuilder::from_env().with_url(u),
-                            |b, (k, v)| {
-                                b.with_config(object_store::azure::AzureConfigKey::Client(*k), *v)
-                            },
-                        )
-                        .with_retry(retry)
-                        .build()
-                        .map_err(failure)?,
-                ),
-                false,
+            ObjectStoreScheme::MicrosoftAzure => Arc::new(
+                client_keys
+                    .iter()
+                    .fold(
+                        object_store::azure::MicrosoftAzureBuilder::from_env().with_url(u),
+                        |b, (k, v)| {
+                            b.with_config(object_store::azure::AzureConfigKey::Client(*k), *v)
+                        },
+                    )
+                    .with_retry(retry)
+                    .build()
+                    .map_err(failure)?,
             ),
-            ObjectStoreScheme::Http => (
-                Arc::new(
-                    client_keys
-                        .iter()
-                        .fold(
-                            object_store::http::HttpBuilder::new().with_url(u),
-                            |b, (k, v)| b.with_config(*k, *v),
-                        )
-                        .with_retry(retry)
-                        .build()
-                        .map_err(failure)?,
-                ),
-                true,
+            ObjectStoreScheme::Http => Arc::new(
+                client_keys
+                    .iter()
+                    .fold(
+                        object_store::http::HttpBuilder::new().with_url(u),
+                        |b, (k, v)| b.with_config(*k, *v),
+                    )
+                    .with_retry(retry)
+                    .build()
+                    .map_err(failure)?,
             ),
             other => {
                 return Err(failure(format!(
@@ -146,15 +143,12 @@ impl Client {
             ObjectStoreScheme::Http => Key::default(),
             _ => prefix,
         };
-        Ok((
-            Client {
-                store,
-                prefix,
-                rt,
-                timeout: s.timeout,
-            },
-            read_only,
-        ))
+        Ok(Client {
+            store,
+            prefix,
+            rt,
+            timeout: s.timeout,
+        })
     }
 
     fn key(&self, rel: &str) -> Key {

@@ -149,7 +149,9 @@ const MAX_DOC: u64 = 4096;
 
 /// A connected remote tier, and the uploads this process owes it.
 pub struct Remote {
-    client: client::Client,
+    /// Connected on first use: a cache hit never pays for a runtime and a TLS setup.
+    client: std::sync::OnceLock<std::result::Result<client::Client, String>>,
+    url: url::Url,
     settings: Settings,
     /// Trees downloaded from the origin in this process, to upload ([`Remote::flush`]).
     pending: Mutex<Vec<Pending>>,
@@ -243,21 +245,24 @@ impl Remote {
                 expected: "https:// (a plain http:// remote could hand out any name)",
             });
         }
-        let (client, read_only) =
-            client::Client::open(&url, &settings).map_err(|f| Error::Remote {
-                url: settings.url.clone(),
-                op: RemoteOp::Open,
-                key: String::new(),
-                reason: f.reason,
-            })?;
-        if read_only {
+        if client::read_only(&url) {
             settings.mode = Mode::Read;
         }
         Ok(Remote {
-            client,
+            client: std::sync::OnceLock::new(),
+            url,
             settings,
             pending: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The client, connected on first use (a failure to connect is kept: one try per process).
+    fn client(&self) -> Result<&client::Client> {
+        let got = self
+            .client
+            .get_or_init(|| client::Client::open(&self.url, &self.settings).map_err(|f| f.reason));
+        got.as_ref()
+            .map_err(|reason| self.err(RemoteOp::Open, "", reason.clone()))
     }
 
     /// Its settings (no secrets among them).
@@ -278,7 +283,7 @@ impl Remote {
     pub fn name_of(&self, name: &Name) -> Result<Option<ObjectId>> {
         let key = keys::name(name);
         let Some((body, _)) = self
-            .client
+            .client()?
             .get_small(&key, MAX_DOC)
             .map_err(|f| self.err(RemoteOp::GetName, &key, f.reason))?
         else {
@@ -306,7 +311,7 @@ impl Remote {
         let key = keys::tree(id);
         let shown = format!("{}/{key}", self.settings.url.trim_end_matches('/'));
         let got = self
-            .client
+            .client()?
             .get_stream(&key, cancel, |body| stage.ingest_stream(&shown, body))
             .map_err(|f| self.err(RemoteOp::GetTree, &key, f.reason))?;
         let tree = match got {
@@ -397,14 +402,15 @@ impl Remote {
         };
         for _ in 0..3 {
             if self
-                .client
+                .client()?
                 .put(&key, doc(), Put::Create)
                 .map_err(lease_err)?
                 == Put::Done
             {
                 return Ok(None);
             }
-            let Some((body, version)) = self.client.get_small(&key, MAX_DOC).map_err(lease_err)?
+            let Some((body, version)) =
+                self.client()?.get_small(&key, MAX_DOC).map_err(lease_err)?
             else {
                 continue; // dropped meanwhile: try to create it again
             };
@@ -414,11 +420,11 @@ impl Remote {
             if now_secs() <= expires {
                 return Ok(Some(expires));
             }
-            match self.client.put(&key, doc(), Put::Replace(version)) {
+            match self.client()?.put(&key, doc(), Put::Replace(version)) {
                 Ok(Put::Done) => return Ok(None),
                 Ok(_) => continue,
                 // A store without conditional replace: drop it and race for the create.
-                Err(_) => self.client.delete(&key).map_err(lease_err)?,
+                Err(_) => self.client()?.delete(&key).map_err(lease_err)?,
             }
         }
         Ok(Some(now_secs() + 1))
@@ -443,8 +449,10 @@ impl Remote {
     /// failed), so other hosts stop waiting.
     pub(crate) fn release(&self, name: &Name) {
         let key = keys::lease(name);
-        if let Err(f) = self.client.delete(&key) {
-            log::warn!("{}", self.err(RemoteOp::Lease, &key, f.reason));
+        match self.client().map(|c| c.delete(&key)) {
+            Ok(Ok(())) => {}
+            Ok(Err(f)) => log::warn!("{}", self.err(RemoteOp::Lease, &key, f.reason)),
+            Err(e) => log::warn!("{}", e.describe()),
         }
     }
 
@@ -493,11 +501,15 @@ impl Remote {
             Err(e) => return UploadOutcome::Failed(e.describe()),
         };
         let mode = if repair { Put::Overwrite } else { Put::Create };
-        if let Err(f) = self.client.put(&tkey, archive, mode) {
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => return UploadOutcome::Failed(e.describe()),
+        };
+        if let Err(f) = client.put(&tkey, archive, mode) {
             return UploadOutcome::Failed(self.err(RemoteOp::PutTree, &tkey, f.reason).describe());
         }
         let nkey = keys::name(name);
-        match self.client.put(
+        match client.put(
             &nkey,
             format!("{}\n", id.to_hex()).into_bytes(),
             Put::Create,
@@ -535,7 +547,7 @@ impl Remote {
     pub fn names(&self) -> Result<Vec<(Name, Result<ObjectId>)>> {
         let prefix = keys::names();
         let listed = self
-            .client
+            .client()?
             .list(&prefix)
             .map_err(|f| self.err(RemoteOp::List, &prefix, f.reason))?;
         let mut out = Vec::new();

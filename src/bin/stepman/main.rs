@@ -268,7 +268,7 @@ enum Command {
     /// The fleet's shared remote tier: its configuration, uploads and checks.
     #[command(
         subcommand,
-        after_help = "Example:\n  stepman --remote s3://ci-steps/stepman remote verify"
+        after_help = "Example:\n  stepman remote verify --remote s3://ci-steps/stepman"
     )]
     Remote(cmd::remote::RemoteCmd),
     /// Rehash every object and check every name; optionally repair.

@@ -8,9 +8,7 @@ use serde_json::json;
 #[derive(Debug, Subcommand)]
 pub(crate) enum RemoteCmd {
     /// Show the remote tier's configuration (never a secret).
-    #[command(
-        after_help = "Example:\n  STEPMAN_REMOTE=s3://ci-steps/stepman stepman remote status"
-    )]
+    #[command(after_help = "Example:\n  stepman remote status --remote s3://ci-steps/stepman")]
     Status {
         /// Print JSON on stdout.
         #[arg(long)]
@@ -18,7 +16,7 @@ pub(crate) enum RemoteCmd {
     },
     /// Upload what the local store has (trees first, then names, each create-only).
     #[command(
-        after_help = "Example:\n  stepman remote push -c https://github.com/bitrise-io/bitrise-steplib.git\n  stepman --remote s3://ci-steps/stepman remote push --all"
+        after_help = "Example:\n  stepman remote push -c https://github.com/bitrise-io/bitrise-steplib.git\n  stepman remote push --all --remote s3://ci-steps/stepman"
     )]
     Push {
         /// The collections whose cached steps to upload.
