@@ -563,3 +563,71 @@ fn uploaders_killed_at_any_point_leave_the_remote_verifying_clean() {
     support::assert_fsck_clean(&last);
     eprintln!("{test}: {finished} of 10 killed hosts had finished first");
 }
+
+#[test]
+fn remote_push_and_preload_push_warm_the_fleets_tier() {
+    let test = "remote_push_and_preload_push_warm_the_fleets_tier";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let f = Fleet::new(moto, 53);
+    let remote = format!("s3://{}/fleet", f.bucket);
+    let lib = f.lib.to_str().unwrap();
+    // A host without the remote caches the step; `remote push` uploads it.
+    let plain = f.home("plain");
+    let dest = plain.join("step");
+    let mut act = support::stepman(
+        &plain,
+        ["activate", "-c", lib, "-i", "fleet", "-v", "1.0.0", "-p"],
+    );
+    act.arg(&dest);
+    support::ok_stdout(&support::output(&mut act), "activate without a remote");
+    assert!(f.keys(moto, "names/").is_empty());
+    let mut push = support::stepman(&plain, ["remote", "push", "-c", lib, "--remote", &remote]);
+    moto.env(&mut push);
+    let out = support::ok_stdout(&support::output(&mut push), "remote push");
+    assert!(
+        out.contains("fleet/1.0.0") && out.contains("Uploaded"),
+        "{out}"
+    );
+    assert_eq!(f.keys(moto, "names/").len(), 1);
+    assert_eq!(f.keys(moto, "trees/").len(), 1);
+    // A second push finds it there.
+    let out = support::ok_stdout(&support::output(&mut push), "remote push again");
+    assert!(out.contains("AlreadyThere"), "{out}");
+    // A fresh host takes it from the remote.
+    let fresh = f.home("fresh");
+    support::ok_stdout(
+        &support::output(&mut f.activate(moto, &fresh, false)),
+        "fresh host",
+    );
+    support::assert_same_tree(&f.src, &fresh.join("step"));
+    assert_eq!(
+        f.origin.count(STEP_ZIP),
+        1,
+        "the fresh host used the remote"
+    );
+
+    // `preload --push` into another bucket: the preloaded step, already cached, is uploaded.
+    let other = moto.bucket("warm");
+    let mut pre = support::stepman(
+        &plain,
+        [
+            "preload",
+            "-c",
+            lib,
+            "fleet@1.0.0",
+            "--push",
+            "--remote",
+            &format!("s3://{other}/fleet"),
+        ],
+    );
+    moto.env(&mut pre);
+    support::ok_stdout(&support::output(&mut pre), "preload --push");
+    let names = moto.keys(&other, "fleet/stepman-remote-v1/names/");
+    assert_eq!(names.len(), 1, "{names:?}");
+    // Without a remote, --push is bad usage.
+    let mut bad = support::stepman(&plain, ["preload", "-c", lib, "fleet@1.0.0", "--push"]);
+    bad.env_remove("STEPMAN_REMOTE");
+    assert_eq!(support::output(&mut bad).status.code(), Some(2));
+}
