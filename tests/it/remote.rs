@@ -631,3 +631,61 @@ fn remote_push_and_preload_push_warm_the_fleets_tier() {
     bad.env_remove("STEPMAN_REMOTE");
     assert_eq!(support::output(&mut bad).status.code(), Some(2));
 }
+
+/// A loopback "object store" that answers every request with `503` (`stall`: accepts the
+/// connection and never answers).
+fn broken_endpoint(stall: bool) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            if stall {
+                held.push(s);
+                continue;
+            }
+            let mut buf = [0u8; 8192];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_remote_that_fails_or_stalls_never_fails_an_activation() {
+    let test = "a_remote_that_fails_or_stalls_never_fails_an_activation";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let f = Fleet::new(moto, 61);
+    for (i, stall) in [false, true].into_iter().enumerate() {
+        let h = f.home(&format!("h{i}"));
+        let mut c = f.activate(moto, &h, false);
+        c.env("AWS_ENDPOINT_URL", broken_endpoint(stall))
+            .env("STEPMAN_REMOTE_TIMEOUT", "2")
+            .env("STEPMAN_REMOTE_CONNECT_TIMEOUT", "2");
+        let started = std::time::Instant::now();
+        let o = support::output(&mut c);
+        let took = started.elapsed();
+        assert!(
+            o.status.success(),
+            "stall={stall}: {}",
+            support::describe(&o)
+        );
+        let err = support::stderr_of(&o);
+        assert!(err.contains("using the origin"), "stall={stall}: {err}");
+        // The read is bounded by the timeouts (a few tries of 2 s), and so is the upload.
+        assert!(
+            took < std::time::Duration::from_secs(25),
+            "stall={stall}: took {took:?}"
+        );
+        support::assert_same_tree(&f.src, &h.join("step"));
+        support::assert_fsck_clean(&h);
+    }
+    assert_eq!(f.origin.count(STEP_ZIP), 2);
+}
