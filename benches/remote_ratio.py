@@ -8,7 +8,8 @@ origin (python's http.server, counting requests in its log); moto's S3 server on
 remote. Every repetition runs, back to back and alternating which goes first, (a) a cold
 `activate` in a fresh home with no remote, and (b) a cold `activate` in a fresh home whose remote
 already has the step (put there once before the repetitions by a seeding host). Medians with
-q1-q3 and min-max; ratio = remote hit / origin cold.
+q1-q3 and min-max; ratio = remote hit / origin cold. Requests: the origin's counted by its
+server, the remote's from moto's request log (the seeding host's miss, and each hit).
 
 Usage: benches/remote_ratio.py [--reps 9] [--bin target/release/stepman] [--gen PATH]
        [--moto /path/moto_server]   (moto: $STEPMAN_TEST_MOTO or moto_server on PATH)
@@ -16,6 +17,7 @@ Usage: benches/remote_ratio.py [--reps 9] [--bin target/release/stepman] [--gen 
 import argparse
 import http.server
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -25,6 +27,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+
+
+REQUEST = re.compile(r'"(?:\x1b\[[0-9;]*m)?(GET|PUT|DELETE|HEAD|POST) /bench')
 
 
 def free_port():
@@ -78,8 +83,16 @@ def main():
             f.write("title: Go step\n")
 
         port = free_port()
+        # moto's server logs one line per request: the remote requests are counted from it.
+        motolog_path = os.path.join(work, "moto.log")
+        motolog = open(motolog_path, "w")
         procs.append(subprocess.Popen([a.moto, "-H", "127.0.0.1", "-p", str(port)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                      stdout=motolog, stderr=subprocess.STDOUT))
+
+        def remote_requests():
+            with open(motolog_path) as f:
+                # A 4xx line is coloured: an escape sequence before the method.
+                return [m.group(1) for m in map(REQUEST.search, f) if m]
         endpoint = f"http://127.0.0.1:{port}"
         for _ in range(100):
             try:
@@ -105,24 +118,32 @@ def main():
             return time.perf_counter() - t
 
         before = len(hits)
+        rbefore = len(remote_requests())
         activate(with_remote)  # the seeding host: origin download, then the upload
         seed_requests = len(hits) - before
+        seed_remote = remote_requests()[rbefore:]
         cold, hit, ratios = [], [], []
         origin_during_hits = 0
+        hit_remote = []
         for i in range(a.reps):
             order = [0, 1] if i % 2 == 0 else [1, 0]
             t = [0.0, 0.0]
             for which in order:
                 before = len(hits)
+                rbefore = len(remote_requests())
                 t[which] = activate(env if which == 0 else with_remote)
                 if which == 1:
                     origin_during_hits += len(hits) - before
+                    hit_remote.append(len(remote_requests()) - rbefore)
             cold.append(t[0])
             hit.append(t[1])
             ratios.append(t[1] / t[0])
         print(f"remote hit vs cold from the origin zip (Go-sized, loopback): {spread(ratios)}; "
               f"medians {statistics.median(hit)*1000:.0f} ms vs {statistics.median(cold)*1000:.0f} ms; target <= 1.2x")
         print(f"origin requests: seeding host {seed_requests}, {a.reps} remote hits {origin_during_hits}")
+        verbs = " ".join(seed_remote)
+        print(f"remote requests: the seeding host (a miss) {len(seed_remote)} ({verbs}); "
+              f"each remote hit {sorted(set(hit_remote))}")
     finally:
         for p in procs:
             p.kill()
