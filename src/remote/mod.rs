@@ -137,11 +137,6 @@ pub mod keys {
     pub fn names() -> String {
         format!("{ROOT}/names")
     }
-
-    /// Where every tree is.
-    pub fn trees() -> String {
-        format!("{ROOT}/trees")
-    }
 }
 
 /// The largest name or lease document read.
