@@ -36,6 +36,15 @@ pub(crate) fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
+/// This host's name (`uname`'s nodename: Linux and macOS alike); empty when it is not UTF-8.
+pub(crate) fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Of an open file: whether it is a regular file, and its owner's uid.
 pub(crate) fn regular_and_owner(f: &File) -> io::Result<(bool, u32)> {
     let st = rustix::fs::fstat(f)?;

@@ -195,6 +195,18 @@ impl Client {
         })
     }
 
+    /// Whether an object is at `rel` (one `HEAD`).
+    pub(super) fn exists(&self, rel: &str) -> R<bool> {
+        let key = self.key(rel);
+        self.run(async {
+            match self.store.head(&key).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(failure(e)),
+            }
+        })
+    }
+
     /// Streams the object at `rel` into `read` (a blocking reader of its body); `None`: no such
     /// key. `read`'s own result is the inner one.
     pub(super) fn get_stream<T>(

@@ -29,6 +29,9 @@ impl Client {
     pub(super) fn get_small(&self, _: &str, _: u64) -> R<Option<(Vec<u8>, Version)>> {
         match *self {}
     }
+    pub(super) fn exists(&self, _: &str) -> R<bool> {
+        match *self {}
+    }
     pub(super) fn get_stream<T>(
         &self,
         _: &str,

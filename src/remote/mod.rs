@@ -487,21 +487,17 @@ impl Remote {
             Err(e) => return UploadOutcome::Failed(e.describe()),
         }
         let tkey = keys::tree(id);
-        let archive = store.read_locked(|| {
-            let dir = store.layout().object_dir(id);
-            archive::encode(&dir, self.settings.max_tree)
-        });
-        let archive = match archive {
-            Ok(a) => a,
-            Err(e) => return UploadOutcome::Failed(e.describe()),
-        };
-        let mode = if repair { Put::Overwrite } else { Put::Create };
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return UploadOutcome::Failed(e.describe()),
         };
-        if let Err(f) = client.put(&tkey, archive, mode) {
-            return UploadOutcome::Failed(self.err(RemoteOp::PutTree, &tkey, f.reason).describe());
+        // Another host may have put this tree already (two hosts racing for one step): then
+        // only the name is left to put, and the archive is not built. A tree key holds the one
+        // canonical archive of its id, so what is there is what we would put (a damaged one is
+        // what `repair` is for). A failed check only costs the encoding.
+        let tree_there = !repair && matches!(client.exists(&tkey), Ok(true));
+        if !tree_there && let Err(f) = self.put_tree(store, client, &tkey, id, repair) {
+            return f;
         }
         let nkey = keys::name(name);
         match client.put(
@@ -520,6 +516,43 @@ impl Remote {
                 UploadOutcome::Failed(self.err(RemoteOp::PutName, &nkey, f.reason).describe())
             }
         }
+    }
+
+    /// Encodes object `id` and puts it at `tkey` (create-only, or over what is there when
+    /// `repair`).
+    fn put_tree(
+        &self,
+        store: &Store,
+        client: &client::Client,
+        tkey: &str,
+        id: &ObjectId,
+        repair: bool,
+    ) -> std::result::Result<(), UploadOutcome> {
+        let archive = store
+            .read_locked(|| {
+                let dir = store.layout().object_dir(id);
+                archive::encode(&dir, self.settings.max_tree)
+            })
+            .map_err(|e| UploadOutcome::Failed(e.describe()))?;
+        let mode = if repair { Put::Overwrite } else { Put::Create };
+        client.put(tkey, archive, mode).map(|_| ()).map_err(|f| {
+            UploadOutcome::Failed(self.err(RemoteOp::PutTree, tkey, f.reason).describe())
+        })
+    }
+
+    /// The names of `routes` in the local store that `remote push` uploads: every step
+    /// version's source. Names whose route or id starts with `_` are the store's own
+    /// (collections, API documents, builds) and are never shared.
+    pub fn pushable(store: &Store, routes: &[String]) -> Result<Vec<Name>> {
+        let mut names = Vec::new();
+        for route in routes.iter().filter(|r| !r.starts_with('_')) {
+            for (id, version) in store.names_in_route(route)? {
+                if !id.starts_with('_') {
+                    names.push(Name::new(route, &id, &version)?);
+                }
+            }
+        }
+        Ok(names)
     }
 
     /// Uploads the given names of the local store (`remote push`).
@@ -577,10 +610,7 @@ impl Remote {
 
 /// Who holds a lease: host and process, for a person reading the document.
 fn holder() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    format!("{host}:{}", std::process::id())
+    format!("{}:{}", crate::sys::host_name(), std::process::id())
 }
 
 /// The remote configured by the environment (`STEPMAN_REMOTE`, `STEPMAN_REMOTE_MODE`, …) or by

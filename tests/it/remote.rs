@@ -689,3 +689,160 @@ fn a_remote_that_fails_or_stalls_never_fails_an_activation() {
     }
     assert_eq!(f.origin.count(STEP_ZIP), 2);
 }
+
+/// A loopback proxy in front of the S3 server that SIGKILLs one process the moment that process
+/// sends a `PUT` whose request line names `marker` (before the request reaches the server): a
+/// kill placed at one exact step of the upload, not at a guessed time.
+struct KillProxy {
+    url: String,
+    pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl KillProxy {
+    fn start(upstream: &str, marker: &'static str) -> KillProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let pid = Arc::new(AtomicU32::new(0));
+        let fired = Arc::new(AtomicBool::new(false));
+        let (p, f) = (pid.clone(), fired.clone());
+        std::thread::spawn(move || {
+            for client in l.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (p, f) = (p.clone(), f.clone());
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                // Server to client: a plain copy.
+                std::thread::spawn(move || {
+                    let (mut s_in, mut c_out) = (server, client);
+                    let _ = std::io::copy(&mut s_in, &mut c_out);
+                });
+                // Client to server: copied chunk by chunk, each looked at before it is passed on.
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match c_in.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        let hit = chunk.windows(4).enumerate().any(|(i, w)| {
+                            w == b"PUT "
+                                && (i == 0 || chunk[i - 1] == b'\n')
+                                && chunk[i..]
+                                    .split(|b| *b == b'\n')
+                                    .next()
+                                    .is_some_and(|line| {
+                                        line.windows(marker.len()).any(|m| m == marker.as_bytes())
+                                    })
+                        });
+                        if hit && !f.swap(true, Ordering::SeqCst) {
+                            let deadline =
+                                std::time::Instant::now() + std::time::Duration::from_secs(10);
+                            while p.load(Ordering::SeqCst) == 0
+                                && std::time::Instant::now() < deadline
+                            {
+                                std::thread::yield_now();
+                            }
+                            let _ = Command::new("kill")
+                                .args(["-KILL", &p.load(Ordering::SeqCst).to_string()])
+                                .status();
+                            break;
+                        }
+                        if s_out.write_all(chunk).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        KillProxy { url, pid, fired }
+    }
+}
+
+#[test]
+fn uploaders_killed_inside_their_upload_leave_no_name_without_its_tree() {
+    let test = "uploaders_killed_inside_their_upload_leave_no_name_without_its_tree";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let _alone = support::alone();
+    let f = Fleet::new(moto, 43);
+    let mut verify = support::stepman(&f.home("v"), ["remote", "verify", "--json"]);
+    moto.env(&mut verify);
+    verify.env("STEPMAN_REMOTE", format!("s3://{}/fleet", f.bucket));
+    // Host by host, each killed one step further into the sequence: at its lease, at its tree
+    // (the name not yet put), at its name (the tree already there). The lease of a killed host
+    // is taken over at once (TTL 0).
+    for (n, marker) in [
+        "/stepman-remote-v1/leases/",
+        "/stepman-remote-v1/trees/",
+        "/stepman-remote-v1/names/",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let proxy = KillProxy::start(&moto.endpoint(), marker);
+        let h = f.home(&format!("k{n}"));
+        let mut c = f.activate(moto, &h, false);
+        c.env("AWS_ENDPOINT_URL", &proxy.url)
+            .env("STEPMAN_REMOTE_LEASE_TTL", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().expect("spawn");
+        proxy
+            .pid
+            .store(child.id(), std::sync::atomic::Ordering::SeqCst);
+        let status = child.wait().expect("wait");
+        assert!(
+            proxy.fired.load(std::sync::atomic::Ordering::SeqCst),
+            "host {n} never put {marker} ({status})"
+        );
+        assert!(!status.success(), "host {n} was to be killed at {marker}");
+        let o = support::output(&mut verify);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "after a kill at its {marker} put: {}",
+            support::describe(&o)
+        );
+        assert_eq!(
+            f.keys(moto, "names/"),
+            Vec::<String>::new(),
+            "killed at {marker}"
+        );
+        let trees = f.keys(moto, "trees/").len();
+        assert_eq!(trees, usize::from(n == 2), "trees after a kill at {marker}");
+    }
+    // The next host finds the tree the last one put, puts the name, and verify is clean.
+    let last = f.home("last");
+    support::ok_stdout(
+        &support::output(&mut f.activate(moto, &last, false)),
+        "last host",
+    );
+    support::assert_same_tree(&f.src, &last.join("step"));
+    assert_eq!(f.keys(moto, "names/").len(), 1);
+    assert_eq!(f.keys(moto, "trees/").len(), 1);
+    let o = support::output(&mut verify);
+    assert_eq!(o.status.code(), Some(0), "{}", support::describe(&o));
+    // And a fresh host takes the step from the remote, not the origin.
+    let before = f.origin.count(STEP_ZIP);
+    let fresh = f.home("fresh");
+    support::ok_stdout(
+        &support::output(&mut f.activate(moto, &fresh, false)),
+        "fresh host",
+    );
+    support::assert_same_tree(&f.src, &fresh.join("step"));
+    assert_eq!(
+        f.origin.count(STEP_ZIP),
+        before,
+        "the fresh host used the origin"
+    );
+}

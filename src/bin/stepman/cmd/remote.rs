@@ -63,14 +63,7 @@ pub(crate) fn run(cli: &crate::Cli, cmd: &RemoteCmd) -> anyhow::Result<ExitCode>
                     routes.push(super::steplib::collection(uri)?.alias);
                 }
             }
-            let mut names = Vec::new();
-            for route in routes.iter().filter(|r| !r.starts_with('_')) {
-                for (id, version) in store.names_in_route(route)? {
-                    if !id.starts_with('_') {
-                        names.push(stepman::Name::new(route, &id, &version)?);
-                    }
-                }
-            }
+            let names = stepman::remote::Remote::pushable(&store, &routes)?;
             let pushed = remote.push(&store, &names);
             let failed = super::report_pushed(&pushed);
             for u in &pushed {
