@@ -380,10 +380,25 @@ impl CollectionLayout {
         format!("index/{id}.json")
     }
 
-    /// The original step.yml of a step version: `yml/<id>/<version>.yml`.
+    /// The original step.yml of a step version in a layout-1 or -2 object:
+    /// `yml/<id>/<version>.yml`.
     pub(crate) fn step_yml(id: &str, version: &str) -> String {
         format!("yml/{id}/{version}.yml")
     }
+
+    /// (Layout 3) the original step.yml files of step `id`, one after the other, lowest version
+    /// first: `definitions/<id>.yml` (the index gives each one's span).
+    pub(crate) fn definitions(id: &str) -> String {
+        format!("definitions/{id}.yml")
+    }
+}
+
+/// The name of a collection's step.yml kept as a file of its own (collection layout 3,
+/// `store-format.md` 4a): `<alias>/_def/<hex>`, `<hex>` the first 32 hex digits of the bytes'
+/// BLAKE3. The id starts with `_`: no StepLib step can have it.
+pub(crate) fn definition_name(alias: &str, bytes: &[u8]) -> Result<Name> {
+    let hex = blake3::hash(bytes).to_hex();
+    Name::new(alias, "_def", &hex[..32])
 }
 
 /// The names under which an API collection's documents are cached (`store-format.md`, section

@@ -499,6 +499,19 @@ fn one(
     };
     let r = step::resolve(store, c, &req.id, &req.constraint, lookup, net).and_then(|r| {
         let got = step::download(store, &r, net)?;
+        // Its step.yml as a file of its own, so that `step-info` of a baked, read-only store
+        // can name one (`definition_pth`). The step is cached either way: a failure (the
+        // collection deleted meanwhile, say) is a warning, not the step's.
+        match r.definition_path(store) {
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            Err(e) => log::warn!(
+                "{}@{}: its step.yml was not kept as a file of its own: {}",
+                r.picked.id,
+                r.picked.version,
+                e.describe()
+            ),
+            Ok(_) => {}
+        }
         if let Some((opts, builds)) = prepare {
             o.version = Some(r.picked.version.clone());
             let built = if crate::toolkit::Toolkit::of(&r.picked.step, "")?.kind()

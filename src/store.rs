@@ -125,6 +125,8 @@ pub(crate) enum Producer {
     LegacyView,
     /// A document of a StepLib API, cached (`step-info`, `activate`, … of an API collection).
     ApiDocument,
+    /// A step.yml of a collection as a file of its own (`step-info`'s `definition_pth`).
+    Definition,
 }
 
 impl Producer {
@@ -140,6 +142,7 @@ impl Producer {
             Producer::Toolkit => TempKind::Toolkit,
             Producer::LegacyView => TempKind::View,
             Producer::ApiDocument => TempKind::ApiDoc,
+            Producer::Definition => TempKind::Steplib,
         }
     }
 
@@ -155,6 +158,7 @@ impl Producer {
             Producer::Toolkit => "install a toolkit",
             Producer::LegacyView => "record a legacy view",
             Producer::ApiDocument => "cache a StepLib API document",
+            Producer::Definition => "keep a step.yml",
         }
     }
 }

@@ -1,6 +1,5 @@
 //! Copying a step out of the store to a user's directory (and its step.yml, `-y`).
 
-use std::fs;
 use std::path::Path;
 
 use super::precompiled;
@@ -163,19 +162,18 @@ pub(super) fn try_precompiled(
 /// The step's step.yml, from the collection object it was resolved in. That object may have
 /// gone since (an update re-pointed the collection, a gc removed the old object): then from the
 /// current collection, under the store lock so that it stays while it is read.
-fn read_definition(store: &Store, r: &Resolved) -> Result<Vec<u8>> {
-    let p = r.definition_path();
-    match fs::read(&p) {
-        Ok(b) => Ok(b),
-        Err(e) if crate::sys::is_not_found(&e) && !r.opened.dir.exists() => {
+pub(crate) fn read_definition(store: &Store, r: &Resolved) -> Result<Vec<u8>> {
+    match r.definition.read() {
+        Err(Error::Io { error, .. })
+            if crate::sys::is_not_found(&error) && !r.opened.dir.exists() =>
+        {
             store.read_locked(|| {
                 let o = steplib::open(store, &r.collection)?.ok_or_else(|| Error::NotSetUp {
                     uri: r.collection.uri.clone(),
                 })?;
-                let p = o.step_yml(&r.picked.id, &r.picked.version);
-                fs::read(&p).map_err(Error::io("read", &p))
+                o.definition(&r.picked.id, &r.picked.version)?.read()
             })
         }
-        Err(e) => Err(Error::io("read", &p)(e)),
+        other => other,
     }
 }

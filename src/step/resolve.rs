@@ -22,6 +22,8 @@ pub struct Resolved {
     pub opened: Opened,
     /// The version picked and what the collection says of it.
     pub picked: Picked,
+    /// Where its original step.yml is in the collection object.
+    pub definition: steplib::Definition,
 }
 
 /// A step version as a lookup picked it (part of [`Resolved`] and of [`StepInfo`]).
@@ -52,9 +54,25 @@ impl Resolved {
             .step_name(&self.picked.id, &self.picked.version)
     }
 
-    /// The original step.yml inside the collection object.
-    pub fn definition_path(&self) -> PathBuf {
-        self.opened.step_yml(&self.picked.id, &self.picked.version)
+    /// The original step.yml as a file of its own ([`steplib::definition_file`]: in a layout-3
+    /// collection, made the first time it is asked for, from the bytes the collection holds,
+    /// read again from the current collection object if the one resolved in went away).
+    pub fn definition_path(&self, store: &Store) -> Result<PathBuf> {
+        match &self.definition {
+            steplib::Definition::File(p) => Ok(p.clone()),
+            steplib::Definition::Span { .. } => steplib::definition_file(
+                store,
+                &self.collection.alias,
+                &super::activation::read_definition(store, self)?,
+            ),
+        }
+    }
+
+    /// The original step.yml's text, as it is written (what raw `step-info` prints): read from
+    /// the collection object, writing nothing.
+    pub fn definition_text(&self, store: &Store) -> Result<String> {
+        super::activation::read_definition(store, self)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 }
 
@@ -89,13 +107,29 @@ impl StepInfo {
     }
 }
 
-impl From<&Resolved> for StepInfo {
-    fn from(r: &Resolved) -> StepInfo {
-        StepInfo {
+impl StepInfo {
+    /// What `step-info` says of `r`. Its `definition_pth` is left out, with a warning, when
+    /// the step.yml is not yet a file of its own and this process cannot write the store (a
+    /// baked image: `preload` made one for every step it cached).
+    pub fn of(store: &Store, r: &Resolved) -> Result<StepInfo> {
+        let definition_pth = match r.definition_path(store) {
+            Ok(p) => p.display().to_string(),
+            Err(e @ (Error::ReadOnly { .. } | Error::NotOwner { .. })) => {
+                log::warn!(
+                    "{}@{}: its step.yml has no file of its own in this store, which this \
+                     process cannot write ({e}); definition_pth left out",
+                    r.picked.id,
+                    r.picked.version
+                );
+                String::new()
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(StepInfo {
             library: r.collection.uri.clone(),
             picked: r.picked.clone(),
-            definition_pth: r.definition_path().display().to_string(),
-        }
+            definition_pth,
+        })
     }
 }
 
@@ -270,9 +304,14 @@ pub fn resolve(
                     }
                     other => other?.unwrap_or(Value::Null),
                 };
+                let definition = match e.definition(&v)? {
+                    Some(d) => d,
+                    None => steplib::Definition::File(opened.step_yml(id, &v)),
+                };
                 return Ok(Resolved {
                     collection: c.clone(),
                     opened,
+                    definition,
                     picked: Picked {
                         id: id.to_string(),
                         version: v,

@@ -373,6 +373,7 @@ impl ApiReader {
                 reader: Arc::clone(self),
                 id: id.to_string(),
             },
+            definitions: None,
         }))
     }
 

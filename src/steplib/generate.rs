@@ -326,10 +326,8 @@ fn copy_group(w: &mut TreeWriter, r: &Reuse, id: &str, meta: &mut CollectionMeta
             reason: format!("invalid index file: {e}"),
         })?;
     let mut add = |rel: &str, bytes: &[u8]| w.add_file(rel, false, Some(bytes.len() as u64), bytes);
-    for (ver, _, _) in &parsed.versions {
-        let rel = CollectionLayout::step_yml(id, ver);
-        add(&rel, &read(&rel)?)?;
-    }
+    let defs_rel = CollectionLayout::definitions(id);
+    add(&defs_rel, &read(&defs_rel)?)?;
     let group_rel = CollectionLayout::group(id);
     add(&group_rel, &read(&group_rel)?)?;
     add(&index_rel, &index)?;
@@ -595,14 +593,16 @@ fn write_group(w: &mut TreeWriter, g: GroupData, meta: &mut CollectionMeta) -> R
     index.extend(&latest);
     index.extend(b",\"versions\":[");
     let n = g.versions.len();
+    // The step.yml files, one after the other: one file per group, not per version (creating
+    // and flushing thousands of small files was most of what a setup cost).
+    let mut definitions = Vec::with_capacity(g.versions.iter().map(|v| v.1.len()).sum());
+    let mut yml_spans = b"],\"yml\":[".to_vec();
     for (i, (ver, raw, json)) in g.versions.into_iter().enumerate() {
-        w.add_file(
-            &CollectionLayout::step_yml(&g.id, &ver),
-            false,
-            Some(raw.len() as u64),
-            raw.as_slice(),
-        )?;
-        drop(raw);
+        if i > 0 {
+            yml_spans.push(b',');
+        }
+        yml_spans.extend(format!("[{},{}]", definitions.len(), raw.len()).as_bytes());
+        definitions.extend(raw);
         if i > 0 {
             bytes.push(b',');
             index.push(b',');
@@ -616,7 +616,15 @@ fn write_group(w: &mut TreeWriter, g: GroupData, meta: &mut CollectionMeta) -> R
         bytes.extend(json);
     }
     bytes.extend(b"}}");
+    index.extend(yml_spans);
     index.extend(b"]}");
+    w.add_file(
+        &CollectionLayout::definitions(&g.id),
+        false,
+        Some(definitions.len() as u64),
+        definitions.as_slice(),
+    )?;
+    drop(definitions);
     meta.steps += 1;
     meta.versions += n;
     w.add_file(

@@ -319,6 +319,7 @@ impl Opened {
                 latest_version_number: g.latest_version_number,
                 versions: g.versions.keys().cloned().collect(),
                 steps: Steps::Group(g.versions),
+                definitions: None,
             }));
         }
         let Some(index) =
@@ -326,11 +327,15 @@ impl Opened {
         else {
             return Ok(None);
         };
-        let (versions, spans) = index
+        let (versions, spans): (Vec<String>, Vec<(u64, u64)>) = index
             .versions
             .into_iter()
             .map(|(v, at, len)| (v, (at, len)))
             .unzip();
+        let definitions = (self.meta.layout >= 3).then(|| Definitions {
+            file: self.dir.join(CollectionLayout::definitions(id)),
+            spans: index.yml,
+        });
         Ok(Some(StepEntry {
             info: index.info,
             latest_version_number: index.latest_version_number,
@@ -339,6 +344,7 @@ impl Opened {
                 group: self.dir.join(CollectionLayout::group(id)),
                 spans,
             },
+            definitions,
         }))
     }
 
@@ -369,7 +375,25 @@ impl Opened {
         self.dir.join(CollectionLayout::META)
     }
 
-    /// Path of the original `step.yml` of a step version inside the collection object.
+    /// Where the original step.yml of `id@version` is: a span of `definitions/<id>.yml` in a
+    /// layout-3 object, else a file of its own ([`Opened::step_yml`]).
+    pub fn definition(&self, id: &str, version: &str) -> Result<Definition> {
+        if self.api.is_some() || self.meta.layout < 3 {
+            return Ok(Definition::File(self.step_yml(id, version)));
+        }
+        self.entry(id)?
+            .map(|e| e.definition(version))
+            .transpose()?
+            .flatten()
+            .ok_or_else(|| Error::Format {
+                path: self.dir.join(CollectionLayout::definitions(id)),
+                reason: format!("the collection has no step.yml of {id}@{version}"),
+            })
+    }
+
+    /// Path of the original `step.yml` of a step version inside a layout-1 or -2 collection
+    /// object (or an API collection's cached `step.json`); a layout-3 object has none
+    /// ([`Opened::definition`]).
     pub fn step_yml(&self, id: &str, version: &str) -> PathBuf {
         if let Some(r) = &self.api {
             return r.step_path(id, version);
@@ -388,6 +412,101 @@ pub struct StepEntry {
     /// Every version (lowest first in a layout-2 object).
     pub versions: Vec<String>,
     steps: Steps,
+    /// (Layout 3) where the original step.yml files are.
+    definitions: Option<Definitions>,
+}
+
+/// A layout-3 group's `definitions/<id>.yml` and each version's span in it.
+#[derive(Debug, Clone)]
+struct Definitions {
+    file: PathBuf,
+    spans: Vec<(u64, u64)>,
+}
+
+/// Where the original step.yml of a step version is (what [`StepEntry::definition`] gives).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Definition {
+    /// A file of its own: a layout-1 or -2 collection's `yml/<id>/<version>.yml`, or an API
+    /// collection's cached `step.json`.
+    File(PathBuf),
+    /// A span of a layout-3 collection's `definitions/<id>.yml`.
+    Span {
+        /// The file.
+        file: PathBuf,
+        /// Its first byte.
+        at: u64,
+        /// Its length.
+        len: u64,
+    },
+}
+
+impl Definition {
+    /// The step.yml's bytes (at most [`model::MAX_YAML_BYTES`]).
+    pub fn read(&self) -> Result<Vec<u8>> {
+        match self {
+            Definition::File(p) => fs::read(p).map_err(Error::io("read", p)),
+            Definition::Span { file, at, len } => {
+                let bad = |reason: String| Error::Format {
+                    path: file.clone(),
+                    reason,
+                };
+                if *len > model::MAX_YAML_BYTES as u64 {
+                    return Err(bad(format!("index gives a step.yml of {len} bytes")));
+                }
+                read_span(file, *at, *len)?
+                    .ok_or_else(|| bad("the index's span ends past the end of the file".into()))
+            }
+        }
+    }
+}
+
+/// The original step.yml `bytes` of a step version as a file of its own (what `step-info` shows as
+/// `definition_pth`). A layout-3 collection keeps a group's step.yml files in one file, so the
+/// first time a version's is asked for it becomes an object holding `step.yml`, bound to
+/// `<alias>/_def/<the first 32 hex digits of its BLAKE3>`: named by its content, it never goes
+/// stale, and concurrent askers make it once (`Store::produce`). A store this process cannot
+/// write gives an error; `delete` of the collection removes these names with the others.
+pub fn definition_file(store: &Store, alias: &str, bytes: &[u8]) -> Result<PathBuf> {
+    let name = crate::layout::definition_name(alias, bytes)?;
+    // A `delete` of the collection may unbind the name right after it was made: make it again
+    // (a few times, then give up: `crate::retry`).
+    let mut race = Race::new(Race::REDO);
+    loop {
+        match store.resolve(&name) {
+            Ok((_, dir)) => return Ok(dir.join(STEP_YML)),
+            Err(Error::NameNotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        if !race.again() {
+            return Err(Error::NameNotFound {
+                name: name.to_string(),
+                store: store.layout().root().to_path_buf(),
+            });
+        }
+        store.produce(
+            &name,
+            crate::store::Rebuild::Never,
+            crate::store::Producer::Definition,
+            |stage| {
+                stage.write(&name.to_string(), |w| {
+                    w.add_file(STEP_YML, false, Some(bytes.len() as u64), bytes)
+                })
+            },
+        )?;
+    }
+}
+
+/// The file name of a definition object's one file.
+const STEP_YML: &str = "step.yml";
+
+/// The `len` bytes of `file` from `at`; `None` when the file ends first.
+fn read_span(file: &Path, at: u64, len: u64) -> Result<Option<Vec<u8>>> {
+    let mut f = fs::File::open(file).map_err(Error::io("open", file))?;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(at)).map_err(Error::io("seek", file))?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, len), &mut bytes)
+        .map_err(Error::io("read", file))?;
+    Ok((bytes.len() as u64 == len).then_some(bytes))
 }
 
 #[derive(Debug, Clone)]
@@ -407,6 +526,27 @@ enum Steps {
 }
 
 impl StepEntry {
+    /// Where the original step.yml of `version` lies in a layout-3 object (`None`: an older
+    /// layout or an API collection, whose definitions are files of their own, or no such
+    /// version). A layout-3 index without a span for it is a format error.
+    pub fn definition(&self, version: &str) -> Result<Option<Definition>> {
+        let (Some(d), Some(i)) = (
+            &self.definitions,
+            self.versions.iter().position(|v| v == version),
+        ) else {
+            return Ok(None);
+        };
+        let &(at, len) = d.spans.get(i).ok_or_else(|| Error::Format {
+            path: d.file.clone(),
+            reason: format!("the index gives no step.yml span for {version}"),
+        })?;
+        Ok(Some(Definition::Span {
+            file: d.file.clone(),
+            at,
+            len,
+        }))
+    }
+
     /// The step definition of `version` (`Ok(None)`: no such version): in a layout-2 object,
     /// only that version's bytes of the group file are read.
     pub fn step(&self, version: &str) -> Result<Option<Value>> {
@@ -428,17 +568,11 @@ impl StepEntry {
         if len > generate::MAX_GROUP_BYTES {
             return Err(bad(format!("index gives a step of {len} bytes")));
         }
-        let mut f = fs::File::open(group).map_err(Error::io("open", group))?;
-        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(at))
-            .map_err(Error::io("seek", group))?;
-        let mut bytes = Vec::with_capacity(len as usize);
-        std::io::Read::read_to_end(&mut std::io::Read::take(&mut f, len), &mut bytes)
-            .map_err(Error::io("read", group))?;
-        if bytes.len() as u64 != len {
-            return Err(bad(format!(
+        let bytes = read_span(group, at, len)?.ok_or_else(|| {
+            bad(format!(
                 "the index's span of {version} ends past the end of the file"
-            )));
-        }
+            ))
+        })?;
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| bad(format!("invalid step {version} at the index's span: {e}")))
@@ -761,5 +895,91 @@ mod tests {
         assert!(matches!(e.step("1.0.0"), Err(Error::Format { .. })));
         assert!(matches!(e.step("3.0.0"), Err(Error::Format { .. })));
         assert!(o.entry("t").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_layout_2_object_keeps_its_step_yml_files_a_layout_3_object_its_spans() {
+        let d = tempfile::tempdir().unwrap();
+        for dir in ["groups", "index", "yml/s", "definitions"] {
+            fs::create_dir_all(d.path().join(dir)).unwrap();
+        }
+        fs::write(d.path().join("groups/s.json"), GROUP).unwrap();
+        let one = GROUP.find(r#"{"title":"one"}"#).unwrap();
+        let two = GROUP.find(r#"{"title":"two"}"#).unwrap();
+        let versions = format!(r#"[["1.0.0",{one},15],["2.0.0",{two},15]]"#);
+        // Layout 2: a file per version, and no `yml` spans in the index.
+        fs::write(
+            d.path().join("index/s.json"),
+            format!(r#"{{"info":{{}},"latest_version_number":"2.0.0","versions":{versions}}}"#),
+        )
+        .unwrap();
+        fs::write(d.path().join("yml/s/2.0.0.yml"), "title: two\n").unwrap();
+        let meta = |layout: u32| {
+            format!(
+                r#"{{"uri":"u","alias":"a","layout":{layout},"steplib":{{"format_version":"1"}},"steps":1,"versions":2}}"#
+            )
+        };
+        let o = opened(d.path(), &meta(2));
+        assert!(
+            o.entry("s")
+                .unwrap()
+                .unwrap()
+                .definition("2.0.0")
+                .unwrap()
+                .is_none()
+        );
+        let def = o.definition("s", "2.0.0").unwrap();
+        assert_eq!(def, Definition::File(d.path().join("yml/s/2.0.0.yml")));
+        assert_eq!(def.read().unwrap(), b"title: two\n");
+        // Layout 3: one file for the group, read at the index's spans; a span past its end is
+        // an error, never another step's bytes.
+        fs::write(
+            d.path().join("definitions/s.yml"),
+            "title: one\ntitle: two\n",
+        )
+        .unwrap();
+        fs::write(
+            d.path().join("index/s.json"),
+            format!(
+                r#"{{"info":{{}},"latest_version_number":"2.0.0","versions":{versions},"yml":[[0,11],[11,11]]}}"#
+            ),
+        )
+        .unwrap();
+        let o = opened(d.path(), &meta(3));
+        assert_eq!(
+            o.definition("s", "1.0.0").unwrap().read().unwrap(),
+            b"title: one\n"
+        );
+        assert_eq!(
+            o.definition("s", "2.0.0").unwrap().read().unwrap(),
+            b"title: two\n"
+        );
+        assert!(matches!(
+            o.definition("s", "3.0.0"),
+            Err(Error::Format { .. })
+        ));
+        fs::write(
+            d.path().join("index/s.json"),
+            format!(
+                r#"{{"info":{{}},"latest_version_number":"2.0.0","versions":{versions},"yml":[[0,11],[11,99]]}}"#
+            ),
+        )
+        .unwrap();
+        assert!(matches!(
+            o.definition("s", "2.0.0").unwrap().read(),
+            Err(Error::Format { .. })
+        ));
+        // An index with fewer spans than versions is a format error too.
+        fs::write(
+            d.path().join("index/s.json"),
+            format!(
+                r#"{{"info":{{}},"latest_version_number":"2.0.0","versions":{versions},"yml":[[0,11]]}}"#
+            ),
+        )
+        .unwrap();
+        assert!(matches!(
+            o.definition("s", "2.0.0"),
+            Err(Error::Format { .. })
+        ));
     }
 }

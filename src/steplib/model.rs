@@ -102,8 +102,10 @@ pub struct ApiSource {
     pub updated_at: String,
 }
 
-/// The layout of collection objects this version writes.
-pub const COLLECTION_LAYOUT: u32 = 2;
+/// The layout of collection objects this version writes (`store-format.md` 4a): 3 keeps a
+/// group's original step.yml files in one file, `definitions/<id>.yml`, where 2 had one file
+/// per version.
+pub const COLLECTION_LAYOUT: u32 = 3;
 
 fn layout_1() -> u32 {
     1
@@ -121,6 +123,10 @@ pub struct GroupIndex {
     /// Every version, lowest first, with the byte offset and length of its step's JSON in the
     /// group file: `[version, offset, length]`.
     pub versions: Vec<(String, u64, u64)>,
+    /// (Layout 3) where each version's original step.yml lies in `definitions/<id>.yml`, in
+    /// the order of `versions`: `[offset, length]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub yml: Vec<(u64, u64)>,
 }
 
 /// A step group: `steps/<id>` of the spec, stored as `groups/<id>.json`.

@@ -386,11 +386,22 @@ fn timed(home: &Path, args: &[&str], rss: &Path) -> Option<Command> {
 
 /// Peak RSS in KiB of `stepman args` (None without `/usr/bin/time`).
 fn peak_kib(home: &Path, args: &[&str], limit: Duration) -> Option<(Output, u64)> {
+    peak_kib_with(home, args, &[], limit)
+}
+
+/// [`peak_kib`] with `env` set for the command.
+fn peak_kib_with(
+    home: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> Option<(Output, u64)> {
     let rss = home.with_extension("rss");
     let Some(mut c) = timed(home, args, &rss) else {
         eprintln!("no /usr/bin/time: memory not measured");
         return None;
     };
+    c.envs(env.iter().copied());
     let out = run_within(&mut c, limit);
     let kb = fs::read_to_string(&rss).unwrap();
     Some((out, kb.trim().lines().last().unwrap().parse().unwrap()))
@@ -431,12 +442,14 @@ fn spec_json_with_a_huge_string_stays_within_the_memory_bound() {
 }
 
 #[test]
-fn steplib_past_the_entry_limit_fails_naming_the_steplib_limit_within_memory() {
+fn a_101000_version_steplib_is_set_up_within_memory_and_past_the_entry_limit_fails_naming_it() {
     let _alone = support::alone();
     let t = TestDir::new();
     let lib = t.path().join("lib");
     write(&lib.join("steplib.yml"), STEPLIB_YML);
-    // 1,010 groups of 100 versions: 101,000 versions, past the 100,000 entries of an object.
+    // 1,010 groups of 100 versions: 101,000 versions. A collection object holds three files
+    // per group (collection layout 3), so this one has 3,032 entries: it is set up, within
+    // memory; with the entry limit below that, the same StepLib fails, naming the limit.
     for g in 0..1010 {
         for v in 0..100 {
             write(
@@ -445,9 +458,23 @@ fn steplib_past_the_entry_limit_fails_naming_the_steplib_limit_within_memory() {
             );
         }
     }
-    let home = t.path().join("home");
     let lib_s = lib.to_str().unwrap();
+    let home = t.path().join("whole");
     let Some((out, kb)) = peak_kib(&home, &["setup", "-c", lib_s], Duration::from_secs(300)) else {
+        return;
+    };
+    let all = text(&out);
+    eprintln!("setup peaked at {} MiB: {all}", kb >> 10);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("1010 steps, 101000 versions"), "{all}");
+    assert!(kb < 64 << 10, "setup peaked at {} MiB: {all}", kb >> 10);
+    let home = t.path().join("home");
+    let Some((out, kb)) = peak_kib_with(
+        &home,
+        &["setup", "-c", lib_s],
+        &[("STEPMAN_MAX_ENTRIES", "3000")],
+        Duration::from_secs(300),
+    ) else {
         return;
     };
     let all = text(&out);

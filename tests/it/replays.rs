@@ -130,7 +130,9 @@ fn reader_held_while_update_and_gc(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let reader = w.held(
         |s| {
-            s.on(&old_obj.join(held))
+            // `-f`: a preload reads on its worker threads.
+            s.follow()
+                .on(&old_obj.join(held))
                 .trace("openat")
                 .inject("openat:delay_enter=6000000")
         },
@@ -215,11 +217,27 @@ fn export_spec_survives_update_and_gc_while_it_reads() {
     assert!(v["steps"]["alpha"]["versions"]["1.0.0"].is_object(), "{v}");
 }
 
+/// Found by the torture test: preload made a cached step's step.yml a file of its own from the
+/// collection object it resolved in, which an update and a gc had removed.
+#[test]
+fn preload_keeping_a_step_yml_survives_update_and_gc() {
+    let Some(out) = reader_held_while_update_and_gc(
+        "preload_keeping_a_step_yml_survives_update_and_gc",
+        "definitions/alpha.yml",
+        &["preload", "-c", "{uri}", "alpha@1.0.0", "--json"],
+        false,
+        |_| {},
+    ) else {
+        return;
+    };
+    assert!(out.contains("alpha"), "{out}");
+}
+
 #[test]
 fn activate_copying_step_yml_survives_update_and_gc() {
     reader_held_while_update_and_gc(
         "activate_copying_step_yml_survives_update_and_gc",
-        "yml/alpha/1.0.0.yml",
+        "definitions/alpha.yml",
         &[
             "activate",
             "-c",
@@ -478,5 +496,79 @@ fn preload_selection_survives_delete_between_setup_and_listing() {
     assert_ok("preload", &o);
     let out = w.ok(&["list-cached", "-c", &w.uri, "--json"]);
     assert!(out.contains("alpha"), "alpha@1.0.0 not cached: {out}");
+    support::assert_fsck_clean(&w.home);
+}
+
+/// Found by the torture test: `step-info --format json` made a step.yml a file of its own
+/// (`<alias>/_def/<hex>`) and a `delete` of the collection unbound that name before the lookup
+/// read it back. The lookup must make it again, not fail.
+#[test]
+fn step_info_keeping_a_step_yml_survives_a_delete_of_its_name() {
+    let test = "step_info_keeping_a_step_yml_survives_a_delete_of_its_name";
+    let Some(w) = World::new(test, 79) else {
+        return;
+    };
+    let args = [
+        "step-info",
+        "--library",
+        &w.uri,
+        "--id",
+        "alpha",
+        "--version",
+        "1.0.0",
+        "--format",
+        "json",
+    ];
+    // Once, to learn the name's path; then the name is removed, as a delete would.
+    let first: serde_json::Value = serde_json::from_str(&w.ok(&args)).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(w.spec_in(&w.home)).unwrap()).unwrap();
+    let defs = w.home.join(format!(
+        "store-v1/names/{}/_def",
+        meta["alias"].as_str().unwrap()
+    ));
+    let names: Vec<_> = fs::read_dir(&defs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let link = names[0].clone();
+    fs::remove_file(&link).unwrap();
+    // Its reads of the name: before making it, twice inside the store's single flight, then
+    // the read back, held here while the name is removed again.
+    let reader = w.held(
+        |s| {
+            s.on(&link)
+                .trace("readlink,readlinkat")
+                .inject("readlink,readlinkat:delay_enter=4000000:when=4")
+        },
+        &args,
+    );
+    reader.wait_until("reached the read back", |l| {
+        l.contains("(DELAYED)") || l.matches("readlink").count() >= 4
+    });
+    let start = std::time::Instant::now();
+    while fs::symlink_metadata(&link).is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the name was never made"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    fs::remove_file(&link).unwrap();
+    let (o, l) = reader.finish();
+    let held = l.lines().find(|x| x.contains("(DELAYED)"));
+    assert!(
+        held.is_some_and(|x| x.contains("ENOENT")),
+        "{test}: the held read back did not find the name gone: {l}"
+    );
+    assert_ok(test, &o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let p = v["definition_pth"].as_str().unwrap();
+    assert_eq!(
+        fs::read(p).unwrap(),
+        fs::read(w.lib.join("steps/alpha/1.0.0/step.yml")).unwrap()
+    );
+    assert_eq!(first["step"], v["step"]);
     support::assert_fsck_clean(&w.home);
 }

@@ -718,3 +718,95 @@ fn a_baked_git_ref_activates_for_another_user() {
     assert!(!dest.exists());
     assert_eq!(snapshot(&baked), before, "the baked store changed");
 }
+
+#[test]
+fn a_baked_store_names_the_step_yml_of_every_step_it_preloaded() {
+    if !support::root_with_setpriv(module_path!()) {
+        return;
+    }
+    let (t, _work, lib) = scratch_with_steplib();
+    fs::write(lib.join("steps/s/2.0.0/step.yml"), "title: S two\n").unwrap();
+    let home = t.path().join("baked");
+    let l = lib.to_str().unwrap();
+    ok_stdout(
+        &as_root(&home, &["preload", "-c", l, "s@1.0.0"]),
+        "preload as root",
+    );
+    let before = snapshot(&home);
+    let info = |v: &str| {
+        let o = as_nobody(
+            &home,
+            &[
+                "step-info",
+                "--library",
+                l,
+                "--id",
+                "s",
+                "--version",
+                v,
+                "--format",
+                "json",
+            ],
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&ok_stdout(&o, "step-info as nobody")).unwrap();
+        (json, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    // The preloaded version's step.yml is a file of its own, byte for byte the StepLib's.
+    let (one, _) = info("1.0.0");
+    let p = one["definition_pth"]
+        .as_str()
+        .expect("definition_pth of a preloaded step");
+    assert_eq!(fs::read(p).unwrap(), b"title: S\n");
+    // Another version's cannot be made in a store nobody cannot write: left out, with a warning;
+    // the rest of the answer is there.
+    let (two, err) = info("2.0.0");
+    assert!(two.get("definition_pth").is_none(), "{two}");
+    assert_eq!(two["step"]["title"], "S two");
+    assert!(err.contains("definition_pth left out"), "{err}");
+    // Raw step-info prints its text all the same: it reads the collection, writing nothing.
+    let raw = ok_stdout(
+        &as_nobody(
+            &home,
+            &[
+                "step-info",
+                "--library",
+                l,
+                "--id",
+                "s",
+                "--version",
+                "2.0.0",
+            ],
+        ),
+        "raw step-info as nobody",
+    );
+    assert!(raw.ends_with("title: S two"), "{raw}");
+    assert_eq!(snapshot(&home), before, "the baked store was modified");
+    // Where the store can be written, the first lookup makes the file, and the next finds it.
+    let (two, _) = {
+        let o = as_root(
+            &home,
+            &[
+                "step-info",
+                "--library",
+                l,
+                "--id",
+                "s",
+                "--version",
+                "2.0.0",
+                "--format",
+                "json",
+            ],
+        );
+        let json: serde_json::Value = serde_json::from_str(&ok_stdout(&o, "as root")).unwrap();
+        (json, ())
+    };
+    let p2 = two["definition_pth"]
+        .as_str()
+        .expect("definition_pth as root")
+        .to_string();
+    assert_eq!(fs::read(&p2).unwrap(), b"title: S two\n");
+    let (again, _) = info("2.0.0");
+    assert_eq!(again["definition_pth"].as_str(), Some(p2.as_str()));
+    ok_stdout(&as_root(&home, &["fsck"]), "fsck");
+}

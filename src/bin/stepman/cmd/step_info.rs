@@ -132,13 +132,17 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode
             super::lookup(false)?,
             &cli.net()?,
         )?;
-        let info = StepInfo::from(&r);
-        let text = if a.short || format == Format::Json {
-            String::new()
+        if a.short || format == Format::Json {
+            (StepInfo::of(&store, &r)?, String::new())
         } else {
-            definition(&info)?
-        };
-        (info, text)
+            // The step.yml's text is printed, not its path: nothing is written.
+            let info = StepInfo {
+                library: r.collection.uri.clone(),
+                picked: r.picked.clone(),
+                definition_pth: String::new(),
+            };
+            (info, r.definition_text(&store)?)
+        }
     };
     let info = info.in_old_shape();
     match format {
