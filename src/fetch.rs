@@ -1666,6 +1666,128 @@ pub(crate) fn git_mirror_tree(
     Ok(entries)
 }
 
+/// One entry of a commit's whole tree with its size, its path as git stores it (bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SizedEntry {
+    /// Its mode (`0o40000` a tree, `0o100644` a file, `0o120000` a symlink, `0o160000` a
+    /// submodule).
+    pub mode: u32,
+    /// Its object id.
+    pub oid: String,
+    /// A blob's size in bytes (`None` for trees and submodules).
+    pub size: Option<u64>,
+    /// Its path from the root.
+    pub path: Vec<u8>,
+}
+
+/// Every entry of `commit`'s tree in `mirror`, trees included, with the blobs' sizes
+/// (`git ls-tree -r -t -l -z`): what reading the commit without a checkout needs.
+pub(crate) fn git_mirror_tree_sized(
+    mirror: &Path,
+    commit: &str,
+) -> std::result::Result<Vec<SizedEntry>, String> {
+    let mut cmd = local_git(mirror);
+    cmd.args(["ls-tree", "-r", "-t", "-l", "-z", "--full-tree", commit]);
+    let out = output_of(cmd)?;
+    let mut entries = Vec::new();
+    for rec in out.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        let bad = || format!("unreadable ls-tree line {:?}", String::from_utf8_lossy(rec));
+        let tab = rec.iter().position(|b| *b == b'\t').ok_or_else(bad)?;
+        let head = std::str::from_utf8(&rec[..tab]).map_err(|_| bad())?;
+        let mut f = head.split_ascii_whitespace();
+        let (Some(mode), Some(_kind), Some(oid), Some(size)) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
+            return Err(bad());
+        };
+        entries.push(SizedEntry {
+            mode: u32::from_str_radix(mode, 8).map_err(|_| bad())?,
+            oid: oid.to_string(),
+            size: size.parse().ok(),
+            path: rec[tab + 1..].to_vec(),
+        });
+    }
+    Ok(entries)
+}
+
+/// A `git cat-file --batch` process on a mirror of ours: blobs read by id, one at a time, with
+/// no checkout. Dropping it ends the process.
+pub(crate) struct BlobReader {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl BlobReader {
+    /// Starts the process.
+    pub(crate) fn open(mirror: &Path) -> std::result::Result<BlobReader, String> {
+        let mut cmd = local_git(mirror);
+        cmd.args(["cat-file", "--batch"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("running git: {}", io_words(&e)))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("git cat-file: no pipes".into());
+        };
+        Ok(BlobReader {
+            child,
+            stdin,
+            stdout: std::io::BufReader::with_capacity(256 << 10, stdout),
+        })
+    }
+
+    /// The blob `oid`, which must be at most `limit` bytes: anything else git answers (a
+    /// missing object, another type, another size, an early end) is an error.
+    pub(crate) fn read(&mut self, oid: &str, limit: u64) -> std::result::Result<Vec<u8>, String> {
+        use std::io::{BufRead, Read, Write};
+        if oid.is_empty() || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("not an object id: {oid:?}"));
+        }
+        // One write per request (the pipe is unbuffered).
+        self.stdin
+            .write_all(format!("{oid}\n").as_bytes())
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("git cat-file: {}", io_words(&e)))?;
+        let mut head = Vec::new();
+        (&mut self.stdout)
+            .take(256)
+            .read_until(b'\n', &mut head)
+            .map_err(|e| format!("git cat-file: {}", io_words(&e)))?;
+        let head = String::from_utf8_lossy(&head);
+        let mut f = head.split_ascii_whitespace();
+        let size = match (f.next(), f.next(), f.next()) {
+            (Some(o), Some("blob"), Some(n)) if o.eq_ignore_ascii_case(oid) => n
+                .parse::<u64>()
+                .map_err(|_| format!("git cat-file said {head:?}"))?,
+            _ => return Err(format!("git cat-file said {:?} for {oid}", head.trim_end())),
+        };
+        if size > limit {
+            return Err(format!("{size} bytes, past the limit of {limit}"));
+        }
+        let mut body = Vec::with_capacity(size as usize + 1);
+        (&mut self.stdout)
+            .take(size + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| format!("git cat-file: {}", io_words(&e)))?;
+        if body.pop() != Some(b'\n') || body.len() as u64 != size {
+            return Err(format!("git cat-file ended early reading {oid}"));
+        }
+        Ok(body)
+    }
+}
+
+impl Drop for BlobReader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// How far [`git_mirror_tree`] lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Recursion {
@@ -1673,28 +1795,6 @@ pub(crate) enum Recursion {
     Paths,
     /// Every entry, trees included.
     All,
-}
-
-/// Checks out `paths` (`.`: everything) of `commit` from `mirror` into `dest`, a directory of
-/// the caller's temp dir, with the index in `index` (the mirror has none of its own). The
-/// mirror's refs and `HEAD` are left alone.
-pub(crate) fn git_mirror_checkout(
-    mirror: &Path,
-    commit: &str,
-    dest: &Path,
-    index: &Path,
-    paths: &[String],
-) -> std::result::Result<(), String> {
-    std::fs::create_dir_all(dest)
-        .map_err(|e| format!("create dir {}: {}", dest.display(), io_words(&e)))?;
-    let mut cmd = local_git(mirror);
-    cmd.env("GIT_INDEX_FILE", index)
-        .arg("--literal-pathspecs")
-        .arg("--work-tree")
-        .arg(dest)
-        .args(["checkout", "--quiet", commit, "--"])
-        .args(paths);
-    output_of(cmd).map(|_| ())
 }
 
 /// `git` on a repository of ours (a mirror): no network, no prompt, no hooks, no automatic gc

@@ -125,34 +125,43 @@ pub(crate) enum EntryKind {
     Other,
 }
 
-/// A checkout rooted at a directory of ours (a clone) or the user's (a local StepLib).
-#[derive(Debug, Clone)]
-pub(crate) struct Checkout {
-    root: PathBuf,
+/// A StepLib to read: a directory (the user's local StepLib) or a commit of a kept git mirror,
+/// read through git without a checkout.
+pub(crate) enum Checkout {
+    /// Rooted at a directory.
+    Dir(PathBuf),
+    /// A commit's tree.
+    Git(Box<GitTree>),
 }
 
 impl Checkout {
     pub(crate) fn new(root: &Path) -> Checkout {
-        Checkout {
-            root: root.to_path_buf(),
-        }
+        Checkout::Dir(root.to_path_buf())
     }
 
-    /// The path on disk of `rel`, for messages.
+    /// The path of `rel`, for messages.
     pub(crate) fn display(&self, rel: &str) -> String {
-        self.root.join(rel).display().to_string()
+        match self {
+            Checkout::Dir(root) => root.join(rel).display().to_string(),
+            Checkout::Git(t) => format!("{rel} (commit {})", t.commit),
+        }
     }
 
     /// The target of the symlink at `rel`; `None` when it is no symlink.
     fn link_at(&self, rel: &str) -> Option<String> {
-        let p = self.root.join(rel);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_symlink() => match fs::read_link(&p) {
-                Ok(t) => Some(t.to_string_lossy().into_owned()),
-                // Unreadable: resolve to "/", which is refused.
-                Err(_) => Some("/".into()),
-            },
-            _ => None,
+        match self {
+            Checkout::Dir(root) => {
+                let p = root.join(rel);
+                match fs::symlink_metadata(&p) {
+                    Ok(m) if m.file_type().is_symlink() => match fs::read_link(&p) {
+                        Ok(t) => Some(t.to_string_lossy().into_owned()),
+                        // Unreadable: resolve to "/", which is refused.
+                        Err(_) => Some("/".into()),
+                    },
+                    _ => None,
+                }
+            }
+            Checkout::Git(t) => t.link_at(rel),
         }
     }
 
@@ -163,14 +172,50 @@ impl Checkout {
 
     /// The bytes of the regular file `rel`, at most `limit` of them.
     pub(crate) fn read(&self, rel: &str, limit: u64) -> Result<Vec<u8>, Refusal> {
-        read_regular(&self.root.join(self.resolve(rel)?), AtLink::Refuse, limit)
+        let r = self.resolve(rel)?;
+        match self {
+            Checkout::Dir(root) => read_regular(&root.join(r), AtLink::Refuse, limit),
+            Checkout::Git(t) => t.read(&r, limit),
+        }
     }
 
     /// The entries of directory `rel` (names that are not UTF-8 are left out), each with what
     /// it is once resolved in the tree.
     pub(crate) fn list(&self, rel: &str) -> Result<Vec<(String, EntryKind)>, Refusal> {
         let r = self.resolve(rel)?;
-        let dir = self.root.join(&r);
+        let kind_of_link = |at: &str| match self
+            .link_at(at)
+            .and_then(|t| resolve_inside(at, &t, |p| self.link_at(p)))
+        {
+            None => EntryKind::Outside,
+            Some(p) => self.kind(&p),
+        };
+        let at = |name: &str| {
+            if r.is_empty() {
+                name.to_string()
+            } else {
+                format!("{r}/{name}")
+            }
+        };
+        let root = match self {
+            Checkout::Git(t) => {
+                return t
+                    .children(&r)?
+                    .into_iter()
+                    .map(|(name, mode)| {
+                        let kind = match mode & 0o170000 {
+                            0o040000 => EntryKind::Dir,
+                            0o100000 => EntryKind::File,
+                            0o120000 => kind_of_link(&at(&name)),
+                            _ => EntryKind::Other,
+                        };
+                        Ok((name, kind))
+                    })
+                    .collect();
+            }
+            Checkout::Dir(root) => root,
+        };
+        let dir = root.join(&r);
         if !fs::symlink_metadata(&dir).map_err(io)?.is_dir() {
             return Err(Refusal::NotRegular);
         }
@@ -186,27 +231,142 @@ impl Checkout {
             } else if ft.is_file() {
                 EntryKind::File
             } else if ft.is_symlink() {
-                let at = if r.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{r}/{name}")
-                };
-                match self
-                    .link_at(&at)
-                    .and_then(|t| resolve_inside(&at, &t, |p| self.link_at(p)))
-                {
-                    None => EntryKind::Outside,
-                    Some(p) => match fs::symlink_metadata(self.root.join(p)) {
-                        Ok(m) if m.is_dir() => EntryKind::Dir,
-                        Ok(m) if m.is_file() => EntryKind::File,
-                        _ => EntryKind::Other,
-                    },
-                }
+                kind_of_link(&at(&name))
             } else {
                 EntryKind::Other
             };
             out.push((name, kind));
         }
         Ok(out)
+    }
+
+    /// What the resolved path `p` is (a symlink's target).
+    fn kind(&self, p: &str) -> EntryKind {
+        match self {
+            Checkout::Dir(root) => match fs::symlink_metadata(root.join(p)) {
+                Ok(m) if m.is_dir() => EntryKind::Dir,
+                Ok(m) if m.is_file() => EntryKind::File,
+                _ => EntryKind::Other,
+            },
+            Checkout::Git(t) => match t.mode(p).map(|m| m & 0o170000) {
+                Some(0o040000) => EntryKind::Dir,
+                Some(0o100000) => EntryKind::File,
+                _ => EntryKind::Other,
+            },
+        }
+    }
+
+    /// Why the commit could not be read, when a read failed because of the mirror (an object
+    /// git could not give back): the mirror is damaged, and what was read is not the commit.
+    pub(crate) fn damaged(&self) -> Option<String> {
+        match self {
+            Checkout::Dir(_) => None,
+            Checkout::Git(t) => lock(&t.failed).clone(),
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The most bytes a symlink's target in a git tree may have.
+const MAX_LINK_BYTES: u64 = 4096;
+
+/// A commit's tree in a kept mirror, listed once (`git ls-tree`) and read blob by blob from
+/// one `git cat-file --batch` process: no file is written. Paths that are not UTF-8 are left
+/// out, as a directory listing leaves them out.
+pub(crate) struct GitTree {
+    commit: String,
+    /// Every path's mode, object id and (blobs) size.
+    entries: std::collections::HashMap<String, (u32, String, Option<u64>)>,
+    /// Each directory's entries ("" is the root), with their modes.
+    dirs: std::collections::HashMap<String, Vec<(String, u32)>>,
+    blobs: std::sync::Mutex<crate::fetch::BlobReader>,
+    /// The first failure to read an object back.
+    failed: std::sync::Mutex<Option<String>>,
+}
+
+impl GitTree {
+    /// Lists `commit` of `mirror` and starts the reader; an error says the mirror cannot give
+    /// the commit's tree.
+    pub(crate) fn open(mirror: &Path, commit: &str) -> Result<GitTree, String> {
+        let listed = crate::fetch::git_mirror_tree_sized(mirror, commit)?;
+        let mut entries = std::collections::HashMap::with_capacity(listed.len());
+        let mut dirs: std::collections::HashMap<String, Vec<(String, u32)>> =
+            std::collections::HashMap::new();
+        dirs.insert(String::new(), Vec::new());
+        for e in listed {
+            let Ok(path) = String::from_utf8(e.path) else {
+                continue;
+            };
+            let (parent, name) = match path.rsplit_once('/') {
+                Some((p, n)) => (p.to_string(), n.to_string()),
+                None => (String::new(), path.clone()),
+            };
+            if e.mode & 0o170000 == 0o040000 {
+                dirs.entry(path.clone()).or_default();
+            }
+            dirs.entry(parent).or_default().push((name, e.mode));
+            entries.insert(path, (e.mode, e.oid, e.size));
+        }
+        Ok(GitTree {
+            commit: commit.to_string(),
+            entries,
+            dirs,
+            blobs: std::sync::Mutex::new(crate::fetch::BlobReader::open(mirror)?),
+            failed: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn mode(&self, p: &str) -> Option<u32> {
+        if p.is_empty() {
+            return Some(0o040000);
+        }
+        self.entries.get(p).map(|e| e.0)
+    }
+
+    fn blob(&self, oid: &str, limit: u64) -> Result<Vec<u8>, Refusal> {
+        lock(&self.blobs).read(oid, limit).map_err(|why| {
+            let mut f = lock(&self.failed);
+            if f.is_none() {
+                *f = Some(why.clone());
+            }
+            Refusal::Io(why)
+        })
+    }
+
+    fn link_at(&self, rel: &str) -> Option<String> {
+        match self.entries.get(rel) {
+            Some((mode, oid, _)) if mode & 0o170000 == 0o120000 => {
+                match self.blob(oid, MAX_LINK_BYTES) {
+                    Ok(t) => Some(String::from_utf8_lossy(&t).into_owned()),
+                    Err(_) => Some("/".into()),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn read(&self, rel: &str, limit: u64) -> Result<Vec<u8>, Refusal> {
+        match self.entries.get(rel) {
+            None => Err(Refusal::NotFound),
+            Some((mode, oid, size)) if mode & 0o170000 == 0o100000 => {
+                let size = size.unwrap_or(0);
+                if size > limit {
+                    return Err(Refusal::TooLarge { size, limit });
+                }
+                self.blob(oid, limit)
+            }
+            Some(_) => Err(Refusal::NotRegular),
+        }
+    }
+
+    fn children(&self, rel: &str) -> Result<Vec<(String, u32)>, Refusal> {
+        match self.dirs.get(rel) {
+            Some(c) => Ok(c.clone()),
+            None if self.entries.contains_key(rel) => Err(Refusal::NotRegular),
+            None => Err(Refusal::NotFound),
+        }
     }
 }

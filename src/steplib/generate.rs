@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Map, Value};
 
-use super::checkout::{Checkout, EntryKind, Refusal};
+use super::checkout::{self, Checkout, EntryKind, Refusal};
 use super::model::{
     CollectionMeta, Doc, MAX_YAML_BYTES, Skipped, SteplibMeta, parse_yaml_as, validate_step,
 };
@@ -141,36 +141,10 @@ fn from_git(
     let mirror = layout.mirror(&c.alias);
     let scratch = stage.dir().join("git");
     fs::create_dir(&scratch).map_err(Error::io("create dir", &scratch))?;
-    let clone = stage.dir().join("clone");
-    let index = stage.dir().join("index");
     // A git StepLib's URL is never local (a path or `file://` is a local dir).
     let transports = fetch::GitTransports::Network;
     let mut head = fetch::git_mirror_fetch(url, &mirror, &scratch, &what, transports, net)?;
     let mut reuse = current.as_ref().and_then(|o| reuse_plan(&mirror, o, &head));
-    let paths = reuse
-        .as_ref()
-        .map_or_else(|| vec![".".to_string()], Reuse::checkout_paths);
-    if let Err(why) = fetch::git_mirror_checkout(&mirror, &head, &clone, &index, &paths) {
-        // The mirror held what git could not read back: it is only a cache, start afresh.
-        log::warn!(
-            "{what}: the kept mirror {} is damaged ({why}); cloning afresh",
-            mirror.display()
-        );
-        fetch::git_mirror_discard(&mirror, &scratch)?;
-        for p in [&clone, &index] {
-            if fs::symlink_metadata(p).is_ok() {
-                crate::tmp::remove_tree(p)?;
-            }
-        }
-        head = fetch::git_mirror_fetch(url, &mirror, &scratch, &what, transports, net)?;
-        reuse = None;
-        fetch::git_mirror_checkout(&mirror, &head, &clone, &index, &[".".to_string()]).map_err(
-            |why| Error::Fetch {
-                what: what.clone(),
-                reason: format!("checking out {head} from a fresh mirror: {why}"),
-            },
-        )?;
-    }
     if let Some(r) = &reuse {
         log::debug!(
             "{what}: regenerating {} of {} step groups changed since {}",
@@ -179,9 +153,53 @@ fn from_git(
             r.old_commit
         );
     }
-    stage.write(&c.uri, |w| {
-        from_dir(&clone, c, Some(head), w, &*net.progress, reuse.as_ref())
-    })
+    // The commit is read from the mirror through git, with no checkout. A mirror from which git
+    // cannot read it back (damaged objects) is only a cache: start afresh, once.
+    let mut fresh = false;
+    loop {
+        let why = match checkout::GitTree::open(&mirror, &head) {
+            Err(why) => why,
+            Ok(tree) => {
+                let co = Checkout::Git(Box::new(tree));
+                let written = stage.attempt(|stage| {
+                    let t = stage.write(&c.uri, |w| {
+                        from_checkout(
+                            &co,
+                            None,
+                            c,
+                            Some(head.clone()),
+                            w,
+                            &*net.progress,
+                            reuse.as_ref(),
+                        )
+                    });
+                    match co.damaged() {
+                        Some(why) => Err(Err(why)),
+                        None => t.map_err(Ok),
+                    }
+                })?;
+                match written {
+                    Ok(tree) => return Ok(tree),
+                    Err(Ok(e)) => return Err(e),
+                    Err(Err(why)) => why,
+                }
+            }
+        };
+        if fresh {
+            return Err(Error::Fetch {
+                what: what.clone(),
+                reason: format!("reading {head} from a fresh mirror: {why}"),
+            });
+        }
+        log::warn!(
+            "{what}: the kept mirror {} is damaged ({why}); cloning afresh",
+            mirror.display()
+        );
+        fetch::git_mirror_discard(&mirror, &scratch)?;
+        head = fetch::git_mirror_fetch(url, &mirror, &scratch, &what, transports, net)?;
+        reuse = None;
+        fresh = true;
+    }
 }
 
 /// The lock a git StepLib's mirror is fetched under (a name lock; no such name is bound).
@@ -219,20 +237,6 @@ pub(crate) struct Reuse {
     ids: Vec<String>,
     /// Those whose tree did not change.
     keep: std::collections::BTreeSet<String>,
-}
-
-impl Reuse {
-    /// What to check out: `steplib.yml` and the groups that changed.
-    fn checkout_paths(&self) -> Vec<String> {
-        std::iter::once("steplib.yml".to_string())
-            .chain(
-                self.ids
-                    .iter()
-                    .filter(|id| !self.keep.contains(*id))
-                    .map(|id| format!("steps/{id}")),
-            )
-            .collect()
-    }
 }
 
 /// Which groups of the object `old` the commit `new` leaves unchanged, compared by their tree
@@ -663,8 +667,22 @@ pub(crate) fn from_dir(
     progress: &dyn crate::progress::Progress,
     reuse: Option<&Reuse>,
 ) -> Result<()> {
-    let co = Checkout::new(dir);
-    let steplib: SteplibMeta = match read_yaml(&co, "steplib.yml", Doc::Steplib) {
+    let root = matches!(c.source, Source::Dir(_)).then_some(dir);
+    from_checkout(&Checkout::new(dir), root, c, commit, w, progress, reuse)
+}
+
+/// Generates the collection object from the StepLib `co` (`root`: a local StepLib's
+/// directory, which relative download locations resolve against).
+fn from_checkout(
+    co: &Checkout,
+    root: Option<&Path>,
+    c: &Collection,
+    commit: Option<String>,
+    w: &mut TreeWriter,
+    progress: &dyn crate::progress::Progress,
+    reuse: Option<&Reuse>,
+) -> Result<()> {
+    let steplib: SteplibMeta = match read_yaml(co, "steplib.yml", Doc::Steplib) {
         Ok(v) => {
             steplib_meta(v).map_err(|e| steplib_err(co.display("steplib.yml"), e.to_string()))?
         }
@@ -706,7 +724,7 @@ pub(crate) fn from_dir(
         layout: super::model::COLLECTION_LAYOUT,
         uri: c.uri.clone(),
         alias: c.alias.clone(),
-        root: matches!(c.source, Source::Dir(_)).then(|| dir.display().to_string()),
+        root: root.map(|d| d.display().to_string()),
         source_commit: commit,
         steplib,
         steps: 0,
@@ -751,7 +769,7 @@ pub(crate) fn from_dir(
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         for _ in 0..workers {
             let tx = tx.clone();
-            let (co, ids, next, base) = (&co, &ids, &next, assets_base.as_deref());
+            let (ids, next, base) = (&ids, &next, assets_base.as_deref());
             s.spawn(move || {
                 while let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
                     // A closed channel: the writer failed, stop.

@@ -30,7 +30,7 @@ impl Served {
             ("c", &["0.1.0"]),
         ] {
             for v in versions {
-                support::write_step(&src, id, v, &support::step_yml(id, None));
+                support::write_step(&src, id, v, &version_yml(id, v));
             }
         }
         let bare = support::git_bare_of(dir, &src, "lib.git");
@@ -46,7 +46,7 @@ impl Served {
 
     /// Commits and pushes a new version of group `id` upstream.
     fn release(&self, id: &str, version: &str) {
-        support::write_step(&self.src, id, version, &support::step_yml(id, None));
+        support::write_step(&self.src, id, version, &version_yml(id, version));
         support::git(&self.src, &["add", "-A"]);
         support::git(&self.src, &["commit", "-q", "-m", "release"]);
         support::git(
@@ -95,27 +95,46 @@ fn update(home: &Path, uri: &str) -> Output {
     o
 }
 
-/// The step.yml files of the StepLib that `stepman update` opened (its own opens, not git's).
-fn step_ymls_opened_by_update(home: &Path, work: &Path, uri: &str) -> Vec<String> {
+/// A step.yml whose bytes name its version too: every file of the StepLib is a blob of its own.
+fn version_yml(id: &str, version: &str) -> String {
+    format!(
+        "{}description: {id} {version}\n",
+        support::step_yml(id, None)
+    )
+}
+
+/// The step.yml files of the StepLib that `stepman update` read: the blobs it asked its
+/// `git cat-file --batch` for (the object ids it wrote to it), by their paths in the StepLib.
+fn step_ymls_read_by_update(s: &Served, home: &Path, work: &Path, uri: &str) -> Vec<String> {
     let log = work.join("update.strace");
-    // Threads (the parsing workers) need -f; git's own opens are of relative paths.
+    // Threads (the parsing workers) need -f.
     let mut cmd = Traced::new(home, &log)
         .follow()
-        .trace("openat")
+        .opt(&["-s", "128"])
+        .trace("write")
         .stepman(["update", "-c", uri]);
     let o = support::output(&mut cmd);
     assert!(o.status.success(), "{}", support::stderr_of(&o));
     let text = fs::read_to_string(&log).unwrap();
-    let mut opened: Vec<String> = text
+    let paths: std::collections::HashMap<String, String> =
+        support::git(&s.src, &["ls-tree", "-r", "HEAD"])
+            .lines()
+            .filter_map(|l| {
+                let (head, path) = l.split_once('\t')?;
+                Some((head.split(' ').nth(2)?.to_string(), path.to_string()))
+            })
+            .collect();
+    let mut read: Vec<String> = text
         .lines()
-        .filter(|l| !l.contains("= -1") && l.contains("O_RDONLY"))
         .filter_map(|l| l.split('"').nth(1))
-        .filter(|p| p.ends_with("/step.yml") && p.contains("/clone/steps/"))
-        .map(|p| p.split("/clone/").nth(1).unwrap_or(p).to_string())
+        .filter_map(|w| w.strip_suffix("\\n"))
+        .filter_map(|oid| paths.get(oid))
+        .filter(|p| p.ends_with("/step.yml"))
+        .cloned()
         .collect();
-    opened.sort();
-    opened.dedup();
-    opened
+    read.sort();
+    read.dedup();
+    read
 }
 
 #[test]
@@ -130,7 +149,7 @@ fn an_update_after_a_commit_to_one_group_parses_only_that_group_and_makes_the_fr
     let before = collection_object(&home);
 
     s.release("b", "2.1.0");
-    let opened = step_ymls_opened_by_update(&home, t.path(), &s.uri);
+    let opened = step_ymls_read_by_update(&s, &home, t.path(), &s.uri);
     assert_eq!(
         opened,
         [
@@ -183,7 +202,7 @@ fn an_update_after_a_commit_to_one_group_parses_only_that_group_and_makes_the_fr
     )
     .unwrap();
     s.release("c", "0.2.0");
-    let opened = step_ymls_opened_by_update(&home, t.path(), &s.uri);
+    let opened = step_ymls_read_by_update(&s, &home, t.path(), &s.uri);
     assert_eq!(
         opened.len(),
         2 + 4 + 2,
