@@ -139,3 +139,25 @@ fn step_yml_tagged_scalar_in_a_string_field_is_its_text() {
     let v = fuzzing::parse_step_yml(b"title: ! bit\n").expect("a tagged title is text");
     assert!(v["title"].is_string(), "{v}");
 }
+
+/// Found by the steplib_yml fuzz target: an unknown `steplib.yml` field holding a number past
+/// `u64` (`extra: 188…8`, 66 digits) is kept in `collection.json` as a float, and must read back
+/// as the same float (serde_json's default parser rounded its last digit differently).
+#[test]
+fn steplib_yml_huge_number_in_an_unknown_field_survives_collection_json() {
+    let yml = format!(
+        "format_version: 1\nsteplib_source: x\nextra: 1{}\nnested: {{a: [1, 2.{}7e300]}}\n",
+        "8".repeat(65),
+        "3".repeat(40)
+    );
+    let meta = fuzzing::parse_steplib_yml(&yml).expect("accepted");
+    let json = serde_json::to_vec(&meta).expect("serializes");
+    let back: stepman::steplib::SteplibMeta =
+        serde_json::from_slice(&json).expect("collection.json reads back");
+    assert_eq!(
+        serde_json::to_value(&back).expect("serializes"),
+        serde_json::to_value(&meta).expect("serializes"),
+        "{}",
+        String::from_utf8_lossy(&json)
+    );
+}
