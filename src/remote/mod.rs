@@ -172,6 +172,30 @@ struct Pending {
     repair: bool,
 }
 
+/// How many requests [`Remote::verify`] has in flight at once: remote verify is bound by round
+/// trips, not by this host's cores.
+pub const VERIFY_JOBS: usize = 8;
+
+/// What [`Remote::verify`] found.
+#[derive(Debug)]
+pub struct Verification {
+    /// Names listed.
+    pub names: usize,
+    /// Distinct trees they named, each fetched and hashed once.
+    pub trees: usize,
+    /// Names whose document or tree is damaged or missing, in the listing's order.
+    pub damaged: Vec<Damaged>,
+}
+
+/// One damaged remote name.
+#[derive(Debug)]
+pub struct Damaged {
+    /// The name.
+    pub name: Name,
+    /// What is wrong (shared by every name of one damaged tree).
+    pub problem: std::sync::Arc<Error>,
+}
+
 /// What [`Remote::flush`] and [`Remote::push`] did for one name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uploaded {
@@ -570,30 +594,77 @@ impl Remote {
             .collect()
     }
 
-    /// Every remote name and the tree it claims (`remote verify`); a name whose document cannot
-    /// be read is listed with its error.
-    pub fn names(&self) -> Result<Vec<(Name, Result<ObjectId>)>> {
+    /// Checks every remote name (`remote verify`): its document reads and names an id, and that
+    /// id's tree downloads, vets and hashes to it. Up to [`VERIFY_JOBS`] requests at once; a tree
+    /// that several names share is fetched once. The names come back in the listing's order.
+    pub fn verify(&self, store: &Store) -> Result<Verification> {
+        use rayon::prelude::*;
         let prefix = keys::names();
         let listed = self
             .client()?
             .list(&prefix)
             .map_err(|f| self.err(RemoteOp::List, &prefix, f.reason))?;
-        let mut out = Vec::new();
-        for (key, _) in listed {
-            let Some(rest) = key.strip_prefix(&format!("{prefix}/")) else {
-                continue;
-            };
-            match Name::parse(rest) {
-                Ok(name) => {
-                    let id = self
-                        .name_of(&name)
-                        .and_then(|o| o.ok_or_else(|| self.err(RemoteOp::GetName, &key, "gone")));
-                    out.push((name, id));
+        let names: Vec<(Name, String)> = listed
+            .into_iter()
+            .filter_map(|(key, _)| {
+                let rest = key.strip_prefix(&format!("{prefix}/"))?;
+                match Name::parse(rest) {
+                    Ok(name) => Some((name, key)),
+                    Err(e) => {
+                        log::warn!("{}", self.err(RemoteOp::List, &key, e.to_string()));
+                        None
+                    }
                 }
-                Err(e) => log::warn!("{}", self.err(RemoteOp::List, &key, e.to_string())),
-            }
+            })
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(VERIFY_JOBS)
+            .build()
+            .map_err(|e| Error::io("start", "remote verify threads")(std::io::Error::other(e)))?;
+        let ids: Vec<Result<ObjectId>> = pool.install(|| {
+            names
+                .par_iter()
+                .map(|(name, key)| {
+                    self.name_of(name)
+                        .and_then(|o| o.ok_or_else(|| self.err(RemoteOp::GetName, key, "gone")))
+                })
+                .collect()
+        });
+        let mut trees: Vec<ObjectId> = ids
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        trees.sort_unstable();
+        trees.dedup();
+        let checked: Vec<(ObjectId, Result<()>)> = pool.install(|| {
+            trees
+                .par_iter()
+                .map(|id| (*id, self.verify_tree(store, id)))
+                .collect()
+        });
+        let checked: std::collections::HashMap<ObjectId, std::sync::Arc<Error>> = checked
+            .into_iter()
+            .filter_map(|(id, r)| r.err().map(|e| (id, std::sync::Arc::new(e))))
+            .collect();
+        let mut damaged = Vec::new();
+        for ((name, _), id) in names.iter().zip(ids) {
+            let problem = match id {
+                Err(e) => std::sync::Arc::new(e),
+                Ok(id) => match checked.get(&id) {
+                    Some(e) => e.clone(),
+                    None => continue,
+                },
+            };
+            damaged.push(Damaged {
+                name: name.clone(),
+                problem,
+            });
         }
-        Ok(out)
+        Ok(Verification {
+            names: names.len(),
+            trees: trees.len(),
+            damaged,
+        })
     }
 
     /// Checks the tree `id`: fetched and ingested into a temp dir of `store` (without flushing),

@@ -316,9 +316,19 @@ impl Fleet {
 
     /// `stepman activate` of the step into `<home>/step`, with the remote tier set.
     fn activate(&self, moto: &MotoServer, home: &std::path::Path, gated: bool) -> Command {
+        self.activate_version(moto, home, gated, "1.0.0")
+    }
+
+    fn activate_version(
+        &self,
+        moto: &MotoServer,
+        home: &std::path::Path,
+        gated: bool,
+        version: &str,
+    ) -> Command {
         let dest = home.join("step");
         let lib = self.lib.to_str().unwrap();
-        let args = ["activate", "-c", lib, "-i", "fleet", "-v", "1.0.0", "-p"];
+        let args = ["activate", "-c", lib, "-i", "fleet", "-v", version, "-p"];
         let mut cmd = if gated {
             let mut c = support::gated_stepman(home, args);
             c.arg(&dest);
@@ -844,5 +854,73 @@ fn uploaders_killed_inside_their_upload_leave_no_name_without_its_tree() {
         f.origin.count(STEP_ZIP),
         before,
         "the fresh host used the origin"
+    );
+}
+
+/// `remote verify` fetches a tree that several names share once, and a damaged one is reported
+/// under every name that claims it.
+#[test]
+fn verify_reports_every_name_of_a_shared_damaged_tree() {
+    let test = "verify_reports_every_name_of_a_shared_damaged_tree";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let f = Fleet::new(moto, 31);
+    // 1.1.0 ships the same archive as 1.0.0: two names, one tree.
+    f.origin.serve(
+        "/steps/fleet/1.1.0/step.zip",
+        support::zip_tree(&f.src),
+        support::Mode::Full {
+            delay: std::time::Duration::ZERO,
+        },
+    );
+    support::write_step(&f.lib, "fleet", "1.1.0", &support::step_yml("Fleet", None));
+    let host = f.home("one");
+    support::ok_stdout(
+        &support::output(&mut f.activate(moto, &host, false)),
+        "1.0.0",
+    );
+    let mut second = f.activate_version(moto, &host, false, "1.1.0");
+    support::ok_stdout(&support::output(&mut second), "1.1.0");
+    assert_eq!(f.keys(moto, "names/").len(), 2);
+    let trees = f.keys(moto, "trees/");
+    assert_eq!(trees.len(), 1, "{trees:?}");
+
+    let mut verify = support::stepman(&host, ["remote", "verify", "--json"]);
+    moto.env(&mut verify);
+    verify.env("STEPMAN_REMOTE", format!("s3://{}/fleet", f.bucket));
+    let o = support::output(&mut verify);
+    assert_eq!(o.status.code(), Some(0), "{}", support::describe(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["names"], 2, "{report}");
+    assert_eq!(
+        report["trees"], 1,
+        "one tree fetched for both names: {report}"
+    );
+
+    let other = f.dir.path().join("other");
+    support::make_tree(&other, 98, 5);
+    moto.put(&f.bucket, &trees[0], &support::targz_tree(&other));
+    let o = support::output(&mut verify);
+    assert_eq!(o.status.code(), Some(1), "{}", support::describe(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let damaged: Vec<&str> = report["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(damaged.len(), 2, "{report}");
+    assert!(
+        damaged.iter().any(|n| n.ends_with("fleet/1.0.0"))
+            && damaged.iter().any(|n| n.ends_with("fleet/1.1.0")),
+        "{report}"
+    );
+    assert!(
+        report["damaged"][1]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("hashes to"),
+        "{report}"
     );
 }

@@ -79,17 +79,12 @@ pub(crate) fn run(cli: &crate::Cli, cmd: &RemoteCmd) -> anyhow::Result<ExitCode>
         RemoteCmd::Verify { json } => {
             let remote = open(cli)?;
             let store = super::open_rw(cli)?;
-            let mut damaged = Vec::new();
-            let names = remote.names()?;
-            for (name, id) in &names {
-                let checked = id
-                    .as_ref()
-                    .map_err(|e| e.describe())
-                    .and_then(|id| remote.verify_tree(&store, id).map_err(|e| e.describe()));
-                if let Err(why) = checked {
-                    damaged.push((name.to_string(), why));
-                }
-            }
+            let v = remote.verify(&store)?;
+            let damaged: Vec<(String, String)> = v
+                .damaged
+                .iter()
+                .map(|d| (d.name.to_string(), d.problem.describe()))
+                .collect();
             if *json {
                 let d: Vec<_> = damaged
                     .iter()
@@ -97,16 +92,19 @@ pub(crate) fn run(cli: &crate::Cli, cmd: &RemoteCmd) -> anyhow::Result<ExitCode>
                     .collect();
                 super::outln!(
                     "{}",
-                    serde_json::to_string(&json!({ "names": names.len(), "damaged": d }))?
+                    serde_json::to_string(
+                        &json!({ "names": v.names, "trees": v.trees, "damaged": d })
+                    )?
                 );
             } else {
                 for (n, why) in &damaged {
                     super::outln!("damaged {n}: {why}");
                 }
             }
-            eprintln!(
-                "remote verify: {} names, {} damaged",
-                names.len(),
+            crate::ui::note!(
+                "remote verify: {} names, {} trees, {} damaged",
+                v.names,
+                v.trees,
                 damaged.len()
             );
             Ok(if damaged.is_empty() {
