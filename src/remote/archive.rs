@@ -14,11 +14,12 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// Writes the canonical tar.gz of the tree at `root` (an object directory) into `out`, at most
-/// `max` compressed bytes (beyond, an I/O error of kind `FileTooLarge`).
-pub(crate) fn encode(root: &Path, max: u64) -> Result<Vec<u8>> {
+/// `max` compressed bytes (beyond, an I/O error of kind `FileTooLarge`), and returns `out`.
+pub(crate) fn encode<W: Write>(root: &Path, max: u64, out: W) -> Result<W> {
     let gz = flate2::write::GzEncoder::new(
         Bounded {
-            buf: Vec::new(),
+            out,
+            written: 0,
             max,
         },
         flate2::Compression::new(6),
@@ -33,7 +34,7 @@ pub(crate) fn encode(root: &Path, max: u64) -> Result<Vec<u8>> {
     let bounded = gz
         .finish()
         .map_err(Error::io("write an archive of", root))?;
-    Ok(bounded.buf)
+    Ok(bounded.out)
 }
 
 /// Appends the entries under `dir` (`rel` inside the tree), in byte order, each directory
@@ -75,26 +76,28 @@ fn append_dir<W: Write>(tar: &mut tar::Builder<W>, dir: &Path, rel: &Path) -> Re
     Ok(())
 }
 
-/// A `Vec` that refuses to grow past `max` bytes (the archive of a tree too big to upload in one
-/// put fails early instead of filling memory).
-struct Bounded {
-    buf: Vec<u8>,
+/// A writer that refuses to take more than `max` bytes (the archive of a tree too big to upload
+/// fails early instead of filling the bucket).
+struct Bounded<W> {
+    out: W,
+    written: u64,
     max: u64,
 }
 
-impl Write for Bounded {
+impl<W: Write> Write for Bounded<W> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if (self.buf.len() + data.len()) as u64 > self.max {
+        if self.written + data.len() as u64 > self.max {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::FileTooLarge,
                 format!("the tree's archive is larger than {} bytes", self.max),
             ));
         }
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
+        let n = self.out.write(data)?;
+        self.written += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.out.flush()
     }
 }

@@ -7,7 +7,7 @@
 //! `PutMode::Update` on the version read (S3: `If-Match`); nothing here retries beyond the
 //! crate's own bounded retry of transient failures.
 
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,8 +17,8 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use object_store::path::Path as Key;
 use object_store::{
-    ClientConfigKey, GetOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode,
-    PutOptions, PutPayload, RetryConfig, UpdateVersion,
+    ClientConfigKey, GetOptions, MultipartUpload, ObjectStore, ObjectStoreExt, ObjectStoreScheme,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig, UpdateVersion,
 };
 
 use super::{Put, Settings, Version};
@@ -241,7 +241,10 @@ impl Client {
 
     /// Puts `body` at `rel` as `mode` says.
     pub(super) fn put(&self, rel: &str, body: Vec<u8>, mode: Put) -> R<Put> {
-        let key = self.key(rel);
+        self.put_rel(&self.key(rel), body, mode)
+    }
+
+    fn put_rel(&self, key: &Key, body: Vec<u8>, mode: Put) -> R<Put> {
         let (put_mode, asked) = match &mode {
             Put::Create => (PutMode::Create, Put::Create),
             Put::Replace(v) => (
@@ -259,11 +262,7 @@ impl Client {
             ..PutOptions::default()
         };
         self.run(async {
-            match self
-                .store
-                .put_opts(&key, PutPayload::from(body), opts)
-                .await
-            {
+            match self.store.put_opts(key, PutPayload::from(body), opts).await {
                 Ok(_) => Ok(Put::Done),
                 Err(object_store::Error::AlreadyExists { .. }) => Ok(Put::Exists),
                 Err(object_store::Error::Precondition { .. }) => Ok(match asked {
@@ -273,6 +272,23 @@ impl Client {
                 Err(e) => Err(failure(e)),
             }
         })
+    }
+
+    /// A writer of the object at `rel` whose every writer puts the same bytes (a tree's canonical
+    /// archive): up to [`PART`] bytes it is one put as `mode` says, when [`Upload::finish`]ed;
+    /// beyond, a multipart upload of [`PART`]-sized parts, sent as they fill, that becomes visible
+    /// only when it completes (S3: `CompleteMultipartUpload`). `object_store` cannot make a
+    /// multipart upload create-only, so that one replaces what is there: the same bytes. An
+    /// upload dropped unfinished is aborted.
+    pub(super) fn upload(&self, rel: &str, mode: Put) -> Upload<'_> {
+        Upload {
+            client: self,
+            key: self.key(rel),
+            mode,
+            buf: Vec::new(),
+            parts: None,
+            failed: None,
+        }
     }
 
     /// Deletes `rel` (a missing key is no error).
@@ -302,6 +318,107 @@ impl Client {
             out.sort();
             Ok(out)
         })
+    }
+}
+
+/// The size of each part of a multipart upload: above S3's 5 MiB minimum for all parts but the
+/// last, and what an upload holds in memory.
+pub(super) const PART: usize = 8 << 20;
+
+/// An object being written ([`Client::upload`]).
+pub(super) struct Upload<'a> {
+    client: &'a Client,
+    key: Key,
+    mode: Put,
+    buf: Vec<u8>,
+    parts: Option<Box<dyn MultipartUpload>>,
+    /// The store's own failure, kept for [`Upload::finish`] (the writer's caller sees an I/O
+    /// error that only says the upload failed).
+    failed: Option<Failure>,
+}
+
+impl Upload<'_> {
+    /// Sends the buffer as the next part, starting the multipart upload first.
+    fn send_part(&mut self) -> R<()> {
+        let client = self.client;
+        if self.parts.is_none() {
+            let key = self.key.clone();
+            let up = client.run(async move {
+                client
+                    .store
+                    .put_multipart_opts(&key, PutMultipartOptions::default())
+                    .await
+                    .map_err(failure)
+            })?;
+            self.parts = Some(up);
+        }
+        let body = PutPayload::from(std::mem::take(&mut self.buf));
+        let Some(up) = self.parts.as_mut() else {
+            return Err(failure("no multipart upload"));
+        };
+        let part = up.put_part(body);
+        client.run(async move { part.await.map_err(failure) })
+    }
+
+    /// Completes the upload: the single put, or the last part and the completion. What the put's
+    /// mode gave ([`Put::Done`], or [`Put::Exists`] for a create that found the key taken).
+    pub(super) fn finish(mut self) -> R<Put> {
+        if let Some(f) = self.failed.take() {
+            return Err(f);
+        }
+        if self.parts.is_none() {
+            let body = std::mem::take(&mut self.buf);
+            let mode = std::mem::replace(&mut self.mode, Put::Overwrite);
+            return self.client.put_rel(&self.key, body, mode);
+        }
+        if !self.buf.is_empty() {
+            self.send_part()?;
+        }
+        let client = self.client;
+        let Some(mut up) = self.parts.take() else {
+            return Err(failure("no multipart upload"));
+        };
+        client.run(async move {
+            match up.complete().await {
+                Ok(_) => Ok(Put::Done),
+                Err(e) => {
+                    // Best effort: a bucket rule aborts what this leaves (README).
+                    let _ = up.abort().await;
+                    Err(failure(e))
+                }
+            }
+        })
+    }
+}
+
+impl Write for Upload<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.failed.is_some() {
+            return Err(std::io::Error::other("the upload failed"));
+        }
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PART
+            && let Err(f) = self.send_part()
+        {
+            let why = std::io::Error::other(format!("the upload failed: {}", f.reason));
+            self.failed = Some(f);
+            return Err(why);
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Upload<'_> {
+    fn drop(&mut self) {
+        if let Some(mut up) = self.parts.take() {
+            let _ = self
+                .client
+                .run(async move { up.abort().await.map_err(failure) });
+        }
     }
 }
 

@@ -62,8 +62,9 @@ pub struct Settings {
     /// The longest a host waits for another's download before it downloads itself
     /// (`STEPMAN_REMOTE_WAIT`, default 300 s).
     pub wait: Duration,
-    /// The largest tree archive uploaded (`STEPMAN_REMOTE_MAX_TREE`, default 16 MiB, so the process stays within 32 MB: an upload
-    /// is one put of an archive held in memory).
+    /// The largest tree archive uploaded (`STEPMAN_REMOTE_MAX_TREE`, default 2 GiB, the largest
+    /// step archive taken from an origin). Memory does not grow with it: an archive past
+    /// 8 MiB goes up in 8 MiB parts as it is encoded.
     pub max_tree: u64,
 }
 
@@ -78,7 +79,7 @@ impl Settings {
             retries: 2,
             lease_ttl: Duration::from_secs(120),
             wait: Duration::from_secs(300),
-            max_tree: 16 << 20,
+            max_tree: 2 << 30,
         }
     }
 }
@@ -552,16 +553,23 @@ impl Remote {
         id: &ObjectId,
         repair: bool,
     ) -> std::result::Result<(), UploadOutcome> {
-        let archive = store
-            .read_locked(|| {
-                let dir = store.layout().object_dir(id);
-                archive::encode(&dir, self.settings.max_tree)
-            })
-            .map_err(|e| UploadOutcome::Failed(e.describe()))?;
         let mode = if repair { Put::Overwrite } else { Put::Create };
-        client.put(tkey, archive, mode).map(|_| ()).map_err(|f| {
-            UploadOutcome::Failed(self.err(RemoteOp::PutTree, tkey, f.reason).describe())
-        })
+        // Encoded straight into the upload: a small tree is one put, a large one goes in parts
+        // as it is encoded (never the whole archive in memory).
+        let encoded = store.read_locked(|| {
+            let dir = store.layout().object_dir(id);
+            archive::encode(&dir, self.settings.max_tree, client.upload(tkey, mode))
+        });
+        let put_failed = |reason: String| {
+            UploadOutcome::Failed(self.err(RemoteOp::PutTree, tkey, reason).describe())
+        };
+        match encoded {
+            Ok(upload) => upload
+                .finish()
+                .map(|_| ())
+                .map_err(|f| put_failed(f.reason)),
+            Err(e) => Err(UploadOutcome::Failed(e.describe())),
+        }
     }
 
     /// The names of `routes` in the local store that `remote push` uploads: every step

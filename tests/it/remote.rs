@@ -286,9 +286,16 @@ const STEP_ZIP: &str = "/steps/fleet/1.0.0/step.zip";
 
 impl Fleet {
     fn new(moto: &MotoServer, seed: u64) -> Fleet {
+        Fleet::with_tree(moto, |src| {
+            support::make_tree(src, seed, 40);
+        })
+    }
+
+    /// A fleet whose step's tree `make` writes.
+    fn with_tree(moto: &MotoServer, make: impl FnOnce(&std::path::Path)) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
-        support::make_tree(&src, seed, 40);
+        make(&src);
         let origin = support::Server::start();
         origin.serve(
             STEP_ZIP,
@@ -923,4 +930,48 @@ fn verify_reports_every_name_of_a_shared_damaged_tree() {
             .contains("hashes to"),
         "{report}"
     );
+}
+
+/// A tree whose archive is larger than one upload part (8 MiB) goes up as a multipart upload
+/// while it is encoded; the next host takes it from the remote, byte-identical. (Before, an
+/// archive past 16 MiB was not uploaded at all.)
+#[test]
+fn a_tree_larger_than_one_part_is_shared_through_a_multipart_upload() {
+    let test = "a_tree_larger_than_one_part_is_shared_through_a_multipart_upload";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    // 20 MiB that does not compress: three parts.
+    let f = Fleet::with_tree(moto, |src| {
+        support::make_tree(src, 41, 10);
+        let mut rng = fastrand::Rng::with_seed(41);
+        for i in 0..5 {
+            let mut data = vec![0u8; 4 << 20];
+            rng.fill(&mut data);
+            std::fs::write(src.join(format!("blob{i}.bin")), data).unwrap();
+        }
+    });
+    let first = f.home("first");
+    let mut cmd = f.activate(moto, &first, false);
+    let o = support::output(&mut cmd);
+    support::ok_stdout(&o, "first host");
+    let trees = f.keys(moto, "trees/");
+    assert_eq!(trees.len(), 1, "the large tree was uploaded: {trees:?}");
+    assert_eq!(f.keys(moto, "names/").len(), 1);
+
+    let second = f.home("second");
+    let o = support::output(&mut f.activate(moto, &second, false));
+    assert!(o.status.success(), "{}", support::describe(&o));
+    support::assert_same_tree(&f.src, &second.join("step"));
+    support::assert_fsck_clean(&second);
+    assert_eq!(
+        f.origin.count(STEP_ZIP),
+        1,
+        "the second host took the tree from the remote"
+    );
+    let mut verify = support::stepman(&second, ["remote", "verify"]);
+    moto.env(&mut verify);
+    verify.env("STEPMAN_REMOTE", format!("s3://{}/fleet", f.bucket));
+    let o = support::output(&mut verify);
+    assert_eq!(o.status.code(), Some(0), "{}", support::describe(&o));
 }
