@@ -975,3 +975,194 @@ fn a_tree_larger_than_one_part_is_shared_through_a_multipart_upload() {
     let o = support::output(&mut verify);
     assert_eq!(o.status.code(), Some(0), "{}", support::describe(&o));
 }
+
+/// A static HTTPS server on 127.0.0.1 (Python's, with a self-signed certificate made by the
+/// `openssl` CLI) serving `root`; `None`, with a message, without `openssl` or `python3`.
+struct StaticHttps {
+    child: Child,
+    port: u16,
+    /// The CA that signed its certificate, for `SSL_CERT_FILE`.
+    cert: std::path::PathBuf,
+}
+
+impl StaticHttps {
+    fn start(test: &str, root: &std::path::Path, work: &std::path::Path) -> Option<StaticHttps> {
+        // A CA, and a leaf for 127.0.0.1 that it signs (a self-signed leaf is refused as a CA
+        // used as an end entity).
+        let ca = work.join("ca.pem");
+        let ca_key = work.join("ca-key.pem");
+        let cert = work.join("cert.pem");
+        let key = work.join("key.pem");
+        let csr = work.join("leaf.csr");
+        let ext = work.join("leaf.ext");
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        let openssl = |args: &[&std::ffi::OsStr]| {
+            matches!(
+                Command::new("openssl")
+                    .args(args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status(),
+                Ok(s) if s.success()
+            )
+        };
+        let os = |s: &'static str| std::ffi::OsStr::new(s);
+        let made = openssl(&[
+            os("req"),
+            os("-x509"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-days"),
+            os("1"),
+            os("-subj"),
+            os("/CN=stepman test CA"),
+            os("-keyout"),
+            ca_key.as_os_str(),
+            os("-out"),
+            ca.as_os_str(),
+        ]) && openssl(&[
+            os("req"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-subj"),
+            os("/CN=127.0.0.1"),
+            os("-keyout"),
+            key.as_os_str(),
+            os("-out"),
+            csr.as_os_str(),
+        ]) && openssl(&[
+            os("x509"),
+            os("-req"),
+            os("-in"),
+            csr.as_os_str(),
+            os("-CA"),
+            ca.as_os_str(),
+            os("-CAkey"),
+            ca_key.as_os_str(),
+            os("-CAcreateserial"),
+            os("-days"),
+            os("1"),
+            os("-extfile"),
+            ext.as_os_str(),
+            os("-out"),
+            cert.as_os_str(),
+        ]);
+        if !made {
+            eprintln!("{test}: skipped: no openssl to make a certificate");
+            return None;
+        }
+        let script = "import http.server, ssl, sys, functools\n\
+            h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\n\
+            s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), h)\n\
+            c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+            c.load_cert_chain(sys.argv[2], sys.argv[3])\n\
+            s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+            print(s.server_address[1], flush=True)\n\
+            s.serve_forever()\n";
+        let mut child = match Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(root)
+            .arg(&cert)
+            .arg(&key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{test}: skipped: no python3 ({e})");
+                return None;
+            }
+        };
+        let mut line = String::new();
+        let out = child.stdout.take().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+        let port = line.trim().parse().expect("the server printed its port");
+        Some(StaticHttps {
+            child,
+            port,
+            cert: ca,
+        })
+    }
+}
+
+impl Drop for StaticHttps {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A read-only `https://` remote (a static copy of a tier on a plain HTTPS server, trusted
+/// through `SSL_CERT_FILE`) serves a host its step: no origin download, the same tree, and no
+/// upload or lease attempted.
+#[test]
+fn a_static_https_copy_of_the_tier_serves_hosts_read_only() {
+    let test = "a_static_https_copy_of_the_tier_serves_hosts_read_only";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let f = Fleet::new(moto, 37);
+    let first = f.home("first");
+    support::ok_stdout(
+        &support::output(&mut f.activate(moto, &first, false)),
+        "first host",
+    );
+    // The tier, copied key by key into a directory a static server serves.
+    let site = f.dir.path().join("site");
+    let base = "fleet/stepman-remote-v1/";
+    let keys = moto.keys(&f.bucket, base);
+    assert_eq!(keys.len(), 2, "one name and one tree: {keys:?}");
+    for key in &keys {
+        let path = site
+            .join("stepman-remote-v1")
+            .join(key.strip_prefix(base).unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, moto.get(&f.bucket, key).unwrap()).unwrap();
+    }
+    let Some(https) = StaticHttps::start(test, &site, f.dir.path()) else {
+        return;
+    };
+    let second = f.home("second");
+    let mut cmd = f.activate(moto, &second, false);
+    cmd.env(
+        "STEPMAN_REMOTE",
+        format!("https://127.0.0.1:{}/", https.port),
+    )
+    .env("SSL_CERT_FILE", &https.cert);
+    let o = support::output(&mut cmd);
+    assert!(o.status.success(), "{}", support::describe(&o));
+    support::assert_same_tree(&f.src, &second.join("step"));
+    support::assert_fsck_clean(&second);
+    assert_eq!(
+        f.origin.count(STEP_ZIP),
+        1,
+        "the second host read the https remote: {}",
+        support::describe(&o)
+    );
+    let err = support::stderr_of(&o);
+    assert!(!err.contains("warn"), "a clean hit: {err}");
+
+    // A step the copy does not have: the origin, and nothing put (read only).
+    std::fs::remove_dir_all(site.join("stepman-remote-v1/names")).unwrap();
+    let third = f.home("third");
+    let mut cmd = f.activate(moto, &third, false);
+    cmd.env(
+        "STEPMAN_REMOTE",
+        format!("https://127.0.0.1:{}/", https.port),
+    )
+    .env("SSL_CERT_FILE", &https.cert);
+    let o = support::output(&mut cmd);
+    assert!(o.status.success(), "{}", support::describe(&o));
+    support::assert_same_tree(&f.src, &third.join("step"));
+    assert_eq!(f.origin.count(STEP_ZIP), 2, "a miss goes to the origin");
+    let err = support::stderr_of(&o);
+    assert!(!err.to_lowercase().contains("upload"), "{err}");
+}
