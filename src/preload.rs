@@ -500,10 +500,18 @@ fn one(
     let r = step::resolve(store, c, &req.id, &req.constraint, lookup, net).and_then(|r| {
         let got = step::download(store, &r, net)?;
         // Its step.yml as a file of its own, so that `step-info` of a baked, read-only store
-        // can name one (`definition_pth`). The step is cached either way: a failure (the
-        // collection deleted meanwhile, say) is a warning, not the step's.
+        // can name one (`definition_pth`). The step is cached either way, so its outcome is
+        // the download's: a failure (the collection deleted meanwhile, say) is a warning, and a
+        // stop that lands here leaves the file to the next run (which makes it for cached steps
+        // too), never a bound step reported as cancelled.
         match r.definition_path(store) {
-            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            Err(Error::Cancelled) => {
+                log::info!(
+                    "{}@{}: stopped before its step.yml was kept as a file of its own",
+                    r.picked.id,
+                    r.picked.version
+                );
+            }
             Err(e) => log::warn!(
                 "{}@{}: its step.yml was not kept as a file of its own: {}",
                 r.picked.id,
