@@ -352,6 +352,17 @@ impl Fleet {
         cmd
     }
 
+    /// `stepman remote verify [--json]` of this fleet's remote, from `home`.
+    fn verify(&self, moto: &MotoServer, home: &std::path::Path, json: bool) -> Command {
+        let mut cmd = support::stepman(home, ["remote", "verify"]);
+        if json {
+            cmd.arg("--json");
+        }
+        moto.env(&mut cmd);
+        cmd.env("STEPMAN_REMOTE", format!("s3://{}/fleet", self.bucket));
+        cmd
+    }
+
     fn keys(&self, moto: &MotoServer, under: &str) -> Vec<String> {
         moto.keys(&self.bucket, &format!("fleet/stepman-remote-v1/{under}"))
     }
@@ -435,9 +446,7 @@ fn a_corrupted_remote_tree_is_refused_the_origin_used_and_verify_reports_it() {
     support::make_tree(&other, 99, 5);
     moto.put(&f.bucket, &trees[0], &support::targz_tree(&other));
 
-    let mut verify = support::stepman(&first, ["remote", "verify", "--json"]);
-    moto.env(&mut verify);
-    verify.env("STEPMAN_REMOTE", format!("s3://{}/fleet", f.bucket));
+    let mut verify = f.verify(moto, &first, true);
     let o = support::output(&mut verify);
     assert_eq!(
         o.status.code(),
@@ -535,9 +544,7 @@ fn uploaders_killed_at_any_point_leave_the_remote_verifying_clean() {
             delay: std::time::Duration::ZERO,
         },
     );
-    let mut verify = support::stepman(&f.home("v"), ["remote", "verify", "--json"]);
-    moto.env(&mut verify);
-    verify.env("STEPMAN_REMOTE", format!("s3://{}/fleet", f.bucket));
+    let mut verify = f.verify(moto, &f.home("v"), true);
     // One host at a time, each killed later than the one before, from before its download to
     // after its upload; the lease of a killed host is taken over at once (TTL 0).
     let mut finished = 0;
@@ -792,9 +799,7 @@ fn uploaders_killed_inside_their_upload_leave_no_name_without_its_tree() {
     };
     let _alone = support::alone();
     let f = Fleet::new(moto, 43);
-    let mut verify = support::stepman(&f.home("v"), ["remote", "verify", "--json"]);
-    moto.env(&mut verify);
-    verify.env("STEPMAN_REMOTE", format!("s3://{}/fleet", f.bucket));
+    let mut verify = f.verify(moto, &f.home("v"), true);
     // Host by host, each killed one step further into the sequence: at its lease, at its tree
     // (the name not yet put), at its name (the tree already there). The lease of a killed host
     // is taken over at once (TTL 0).
@@ -893,9 +898,7 @@ fn verify_reports_every_name_of_a_shared_damaged_tree() {
     let trees = f.keys(moto, "trees/");
     assert_eq!(trees.len(), 1, "{trees:?}");
 
-    let mut verify = support::stepman(&host, ["remote", "verify", "--json"]);
-    moto.env(&mut verify);
-    verify.env("STEPMAN_REMOTE", format!("s3://{}/fleet", f.bucket));
+    let mut verify = f.verify(moto, &host, true);
     let o = support::output(&mut verify);
     assert_eq!(o.status.code(), Some(0), "{}", support::describe(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -969,9 +972,7 @@ fn a_tree_larger_than_one_part_is_shared_through_a_multipart_upload() {
         1,
         "the second host took the tree from the remote"
     );
-    let mut verify = support::stepman(&second, ["remote", "verify"]);
-    moto.env(&mut verify);
-    verify.env("STEPMAN_REMOTE", format!("s3://{}/fleet", f.bucket));
+    let mut verify = f.verify(moto, &second, false);
     let o = support::output(&mut verify);
     assert_eq!(o.status.code(), Some(0), "{}", support::describe(&o));
 }
