@@ -111,7 +111,7 @@ impl StepInfo {
     /// What `step-info` says of `r`. Its `definition_pth` is left out, with a warning, when
     /// the step.yml is not yet a file of its own and this process cannot write the store (a
     /// baked image: `preload` made one for every step it cached).
-    pub fn of(store: &Store, r: &Resolved) -> Result<StepInfo> {
+    pub fn of(store: &Store, r: Resolved) -> Result<StepInfo> {
         let definition_pth = match r.definition_path(store) {
             Ok(p) => p.display().to_string(),
             Err(e @ (Error::ReadOnly { .. } | Error::NotOwner { .. })) => {
@@ -127,7 +127,7 @@ impl StepInfo {
         };
         Ok(StepInfo {
             library: r.collection.uri.clone(),
-            picked: r.picked.clone(),
+            picked: r.picked,
             definition_pth,
         })
     }

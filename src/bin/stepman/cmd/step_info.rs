@@ -133,15 +133,16 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode
             &cli.net()?,
         )?;
         if a.short || format == Format::Json {
-            (StepInfo::of(&store, &r)?, String::new())
+            (StepInfo::of(&store, r)?, String::new())
         } else {
             // The step.yml's text is printed, not its path: nothing is written.
+            let text = r.definition_text(&store)?;
             let info = StepInfo {
                 library: r.collection.uri.clone(),
-                picked: r.picked.clone(),
+                picked: r.picked,
                 definition_pth: String::new(),
             };
-            (info, r.definition_text(&store)?)
+            (info, text)
         }
     };
     let info = info.in_old_shape();
