@@ -177,6 +177,10 @@ struct Pending {
 /// trips, not by this host's cores.
 pub const VERIFY_JOBS: usize = 8;
 
+/// How many names [`Remote::push`] uploads at once: each holds at most one 8 MiB part of its
+/// archive in memory.
+pub const PUSH_JOBS: usize = 4;
+
 /// What [`Remote::verify`] found.
 #[derive(Debug)]
 pub struct Verification {
@@ -587,19 +591,28 @@ impl Remote {
         Ok(names)
     }
 
-    /// Uploads the given names of the local store (`remote push`).
+    /// Uploads the given names of the local store (`remote push`), [`PUSH_JOBS`] at a time; the
+    /// outcomes come back in the order of `names`.
     pub fn push(&self, store: &Store, names: &[Name]) -> Vec<Uploaded> {
-        names
-            .iter()
-            .filter_map(|n| {
-                let id = store.lookup(n).ok().flatten()?;
-                Some(Uploaded {
-                    name: n.clone(),
-                    id,
-                    outcome: self.upload(store, n, &id, false),
-                })
+        use rayon::prelude::*;
+        let one = |n: &Name| {
+            let id = store.lookup(n).ok().flatten()?;
+            Some(Uploaded {
+                name: n.clone(),
+                id,
+                outcome: self.upload(store, n, &id, false),
             })
-            .collect()
+        };
+        match rayon::ThreadPoolBuilder::new()
+            .num_threads(PUSH_JOBS)
+            .build()
+        {
+            Ok(pool) => pool.install(|| names.par_iter().filter_map(one).collect()),
+            Err(e) => {
+                log::info!("remote push: one upload at a time ({e})");
+                names.iter().filter_map(one).collect()
+            }
+        }
     }
 
     /// Checks every remote name (`remote verify`): its document reads and names an id, and that

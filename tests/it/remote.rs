@@ -1167,3 +1167,57 @@ fn a_static_https_copy_of_the_tier_serves_hosts_read_only() {
     let err = support::stderr_of(&o);
     assert!(!err.to_lowercase().contains("upload"), "{err}");
 }
+
+/// `remote push` of many steps uploads them several at a time: every name and tree arrives, the
+/// report lists the steps in order, and the tier verifies clean.
+#[test]
+fn remote_push_of_many_steps_uploads_every_one() {
+    let test = "remote_push_of_many_steps_uploads_every_one";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let f = Fleet::new(moto, 61);
+    let lib = f.lib.to_str().unwrap();
+    let versions: Vec<String> = (1..=9).map(|i| format!("1.{i}.0")).collect();
+    for (i, v) in versions.iter().enumerate() {
+        let src = f.dir.path().join(format!("src-{v}"));
+        support::make_tree(&src, 100 + i as u64, 20);
+        f.origin.serve(
+            &format!("/steps/fleet/{v}/step.zip"),
+            support::zip_tree(&src),
+            support::Mode::Full {
+                delay: std::time::Duration::ZERO,
+            },
+        );
+        support::write_step(&f.lib, "fleet", v, &support::step_yml("Fleet", None));
+    }
+    let plain = f.home("plain");
+    for v in &versions {
+        let mut act = support::stepman(
+            &plain,
+            ["activate", "-c", lib, "-i", "fleet", "-v", v, "-p"],
+        );
+        act.arg(plain.join(format!("step-{v}")));
+        support::ok_stdout(&support::output(&mut act), "activate without a remote");
+    }
+    let remote = format!("s3://{}/fleet", f.bucket);
+    let mut push = support::stepman(&plain, ["remote", "push", "-c", lib, "--remote", &remote]);
+    moto.env(&mut push);
+    let out = support::ok_stdout(&support::output(&mut push), "remote push");
+    let listed: Vec<&str> = out
+        .lines()
+        .map(|l| l.split('\t').next().unwrap_or(""))
+        .collect();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(listed, sorted, "in order: {out}");
+    assert_eq!(listed.len(), 9, "{out}");
+    assert!(out.lines().all(|l| l.ends_with("Uploaded")), "{out}");
+    assert_eq!(f.keys(moto, "names/").len(), 9);
+    assert_eq!(f.keys(moto, "trees/").len(), 9);
+    let o = support::output(&mut f.verify(moto, &f.home("v"), true));
+    assert_eq!(o.status.code(), Some(0), "{}", support::describe(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["names"], 9, "{report}");
+    assert_eq!(report["trees"], 9, "{report}");
+}
