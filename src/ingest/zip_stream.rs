@@ -608,15 +608,18 @@ fn settle(w: &mut TreeWriter, s: &Seen, made_by: u16, external: u32) -> Result<(
     }
 }
 
-/// The Unix mode of a central-directory record, as the `zip` crate reads it: the high half of
-/// the external attributes when made on Unix, a mode derived from the DOS attributes when made
-/// on DOS, else none.
+/// The Unix mode of a central-directory record, as the `zip` crate (9.x) reads it: the high
+/// half of the external attributes when made on Unix, a mode derived from the DOS attributes
+/// when made on DOS, and for any other system the high half when it is not zero (how archives
+/// made on Windows by some tools carry symlinks and executables), else none; setuid, setgid and
+/// sticky bits cleared.
 fn unix_mode(made_by: u16, external: u32) -> Option<u32> {
     if external == 0 {
         return None;
     }
+    let high = (external >> 16) & !0o7000;
     match made_by >> 8 {
-        3 => Some(external >> 16),
+        3 => Some(high),
         0 => {
             let dos = external & 0xFF;
             let mut mode = if dos & 0x10 != 0 {
@@ -629,6 +632,7 @@ fn unix_mode(made_by: u16, external: u32) -> Option<u32> {
             }
             Some(mode)
         }
+        _ if external >> 16 != 0 => Some(high),
         _ => None,
     }
 }
