@@ -251,6 +251,8 @@ pub(crate) enum TempKind {
     Audit,
     /// A StepLib API document being cached.
     ApiDoc,
+    /// A tree's archive spooled for its upload to the remote tier.
+    Upload,
 }
 
 impl TempKind {
@@ -270,6 +272,7 @@ impl TempKind {
             TempKind::View => "view",
             TempKind::Audit => "audit",
             TempKind::ApiDoc => "apidoc",
+            TempKind::Upload => "upload",
         }
     }
 

@@ -890,6 +890,12 @@ impl Store {
         look(&mut stage)
     }
 
+    /// A temp dir of `kind` for work that publishes nothing (a spooled upload), removed when
+    /// dropped; sweep reclaims it if this process dies first.
+    pub(crate) fn temp_dir(&self, kind: TempKind) -> Result<TempDir> {
+        TempDir::create(&self.layout, kind)
+    }
+
     /// [`Store::stage`], also saying whether the producer kept the object it had ([`Stage::keep`]).
     fn stage_kept(
         &self,

@@ -280,7 +280,7 @@ impl Client {
     /// only when it completes (S3: `CompleteMultipartUpload`). `object_store` cannot make a
     /// multipart upload create-only, so that one replaces what is there: the same bytes. An
     /// upload dropped unfinished is aborted.
-    pub(super) fn upload(&self, rel: &str, mode: Put) -> Upload<'_> {
+    fn upload(&self, rel: &str, mode: Put) -> Upload<'_> {
         Upload {
             client: self,
             key: self.key(rel),
@@ -289,6 +289,16 @@ impl Client {
             parts: None,
             failed: None,
         }
+    }
+
+    /// [`Client::upload`] of everything `src` reads.
+    pub(super) fn upload_from(&self, rel: &str, mode: Put, src: &mut impl std::io::Read) -> R<Put> {
+        let mut up = self.upload(rel, mode);
+        if let Err(e) = std::io::copy(src, &mut up) {
+            // The upload's own failure, if it was one, says more than the copy's error.
+            return Err(up.failed.take().unwrap_or_else(|| failure(e)));
+        }
+        up.finish()
     }
 
     /// Deletes `rel` (a missing key is no error).
@@ -326,7 +336,7 @@ impl Client {
 pub(super) const PART: usize = 8 << 20;
 
 /// An object being written ([`Client::upload`]).
-pub(super) struct Upload<'a> {
+struct Upload<'a> {
     client: &'a Client,
     key: Key,
     mode: Put,

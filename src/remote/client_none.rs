@@ -43,7 +43,7 @@ impl Client {
     pub(super) fn put(&self, _: &str, _: Vec<u8>, _: Put) -> R<Put> {
         match *self {}
     }
-    pub(super) fn upload(&self, _: &str, _: Put) -> Upload {
+    pub(super) fn upload_from(&self, _: &str, _: Put, _: &mut impl std::io::Read) -> R<Put> {
         match *self {}
     }
     pub(super) fn delete(&self, _: &str) -> R<()> {
@@ -54,20 +54,5 @@ impl Client {
     }
 }
 
-/// No upload without a client.
-pub(super) enum Upload {}
-
-impl Upload {
-    pub(super) fn finish(self) -> R<Put> {
-        match self {}
-    }
-}
-
-impl std::io::Write for Upload {
-    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-        match *self {}
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match *self {}
-    }
-}
+/// The size of a multipart upload's part (as with a client).
+pub(super) const PART: usize = 8 << 20;

@@ -64,7 +64,7 @@ pub struct Settings {
     pub wait: Duration,
     /// The largest tree archive uploaded (`STEPMAN_REMOTE_MAX_TREE`, default 2 GiB, the largest
     /// step archive taken from an origin). Memory does not grow with it: an archive past
-    /// 8 MiB goes up in 8 MiB parts as it is encoded.
+    /// 8 MiB is spooled to a file in the store's temp area and goes up in 8 MiB parts.
     pub max_tree: u64,
 }
 
@@ -177,8 +177,8 @@ struct Pending {
 /// trips, not by this host's cores.
 pub const VERIFY_JOBS: usize = 8;
 
-/// How many names [`Remote::push`] uploads at once: each holds at most one 8 MiB part of its
-/// archive in memory.
+/// How many names [`Remote::push`] uploads at once: each holds at most 8 MiB of its archive
+/// in memory (its spool, or the part being sent).
 pub const PUSH_JOBS: usize = 4;
 
 /// What [`Remote::verify`] found.
@@ -549,6 +549,12 @@ impl Remote {
 
     /// Encodes object `id` and puts it at `tkey` (create-only, or over what is there when
     /// `repair`).
+    ///
+    /// The store lock (shared) is held only while the object is read: the archive is encoded
+    /// into a spool (in memory up to one part, past that a file in a temp dir of the store's
+    /// own, which sweep reclaims if this process dies), and the network upload runs after the
+    /// lock is let go. A `gc` waiting for the lock (and every activation queued behind its
+    /// intent) never waits for the network.
     fn put_tree(
         &self,
         store: &Store,
@@ -558,22 +564,31 @@ impl Remote {
         repair: bool,
     ) -> std::result::Result<(), UploadOutcome> {
         let mode = if repair { Put::Overwrite } else { Put::Create };
-        // Encoded straight into the upload: a small tree is one put, a large one goes in parts
-        // as it is encoded (never the whole archive in memory).
-        let encoded = store.read_locked(|| {
-            let dir = store.layout().object_dir(id);
-            archive::encode(&dir, self.settings.max_tree, client.upload(tkey, mode))
-        });
+        // A store this process cannot write to (a baked image) has no temp dir to give: the
+        // spool then spills into the system's temp dir.
+        let spill = store.temp_dir(crate::layout::TempKind::Upload).ok();
+        let spool = store
+            .read_locked(|| {
+                let dir = store.layout().object_dir(id);
+                let spool = match &spill {
+                    Some(t) => tempfile::spooled_tempfile_in(client::PART, t.path()),
+                    None => tempfile::spooled_tempfile(client::PART),
+                };
+                archive::encode(&dir, self.settings.max_tree, spool)
+            })
+            .map_err(|e| UploadOutcome::Failed(e.describe()))?;
         let put_failed = |reason: String| {
             UploadOutcome::Failed(self.err(RemoteOp::PutTree, tkey, reason).describe())
         };
-        match encoded {
-            Ok(upload) => upload
-                .finish()
-                .map(|_| ())
-                .map_err(|f| put_failed(f.reason)),
-            Err(e) => Err(UploadOutcome::Failed(e.describe())),
-        }
+        let put = match spool.into_inner() {
+            tempfile::SpooledData::InMemory(bytes) => client.put(tkey, bytes.into_inner(), mode),
+            tempfile::SpooledData::OnDisk(mut file) => std::io::Seek::rewind(&mut file)
+                .map_err(|e| client::Failure {
+                    reason: format!("rewind the spooled archive: {e}"),
+                })
+                .and_then(|()| client.upload_from(tkey, mode, &mut file)),
+        };
+        put.map(|_| ()).map_err(|f| put_failed(f.reason))
     }
 
     /// The names of `routes` in the local store that `remote push` uploads: every step

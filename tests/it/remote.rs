@@ -714,32 +714,56 @@ fn a_remote_that_fails_or_stalls_never_fails_an_activation() {
     assert_eq!(f.origin.count(STEP_ZIP), 2);
 }
 
+/// What a [`KillProxy`] does to the first `PUT` that names its marker.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnPut {
+    /// SIGKILL the process whose pid is in `pid` before the request reaches the server.
+    Kill,
+    /// Hold the request (nothing of it reaches the server) until [`KillProxy::release`].
+    Hold,
+}
+
 /// A loopback proxy in front of the S3 server that SIGKILLs one process the moment that process
 /// sends a `PUT` whose request line names `marker` (before the request reaches the server): a
-/// kill placed at one exact step of the upload, not at a guessed time.
+/// kill placed at one exact step of the upload, not at a guessed time. With [`OnPut::Hold`] it
+/// holds that request instead, so the uploader sits inside that one put for as long as a test
+/// needs.
 struct KillProxy {
     url: String,
     pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
     fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    released: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
 
 impl KillProxy {
     fn start(upstream: &str, marker: &'static str) -> KillProxy {
-        use std::sync::Arc;
+        KillProxy::start_with(upstream, marker, OnPut::Kill)
+    }
+
+    /// Lets a held request go on to the server.
+    fn release(&self) {
+        let (lock, cv) = &*self.released;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+
+    fn start_with(upstream: &str, marker: &'static str, on_put: OnPut) -> KillProxy {
         use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        use std::sync::{Arc, Condvar, Mutex};
         let upstream = upstream.trim_start_matches("http://").to_string();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         let pid = Arc::new(AtomicU32::new(0));
         let fired = Arc::new(AtomicBool::new(false));
-        let (p, f) = (pid.clone(), fired.clone());
+        let released = Arc::new((Mutex::new(false), Condvar::new()));
+        let (p, f, rel) = (pid.clone(), fired.clone(), released.clone());
         std::thread::spawn(move || {
             for client in l.incoming() {
                 let Ok(client) = client else { continue };
                 let Ok(server) = std::net::TcpStream::connect(&upstream) else {
                     continue;
                 };
-                let (p, f) = (p.clone(), f.clone());
+                let (p, f, rel) = (p.clone(), f.clone(), rel.clone());
                 let (mut c_in, mut s_out) =
                     (client.try_clone().unwrap(), server.try_clone().unwrap());
                 // Server to client: a plain copy.
@@ -767,7 +791,13 @@ impl KillProxy {
                                         line.windows(marker.len()).any(|m| m == marker.as_bytes())
                                     })
                         });
-                        if hit && !f.swap(true, Ordering::SeqCst) {
+                        if hit && on_put == OnPut::Hold && !f.swap(true, Ordering::SeqCst) {
+                            let (lock, cv) = &*rel;
+                            let mut go = lock.lock().unwrap();
+                            while !*go {
+                                go = cv.wait(go).unwrap();
+                            }
+                        } else if hit && !f.swap(true, Ordering::SeqCst) {
                             let deadline =
                                 std::time::Instant::now() + std::time::Duration::from_secs(10);
                             while p.load(Ordering::SeqCst) == 0
@@ -787,8 +817,100 @@ impl KillProxy {
                 });
             }
         });
-        KillProxy { url, pid, fired }
+        KillProxy {
+            url,
+            pid,
+            fired,
+            released,
+        }
     }
+}
+
+/// A host's upload holds the store lock only while it reads the object: a `gc` on that host
+/// (which takes the lock exclusively, and makes every new activation queue behind it) finishes
+/// while the tree's put is still on the wire, and the upload then completes.
+#[test]
+fn a_gc_never_waits_for_an_upload_on_the_wire() {
+    let test = "a_gc_never_waits_for_an_upload_on_the_wire";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    // 12 MiB that does not compress: a multipart upload, whose first part goes out while the
+    // archive is still being encoded (a small tree's single put came after the encoding even
+    // before the fix).
+    let f = Fleet::with_tree(moto, |src| {
+        support::make_tree(src, 47, 10);
+        let mut rng = fastrand::Rng::with_seed(47);
+        for i in 0..3 {
+            let mut data = vec![0u8; 4 << 20];
+            rng.fill(&mut data);
+            std::fs::write(src.join(format!("blob{i}.bin")), data).unwrap();
+        }
+    });
+    let proxy = KillProxy::start_with(&moto.endpoint(), "/stepman-remote-v1/trees/", OnPut::Hold);
+    let h = f.home("a");
+    let mut c = f.activate(moto, &h, false);
+    c.env("AWS_ENDPOINT_URL", &proxy.url)
+        .env("STEPMAN_REMOTE_TIMEOUT", "300")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut host = c.spawn().expect("spawn");
+    let fired = || proxy.fired.load(std::sync::atomic::Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !fired() && std::time::Instant::now() < deadline {
+        assert!(
+            host.try_wait().unwrap().is_none(),
+            "the host exited before its tree's put"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(fired(), "the host never put its tree");
+    // The tree's put is held: the host is inside its upload.
+    let mut gc = support::stepman(&h, ["gc"]);
+    gc.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut gc = gc.spawn().expect("spawn gc");
+    // gc itself takes milliseconds here; the bound is far below what the held request would
+    // take to time out (the client gives up on it after about 30 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let gc_status = loop {
+        if let Some(s) = gc.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let still_uploading = host.try_wait().unwrap().is_none();
+    proxy.release();
+    if gc_status.is_none() {
+        let _ = gc.kill();
+        let _ = gc.wait();
+    }
+    let o = host.wait_with_output().expect("wait");
+    assert!(
+        gc_status.is_some(),
+        "gc waited 15 s for a host's upload on the wire (the store lock held over the network)"
+    );
+    assert!(
+        gc_status.is_some_and(|s| s.success()),
+        "gc failed: {gc_status:?}"
+    );
+    assert!(
+        still_uploading,
+        "the host had left its upload when gc finished"
+    );
+    assert!(o.status.success(), "{}", support::describe(&o));
+    support::assert_same_tree(&f.src, &h.join("step"));
+    support::assert_fsck_clean(&h);
+    assert_eq!(f.keys(moto, "trees/").len(), 1, "the held tree was put");
+    assert_eq!(
+        f.keys(moto, "names/").len(),
+        1,
+        "the name was put after its tree"
+    );
+    let o = support::output(&mut f.verify(moto, &h, false));
+    assert_eq!(o.status.code(), Some(0), "{}", support::describe(&o));
 }
 
 #[test]
