@@ -331,9 +331,7 @@ impl Client {
     }
 }
 
-/// The size of each part of a multipart upload: above S3's 5 MiB minimum for all parts but the
-/// last, and what an upload holds in memory.
-pub(super) const PART: usize = 8 << 20;
+use super::PART;
 
 /// An object being written ([`Client::upload`]).
 struct Upload<'a> {

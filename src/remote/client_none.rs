@@ -53,6 +53,3 @@ impl Client {
         match *self {}
     }
 }
-
-/// The size of a multipart upload's part (as with a client).
-pub(super) const PART: usize = 8 << 20;

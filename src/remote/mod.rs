@@ -177,6 +177,10 @@ struct Pending {
 /// trips, not by this host's cores.
 pub const VERIFY_JOBS: usize = 8;
 
+/// The size of each part of a multipart upload: above S3's 5 MiB minimum for all parts but the
+/// last, and what an upload holds in memory (also the most of an archive spooled in memory).
+const PART: usize = 8 << 20;
+
 /// How many names [`Remote::push`] uploads at once: each holds at most 8 MiB of its archive
 /// in memory (its spool, or the part being sent).
 pub const PUSH_JOBS: usize = 4;
@@ -571,8 +575,8 @@ impl Remote {
             .read_locked(|| {
                 let dir = store.layout().object_dir(id);
                 let spool = match &spill {
-                    Some(t) => tempfile::spooled_tempfile_in(client::PART, t.path()),
-                    None => tempfile::spooled_tempfile(client::PART),
+                    Some(t) => tempfile::spooled_tempfile_in(PART, t.path()),
+                    None => tempfile::spooled_tempfile(PART),
                 };
                 archive::encode(&dir, self.settings.max_tree, spool)
             })

@@ -317,6 +317,20 @@ impl Fleet {
         }
     }
 
+    /// A fleet whose step holds `blobs` files of 4 MiB of random bytes (beside a small tree
+    /// from `seed`): an archive that does not compress, `4 * blobs` MiB.
+    fn incompressible(moto: &MotoServer, seed: u64, blobs: usize) -> Fleet {
+        Fleet::with_tree(moto, |src| {
+            support::make_tree(src, seed, 10);
+            let mut rng = fastrand::Rng::with_seed(seed);
+            for i in 0..blobs {
+                let mut data = vec![0u8; 4 << 20];
+                rng.fill(&mut data);
+                std::fs::write(src.join(format!("blob{i}.bin")), data).unwrap();
+            }
+        })
+    }
+
     fn home(&self, n: &str) -> std::path::PathBuf {
         self.dir.path().join(format!("host-{n}"))
     }
@@ -835,18 +849,10 @@ fn a_gc_never_waits_for_an_upload_on_the_wire() {
     let Some(moto) = support::moto(test) else {
         return;
     };
-    // 12 MiB that does not compress: a multipart upload, whose first part goes out while the
-    // archive is still being encoded (a small tree's single put came after the encoding even
-    // before the fix).
-    let f = Fleet::with_tree(moto, |src| {
-        support::make_tree(src, 47, 10);
-        let mut rng = fastrand::Rng::with_seed(47);
-        for i in 0..3 {
-            let mut data = vec![0u8; 4 << 20];
-            rng.fill(&mut data);
-            std::fs::write(src.join(format!("blob{i}.bin")), data).unwrap();
-        }
-    });
+    // 12 MiB that does not compress: a multipart upload. (Before the fix its first part went
+    // out while the archive was being encoded under the lock; a small tree's single put came
+    // after the encoding even then.)
+    let f = Fleet::incompressible(moto, 47, 3);
     let proxy = KillProxy::start_with(&moto.endpoint(), "/stepman-remote-v1/trees/", OnPut::Hold);
     let h = f.home("a");
     let mut c = f.activate(moto, &h, false);
@@ -1057,8 +1063,8 @@ fn verify_reports_every_name_of_a_shared_damaged_tree() {
     );
 }
 
-/// A tree whose archive is larger than one upload part (8 MiB) goes up as a multipart upload
-/// while it is encoded; the next host takes it from the remote, byte-identical. (Before, an
+/// A tree whose archive is larger than one upload part (8 MiB) is spooled and goes up as a
+/// multipart upload; the next host takes it from the remote, byte-identical. (Before, an
 /// archive past 16 MiB was not uploaded at all.)
 #[test]
 fn a_tree_larger_than_one_part_is_shared_through_a_multipart_upload() {
@@ -1067,15 +1073,7 @@ fn a_tree_larger_than_one_part_is_shared_through_a_multipart_upload() {
         return;
     };
     // 20 MiB that does not compress: three parts.
-    let f = Fleet::with_tree(moto, |src| {
-        support::make_tree(src, 41, 10);
-        let mut rng = fastrand::Rng::with_seed(41);
-        for i in 0..5 {
-            let mut data = vec![0u8; 4 << 20];
-            rng.fill(&mut data);
-            std::fs::write(src.join(format!("blob{i}.bin")), data).unwrap();
-        }
-    });
+    let f = Fleet::incompressible(moto, 41, 5);
     let first = f.home("first");
     let mut cmd = f.activate(moto, &first, false);
     let o = support::output(&mut cmd);
