@@ -53,6 +53,38 @@ pub(super) fn read_only(url: &url::Url) -> bool {
     )
 }
 
+/// The endpoint of `url`'s store as its builder reads the environment; `None`: the store's
+/// own (an `https://` URL is its endpoint).
+pub(super) fn endpoint(url: &url::Url) -> Option<String> {
+    use object_store::{aws, azure, gcp};
+    let u = url.as_str();
+    match ObjectStoreScheme::parse(url).ok()?.0 {
+        ObjectStoreScheme::AmazonS3 => {
+            let b = aws::AmazonS3Builder::from_env().with_url(u);
+            b.get_config_value(&aws::AmazonS3ConfigKey::S3Endpoint)
+                .or_else(|| b.get_config_value(&aws::AmazonS3ConfigKey::Endpoint))
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            let b = azure::MicrosoftAzureBuilder::from_env().with_url(u);
+            if b.get_config_value(&azure::AzureConfigKey::UseEmulator)
+                .is_some_and(|v| v == "true")
+            {
+                // The builder's own default for the emulator.
+                Some(
+                    std::env::var("AZURITE_BLOB_STORAGE_URL")
+                        .unwrap_or_else(|_| "http://127.0.0.1:10000".to_string()),
+                )
+            } else {
+                b.get_config_value(&azure::AzureConfigKey::Endpoint)
+            }
+        }
+        ObjectStoreScheme::GoogleCloudStorage => gcp::GoogleCloudStorageBuilder::from_env()
+            .with_url(u)
+            .get_config_value(&gcp::GoogleConfigKey::BaseUrl),
+        _ => None,
+    }
+}
+
 impl Client {
     /// Connects to `url` (`s3://bucket/prefix`, `gs://…`, `az://…`, `https://…`), credentials
     /// and endpoint from the store's standard environment variables and chain. Returns the

@@ -20,6 +20,11 @@ pub(super) fn read_only(_: &url::Url) -> bool {
     true
 }
 
+/// No store, so no endpoint.
+pub(super) fn endpoint(_: &url::Url) -> Option<String> {
+    None
+}
+
 impl Client {
     pub(super) fn open(_: &url::Url, _: &Settings) -> R<Client> {
         Err(Failure {

@@ -82,6 +82,14 @@ impl Settings {
             max_tree: 2 << 30,
         }
     }
+
+    /// The endpoint the object store is reached at, as its builder reads the environment (S3:
+    /// `AWS_ENDPOINT_URL`; Azure: `AZURE_STORAGE_ENDPOINT`, or the emulator's
+    /// `AZURITE_BLOB_STORAGE_URL`; GCS: `GOOGLE_BASE_URL`), or `None` for the store's own public
+    /// endpoint (and for `https://`, whose URL is its endpoint). Not a secret.
+    pub fn endpoint(&self) -> Option<String> {
+        client::endpoint(&url::Url::parse(&self.url).ok()?)
+    }
 }
 
 /// An object's version as the store reported it (for a replace conditional on it).

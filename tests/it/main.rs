@@ -35,6 +35,7 @@ mod progress;
 mod read_only_mount;
 mod reflink;
 mod remote;
+mod remote_azure;
 mod replays;
 mod scenarios;
 mod share;

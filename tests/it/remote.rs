@@ -5,7 +5,7 @@
 
 use std::process::{Child, Command, Stdio};
 
-use crate::support::{self, AUTHORIZATION, MotoServer};
+use crate::support::{self, AUTHORIZATION, MotoServer, Tier};
 
 /// `curl` putting `body` at `url` with `headers`, behind a start gate (see
 /// [`support::gated_shell`]); it prints the status code alone.
@@ -280,19 +280,21 @@ struct Fleet {
     origin: support::Server,
     lib: std::path::PathBuf,
     bucket: String,
+    /// The `STEPMAN_REMOTE` URL of the fleet's prefix in `bucket`.
+    remote: String,
 }
 
 const STEP_ZIP: &str = "/steps/fleet/1.0.0/step.zip";
 
 impl Fleet {
-    fn new(moto: &MotoServer, seed: u64) -> Fleet {
-        Fleet::with_tree(moto, |src| {
+    fn new(tier: &dyn Tier, seed: u64) -> Fleet {
+        Fleet::with_tree(tier, |src| {
             support::make_tree(src, seed, 40);
         })
     }
 
     /// A fleet whose step's tree `make` writes.
-    fn with_tree(moto: &MotoServer, make: impl FnOnce(&std::path::Path)) -> Fleet {
+    fn with_tree(tier: &dyn Tier, make: impl FnOnce(&std::path::Path)) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         make(&src);
@@ -307,20 +309,22 @@ impl Fleet {
         let lib = dir.path().join("lib");
         support::write_steplib_yml(&lib, &[("zip", &format!("{}/steps/", origin.url()))]);
         support::write_step(&lib, "fleet", "1.0.0", &support::step_yml("Fleet", None));
-        let bucket = moto.bucket("fleet");
+        let bucket = tier.bucket("fleet");
+        let remote = tier.remote(&bucket, "fleet");
         Fleet {
             dir,
             src,
             origin,
             lib,
             bucket,
+            remote,
         }
     }
 
     /// A fleet whose step holds `blobs` files of 4 MiB of random bytes (beside a small tree
     /// from `seed`): an archive that does not compress, `4 * blobs` MiB.
-    fn incompressible(moto: &MotoServer, seed: u64, blobs: usize) -> Fleet {
-        Fleet::with_tree(moto, |src| {
+    fn incompressible(tier: &dyn Tier, seed: u64, blobs: usize) -> Fleet {
+        Fleet::with_tree(tier, |src| {
             support::make_tree(src, seed, 10);
             let mut rng = fastrand::Rng::with_seed(seed);
             for i in 0..blobs {
@@ -336,13 +340,13 @@ impl Fleet {
     }
 
     /// `stepman activate` of the step into `<home>/step`, with the remote tier set.
-    fn activate(&self, moto: &MotoServer, home: &std::path::Path, gated: bool) -> Command {
-        self.activate_version(moto, home, gated, "1.0.0")
+    fn activate(&self, tier: &dyn Tier, home: &std::path::Path, gated: bool) -> Command {
+        self.activate_version(tier, home, gated, "1.0.0")
     }
 
     fn activate_version(
         &self,
-        moto: &MotoServer,
+        tier: &dyn Tier,
         home: &std::path::Path,
         gated: bool,
         version: &str,
@@ -359,35 +363,35 @@ impl Fleet {
             c.arg(&dest);
             c
         };
-        moto.env(&mut cmd);
-        cmd.env("STEPMAN_REMOTE", format!("s3://{}/fleet", self.bucket))
+        tier.env(&mut cmd);
+        cmd.env("STEPMAN_REMOTE", &self.remote)
             .env("STEPMAN_REMOTE_LEASE_TTL", "60")
             .env("STEPMAN_REMOTE_WAIT", "60");
         cmd
     }
 
     /// `stepman remote verify [--json]` of this fleet's remote, from `home`.
-    fn verify(&self, moto: &MotoServer, home: &std::path::Path, json: bool) -> Command {
+    fn verify(&self, tier: &dyn Tier, home: &std::path::Path, json: bool) -> Command {
         let mut cmd = support::stepman(home, ["remote", "verify"]);
         if json {
             cmd.arg("--json");
         }
-        moto.env(&mut cmd);
-        cmd.env("STEPMAN_REMOTE", format!("s3://{}/fleet", self.bucket));
+        tier.env(&mut cmd);
+        cmd.env("STEPMAN_REMOTE", &self.remote);
         cmd
     }
 
-    fn keys(&self, moto: &MotoServer, under: &str) -> Vec<String> {
-        moto.keys(&self.bucket, &format!("fleet/stepman-remote-v1/{under}"))
+    fn keys(&self, tier: &dyn Tier, under: &str) -> Vec<String> {
+        tier.keys(&self.bucket, &format!("fleet/stepman-remote-v1/{under}"))
     }
 }
 
 /// `n` hosts activating the step at once; every one must succeed with the source's tree.
-fn wave(f: &Fleet, moto: &MotoServer, tag: &str, n: usize) -> Vec<String> {
+fn wave(f: &Fleet, tier: &dyn Tier, tag: &str, n: usize) -> Vec<String> {
     let homes: Vec<_> = (0..n).map(|i| f.home(&format!("{tag}{i}"))).collect();
     let mut children: Vec<Child> = homes
         .iter()
-        .map(|h| f.activate(moto, h, true).spawn().expect("spawn stepman"))
+        .map(|h| f.activate(tier, h, true).spawn().expect("spawn stepman"))
         .collect();
     support::release(&mut children);
     let mut stderrs = Vec::new();
@@ -409,31 +413,35 @@ fn wave(f: &Fleet, moto: &MotoServer, tag: &str, n: usize) -> Vec<String> {
 #[test]
 fn ten_hosts_download_one_uncached_step_from_the_origin_once() {
     let test = "ten_hosts_download_one_uncached_step_from_the_origin_once";
-    let Some(moto) = support::moto(test) else {
-        return;
-    };
+    if let Some(moto) = support::moto(test) {
+        ten_hosts_once(moto, test);
+    }
+}
+
+pub(crate) fn ten_hosts_once(tier: &dyn Tier, test: &str) {
+    let _ = test;
     let _alone = support::alone();
-    let f = Fleet::new(moto, 17);
-    let stderrs = wave(&f, moto, "a", 10);
+    let f = Fleet::new(tier, 17);
+    let stderrs = wave(&f, tier, "a", 10);
     assert_eq!(
         f.origin.count(STEP_ZIP),
         1,
         "ten hosts at once must download from the origin once: {stderrs:#?}"
     );
-    let names = f.keys(moto, "names/");
-    let trees = f.keys(moto, "trees/");
+    let names = f.keys(tier, "names/");
+    let trees = f.keys(tier, "trees/");
     assert_eq!(names.len(), 1, "one remote name: {names:?}");
     assert_eq!(trees.len(), 1, "one remote tree: {trees:?}");
-    assert!(f.keys(moto, "leases/").is_empty(), "the lease is dropped");
+    assert!(f.keys(tier, "leases/").is_empty(), "the lease is dropped");
     // The name names the tree.
-    let id = String::from_utf8(moto.get(&f.bucket, &names[0]).unwrap()).unwrap();
+    let id = String::from_utf8(tier.get(&f.bucket, &names[0]).unwrap()).unwrap();
     assert!(
         trees[0].contains(id.trim()),
         "{names:?} → {id} vs {trees:?}"
     );
 
     // A second wave of ten fresh hosts: nothing from the origin.
-    wave(&f, moto, "b", 10);
+    wave(&f, tier, "b", 10);
     assert_eq!(
         f.origin.count(STEP_ZIP),
         1,
@@ -444,23 +452,27 @@ fn ten_hosts_download_one_uncached_step_from_the_origin_once() {
 #[test]
 fn a_corrupted_remote_tree_is_refused_the_origin_used_and_verify_reports_it() {
     let test = "a_corrupted_remote_tree_is_refused_the_origin_used_and_verify_reports_it";
-    let Some(moto) = support::moto(test) else {
-        return;
-    };
-    let f = Fleet::new(moto, 23);
+    if let Some(moto) = support::moto(test) {
+        corrupted_tree(moto, test);
+    }
+}
+
+pub(crate) fn corrupted_tree(tier: &dyn Tier, test: &str) {
+    let _ = test;
+    let f = Fleet::new(tier, 23);
     let first = f.home("first");
     support::ok_stdout(
-        &support::output(&mut f.activate(moto, &first, false)),
+        &support::output(&mut f.activate(tier, &first, false)),
         "first host",
     );
-    let trees = f.keys(moto, "trees/");
+    let trees = f.keys(tier, "trees/");
     assert_eq!(trees.len(), 1, "{trees:?}");
     // Another tree's archive where this one's should be: well-formed, but not this tree.
     let other = f.dir.path().join("other");
     support::make_tree(&other, 99, 5);
-    moto.put(&f.bucket, &trees[0], &support::targz_tree(&other));
+    tier.put(&f.bucket, &trees[0], &support::targz_tree(&other));
 
-    let mut verify = f.verify(moto, &first, true);
+    let mut verify = f.verify(tier, &first, true);
     let o = support::output(&mut verify);
     assert_eq!(
         o.status.code(),
@@ -475,7 +487,7 @@ fn a_corrupted_remote_tree_is_refused_the_origin_used_and_verify_reports_it() {
     );
 
     let second = f.home("second");
-    let o = support::output(&mut f.activate(moto, &second, false));
+    let o = support::output(&mut f.activate(tier, &second, false));
     assert!(o.status.success(), "{}", support::describe(&o));
     support::assert_same_tree(&f.src, &second.join("step"));
     support::assert_fsck_clean(&second);
@@ -497,7 +509,7 @@ fn a_corrupted_remote_tree_is_refused_the_origin_used_and_verify_reports_it() {
     );
     let third = f.home("third");
     support::ok_stdout(
-        &support::output(&mut f.activate(moto, &third, false)),
+        &support::output(&mut f.activate(tier, &third, false)),
         "third host",
     );
     support::assert_same_tree(&f.src, &third.join("step"));
@@ -544,12 +556,16 @@ fn a_stopped_remote_never_fails_an_activation() {
 #[test]
 fn uploaders_killed_at_any_point_leave_the_remote_verifying_clean() {
     let test = "uploaders_killed_at_any_point_leave_the_remote_verifying_clean";
-    let Some(moto) = support::moto(test) else {
-        return;
-    };
+    if let Some(moto) = support::moto(test) {
+        uploaders_killed(moto, test);
+    }
+}
+
+pub(crate) fn uploaders_killed(tier: &dyn Tier, test: &str) {
+    let _ = test;
     let _alone = support::alone();
     // A bigger tree, so that the upload takes a while to kill inside.
-    let f = Fleet::new(moto, 41);
+    let f = Fleet::new(tier, 41);
     support::make_tree(&f.src.join("more"), 42, 400);
     f.origin.serve(
         STEP_ZIP,
@@ -558,7 +574,7 @@ fn uploaders_killed_at_any_point_leave_the_remote_verifying_clean() {
             delay: std::time::Duration::ZERO,
         },
     );
-    let mut verify = f.verify(moto, &f.home("v"), true);
+    let mut verify = f.verify(tier, &f.home("v"), true);
     // One host at a time, each killed later than the one before, from before its download to
     // after its upload; the lease of a killed host is taken over at once (TTL 0).
     let mut finished = 0;
@@ -567,7 +583,7 @@ fn uploaders_killed_at_any_point_leave_the_remote_verifying_clean() {
         .enumerate()
     {
         let h = f.home(&format!("k{i}"));
-        let mut c = f.activate(moto, &h, false);
+        let mut c = f.activate(tier, &h, false);
         c.env("STEPMAN_REMOTE_LEASE_TTL", "0");
         let mut child = c
             .stdout(std::process::Stdio::null())
@@ -588,13 +604,13 @@ fn uploaders_killed_at_any_point_leave_the_remote_verifying_clean() {
             "after a kill at {ms} ms: {}",
             support::describe(&o)
         );
-        let names = f.keys(moto, "names/");
+        let names = f.keys(tier, "names/");
         assert!(names.len() <= 1, "{names:?}");
     }
     // Whatever the kills left, a fresh host activates the right tree.
     let last = f.home("last");
     support::ok_stdout(
-        &support::output(&mut f.activate(moto, &last, false)),
+        &support::output(&mut f.activate(tier, &last, false)),
         "last host",
     );
     support::assert_same_tree(&f.src, &last.join("step"));
@@ -605,11 +621,15 @@ fn uploaders_killed_at_any_point_leave_the_remote_verifying_clean() {
 #[test]
 fn remote_push_and_preload_push_warm_the_fleets_tier() {
     let test = "remote_push_and_preload_push_warm_the_fleets_tier";
-    let Some(moto) = support::moto(test) else {
-        return;
-    };
-    let f = Fleet::new(moto, 53);
-    let remote = format!("s3://{}/fleet", f.bucket);
+    if let Some(moto) = support::moto(test) {
+        push_and_preload_push(moto, test);
+    }
+}
+
+pub(crate) fn push_and_preload_push(tier: &dyn Tier, test: &str) {
+    let _ = test;
+    let f = Fleet::new(tier, 53);
+    let remote = f.remote.clone();
     let lib = f.lib.to_str().unwrap();
     // A host without the remote caches the step; `remote push` uploads it.
     let plain = f.home("plain");
@@ -620,23 +640,23 @@ fn remote_push_and_preload_push_warm_the_fleets_tier() {
     );
     act.arg(&dest);
     support::ok_stdout(&support::output(&mut act), "activate without a remote");
-    assert!(f.keys(moto, "names/").is_empty());
+    assert!(f.keys(tier, "names/").is_empty());
     let mut push = support::stepman(&plain, ["remote", "push", "-c", lib, "--remote", &remote]);
-    moto.env(&mut push);
+    tier.env(&mut push);
     let out = support::ok_stdout(&support::output(&mut push), "remote push");
     assert!(
         out.contains("fleet/1.0.0") && out.contains("Uploaded"),
         "{out}"
     );
-    assert_eq!(f.keys(moto, "names/").len(), 1);
-    assert_eq!(f.keys(moto, "trees/").len(), 1);
+    assert_eq!(f.keys(tier, "names/").len(), 1);
+    assert_eq!(f.keys(tier, "trees/").len(), 1);
     // A second push finds it there.
     let out = support::ok_stdout(&support::output(&mut push), "remote push again");
     assert!(out.contains("AlreadyThere"), "{out}");
     // A fresh host takes it from the remote.
     let fresh = f.home("fresh");
     support::ok_stdout(
-        &support::output(&mut f.activate(moto, &fresh, false)),
+        &support::output(&mut f.activate(tier, &fresh, false)),
         "fresh host",
     );
     support::assert_same_tree(&f.src, &fresh.join("step"));
@@ -647,7 +667,7 @@ fn remote_push_and_preload_push_warm_the_fleets_tier() {
     );
 
     // `preload --push` into another bucket: the preloaded step, already cached, is uploaded.
-    let other = moto.bucket("warm");
+    let other = tier.bucket("warm");
     let mut pre = support::stepman(
         &plain,
         [
@@ -657,12 +677,12 @@ fn remote_push_and_preload_push_warm_the_fleets_tier() {
             "fleet@1.0.0",
             "--push",
             "--remote",
-            &format!("s3://{other}/fleet"),
+            &tier.remote(&other, "fleet"),
         ],
     );
-    moto.env(&mut pre);
+    tier.env(&mut pre);
     support::ok_stdout(&support::output(&mut pre), "preload --push");
-    let names = moto.keys(&other, "fleet/stepman-remote-v1/names/");
+    let names = tier.keys(&other, "fleet/stepman-remote-v1/names/");
     assert_eq!(names.len(), 1, "{names:?}");
     // Without a remote, --push is bad usage.
     let mut bad = support::stepman(&plain, ["preload", "-c", lib, "fleet@1.0.0", "--push"]);
@@ -1002,10 +1022,14 @@ fn uploaders_killed_inside_their_upload_leave_no_name_without_its_tree() {
 #[test]
 fn verify_reports_every_name_of_a_shared_damaged_tree() {
     let test = "verify_reports_every_name_of_a_shared_damaged_tree";
-    let Some(moto) = support::moto(test) else {
-        return;
-    };
-    let f = Fleet::new(moto, 31);
+    if let Some(moto) = support::moto(test) {
+        verify_every_name(moto, test);
+    }
+}
+
+pub(crate) fn verify_every_name(tier: &dyn Tier, test: &str) {
+    let _ = test;
+    let f = Fleet::new(tier, 31);
     // 1.1.0 ships the same archive as 1.0.0: two names, one tree.
     f.origin.serve(
         "/steps/fleet/1.1.0/step.zip",
@@ -1017,16 +1041,16 @@ fn verify_reports_every_name_of_a_shared_damaged_tree() {
     support::write_step(&f.lib, "fleet", "1.1.0", &support::step_yml("Fleet", None));
     let host = f.home("one");
     support::ok_stdout(
-        &support::output(&mut f.activate(moto, &host, false)),
+        &support::output(&mut f.activate(tier, &host, false)),
         "1.0.0",
     );
-    let mut second = f.activate_version(moto, &host, false, "1.1.0");
+    let mut second = f.activate_version(tier, &host, false, "1.1.0");
     support::ok_stdout(&support::output(&mut second), "1.1.0");
-    assert_eq!(f.keys(moto, "names/").len(), 2);
-    let trees = f.keys(moto, "trees/");
+    assert_eq!(f.keys(tier, "names/").len(), 2);
+    let trees = f.keys(tier, "trees/");
     assert_eq!(trees.len(), 1, "{trees:?}");
 
-    let mut verify = f.verify(moto, &host, true);
+    let mut verify = f.verify(tier, &host, true);
     let o = support::output(&mut verify);
     assert_eq!(o.status.code(), Some(0), "{}", support::describe(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -1038,7 +1062,7 @@ fn verify_reports_every_name_of_a_shared_damaged_tree() {
 
     let other = f.dir.path().join("other");
     support::make_tree(&other, 98, 5);
-    moto.put(&f.bucket, &trees[0], &support::targz_tree(&other));
+    tier.put(&f.bucket, &trees[0], &support::targz_tree(&other));
     let o = support::output(&mut verify);
     assert_eq!(o.status.code(), Some(1), "{}", support::describe(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -1069,21 +1093,25 @@ fn verify_reports_every_name_of_a_shared_damaged_tree() {
 #[test]
 fn a_tree_larger_than_one_part_is_shared_through_a_multipart_upload() {
     let test = "a_tree_larger_than_one_part_is_shared_through_a_multipart_upload";
-    let Some(moto) = support::moto(test) else {
-        return;
-    };
+    if let Some(moto) = support::moto(test) {
+        multipart(moto, test);
+    }
+}
+
+pub(crate) fn multipart(tier: &dyn Tier, test: &str) {
+    let _ = test;
     // 20 MiB that does not compress: three parts.
-    let f = Fleet::incompressible(moto, 41, 5);
+    let f = Fleet::incompressible(tier, 41, 5);
     let first = f.home("first");
-    let mut cmd = f.activate(moto, &first, false);
+    let mut cmd = f.activate(tier, &first, false);
     let o = support::output(&mut cmd);
     support::ok_stdout(&o, "first host");
-    let trees = f.keys(moto, "trees/");
+    let trees = f.keys(tier, "trees/");
     assert_eq!(trees.len(), 1, "the large tree was uploaded: {trees:?}");
-    assert_eq!(f.keys(moto, "names/").len(), 1);
+    assert_eq!(f.keys(tier, "names/").len(), 1);
 
     let second = f.home("second");
-    let o = support::output(&mut f.activate(moto, &second, false));
+    let o = support::output(&mut f.activate(tier, &second, false));
     assert!(o.status.success(), "{}", support::describe(&o));
     support::assert_same_tree(&f.src, &second.join("step"));
     support::assert_fsck_clean(&second);
@@ -1092,7 +1120,7 @@ fn a_tree_larger_than_one_part_is_shared_through_a_multipart_upload() {
         1,
         "the second host took the tree from the remote"
     );
-    let mut verify = f.verify(moto, &second, false);
+    let mut verify = f.verify(tier, &second, false);
     let o = support::output(&mut verify);
     assert_eq!(o.status.code(), Some(0), "{}", support::describe(&o));
 }

@@ -1,7 +1,9 @@
 //! What the integration tests share.
 
 pub(crate) mod archives;
+pub(crate) mod azurite;
 pub(crate) mod cli;
+pub(crate) mod daemon;
 pub(crate) mod fsck;
 pub(crate) mod http;
 pub(crate) mod s3;
@@ -10,7 +12,9 @@ pub(crate) mod strace;
 pub(crate) mod tree;
 
 pub(crate) use archives::*;
+pub(crate) use azurite::{Azurite, azurite};
 pub(crate) use cli::*;
+pub(crate) use daemon::Tier;
 pub(crate) use fsck::*;
 pub(crate) use http::*;
 pub(crate) use s3::*;

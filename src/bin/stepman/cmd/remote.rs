@@ -132,14 +132,12 @@ fn status(cli: &crate::Cli, as_json: bool) -> anyhow::Result<ExitCode> {
     let present: Vec<String> = std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
         .filter(|k| {
-            ["AWS_", "GOOGLE_", "AZURE_"]
+            ["AWS_", "GOOGLE_", "AZURE_", "AZURITE_"]
                 .iter()
                 .any(|p| k.starts_with(p))
         })
         .collect();
-    let endpoint = std::env::var("AWS_ENDPOINT_URL")
-        .or_else(|_| std::env::var("AWS_ENDPOINT"))
-        .ok();
+    let endpoint = s.endpoint();
     let mode = match s.mode {
         stepman::remote::Mode::Read => "read",
         stepman::remote::Mode::ReadWrite => "read-write",
