@@ -284,17 +284,13 @@ pub fn audit_collection(
         Source::Dir(_) => GitTransports::NetworkAndLocal,
         _ => GitTransports::Network,
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs.max(1))
-        .build()
-        .map_err(|e| Error::io("start", "audit threads")(std::io::Error::other(e)))?;
     // What setup left out of the collection (a step.yml without a title, say) fails too.
     let skipped = o.meta.skipped.iter().map(|s| Audited {
         subject: s.path.clone(),
         failures: vec![s.error.clone()],
     });
     // `collect` keeps the order of `work`: by id, then version.
-    let mut out = pool.install(|| {
+    let mut out = crate::jobs::in_pool(jobs, "audit", || {
         work.par_iter()
             .map(|(id, v, step)| {
                 net.check_cancel()?;

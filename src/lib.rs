@@ -23,6 +23,7 @@ pub mod fsck;
 pub mod gc;
 pub mod hash;
 mod ingest;
+mod jobs;
 pub mod layout;
 pub mod legacy;
 mod lock;

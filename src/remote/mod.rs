@@ -630,16 +630,9 @@ impl Remote {
                 outcome: self.upload(store, n, &id, false),
             })
         };
-        match rayon::ThreadPoolBuilder::new()
-            .num_threads(PUSH_JOBS)
-            .build()
-        {
-            Ok(pool) => pool.install(|| names.par_iter().filter_map(one).collect()),
-            Err(e) => {
-                log::info!("remote push: one upload at a time ({e})");
-                names.iter().filter_map(one).collect()
-            }
-        }
+        crate::jobs::in_pool(PUSH_JOBS, "remote push", || {
+            names.par_iter().filter_map(one).collect()
+        })
     }
 
     /// Checks every remote name (`remote verify`): its document reads and names an id, and that
@@ -665,31 +658,28 @@ impl Remote {
                 }
             })
             .collect();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(VERIFY_JOBS)
-            .build()
-            .map_err(|e| Error::io("start", "remote verify threads")(std::io::Error::other(e)))?;
-        let ids: Vec<Result<ObjectId>> = pool.install(|| {
-            names
+        // Every name's document, then each tree they name once.
+        let (ids, checked) = crate::jobs::in_pool(VERIFY_JOBS, "remote verify", || {
+            let ids: Vec<Result<ObjectId>> = names
                 .par_iter()
                 .map(|(name, key)| {
                     self.name_of(name)
                         .and_then(|o| o.ok_or_else(|| self.err(RemoteOp::GetName, key, "gone")))
                 })
-                .collect()
-        });
-        let mut trees: Vec<ObjectId> = ids
-            .iter()
-            .filter_map(|r| r.as_ref().ok().copied())
-            .collect();
-        trees.sort_unstable();
-        trees.dedup();
-        let checked: Vec<(ObjectId, Result<()>)> = pool.install(|| {
-            trees
+                .collect();
+            let mut trees: Vec<ObjectId> = ids
+                .iter()
+                .filter_map(|r| r.as_ref().ok().copied())
+                .collect();
+            trees.sort_unstable();
+            trees.dedup();
+            let checked: Vec<(ObjectId, Result<()>)> = trees
                 .par_iter()
                 .map(|id| (*id, self.verify_tree(store, id)))
-                .collect()
+                .collect();
+            (ids, checked)
         });
+        let checked_count = checked.len();
         let checked: std::collections::HashMap<ObjectId, std::sync::Arc<Error>> = checked
             .into_iter()
             .filter_map(|(id, r)| r.err().map(|e| (id, std::sync::Arc::new(e))))
@@ -710,7 +700,7 @@ impl Remote {
         }
         Ok(Verification {
             names: names.len(),
-            trees: trees.len(),
+            trees: checked_count,
             damaged,
         })
     }
