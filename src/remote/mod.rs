@@ -237,6 +237,76 @@ pub enum UploadOutcome {
     Failed(String),
 }
 
+/// Produces `name` in `store` as [`Store::produce`] does, reading through `remote` first: the
+/// remote's tree when it has one that hashes to its name's id, else `origin`'s (another host's
+/// download waited for under the lease), which is then owed to the remote
+/// ([`Remote::flush`] uploads it). Without a remote, `origin` alone. Whatever the remote does
+/// wrong is a warning, and `origin` is used; a name whose remote tree is missing or damaged gets
+/// the origin's tree put back over it.
+pub(crate) fn produce_through(
+    store: &Store,
+    remote: Option<&Remote>,
+    name: &Name,
+    producer: crate::store::Producer,
+    cancel: &AtomicBool,
+    origin: impl FnOnce(&mut crate::store::Stage<'_>) -> Result<crate::store::Tree>,
+) -> Result<(crate::store::Produced, Came)> {
+    use crate::store::Rebuild;
+    let came = |p: crate::store::Produced, from_origin: bool| {
+        let c = match (p.ingested, from_origin) {
+            (false, _) => Came::Store,
+            (true, false) => Came::Remote,
+            (true, true) => Came::Origin,
+        };
+        (p, c)
+    };
+    let Some(remote) = remote else {
+        return store
+            .produce(name, Rebuild::Never, producer, origin)
+            .map(|p| came(p, true));
+    };
+    let mut leased = false;
+    let mut from_origin = false;
+    let mut repair = false;
+    let got = store.produce(name, Rebuild::Never, producer, |stage| {
+        match stage.attempt(|stage| remote.find(stage, name, cancel))? {
+            Ok(Found::Tree(tree)) => return Ok(tree),
+            Ok(Found::Miss { leased: l }) => leased = l,
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            Err(e) => {
+                repair = matches!(
+                    e,
+                    Error::Remote {
+                        op: RemoteOp::Verify,
+                        ..
+                    }
+                );
+                log::warn!("{}; using the origin", e.describe())
+            }
+        }
+        from_origin = true;
+        origin(stage)
+    });
+    match &got {
+        Ok(p) if p.ingested && from_origin => remote.owe(name, p.id, leased, repair),
+        _ if leased => remote.release(name),
+        _ => {}
+    }
+    got.map(|p| came(p, from_origin))
+}
+
+/// Where a name's tree came from when it was produced reading through the fleet's remote (a
+/// step's source, a git ref's tree, a Go build).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Came {
+    /// The local store had it: nothing was fetched.
+    Store,
+    /// The fleet's remote tier.
+    Remote,
+    /// The origin (a download, a clone, a build) in this process.
+    Origin,
+}
+
 /// What a lookup of a name in the remote found.
 pub(crate) enum Found {
     /// The tree is there: the producer ingested it as this id.
@@ -608,7 +678,10 @@ impl Remote {
     /// (collections, API documents, builds) and are never shared.
     pub fn pushable(store: &Store, routes: &[String]) -> Result<Vec<Name>> {
         let mut names = Vec::new();
-        for route in routes.iter().filter(|r| !r.starts_with('_')) {
+        // StepLib steps and git refs' trees; not builds (whether one links C is not in its
+        // name: only the host that built it knows, and uploads it then), nor the store's own.
+        let shared = |r: &&String| !r.starts_with('_') || r.as_str() == crate::layout::GIT_ROUTE;
+        for route in routes.iter().filter(shared) {
             for (id, version) in store.names_in_route(route)? {
                 if !id.starts_with('_') {
                     names.push(Name::new(route, &id, &version)?);

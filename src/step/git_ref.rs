@@ -20,7 +20,7 @@ use crate::hash::ObjectId;
 use crate::layout::{GIT_ROUTE, Name};
 use crate::retry::Race;
 use crate::steplib;
-use crate::store::{Producer, Rebuild, Store};
+use crate::store::{Producer, Store};
 use crate::tmp;
 
 /// A step named by where it is.
@@ -151,8 +151,8 @@ pub struct GitTree {
     pub commit: String,
     /// The tree's object.
     pub id: ObjectId,
-    /// Whether this call cloned it (false: it was in the store).
-    pub cloned: bool,
+    /// Where its tree came from: the store, the fleet's remote, or a clone now.
+    pub came: crate::remote::Came,
     name: Name,
 }
 
@@ -219,23 +219,37 @@ pub fn fetch_git(store: &Store, g: &GitRef, net: &NetConfig) -> Result<GitTree> 
         });
     }
     let reference = (!full).then_some(g.reference.as_str());
-    let got = store.produce(&name, Rebuild::Never, Producer::GitStep, |stage| {
-        let clone = stage.dir().join("clone");
-        fetch::git_checkout_commit(
-            &clone_url, reference, &commit, &clone, &what, transports, net,
-        )?;
-        tmp::remove_tree(&clone.join(".git"))?;
-        stage.ingest(&clone)
-    })?;
-    if !got.ingested {
-        log::info!("{what}: commit {commit} is in the store; nothing cloned");
+    // A commit's tree is the same on every host: the fleet's remote before the clone.
+    let (got, came) = crate::remote::produce_through(
+        store,
+        net.remote.as_deref(),
+        &name,
+        Producer::GitStep,
+        &net.cancel,
+        |stage| {
+            let clone = stage.dir().join("clone");
+            fetch::git_checkout_commit(
+                &clone_url, reference, &commit, &clone, &what, transports, net,
+            )?;
+            tmp::remove_tree(&clone.join(".git"))?;
+            stage.ingest(&clone)
+        },
+    )?;
+    match came {
+        crate::remote::Came::Store => {
+            log::info!("{what}: commit {commit} is in the store; nothing cloned")
+        }
+        crate::remote::Came::Remote => {
+            log::info!("{what}: commit {commit} came from the fleet's remote; nothing cloned")
+        }
+        crate::remote::Came::Origin => {}
     }
     Ok(GitTree {
         url: shown,
         reference: g.reference.clone(),
         commit,
         id: got.id,
-        cloned: got.ingested,
+        came,
         name,
     })
 }

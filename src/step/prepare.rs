@@ -248,10 +248,10 @@ fn build_go(
 }
 
 fn fill_build(out: &mut Prepared, source: &ObjectId, built: Built, tc: Toolchain) {
-    out.build = if built.built {
-        BuildStatus::Built
-    } else {
-        BuildStatus::Cached
+    out.build = match built.came {
+        crate::remote::Came::Store => BuildStatus::Cached,
+        crate::remote::Came::Remote => BuildStatus::Remote,
+        crate::remote::Came::Origin => BuildStatus::Built,
     };
     out.source = Some(source.to_hex());
     out.binary = Some(built.id.to_hex());

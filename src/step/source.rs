@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::fetch::{self, NetConfig};
 use crate::steplib;
 use crate::steplib::model::step;
-use crate::store::{Imported, Producer, Rebuild, Stage, Store, Tree};
+use crate::store::{Imported, Producer, Stage, Store, Tree};
 use crate::tmp;
 
 /// Largest step archive accepted.
@@ -39,43 +39,16 @@ pub fn download(store: &Store, r: &Resolved, net: &NetConfig) -> Result<Imported
             cached,
         });
     }
-    let Some(remote) = net.remote.as_deref() else {
-        return store.produce(&name, Rebuild::Never, Producer::StepSource, |stage| {
-            fetch_source(stage, r, net)
-        });
-    };
-    // Read-through: the fleet's remote before the origin. Whatever the remote does wrong is a
-    // warning, and the origin is used.
-    let mut leased = false;
-    let mut from_origin = false;
-    let mut repair = false;
-    let got = store.produce(&name, Rebuild::Never, Producer::StepSource, |stage| {
-        let found = stage.attempt(|stage| remote.find(stage, &name, &net.cancel))?;
-        match found {
-            Ok(crate::remote::Found::Tree(tree)) => return Ok(tree),
-            Ok(crate::remote::Found::Miss { leased: l }) => leased = l,
-            Err(Error::Cancelled) => return Err(Error::Cancelled),
-            Err(e) => {
-                // A name whose tree is missing or damaged: the origin's tree is put again.
-                repair = matches!(
-                    e,
-                    Error::Remote {
-                        op: crate::error::RemoteOp::Verify,
-                        ..
-                    }
-                );
-                log::warn!("{}; using the origin", e.describe())
-            }
-        }
-        from_origin = true;
-        fetch_source(stage, r, net)
-    });
-    match &got {
-        Ok(p) if p.ingested && from_origin => remote.owe(&name, p.id, leased, repair),
-        _ if leased => remote.release(&name),
-        _ => {}
-    }
-    got
+    // Read-through: the fleet's remote before the origin.
+    crate::remote::produce_through(
+        store,
+        net.remote.as_deref(),
+        &name,
+        Producer::StepSource,
+        &net.cancel,
+        |stage| fetch_source(stage, r, net),
+    )
+    .map(|(p, _)| p)
 }
 
 fn all_local(r: &Resolved) -> bool {

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::fetch::NetConfig;
 use crate::hash::ObjectId;
 use crate::layout::{BUILD_ROUTE, Name};
-use crate::store::{Producer, Rebuild, Stage, Store, Tree};
+use crate::store::{Producer, Stage, Store, Tree};
 
 /// The version of the key's text: bumped when what a key covers changes.
 const KEY_VERSION: &str = "stepman-go-build 1";
@@ -127,8 +127,8 @@ pub struct Built {
     pub name: Name,
     /// Its object (one file, named by the step id, executable).
     pub id: ObjectId,
-    /// Whether `go build` ran now.
-    pub built: bool,
+    /// Where it came from: the build cache, the fleet's remote, or `go build` now.
+    pub came: crate::remote::Came,
     /// The build's key.
     pub key: String,
 }
@@ -137,13 +137,21 @@ pub struct Built {
 /// wait for it on the name lock, and stop on the store's interrupt).
 pub fn build(store: &Store, plan: &Plan, tc: &Toolchain, net: &NetConfig) -> Result<Built> {
     let name = plan.name(tc)?;
-    let made = store.produce(&name, Rebuild::Never, Producer::GoBuild, |stage| {
-        run_build(store, stage, plan, tc, net)
-    })?;
+    // Shared through the fleet's remote only when the binary cannot depend on this host's C
+    // library: a cgo build links the libc it was built against, which another host may lack.
+    let remote = net.remote.as_deref().filter(|_| tc.links_no_c());
+    let (made, came) = crate::remote::produce_through(
+        store,
+        remote,
+        &name,
+        Producer::GoBuild,
+        &net.cancel,
+        |stage| run_build(store, stage, plan, tc, net),
+    )?;
     Ok(Built {
         name,
         id: made.id,
-        built: made.ingested,
+        came,
         key: plan.key(tc),
     })
 }

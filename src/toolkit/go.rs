@@ -93,6 +93,15 @@ pub struct Toolchain {
     pub identity: BTreeMap<String, String>,
 }
 
+impl Toolchain {
+    /// Whether its builds link no C (`CGO_ENABLED=0` in its identity): such a binary needs
+    /// nothing of the host beyond its OS and CPU (`GOOS`, `GOARCH` and the rest of the key), so
+    /// a fleet's hosts may share it.
+    pub fn links_no_c(&self) -> bool {
+        self.identity.get("CGO_ENABLED").map(String::as_str) == Some("0")
+    }
+}
+
 /// How to choose the toolchain.
 #[derive(Debug, Clone, Default)]
 pub struct Choice {

@@ -115,6 +115,8 @@ pub enum BuildStatus {
     Cached,
     /// Built now.
     Built,
+    /// Taken from the fleet's remote tier: another host built it (`CGO_ENABLED=0` builds only).
+    Remote,
     /// Nothing to build (a bash step, or a precompiled executable was used).
     None,
 }

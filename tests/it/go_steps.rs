@@ -851,3 +851,68 @@ fn gc_drops_builds_with_their_source() {
     assert!(build_names(&home).is_empty(), "{:?}", build_names(&home));
     assert_fsck_clean(&home);
 }
+
+/// With the fleet's remote tier, a build that links no C (`CGO_ENABLED=0`) is shared: the first
+/// host builds and uploads it, a second host takes it from the remote (no `go build` runs) and
+/// gets the same binary, which runs. A cgo build (`CGO_ENABLED=1`: it links the building host's
+/// C library) is never put there, so each host builds its own.
+#[test]
+fn go_builds_linking_no_c_are_shared_through_the_remote() {
+    let test = "go_builds_linking_no_c_are_shared_through_the_remote";
+    let Some(go) = go_for_tests(test) else {
+        return;
+    };
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let t = TestDir::new();
+    let lib = Lib::new(t.path(), false);
+    let tree = lib.module_step("1.0.0", "fleet");
+    let counting = CountingGo::new(t.path(), &go);
+    let bucket = moto.bucket("go-builds");
+    let remote = format!("s3://{bucket}/fleet");
+    let host = |name: &str, cgo: &str, expect: &str| -> Value {
+        let home = t.path().join(name);
+        let dest = t.path().join(format!("{name}-step"));
+        let mut cmd = prepare_cmd(&home, &lib, "mod-step", "1.0.0", &dest, &counting.go);
+        moto.env(&mut cmd);
+        cmd.env("STEPMAN_REMOTE", &remote).env("CGO_ENABLED", cgo);
+        let r = prepared(&mut cmd);
+        check_go_activation(&r, "mod-step", &dest, &tree, expect, &line("fleet"));
+        assert_fsck_clean(&home);
+        r
+    };
+    let build_keys = || moto.keys(&bucket, "fleet/stepman-remote-v1/names/_build/");
+
+    let a = host("a", "0", "built");
+    assert_eq!(counting.builds().len(), 1);
+    assert_eq!(
+        build_keys().len(),
+        1,
+        "the build is shared: {:?}",
+        build_keys()
+    );
+    let b = host("b", "0", "remote");
+    assert_eq!(counting.builds().len(), 1, "the second host ran no build");
+    assert_eq!(b["binary"], a["binary"]);
+    assert_eq!(b["build_key"], a["build_key"]);
+
+    let mut verify = stepman(&t.path().join("b"), ["remote", "verify", "--json"]);
+    moto.env(&mut verify);
+    verify.env("STEPMAN_REMOTE", &remote);
+    let o = output(&mut verify);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["names"], 2, "the source and its build: {report}");
+
+    let c = host("c", "1", "built");
+    assert_ne!(c["build_key"], a["build_key"], "CGO_ENABLED is in the key");
+    host("d", "1", "built");
+    assert_eq!(counting.builds().len(), 3, "each cgo host built its own");
+    assert_eq!(
+        build_keys().len(),
+        1,
+        "no cgo build was put: {:?}",
+        build_keys()
+    );
+}

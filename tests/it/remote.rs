@@ -1369,3 +1369,59 @@ fn remote_push_of_many_steps_uploads_every_one() {
     assert_eq!(report["names"], 9, "{report}");
     assert_eq!(report["trees"], 9, "{report}");
 }
+
+/// A `git::URL@COMMIT` step is shared like a StepLib step: the first host clones it and uploads
+/// its tree under `_git/<URL id>/<commit>`; a second host gets the same tree from the remote
+/// with the repository gone (nothing to clone), and `remote push --all` finds it there.
+#[test]
+fn git_steps_are_shared_through_the_remote() {
+    let test = "git_steps_are_shared_through_the_remote";
+    if let Some(moto) = support::moto(test) {
+        git_steps_shared(moto, test);
+    }
+}
+
+pub(crate) fn git_steps_shared(tier: &dyn Tier, test: &str) {
+    let _ = test;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("lib")).unwrap();
+    std::fs::write(src.join("step.sh"), "#!/bin/sh\necho shared\n").unwrap();
+    std::fs::write(src.join("step.yml"), "title: Shared\n").unwrap();
+    std::fs::write(src.join("lib/util.sh"), "true\n").unwrap();
+    let repo = support::git_repo(dir.path(), &src, "1.0.0");
+    let bucket = tier.bucket("git-steps");
+    let remote = tier.remote(&bucket, "fleet");
+    let step = format!("git::{}@{}", repo.url, repo.tagged);
+    let activate = |host: &str| {
+        let home = dir.path().join(host);
+        let dest = dir.path().join(format!("{host}-step"));
+        let mut cmd = support::stepman(&home, ["activate", "-i", &step, "-p"]);
+        cmd.arg(&dest).env("STEPMAN_REMOTE", &remote);
+        tier.env(&mut cmd);
+        let o = support::output(&mut cmd);
+        assert!(o.status.success(), "{host}: {}", support::describe(&o));
+        support::assert_same_tree(&src, &dest);
+        support::assert_fsck_clean(&home);
+        home
+    };
+    activate("a");
+    let names = tier.keys(&bucket, "fleet/stepman-remote-v1/names/_git/");
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].ends_with(&repo.tagged), "{names:?}");
+
+    // The repository is gone: only the remote can give the second host the tree.
+    let bare = repo.url.strip_prefix("file://").unwrap();
+    std::fs::rename(bare, format!("{bare}.gone")).unwrap();
+    let b = activate("b");
+
+    // `remote push --all` of the second host finds the name there.
+    let mut push = support::stepman(&b, ["remote", "push", "--all", "--remote", &remote]);
+    tier.env(&mut push);
+    let out = support::ok_stdout(&support::output(&mut push), "remote push --all");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("_git/") && l.ends_with("AlreadyThere")),
+        "{out}"
+    );
+}

@@ -203,3 +203,11 @@ fn azure_remote_status_shows_the_endpoint_and_no_secret() {
         "a secret shown: {all}"
     );
 }
+
+#[test]
+fn azure_git_steps_are_shared_through_the_remote() {
+    on_azure(
+        "azure_git_steps_are_shared_through_the_remote",
+        remote::git_steps_shared,
+    );
+}

@@ -110,6 +110,7 @@ pub(crate) fn step_line(o: &Outcome, n: usize, total: usize) -> String {
             match o.build {
                 Some(stepman::toolkit::BuildStatus::Built) => ", built",
                 Some(stepman::toolkit::BuildStatus::Cached) => ", build cached",
+                Some(stepman::toolkit::BuildStatus::Remote) => ", build from the remote",
                 _ => "",
             },
             HumanBytes(o.bytes),

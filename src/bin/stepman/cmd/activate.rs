@@ -87,6 +87,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &ActivateArgs) -> anyhow::Result<ExitCode
             match p.build {
                 stepman::toolkit::BuildStatus::Built => "built now",
                 stepman::toolkit::BuildStatus::Cached => "build cached",
+                stepman::toolkit::BuildStatus::Remote => "build from the fleet's remote",
                 stepman::toolkit::BuildStatus::None => "nothing to build",
             }
         );
@@ -140,12 +141,14 @@ fn activate_ref(
     } else {
         stepman::Replace::Activated
     };
-    let done = activate::activate_ref(&store, r, &a.path, a.copyyml.as_deref(), replace, &net)
-        .map_err(|e| {
-            let path = a.path.display().to_string();
-            let verb = format!("activate {}", r.shown());
-            super::context_once(e, &verb, &format!("into {path}"), &path)
-        })?;
+    let done = activate::activate_ref(&store, r, &a.path, a.copyyml.as_deref(), replace, &net);
+    // A commit's tree cloned here is owed to the remote even when the activation failed.
+    super::flush_remote(&store, &net);
+    let done = done.map_err(|e| {
+        let path = a.path.display().to_string();
+        let verb = format!("activate {}", r.shown());
+        super::context_once(e, &verb, &format!("into {path}"), &path)
+    })?;
     match done {
         activate::ActivatedRef::Git(t) => crate::ui::note!(
             "activated {} (commit {}, {}) into {}",

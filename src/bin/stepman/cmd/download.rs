@@ -75,15 +75,17 @@ fn download_ref(
     }
     super::stop_on_signals(&net.cancel)?;
     let store = super::open_rw(cli)?.with_interrupt(net.cancel.clone());
-    let t = activate::fetch_git(&store, g, &net)?;
+    let t = activate::fetch_git(&store, g, &net);
+    super::flush_remote(&store, &net);
+    let t = t?;
     crate::ui::note!(
         "{} (commit {}) {} ({})",
         r.shown(),
         t.commit,
-        if t.cloned {
-            "downloaded"
-        } else {
-            "already in the store"
+        match t.came {
+            stepman::remote::Came::Origin => "downloaded",
+            stepman::remote::Came::Remote => "downloaded from the fleet's remote",
+            stepman::remote::Came::Store => "already in the store",
         },
         t.id
     );
