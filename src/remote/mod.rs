@@ -463,7 +463,23 @@ impl Remote {
         let mut pause = Duration::from_millis(50);
         loop {
             let expires = match self.take_lease(name)? {
-                None => return Ok(Found::Miss { leased: true }),
+                None => {
+                    // Held now. A holder drops its lease only after its name is up, so the
+                    // name may have appeared between the lookup above and this lease: look
+                    // again, or a finished upload would be downloaded once more.
+                    let Some(id) = self.name_of(name)? else {
+                        return Ok(Found::Miss { leased: true });
+                    };
+                    self.release(name);
+                    return match self.fetch_tree(stage, &id, cancel)? {
+                        Some(tree) => Ok(Found::Tree(tree)),
+                        None => Err(self.err(
+                            RemoteOp::Verify,
+                            &keys::tree(&id),
+                            format!("the name {name} names a tree the remote does not have"),
+                        )),
+                    };
+                }
                 Some(expires) => expires,
             };
             // Another host downloads it: wait for its name, until its lease expires (then try

@@ -916,3 +916,62 @@ fn go_builds_linking_no_c_are_shared_through_the_remote() {
         build_keys()
     );
 }
+
+/// Ten hosts (homes) preparing one uncached Go step at once, sharing a remote tier: the
+/// fleet downloads its source once and runs one `go build` in all (the others wait for the
+/// lease holder's upload), and every host gets the same binary, which runs.
+#[test]
+fn ten_hosts_preparing_at_once_run_one_go_build_in_all() {
+    let test = "ten_hosts_preparing_at_once_run_one_go_build_in_all";
+    let Some(go) = go_for_tests(test) else {
+        return;
+    };
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let _alone = support::alone();
+    const N: usize = 10;
+    let t = TestDir::new();
+    let lib = Lib::new(t.path(), true);
+    let tree = lib.module_step("1.0.0", "fleet-wide");
+    let counting = CountingGo::new(t.path(), &go);
+    let bucket = moto.bucket("go-fleet");
+    let hosts: Vec<(PathBuf, PathBuf)> = (0..N)
+        .map(|i| (t.path().join(format!("h{i}")), t.path().join(format!("d{i}/step"))))
+        .collect();
+    let children: Vec<Child> = hosts
+        .iter()
+        .map(|(home, dest)| {
+            let mut cmd = prepare_cmd(home, &lib, "mod-step", "1.0.0", dest, &counting.go);
+            moto.env(&mut cmd);
+            cmd.env("STEPMAN_REMOTE", format!("s3://{bucket}/fleet"))
+                .env("CGO_ENABLED", "0")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut binaries = BTreeSet::new();
+    let mut reports = Vec::new();
+    for (c, (home, dest)) in children.into_iter().zip(&hosts) {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}: {}", home.display(), describe(&o));
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let build = r["build"].as_str().unwrap().to_string();
+        check_go_activation(&r, "mod-step", dest, &tree, &build, &line("fleet-wide"));
+        binaries.insert(fs::read(dest.join("mod-step")).unwrap());
+        assert_fsck_clean(home);
+        reports.push(build);
+    }
+    reports.sort();
+    let mut want = vec!["remote".to_string(); N - 1];
+    want.insert(0, "built".to_string());
+    assert_eq!(reports, want, "one host built, the others took its build");
+    assert_eq!(counting.builds().len(), 1, "go build ran more than once");
+    assert_eq!(binaries.len(), 1, "the binaries differ");
+    let origin = lib.server.as_ref().unwrap();
+    assert_eq!(origin.count("/archives/mod-step/1.0.0/step.zip"), 1);
+    let leases = moto.keys(&bucket, "fleet/stepman-remote-v1/leases/");
+    assert!(leases.is_empty(), "leases left: {leases:?}");
+}
