@@ -937,7 +937,12 @@ fn ten_hosts_preparing_at_once_run_one_go_build_in_all() {
     let counting = CountingGo::new(t.path(), &go);
     let bucket = moto.bucket("go-fleet");
     let hosts: Vec<(PathBuf, PathBuf)> = (0..N)
-        .map(|i| (t.path().join(format!("h{i}")), t.path().join(format!("d{i}/step"))))
+        .map(|i| {
+            (
+                t.path().join(format!("h{i}")),
+                t.path().join(format!("d{i}/step")),
+            )
+        })
         .collect();
     let children: Vec<Child> = hosts
         .iter()
