@@ -553,6 +553,56 @@ fn a_stopped_remote_never_fails_an_activation() {
     assert_eq!(f.origin.count(STEP_ZIP), 1 + homes.len());
 }
 
+/// The remote killed while ten hosts are in the middle of it (waiting on one host's lease,
+/// uploading, or downloading a 12 MiB tree a seeding host put there): every host still
+/// activates the right tree, from the origin where the remote failed it.
+#[test]
+fn a_remote_stopped_mid_run_never_fails_an_activation() {
+    let test = "a_remote_stopped_mid_run_never_fails_an_activation";
+    let _alone = support::alone();
+    for (wave, seeded) in [("miss", false), ("hit", true)] {
+        let Some(mut moto) = MotoServer::start(test) else {
+            return;
+        };
+        let f = Fleet::incompressible(&moto, 71, 3);
+        if seeded {
+            let seed = f.home("seed");
+            support::ok_stdout(&support::output(&mut f.activate(&moto, &seed, false)), "seed");
+        }
+        let homes: Vec<_> = (0..10).map(|i| f.home(&format!("{wave}{i}"))).collect();
+        let mut children: Vec<Child> = homes
+            .iter()
+            .map(|h| {
+                let mut c = f.activate(&moto, h, true);
+                c.env("STEPMAN_REMOTE_TIMEOUT", "10");
+                c.spawn().expect("spawn stepman")
+            })
+            .collect();
+        support::release(&mut children);
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let stopped = std::time::Instant::now();
+        moto.stop();
+        let mut fell_back = 0;
+        for (c, h) in children.into_iter().zip(&homes) {
+            let o = c.wait_with_output().expect("wait for stepman");
+            assert!(o.status.success(), "{wave}: {}", support::describe(&o));
+            support::assert_same_tree(&f.src, &h.join("step"));
+            support::assert_fsck_clean(h);
+            if support::stderr_of(&o).contains("using the origin") {
+                fell_back += 1;
+            }
+        }
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(60),
+            "{wave}: the hosts took {:?} after the remote stopped",
+            stopped.elapsed()
+        );
+        // The stop came while the hosts were at the remote, not after they were done.
+        assert!(fell_back > 0, "{wave}: no host saw the remote fail");
+        eprintln!("{test}: {wave}: {fell_back} of 10 hosts fell back to the origin");
+    }
+}
+
 #[test]
 fn uploaders_killed_at_any_point_leave_the_remote_verifying_clean() {
     let test = "uploaders_killed_at_any_point_leave_the_remote_verifying_clean";
