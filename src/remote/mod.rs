@@ -467,8 +467,14 @@ impl Remote {
                     // Held now. A holder drops its lease only after its name is up, so the
                     // name may have appeared between the lookup above and this lease: look
                     // again, or a finished upload would be downloaded once more.
-                    let Some(id) = self.name_of(name)? else {
-                        return Ok(Found::Miss { leased: true });
+                    let id = match self.name_of(name) {
+                        Ok(Some(id)) => id,
+                        Ok(None) => return Ok(Found::Miss { leased: true }),
+                        // Still the holder: it downloads, and drops the lease after.
+                        Err(e) => {
+                            log::warn!("{}; using the origin", e.describe());
+                            return Ok(Found::Miss { leased: true });
+                        }
                     };
                     self.release(name);
                     return match self.fetch_tree(stage, &id, cancel)? {

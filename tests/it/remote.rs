@@ -567,7 +567,19 @@ fn a_remote_stopped_mid_run_never_fails_an_activation() {
         let f = Fleet::incompressible(&moto, 71, 3);
         if seeded {
             let seed = f.home("seed");
-            support::ok_stdout(&support::output(&mut f.activate(&moto, &seed, false)), "seed");
+            support::ok_stdout(
+                &support::output(&mut f.activate(&moto, &seed, false)),
+                "seed",
+            );
+        } else {
+            // A slow origin: the lease holder is still downloading while the others wait.
+            f.origin.serve(
+                STEP_ZIP,
+                support::zip_tree(&f.src),
+                support::Mode::Full {
+                    delay: std::time::Duration::from_secs(1),
+                },
+            );
         }
         let homes: Vec<_> = (0..10).map(|i| f.home(&format!("{wave}{i}"))).collect();
         let mut children: Vec<Child> = homes
@@ -579,7 +591,23 @@ fn a_remote_stopped_mid_run_never_fails_an_activation() {
             })
             .collect();
         support::release(&mut children);
-        std::thread::sleep(std::time::Duration::from_millis(150));
+        if seeded {
+            // Into their downloads of the remote's tree.
+            std::thread::sleep(std::time::Duration::from_millis(150));
+        } else {
+            // Once one host holds the lease (and the others wait on it).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while moto
+                .keys(&f.bucket, "fleet/stepman-remote-v1/leases/")
+                .is_empty()
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no host took the lease"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
         let stopped = std::time::Instant::now();
         moto.stop();
         let mut fell_back = 0;
