@@ -103,6 +103,10 @@ pub struct Outcome {
     /// With `--prepare`: whether it was built now, found built, or needed no build.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build: Option<crate::toolkit::BuildStatus>,
+    /// With `--prepare`: the name of its build when a fleet's hosts may share it (its
+    /// toolchain links no C), for `preload --push`.
+    #[serde(skip)]
+    pub shared_build: Option<crate::layout::Name>,
 }
 
 /// Whether a step group is deprecated: its step-info has a `removal_date` or `deprecate_notes`.
@@ -471,6 +475,7 @@ fn cancelled(req: &Request) -> Outcome {
         seconds: 0.0,
         error: None,
         build: None,
+        shared_build: None,
     }
 }
 
@@ -491,6 +496,7 @@ fn one(
         seconds: 0.0,
         error: None,
         build: None,
+        shared_build: None,
     };
     // The collection was refreshed, if at all, before the workers started.
     let lookup = step::Lookup {
@@ -526,7 +532,9 @@ fn one(
                 == crate::toolkit::ToolkitKind::Go
             {
                 let _one = builds.lock().unwrap_or_else(|e| e.into_inner());
-                step::download_prepared(store, &r, opts, net)?.build
+                let p = step::download_prepared(store, &r, opts, net)?;
+                o.shared_build = p.shared_build();
+                p.build
             } else {
                 crate::toolkit::BuildStatus::None
             };

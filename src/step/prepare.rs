@@ -60,6 +60,20 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The name of its build when the hosts of a fleet may share it: a Go build whose
+    /// toolchain links no C (`CGO_ENABLED=0`; store-format.md §12).
+    pub fn shared_build(&self) -> Option<crate::layout::Name> {
+        let (source, key, go) = (
+            self.source.as_ref()?,
+            self.build_key.as_ref()?,
+            self.go.as_ref()?,
+        );
+        if !go.links_no_c() {
+            return None;
+        }
+        crate::layout::Name::new(crate::layout::BUILD_ROUTE, source, &format!("go-{key}")).ok()
+    }
+
     fn new(r: &Resolved, toolkit: ToolkitKind) -> Prepared {
         Prepared {
             id: r.picked.id.clone(),

@@ -980,3 +980,57 @@ fn ten_hosts_preparing_at_once_run_one_go_build_in_all() {
     let leases = moto.keys(&bucket, "fleet/stepman-remote-v1/leases/");
     assert!(leases.is_empty(), "leases left: {leases:?}");
 }
+
+/// A pre-bake job warms the fleet's builds: `preload --prepare --push` of a step whose build
+/// is already in its store (built there earlier, without a remote) uploads the source and the
+/// build, and a fresh host then prepares the step with no `go build`.
+#[test]
+fn preload_prepare_push_warms_the_fleets_builds() {
+    let test = "preload_prepare_push_warms_the_fleets_builds";
+    let Some(go) = go_for_tests(test) else {
+        return;
+    };
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let t = TestDir::new();
+    let lib = Lib::new(t.path(), false);
+    let tree = lib.module_step("1.0.0", "baked");
+    let counting = CountingGo::new(t.path(), &go);
+    let bucket = moto.bucket("go-bake");
+    let remote = format!("s3://{bucket}/fleet");
+    let bake = t.path().join("bake");
+    let preload = |extra: &[&str]| {
+        let mut c = stepman(
+            &bake,
+            ["preload", "-c", lib.uri(), "mod-step@1.0.0", "--prepare"],
+        );
+        c.arg("--go")
+            .arg(&counting.go)
+            .args(extra)
+            .env("GOCACHE", gocache())
+            .env("CGO_ENABLED", "0");
+        moto.env(&mut c);
+        let o = output(&mut c);
+        assert!(o.status.success(), "preload {extra:?}: {}", describe(&o));
+    };
+    preload(&[]);
+    assert_eq!(counting.builds().len(), 1);
+    preload(&["--push", "--remote", &remote]);
+    assert_eq!(counting.builds().len(), 1, "the push built nothing");
+    let names = moto.keys(&bucket, "fleet/stepman-remote-v1/names/");
+    assert_eq!(names.len(), 2, "the source and its build: {names:?}");
+    assert!(
+        names.iter().any(|n| n.contains("/names/_build/")),
+        "{names:?}"
+    );
+
+    let home = t.path().join("fresh");
+    let dest = t.path().join("fresh-step");
+    let mut cmd = prepare_cmd(&home, &lib, "mod-step", "1.0.0", &dest, &counting.go);
+    moto.env(&mut cmd);
+    cmd.env("STEPMAN_REMOTE", &remote).env("CGO_ENABLED", "0");
+    let r = prepared(&mut cmd);
+    check_go_activation(&r, "mod-step", &dest, &tree, "remote", &line("baked"));
+    assert_eq!(counting.builds().len(), 1, "the fresh host ran no build");
+}

@@ -191,10 +191,15 @@ pub(crate) fn run(cli: &crate::Cli, a: &PreloadArgs) -> anyhow::Result<ExitCode>
     if a.push
         && let Some(remote) = net.remote.as_deref()
     {
-        let names: Vec<_> = outcomes
+        let ok: Vec<_> = outcomes
             .iter()
             .filter(|o| matches!(o.status, Status::Downloaded | Status::Cached))
+            .collect();
+        // Each step's source, then (with --prepare) the builds the fleet may share.
+        let names: Vec<_> = ok
+            .iter()
             .filter_map(|o| stepman::Name::new(&c.alias, &o.id, o.version.as_deref()?).ok())
+            .chain(ok.iter().filter_map(|o| o.shared_build.clone()))
             .collect();
         let pushed = remote.push(&store, &names);
         let failed = super::report_pushed(&pushed);
