@@ -31,9 +31,11 @@ pub(super) struct Client {
     timeout: Duration,
 }
 
-/// An error of the object store, in words, and whether it says the key is missing.
+/// An error of the object store, in words, and whether the store refused this host's
+/// credentials (`403`, `401`).
 pub(super) struct Failure {
     pub(super) reason: String,
+    pub(super) denied: bool,
 }
 
 type R<T> = std::result::Result<T, Failure>;
@@ -41,6 +43,19 @@ type R<T> = std::result::Result<T, Failure>;
 fn failure(e: impl std::fmt::Display) -> Failure {
     Failure {
         reason: e.to_string(),
+        denied: false,
+    }
+}
+
+/// A store error as a [`Failure`], `denied` when the store refused the credentials.
+fn store_failure(e: object_store::Error) -> Failure {
+    let denied = matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    );
+    Failure {
+        reason: e.to_string(),
+        denied,
     }
 }
 
@@ -301,7 +316,7 @@ impl Client {
                     Put::Create => Put::Exists,
                     _ => Put::Conflict,
                 }),
-                Err(e) => Err(failure(e)),
+                Err(e) => Err(store_failure(e)),
             }
         })
     }
@@ -339,7 +354,7 @@ impl Client {
         self.run(async {
             match self.store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(failure(e)),
+                Err(e) => Err(store_failure(e)),
             }
         })
     }
@@ -388,7 +403,7 @@ impl Upload<'_> {
                     .store
                     .put_multipart_opts(&key, PutMultipartOptions::default())
                     .await
-                    .map_err(failure)
+                    .map_err(store_failure)
             })?;
             self.parts = Some(up);
         }
@@ -397,7 +412,7 @@ impl Upload<'_> {
             return Err(failure("no multipart upload"));
         };
         let part = up.put_part(body);
-        client.run(async move { part.await.map_err(failure) })
+        client.run(async move { part.await.map_err(store_failure) })
     }
 
     /// Completes the upload: the single put, or the last part and the completion. What the put's
@@ -424,7 +439,7 @@ impl Upload<'_> {
                 Err(e) => {
                     // Best effort: a bucket rule aborts what this leaves (README).
                     let _ = up.abort().await;
-                    Err(failure(e))
+                    Err(store_failure(e))
                 }
             }
         })

@@ -11,6 +11,7 @@ pub(super) enum Client {}
 /// Why a call failed, in words.
 pub(super) struct Failure {
     pub(super) reason: String,
+    pub(super) denied: bool,
 }
 
 type R<T> = std::result::Result<T, Failure>;
@@ -29,6 +30,7 @@ impl Client {
     pub(super) fn open(_: &url::Url, _: &Settings) -> R<Client> {
         Err(Failure {
             reason: "this stepman was built without the `remote` feature".into(),
+            denied: false,
         })
     }
     pub(super) fn get_small(&self, _: &str, _: u64) -> R<Option<(Vec<u8>, Version)>> {

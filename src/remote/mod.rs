@@ -159,6 +159,9 @@ pub struct Remote {
     settings: Settings,
     /// Trees downloaded from the origin in this process, to upload ([`Remote::flush`]).
     pending: Mutex<Vec<Pending>>,
+    /// Set when the store refused a write of this host's (its credentials allow reading only):
+    /// from then on this process reads through only, as [`Mode::Read`] does.
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Remote {
@@ -359,7 +362,31 @@ impl Remote {
             url,
             settings,
             pending: Mutex::new(Vec::new()),
+            refused: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether this process may write to the remote: read-write, and no write refused yet.
+    fn writes(&self) -> bool {
+        self.settings.mode == Mode::ReadWrite
+            && !self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes a write the store refused for this host's credentials (`403`, `401`): the first
+    /// time, one warning, and from then on no lease, no upload (read-through only).
+    fn note_denied(&self, f: &client::Failure) {
+        if f.denied
+            && !self
+                .refused
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            log::warn!(
+                "remote {}: it refuses this host's writes ({}); reading through only from now on \
+                 (STEPMAN_REMOTE_MODE=read says so up front)",
+                self.settings.url,
+                f.reason
+            );
+        }
     }
 
     /// The client, connected on first use (a failure to connect is kept: one try per process).
@@ -456,13 +483,18 @@ impl Remote {
                 format!("the name {name} names a tree the remote does not have"),
             ));
         }
-        if self.settings.mode == Mode::Read {
+        if !self.writes() {
             return Ok(Found::Miss { leased: false });
         }
         let deadline = std::time::Instant::now() + self.settings.wait;
         let mut pause = Duration::from_millis(50);
         loop {
-            let expires = match self.take_lease(name)? {
+            let lease = match self.take_lease(name) {
+                // Refused for this host's credentials: read-through only, without a lease.
+                Err(_) if !self.writes() => return Ok(Found::Miss { leased: false }),
+                lease => lease?,
+            };
+            let expires = match lease {
                 None => {
                     // Held now. A holder drops its lease only after its name is up, so the
                     // name may have appeared between the lookup above and this lease: look
@@ -520,7 +552,10 @@ impl Remote {
     /// read, so of several hosts taking it over one does.
     fn take_lease(&self, name: &Name) -> Result<Option<u64>> {
         let key = keys::lease(name);
-        let lease_err = |f: client::Failure| self.err(RemoteOp::Lease, &key, f.reason);
+        let lease_err = |f: client::Failure| {
+            self.note_denied(&f);
+            self.err(RemoteOp::Lease, &key, f.reason)
+        };
         let doc = || {
             serde_json::to_vec(&Lease {
                 holder: holder(),
@@ -560,7 +595,7 @@ impl Remote {
 
     /// Records that `name`'s tree `id` came from the origin here: [`Remote::flush`] uploads it.
     pub(crate) fn owe(&self, name: &Name, id: ObjectId, leased: bool, repair: bool) {
-        if self.settings.mode == Mode::Read {
+        if !self.writes() {
             return;
         }
         if let Ok(mut p) = self.pending.lock() {
@@ -613,6 +648,9 @@ impl Remote {
         if self.settings.mode == Mode::Read {
             return UploadOutcome::Failed("the remote is read only".into());
         }
+        if !self.writes() {
+            return UploadOutcome::Failed("the remote refuses this host's writes".into());
+        }
         match self.name_of(name) {
             Ok(Some(there)) if there == *id && !repair => return UploadOutcome::AlreadyThere,
             Ok(Some(there)) if there != *id => return UploadOutcome::Differs(there),
@@ -646,6 +684,7 @@ impl Remote {
                 Err(e) => UploadOutcome::Failed(e.describe()),
             },
             Err(f) => {
+                self.note_denied(&f);
                 UploadOutcome::Failed(self.err(RemoteOp::PutName, &nkey, f.reason).describe())
             }
         }
@@ -689,10 +728,14 @@ impl Remote {
             tempfile::SpooledData::OnDisk(mut file) => std::io::Seek::rewind(&mut file)
                 .map_err(|e| client::Failure {
                     reason: format!("rewind the spooled archive: {e}"),
+                    denied: false,
                 })
                 .and_then(|()| client.upload_from(tkey, mode, &mut file)),
         };
-        put.map(|_| ()).map_err(|f| put_failed(f.reason))
+        put.map(|_| ()).map_err(|f| {
+            self.note_denied(&f);
+            put_failed(f.reason)
+        })
     }
 
     /// The names of `routes` in the local store that `remote push` uploads: every step

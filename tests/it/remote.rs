@@ -1503,3 +1503,149 @@ pub(crate) fn git_steps_shared(tier: &dyn Tier, test: &str) {
         "{out}"
     );
 }
+
+/// A loopback proxy in front of the S3 server that refuses every write (`PUT`, `POST`,
+/// `DELETE`) with S3's `403 AccessDenied` and passes reads on: the server as a host whose
+/// credentials allow reading only sees it. Counts the writes it refused.
+struct DenyWrites {
+    url: String,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DenyWrites {
+    fn start(upstream: &str) -> DenyWrites {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let refused = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = refused.clone();
+        std::thread::spawn(move || {
+            for client in l.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let count = count.clone();
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let mut c_out = client;
+                std::thread::spawn(move || {
+                    let mut s_in = server;
+                    let mut to_client = c_out.try_clone().unwrap();
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut s_in, &mut to_client);
+                    });
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match c_in.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        // A request starts a chunk (the client sends each head in one write).
+                        if [&b"PUT "[..], b"POST ", b"DELETE "]
+                            .iter()
+                            .any(|m| chunk.starts_with(m))
+                        {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+                            let _ = write!(
+                                c_out,
+                                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = c_out.shutdown(std::net::Shutdown::Both);
+                            let _ = s_out.shutdown(std::net::Shutdown::Both);
+                            break;
+                        }
+                        if s_out.write_all(chunk).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        DenyWrites { url, refused }
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A host whose credentials allow reading only (the default mode is read-write): it takes what
+/// the remote has, and at its first refused write (the lease of a step the remote lacks) warns
+/// once and goes on reading through only: the step comes from the origin, and no other write
+/// is tried in that process (two missing steps preloaded: one refused write in all).
+#[test]
+fn a_host_whose_credentials_only_read_reads_through_and_stops_writing() {
+    let test = "a_host_whose_credentials_only_read_reads_through_and_stops_writing";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let f = Fleet::new(moto, 83);
+    for v in ["1.1.0", "1.2.0"] {
+        f.origin.serve(
+            &format!("/steps/fleet/{v}/step.zip"),
+            support::zip_tree(&f.src),
+            support::Mode::Full {
+                delay: std::time::Duration::ZERO,
+            },
+        );
+        support::write_step(&f.lib, "fleet", v, &support::step_yml("Fleet", None));
+    }
+    // A writer puts 1.0.0 there.
+    support::ok_stdout(
+        &support::output(&mut f.activate(moto, &f.home("writer"), false)),
+        "writer",
+    );
+    let proxy = DenyWrites::start(&moto.endpoint());
+    let reader = f.home("reader");
+    let through = |cmd: &mut Command| {
+        cmd.env("AWS_ENDPOINT_URL", &proxy.url);
+    };
+    let mut hit = f.activate(moto, &reader, false);
+    through(&mut hit);
+    let o = support::output(&mut hit);
+    assert!(o.status.success(), "{}", support::describe(&o));
+    support::assert_same_tree(&f.src, &reader.join("step"));
+    assert_eq!(f.origin.count(STEP_ZIP), 1, "the hit came from the remote");
+    assert_eq!(proxy.refused(), 0, "a hit writes nothing");
+    assert!(
+        !support::stderr_of(&o).contains("WARN"),
+        "{}",
+        support::stderr_of(&o)
+    );
+
+    let lib = f.lib.to_str().unwrap();
+    let mut pre = support::stepman(
+        &reader,
+        [
+            "preload",
+            "-c",
+            lib,
+            "fleet@1.1.0",
+            "fleet@1.2.0",
+            "--jobs",
+            "1",
+        ],
+    );
+    moto.env(&mut pre);
+    pre.env("STEPMAN_REMOTE", &f.remote);
+    through(&mut pre);
+    let o = support::output(&mut pre);
+    assert!(o.status.success(), "{}", support::describe(&o));
+    let err = support::stderr_of(&o);
+    assert_eq!(
+        err.matches("refuses this host's writes").count(),
+        1,
+        "one warning: {err}"
+    );
+    assert_eq!(proxy.refused(), 1, "one write tried in all: {err}");
+    assert_eq!(f.origin.count("/steps/fleet/1.1.0/step.zip"), 1);
+    assert_eq!(f.origin.count("/steps/fleet/1.2.0/step.zip"), 1);
+    assert_eq!(f.keys(moto, "names/").len(), 1, "only the writer's name");
+    support::assert_fsck_clean(&reader);
+}
