@@ -68,6 +68,35 @@ pub(super) fn read_only(url: &url::Url) -> bool {
     )
 }
 
+/// For an S3 `url`, the AWS profile whose shared files give the keys: its name and the file.
+pub(super) fn aws_profile(url: &url::Url) -> Option<(String, std::path::PathBuf)> {
+    match ObjectStoreScheme::parse(url).ok()?.0 {
+        ObjectStoreScheme::AmazonS3 => {
+            let p = super::aws_files::profile()?;
+            Some((p.name, p.keys_from?))
+        }
+        _ => None,
+    }
+}
+
+/// The S3 builder from the environment, with what an AWS profile's shared files add to it
+/// (`aws_files.rs`: keys when the environment has none, the region when it names none).
+fn s3_builder(u: &str) -> object_store::aws::AmazonS3Builder {
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(u);
+    if let Some(p) = super::aws_files::profile() {
+        if let (Some(id), Some(secret)) = (p.access_key_id, p.secret_access_key) {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+            if let Some(t) = p.session_token {
+                b = b.with_token(t);
+            }
+        }
+        if let Some(r) = p.region {
+            b = b.with_region(r);
+        }
+    }
+    b
+}
+
 /// The endpoint of `url`'s store as its builder reads the environment; `None`: the store's
 /// own (an `https://` URL is its endpoint).
 pub(super) fn endpoint(url: &url::Url) -> Option<String> {
@@ -126,12 +155,9 @@ impl Client {
             ObjectStoreScheme::AmazonS3 => Arc::new(
                 client_keys
                     .iter()
-                    .fold(
-                        object_store::aws::AmazonS3Builder::from_env().with_url(u),
-                        |b, (k, v)| {
-                            b.with_config(object_store::aws::AmazonS3ConfigKey::Client(*k), *v)
-                        },
-                    )
+                    .fold(s3_builder(u), |b, (k, v)| {
+                        b.with_config(object_store::aws::AmazonS3ConfigKey::Client(*k), *v)
+                    })
                     .with_retry(retry)
                     .build()
                     .map_err(failure)?,

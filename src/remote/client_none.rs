@@ -21,6 +21,11 @@ pub(super) fn read_only(_: &url::Url) -> bool {
     true
 }
 
+/// No store, so no profile.
+pub(super) fn aws_profile(_: &url::Url) -> Option<(String, std::path::PathBuf)> {
+    None
+}
+
 /// No store, so no endpoint.
 pub(super) fn endpoint(_: &url::Url) -> Option<String> {
     None

@@ -18,6 +18,8 @@
 
 mod archive;
 #[cfg(feature = "remote")]
+mod aws_files;
+#[cfg(feature = "remote")]
 mod client;
 #[cfg(not(feature = "remote"))]
 mod client_none;
@@ -89,6 +91,12 @@ impl Settings {
     /// endpoint (and for `https://`, whose URL is its endpoint). Not a secret.
     pub fn endpoint(&self) -> Option<String> {
         client::endpoint(&url::Url::parse(&self.url).ok()?)
+    }
+
+    /// For an S3 remote whose keys come from an AWS profile's shared files (the environment
+    /// has none): the profile's name and the file, never the keys.
+    pub fn aws_profile(&self) -> Option<(String, std::path::PathBuf)> {
+        client::aws_profile(&url::Url::parse(&self.url).ok()?)
     }
 }
 

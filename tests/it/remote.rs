@@ -1649,3 +1649,72 @@ fn a_host_whose_credentials_only_read_reads_through_and_stops_writing() {
     assert_eq!(f.keys(moto, "names/").len(), 1, "only the writer's name");
     support::assert_fsck_clean(&reader);
 }
+
+/// Keys from an AWS profile's shared files, when no variable gives them: hosts whose only
+/// credentials are a profile (`AWS_PROFILE`, `AWS_SHARED_CREDENTIALS_FILE`, its region in
+/// `AWS_CONFIG_FILE`) upload and read the tier; `remote status` names the profile and the file,
+/// never the keys.
+#[test]
+fn s3_keys_and_region_come_from_an_aws_profile_when_no_variable_gives_them() {
+    let test = "s3_keys_and_region_come_from_an_aws_profile_when_no_variable_gives_them";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let f = Fleet::new(moto, 89);
+    let aws = f.dir.path().join("aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    let credentials = aws.join("credentials");
+    std::fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = unused\naws_secret_access_key = unused\n\n\
+         [ci]\naws_access_key_id = testing\naws_secret_access_key = profile-secret-value\n",
+    )
+    .unwrap();
+    std::fs::write(
+        aws.join("config"),
+        "[profile ci]\nregion = us-east-1\ns3 =\n  addressing_style = path\n",
+    )
+    .unwrap();
+    let with_profile = |cmd: &mut Command| {
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env("AWS_PROFILE", "ci")
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .env("AWS_CONFIG_FILE", aws.join("config"));
+    };
+    for host in ["a", "b"] {
+        let home = f.home(host);
+        let mut cmd = f.activate(moto, &home, false);
+        with_profile(&mut cmd);
+        let o = support::output(&mut cmd);
+        assert!(o.status.success(), "{host}: {}", support::describe(&o));
+        assert!(
+            !support::stderr_of(&o).contains("WARN"),
+            "{host}: {}",
+            support::stderr_of(&o)
+        );
+        support::assert_same_tree(&f.src, &home.join("step"));
+    }
+    assert_eq!(f.keys(moto, "names/").len(), 1, "host a uploaded");
+    assert_eq!(f.origin.count(STEP_ZIP), 1, "host b read the remote");
+
+    let mut status = support::stepman(&f.home("a"), ["remote", "status", "--json"]);
+    moto.env(&mut status);
+    status.env("STEPMAN_REMOTE", &f.remote);
+    with_profile(&mut status);
+    let o = support::output(&mut status);
+    let out = support::ok_stdout(&o, "remote status");
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["aws_profile"]["name"], "ci", "{s}");
+    assert_eq!(
+        s["aws_profile"]["file"],
+        credentials.display().to_string(),
+        "{s}"
+    );
+    assert!(
+        !format!("{out}{}", support::stderr_of(&o)).contains("profile-secret-value"),
+        "{out}"
+    );
+}

@@ -138,6 +138,8 @@ fn status(cli: &crate::Cli, as_json: bool) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let endpoint = s.endpoint();
+    // Where the keys come from when no variable gives them: a profile's name and file only.
+    let profile = s.aws_profile();
     let mode = match s.mode {
         stepman::remote::Mode::Read => "read",
         stepman::remote::Mode::ReadWrite => "read-write",
@@ -149,6 +151,10 @@ fn status(cli: &crate::Cli, as_json: bool) -> anyhow::Result<ExitCode> {
                 "remote": s.url,
                 "mode": mode,
                 "endpoint": endpoint,
+                "aws_profile": profile.as_ref().map(|(name, file)| json!({
+                    "name": name,
+                    "file": file.display().to_string(),
+                })),
                 "settings_present": present,
                 "connect_timeout_s": s.connect_timeout.as_secs(),
                 "timeout_s": s.timeout.as_secs(),
@@ -164,6 +170,9 @@ fn status(cli: &crate::Cli, as_json: bool) -> anyhow::Result<ExitCode> {
             super::outln!("endpoint: {e}");
         }
         super::outln!("object store settings present: {}", present.join(" "));
+        if let Some((name, file)) = &profile {
+            super::outln!("AWS profile: {name} (keys from {})", file.display());
+        }
         super::outln!(
             "timeouts: connect {}s, request {}s; lease {}s; wait {}s; largest tree {} bytes",
             s.connect_timeout.as_secs(),
