@@ -9,7 +9,13 @@
 //! profile only when `AWS_ACCESS_KEY_ID` is not set, and its region only when neither
 //! `AWS_REGION` nor `AWS_DEFAULT_REGION` is. A profile that gets its credentials another way
 //! (`credential_process`, SSO, `role_arn`) is not followed: its keys must be exported.
+//!
+//! The files are read by the AWS tools' own rules (not a generic INI reader's: no quotes, no
+//! escapes, `#` and `;` comments only at the start of a line, indented lines belonging to the
+//! setting above them); the INI crates would also bring a compile-time random constant into
+//! the build through their ordered maps, and the build is meant to be reproducible.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// What a profile gives.
@@ -34,24 +40,41 @@ fn file(var_name: &str, default: &str) -> Option<PathBuf> {
         .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".aws").join(default)))
 }
 
-/// The file's `[section]`, when the file reads as INI; `None` when there is no such file or
-/// section (a file that does not parse is logged, and skipped).
-fn section(path: &std::path::Path, section: &str) -> Option<ini::Properties> {
+/// The settings of the file's `[section]` (the last one of that name wins, key by key); `None`
+/// when there is no such file or section. Keys are lowercase; values are trimmed, as written.
+fn section(path: &std::path::Path, section: &str) -> Option<HashMap<String, String>> {
     let text = std::fs::read_to_string(path).ok()?;
-    let opt = ini::ParseOption {
-        enabled_quote: false,
-        enabled_escape: false,
-        // The config file's nested settings (`s3 =` and indented lines) are values here.
-        enabled_indented_mutiline_value: true,
-        enabled_preserve_key_leading_whitespace: false,
-    };
-    match ini::Ini::load_from_str_opt(&text, opt) {
-        Ok(i) => i.section(Some(section)).cloned(),
-        Err(e) => {
-            log::info!("{}: not read as an AWS shared file: {e}", path.display());
-            None
+    parse_section(&text, section)
+}
+
+fn parse_section(text: &str, section: &str) -> Option<HashMap<String, String>> {
+    let mut found: Option<HashMap<String, String>> = None;
+    let mut inside = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
+            continue;
+        }
+        if let Some(rest) = trimmed.strip_prefix('[') {
+            let Some(name) = rest.strip_suffix(']') else {
+                inside = false;
+                continue;
+            };
+            inside = name.trim() == section;
+            if inside {
+                found.get_or_insert_with(HashMap::new);
+            }
+            continue;
+        }
+        // An indented line is a nested setting of the one above it (`s3 =`): not a key here.
+        if !inside || line.starts_with([' ', '\t']) {
+            continue;
+        }
+        if let (Some(map), Some((k, v))) = (found.as_mut(), trimmed.split_once('=')) {
+            map.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
+    found
 }
 
 /// The profile the environment names, with what the shared files give it that the environment
@@ -80,10 +103,15 @@ pub(super) fn profile() -> Option<Profile> {
         for (f, s) in credentials.iter().chain(config.iter()) {
             if let (Some(id), Some(secret)) =
                 (s.get("aws_access_key_id"), s.get("aws_secret_access_key"))
+                && !id.is_empty()
+                && !secret.is_empty()
             {
-                p.access_key_id = Some(id.trim().to_string());
-                p.secret_access_key = Some(secret.trim().to_string());
-                p.session_token = s.get("aws_session_token").map(|t| t.trim().to_string());
+                p.access_key_id = Some(id.clone());
+                p.secret_access_key = Some(secret.clone());
+                p.session_token = s
+                    .get("aws_session_token")
+                    .filter(|t| !t.is_empty())
+                    .cloned();
                 p.keys_from = Some(f.clone());
                 break;
             }
@@ -97,7 +125,7 @@ pub(super) fn profile() -> Option<Profile> {
                 "role_arn",
             ]
             .iter()
-            .any(|k| s.contains_key(k))
+            .any(|k| s.contains_key(*k))
         {
             log::info!(
                 "AWS profile {name} in {} gets its credentials another way, which stepman does \
@@ -110,8 +138,8 @@ pub(super) fn profile() -> Option<Profile> {
         p.region = config
             .as_ref()
             .and_then(|(_, s)| s.get("region"))
-            .map(|r| r.trim().to_string())
-            .filter(|r| !r.is_empty());
+            .filter(|r| !r.is_empty())
+            .cloned();
     }
     (p.keys_from.is_some() || p.region.is_some()).then_some(p)
 }
@@ -130,8 +158,14 @@ mod tests {
         )
         .unwrap();
         let ci = section(&f, "ci").unwrap();
-        assert_eq!(ci.get("aws_access_key_id"), Some("AKICI"));
-        assert_eq!(ci.get("aws_secret_access_key"), Some("se\\cr/et+\"q\""));
+        assert_eq!(
+            ci.get("aws_access_key_id").map(String::as_str),
+            Some("AKICI")
+        );
+        assert_eq!(
+            ci.get("aws_secret_access_key").map(String::as_str),
+            Some("se\\cr/et+\"q\"")
+        );
         assert!(section(&f, "other").is_none());
         assert!(section(&d.path().join("missing"), "ci").is_none());
     }
@@ -146,6 +180,8 @@ mod tests {
         )
         .unwrap();
         let s = section(&f, "profile ci").unwrap();
-        assert_eq!(s.get("region"), Some("eu-west-1"));
+        assert_eq!(s.get("region").map(String::as_str), Some("eu-west-1"));
+        assert!(!s.contains_key("max_concurrent_requests"), "{s:?}");
+        assert_eq!(s.get("s3").map(String::as_str), Some(""));
     }
 }
