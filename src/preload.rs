@@ -103,6 +103,10 @@ pub struct Outcome {
     /// With `--prepare`: whether it was built now, found built, or needed no build.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build: Option<crate::toolkit::BuildStatus>,
+    /// Where a downloaded step came from: `origin` (its download location) or `remote` (the
+    /// fleet's remote tier); `store` for a cached one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<crate::remote::Came>,
     /// With `--prepare`: the name of its build when a fleet's hosts may share it (its
     /// toolchain links no C), for `preload --push`.
     #[serde(skip)]
@@ -475,6 +479,7 @@ fn cancelled(req: &Request) -> Outcome {
         seconds: 0.0,
         error: None,
         build: None,
+        from: None,
         shared_build: None,
     }
 }
@@ -496,6 +501,7 @@ fn one(
         seconds: 0.0,
         error: None,
         build: None,
+        from: None,
         shared_build: None,
     };
     // The collection was refreshed, if at all, before the workers started.
@@ -504,7 +510,8 @@ fn one(
         refresh: step::Refresh::Never,
     };
     let r = step::resolve(store, c, &req.id, &req.constraint, lookup, net).and_then(|r| {
-        let got = step::download(store, &r, net)?;
+        let (got, came) = step::download_from(store, &r, net)?;
+        o.from = Some(came);
         // Its step.yml as a file of its own, so that `step-info` of a baked, read-only store
         // can name one (`definition_pth`). The step is cached either way, so its outcome is
         // the download's: a failure (the collection deleted meanwhile, say) is a warning, and a

@@ -308,7 +308,8 @@ pub(crate) fn produce_through(
 
 /// Where a name's tree came from when it was produced reading through the fleet's remote (a
 /// step's source, a git ref's tree, a Go build).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Came {
     /// The local store had it: nothing was fetched.
     Store,

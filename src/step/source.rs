@@ -17,12 +17,22 @@ const MAX_ARCHIVE_BYTES: u64 = 2 << 30;
 
 /// Makes sure the step's source is in the store; one download among concurrent callers.
 pub fn download(store: &Store, r: &Resolved, net: &NetConfig) -> Result<Imported> {
+    download_from(store, r, net).map(|(got, _)| got)
+}
+
+/// [`download`], and where the source came from: the store, the fleet's remote, or the origin.
+pub fn download_from(
+    store: &Store,
+    r: &Resolved,
+    net: &NetConfig,
+) -> Result<(Imported, crate::remote::Came)> {
     let name = r.name()?;
     if let Some(id) = store.lookup(&name)? {
-        return Ok(Imported {
+        let found = Imported {
             id,
             ingested: false,
-        });
+        };
+        return Ok((found, crate::remote::Came::Store));
     }
     if net.offline && !all_local(r) {
         let mut cached: Vec<String> = store
@@ -48,7 +58,6 @@ pub fn download(store: &Store, r: &Resolved, net: &NetConfig) -> Result<Imported
         &net.cancel,
         |stage| fetch_source(stage, r, net),
     )
-    .map(|(p, _)| p)
 }
 
 fn all_local(r: &Resolved) -> bool {

@@ -1718,3 +1718,56 @@ fn s3_keys_and_region_come_from_an_aws_profile_when_no_variable_gives_them() {
         "{out}"
     );
 }
+
+/// `preload --json` says where each downloaded step came from (`"from": "remote"` or
+/// `"origin"`), and its line says "from the remote": a pre-bake job sees what the tier saved.
+#[test]
+fn preload_says_which_steps_came_from_the_remote() {
+    let test = "preload_says_which_steps_came_from_the_remote";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let f = Fleet::new(moto, 97);
+    f.origin.serve(
+        "/steps/fleet/1.1.0/step.zip",
+        support::zip_tree(&f.src),
+        support::Mode::Full {
+            delay: std::time::Duration::ZERO,
+        },
+    );
+    support::write_step(&f.lib, "fleet", "1.1.0", &support::step_yml("Fleet", None));
+    support::ok_stdout(
+        &support::output(&mut f.activate(moto, &f.home("writer"), false)),
+        "writer",
+    );
+    let reader = f.home("reader");
+    let lib = f.lib.to_str().unwrap();
+    let mut pre = support::stepman(
+        &reader,
+        ["preload", "-c", lib, "fleet@1.0.0", "fleet@1.1.0", "--json"],
+    );
+    moto.env(&mut pre);
+    pre.env("STEPMAN_REMOTE", &f.remote);
+    let o = support::output(&mut pre);
+    let out = support::ok_stdout(&o, "preload");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let from: std::collections::BTreeMap<String, String> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["status"], "downloaded", "{report}");
+            (
+                s["version"].as_str().unwrap().to_string(),
+                s["from"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(from["1.0.0"], "remote", "{report}");
+    assert_eq!(from["1.1.0"], "origin", "{report}");
+    let err = support::stderr_of(&o);
+    assert!(
+        err.contains("fleet@1.0.0: downloaded from the remote"),
+        "{err}"
+    );
+}

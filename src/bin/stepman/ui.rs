@@ -104,9 +104,13 @@ pub(crate) fn step_line(o: &Outcome, n: usize, total: usize) -> String {
         (_, Status::Cancelled) => format!("[{n}/{total}] {}@{}: cancelled", o.id, o.constraint),
         (Some(e), _) => format!("[{n}/{total}] {}@{}: failed: {e}", o.id, o.constraint),
         (None, status) => format!(
-            "[{n}/{total}] {}@{version}: {}{} ({}, {:.2}s)",
+            "[{n}/{total}] {}@{version}: {}{}{} ({}, {:.2}s)",
             o.id,
             status.as_str(),
+            match o.from {
+                Some(stepman::remote::Came::Remote) => " from the remote",
+                _ => "",
+            },
             match o.build {
                 Some(stepman::toolkit::BuildStatus::Built) => ", built",
                 Some(stepman::toolkit::BuildStatus::Cached) => ", build cached",

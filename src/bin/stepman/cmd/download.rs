@@ -39,17 +39,17 @@ pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode
         a.prepare.print(&p)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let got = activate::download(&store, &r, &net);
+    let got = activate::download_from(&store, &r, &net);
     super::flush_remote(&store, &net);
-    let got = got?;
+    let (got, came) = got?;
     crate::ui::note!(
         "{}@{} {} ({})",
         r.picked.id,
         r.picked.version,
-        if got.ingested {
-            "downloaded"
-        } else {
-            "already in the store"
+        match came {
+            stepman::remote::Came::Origin => "downloaded",
+            stepman::remote::Came::Remote => "downloaded from the fleet's remote",
+            stepman::remote::Came::Store => "already in the store",
         },
         got.id
     );
