@@ -24,6 +24,26 @@ pub(crate) struct NameEntry {
     pub target: Option<ObjectId>,
 }
 
+/// Whether the tree at `dir` is one executable: exactly one entry, a regular file named `name`
+/// with an execute bit (a precompiled executable's object, a Go build's). `Err` says what it
+/// is instead; the outer error is a failure to read it.
+pub(crate) fn one_executable(dir: &Path, name: &str) -> Result<std::result::Result<(), String>> {
+    let names: Vec<String> = read_dir_names(dir)?
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .collect();
+    if names != [name] {
+        return Ok(Err(format!("holds {names:?}, not exactly {name:?}")));
+    }
+    let file = dir.join(name);
+    let meta = fs::symlink_metadata(&file).map_err(Error::io("stat", &file))?;
+    use std::os::unix::fs::PermissionsExt;
+    if !meta.file_type().is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Ok(Err(format!("{name} is not an executable regular file")));
+    }
+    Ok(Ok(()))
+}
+
 pub(crate) fn read_dir_names(dir: &Path) -> Result<Vec<(String, PathBuf, fs::FileType)>> {
     let rd = match fs::read_dir(dir) {
         Ok(r) => r,

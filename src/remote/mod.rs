@@ -253,13 +253,15 @@ pub enum UploadOutcome {
 /// download waited for under the lease), which is then owed to the remote
 /// ([`Remote::flush`] uploads it). Without a remote, `origin` alone. Whatever the remote does
 /// wrong is a warning, and `origin` is used; a name whose remote tree is missing or damaged gets
-/// the origin's tree put back over it.
+/// the origin's tree put back over it. `shape` checks a remote tree (written at the path it is
+/// given) beyond its hash, as the origin's would be checked: a tree it refuses is not used.
 pub(crate) fn produce_through(
     store: &Store,
     remote: Option<&Remote>,
     name: &Name,
     producer: crate::store::Producer,
     cancel: &AtomicBool,
+    shape: impl Fn(&std::path::Path) -> std::result::Result<(), String>,
     origin: impl FnOnce(&mut crate::store::Stage<'_>) -> Result<crate::store::Tree>,
 ) -> Result<(crate::store::Produced, Came)> {
     use crate::store::Rebuild;
@@ -280,7 +282,18 @@ pub(crate) fn produce_through(
     let mut from_origin = false;
     let mut repair = false;
     let got = store.produce(name, Rebuild::Never, producer, |stage| {
-        match stage.attempt(|stage| remote.find(stage, name, cancel))? {
+        let found = stage.attempt(|stage| match remote.find(stage, name, cancel)? {
+            Found::Tree(tree) => match shape(&stage.tree_dir()) {
+                Ok(()) => Ok(Found::Tree(tree)),
+                Err(why) => Err(remote.err(
+                    RemoteOp::Verify,
+                    &keys::tree(&tree.id()),
+                    format!("not the tree a {name} must be: {why}"),
+                )),
+            },
+            miss => Ok(miss),
+        })?;
+        match found {
             Ok(Found::Tree(tree)) => return Ok(tree),
             Ok(Found::Miss { leased: l }) => leased = l,
             Err(Error::Cancelled) => return Err(Error::Cancelled),

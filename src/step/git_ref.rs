@@ -226,6 +226,7 @@ pub fn fetch_git(store: &Store, g: &GitRef, net: &NetConfig) -> Result<GitTree> 
         &name,
         Producer::GitStep,
         &net.cancel,
+        |_| Ok(()),
         |stage| {
             let clone = stage.dir().join("clone");
             fetch::git_checkout_commit(

@@ -151,19 +151,8 @@ pub(crate) fn check_object(dir: &Path, id: &str, want: &str) -> Result<()> {
         path: dir.to_path_buf(),
         reason: format!("the stored executable of step {id}: {reason}"),
     };
-    let names: Vec<String> = crate::scan::read_dir_names(dir)?
-        .into_iter()
-        .map(|(n, _, _)| n)
-        .collect();
-    if names != [id] {
-        return Err(bad(format!("holds {names:?}, not exactly {id:?}")));
-    }
+    crate::scan::one_executable(dir, id)?.map_err(bad)?;
     let file = dir.join(id);
-    let meta = fs::symlink_metadata(&file).map_err(Error::io("stat", &file))?;
-    use std::os::unix::fs::PermissionsExt;
-    if !meta.file_type().is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(bad("not an executable regular file".into()));
-    }
     let digest = sha256_file(&file)?;
     if digest != want {
         return Err(bad(format!("sha256 is {digest}, the step declares {want}")));

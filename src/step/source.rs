@@ -56,6 +56,7 @@ pub fn download_from(
         &name,
         Producer::StepSource,
         &net.cancel,
+        |_| Ok(()),
         |stage| fetch_source(stage, r, net),
     )
 }

@@ -146,6 +146,7 @@ pub fn build(store: &Store, plan: &Plan, tc: &Toolchain, net: &NetConfig) -> Res
         &name,
         Producer::GoBuild,
         &net.cancel,
+        |dir| build_shape(dir, &plan.id),
         |stage| run_build(store, stage, plan, tc, net),
     )?;
     Ok(Built {
@@ -154,6 +155,13 @@ pub fn build(store: &Store, plan: &Plan, tc: &Toolchain, net: &NetConfig) -> Res
         came,
         key: plan.key(tc),
     })
+}
+
+/// Whether `dir` is what a build of step `id` makes: one regular file named `id`, executable.
+/// A tree from the fleet's remote is checked so before it is used (its hash says only that it
+/// is the tree its name claims).
+fn build_shape(dir: &Path, id: &str) -> std::result::Result<(), String> {
+    crate::scan::one_executable(dir, id).unwrap_or_else(|e| Err(e.describe()))
 }
 
 /// Copies the source into the stage, runs `go build` there and makes the tree of the binary.

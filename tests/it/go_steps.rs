@@ -1034,3 +1034,55 @@ fn preload_prepare_push_warms_the_fleets_builds() {
     check_go_activation(&r, "mod-step", &dest, &tree, "remote", &line("baked"));
     assert_eq!(counting.builds().len(), 1, "the fresh host ran no build");
 }
+
+/// A remote build name that names a tree which is not a build (here: the step's source tree,
+/// which is in the remote and hashes to the id the name claims) is refused with a warning, and
+/// the host builds the step itself.
+#[test]
+fn a_remote_build_name_that_names_no_build_is_refused_and_the_host_builds() {
+    let test = "a_remote_build_name_that_names_no_build_is_refused_and_the_host_builds";
+    let Some(go) = go_for_tests(test) else {
+        return;
+    };
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let t = TestDir::new();
+    let lib = Lib::new(t.path(), false);
+    let tree = lib.module_step("1.0.0", "shaped");
+    let counting = CountingGo::new(t.path(), &go);
+    let bucket = moto.bucket("go-shape");
+    let remote = format!("s3://{bucket}/fleet");
+    let host = |name: &str| {
+        let home = t.path().join(name);
+        let dest = t.path().join(format!("{name}-step"));
+        let mut cmd = prepare_cmd(&home, &lib, "mod-step", "1.0.0", &dest, &counting.go);
+        moto.env(&mut cmd);
+        cmd.env("STEPMAN_REMOTE", &remote).env("CGO_ENABLED", "0");
+        let o = output(&mut cmd);
+        assert!(o.status.success(), "{name}: {}", describe(&o));
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        check_go_activation(
+            &r,
+            "mod-step",
+            &dest,
+            &tree,
+            r["build"].as_str().unwrap(),
+            &line("shaped"),
+        );
+        (r, support::stderr_of(&o))
+    };
+    let (a, _) = host("a");
+    assert_eq!(a["build"], "built");
+    let build_names = moto.keys(&bucket, "fleet/stepman-remote-v1/names/_build/");
+    assert_eq!(build_names.len(), 1, "{build_names:?}");
+    // The build's name now claims the source tree.
+    let source = a["source"].as_str().unwrap();
+    moto.put(&bucket, &build_names[0], format!("{source}\n").as_bytes());
+
+    let (b, err) = host("b");
+    assert_eq!(b["build"], "built", "the host built it itself: {err}");
+    assert_eq!(b["binary"], a["binary"]);
+    assert!(err.contains("not the tree a"), "{err}");
+    assert_eq!(counting.builds().len(), 2);
+}
