@@ -42,9 +42,28 @@ type R<T> = std::result::Result<T, Failure>;
 
 fn failure(e: impl std::fmt::Display) -> Failure {
     Failure {
-        reason: e.to_string(),
+        reason: one_line(&e.to_string()),
         denied: false,
     }
+}
+
+/// The longest reason kept: a store's error carries the server's whole answer (an HTML error
+/// page from a proxy, an XML document), which a one-line warning cuts short.
+const REASON_MAX: usize = 600;
+
+/// `s` on one line: every run of whitespace (the newlines of an error page too) one space, and
+/// at most [`REASON_MAX`] bytes, cut at a character boundary with `…`.
+fn one_line(s: &str) -> String {
+    let mut out = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > REASON_MAX {
+        let mut cut = REASON_MAX;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
 }
 
 /// A store error as a [`Failure`], `denied` when the store refused the credentials.
@@ -54,7 +73,7 @@ fn store_failure(e: object_store::Error) -> Failure {
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
     );
     Failure {
-        reason: e.to_string(),
+        reason: one_line(&e.to_string()),
         denied,
     }
 }
@@ -539,5 +558,28 @@ impl Read for Body<'_> {
         buf[..n].copy_from_slice(&self.chunk[..n]);
         let _ = self.chunk.split_to(n);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_reason_is_one_bounded_line() {
+        let page =
+            "Error performing GET http://h/k: 503:\n<html>\r\n  <body>\n\tbusy</body>\n</html>\n";
+        assert_eq!(
+            one_line(page),
+            "Error performing GET http://h/k: 503: <html> <body> busy</body> </html>"
+        );
+        let long = "é".repeat(1000);
+        let cut = one_line(&long);
+        assert!(
+            cut.len() <= super::REASON_MAX + '…'.len_utf8(),
+            "{}",
+            cut.len()
+        );
+        assert!(cut.ends_with('…'));
     }
 }

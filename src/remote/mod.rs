@@ -1,7 +1,9 @@
 //! The remote tier: one content-addressed store shared by a fleet, on an object store
 //! (`STEPMAN_REMOTE=s3://bucket/prefix`, `gs://`, `az://`, or `https://` read only).
 //!
-//! Its layout is normative in `store-format.md` §12 and known only here ([`keys`]):
+//! It holds StepLib steps' sources, git refs' trees and the Go builds that link no C, each under
+//! its local name, all produced through `produce_through`. Its layout is normative in
+//! `store-format.md` §12 and known only here ([`keys`]):
 //! `<prefix>/stepman-remote-v1/trees/<hh>/<hex>.tar.gz` (a tree's one canonical archive,
 //! `archive.rs`), `names/<route>/<id>/<version>` (the tree's id, one line) and
 //! `leases/<route>/<id>/<version>` (who is downloading it from the origin, until when).
@@ -761,8 +763,9 @@ impl Remote {
     }
 
     /// The names of `routes` in the local store that `remote push` uploads: every step
-    /// version's source. Names whose route or id starts with `_` are the store's own
-    /// (collections, API documents, builds) and are never shared.
+    /// version's source, and under `_git` every git ref's tree. The other names whose route or
+    /// id starts with `_` are the store's own (collections, API documents, executables) or
+    /// builds, which only the host that built one uploads (store-format.md §12).
     pub fn pushable(store: &Store, routes: &[String]) -> Result<Vec<Name>> {
         let mut names = Vec::new();
         // StepLib steps and git refs' trees; not builds (whether one links C is not in its

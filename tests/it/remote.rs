@@ -784,8 +784,12 @@ fn broken_endpoint(stall: bool) -> String {
             }
             let mut buf = [0u8; 8192];
             let _ = s.read(&mut buf);
-            let _ = s.write_all(
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            // A proxy's error page, as a load balancer sends it: lines of HTML.
+            let body = "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n</body>\r\n</html>\r\n";
+            let _ = write!(
+                s,
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
             );
         }
     });
@@ -815,6 +819,7 @@ fn a_remote_that_fails_or_stalls_never_fails_an_activation() {
         );
         let err = support::stderr_of(&o);
         assert!(err.contains("using the origin"), "stall={stall}: {err}");
+        assert_one_line_messages(&err);
         // The read is bounded by the timeouts (a few tries of 2 s), and so is the upload.
         assert!(
             took < std::time::Duration::from_secs(25),
@@ -824,6 +829,83 @@ fn a_remote_that_fails_or_stalls_never_fails_an_activation() {
         support::assert_fsck_clean(&h);
     }
     assert_eq!(f.origin.count(STEP_ZIP), 2);
+}
+
+/// The same faults on a `gs://` and an `az://` remote (a server answering 503, one that never
+/// answers): a warning, a bounded wait, the origin used. The GCS client is pointed at the broken
+/// server with `GOOGLE_BASE_URL` and a static bearer token, Azure's as its emulator; `remote
+/// status` shows each endpoint and names the token's variable, never its value. (No GCS server
+/// runs here: this is the GCS client's only test against a live socket.)
+#[test]
+fn gcs_and_azure_remotes_that_fail_or_stall_never_fail_an_activation() {
+    let test = "gcs_and_azure_remotes_that_fail_or_stall_never_fail_an_activation";
+    let Some(moto) = support::moto(test) else {
+        return;
+    };
+    let f = Fleet::new(moto, 67);
+    let mut n = 0;
+    for scheme in ["gs", "az"] {
+        for stall in [false, true] {
+            let endpoint = broken_endpoint(stall);
+            let point = |c: &mut Command| {
+                c.env("STEPMAN_REMOTE", format!("{scheme}://fleet-bucket/fleet"))
+                    .env("STEPMAN_REMOTE_TIMEOUT", "2")
+                    .env("STEPMAN_REMOTE_CONNECT_TIMEOUT", "2");
+                if scheme == "gs" {
+                    c.env("GOOGLE_BASE_URL", &endpoint)
+                        .env("GOOGLE_ALLOW_HTTP", "true")
+                        .env("GOOGLE_BEARER_TOKEN", "gcs-token-value");
+                } else {
+                    c.env("AZURE_STORAGE_USE_EMULATOR", "true")
+                        .env("AZURITE_BLOB_STORAGE_URL", &endpoint);
+                }
+            };
+            let h = f.home(&format!("{scheme}{n}"));
+            n += 1;
+            let mut c = f.activate(moto, &h, false);
+            point(&mut c);
+            let started = std::time::Instant::now();
+            let o = support::output(&mut c);
+            let took = started.elapsed();
+            assert!(
+                o.status.success(),
+                "{scheme} stall={stall}: {}",
+                support::describe(&o)
+            );
+            let err = support::stderr_of(&o);
+            assert!(
+                err.contains("using the origin") && err.contains(&endpoint),
+                "{scheme} stall={stall}: the request went to the broken server: {err}"
+            );
+            assert_one_line_messages(&err);
+            assert!(
+                took < std::time::Duration::from_secs(25),
+                "{scheme} stall={stall}: took {took:?}"
+            );
+            support::assert_same_tree(&f.src, &h.join("step"));
+            support::assert_fsck_clean(&h);
+
+            let mut status = support::stepman(&h, ["remote", "status", "--json"]);
+            point(&mut status);
+            let o = support::output(&mut status);
+            let out = support::ok_stdout(&o, "remote status");
+            let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(s["endpoint"], endpoint.as_str(), "{s}");
+            assert!(!out.contains("gcs-token-value"), "{out}");
+        }
+    }
+    assert_eq!(f.origin.count(STEP_ZIP), 4);
+}
+
+/// Every message on `stderr` is one line: a warning (`[WARN ]`) or the activation's note, never
+/// a server's error page spilled over several lines.
+fn assert_one_line_messages(stderr: &str) {
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            line.starts_with("[WARN ]") || line.starts_with("activated "),
+            "a message spills over lines: {line:?} in\n{stderr}"
+        );
+    }
 }
 
 /// What a [`KillProxy`] does to the first `PUT` that names its marker.
