@@ -852,6 +852,90 @@ fn gc_drops_builds_with_their_source() {
     assert_fsck_clean(&home);
 }
 
+/// Hosts (homes under one test dir) preparing `mod-step@1.0.0`, a module step printing `msg`,
+/// with a counting `go` and a remote tier on a fresh bucket of the shared moto server.
+struct GoFleet {
+    moto: &'static support::Moto,
+    t: TestDir,
+    lib: Lib,
+    tree: PathBuf,
+    msg: &'static str,
+    counting: CountingGo,
+    bucket: String,
+    remote: String,
+}
+
+impl GoFleet {
+    /// `None` (the test is skipped, and says so) without a Go toolchain or moto; `http`: the
+    /// step's zip from a loopback server that counts its downloads.
+    fn new(test: &str, http: bool, msg: &'static str) -> Option<GoFleet> {
+        let go = go_for_tests(test)?;
+        let moto = support::moto(test)?;
+        let t = TestDir::new();
+        let lib = Lib::new(t.path(), http);
+        let tree = lib.module_step("1.0.0", msg);
+        let counting = CountingGo::new(t.path(), &go);
+        let bucket = moto.bucket("go-fleet");
+        let remote = format!("s3://{bucket}/fleet");
+        Some(GoFleet {
+            moto,
+            t,
+            lib,
+            tree,
+            msg,
+            counting,
+            bucket,
+            remote,
+        })
+    }
+
+    fn home(&self, host: &str) -> PathBuf {
+        self.t.path().join(host)
+    }
+
+    fn dest(&self, host: &str) -> PathBuf {
+        self.t.path().join(format!("{host}-step"))
+    }
+
+    /// `activate --prepare` of the step on `host`, with the remote and `CGO_ENABLED=cgo`.
+    fn prepare(&self, host: &str, cgo: &str) -> Command {
+        let mut cmd = prepare_cmd(
+            &self.home(host),
+            &self.lib,
+            "mod-step",
+            "1.0.0",
+            &self.dest(host),
+            &self.counting.go,
+        );
+        self.moto.env(&mut cmd);
+        cmd.env("STEPMAN_REMOTE", &self.remote)
+            .env("CGO_ENABLED", cgo);
+        cmd
+    }
+
+    /// Checks `host`'s activation (its report `r`, whatever its `build`) and its store.
+    fn check(&self, host: &str, r: &Value) {
+        let build = r["build"].as_str().unwrap();
+        check_go_activation(
+            r,
+            "mod-step",
+            &self.dest(host),
+            &self.tree,
+            build,
+            &line(self.msg),
+        );
+        assert_fsck_clean(&self.home(host));
+    }
+
+    /// The remote keys under `names/<under>`.
+    fn names(&self, under: &str) -> Vec<String> {
+        self.moto.keys(
+            &self.bucket,
+            &format!("fleet/stepman-remote-v1/names/{under}"),
+        )
+    }
+}
+
 /// With the fleet's remote tier, a build that links no C (`CGO_ENABLED=0`) is shared: the first
 /// host builds and uploads it, a second host takes it from the remote (no `go build` runs) and
 /// gets the same binary, which runs. A cgo build (`CGO_ENABLED=1`: it links the building host's
@@ -859,33 +943,19 @@ fn gc_drops_builds_with_their_source() {
 #[test]
 fn go_builds_linking_no_c_are_shared_through_the_remote() {
     let test = "go_builds_linking_no_c_are_shared_through_the_remote";
-    let Some(go) = go_for_tests(test) else {
+    let Some(f) = GoFleet::new(test, false, "fleet") else {
         return;
     };
-    let Some(moto) = support::moto(test) else {
-        return;
-    };
-    let t = TestDir::new();
-    let lib = Lib::new(t.path(), false);
-    let tree = lib.module_step("1.0.0", "fleet");
-    let counting = CountingGo::new(t.path(), &go);
-    let bucket = moto.bucket("go-builds");
-    let remote = format!("s3://{bucket}/fleet");
     let host = |name: &str, cgo: &str, expect: &str| -> Value {
-        let home = t.path().join(name);
-        let dest = t.path().join(format!("{name}-step"));
-        let mut cmd = prepare_cmd(&home, &lib, "mod-step", "1.0.0", &dest, &counting.go);
-        moto.env(&mut cmd);
-        cmd.env("STEPMAN_REMOTE", &remote).env("CGO_ENABLED", cgo);
-        let r = prepared(&mut cmd);
-        check_go_activation(&r, "mod-step", &dest, &tree, expect, &line("fleet"));
-        assert_fsck_clean(&home);
+        let r = prepared(&mut f.prepare(name, cgo));
+        assert_eq!(r["build"], expect, "{name}: {r:#}");
+        f.check(name, &r);
         r
     };
-    let build_keys = || moto.keys(&bucket, "fleet/stepman-remote-v1/names/_build/");
+    let build_keys = || f.names("_build/");
 
     let a = host("a", "0", "built");
-    assert_eq!(counting.builds().len(), 1);
+    assert_eq!(f.counting.builds().len(), 1);
     assert_eq!(
         build_keys().len(),
         1,
@@ -893,13 +963,13 @@ fn go_builds_linking_no_c_are_shared_through_the_remote() {
         build_keys()
     );
     let b = host("b", "0", "remote");
-    assert_eq!(counting.builds().len(), 1, "the second host ran no build");
+    assert_eq!(f.counting.builds().len(), 1, "the second host ran no build");
     assert_eq!(b["binary"], a["binary"]);
     assert_eq!(b["build_key"], a["build_key"]);
 
-    let mut verify = stepman(&t.path().join("b"), ["remote", "verify", "--json"]);
-    moto.env(&mut verify);
-    verify.env("STEPMAN_REMOTE", &remote);
+    let mut verify = stepman(&f.home("b"), ["remote", "verify", "--json"]);
+    f.moto.env(&mut verify);
+    verify.env("STEPMAN_REMOTE", &f.remote);
     let o = output(&mut verify);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -908,7 +978,7 @@ fn go_builds_linking_no_c_are_shared_through_the_remote() {
     let c = host("c", "1", "built");
     assert_ne!(c["build_key"], a["build_key"], "CGO_ENABLED is in the key");
     host("d", "1", "built");
-    assert_eq!(counting.builds().len(), 3, "each cgo host built its own");
+    assert_eq!(f.counting.builds().len(), 3, "each cgo host built its own");
     assert_eq!(
         build_keys().len(),
         1,
@@ -923,34 +993,16 @@ fn go_builds_linking_no_c_are_shared_through_the_remote() {
 #[test]
 fn ten_hosts_preparing_at_once_run_one_go_build_in_all() {
     let test = "ten_hosts_preparing_at_once_run_one_go_build_in_all";
-    let Some(go) = go_for_tests(test) else {
-        return;
-    };
-    let Some(moto) = support::moto(test) else {
+    let Some(f) = GoFleet::new(test, true, "fleet-wide") else {
         return;
     };
     let _alone = support::alone();
     const N: usize = 10;
-    let t = TestDir::new();
-    let lib = Lib::new(t.path(), true);
-    let tree = lib.module_step("1.0.0", "fleet-wide");
-    let counting = CountingGo::new(t.path(), &go);
-    let bucket = moto.bucket("go-fleet");
-    let hosts: Vec<(PathBuf, PathBuf)> = (0..N)
-        .map(|i| {
-            (
-                t.path().join(format!("h{i}")),
-                t.path().join(format!("d{i}/step")),
-            )
-        })
-        .collect();
+    let hosts: Vec<String> = (0..N).map(|i| format!("h{i}")).collect();
     let children: Vec<Child> = hosts
         .iter()
-        .map(|(home, dest)| {
-            let mut cmd = prepare_cmd(home, &lib, "mod-step", "1.0.0", dest, &counting.go);
-            moto.env(&mut cmd);
-            cmd.env("STEPMAN_REMOTE", format!("s3://{bucket}/fleet"))
-                .env("CGO_ENABLED", "0")
+        .map(|h| {
+            f.prepare(h, "0")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -959,25 +1011,23 @@ fn ten_hosts_preparing_at_once_run_one_go_build_in_all() {
         .collect();
     let mut binaries = BTreeSet::new();
     let mut reports = Vec::new();
-    for (c, (home, dest)) in children.into_iter().zip(&hosts) {
+    for (c, h) in children.into_iter().zip(&hosts) {
         let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "{}: {}", home.display(), describe(&o));
+        assert!(o.status.success(), "{h}: {}", describe(&o));
         let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-        let build = r["build"].as_str().unwrap().to_string();
-        check_go_activation(&r, "mod-step", dest, &tree, &build, &line("fleet-wide"));
-        binaries.insert(fs::read(dest.join("mod-step")).unwrap());
-        assert_fsck_clean(home);
-        reports.push(build);
+        f.check(h, &r);
+        binaries.insert(fs::read(f.dest(h).join("mod-step")).unwrap());
+        reports.push(r["build"].as_str().unwrap().to_string());
     }
     reports.sort();
     let mut want = vec!["remote".to_string(); N - 1];
     want.insert(0, "built".to_string());
     assert_eq!(reports, want, "one host built, the others took its build");
-    assert_eq!(counting.builds().len(), 1, "go build ran more than once");
+    assert_eq!(f.counting.builds().len(), 1, "go build ran more than once");
     assert_eq!(binaries.len(), 1, "the binaries differ");
-    let origin = lib.server.as_ref().unwrap();
+    let origin = f.lib.server.as_ref().unwrap();
     assert_eq!(origin.count("/archives/mod-step/1.0.0/step.zip"), 1);
-    let leases = moto.keys(&bucket, "fleet/stepman-remote-v1/leases/");
+    let leases = f.moto.keys(&f.bucket, "fleet/stepman-remote-v1/leases/");
     assert!(leases.is_empty(), "leases left: {leases:?}");
 }
 
@@ -987,52 +1037,38 @@ fn ten_hosts_preparing_at_once_run_one_go_build_in_all() {
 #[test]
 fn preload_prepare_push_warms_the_fleets_builds() {
     let test = "preload_prepare_push_warms_the_fleets_builds";
-    let Some(go) = go_for_tests(test) else {
+    let Some(f) = GoFleet::new(test, false, "baked") else {
         return;
     };
-    let Some(moto) = support::moto(test) else {
-        return;
-    };
-    let t = TestDir::new();
-    let lib = Lib::new(t.path(), false);
-    let tree = lib.module_step("1.0.0", "baked");
-    let counting = CountingGo::new(t.path(), &go);
-    let bucket = moto.bucket("go-bake");
-    let remote = format!("s3://{bucket}/fleet");
-    let bake = t.path().join("bake");
     let preload = |extra: &[&str]| {
         let mut c = stepman(
-            &bake,
-            ["preload", "-c", lib.uri(), "mod-step@1.0.0", "--prepare"],
+            &f.home("bake"),
+            ["preload", "-c", f.lib.uri(), "mod-step@1.0.0", "--prepare"],
         );
         c.arg("--go")
-            .arg(&counting.go)
+            .arg(&f.counting.go)
             .args(extra)
             .env("GOCACHE", gocache())
             .env("CGO_ENABLED", "0");
-        moto.env(&mut c);
+        f.moto.env(&mut c);
         let o = output(&mut c);
         assert!(o.status.success(), "preload {extra:?}: {}", describe(&o));
     };
     preload(&[]);
-    assert_eq!(counting.builds().len(), 1);
-    preload(&["--push", "--remote", &remote]);
-    assert_eq!(counting.builds().len(), 1, "the push built nothing");
-    let names = moto.keys(&bucket, "fleet/stepman-remote-v1/names/");
+    assert_eq!(f.counting.builds().len(), 1);
+    preload(&["--push", "--remote", &f.remote]);
+    assert_eq!(f.counting.builds().len(), 1, "the push built nothing");
+    let names = f.names("");
     assert_eq!(names.len(), 2, "the source and its build: {names:?}");
     assert!(
         names.iter().any(|n| n.contains("/names/_build/")),
         "{names:?}"
     );
 
-    let home = t.path().join("fresh");
-    let dest = t.path().join("fresh-step");
-    let mut cmd = prepare_cmd(&home, &lib, "mod-step", "1.0.0", &dest, &counting.go);
-    moto.env(&mut cmd);
-    cmd.env("STEPMAN_REMOTE", &remote).env("CGO_ENABLED", "0");
-    let r = prepared(&mut cmd);
-    check_go_activation(&r, "mod-step", &dest, &tree, "remote", &line("baked"));
-    assert_eq!(counting.builds().len(), 1, "the fresh host ran no build");
+    let r = prepared(&mut f.prepare("fresh", "0"));
+    assert_eq!(r["build"], "remote", "{r:#}");
+    f.check("fresh", &r);
+    assert_eq!(f.counting.builds().len(), 1, "the fresh host ran no build");
 }
 
 /// A remote build name that names a tree which is not a build (here: the step's source tree,
@@ -1041,48 +1077,28 @@ fn preload_prepare_push_warms_the_fleets_builds() {
 #[test]
 fn a_remote_build_name_that_names_no_build_is_refused_and_the_host_builds() {
     let test = "a_remote_build_name_that_names_no_build_is_refused_and_the_host_builds";
-    let Some(go) = go_for_tests(test) else {
+    let Some(f) = GoFleet::new(test, false, "shaped") else {
         return;
     };
-    let Some(moto) = support::moto(test) else {
-        return;
-    };
-    let t = TestDir::new();
-    let lib = Lib::new(t.path(), false);
-    let tree = lib.module_step("1.0.0", "shaped");
-    let counting = CountingGo::new(t.path(), &go);
-    let bucket = moto.bucket("go-shape");
-    let remote = format!("s3://{bucket}/fleet");
     let host = |name: &str| {
-        let home = t.path().join(name);
-        let dest = t.path().join(format!("{name}-step"));
-        let mut cmd = prepare_cmd(&home, &lib, "mod-step", "1.0.0", &dest, &counting.go);
-        moto.env(&mut cmd);
-        cmd.env("STEPMAN_REMOTE", &remote).env("CGO_ENABLED", "0");
-        let o = output(&mut cmd);
+        let o = output(&mut f.prepare(name, "0"));
         assert!(o.status.success(), "{name}: {}", describe(&o));
         let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-        check_go_activation(
-            &r,
-            "mod-step",
-            &dest,
-            &tree,
-            r["build"].as_str().unwrap(),
-            &line("shaped"),
-        );
+        f.check(name, &r);
         (r, support::stderr_of(&o))
     };
     let (a, _) = host("a");
     assert_eq!(a["build"], "built");
-    let build_names = moto.keys(&bucket, "fleet/stepman-remote-v1/names/_build/");
+    let build_names = f.names("_build/");
     assert_eq!(build_names.len(), 1, "{build_names:?}");
     // The build's name now claims the source tree.
     let source = a["source"].as_str().unwrap();
-    moto.put(&bucket, &build_names[0], format!("{source}\n").as_bytes());
+    f.moto
+        .put(&f.bucket, &build_names[0], format!("{source}\n").as_bytes());
 
     let (b, err) = host("b");
     assert_eq!(b["build"], "built", "the host built it itself: {err}");
     assert_eq!(b["binary"], a["binary"]);
     assert!(err.contains("not the tree a"), "{err}");
-    assert_eq!(counting.builds().len(), 2);
+    assert_eq!(f.counting.builds().len(), 2);
 }
