@@ -299,26 +299,41 @@ impl Fleet {
         let src = dir.path().join("src");
         make(&src);
         let origin = support::Server::start();
-        origin.serve(
-            STEP_ZIP,
-            support::zip_tree(&src),
-            support::Mode::Full {
-                delay: std::time::Duration::ZERO,
-            },
-        );
         let lib = dir.path().join("lib");
         support::write_steplib_yml(&lib, &[("zip", &format!("{}/steps/", origin.url()))]);
-        support::write_step(&lib, "fleet", "1.0.0", &support::step_yml("Fleet", None));
         let bucket = tier.bucket("fleet");
         let remote = tier.remote(&bucket, "fleet");
-        Fleet {
+        let f = Fleet {
             dir,
             src,
             origin,
             lib,
             bucket,
             remote,
-        }
+        };
+        f.add_version("1.0.0", &f.src);
+        f
+    }
+
+    /// The origin serves a zip of `src` as version `version`'s archive, after `delay` (a
+    /// version served before is replaced).
+    fn serve(&self, version: &str, src: &std::path::Path, delay: std::time::Duration) {
+        self.origin.serve(
+            &format!("/steps/fleet/{version}/step.zip"),
+            support::zip_tree(src),
+            support::Mode::Full { delay },
+        );
+    }
+
+    /// Adds `fleet@<version>` to the StepLib, its archive a zip of `src`.
+    fn add_version(&self, version: &str, src: &std::path::Path) {
+        self.serve(version, src, std::time::Duration::ZERO);
+        support::write_step(
+            &self.lib,
+            "fleet",
+            version,
+            &support::step_yml("Fleet", None),
+        );
     }
 
     /// A fleet whose step holds `blobs` files of 4 MiB of random bytes (beside a small tree
@@ -573,13 +588,7 @@ fn a_remote_stopped_mid_run_never_fails_an_activation() {
             );
         } else {
             // A slow origin: the lease holder is still downloading while the others wait.
-            f.origin.serve(
-                STEP_ZIP,
-                support::zip_tree(&f.src),
-                support::Mode::Full {
-                    delay: std::time::Duration::from_secs(1),
-                },
-            );
+            f.serve("1.0.0", &f.src, std::time::Duration::from_secs(1));
         }
         let homes: Vec<_> = (0..10).map(|i| f.home(&format!("{wave}{i}"))).collect();
         let mut children: Vec<Child> = homes
@@ -645,13 +654,7 @@ pub(crate) fn uploaders_killed(tier: &dyn Tier, test: &str) {
     // A bigger tree, so that the upload takes a while to kill inside.
     let f = Fleet::new(tier, 41);
     support::make_tree(&f.src.join("more"), 42, 400);
-    f.origin.serve(
-        STEP_ZIP,
-        support::zip_tree(&f.src),
-        support::Mode::Full {
-            delay: std::time::Duration::ZERO,
-        },
-    );
+    f.serve("1.0.0", &f.src, std::time::Duration::ZERO);
     let mut verify = f.verify(tier, &f.home("v"), true);
     // One host at a time, each killed later than the one before, from before its download to
     // after its upload; the lease of a killed host is taken over at once (TTL 0).
@@ -1191,14 +1194,7 @@ pub(crate) fn verify_every_name(tier: &dyn Tier, test: &str) {
     let _ = test;
     let f = Fleet::new(tier, 31);
     // 1.1.0 ships the same archive as 1.0.0: two names, one tree.
-    f.origin.serve(
-        "/steps/fleet/1.1.0/step.zip",
-        support::zip_tree(&f.src),
-        support::Mode::Full {
-            delay: std::time::Duration::ZERO,
-        },
-    );
-    support::write_step(&f.lib, "fleet", "1.1.0", &support::step_yml("Fleet", None));
+    f.add_version("1.1.0", &f.src);
     let host = f.home("one");
     support::ok_stdout(
         &support::output(&mut f.activate(tier, &host, false)),
@@ -1490,14 +1486,7 @@ fn remote_push_of_many_steps_uploads_every_one() {
     for (i, v) in versions.iter().enumerate() {
         let src = f.dir.path().join(format!("src-{v}"));
         support::make_tree(&src, 100 + i as u64, 20);
-        f.origin.serve(
-            &format!("/steps/fleet/{v}/step.zip"),
-            support::zip_tree(&src),
-            support::Mode::Full {
-                delay: std::time::Duration::ZERO,
-            },
-        );
-        support::write_step(&f.lib, "fleet", v, &support::step_yml("Fleet", None));
+        f.add_version(v, &src);
     }
     let plain = f.home("plain");
     for v in &versions {
@@ -1669,14 +1658,7 @@ fn a_host_whose_credentials_only_read_reads_through_and_stops_writing() {
     };
     let f = Fleet::new(moto, 83);
     for v in ["1.1.0", "1.2.0"] {
-        f.origin.serve(
-            &format!("/steps/fleet/{v}/step.zip"),
-            support::zip_tree(&f.src),
-            support::Mode::Full {
-                delay: std::time::Duration::ZERO,
-            },
-        );
-        support::write_step(&f.lib, "fleet", v, &support::step_yml("Fleet", None));
+        f.add_version(v, &f.src);
     }
     // A writer puts 1.0.0 there.
     support::ok_stdout(
@@ -1810,14 +1792,7 @@ fn preload_says_which_steps_came_from_the_remote() {
         return;
     };
     let f = Fleet::new(moto, 97);
-    f.origin.serve(
-        "/steps/fleet/1.1.0/step.zip",
-        support::zip_tree(&f.src),
-        support::Mode::Full {
-            delay: std::time::Duration::ZERO,
-        },
-    );
-    support::write_step(&f.lib, "fleet", "1.1.0", &support::step_yml("Fleet", None));
+    f.add_version("1.1.0", &f.src);
     support::ok_stdout(
         &support::output(&mut f.activate(moto, &f.home("writer"), false)),
         "writer",
