@@ -57,21 +57,17 @@ pub struct Prepared {
     pub go: Option<Toolchain>,
     /// True when the step's precompiled executable is what runs.
     pub precompiled: bool,
+    /// The build's store name, when the hosts of a fleet may share it (its toolchain links no
+    /// C): what `preload --push` uploads.
+    #[serde(skip)]
+    shared_build: Option<crate::layout::Name>,
 }
 
 impl Prepared {
     /// The name of its build when the hosts of a fleet may share it: a Go build whose
     /// toolchain links no C (`CGO_ENABLED=0`; store-format.md §12).
     pub fn shared_build(&self) -> Option<crate::layout::Name> {
-        let (source, key, go) = (
-            self.source.as_ref()?,
-            self.build_key.as_ref()?,
-            self.go.as_ref()?,
-        );
-        if !go.links_no_c() {
-            return None;
-        }
-        crate::layout::Name::new(crate::layout::BUILD_ROUTE, source, &format!("go-{key}")).ok()
+        self.shared_build.clone()
     }
 
     fn new(r: &Resolved, toolkit: ToolkitKind) -> Prepared {
@@ -87,6 +83,7 @@ impl Prepared {
             build_key: None,
             go: None,
             precompiled: false,
+            shared_build: None,
         }
     }
 }
@@ -270,6 +267,7 @@ fn fill_build(out: &mut Prepared, source: &ObjectId, built: Built, tc: Toolchain
     out.source = Some(source.to_hex());
     out.binary = Some(built.id.to_hex());
     out.build_key = Some(built.key);
+    out.shared_build = tc.links_no_c().then_some(built.name);
     out.go = Some(tc);
 }
 

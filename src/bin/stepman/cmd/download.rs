@@ -46,11 +46,7 @@ pub(crate) fn run(cli: &crate::Cli, a: &DownloadArgs) -> anyhow::Result<ExitCode
         "{}@{} {} ({})",
         r.picked.id,
         r.picked.version,
-        match came {
-            stepman::remote::Came::Origin => "downloaded",
-            stepman::remote::Came::Remote => "downloaded from the fleet's remote",
-            stepman::remote::Came::Store => "already in the store",
-        },
+        came_from(came),
         got.id
     );
     Ok(ExitCode::SUCCESS)
@@ -82,12 +78,17 @@ fn download_ref(
         "{} (commit {}) {} ({})",
         r.shown(),
         t.commit,
-        match t.came {
-            stepman::remote::Came::Origin => "downloaded",
-            stepman::remote::Came::Remote => "downloaded from the fleet's remote",
-            stepman::remote::Came::Store => "already in the store",
-        },
+        came_from(t.came),
         t.id
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// How a download's note says where the tree came from.
+fn came_from(came: stepman::remote::Came) -> &'static str {
+    match came {
+        stepman::remote::Came::Origin => "downloaded",
+        stepman::remote::Came::Remote => "downloaded from the fleet's remote",
+        stepman::remote::Came::Store => "already in the store",
+    }
 }
