@@ -947,72 +947,38 @@ impl KillProxy {
     fn start_with(upstream: &str, marker: &'static str, on_put: OnPut) -> KillProxy {
         use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
         use std::sync::{Arc, Condvar, Mutex};
-        let upstream = upstream.trim_start_matches("http://").to_string();
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
         let pid = Arc::new(AtomicU32::new(0));
         let fired = Arc::new(AtomicBool::new(false));
         let released = Arc::new((Mutex::new(false), Condvar::new()));
         let (p, f, rel) = (pid.clone(), fired.clone(), released.clone());
-        std::thread::spawn(move || {
-            for client in l.incoming() {
-                let Ok(client) = client else { continue };
-                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let (p, f, rel) = (p.clone(), f.clone(), rel.clone());
-                let (mut c_in, mut s_out) =
-                    (client.try_clone().unwrap(), server.try_clone().unwrap());
-                // Server to client: a plain copy.
-                std::thread::spawn(move || {
-                    let (mut s_in, mut c_out) = (server, client);
-                    let _ = std::io::copy(&mut s_in, &mut c_out);
-                });
-                // Client to server: copied chunk by chunk, each looked at before it is passed on.
-                std::thread::spawn(move || {
-                    use std::io::{Read, Write};
-                    let mut buf = vec![0u8; 64 << 10];
-                    loop {
-                        let n = match c_in.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let chunk = &buf[..n];
-                        let hit = chunk.windows(4).enumerate().any(|(i, w)| {
-                            w == b"PUT "
-                                && (i == 0 || chunk[i - 1] == b'\n')
-                                && chunk[i..]
-                                    .split(|b| *b == b'\n')
-                                    .next()
-                                    .is_some_and(|line| {
-                                        line.windows(marker.len()).any(|m| m == marker.as_bytes())
-                                    })
-                        });
-                        if hit && on_put == OnPut::Hold && !f.swap(true, Ordering::SeqCst) {
-                            let (lock, cv) = &*rel;
-                            let mut go = lock.lock().unwrap();
-                            while !*go {
-                                go = cv.wait(go).unwrap();
-                            }
-                        } else if hit && !f.swap(true, Ordering::SeqCst) {
-                            let deadline =
-                                std::time::Instant::now() + std::time::Duration::from_secs(10);
-                            while p.load(Ordering::SeqCst) == 0
-                                && std::time::Instant::now() < deadline
-                            {
-                                std::thread::yield_now();
-                            }
-                            let _ = Command::new("kill")
-                                .args(["-KILL", &p.load(Ordering::SeqCst).to_string()])
-                                .status();
-                            break;
-                        }
-                        if s_out.write_all(chunk).is_err() {
-                            break;
-                        }
-                    }
-                });
+        let url = proxy(upstream, move |chunk, _| {
+            let hit = chunk.windows(4).enumerate().any(|(i, w)| {
+                w == b"PUT "
+                    && (i == 0 || chunk[i - 1] == b'\n')
+                    && chunk[i..]
+                        .split(|b| *b == b'\n')
+                        .next()
+                        .is_some_and(|line| {
+                            line.windows(marker.len()).any(|m| m == marker.as_bytes())
+                        })
+            });
+            if hit && on_put == OnPut::Hold && !f.swap(true, Ordering::SeqCst) {
+                let (lock, cv) = &*rel;
+                let mut go = lock.lock().unwrap();
+                while !*go {
+                    go = cv.wait(go).unwrap();
+                }
+            } else if hit && !f.swap(true, Ordering::SeqCst) {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while p.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+                let _ = Command::new("kill")
+                    .args(["-KILL", &p.load(Ordering::SeqCst).to_string()])
+                    .status();
+                return Pass::Close;
             }
+            Pass::Forward
         });
         KillProxy {
             url,
@@ -1021,6 +987,68 @@ impl KillProxy {
             released,
         }
     }
+}
+
+/// What a [`proxy`] does with a chunk a client sent.
+enum Pass {
+    /// Send it on to the server.
+    Forward,
+    /// Send nothing more of this connection (what the hook wrote to the client stays).
+    Close,
+}
+
+/// A loopback proxy in front of `upstream` (`http://host:port`): the server's answers are
+/// copied back as they are, and each chunk a client sends is shown to `on_chunk` (with the
+/// client's connection, to answer it itself) before it is passed on. Returns its URL.
+fn proxy(
+    upstream: &str,
+    on_chunk: impl Fn(&[u8], &mut std::net::TcpStream) -> Pass + Send + Sync + 'static,
+) -> String {
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let on_chunk = std::sync::Arc::new(on_chunk);
+    std::thread::spawn(move || {
+        for client in l.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let on_chunk = on_chunk.clone();
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            // Server to client: a plain copy.
+            let mut to_client = client.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut s_in = server;
+                let _ = std::io::copy(&mut s_in, &mut to_client);
+            });
+            // Client to server: copied chunk by chunk, each looked at before it is passed on.
+            let mut c_out = client;
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = match c_in.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    match on_chunk(&buf[..n], &mut c_out) {
+                        Pass::Forward => {
+                            if s_out.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        Pass::Close => {
+                            let _ = c_out.shutdown(std::net::Shutdown::Both);
+                            let _ = s_out.shutdown(std::net::Shutdown::Both);
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    url
 }
 
 /// A host's upload holds the store lock only while it reads the object: a `gc` on that host
@@ -1585,58 +1613,26 @@ struct DenyWrites {
 
 impl DenyWrites {
     fn start(upstream: &str) -> DenyWrites {
-        use std::io::{Read, Write};
+        use std::io::Write;
         use std::sync::atomic::{AtomicUsize, Ordering};
-        let upstream = upstream.trim_start_matches("http://").to_string();
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
         let refused = std::sync::Arc::new(AtomicUsize::new(0));
         let count = refused.clone();
-        std::thread::spawn(move || {
-            for client in l.incoming() {
-                let Ok(client) = client else { continue };
-                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let count = count.clone();
-                let (mut c_in, mut s_out) =
-                    (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let mut c_out = client;
-                std::thread::spawn(move || {
-                    let mut s_in = server;
-                    let mut to_client = c_out.try_clone().unwrap();
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut s_in, &mut to_client);
-                    });
-                    let mut buf = vec![0u8; 64 << 10];
-                    loop {
-                        let n = match c_in.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let chunk = &buf[..n];
-                        // A request starts a chunk (the client sends each head in one write).
-                        if [&b"PUT "[..], b"POST ", b"DELETE "]
-                            .iter()
-                            .any(|m| chunk.starts_with(m))
-                        {
-                            count.fetch_add(1, Ordering::SeqCst);
-                            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
-                            let _ = write!(
-                                c_out,
-                                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                                body.len()
-                            );
-                            let _ = c_out.shutdown(std::net::Shutdown::Both);
-                            let _ = s_out.shutdown(std::net::Shutdown::Both);
-                            break;
-                        }
-                        if s_out.write_all(chunk).is_err() {
-                            break;
-                        }
-                    }
-                });
+        let url = proxy(upstream, move |chunk, client| {
+            // A request starts a chunk (the client sends each head in one write).
+            if ![&b"PUT "[..], b"POST ", b"DELETE "]
+                .iter()
+                .any(|m| chunk.starts_with(m))
+            {
+                return Pass::Forward;
             }
+            count.fetch_add(1, Ordering::SeqCst);
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+            let _ = write!(
+                client,
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            Pass::Close
         });
         DenyWrites { url, refused }
     }
