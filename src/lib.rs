@@ -8,8 +8,7 @@
 //! The store's on-disk format is specified in `store-format.md`; [`layout`] is the one module that
 //! knows it.
 
-// No unsafe code but one syscall without a safe binding (`sync_file_range`, in `sys.rs`).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod activate;

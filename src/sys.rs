@@ -164,30 +164,6 @@ pub(crate) fn sync_file(f: &File) -> io::Result<()> {
     tolerate_unsupported(rustix::fs::fsync(f))
 }
 
-/// Starts writing `f`'s dirty pages back to disk without waiting for it (Linux:
-/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`; elsewhere nothing). Durability still needs
-/// [`sync_file`] (which then finds the data written, or being written, and mostly waits for the
-/// metadata); this only lets the disk start while the ingest goes on.
-#[allow(unsafe_code)]
-pub(crate) fn start_writeback(f: &File) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain syscall on a file descriptor we own; no memory is passed.
-        let r = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-        if r != 0 {
-            let e = io::Error::last_os_error();
-            return match Errno::from_io_error(&e) {
-                Some(Errno::INVAL | Errno::NOTSUP | Errno::NOSYS | Errno::ROFS) => Ok(()),
-                _ => Err(e),
-            };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = f;
-    Ok(())
-}
-
 /// Flushes a file or directory, given by path, to stable storage.
 pub(crate) fn sync_path(path: &Path) -> io::Result<()> {
     let f = File::open(path)?;

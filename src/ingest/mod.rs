@@ -352,10 +352,13 @@ impl TreeWriter {
     }
 
     /// A file entry whose kind and mode are not known yet (a zip read as a stream: they are in
-    /// its central directory, at the end): written as a private regular file (0600) whose
-    /// writeback starts at once, and settled later by [`TreeWriter::settle_file`],
-    /// [`TreeWriter::settle_symlink`] or [`TreeWriter::settle_dir`]. [`TreeWriter::finish`]
-    /// refuses a tree with an entry left unsettled.
+    /// its central directory, at the end): written as a regular file of the likeliest mode,
+    /// 0444, and flushed at once like any finished file, so that a durable ingest's fsyncs
+    /// overlap the download instead of following it. [`TreeWriter::settle_file`],
+    /// [`TreeWriter::settle_symlink`] or [`TreeWriter::settle_dir`] settle it later: only an
+    /// entry the central directory makes something else (an executable, a symlink, a directory)
+    /// is changed then, and an executable is flushed again after its chmod.
+    /// [`TreeWriter::finish`] refuses a tree with an entry left unsettled.
     pub(crate) fn add_pending_file(
         &mut self,
         raw: &str,
@@ -363,10 +366,10 @@ impl TreeWriter {
         data: impl Read,
     ) -> Result<()> {
         let (key, path, file, digest) = self.write_file(raw, declared, data)?;
-        if self.flusher.is_some() {
-            sys::start_writeback(&file).map_err(Error::io("start writeback of", &path))?;
+        sys::set_mode_fd(&file, 0o444).map_err(Error::io("chmod", &path))?;
+        if let Some(f) = &self.flusher {
+            f.submit(Some(file), path)?;
         }
-        drop(file);
         self.nodes.insert(
             key.clone(),
             Node::File {
@@ -391,13 +394,17 @@ impl TreeWriter {
     /// Settles a pending entry as a regular file, executable or not.
     pub(crate) fn settle_file(&mut self, raw: &str, exec: bool) -> Result<()> {
         let (key, path) = self.take_pending(raw)?;
-        sys::set_mode(&path, if exec { 0o555 } else { 0o444 })
-            .map_err(Error::io("chmod", &path))?;
+        if !exec {
+            // Written with this mode and already flushed (or queued).
+            return Ok(());
+        }
+        sys::set_mode(&path, 0o555).map_err(Error::io("chmod", &path))?;
+        // The new mode must be as durable as the data: flushed again.
         if let Some(f) = &self.flusher {
             f.submit(None, path)?;
         }
         if let Some(Node::File { exec: e, .. }) = self.nodes.get_mut(&key) {
-            *e = exec;
+            *e = true;
         }
         Ok(())
     }

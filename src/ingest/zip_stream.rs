@@ -7,9 +7,9 @@
 //!   absolute, limits), no encryption, no duplicates, sizes, CRC-32, compression ratio, and kinds
 //!   and modes from the central directory's external attributes (regular file, executable or not,
 //!   directory, symlink whose target stays inside the tree; devices, fifos and sockets refused).
-//! - Each local entry is written as a private pending file ([`TreeWriter::add_pending_file`]);
-//!   only the central directory settles it into a file of mode 0444/0555, a symlink or a
-//!   directory, inside the staging dir, before anything is published.
+//! - Each local entry is written as a pending file of mode 0444 ([`TreeWriter::add_pending_file`],
+//!   flushed at once when durable); only the central directory settles it into a file of mode
+//!   0444/0555, a symlink or a directory, inside the staging dir, before anything is published.
 //! - The central directory must list exactly the local entries, in the same order, with the same
 //!   names, methods, CRCs, sizes and offsets; the end records must agree with it (entry count,
 //!   size, offset, one disk); nothing may follow the end record. Any mismatch refuses the archive.

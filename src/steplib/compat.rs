@@ -42,16 +42,26 @@ fn opts_defaults() -> [(&'static str, Value); 11] {
     ]
 }
 
-fn fill(m: &mut Map<String, Value>, defaults: impl IntoIterator<Item = (&'static str, Value)>) {
-    for (k, v) in defaults {
-        match m.get_mut(k) {
-            Some(old) if !old.is_null() => {}
-            Some(old) => *old = v,
-            None => {
-                m.insert(k.to_string(), v);
+/// Sets each of `defaults` in `m` where it is missing or null. One pass over `m`'s keys finds
+/// what is there (a step's or an input's map is small: comparing names is cheaper than hashing
+/// each default), then the missing ones are appended, in `defaults`' order.
+fn fill<const N: usize>(m: &mut Map<String, Value>, defaults: [(&'static str, Value); N]) {
+    let mut present = [false; N];
+    for (k, v) in m.iter_mut() {
+        if let Some(i) = defaults.iter().position(|(d, _)| *d == k.as_str()) {
+            present[i] = true;
+            if v.is_null() {
+                *v = defaults[i].1.clone();
             }
         }
     }
+    let missing: Vec<(String, Value)> = defaults
+        .into_iter()
+        .zip(present)
+        .filter(|(_, there)| !there)
+        .map(|((k, v), _)| (k.to_string(), v))
+        .collect();
+    m.extend(missing);
 }
 
 /// Whether the old tool's `omitempty` leaves `v` out: an empty list or map.

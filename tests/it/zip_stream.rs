@@ -356,3 +356,71 @@ fn a_body_cut_short_is_refused_and_nothing_is_kept() {
     let s = Served::new(zip[..cut].to_vec());
     s.refused("truncated");
 }
+
+/// A durable streamed zip: every file is flushed after the last change of its mode (a pending
+/// file is written as 0444 and flushed at once; one the central directory makes executable is
+/// chmodded then, and must be flushed again), and every flush returns before the tree is
+/// published.
+#[test]
+fn each_file_is_flushed_after_its_last_mode_change_and_before_the_publish() {
+    let test = "each_file_is_flushed_after_its_last_mode_change_and_before_the_publish";
+    if !support::strace_usable(test) {
+        return;
+    }
+    let src = TestDir::new();
+    sample_tree(src.path());
+    let s = Served::new(support::zip_tree(src.path()));
+    let log = s.t.path().join("strace.log");
+    let lib = s.lib.to_str().unwrap().to_string();
+    let o = support::output(
+        &mut support::Traced::new(&s.home, &log)
+            .follow()
+            .opt(&["-y"])
+            .env_remove("STEPMAN_NO_FSYNC")
+            .trace("fsync,fchmod,chmod,fchmodat,renameat2")
+            .stepman(support::activate_args(&lib, "s", "1.0.0", &s.dest())),
+    );
+    assert!(o.status.success(), "{}", support::describe(&o));
+    support::assert_same_tree(src.path(), &s.dest());
+    let trace = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = trace.lines().collect();
+    // The publish: the staged tree renamed into objects/.
+    let publish = lines
+        .iter()
+        .position(|l| l.contains("renameat2(") && l.contains("/tree\"") && l.contains("/objects/"))
+        .unwrap_or_else(|| panic!("no publish in:\n{trace}"));
+    for file in ["step.sh", "lib/deep/data.bin", "lib/readme.txt"] {
+        let staged = format!("/tree/{file}");
+        let names =
+            |l: &str| l.contains(&format!("{staged}>")) || l.contains(&format!("{staged}\""));
+        let last_chmod = lines
+            .iter()
+            .rposition(|l| l.contains("chmod") && names(l))
+            .unwrap_or_else(|| panic!("{file}: no chmod in:\n{trace}"));
+        // An fsync of it begun after that chmod and before the publish (that it has returned
+        // by then is checked below, for every fsync).
+        let flushed = lines[last_chmod..publish]
+            .iter()
+            .any(|l| l.contains("fsync(") && names(l));
+        assert!(
+            flushed,
+            "{file}: not flushed after its last chmod (line {last_chmod}) and before the \
+             publish (line {publish}):\n{trace}"
+        );
+    }
+    // Nothing of the staged tree is still being flushed when it is published: every fsync
+    // begun before the publish has returned before it.
+    let begun = lines[..publish]
+        .iter()
+        .filter(|l| l.contains("fsync(") && l.contains("<unfinished"))
+        .count();
+    let resumed = lines[..publish]
+        .iter()
+        .filter(|l| l.contains("<... fsync resumed>"))
+        .count();
+    assert_eq!(
+        begun, resumed,
+        "an fsync still running at the publish:\n{trace}"
+    );
+    support::assert_fsck_clean(&s.home);
+}
