@@ -508,6 +508,7 @@ fn one(
     let lookup = step::Lookup {
         on_miss: OnMiss::Fail,
         refresh: step::Refresh::Never,
+        read: step::Read::Definition,
     };
     let r = step::resolve(store, c, &req.id, &req.constraint, lookup, net).and_then(|r| {
         let (got, came) = step::download_from(store, &r, net)?;

@@ -27,7 +27,9 @@ pub use git_ref::{
 };
 pub use prepare::{PrepareOptions, Prepared, activate_prepared, download_prepared};
 pub(crate) use resolve::refresh_if_stale;
-pub use resolve::{Lookup, OnMiss, Picked, Refresh, Resolved, StepInfo, open_or_setup, resolve};
+pub use resolve::{
+    Lookup, OnMiss, Picked, Read, Refresh, Resolved, StepInfo, open_or_setup, resolve,
+};
 pub use source::{download, download_from};
 
 use crate::error::Error;

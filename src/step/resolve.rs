@@ -190,6 +190,20 @@ pub struct Lookup {
     pub on_miss: OnMiss,
     /// When a floating constraint refreshes the collection first.
     pub refresh: Refresh,
+    /// What is read of the version picked.
+    pub read: Read,
+}
+
+/// What [`resolve`] reads of the version it picks, beyond its identity (id, version, latest
+/// version, group info) and where its step.yml is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Read {
+    /// Its step definition too ([`Picked::step`]): what activating or printing it as JSON needs.
+    #[default]
+    Definition,
+    /// Nothing more: [`Picked::step`] is null (raw `step-info` prints the step.yml's own text,
+    /// so parsing the definition, a record of 5-20 KB, would be wasted).
+    Identity,
 }
 
 /// Refreshes collection `c` when `refresh` and `constraint` ask for it and it is stale. A refresh
@@ -295,7 +309,11 @@ pub fn resolve(
         });
         match (entry, picked) {
             (Some(e), Some(v)) => {
-                let step = match e.step(&v) {
+                let step = match lookup.read {
+                    Read::Identity => Ok(None),
+                    Read::Definition => e.step(&v),
+                };
+                let step = match step {
                     Err(Error::Io { error, .. })
                         if reopen.again() && crate::sys::is_not_found(&error) =>
                     {

@@ -107,3 +107,55 @@ fn a_cache_hit_lookup_reads_the_same_few_bytes_for_a_group_of_170_versions_as_fo
         );
     }
 }
+
+/// Raw `step-info` prints the step.yml's own text: it reads the group's index and that text,
+/// and not the version's parsed record in `groups/<id>.json` (which only JSON output and
+/// activation need).
+#[test]
+fn a_raw_lookup_reads_the_step_yml_text_and_not_the_parsed_record() {
+    if !strace_usable("lookup_cost_raw") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (home, lib) = (work.path().join("home"), work.path().join("lib"));
+    write_steplib_yml(&lib, &[("zip", "https://example.invalid/")]);
+    for v in ["1.0.0", "1.1.0"] {
+        write_step(&lib, "big", v, &real_sized_step_yml(v));
+    }
+    let libs = lib.to_str().unwrap();
+    run_ok(&mut stepman(&home, ["setup", "-c", libs]));
+    let log = work.path().join("raw.strace");
+    let out = output(
+        &mut Traced::new(&home, &log)
+            .opt(&["-y", "-s", "0"])
+            .trace("openat,read,pread64,readv,preadv")
+            .stepman([
+                "step-info",
+                "--library",
+                libs,
+                "--id",
+                "big",
+                "--version",
+                "1.1.0",
+            ]),
+    );
+    let stdout = ok_stdout(&out, "step-info");
+    assert!(stdout.contains("Version: 1.1.0"), "{stdout}");
+    assert!(
+        stdout.contains("Line 69 of the description of version 1.1.0"),
+        "the step.yml's text is not printed: {stdout}"
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    let record: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("/groups/big.json"))
+        .collect();
+    assert!(
+        record.is_empty(),
+        "raw step-info read the parsed record: {record:?}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("/index/big.json")),
+        "the trace shows no read of the index (is it tracing the lookup?):\n{text}"
+    );
+}

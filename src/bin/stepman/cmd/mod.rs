@@ -246,7 +246,11 @@ pub(crate) fn lookup(update: bool) -> anyhow::Result<stepman::activate::Lookup> 
         })?,
     };
     let on_miss = if update { OnMiss::Update } else { OnMiss::Fail };
-    Ok(Lookup { on_miss, refresh })
+    Ok(Lookup {
+        on_miss,
+        refresh,
+        read: stepman::activate::Read::Definition,
+    })
 }
 
 /// The ingest limits, from the environment (README: "What an import refuses").

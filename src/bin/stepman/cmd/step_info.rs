@@ -124,15 +124,18 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode
             Some(s) => s,
             None => super::open_rw(cli)?,
         };
-        let r = activate::resolve(
-            &store,
-            &c,
-            id,
-            &a.version,
-            super::lookup(false)?,
-            &cli.net()?,
-        )?;
-        if a.short || format == Format::Json {
+        // Raw output prints the step.yml's own text, not its parsed definition.
+        let raw_text = !a.short && format == Format::Raw;
+        let lookup = activate::Lookup {
+            read: if raw_text {
+                activate::Read::Identity
+            } else {
+                activate::Read::Definition
+            },
+            ..super::lookup(false)?
+        };
+        let r = activate::resolve(&store, &c, id, &a.version, lookup, &cli.net()?)?;
+        if !raw_text {
             (StepInfo::of(&store, r)?, String::new())
         } else {
             // The step.yml's text is printed, not its path: nothing is written.
