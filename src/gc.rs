@@ -31,7 +31,8 @@ pub struct GcReport {
     pub dry_run: bool,
     /// Objects removed.
     pub removed_objects: Vec<String>,
-    /// Bytes of file content in them.
+    /// Bytes of file content their removal frees (a file that another object shares, through
+    /// a hard link, is not counted).
     pub removed_bytes: u64,
     /// Objects kept because a name points at them.
     pub kept_objects: usize,
@@ -125,7 +126,7 @@ pub fn gc(store: &Store, mode: GcMode) -> Result<GcReport> {
             }
             continue;
         }
-        report.removed_bytes += scan::tree_bytes(&path);
+        report.removed_bytes += scan::freed_bytes(&path);
         report.removed_objects.push(id.to_hex());
         if let Some(trash) = &trash {
             move_out(&path, &trash.path().join(id.to_hex()))?;

@@ -176,6 +176,16 @@ pub(crate) fn prune_empty_dirs(layout: &Layout) -> Result<usize> {
 
 /// Bytes used by the files under `path` (apparent sizes).
 pub(crate) fn tree_bytes(path: &Path) -> u64 {
+    bytes_under(path, |_| true)
+}
+
+/// Bytes that removing the tree at `path` frees: the files that have no other link (a
+/// collection object shares its unchanged groups' files with the one it replaced).
+pub(crate) fn freed_bytes(path: &Path) -> u64 {
+    bytes_under(path, |m| std::os::unix::fs::MetadataExt::nlink(m) <= 1)
+}
+
+fn bytes_under(path: &Path, counted: impl Fn(&fs::Metadata) -> bool) -> u64 {
     let mut total = 0;
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
@@ -183,8 +193,8 @@ pub(crate) fn tree_bytes(path: &Path) -> u64 {
         for e in rd.flatten() {
             match e.metadata() {
                 Ok(m) if m.is_dir() => stack.push(e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
+                Ok(m) if counted(&m) => total += m.len(),
+                Ok(_) | Err(_) => {}
             }
         }
     }

@@ -351,6 +351,93 @@ impl TreeWriter {
         Ok(())
     }
 
+    /// A regular, non-executable file entry with the content of `from`, a file of an object
+    /// already published in this store (which is never written again): a hard link to it when
+    /// the file system allows one, so that nothing is copied; else a copy. The link is hashed
+    /// through the tree's own name after it is made, so the digest is of what the tree holds;
+    /// one that is not a regular file of mode 0444 (the object was tampered with) is replaced by
+    /// a copy of its bytes as read. When durable it is flushed like a written file (its link
+    /// count changed).
+    pub(crate) fn add_linked_file(&mut self, raw: &str, from: &Path) -> Result<()> {
+        let parts = split_path(&self.source, raw, &self.limits)?;
+        let Some(key) = self.claim(raw, &parts)? else {
+            return Err(self.reject(raw, "entry names the tree's root"));
+        };
+        let path = self.root.join(&key);
+        let linked = match fs::hard_link(from, &path) {
+            Ok(()) => true,
+            // No link here (another file system, too many links, a store whose files this user
+            // does not own under `fs.protected_hardlinks`, no hard links at all): copy.
+            Err(e) => {
+                log::debug!("{}: copying {}: {e}", self.source, from.display());
+                false
+            }
+        };
+        if linked {
+            let file = sys::open_read_nofollow_nonblock(&path).map_err(Error::io("open", &path))?;
+            let meta = file.metadata().map_err(Error::io("stat", &path))?;
+            if meta.is_file()
+                && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777 == 0o444
+            {
+                self.check_size(raw, meta.len())?;
+                let digest = self.hash_file(raw, &path, &file)?;
+                self.total_bytes += meta.len();
+                if self.total_bytes > self.limits.max_total_bytes {
+                    return Err(self.limit(
+                        raw,
+                        LimitKind::TotalBytes,
+                        self.limits.max_total_bytes,
+                    ));
+                }
+                if let Some(f) = &self.flusher {
+                    f.submit(Some(file), path)?;
+                }
+                self.nodes.insert(
+                    key,
+                    Node::File {
+                        exec: false,
+                        digest,
+                    },
+                );
+                return Ok(());
+            }
+            drop(file);
+            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+        }
+        let src = sys::open_read_nofollow_nonblock(from).map_err(Error::io("open", from))?;
+        let (file, digest) = self.write_claimed(raw, &path, src)?;
+        sys::set_mode_fd(&file, 0o444).map_err(Error::io("chmod", &path))?;
+        if let Some(f) = &self.flusher {
+            f.submit(Some(file), path)?;
+        }
+        self.nodes.insert(
+            key,
+            Node::File {
+                exec: false,
+                digest,
+            },
+        );
+        Ok(())
+    }
+
+    /// The BLAKE3 digest of `file` (at `path`, entry `raw`), read to its end.
+    fn hash_file(&mut self, raw: &str, path: &Path, mut file: &File) -> Result<[u8; 32]> {
+        let mut hasher = blake3::Hasher::new();
+        let mut size: u64 = 0;
+        loop {
+            let n = match file.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read", path)(e)),
+            };
+            size += n as u64;
+            self.check_size(raw, size)?;
+            hasher.update(&self.buf[..n]);
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+
     /// A file entry whose kind and mode are not known yet (a zip read as a stream: they are in
     /// its central directory, at the end): written as a regular file of the likeliest mode,
     /// 0444, and flushed at once like any finished file, so that a durable ingest's fsyncs
@@ -444,7 +531,7 @@ impl TreeWriter {
         &mut self,
         raw: &str,
         declared: Option<u64>,
-        mut data: impl Read,
+        data: impl Read,
     ) -> Result<(String, PathBuf, File, [u8; 32])> {
         let parts = split_path(&self.source, raw, &self.limits)?;
         if let Some(n) = declared {
@@ -454,13 +541,25 @@ impl TreeWriter {
             return Err(self.reject(raw, "entry names the tree's root"));
         };
         let path = self.root.join(&key);
+        let (file, digest) = self.write_claimed(raw, &path, data)?;
+        Ok((key, path, file, digest))
+    }
+
+    /// Creates the claimed entry `raw` at `path` and writes `data` to it, hashing it: the open
+    /// file and its digest.
+    fn write_claimed(
+        &mut self,
+        raw: &str,
+        path: &Path,
+        mut data: impl Read,
+    ) -> Result<(File, [u8; 32])> {
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-            .map_err(Error::io("create", &path))?;
+            .open(path)
+            .map_err(Error::io("create", path))?;
         let mut hasher = blake3::Hasher::new();
         let mut size: u64 = 0;
         loop {
@@ -479,13 +578,13 @@ impl TreeWriter {
             self.check_size(raw, size)?;
             hasher.update(&self.buf[..n]);
             file.write_all(&self.buf[..n])
-                .map_err(Error::io("write", &path))?;
+                .map_err(Error::io("write", path))?;
         }
         self.total_bytes += size;
         if self.total_bytes > self.limits.max_total_bytes {
             return Err(self.limit(raw, LimitKind::TotalBytes, self.limits.max_total_bytes));
         }
-        Ok((key, path, file, *hasher.finalize().as_bytes()))
+        Ok((file, *hasher.finalize().as_bytes()))
     }
 
     fn check_size(&self, raw: &str, n: u64) -> Result<()> {

@@ -313,10 +313,6 @@ fn copy_group(w: &mut TreeWriter, r: &Reuse, id: &str, meta: &mut CollectionMeta
             .filter(|s| s.path == at || s.path.starts_with(&under))
             .cloned(),
     );
-    let read = |rel: &str| {
-        let p = r.old_dir.join(rel);
-        fs::read(&p).map_err(Error::io("read", &p))
-    };
     let index_rel = CollectionLayout::index(id);
     let index = match fs::read(r.old_dir.join(&index_rel)) {
         Ok(b) => b,
@@ -329,12 +325,15 @@ fn copy_group(w: &mut TreeWriter, r: &Reuse, id: &str, meta: &mut CollectionMeta
             path: r.old_dir.join(&index_rel),
             reason: format!("invalid index file: {e}"),
         })?;
-    let mut add = |rel: &str, bytes: &[u8]| w.add_file(rel, false, Some(bytes.len() as u64), bytes);
-    let defs_rel = CollectionLayout::definitions(id);
-    add(&defs_rel, &read(&defs_rel)?)?;
-    let group_rel = CollectionLayout::group(id);
-    add(&group_rel, &read(&group_rel)?)?;
-    add(&index_rel, &index)?;
+    // The bound object's files themselves (hard links where the file system has them):
+    // nothing of an unchanged group is copied.
+    for rel in [
+        CollectionLayout::definitions(id),
+        CollectionLayout::group(id),
+        index_rel,
+    ] {
+        w.add_linked_file(&rel, &r.old_dir.join(&rel))?;
+    }
     meta.steps += 1;
     meta.versions += parsed.versions.len();
     Ok(())

@@ -443,3 +443,120 @@ fn recovers_into_the_mirror(t: &TestDir, s: &Served, home: &Path, mirror: &Path,
     assert_eq!(collection_object(home), s.fresh_object(t.path()));
     support::assert_fsck_clean(home);
 }
+
+/// The collection object `home`'s name points at, as a directory.
+fn collection_dir(home: &Path) -> PathBuf {
+    let names = support::store_root(home).join("names");
+    for route in fs::read_dir(&names).unwrap().flatten() {
+        let link = route.path().join("_steplib/current");
+        if link.is_symlink() {
+            return fs::canonicalize(&link).unwrap();
+        }
+    }
+    panic!("no collection name under {}", names.display());
+}
+
+/// The (device, inode) of each of group `id`'s three files in the collection object `dir`.
+fn group_inodes(dir: &Path, id: &str) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    [
+        format!("groups/{id}.json"),
+        format!("index/{id}.json"),
+        format!("definitions/{id}.yml"),
+    ]
+    .iter()
+    .map(|rel| {
+        let m = fs::metadata(dir.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        (m.dev(), m.ino())
+    })
+    .collect()
+}
+
+/// An update takes an unchanged group's files from the object it replaces by hard link (the
+/// same inodes, nothing copied); where the link is refused (EPERM, injected: a store of another
+/// owner under `fs.protected_hardlinks`) it copies them, as it does a file of the old object
+/// that is no longer read-only. Either way the object is the one a fresh setup of the commit
+/// makes, and fsck stays clean after gc collects the old object.
+#[test]
+fn an_update_links_the_unchanged_groups_files_and_copies_them_where_it_cannot() {
+    let t = TestDir::new();
+    let s = Served::new(t.path());
+    let home = t.path().join("home");
+    run_ok(&mut stepman(&home, ["setup", "-c", &s.uri]));
+    let first = collection_dir(&home);
+
+    s.release("b", "2.1.0");
+    run_ok(&mut stepman(&home, ["update", "-c", &s.uri]));
+    let second = collection_dir(&home);
+    assert_ne!(second, first, "the update made a new object");
+    assert_eq!(
+        group_inodes(&second, "a"),
+        group_inodes(&first, "a"),
+        "the unchanged group's files are not the old object's"
+    );
+    assert_ne!(
+        group_inodes(&second, "b"),
+        group_inodes(&first, "b"),
+        "the changed group's files were taken over"
+    );
+    assert_eq!(
+        collection_object(&home),
+        s.fresh_object(t.path()),
+        "a fresh setup of the commit makes another object"
+    );
+    run_ok(&mut stepman(&home, ["gc"]));
+    assert!(!first.exists(), "gc kept the replaced object");
+    support::assert_fsck_clean(&home);
+    let o = run_ok(&mut stepman(
+        &home,
+        [
+            "step-info",
+            "--library",
+            &s.uri,
+            "--id",
+            "a",
+            "--version",
+            "1.0.0",
+        ],
+    ));
+    assert!(o.contains("Version: 1.0.0"), "{o}");
+
+    if !strace_usable("steplib_mirror_links_refused") {
+        return;
+    }
+    s.release("c", "0.3.0");
+    let log = t.path().join("refused.strace");
+    let o = support::output(
+        &mut support::Traced::new(&home, &log)
+            .follow()
+            .inject("linkat:error=EPERM")
+            .stepman(["update", "-c", &s.uri]),
+    );
+    assert!(o.status.success(), "{}", support::describe(&o));
+    let third = collection_dir(&home);
+    assert_ne!(third, second);
+    for (x, y) in group_inodes(&third, "a")
+        .iter()
+        .zip(group_inodes(&second, "a"))
+    {
+        assert_ne!(*x, y, "a file was linked though every link was refused");
+    }
+    assert_eq!(collection_object(&home), s.fresh_object(t.path()));
+    run_ok(&mut stepman(&home, ["gc"]));
+    support::assert_fsck_clean(&home);
+
+    // A file of the bound object made writable (tampered with) is copied, not shared.
+    use std::os::unix::fs::PermissionsExt;
+    let tampered = third.join("groups/a.json");
+    fs::set_permissions(&tampered, fs::Permissions::from_mode(0o644)).unwrap();
+    s.release("c", "0.4.0");
+    run_ok(&mut stepman(&home, ["update", "-c", &s.uri]));
+    let fourth = collection_dir(&home);
+    let copy = fs::metadata(fourth.join("groups/a.json")).unwrap();
+    assert_eq!(copy.permissions().mode() & 0o7777, 0o444);
+    assert_ne!(group_inodes(&fourth, "a")[0], group_inodes(&third, "a")[0]);
+    assert_eq!(group_inodes(&fourth, "a")[1], group_inodes(&third, "a")[1]);
+    assert_eq!(collection_object(&home), s.fresh_object(t.path()));
+    run_ok(&mut stepman(&home, ["gc"]));
+    support::assert_fsck_clean(&home);
+}
