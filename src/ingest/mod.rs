@@ -364,49 +364,44 @@ impl TreeWriter {
             return Err(self.reject(raw, "entry names the tree's root"));
         };
         let path = self.root.join(&key);
-        let linked = match fs::hard_link(from, &path) {
-            Ok(()) => true,
+        // The link, read back when it is a read-only regular file (else removed, and copied).
+        let reread = match fs::hard_link(from, &path) {
+            Ok(()) => {
+                let file =
+                    sys::open_read_nofollow_nonblock(&path).map_err(Error::io("open", &path))?;
+                let meta = file.metadata().map_err(Error::io("stat", &path))?;
+                if meta.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777
+                        == 0o444
+                {
+                    Some(file)
+                } else {
+                    drop(file);
+                    fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+                    None
+                }
+            }
             // No link here (another file system, too many links, a store whose files this user
             // does not own under `fs.protected_hardlinks`, no hard links at all): copy.
             Err(e) => {
                 log::debug!("{}: copying {}: {e}", self.source, from.display());
-                false
+                None
             }
         };
-        if linked {
-            let file = sys::open_read_nofollow_nonblock(&path).map_err(Error::io("open", &path))?;
-            let meta = file.metadata().map_err(Error::io("stat", &path))?;
-            if meta.is_file()
-                && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777 == 0o444
-            {
-                self.check_size(raw, meta.len())?;
-                let digest = self.hash_file(raw, &path, &file)?;
-                self.total_bytes += meta.len();
-                if self.total_bytes > self.limits.max_total_bytes {
-                    return Err(self.limit(
-                        raw,
-                        LimitKind::TotalBytes,
-                        self.limits.max_total_bytes,
-                    ));
-                }
-                if let Some(f) = &self.flusher {
-                    f.submit(Some(file), path)?;
-                }
-                self.nodes.insert(
-                    key,
-                    Node::File {
-                        exec: false,
-                        digest,
-                    },
-                );
-                return Ok(());
+        let (file, digest) = match reread {
+            Some(file) => {
+                let digest =
+                    self.hash_through(raw, &path, &file, None, Error::io("read", &path))?;
+                (file, digest)
             }
-            drop(file);
-            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
-        }
-        let src = sys::open_read_nofollow_nonblock(from).map_err(Error::io("open", from))?;
-        let (file, digest) = self.write_claimed(raw, &path, src)?;
-        sys::set_mode_fd(&file, 0o444).map_err(Error::io("chmod", &path))?;
+            None => {
+                let src =
+                    sys::open_read_nofollow_nonblock(from).map_err(Error::io("open", from))?;
+                let (file, digest) = self.write_claimed(raw, &path, src)?;
+                sys::set_mode_fd(&file, 0o444).map_err(Error::io("chmod", &path))?;
+                (file, digest)
+            }
+        };
         if let Some(f) = &self.flusher {
             f.submit(Some(file), path)?;
         }
@@ -418,24 +413,6 @@ impl TreeWriter {
             },
         );
         Ok(())
-    }
-
-    /// The BLAKE3 digest of `file` (at `path`, entry `raw`), read to its end.
-    fn hash_file(&mut self, raw: &str, path: &Path, mut file: &File) -> Result<[u8; 32]> {
-        let mut hasher = blake3::Hasher::new();
-        let mut size: u64 = 0;
-        loop {
-            let n = match file.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("read", path)(e)),
-            };
-            size += n as u64;
-            self.check_size(raw, size)?;
-            hasher.update(&self.buf[..n]);
-        }
-        Ok(*hasher.finalize().as_bytes())
     }
 
     /// A file entry whose kind and mode are not known yet (a zip read as a stream: they are in
@@ -551,7 +528,7 @@ impl TreeWriter {
         &mut self,
         raw: &str,
         path: &Path,
-        mut data: impl Read,
+        data: impl Read,
     ) -> Result<(File, [u8; 32])> {
         let mut file = OpenOptions::new()
             .write(true)
@@ -560,6 +537,26 @@ impl TreeWriter {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(path)
             .map_err(Error::io("create", path))?;
+        let source_name = self.source.clone();
+        let digest =
+            self.hash_through(raw, path, data, Some(&mut file), |e| Error::BadArchive {
+                source_name: source_name.clone(),
+                reason: format!("reading entry {raw:?}: {e}"),
+            })?;
+        Ok((file, digest))
+    }
+
+    /// Reads `data` (entry `raw`, at `path`) to its end, hashing it, checking the file and total
+    /// size limits as it goes, and writing it to `out` when given; counts it in the tree's total.
+    /// A read error is reported through `read_error`.
+    fn hash_through(
+        &mut self,
+        raw: &str,
+        path: &Path,
+        mut data: impl Read,
+        mut out: Option<&mut File>,
+        read_error: impl FnOnce(io::Error) -> Error,
+    ) -> Result<[u8; 32]> {
         let mut hasher = blake3::Hasher::new();
         let mut size: u64 = 0;
         loop {
@@ -567,24 +564,21 @@ impl TreeWriter {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Error::BadArchive {
-                        source_name: self.source.clone(),
-                        reason: format!("reading entry {raw:?}: {e}"),
-                    });
-                }
+                Err(e) => return Err(read_error(e)),
             };
             size += n as u64;
             self.check_size(raw, size)?;
             hasher.update(&self.buf[..n]);
-            file.write_all(&self.buf[..n])
-                .map_err(Error::io("write", path))?;
+            if let Some(f) = out.as_mut() {
+                f.write_all(&self.buf[..n])
+                    .map_err(Error::io("write", path))?;
+            }
         }
         self.total_bytes += size;
         if self.total_bytes > self.limits.max_total_bytes {
             return Err(self.limit(raw, LimitKind::TotalBytes, self.limits.max_total_bytes));
         }
-        Ok((file, *hasher.finalize().as_bytes()))
+        Ok(*hasher.finalize().as_bytes())
     }
 
     fn check_size(&self, raw: &str, n: u64) -> Result<()> {

@@ -64,21 +64,30 @@ fn bytes_read_by_lookup(home: &Path, work: &Path, lib: &Path, id: &str, version:
     total
 }
 
+/// A StepLib of real-sized step.ymls (`steps`: each id with its versions) set up in a new
+/// store: the work dir, the home and the StepLib's path.
+fn set_up(
+    steps: &[(&str, Vec<String>)],
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let (home, lib) = (work.path().join("home"), work.path().join("lib"));
+    write_steplib_yml(&lib, &[("zip", "https://example.invalid/")]);
+    for (id, versions) in steps {
+        for v in versions {
+            write_step(&lib, id, v, &real_sized_step_yml(v));
+        }
+    }
+    run_ok(&mut stepman(&home, ["setup", "-c", lib.to_str().unwrap()]));
+    (work, home, lib)
+}
+
 #[test]
 fn a_cache_hit_lookup_reads_the_same_few_bytes_for_a_group_of_170_versions_as_for_one() {
     if !strace_usable("lookup_cost") {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    let (home, lib) = (work.path().join("home"), work.path().join("lib"));
-    write_steplib_yml(&lib, &[("zip", "https://example.invalid/")]);
     let big: Vec<String> = (0..170).map(|i| format!("1.{i}.0")).collect();
-    for v in &big {
-        write_step(&lib, "big", v, &real_sized_step_yml(v));
-    }
-    write_step(&lib, "small", "1.0.0", &real_sized_step_yml("1.0.0"));
-    let libs = lib.to_str().unwrap();
-    run_ok(&mut stepman(&home, ["setup", "-c", libs]));
+    let (work, home, lib) = set_up(&[("big", big), ("small", vec!["1.0.0".into()])]);
 
     let small = bytes_read_by_lookup(&home, work.path(), &lib, "small", "1.0.0");
     let big_mid = bytes_read_by_lookup(&home, work.path(), &lib, "big", "1.85.0");
@@ -116,14 +125,8 @@ fn a_raw_lookup_reads_the_step_yml_text_and_not_the_parsed_record() {
     if !strace_usable("lookup_cost_raw") {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    let (home, lib) = (work.path().join("home"), work.path().join("lib"));
-    write_steplib_yml(&lib, &[("zip", "https://example.invalid/")]);
-    for v in ["1.0.0", "1.1.0"] {
-        write_step(&lib, "big", v, &real_sized_step_yml(v));
-    }
+    let (work, home, lib) = set_up(&[("big", vec!["1.0.0".into(), "1.1.0".into()])]);
     let libs = lib.to_str().unwrap();
-    run_ok(&mut stepman(&home, ["setup", "-c", libs]));
     let log = work.path().join("raw.strace");
     let out = output(
         &mut Traced::new(&home, &log)

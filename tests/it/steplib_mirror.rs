@@ -66,16 +66,21 @@ impl Served {
     }
 }
 
-/// The target of the one collection name in `home`'s store.
-fn collection_object(home: &Path) -> PathBuf {
+/// The one collection name in `home`'s store (a symlink).
+fn collection_name(home: &Path) -> PathBuf {
     let names = support::store_root(home).join("names");
     for route in fs::read_dir(&names).unwrap().flatten() {
         let link = route.path().join("_steplib/current");
         if link.is_symlink() {
-            return fs::read_link(&link).unwrap();
+            return link;
         }
     }
     panic!("no collection name under {}", names.display());
+}
+
+/// The target of the one collection name in `home`'s store.
+fn collection_object(home: &Path) -> PathBuf {
+    fs::read_link(collection_name(home)).unwrap()
 }
 
 /// The one mirror in `home`'s store.
@@ -446,14 +451,7 @@ fn recovers_into_the_mirror(t: &TestDir, s: &Served, home: &Path, mirror: &Path,
 
 /// The collection object `home`'s name points at, as a directory.
 fn collection_dir(home: &Path) -> PathBuf {
-    let names = support::store_root(home).join("names");
-    for route in fs::read_dir(&names).unwrap().flatten() {
-        let link = route.path().join("_steplib/current");
-        if link.is_symlink() {
-            return fs::canonicalize(&link).unwrap();
-        }
-    }
-    panic!("no collection name under {}", names.display());
+    fs::canonicalize(collection_name(home)).unwrap()
 }
 
 /// The (device, inode) of each of group `id`'s three files in the collection object `dir`.
