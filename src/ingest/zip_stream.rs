@@ -496,8 +496,7 @@ pub(crate) fn ingest_zip_stream<R: BufRead>(input: R, mut w: TreeWriter) -> Resu
             .checked_sub(44)
             .filter(|n| *n <= 64 << 10)
             .ok_or_else(|| bad("a ZIP64 end record of an impossible size".into()))?;
-        io::copy(&mut (&mut r).take(rest), &mut io::sink())
-            .map_err(|e| read_err("the ZIP64 end record", e))?;
+        skip_exact(&mut r, rest).map_err(|e| read_err("the ZIP64 end record", e))?;
         let (disk, cd_disk) = (u32_at(&h, 12), u32_at(&h, 16));
         let (on_disk, entries, size, offset) = (
             u64_at(&h, 20),
@@ -530,7 +529,7 @@ pub(crate) fn ingest_zip_stream<R: BufRead>(input: R, mut w: TreeWriter) -> Resu
     let mut e = [0u8; 18];
     r.read_exact(&mut e)
         .map_err(|e| read_err("the end record", e))?;
-    io::copy(&mut (&mut r).take(u16_at(&e, 16) as u64), &mut io::sink())
+    skip_exact(&mut r, u16_at(&e, 16) as u64)
         .map_err(|e| read_err("the end record's comment", e))?;
     let (disk, cd_disk) = (u16_at(&e, 0), u16_at(&e, 2));
     let (mut on_disk, mut entries) = (u16_at(&e, 4) as u64, u16_at(&e, 6) as u64);
@@ -653,6 +652,17 @@ fn read_descriptor<R: Read>(r: &mut R, zip64: bool) -> io::Result<(u32, u64, u64
         r.read_exact(&mut b)?;
         Ok((first, u32_at(&b, 0) as u64, u32_at(&b, 4) as u64))
     }
+}
+
+/// Reads and drops exactly `n` bytes: a stream that ends sooner is `UnexpectedEof`, as
+/// `read_exact` reports it (a declared comment or record that is not all there is a truncated
+/// archive, which the central-directory reader refuses too).
+fn skip_exact<R: Read>(r: &mut R, n: u64) -> io::Result<()> {
+    let skipped = io::copy(&mut r.take(n), &mut io::sink())?;
+    if skipped < n {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
 }
 
 fn read_u32<R: Read>(r: &mut R) -> io::Result<u32> {

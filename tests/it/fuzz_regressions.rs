@@ -200,3 +200,65 @@ fn zip_stream_reads_unix_modes_of_an_unknown_system_as_the_zip_crate_does() {
         whole.expect("and the central-directory reader")
     );
 }
+
+/// Found by the ingest_zip_stream fuzz target in CI: an end record that declares an 8-byte
+/// comment, with the archive ending right after the record. The central-directory reader refuses
+/// it ("EOCD comment exceeds file boundary"); the one-pass reader skipped the comment with a copy
+/// that stops quietly at the end of the stream, and so accepted a truncated archive. The fuzz
+/// input's first byte picks the raw mode.
+#[test]
+fn zip_stream_refuses_an_end_record_whose_comment_is_cut_off() {
+    let hex = [
+        "00504b03041400000008000000215000000000020000000000000005000000737465702f0300504b0304140000000800",
+        "00002150b0958b1516000000140000000c000000737465702f737465702e73685356d44fcaccd34f4a2ccee04a4dcec8",
+        "57c8c8e40200504b0304140000000800000021500af57cbe0b000000090000000d000000737465702f737465702e796d",
+        "6c2bc92cc949b55228e10200504b0304140000000800000021504f70ab710a0000000800000009000000737465702f6c",
+        "696e6b2b2e492dd0abcccd0100504b010214031400000008000000215000000000020000000000000005000000000000",
+        "0000000000ed4100000000737465702f504b0102140314000000080000002150b0958b1516000000140000000c000000",
+        "0000000000000000ed8125000000737465702f737465702e7368504b01021403140000000800000021500af57cbe0b00",
+        "0000090000000d0000000000000000000000a48165000000737465702f737465702e796d6c504b010214031400000008",
+        "00000021504f70ab710a00000008000000090000000000000000000000ffa19b000000737465702f6c696e6b504b0506",
+        "0000000004000400df000000cc0000000800",
+    ]
+    .concat();
+    let input: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let archive = &input[1..];
+    let t = tempfile::tempdir().unwrap();
+    let limits = stepman::Limits::default();
+    let whole = fuzzing::ingest_bytes(fuzzing::Format::Zip, archive, &t.path().join("w"), limits);
+    assert!(whole.is_err(), "the central-directory reader refuses it");
+    let streamed = fuzzing::ingest_bytes(
+        fuzzing::Format::ZipStream,
+        archive,
+        &t.path().join("s"),
+        limits,
+    );
+    let err = streamed.expect_err("the stream reader refuses it too");
+    assert!(
+        err.to_string()
+            .contains("the stream ends inside the end record's comment"),
+        "{err}"
+    );
+    // The same archive with its comment present is accepted by both, with one tree.
+    let mut whole_comment = archive.to_vec();
+    whole_comment.extend_from_slice(b"8 bytes!");
+    let streamed = fuzzing::ingest_bytes(
+        fuzzing::Format::ZipStream,
+        &whole_comment,
+        &t.path().join("s2"),
+        limits,
+    );
+    let whole = fuzzing::ingest_bytes(
+        fuzzing::Format::Zip,
+        &whole_comment,
+        &t.path().join("w2"),
+        limits,
+    );
+    assert_eq!(
+        streamed.expect("the stream reader accepts the whole comment"),
+        whole.expect("and the central-directory reader")
+    );
+}
