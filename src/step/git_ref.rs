@@ -412,6 +412,7 @@ pub fn ref_step_info(store: Option<&Store>, r: &StepRef, net: &NetConfig) -> Res
                     latest_version: String::new(),
                     info: serde_json::json!({ "commit": tree.commit }),
                     step,
+                    step_json: None,
                 },
                 definition_pth: dir.join("step.yml").display().to_string(),
             })
@@ -428,6 +429,7 @@ pub fn ref_step_info(store: Option<&Store>, r: &StepRef, net: &NetConfig) -> Res
                     latest_version: String::new(),
                     info: Value::Object(serde_json::Map::new()),
                     step,
+                    step_json: None,
                 },
                 definition_pth: yml.display().to_string(),
             })

@@ -43,8 +43,12 @@ pub struct Picked {
     pub latest_version: String,
     /// The group's info (`step-info.yml`).
     pub info: Value,
-    /// The step definition.
+    /// The step definition (null when the lookup did not parse it: [`Read`]).
     pub step: Value,
+    /// The step definition as the collection stores it, JSON text not yet parsed
+    /// ([`Read::Text`]; `None` otherwise): what [`StepInfo::to_json`] prints from.
+    #[serde(skip)]
+    pub step_json: Option<String>,
 }
 
 impl Resolved {
@@ -92,7 +96,62 @@ pub struct StepInfo {
     pub definition_pth: String,
 }
 
+/// A step definition as a lookup read it ([`Read`]).
+enum Stored {
+    Parsed(Value),
+    Text(String),
+}
+
+/// [`StepInfo`] as JSON, with the step as text ([`StepInfo::to_json`]): the same fields, in the
+/// same order, left out by the same rules.
+#[derive(Serialize)]
+struct InfoJson<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    library: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    original_version: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    latest_version: &'a str,
+    info: &'a Value,
+    step: steplib::compat::Shaped<'a>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    definition_pth: &'a str,
+}
+
 impl StepInfo {
+    /// What `step-info --format json` prints: [`StepInfo::in_old_shape`], as one line of JSON.
+    /// A step read as text ([`Read::Text`]) is shaped from its text
+    /// ([`steplib::compat::old_shape_json`]), never parsed into a tree: the same bytes, for a
+    /// fraction of the work.
+    pub fn to_json(self) -> Result<String> {
+        let path = PathBuf::from(&self.definition_pth);
+        let what = format!("{}@{}", self.picked.id, self.picked.version);
+        let bad = |e: serde_json::Error| Error::Format {
+            path: path.clone(),
+            reason: format!("the step definition of {what}: {e}"),
+        };
+        let Some(text) = &self.picked.step_json else {
+            return serde_json::to_string(&self.in_old_shape()).map_err(bad);
+        };
+        let p = &self.picked;
+        let step = steplib::compat::Shaped::of(text, p.info.get("asset_urls")).map_err(bad)?;
+        serde_json::to_string(&InfoJson {
+            library: &self.library,
+            id: &p.id,
+            version: &p.version,
+            original_version: &p.original_version,
+            latest_version: &p.latest_version,
+            info: &steplib::compat::group_info(&p.info),
+            step,
+            definition_pth: &self.definition_pth,
+        })
+        .map_err(bad)
+    }
+
     /// The step and its group's info in the old tool's shape: the defaults it fills in
     /// ([`steplib::compat::fill_missing_defaults`]), the group's `asset_urls` also on the step,
     /// and only the group fields it knows.
@@ -204,6 +263,9 @@ pub enum Read {
     /// Nothing more: [`Picked::step`] is null (raw `step-info` prints the step.yml's own text,
     /// so parsing the definition, a record of 5-20 KB, would be wasted).
     Identity,
+    /// Its step definition as stored JSON text ([`Picked::step_json`]), not parsed
+    /// ([`Picked::step`] is null): what printing it as JSON needs ([`StepInfo::to_json`]).
+    Text,
 }
 
 /// Refreshes collection `c` when `refresh` and `constraint` ask for it and it is stale. A refresh
@@ -311,7 +373,8 @@ pub fn resolve(
             (Some(e), Some(v)) => {
                 let step = match lookup.read {
                     Read::Identity => Ok(None),
-                    Read::Definition => e.step(&v),
+                    Read::Definition => e.step(&v).map(|s| s.map(Stored::Parsed)),
+                    Read::Text => e.step_text(&v).map(|s| s.map(Stored::Text)),
                 };
                 let step = match step {
                     Err(Error::Io { error, .. })
@@ -320,7 +383,12 @@ pub fn resolve(
                         opened = open_or_setup(store, c, net)?;
                         continue;
                     }
-                    other => other?.unwrap_or(Value::Null),
+                    other => other?,
+                };
+                let (step, step_json) = match step {
+                    Some(Stored::Parsed(v)) => (v, None),
+                    Some(Stored::Text(t)) => (Value::Null, Some(t)),
+                    None => (Value::Null, None),
                 };
                 let definition = match e.definition(&v)? {
                     Some(d) => d,
@@ -337,6 +405,7 @@ pub fn resolve(
                         latest_version: e.latest_version_number,
                         info: e.info,
                         step,
+                        step_json,
                     },
                 });
             }

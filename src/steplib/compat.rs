@@ -2,7 +2,20 @@
 //! them: the old tool parses every step.yml into Go structs and fills in defaults
 //! (`StepModel.FillMissingDefaults`, and envman's `FillMissingDefaults` for each input and
 //! output), so a field a step.yml leaves out is printed with its default value.
+//!
+//! Two ways to the same text: [`fill_missing_defaults`] on a parsed definition, and
+//! [`old_shape_json`] on the JSON text a collection stores, which parses only the maps the
+//! defaults go into (the step, its inputs and outputs, their `opts`) and copies every other value
+//! as written. On the text serde_json writes (what `setup` stores) both print the same bytes;
+//! the tests and the `step_shape` fuzz target hold them to it.
 
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Step fields the old tool sets when missing, and their values (`no_output_timeout` is left
@@ -130,10 +143,405 @@ pub fn group_info(info: &Value) -> Value {
     Value::Object(out)
 }
 
+/// The step definition stored as the JSON text `step`, in the old tool's shape
+/// ([`fill_missing_defaults`]), with the group's `asset_urls` set on it as `step-info` does: the
+/// same text as parsing it, filling it in and printing it, from one pass over the text that
+/// builds no tree of what the defaults do not touch. Anything but an object is printed as it is.
+/// Invalid JSON is an error.
+pub fn old_shape_json(step: &str, asset_urls: Option<&Value>) -> serde_json::Result<String> {
+    serde_json::to_string(&Shaped::of(step, asset_urls)?)
+}
+
+/// [`old_shape_json`] before it is printed (as a field of a larger document, or alone).
+pub(crate) struct Shaped<'a>(Out<'a>);
+
+impl<'a> Shaped<'a> {
+    pub(crate) fn of(step: &'a str, asset_urls: Option<&'a Value>) -> serde_json::Result<Self> {
+        let Doc::Object(top) = serde_json::from_str::<Doc<'a>>(step)? else {
+            return serde_json::from_str::<&RawValue>(step).map(|r| Shaped(Out::Raw(r)));
+        };
+        let mut out = filled(top, &step_defaults());
+        if let Some(urls) = asset_urls {
+            let urls = Out::Value(Cow::Borrowed(urls));
+            match out.iter_mut().find(|(k, _)| k == "asset_urls") {
+                Some((_, v)) => *v = urls,
+                None => out.push((Cow::Borrowed("asset_urls"), urls)),
+            }
+        }
+        Ok(Shaped(Out::Map(out)))
+    }
+}
+
+impl Serialize for Shaped<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// A value of [`Shaped`]: copied as written, set, or a map or list of those.
+enum Out<'a> {
+    Raw(&'a RawValue),
+    Value(Cow<'a, Value>),
+    Map(Vec<(Cow<'a, str>, Out<'a>)>),
+    List(Vec<Out<'a>>),
+}
+
+impl Out<'_> {
+    /// Whether this is `null` (as written, or set).
+    fn is_null(&self) -> bool {
+        match self {
+            Out::Raw(r) => r.get().trim() == "null",
+            Out::Value(v) => v.is_null(),
+            _ => false,
+        }
+    }
+
+    /// [`omitted`]: an empty list or map, or null.
+    fn is_omitted(&self) -> bool {
+        match self {
+            Out::Raw(r) => {
+                let t = r.get().trim();
+                let empty = |open: char, close: char| {
+                    t.strip_prefix(open)
+                        .and_then(|r| r.strip_suffix(close))
+                        .is_some_and(|r| r.trim().is_empty())
+                };
+                t == "null" || empty('[', ']') || empty('{', '}')
+            }
+            Out::Value(v) => omitted(v),
+            Out::Map(m) => m.is_empty(),
+            Out::List(l) => l.is_empty(),
+        }
+    }
+}
+
+impl Serialize for Out<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Out::Raw(r) => r.serialize(s),
+            Out::Value(v) => v.serialize(s),
+            Out::Map(m) => {
+                let mut map = s.serialize_map(Some(m.len()))?;
+                for (k, v) in m {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+            Out::List(l) => {
+                let mut seq = s.serialize_seq(Some(l.len()))?;
+                for v in l {
+                    seq.serialize_element(v)?;
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+/// Where in a step definition a value is, which decides how much of it is parsed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// The definition itself: its `inputs` and `outputs` are [`At::Items`], the rest as written.
+    Step,
+    /// An `inputs` or `outputs` list: its maps are [`At::Item`].
+    Items,
+    /// An input or output: its `opts` are [`At::Opts`], the rest as written.
+    Item,
+    /// An input's or output's `opts`: as written.
+    Opts,
+}
+
+/// A map's entries, in order; a repeated key keeps its first place and its last value, as a
+/// parsed map does.
+type Entries<'a> = Vec<(Cow<'a, str>, Out<'a>)>;
+
+/// A document of [`Shaped::of`]: the step's entries, or something else (printed as written).
+enum Doc<'a> {
+    Object(Entries<'a>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Doc<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Doc<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON document")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Doc<'de>, A::Error> {
+                entries_of(m, At::Step).map(Doc::Object)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Doc<'de>, A::Error> {
+                while s.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Doc::Other)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Doc<'de>, E> {
+                Ok(Doc::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Doc<'de>, E> {
+                Ok(Doc::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Doc<'de>, E> {
+                Ok(Doc::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Doc<'de>, E> {
+                Ok(Doc::Other)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Doc<'de>, E> {
+                Ok(Doc::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Doc<'de>, E> {
+                Ok(Doc::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The entries of the map `m` at `at`, each value read as [`Part`] says.
+fn entries_of<'de, A: MapAccess<'de>>(mut m: A, at: At) -> Result<Entries<'de>, A::Error> {
+    let mut out: Entries<'de> = Vec::new();
+    while let Some(Key(k)) = m.next_key()? {
+        let inner = match (at, k.as_ref()) {
+            (At::Step, "inputs" | "outputs") => Some(At::Items),
+            (At::Item, "opts") => Some(At::Opts),
+            _ => None,
+        };
+        let v = match inner {
+            Some(at) => m.next_value_seed(Part(at))?,
+            None => Out::Raw(m.next_value()?),
+        };
+        match out.iter_mut().find(|(o, _)| *o == k) {
+            Some(slot) => slot.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    Ok(out)
+}
+
+/// A value at `At::Items`, `At::Item` or `At::Opts`: the map or list the defaults go into,
+/// parsed into entries or elements; anything else parsed as a value (rare: a definition the
+/// old tool would have refused).
+struct Part(At);
+
+impl<'de> de::DeserializeSeed<'de> for Part {
+    type Value = Out<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Out<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Part {
+    type Value = Out<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Out<'de>, A::Error> {
+        match self.0 {
+            At::Item | At::Opts => entries_of(m, self.0).map(Out::Map),
+            At::Step | At::Items => {
+                Value::deserialize(de::value::MapAccessDeserializer::new(m)).map(owned)
+            }
+        }
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Out<'de>, A::Error> {
+        if self.0 != At::Items {
+            return Value::deserialize(de::value::SeqAccessDeserializer::new(s)).map(owned);
+        }
+        let mut out = Vec::new();
+        while let Some(item) = s.next_element_seed(Part(At::Item))? {
+            out.push(item);
+        }
+        Ok(Out::List(out))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Out<'de>, E> {
+        Ok(owned(Value::Bool(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Out<'de>, E> {
+        Ok(owned(Value::from(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Out<'de>, E> {
+        Ok(owned(Value::from(v)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Out<'de>, E> {
+        Ok(owned(Value::from(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Out<'de>, E> {
+        Ok(owned(Value::String(v.to_string())))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Out<'de>, E> {
+        Ok(owned(Value::Null))
+    }
+}
+
+fn owned<'a>(v: Value) -> Out<'a> {
+    Out::Value(Cow::Owned(v))
+}
+
+/// An object key, borrowed from the text unless it has escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// [`fill`] on the step's entries: each of `defaults` set where it is missing or null; its
+/// `inputs` and `outputs` as [`fill_missing_defaults`] leaves them.
+fn filled<'a, const N: usize>(
+    m: Entries<'a>,
+    defaults: &[(&'static str, Value); N],
+) -> Entries<'a> {
+    let mut present = [false; N];
+    let mut out = Vec::with_capacity(m.len() + N);
+    for (k, v) in m {
+        let v = match defaults.iter().position(|(d, _)| *d == k) {
+            Some(i) => {
+                present[i] = true;
+                if v.is_null() {
+                    owned(defaults[i].1.clone())
+                } else {
+                    v
+                }
+            }
+            None => match v {
+                Out::List(items) => Out::List(items.into_iter().map(item).collect()),
+                v => v,
+            },
+        };
+        out.push((k, v));
+    }
+    for ((k, v), there) in defaults.iter().zip(present) {
+        if !there {
+            out.push((Cow::Borrowed(*k), owned(v.clone())));
+        }
+    }
+    out
+}
+
+/// An input or output as [`fill_missing_defaults`] leaves it.
+fn item(v: Out<'_>) -> Out<'_> {
+    let Out::Map(m) = v else {
+        return v;
+    };
+    let mut out: Entries<'_> = Vec::with_capacity(m.len() + 1);
+    let mut has_opts = false;
+    for (k, v) in m {
+        let v = if k == "opts" {
+            has_opts = true;
+            match v {
+                Out::Map(o) => opts(o),
+                v if v.is_null() => opts(Vec::new()),
+                v => v,
+            }
+        } else if v.is_null() {
+            owned(Value::String(String::new()))
+        } else {
+            v
+        };
+        out.push((k, v));
+    }
+    if !has_opts {
+        out.push((Cow::Borrowed("opts"), opts(Vec::new())));
+    }
+    Out::Map(out)
+}
+
+/// An input's or output's `opts` as [`fill_missing_defaults`] leaves them.
+fn opts(m: Entries<'_>) -> Out<'_> {
+    let defaults = opts_defaults();
+    let mut present = [false; 11];
+    let mut out = Vec::with_capacity(m.len() + defaults.len());
+    for (k, v) in m {
+        let v = match defaults.iter().position(|(d, _)| *d == k) {
+            Some(i) => {
+                present[i] = true;
+                if v.is_null() {
+                    owned(defaults[i].1.clone())
+                } else {
+                    v
+                }
+            }
+            None => v,
+        };
+        if matches!(k.as_ref(), "value_options" | "meta") && v.is_omitted() {
+            continue;
+        }
+        out.push((k, v));
+    }
+    for ((k, v), there) in defaults.into_iter().zip(present) {
+        if !there {
+            out.push((Cow::Borrowed(k), owned(v)));
+        }
+    }
+    Out::Map(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The Value way: parse, fill, set `asset_urls`, print.
+    fn by_value(text: &str, urls: Option<&Value>) -> String {
+        let mut v: Value = serde_json::from_str(text).unwrap();
+        fill_missing_defaults(&mut v);
+        if let (Some(u), Some(m)) = (urls, v.as_object_mut()) {
+            m.insert("asset_urls".into(), u.clone());
+        }
+        serde_json::to_string(&v).unwrap()
+    }
+
+    fn by_text(text: &str, urls: Option<&Value>) -> String {
+        old_shape_json(text, urls).unwrap()
+    }
+
+    #[test]
+    fn the_text_way_prints_what_the_value_way_prints() {
+        let urls = json!({"icon.svg": "https://x/icon.svg"});
+        let cases = [
+            json!({"title": "T", "timeout": 5, "run_if": null, "x": 1, "asset_urls": {"a": "b"},
+                "inputs": [{"A": null}, {"B": "b", "opts": {"is_expand": false, "value_options": []}},
+                    {"C": "c", "opts": null}, {"D": 1, "opts": "odd"}, "not a map", 7,
+                    {"E": "e", "opts": {"meta": {}, "value_options": ["x"], "title": null}},
+                    {"F": "f", "opts": {"meta": {"k": 1}, "value_options": null}}],
+                "outputs": [{"O": null, "opts": {"title": "o\u{1}\"\\"}}],
+                "meta": {"bitrise.io": {"stack": "x"}}, "deps": {"brew": [{"name": "go"}]}}),
+            json!({"inputs": {"not": "a list"}, "outputs": null, "title": null, "d\"q\\k\u{e9}": [1.5, -0.0, 1e300]}),
+            json!({}),
+            json!([1, 2]),
+            json!(null),
+            json!("a string"),
+            json!({"is_skippable": true, "is_always_run": null, "summary": "s", "description": "d\n\t"}),
+        ];
+        for case in &cases {
+            let text = serde_json::to_string(case).unwrap();
+            for u in [None, Some(&urls)] {
+                assert_eq!(by_text(&text, u), by_value(&text, u), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_first_place_and_last_value_as_a_parsed_map_does() {
+        let text = r#"{"title":"a","inputs":[{"A":"1","opts":{"title":"x","title":null},"A":null}],"x":1,"title":null}"#;
+        assert_eq!(by_text(text, None), by_value(text, None));
+    }
 
     #[test]
     fn defaults_fill_only_what_is_missing() {

@@ -550,16 +550,58 @@ impl StepEntry {
     /// The step definition of `version` (`Ok(None)`: no such version): in a layout-2 object,
     /// only that version's bytes of the group file are read.
     pub fn step(&self, version: &str) -> Result<Option<Value>> {
-        let Some(i) = self.versions.iter().position(|v| v == version) else {
+        match &self.steps {
+            Steps::Group(m) => Ok(m.get(version).cloned()),
+            Steps::Api { reader, id } => reader.step(id, version),
+            Steps::Spans { group, .. } => self.stored(version, |bytes| {
+                serde_json::from_slice(&bytes).map_err(|e| Error::Format {
+                    path: group.clone(),
+                    reason: format!("invalid step {version} at the index's span: {e}"),
+                })
+            }),
+        }
+    }
+
+    /// [`StepEntry::step`] as JSON text, not parsed (checked to be UTF-8 only): the stored text
+    /// itself where the collection keeps one per version (its group file's span), else the
+    /// parsed definition printed.
+    pub fn step_text(&self, version: &str) -> Result<Option<String>> {
+        if let Steps::Spans { group, .. } = &self.steps {
+            return self.stored(version, |bytes| {
+                String::from_utf8(bytes).map_err(|e| Error::Format {
+                    path: group.clone(),
+                    reason: format!("the step {version} at the index's span is not UTF-8: {e}"),
+                })
+            });
+        }
+        let Some(v) = self.step(version)? else {
             return Ok(None);
         };
-        let (group, (at, len)) = match &self.steps {
-            Steps::Group(m) => return Ok(m.get(version).cloned()),
-            Steps::Api { reader, id } => return reader.step(id, version),
-            Steps::Spans { group, spans } => match spans.get(i) {
-                Some(s) => (group, *s),
-                None => return Ok(None),
-            },
+        serde_json::to_string(&v)
+            .map(Some)
+            .map_err(|e| Error::Format {
+                path: PathBuf::from(version),
+                reason: format!("printing step {version}: {e}"),
+            })
+    }
+
+    /// The bytes of `version`'s span of the group file, through `read` (`None` when the
+    /// collection keeps no spans or has no such version).
+    fn stored<T>(
+        &self,
+        version: &str,
+        read: impl FnOnce(Vec<u8>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let Steps::Spans { group, spans } = &self.steps else {
+            return Ok(None);
+        };
+        let Some((at, len)) = self
+            .versions
+            .iter()
+            .position(|v| v == version)
+            .and_then(|i| spans.get(i).copied())
+        else {
+            return Ok(None);
         };
         let bad = |reason: String| Error::Format {
             path: group.clone(),
@@ -573,9 +615,7 @@ impl StepEntry {
                 "the index's span of {version} ends past the end of the file"
             ))
         })?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| bad(format!("invalid step {version} at the index's span: {e}")))
+        read(bytes).map(Some)
     }
 }
 

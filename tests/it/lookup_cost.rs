@@ -162,3 +162,101 @@ fn a_raw_lookup_reads_the_step_yml_text_and_not_the_parsed_record() {
         "the trace shows no read of the index (is it tracing the lookup?):\n{text}"
     );
 }
+
+/// Every version of `lib` (set up in `home`): `step-info --format json` (which prints the step
+/// from its stored text, `Read::Text`) prints the bytes the library gives for the parsed
+/// definition (`Read::Definition`, `in_old_shape`, serde_json). The count of versions compared.
+fn json_matches_the_parsed_definition(home: &Path, lib: &Path) -> usize {
+    use stepman::activate::{self, Lookup, Read, Refresh, StepInfo};
+    let uri = lib.to_str().unwrap();
+    let store = stepman::Store::open(home).unwrap();
+    let c = stepman::steplib::Collection::parse(uri).unwrap();
+    let net = stepman::fetch::NetConfig::default();
+    let lookup = Lookup {
+        read: Read::Definition,
+        refresh: Refresh::Never,
+        ..Lookup::default()
+    };
+    let mut n = 0;
+    for group in fs::read_dir(lib.join("steps")).unwrap() {
+        let group = group.unwrap().path();
+        let id = group.file_name().unwrap().to_str().unwrap().to_string();
+        for v in fs::read_dir(&group).unwrap() {
+            let v = v.unwrap().path();
+            if !v.join("step.yml").is_file() {
+                continue;
+            }
+            let version = v.file_name().unwrap().to_str().unwrap().to_string();
+            let r = activate::resolve(&store, &c, &id, &version, lookup, &net).unwrap();
+            let info = StepInfo::of(&store, r).unwrap();
+            let expected = serde_json::to_string(&info.in_old_shape()).unwrap();
+            let out = output(&mut stepman(
+                home,
+                [
+                    "step-info",
+                    "--library",
+                    uri,
+                    "--id",
+                    &id,
+                    "--version",
+                    &version,
+                    "--format",
+                    "json",
+                ],
+            ));
+            let printed = ok_stdout(&out, "step-info");
+            assert_eq!(printed.trim_end(), expected, "{id}@{version}");
+            n += 1;
+        }
+    }
+    n
+}
+
+/// JSON `step-info` shapes the stored text of the step (the defaults the old tool fills in, the
+/// group's asset URLs) without parsing it into a tree, and prints the same bytes as the parsed
+/// way: on definitions that leave out, null or empty what the defaults cover, and on the real
+/// StepLib slice (skipped without `../shared/steplib-sample`).
+#[test]
+fn json_step_info_from_the_stored_text_is_what_the_parsed_definition_prints() {
+    let t = TestDir::new();
+    let lib = t.path().join("lib");
+    write_steplib_yml(&lib, &[("zip", "https://example.invalid/archives/")]);
+    let odd = [
+        ("1.0.0", "title: Plain\n".to_string()),
+        ("1.1.0", real_sized_step_yml("1.1.0")),
+        (
+            "1.2.0",
+            "title: Odd\nwebsite: ~\nsummary: \"é \\\" \\\\ \\u0001 \\t tab\"\ntimeout: 30\nis_skippable: true\n\
+             run_if: '{{.IsCI}}'\ninputs:\n  - plain: x\n  - empty:\n    opts: ~\n  - odd: 1\n    \
+             opts:\n      title: ~\n      value_options: []\n      meta: {}\n      is_required: true\n  \
+             - kept: y\n    opts:\n      value_options: [a, b]\n      meta: {k: v}\n      unknown: [1, 2.5]\n  \
+             - a scalar\noutputs:\n  - OUT:\n    opts:\n      title: Out\nunknown_field: {nested: [true, null]}\n"
+                .to_string(),
+        ),
+        ("1.3.0", "title: No lists\ninputs: ~\noutputs: {}\n".to_string()),
+    ];
+    for (v, yml) in &odd {
+        let d = lib.join("steps/odd").join(v);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("step.yml"), yml).unwrap();
+    }
+    let assets = lib.join("steps/odd/assets");
+    fs::create_dir_all(&assets).unwrap();
+    fs::write(assets.join("icon.svg"), "<svg/>").unwrap();
+    let home = t.path().join("home");
+    run_ok(&mut stepman(&home, ["setup", "-c", lib.to_str().unwrap()]));
+    assert_eq!(json_matches_the_parsed_definition(&home, &lib), odd.len());
+
+    let Some(sample) =
+        steplib_sample("json_step_info_from_the_stored_text_is_what_the_parsed_definition_prints")
+    else {
+        return;
+    };
+    let home = t.path().join("sample-home");
+    run_ok(&mut stepman(
+        &home,
+        ["setup", "-c", sample.to_str().unwrap()],
+    ));
+    let n = json_matches_the_parsed_definition(&home, &sample);
+    assert!(n >= 200, "only {n} versions in the sample");
+}

@@ -482,7 +482,13 @@ fn write_style() -> env_logger::WriteStyle {
 fn main() -> ExitCode {
     let args = args();
     let _ = COLOR.set(ColorWhen::of_args(&args).choice());
-    let matches = command().get_matches_from(args);
+    let mut definition = command();
+    let matches = definition
+        .try_get_matches_from_mut(args)
+        .unwrap_or_else(|e| e.exit());
+    // The definition is not used again, and freeing its tree of small allocations is about a
+    // tenth of a cache-hit lookup's instructions: the process's exit frees it.
+    std::mem::forget(definition);
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),

@@ -61,6 +61,7 @@ fn local_info(library: &str, id: &str, target: &Path) -> anyhow::Result<(StepInf
             latest_version: String::new(),
             info: json!({}),
             step,
+            step_json: None,
         },
         definition_pth: yml.display().to_string(),
     };
@@ -127,10 +128,11 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode
         // Raw output prints the step.yml's own text, not its parsed definition.
         let raw_text = !a.short && format == Format::Raw;
         let lookup = activate::Lookup {
-            read: if raw_text {
-                activate::Read::Identity
-            } else {
-                activate::Read::Definition
+            read: match format {
+                _ if raw_text => activate::Read::Identity,
+                // Printed from its stored text, never parsed into a tree (`StepInfo::to_json`).
+                Format::Json => activate::Read::Text,
+                Format::Raw => activate::Read::Definition,
             },
             ..super::lookup(false)?
         };
@@ -148,10 +150,9 @@ pub(crate) fn run(cli: &crate::Cli, a: &StepInfoArgs) -> anyhow::Result<ExitCode
             (info, text)
         }
     };
-    let info = info.in_old_shape();
     match format {
-        Format::Json => super::outln!("{}", serde_json::to_string(&info)?),
-        Format::Raw => print_raw(&info, (!a.short).then_some(text.as_str()))?,
+        Format::Json => super::outln!("{}", info.to_json()?),
+        Format::Raw => print_raw(&info.in_old_shape(), (!a.short).then_some(text.as_str()))?,
     }
     Ok(ExitCode::SUCCESS)
 }
