@@ -48,7 +48,7 @@ pub struct Picked {
     /// The step definition as the collection stores it, JSON text not yet parsed
     /// ([`Read::Text`]; `None` otherwise): what [`StepInfo::to_json`] prints from.
     #[serde(skip)]
-    pub step_json: Option<String>,
+    pub step_json: Option<steplib::StepText>,
 }
 
 impl Resolved {
@@ -99,7 +99,7 @@ pub struct StepInfo {
 /// A step definition as a lookup read it ([`Read`]).
 enum Stored {
     Parsed(Value),
-    Text(String),
+    Text(steplib::StepText),
 }
 
 /// [`StepInfo`] as JSON, with the step as text ([`StepInfo::to_json`]): the same fields, in the
@@ -128,15 +128,22 @@ impl StepInfo {
     /// ([`steplib::compat::old_shape_json`]), never parsed into a tree: the same bytes, for a
     /// fraction of the work.
     pub fn to_json(self) -> Result<String> {
-        let path = PathBuf::from(&self.definition_pth);
-        let what = format!("{}@{}", self.picked.id, self.picked.version);
+        let Some(stored) = &self.picked.step_json else {
+            let what = format!("{}@{}", self.picked.id, self.picked.version);
+            let path = PathBuf::from(&self.definition_pth);
+            return serde_json::to_string(&self.in_old_shape()).map_err(|e| Error::Format {
+                path,
+                reason: format!("printing the step definition of {what}: {e}"),
+            });
+        };
         let bad = |e: serde_json::Error| Error::Format {
-            path: path.clone(),
-            reason: format!("the step definition of {what}: {e}"),
+            path: stored.file.clone(),
+            reason: format!(
+                "the stored step definition of {}@{} is not valid JSON: {e}",
+                self.picked.id, self.picked.version
+            ),
         };
-        let Some(text) = &self.picked.step_json else {
-            return serde_json::to_string(&self.in_old_shape()).map_err(bad);
-        };
+        let text = &stored.text;
         let p = &self.picked;
         let step = steplib::compat::Shaped::of(text, p.info.get("asset_urls")).map_err(bad)?;
         serde_json::to_string(&InfoJson {
@@ -149,7 +156,13 @@ impl StepInfo {
             step,
             definition_pth: &self.definition_pth,
         })
-        .map_err(bad)
+        .map_err(|e| Error::Format {
+            path: stored.file.clone(),
+            reason: format!(
+                "printing the step definition of {}@{}: {e}",
+                p.id, p.version
+            ),
+        })
     }
 
     /// The step and its group's info in the old tool's shape: the defaults it fills in

@@ -402,6 +402,16 @@ impl Opened {
     }
 }
 
+/// A step definition as JSON text ([`StepEntry::step_text`]) and the file it was read from,
+/// which an error about the text names (empty for a definition printed from a parsed one).
+#[derive(Debug, Clone)]
+pub struct StepText {
+    /// The JSON text, not parsed.
+    pub text: String,
+    /// The collection's file holding it.
+    pub file: PathBuf,
+}
+
 /// One step group as a lookup sees it ([`Opened::entry`]).
 #[derive(Debug, Clone)]
 pub struct StepEntry {
@@ -565,24 +575,32 @@ impl StepEntry {
     /// [`StepEntry::step`] as JSON text, not parsed (checked to be UTF-8 only): the stored text
     /// itself where the collection keeps one per version (its group file's span), else the
     /// parsed definition printed.
-    pub fn step_text(&self, version: &str) -> Result<Option<String>> {
+    pub fn step_text(&self, version: &str) -> Result<Option<StepText>> {
         if let Steps::Spans { group, .. } = &self.steps {
-            return self.stored(version, |bytes| {
-                String::from_utf8(bytes).map_err(|e| Error::Format {
+            return self.stored(version, |bytes| match String::from_utf8(bytes) {
+                Ok(text) => Ok(StepText {
+                    text,
+                    file: group.clone(),
+                }),
+                Err(e) => Err(Error::Format {
                     path: group.clone(),
                     reason: format!("the step {version} at the index's span is not UTF-8: {e}"),
-                })
+                }),
             });
         }
         let Some(v) = self.step(version)? else {
             return Ok(None);
         };
-        serde_json::to_string(&v)
-            .map(Some)
-            .map_err(|e| Error::Format {
+        match serde_json::to_string(&v) {
+            Ok(text) => Ok(Some(StepText {
+                text,
+                file: PathBuf::new(),
+            })),
+            Err(e) => Err(Error::Format {
                 path: PathBuf::from(version),
                 reason: format!("printing step {version}: {e}"),
-            })
+            }),
+        }
     }
 
     /// The bytes of `version`'s span of the group file, through `read` (`None` when the

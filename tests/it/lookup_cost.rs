@@ -260,3 +260,57 @@ fn json_step_info_from_the_stored_text_is_what_the_parsed_definition_prints() {
     let n = json_matches_the_parsed_definition(&home, &sample);
     assert!(n >= 200, "only {n} versions in the sample");
 }
+
+/// A version's span of the group file that is not JSON (a store tampered with) is a format
+/// error of JSON `step-info` naming the group file and the version, never another step or half
+/// a document; the group's other versions still answer.
+#[test]
+fn json_step_info_of_a_span_that_is_not_json_fails_naming_the_file() {
+    let (_work, home, lib) = set_up(&[("a", vec!["1.0.0".into(), "1.1.0".into()])]);
+    let lib = lib.to_str().unwrap();
+    let object = fs::read_dir(home.join("store-v1/objects"))
+        .unwrap()
+        .flat_map(|shard| fs::read_dir(shard.unwrap().path()).unwrap())
+        .map(|o| o.unwrap().path())
+        .find(|o| o.join("groups/a.json").is_file())
+        .expect("the collection object");
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(object.join("index/a.json")).unwrap()).unwrap();
+    let span = &index["versions"][0];
+    assert_eq!(span[0], "1.0.0");
+    let (at, len) = (span[1].as_u64().unwrap(), span[2].as_u64().unwrap());
+    let group = object.join("groups/a.json");
+    let mut bytes = fs::read(&group).unwrap();
+    let last = (at + len - 1) as usize;
+    assert_eq!(bytes[last], b'}');
+    bytes[last] = b'x';
+    fs::set_permissions(&group, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    fs::write(&group, &bytes).unwrap();
+
+    let info = |v: &str| {
+        output(&mut stepman(
+            &home,
+            [
+                "step-info",
+                "--library",
+                lib,
+                "--id",
+                "a",
+                "--version",
+                v,
+                "--format",
+                "json",
+            ],
+        ))
+    };
+    let bad = info("1.0.0");
+    assert_eq!(bad.status.code(), Some(1), "{}", describe(&bad));
+    assert!(bad.stdout.is_empty(), "{}", describe(&bad));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("groups/a.json") && err.contains("a@1.0.0") && err.contains("not valid JSON"),
+        "{err}"
+    );
+    let good = info("1.1.0");
+    assert!(ok_stdout(&good, "step-info").contains("\"version\":\"1.1.0\""));
+}
