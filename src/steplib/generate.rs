@@ -34,6 +34,9 @@ use crate::ingest::TreeWriter;
 use crate::layout::{CollectionLayout, Name};
 use crate::store::{Fill, Imported, Producer, Rebuild, Stage, Store, Tree};
 
+/// The name of `setup`'s threads that load step groups.
+pub const SETUP_THREAD: &str = "stepman-setup";
+
 /// Most threads parsing step groups at once (each holds at most one group).
 pub const WORKERS: usize = 2;
 /// Largest `spec.json` accepted over HTTP (it goes to disk and is read streaming: this bounds
@@ -766,10 +769,13 @@ fn from_checkout(
     let next = AtomicUsize::new(0);
     let written = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut threads = Vec::with_capacity(workers);
+        let mut result = Ok(());
         for _ in 0..workers {
             let tx = tx.clone();
             let (ids, next, base) = (&ids, &next, assets_base.as_deref());
-            s.spawn(move || {
+            let worker = std::thread::Builder::new().name(SETUP_THREAD.into());
+            let spawned = worker.spawn_scoped(s, move || {
                 while let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
                     // A closed channel: the writer failed, stop.
                     if tx.send(load_group(co, id, base)).is_err() {
@@ -777,17 +783,42 @@ fn from_checkout(
                     }
                 }
             });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    result = Err(Error::io("start a setup thread for", co.display("steps"))(
+                        e,
+                    ));
+                    break;
+                }
+            }
         }
         drop(tx);
-        for g in &rx {
-            match g {
-                Ok(g) => write_group(w, g, &mut meta)?,
-                Err(s) => meta.skipped.push(s),
+        if result.is_ok() {
+            for g in &rx {
+                match g {
+                    Ok(g) => {
+                        if let Err(e) = write_group(w, g, &mut meta) {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    Err(s) => meta.skipped.push(s),
+                }
+                done += 1;
+                progress.items(done, total);
             }
-            done += 1;
-            progress.items(done, total);
         }
-        Ok::<(), Error>(())
+        // The workers stop at a closed channel. Each is joined here, not only by the scope: a
+        // scope waits for the threads' closures, `join` for the threads themselves (their
+        // thread-locals freed), so none of them outlives the setup.
+        drop(rx);
+        for t in threads {
+            if let Err(panic) = t.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        result
     });
     written?;
     finish_meta(w, meta)
