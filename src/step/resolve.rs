@@ -277,7 +277,9 @@ pub enum Read {
     /// so parsing the definition, a record of 5-20 KB, would be wasted).
     Identity,
     /// Its step definition as stored JSON text ([`Picked::step_json`]), not parsed
-    /// ([`Picked::step`] is null): what printing it as JSON needs ([`StepInfo::to_json`]).
+    /// ([`Picked::step`] is null), where the collection keeps the text setup wrote (a git or
+    /// local StepLib's); parsed otherwise (an API collection's documents): what printing it as
+    /// JSON needs ([`StepInfo::to_json`]).
     Text,
 }
 
@@ -387,7 +389,10 @@ pub fn resolve(
                 let step = match lookup.read {
                     Read::Identity => Ok(None),
                     Read::Definition => e.step(&v).map(|s| s.map(Stored::Parsed)),
-                    Read::Text => e.step_text(&v).map(|s| s.map(Stored::Text)),
+                    Read::Text if e.keeps_text() => e.step_text(&v).map(|s| s.map(Stored::Text)),
+                    // A document of a StepLib API (or a legacy group) is parsed anyway: its text
+                    // is not serde_json's, so printing it is the way to the same bytes.
+                    Read::Text => e.step(&v).map(|s| s.map(Stored::Parsed)),
                 };
                 let step = match step {
                     Err(Error::Io { error, .. })

@@ -572,6 +572,13 @@ impl StepEntry {
         }
     }
 
+    /// Whether the collection keeps each version's step as the JSON text `setup` wrote (what
+    /// [`StepEntry::step_text`] then reads without parsing); an API collection's documents and
+    /// an object older than layout 2 are parsed.
+    pub fn keeps_text(&self) -> bool {
+        matches!(self.steps, Steps::Spans { .. })
+    }
+
     /// [`StepEntry::step`] as JSON text, not parsed (checked to be UTF-8 only): the stored text
     /// itself where the collection keeps one per version (its group file's span), else the
     /// parsed definition printed.
