@@ -401,11 +401,13 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// [`fill`] on the step's entries: each of `defaults` set where it is missing or null; its
-/// `inputs` and `outputs` as [`fill_missing_defaults`] leaves them.
-fn filled<'a, const N: usize>(
+/// [`fill`] on entries: each of `defaults` set where it is missing or null (appended in
+/// `defaults`' order when missing); every other entry goes through `other`, which may drop it
+/// (`None`).
+fn fill_entries<'a, const N: usize>(
     m: Entries<'a>,
     defaults: &[(&'static str, Value); N],
+    mut other: impl FnMut(&str, Out<'a>) -> Option<Out<'a>>,
 ) -> Entries<'a> {
     let mut present = [false; N];
     let mut out = Vec::with_capacity(m.len() + N);
@@ -419,9 +421,9 @@ fn filled<'a, const N: usize>(
                     v
                 }
             }
-            None => match v {
-                Out::List(items) => Out::List(items.into_iter().map(item).collect()),
-                v => v,
+            None => match other(&k, v) {
+                Some(v) => v,
+                None => continue,
             },
         };
         out.push((k, v));
@@ -432,6 +434,20 @@ fn filled<'a, const N: usize>(
         }
     }
     out
+}
+
+/// The step's entries as [`fill_missing_defaults`] leaves them: `defaults` filled in, and its
+/// `inputs` and `outputs` (any list) item by item.
+fn filled<'a, const N: usize>(
+    m: Entries<'a>,
+    defaults: &[(&'static str, Value); N],
+) -> Entries<'a> {
+    fill_entries(m, defaults, |_, v| {
+        Some(match v {
+            Out::List(items) => Out::List(items.into_iter().map(item).collect()),
+            v => v,
+        })
+    })
 }
 
 /// An input or output as [`fill_missing_defaults`] leaves it.
@@ -462,34 +478,12 @@ fn item(v: Out<'_>) -> Out<'_> {
     Out::Map(out)
 }
 
-/// An input's or output's `opts` as [`fill_missing_defaults`] leaves them.
+/// An input's or output's `opts` as [`fill_missing_defaults`] leaves them: the defaults filled
+/// in, an empty `value_options` or `meta` left out.
 fn opts(m: Entries<'_>) -> Out<'_> {
-    let defaults = opts_defaults();
-    let mut present = [false; 11];
-    let mut out = Vec::with_capacity(m.len() + defaults.len());
-    for (k, v) in m {
-        let v = match defaults.iter().position(|(d, _)| *d == k) {
-            Some(i) => {
-                present[i] = true;
-                if v.is_null() {
-                    owned(defaults[i].1.clone())
-                } else {
-                    v
-                }
-            }
-            None => v,
-        };
-        if matches!(k.as_ref(), "value_options" | "meta") && v.is_omitted() {
-            continue;
-        }
-        out.push((k, v));
-    }
-    for ((k, v), there) in defaults.into_iter().zip(present) {
-        if !there {
-            out.push((Cow::Borrowed(k), owned(v)));
-        }
-    }
-    Out::Map(out)
+    Out::Map(fill_entries(m, &opts_defaults(), |k, v| {
+        (!(matches!(k, "value_options" | "meta") && v.is_omitted())).then_some(v)
+    }))
 }
 
 #[cfg(test)]

@@ -579,35 +579,23 @@ impl StepEntry {
         matches!(self.steps, Steps::Spans { .. })
     }
 
-    /// [`StepEntry::step`] as JSON text, not parsed (checked to be UTF-8 only): the stored text
-    /// itself where the collection keeps one per version (its group file's span), else the
-    /// parsed definition printed.
+    /// [`StepEntry::step`] as the JSON text `setup` stored (its group file's span), not parsed:
+    /// checked to be UTF-8 only. `Ok(None)`: no such version, or a collection that keeps no
+    /// text ([`StepEntry::keeps_text`]), whose definitions [`StepEntry::step`] parses.
     pub fn step_text(&self, version: &str) -> Result<Option<StepText>> {
-        if let Steps::Spans { group, .. } = &self.steps {
-            return self.stored(version, |bytes| match String::from_utf8(bytes) {
-                Ok(text) => Ok(StepText {
-                    text,
-                    file: group.clone(),
-                }),
-                Err(e) => Err(Error::Format {
-                    path: group.clone(),
-                    reason: format!("the step {version} at the index's span is not UTF-8: {e}"),
-                }),
-            });
-        }
-        let Some(v) = self.step(version)? else {
+        let Steps::Spans { group, .. } = &self.steps else {
             return Ok(None);
         };
-        match serde_json::to_string(&v) {
-            Ok(text) => Ok(Some(StepText {
+        self.stored(version, |bytes| match String::from_utf8(bytes) {
+            Ok(text) => Ok(StepText {
                 text,
-                file: PathBuf::new(),
-            })),
-            Err(e) => Err(Error::Format {
-                path: PathBuf::from(version),
-                reason: format!("printing step {version}: {e}"),
+                file: group.clone(),
             }),
-        }
+            Err(e) => Err(Error::Format {
+                path: group.clone(),
+                reason: format!("the step {version} at the index's span is not UTF-8: {e}"),
+            }),
+        })
     }
 
     /// The bytes of `version`'s span of the group file, through `read` (`None` when the

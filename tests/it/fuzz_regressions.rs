@@ -162,13 +162,40 @@ fn steplib_yml_huge_number_in_an_unknown_field_survives_collection_json() {
     );
 }
 
+/// A fuzz input written as hex (split over lines).
+fn hex_input(lines: &[&str]) -> Vec<u8> {
+    let hex = lines.concat();
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// `archive` ingested by the one-pass zip reader and by the central-directory one, each into
+/// its own store under `dir`: (one-pass, central directory).
+fn ingest_both(
+    archive: &[u8],
+    dir: &std::path::Path,
+) -> (
+    stepman::Result<stepman::ObjectId>,
+    stepman::Result<stepman::ObjectId>,
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let limits = stepman::Limits::default();
+    let one = |format, sub| fuzzing::ingest_bytes(format, archive, &dir.join(sub), limits);
+    (
+        one(fuzzing::Format::ZipStream, "s"),
+        one(fuzzing::Format::Zip, "w"),
+    )
+}
+
 /// Found by the ingest_zip_stream fuzz target in CI: a central-directory record made by an
 /// unknown system (253) with Unix mode bits in its external attributes. The `zip` crate (the
 /// central-directory reader) takes those bits, so the one-pass reader must too, or the two make
 /// different trees (an executable bit lost). The fuzz input's first byte picks the raw mode.
 #[test]
 fn zip_stream_reads_unix_modes_of_an_unknown_system_as_the_zip_crate_does() {
-    let hex = [
+    let input = hex_input(&[
         "00504b03041400000008000000215000000000020000000000000005000000737465702f0300504b0304140000000800",
         "00002150b0958b1516000000140000000c000000737465702f737465702e73685356d44fcaccd34f4a2ccee04a4dcec8",
         "57c8c8e40200504b0304140000000800000021500af57cbe0b000000090000000d000000737465702f737465702e796d",
@@ -179,22 +206,10 @@ fn zip_stream_reads_unix_modes_of_an_unknown_system_as_the_zip_crate_does() {
         "0000090000000d0000000000000000000000a48165000000737465702f737465702e796d6c504b010214031400000008",
         "00000021504f70ab710a00000008000000090000000000000000000000ffa19b000000737465702f6c696e6b504b0506",
         "0000000004000400df000000cc0000000000",
-    ]
-    .concat();
-    let input: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
+    ]);
     let archive = &input[1..];
     let t = tempfile::tempdir().unwrap();
-    let limits = stepman::Limits::default();
-    let streamed = fuzzing::ingest_bytes(
-        fuzzing::Format::ZipStream,
-        archive,
-        &t.path().join("s"),
-        limits,
-    );
-    let whole = fuzzing::ingest_bytes(fuzzing::Format::Zip, archive, &t.path().join("w"), limits);
+    let (streamed, whole) = ingest_both(archive, t.path());
     assert_eq!(
         streamed.expect("the stream reader accepts it"),
         whole.expect("and the central-directory reader")
@@ -208,7 +223,7 @@ fn zip_stream_reads_unix_modes_of_an_unknown_system_as_the_zip_crate_does() {
 /// input's first byte picks the raw mode.
 #[test]
 fn zip_stream_refuses_an_end_record_whose_comment_is_cut_off() {
-    let hex = [
+    let input = hex_input(&[
         "00504b03041400000008000000215000000000020000000000000005000000737465702f0300504b0304140000000800",
         "00002150b0958b1516000000140000000c000000737465702f737465702e73685356d44fcaccd34f4a2ccee04a4dcec8",
         "57c8c8e40200504b0304140000000800000021500af57cbe0b000000090000000d000000737465702f737465702e796d",
@@ -219,23 +234,11 @@ fn zip_stream_refuses_an_end_record_whose_comment_is_cut_off() {
         "0000090000000d0000000000000000000000a48165000000737465702f737465702e796d6c504b010214031400000008",
         "00000021504f70ab710a00000008000000090000000000000000000000ffa19b000000737465702f6c696e6b504b0506",
         "0000000004000400df000000cc0000000800",
-    ]
-    .concat();
-    let input: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
+    ]);
     let archive = &input[1..];
     let t = tempfile::tempdir().unwrap();
-    let limits = stepman::Limits::default();
-    let whole = fuzzing::ingest_bytes(fuzzing::Format::Zip, archive, &t.path().join("w"), limits);
+    let (streamed, whole) = ingest_both(archive, &t.path().join("cut"));
     assert!(whole.is_err(), "the central-directory reader refuses it");
-    let streamed = fuzzing::ingest_bytes(
-        fuzzing::Format::ZipStream,
-        archive,
-        &t.path().join("s"),
-        limits,
-    );
     let err = streamed.expect_err("the stream reader refuses it too");
     assert!(
         err.to_string()
@@ -245,18 +248,7 @@ fn zip_stream_refuses_an_end_record_whose_comment_is_cut_off() {
     // The same archive with its comment present is accepted by both, with one tree.
     let mut whole_comment = archive.to_vec();
     whole_comment.extend_from_slice(b"8 bytes!");
-    let streamed = fuzzing::ingest_bytes(
-        fuzzing::Format::ZipStream,
-        &whole_comment,
-        &t.path().join("s2"),
-        limits,
-    );
-    let whole = fuzzing::ingest_bytes(
-        fuzzing::Format::Zip,
-        &whole_comment,
-        &t.path().join("w2"),
-        limits,
-    );
+    let (streamed, whole) = ingest_both(&whole_comment, &t.path().join("whole"));
     assert_eq!(
         streamed.expect("the stream reader accepts the whole comment"),
         whole.expect("and the central-directory reader")

@@ -100,6 +100,14 @@ fn update(home: &Path, uri: &str) -> Output {
     o
 }
 
+/// `stepman step-info --library URI ARGS…`'s output (it must exit 0).
+fn step_info(home: &Path, uri: &str, args: &[&str]) -> String {
+    run_ok(&mut stepman(
+        home,
+        ["step-info", "--library", uri].iter().chain(args),
+    ))
+}
+
 /// A step.yml whose bytes name its version too: every file of the StepLib is a blob of its own.
 fn version_yml(id: &str, version: &str) -> String {
     format!(
@@ -172,31 +180,9 @@ fn an_update_after_a_commit_to_one_group_parses_only_that_group_and_makes_the_fr
         s.fresh_object(t.path()),
         "the updated object is the one a fresh setup of the same commit makes"
     );
-    let o = run_ok(&mut stepman(
-        &home,
-        [
-            "step-info",
-            "--library",
-            &s.uri,
-            "--id",
-            "b",
-            "--format",
-            "json",
-        ],
-    ));
+    let o = step_info(&home, &s.uri, &["--id", "b", "--format", "json"]);
     assert!(o.contains("\"version\":\"2.1.0\""), "{o}");
-    let o = run_ok(&mut stepman(
-        &home,
-        [
-            "step-info",
-            "--library",
-            &s.uri,
-            "--id",
-            "a",
-            "--version",
-            "1.0.0",
-        ],
-    ));
+    let o = step_info(&home, &s.uri, &["--id", "a", "--version", "1.0.0"]);
     assert!(o.contains("1.0.0"), "a reused group still answers: {o}");
 
     // A commit that changes steplib.yml regenerates every group.
@@ -505,18 +491,7 @@ fn an_update_links_the_unchanged_groups_files_and_copies_them_where_it_cannot() 
     run_ok(&mut stepman(&home, ["gc"]));
     assert!(!first.exists(), "gc kept the replaced object");
     support::assert_fsck_clean(&home);
-    let o = run_ok(&mut stepman(
-        &home,
-        [
-            "step-info",
-            "--library",
-            &s.uri,
-            "--id",
-            "a",
-            "--version",
-            "1.0.0",
-        ],
-    ));
+    let o = step_info(&home, &s.uri, &["--id", "a", "--version", "1.0.0"]);
     assert!(o.contains("Version: 1.0.0"), "{o}");
 
     if !strace_usable("steplib_mirror_links_refused") {
