@@ -88,7 +88,7 @@ pub struct Cli {
     version: bool,
 
     #[command(subcommand)]
-    command: Option<deferred::Only<Command>>,
+    command: Option<Command>,
 
     /// Where `home` came from, for messages (set from the matches after parsing).
     #[arg(skip)]
@@ -400,40 +400,6 @@ fn args() -> Vec<std::ffi::OsString> {
     args
 }
 
-/// The global options that take a value (`--home DIR`, `-l LEVEL`, …), which [`subcommand_of`]
-/// steps over; the tests check the lists against [`Cli`].
-const GLOBAL_LONGS_WITH_VALUE: [&str; 5] =
-    ["home", "read-only-store", "remote", "loglevel", "color"];
-const GLOBAL_SHORTS_WITH_VALUE: [char; 1] = ['l'];
-
-/// The subcommand the arguments seem to name: the first one that is neither an option nor a
-/// global option's value. A guess that only decides how much of the definition to build (see
-/// `deferred`): `None` when it cannot tell.
-fn subcommand_of(args: &[std::ffi::OsString]) -> Option<&str> {
-    let mut it = args.iter().skip(1);
-    while let Some(a) = it.next() {
-        let a = a.to_str()?;
-        let takes_value = if a == "--" {
-            return None;
-        } else if let Some(long) = a.strip_prefix("--") {
-            !long.contains('=') && GLOBAL_LONGS_WITH_VALUE.contains(&long)
-        } else if let Some(shorts) = a.strip_prefix('-').filter(|s| !s.is_empty()) {
-            // A short that takes a value takes the rest of its cluster (`-ldebug`), or the next
-            // argument when it ends the cluster (`-l debug`, `-ql debug`).
-            shorts
-                .char_indices()
-                .find(|(_, c)| GLOBAL_SHORTS_WITH_VALUE.contains(c))
-                .is_some_and(|(i, c)| i + c.len_utf8() == shorts.len())
-        } else {
-            return Some(a);
-        };
-        if takes_value {
-            it.next();
-        }
-    }
-    None
-}
-
 /// The log filter: `error` with `--quiet`, else `--loglevel` given on the command line, else
 /// `RUST_LOG`, else `LOGLEVEL`, else `warn`. A level that is not one of the old tool's is bad
 /// usage naming where it came from, and so are `--quiet` and `--loglevel` given together.
@@ -516,18 +482,10 @@ fn write_style() -> env_logger::WriteStyle {
 fn main() -> ExitCode {
     let args = args();
     let _ = COLOR.set(ColorWhen::of_args(&args).choice());
-    // First with the one subcommand the arguments seem to name (`deferred::Only`), and on any
-    // error (help included) again with the whole definition, whose answer it is.
-    let mut definition = deferred::only(subcommand_of(&args), command);
-    let matches = match definition.try_get_matches_from_mut(args.iter()) {
-        Ok(m) => m,
-        Err(_) => {
-            definition = command();
-            definition
-                .try_get_matches_from_mut(args)
-                .unwrap_or_else(|e| e.exit())
-        }
-    };
+    let mut definition = command();
+    let matches = definition
+        .try_get_matches_from_mut(args)
+        .unwrap_or_else(|e| e.exit());
     // The definition is not used again, and freeing its tree of small allocations is about a
     // tenth of a cache-hit lookup's instructions: the process's exit frees it.
     std::mem::forget(definition);
@@ -542,7 +500,7 @@ fn main() -> ExitCode {
     if cli.version {
         return finish(cmd::version::run(&cmd::version::VersionArgs::default()));
     }
-    let Some(command) = cli.command.as_deref() else {
+    let Some(command) = &cli.command else {
         command()
             .error(
                 clap::error::ErrorKind::MissingSubcommand,
@@ -607,76 +565,5 @@ fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
                 ExitCode::from(1)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_global_options_with_a_value_are_the_ones_the_definition_has() {
-        let cmd = Cli::command();
-        let with_value: Vec<_> = cmd
-            .get_arguments()
-            .filter(|a| a.is_global_set() && a.get_action().takes_values())
-            .collect();
-        let mut longs: Vec<_> = with_value.iter().filter_map(|a| a.get_long()).collect();
-        longs.sort_unstable();
-        let mut listed = GLOBAL_LONGS_WITH_VALUE.to_vec();
-        listed.sort_unstable();
-        assert_eq!(longs, listed);
-        let shorts: Vec<_> = with_value.iter().filter_map(|a| a.get_short()).collect();
-        assert_eq!(shorts, GLOBAL_SHORTS_WITH_VALUE.to_vec());
-    }
-
-    #[test]
-    fn subcommand_of_steps_over_the_global_options() {
-        let of = |line: &str| {
-            let args: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
-            subcommand_of(&args).map(str::to_owned)
-        };
-        let some = |s: &str| Some(s.to_owned());
-        assert_eq!(of("stepman step-info --id x"), some("step-info"));
-        assert_eq!(
-            of("stepman --home h -l debug --offline step-info"),
-            some("step-info")
-        );
-        assert_eq!(of("stepman --home=h -ldebug -q activate"), some("activate"));
-        assert_eq!(
-            of("stepman -ql debug --color never version"),
-            some("version")
-        );
-        assert_eq!(
-            of("stepman --remote s3://b/p remote status"),
-            some("remote")
-        );
-        assert_eq!(of("stepman --version"), None);
-        assert_eq!(of("stepman -- step-info"), None);
-        assert_eq!(of("stepman --home"), None);
-    }
-
-    #[test]
-    fn a_cut_down_definition_parses_as_the_whole_one_and_help_sees_every_subcommand() {
-        let line = [
-            "stepman",
-            "-l",
-            "debug",
-            "step-info",
-            "--id",
-            "git-clone",
-            "--home",
-            "h",
-        ];
-        let cut = deferred::only(Some("step-info"), Cli::command);
-        assert_eq!(cut.get_subcommands().count(), 1);
-        // After `only`, nothing is cut.
-        let whole = Cli::command();
-        assert!(whole.get_subcommands().count() > 20);
-        let parsed = |c: clap::Command| {
-            let m = c.try_get_matches_from(line).expect("parses");
-            format!("{:?}", Cli::from_arg_matches(&m).expect("matches"))
-        };
-        assert_eq!(parsed(cut), parsed(whole));
     }
 }
