@@ -147,7 +147,9 @@ pub fn group_info(info: &Value) -> Value {
 /// ([`fill_missing_defaults`]), with the group's `asset_urls` set on it as `step-info` does: the
 /// same text as parsing it, filling it in and printing it, from one pass over the text that
 /// builds no tree of what the defaults do not touch. Anything but an object is printed as it is.
-/// Invalid JSON is an error.
+/// Invalid JSON is an error. A number beyond an f64's range, valid JSON grammar that a
+/// `serde_json::Value` refuses, is copied as written like every other value (`setup` never
+/// stores one: it prints what serde_json parsed).
 pub fn old_shape_json(step: &str, asset_urls: Option<&Value>) -> serde_json::Result<String> {
     serde_json::to_string(&Shaped::of(step, asset_urls)?)
 }
@@ -535,6 +537,16 @@ mod tests {
     fn a_repeated_key_keeps_its_first_place_and_last_value_as_a_parsed_map_does() {
         let text = r#"{"title":"a","inputs":[{"A":"1","opts":{"title":"x","title":null},"A":null}],"x":1,"title":null}"#;
         assert_eq!(by_text(text, None), by_value(text, None));
+    }
+
+    #[test]
+    fn a_number_beyond_an_f64_is_copied_as_written() {
+        let big = "76e7777777777777777777777777777775";
+        assert!(serde_json::from_str::<Value>(big).is_err());
+        assert_eq!(old_shape_json(&format!("[{big}]"), None).unwrap(), format!("[{big}]"));
+        let shaped = old_shape_json(&format!(r#"{{"meta":{{"n":{big}}}}}"#), None).unwrap();
+        assert!(shaped.starts_with(&format!(r#"{{"meta":{{"n":{big}}},"#)), "{shaped}");
+        assert!(old_shape_json("[76e]", None).is_err());
     }
 
     #[test]
