@@ -543,9 +543,15 @@ mod tests {
     fn a_number_beyond_an_f64_is_copied_as_written() {
         let big = "76e7777777777777777777777777777775";
         assert!(serde_json::from_str::<Value>(big).is_err());
-        assert_eq!(old_shape_json(&format!("[{big}]"), None).unwrap(), format!("[{big}]"));
+        assert_eq!(
+            old_shape_json(&format!("[{big}]"), None).unwrap(),
+            format!("[{big}]")
+        );
         let shaped = old_shape_json(&format!(r#"{{"meta":{{"n":{big}}}}}"#), None).unwrap();
-        assert!(shaped.starts_with(&format!(r#"{{"meta":{{"n":{big}}},"#)), "{shaped}");
+        assert!(
+            shaped.starts_with(&format!(r#"{{"meta":{{"n":{big}}},"#)),
+            "{shaped}"
+        );
         assert!(old_shape_json("[76e]", None).is_err());
     }
 
