@@ -563,9 +563,9 @@ impl StepEntry {
         match &self.steps {
             Steps::Group(m) => Ok(m.get(version).cloned()),
             Steps::Api { reader, id } => reader.step(id, version),
-            Steps::Spans { group, .. } => self.stored(version, |bytes| {
+            Steps::Spans { .. } => self.stored(version, |group, bytes| {
                 serde_json::from_slice(&bytes).map_err(|e| Error::Format {
-                    path: group.clone(),
+                    path: group.to_path_buf(),
                     reason: format!("invalid step {version} at the index's span: {e}"),
                 })
             }),
@@ -583,27 +583,24 @@ impl StepEntry {
     /// checked to be UTF-8 only. `Ok(None)`: no such version, or a collection that keeps no
     /// text ([`StepEntry::keeps_text`]), whose definitions [`StepEntry::step`] parses.
     pub fn step_text(&self, version: &str) -> Result<Option<StepText>> {
-        let Steps::Spans { group, .. } = &self.steps else {
-            return Ok(None);
-        };
-        self.stored(version, |bytes| match String::from_utf8(bytes) {
+        self.stored(version, |group, bytes| match String::from_utf8(bytes) {
             Ok(text) => Ok(StepText {
                 text,
-                file: group.clone(),
+                file: group.to_path_buf(),
             }),
             Err(e) => Err(Error::Format {
-                path: group.clone(),
+                path: group.to_path_buf(),
                 reason: format!("the step {version} at the index's span is not UTF-8: {e}"),
             }),
         })
     }
 
-    /// The bytes of `version`'s span of the group file, through `read` (`None` when the
-    /// collection keeps no spans or has no such version).
+    /// The bytes of `version`'s span of the group file, through `read` with the file's path
+    /// (`None` when the collection keeps no spans or has no such version).
     fn stored<T>(
         &self,
         version: &str,
-        read: impl FnOnce(Vec<u8>) -> Result<T>,
+        read: impl FnOnce(&Path, Vec<u8>) -> Result<T>,
     ) -> Result<Option<T>> {
         let Steps::Spans { group, spans } = &self.steps else {
             return Ok(None);
@@ -628,7 +625,7 @@ impl StepEntry {
                 "the index's span of {version} ends past the end of the file"
             ))
         })?;
-        read(bytes).map(Some)
+        read(group, bytes).map(Some)
     }
 }
 
