@@ -274,7 +274,9 @@ pub enum Read {
     #[default]
     Definition,
     /// Nothing more: [`Picked::step`] is null (raw `step-info` prints the step.yml's own text,
-    /// so parsing the definition, a record of 5-20 KB, would be wasted).
+    /// so parsing the definition, a record of 5-20 KB, would be wasted). An API collection's
+    /// definition is a document that is in the store only once fetched: it is fetched (and
+    /// checked, so parsed) as for [`Read::Definition`].
     Identity,
     /// Its step definition as stored JSON text ([`Picked::step_json`]), not parsed
     /// ([`Picked::step`] is null), where the collection keeps the text setup wrote (a git or
@@ -387,6 +389,11 @@ pub fn resolve(
         match (entry, picked) {
             (Some(e), Some(v)) => {
                 let step = match lookup.read {
+                    // An API collection's definition is the version's `step.json`, which only
+                    // a fetch puts in the store: what raw output prints must be fetched too.
+                    Read::Identity if e.fetches_definitions() => {
+                        e.step(&v).map(|s| s.map(Stored::Parsed))
+                    }
                     Read::Identity => Ok(None),
                     Read::Definition => e.step(&v).map(|s| s.map(Stored::Parsed)),
                     Read::Text if e.keeps_text() => e.step_text(&v).map(|s| s.map(Stored::Text)),

@@ -579,6 +579,13 @@ impl StepEntry {
         matches!(self.steps, Steps::Spans { .. })
     }
 
+    /// Whether each version's definition is a document fetched when it is first asked for (an
+    /// API collection's `step.json`), so that reading the definition file needs
+    /// [`StepEntry::step`] first.
+    pub fn fetches_definitions(&self) -> bool {
+        matches!(self.steps, Steps::Api { .. })
+    }
+
     /// [`StepEntry::step`] as the JSON text `setup` stored (its group file's span), not parsed:
     /// checked to be UTF-8 only. `Ok(None)`: no such version, or a collection that keeps no
     /// text ([`StepEntry::keeps_text`]), whose definitions [`StepEntry::step`] parses.

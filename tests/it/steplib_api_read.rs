@@ -182,6 +182,55 @@ fn an_api_collection_answers_as_the_steplib_it_was_published_from() {
     assert!(fsck.status.success(), "{}", support::describe(&fsck));
 }
 
+/// Raw `step-info` (the default format) of a version no lookup fetched yet prints its definition:
+/// the lookup fetches that version's `step.json`, and `--short` names a file that exists.
+#[test]
+fn a_cold_raw_step_info_fetches_the_definition_it_prints() {
+    let t = support::TestDir::new();
+    let p = publish_local(&t, &["1.0.0", "2.0.0"]);
+    let home = t.path().join("api-home");
+    run_ok(&mut stepman(&home, ["setup", "-c", &p.base]));
+    let raw = |home: &Path, library: &str, v: &str, short: bool| {
+        let mut args = vec![
+            "step-info",
+            "--library",
+            library,
+            "--id",
+            "s",
+            "--version",
+            v,
+        ];
+        if short {
+            args.push("--short");
+        }
+        run_ok(&mut stepman(home, args))
+    };
+    let cold = raw(&home, &p.base, "1.0.0", false);
+    let step: Value = serde_json::from_str(
+        cold.split_once("Definition:\n\n")
+            .unwrap_or_else(|| panic!("no definition printed: {cold}"))
+            .1,
+    )
+    .unwrap_or_else(|e| panic!("the definition printed is not the step.json ({e}): {cold}"));
+    let local = step_info(&p.home, &p.local, "s", "1.0.0", &[]);
+    assert_eq!(step, local["step"], "{cold}");
+    assert!(cold.contains("Version: 1.0.0\n"), "{cold}");
+    let short = raw(&home, &p.base, "2.0.0", true);
+    let path = short
+        .lines()
+        .find_map(|l| l.strip_prefix("Definition: "))
+        .unwrap_or_else(|| panic!("no definition path: {short}"));
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let step: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        step,
+        step_info(&p.home, &p.local, "s", "2.0.0", &[])["step"]
+    );
+    let after = requests(&p.server);
+    assert_eq!(after.get("/lib/v2/steps/s/1.0.0/step.json"), Some(&1));
+    assert_eq!(after.get("/lib/v2/steps/s/2.0.0/step.json"), Some(&1));
+}
+
 /// With the API gone, a lookup whose documents are past their time to live answers from the
 /// cached copies and says so (stale-if-error); offline mode answers from the cache and names what
 /// is not there; a step activated before activates again.
