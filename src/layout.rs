@@ -444,29 +444,39 @@ pub struct Name {
 pub const NAME_COMPONENT_MAX: usize = 128;
 
 fn check_component(whole: &str, part: &str) -> Result<()> {
-    let bad = |reason| {
-        Err(Error::InvalidName {
+    match component_fault(part) {
+        None => Ok(()),
+        Some(reason) => Err(Error::InvalidName {
             name: whole.to_string(),
             reason,
-        })
+        }),
+    }
+}
+
+/// Whether `part` can be a component of a [`Name`] (what [`Name::new`] checks, without building
+/// one).
+pub(crate) fn valid_component(part: &str) -> bool {
+    component_fault(part).is_none()
+}
+
+/// What is wrong with `part` as a name's component (`None`: nothing).
+fn component_fault(part: &str) -> Option<&'static str> {
+    let Some(&first) = part.as_bytes().first() else {
+        return Some("empty component");
     };
-    if part.is_empty() {
-        return bad("empty component");
-    }
     if part.len() > NAME_COMPONENT_MAX {
-        return bad("component longer than 128 bytes");
+        return Some("component longer than 128 bytes");
     }
-    let first = part.as_bytes()[0];
     if !(first.is_ascii_alphanumeric() || first == b'_') {
-        return bad("a component must start with a letter, a digit or '_'");
+        return Some("a component must start with a letter, a digit or '_'");
     }
     if !part
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
     {
-        return bad("a component may hold only A-Z a-z 0-9 . _ - +");
+        return Some("a component may hold only A-Z a-z 0-9 . _ - +");
     }
-    Ok(())
+    None
 }
 
 impl Name {

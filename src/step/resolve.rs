@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::fetch::NetConfig;
 use crate::layout::Name;
 use crate::retry::Race;
-use crate::steplib::{self, Collection, Constraint, Opened, generate};
+use crate::steplib::{self, Collection, Constraint, Opened, StoredStep, generate};
 use crate::store::{Fill, Store};
 
 /// A step version picked from a collection.
@@ -94,12 +94,6 @@ pub struct StepInfo {
     /// Path of the step.yml.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub definition_pth: String,
-}
-
-/// A step definition as a lookup read it ([`Read`]).
-enum Stored {
-    Parsed(Value),
-    Text(steplib::StepText),
 }
 
 /// [`StepInfo`] as JSON, with the step as text ([`StepInfo::to_json`]): the same fields, in the
@@ -275,13 +269,13 @@ pub enum Read {
     Definition,
     /// Nothing more: [`Picked::step`] is null (raw `step-info` prints the step.yml's own text,
     /// so parsing the definition, a record of 5-20 KB, would be wasted). An API collection's
-    /// definition is a document that is in the store only once fetched: it is fetched (and
-    /// checked, so parsed) as for [`Read::Definition`].
+    /// definition is a document that is in the store only once fetched: it is fetched as for
+    /// [`Read::Text`].
     Identity,
     /// Its step definition as stored JSON text ([`Picked::step_json`]), not parsed
-    /// ([`Picked::step`] is null), where the collection keeps the text setup wrote (a git or
-    /// local StepLib's); parsed otherwise (an API collection's documents): what printing it as
-    /// JSON needs ([`StepInfo::to_json`]).
+    /// ([`Picked::step`] is null), where the collection keeps such text
+    /// ([`steplib::StepEntry::step_stored`]); parsed otherwise: what printing it as JSON needs
+    /// ([`StepInfo::to_json`]).
     Text,
 }
 
@@ -391,15 +385,10 @@ pub fn resolve(
                 let step = match lookup.read {
                     // An API collection's definition is the version's `step.json`, which only
                     // a fetch puts in the store: what raw output prints must be fetched too.
-                    Read::Identity if e.fetches_definitions() => {
-                        e.step(&v).map(|s| s.map(Stored::Parsed))
-                    }
+                    Read::Identity if e.fetches_definitions() => e.step_stored(&v),
                     Read::Identity => Ok(None),
-                    Read::Definition => e.step(&v).map(|s| s.map(Stored::Parsed)),
-                    Read::Text if e.keeps_text() => e.step_text(&v).map(|s| s.map(Stored::Text)),
-                    // A document of a StepLib API (or a legacy group) is parsed anyway: its text
-                    // is not serde_json's, so printing it is the way to the same bytes.
-                    Read::Text => e.step(&v).map(|s| s.map(Stored::Parsed)),
+                    Read::Definition => e.step(&v).map(|s| s.map(StoredStep::Parsed)),
+                    Read::Text => e.step_stored(&v),
                 };
                 let step = match step {
                     Err(Error::Io { error, .. })
@@ -411,8 +400,8 @@ pub fn resolve(
                     other => other?,
                 };
                 let (step, step_json) = match step {
-                    Some(Stored::Parsed(v)) => (v, None),
-                    Some(Stored::Text(t)) => (Value::Null, Some(t)),
+                    Some(StoredStep::Parsed(v)) => (v, None),
+                    Some(StoredStep::Text(t)) => (Value::Null, Some(t)),
                     None => (Value::Null, None),
                 };
                 let definition = match e.definition(&v)? {

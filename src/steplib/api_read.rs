@@ -8,8 +8,13 @@
 //!   cached copy is missing or older than its time to live ([`ApiTtl`]). A `step.json` never
 //!   expires: a published version's document does not change, so it is cached by content once.
 //! - Every document is checked ([`super::api`]'s readers: size, JSON nesting, path segments, a
-//!   `step_id` that names its own path, the step checks a step.yml gets) before it is cached and
-//!   again when it is read back. A document that fails is never cached.
+//!   `step_id` that names its own path, the step checks a step.yml gets) before it is cached. A
+//!   document that fails is never cached.
+//! - A `versions.json` and a `step.json` are cached with their lookup form beside them
+//!   ([`Fetched::lookup_file`]), made from the checked document when it is fetched: what a
+//!   lookup reads, so that a cache hit neither parses nor sorts the document again (for the
+//!   biggest group as for the smallest). A document cached without one (by an older stepman) is
+//!   read as served and checked again.
 //! - A cached document is an object like any other, made by the store's one write recipe
 //!   ([`Store::produce`]: under the document's name lock, so concurrent misses fetch it once)
 //!   and bound to its name. Its age is its name's link's (every bind writes a new link).
@@ -28,7 +33,7 @@ use serde_json::{Value, json};
 
 use super::api::{self, Doc, MAX_DOCUMENT_BYTES};
 use super::model::{ApiSource, CollectionMeta, SteplibMeta};
-use super::{Collection, DownloadLocation, Group, StepEntry, Steps};
+use super::{Collection, DownloadLocation, Group, StepEntry, StepText, Steps, StoredStep};
 use crate::error::{Error, Result};
 use crate::fetch::{self, NetConfig};
 use crate::ingest::TreeWriter;
@@ -84,6 +89,17 @@ struct Cached {
     bytes: Vec<u8>,
     /// When it was fetched (its name bound).
     at: SystemTime,
+    /// Which of its files `bytes` are.
+    form: Form,
+}
+
+/// Which of a cached document's files was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// The document as the API served it: its reader checks it again.
+    Served,
+    /// Its lookup form ([`Fetched::lookup_file`]), written from the checked document.
+    Lookup,
 }
 
 /// Reads an API collection's documents: from the store while they are fresh, else from the API.
@@ -136,6 +152,19 @@ impl Fetched {
         }
     }
 
+    /// The file its lookup form is cached under beside it, in its object (`None`: it has
+    /// none, a lookup reads it as served): `versions.lookup`, the versions a lookup can name,
+    /// lowest first, each on a line of its own ([`lookup_versions`]); `step.lookup.json`, the
+    /// step as `serde_json` prints the checked document (the text `step-info --format json`
+    /// shapes, as it shapes a git collection's stored steps).
+    fn lookup_file(&self) -> Option<&'static str> {
+        match self {
+            Fetched::Versions(_) => Some("versions.lookup"),
+            Fetched::Step(..) => Some("step.lookup.json"),
+            Fetched::StepIds | Fetched::StepInfo(_) => None,
+        }
+    }
+
     /// The name it is cached under, in the collection `alias`.
     fn name(&self, alias: &str) -> Result<Name> {
         match self {
@@ -146,13 +175,25 @@ impl Fetched {
         }
     }
 
-    /// Checks `bytes` as this document.
-    fn check(&self, bytes: &[u8]) -> std::result::Result<(), String> {
+    /// Checks `bytes` as this document; its lookup form when it has one
+    /// ([`Fetched::lookup_file`]).
+    fn check(&self, bytes: &[u8]) -> std::result::Result<Option<Vec<u8>>, String> {
         match self {
-            Fetched::StepIds => api::read_step_ids(bytes).map(drop),
-            Fetched::Versions(id) => api::read_versions(bytes, id).map(drop),
-            Fetched::StepInfo(_) => api::read_step_info(bytes).map(drop),
-            Fetched::Step(..) => api::read_step(bytes).map(drop),
+            Fetched::StepIds => api::read_step_ids(bytes).map(|_| None),
+            Fetched::Versions(id) => api::read_versions(bytes, id).map(|vs| {
+                let lines: String = lookup_versions(&vs)
+                    .iter()
+                    .map(|v| format!("{v}\n"))
+                    .collect();
+                Some(lines.into_bytes())
+            }),
+            Fetched::StepInfo(_) => api::read_step_info(bytes).map(|_| None),
+            Fetched::Step(..) => {
+                let step = api::read_step(bytes)?;
+                serde_json::to_vec(&step)
+                    .map(Some)
+                    .map_err(|e| format!("printing the checked step: {e}"))
+            }
         }
     }
 
@@ -209,9 +250,11 @@ impl ApiReader {
         Ok(format!("{}/{path}", self.base))
     }
 
-    /// The cached copy of `doc` under `name`, read back (the caller parses it with the reader
-    /// of its kind, which checks it again); `None` when there is none.
+    /// The cached copy of `doc` under `name`, read back: its lookup form where it has one
+    /// (trusted: written from the checked document), else the document as served (the caller
+    /// parses it with the reader of its kind, which checks it again); `None` when there is none.
     fn cached(&self, doc: &Fetched, name: &Name) -> Result<Option<Cached>> {
+        use super::checkout::{AtLink, Refusal, read_regular};
         let Some(at) = self.store.bound_at(name) else {
             return Ok(None);
         };
@@ -220,18 +263,35 @@ impl ApiReader {
             Err(Error::NameNotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let path = dir.join(doc.file_name());
-        let bytes = super::checkout::read_regular(
-            &path,
-            super::checkout::AtLink::Refuse,
-            MAX_DOCUMENT_BYTES as u64,
-        )
-        .map_err(|e| Error::Format {
-            path: path.clone(),
+        let read = |path: &Path| read_regular(path, AtLink::Refuse, MAX_DOCUMENT_BYTES as u64);
+        let bad = |path: PathBuf, e: Refusal| Error::Format {
+            path,
             reason: e.to_string(),
-        })?;
-        // Checked again by the one reader of each kind that parses it for its caller.
-        Ok(Some(Cached { path, bytes, at }))
+        };
+        if let Some(file) = doc.lookup_file() {
+            let path = dir.join(file);
+            match read(&path) {
+                Ok(bytes) => {
+                    return Ok(Some(Cached {
+                        path,
+                        bytes,
+                        at,
+                        form: Form::Lookup,
+                    }));
+                }
+                // Cached by an older stepman, without its lookup form.
+                Err(Refusal::NotFound) => {}
+                Err(e) => return Err(bad(path, e)),
+            }
+        }
+        let path = dir.join(doc.file_name());
+        let bytes = read(&path).map_err(|e| bad(path.clone(), e))?;
+        Ok(Some(Cached {
+            path,
+            bytes,
+            at,
+            form: Form::Served,
+        }))
     }
 
     /// `doc`: the cached copy while it is fresh, else fetched (and cached); the cached copy,
@@ -346,14 +406,15 @@ impl ApiReader {
         let Some(vs) = self.get(&Fetched::Versions(id.to_string()))? else {
             return Ok(None);
         };
-        let newest_first = api::read_versions(&vs.bytes, id).map_err(|reason| Error::Format {
+        let versions = match vs.form {
+            Form::Lookup => read_lookup_versions(&vs.bytes),
+            Form::Served => api::read_versions(&vs.bytes, id).map(|d| lookup_versions(&d)),
+        }
+        .map_err(|reason| Error::Format {
             path: vs.path,
             reason,
         })?;
-        let mut versions = api::newest_first(&newest_first);
-        versions.retain(|v| Name::new("r", "s", v).is_ok() && !v.contains("+exe."));
-        let latest = versions.first().cloned().unwrap_or_default();
-        versions.reverse();
+        let latest = versions.last().cloned().unwrap_or_default();
         let info = match self.get(&Fetched::StepInfo(id.to_string()))? {
             None => json!({}),
             Some(c) => {
@@ -398,16 +459,42 @@ impl ApiReader {
 
     /// The step definition of `id@version`; `Ok(None)`: the API has no such version.
     pub(crate) fn step(&self, id: &str, version: &str) -> Result<Option<Value>> {
+        match self.step_stored(id, version)? {
+            None => Ok(None),
+            Some(StoredStep::Parsed(v)) => Ok(Some(v)),
+            Some(StoredStep::Text(t)) => {
+                serde_json::from_str(&t.text)
+                    .map(Some)
+                    .map_err(|e| Error::Format {
+                        path: t.file,
+                        reason: format!("invalid JSON: {e}"),
+                    })
+            }
+        }
+    }
+
+    /// The step definition of `id@version` as its lookup form's text, or parsed from a
+    /// document cached without one; `Ok(None)`: the API has no such version.
+    pub(crate) fn step_stored(&self, id: &str, version: &str) -> Result<Option<StoredStep>> {
         let doc = Fetched::Step(id.to_string(), version.to_string());
         let Some(c) = self.get(&doc)? else {
             return Ok(None);
         };
-        api::read_step(&c.bytes)
-            .map(Some)
-            .map_err(|reason| Error::Format {
-                path: c.path,
-                reason,
-            })
+        let stored = match c.form {
+            Form::Lookup => String::from_utf8(c.bytes)
+                .map(|text| {
+                    StoredStep::Text(StepText {
+                        text,
+                        file: c.path.clone(),
+                    })
+                })
+                .map_err(|e| format!("not UTF-8: {e}")),
+            Form::Served => api::read_step(&c.bytes).map(StoredStep::Parsed),
+        };
+        stored.map(Some).map_err(|reason| Error::Format {
+            path: c.path,
+            reason,
+        })
     }
 
     /// Where the cached `step.json` of `id@version` is (what `step-info` shows as its
@@ -456,7 +543,7 @@ fn fetch_document(
         return Ok(None);
     }
     let bytes = fs::read(&file).map_err(Error::io("read", &file))?;
-    doc.check(&bytes).map_err(|reason| Error::Steplib {
+    let lookup = doc.check(&bytes).map_err(|reason| Error::Steplib {
         what: format!("{what}: {}", crate::credentials::redact(url)),
         reason,
     })?;
@@ -467,9 +554,37 @@ fn fetch_document(
                 false,
                 Some(bytes.len() as u64),
                 bytes.as_slice(),
-            )
+            )?;
+            match (doc.lookup_file(), &lookup) {
+                (Some(name), Some(l)) => {
+                    w.add_file(name, false, Some(l.len() as u64), l.as_slice())
+                }
+                _ => Ok(()),
+            }
         })
         .map(Some)
+}
+
+/// The versions of a `versions.json` (newest first) that a lookup can name, lowest first:
+/// those that can be a name's component, without the `+exe.` builds of precompiled
+/// executables.
+fn lookup_versions(newest_first: &[String]) -> Vec<String> {
+    let mut versions = api::newest_first(newest_first);
+    versions.retain(|v| crate::layout::valid_component(v) && !v.contains("+exe."));
+    versions.reverse();
+    versions
+}
+
+/// Reads a `versions.lookup` ([`Fetched::lookup_file`]).
+fn read_lookup_versions(bytes: &[u8]) -> std::result::Result<Vec<String>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+    text.lines()
+        .map(|v| {
+            crate::layout::valid_component(v)
+                .then(|| v.to_string())
+                .ok_or_else(|| format!("{v:?} cannot be a version"))
+        })
+        .collect()
 }
 
 /// Writes an API collection's object: its `collection.json` (the API's `meta.json` as a
@@ -585,6 +700,122 @@ pub(crate) fn probe(url: &str, what: &str, net: &NetConfig, dir: &Path) -> Optio
         Err(e) => {
             log::debug!("{what}: not a StepLib API ({})", e.describe());
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::Durability;
+
+    /// A reader of collection `a` in a new store, answering from the cache alone.
+    fn reader() -> (tempfile::TempDir, Arc<ApiReader>) {
+        let home = tempfile::tempdir().expect("temp home");
+        let store = Store::open(home.path())
+            .expect("open store")
+            .with_durability(Durability::NoSync);
+        let r = ApiReader {
+            store,
+            alias: "a".into(),
+            base: "http://127.0.0.1:1/api".into(),
+            net: None,
+            ttl: ApiTtl::default(),
+        };
+        (home, Arc::new(r))
+    }
+
+    /// Caches `doc` as `bytes`, with its lookup form when `lookup` (as this version does), or
+    /// alone (as an older stepman did).
+    fn cache(r: &ApiReader, doc: &Fetched, bytes: &[u8], lookup: bool) {
+        let name = doc.name(&r.alias).expect("name");
+        let form = doc.check(bytes).expect("a valid document");
+        r.store
+            .produce(&name, Rebuild::Always, Producer::ApiDocument, |stage| {
+                stage.write("test", |w| {
+                    w.add_file(doc.file_name(), false, None, bytes)?;
+                    match (lookup, doc.lookup_file(), &form) {
+                        (true, Some(f), Some(l)) => w.add_file(f, false, None, l.as_slice()),
+                        _ => Ok(()),
+                    }
+                })
+            })
+            .expect("cache");
+    }
+
+    /// A lookup reads a document's lookup form where it was cached with one, and the served
+    /// document, checked again, where it was not: the same answer either way (the versions a
+    /// lookup can name, lowest first; the step, as text or parsed).
+    #[test]
+    fn a_document_cached_without_its_lookup_form_answers_the_same() {
+        // Newest first, not in order of their text; a `+exe.` build and a version no name can
+        // hold are left out.
+        let versions =
+            br#"{"step_id":"s","versions":["1.10.0","1.9.0","2.0.0+exe.1","1.2.0","-x"]}"#;
+        let step = br#"{ "title" : "T", "summary": "\u0041", "inputs": [{"a": "1", "opts": {"title": "A"}}] }"#;
+        let mut answers = Vec::new();
+        for lookup in [true, false] {
+            let (_home, r) = reader();
+            cache(&r, &Fetched::Versions("s".into()), versions, lookup);
+            cache(
+                &r,
+                &Fetched::StepInfo("s".into()),
+                br#"{"maintainer":"m"}"#,
+                lookup,
+            );
+            cache(
+                &r,
+                &Fetched::Step("s".into(), "1.10.0".into()),
+                step,
+                lookup,
+            );
+            let e = r.entry("s").expect("entry").expect("a group");
+            assert_eq!(e.versions, ["1.2.0", "1.9.0", "1.10.0"]);
+            assert_eq!(e.latest_version_number, "1.10.0");
+            let stored = r.step_stored("s", "1.10.0").expect("read").expect("a step");
+            let parsed = match (&stored, lookup) {
+                (StoredStep::Text(t), true) => {
+                    // serde_json's printing of the checked document, not the served bytes.
+                    assert_eq!(
+                        t.text,
+                        r#"{"title":"T","summary":"A","inputs":[{"a":"1","opts":{"title":"A"}}]}"#
+                    );
+                    serde_json::from_str::<Value>(&t.text).expect("JSON")
+                }
+                (StoredStep::Parsed(v), false) => v.clone(),
+                (other, _) => panic!("lookup form {lookup}: read as {other:?}"),
+            };
+            assert_eq!(r.step("s", "1.10.0").expect("step"), Some(parsed.clone()));
+            answers.push(parsed);
+        }
+        assert_eq!(answers[0], answers[1]);
+    }
+
+    /// A lookup form that is not what this version writes fails naming its file.
+    #[test]
+    fn a_damaged_lookup_form_fails_naming_its_file() {
+        let (_home, r) = reader();
+        let doc = Fetched::Versions("s".into());
+        let name = doc.name(&r.alias).expect("name");
+        r.store
+            .produce(&name, Rebuild::Always, Producer::ApiDocument, |stage| {
+                stage.write("test", |w| {
+                    w.add_file(
+                        "versions.json",
+                        false,
+                        None,
+                        &br#"{"step_id":"s","versions":[]}"#[..],
+                    )?;
+                    w.add_file("versions.lookup", false, None, &b"1.0.0\n../x\n"[..])
+                })
+            })
+            .expect("cache");
+        match r.entry("s") {
+            Err(Error::Format { path, reason }) => {
+                assert!(path.ends_with("versions.lookup"), "{path:?}");
+                assert!(reason.contains("../x"), "{reason}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

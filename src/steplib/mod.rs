@@ -412,6 +412,15 @@ pub struct StepText {
     pub file: PathBuf,
 }
 
+/// A step definition as [`StepEntry::step_stored`] reads it.
+#[derive(Debug, Clone)]
+pub enum StoredStep {
+    /// Parsed.
+    Parsed(Value),
+    /// Its JSON text, not parsed.
+    Text(StepText),
+}
+
 /// One step group as a lookup sees it ([`Opened::entry`]).
 #[derive(Debug, Clone)]
 pub struct StepEntry {
@@ -572,11 +581,16 @@ impl StepEntry {
         }
     }
 
-    /// Whether the collection keeps each version's step as the JSON text `setup` wrote (what
-    /// [`StepEntry::step_text`] then reads without parsing); an API collection's documents and
-    /// an object older than layout 2 are parsed.
-    pub fn keeps_text(&self) -> bool {
-        matches!(self.steps, Steps::Spans { .. })
+    /// [`StepEntry::step`] as it is stored: the JSON text where the collection keeps one (a
+    /// git or local StepLib's group file spans, an API document's lookup form), read without
+    /// parsing; parsed otherwise (an object older than layout 2, an API document cached without
+    /// its lookup form). `Ok(None)`: no such version.
+    pub fn step_stored(&self, version: &str) -> Result<Option<StoredStep>> {
+        match &self.steps {
+            Steps::Spans { .. } => self.step_text(version).map(|t| t.map(StoredStep::Text)),
+            Steps::Api { reader, id } => reader.step_stored(id, version),
+            Steps::Group(_) => self.step(version).map(|s| s.map(StoredStep::Parsed)),
+        }
     }
 
     /// Whether each version's definition is a document fetched when it is first asked for (an
@@ -587,9 +601,8 @@ impl StepEntry {
     }
 
     /// [`StepEntry::step`] as the JSON text `setup` stored (its group file's span), not parsed:
-    /// checked to be UTF-8 only. `Ok(None)`: no such version, or a collection that keeps no
-    /// text ([`StepEntry::keeps_text`]), whose definitions [`StepEntry::step`] parses.
-    pub fn step_text(&self, version: &str) -> Result<Option<StepText>> {
+    /// checked to be UTF-8 only. `Ok(None)`: no such version, or a collection without spans.
+    fn step_text(&self, version: &str) -> Result<Option<StepText>> {
         self.stored(version, |group, bytes| match String::from_utf8(bytes) {
             Ok(text) => Ok(StepText {
                 text,
