@@ -4,6 +4,9 @@
 //! `fsync` them while the ingest goes on, so a durable ingest costs about the slower of writing
 //! and flushing instead of their sum, and many flushes in flight let the file system commit them
 //! together (on ext4, ~900 sequential fsyncs cost about 0.25 s; 32 at a time, about 0.15 s).
+//! Not too many, though: while the ingest writes, every flush in flight wakes a thread and
+//! forces a journal commit that the writing thread then waits behind, so on 2 cores 8 flushers
+//! made a durable cold activation 7-19% faster than 32 did ([`threads`]).
 //!
 //! Invariants:
 //! - [`Flusher::finish`] returns only after every submitted path was flushed, or with the first
@@ -12,7 +15,7 @@
 //!   back at once so the ingest stops early.
 //! - Dropping a flusher without `finish` (the ingest failed) stops the threads and waits for them:
 //!   no thread outlives the ingest that started it.
-//! - At most `QUEUE + THREADS` files are open at once.
+//! - At most `QUEUE` + [`threads`] files are open at once.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -24,8 +27,12 @@ use std::thread::{self, JoinHandle};
 use crate::error::{Error, Result};
 use crate::sys;
 
-/// Flushes in flight at once: fsync mostly waits on the disk, so more than the cores.
-const THREADS: usize = 32;
+/// Flushes in flight at once: fsync mostly waits on the disk, so more than the cores (4 per
+/// core), but at most 32 and at least 4.
+fn threads() -> usize {
+    let cores = thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (4 * cores).clamp(4, 32)
+}
 /// Finished files waiting for a thread.
 const QUEUE: usize = 64;
 
@@ -52,15 +59,16 @@ pub(crate) struct Flusher {
 impl Flusher {
     /// Starts the threads.
     pub(crate) fn new(root: &std::path::Path) -> Result<Flusher> {
+        let n = threads();
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let state = Arc::new(State::default());
         let mut flusher = Flusher {
             tx: Some(tx),
-            workers: Vec::with_capacity(THREADS),
+            workers: Vec::with_capacity(n),
             state,
         };
-        for _ in 0..THREADS {
+        for _ in 0..n {
             let rx = rx.clone();
             let state = flusher.state.clone();
             let w = thread::Builder::new()
