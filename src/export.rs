@@ -500,6 +500,19 @@ pub(crate) fn claim(
     Ok(Claimed { dest, _lock: lock })
 }
 
+/// [`claim`], but without waiting for the destination lock: `Ok(None)` when another
+/// activation holds it ([`crate::lock::destination_try_exclusive`]).
+pub(crate) fn try_claim(dest: &Path, replace: Replace) -> Result<Option<Claimed>> {
+    let dest = Dest::resolve(dest)?;
+    if let Found::Held(kind, old) = inspect(&dest.path)? {
+        allowed(&dest, kind, &old, replace)?;
+    }
+    let lock_path = dest.parent.join(format!(".{}{MARKER}.lock", dest.base));
+    let lock = crate::lock::destination_try_exclusive(&lock_path)
+        .map_err(|e| parent_not_writable(e, &dest.given, &dest.parent))?;
+    Ok(lock.map(|lock| Claimed { dest, _lock: lock }))
+}
+
 /// Whether what is at `d` (`kind`, `id`) may be replaced: `Ok(true)` when an earlier
 /// activation made it, `Ok(false)` when only [`Replace::Anything`] allows it.
 fn allowed(d: &Dest, kind: DestinationKind, id: &Identity, replace: Replace) -> Result<bool> {
@@ -511,6 +524,12 @@ fn allowed(d: &Dest, kind: DestinationKind, id: &Identity, replace: Replace) -> 
         path: d.given.clone(),
         kind,
     })
+}
+
+/// A copy of a tree in a staging dir beside a claimed destination ([`Claimed::build`]).
+pub(crate) struct Built {
+    staging: TempDir,
+    tree: PathBuf,
 }
 
 impl Claimed {
@@ -530,8 +549,21 @@ impl Claimed {
         extra: &[Extra<'_>],
         replace: Replace,
     ) -> Result<()> {
+        let (staging, tree) = build(&self.dest, src, extra)?;
+        self.place(Built { staging, tree }, replace)
+    }
+
+    /// A copy of the tree at `src` built beside the destination, to be put in place later
+    /// ([`Claimed::place`]); dropped unplaced, it is removed.
+    pub(crate) fn build(&self, src: &Path) -> Result<Built> {
+        let (staging, tree) = build(&self.dest, src, &[])?;
+        Ok(Built { staging, tree })
+    }
+
+    /// Puts `built` in place as [`Claimed::activate`] does.
+    pub(crate) fn place(&self, built: Built, replace: Replace) -> Result<()> {
+        let Built { staging, tree } = built;
         let d = &self.dest;
-        let (staging, tree) = build(d, src, extra)?;
         let (new, _) = sys::identity(&tree)
             .map_err(Error::io("stat", &tree))?
             .ok_or_else(|| Error::io("stat", &tree)(std::io::ErrorKind::NotFound.into()))?;

@@ -288,6 +288,27 @@ pub(crate) fn destination_exclusive(path: &Path, interrupt: Option<&AtomicBool>)
     })
 }
 
+/// Destination lock, exclusive, without waiting: `Ok(None)` when another process holds it. For
+/// an activation that takes it while it holds a name lock (it builds its copy while its
+/// download is flushed, `step/activation.rs`): never waiting there keeps the destination lock
+/// from being waited for behind a name lock, the reverse of the usual order.
+pub(crate) fn destination_try_exclusive(path: &Path) -> Result<Option<Guard>> {
+    let Some(f) = open_lock_file(path)? else {
+        return Ok(Some(Guard::none()));
+    };
+    match sys::lock(&f, LockMode::Exclusive, Wait::NoWait).map_err(Error::io("lock", path))? {
+        LockOutcome::Acquired => Ok(Some(Guard { _files: vec![f] })),
+        LockOutcome::WouldBlock => Ok(None),
+        LockOutcome::Unsupported => {
+            log::warn!(
+                "{}: file system has no flock; continuing without this lock",
+                path.display()
+            );
+            Ok(Some(Guard::none()))
+        }
+    }
+}
+
 /// Lock of a file of ours in an old tool's home, exclusive and blocking: the legacy-view lock
 /// (`<home>/.stepman.legacy-view.lock`: one `legacy-view` at a time writes into one home), the
 /// share lock (`<home>/share.json.lock`: one reader-modifier-writer of `share.json` at a time)

@@ -169,6 +169,8 @@ impl Producer {
 pub(crate) struct Stage<'s> {
     store: &'s Store,
     tmp: TempDir,
+    /// Handed to every tree writer of the stage ([`Stage::while_flushing`]).
+    while_flushing: Option<ingest::WhileFlushing>,
 }
 
 /// A finished tree of a [`Stage`]: only the stage makes one, so a producer that returns one has
@@ -203,6 +205,12 @@ impl Stage<'_> {
         tmp.path().join(crate::layout::TEMP_TREE)
     }
 
+    /// Runs `hook` with each tree the stage's writers finish, before they wait for its flushes
+    /// ([`ingest::WhileFlushing`]).
+    pub(crate) fn while_flushing(&mut self, hook: ingest::WhileFlushing) {
+        self.while_flushing = Some(hook);
+    }
+
     /// Writes the tree with `fill`, through a writer with the store's limits (`source` names it
     /// in errors), and finishes it.
     pub(crate) fn write(
@@ -213,6 +221,7 @@ impl Stage<'_> {
         let root = Stage::tree_root(&self.tmp);
         let mut w =
             ingest::TreeWriter::new(&root, source, self.store.limits, self.store.durability)?;
+        w.while_flushing(self.while_flushing.clone());
         fill(&mut w)?;
         let (id, _) = w.finish()?;
         Ok(Tree { id, kept: false })
@@ -227,7 +236,13 @@ impl Stage<'_> {
     /// Makes the tree from `src` (a directory, tar, tar.gz or zip).
     pub(crate) fn ingest(&mut self, src: &Path) -> Result<Tree> {
         let root = Stage::tree_root(&self.tmp);
-        let (id, _) = ingest::ingest_path(src, &root, self.store.limits, self.store.durability)?;
+        let (id, _) = ingest::ingest_path(
+            src,
+            &root,
+            self.store.limits,
+            self.store.durability,
+            self.while_flushing.clone(),
+        )?;
         Ok(Tree { id, kept: false })
     }
 
@@ -243,7 +258,9 @@ impl Stage<'_> {
     ) -> Result<std::result::Result<Tree, String>> {
         let root = Stage::tree_root(&self.tmp);
         tmp::remove_tree(&root)?;
-        let w = ingest::TreeWriter::new(&root, source, self.store.limits, self.store.durability)?;
+        let mut w =
+            ingest::TreeWriter::new(&root, source, self.store.limits, self.store.durability)?;
+        w.while_flushing(self.while_flushing.clone());
         match ingest::ingest_stream(input, w)? {
             ingest::Streamed::Tree(id) => Ok(Ok(Tree { id, kept: false })),
             ingest::Streamed::Fallback(why) => {
@@ -886,7 +903,11 @@ impl Store {
             interrupt: self.interrupt.clone(),
             owner: self.owner,
         };
-        let mut stage = Stage { store: &fast, tmp };
+        let mut stage = Stage {
+            store: &fast,
+            tmp,
+            while_flushing: None,
+        };
         look(&mut stage)
     }
 
@@ -907,7 +928,11 @@ impl Store {
         self.sweep_quietly();
         let tmp = TempDir::create(&self.layout, what.temp_kind())
             .map_err(|e| self.read_only_or(e, what.op()))?;
-        let mut stage = Stage { store: self, tmp };
+        let mut stage = Stage {
+            store: self,
+            tmp,
+            while_flushing: None,
+        };
         let Tree { id, kept } = write(&mut stage)?;
         let tmp = &stage.tmp;
         let _guard = lock::store_shared(&self.layout)?;
@@ -957,6 +982,20 @@ impl Store {
             check(dir)?;
             dest.activate(dir, replace)
         })
+    }
+
+    /// Claims `dest` for an activation as [`Store::export_replacing`] does (its staging
+    /// leftovers swept, its destination lock taken, what `replace` does not allow refused),
+    /// for a caller that builds the copy itself ([`crate::export::Claimed::build`]), without
+    /// waiting for the destination lock: `Ok(None)` when another activation holds it.
+    pub(crate) fn try_claim_destination(
+        &self,
+        dest: &Path,
+        replace: crate::Replace,
+    ) -> Result<Option<crate::export::Claimed>> {
+        self.check_outside(dest)?;
+        crate::export::sweep_beside(dest);
+        crate::export::try_claim(dest, replace)
     }
 
     /// [`Store::export_replacing`] of `name` with one file of the object `extra` names added

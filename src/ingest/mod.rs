@@ -36,6 +36,13 @@ pub(crate) use self::tar::{Compression, ingest_tar};
 pub(crate) use self::zip::ingest_zip;
 pub(crate) use self::zip_stream::Streamed;
 
+/// What runs once a tree is written, hashed and its modes set, while its flushes are still in
+/// flight ([`TreeWriter::while_flushing`]), given the tree's root and id: work that reads the
+/// tree (an activation's copy of it) and would otherwise wait for the flush and the publish.
+/// It must not change the tree. Only a durable ingest runs it: without flushes there is nothing
+/// to overlap, and the work is done after the publish as before.
+pub(crate) type WhileFlushing = std::sync::Arc<dyn Fn(&Path, &ObjectId) + Send + Sync>;
+
 /// Resource limits for one ingest. All are checked while streaming, before the data is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -190,6 +197,8 @@ pub(crate) struct TreeWriter {
     flusher: Option<flush::Flusher>,
     /// Files written by [`TreeWriter::add_pending_file`] and not settled yet.
     pending: HashSet<String>,
+    /// Run by [`TreeWriter::finish`] before it waits for the flushes.
+    while_flushing: Option<WhileFlushing>,
 }
 
 impl TreeWriter {
@@ -217,7 +226,15 @@ impl TreeWriter {
             buf: vec![0u8; 256 * 1024],
             flusher,
             pending: HashSet::new(),
+            while_flushing: None,
         })
+    }
+
+    /// Has [`TreeWriter::finish`] run `hook` with the finished tree before it waits for the
+    /// tree's flushes (a tree that fails before it is finished, or that is not flushed, never
+    /// runs it).
+    pub(crate) fn while_flushing(&mut self, hook: Option<WhileFlushing>) {
+        self.while_flushing = hook;
     }
 
     pub(crate) fn source(&self) -> &str {
@@ -702,6 +719,11 @@ impl TreeWriter {
                 f.submit(None, p)?;
             }
         }
+        if let Some(hook) = self.while_flushing.take()
+            && self.flusher.is_some()
+        {
+            hook(&self.root, &id);
+        }
         if let Some(f) = self.flusher.take() {
             f.finish()?;
         }
@@ -795,9 +817,11 @@ pub(crate) fn ingest_path(
     root: &Path,
     limits: Limits,
     durability: Durability,
+    hook: Option<WhileFlushing>,
 ) -> Result<(ObjectId, PathBuf)> {
     let name = src.display().to_string();
-    let w = TreeWriter::new(root, &name, limits, durability)?;
+    let mut w = TreeWriter::new(root, &name, limits, durability)?;
+    w.while_flushing(hook);
     match sniff(src)? {
         SourceKind::Dir => ingest_dir(src, w),
         SourceKind::TarGz => {

@@ -4,7 +4,6 @@ use std::path::Path;
 
 use super::precompiled;
 use super::resolve::Resolved;
-use super::source::download;
 use crate::error::{Error, Result};
 use crate::fetch::NetConfig;
 use crate::hash::ObjectId;
@@ -75,13 +74,72 @@ pub fn activate_with(
             // it, a gc collected it): delete is safe while others activate, so download again
             // (`crate::retry`).
             Err(Error::NameNotFound { .. }) if race.again() => {
-                download(store, r, net)?;
+                if let Some(id) = download_and_place(store, r, dest, replace, net)? {
+                    break id;
+                }
             }
             Err(e) => return Err(e),
         }
     };
     write_definition_if(definition)?;
     Ok(id)
+}
+
+/// Downloads the step ([`super::download`]) and, when this process writes its tree, builds the
+/// destination's copy from it while its flushes are in flight (a durable ingest's last
+/// fsyncs), then puts the copy in place once the object is published: `Ok(Some(id))`, the
+/// activation done. `Ok(None)`: another process made the object, or the destination could not
+/// be claimed at once or the copy not built (logged); the caller copies the object out as
+/// usual, which reports what is wrong.
+///
+/// The copy is of the tree that is published as object `id` (it is only used when the download
+/// gives that id): the same bytes the object holds, read from the temp dir they were written
+/// to, before the rename that publishes them. Nothing is written beside the destination before
+/// the tree is (a download that fails or is cancelled leaves nothing there). The destination
+/// is claimed inside the download, under its name lock, so without waiting
+/// ([`crate::lock::destination_try_exclusive`]): an activation into it that holds its lock
+/// makes this one copy the object out afterwards, as before.
+fn download_and_place(
+    store: &Store,
+    r: &Resolved,
+    dest: &Path,
+    replace: crate::Replace,
+    net: &NetConfig,
+) -> Result<Option<ObjectId>> {
+    type Slot = std::sync::Mutex<Option<(ObjectId, crate::export::Claimed, crate::export::Built)>>;
+    let slot: std::sync::Arc<Slot> = std::sync::Arc::default();
+    let hook: crate::ingest::WhileFlushing = {
+        let (store, dest, slot) = (store.clone(), dest.to_path_buf(), slot.clone());
+        std::sync::Arc::new(move |root: &Path, id: &ObjectId| {
+            let claimed = match store.try_claim_destination(&dest, replace) {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    log::debug!("{}: another activation holds it", dest.display());
+                    return;
+                }
+                Err(e) => {
+                    log::debug!("{}: {}", dest.display(), e.describe());
+                    return;
+                }
+            };
+            match claimed.build(root) {
+                Ok(built) => {
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((*id, claimed, built));
+                }
+                Err(e) => log::debug!("copying {id} while it is flushed: {}", e.describe()),
+            }
+        })
+    };
+    let got = super::source::download_while_flushing(store, r, net, Some(hook));
+    let built = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let (got, _) = got?;
+    match built {
+        Some((id, claimed, built)) if id == got.id => {
+            claimed.place(built, replace)?;
+            Ok(Some(id))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The step.yml that `-y` writes, with its temp file beside where it goes already created

@@ -26,6 +26,17 @@ pub fn download_from(
     r: &Resolved,
     net: &NetConfig,
 ) -> Result<(Imported, crate::remote::Came)> {
+    download_while_flushing(store, r, net, None)
+}
+
+/// [`download_from`], running `hook` with the tree this process downloads from the origin once
+/// it is written, while it is flushed ([`crate::ingest::WhileFlushing`]).
+pub(crate) fn download_while_flushing(
+    store: &Store,
+    r: &Resolved,
+    net: &NetConfig,
+    hook: Option<crate::ingest::WhileFlushing>,
+) -> Result<(Imported, crate::remote::Came)> {
     let name = r.name()?;
     if let Some(id) = store.lookup(&name)? {
         let found = Imported {
@@ -57,7 +68,12 @@ pub fn download_from(
         Producer::StepSource,
         &net.cancel,
         |_| Ok(()),
-        |stage| fetch_source(stage, r, net),
+        |stage| {
+            if let Some(h) = hook {
+                stage.while_flushing(h);
+            }
+            fetch_source(stage, r, net)
+        },
     )
 }
 

@@ -402,7 +402,7 @@ impl Opened {
     }
 }
 
-/// A step definition as JSON text ([`StepEntry::step_text`]) and the file it was read from,
+/// A step definition as JSON text ([`StepEntry::step_stored`]) and the file it was read from,
 /// which an error about the text names (empty for a definition printed from a parsed one).
 #[derive(Debug, Clone)]
 pub struct StepText {

@@ -424,3 +424,132 @@ fn each_file_is_flushed_after_its_last_mode_change_and_before_the_publish() {
     );
     support::assert_fsck_clean(&s.home);
 }
+
+/// A durable cold activation copies the step into the destination while its tree is still
+/// being flushed: every file of the destination's copy is created before the object is
+/// published, none is read out of the published object afterwards, and the copy is renamed into
+/// place only after the publish. What lands is the source's tree, nothing is left beside it, and
+/// the store is clean.
+#[test]
+fn a_durable_cold_activation_copies_the_tree_while_it_is_flushed() {
+    let test = "a_durable_cold_activation_copies_the_tree_while_it_is_flushed";
+    if !support::strace_usable(test) {
+        return;
+    }
+    let src = TestDir::new();
+    sample_tree(src.path());
+    let s = Served::new(support::zip_tree(src.path()));
+    let log = s.t.path().join("strace.log");
+    let lib = s.lib.to_str().unwrap().to_string();
+    let dest = s.dest();
+    let o = support::output(
+        &mut support::Traced::new(&s.home, &log)
+            .follow()
+            .opt(&["-y"])
+            .env_remove("STEPMAN_NO_FSYNC")
+            .trace("openat,renameat2,rename")
+            .stepman(support::activate_args(&lib, "s", "1.0.0", &dest)),
+    );
+    assert!(o.status.success(), "{}", support::describe(&o));
+    support::assert_same_tree(src.path(), &dest);
+    let trace = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = trace.lines().collect();
+    let publish = lines
+        .iter()
+        .position(|l| l.contains("renameat2(") && l.contains("/tree\"") && l.contains("/objects/"))
+        .unwrap_or_else(|| panic!("no publish in:\n{trace}"));
+    let base = dest.file_name().unwrap().to_str().unwrap();
+    let staging = format!("/.{base}.stepman-");
+    let placed = lines
+        .iter()
+        .position(|l| l.contains("rename(") && l.contains(&staging) && l.contains("/tree\""))
+        .unwrap_or_else(|| panic!("no rename of the destination's copy in:\n{trace}"));
+    assert!(
+        placed > publish,
+        "the copy was put in place before the publish:\n{trace}"
+    );
+    // `path` in `tree` (under `within`) as an openat names it: whole, or relative to its
+    // directory's descriptor (shown by `-y`).
+    let opens = |l: &str, within: &str, tree: &str, path: &str| {
+        let (dir, name) = path.rsplit_once('/').map_or(("", path), |(d, n)| (d, n));
+        let dir = if dir.is_empty() {
+            tree.to_string()
+        } else {
+            format!("{tree}/{dir}")
+        };
+        l.contains("openat(")
+            && l.contains(within)
+            && (l.contains(&format!("{tree}/{path}\""))
+                || l.contains(&format!("{dir}>, \"{name}\"")))
+    };
+    for file in ["step.sh", "lib/deep/data.bin", "lib/readme.txt"] {
+        let created = lines
+            .iter()
+            .position(|l| l.contains("O_CREAT") && opens(l, &staging, "/tree", file));
+        let created = created.unwrap_or_else(|| panic!("{file}: not created in:\n{trace}"));
+        assert!(
+            created < publish,
+            "{file}: copied after the publish (line {created}, publish at {publish}):\n{trace}"
+        );
+        let read_from_object = lines[publish..].iter().any(|l| {
+            let object = l
+                .split("/objects/")
+                .nth(1)
+                .and_then(|rest| rest.split('/').nth(1))
+                .map(|id| format!("/{id}"));
+            object.is_some_and(|id| opens(l, "/objects/", &id, file))
+        });
+        assert!(
+            !read_from_object,
+            "{file}: copied out of the object again:\n{trace}"
+        );
+    }
+    let parent = dest.parent().unwrap();
+    let left: Vec<String> = fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!(".{base}.stepman-")))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "staging left beside the destination: {left:?}"
+    );
+    support::assert_fsck_clean(&s.home);
+}
+
+/// A durable cold activation into a directory that another tool filled fails as an activation
+/// into it always did, naming it, with nothing written beside it and the step in the store.
+#[test]
+fn a_durable_cold_activation_into_a_foreign_directory_fails_and_keeps_the_download() {
+    let src = TestDir::new();
+    sample_tree(src.path());
+    let s = Served::new(support::zip_tree(src.path()));
+    let lib = s.lib.to_str().unwrap().to_string();
+    let dest = s.dest();
+    fs::create_dir_all(&dest).unwrap();
+    fs::write(dest.join("mine.txt"), "not a step").unwrap();
+    let o = support::output(
+        support::stepman(&s.home, support::activate_args(&lib, "s", "1.0.0", &dest))
+            .env_remove("STEPMAN_NO_FSYNC"),
+    );
+    assert!(!o.status.success(), "{}", support::describe(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(dest.to_str().unwrap()), "{err}");
+    assert_eq!(
+        fs::read_to_string(dest.join("mine.txt")).unwrap(),
+        "not a step"
+    );
+    let cached = support::run_ok(&mut support::stepman(&s.home, ["list-cached", "-c", &lib]));
+    assert_eq!(cached.trim(), "s@1.0.0", "{cached}");
+    let base = dest.file_name().unwrap().to_str().unwrap();
+    let left: Vec<String> = fs::read_dir(dest.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!(".{base}.stepman-")))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "staging left beside the destination: {left:?}"
+    );
+    support::assert_fsck_clean(&s.home);
+}
