@@ -357,6 +357,14 @@ fn a_body_cut_short_is_refused_and_nothing_is_kept() {
     s.refused("truncated");
 }
 
+/// The line of a strace log where the staged tree is published (renamed into `objects/`).
+fn publish_line(lines: &[&str], trace: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l.contains("renameat2(") && l.contains("/tree\"") && l.contains("/objects/"))
+        .unwrap_or_else(|| panic!("no publish in:\n{trace}"))
+}
+
 /// A durable streamed zip: every file is flushed after the last change of its mode (a pending
 /// file is written as 0444 and flushed at once; one the central directory makes executable is
 /// chmodded then, and must be flushed again), and every flush returns before the tree is
@@ -385,10 +393,7 @@ fn each_file_is_flushed_after_its_last_mode_change_and_before_the_publish() {
     let trace = fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = trace.lines().collect();
     // The publish: the staged tree renamed into objects/.
-    let publish = lines
-        .iter()
-        .position(|l| l.contains("renameat2(") && l.contains("/tree\"") && l.contains("/objects/"))
-        .unwrap_or_else(|| panic!("no publish in:\n{trace}"));
+    let publish = publish_line(&lines, &trace);
     for file in ["step.sh", "lib/deep/data.bin", "lib/readme.txt"] {
         let staged = format!("/tree/{file}");
         let names =
@@ -454,10 +459,7 @@ fn a_durable_cold_activation_copies_the_tree_while_it_is_flushed() {
     support::assert_same_tree(src.path(), &dest);
     let trace = fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = trace.lines().collect();
-    let publish = lines
-        .iter()
-        .position(|l| l.contains("renameat2(") && l.contains("/tree\"") && l.contains("/objects/"))
-        .unwrap_or_else(|| panic!("no publish in:\n{trace}"));
+    let publish = publish_line(&lines, &trace);
     let base = dest.file_name().unwrap().to_str().unwrap();
     let staging = format!("/.{base}.stepman-");
     let placed = lines
@@ -504,12 +506,7 @@ fn a_durable_cold_activation_copies_the_tree_while_it_is_flushed() {
             "{file}: copied out of the object again:\n{trace}"
         );
     }
-    let parent = dest.parent().unwrap();
-    let left: Vec<String> = fs::read_dir(parent)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&format!(".{base}.stepman-")))
-        .collect();
+    let left = support::staging_entries(dest.parent().unwrap());
     assert!(
         left.is_empty(),
         "staging left beside the destination: {left:?}"
@@ -541,12 +538,7 @@ fn a_durable_cold_activation_into_a_foreign_directory_fails_and_keeps_the_downlo
     );
     let cached = support::run_ok(&mut support::stepman(&s.home, ["list-cached", "-c", &lib]));
     assert_eq!(cached.trim(), "s@1.0.0", "{cached}");
-    let base = dest.file_name().unwrap().to_str().unwrap();
-    let left: Vec<String> = fs::read_dir(dest.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&format!(".{base}.stepman-")))
-        .collect();
+    let left = support::staging_entries(dest.parent().unwrap());
     assert!(
         left.is_empty(),
         "staging left beside the destination: {left:?}"
