@@ -490,11 +490,7 @@ pub(crate) fn claim(
     replace: Replace,
     interrupt: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<Claimed> {
-    let dest = Dest::resolve(dest)?;
-    if let Found::Held(kind, old) = inspect(&dest.path)? {
-        allowed(&dest, kind, &old, replace)?;
-    }
-    let lock_path = dest.parent.join(format!(".{}{MARKER}.lock", dest.base));
+    let (dest, lock_path) = to_claim(dest, replace)?;
     let lock = crate::lock::destination_exclusive(&lock_path, interrupt)
         .map_err(|e| parent_not_writable(e, &dest.given, &dest.parent))?;
     Ok(Claimed { dest, _lock: lock })
@@ -503,14 +499,21 @@ pub(crate) fn claim(
 /// [`claim`], but without waiting for the destination lock: `Ok(None)` when another
 /// activation holds it ([`crate::lock::destination_try_exclusive`]).
 pub(crate) fn try_claim(dest: &Path, replace: Replace) -> Result<Option<Claimed>> {
+    let (dest, lock_path) = to_claim(dest, replace)?;
+    let lock = crate::lock::destination_try_exclusive(&lock_path)
+        .map_err(|e| parent_not_writable(e, &dest.given, &dest.parent))?;
+    Ok(lock.map(|lock| Claimed { dest, _lock: lock }))
+}
+
+/// What [`claim`] and [`try_claim`] do before the lock: `dest` resolved, what `replace` does
+/// not allow there refused, and the path of its destination lock.
+fn to_claim(dest: &Path, replace: Replace) -> Result<(Dest, PathBuf)> {
     let dest = Dest::resolve(dest)?;
     if let Found::Held(kind, old) = inspect(&dest.path)? {
         allowed(&dest, kind, &old, replace)?;
     }
     let lock_path = dest.parent.join(format!(".{}{MARKER}.lock", dest.base));
-    let lock = crate::lock::destination_try_exclusive(&lock_path)
-        .map_err(|e| parent_not_writable(e, &dest.given, &dest.parent))?;
-    Ok(lock.map(|lock| Claimed { dest, _lock: lock }))
+    Ok((dest, lock_path))
 }
 
 /// Whether what is at `d` (`kind`, `id`) may be replaced: `Ok(true)` when an earlier
